@@ -1,0 +1,53 @@
+package config
+
+import "path/filepath"
+
+// Derived paths (config-and-paths.md §2). Pure functions of the fields, so
+// every component computes the same file for the same configuration.
+
+// GateBasePath is the root of the bare mirrors served by the gate.
+func (c Config) GateBasePath() string { return filepath.Join(c.StateDir, "gate") }
+
+// GateTokenFile is tokens.json.
+func (c Config) GateTokenFile() string { return filepath.Join(c.StateDir, "gate", "tokens.json") }
+
+// GateTokenLock is the advisory lock beside tokens.json.
+func (c Config) GateTokenLock() string {
+	return filepath.Join(c.StateDir, "gate", "tokens.json.lock")
+}
+
+// GatePIDFile is the detached gate daemon's PID file.
+func (c Config) GatePIDFile() string { return filepath.Join(c.RuntimeDir, "gate-server.pid") }
+
+// ShieldProfilesDir holds user shield profiles; it hangs off the umbrella root.
+func (c Config) ShieldProfilesDir() string {
+	return filepath.Join(c.UmbrellaConfigDir, "shield", "profiles")
+}
+
+// CredentialsDB is the SQLite credential store.
+func (c Config) CredentialsDB() string { return filepath.Join(c.CredentialsDir, "credentials.db") }
+
+// ProxySocket is the credential proxy's Unix socket.
+func (c Config) ProxySocket() string {
+	return filepath.Join(c.RuntimeDir, "credential-proxy.sock")
+}
+
+// ProxyPIDFile is the proxy daemon's PID file.
+func (c Config) ProxyPIDFile() string { return filepath.Join(c.RuntimeDir, "credential-proxy.pid") }
+
+// RoutesFile is the provider routing table.
+func (c Config) RoutesFile() string { return filepath.Join(c.CredentialsDir, "routes.json") }
+
+// SSHKeysDir holds one key directory per project.
+func (c Config) SSHKeysDir() string { return filepath.Join(c.StateDir, "ssh-keys") }
+
+// SSHKeysJSON is the project → key paths map.
+func (c Config) SSHKeysJSON() string { return filepath.Join(c.CredentialsDir, "ssh-keys.json") }
+
+// ProxyLogFile is where a runner-started proxy daemon logs.
+func (c Config) ProxyLogFile() string {
+	return filepath.Join(c.StateDir, "proxy", "credential-proxy.log")
+}
+
+// ShieldStateDir is the per-task shield bundle directory.
+func ShieldStateDir(taskDir string) string { return filepath.Join(taskDir, "shield") }

@@ -1,0 +1,324 @@
+// Package creddb is the credentials database contract (on-disk-formats.md §3):
+// stored credentials per (credential set, provider) and per-task phantom
+// tokens. Table and column names are fixed; other tools query them directly.
+package creddb
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/tokenid"
+)
+
+// Schema is exactly the specified DDL (§3.2).
+const Schema = `CREATE TABLE IF NOT EXISTS credentials (
+    credential_set TEXT NOT NULL,
+    provider       TEXT NOT NULL,
+    data           TEXT NOT NULL,
+    PRIMARY KEY (credential_set, provider)
+);
+CREATE TABLE IF NOT EXISTS proxy_tokens (
+    token          TEXT PRIMARY KEY,
+    project        TEXT NOT NULL,
+    task           TEXT NOT NULL,
+    credential_set TEXT NOT NULL,
+    provider       TEXT NOT NULL
+);`
+
+// DefaultSet is the credential set used unless an orchestrator picks another.
+const DefaultSet = "default"
+
+// SSHProvider marks phantom tokens meant for the SSH agent handshake.
+const SSHProvider = "ssh"
+
+// StaticMarker is the fixed phantom value accepted as the default set's
+// claude credential (§3.5). It is never stored.
+const StaticMarker = "terok-proxy-phantom-token:credential-proxy-handles-real-auth"
+
+// ErrNotFound is returned by lookups that find no row.
+var ErrNotFound = errors.New("not found")
+
+// DB is an open credentials database.
+type DB struct {
+	x    *sqlx.DB
+	path string
+}
+
+// TokenInfo is what a phantom token stands for.
+type TokenInfo struct {
+	Project       string `db:"project" json:"project"`
+	Task          string `db:"task" json:"task"`
+	CredentialSet string `db:"credential_set" json:"credential_set"`
+	Provider      string `db:"provider" json:"provider"`
+}
+
+// Open opens (creating it and its 0700 parent if needed) the database with
+// WAL, foreign keys and a 5 s busy timeout, creates the schema and forces
+// the file to mode 0600.
+func Open(path string) (*DB, error) {
+	if err := atomicfile.MkdirPrivate(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("open credentials db %s: %w", path, err)
+	}
+	// Create the file 0600 before SQLite does, so it never exists world-readable.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		_ = f.Close()
+	} else {
+		return nil, fmt.Errorf("open credentials db %s: %w", path, err)
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_foreign_keys", "on")
+	q.Set("_busy_timeout", "5000")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	x, err := sqlx.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open credentials db %s: %w", path, err)
+	}
+	db := &DB{x: x, path: path}
+	if _, err := x.Exec(Schema); err != nil {
+		_ = x.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			_ = x.Close()
+			return nil, fmt.Errorf("chmod 0600 %s: %w", p, err)
+		}
+	}
+	return db, nil
+}
+
+// Path is the database file.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the database.
+func (d *DB) Close() error { return d.x.Close() }
+
+// Credential is the decoded data column: a JSON object whose members other
+// tools may extend, so it is kept whole. Numbers stay json.Number to survive
+// a rewrite unchanged.
+type Credential map[string]any
+
+// String returns member key when it is a string.
+func (c Credential) String(key string) string {
+	s, _ := c[key].(string)
+	return s
+}
+
+// Number returns member key when it is a JSON number.
+func (c Credential) Number(key string) (float64, bool) {
+	switch v := c[key].(type) {
+	case json.Number:
+		f, err := v.Float64()
+		return f, err == nil
+	case float64:
+		return v, true
+	case int:
+		return float64(v), true
+	case int64:
+		return float64(v), true
+	}
+	return 0, false
+}
+
+// DecodeCredential parses a data column value; it must be a JSON object.
+func DecodeCredential(data []byte) (Credential, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var c Credential
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("credential data is not a JSON object: %w", err)
+	}
+	if c == nil {
+		return nil, errors.New("credential data is not a JSON object")
+	}
+	return c, nil
+}
+
+// StoreCredential inserts or replaces the row of set/provider.
+func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Credential) error {
+	if set == "" || provider == "" {
+		return errors.New("store credential: credential set and provider must not be empty")
+	}
+	if data == nil {
+		return errors.New("store credential: data must be a JSON object")
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
+	}
+	_, err = d.x.ExecContext(ctx,
+		`INSERT OR REPLACE INTO credentials (credential_set, provider, data) VALUES (?, ?, ?)`,
+		set, provider, string(b))
+	if err != nil {
+		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
+	}
+	return nil
+}
+
+// LoadCredential returns the credential of set/provider or ErrNotFound.
+func (d *DB) LoadCredential(ctx context.Context, set, provider string) (Credential, error) {
+	var data string
+	err := d.x.GetContext(ctx, &data,
+		`SELECT data FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load credential %s/%s: %w", set, provider, err)
+	}
+	c, err := DecodeCredential([]byte(data))
+	if err != nil {
+		return nil, fmt.Errorf("load credential %s/%s: %w", set, provider, err)
+	}
+	return c, nil
+}
+
+// ListCredentials returns the providers of set in ascending order.
+func (d *DB) ListCredentials(ctx context.Context, set string) ([]string, error) {
+	out := []string{}
+	err := d.x.SelectContext(ctx, &out,
+		`SELECT provider FROM credentials WHERE credential_set = ? ORDER BY provider ASC`, set)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials of set %s: %w", set, err)
+	}
+	return out, nil
+}
+
+// DeleteCredential removes set/provider; deleting a missing row is fine.
+func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
+	_, err := d.x.ExecContext(ctx,
+		`DELETE FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
+	if err != nil {
+		return fmt.Errorf("delete credential %s/%s: %w", set, provider, err)
+	}
+	return nil
+}
+
+// CreateToken issues a phantom token for project/task that stands for the
+// credential set/provider.
+func (d *DB) CreateToken(ctx context.Context, project, task, set, provider string) (string, error) {
+	for _, f := range []struct{ name, v string }{{"project", project}, {"task", task},
+		{"credential set", set}, {"provider", provider}} {
+		if f.v == "" {
+			return "", fmt.Errorf("create phantom token: %s must not be empty", f.name)
+		}
+	}
+	tok, err := tokenid.New(tokenid.PhantomPrefix)
+	if err != nil {
+		return "", err
+	}
+	_, err = d.x.ExecContext(ctx,
+		`INSERT INTO proxy_tokens (token, project, task, credential_set, provider) VALUES (?, ?, ?, ?, ?)`,
+		tok, project, task, set, provider)
+	if err != nil {
+		return "", fmt.Errorf("create phantom token for %s/%s (%s): %w", project, task, provider, err)
+	}
+	return tok, nil
+}
+
+// LookupToken returns what tok stands for, or ErrNotFound.
+func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
+	var ti TokenInfo
+	err := d.x.GetContext(ctx, &ti,
+		`SELECT project, task, credential_set, provider FROM proxy_tokens WHERE token = ?`, tok)
+	if errors.Is(err, sql.ErrNoRows) {
+		return TokenInfo{}, ErrNotFound
+	}
+	if err != nil {
+		return TokenInfo{}, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	return ti, nil
+}
+
+// TokenRow is a stored token with what it stands for, for listings.
+type TokenRow struct {
+	Token string `db:"token" json:"token"`
+	TokenInfo
+}
+
+// ListTokens returns the tokens of project (all projects when empty), for
+// operator listings. Callers must show tokens only by prefix.
+func (d *DB) ListTokens(ctx context.Context, project string) ([]TokenRow, error) {
+	out := []TokenRow{}
+	q := `SELECT token, project, task, credential_set, provider FROM proxy_tokens`
+	args := []any{}
+	if project != "" {
+		q += ` WHERE project = ?`
+		args = append(args, project)
+	}
+	q += ` ORDER BY project, task, provider`
+	if err := d.x.SelectContext(ctx, &out, q, args...); err != nil {
+		return nil, fmt.Errorf("list phantom tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeTokens deletes every token of project/task and returns the count.
+func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, error) {
+	res, err := d.x.ExecContext(ctx, `DELETE FROM proxy_tokens WHERE project = ? AND task = ?`, project, task)
+	if err != nil {
+		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	}
+	return n, nil
+}
+
+// UpdateCredential replaces set/provider's data only if it still equals old
+// (compare-and-swap on the stored text), so a background refresh never
+// overwrites a credential an operator changed meanwhile. It reports whether
+// the row was updated.
+func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, next Credential) (bool, error) {
+	ob, err := json.Marshal(old)
+	if err != nil {
+		return false, err
+	}
+	nb, err := json.Marshal(next)
+	if err != nil {
+		return false, err
+	}
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var cur string
+	err = tx.GetContext(ctx, &cur, `SELECT data FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
+	}
+	curC, err := DecodeCredential([]byte(cur))
+	if err != nil {
+		return false, nil
+	}
+	cb, _ := json.Marshal(curC)
+	if !bytes.Equal(cb, ob) {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE credentials SET data = ? WHERE credential_set = ? AND provider = ?`,
+		string(nb), set, provider); err != nil {
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
+	}
+	return true, nil
+}

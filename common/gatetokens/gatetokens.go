@@ -1,0 +1,228 @@
+// Package gatetokens is the gate tokens file contract (on-disk-formats.md §2):
+// the runner creates and revokes per-task tokens, the gate reads them.
+package gatetokens
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/filelock"
+	"terok.dev/sandbox/common/jsonobj"
+	"terok.dev/sandbox/common/tokenid"
+)
+
+// Entry is one token and the task it opens. Raw keeps the whole value object
+// so members other writers added survive a rewrite.
+type Entry struct {
+	Token   string
+	Project string
+	Task    string
+	Raw     json.RawMessage
+}
+
+// Parse reads a tokens file tolerantly (§2.2). Invalid JSON or a non-object
+// top level returns an error (the caller then knows no tokens); entries whose
+// value is not an object or lacks a string project/task are dropped and
+// counted in skipped.
+func Parse(data []byte) (entries []Entry, skipped int, err error) {
+	members, err := jsonobj.Parse(data)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, m := range members {
+		var v map[string]json.RawMessage
+		if json.Unmarshal(m.Value, &v) != nil || v == nil {
+			skipped++
+			continue
+		}
+		var project, task string
+		if json.Unmarshal(v["project"], &project) != nil || json.Unmarshal(v["task"], &task) != nil {
+			skipped++
+			continue
+		}
+		entries = append(entries, Entry{Token: m.Key, Project: project, Task: task, Raw: m.Value})
+	}
+	return entries, skipped, nil
+}
+
+// Store operates on one tokens file and its lock file.
+type Store struct {
+	file, lock string
+	log        *slog.Logger
+}
+
+// NewStore returns the store of cfg's gate.
+func NewStore(cfg config.Config, log *slog.Logger) *Store {
+	return Open(cfg.GateTokenFile(), cfg.GateTokenLock(), log)
+}
+
+// Open returns a store for explicit paths.
+func Open(file, lock string, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{file: file, lock: lock, log: log}
+}
+
+// Path is the tokens file.
+func (s *Store) Path() string { return s.file }
+
+// ValidTask reports whether a task id may be stored: non-empty, printable,
+// without whitespace (task ids travel in logs and unit names).
+func ValidTask(task string) bool {
+	if task == "" || len(task) > 256 {
+		return false
+	}
+	return !strings.ContainsFunc(task, func(r rune) bool { return r <= ' ' || r == 0x7f })
+}
+
+// Create adds a token for project/task under the exclusive lock and returns it.
+func (s *Store) Create(project, task string) (string, error) {
+	if !config.ValidName(project) {
+		return "", fmt.Errorf("create gate token: invalid project id %q (letters, digits, '.', '_', '-'; starting with a letter or digit)", project)
+	}
+	if !ValidTask(task) {
+		return "", fmt.Errorf("create gate token: invalid task id %q (non-empty, no whitespace or control characters)", task)
+	}
+	tok, err := tokenid.New(tokenid.GatePrefix)
+	if err != nil {
+		return "", err
+	}
+	value, err := json.Marshal(map[string]string{"project": project, "task": task})
+	if err != nil {
+		return "", err
+	}
+	err = s.modify(func(entries []Entry) ([]Entry, bool) {
+		return append(entries, Entry{Token: tok, Project: project, Task: task, Raw: value}), true
+	})
+	if err != nil {
+		return "", fmt.Errorf("create gate token for %s/%s: %w", project, task, err)
+	}
+	return tok, nil
+}
+
+// Revoke removes every token of project/task and returns how many went. The
+// file is not rewritten when nothing matched; a missing file is a no-op.
+func (s *Store) Revoke(project, task string) (int, error) {
+	if _, err := os.Stat(s.file); errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	removed := 0
+	err := s.modify(func(entries []Entry) ([]Entry, bool) {
+		kept := entries[:0:0]
+		for _, e := range entries {
+			if e.Project == project && e.Task == task {
+				removed++
+				continue
+			}
+			kept = append(kept, e)
+		}
+		return kept, removed > 0
+	})
+	if err != nil {
+		return 0, fmt.Errorf("revoke gate tokens of %s/%s: %w", project, task, err)
+	}
+	return removed, nil
+}
+
+// modify is the locked read-modify-write cycle. change returns the new entry
+// list and whether anything changed.
+func (s *Store) modify(change func([]Entry) ([]Entry, bool)) error {
+	if err := atomicfile.MkdirPrivate(filepath.Dir(s.file)); err != nil {
+		return err
+	}
+	lk, err := filelock.Exclusive(s.lock)
+	if err != nil {
+		return err
+	}
+	defer lk.Close()
+	entries, err := s.readForWrite()
+	if err != nil {
+		return err
+	}
+	next, changed := change(entries)
+	if !changed {
+		return nil
+	}
+	members := make([]jsonobj.Member, len(next))
+	for i, e := range next {
+		members[i] = jsonobj.Member{Key: e.Token, Value: e.Raw}
+	}
+	data, err := jsonobj.Marshal(members)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(s.file, data, 0o600)
+}
+
+// readForWrite reads the file for a rewrite. An unparseable file is kept as
+// tokens.json.corrupt-<unix-ts> before it is replaced, so nothing is lost.
+func (s *Store) readForWrite() ([]Entry, error) {
+	data, err := os.ReadFile(s.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.file, err)
+	}
+	entries, skipped, perr := Parse(data)
+	if perr != nil {
+		backup := fmt.Sprintf("%s.corrupt-%d", s.file, time.Now().Unix())
+		if err := atomicfile.WriteFile(backup, data, 0o600); err != nil {
+			return nil, fmt.Errorf("%s is not a valid tokens file (%v) and could not be preserved: %w", s.file, perr, err)
+		}
+		s.log.Warn("gate tokens file was unreadable; kept a copy and starting a new one",
+			"file", s.file, "error", perr.Error(), "copy", backup,
+			"next", "inspect the copy and re-create the tokens of running tasks")
+		return nil, nil
+	}
+	if skipped > 0 {
+		s.log.Warn("gate tokens file has malformed entries; they are dropped on rewrite",
+			"file", s.file, "skipped", skipped)
+	}
+	return entries, nil
+}
+
+// List returns the tokens in file order, read without the lock (atomic
+// replace makes that safe). A missing file is empty; a corrupt one is an error.
+func (s *Store) List() ([]Entry, error) {
+	data, err := os.ReadFile(s.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.file, err)
+	}
+	entries, _, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", s.file, err)
+	}
+	return entries, nil
+}
+
+// Lookup returns the entry of tok; a malformed or unknown token is not found.
+func (s *Store) Lookup(tok string) (Entry, bool) {
+	if !tokenid.Valid(tokenid.GatePrefix, tok) {
+		return Entry{}, false
+	}
+	entries, err := s.List()
+	if err != nil {
+		s.log.Warn("cannot read gate tokens; refusing every token", "file", s.file, "error", err.Error())
+		return Entry{}, false
+	}
+	for _, e := range entries {
+		if e.Token == tok {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/credproxy
+
+go 1.24

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/gate
+
+go 1.24

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/runner
+
+go 1.24

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/shield-hook
+
+go 1.24

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/sshagent
+
+go 1.24
