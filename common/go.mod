@@ -3,7 +3,7 @@ module terok.dev/sandbox/common
 go 1.24
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/jmoiron/sqlx v1.4.0 // indirect
-	github.com/mattn/go-sqlite3 v1.14.53 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/jmoiron/sqlx v1.4.0
+	github.com/mattn/go-sqlite3 v1.14.53
 )

@@ -1,0 +1,203 @@
+// Package daemonctl manages the host daemons (gate, credential proxy) the
+// same way for each: systemd user units with a version stamp, or a detached
+// process tracked by a PID file whose identity is checked through /proc
+// (gate-server.md §10–§11, credential-proxy.md §11–§12).
+package daemonctl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/config"
+)
+
+// Systemd talks to the user instance through systemctl. The zero value uses
+// the systemctl found on PATH.
+type Systemd struct {
+	// Systemctl is the program to run; "" means "systemctl".
+	Systemctl string
+}
+
+func (s Systemd) run(ctx context.Context, timeout time.Duration, args ...string) (string, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	prog := s.Systemctl
+	if prog == "" {
+		prog = "systemctl"
+	}
+	cmd := exec.CommandContext(ctx, prog, append([]string{"--user"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ctx.Err() == nil:
+		code = ee.ExitCode()
+		err = nil
+	default:
+		return out.String(), -1, fmt.Errorf("systemctl --user %s: %w", strings.Join(args, " "), err)
+	}
+	if code != 0 && errb.Len() > 0 {
+		return out.String() + errb.String(), code, nil
+	}
+	return out.String(), code, nil
+}
+
+// Available: `systemctl --user is-system-running` exits 0 or 1 within 5 s.
+func (s Systemd) Available(ctx context.Context) bool {
+	_, code, err := s.run(ctx, 5*time.Second, "is-system-running")
+	return err == nil && (code == 0 || code == 1)
+}
+
+// IsActive: `systemctl --user is-active UNIT` prints exactly "active".
+func (s Systemd) IsActive(ctx context.Context, unit string) bool {
+	out, _, err := s.run(ctx, 5*time.Second, "is-active", unit)
+	return err == nil && strings.TrimSpace(out) == "active"
+}
+
+// Call runs one systemctl --user command with a 10 s timeout; a non-zero exit
+// is an error carrying systemctl's output.
+func (s Systemd) Call(ctx context.Context, args ...string) error {
+	out, code, err := s.run(ctx, 10*time.Second, args...)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("systemctl --user %s failed (exit %d): %s", strings.Join(args, " "), code, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// UserUnitDir is the systemd user unit directory, refused for root and when
+// XDG_CONFIG_HOME points outside the home directory (config-and-paths.md §4).
+func UserUnitDir(env config.Env) (string, error) {
+	if env.EUID == 0 {
+		return "", errors.New("refusing to install systemd user units as root; run as the user who runs the tasks, or use the daemon mode (--daemon)")
+	}
+	dir := env.SystemdUserUnitDir()
+	home := filepath.Clean(env.Home)
+	if rel, err := filepath.Rel(home, dir); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("systemd user unit directory %s is outside the home directory %s; unset XDG_CONFIG_HOME or point it inside the home directory", dir, home)
+	}
+	return dir, nil
+}
+
+// Render replaces every {{NAME}} in tmpl with vals[NAME]. A value with CR, LF
+// or NUL is refused (it could inject unit directives); a value with
+// whitespace, quotes or backslashes is refused too, since unit paths here
+// never need them and quoting differs between directives.
+func Render(tmpl string, vals map[string]string) (string, error) {
+	out := tmpl
+	for k, v := range vals {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return "", fmt.Errorf("unit value for %s contains a line break or NUL; refusing to render", k)
+		}
+		if strings.ContainsAny(v, " \t\"'\\") {
+			return "", fmt.Errorf("unit value for %s (%q) contains whitespace, a quote or a backslash; use a path without them", k, v)
+		}
+		out = strings.ReplaceAll(out, "{{"+k+"}}", v)
+	}
+	if i := strings.Index(out, "{{"); i >= 0 {
+		if j := strings.Index(out[i:], "}}"); j > 0 {
+			return "", fmt.Errorf("unit template placeholder %s has no value", out[i:i+j+2])
+		}
+	}
+	return out, nil
+}
+
+// Stamp states of an installed unit.
+const (
+	StampMissing     = -2 // no unit file
+	StampUnversioned = -1 // file without a parseable stamp
+)
+
+// InstalledVersion reads the first line starting with stampPrefix (e.g.
+// "# terok-gate-version:") of the unit at path.
+func InstalledVersion(path, stampPrefix string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return StampMissing
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, stampPrefix) {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, stampPrefix)))
+			if err != nil {
+				return StampUnversioned
+			}
+			return n
+		}
+	}
+	return StampUnversioned
+}
+
+// DescribeVersion renders an installed version for messages: "v6" or "unversioned".
+func DescribeVersion(v int) string {
+	if v < 0 {
+		return "unversioned"
+	}
+	return "v" + strconv.Itoa(v)
+}
+
+// Unit is one rendered unit file.
+type Unit struct {
+	Name    string
+	Content string
+}
+
+// Install writes the units into dir, reloads systemd, enables and starts the
+// socket and restarts it so a changed port takes effect.
+func (s Systemd) Install(ctx context.Context, dir string, units []Unit, socket string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create unit directory %s: %w", dir, err)
+	}
+	for _, u := range units {
+		if err := atomicfile.WriteFile(filepath.Join(dir, u.Name), []byte(u.Content), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", socket}, {"restart", socket}} {
+		if err := s.Call(ctx, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Uninstall disables and stops the socket (errors ignored), removes the unit
+// files and reloads systemd.
+func (s Systemd) Uninstall(ctx context.Context, dir string, names []string, socket string) error {
+	_ = s.Call(ctx, "disable", "--now", socket)
+	_ = s.Call(ctx, "daemon-reload")
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove unit %s: %w", n, err)
+		}
+	}
+	return s.Call(ctx, "daemon-reload")
+}
+
+// FindBinary locates an installed executable: next to the running runner
+// first (a bin/ directory built together), then on PATH.
+func FindBinary(name string) (string, error) {
+	if self, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(self), name)
+		if fi, err := os.Stat(cand); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return cand, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return filepath.Abs(p)
+	}
+	return "", fmt.Errorf("Cannot find '%s' on PATH. Install terok-sandbox (make install) or put %s on PATH", name, name)
+}

@@ -1,0 +1,18 @@
+// Command terok-ssh-agent is being built; for now it only knows its version.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"terok.dev/sandbox/common/version"
+)
+
+func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Println(version.String("terok-ssh-agent"))
+		return
+	}
+	fmt.Fprintf(os.Stderr, "usage: terok-ssh-agent --version\nterok-ssh-agent is not built yet.\n")
+	os.Exit(2)
+}
