@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything the build and the whole test suite need on a fresh
+# Debian 12 machine (run as root). Idempotent: a second run only checks.
+set -euo pipefail
+
+packages=(
+  # container runtime and firewall under test
+  podman runc nftables slirp4netns uidmap fuse-overlayfs
+  # real clients and peers the integration tests drive
+  git curl socat dnsmasq-base openssh-server openssh-client sqlite3 dnsutils
+  busybox-static iproute2 procps psmisc ca-certificates
+  # load generator for benchmarks
+  wrk
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Go modules of every workspace module, and the linter.
+top=$(cd "$(dirname "$0")/.." && pwd)
+for m in common gate credproxy sshagent shield-hook runner; do
+  (cd "$top/$m" && go mod download)
+done
+command -v staticcheck >/dev/null || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+echo "install-deps: ok"
