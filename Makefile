@@ -2,7 +2,7 @@
 # `make check` is the whole test suite (what CI runs through .ci/run).
 
 GO        ?= go
-MODULES   := common gate credproxy sshagent shield-hook runner
+MODULES   := common gate credproxy sshagent shield-hook runner systemd
 BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS   := -X terok.dev/sandbox/common/version.Version=$(VERSION)

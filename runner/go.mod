@@ -15,3 +15,5 @@ require (
 )
 
 replace terok.dev/sandbox/common => ../common
+
+replace terok.dev/sandbox/systemd => ../systemd

@@ -30,7 +30,7 @@ fi
 
 # Go modules of every workspace module, and the linter.
 top=$(cd "$(dirname "$0")/.." && pwd)
-for m in common gate credproxy sshagent shield-hook runner; do
+for m in common gate credproxy sshagent shield-hook runner systemd; do
   (cd "$top/$m" && go mod download)
 done
 command -v staticcheck >/dev/null || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@2025.1.1

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/systemd
+
+go 1.24
