@@ -1,0 +1,282 @@
+package creddb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"terok.dev/sandbox/common/internal/proctest"
+	"terok.dev/sandbox/common/tokenid"
+)
+
+func TestMain(m *testing.M) {
+	proctest.Main(m, proctest.Workers{
+		"tokens": func() error {
+			db, err := Open(os.Getenv("DB_PATH"))
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			for i := 0; i < 100; i++ {
+				if _, err := db.CreateToken(context.Background(), "proj", fmt.Sprintf("w%s-%d", os.Getenv("WORKER_INDEX"), i), DefaultSet, "claude"); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+}
+
+func openTemp(t testing.TB) (*DB, string) {
+	path := filepath.Join(t.TempDir(), "creds", "credentials.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+// A database created with the spec's raw SQL by "another tool" reads back.
+func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "credentials.db")
+	raw, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{
+		`CREATE TABLE credentials (credential_set TEXT NOT NULL, provider TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (credential_set, provider))`,
+		`CREATE TABLE proxy_tokens (token TEXT PRIMARY KEY, project TEXT NOT NULL, task TEXT NOT NULL, credential_set TEXT NOT NULL, provider TEXT NOT NULL)`,
+		`INSERT INTO credentials VALUES ('default', 'claude', '{"type": "oauth", "access_token": "sk-a", "refresh_token": "rt-b", "expires_at": 1767225600.5, "extra": {"k": [1,2]}}')`,
+		`INSERT INTO credentials VALUES ('default', 'gh', '{"type": "pat", "token": "ghp-x"}')`,
+		`INSERT INTO credentials VALUES ('work', 'glab', '{"type": "api_key", "key": "k"}')`,
+		`INSERT INTO proxy_tokens VALUES ('terok-p-0123456789abcdef0123456789abcdef', 'proj', '42', 'default', 'claude')`,
+	}
+	for _, s := range stmts {
+		if _, err := raw.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	raw.Close()
+	os.Chmod(path, 0o644)
+
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	c, err := db.LoadCredential(ctx, "default", "claude")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.String("access_token") != "sk-a" || c.String("type") != "oauth" {
+		t.Errorf("credential = %v", c)
+	}
+	if f, ok := c.Number("expires_at"); !ok || f != 1767225600.5 {
+		t.Errorf("expires_at = %v %v", f, ok)
+	}
+	names, err := db.ListCredentials(ctx, "default")
+	if err != nil || len(names) != 2 || names[0] != "claude" || names[1] != "gh" {
+		t.Errorf("List = %v, %v", names, err)
+	}
+	ti, err := db.LookupToken(ctx, "terok-p-0123456789abcdef0123456789abcdef")
+	if err != nil || ti != (TokenInfo{"proj", "42", "default", "claude"}) {
+		t.Errorf("LookupToken = %+v, %v", ti, err)
+	}
+	var mode string
+	db.x.Get(&mode, "PRAGMA journal_mode")
+	if mode != "wal" {
+		t.Errorf("journal_mode = %q", mode)
+	}
+}
+
+func TestCredentialRoundTrip(t *testing.T) {
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	if _, err := db.LoadCredential(ctx, "default", "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing row: %v", err)
+	}
+	in, _ := DecodeCredential([]byte(`{"type":"oauth","access_token":"a","expires_at":12345678901234567890,"opaque":{"x":1}}`))
+	if err := db.StoreCredential(ctx, "default", "claude", in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := db.LoadCredential(ctx, "default", "claude")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(out["expires_at"]) != "12345678901234567890" {
+		t.Errorf("large number changed: %v", out["expires_at"])
+	}
+	// Replace, then delete twice (idempotent).
+	if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": "k2"}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = db.LoadCredential(ctx, "default", "claude")
+	if out.String("key") != "k2" {
+		t.Errorf("replace failed: %v", out)
+	}
+	for i := 0; i < 2; i++ {
+		if err := db.DeleteCredential(ctx, "default", "claude"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names, _ := db.ListCredentials(ctx, "default"); len(names) != 0 {
+		t.Errorf("left: %v", names)
+	}
+	if err := db.StoreCredential(ctx, "", "p", Credential{}); err == nil {
+		t.Error("empty set accepted")
+	}
+}
+
+func TestDecodeCredentialRejectsNonObjects(t *testing.T) {
+	for _, s := range []string{`[]`, `"x"`, `null`, `{`, ``} {
+		if _, err := DecodeCredential([]byte(s)); err == nil {
+			t.Errorf("accepted %q", s)
+		}
+	}
+}
+
+func TestTokens(t *testing.T) {
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	a, err := db.CreateToken(ctx, "p", "1", DefaultSet, "claude")
+	if err != nil || !tokenid.Valid(tokenid.PhantomPrefix, a) {
+		t.Fatalf("CreateToken = %q, %v", a, err)
+	}
+	db.CreateToken(ctx, "p", "1", DefaultSet, SSHProvider)
+	db.CreateToken(ctx, "p", "2", DefaultSet, "claude")
+	if ti, err := db.LookupToken(ctx, a); err != nil || ti.Provider != "claude" {
+		t.Fatalf("Lookup = %+v %v", ti, err)
+	}
+	if _, err := db.LookupToken(ctx, StaticMarker); !errors.Is(err, ErrNotFound) {
+		t.Error("static marker must not be stored")
+	}
+	rows, _ := db.ListTokens(ctx, "p")
+	if len(rows) != 3 {
+		t.Errorf("ListTokens = %d", len(rows))
+	}
+	n, err := db.RevokeTokens(ctx, "p", "1")
+	if err != nil || n != 2 {
+		t.Fatalf("Revoke = %d, %v", n, err)
+	}
+	if _, err := db.LookupToken(ctx, a); !errors.Is(err, ErrNotFound) {
+		t.Error("revoked token still found")
+	}
+	if _, err := db.CreateToken(ctx, "", "1", DefaultSet, "x"); err == nil {
+		t.Error("empty project accepted")
+	}
+}
+
+func TestUpdateCredentialIsCompareAndSwap(t *testing.T) {
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	old := Credential{"type": "oauth", "access_token": "a1", "refresh_token": "r1", "keep": "me"}
+	db.StoreCredential(ctx, "default", "claude", old)
+	loaded, _ := db.LoadCredential(ctx, "default", "claude")
+	next := Credential{}
+	for k, v := range loaded {
+		next[k] = v
+	}
+	next["access_token"] = "a2"
+	ok, err := db.UpdateCredential(ctx, "default", "claude", loaded, next)
+	if err != nil || !ok {
+		t.Fatalf("Update = %v, %v", ok, err)
+	}
+	// A second update based on the stale copy must not win.
+	stale := Credential{}
+	for k, v := range loaded {
+		stale[k] = v
+	}
+	stale["access_token"] = "a3"
+	ok, err = db.UpdateCredential(ctx, "default", "claude", loaded, stale)
+	if err != nil || ok {
+		t.Fatalf("stale Update = %v, %v", ok, err)
+	}
+	cur, _ := db.LoadCredential(ctx, "default", "claude")
+	if cur.String("access_token") != "a2" || cur.String("keep") != "me" {
+		t.Errorf("current = %v", cur)
+	}
+}
+
+// 8 processes x 100 phantom tokens at once: all 800 land and a reader
+// querying meanwhile never gets an error.
+func TestConcurrentProcessesLoseNothing(t *testing.T) {
+	db, path := openTemp(t)
+	var stop atomic.Bool
+	var reads, failures atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			var n int
+			if err := db.x.Get(&n, `SELECT count(*) FROM proxy_tokens`); err != nil {
+				failures.Add(1)
+				t.Logf("reader: %v", err)
+			}
+			reads.Add(1)
+		}
+	}()
+	proctest.Run(t, 8, "tokens", "DB_PATH="+path)
+	stop.Store(true)
+	wg.Wait()
+	rows, err := db.ListTokens(context.Background(), "proj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 800 {
+		t.Errorf("got %d tokens, want 800", len(rows))
+	}
+	if failures.Load() != 0 {
+		t.Errorf("reader failed %d of %d times", failures.Load(), reads.Load())
+	}
+}
+
+func BenchmarkCreateToken(b *testing.B) {
+	db, _ := openTemp(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLookupToken(b *testing.B) {
+	db, _ := openTemp(b)
+	ctx := context.Background()
+	toks := make([]string, 1000)
+	for i := range toks {
+		toks[i], _ = db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude")
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := db.LookupToken(ctx, toks[i%len(toks)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzDecodeCredential(f *testing.F) {
+	f.Add([]byte(`{"type":"oauth","access_token":"x","expires_at":1.5}`))
+	f.Add([]byte(`{"key": 1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := DecodeCredential(data)
+		if err == nil {
+			_ = c.String("type")
+			c.Number("expires_at")
+		}
+	})
+}

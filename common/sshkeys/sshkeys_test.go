@@ -1,0 +1,213 @@
+package sshkeys
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"terok.dev/sandbox/common/internal/proctest"
+)
+
+func TestMain(m *testing.M) {
+	proctest.Main(m, proctest.Workers{
+		"update": func() error {
+			path := os.Getenv("KEYS_FILE")
+			w := os.Getenv("WORKER_INDEX")
+			for i := 0; i < 100; i++ {
+				proj := fmt.Sprintf("p%d", i%4)
+				if err := Update(path, proj, fmt.Sprintf("/k/w%s-%d", w, i), fmt.Sprintf("/k/w%s-%d.pub", w, i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+}
+
+const specExample = `{
+  "proj-a": [
+    {"private_key": "/keys/a1", "public_key": "/keys/a1.pub"},
+    {"private_key": "/keys/a2", "public_key": "/keys/a2.pub"}
+  ],
+  "legacy-proj": {"private_key": "/keys/id", "public_key": "/keys/id.pub"}
+}`
+
+func TestParseRules(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		want map[string]int
+		err  bool
+	}{
+		{"spec example", specExample, map[string]int{"proj-a": 2, "legacy-proj": 1}, false},
+		{"empty", "  \n", map[string]int{}, false},
+		{"invalid", `{"a":`, map[string]int{}, true},
+		{"top-level list", `[]`, map[string]int{}, true},
+		{"project value string", `{"a": "x", "b": {"private_key": "/p", "public_key": "/p.pub"}}`, map[string]int{"b": 1}, false},
+		{"elements lacking strings", `{"a": [{"private_key": "/p"}, {"private_key": 1, "public_key": "/x"}, 3, {"private_key": "/q", "public_key": "/q.pub"}]}`, map[string]int{"a": 1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Parse([]byte(tc.data))
+			if (err != nil) != tc.err {
+				t.Fatalf("err = %v", err)
+			}
+			if len(m) != len(tc.want) {
+				t.Fatalf("got %v", m)
+			}
+			for k, n := range tc.want {
+				if len(m[k]) != n {
+					t.Errorf("%s: %d entries, want %d", k, len(m[k]), n)
+				}
+			}
+		})
+	}
+	m, _ := Parse([]byte(specExample))
+	if m["proj-a"][1].PrivateKey != "/keys/a2" || m["legacy-proj"][0].PublicKey != "/keys/id.pub" {
+		t.Errorf("order or content wrong: %+v", m)
+	}
+}
+
+func TestUpdateRules(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "creds", "ssh-keys.json")
+	os.MkdirAll(filepath.Dir(path), 0o700)
+	os.WriteFile(path, []byte(specExample), 0o600)
+
+	// A single-object entry is converted to a list and kept.
+	if err := Update(path, "legacy-proj", "/keys/new", "/keys/new.pub"); err != nil {
+		t.Fatal(err)
+	}
+	// Same private key: replaced in place (public key path may change).
+	if err := Update(path, "proj-a", "/keys/a1", "/keys/a1-renamed.pub"); err != nil {
+		t.Fatal(err)
+	}
+	// New project appended.
+	if err := Update(path, "fresh", "/keys/f", "/keys/f.pub"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m["legacy-proj"]; len(got) != 2 || got[0].PrivateKey != "/keys/id" || got[1].PrivateKey != "/keys/new" {
+		t.Errorf("legacy-proj = %+v", got)
+	}
+	if got := m["proj-a"]; len(got) != 2 || got[0].PublicKey != "/keys/a1-renamed.pub" || got[1].PrivateKey != "/keys/a2" {
+		t.Errorf("proj-a = %+v", got)
+	}
+	if len(m["fresh"]) != 1 {
+		t.Errorf("fresh = %+v", m["fresh"])
+	}
+	data, _ := os.ReadFile(path)
+	var raw map[string]json.RawMessage
+	json.Unmarshal(data, &raw)
+	if !strings.HasPrefix(strings.TrimSpace(string(raw["legacy-proj"])), "[") {
+		t.Errorf("project value not written as a list: %s", raw["legacy-proj"])
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+}
+
+func TestUpdateKeepsOtherProjectsUntouched(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh-keys.json")
+	os.WriteFile(path, []byte(`{"other": {"private_key": "/o", "public_key": "/o.pub", "comment": "x"}, "weird": 42}`), 0o600)
+	if err := Update(path, "mine", "/m", "/m.pub"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	var raw map[string]any
+	json.Unmarshal(data, &raw)
+	if o, ok := raw["other"].(map[string]any); !ok || o["comment"] != "x" {
+		t.Errorf("other project changed: %s", data)
+	}
+	if raw["weird"] != float64(42) {
+		t.Errorf("unknown value dropped: %s", data)
+	}
+}
+
+func TestUpdateRefusesInvalidFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh-keys.json")
+	bad := []byte(`{"a": [`)
+	os.WriteFile(path, bad, 0o600)
+	err := Update(path, "p", "/k", "/k.pub")
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Update = %v", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != string(bad) {
+		t.Errorf("invalid file modified: %q", data)
+	}
+	if err := Update(path, "p", "relative", "/k.pub"); err == nil {
+		t.Error("relative key path accepted")
+	}
+}
+
+func TestReadMissingAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	if m, err := Read(filepath.Join(dir, "none.json")); err != nil || len(m) != 0 {
+		t.Errorf("missing: %v %v", m, err)
+	}
+	p := filepath.Join(dir, "empty.json")
+	os.WriteFile(p, nil, 0o600)
+	if err := Update(p, "p", "/k", "/k.pub"); err != nil {
+		t.Fatalf("empty file must count as {}: %v", err)
+	}
+}
+
+// 8 processes x 100 updates at once: every key pair lands and a reader
+// polling meanwhile never sees invalid JSON.
+func TestConcurrentProcessesLoseNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh-keys.json")
+	var stop atomic.Bool
+	var reads, bad atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			data, err := os.ReadFile(path)
+			if err != nil || len(data) == 0 {
+				continue
+			}
+			reads.Add(1)
+			if !json.Valid(data) {
+				bad.Add(1)
+			}
+		}
+	}()
+	proctest.Run(t, 8, "update", "KEYS_FILE="+path)
+	stop.Store(true)
+	wg.Wait()
+	m, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, es := range m {
+		total += len(es)
+	}
+	if total != 800 {
+		t.Errorf("got %d entries, want 800", total)
+	}
+	if bad.Load() != 0 {
+		t.Errorf("reader saw %d invalid files of %d", bad.Load(), reads.Load())
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(specExample))
+	f.Add([]byte(`{"a": [{}], "b": null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, _ := Parse(data)
+		for _, es := range m {
+			if len(es) == 0 {
+				t.Fatal("project with no entries kept")
+			}
+		}
+	})
+}
