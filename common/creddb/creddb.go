@@ -86,6 +86,9 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open credentials db %s: %w", path, err)
 	}
+	// Daemons serve many requests at once; keep enough idle connections that
+	// SQLite files are not reopened per query under load.
+	x.SetMaxIdleConns(8)
 	db := &DB{x: x, path: path}
 	if _, err := x.Exec(Schema); err != nil {
 		_ = x.Close()
@@ -241,6 +244,27 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 		return TokenInfo{}, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	return ti, nil
+}
+
+// CredentialRow is one stored credential with its raw data text, for
+// callers that must see every row (the OAuth refresh walks all sets).
+type CredentialRow struct {
+	Set      string `db:"credential_set"`
+	Provider string `db:"provider"`
+	Data     string `db:"data"`
+}
+
+// AllCredentials returns every row of every set, ordered by set then
+// provider. Data is returned raw: a row that is not a JSON object is the
+// caller's to skip (and report).
+func (d *DB) AllCredentials(ctx context.Context) ([]CredentialRow, error) {
+	out := []CredentialRow{}
+	err := d.x.SelectContext(ctx, &out,
+		`SELECT credential_set, provider, data FROM credentials ORDER BY credential_set, provider`)
+	if err != nil {
+		return nil, fmt.Errorf("list all credentials: %w", err)
+	}
+	return out, nil
 }
 
 // TokenRow is a stored token with what it stands for, for listings.

@@ -86,6 +86,10 @@ func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
 	if f, ok := c.Number("expires_at"); !ok || f != 1767225600.5 {
 		t.Errorf("expires_at = %v %v", f, ok)
 	}
+	all, err := db.AllCredentials(ctx)
+	if err != nil || len(all) != 3 || all[0].Set != "default" || all[0].Provider != "claude" || all[2].Set != "work" {
+		t.Errorf("AllCredentials = %+v, %v", all, err)
+	}
 	names, err := db.ListCredentials(ctx, "default")
 	if err != nil || len(names) != 2 || names[0] != "claude" || names[1] != "gh" {
 		t.Errorf("List = %v, %v", names, err)

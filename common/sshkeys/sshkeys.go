@@ -239,4 +239,3 @@ func sameFile(f *os.File, path string) (bool, error) {
 	}
 	return os.SameFile(fi, pi), nil
 }
-
