@@ -15,7 +15,7 @@ out=${1:?usage: build-image.sh OUT.tar}
 # Required: the test suite cannot work without them. Optional: copied when the
 # host has them (busybox supplies a weaker applet otherwise).
 required=(dash git ssh ssh-keygen ssh-add curl socat)
-optional=(bash wget nc scp env timeout)
+optional=(bash wget nc scp env timeout nft)
 
 for b in busybox "${required[@]}"; do
   if ! command -v "$b" >/dev/null 2>&1; then
