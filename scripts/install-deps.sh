@@ -8,7 +8,7 @@ packages=(
   podman runc nftables slirp4netns uidmap fuse-overlayfs
   # real clients and peers the integration tests drive
   git curl socat dnsmasq-base openssh-server openssh-client sqlite3 dnsutils
-  busybox-static iproute2 procps psmisc ca-certificates
+  busybox-static netcat-openbsd wget iproute2 procps psmisc ca-certificates
   # load generator for benchmarks
   wrk
 )
@@ -33,5 +33,5 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 for m in common gate credproxy sshagent shield-hook runner systemd; do
   (cd "$top/$m" && go mod download)
 done
-command -v staticcheck >/dev/null || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+command -v staticcheck >/dev/null || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.6.1
 echo "install-deps: ok"
