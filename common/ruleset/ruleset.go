@@ -1,0 +1,443 @@
+// Package ruleset is the contract between the runner's shield (pre-start and
+// live operations) and the terok-shield-hook OCI hook: it renders the nftables
+// scripts of shield.md §7 from validated values, and verifies and classifies
+// a live ruleset (§8).
+//
+// Everything here is pure text generation and inspection; running nft is the
+// caller's job. All inputs are validated before being written into a script:
+// a value that is not an IP/CIDR, port, timeout or identifier is an error (or,
+// for element lists, skipped and reported), never interpolated.
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Constants of shield.md §2.
+const (
+	Family = "inet"
+	Table  = "terok_shield"
+
+	SetAllowV4   = "allow_v4"
+	SetAllowV6   = "allow_v6"
+	SetDenyV4    = "deny_v4"
+	SetDenyV6    = "deny_v6"
+	SetGatewayV4 = "gateway_v4"
+	SetGatewayV6 = "gateway_v6"
+
+	PastaDNS          = "169.254.1.1"
+	PastaHostLoopback = "169.254.1.2"
+	SlirpDNS          = "10.0.2.3"
+	SlirpGatewayV4    = "10.0.2.2"
+	SlirpGatewayV6    = "fd00::2"
+
+	// DnsmasqTimeout is the default element timeout of the allow sets in
+	// the dnsmasq tier: addresses dnsmasq learns expire unless looked up again.
+	DnsmasqTimeout = "30m"
+
+	// PermanentTimeout marks elements this project writes (profile and live
+	// entries) in the dnsmasq tier. The spec says `timeout 0s`, but with
+	// nft 1.0.6 on Linux 6.x an element given `timeout 0s` receives the set's
+	// default 30m and expires (measured); an explicit ten-year timeout is
+	// permanent for any container's lifetime on every version.
+	PermanentTimeout = "3650d"
+
+	NFLogGroup = 100
+
+	PrefixDenied  = "TEROK_SHIELD_DENIED"
+	PrefixPrivate = "TEROK_SHIELD_PRIVATE"
+	PrefixAllowed = "TEROK_SHIELD_ALLOWED"
+	PrefixBypass  = "TEROK_SHIELD_BYPASS"
+	PrefixQueued  = "TEROK_SHIELD_QUEUED"
+
+	RejectStmt = "reject with icmpx admin-prohibited"
+)
+
+// PrivateV4 returns the IPv4 ranges rejected unless allowlisted.
+func PrivateV4() []string {
+	return []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+}
+
+// PrivateV6 returns the IPv6 ranges rejected unless allowlisted.
+func PrivateV6() []string { return []string{"fc00::/7", "fe80::/10"} }
+
+// SlirpGateways returns the fixed slirp4netns host-loopback gateway addresses
+// that pre-start writes into the gateway sets (§7.2).
+func SlirpGateways() []string { return []string{SlirpGatewayV4, SlirpGatewayV6} }
+
+// Options are the values interpolated into the table definition.
+type Options struct {
+	// DNS is the upstream forwarder (IPv4 or IPv6); the only address the
+	// container may send DNS queries to.
+	DNS string
+	// LoopbackPorts are the host-service TCP ports reachable on the gateway.
+	LoopbackPorts []int
+	// SetTimeout is the allow sets' default element timeout: "" for none,
+	// DnsmasqTimeout in the dnsmasq tier.
+	SetTimeout string
+	// Interactive selects the QUEUED terminal rule (§7.5).
+	Interactive bool
+}
+
+type checked struct {
+	dns     string
+	dnsSel  string // "ip" or "ip6"
+	ports   []int
+	timeout string
+}
+
+func (o Options) check() (checked, error) {
+	var c checked
+	dns, err := CanonicalIP(o.DNS)
+	if err != nil || strings.Contains(dns, "/") {
+		return c, fmt.Errorf("upstream DNS: Invalid IP/CIDR: '%s' (must be a single address)", o.DNS)
+	}
+	c.dns, c.dnsSel = dns, "ip"
+	if IsIPv6(dns) {
+		c.dnsSel = "ip6"
+	}
+	seen := map[int]bool{}
+	for _, p := range o.LoopbackPorts {
+		if err := ValidPort(p); err != nil {
+			return c, fmt.Errorf("loopback ports: %w", err)
+		}
+		if !seen[p] {
+			seen[p] = true
+			c.ports = append(c.ports, p)
+		}
+	}
+	if o.SetTimeout != "" {
+		if err := ValidTimeout(o.SetTimeout); err != nil {
+			return c, fmt.Errorf("allow set timeout: %w", err)
+		}
+		c.timeout = o.SetTimeout
+	}
+	return c, nil
+}
+
+func logStmt(prefix string) string {
+	return fmt.Sprintf("log group %d prefix \"%s: \"", NFLogGroup, prefix)
+}
+
+func (c checked) allowSetDecls(b *strings.Builder) {
+	for _, s := range [][2]string{{SetAllowV4, "ipv4_addr"}, {SetAllowV6, "ipv6_addr"}} {
+		if c.timeout != "" {
+			fmt.Fprintf(b, "    set %s { type %s; flags interval, timeout; timeout %s; }\n", s[0], s[1], c.timeout)
+		} else {
+			fmt.Fprintf(b, "    set %s { type %s; flags interval; }\n", s[0], s[1])
+		}
+	}
+}
+
+// head writes the rules common to both modes: loopback, conntrack, DNS to
+// the upstream only, and the host-service ports on the gateways. The
+// gateway and host-loopback rules come before the private-range rejects
+// because 10.0.2.2 and 169.254.1.2 are private addresses.
+func (c checked) head(b *strings.Builder, policy string) {
+	fmt.Fprintf(b, "    chain output {\n        type filter hook output priority filter; policy %s;\n", policy)
+	b.WriteString("        oifname \"lo\" accept\n")
+	b.WriteString("        ct state established,related accept\n")
+	fmt.Fprintf(b, "        udp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
+	fmt.Fprintf(b, "        tcp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
+	for _, p := range c.ports {
+		fmt.Fprintf(b, "        tcp dport %d ip daddr @%s accept\n", p, SetGatewayV4)
+		fmt.Fprintf(b, "        tcp dport %d ip6 daddr @%s accept\n", p, SetGatewayV6)
+	}
+	for _, p := range c.ports {
+		fmt.Fprintf(b, "        tcp dport %d ip daddr %s accept\n", p, PastaHostLoopback)
+	}
+}
+
+func privateRejects(b *strings.Builder) {
+	for _, r := range PrivateV4() {
+		fmt.Fprintf(b, "        ip daddr %s %s %s\n", r, logStmt(PrefixPrivate), RejectStmt)
+	}
+	for _, r := range PrivateV6() {
+		fmt.Fprintf(b, "        ip6 daddr %s %s %s\n", r, logStmt(PrefixPrivate), RejectStmt)
+	}
+}
+
+const inputChain = `    chain input {
+        type filter hook input priority filter; policy drop;
+        iifname "lo" accept
+        ct state established,related accept
+        drop
+    }
+}
+`
+
+// Hook renders the enforcing table of shield.md §7.1.
+func Hook(o Options) (string, error) {
+	c, err := o.check()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", Family, Table)
+	c.allowSetDecls(&b)
+	fmt.Fprintf(&b, "    set %s { type ipv4_addr; flags interval; }\n", SetDenyV4)
+	fmt.Fprintf(&b, "    set %s { type ipv6_addr; flags interval; }\n", SetDenyV6)
+	fmt.Fprintf(&b, "    set %s { type ipv4_addr; }\n", SetGatewayV4)
+	fmt.Fprintf(&b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
+	c.head(&b, "drop")
+	// Deny before allow: an address dnsmasq re-learns into an allow set
+	// must stay rejected once denied.
+	fmt.Fprintf(&b, "        ip daddr @%s %s counter %s\n", SetDenyV4, logStmt(PrefixDenied), RejectStmt)
+	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter %s\n", SetDenyV6, logStmt(PrefixDenied), RejectStmt)
+	fmt.Fprintf(&b, "        ip daddr @%s %s counter accept\n", SetAllowV4, logStmt(PrefixAllowed))
+	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter accept\n", SetAllowV6, logStmt(PrefixAllowed))
+	privateRejects(&b)
+	if o.Interactive {
+		fmt.Fprintf(&b, "        %s counter %s\n", logStmt(PrefixQueued), RejectStmt)
+	} else {
+		fmt.Fprintf(&b, "        %s counter\n", logStmt(PrefixDenied))
+		fmt.Fprintf(&b, "        %s\n", RejectStmt)
+	}
+	b.WriteString("    }\n\n")
+	b.WriteString(inputChain)
+	return b.String(), nil
+}
+
+// Bypass renders the shield-down table of shield.md §7.3: output policy
+// accept, every new connection logged, private ranges still rejected unless
+// allowAll. Options.Interactive is ignored.
+func Bypass(o Options, allowAll bool) (string, error) {
+	c, err := o.check()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", Family, Table)
+	c.allowSetDecls(&b)
+	fmt.Fprintf(&b, "    set %s { type ipv4_addr; }\n", SetGatewayV4)
+	fmt.Fprintf(&b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
+	c.head(&b, "accept")
+	fmt.Fprintf(&b, "        ct state new %s counter\n", logStmt(PrefixBypass))
+	if !allowAll {
+		privateRejects(&b)
+	}
+	b.WriteString("    }\n\n")
+	b.WriteString(inputChain)
+	return b.String(), nil
+}
+
+// Replace prefixes script with the deletion of the existing table so that
+// the swap is one atomic nft transaction (§7.4). With tableExists false the
+// script is returned unchanged (deleting a missing table is an error).
+func Replace(tableExists bool, script string) string {
+	if !tableExists {
+		return script
+	}
+	return fmt.Sprintf("delete table %s %s\n", Family, Table) + script
+}
+
+// Set kinds for element commands.
+const (
+	KindAllow   = "allow"
+	KindDeny    = "deny"
+	KindGateway = "gateway"
+)
+
+// AddElements renders the `add element` commands of §7.2 for kind ("allow",
+// "deny" or "gateway"): one line per family, "" when no valid address.
+// Invalid addresses and addresses covered by another one of the list
+// (interval sets refuse overlapping elements) are skipped. permanent appends
+// `timeout PermanentTimeout` to each element (dnsmasq tier allow sets only:
+// the other sets have no timeout flag and nft would refuse it).
+func AddElements(kind string, addrs []string, permanent bool) string {
+	s, _ := Elements("add", kind, addrs, permanent)
+	return s
+}
+
+// DeleteElements renders the `delete element` commands for kind.
+func DeleteElements(kind string, addrs []string) string {
+	s, _ := Elements("delete", kind, addrs, false)
+	return s
+}
+
+// Elements is AddElements/DeleteElements with the skipped (invalid) inputs
+// reported, for callers that warn about them. An unknown verb or kind yields
+// "" and every address as skipped.
+func Elements(verb, kind string, addrs []string, permanent bool) (string, []string) {
+	if (verb != "add" && verb != "delete") || (kind != KindAllow && kind != KindDeny && kind != KindGateway) {
+		return "", addrs
+	}
+	v4, v6, skipped := SplitFamilies(addrs)
+	if kind == KindGateway {
+		// The gateway sets hold single addresses (no interval flag).
+		var bad []string
+		v4, bad = dropPrefixes(v4, bad)
+		v6, bad = dropPrefixes(v6, bad)
+		skipped = append(skipped, bad...)
+	}
+	// Intervals: only the allow and deny sets have the interval flag, but
+	// an overlap-free, duplicate-free list is right for every set.
+	v4, v6 = dropCovered(v4), dropCovered(v6)
+	suffix := ""
+	if permanent && verb == "add" {
+		suffix = " timeout " + PermanentTimeout
+	}
+	var b strings.Builder
+	for _, fam := range []struct {
+		set   string
+		elems []string
+	}{{kind + "_v4", v4}, {kind + "_v6", v6}} {
+		if len(fam.elems) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "%s element %s %s %s { ", verb, Family, Table, fam.set)
+		for i, e := range fam.elems {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(e + suffix)
+		}
+		b.WriteString(" }\n")
+	}
+	return b.String(), skipped
+}
+
+func dropPrefixes(list, bad []string) ([]string, []string) {
+	out := list[:0:0]
+	for _, a := range list {
+		if strings.Contains(a, "/") {
+			bad = append(bad, a)
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out, bad
+}
+
+// SplitFamilies canonicalises addrs and splits them into IPv4 and IPv6 lists
+// (first occurrence kept, order preserved); invalid inputs are returned in
+// skipped.
+func SplitFamilies(addrs []string) (v4, v6, skipped []string) {
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		c, err := CanonicalIP(a)
+		if err != nil {
+			skipped = append(skipped, a)
+			continue
+		}
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		if IsIPv6(c) {
+			v6 = append(v6, c)
+		} else {
+			v4 = append(v4, c)
+		}
+	}
+	return v4, v6, skipped
+}
+
+// dropCovered removes every entry contained in another entry of the list
+// (canonical, duplicate-free input), keeping the order of the survivors.
+// Sorting by prefix length makes this O(n log n + n·k) with k the number of
+// distinct shorter prefixes kept, which stays small for real allowlists.
+func dropCovered(list []string) []string {
+	if len(list) < 2 {
+		return list
+	}
+	type ent struct {
+		idx int
+		p   netip.Prefix
+	}
+	ents := make([]ent, 0, len(list))
+	for i, s := range list {
+		p, ok := prefixOf(s)
+		if !ok {
+			continue
+		}
+		ents = append(ents, ent{i, p})
+	}
+	sort.SliceStable(ents, func(a, b int) bool { return ents[a].p.Bits() < ents[b].p.Bits() })
+	// Index of kept prefixes by length: only non-full-length prefixes can
+	// cover anything.
+	byBits := map[int]map[netip.Prefix]bool{}
+	var lengths []int
+	keep := make([]bool, len(list))
+	for _, e := range ents {
+		coveredBy := false
+		for _, l := range lengths {
+			if l > e.p.Bits() {
+				break
+			}
+			outer, _ := e.p.Addr().Prefix(l)
+			if byBits[l][outer] {
+				coveredBy = true
+				break
+			}
+		}
+		if coveredBy {
+			continue
+		}
+		keep[e.idx] = true
+		if e.p.Bits() < e.p.Addr().BitLen() {
+			m := byBits[e.p.Bits()]
+			if m == nil {
+				m = map[netip.Prefix]bool{}
+				byBits[e.p.Bits()] = m
+				lengths = append(lengths, e.p.Bits())
+				sort.Ints(lengths)
+			}
+			m[e.p] = true
+		}
+	}
+	out := make([]string, 0, len(list))
+	for i, s := range list {
+		if keep[i] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Script assembles a complete nft script: the table (hook or bypass mode),
+// then the allowlist, deny and gateway elements. It is what pre-start writes
+// to ruleset.nft and what `shield up`/`down` apply (with ReplaceExisting).
+type Script struct {
+	Options
+	Bypass   bool
+	AllowAll bool // bypass only: also drop the private-range rejects
+	// Allow is the effective allowlist; Permanent marks its elements with
+	// PermanentTimeout (dnsmasq tier, where the set has a default timeout).
+	Allow     []string
+	Permanent bool
+	Deny      []string // ignored in bypass mode (no deny sets)
+	Gateways  []string // IPv4 and IPv6 gateway addresses
+	// ReplaceExisting prefixes `delete table` (§7.4).
+	ReplaceExisting bool
+}
+
+// Render returns the script and the inputs skipped as invalid.
+func (s Script) Render() (string, []string, error) {
+	if s.AllowAll && !s.Bypass {
+		return "", nil, fmt.Errorf("allow-all requires bypass (--all requires --down)")
+	}
+	var table string
+	var err error
+	if s.Bypass {
+		table, err = Bypass(s.Options, s.AllowAll)
+	} else {
+		table, err = Hook(s.Options)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	permanent := s.Permanent && s.SetTimeout != ""
+	allow, sk1 := Elements("add", KindAllow, s.Allow, permanent)
+	var deny string
+	var sk2 []string
+	if !s.Bypass {
+		deny, sk2 = Elements("add", KindDeny, s.Deny, false)
+	}
+	gw, sk3 := Elements("add", KindGateway, s.Gateways, false)
+	skipped := append(append(sk1, sk2...), sk3...)
+	return Replace(s.ReplaceExisting, table+allow+deny+gw), skipped, nil
+}

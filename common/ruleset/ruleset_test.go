@@ -1,0 +1,473 @@
+package ruleset
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func golden(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestHookGoldenMatchesSpec(t *testing.T) {
+	got, err := Hook(Options{DNS: "169.254.1.1", LoopbackPorts: []int{9418, 18731, 18732}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := golden(t, "hook-pasta.nft"); got != want {
+		t.Fatalf("hook ruleset differs from the spec:\n--- got\n%s\n--- want\n%s", got, want)
+	}
+}
+
+func TestBypassGoldenMatchesSpec(t *testing.T) {
+	got, err := Bypass(Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := golden(t, "bypass-slirp.nft"); got != want {
+		t.Fatalf("bypass ruleset differs from the spec:\n--- got\n%s\n--- want\n%s", got, want)
+	}
+}
+
+func TestHookVariants(t *testing.T) {
+	tests := []struct {
+		name     string
+		opts     Options
+		contains []string
+		absent   []string
+	}{
+		{"no ports", Options{DNS: "10.0.2.3"}, []string{"udp dport 53 ip daddr 10.0.2.3 accept"}, []string{"@gateway_v4 accept", "169.254.1.2 accept"}},
+		{"ipv6 dns", Options{DNS: "2001:DB8::0053"}, []string{"udp dport 53 ip6 daddr 2001:db8::53 accept", "tcp dport 53 ip6 daddr 2001:db8::53 accept"}, nil},
+		{"dnsmasq timeout", Options{DNS: "10.0.2.3", SetTimeout: "30m"}, []string{
+			"set allow_v4 { type ipv4_addr; flags interval, timeout; timeout 30m; }",
+			"set allow_v6 { type ipv6_addr; flags interval, timeout; timeout 30m; }",
+			"set deny_v4 { type ipv4_addr; flags interval; }"}, nil},
+		{"interactive", Options{DNS: "10.0.2.3", Interactive: true}, []string{
+			"        log group 100 prefix \"TEROK_SHIELD_QUEUED: \" counter reject with icmpx admin-prohibited\n    }"},
+			[]string{"log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n"}},
+		{"duplicate ports collapse", Options{DNS: "10.0.2.3", LoopbackPorts: []int{22, 22}}, []string{"tcp dport 22 ip daddr @gateway_v4 accept\n        tcp dport 22 ip6"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Hook(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tc.contains {
+				if !strings.Contains(got, c) {
+					t.Errorf("missing %q in\n%s", c, got)
+				}
+			}
+			for _, c := range tc.absent {
+				if strings.Contains(got, c) {
+					t.Errorf("unexpected %q in\n%s", c, got)
+				}
+			}
+			if strings.Count(got, "tcp dport 22 ip daddr @gateway_v4") > 1 {
+				t.Errorf("duplicate port rules")
+			}
+		})
+	}
+}
+
+func TestOptionsRejectBadValues(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"injection in dns", Options{DNS: "1.2.3.4; flush ruleset"}, "Invalid IP/CIDR"},
+		{"empty dns", Options{DNS: ""}, "Invalid IP/CIDR"},
+		{"cidr dns", Options{DNS: "10.0.0.0/8"}, "single address"},
+		{"hostname dns", Options{DNS: "dns.example.com"}, "Invalid IP/CIDR"},
+		{"port zero", Options{DNS: "10.0.2.3", LoopbackPorts: []int{0}}, "invalid port 0"},
+		{"port too big", Options{DNS: "10.0.2.3", LoopbackPorts: []int{65536}}, "invalid port 65536"},
+		{"negative port", Options{DNS: "10.0.2.3", LoopbackPorts: []int{-1}}, "invalid port"},
+		{"bad timeout", Options{DNS: "10.0.2.3", SetTimeout: "30m; flush ruleset"}, "invalid timeout"},
+		{"timeout unit", Options{DNS: "10.0.2.3", SetTimeout: "30y"}, "invalid timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, f := range []func(Options) (string, error){Hook, func(o Options) (string, error) { return Bypass(o, false) }} {
+				out, err := f(tc.opts)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want containing %q", err, tc.want)
+				}
+				if out != "" {
+					t.Fatalf("partial output on error: %q", out)
+				}
+			}
+		})
+	}
+}
+
+func TestCanonicalIP(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"192.0.2.10", "192.0.2.10"},
+		{"  192.0.2.10\t", "192.0.2.10"},
+		{"198.51.100.7/24", "198.51.100.0/24"},
+		{"198.51.100.7/32", "198.51.100.7"},
+		{"2001:DB8:0:0::1", "2001:db8::1"},
+		{"2001:db8::1/128", "2001:db8::1"},
+		{"2001:db8::1/32", "2001:db8::/32"},
+		{"::ffff:198.51.100.1", "198.51.100.1"},
+		{"::ffff:198.51.100.0/120", "198.51.100.0/24"},
+		{"0.0.0.0/0", "0.0.0.0/0"},
+		{"1.2.3.4; flush ruleset", ""},
+		{"1.2.3.4 }", ""},
+		{"1.2.3.4/33", ""},
+		{"01.2.3.4", ""},
+		{"fe80::1%eth0", ""},
+		{"example.com", ""},
+		{"", ""},
+		{"1.2.3.4/", ""},
+		{"1.2.3.4/-1", ""},
+	}
+	for _, tc := range tests {
+		got, err := CanonicalIP(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("CanonicalIP(%q) = %q, want error", tc.in, got)
+			} else if !strings.HasPrefix(err.Error(), "Invalid IP/CIDR: '") {
+				t.Errorf("CanonicalIP(%q) error %q lacks the spec wording", tc.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("CanonicalIP(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestValidDomain(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"github.com", "github.com", true},
+		{"  GitHub.COM ", "github.com", true},
+		{"*.githubusercontent.com", "*.githubusercontent.com", true},
+		{"a-b.example.org", "a-b.example.org", true},
+		{"com", "", false},
+		{"1.2.3.4", "", false},
+		{"-bad.example.com", "", false},
+		{"bad-.example.com", "", false},
+		{"exa mple.com", "", false},
+		{"example.com; rm -rf /", "", false},
+		{"example.com/24", "", false},
+		{"*.*.example.com", "", false},
+		{"example.c", "", false},
+		{strings.Repeat("a", 64) + ".com", "", false},
+		{"", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := ValidDomain(tc.in)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("ValidDomain(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestElements(t *testing.T) {
+	tests := []struct {
+		name      string
+		verb      string
+		kind      string
+		addrs     []string
+		permanent bool
+		want      string
+		skipped   int
+	}{
+		{"split families", "add", KindAllow, []string{"192.0.2.10", "198.51.100.0/24", "2001:db8::1"}, false,
+			"add element inet terok_shield allow_v4 { 192.0.2.10, 198.51.100.0/24 }\nadd element inet terok_shield allow_v6 { 2001:db8::1 }\n", 0},
+		{"permanent", "add", KindAllow, []string{"192.0.2.10", "198.51.100.0/24"}, true,
+			"add element inet terok_shield allow_v4 { 192.0.2.10 timeout 3650d, 198.51.100.0/24 timeout 3650d }\n", 0},
+		{"deny", "add", KindDeny, []string{"203.0.113.5"}, false, "add element inet terok_shield deny_v4 { 203.0.113.5 }\n", 0},
+		{"delete ignores permanent", "delete", KindDeny, []string{"203.0.113.5"}, true, "delete element inet terok_shield deny_v4 { 203.0.113.5 }\n", 0},
+		{"gateway", "add", KindGateway, []string{"10.0.2.2", "fd00::2"}, false,
+			"add element inet terok_shield gateway_v4 { 10.0.2.2 }\nadd element inet terok_shield gateway_v6 { fd00::2 }\n", 0},
+		{"gateway refuses cidr", "add", KindGateway, []string{"10.0.2.0/24"}, false, "", 1},
+		{"invalid skipped", "add", KindAllow, []string{"1.2.3.4; flush ruleset", "1.2.3.4", "bad"}, false,
+			"add element inet terok_shield allow_v4 { 1.2.3.4 }\n", 2},
+		{"none valid", "add", KindAllow, []string{"x"}, false, "", 1},
+		{"empty", "add", KindAllow, nil, false, "", 0},
+		{"duplicates and covered dropped", "add", KindAllow,
+			[]string{"198.51.100.10", "198.51.100.0/24", "198.51.100.10", "198.51.0.0/16", "203.0.113.1", "2001:db8::5", "2001:db8::/32"}, false,
+			"add element inet terok_shield allow_v4 { 198.51.0.0/16, 203.0.113.1 }\nadd element inet terok_shield allow_v6 { 2001:db8::/32 }\n", 0},
+		{"bad verb", "flush", KindAllow, []string{"1.2.3.4"}, false, "", 1},
+		{"bad kind", "add", "allow_v4 { 0.0.0.0/0 } ;", []string{"1.2.3.4"}, false, "", 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, skipped := Elements(tc.verb, tc.kind, tc.addrs, tc.permanent)
+			if got != tc.want || len(skipped) != tc.skipped {
+				t.Fatalf("got %q skipped %v; want %q with %d skipped", got, skipped, tc.want, tc.skipped)
+			}
+		})
+	}
+	if AddElements(KindAllow, []string{"1.2.3.4"}, false) != "add element inet terok_shield allow_v4 { 1.2.3.4 }\n" {
+		t.Fatal("AddElements")
+	}
+	if DeleteElements(KindAllow, []string{"2001:db8::1"}) != "delete element inet terok_shield allow_v6 { 2001:db8::1 }\n" {
+		t.Fatal("DeleteElements")
+	}
+}
+
+func TestCovered(t *testing.T) {
+	list := []string{"198.51.100.0/24", "2001:db8::/48", "bogus", "203.0.113.7"}
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"198.51.100.10", true},
+		{"198.51.100.0/25", true},
+		{"198.51.0.0/16", false},
+		{"203.0.113.7", true},
+		{"203.0.113.8", false},
+		{"2001:db8:0:1::1", true},
+		{"2001:db9::1", false},
+		{"::ffff:198.51.100.1", true},
+		{"junk", false},
+	}
+	for _, tc := range tests {
+		if got := Covered(tc.addr, list); got != tc.want {
+			t.Errorf("Covered(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
+
+func TestReplace(t *testing.T) {
+	if Replace(false, "X\n") != "X\n" {
+		t.Fatal("inactive table must not be deleted")
+	}
+	if Replace(true, "X\n") != "delete table inet terok_shield\nX\n" {
+		t.Fatal("replace prefix")
+	}
+}
+
+func TestScriptRender(t *testing.T) {
+	s := Script{
+		Options:   Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout},
+		Allow:     []string{"198.51.100.10", "not-an-ip"},
+		Permanent: true,
+		Deny:      []string{"203.0.113.5"},
+		Gateways:  SlirpGateways(),
+	}
+	out, skipped, err := s.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != 1 || skipped[0] != "not-an-ip" {
+		t.Fatalf("skipped = %v", skipped)
+	}
+	for _, want := range []string{
+		"add element inet terok_shield allow_v4 { 198.51.100.10 timeout 3650d }\n",
+		"add element inet terok_shield deny_v4 { 203.0.113.5 }\n",
+		"add element inet terok_shield gateway_v4 { 10.0.2.2 }\nadd element inet terok_shield gateway_v6 { fd00::2 }\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	if strings.HasPrefix(out, "delete") {
+		t.Error("unexpected delete")
+	}
+	s.Bypass, s.ReplaceExisting = true, true
+	out, _, err = s.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "delete table inet terok_shield\ntable") || strings.Contains(out, "deny_v4") {
+		t.Errorf("bypass script:\n%s", out)
+	}
+	if _, _, err := (Script{Options: Options{DNS: "10.0.2.3"}, AllowAll: true}).Render(); err == nil {
+		t.Error("allow-all without bypass must fail")
+	}
+}
+
+// nftNetns runs nft inside a throw-away network namespace of its own, so the
+// real kernel parses and applies the generated scripts without touching the
+// host's firewall.
+type nftNetns struct{ name string }
+
+func newNetns(t *testing.T) *nftNetns {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft not installed (apt-get install nftables): %v", err)
+	}
+	name := fmt.Sprintf("hkr-%d-%s", os.Getpid(), strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return &nftNetns{name: name}
+}
+
+func (n *nftNetns) nft(script string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, "nft"}, args...)...)
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestRealNftAcceptsAndVerifies(t *testing.T) {
+	ns := newNetns(t)
+	allow := []string{"198.51.100.0/24", "198.51.100.10", "203.0.113.9", "2001:db8::/48", "2001:db8::1", "10.1.2.3"}
+	cases := []struct {
+		name   string
+		script Script
+		state  State
+	}{
+		{"hook pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418, 18731, 18732}}, Allow: allow, Deny: []string{"203.0.113.5"}}, StateUp},
+		{"hook slirp dnsmasq", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout}, Allow: allow, Permanent: true, Gateways: SlirpGateways()}, StateUp},
+		{"hook interactive ipv6 dns", Script{Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow}, StateUp},
+		{"bypass", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Bypass: true, Allow: allow, Gateways: SlirpGateways()}, StateDown},
+		{"bypass all", Script{Options: Options{DNS: SlirpDNS, SetTimeout: DnsmasqTimeout}, Bypass: true, AllowAll: true, Allow: allow, Permanent: true}, StateDownAll},
+	}
+	exists := false
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.script
+			s.ReplaceExisting = exists
+			text, _, err := s.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := ns.nft(text, "-c", "-f", "-"); err != nil {
+				t.Fatalf("nft -c rejected the script: %v\n%s\n%s", err, out, text)
+			}
+			if out, err := ns.nft(text, "-f", "-"); err != nil {
+				t.Fatalf("nft -f: %v\n%s", err, out)
+			}
+			exists = true
+			listing, err := ns.nft("", "list", "table", "inet", "terok_shield")
+			if err != nil {
+				t.Fatalf("list: %v %s", err, listing)
+			}
+			if got := Classify(listing); got != tc.state {
+				t.Fatalf("Classify = %s, want %s\nhook errs: %v\nbypass errs: %v\n%s", got, tc.state,
+					VerifyHook(listing, s.Interactive), VerifyBypass(listing, s.AllowAll), listing)
+			}
+			if s.Permanent && !strings.Contains(listing, "timeout 3650d") {
+				t.Errorf("permanent elements lost their timeout:\n%s", listing)
+			}
+			// Live element commands against the applied table.
+			if !s.Bypass {
+				cmds := AddElements(KindDeny, []string{"198.51.100.10"}, false) + DeleteElements(KindDeny, []string{"198.51.100.10"})
+				if out, err := ns.nft(cmds, "-f", "-"); err != nil {
+					t.Fatalf("element commands: %v\n%s", err, out)
+				}
+			}
+		})
+	}
+	if out, _ := ns.nft("", "list", "table", "inet", "terok_shield"); Classify(out) != StateDownAll {
+		t.Fatalf("final state %s", Classify(out))
+	}
+	if out, err := ns.nft("", "delete", "table", "inet", "terok_shield"); err != nil {
+		t.Fatal(out)
+	}
+	out, err := ns.nft("", "list", "table", "inet", "terok_shield")
+	if err == nil {
+		t.Fatalf("table still listed: %s", out)
+	}
+	if Classify("") != StateInactive {
+		t.Fatalf("no table must be inactive, got %s for %q", Classify(out), out)
+	}
+}
+
+// TestVerifyDetectsTampering applies damaged variants of the hook ruleset on
+// the real kernel and checks that verification notices each one.
+func TestVerifyDetectsTampering(t *testing.T) {
+	ns := newNetns(t)
+	good, err := Hook(Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, old, new, wantErr string
+	}{
+		{"policy accept", "hook output priority filter; policy drop;", "hook output priority filter; policy accept;", "output chain is not a drop-policy output hook"},
+		{"no terminal", "        log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n        reject with icmpx admin-prohibited\n", "", "terminal deny-all rule missing"},
+		{"extra accept", "        oifname \"lo\" accept\n", "        oifname \"lo\" accept\n        ip daddr 0.0.0.0/0 accept\n", "unexpected accept rule: ip daddr 0.0.0.0/0 accept"},
+		{"sport 53 input hole", "        iifname \"lo\" accept\n", "        iifname \"lo\" accept\n        udp sport 53 accept\n", "input chain rules differ"},
+		{"allow before deny", "        ip daddr @deny_v4 log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter reject with icmpx admin-prohibited\n", "", "deny-set rules must precede allow-set rules"},
+		{"private range missing", "        ip daddr 172.16.0.0/12 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", "Private-range reject rule for 172.16.0.0/12 missing"},
+		{"blanket dns", "udp dport 53 ip daddr 10.0.2.3 accept", "udp dport 53 accept", "unexpected accept rule: udp dport 53 accept"},
+		{"chain not hooked", "type filter hook output priority filter; policy drop;", "", "output chain is not a drop-policy output hook"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := strings.Replace(good, tc.old, tc.new, 1)
+			if bad == good {
+				t.Fatalf("test replacement did not apply")
+			}
+			if out, err := ns.nft(Replace(true, bad), "-f", "-"); err != nil {
+				if out2, err2 := ns.nft(bad, "-f", "-"); err2 != nil {
+					t.Fatalf("apply: %v %s / %v %s", err, out, err2, out2)
+				}
+			}
+			listing, err := ns.nft("", "list", "table", "inet", "terok_shield")
+			if err != nil {
+				t.Fatal(listing)
+			}
+			errs := VerifyHook(listing, false)
+			if !strings.Contains(strings.Join(errs, "; "), tc.wantErr) {
+				t.Fatalf("errors %v lack %q\n%s", errs, tc.wantErr, listing)
+			}
+			if Classify(listing) == StateUp {
+				t.Fatalf("tampered ruleset classified up")
+			}
+		})
+	}
+}
+
+func TestVerifyTextOnly(t *testing.T) {
+	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{9418}})
+	if errs := VerifyHook(good, false); len(errs) != 0 {
+		t.Fatalf("generated text must verify: %v", errs)
+	}
+	if errs := VerifyHook(good, true); len(errs) == 0 {
+		t.Fatal("non-interactive ruleset must not verify as interactive")
+	}
+	inter, _ := Hook(Options{DNS: PastaDNS, Interactive: true})
+	if errs := VerifyHook(inter, true); len(errs) != 0 {
+		t.Fatalf("interactive: %v", errs)
+	}
+	if Classify(inter) != StateUp {
+		t.Fatal("interactive should be up")
+	}
+	errs := VerifyHook("garbage", false)
+	for _, want := range []string{"policy is not drop", "output chain missing", "input chain missing", "reject type missing", "allow_v4 set missing", "deny_v6 set missing", "terminal deny-all rule missing", "Private-range reject rule for fe80::/10 missing"} {
+		if !strings.Contains(strings.Join(errs, "|"), want) {
+			t.Errorf("missing error %q in %v", want, errs)
+		}
+	}
+	if Classify("garbage") != StateError {
+		t.Fatal("garbage must classify as error")
+	}
+	by, _ := Bypass(Options{DNS: PastaDNS}, false)
+	if Classify(by) != StateDown {
+		t.Fatal("bypass should be down")
+	}
+	errs = VerifyBypass("table inet terok_shield {\n}\n", false)
+	for _, want := range []string{"output policy is not accept", "input policy is not drop", "bypass nflog prefix missing"} {
+		if !strings.Contains(strings.Join(errs, "|"), want) {
+			t.Errorf("missing bypass error %q in %v", want, errs)
+		}
+	}
+}
