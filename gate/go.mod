@@ -2,6 +2,16 @@ module terok.dev/sandbox/gate
 
 go 1.24
 
-require terok.dev/sandbox/common v0.0.0
+require (
+	github.com/sosedoff/gitkit v0.4.0
+	terok.dev/sandbox/common v0.0.0
+)
+
+require github.com/BurntSushi/toml v1.6.0 // indirect
 
 replace terok.dev/sandbox/common => ../common
+
+// gitkit with the terok patch (third_party/PATCHES.md): clean per-request
+// environment, stderr kept out of the protocol stream, protocol v2,
+// streaming bodies, bounded waits; the SSH server part is left out.
+replace github.com/sosedoff/gitkit => ./third_party/gitkit

@@ -1,18 +1,13 @@
-// Command terok-gate is being built; for now it only knows its version.
+// Command terok-gate serves the host-side bare mirrors to task containers
+// over git smart HTTP, one project per token (gate-server.md).
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/gate/internal/app"
 )
 
 func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
-		fmt.Println(version.String("terok-gate"))
-		return
-	}
-	fmt.Fprintf(os.Stderr, "usage: terok-gate --version\nterok-gate is not built yet.\n")
-	os.Exit(2)
+	os.Exit(app.Main(os.Args[1:], os.Stderr))
 }

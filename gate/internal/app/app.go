@@ -1,0 +1,388 @@
+// Package app is terok-gate's command line (gate-server.md §1, §7): flags,
+// the choice of listening mode, the detach re-exec and signal handling.
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/gate/internal/listen"
+	"terok.dev/sandbox/gate/internal/server"
+	gsyslog "terok.dev/sandbox/gate/internal/syslog"
+	"terok.dev/sandbox/gate/internal/tokens"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// Environment variables the gate reads.
+const (
+	EnvAdminToken = "TEROK_GATE_ADMIN_TOKEN"
+	// envDetachedChild marks the re-executed background process of
+	// --detach; descriptor 3 is then the bound listener and 4 the readiness
+	// pipe. Internal: not a user interface.
+	envDetachedChild = "TEROK_GATE_DETACHED_CHILD"
+	detachTimeout    = 10 * time.Second
+)
+
+type options struct {
+	basePath, tokenFile, bind, pidFile, adminToken, logFile string
+	port                                                    int
+	inetd, detach, foreground, accessLog, showVersion       bool
+	maxBackends                                             int
+	maxBody                                                 int64
+	queueWait, bodyIdle, requestTimeout, grace, idle        time.Duration
+}
+
+const usageText = `usage: terok-gate --base-path=DIR --token-file=FILE (--inetd | --detach | --foreground) [options]
+
+Serves the bare repositories under --base-path over git smart HTTP to the
+holders of per-task tokens in --token-file. Without --inetd/--detach/
+--foreground it serves the listening socket systemd passed (LISTEN_FDS).
+The admin token comes from --admin-token or $TEROK_GATE_ADMIN_TOKEN; prefer
+the variable (a command line is visible to every local user).
+
+`
+
+// Main runs terok-gate and returns the exit status.
+func Main(args []string, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("terok-gate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.basePath, "base-path", "", "directory holding the bare repositories `<project>.git` (required)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "gate tokens file tokens.json (required)")
+	fs.IntVar(&o.port, "port", 9418, "listen port (--detach, --foreground)")
+	fs.StringVar(&o.bind, "bind", "127.0.0.1", "listen address (--detach, --foreground); 0.0.0.0 exposes the gate beyond this host")
+	fs.BoolVar(&o.inetd, "inetd", false, "serve the one connection on descriptor 0, then exit (Accept=yes units)")
+	fs.BoolVar(&o.detach, "detach", false, "bind, then serve in the background until SIGTERM")
+	fs.BoolVar(&o.foreground, "foreground", false, "bind and serve in the foreground until SIGTERM/SIGINT")
+	fs.StringVar(&o.pidFile, "pid-file", "", "where --detach writes the background process id")
+	fs.StringVar(&o.adminToken, "admin-token", "", "token opening every repository (default $"+EnvAdminToken+")")
+	fs.StringVar(&o.logFile, "log-file", "", "append logs to this file instead of syslog (--detach) or stderr")
+	fs.BoolVar(&o.accessLog, "access-log", false, "log successful requests too (tokens only by prefix)")
+	fs.IntVar(&o.maxBackends, "max-processes", server.DefaultMaxBackends, "concurrent git processes; more requests queue")
+	fs.DurationVar(&o.queueWait, "queue-wait", server.DefaultQueueWait, "how long a request waits for a git slot before 503")
+	fs.Int64Var(&o.maxBody, "max-body", server.DefaultMaxBody, "request body limit in bytes (also after gzip decoding); more is 413")
+	fs.DurationVar(&o.bodyIdle, "body-idle-timeout", server.DefaultBodyIdle, "longest pause while a request body is read")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "hard limit for one request")
+	fs.DurationVar(&o.idle, "idle-timeout", listen.DefaultTimeouts.Idle, "keep-alive idle timeout")
+	fs.DurationVar(&o.grace, "shutdown-grace", listen.DefaultTimeouts.Grace, "on SIGTERM, how long in-flight requests may finish")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if o.showVersion {
+		fmt.Fprintln(os.Stdout, version.String("terok-gate"))
+		return exitOK
+	}
+	usage := func(msg string) int {
+		fmt.Fprintf(stderr, "terok-gate: %s\n%s", msg, usageText)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return usage(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if o.inetd && o.detach {
+		return usage("--inetd and --detach are mutually exclusive")
+	}
+	if o.foreground && (o.inetd || o.detach) {
+		return usage("--foreground excludes --inetd and --detach")
+	}
+	if o.basePath == "" || o.tokenFile == "" {
+		return usage("--base-path and --token-file are required")
+	}
+	if o.port < 1 || o.port > 65535 {
+		return usage(fmt.Sprintf("--port %d is out of range (1-65535)", o.port))
+	}
+	if o.maxBackends < 1 || o.maxBody < 1 {
+		return usage("--max-processes and --max-body must be positive")
+	}
+	if o.adminToken == "" {
+		o.adminToken = os.Getenv(EnvAdminToken)
+	}
+	// Nothing the gate starts needs the admin token.
+	os.Unsetenv(EnvAdminToken)
+
+	switch {
+	case o.detach && os.Getenv(envDetachedChild) == "1":
+		os.Unsetenv(envDetachedChild)
+		return runDetachedChild(o)
+	case o.detach:
+		return detach(o, fs, stderr)
+	case o.inetd:
+		return run(o, stderr, modeInetd, nil)
+	case o.foreground:
+		return run(o, stderr, modeForeground, nil)
+	}
+	ln, err := listen.Activated(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	if ln == nil {
+		return usage("One of --inetd or --detach is required")
+	}
+	return run(o, stderr, modeActivated, ln)
+}
+
+type mode int
+
+const (
+	modeInetd mode = iota
+	modeForeground
+	modeActivated
+	modeDetached
+)
+
+func (o options) logger(stderr io.Writer, m mode) (*slog.Logger, func(), error) {
+	level := slog.LevelWarn
+	if o.accessLog {
+		level = slog.LevelInfo
+	}
+	hopt := &slog.HandlerOptions{Level: level}
+	if o.logFile != "" {
+		f, err := os.OpenFile(o.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file %s: %w", o.logFile, err)
+		}
+		return slog.New(slog.NewTextHandler(f, hopt)), func() { f.Close() }, nil
+	}
+	if m == modeDetached {
+		w, err := gsyslog.Dial("/dev/log", "terok-gate")
+		if err != nil {
+			// No syslog on this host: nothing would ever see the logs.
+			return slog.New(slog.DiscardHandler), func() {}, nil
+		}
+		return slog.New(slog.NewTextHandler(w, hopt)), func() { w.Close() }, nil
+	}
+	return slog.New(slog.NewTextHandler(stderr, hopt)), func() {}, nil
+}
+
+func (o options) handler(log *slog.Logger) (*server.Handler, error) {
+	store := tokens.New(o.tokenFile, o.adminToken, log)
+	return server.New(server.Options{
+		BasePath:       o.basePath,
+		Store:          store,
+		MaxBackends:    o.maxBackends,
+		QueueWait:      o.queueWait,
+		MaxBody:        o.maxBody,
+		BodyIdle:       o.bodyIdle,
+		RequestTimeout: o.requestTimeout,
+		Log:            log,
+		AccessLog:      o.accessLog,
+	})
+}
+
+func (o options) timeouts() listen.Timeouts {
+	return listen.Timeouts{ReadHeader: listen.DefaultTimeouts.ReadHeader, Idle: o.idle, Grace: o.grace}
+}
+
+// signalContext is cancelled by SIGTERM or SIGINT.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+// run serves in the foreground modes (inetd, foreground, activated).
+func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
+	log, closeLog, err := o.logger(stderr, m)
+	if err != nil {
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	defer closeLog()
+	h, err := o.handler(log)
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	switch m {
+	case modeInetd:
+		conn, err := listen.InetdConn()
+		if err != nil {
+			fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+			return exitError
+		}
+		if err := listen.ServeConn(ctx, conn, h, o.timeouts(), log); err != nil {
+			log.Warn("connection ended with an error", "error", err.Error())
+		}
+		return exitOK
+	case modeForeground:
+		l, err := bind(o)
+		if err != nil {
+			fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+			return exitError
+		}
+		ln = l
+	}
+	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
+		log.Error("server stopped", "error", err.Error())
+		return exitError
+	}
+	return exitOK
+}
+
+func bind(o options) (net.Listener, error) {
+	// Go listeners set SO_REUSEADDR, so a restart does not wait for TIME_WAIT.
+	addr := net.JoinHostPort(o.bind, strconv.Itoa(o.port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: %w; is another gate (or another service) using the port? choose another with --port", addr, err)
+	}
+	return ln, nil
+}
+
+// detach binds, re-executes itself in a new session with the bound listener
+// as descriptor 3, waits until the child reports that it serves, writes the
+// PID file and returns. The child's argv keeps --pid-file=<path> so the
+// runner's /proc identity check recognises it (gate-server.md §11.2); the
+// admin token travels only in its environment.
+func detach(o options, fs *flag.FlagSet, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	ln, err := bind(o)
+	if err != nil {
+		return fail(err)
+	}
+	lf, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		return fail(fmt.Errorf("pass listener to the background process: %w", err))
+	}
+	defer lf.Close()
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer rd.Close()
+	self, err := os.Executable()
+	if err != nil {
+		wr.Close()
+		return fail(fmt.Errorf("find own executable: %w", err))
+	}
+	var args []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "admin-token" {
+			return
+		}
+		args = append(args, "--"+f.Name+"="+f.Value.String())
+	})
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), envDetachedChild+"=1")
+	if o.adminToken != "" {
+		cmd.Env = append(cmd.Env, EnvAdminToken+"="+o.adminToken)
+	}
+	cmd.ExtraFiles = []*os.File{lf, wr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		wr.Close()
+		return fail(fmt.Errorf("start background gate: %w", err))
+	}
+	wr.Close()
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(rd).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+	}()
+	select {
+	case line := <-ready:
+		if line != "ready" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			msg := strings.TrimPrefix(line, "error: ")
+			if msg == "" {
+				msg = "exited before it was ready"
+			}
+			return fail(fmt.Errorf("background gate failed: %s", msg))
+		}
+	case <-time.After(detachTimeout):
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fail(fmt.Errorf("background gate did not become ready within %s", detachTimeout))
+	}
+	if o.pidFile != "" {
+		if err := os.MkdirAll(filepath.Dir(o.pidFile), 0o700); err != nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			return fail(fmt.Errorf("create PID file directory: %w", err))
+		}
+		if err := atomicfile.WriteFile(o.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			return fail(fmt.Errorf("write PID file: %w", err))
+		}
+	}
+	// The child lives on in its own session; do not reap it here.
+	cmd.Process.Release()
+	return exitOK
+}
+
+// runDetachedChild is the background half of --detach.
+func runDetachedChild(o options) int {
+	readyPipe := os.NewFile(4, "ready")
+	report := func(msg string) {
+		if readyPipe != nil {
+			fmt.Fprintln(readyPipe, msg)
+			readyPipe.Close()
+			readyPipe = nil
+		}
+	}
+	defer report("error: background gate stopped during start-up")
+	lf := os.NewFile(3, "listener")
+	ln, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		report("error: inherited listener: " + err.Error())
+		return exitError
+	}
+	log, closeLog, err := o.logger(io.Discard, modeDetached)
+	if err != nil {
+		report("error: " + err.Error())
+		return exitError
+	}
+	defer closeLog()
+	h, err := o.handler(log)
+	if err != nil {
+		report("error: " + err.Error())
+		return exitError
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	log.Info("serving", "addr", ln.Addr().String(), "base_path", o.basePath)
+	report("ready")
+	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
+		log.Error("server stopped", "error", err.Error())
+		return exitError
+	}
+	return exitOK
+}

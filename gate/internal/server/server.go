@@ -1,0 +1,520 @@
+// Package server is the gate's HTTP handler (gate-server.md §2–§5, §8): the
+// checks in the specified order (method, route, credentials, token scope),
+// limits, and the hand-off to the patched gitkit backend that runs
+// `git upload-pack` / `git receive-pack --stateless-rpc` with a clean
+// environment and repository hooks disabled.
+package server
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sosedoff/gitkit"
+
+	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/gate/internal/auth"
+	"terok.dev/sandbox/gate/internal/route"
+	"terok.dev/sandbox/gate/internal/tokens"
+)
+
+// ServerHeader identifies the gate (gate-server.md §8).
+const ServerHeader = "terok-gate/1.0"
+
+// Defaults of the limits (gate-server.md §5).
+const (
+	DefaultMaxBackends    = 32
+	DefaultQueueWait      = 30 * time.Second
+	DefaultMaxBody        = 2 << 30 // 2 GiB: a push of a large repository
+	DefaultBodyIdle       = 2 * time.Minute
+	DefaultRequestTimeout = 2 * time.Hour
+	stderrCap             = 16 << 10
+	headMax               = 4 << 10
+)
+
+// Options configure a Handler. Zero limits take the defaults.
+type Options struct {
+	BasePath string
+	Store    *tokens.Store
+	// GitPath is the git executable; "" looks "git" up on PATH (again on
+	// every request while it is missing).
+	GitPath string
+	// Env is the environment the gate passes on to git (PATH, HOME,
+	// GIT_EXEC_PATH are taken from it when set); nil means os.Getenv.
+	Getenv func(string) string
+
+	MaxBackends    int           // concurrent git processes
+	QueueWait      time.Duration // how long a request waits for a slot before 503
+	MaxBody        int64         // request body cap (after gzip decoding too) → 413
+	BodyIdle       time.Duration // longest pause while reading a request body
+	RequestTimeout time.Duration // hard cap on one request (kills its git)
+	ExitGrace      time.Duration // wait for git after its output ended (30 s)
+
+	Log       *slog.Logger
+	AccessLog bool // log successful requests too (info level)
+}
+
+// Handler serves the gate. Create it with New.
+type Handler struct {
+	opt      Options
+	realBase string
+	baseEnv  []string
+	slots    chan struct{}
+	gk       *gitkit.Server
+
+	gitMu   sync.Mutex
+	gitPath string
+}
+
+type ctxKey struct{}
+
+// reqState travels in the request context from ServeHTTP to the gitkit
+// PrepareCommand hook.
+type reqState struct {
+	stderr *capBuffer
+}
+
+// New validates the options and builds the handler.
+func New(opt Options) (*Handler, error) {
+	if opt.Store == nil {
+		return nil, errors.New("gate handler: no token store")
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.Getenv == nil {
+		opt.Getenv = os.Getenv
+	}
+	if opt.MaxBackends <= 0 {
+		opt.MaxBackends = DefaultMaxBackends
+	}
+	if opt.QueueWait <= 0 {
+		opt.QueueWait = DefaultQueueWait
+	}
+	if opt.MaxBody <= 0 {
+		opt.MaxBody = DefaultMaxBody
+	}
+	if opt.BodyIdle <= 0 {
+		opt.BodyIdle = DefaultBodyIdle
+	}
+	if opt.RequestTimeout <= 0 {
+		opt.RequestTimeout = DefaultRequestTimeout
+	}
+	abs, err := filepath.Abs(opt.BasePath)
+	if err != nil {
+		return nil, fmt.Errorf("gate base path %q: %w", opt.BasePath, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("gate base path %s: %w; create it or fix --base-path", abs, err)
+	}
+	if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("gate base path %s is not a directory; fix --base-path", real)
+	}
+	h := &Handler{opt: opt, realBase: real, slots: make(chan struct{}, opt.MaxBackends)}
+	h.baseEnv = backendEnv(opt.Getenv)
+	h.gitPath = h.resolveGit()
+	gitPath := h.gitPath
+	if gitPath == "" {
+		gitPath = "git"
+	}
+	h.gk = gitkit.New(gitkit.Config{Dir: real, GitPath: gitPath})
+	h.gk.PrepareCommand = h.prepare
+	h.gk.ErrorLog = func(where string, err error) {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		opt.Log.Warn("git backend error", "where", where, "error", err.Error())
+	}
+	h.gk.ExitGrace = opt.ExitGrace
+	return h, nil
+}
+
+// HookConfig is the git configuration forced on every backend process:
+// hooks never run for gate traffic (a task must not get code execution on
+// the host through a hook in a mirror), and partial clones work.
+var hookConfig = [][2]string{
+	{"core.hooksPath", "/dev/null"},
+	{"uploadpack.allowFilter", "true"},
+	{"uploadpack.allowReachableSHA1InWant", "true"},
+}
+
+// backendEnv is the clean environment of gate-server.md §4.2 (the CGI-only
+// variables have no meaning for a direct upload-pack/receive-pack run).
+func backendEnv(getenv func(string) string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "GIT_EXEC_PATH"} {
+		if v := getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(hookConfig)))
+	for i, kv := range hookConfig {
+		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
+	}
+	return env
+}
+
+func (h *Handler) resolveGit() string {
+	if h.opt.GitPath != "" {
+		if fi, err := os.Stat(h.opt.GitPath); err == nil && !fi.IsDir() {
+			return h.opt.GitPath
+		}
+		return ""
+	}
+	path := h.opt.Getenv("PATH")
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			continue
+		}
+		cand := filepath.Join(dir, "git")
+		if fi, err := os.Stat(cand); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return cand
+		}
+	}
+	return ""
+}
+
+// git returns the git executable, looking again while it is missing.
+func (h *Handler) git() string {
+	h.gitMu.Lock()
+	defer h.gitMu.Unlock()
+	if h.gitPath == "" {
+		h.gitPath = h.resolveGit()
+	}
+	return h.gitPath
+}
+
+func (h *Handler) prepare(cmd *exec.Cmd, r *gitkit.Request) {
+	// The git path is resolved against the gate's PATH by us, not by
+	// exec's lookup at command creation, so a git installed after start-up
+	// is found without a restart.
+	cmd.Path, cmd.Err = h.git(), nil
+	cmd.Args[0] = "git"
+	cmd.Env = append([]string(nil), h.baseEnv...)
+	if st, ok := r.Context().Value(ctxKey{}).(*reqState); ok {
+		cmd.Stderr = st.stderr
+	} else {
+		cmd.Stderr = io.Discard
+	}
+}
+
+// text writes a short plain-text error answer.
+func text(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, body+"\n")
+}
+
+// ServeHTTP implements the checks of gate-server.md §4.1 in order.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set("Server", ServerHeader)
+	who := ""
+	defer func() { h.logRequest(r, rec, who, start) }()
+
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		text(rec, http.StatusNotImplemented, "Unsupported method")
+		return
+	}
+	rt, ok := route.Parse(r.RequestURI)
+	if !ok {
+		text(rec, http.StatusNotFound, "Not Found")
+		return
+	}
+	user, ok := auth.BasicUser(r.Header.Get("Authorization"))
+	if !ok {
+		rec.Header().Set("WWW-Authenticate", `Basic realm="terok gate"`)
+		rec.Header().Set("Content-Type", "text/plain")
+		rec.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(rec, "Authentication required\n")
+		return
+	}
+	who = tokenid.Show(user)
+	project, _, ok := h.opt.Store.Validate(user)
+	if !ok {
+		text(rec, http.StatusForbidden, "Forbidden")
+		return
+	}
+	if project != tokens.Wildcard && rt.Repo != project+".git" {
+		text(rec, http.StatusForbidden, "Forbidden")
+		return
+	}
+	wantMethod := http.MethodPost
+	if rt.Path == route.InfoRefs || rt.Path == route.Head {
+		wantMethod = http.MethodGet
+	}
+	if r.Method != wantMethod {
+		rec.Header().Set("Allow", wantMethod)
+		text(rec, http.StatusMethodNotAllowed, "Method Not Allowed")
+		return
+	}
+	if r.ContentLength > h.opt.MaxBody {
+		text(rec, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
+	repoDir, err := h.confine(rt.Repo)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			h.opt.Log.Warn("refusing repository outside the gate base path", "repo", rt.Repo, "error", err.Error(),
+				"next", "replace the symlink with the repository itself")
+		}
+		text(rec, http.StatusNotFound, "Not Found")
+		return
+	}
+	if h.git() == "" {
+		text(rec, http.StatusInternalServerError, "git not found")
+		return
+	}
+	if rt.Path == route.Head {
+		h.serveHead(rec, repoDir)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.opt.RequestTimeout)
+	defer cancel()
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	case <-time.After(h.opt.QueueWait):
+		rec.Header().Set("Retry-After", "5")
+		text(rec, http.StatusServiceUnavailable, "Too many concurrent git operations; retry later")
+		return
+	case <-ctx.Done():
+		return
+	}
+
+	body, err := h.body(rec, r)
+	if err != nil {
+		text(rec, http.StatusUnsupportedMediaType, err.Error())
+		return
+	}
+	st := &reqState{stderr: &capBuffer{max: stderrCap}}
+	r2 := r.Clone(context.WithValue(ctx, ctxKey{}, st))
+	r2.Body = body
+	r2.Header.Del("Content-Encoding") // decoded (and bounded) above
+	r2.URL.Path = rt.PathInfo()
+	r2.URL.RawPath = ""
+	r2.URL.RawQuery = rt.Query
+	h.gk.ServeHTTP(rec, r2)
+	if msg := strings.TrimRight(st.stderr.String(), " \t\r\n"); msg != "" {
+		h.opt.Log.Warn("git http-backend: "+msg, "repo", rt.Repo)
+	}
+}
+
+// confine returns the repository directory after checking that it resolves
+// inside the base path (a symlinked repository may point elsewhere inside
+// it, never outside). A missing repository is os.ErrNotExist.
+func (h *Handler) confine(repo string) (string, error) {
+	p := filepath.Join(h.realBase, repo)
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", os.ErrNotExist
+	}
+	rel, err := filepath.Rel(h.realBase, real)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+		return "", fmt.Errorf("%s resolves to %s", p, real)
+	}
+	fi, err := os.Stat(real)
+	if err != nil || !fi.IsDir() {
+		return "", os.ErrNotExist
+	}
+	return real, nil
+}
+
+func (h *Handler) serveHead(w http.ResponseWriter, repoDir string) {
+	f, err := os.Open(filepath.Join(repoDir, "HEAD"))
+	if err != nil {
+		text(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, headMax))
+	if err != nil {
+		text(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Cache-Control", "no-cache, max-age=0, must-revalidate")
+	w.WriteHeader(http.StatusOK)
+	w.Write(data)
+}
+
+// body wraps the request body: size cap, idle deadline, gzip decoding with
+// the same cap on the decoded size (a small gzip bomb cannot feed git an
+// unbounded stream).
+func (h *Handler) body(w http.ResponseWriter, r *http.Request) (io.ReadCloser, error) {
+	rc := http.NewResponseController(w)
+	var rd io.Reader = &idleReader{r: r.Body, rc: rc, idle: h.opt.BodyIdle}
+	rd = &capReader{r: rd, left: h.opt.MaxBody, max: h.opt.MaxBody}
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		rd = &gzipReader{src: rd}
+		rd = &capReader{r: rd, left: h.opt.MaxBody, max: h.opt.MaxBody}
+	default:
+		return nil, fmt.Errorf("Unsupported Content-Encoding %q", enc)
+	}
+	return io.NopCloser(rd), nil
+}
+
+func (h *Handler) logRequest(r *http.Request, rec *recorder, who string, start time.Time) {
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	attrs := []any{"request", r.Method + " " + r.RequestURI + " " + r.Proto, "status", status,
+		"bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
+	if who != "" {
+		attrs = append(attrs, "token", who)
+	}
+	switch {
+	case status >= 400:
+		h.opt.Log.Warn("request refused", attrs...)
+	case h.opt.AccessLog:
+		h.opt.Log.Info("request", attrs...)
+	}
+}
+
+// recorder captures status and size for the access log; it passes Flush
+// and the ResponseController methods through.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// tooLarge is the body error gitkit turns into 413.
+type tooLarge struct{ max int64 }
+
+func (e tooLarge) Error() string {
+	return fmt.Sprintf("request body exceeds the gate's limit of %d bytes", e.max)
+}
+func (tooLarge) HTTPStatus() int { return http.StatusRequestEntityTooLarge }
+
+var _ gitkit.BodyError = tooLarge{}
+
+type capReader struct {
+	r    io.Reader
+	left int64
+	max  int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// One byte more than allowed tells "exactly at the limit" from "over".
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, tooLarge{c.max}
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// idleReader moves the connection's read deadline forward before every
+// read, so a client that stops sending is cut off after idle.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+	off  bool
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	if !i.off {
+		if err := i.rc.SetReadDeadline(time.Now().Add(i.idle)); err != nil {
+			i.off = true // not supported by this connection; rely on the request timeout
+		}
+	}
+	return i.r.Read(p)
+}
+
+// gzipReader opens the gzip stream lazily so a bad header becomes a body
+// error (400) instead of a panic or a hang.
+type gzipReader struct {
+	src io.Reader
+	zr  *gzip.Reader
+}
+
+func (g *gzipReader) Read(p []byte) (int, error) {
+	if g.zr == nil {
+		zr, err := gzip.NewReader(g.src)
+		if err != nil {
+			return 0, fmt.Errorf("invalid gzip request body: %w", err)
+		}
+		g.zr = zr
+	}
+	return g.zr.Read(p)
+}
+
+// capBuffer keeps the first max bytes of a backend's stderr; the rest is
+// drained and dropped so a chatty git never blocks on a full pipe.
+type capBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (c *capBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		if len(p) > room {
+			c.buf.Write(p[:room])
+		} else {
+			c.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+func (c *capBuffer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}

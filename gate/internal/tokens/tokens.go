@@ -1,0 +1,123 @@
+// Package tokens is the gate's read-only, hot-reloading view of tokens.json
+// (gate-server.md §6, on-disk-formats.md §2). Every lookup stats the file and
+// re-reads it when its identity changed, so a created token works and a
+// revoked one is refused on the very next request, without a restart.
+package tokens
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+
+	"terok.dev/sandbox/common/gatetokens"
+)
+
+// Wildcard is the project returned for the admin token: every repository.
+const Wildcard = "*"
+
+// fileID is what tells us the file changed: an atomic replace changes the
+// inode, an in-place write the size or modification time.
+type fileID struct {
+	mtimeNs int64
+	size    int64
+	ino     uint64
+	dev     uint64
+}
+
+type entry struct {
+	project, task string
+}
+
+// Store validates tokens. It is safe for concurrent use.
+type Store struct {
+	path  string
+	admin [sha256.Size]byte // sha256 of the admin token; zero when none
+	has   bool
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	loaded bool
+	id     fileID
+	// byHash is keyed by sha256(token) so the map lookup does not compare
+	// secret bytes directly.
+	byHash map[[sha256.Size]byte]entry
+}
+
+// New returns a store for path. admin may be empty (no admin token).
+func New(path, admin string, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{path: path, log: log}
+	if admin != "" {
+		s.admin = sha256.Sum256([]byte(admin))
+		s.has = true
+	}
+	return s
+}
+
+// Validate returns the project the token opens (Wildcard for the admin
+// token) and the task, or ok false for an unknown token.
+func (s *Store) Validate(tok string) (project, task string, ok bool) {
+	h := sha256.Sum256([]byte(tok))
+	if s.has && subtle.ConstantTimeCompare(h[:], s.admin[:]) == 1 {
+		return Wildcard, "", true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refresh()
+	e, ok := s.byHash[h]
+	if !ok {
+		return "", "", false
+	}
+	return e.project, e.task, true
+}
+
+// refresh re-reads the file when its identity changed. Called with mu held.
+func (s *Store) refresh() {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		if s.loaded || s.byHash == nil {
+			if !os.IsNotExist(err) {
+				s.log.Warn("cannot stat gate tokens file; refusing every task token",
+					"file", s.path, "error", err.Error(), "next", "check the file's permissions")
+			}
+		}
+		s.loaded, s.byHash = false, nil
+		return
+	}
+	id := fileID{mtimeNs: fi.ModTime().UnixNano(), size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.ino, id.dev = st.Ino, uint64(st.Dev)
+	}
+	if s.loaded && id == s.id {
+		return
+	}
+	s.id, s.loaded = id, true
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		s.byHash = nil
+		s.log.Warn("cannot read gate tokens file; refusing every task token",
+			"file", s.path, "error", err.Error(), "next", "check the file's permissions")
+		return
+	}
+	entries, skipped, err := gatetokens.Parse(data)
+	if err != nil {
+		s.byHash = nil
+		s.log.Warn("gate tokens file is not valid JSON; refusing every task token until it is fixed",
+			"file", s.path, "error", err.Error(),
+			"next", "repair the file or re-create the tasks' tokens with 'terok-sandbox gate token create'")
+		return
+	}
+	if skipped > 0 {
+		s.log.Warn("gate tokens file has malformed entries; they are ignored", "file", s.path, "skipped", skipped)
+	}
+	m := make(map[[sha256.Size]byte]entry, len(entries))
+	for _, e := range entries {
+		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task}
+	}
+	s.byHash = m
+}

@@ -1,0 +1,79 @@
+package tokens
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"terok.dev/sandbox/common/gatetokens"
+)
+
+func TestValidateHotReload(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	admin := "terok-g-ffffffffffffffffffffffffffffffff"
+	s := New(file, admin, nil)
+	w := gatetokens.Open(file, file+".lock", nil)
+
+	if _, _, ok := s.Validate("terok-g-00000000000000000000000000000000"); ok {
+		t.Fatal("token accepted with no file")
+	}
+	if p, _, ok := s.Validate(admin); !ok || p != Wildcard {
+		t.Fatalf("admin = %q %v", p, ok)
+	}
+	tok, err := w.Create("proj", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, task, ok := s.Validate(tok); !ok || p != "proj" || task != "1" {
+		t.Fatalf("created token: %q %q %v", p, task, ok)
+	}
+	tok2, err := w.Create("other", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _, ok := s.Validate(tok2); !ok || p != "other" {
+		t.Fatalf("second token: %q %v", p, ok)
+	}
+	if _, err := w.Revoke("proj", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := s.Validate(tok); ok {
+		t.Fatal("revoked token still accepted")
+	}
+	// A corrupt file refuses every task token, never the admin token.
+	if err := os.WriteFile(file, []byte(`{"`+tok2+`": {"project": "other", "task": "2"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := s.Validate(tok2); ok {
+		t.Fatal("token accepted from a corrupt file")
+	}
+	if _, _, ok := s.Validate(admin); !ok {
+		t.Fatal("admin refused with a corrupt file")
+	}
+	// Tolerant reading: bad entries dropped, good ones kept; in-place rewrite
+	// of the same size is still seen through the modification time.
+	body := `{"` + tok2 + `": {"project": "other", "task": "2"}, "x": 1, "y": {"project": 3, "task": "1"}}`
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, ok := s.Validate(tok2); !ok || p != "other" {
+		t.Fatalf("after repair: %q %v", p, ok)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := s.Validate(tok2); ok {
+		t.Fatal("token accepted after the file was removed")
+	}
+	if _, _, ok := s.Validate(""); ok {
+		t.Fatal("empty token accepted")
+	}
+}
+
+func TestNoAdmin(t *testing.T) {
+	s := New(filepath.Join(t.TempDir(), "none.json"), "", nil)
+	if _, _, ok := s.Validate(""); ok {
+		t.Fatal("empty token matched an unset admin token")
+	}
+}

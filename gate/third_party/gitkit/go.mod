@@ -1,0 +1,3 @@
+module github.com/sosedoff/gitkit
+
+go 1.24

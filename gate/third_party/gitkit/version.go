@@ -1,0 +1,3 @@
+package gitkit
+
+const Version = "0.4.0"
