@@ -1,18 +1,11 @@
-// Command terok-credential-proxy is being built; for now it only knows its version.
+// Command terok-credential-proxy swaps phantom tokens for real credentials
+// on the way to an API provider (credential-proxy.md).
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/credproxy/internal/server"
 )
 
-func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
-		fmt.Println(version.String("terok-credential-proxy"))
-		return
-	}
-	fmt.Fprintf(os.Stderr, "usage: terok-credential-proxy --version\nterok-credential-proxy is not built yet.\n")
-	os.Exit(2)
-}
+func main() { os.Exit(server.Main(os.Args[1:], os.Stderr)) }

@@ -1,0 +1,600 @@
+// Package proxy is the credential proxy's request path
+// (credential-proxy.md §4–§9): phantom token in, real credential out, the
+// upstream response streamed back unchanged. It is an
+// httputil.ReverseProxy whose Rewrite swaps credentials and whose transport
+// enforces the retry and timeout rules.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/credproxy/internal/inject"
+	"terok.dev/sandbox/credproxy/internal/phantom"
+	"terok.dev/sandbox/credproxy/internal/routes"
+)
+
+// Spec defaults (§6.3, §7).
+const (
+	DefaultMaxBody         = 128 << 20
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultReadTimeout     = 60 * time.Second
+	DefaultIdleConnTimeout = 30 * time.Second
+	// HealthPath answers without authentication (§4).
+	HealthPath = "/-/health"
+)
+
+// Response bodies of §9.
+const (
+	msgMissingAuth   = "Missing authentication"
+	msgInvalidToken  = "Invalid token"
+	msgNoRoute       = "No route for provider: "
+	msgNoCredential  = "Credential not configured for this provider"
+	msgMisconfigured = "Credential misconfigured"
+	msgTooLarge      = "Request body too large"
+	msgDisconnected  = "Upstream disconnected"
+	msgFailed        = "Upstream request failed"
+	msgInternal      = "Internal error"
+)
+
+// Store is the part of the credentials database the proxy reads. Every
+// request asks it afresh, so a revoked token or a changed credential takes
+// effect on the next request.
+type Store interface {
+	LookupToken(ctx context.Context, tok string) (creddb.TokenInfo, error)
+	LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error)
+}
+
+// Options configure a Proxy. Zero durations and sizes take the spec defaults.
+type Options struct {
+	Store  Store
+	Routes routes.Table
+	Log    *slog.Logger
+	// Transport overrides the upstream transport (tests of TLS roots use the
+	// default, which verifies against the system roots and SSL_CERT_FILE).
+	Transport       *http.Transport
+	ConnectTimeout  time.Duration
+	ReadTimeout     time.Duration
+	IdleConnTimeout time.Duration
+	MaxBody         int64
+	// DBConcurrency bounds concurrent database reads (default 2): SQLite
+	// reads are CPU-bound, and database/sql keeps only two idle connections,
+	// so more parallel readers would reopen connections on every request.
+	DBConcurrency int
+}
+
+// Proxy is an http.Handler serving the health endpoint and proxying every
+// other request.
+type Proxy struct {
+	store     Store
+	routes    routes.Table
+	log       *slog.Logger
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	readTO    time.Duration
+	maxBody   int64
+	dbSem     chan struct{}
+}
+
+// NewTransport builds the upstream transport: system TLS roots (Go honours
+// SSL_CERT_FILE and SSL_CERT_DIR), HTTP/2 when the upstream offers it,
+// a keep-alive pool whose idle connections retire after idle, no
+// environment proxy and no transparent decompression.
+func NewTransport(connect, idle time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   connect,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       idle,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// New builds a Proxy.
+func New(o Options) *Proxy {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = DefaultMaxBody
+	}
+	if o.DBConcurrency <= 0 {
+		o.DBConcurrency = 2
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Transport == nil {
+		o.Transport = NewTransport(o.ConnectTimeout, o.IdleConnTimeout)
+	}
+	p := &Proxy{
+		store:     o.Store,
+		routes:    o.Routes,
+		log:       o.Log,
+		transport: o.Transport,
+		readTO:    o.ReadTimeout,
+		maxBody:   o.MaxBody,
+		dbSem:     make(chan struct{}, o.DBConcurrency),
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      roundTripper{p},
+		FlushInterval:  -1,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       log.New(slogWriter{o.Log}, "", 0),
+		BufferPool:     newBufferPool(),
+	}
+	return p
+}
+
+// Close drops the idle upstream connections.
+func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+
+// reqState is what one request carries from ServeHTTP into the reverse
+// proxy's hooks. It holds the real secret; it lives for one request only.
+type reqState struct {
+	route      routes.Route
+	inj        inject.Injection
+	replayable bool
+	buffered   []byte       // replayable body, nil when streamed or empty
+	limit      *limitReader // streamed body, nil otherwise
+	watchdog   *watchdog    // read inactivity timer
+	attempts   atomic.Int32 // upstream connections taken
+	exhausted  atomic.Bool  // the retry budget stopped an attempt
+	cancel     func()       // cancels the upstream exchange
+	start      time.Time
+	token      string // phantom token, for log-safe display only
+}
+
+type stateKey struct{}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == HealthPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, `{"status": "ok"}`)
+		}
+		return
+	}
+	tok, ok := phantom.Extract(r.Header)
+	if !ok {
+		plain(w, http.StatusUnauthorized, msgMissingAuth)
+		return
+	}
+	info, err := p.lookup(r.Context(), tok)
+	if err != nil {
+		if errors.Is(err, creddb.ErrNotFound) {
+			p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
+			plain(w, http.StatusUnauthorized, msgInvalidToken)
+			return
+		}
+		p.internal(w, r, "look up phantom token", err)
+		return
+	}
+	route, ok := p.routes[info.Provider]
+	if !ok {
+		p.log.Warn("No route for provider; add it to the routes file and restart the proxy",
+			"provider", info.Provider, "project", info.Project, "task", info.Task)
+		plain(w, http.StatusNotFound, msgNoRoute+info.Provider)
+		return
+	}
+	cred, err := p.load(r.Context(), info.CredentialSet, info.Provider)
+	if errors.Is(err, creddb.ErrNotFound) {
+		p.log.Warn("Credential not configured; store it with `terok-sandbox credentials set`",
+			"provider", info.Provider, "credential_set", info.CredentialSet)
+		plain(w, http.StatusBadGateway, msgNoCredential)
+		return
+	}
+	if err != nil {
+		p.internal(w, r, "load credential "+info.CredentialSet+"/"+info.Provider, err)
+		return
+	}
+	inj, err := inject.Select(cred, route)
+	if err == nil && !inj.Valid() {
+		err = inject.ErrMisconfigured
+	}
+	if err != nil {
+		p.log.Warn("Credential has no usable secret; store it again with `terok-sandbox credentials set`",
+			"provider", info.Provider, "credential_set", info.CredentialSet)
+		plain(w, http.StatusBadGateway, msgMisconfigured)
+		return
+	}
+
+	st := &reqState{route: route, inj: inj, replayable: replayable(r), start: time.Now(), token: tok}
+	if r.ContentLength > p.maxBody {
+		drain(r)
+		plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
+		return
+	}
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody && st.replayable {
+		// A replayable request may be sent twice, so its body is kept.
+		b, err := io.ReadAll(io.LimitReader(r.Body, p.maxBody+1))
+		if err != nil {
+			p.log.Debug("Client request body read failed", "provider", route.Provider, "error", err)
+			plain(w, http.StatusBadRequest, "Bad request body")
+			return
+		}
+		if int64(len(b)) > p.maxBody {
+			plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
+			return
+		}
+		st.buffered = b
+	} else if hasBody {
+		// Never replayed, so streamed: no copy of a large upload in memory.
+		st.limit = &limitReader{r: r.Body, left: p.maxBody}
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	st.cancel = cancel
+	st.watchdog = newWatchdog(p.readTO, cancel)
+	defer st.watchdog.stop()
+	ctx = context.WithValue(ctx, stateKey{}, st)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) {
+			n := st.attempts.Add(1)
+			if n > 2 || (n > 1 && !st.replayable) {
+				st.exhausted.Store(true)
+				cancel()
+			}
+		},
+		WroteRequest:         func(httptrace.WroteRequestInfo) { st.watchdog.kick() },
+		GotFirstResponseByte: st.watchdog.kick,
+	})
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (p *Proxy) lookup(ctx context.Context, tok string) (creddb.TokenInfo, error) {
+	if err := p.acquire(ctx); err != nil {
+		return creddb.TokenInfo{}, err
+	}
+	info, err := p.store.LookupToken(ctx, tok)
+	p.release()
+	if errors.Is(err, creddb.ErrNotFound) && tok == creddb.StaticMarker {
+		return creddb.TokenInfo{Project: "__static__", Task: "__static__",
+			CredentialSet: creddb.DefaultSet, Provider: "claude"}, nil
+	}
+	return info, err
+}
+
+func (p *Proxy) load(ctx context.Context, set, provider string) (creddb.Credential, error) {
+	if err := p.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer p.release()
+	return p.store.LoadCredential(ctx, set, provider)
+}
+
+func (p *Proxy) acquire(ctx context.Context) error {
+	select {
+	case p.dbSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Proxy) release() { <-p.dbSem }
+
+func (p *Proxy) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if r.Context().Err() != nil {
+		return // client went away while we waited
+	}
+	p.log.Error("Internal error: "+what+" failed; check the credentials database",
+		"error", err.Error())
+	plain(w, http.StatusInternalServerError, msgInternal)
+}
+
+// replayable: GET, HEAD, OPTIONS, or an Idempotency-Key header (§7).
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	for k := range r.Header {
+		if strings.EqualFold(k, "Idempotency-Key") {
+			return true
+		}
+	}
+	return false
+}
+
+// rewrite builds the upstream request (§6).
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := stateOf(pr.In.Context())
+	in, out := pr.In, pr.Out
+	out.URL = &url.URL{
+		Scheme:   st.route.Scheme,
+		Host:     st.route.Host,
+		Path:     in.URL.Path,
+		RawPath:  in.URL.RawPath,
+		RawQuery: in.URL.RawQuery,
+	}
+	if i := strings.IndexByte(in.RequestURI, '?'); strings.HasPrefix(in.RequestURI, "/") {
+		// Forward the path exactly as received, still percent-encoded.
+		raw := in.RequestURI
+		if i >= 0 {
+			raw = raw[:i]
+		}
+		out.URL.RawPath = raw
+	}
+	out.Host = ""
+	// The reverse proxy drops these when Rewrite is used; the spec forwards
+	// every end-to-end request header.
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if vs, ok := in.Header[k]; ok {
+			out.Header[k] = append([]string(nil), vs...)
+		}
+	}
+	for _, k := range phantom.Headers() {
+		deleteFold(out.Header, k)
+	}
+	deleteFold(out.Header, "Host")
+	deleteFold(out.Header, "Content-Length")
+	st.inj.Apply(out.Header)
+	switch {
+	case st.buffered != nil:
+		b := st.buffered
+		out.Body = io.NopCloser(bytes.NewReader(b))
+		out.ContentLength = int64(len(b))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	case st.limit != nil:
+		st.limit.kick = st.watchdog.kick
+		out.Body = st.limit
+		out.GetBody = nil
+	default:
+		out.Body = nil
+		out.ContentLength = 0
+	}
+}
+
+// modifyResponse applies §8 to the upstream response headers and arms the
+// read inactivity timeout on its body.
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	st := stateOf(res.Request.Context())
+	st.watchdog.kick()
+	res.Header.Del("Content-Length")
+	if locs := res.Header.Values("Location"); len(locs) > 0 {
+		res.Header.Del("Location")
+		if loc, ok := rewriteLocation(locs[0], st.route); ok {
+			res.Header.Set("Location", loc)
+		}
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil {
+		res.Body = &watchedBody{ReadCloser: res.Body, w: st.watchdog}
+	}
+	return nil
+}
+
+// rewriteLocation keeps relative references, turns absolute ones on the
+// upstream's own origin into path and query, and drops every other one so
+// a redirect never points a client at a host it did not ask for.
+func rewriteLocation(loc string, r routes.Route) (string, bool) {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "", false
+	}
+	if !u.IsAbs() && u.Host == "" {
+		return loc, true
+	}
+	if strings.EqualFold(u.Scheme, r.Scheme) && strings.EqualFold(u.Host, r.Host) {
+		ref := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery, Fragment: u.Fragment}
+		s := ref.String()
+		if s == "" || s[0] != '/' {
+			s = "/" + s
+		}
+		return s, true
+	}
+	return "", false
+}
+
+// errorHandler answers an exchange that failed before the response started.
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r.Context())
+	if st == nil {
+		plain(w, http.StatusBadGateway, msgFailed)
+		return
+	}
+	cause := describe(err)
+	switch {
+	case st.limit != nil && st.limit.over.Load():
+		p.log.Warn("Request body over the limit; the client must send a smaller body",
+			"provider", st.route.Provider, "limit_bytes", p.maxBody)
+		plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
+	case st.watchdog.fired.Load():
+		p.log.Warn("Upstream request timed out; check the provider's status or the network",
+			"provider", st.route.Provider, "timeout", p.readTO.String())
+		plain(w, http.StatusBadGateway, msgFailed)
+	case st.exhausted.Load() || disconnected(err):
+		p.log.Warn("Upstream disconnected before responding; the client may retry",
+			"provider", st.route.Provider, "attempts", st.attempts.Load(), "error", cause)
+		plain(w, http.StatusBadGateway, msgDisconnected)
+	case errors.Is(r.Context().Err(), context.Canceled):
+		// The client went away; nobody is left to answer.
+		p.log.Debug("Client went away before the upstream answered", "provider", st.route.Provider)
+	default:
+		p.log.Warn("Upstream request failed; check the route's upstream and the network",
+			"provider", st.route.Provider, "error", cause)
+		plain(w, http.StatusBadGateway, msgFailed)
+	}
+}
+
+// describe renders an upstream error without the request URL (a client
+// may have put anything in the query).
+func describe(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// disconnected: the upstream closed the connection before any response
+// header arrived.
+func disconnected(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "server closed") || strings.Contains(s, "connection reset") ||
+		strings.Contains(s, "broken pipe")
+}
+
+// plain writes one of the §9 error bodies.
+func plain(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", fmt.Sprint(len(msg)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+// drain discards a bounded amount of an unwanted request body so the
+// connection can be reused; a bigger body makes the server close it.
+func drain(r *http.Request) {
+	_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+}
+
+func deleteFold(h http.Header, name string) {
+	delete(h, name)
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
+		}
+	}
+}
+
+// limitReader streams a request body and fails once it exceeds the cap.
+type limitReader struct {
+	r    io.ReadCloser
+	left int64
+	over atomic.Bool
+	kick func()
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errors.New("request body too large")
+	}
+	if int64(len(b)) > l.left+1 {
+		b = b[:l.left+1]
+	}
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.over.Store(true)
+		return 0, errors.New("request body too large")
+	}
+	if n > 0 && l.kick != nil {
+		l.kick()
+	}
+	return n, err
+}
+
+func (l *limitReader) Close() error { return l.r.Close() }
+
+// watchdog cancels the exchange after d without progress.
+type watchdog struct {
+	d     time.Duration
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+func newWatchdog(d time.Duration, cancel func()) *watchdog {
+	w := &watchdog{d: d}
+	w.t = time.AfterFunc(d, func() {
+		w.fired.Store(true)
+		cancel()
+	})
+	return w
+}
+
+func (w *watchdog) kick() {
+	if !w.fired.Load() {
+		w.t.Reset(w.d)
+	}
+}
+
+func (w *watchdog) stop() { w.t.Stop() }
+
+// watchedBody restarts the inactivity timer on every read that brings data.
+type watchedBody struct {
+	io.ReadCloser
+	w *watchdog
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.w.kick()
+	}
+	return n, err
+}
+
+// roundTripper sends through the proxy's transport.
+type roundTripper struct{ p *Proxy }
+
+func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	return rt.p.transport.RoundTrip(r)
+}
+
+// bufferPool recycles the 32 KiB copy buffers of response streaming.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+// slogWriter routes the standard library's log lines (reverse proxy copy
+// errors) into the structured log.
+type slogWriter struct{ l *slog.Logger }
+
+func (s slogWriter) Write(b []byte) (int, error) {
+	s.l.Warn(strings.TrimSpace(string(b)))
+	return len(b), nil
+}

@@ -1,0 +1,291 @@
+// Package server is terok-credential-proxy's process: flags (§1), startup
+// (§2), listeners (§3), the HTTP application, OAuth refresh, the SSH agent
+// child and graceful shutdown (§3.3).
+package server
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/credproxy/internal/agentchild"
+	"terok.dev/sandbox/credproxy/internal/listen"
+	"terok.dev/sandbox/credproxy/internal/logline"
+	"terok.dev/sandbox/credproxy/internal/proxy"
+	"terok.dev/sandbox/credproxy/internal/refresh"
+	"terok.dev/sandbox/credproxy/internal/routes"
+)
+
+// Program is the binary and logger name.
+const Program = "terok-credential-proxy"
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// shutdownGrace bounds how long in-flight exchanges may finish after SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+// Flags are the parsed command line.
+type Flags struct {
+	SocketPath   string
+	DBPath       string
+	RoutesFile   string
+	Port         int
+	SSHAgentPort int
+	SSHKeysFile  string
+	PIDFile      string
+	LogLevel     string
+	LogFile      string
+	// Tuning (defaults are the spec's): upstream connect and read
+	// inactivity timeouts, refresh interval.
+	ConnectTimeout  time.Duration
+	ReadTimeout     time.Duration
+	RefreshInterval time.Duration
+}
+
+type usageErr struct{ msg string }
+
+func (u usageErr) Error() string { return u.msg }
+
+// ParseFlags parses args (without the program name).
+func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
+	var f Flags
+	fs := flag.NewFlagSet(Program, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var port, sshPort string
+	fs.StringVar(&f.SocketPath, "socket-path", "", "Unix socket to listen on (required)")
+	fs.StringVar(&f.DBPath, "db-path", "", "credentials database (required)")
+	fs.StringVar(&f.RoutesFile, "routes-file", "", "routes JSON (required)")
+	fs.StringVar(&port, "port", "", "also listen on 127.0.0.1:PORT")
+	fs.StringVar(&sshPort, "ssh-agent-port", "", "serve the SSH agent on 127.0.0.1:PORT")
+	fs.StringVar(&f.SSHKeysFile, "ssh-keys-file", "", "ssh-keys.json for the SSH agent")
+	fs.StringVar(&f.PIDFile, "pid-file", "", "write the PID here; removed on clean exit")
+	fs.StringVar(&f.LogLevel, "log-level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+	fs.StringVar(&f.LogFile, "log-file", "", "append log lines here instead of stderr")
+	fs.DurationVar(&f.ConnectTimeout, "upstream-connect-timeout", proxy.DefaultConnectTimeout, "upstream connect timeout")
+	fs.DurationVar(&f.ReadTimeout, "upstream-read-timeout", proxy.DefaultReadTimeout, "upstream read inactivity timeout")
+	fs.DurationVar(&f.RefreshInterval, "oauth-refresh-interval", refresh.DefaultInterval, "OAuth refresh pass interval")
+	usage := func() {
+		fmt.Fprintf(stderr, "usage: %s --socket-path=PATH --db-path=PATH --routes-file=PATH\n"+
+			"       [--port=N] [--ssh-agent-port=N --ssh-keys-file=PATH]\n"+
+			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH]\n\n", Program)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	fail := func(msg string) (Flags, error) {
+		fmt.Fprintf(stderr, "%s: %s\n", Program, msg)
+		usage()
+		return Flags{}, usageErr{msg}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+			return Flags{}, flag.ErrHelp
+		}
+		return fail(err.Error())
+	}
+	if fs.NArg() > 0 {
+		return fail(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	parsePort := func(v string) (int, bool) {
+		if v == "" {
+			return 0, true
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return 0, false
+		}
+		return n, true
+	}
+	var ok bool
+	if f.Port, ok = parsePort(port); !ok {
+		return fail("--port must be between 1 and 65535")
+	}
+	if f.SSHAgentPort, ok = parsePort(sshPort); !ok {
+		return fail("--ssh-agent-port must be between 1 and 65535")
+	}
+	if (sshPort == "") != (f.SSHKeysFile == "") {
+		return fail("--ssh-agent-port and --ssh-keys-file must be provided together")
+	}
+	for _, r := range []struct{ name, v string }{{"--socket-path", f.SocketPath}, {"--db-path", f.DBPath}, {"--routes-file", f.RoutesFile}} {
+		if r.v == "" {
+			return fail(r.name + " is required")
+		}
+	}
+	if f.ConnectTimeout <= 0 || f.ReadTimeout <= 0 || f.RefreshInterval <= 0 {
+		return fail("timeouts and intervals must be positive durations")
+	}
+	return f, nil
+}
+
+// Main runs the process and returns its exit status.
+func Main(args []string, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(os.Stdout, version.String(Program))
+		return exitOK
+	}
+	f, err := ParseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := Run(ctx, f, stderr); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", Program, err)
+		return exitError
+	}
+	return exitOK
+}
+
+// Run starts the proxy and serves until ctx ends (SIGTERM/SIGINT), then
+// shuts down gracefully. Startup errors are returned (and logged).
+func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
+	logOut := stderr
+	if f.LogFile != "" {
+		if err := os.MkdirAll(filepath.Dir(f.LogFile), 0o700); err != nil {
+			return fmt.Errorf("create log directory for %s: %w", f.LogFile, err)
+		}
+		lf, err := os.OpenFile(f.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("open log file %s: %w", f.LogFile, err)
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	log := slog.New(logline.New(logOut, Program, logline.ParseLevel(f.LogLevel)))
+	defer func() {
+		if err != nil && f.LogFile != "" {
+			log.Error("Startup failed: " + err.Error())
+		}
+	}()
+
+	if f.PIDFile != "" {
+		if err := listen.WritePID(f.PIDFile); err != nil {
+			return err
+		}
+		defer os.Remove(f.PIDFile)
+	}
+	table, err := routes.Load(f.RoutesFile)
+	if err != nil {
+		return fmt.Errorf("%w; fix the routes file and start the proxy again", err)
+	}
+	db, err := creddb.Open(f.DBPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var agentPath string
+	if f.SSHAgentPort > 0 {
+		if agentPath, err = agentchild.Find(); err != nil {
+			return err
+		}
+	}
+
+	ls, err := listen.Open(os.Getenv, f.SocketPath, f.Port)
+	if err != nil {
+		return err
+	}
+	defer ls.Close()
+	if ls.Inherited {
+		log.Info("Using systemd-inherited Unix socket")
+		log.Info("Using systemd-inherited TCP socket")
+	} else {
+		log.Info("Listening on " + f.SocketPath)
+		if ls.TCP != nil {
+			log.Info("Listening on " + ls.TCP.Addr().String())
+		}
+	}
+	log.Info("Credential proxy ready", "routes", len(table), "version", version.Version)
+
+	p := proxy.New(proxy.Options{
+		Store:          db,
+		Routes:         table,
+		Log:            log,
+		ConnectTimeout: f.ConnectTimeout,
+		ReadTimeout:    f.ReadTimeout,
+	})
+	defer p.Close()
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	serve := func(l net.Listener) {
+		defer wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+		}
+	}
+	for _, l := range []net.Listener{ls.Unix, ls.TCP} {
+		if l != nil {
+			wg.Add(1)
+			go serve(l)
+		}
+	}
+
+	bg, cancelBG := context.WithCancel(context.Background())
+	var bgWG sync.WaitGroup
+	ref := refresh.New(refresh.Options{Store: refresh.DBStore{DB: db}, Routes: table, Log: log, Interval: f.RefreshInterval})
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); ref.Run(bg) }()
+	if agentPath != "" {
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			agentchild.Run(bg, agentchild.Config{
+				Path: agentPath, DBPath: f.DBPath, KeysFile: f.SSHKeysFile, Port: f.SSHAgentPort,
+				LogLevel: f.LogLevel, LogFile: f.LogFile, Stderr: stderr, Log: log,
+			})
+		}()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("SIGTERM received, shutting down")
+	case runErr = <-serveErr:
+		log.Error("Listener failed; shutting down so a supervisor can restart the proxy", "error", runErr.Error())
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("Some requests were still running at shutdown; closing them", "error", err.Error())
+		_ = srv.Close()
+	}
+	cancel()
+	wg.Wait()
+	cancelBG()
+	bgWG.Wait()
+	log.Info("Credential proxy stopped")
+	if runErr != nil {
+		return fmt.Errorf("serve: %w", runErr)
+	}
+	return nil
+}
