@@ -1,18 +1,12 @@
-// Command terok-ssh-agent is being built; for now it only knows its version.
+// Command terok-ssh-agent signs for containers with their project's SSH keys
+// without giving them the keys (ssh-agent.md). `terok-ssh-agent bridge` is the
+// in-container side. The logic lives in internal/app.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/sshagent/internal/app"
 )
 
-func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
-		fmt.Println(version.String("terok-ssh-agent"))
-		return
-	}
-	fmt.Fprintf(os.Stderr, "usage: terok-ssh-agent --version\nterok-ssh-agent is not built yet.\n")
-	os.Exit(2)
-}
+func main() { os.Exit(app.Main(os.Args)) }

@@ -1,0 +1,265 @@
+// Package keys turns a project's entries in ssh-keys.json into signers
+// (ssh-agent.md §4). The map is re-read on every call so newly registered
+// keys are seen without a restart; parsed keys are cached per project and
+// reloaded whenever a key file or the project's entry list changes.
+package keys
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unicode"
+
+	"golang.org/x/crypto/ssh"
+
+	"terok.dev/sandbox/common/sshkeys"
+)
+
+// MainPrefix marks a project's primary key; such keys are offered first.
+const MainPrefix = "tk-main:"
+
+// MaxKeyFileSize bounds what is read from a key file; real keys are a few KiB.
+const MaxKeyFileSize = 1 << 20
+
+// MinRSABits is the smallest RSA modulus the agent signs with.
+const MinRSABits = 2048
+
+// Key is one loaded identity.
+type Key struct {
+	Signer  ssh.Signer
+	Blob    []byte // wire form of the public key, as announced
+	Comment string
+	Private string // private key path, for logs
+}
+
+// Type is the public key algorithm (ssh-ed25519, ssh-rsa, ecdsa-sha2-…).
+func (k Key) Type() string { return k.Signer.PublicKey().Type() }
+
+// Store loads keys from one ssh-keys.json. Safe for concurrent use.
+type Store struct {
+	path string
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	fingerprint string
+	keys        []Key
+}
+
+// NewStore returns a store reading the map at path.
+func NewStore(path string, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{path: path, log: log, cache: map[string]cached{}}
+}
+
+// Project returns project's loadable keys in announce order (tk-main: keys
+// first, otherwise file order). No keys is an empty slice, never an error:
+// the reasons are logged for the operator.
+func (s *Store) Project(project string) []Key {
+	m, err := sshkeys.Read(s.path)
+	if err != nil {
+		s.log.Error("cannot read the SSH key map; no keys are served until it is fixed",
+			"path", s.path, "err", err)
+	}
+	entries := m[project]
+	fp := fingerprint(entries)
+
+	s.mu.Lock()
+	for p := range s.cache {
+		if _, ok := m[p]; !ok {
+			delete(s.cache, p)
+		}
+	}
+	if c, ok := s.cache[project]; ok && c.fingerprint == fp {
+		s.mu.Unlock()
+		return c.keys
+	}
+	s.mu.Unlock()
+
+	// Parse outside the lock: RSA parsing is slow and projects are independent.
+	var loaded []Key
+	for _, e := range entries {
+		k, err := LoadPair(e.PrivateKey, e.PublicKey)
+		if err != nil {
+			s.log.Error("skipping SSH key that cannot be loaded; fix or re-register it in ssh-keys.json",
+				"project", project, "private_key", e.PrivateKey, "err", err)
+			continue
+		}
+		loaded = append(loaded, k)
+	}
+	sort.SliceStable(loaded, func(i, j int) bool {
+		return isMain(loaded[i]) && !isMain(loaded[j])
+	})
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(loaded) == 0 {
+		delete(s.cache, project)
+		return nil
+	}
+	s.cache[project] = cached{fingerprint: fp, keys: loaded}
+	return loaded
+}
+
+func isMain(k Key) bool { return strings.HasPrefix(k.Comment, MainPrefix) }
+
+// fingerprint identifies the state of a project's entries: every path with
+// its mtime, size and inode, so an in-place rotation or a rename over the
+// file both cause a reload.
+func fingerprint(entries []sshkeys.Entry) string {
+	var b strings.Builder
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteByte('|')
+		}
+		b.WriteString(stamp(e.PrivateKey))
+		b.WriteByte('|')
+		b.WriteString(stamp(e.PublicKey))
+	}
+	return b.String()
+}
+
+func stamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return path + ":0"
+	}
+	ino := uint64(0)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return path + ":" + strconv.FormatInt(fi.ModTime().UnixNano(), 10) + ":" +
+		strconv.FormatInt(fi.Size(), 10) + ":" + strconv.FormatUint(ino, 10)
+}
+
+// LoadPair loads a private key and its .pub file and checks that they
+// belong together.
+func LoadPair(privPath, pubPath string) (Key, error) {
+	privData, err := readLimited(privPath)
+	if err != nil {
+		return Key{}, err
+	}
+	signer, err := ParsePrivate(privData)
+	if err != nil {
+		return Key{}, fmt.Errorf("private key %s: %w", privPath, err)
+	}
+	pubData, err := readLimited(pubPath)
+	if err != nil {
+		return Key{}, err
+	}
+	_, blob, comment, err := ParsePublicLine(pubData)
+	if err != nil {
+		return Key{}, fmt.Errorf("public key %s: %w", pubPath, err)
+	}
+	want := signer.PublicKey()
+	if !bytes.Equal(blob, want.Marshal()) {
+		return Key{}, fmt.Errorf("public key %s does not belong to private key %s", pubPath, privPath)
+	}
+	return Key{Signer: signer, Blob: blob, Comment: comment, Private: privPath}, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxKeyFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes, not a key file", path, MaxKeyFileSize)
+	}
+	return data, nil
+}
+
+// ErrUnsupported is returned for key types the agent does not sign with.
+var ErrUnsupported = errors.New("unsupported key type")
+
+// ParsePrivate parses an unencrypted Ed25519, RSA (>= 2048 bits) or ECDSA
+// private key in OpenSSH or PEM (PKCS#1, PKCS#8, SEC 1) format.
+func ParsePrivate(data []byte) (ssh.Signer, error) {
+	raw, err := ssh.ParseRawPrivateKey(data)
+	if err != nil {
+		var pm *ssh.PassphraseMissingError
+		if errors.As(err, &pm) {
+			return nil, errors.New("encrypted private keys are not supported; import an unencrypted copy")
+		}
+		return nil, err
+	}
+	switch k := raw.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < MinRSABits {
+			return nil, fmt.Errorf("RSA key has %d bits, at least %d are required", k.N.BitLen(), MinRSABits)
+		}
+	case *ecdsa.PrivateKey, ed25519.PrivateKey, *ed25519.PrivateKey:
+	default:
+		return nil, fmt.Errorf("%w %T", ErrUnsupported, raw)
+	}
+	return ssh.NewSignerFromKey(raw)
+}
+
+// ParsePublicLine parses a .pub file: key type, base64 blob and an optional
+// comment that may contain spaces. The blob must parse as a public key of
+// the named type.
+func ParsePublicLine(data []byte) (typ string, blob []byte, comment string, err error) {
+	fields := splitFields(string(data), 3)
+	if len(fields) < 2 {
+		return "", nil, "", errors.New("expected '<type> <base64> [comment]'")
+	}
+	typ, b64 := fields[0], fields[1]
+	if len(fields) == 3 {
+		comment = strings.TrimRightFunc(fields[2], unicode.IsSpace)
+	}
+	blob, err = base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return "", nil, "", fmt.Errorf("invalid base64 key blob: %w", err)
+	}
+	pk, err := ssh.ParsePublicKey(blob)
+	if err != nil {
+		return "", nil, "", fmt.Errorf("invalid key blob: %w", err)
+	}
+	if pk.Type() != typ {
+		return "", nil, "", fmt.Errorf("type field %q does not match the key blob (%s)", typ, pk.Type())
+	}
+	return typ, blob, comment, nil
+}
+
+// splitFields splits s on runs of whitespace into at most n fields; the last
+// field keeps its inner whitespace (like Python's str.split(None, n-1)).
+func splitFields(s string, n int) []string {
+	var out []string
+	for {
+		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+		if s == "" {
+			return out
+		}
+		if len(out) == n-1 {
+			return append(out, s)
+		}
+		i := strings.IndexFunc(s, unicode.IsSpace)
+		if i < 0 {
+			return append(out, s)
+		}
+		out = append(out, s[:i])
+		s = s[i:]
+	}
+}

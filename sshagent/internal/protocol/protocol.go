@@ -1,0 +1,184 @@
+// Package protocol serves the SSH agent wire protocol (ssh-agent.md §5) for a
+// restricted agent: strict framing (1..256 KiB), identities and signing only,
+// FAILURE for everything else, and per-message deadlines.
+//
+// x/crypto's agent.ServeAgent is not used for the session loop because it
+// accepts 16 MiB frames, answers the SSH1 "remove all" request with SUCCESS,
+// logs through the global logger and needs a parsed public key for every sign
+// request; here an untrusted key blob is only ever compared byte-wise.
+package protocol
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"terok.dev/sandbox/sshagent/internal/restricted"
+)
+
+// Message numbers (draft-miller-ssh-agent).
+const (
+	MsgFailure           = 5
+	MsgRequestIdentities = 11
+	MsgIdentitiesAnswer  = 12
+	MsgSignRequest       = 13
+	MsgSignResponse      = 14
+)
+
+// MaxMessage is the largest accepted frame (type byte + payload).
+const MaxMessage = 256 << 10
+
+// ErrFrame is returned for a frame length of 0 or above the limit.
+var ErrFrame = errors.New("agent frame length out of range")
+
+// Conn is a connection with deadlines; net.Conn satisfies it.
+type Conn interface {
+	io.ReadWriter
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// Limits bound a session.
+type Limits struct {
+	MaxMessage  int           // frame limit, MaxMessage when 0
+	Idle        time.Duration // wait for the next frame header; 0 = none
+	BodyTimeout time.Duration // rest of a frame once its header arrived, and each reply write
+}
+
+func (l Limits) maxMessage() int {
+	if l.MaxMessage <= 0 || l.MaxMessage > MaxMessage {
+		return MaxMessage
+	}
+	return l.MaxMessage
+}
+
+// Serve runs the session until the peer closes, a frame is invalid or a
+// deadline passes. A clean close by the peer between frames returns nil.
+func Serve(c Conn, a *restricted.Agent, lim Limits) error {
+	r := bufio.NewReaderSize(c, 4096)
+	w := bufio.NewWriterSize(c, 4096)
+	for {
+		if lim.Idle > 0 {
+			if err := c.SetReadDeadline(time.Now().Add(lim.Idle)); err != nil {
+				return err
+			}
+		}
+		var hdr [4]byte
+		if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read frame: %w", err)
+		}
+		if lim.BodyTimeout > 0 {
+			if err := c.SetReadDeadline(time.Now().Add(lim.BodyTimeout)); err != nil {
+				return err
+			}
+		}
+		if _, err := io.ReadFull(r, hdr[1:]); err != nil {
+			return fmt.Errorf("read frame: %w", err)
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n == 0 || n > uint32(lim.maxMessage()) {
+			return fmt.Errorf("%w: %d", ErrFrame, n)
+		}
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(r, msg); err != nil {
+			return fmt.Errorf("read frame: %w", err)
+		}
+		reply := Handle(a, msg)
+		if lim.BodyTimeout > 0 {
+			if err := c.SetWriteDeadline(time.Now().Add(lim.BodyTimeout)); err != nil {
+				return err
+			}
+		}
+		binary.BigEndian.PutUint32(hdr[:], uint32(len(reply)))
+		w.Write(hdr[:])
+		w.Write(reply)
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("write reply: %w", err)
+		}
+	}
+}
+
+// Handle answers one message (type byte + payload) and returns the reply
+// body. It never fails: anything it cannot or may not do is FAILURE.
+func Handle(a *restricted.Agent, msg []byte) []byte {
+	if len(msg) == 0 {
+		return []byte{MsgFailure}
+	}
+	switch msg[0] {
+	case MsgRequestIdentities:
+		ids, _ := a.List()
+		out := []byte{MsgIdentitiesAnswer}
+		out = binary.BigEndian.AppendUint32(out, uint32(len(ids)))
+		for _, k := range ids {
+			out = appendString(out, k.Blob)
+			out = appendString(out, []byte(k.Comment))
+		}
+		return out
+	case MsgSignRequest:
+		blob, data, flags, err := ParseSignRequest(msg[1:])
+		if err != nil {
+			a.Logger().Warn("malformed sign request answered with FAILURE", "len", len(msg))
+			return []byte{MsgFailure}
+		}
+		k, ok := a.Lookup(blob)
+		if !ok {
+			a.Refused()
+			return []byte{MsgFailure}
+		}
+		sig, err := a.SignKey(k, data, agent.SignatureFlags(flags))
+		if err != nil {
+			return []byte{MsgFailure}
+		}
+		return appendString([]byte{MsgSignResponse}, ssh.Marshal(sig))
+	default:
+		return []byte{MsgFailure}
+	}
+}
+
+// ErrMalformed is returned for a truncated or overrunning sign request.
+var ErrMalformed = errors.New("malformed sign request")
+
+// ParseSignRequest splits a SIGN_REQUEST payload: string key_blob,
+// string data, uint32 flags. Trailing bytes are tolerated (future fields).
+func ParseSignRequest(p []byte) (blob, data []byte, flags uint32, err error) {
+	blob, p, ok := readString(p)
+	if !ok {
+		return nil, nil, 0, ErrMalformed
+	}
+	data, p, ok = readString(p)
+	if !ok {
+		return nil, nil, 0, ErrMalformed
+	}
+	if len(p) < 4 {
+		return nil, nil, 0, ErrMalformed
+	}
+	return blob, data, binary.BigEndian.Uint32(p), nil
+}
+
+func readString(p []byte) (s, rest []byte, ok bool) {
+	if len(p) < 4 {
+		return nil, nil, false
+	}
+	n := binary.BigEndian.Uint32(p)
+	if uint64(n) > uint64(len(p)-4) {
+		return nil, nil, false
+	}
+	return p[4 : 4+n], p[4+n:], true
+}
+
+func appendString(b, s []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+var _ Conn = (net.Conn)(nil)
