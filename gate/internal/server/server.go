@@ -238,7 +238,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	user, ok := auth.BasicUser(r.Header.Get("Authorization"))
 	if !ok {
-		rec.Header().Set("WWW-Authenticate", `Basic realm="terok gate"`)
+		rec.Header()["WWW-Authenticate"] = []string{`Basic realm="terok gate"`} // spec spelling
 		rec.Header().Set("Content-Type", "text/plain")
 		rec.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(rec, "Authentication required\n")

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDetachPIDFileAndAdminTokenFromEnv(t *testing.T) {
+	f := newFixture(t)
+	port := freePort(t)
+	pidFile := filepath.Join(f.dir, "run", "sub", "gate.pid")
+	cmd := exec.Command(gateBin, "--base-path="+f.base, "--token-file="+f.tokfile,
+		"--port="+strconv.Itoa(port), "--detach", "--pid-file="+pidFile)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home, "TEROK_GATE_ADMIN_TOKEN=" + adminTok}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("--detach: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("PID file: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatalf("PID file content %q", data)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	if filepath.Base(args[0]) != "terok-gate" || !contains(args, "--pid-file="+pidFile) {
+		t.Fatalf("background argv %q fails the identity check", args)
+	}
+	if strings.Contains(string(cmdline), adminTok) {
+		t.Fatal("admin token on the daemon's command line")
+	}
+	// Already bound by the time --detach returned; the admin token works.
+	f.git("", "clone", "-q", "http://"+adminTok+"@127.0.0.1:"+strconv.Itoa(port)+"/other.git", filepath.Join(f.dir, "c"))
+	// A second instance on the same port fails in the foreground.
+	cmd2 := exec.Command(gateBin, "--base-path="+f.base, "--token-file="+f.tokfile,
+		"--port="+strconv.Itoa(port), "--detach", "--pid-file="+pidFile+"2")
+	if out, err := cmd2.CombinedOutput(); err == nil || !strings.Contains(string(out), "bind") {
+		t.Fatalf("second --detach on a used port: %v %s", err, out)
+	}
+	// SIGTERM stops it.
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); bytes.Contains(stat, []byte(") Z ")) {
+			break // exited; a zombie until its new parent reaps it
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("detached gate ignores SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// socketActivate runs terok-gate under systemd-socket-activate.
+func socketActivate(t *testing.T, f *fixture, activateArgs, gateArgs []string) int {
+	t.Helper()
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
+	}
+	port := freePort(t)
+	args := append([]string{"-l", "127.0.0.1:" + strconv.Itoa(port)}, activateArgs...)
+	args = append(args, gateBin, "--base-path="+f.base, "--token-file="+f.tokfile)
+	args = append(args, gateArgs...)
+	cmd := exec.Command(sa, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("systemd-socket-activate stderr:\n%s", stderr.String())
+		}
+	})
+	waitPort(t, port, done)
+	return port
+}
+
+func TestSocketActivationInetdPerConnection(t *testing.T) {
+	f := newFixture(t)
+	port := socketActivate(t, f, []string{"--inetd", "-a"}, []string{"--inetd"})
+	url := "http://" + f.tokProj + "@127.0.0.1:" + strconv.Itoa(port) + "/proj.git"
+	for i := 0; i < 2; i++ {
+		dst := filepath.Join(f.dir, "c"+strconv.Itoa(i))
+		f.git("", "clone", "-q", url, dst)
+		if n := f.git(dst, "rev-list", "--count", "HEAD"); n != "3" {
+			t.Fatalf("clone %d: %s commits", i, n)
+		}
+	}
+	code, _ := raw(t, port, "GET /other.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"+basic(f.tokProj)+"\r\n")
+	if code != 403 {
+		t.Fatalf("other project via inetd: %d", code)
+	}
+}
+
+func TestSocketActivationListenFDs(t *testing.T) {
+	f := newFixture(t)
+	// No mode flag: the gate serves the passed listening socket (LISTEN_FDS).
+	port := socketActivate(t, f, nil, nil)
+	url := "http://" + f.tokProj + "@127.0.0.1:" + strconv.Itoa(port) + "/proj.git"
+	for i := 0; i < 3; i++ { // one long-lived server handles them all
+		f.git("", "clone", "-q", url, filepath.Join(f.dir, "c"+strconv.Itoa(i)))
+	}
+}
