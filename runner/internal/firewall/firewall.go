@@ -1,0 +1,87 @@
+// Package firewall is the seam between the launcher and the egress
+// firewall (runner.md §4.3): before podman runs, the launcher asks a
+// Firewall for the podman arguments that put the container behind it. A
+// Firewall that cannot protect the container returns an error and the launch
+// is aborted; the only way to run without a firewall is the explicit Bypass.
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"terok.dev/sandbox/runner/internal/podmaninfo"
+)
+
+// Firewall returns the podman arguments that apply the egress firewall to
+// the container about to be created. An error aborts the launch.
+type Firewall interface {
+	PreStart(ctx context.Context, container, taskDir string) ([]string, error)
+}
+
+// ErrUnavailable is wrapped by FailClosed's error.
+var ErrUnavailable = errors.New("egress firewall unavailable")
+
+// FailClosed refuses every launch. It stands in wherever no working shield
+// is wired, so a missing firewall can never mean unfiltered egress.
+type FailClosed struct {
+	// Reason says why the firewall is unavailable; ConfigFile names where
+	// the bypass setting would go (for the hint).
+	Reason     string
+	ConfigFile string
+}
+
+// PreStart always fails, naming the cause and the explicit way out.
+func (f FailClosed) PreStart(context.Context, string, string) ([]string, error) {
+	reason := f.Reason
+	if reason == "" {
+		reason = "no shield firewall is configured"
+	}
+	where := "the config file"
+	if f.ConfigFile != "" {
+		where = f.ConfigFile
+	}
+	return nil, fmt.Errorf("%w: %s; refusing to start a container with unfiltered egress. "+
+		"To run WITHOUT any egress firewall (dangerous), set shield_bypass = true in %s or pass --shield-bypass", ErrUnavailable, reason, where)
+}
+
+// Warning is the exact bypass banner of runner.md §4.3 (printed between two
+// blank lines).
+const Warning = "!! SHIELD BYPASSED — egress firewall DISABLED (shield_bypass is set) !!"
+
+// Bypass is the explicit no-firewall mode: it prints the loud warning and
+// returns only the network wiring that lets host.containers.internal reach
+// the host's loopback services (runner.md §4.4).
+type Bypass struct {
+	// Out receives the warning (the launcher's stdout).
+	Out io.Writer
+	// Root is true when podman runs as effective uid 0.
+	Root bool
+	// Info queries podman for the rootless network mode (shield.md §5); nil
+	// means podmaninfo.Query with "podman".
+	Info func(ctx context.Context) podmaninfo.Info
+}
+
+// PreStart prints the warning and returns the bypass network arguments.
+func (b Bypass) PreStart(ctx context.Context, _, _ string) ([]string, error) {
+	if b.Out != nil {
+		fmt.Fprintf(b.Out, "\n%s\n\n", Warning)
+	}
+	return BypassArgs(ctx, b.Root, b.Info), nil
+}
+
+// BypassArgs are the network arguments of bypass mode. Root uses the same
+// slirp4netns host-loopback wiring as rootless (the project's decision for
+// the shield.md §6.1 root caveat: host.containers.internal = 10.0.2.2 →
+// host 127.0.0.1 for both); rootless follows podman's network mode with the
+// single detection rule of podmaninfo.
+func BypassArgs(ctx context.Context, root bool, info func(context.Context) podmaninfo.Info) []string {
+	if root {
+		return podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns)
+	}
+	if info == nil {
+		info = func(ctx context.Context) podmaninfo.Info { return podmaninfo.Query(ctx, "podman") }
+	}
+	return podmaninfo.HostLoopbackArgs(info(ctx).NetworkMode())
+}

@@ -1,0 +1,192 @@
+// Package launch assembles, prints and executes the hardened `podman run -d`
+// of runner.md §3–§6. It knows nothing about where the firewall arguments
+// come from; the caller passes them in.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"terok.dev/sandbox/runner/internal/podman"
+)
+
+// EnvVar is one container environment variable.
+type EnvVar struct{ Name, Value string }
+
+// Params is everything the argument list is built from.
+type Params struct {
+	// Rootless is true when podman runs as a non-root user (§4.1).
+	Rootless bool
+	// Unrestricted drops --security-opt no-new-privileges (§4.2).
+	Unrestricted bool
+	// FirewallArgs come from the shield pre-start or bypass (§4.3).
+	FirewallArgs []string
+	GPU          bool
+	ExtraArgs    []string
+	Volumes      []string
+	Env          []EnvVar
+	Name         string
+	Image        string
+	Command      []string
+}
+
+// Workdir is the container's working directory.
+const Workdir = "/workspace"
+
+// Validate rejects specs podman would misread: a value starting with "-"
+// where podman expects a name or an image would be taken as a flag, and NUL
+// bytes cannot pass through argv.
+func (p Params) Validate() error {
+	if p.Name == "" {
+		return errors.New("container name is required")
+	}
+	if p.Image == "" {
+		return errors.New("image is required")
+	}
+	if strings.HasPrefix(p.Name, "-") {
+		return fmt.Errorf("container name %q must not start with '-'", p.Name)
+	}
+	if strings.HasPrefix(p.Image, "-") {
+		return fmt.Errorf("image %q must not start with '-'", p.Image)
+	}
+	for _, e := range p.Env {
+		if err := ValidEnvName(e.Name); err != nil {
+			return err
+		}
+	}
+	for _, v := range p.Volumes {
+		if v == "" || strings.HasPrefix(v, "-") {
+			return fmt.Errorf("volume %q is not a host:container[:options] spec", v)
+		}
+	}
+	all := append(append(append([]string{p.Name, p.Image}, p.Volumes...), p.ExtraArgs...), p.Command...)
+	for _, e := range p.Env {
+		all = append(all, e.Value)
+	}
+	for _, s := range all {
+		if strings.ContainsRune(s, 0) {
+			return fmt.Errorf("argument %q contains a NUL byte", s)
+		}
+	}
+	return nil
+}
+
+// ValidEnvName accepts names podman can pass: non-empty, no '=', no NUL.
+func ValidEnvName(name string) error {
+	if name == "" {
+		return errors.New("environment variable name is empty")
+	}
+	if strings.ContainsAny(name, "=\x00") {
+		return fmt.Errorf("environment variable name %q contains '=' or NUL", name)
+	}
+	return nil
+}
+
+// GPUArgs are the CDI arguments of §4.5.
+func GPUArgs() []string {
+	return []string{"--device", "nvidia.com/gpu=all", "-e", "NVIDIA_VISIBLE_DEVICES=all", "-e", "NVIDIA_DRIVER_CAPABILITIES=all"}
+}
+
+// Args is the podman argument list (without the program name) in the exact
+// order of §3, one flag or value per element.
+func Args(p Params) []string {
+	args := []string{"run", "-d"}
+	if p.Rootless {
+		args = append(args, "--userns=keep-id:uid=1000,gid=1000")
+	}
+	if !p.Unrestricted {
+		args = append(args, "--security-opt", "no-new-privileges")
+	}
+	args = append(args, p.FirewallArgs...)
+	if p.GPU {
+		args = append(args, GPUArgs()...)
+	}
+	args = append(args, p.ExtraArgs...)
+	for _, v := range p.Volumes {
+		args = append(args, "-v", v)
+	}
+	for _, e := range p.Env {
+		args = append(args, "-e", e.Name+"="+e.Value)
+	}
+	args = append(args, "--name", p.Name, "-w", Workdir, p.Image)
+	return append(args, p.Command...)
+}
+
+// GPUHint is the remediation shown with a GPU configuration error.
+const GPUHint = "Hint: NVIDIA CDI configuration appears to be missing or broken.\n" +
+	"Ensure the NVIDIA Container Toolkit is installed and CDI is configured.\n" +
+	"See: https://podman-desktop.io/docs/podman/gpu"
+
+// GPUError is a launch failure caused by a missing or broken NVIDIA CDI
+// configuration.
+type GPUError struct {
+	// Stderr is podman's trimmed error output.
+	Stderr string
+	// Hint is GPUHint.
+	Hint string
+}
+
+func (e *GPUError) Error() string {
+	return "Container launch failed (GPU misconfiguration):\n" + e.Stderr + "\n\n" + e.Hint
+}
+
+// LaunchError is any other failed launch; Detail is podman's trimmed stderr
+// (or a description of the failed command).
+type LaunchError struct {
+	Detail string
+	// Hint, when not empty, follows the detail (name clash, missing image).
+	Hint string
+}
+
+func (e *LaunchError) Error() string {
+	msg := "Container launch failed:\n" + e.Detail
+	if e.Hint != "" {
+		msg += "\n\n" + e.Hint
+	}
+	return msg
+}
+
+// IsGPUError reports whether stderr names a CDI/GPU failure (§6.4:
+// case-sensitive substrings).
+func IsGPUError(stderr string) bool {
+	for _, m := range [...]string{"cdi.k8s.io", "nvidia.com/gpu", "CDI"} {
+		if strings.Contains(stderr, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// Classify turns a failed podman run into the error of §6.
+func Classify(res podman.Result, err error, name, image string) error {
+	if errors.Is(err, podman.ErrNotFound) {
+		return podman.ErrNotFound
+	}
+	stderr := strings.TrimSpace(string(res.Stderr))
+	if IsGPUError(stderr) {
+		return &GPUError{Stderr: stderr, Hint: GPUHint}
+	}
+	le := &LaunchError{Detail: podman.ErrorText(res, err, "podman run")}
+	switch {
+	case strings.Contains(stderr, "already in use"):
+		le.Hint = fmt.Sprintf("Hint: a container named %q already exists; remove it with `terok-sandbox stop %s` or choose another name.", name, name)
+	case strings.Contains(stderr, "image not known") || strings.Contains(stderr, "initializing source") ||
+		strings.Contains(stderr, "manifest unknown") || strings.Contains(stderr, "short-name"):
+		le.Hint = fmt.Sprintf("Hint: image %q is not in podman's local storage and could not be pulled; build or load it first (podman images lists what is there).", image)
+	}
+	return le
+}
+
+// Execute runs podman with args and returns the new container's id.
+func Execute(ctx context.Context, p podman.Podman, args []string, name, image string) (string, error) {
+	res, err := p.Exec(ctx, args...)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, podman.ErrNotFound) {
+			return "", fmt.Errorf("podman run %s: %w", name, ctx.Err())
+		}
+		return "", Classify(res, err, name, image)
+	}
+	return strings.TrimSpace(string(res.Stdout)), nil
+}

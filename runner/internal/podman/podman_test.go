@@ -1,0 +1,252 @@
+package podman
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/runner/internal/rundebug"
+)
+
+// fake writes an executable shell script standing in for podman; it records
+// its argv (one per line) in <dir>/argv.
+func fake(t *testing.T, body string) (Podman, string) {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "podman")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + filepath.Join(dir, "argv") + "\n" + body + "\n"
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Podman{Bin: p}, filepath.Join(dir, "argv")
+}
+
+func argv(t *testing.T, file string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+func missing(t *testing.T) Podman { return Podman{Bin: filepath.Join(t.TempDir(), "absent")} }
+
+func TestState(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name, body string
+		p          *Podman
+		want       string
+		ok         bool
+	}{
+		{"running", "echo Running", nil, "running", true},
+		{"exited with spaces", "echo '  Exited  '", nil, "exited", true},
+		{"podman fails", "echo oops >&2; exit 125", nil, "", false},
+		{"empty output", "true", nil, "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, args := fake(t, c.body)
+			got, ok := p.State(ctx, "c1")
+			if got != c.want || ok != c.ok {
+				t.Fatalf("got (%q,%v) want (%q,%v)", got, ok, c.want, c.ok)
+			}
+			if a := argv(t, args); !reflect.DeepEqual(a, []string{"inspect", "-f", "{{.State.Status}}", "c1"}) {
+				t.Fatalf("argv %q", a)
+			}
+		})
+	}
+	if _, ok := missing(t).State(ctx, "c"); ok {
+		t.Fatal("missing podman gave a state")
+	}
+}
+
+func TestIsRunning(t *testing.T) {
+	ctx := context.Background()
+	for body, want := range map[string]bool{"echo TRUE": true, "echo true": true, "echo false": false, "exit 1": false, "echo": false} {
+		p, args := fake(t, body)
+		if got := p.IsRunning(ctx, "c"); got != want {
+			t.Errorf("%q: got %v", body, got)
+		}
+		if a := argv(t, args); !reflect.DeepEqual(a, []string{"inspect", "-f", "{{.State.Running}}", "c"}) {
+			t.Fatalf("argv %q", a)
+		}
+	}
+	if missing(t).IsRunning(ctx, "c") {
+		t.Fatal("missing podman is running")
+	}
+}
+
+func TestProjectStates(t *testing.T) {
+	ctx := context.Background()
+	p, args := fake(t, `printf 'a.b-1 Running\na.b-2   Exited (0)\nbroken\naxb-3 running\n\na.b-4\n'`)
+	got := p.ProjectStates(ctx, "a.b")
+	want := map[string]string{"a.b-1": "running", "a.b-2": "exited (0)"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v want %v", got, want)
+	}
+	wantArgv := []string{"ps", "-a", "--filter", `name=^a\.b-`, "--format", "{{.Names}} {{.State}}", "--no-trunc"}
+	if a := argv(t, args); !reflect.DeepEqual(a, wantArgv) {
+		t.Fatalf("argv %q want %q", a, wantArgv)
+	}
+	fail, _ := fake(t, "echo 'x-1 running'; exit 1")
+	if s := fail.ProjectStates(ctx, "x"); len(s) != 0 {
+		t.Fatalf("failure gave %v", s)
+	}
+	if s := missing(t).ProjectStates(ctx, "x"); s == nil || len(s) != 0 {
+		t.Fatalf("missing podman gave %v", s)
+	}
+}
+
+func TestNameFilterEscapes(t *testing.T) {
+	for in, want := range map[string]string{"proj": "name=^proj-", "a.b": `name=^a\.b-`, "a+b(c)*[d]$^": `name=^a\+b\(c\)\*\[d\]\$\^-`} {
+		if got := NameFilter(in); got != want {
+			t.Errorf("NameFilter(%q) = %q want %q", in, got, want)
+		}
+	}
+}
+
+func TestWait(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name, body string
+		timeout    time.Duration
+		want       int
+	}{
+		{"container exit code", "echo 42", 0, 42},
+		{"zero", "echo 0", 0, 0},
+		{"stdout empty → podman status", "echo 'no such container' >&2; exit 125", 0, 125},
+		{"not an integer", "echo banana", 0, 1},
+		{"timeout", "exec sleep 30", 200 * time.Millisecond, ExitTimeout},
+		{"first line of several", "printf '3\\n4\\n'", 0, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, args := fake(t, c.body)
+			if got := p.Wait(ctx, "c", c.timeout); got != c.want {
+				t.Fatalf("got %d want %d", got, c.want)
+			}
+			if a := argv(t, args); !reflect.DeepEqual(a, []string{"wait", "c"}) {
+				t.Fatalf("argv %q", a)
+			}
+		})
+	}
+	if got := missing(t).Wait(ctx, "c", 0); got != 1 {
+		t.Fatalf("missing podman: %d", got)
+	}
+}
+
+func TestStopIgnoresErrorsAndLogs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	p, _ := fake(t, `echo "$@" >> `+calls+`; [ "$3" = gone ] && { echo 'no such container' >&2; exit 1; }; exit 0`)
+	logPath := filepath.Join(dir, "debug.log")
+	p.Debug = rundebug.New(logPath)
+	p.Stop(ctx, []string{"a", "gone", "b"})
+	data, _ := os.ReadFile(calls)
+	if string(data) != "rm -f a\nrm -f gone\nrm -f b\n" {
+		t.Fatalf("calls %q", data)
+	}
+	logData, _ := os.ReadFile(logPath)
+	for _, s := range []string{"DEBUG: stop: removing container a", "DEBUG: stop: container a removed", "stop: podman rm -f gone ended", "container b removed"} {
+		if !strings.Contains(string(logData), s) {
+			t.Errorf("debug log lacks %q:\n%s", s, logData)
+		}
+	}
+	// A missing podman must not fail or panic either.
+	missing(t).Stop(ctx, []string{"x"})
+}
+
+func TestStreamLogs(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name    string
+		body    string
+		follow  bool
+		timeout time.Duration
+		want    LogOutcome
+		out     string
+	}{
+		{"ready marker ends streaming", `echo starting; echo '  >> init complete  '; exec sleep 30`, true, 0, LogReady, "starting\n>> init complete\n"},
+		{"stderr merged", `echo err-line >&2; echo '>> init complete'; exec sleep 30`, true, 0, LogReady, "err-line\n>> init complete\n"},
+		{"final line without newline", `printf 'a\n\n   \n>> init complete'`, true, 0, LogReady, "a\n>> init complete\n"},
+		{"ended without marker", `echo one; echo two`, true, 0, LogEnded, "one\ntwo\n"},
+		{"timeout", `echo waiting; exec sleep 30`, true, 300 * time.Millisecond, LogTimeout, "waiting\n"},
+		{"invalid utf-8 replaced", `printf 'bad \377 byte\n'`, false, 0, LogEnded, "bad \uFFFD byte\n"},
+		{"crlf", `printf 'x\r\n>> init complete\r\n'`, true, 0, LogReady, "x\n>> init complete\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, args := fake(t, c.body)
+			var out bytes.Buffer
+			got, err := p.StreamLogs(ctx, &out, "c", c.follow, c.timeout, ContainsMarker(ReadyMarker))
+			if got != c.want || err != nil {
+				t.Fatalf("outcome %v err %v, want %v", got, err, c.want)
+			}
+			if out.String() != c.out {
+				t.Fatalf("out %q want %q", out.String(), c.out)
+			}
+			wantArgv := []string{"logs", "c"}
+			if c.follow {
+				wantArgv = []string{"logs", "-f", "c"}
+			}
+			if a := argv(t, args); !reflect.DeepEqual(a, wantArgv) {
+				t.Fatalf("argv %q", a)
+			}
+		})
+	}
+	if got, err := missing(t).StreamLogs(ctx, nil, "c", true, 0, nil); got != LogError || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing podman: %v %v", got, err)
+	}
+}
+
+func TestStreamLogsLongLineIsSplit(t *testing.T) {
+	p, _ := fake(t, `head -c 200000 /dev/zero | tr '\0' x; echo; echo '>> init complete'`)
+	var out bytes.Buffer
+	got, err := p.StreamLogs(context.Background(), &out, "c", true, 0, ContainsMarker(ReadyMarker))
+	if got != LogReady || err != nil {
+		t.Fatalf("%v %v", got, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 5 || len(lines[0]) != MaxLineBytes {
+		t.Fatalf("%d lines, first %d bytes", len(lines), len(lines[0]))
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	l, port, err := ReservePort("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port <= 0 || l.Addr().(*net.TCPAddr).IP.String() != "127.0.0.1" {
+		t.Fatalf("port %d addr %v", port, l.Addr())
+	}
+	// Reserved means nobody else can bind it meanwhile.
+	if l2, err := net.Listen("tcp", l.Addr().String()); err == nil {
+		l2.Close()
+		t.Fatal("reserved port was bindable")
+	}
+	l.Close()
+	p, err := FindFreePort("127.0.0.1")
+	if err != nil || p <= 0 {
+		t.Fatalf("%d %v", p, err)
+	}
+	l3, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		t.Fatalf("free port not bindable: %v", err)
+	}
+	l3.Close()
+	if _, err := FindFreePort("256.0.0.1"); err == nil {
+		t.Fatal("bad host accepted")
+	}
+}

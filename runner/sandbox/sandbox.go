@@ -1,0 +1,359 @@
+// Package sandbox is the public Go API of terok-sandbox (runner.md §1): a
+// Sandbox facade holding one configuration, the run specification and
+// lifecycle hooks, and the runtime helpers. Every operation is also a plain
+// function taking the configuration explicitly.
+//
+// Safe defaults: a zero RunSpec is restricted (no-new-privileges), and Run
+// never starts a container without the egress firewall unless the
+// configuration explicitly sets ShieldBypass.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/runner/internal/firewall"
+	"terok.dev/sandbox/runner/internal/launch"
+	"terok.dev/sandbox/runner/internal/podman"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
+	"terok.dev/sandbox/runner/internal/rundebug"
+)
+
+// ReadyMarker is the log line text a task container prints when its
+// workspace is ready.
+const ReadyMarker = podman.ReadyMarker
+
+// ExitTimeout is WaitForExit's result when the timeout elapsed.
+const ExitTimeout = podman.ExitTimeout
+
+// ErrPodmanNotFound is returned when podman is not installed.
+var ErrPodmanNotFound = podman.ErrNotFound
+
+// EnvVar is one container environment variable.
+type EnvVar struct{ Name, Value string }
+
+// RunSpec is everything one `podman run` needs (runner.md §2).
+type RunSpec struct {
+	// ContainerName must be unique.
+	ContainerName string
+	Image         string
+	// Env is passed in this order.
+	Env []EnvVar
+	// Volumes are podman volume specs host:container[:options], in order.
+	Volumes []string
+	// Command and arguments run in the container (may be empty).
+	Command []string
+	// TaskDir is the task's host directory; the shield state lives in
+	// <TaskDir>/shield.
+	TaskDir    string
+	GPUEnabled bool
+	// ExtraArgs are inserted verbatim; they are not redacted beyond the
+	// -e/--env forms, so never put secrets in them in other forms.
+	ExtraArgs []string
+	// Unrestricted drops --security-opt no-new-privileges. The zero value
+	// (false) is the safe, restricted default.
+	Unrestricted bool
+}
+
+// LifecycleHooks are optional callbacks. Run fires PreStart after the
+// command is assembled and printed (an error aborts the launch) and
+// PostStart after podman succeeded; PostReady and PostStop are fired by the
+// caller.
+type LifecycleHooks struct {
+	PreStart  func() error
+	PostStart func() error
+	PostReady func() error
+	PostStop  func() error
+}
+
+// GpuConfigError is a launch failure caused by a missing or broken NVIDIA
+// CDI configuration; its Hint field holds the remediation separately.
+type GpuConfigError = launch.GPUError
+
+// LaunchError is any other failed launch (podman's message passed through,
+// with a hint for a name clash or a missing image).
+type LaunchError = launch.LaunchError
+
+// GPUHint is the hint carried by GpuConfigError.
+const GPUHint = launch.GPUHint
+
+// Options are the facade's connections to the outside world. The zero value
+// uses the real process environment, os.Stdout and "podman" from PATH.
+type Options struct {
+	// Env gives the effective uid (rootless or not) and the debug log path.
+	Env config.Env
+	// Log receives structured warnings; nil discards.
+	Log *slog.Logger
+	// Stdout receives the printed command line and the bypass warning.
+	Stdout io.Writer
+	// Podman is the podman executable; empty means "podman".
+	Podman string
+}
+
+// Sandbox holds one configuration and groups the operations. It is
+// immutable and safe for concurrent use.
+type Sandbox struct {
+	cfg    config.Config
+	env    config.Env
+	log    *slog.Logger
+	out    io.Writer
+	podman podman.Podman
+	debug  *rundebug.Log
+}
+
+// New returns a facade for cfg.
+func New(cfg config.Config, opts Options) *Sandbox {
+	if opts.Env.Getenv == nil {
+		opts.Env = config.FromOS()
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	debug := rundebug.New(opts.Env.RunnerDebugLog())
+	return &Sandbox{
+		cfg:    cfg.Clone(),
+		env:    opts.Env,
+		log:    opts.Log,
+		out:    opts.Stdout,
+		podman: podman.Podman{Bin: opts.Podman, Debug: debug},
+		debug:  debug,
+	}
+}
+
+// Config returns (a copy of) the configuration.
+func (s *Sandbox) Config() config.Config { return s.cfg.Clone() }
+
+// rootless reports whether podman runs without root.
+func (s *Sandbox) rootless() bool { return s.env.EUID != 0 }
+
+// firewallArgs returns the podman arguments of §4.3: the shield's, or the
+// bypass network wiring when (and only when) ShieldBypass is set.
+func (s *Sandbox) firewallArgs(ctx context.Context, spec RunSpec) ([]string, error) {
+	if s.cfg.ShieldBypass {
+		s.log.Warn("shield bypassed: the container runs without any egress firewall",
+			"container", spec.ContainerName, "fix", "unset shield_bypass to restore the firewall")
+		s.debug.Warning("run %s: shield bypassed (shield_bypass is set)", spec.ContainerName)
+		b := firewall.Bypass{Out: s.out, Root: !s.rootless(), Info: func(ctx context.Context) podmaninfo.Info {
+			return podmaninfo.Query(ctx, s.podman.Bin)
+		}}
+		return b.PreStart(ctx, spec.ContainerName, spec.TaskDir)
+	}
+	args, err := s.firewall().PreStart(ctx, spec.ContainerName, spec.TaskDir)
+	if err != nil {
+		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)
+	}
+	return args, nil
+}
+
+// Command assembles the podman argument list for spec without running
+// anything but the firewall pre-start (which may print the bypass warning).
+func (s *Sandbox) Command(ctx context.Context, spec RunSpec) ([]string, error) {
+	p := launch.Params{
+		Rootless:     s.rootless(),
+		Unrestricted: spec.Unrestricted,
+		GPU:          spec.GPUEnabled,
+		ExtraArgs:    spec.ExtraArgs,
+		Volumes:      spec.Volumes,
+		Name:         spec.ContainerName,
+		Image:        spec.Image,
+		Command:      spec.Command,
+	}
+	for _, e := range spec.Env {
+		p.Env = append(p.Env, launch.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("run spec: %w", err)
+	}
+	if spec.TaskDir == "" {
+		return nil, errors.New("run spec: task dir is required (the shield state lives in <task dir>/shield)")
+	}
+	fw, err := s.firewallArgs(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	p.FirewallArgs = fw
+	return launch.Args(p), nil
+}
+
+// Run launches a detached hardened container (runner.md §3–§6) and returns
+// its id. It prints `$ <redacted command>` to the facade's stdout first.
+// Errors: ErrPodmanNotFound, *GpuConfigError, *LaunchError, a firewall
+// error (the launch is refused), or a hook's error.
+func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (string, error) {
+	args, err := s.Command(ctx, spec)
+	if err != nil {
+		return "", err
+	}
+	line := launch.CommandLine("podman", args)
+	fmt.Fprintf(s.out, "$ %s\n", line)
+	s.debug.Debug("run %s: %s", spec.ContainerName, line)
+	if hooks.PreStart != nil {
+		if err := hooks.PreStart(); err != nil {
+			return "", fmt.Errorf("pre-start hook for %s failed, container not started: %w", spec.ContainerName, err)
+		}
+	}
+	id, err := launch.Execute(ctx, s.podman, args, spec.ContainerName, spec.Image)
+	if err != nil {
+		s.debug.Warning("run %s failed: %v", spec.ContainerName, err)
+		return "", err
+	}
+	s.debug.Debug("run %s: started %s", spec.ContainerName, id)
+	if hooks.PostStart != nil {
+		if err := hooks.PostStart(); err != nil {
+			return id, fmt.Errorf("post-start hook for %s failed (the container is running; stop it with `terok-sandbox stop %s`): %w",
+				spec.ContainerName, spec.ContainerName, err)
+		}
+	}
+	return id, nil
+}
+
+// StreamLogs follows the container's logs, printing each line to the
+// facade's stdout, until readyCheck (nil: the line contains ReadyMarker)
+// matches (true), the log ends or timeout (<= 0: none) elapses (false).
+func (s *Sandbox) StreamLogs(ctx context.Context, container string, timeout time.Duration, readyCheck func(string) bool) bool {
+	if readyCheck == nil {
+		readyCheck = podman.ContainsMarker(ReadyMarker)
+	}
+	outcome, err := s.podman.StreamLogs(ctx, s.out, container, true, timeout, readyCheck)
+	if err != nil {
+		s.debug.Warning("logs %s: %v", container, err)
+	}
+	return outcome == podman.LogReady
+}
+
+// WaitForExit blocks until the container exits and returns its exit code;
+// ExitTimeout when timeout (> 0) elapsed; 1 when podman is missing or
+// answers nonsense.
+func (s *Sandbox) WaitForExit(ctx context.Context, container string, timeout time.Duration) int {
+	return s.podman.Wait(ctx, container, timeout)
+}
+
+// Stop force-removes the containers, ignoring every error.
+func (s *Sandbox) Stop(ctx context.Context, containers []string) {
+	s.podman.Stop(ctx, containers)
+}
+
+// ContainerState is the lowercased podman status; ok false when unknown.
+func (s *Sandbox) ContainerState(ctx context.Context, name string) (string, bool) {
+	return s.podman.State(ctx, name)
+}
+
+// IsContainerRunning reports whether podman says the container runs.
+func (s *Sandbox) IsContainerRunning(ctx context.Context, name string) bool {
+	return s.podman.IsRunning(ctx, name)
+}
+
+// ProjectContainerStates maps "<prefix>-…" container names to their states.
+func (s *Sandbox) ProjectContainerStates(ctx context.Context, prefix string) map[string]string {
+	return s.podman.ProjectStates(ctx, prefix)
+}
+
+// CreateToken creates a gate token for project then task (in that order:
+// swapped, the token would open the wrong repository).
+func (s *Sandbox) CreateToken(project, task string) (string, error) {
+	tok, err := gatetokens.NewStore(s.cfg, s.log).Create(project, task)
+	if err != nil {
+		return "", err
+	}
+	s.debug.Debug("gate token %s created for %s/%s", tokenid.Show(tok), project, task)
+	return tok, nil
+}
+
+// GateURL is the clone URL of a gate repository for a container
+// (runner.md §7.6): the token is the Basic-auth user name.
+func (s *Sandbox) GateURL(repoPath, token string) (string, error) {
+	return GateURL(s.cfg, repoPath, token)
+}
+
+// Run launches spec with a facade for cfg (default options).
+func Run(ctx context.Context, cfg config.Config, spec RunSpec, hooks LifecycleHooks) (string, error) {
+	return New(cfg, Options{}).Run(ctx, spec, hooks)
+}
+
+// CreateToken creates a gate token for project then task in cfg's store.
+func CreateToken(cfg config.Config, project, task string) (string, error) {
+	return New(cfg, Options{}).CreateToken(project, task)
+}
+
+// GateURL builds `http://<token>@host.containers.internal:<gate port>/<repo
+// path relative to the gate base path>`. repoPath must lie strictly inside
+// cfg.GateBasePath(); the token must be URL-safe (gate tokens are).
+func GateURL(cfg config.Config, repoPath, token string) (string, error) {
+	if token == "" || strings.ContainsFunc(token, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '~')
+	}) {
+		return "", fmt.Errorf("gate URL: token %s is not a valid gate token", tokenid.Show(token))
+	}
+	base, err := filepath.Abs(cfg.GateBasePath())
+	if err != nil {
+		return "", fmt.Errorf("gate URL: base path: %w", err)
+	}
+	repo, err := filepath.Abs(repoPath)
+	if err != nil {
+		return "", fmt.Errorf("gate URL: repo path: %w", err)
+	}
+	rel, err := filepath.Rel(base, repo)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("gate URL: repository %s is not inside the gate base path %s", repoPath, base)
+	}
+	u := url.URL{
+		Scheme: "http",
+		User:   url.User(token),
+		Host:   net.JoinHostPort("host.containers.internal", fmt.Sprint(cfg.GatePort)),
+		Path:   "/" + filepath.ToSlash(rel),
+	}
+	return u.String(), nil
+}
+
+// StreamLogs is Sandbox.StreamLogs with default options.
+func StreamLogs(ctx context.Context, container string, timeout time.Duration, readyCheck func(string) bool) bool {
+	return New(config.Config{}, Options{}).StreamLogs(ctx, container, timeout, readyCheck)
+}
+
+// WaitForExit is Sandbox.WaitForExit with default options.
+func WaitForExit(ctx context.Context, container string, timeout time.Duration) int {
+	return New(config.Config{}, Options{}).WaitForExit(ctx, container, timeout)
+}
+
+// Stop is Sandbox.Stop with default options.
+func Stop(ctx context.Context, containers []string) {
+	New(config.Config{}, Options{}).Stop(ctx, containers)
+}
+
+// ContainerState is Sandbox.ContainerState with default options.
+func ContainerState(ctx context.Context, name string) (string, bool) {
+	return New(config.Config{}, Options{}).ContainerState(ctx, name)
+}
+
+// IsContainerRunning is Sandbox.IsContainerRunning with default options.
+func IsContainerRunning(ctx context.Context, name string) bool {
+	return New(config.Config{}, Options{}).IsContainerRunning(ctx, name)
+}
+
+// ProjectContainerStates is Sandbox.ProjectContainerStates with default
+// options.
+func ProjectContainerStates(ctx context.Context, prefix string) map[string]string {
+	return New(config.Config{}, Options{}).ProjectContainerStates(ctx, prefix)
+}
+
+// ReserveFreePort binds 127.0.0.1 (or host) port 0 and keeps it open; close
+// the listener right before binding the real service.
+func ReserveFreePort(host string) (net.Listener, int, error) { return podman.ReservePort(host) }
+
+// FindFreePort returns a currently free port (a small race remains).
+func FindFreePort(host string) (int, error) { return podman.FindFreePort(host) }
