@@ -12,6 +12,7 @@ require (
 require (
 	github.com/urfave/cli/v2 v2.27.7
 	terok.dev/sandbox/common v0.0.0
+	terok.dev/sandbox/systemd v0.0.0
 )
 
 replace terok.dev/sandbox/common => ../common
