@@ -7,7 +7,7 @@ require terok.dev/sandbox/common v0.0.0
 require (
 	github.com/coreos/go-systemd/v22 v22.5.0
 	github.com/jmoiron/sqlx v1.4.0 // indirect
-	github.com/mattn/go-sqlite3 v1.14.53 // indirect
+	github.com/mattn/go-sqlite3 v1.14.53
 )
 
 replace terok.dev/sandbox/common => ../common

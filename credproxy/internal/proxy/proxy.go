@@ -241,7 +241,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	st := &reqState{route: route, inj: inj, replayable: replayable(r), start: time.Now(), token: tok}
 	if r.ContentLength > p.maxBody {
-		drain(r)
+		w.Header().Set("Connection", "close")
 		plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
 		return
 	}
@@ -450,8 +450,10 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 			"provider", st.route.Provider, "attempts", st.attempts.Load(), "error", cause)
 		plain(w, http.StatusBadGateway, msgDisconnected)
 	case errors.Is(r.Context().Err(), context.Canceled):
-		// The client went away; nobody is left to answer.
+		// The client went away; nobody is left to answer, and an empty
+		// success must not be written: abort the connection.
 		p.log.Debug("Client went away before the upstream answered", "provider", st.route.Provider)
+		panic(http.ErrAbortHandler)
 	default:
 		p.log.Warn("Upstream request failed; check the route's upstream and the network",
 			"provider", st.route.Provider, "error", cause)
@@ -489,12 +491,6 @@ func plain(w http.ResponseWriter, code int, msg string) {
 	h.Set("Content-Length", fmt.Sprint(len(msg)))
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, msg)
-}
-
-// drain discards a bounded amount of an unwanted request body so the
-// connection can be reused; a bigger body makes the server close it.
-func drain(r *http.Request) {
-	_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
 }
 
 func deleteFold(h http.Header, name string) {
