@@ -1,14 +1,422 @@
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
 
-// shieldCommand is filled in by the shield issue; until then it refuses loudly.
+	ucli "github.com/urfave/cli/v2"
+
+	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/internal/shield"
+)
+
+// shieldCommand is `terok-sandbox shield …` (runner.md §9.1, shield.md §11–§15).
 func shieldCommand(d Deps) *ucli.Command {
+	jsonFlag := &ucli.BoolFlag{Name: "json", Usage: "print JSON"}
 	return &ucli.Command{
 		Name:  "shield",
-		Usage: "shield management (not built yet)",
-		Action: func(*ucli.Context) error {
-			return ExitWith(ExitError, "terok-sandbox shield: not built yet")
+		Usage: "egress firewall: global hook setup, status, and live control of running containers",
+		Subcommands: []*ucli.Command{
+			{
+				Name:  "setup",
+				Usage: "install the global OCI hooks (once per host or user)",
+				Flags: []ucli.Flag{
+					&ucli.BoolFlag{Name: "root", Usage: "system-wide, uses sudo"},
+					&ucli.BoolFlag{Name: "user", Usage: "user-local (~/.local/share/containers/oci/hooks.d)"},
+				},
+				Action: func(c *ucli.Context) error { return shieldSetup(c, d) },
+			},
+			{
+				Name:   "status",
+				Usage:  "show the shield configuration and hook health",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldStatus(c, d) },
+			},
+			{
+				Name:   "check",
+				Usage:  "check podman, nft, the hooks and the DNS tier (exit 1 when there are issues)",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldCheck(c, d) },
+			},
+			{
+				Name: "up", Usage: "re-enable the firewall of a running container", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldUpDown(c, d, false) },
+			},
+			{
+				Name: "down", Usage: "switch a running container's firewall to bypass (logged, private ranges still rejected unless --all)", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "all", Usage: "also allow private ranges"}, jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldUpDown(c, d, true) },
+			},
+			{
+				Name: "allow", Usage: "allow an IP, CIDR or domain for a running container (at once and persisted)", ArgsUsage: "CONTAINER TARGET",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldAllowDeny(c, d, true) },
+			},
+			{
+				Name: "deny", Usage: "deny an IP, CIDR or domain for a running container (at once and persisted)", ArgsUsage: "CONTAINER TARGET",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldAllowDeny(c, d, false) },
+			},
+			{
+				Name: "state", Usage: "firewall state of a container: up, down, down_all, inactive or error", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldState(c, d) },
+			},
+			{
+				Name: "rules", Usage: "print a container's live ruleset", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldRules(c, d) },
+			},
+			{
+				Name: "preview", Usage: "print the ruleset up (or --down) would apply, without applying it", ArgsUsage: "CONTAINER",
+				Flags: []ucli.Flag{
+					&ucli.BoolFlag{Name: "down", Usage: "the bypass ruleset"},
+					&ucli.BoolFlag{Name: "all", Usage: "with --down: also allow private ranges"},
+				},
+				Action: func(c *ucli.Context) error { return shieldPreview(c, d) },
+			},
+			{
+				Name: "log", Usage: "print a container's audit log (JSON lines)", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{&ucli.IntFlag{Name: "tail", Aliases: []string{"n"}, Usage: "only the last N events (0: all)"}},
+				Action: func(c *ucli.Context) error { return shieldLog(c, d) },
+			},
 		},
 	}
+}
+
+// shieldAdapter builds the adapter from the configuration.
+func shieldAdapter(c *ucli.Context, d Deps) (*shield.Adapter, error) {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return nil, err
+	}
+	hook, _ := daemonctl.FindBinary("terok-shield-hook")
+	return shield.NewAdapter(cfg, d.Env, hook, d.Log), nil
+}
+
+// args checks the positional arguments of a per-container command.
+func shieldArgs(c *ucli.Context, names ...string) ([]string, error) {
+	a := c.Args().Slice()
+	if len(a) != len(names) {
+		return nil, UsageErrorf("%s needs %s (got %d argument(s))", c.Command.FullName(), strings.Join(names, " "), len(a))
+	}
+	for i, v := range a {
+		if strings.TrimSpace(v) == "" || strings.HasPrefix(v, "-") {
+			return nil, UsageErrorf("invalid %s %q", names[i], v)
+		}
+	}
+	return a, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func shieldSetup(c *ucli.Context, d Deps) error {
+	if c.Args().Present() {
+		return UsageErrorf("shield setup takes no arguments")
+	}
+	root, user := c.Bool("root"), c.Bool("user")
+	if root == user {
+		a, err := shieldAdapter(c, d)
+		if err != nil {
+			return err
+		}
+		_, err = a.Setup(c.Context, root, user)
+		return UsageErrorf("%v", err)
+	}
+	a, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	res, err := a.Setup(c.Context, root, user)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.Stdout, "Shield hooks installed in %s\n", res.Dir)
+	if res.ConfChanged {
+		fmt.Fprintf(d.Stdout, "Added %s to [engine] hooks_dir in %s\n", res.Dir, a.Opts.Paths.UserContainersConf)
+	}
+	if res.Warning != "" {
+		fmt.Fprintf(d.Stderr, "Warning: %s\n", res.Warning)
+	}
+	return nil
+}
+
+func shieldStatus(c *ucli.Context, d Deps) error {
+	a, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	st := a.Status()
+	env := a.Check(c.Context)
+	if c.Bool("json") {
+		return printJSON(d.Stdout, struct {
+			shield.Status
+			Environment shield.EnvCheck `json:"environment"`
+		}{st, env})
+	}
+	audit := "disabled"
+	if st.AuditEnabled {
+		audit = "enabled"
+	}
+	fmt.Fprintf(d.Stdout, "Shield mode:    %s\n", st.Mode)
+	fmt.Fprintf(d.Stdout, "Profiles:       %s\n", strings.Join(st.Profiles, ", "))
+	fmt.Fprintf(d.Stdout, "Audit:          %s\n", audit)
+	fmt.Fprintf(d.Stdout, "Hooks:          %s\n", env.Hooks)
+	fmt.Fprintf(d.Stdout, "Health:         %s\n", env.Health)
+	if st.Bypass {
+		fmt.Fprintf(d.Stderr, "\nWarning: %s\n", shield.BypassWarning)
+	}
+	if env.NeedsSetup {
+		fmt.Fprintf(d.Stderr, "\n%s\n", env.SetupHint)
+	}
+	return nil
+}
+
+func shieldCheck(c *ucli.Context, d Deps) error {
+	a, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	env := a.Check(c.Context)
+	if c.Bool("json") {
+		if err := printJSON(d.Stdout, env); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(d.Stdout, "Podman:         %s\n", env.PodmanVersion)
+		fmt.Fprintf(d.Stdout, "nft:            %s\n", orNone(env.Nft))
+		fmt.Fprintf(d.Stdout, "DNS tier:       %s\n", env.DNSTier)
+		fmt.Fprintf(d.Stdout, "Hooks:          %s\n", env.Hooks)
+		if env.HooksDir != "" {
+			fmt.Fprintf(d.Stdout, "Hooks dir:      %s\n", env.HooksDir)
+		}
+		fmt.Fprintf(d.Stdout, "Health:         %s\n", env.Health)
+		for _, is := range env.Issues {
+			fmt.Fprintf(d.Stdout, "Issue:          %s\n", is)
+		}
+		if env.SetupHint != "" {
+			fmt.Fprintf(d.Stdout, "\n%s\n", env.SetupHint)
+		}
+	}
+	if !env.OK {
+		return ExitWith(ExitError, fmt.Sprintf("shield check: %d issue(s)", len(env.Issues)))
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(not found)"
+	}
+	return s
+}
+
+func shieldUpDown(c *ucli.Context, d Deps, down bool) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	if !down && c.IsSet("all") {
+		return UsageErrorf("--all requires down")
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	name := a[0]
+	if ad.Cfg.ShieldBypass {
+		fmt.Fprintf(d.Stderr, "Warning: %s; nothing to do for %s\n", shield.BypassWarning, name)
+		return nil
+	}
+	sh, err := ad.ForContainer(c.Context, name)
+	if err != nil {
+		return err
+	}
+	allowAll := down && c.Bool("all")
+	if down {
+		err = sh.Down(c.Context, name, allowAll)
+	} else {
+		err = sh.Up(c.Context, name)
+	}
+	if err != nil {
+		return err
+	}
+	state := sh.State(c.Context, name)
+	if c.Bool("json") {
+		return printJSON(d.Stdout, map[string]any{"container": name, "state": state})
+	}
+	switch {
+	case down && allowAll:
+		fmt.Fprintf(d.Stdout, "Shield down for %s (all traffic allowed, including private ranges).\n", name)
+	case down:
+		fmt.Fprintf(d.Stdout, "Shield down for %s (private ranges still rejected).\n", name)
+	default:
+		fmt.Fprintf(d.Stdout, "Shield up for %s.\n", name)
+	}
+	return nil
+}
+
+func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
+	a, err := shieldArgs(c, "CONTAINER", "TARGET")
+	if err != nil {
+		return err
+	}
+	name, target := a[0], a[1]
+	if _, _, err := shield.ParseTarget(target); err != nil {
+		return UsageErrorf("%v", err)
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	sh, err := ad.ForContainer(c.Context, name)
+	if err != nil {
+		return err
+	}
+	var ips []string
+	if allow {
+		ips, err = sh.Allow(c.Context, name, target)
+	} else {
+		ips, err = sh.Deny(c.Context, name, target)
+	}
+	if err != nil && len(ips) == 0 {
+		return err
+	}
+	if len(ips) == 0 {
+		if allow {
+			return ExitWith(ExitError, fmt.Sprintf("No IPs allowed for %s", name))
+		}
+		return ExitWith(ExitError, fmt.Sprintf("No IPs denied for %s", name))
+	}
+	if c.Bool("json") {
+		key := "denied"
+		if allow {
+			key = "allowed"
+		}
+		out := map[string]any{"container": name, "target": target, key: ips}
+		if err != nil {
+			out["error"] = err.Error()
+		}
+		if perr := printJSON(d.Stdout, out); perr != nil {
+			return perr
+		}
+	} else if allow {
+		fmt.Fprintf(d.Stdout, "Allowed %s -> %s for %s\n", target, strings.Join(ips, ", "), name)
+	} else {
+		fmt.Fprintf(d.Stdout, "Denied %s (%s) for %s\n", target, strings.Join(ips, ", "), name)
+	}
+	// The addresses took effect, but the domain part (dnsmasq) did not:
+	// still a failure the operator must see.
+	return err
+}
+
+func shieldState(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	// State works for any container, shielded or not: one without the
+	// annotation simply has no table (inactive), which the query shows.
+	st := ad.Probe().State(c.Context, a[0])
+	if c.Bool("json") {
+		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st})
+	}
+	fmt.Fprintln(d.Stdout, st)
+	return nil
+}
+
+func shieldRules(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	sh := ad.Probe()
+	st := sh.State(c.Context, a[0])
+	rules := sh.Rules(c.Context, a[0])
+	if c.Bool("json") {
+		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st, "rules": rules})
+	}
+	fmt.Fprintf(d.Stdout, "State: %s\n", st)
+	if strings.TrimSpace(rules) == "" {
+		fmt.Fprintf(d.Stdout, "No rules found for %s\n", a[0])
+		return nil
+	}
+	fmt.Fprint(d.Stdout, rules)
+	if !strings.HasSuffix(rules, "\n") {
+		fmt.Fprintln(d.Stdout)
+	}
+	return nil
+}
+
+func shieldPreview(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	if c.Bool("all") && !c.Bool("down") {
+		return UsageErrorf("--all requires --down")
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	sh, err := ad.ForContainer(c.Context, a[0])
+	if err != nil {
+		return err
+	}
+	text, err := sh.Preview(c.Bool("down"), c.Bool("all"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(d.Stdout, text)
+	return nil
+}
+
+func shieldLog(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	n := c.Int("tail")
+	if n < 0 {
+		return UsageErrorf("--tail must be 0 (all) or positive")
+	}
+	if n == 0 {
+		n = math.MaxInt32
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	sh, err := ad.ForContainer(c.Context, a[0])
+	if err != nil {
+		return err
+	}
+	events, err := sh.AuditTail(n)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(d.Stdout)
+	for _, ev := range events {
+		if err := enc.Encode(ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }

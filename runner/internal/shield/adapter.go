@@ -1,0 +1,186 @@
+package shield
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
+)
+
+// BypassWarning is logged whenever the firewall is skipped by the setting.
+const BypassWarning = "bypass_firewall_no_protection is set: the egress firewall is DISABLED and containers have unrestricted network access"
+
+// Adapter wraps the shield for the runner (shield.md §15): one
+// configuration, one Shield per task.
+type Adapter struct {
+	Cfg  config.Config
+	Opts Options
+}
+
+// NewAdapter builds an adapter for the real host.
+func NewAdapter(cfg config.Config, env config.Env, hookBinary string, log *slog.Logger) *Adapter {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	get := func(k string) string {
+		if env.Getenv == nil {
+			return ""
+		}
+		return env.Getenv(k)
+	}
+	return &Adapter{Cfg: cfg, Opts: Options{
+		Paths:      DefaultHostPaths(env.Home, get("XDG_CONFIG_HOME"), get("CONTAINERS_CONF"), env.EUID == 0),
+		HookBinary: hookBinary,
+		EUID:       env.EUID,
+		Log:        log,
+	}}
+}
+
+// ShieldFor returns the Shield of one task directory.
+func (a *Adapter) ShieldFor(taskDir string) *Shield {
+	return a.shieldAt(config.ShieldStateDir(taskDir))
+}
+
+func (a *Adapter) shieldAt(stateDir string) *Shield {
+	return New(Config{
+		StateDir:        stateDir,
+		DefaultProfiles: append([]string(nil), a.Cfg.ShieldProfiles...),
+		LoopbackPorts:   []int{a.Cfg.GatePort, a.Cfg.ProxyPort, a.Cfg.SSHAgentPort},
+		AuditEnabled:    a.Cfg.ShieldAudit,
+		ProfilesDir:     a.Cfg.ShieldProfilesDir(),
+	}, a.Opts)
+}
+
+// PreStart returns the firewall arguments for a launch. Under bypass it
+// warns loudly and returns none; any other failure aborts the launch.
+func (a *Adapter) PreStart(ctx context.Context, container, taskDir string) ([]string, error) {
+	if a.Cfg.ShieldBypass {
+		a.Opts.Log.Warn(BypassWarning)
+		return nil, nil
+	}
+	if taskDir == "" {
+		return nil, fmt.Errorf("no task directory given for %s: the shield needs one for its state", container)
+	}
+	args, err := a.ShieldFor(taskDir).PreStart(ctx, container, nil)
+	if err != nil {
+		if IsSetupNeeded(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("shield pre-start for %s failed, launch aborted: %w", container, err)
+	}
+	return args, nil
+}
+
+// Down switches a container's firewall to bypass; no-op under bypass.
+func (a *Adapter) Down(ctx context.Context, container, taskDir string, allowAll bool) error {
+	if a.Cfg.ShieldBypass {
+		return nil
+	}
+	return a.ShieldFor(taskDir).Down(ctx, container, allowAll)
+}
+
+// Up re-enables a container's firewall; no-op under bypass.
+func (a *Adapter) Up(ctx context.Context, container, taskDir string) error {
+	if a.Cfg.ShieldBypass {
+		return nil
+	}
+	return a.ShieldFor(taskDir).Up(ctx, container)
+}
+
+// State always asks the live ruleset, even under bypass: containers started
+// before bypass was set may still be firewalled.
+func (a *Adapter) State(ctx context.Context, container, taskDir string) string {
+	return a.ShieldFor(taskDir).State(ctx, container)
+}
+
+// Status is the adapter's configuration summary (§15).
+type Status struct {
+	Mode         string   `json:"mode"`
+	Profiles     []string `json:"profiles"`
+	AuditEnabled bool     `json:"audit_enabled"`
+	Bypass       bool     `json:"bypass_firewall_no_protection,omitempty"`
+}
+
+// Status reports mode, profiles and audit setting.
+func (a *Adapter) Status() Status {
+	return Status{Mode: "hook", Profiles: append([]string{}, a.Cfg.ShieldProfiles...), AuditEnabled: a.Cfg.ShieldAudit, Bypass: a.Cfg.ShieldBypass}
+}
+
+// Check is the environment check; under bypass a synthetic failure.
+func (a *Adapter) Check(ctx context.Context) EnvCheck {
+	if a.Cfg.ShieldBypass {
+		return EnvCheck{OK: false, Health: HealthBypass, PodmanVersion: podmaninfo.Version{}.String(), Hooks: HooksPerContainer,
+			Issues: []string{"bypass_firewall_no_protection is set — egress firewall disabled"}}
+	}
+	info := a.podmanInfo(ctx)
+	return CheckEnvironment(ctx, a.Opts.Tools, info, a.Opts.Paths)
+}
+
+func (a *Adapter) podmanInfo(ctx context.Context) podmaninfo.Info {
+	if a.Opts.Info != nil {
+		return *a.Opts.Info
+	}
+	s := New(Config{}, a.Opts)
+	return s.podmanInfo(ctx)
+}
+
+// Setup installs the global hooks (§13).
+func (a *Adapter) Setup(ctx context.Context, root, user bool) (SetupResult, error) {
+	return Setup(ctx, SetupOptions{Root: root, User: user, HookBinary: a.Opts.HookBinary, Paths: a.Opts.Paths, EUID: a.Opts.EUID, Tools: a.Opts.Tools})
+}
+
+// ForContainer finds a running (or created) container's shield through its
+// terok.shield.state_dir annotation, so the CLI needs only the name.
+func (a *Adapter) ForContainer(ctx context.Context, container string) (*Shield, error) {
+	probe := New(Config{}, a.Opts)
+	res, err := probe.opts.Tools.Run(ctx, nsenterTimeout, "", probe.podmanPath(), "inspect", "--type", "container",
+		"--format", `{{index .Config.Annotations "`+shieldbundle.AnnStateDir+`"}}`, "--", container)
+	if err != nil {
+		return nil, fmt.Errorf("podman inspect %s: %w", container, err)
+	}
+	if res.Code != 0 {
+		return nil, fmt.Errorf("no such container %s (podman inspect: %s)", container, res.Combined())
+	}
+	dir := strings.TrimSpace(res.Stdout)
+	if dir == "" || dir == "<no value>" {
+		return nil, fmt.Errorf("container %s was not started with the shield (no %s annotation)", container, shieldbundle.AnnStateDir)
+	}
+	if err := checkStateDir(dir, a.Opts.EUID); err != nil {
+		return nil, fmt.Errorf("container %s: %w", container, err)
+	}
+	return a.shieldAt(dir), nil
+}
+
+// checkStateDir refuses a state directory the shield must not act on: a
+// relative path, a non-directory, one writable by others or owned by
+// someone else (its files decide which rules are applied).
+func checkStateDir(dir string, euid int) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("shield state_dir %q is not absolute", dir)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("shield state_dir %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("shield state_dir %s is not a directory", dir)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("shield state_dir %s is group- or world-writable (mode %o); chmod 700 it", dir, st.Mode().Perm())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != euid {
+		return fmt.Errorf("shield state_dir %s belongs to uid %d, not to you (uid %d)", dir, sys.Uid, euid)
+	}
+	return nil
+}
+
+// Probe is a Shield without a state directory, for the queries that need
+// only the container (state, rules).
+func (a *Adapter) Probe() *Shield { return New(Config{}, a.Opts) }

@@ -1,0 +1,341 @@
+package shield
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
+)
+
+type prestartEnv struct {
+	tools    Tools
+	paths    HostPaths
+	hook     string
+	stateDir string
+	profiles string
+}
+
+// newPrestartEnv builds fake tools (dnsmasq with or without nftset, dig),
+// a hooks setup (installed or not) and a user profile directory.
+func newPrestartEnv(t *testing.T, tier string, globalHooks bool) prestartEnv {
+	t.Helper()
+	bin := t.TempDir()
+	switch tier {
+	case TierDnsmasq:
+		fakeBin(t, bin, "dnsmasq", "echo 'Dnsmasq version 2.90 Compile time options: IPv6 nftset'\n")
+		fakeBin(t, bin, "dig", "echo 203.0.113.50\n")
+	case TierDig:
+		fakeBin(t, bin, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; esac`+"\n")
+	case TierGetent:
+		fakeBin(t, bin, "getent", `case "$2" in ok.example.com) echo "203.0.113.51 ok.example.com" ;; *) exit 2 ;; esac`+"\n")
+	}
+	paths, _ := testPaths(t)
+	hookDir := t.TempDir()
+	hook := filepath.Join(hookDir, "terok-shield-hook")
+	fakeBin(t, hookDir, "terok-shield-hook", "echo 4\n")
+	if globalHooks {
+		if _, err := Setup(context.Background(), SetupOptions{User: true, HookBinary: hook, Paths: paths}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	profiles := t.TempDir()
+	writeText(t, filepath.Join(profiles, "test.txt"), "# test profile\nok.example.com\n198.51.100.0/24\n2001:db8::1\n*.wild.example.org\n")
+	return prestartEnv{tools: Tools{Path: bin}, paths: paths, hook: hook, stateDir: filepath.Join(t.TempDir(), "task", "shield"), profiles: profiles}
+}
+
+func (e prestartEnv) shield(euid int, info podmaninfo.Info, audit bool) *Shield {
+	log, _ := testLog()
+	return New(Config{
+		StateDir: e.stateDir, DefaultProfiles: []string{"test"}, LoopbackPorts: []int{9418, 18731, 18732},
+		AuditEnabled: audit, ProfilesDir: e.profiles,
+	}, Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: euid, Log: log, Info: &info})
+}
+
+var (
+	infoSlirp = podmaninfo.Info{Version: podmaninfo.Version{4, 3, 1}, RootlessNetworkCmd: "slirp4netns", OK: true}
+	infoPasta = podmaninfo.Info{Version: podmaninfo.Version{5, 6, 0}, RootlessNetworkCmd: "pasta", OK: true}
+)
+
+func readState(t *testing.T, dir, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	return string(data)
+}
+
+func TestPreStartArgs(t *testing.T) {
+	tests := []struct {
+		name     string
+		tier     string
+		euid     int
+		info     podmaninfo.Info
+		wantNet  []string
+		wantDNS  string
+		resolvMt bool
+	}{
+		{"rootless slirp dnsmasq", TierDnsmasq, 1000, infoSlirp, []string{"--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2"}, "10.0.2.3", true},
+		{"rootless pasta dig", TierDig, 1000, infoPasta, []string{"--network", "pasta:--map-host-loopback,169.254.1.2", "--add-host", "host.containers.internal:169.254.1.2"}, "169.254.1.1", false},
+		{"rootless unknown mode is pasta", TierGetent, 1000, podmaninfo.Info{}, []string{"--network", "pasta:--map-host-loopback,169.254.1.2", "--add-host", "host.containers.internal:169.254.1.2"}, "169.254.1.1", false},
+		// The rootful decision: slirp4netns with host loopback, like rootless,
+		// even when podman would report pasta.
+		{"root is slirp4netns", TierDnsmasq, 0, infoPasta, []string{"--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2"}, "10.0.2.3", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newPrestartEnv(t, tt.tier, true)
+			s := e.shield(tt.euid, tt.info, true)
+			args, err := s.PreStart(context.Background(), "proj-task-1", []string{"test", "dev-node"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir, _ := filepath.EvalSymlinks(e.stateDir)
+			want := append([]string{}, tt.wantNet...)
+			if tt.resolvMt {
+				want = append(want, "--volume", dir+"/resolv.conf:/etc/resolv.conf:ro,Z")
+			}
+			want = append(want,
+				"--annotation", "terok.shield.profiles=test:dev-node",
+				"--annotation", "terok.shield.name=proj-task-1",
+				"--annotation", "terok.shield.state_dir="+dir,
+				"--annotation", "terok.shield.loopback_ports=9418:18731:18732",
+				"--annotation", "terok.shield.version=4",
+				"--annotation", "terok.shield.audit_enabled=true",
+				"--annotation", "terok.shield.upstream_dns="+tt.wantDNS,
+				"--annotation", "terok.shield.dns_tier="+tt.tier,
+				"--annotation", "terok.shield.interactive=false",
+				"--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
+			if !reflect.DeepEqual(args, want) {
+				t.Fatalf("args:\n got %q\nwant %q", args, want)
+			}
+			for _, a := range args {
+				if strings.HasPrefix(a, "terok.shield.") && strings.Contains(a, ",") {
+					t.Fatalf("annotation with a comma breaks podman 4.x: %q", a)
+				}
+			}
+			// Bundle files.
+			if got := readState(t, dir, "upstream.dns"); got != tt.wantDNS+"\n" {
+				t.Errorf("upstream.dns = %q", got)
+			}
+			if got := readState(t, dir, "dns.tier"); got != tt.tier+"\n" {
+				t.Errorf("dns.tier = %q", got)
+			}
+			for _, d := range []string{dir, filepath.Join(dir, "hooks")} {
+				if st, err := os.Stat(d); err != nil || st.Mode().Perm() != 0o700 {
+					t.Errorf("%s mode: %v %v", d, st.Mode(), err)
+				}
+			}
+			if target, err := os.Readlink(filepath.Join(dir, "terok-shield-hook")); err != nil || target != e.hook {
+				t.Errorf("hook link %q %v", target, err)
+			}
+			desc := readState(t, dir, "hooks/terok-shield-createRuntime.json")
+			if !strings.Contains(desc, filepath.Join(dir, "terok-shield-hook")) {
+				t.Errorf("descriptor: %s", desc)
+			}
+			rs := readState(t, dir, "ruleset.nft")
+			if errs := ruleset.VerifyHook(rs, false); len(errs) > 0 {
+				t.Errorf("ruleset.nft does not verify: %v\n%s", errs, rs)
+			}
+			if !strings.Contains(rs, "ip daddr "+tt.wantDNS+" accept") {
+				t.Errorf("ruleset lacks DNS %s:\n%s", tt.wantDNS, rs)
+			}
+			hasSlirpGW := strings.Contains(rs, "add element inet terok_shield gateway_v4 { 10.0.2.2 }")
+			if hasSlirpGW != (tt.wantDNS == "10.0.2.3") {
+				t.Errorf("slirp gateway elements present=%v:\n%s", hasSlirpGW, rs)
+			}
+			switch tt.tier {
+			case TierDnsmasq:
+				if got := readState(t, dir, "profile.allowed"); got != "198.51.100.0/24\n2001:db8::1\n" {
+					t.Errorf("profile.allowed = %q", got)
+				}
+				if got := readState(t, dir, "profile.domains"); !strings.HasPrefix(got, "ok.example.com\n*.wild.example.org\nregistry.npmjs.org\n") {
+					t.Errorf("profile.domains = %q", got)
+				}
+				if !strings.Contains(rs, "timeout 30m") || !strings.Contains(rs, "198.51.100.0/24 timeout "+ruleset.PermanentTimeout) {
+					t.Errorf("dnsmasq-tier ruleset:\n%s", rs)
+				}
+				conf := readState(t, dir, "dnsmasq.conf")
+				for _, w := range []string{"server=" + tt.wantDNS + "\n", "nftset=/ok.example.com/4#inet#terok_shield#allow_v4,6#inet#terok_shield#allow_v6\n",
+					"nftset=/wild.example.org/", "log-queries\n", "pid-file=" + dir + "/dnsmasq.pid\n"} {
+					if !strings.Contains(conf, w) {
+						t.Errorf("dnsmasq.conf lacks %q:\n%s", w, conf)
+					}
+				}
+				if got := readState(t, dir, "resolv.conf"); got != "nameserver 127.0.0.1\noptions ndots:0\n" {
+					t.Errorf("resolv.conf = %q", got)
+				}
+			default:
+				allowed := readState(t, dir, "profile.allowed")
+				if !strings.HasPrefix(allowed, "198.51.100.0/24\n2001:db8::1\n203.0.113.5") {
+					t.Errorf("profile.allowed = %q", allowed)
+				}
+				for _, f := range []string{"dnsmasq.conf", "resolv.conf", "profile.domains"} {
+					if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+						t.Errorf("%s exists in tier %s", f, tt.tier)
+					}
+				}
+			}
+			audit := readState(t, dir, "audit.jsonl")
+			if !strings.Contains(audit, `"action":"setup","detail":"podman `) || !strings.Contains(audit, `"detail":"profiles=test,dev-node"`) {
+				t.Errorf("audit: %s", audit)
+			}
+		})
+	}
+}
+
+func TestPreStartTierSwitchCleansUp(t *testing.T) {
+	e := newPrestartEnv(t, TierDnsmasq, true)
+	if _, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	writeText(t, filepath.Join(dir, "dnsmasq.pid"), "12345\n")
+	// dnsmasq uninstalled: the next launch falls back to dig and removes
+	// the dnsmasq files so the hook does not start a stale dnsmasq.
+	os.Remove(filepath.Join(e.tools.Path, "dnsmasq"))
+	args, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"dnsmasq.conf", "dnsmasq.pid", "resolv.conf", "audit.jsonl"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("%s still present", f)
+		}
+	}
+	for _, a := range args {
+		if strings.Contains(a, "resolv.conf") {
+			t.Errorf("resolv.conf mount in dig tier: %q", args)
+		}
+	}
+}
+
+func TestPreStartLiveStatePersists(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	s := e.shield(1000, infoSlirp, true)
+	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	writeText(t, filepath.Join(dir, "live.allowed"), "203.0.113.77\n")
+	writeText(t, filepath.Join(dir, "deny.list"), "203.0.113.50\n")
+	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	rs := readState(t, dir, "ruleset.nft")
+	if !strings.Contains(rs, "203.0.113.77") || !strings.Contains(rs, "add element inet terok_shield deny_v4 { 203.0.113.50 }") {
+		t.Fatalf("live state not in ruleset:\n%s", rs)
+	}
+	if strings.Contains(rs, "allow_v4 { 198.51.100.0/24, 203.0.113.50") {
+		t.Fatalf("denied address still allowed:\n%s", rs)
+	}
+}
+
+func TestPreStartFailures(t *testing.T) {
+	ctx := context.Background()
+	t.Run("setup needed", func(t *testing.T) {
+		e := newPrestartEnv(t, TierDig, false)
+		_, err := e.shield(1000, infoSlirp, true).PreStart(ctx, "c1", nil)
+		if !IsSetupNeeded(err) {
+			t.Fatalf("err = %v", err)
+		}
+		if !strings.HasPrefix(err.Error(), "Podman 4.3.1 detected.\n\n") || !strings.Contains(err.Error(), "terok-sandbox shield setup --user") {
+			t.Fatalf("message: %q", err.Error())
+		}
+	})
+	tests := []struct {
+		name     string
+		profiles []string
+		edit     func(e *prestartEnv)
+		wantErr  string
+	}{
+		{"unknown profile", []string{"test", "nope"}, nil, "Profile not found: 'nope'"},
+		{"unsafe profile", []string{"../x"}, nil, "Unsafe name: '../x'"},
+		{"invalid entry", []string{"bad"}, func(e *prestartEnv) {
+			writeText(t, filepath.Join(e.profiles, "bad.txt"), "1.2.3.4; flush ruleset\n")
+		}, "line 1"},
+		{"no hook binary", nil, func(e *prestartEnv) { e.hook = "" }, "terok-shield-hook not found"},
+		{"state dir not creatable", nil, func(e *prestartEnv) {
+			f := filepath.Join(t.TempDir(), "file")
+			writeText(t, f, "x")
+			e.stateDir = filepath.Join(f, "shield")
+		}, "create shield state directory"},
+		{"comma in state dir", nil, func(e *prestartEnv) { e.stateDir = filepath.Join(t.TempDir(), "a,b", "shield") }, "comma"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newPrestartEnv(t, TierDig, true)
+			if tt.edit != nil {
+				tt.edit(&e)
+			}
+			_, err := e.shield(1000, infoSlirp, true).PreStart(ctx, "c1", tt.profiles)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	t.Run("bad container name", func(t *testing.T) {
+		e := newPrestartEnv(t, TierDig, true)
+		if _, err := e.shield(1000, infoSlirp, true).PreStart(ctx, "a,b", nil); err == nil {
+			t.Fatal("accepted")
+		}
+	})
+}
+
+func TestPreStartSymlinkedStateDir(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	e.stateDir = filepath.Join(link, "shield")
+	args, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved, _ := filepath.EvalSymlinks(real)
+	if !containsArg(args, "terok.shield.state_dir="+filepath.Join(resolved, "shield")) {
+		t.Fatalf("state_dir not resolved: %q", args)
+	}
+}
+
+func containsArg(args []string, a string) bool {
+	for _, x := range args {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAuditDisabledWritesNothing(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	if _, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.stateDir, shieldbundle.FileAudit)); err == nil {
+		t.Fatal("audit.jsonl written with auditing disabled")
+	}
+}
+
+func TestAuditTimestampFormat(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	s := e.shield(1000, infoSlirp, true)
+	s.opts.Now = func() time.Time { return time.Date(2026, 3, 1, 13, 0, 0, 0, time.FixedZone("X", 3600)) }
+	if _, err := s.PreStart(context.Background(), "proj-task-42", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := readState(t, e.stateDir, "audit.jsonl")
+	want := `{"ts":"2026-03-01T12:00:00+00:00","container":"proj-task-42","action":"setup","detail":"profiles=test"}` + "\n"
+	if !strings.HasSuffix(got, want) {
+		t.Fatalf("audit:\n%s\nwant suffix\n%s", got, want)
+	}
+}

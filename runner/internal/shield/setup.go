@@ -1,0 +1,283 @@
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/shieldbundle"
+)
+
+// SetupOptions drive the global hook installation (shield.md §13).
+type SetupOptions struct {
+	Root, User bool
+	// HookBinary is the terok-shield-hook executable to install.
+	HookBinary string
+	Paths      HostPaths
+	// EUID decides whether --root needs sudo.
+	EUID  int
+	Tools Tools
+	// Out receives progress and warnings.
+	Out io.Writer
+}
+
+// SetupResult says where the hooks went.
+type SetupResult struct {
+	Dir string
+	// ConfChanged is true when the user containers.conf was created/edited.
+	ConfChanged bool
+	// Warning is set when containers.conf needs a manual change.
+	Warning string
+}
+
+// Setup installs the global hooks.
+func Setup(ctx context.Context, o SetupOptions) (SetupResult, error) {
+	switch {
+	case o.Root && o.User:
+		return SetupResult{}, errors.New("--root and --user are mutually exclusive")
+	case !o.Root && !o.User:
+		return SetupResult{}, fmt.Errorf("choose where to install the global shield hooks:\n"+
+			"  --root   system-wide, uses sudo (target: %s)\n"+
+			"  --user   user-local (%s)", o.rootTarget(), o.Paths.UserHooksDir())
+	}
+	if o.HookBinary == "" {
+		return SetupResult{}, errors.New("terok-shield-hook not found next to terok-sandbox or on PATH; build or install it first (make build / make install)")
+	}
+	hookData, err := os.ReadFile(o.HookBinary)
+	if err != nil {
+		return SetupResult{}, fmt.Errorf("read hook executable %s: %w", o.HookBinary, err)
+	}
+	if o.Root {
+		return o.setupRoot(ctx, hookData)
+	}
+	return o.setupUser(hookData)
+}
+
+// rootTarget is the --root directory. When a containers.conf podman reads
+// names hooks_dir, podman reads only those directories, so installing into
+// /usr/share/... would have no effect: the first configured directory wins.
+// Otherwise it is the first existing system default (shield.md §13).
+func (o SetupOptions) rootTarget() string {
+	p := o.Paths
+	p.Root = true
+	if p.ContainersConfEnv != "" {
+		if d := p.confHooksDirs(p.ContainersConfEnv); len(d) > 0 {
+			return d[0]
+		}
+	} else {
+		for _, c := range p.SystemContainersConfs {
+			if d := p.confHooksDirs(c); len(d) > 0 {
+				return d[0]
+			}
+		}
+	}
+	return p.RootHooksDir()
+}
+
+// writeHookFiles writes the executable and both descriptors into dir, each
+// atomically, the executable 0755.
+func writeHookFiles(dir string, hookData []byte, hookPath string) error {
+	if err := atomicfile.WriteFile(filepath.Join(dir, shieldbundle.HookBinary), hookData, 0o755); err != nil {
+		return fmt.Errorf("write hook executable: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, shieldbundle.HookBinary), 0o755); err != nil {
+		return fmt.Errorf("chmod hook executable: %w", err)
+	}
+	for _, stage := range []string{"createRuntime", "poststop"} {
+		desc, err := shieldbundle.Descriptor(stage, hookPath)
+		if err != nil {
+			return fmt.Errorf("render %s hook descriptor: %w", stage, err)
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, "terok-shield-"+stage+".json"), desc, 0o644); err != nil {
+			return fmt.Errorf("write %s hook descriptor: %w", stage, err)
+		}
+	}
+	return nil
+}
+
+func (o SetupOptions) setupRoot(ctx context.Context, hookData []byte) (SetupResult, error) {
+	target := o.rootTarget()
+	if o.EUID == 0 {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return SetupResult{}, fmt.Errorf("create hooks directory %s: %w", target, err)
+		}
+		if err := writeHookFiles(target, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+			return SetupResult{}, fmt.Errorf("install hooks into %s: %w", target, err)
+		}
+		return SetupResult{Dir: target}, nil
+	}
+	tmp, err := os.MkdirTemp("", "terok-shield-setup-")
+	if err != nil {
+		return SetupResult{}, fmt.Errorf("create temporary directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := writeHookFiles(tmp, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+		return SetupResult{}, err
+	}
+	sudo := o.Tools.LookPath("sudo", "/usr/bin/sudo")
+	if sudo == "" {
+		return SetupResult{}, fmt.Errorf("--root needs sudo to write %s, and sudo is not installed; run the setup as root or use --user", target)
+	}
+	files := []string{filepath.Join(tmp, shieldbundle.HookBinary), filepath.Join(tmp, shieldbundle.DescCreateRuntime), filepath.Join(tmp, shieldbundle.DescPoststop)}
+	steps := [][]string{
+		{sudo, "mkdir", "-p", target},
+		append(append([]string{sudo, "cp"}, files...), target+"/"),
+		{sudo, "chmod", "+x", filepath.Join(target, shieldbundle.HookBinary)},
+	}
+	for _, argv := range steps {
+		res, err := o.Tools.Run(ctx, 5*time.Minute, "", argv...)
+		if err != nil {
+			return SetupResult{}, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		}
+		if res.Code != 0 {
+			return SetupResult{}, fmt.Errorf("%s failed (exit %d): %s", strings.Join(argv, " "), res.Code, res.Combined())
+		}
+	}
+	return SetupResult{Dir: target}, nil
+}
+
+func (o SetupOptions) setupUser(hookData []byte) (SetupResult, error) {
+	target := o.Paths.UserHooksDir()
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return SetupResult{}, fmt.Errorf("create hooks directory %s: %w", target, err)
+	}
+	if err := writeHookFiles(target, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+		return SetupResult{}, fmt.Errorf("install hooks into %s: %w", target, err)
+	}
+	res := SetupResult{Dir: target}
+	changed, warning, err := EnsureUserHooksDir(o.Paths, target)
+	if err != nil {
+		return res, err
+	}
+	res.ConfChanged, res.Warning = changed, warning
+	if o.Paths.ContainersConfEnv != "" {
+		extra := fmt.Sprintf("CONTAINERS_CONF is set (%s): podman reads only that file, so add %q to its [engine] hooks_dir list as well",
+			o.Paths.ContainersConfEnv, target)
+		if res.Warning != "" {
+			res.Warning += "\n" + extra
+		} else {
+			res.Warning = extra
+		}
+	}
+	return res, nil
+}
+
+// EnsureUserHooksDir makes the user containers.conf list target among the
+// hooks directories, keeping podman's existing defaults in the list (a
+// hooks_dir naming only the user directory would silently disable every
+// other installed hook). Comments and formatting are preserved: the file is
+// edited as text, never re-encoded.
+func EnsureUserHooksDir(p HostPaths, target string) (changed bool, warning string, err error) {
+	path := p.UserContainersConf
+	line := "hooks_dir = " + tomlStringList(append(p.ExistingSystemHooksDirs(), target))
+	data, rerr := os.ReadFile(path)
+	if errors.Is(rerr, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return false, "", fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+		}
+		if err := atomicfile.WriteFile(path, []byte("[engine]\n"+line+"\n"), 0o644); err != nil {
+			return false, "", fmt.Errorf("write %s: %w", path, err)
+		}
+		return true, "", nil
+	}
+	if rerr != nil {
+		return false, "", fmt.Errorf("read %s: %w", path, rerr)
+	}
+	var doc struct {
+		Engine struct {
+			HooksDir any `toml:"hooks_dir"`
+		} `toml:"engine"`
+	}
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		return false, "", fmt.Errorf("%s is not valid TOML (%v); fix it, then run the setup again", path, err)
+	}
+	if doc.Engine.HooksDir != nil {
+		current := p.confHooksDirs(path)
+		for _, d := range current {
+			if filepath.Clean(d) == filepath.Clean(target) {
+				return false, "", nil
+			}
+		}
+		return false, fmt.Sprintf("%s already sets [engine] hooks_dir = %s; add %q to that list yourself so podman finds the shield hooks",
+			path, tomlStringList(current), target), nil
+	}
+	text := string(data)
+	lines := strings.SplitAfter(text, "\n")
+	inserted := false
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l)
+		if !inserted && strings.TrimSpace(l) == "[engine]" {
+			if !strings.HasSuffix(l, "\n") {
+				b.WriteString("\n")
+			}
+			b.WriteString(line + "\n")
+			inserted = true
+		}
+	}
+	out := b.String()
+	if !inserted {
+		if out != "" && !strings.HasSuffix(out, "\n") {
+			out += "\n"
+		}
+		out += "\n[engine]\n" + line + "\n"
+	}
+	// The result must still be TOML that podman reads our list from.
+	if got := p.confHooksDirsData([]byte(out)); !containsPath(got, target) {
+		return false, "", fmt.Errorf("editing %s would not yield a hooks_dir podman reads; add hooks_dir = %s to its [engine] section yourself", path, tomlStringList(append(p.ExistingSystemHooksDirs(), target)))
+	}
+	st, err := os.Stat(path)
+	mode := os.FileMode(0o644)
+	if err == nil {
+		mode = st.Mode().Perm()
+	}
+	if err := atomicfile.WriteFile(path, []byte(out), mode); err != nil {
+		return false, "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return true, "", nil
+}
+
+func containsPath(list []string, p string) bool {
+	for _, d := range list {
+		if filepath.Clean(d) == filepath.Clean(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// tomlStringList renders ["a", "b"] with TOML basic-string escaping.
+func tomlStringList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = tomlString(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

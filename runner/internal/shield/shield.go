@@ -1,0 +1,434 @@
+// Package shield is the runner side of the egress firewall (shield.md):
+// profiles, DNS tiers, podman environment detection, the pre-start step that
+// writes the per-container state bundle and returns the podman arguments,
+// live operations on a running container, the audit log, global hook setup,
+// the environment check and the runner adapter. The ruleset text and the
+// state-bundle contract come from common/ruleset and common/shieldbundle,
+// shared with the OCI hook.
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
+)
+
+// Config is the per-container shield configuration (shield.md §1).
+type Config struct {
+	StateDir        string
+	DefaultProfiles []string
+	LoopbackPorts   []int
+	AuditEnabled    bool
+	// ProfilesDir is the user profile directory ("" → bundled only).
+	ProfilesDir string
+	Interactive bool
+}
+
+// Options are the host facts a Shield works with. Zero values mean "the
+// real host": $PATH tools, `podman`, the real containers.conf files.
+type Options struct {
+	Tools Tools
+	// Podman is the podman executable ("" → looked up on the path).
+	Podman string
+	// Paths are the containers.conf / hooks locations.
+	Paths HostPaths
+	// HookBinary is the terok-shield-hook executable pre-start links into
+	// the state directory.
+	HookBinary string
+	EUID       int
+	Log        *slog.Logger
+	// Now is the clock (tests); nil → time.Now.
+	Now func() time.Time
+	// Info, when set, is used instead of querying podman.
+	Info *podmaninfo.Info
+}
+
+// Shield operates one container's state directory.
+type Shield struct {
+	cfg  Config
+	opts Options
+
+	infoOnce sync.Once
+	info     podmaninfo.Info
+}
+
+// New returns a Shield for cfg.
+func New(cfg Config, opts Options) *Shield {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Shield{cfg: cfg, opts: opts}
+}
+
+// SetupNeededError is the dedicated pre-start failure of shield.md §6.2.
+type SetupNeededError struct{ PodmanVersion string }
+
+func (e *SetupNeededError) Error() string {
+	return fmt.Sprintf("Podman %s detected.\n\n%s", e.PodmanVersion, SetupHint)
+}
+
+// IsSetupNeeded reports whether err is (or wraps) a SetupNeededError.
+func IsSetupNeeded(err error) bool {
+	var s *SetupNeededError
+	return errors.As(err, &s)
+}
+
+// podmanInfo queries podman once per Shield (§6 step 2).
+func (s *Shield) podmanInfo(ctx context.Context) podmaninfo.Info {
+	s.infoOnce.Do(func() {
+		if s.opts.Info != nil {
+			s.info = *s.opts.Info
+			return
+		}
+		s.info = podmaninfo.Query(ctx, s.podmanPath())
+	})
+	return s.info
+}
+
+func (s *Shield) podmanPath() string {
+	if s.opts.Podman != "" {
+		return s.opts.Podman
+	}
+	if p := s.opts.Tools.LookPath("podman", "/usr/bin/podman"); p != "" {
+		return p
+	}
+	return "podman"
+}
+
+func (s *Shield) warn(msg string, args ...any) { s.opts.Log.Warn(msg, args...) }
+
+// resolveDir makes dir absolute with every symlink of its existing part
+// resolved; the part that does not exist yet is appended unchanged.
+func resolveDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	existing, rest := abs, ""
+	for {
+		if r, err := filepath.EvalSymlinks(existing); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = parent
+	}
+}
+
+// mkdirPrivate creates dir and forces 0700 (umask must not loosen it).
+func mkdirPrivate(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// modeFor returns the network mode, upstream DNS and whether the mode is
+// slirp4netns. Root always gets slirp4netns with host loopback: the
+// decision that makes rootful containers reach the host's loopback-bound
+// services exactly like rootless ones (docs/shield.md).
+func (s *Shield) modeFor(info podmaninfo.Info) (mode, dns string, err error) {
+	if s.opts.EUID == 0 {
+		mode = podmaninfo.Slirp4netns
+	} else {
+		mode = info.NetworkMode()
+	}
+	switch mode {
+	case podmaninfo.Slirp4netns:
+		return mode, ruleset.SlirpDNS, nil
+	case podmaninfo.Pasta:
+		return mode, ruleset.PastaDNS, nil
+	}
+	return "", "", fmt.Errorf("unsupported podman network mode %q", mode)
+}
+
+// NetworkArgs are the podman network arguments for a mode (§6.1 row 1).
+func NetworkArgs(mode string) []string { return podmaninfo.HostLoopbackArgs(mode) }
+
+// PreStart prepares the state bundle for container and returns the extra
+// podman run arguments (shield.md §6). profiles nil → the defaults.
+func (s *Shield) PreStart(ctx context.Context, container string, profiles []string) ([]string, error) {
+	if profiles == nil {
+		profiles = s.cfg.DefaultProfiles
+	}
+	if strings.TrimSpace(container) == "" || strings.ContainsAny(container, ",\n\r\x00") {
+		return nil, fmt.Errorf("invalid container name %q", container)
+	}
+	for _, p := range profiles {
+		if !ValidProfileName(p) {
+			return nil, specErrorf("Unsafe name: '%s'", p)
+		}
+	}
+	for _, port := range s.cfg.LoopbackPorts {
+		if port < 1 || port > 65535 {
+			return nil, fmt.Errorf("loopback port %d out of range 1..65535", port)
+		}
+	}
+	// 1. State directory: absolute, symlinks resolved.
+	stateDir, err := resolveDir(s.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("resolve shield state directory %s: %w", s.cfg.StateDir, err)
+	}
+	if strings.ContainsAny(stateDir, ",\n\r\x00") {
+		return nil, fmt.Errorf("shield state directory %q contains a comma or control character, which podman annotations cannot carry; use another task directory", stateDir)
+	}
+	// 2. Podman.
+	info := s.podmanInfo(ctx)
+	// 3. Directories.
+	hooksDir := filepath.Join(stateDir, shieldbundle.HooksSubdir)
+	for _, d := range []string{stateDir, hooksDir} {
+		if err := mkdirPrivate(d); err != nil {
+			return nil, fmt.Errorf("create shield state directory %s: %w (fix permissions for uid=%d gid=%d)", d, err, os.Geteuid(), os.Getegid())
+		}
+	}
+	// 4. Per-container hook files.
+	if err := s.installLocalHook(stateDir, hooksDir); err != nil {
+		return nil, err
+	}
+	// 5. Tier, network mode, upstream DNS.
+	tier := s.opts.Tools.DetectTier(ctx)
+	mode, dns, err := s.modeFor(info)
+	if err != nil {
+		return nil, err
+	}
+	// 6. Profiles.
+	entries, err := Profiles{UserDir: s.cfg.ProfilesDir}.Compose(profiles)
+	if err != nil {
+		return nil, err
+	}
+	// 7. Allowlists.
+	now := s.opts.Now()
+	if tier == TierDnsmasq {
+		addrs, domains := SplitEntries(entries)
+		norm := make([]string, 0, len(domains))
+		for _, d := range domains {
+			if n, ok := NormalizeDomain(d); ok {
+				norm = append(norm, n)
+			}
+		}
+		if err := shieldbundle.WriteDomainFile(filepath.Join(stateDir, shieldbundle.FileProfileDomains), norm); err != nil {
+			return nil, fmt.Errorf("write profile domains: %w", err)
+		}
+		if _, err := s.opts.Tools.CachedAllowed(ctx, s.opts.Log, stateDir, addrs, cacheMaxAge, now); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := removeIfExists(filepath.Join(stateDir, shieldbundle.FileProfileDomains)); err != nil {
+			return nil, err
+		}
+		if _, err := s.opts.Tools.CachedAllowed(ctx, s.opts.Log, stateDir, entries, cacheMaxAge, now); err != nil {
+			return nil, err
+		}
+	}
+	// 8. upstream.dns, dns.tier.
+	if err := writeFile(stateDir, shieldbundle.FileUpstreamDNS, dns+"\n"); err != nil {
+		return nil, err
+	}
+	if err := writeFile(stateDir, shieldbundle.FileDNSTier, tier+"\n"); err != nil {
+		return nil, err
+	}
+	// 9. ruleset.nft and the interactive marker.
+	script, err := s.bundleRuleset(stateDir, tier, mode, dns)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(stateDir, shieldbundle.FileRuleset, script); err != nil {
+		return nil, err
+	}
+	if s.cfg.Interactive {
+		err = writeFile(stateDir, shieldbundle.FileInteractive, "nflog\n")
+	} else {
+		err = removeIfExists(filepath.Join(stateDir, shieldbundle.FileInteractive))
+	}
+	if err != nil {
+		return nil, err
+	}
+	// 10. dnsmasq configuration.
+	if tier == TierDnsmasq {
+		domains, err := shieldbundle.EffectiveDomains(stateDir, func(m string) { s.warn(m) })
+		if err != nil {
+			return nil, fmt.Errorf("read domain lists: %w", err)
+		}
+		conf, err := shieldbundle.DnsmasqConf(dns, stateDir, domains, os.Getpid(), func(m string) { s.warn(m) })
+		if err != nil {
+			return nil, fmt.Errorf("render dnsmasq.conf: %w", err)
+		}
+		if err := writeFile(stateDir, shieldbundle.FileDnsmasqConf, string(conf)); err != nil {
+			return nil, err
+		}
+		// World-readable: it is bind-mounted over /etc/resolv.conf, which
+		// every user inside the container must be able to read.
+		rc := filepath.Join(stateDir, shieldbundle.FileResolvConf)
+		if err := atomicfile.WriteFile(rc, []byte(shieldbundle.ResolvConf), 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", rc, err)
+		}
+		if err := os.Chmod(rc, 0o644); err != nil {
+			return nil, fmt.Errorf("chmod %s: %w", rc, err)
+		}
+	} else {
+		for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqPID, shieldbundle.FileResolvConf} {
+			if err := removeIfExists(filepath.Join(stateDir, f)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// 11. Podman arguments.
+	args := append([]string(nil), NetworkArgs(mode)...)
+	if tier == TierDnsmasq {
+		args = append(args, "--volume", filepath.Join(stateDir, shieldbundle.FileResolvConf)+":/etc/resolv.conf:ro,Z")
+	}
+	for _, kv := range [][2]string{
+		{shieldbundle.AnnProfiles, strings.Join(profiles, ":")},
+		{shieldbundle.AnnName, container},
+		{shieldbundle.AnnStateDir, stateDir},
+		{shieldbundle.AnnLoopbackPorts, joinPorts(s.cfg.LoopbackPorts)},
+		{shieldbundle.AnnVersion, strconv.Itoa(shieldbundle.BundleVersion)},
+		{shieldbundle.AnnAuditEnabled, strconv.FormatBool(s.cfg.AuditEnabled)},
+		{shieldbundle.AnnUpstreamDNS, dns},
+		{shieldbundle.AnnDNSTier, tier},
+		{shieldbundle.AnnInteractive, strconv.FormatBool(s.cfg.Interactive)},
+	} {
+		args = append(args, "--annotation", kv[0]+"="+kv[1])
+	}
+	// 12. Hooks: per-container hooks never persist, so global ones must exist.
+	if !info.Version.Less(hooksPersistFrom) {
+		args = append(args, "--hooks-dir", hooksDir)
+	} else if dir := s.opts.Paths.GlobalHookDir(); dir != "" {
+		s.audit(container, "setup", "", fmt.Sprintf("podman %s: using global hooks dir (--hooks-dir does not persist on restart)", info.Version))
+	} else {
+		return nil, &SetupNeededError{PodmanVersion: info.Version.String()}
+	}
+	// 13. Capability drops.
+	args = append(args, "--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
+	// 14. Audit.
+	s.audit(container, "setup", "", "profiles="+strings.Join(profiles, ","))
+	return args, nil
+}
+
+// bundleRuleset renders ruleset.nft: table, effective allowlist, deny list
+// and (slirp4netns) the fixed gateway elements.
+func (s *Shield) bundleRuleset(stateDir, tier, mode, dns string) (string, error) {
+	allow, err := shieldbundle.EffectiveAllowlist(stateDir)
+	if err != nil {
+		return "", fmt.Errorf("read allowlists: %w", err)
+	}
+	deny, err := shieldbundle.ReadIPFile(filepath.Join(stateDir, shieldbundle.FileDenyList))
+	if err != nil {
+		return "", fmt.Errorf("read deny list: %w", err)
+	}
+	sc := ruleset.Script{
+		Options:   s.rulesetOptions(dns, tier, s.cfg.Interactive),
+		Allow:     allow,
+		Deny:      deny,
+		Permanent: tier == TierDnsmasq,
+	}
+	if mode == podmaninfo.Slirp4netns {
+		sc.Gateways = ruleset.SlirpGateways()
+	}
+	text, skipped, err := sc.Render()
+	if err != nil {
+		return "", fmt.Errorf("render ruleset: %w", err)
+	}
+	for _, sk := range skipped {
+		s.warn("skipping invalid address in the allow/deny lists", "entry", truncate(sk, 80), "dir", stateDir)
+	}
+	return text, nil
+}
+
+func (s *Shield) rulesetOptions(dns, tier string, interactive bool) ruleset.Options {
+	o := ruleset.Options{DNS: dns, LoopbackPorts: append([]int(nil), s.cfg.LoopbackPorts...), Interactive: interactive}
+	if tier == TierDnsmasq {
+		o.SetTimeout = ruleset.DnsmasqTimeout
+	}
+	return o
+}
+
+// installLocalHook links the hook executable into the state directory and
+// writes the per-container descriptors (§6 step 4). A symlink keeps the
+// launch cheap; the spec allows a copy or a link.
+func (s *Shield) installLocalHook(stateDir, hooksDir string) error {
+	src := s.opts.HookBinary
+	if src == "" {
+		return errors.New("terok-shield-hook not found next to terok-sandbox or on PATH; install it (make install) so the shield can protect the container")
+	}
+	src, err := filepath.Abs(src)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(stateDir, shieldbundle.HookBinary)
+	tmp := dst + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(src, tmp); err != nil {
+		return fmt.Errorf("link hook executable into %s: %w", stateDir, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("link hook executable into %s: %w", stateDir, err)
+	}
+	for _, stage := range []string{"createRuntime", "poststop"} {
+		desc, err := shieldbundle.Descriptor(stage, dst)
+		if err != nil {
+			return fmt.Errorf("render %s hook descriptor: %w", stage, err)
+		}
+		if err := atomicfile.WriteFile(filepath.Join(hooksDir, "terok-shield-"+stage+".json"), desc, 0o600); err != nil {
+			return fmt.Errorf("write %s hook descriptor: %w", stage, err)
+		}
+	}
+	return nil
+}
+
+func joinPorts(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ":")
+}
+
+func writeFile(dir, name, content string) error {
+	p := filepath.Join(dir, name)
+	if err := atomicfile.WriteFile(p, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	return nil
+}
+
+// audit appends an event when auditing is on; failures only warn.
+func (s *Shield) audit(container, action, dest, detail string) {
+	if !s.cfg.AuditEnabled {
+		return
+	}
+	dir, err := resolveDir(s.cfg.StateDir)
+	if err != nil {
+		dir = s.cfg.StateDir
+	}
+	ev := shieldbundle.Event{TS: s.opts.Now().UTC().Format("2006-01-02T15:04:05+00:00"), Container: container, Action: action, Dest: dest, Detail: detail}
+	if err := shieldbundle.AppendAudit(dir, ev); err != nil {
+		s.warn("could not write the shield audit log", "dir", dir, "error", err, "hint", "check that the task directory is writable")
+	}
+}
