@@ -1,0 +1,411 @@
+// Package gatectl is the runner side of the gate's lifecycle
+// (gate-server.md §10–§11): systemd user units with a version stamp and a
+// baked base path, or a detached daemon tracked by a PID file whose owner is
+// checked through /proc before it is trusted or signalled.
+package gatectl
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/systemd"
+)
+
+// Names and environment variables.
+const (
+	Binary        = "terok-gate"
+	EnvAdminToken = "TEROK_GATE_ADMIN_TOKEN"
+	EnvBind       = "TEROK_GATE_BIND"
+	UnitVersion   = systemd.GateUnitVersion
+	startTimeout  = 10 * time.Second
+	stopWait      = 10 * time.Second
+)
+
+// Modes of Status.
+const (
+	ModeSystemd = "systemd"
+	ModeDaemon  = "daemon"
+	ModeNone    = "none"
+)
+
+// Status is gate-server.md §11.3.
+type Status struct {
+	Mode    string `json:"mode"`
+	Running bool   `json:"running"`
+	Port    int    `json:"port"`
+}
+
+// SystemdControl is what the manager needs from systemctl; daemonctl.Systemd
+// implements it, tests substitute a recorder.
+type SystemdControl interface {
+	Available(ctx context.Context) bool
+	IsActive(ctx context.Context, unit string) bool
+	Install(ctx context.Context, dir string, units []daemonctl.Unit, socket string) error
+	Uninstall(ctx context.Context, dir string, names []string, socket string) error
+}
+
+// Manager manages the gate of one configuration. Every path comes from Cfg.
+type Manager struct {
+	Cfg     config.Config
+	Env     config.Env
+	Systemd SystemdControl
+	// FindBinary locates terok-gate; nil means daemonctl.FindBinary.
+	FindBinary func(name string) (string, error)
+	Log        *slog.Logger
+}
+
+// New returns a manager using the real systemctl.
+func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{Cfg: cfg, Env: env, Systemd: daemonctl.Systemd{}, Log: log}
+}
+
+func (m *Manager) getenv(k string) string {
+	if m.Env.Getenv == nil {
+		return ""
+	}
+	return m.Env.Getenv(k)
+}
+
+func (m *Manager) find() (string, error) {
+	if m.FindBinary != nil {
+		return m.FindBinary(Binary)
+	}
+	return daemonctl.FindBinary(Binary)
+}
+
+// unitDir is the user unit directory ("" when refused, e.g. for root).
+func (m *Manager) unitDir() string {
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return ""
+	}
+	return dir
+}
+
+func (m *Manager) socketPath() string {
+	if d := m.unitDir(); d != "" {
+		return filepath.Join(d, systemd.GateSocketName)
+	}
+	return ""
+}
+
+func (m *Manager) servicePath() string {
+	if d := m.unitDir(); d != "" {
+		return filepath.Join(d, systemd.GateServiceName)
+	}
+	return ""
+}
+
+// SocketInstalled: terok-gate.socket exists in the unit directory.
+func (m *Manager) SocketInstalled() bool {
+	p := m.socketPath()
+	if p == "" {
+		return false
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// DaemonPID returns the PID of our running daemon, if any (§11.1, §11.2).
+func (m *Manager) DaemonPID() (int, bool) {
+	return daemonctl.Running(m.Cfg.GatePIDFile(), Binary)
+}
+
+// Status is the table of §11.3.
+func (m *Manager) Status(ctx context.Context) Status {
+	st := Status{Mode: ModeNone, Port: m.Cfg.GatePort}
+	installed := m.SocketInstalled()
+	if installed && m.Systemd.IsActive(ctx, systemd.GateSocketName) {
+		st.Mode, st.Running = ModeSystemd, true
+		return st
+	}
+	if _, ok := m.DaemonPID(); ok {
+		st.Mode, st.Running = ModeDaemon, true
+		return st
+	}
+	if installed {
+		st.Mode = ModeSystemd
+	}
+	return st
+}
+
+// RenderUnits renders the socket and service for port (the explicit
+// override or gate_port: honoured in systemd mode as in daemon mode).
+func (m *Manager) RenderUnits(bin string, port int) ([]daemonctl.Unit, error) {
+	if port < 1 || port > 65535 {
+		return nil, fmt.Errorf("gate port %d is out of range (1-65535)", port)
+	}
+	vals := map[string]string{
+		"UNIT_VERSION":   strconv.Itoa(UnitVersion),
+		"PORT":           strconv.Itoa(port),
+		"TEROK_GATE_BIN": bin,
+		"GATE_BASE_PATH": m.Cfg.GateBasePath(),
+		"TOKEN_FILE":     m.Cfg.GateTokenFile(),
+	}
+	var units []daemonctl.Unit
+	for _, u := range []struct{ name, tmpl string }{
+		{systemd.GateSocketName, systemd.GateSocket},
+		{systemd.GateServiceName, systemd.GateService},
+	} {
+		out, err := daemonctl.Render(u.tmpl, vals)
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", u.name, err)
+		}
+		units = append(units, daemonctl.Unit{Name: u.name, Content: out})
+	}
+	return units, nil
+}
+
+// Install is §10.1: render and write both units, reload, enable and restart
+// the socket.
+func (m *Manager) Install(ctx context.Context, port int) error {
+	bin, err := m.find()
+	if err != nil {
+		return err
+	}
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return err
+	}
+	units, err := m.RenderUnits(bin, port)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.Cfg.GateBasePath(), 0o700); err != nil {
+		return fmt.Errorf("create gate base path: %w", err)
+	}
+	return m.Systemd.Install(ctx, dir, units, systemd.GateSocketName)
+}
+
+// Uninstall is §10.2.
+func (m *Manager) Uninstall(ctx context.Context) error {
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return err
+	}
+	return m.Systemd.Uninstall(ctx, dir, []string{systemd.GateSocketName, systemd.GateServiceName}, systemd.GateSocketName)
+}
+
+// DaemonArgs is the daemon command line of §11.5. The admin token is never
+// on it; it reaches the daemon through the inherited environment only.
+func (m *Manager) DaemonArgs(port int) []string {
+	args := []string{
+		"--base-path=" + m.Cfg.GateBasePath(),
+		"--token-file=" + m.Cfg.GateTokenFile(),
+		"--port=" + strconv.Itoa(port),
+		"--detach",
+		"--pid-file=" + m.Cfg.GatePIDFile(),
+	}
+	if b := m.getenv(EnvBind); b != "" {
+		args = append(args, "--bind="+b)
+	}
+	return args
+}
+
+// StartDaemon starts the detached daemon on port.
+func (m *Manager) StartDaemon(ctx context.Context, port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("gate port %d is out of range (1-65535)", port)
+	}
+	if pid, ok := m.DaemonPID(); ok {
+		return fmt.Errorf("gate daemon already running (PID %d); stop it first with 'terok-sandbox gate stop'", pid)
+	}
+	bin, err := m.find()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.Cfg.GateBasePath(), 0o700); err != nil {
+		return fmt.Errorf("create gate base path: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(m.Cfg.GatePIDFile()), 0o700); err != nil {
+		return fmt.Errorf("create PID file directory: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, m.DaemonArgs(port)...)
+	cmd.Env = m.daemonEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if ctx.Err() != nil {
+			msg = "timed out after " + startTimeout.String()
+		}
+		return fmt.Errorf("start gate daemon: %v: %s", err, msg)
+	}
+	return nil
+}
+
+// daemonEnv is the runner's environment (it carries TEROK_GATE_ADMIN_TOKEN
+// when the operator set it) when Env reads the real process, else built
+// from Env for the variables the gate and git need.
+func (m *Manager) daemonEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "GIT_EXEC_PATH", "LANG", "TZ", EnvAdminToken} {
+		if v := m.getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// StopDaemon sends SIGTERM to our daemon (identity-checked), removes the
+// PID file and waits a little for the process to go.
+func (m *Manager) StopDaemon() bool {
+	pid, ok := m.DaemonPID()
+	stopped := daemonctl.Stop(m.Cfg.GatePIDFile(), Binary)
+	if ok && stopped {
+		deadline := time.Now().Add(stopWait)
+		for time.Now().Before(deadline) && alive(pid) {
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	return stopped
+}
+
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !bytes.Contains(stat, []byte(") Z "))
+}
+
+// Start is §11.5 start. It reports which mode was used.
+func (m *Manager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {
+	if !forceDaemon && m.Systemd.Available(ctx) {
+		return ModeSystemd, m.Install(ctx, port)
+	}
+	return ModeDaemon, m.StartDaemon(ctx, port)
+}
+
+// InstalledVersion is the stamp of the installed socket unit
+// (daemonctl.StampMissing / StampUnversioned or the number).
+func (m *Manager) InstalledVersion() int {
+	p := m.socketPath()
+	if p == "" {
+		return daemonctl.StampMissing
+	}
+	return daemonctl.InstalledVersion(p, systemd.GateStampPrefix)
+}
+
+// InstalledBasePath is the --base-path baked into the installed service,
+// or "" when unknown.
+func (m *Manager) InstalledBasePath() string {
+	p := m.servicePath()
+	if p == "" {
+		return ""
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return ""
+	}
+	return ParseBasePath(string(data))
+}
+
+// ParseBasePath finds the first ExecStart= line with --base-path= and
+// returns that argument's value.
+func ParseBasePath(unit string) string {
+	for _, line := range strings.Split(unit, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "ExecStart=") || !strings.Contains(line, "--base-path=") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "--base-path="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// Outdated reports whether installed (a stamp) is older than UnitVersion.
+func Outdated(installed int) bool {
+	return installed == daemonctl.StampUnversioned || (installed >= 0 && installed < UnitVersion)
+}
+
+// Divergence returns the §11.4 message when the installed base path and the
+// configured one differ after resolving symlinks, else "".
+func (m *Manager) Divergence() string {
+	inst := m.InstalledBasePath()
+	if inst == "" {
+		return ""
+	}
+	want := m.Cfg.GateBasePath()
+	if resolve(inst) == resolve(want) {
+		return ""
+	}
+	return fmt.Sprintf("Installed gate base path diverges from current config.\n  Installed: %s\n  Expected:  %s", inst, want)
+}
+
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
+}
+
+// CheckUnitsOutdated is check_units_outdated of §11.4 ("" = nothing to say).
+func (m *Manager) CheckUnitsOutdated() string {
+	if !m.SocketInstalled() {
+		return ""
+	}
+	if v := m.InstalledVersion(); Outdated(v) {
+		return fmt.Sprintf("Systemd units are outdated (installed %s, expected v%d).", daemonctl.DescribeVersion(v), UnitVersion)
+	}
+	return m.Divergence()
+}
+
+// EnsureReachable is §11.6: nil when the gate can serve a new task.
+func (m *Manager) EnsureReachable(ctx context.Context) error {
+	st := m.Status(ctx)
+	if st.Running {
+		if st.Mode == ModeSystemd {
+			if v := m.InstalledVersion(); Outdated(v) {
+				return fmt.Errorf("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
+					daemonctl.DescribeVersion(v), UnitVersion)
+			}
+			if d := m.Divergence(); d != "" {
+				return fmt.Errorf("%s\nRun 'terok-sandbox gate start' to reinstall the units for the current configuration.", d)
+			}
+		}
+		return nil
+	}
+	hint := "Start the gate daemon.\n  terok-sandbox gate start --daemon"
+	if m.Systemd.Available(ctx) {
+		hint = "Recommended: install and start the systemd socket.\n  terok-sandbox gate start"
+	}
+	return fmt.Errorf("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
+		m.Cfg.GatePort, hint)
+}
+
+// URL is runner.md §7.6: the clone URL of repoPath (inside the gate base
+// path) for a container, with the token as the Basic-auth user name.
+func URL(cfg config.Config, repoPath, token string) (string, error) {
+	base := filepath.Clean(cfg.GateBasePath())
+	p := repoPath
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(base, p)
+	}
+	p = filepath.Clean(p)
+	rel, err := filepath.Rel(base, p)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("repository %s is not inside the gate base path %s", repoPath, base)
+	}
+	return fmt.Sprintf("http://%s@host.containers.internal:%d/%s", token, cfg.GatePort, filepath.ToSlash(rel)), nil
+}
