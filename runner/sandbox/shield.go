@@ -1,29 +1,74 @@
 package sandbox
 
-// This file wires the egress firewall into the Sandbox. It is owned by the
-// shield engineer from its first commit on: the fail-closed body below is
-// replaced by the real shield adapter (shield.md §15).
+// This file wires the egress firewall into the Sandbox (shield.md §15,
+// runner.md §1 pre_start_args / shield_down).
 
 import (
 	"context"
-	"path/filepath"
 
-	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/firewall"
+	"terok.dev/sandbox/runner/internal/shield"
 )
 
-// firewall returns the firewall Run asks for its podman arguments when
-// shield bypass is not set. Until the shield adapter is wired it refuses
-// every launch: a missing firewall must never mean unfiltered egress.
-func (s *Sandbox) firewall() firewall.Firewall {
-	return firewall.FailClosed{
-		Reason:     "the shield firewall is not available in this build",
-		ConfigFile: filepath.Join(s.cfg.ConfigDir, config.FileName),
-	}
+// shieldAdapter builds the shield adapter for this facade's configuration.
+// The hook executable is looked up next to terok-sandbox, then on PATH; if
+// it is missing, pre-start fails (closed) naming it.
+func (s *Sandbox) shieldAdapter() *shield.Adapter {
+	hook, _ := daemonctl.FindBinary("terok-shield-hook")
+	a := shield.NewAdapter(s.cfg, s.env, hook, s.log)
+	a.Opts.Podman = s.podman.Bin
+	return a
 }
 
+// firewall returns the firewall Run asks for its podman arguments when
+// shield bypass is not set: the shield. Every failure of its pre-start
+// (missing profile, missing global hooks, unwritable state directory, …)
+// aborts the launch.
+func (s *Sandbox) firewall() firewall.Firewall { return s.shieldAdapter() }
+
 // PreStartArgs returns the shield's podman arguments for a container about
-// to be created in taskDir (runner.md §1 pre_start_args).
+// to be created in taskDir (runner.md §1 pre_start_args). Under bypass it
+// warns and returns none.
 func (s *Sandbox) PreStartArgs(ctx context.Context, container, taskDir string) ([]string, error) {
-	return s.firewall().PreStart(ctx, container, taskDir)
+	return s.shieldAdapter().PreStart(ctx, container, taskDir)
+}
+
+// ShieldDown switches a running container's firewall to bypass mode
+// (logged; private ranges stay rejected unless allowAll). No-op under
+// shield bypass.
+func (s *Sandbox) ShieldDown(ctx context.Context, container, taskDir string, allowAll bool) error {
+	return s.shieldAdapter().Down(ctx, container, taskDir, allowAll)
+}
+
+// ShieldUp re-applies a running container's enforcing ruleset. No-op under
+// shield bypass.
+func (s *Sandbox) ShieldUp(ctx context.Context, container, taskDir string) error {
+	return s.shieldAdapter().Up(ctx, container, taskDir)
+}
+
+// ShieldState classifies a container's live ruleset: up, down, down_all,
+// inactive or error. It always asks the kernel, even under bypass.
+func (s *Sandbox) ShieldState(ctx context.Context, container, taskDir string) string {
+	return s.shieldAdapter().State(ctx, container, taskDir)
+}
+
+// ShieldAllow allows an IP, CIDR or domain for a running container, at once
+// and persisted; it returns the addresses allowed.
+func (s *Sandbox) ShieldAllow(ctx context.Context, container, taskDir, target string) ([]string, error) {
+	return s.shieldAdapter().ShieldFor(taskDir).Allow(ctx, container, target)
+}
+
+// ShieldDeny denies an IP, CIDR or domain for a running container, at once
+// and persisted; it returns the addresses denied.
+func (s *Sandbox) ShieldDeny(ctx context.Context, container, taskDir, target string) ([]string, error) {
+	return s.shieldAdapter().ShieldFor(taskDir).Deny(ctx, container, target)
+}
+
+// ShieldStatus is the shield configuration summary (shield.md §15).
+func (s *Sandbox) ShieldStatus() shield.Status { return s.shieldAdapter().Status() }
+
+// ShieldCheck is the shield environment check (shield.md §14).
+func (s *Sandbox) ShieldCheck(ctx context.Context) shield.EnvCheck {
+	return s.shieldAdapter().Check(ctx)
 }

@@ -68,14 +68,8 @@ func (a *Adapter) PreStart(ctx context.Context, container, taskDir string) ([]st
 	if taskDir == "" {
 		return nil, fmt.Errorf("no task directory given for %s: the shield needs one for its state", container)
 	}
-	args, err := a.ShieldFor(taskDir).PreStart(ctx, container, nil)
-	if err != nil {
-		if IsSetupNeeded(err) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("shield pre-start for %s failed, launch aborted: %w", container, err)
-	}
-	return args, nil
+	// Errors go back unchanged: the launcher names the container and aborts.
+	return a.ShieldFor(taskDir).PreStart(ctx, container, nil)
 }
 
 // Down switches a container's firewall to bypass; no-op under bypass.
