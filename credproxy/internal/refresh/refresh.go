@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -275,47 +274,18 @@ func safeSnippet(b []byte, secrets []string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
-// DBStore adapts the credentials database. Until creddb can list every row
-// of every set, the sets are the default set plus every set a phantom token
-// refers to.
+// DBStore adapts the credentials database.
 type DBStore struct{ DB *creddb.DB }
 
 // Rows implements Store.
 func (s DBStore) Rows(ctx context.Context) ([]Row, error) {
-	sets := map[string]bool{creddb.DefaultSet: true}
-	toks, err := s.DB.ListTokens(ctx, "")
+	rows, err := s.DB.AllCredentials(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range toks {
-		sets[t.CredentialSet] = true
-	}
-	names := make([]string, 0, len(sets))
-	for k := range sets {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	var out []Row
-	for _, set := range names {
-		provs, err := s.DB.ListCredentials(ctx, set)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range provs {
-			c, err := s.DB.LoadCredential(ctx, set, p)
-			if errors.Is(err, creddb.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				out = append(out, Row{Set: set, Provider: p, Data: ""}) // reported as not an object
-				continue
-			}
-			b, err := json.Marshal(c)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Row{Set: set, Provider: p, Data: string(b)})
-		}
+	out := make([]Row, len(rows))
+	for i, r := range rows {
+		out[i] = Row{Set: r.Set, Provider: r.Provider, Data: r.Data}
 	}
 	return out, nil
 }
