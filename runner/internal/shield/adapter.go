@@ -62,7 +62,9 @@ func (a *Adapter) shieldAt(stateDir string) *Shield {
 // warns loudly and returns none; any other failure aborts the launch.
 func (a *Adapter) PreStart(ctx context.Context, container, taskDir string) ([]string, error) {
 	if a.Cfg.ShieldBypass {
-		a.Opts.Log.Warn(BypassWarning)
+		if a.Opts.Log != nil {
+			a.Opts.Log.Warn(BypassWarning)
+		}
 		return nil, nil
 	}
 	if taskDir == "" {

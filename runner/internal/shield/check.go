@@ -85,7 +85,7 @@ func CheckEnvironment(ctx context.Context, tools Tools, info podmaninfo.Info, pa
 	case dir != "":
 		r.HooksDir = dir
 		r.Hooks = HooksGlobalUser
-		if containsPath(paths.ExistingSystemHooksDirs(), dir) || filepath.Clean(dir) == filepath.Clean(paths.RootHooksDir()) {
+		if filepath.Clean(dir) == filepath.Clean(paths.RootSetupDir()) {
 			r.Hooks = HooksGlobalSystem
 		}
 		v, err := InstalledHookVersion(ctx, tools, dir)

@@ -65,8 +65,11 @@ func Setup(ctx context.Context, o SetupOptions) (SetupResult, error) {
 // names hooks_dir, podman reads only those directories, so installing into
 // /usr/share/... would have no effect: the first configured directory wins.
 // Otherwise it is the first existing system default (shield.md §13).
-func (o SetupOptions) rootTarget() string {
-	p := o.Paths
+func (o SetupOptions) rootTarget() string { return o.Paths.RootSetupDir() }
+
+// RootSetupDir is where `shield setup --root` installs the hooks.
+func (h HostPaths) RootSetupDir() string {
+	p := h
 	p.Root = true
 	if p.ContainersConfEnv != "" {
 		if d := p.confHooksDirs(p.ContainersConfEnv); len(d) > 0 {
