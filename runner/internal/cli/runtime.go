@@ -1,12 +1,593 @@
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/doctor"
+	"terok.dev/sandbox/runner/internal/launch"
+	"terok.dev/sandbox/runner/internal/podman"
+	"terok.dev/sandbox/runner/internal/rundebug"
+	"terok.dev/sandbox/runner/sandbox"
+)
+
+// listFlag collects every occurrence of a repeated flag verbatim. (urfave's
+// StringSliceFlag splits at commas, which would break volume options such
+// as "ro,z" and env values.)
+type listFlag struct{ vals []string }
+
+func (l *listFlag) Set(v string) error { l.vals = append(l.vals, v); return nil }
+func (l *listFlag) String() string     { return strings.Join(l.vals, ", ") }
+
+func listOf(c *ucli.Context, name string) []string {
+	if l, ok := c.Generic(name).(*listFlag); ok && l != nil {
+		return append([]string(nil), l.vals...)
+	}
+	return nil
+}
+
+// cmdArgs lets positional arguments come before flags, as in
+// `logs NAME --until-ready --timeout 60` (urfave/cli v2 stops parsing flags
+// at the first argument). Flags after the positionals win.
+type cmdArgs struct {
+	c       *ucli.Context
+	set     *flag.FlagSet
+	pos     []string
+	tailSet map[string]bool
+}
+
+func parseArgs(c *ucli.Context) (*cmdArgs, error) {
+	a := &cmdArgs{c: c, set: flag.NewFlagSet(c.Command.Name, flag.ContinueOnError), tailSet: map[string]bool{}}
+	a.set.SetOutput(io.Discard)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(a.set); err != nil {
+			return nil, err
+		}
+	}
+	args := c.Args().Slice()
+	for len(args) > 0 {
+		if args[0] == "--" {
+			a.pos = append(a.pos, args[1:]...)
+			break
+		}
+		if strings.HasPrefix(args[0], "-") && args[0] != "-" {
+			if err := a.set.Parse(args); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return nil, ucli.ShowCommandHelp(c, c.Command.Name)
+				}
+				return nil, UsageErrorf("%v", err)
+			}
+			rest := a.set.Args()
+			consumed := args[:len(args)-len(rest)]
+			args = rest
+			if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+				a.pos = append(a.pos, rest...)
+				break
+			}
+			continue
+		}
+		a.pos = append(a.pos, args[0])
+		args = args[1:]
+	}
+	a.set.Visit(func(f *flag.Flag) { a.tailSet[f.Name] = true })
+	return a, nil
+}
+
+// tail returns the value of a flag given after the positionals, if any.
+func (a *cmdArgs) tail(name string) (any, bool) {
+	for _, f := range a.c.Command.Flags {
+		names := f.Names()
+		if !slices.Contains(names, name) {
+			continue
+		}
+		for _, n := range names {
+			if a.tailSet[n] {
+				if g, ok := a.set.Lookup(n).Value.(flag.Getter); ok {
+					return g.Get(), true
+				}
+			}
+		}
+	}
+	return nil, false
+}
+
+func (a *cmdArgs) Bool(name string) bool {
+	if v, ok := a.tail(name); ok {
+		b, _ := v.(bool)
+		return b
+	}
+	return a.c.Bool(name)
+}
+
+func (a *cmdArgs) String(name string) string {
+	if v, ok := a.tail(name); ok {
+		s, _ := v.(string)
+		return s
+	}
+	return a.c.String(name)
+}
+
+func (a *cmdArgs) IsSet(name string) bool {
+	_, ok := a.tail(name)
+	return ok || a.c.IsSet(name)
+}
+
+// Seconds reads a "--timeout S" value: seconds, 0 or absent = none.
+func (a *cmdArgs) Seconds(name string) (time.Duration, error) {
+	v := a.c.Float64(name)
+	if t, ok := a.tail(name); ok {
+		v, _ = t.(float64)
+	}
+	if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || v > 365*24*3600 {
+		return 0, UsageErrorf("--%s must be a number of seconds >= 0, got %v", name, v)
+	}
+	return time.Duration(v * float64(time.Second)), nil
+}
+
+// oneName is the single container name argument.
+func (a *cmdArgs) oneName() (string, error) {
+	if len(a.pos) != 1 {
+		return "", UsageErrorf("%s needs exactly one container name", a.c.Command.Name)
+	}
+	return checkName(a.pos[0])
+}
+
+func checkName(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "-") || strings.ContainsRune(name, 0) {
+		return "", UsageErrorf("invalid container name %q", name)
+	}
+	return name, nil
+}
+
+func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"} }
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newSandbox builds the facade for a command; out receives the command line
+// and warnings.
+func newSandbox(cfg config.Config, d Deps, out io.Writer) *sandbox.Sandbox {
+	return sandbox.New(cfg, sandbox.Options{Env: d.Env, Log: d.Log, Stdout: out})
+}
+
+func debugLog(d Deps) *rundebug.Log { return rundebug.New(d.Env.RunnerDebugLog()) }
+
+func podmanFor(d Deps) podman.Podman { return podman.Podman{Debug: debugLog(d)} }
 
 // runtimeCommands are run, logs, wait, stop, state, ps, free-port.
-func runtimeCommands(d Deps) []*ucli.Command { return nil }
+func runtimeCommands(d Deps) []*ucli.Command {
+	return []*ucli.Command{runCommand(d), logsCommand(d), waitCommand(d), stopCommand(d), stateCommand(d), psCommand(d), freePortCommand(d)}
+}
+
+func runCommand(d Deps) *ucli.Command {
+	env, vol := &listFlag{}, &listFlag{}
+	return &ucli.Command{
+		Name:      "run",
+		Usage:     "launch a hardened detached container",
+		ArgsUsage: "[--] [COMMAND [ARG...]]",
+		Description: "Builds the run specification from --spec FILE.json (fields of runner.md §2; env is an object)\n" +
+			"and the flags (flags win: scalars replace, -e sets single variables, -v/--extra-arg/COMMAND replace the\n" +
+			"file's lists), prints the redacted podman command and runs it. Without the shield firewall the launch is\n" +
+			"refused unless shield_bypass is set in the config file or --shield-bypass is given.",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "spec", Usage: "run specification JSON file"},
+			&ucli.StringFlag{Name: "name", Usage: "container name (container_name)"},
+			&ucli.StringFlag{Name: "image", Usage: "image reference"},
+			&ucli.StringFlag{Name: "task-dir", Usage: "task directory (default <state dir>/tasks/<name>)"},
+			// Short and long forms share one list (no urfave aliases: those
+			// replay every value into the main name and duplicate it).
+			&ucli.GenericFlag{Name: "env", Value: env, Usage: "NAME=VALUE (repeatable)"},
+			&ucli.GenericFlag{Name: "e", Value: env, Usage: "same as --env"},
+			&ucli.GenericFlag{Name: "volume", Value: vol, Usage: "host:container[:options] (repeatable)"},
+			&ucli.GenericFlag{Name: "v", Value: vol, Usage: "same as --volume"},
+			&ucli.GenericFlag{Name: "extra-arg", Value: &listFlag{}, Usage: "extra podman run argument, verbatim (repeatable)"},
+			&ucli.BoolFlag{Name: "gpu", Usage: "add the NVIDIA CDI GPU arguments"},
+			&ucli.BoolFlag{Name: "unrestricted", Usage: "drop --security-opt no-new-privileges"},
+			&ucli.BoolFlag{Name: "shield-bypass", Usage: "DANGEROUS: run without any egress firewall"},
+			&ucli.StringFlag{Name: "pre-start-exec", Usage: "shell command run before podman (failure aborts the launch)"},
+			&ucli.StringFlag{Name: "post-start-exec", Usage: "shell command run after a successful launch"},
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error { return runAction(c, d) },
+	}
+}
+
+func runAction(c *ucli.Context, d Deps) error {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return err
+	}
+	if c.Bool("shield-bypass") {
+		cfg.ShieldBypass = true
+	}
+	spec, err := specFromCLI(c, cfg)
+	if err != nil {
+		return err
+	}
+	out := d.Stdout
+	if c.Bool("json") {
+		out = d.Stderr // keep stdout pure JSON
+	}
+	hooks := sandbox.LifecycleHooks{}
+	if cmd := c.String("pre-start-exec"); cmd != "" {
+		hooks.PreStart = func() error { return execHook(c.Context, d, out, "pre-start", cmd, spec.ContainerName) }
+	}
+	if cmd := c.String("post-start-exec"); cmd != "" {
+		hooks.PostStart = func() error { return execHook(c.Context, d, out, "post-start", cmd, spec.ContainerName) }
+	}
+	id, err := newSandbox(cfg, d, out).Run(c.Context, spec, hooks)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(d.Stdout, map[string]string{"container_id": id, "name": spec.ContainerName, "image": spec.Image})
+	}
+	fmt.Fprintln(d.Stdout, id)
+	return nil
+}
+
+// specFromCLI merges --spec FILE with the flags (flags win).
+func specFromCLI(c *ucli.Context, cfg config.Config) (sandbox.RunSpec, error) {
+	var fs launch.FileSpec
+	if path := c.String("spec"); path != "" {
+		data, err := readLimited(path, launch.MaxSpecBytes)
+		if err != nil {
+			return sandbox.RunSpec{}, fmt.Errorf("read run spec: %w", err)
+		}
+		if fs, err = launch.ParseSpecJSON(data); err != nil {
+			return sandbox.RunSpec{}, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if c.IsSet("name") {
+		fs.ContainerName = c.String("name")
+	}
+	if c.IsSet("image") {
+		fs.Image = c.String("image")
+	}
+	if c.IsSet("task-dir") {
+		fs.TaskDir = c.String("task-dir")
+	}
+	if c.IsSet("gpu") {
+		fs.GPUEnabled = c.Bool("gpu")
+	}
+	if c.IsSet("unrestricted") {
+		fs.Unrestricted = c.Bool("unrestricted")
+	}
+	if v := listOf(c, "volume"); len(v) > 0 {
+		fs.Volumes = v
+	}
+	if v := listOf(c, "extra-arg"); len(v) > 0 {
+		fs.ExtraArgs = v
+	}
+	if c.Args().Present() {
+		fs.Command = c.Args().Slice()
+	}
+	env := map[string]string{}
+	for _, e := range fs.Env {
+		env[e.Name] = e.Value
+	}
+	for _, kv := range listOf(c, "env") {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok {
+			return sandbox.RunSpec{}, UsageErrorf("-e/--env %q: expected NAME=VALUE", kv)
+		}
+		if err := launch.ValidEnvName(name); err != nil {
+			return sandbox.RunSpec{}, UsageErrorf("-e/--env: %v", err)
+		}
+		env[name] = value
+	}
+	if fs.ContainerName == "" {
+		return sandbox.RunSpec{}, UsageErrorf("a container name is required (--name or container_name in --spec)")
+	}
+	if fs.Image == "" {
+		return sandbox.RunSpec{}, UsageErrorf("an image is required (--image or image in --spec)")
+	}
+	if fs.TaskDir == "" {
+		fs.TaskDir = filepath.Join(cfg.StateDir, "tasks", fs.ContainerName)
+	}
+	spec := sandbox.RunSpec{
+		ContainerName: fs.ContainerName, Image: fs.Image, Volumes: fs.Volumes, Command: fs.Command,
+		TaskDir: fs.TaskDir, GPUEnabled: fs.GPUEnabled, ExtraArgs: fs.ExtraArgs, Unrestricted: fs.Unrestricted,
+	}
+	names := make([]string, 0, len(env))
+	for n := range env {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		spec.Env = append(spec.Env, sandbox.EnvVar{Name: n, Value: env[n]})
+	}
+	return spec, nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
+// execHook runs a CLI lifecycle hook through /bin/sh -c with the container
+// name in TEROK_CONTAINER_NAME; its output goes to the command's output.
+func execHook(ctx context.Context, d Deps, out io.Writer, which, command, name string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "TEROK_CONTAINER_NAME="+name, "TEROK_HOOK="+which)
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = out, d.Stderr, nil
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s command %q: %w", which, command, err)
+	}
+	return nil
+}
+
+func logsCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "logs",
+		Usage:     "print a container's logs; --until-ready follows them until the ready marker",
+		ArgsUsage: "NAME",
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "until-ready", Usage: "follow until a line contains the marker (exit 0), the timeout (124) or the end of the log (1)"},
+			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the log"},
+			&ucli.StringFlag{Name: "marker", Value: sandbox.ReadyMarker, Usage: "ready marker text"},
+			&ucli.Float64Flag{Name: "timeout", Usage: "seconds to wait (0: no limit)"},
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error {
+			a, err := parseArgs(c)
+			if err != nil {
+				return err
+			}
+			name, err := a.oneName()
+			if err != nil {
+				return err
+			}
+			timeout, err := a.Seconds("timeout")
+			if err != nil {
+				return err
+			}
+			if a.IsSet("marker") && a.String("marker") == "" {
+				return UsageErrorf("--marker must not be empty")
+			}
+			out := d.Stdout
+			if a.Bool("json") {
+				out = d.Stderr
+			}
+			var ready func(string) bool
+			follow := a.Bool("follow")
+			if a.Bool("until-ready") {
+				ready, follow = podman.ContainsMarker(a.String("marker")), true
+			}
+			outcome, err := podmanFor(d).StreamLogs(c.Context, out, name, follow, timeout, ready)
+			if err != nil {
+				return err
+			}
+			if a.Bool("json") {
+				if err := writeJSON(d.Stdout, map[string]any{"name": name, "outcome": outcome.String(), "ready": outcome == podman.LogReady}); err != nil {
+					return err
+				}
+			}
+			if !a.Bool("until-ready") {
+				return nil
+			}
+			switch outcome {
+			case podman.LogReady:
+				return nil
+			case podman.LogTimeout:
+				return ExitWith(podman.ExitTimeout, fmt.Sprintf("Timed out after %v waiting for %q in the logs of %s.", timeout, a.String("marker"), name))
+			default:
+				return ExitWith(ExitError, fmt.Sprintf("Error: the logs of %s ended without %q (check `terok-sandbox state %s`).", name, a.String("marker"), name))
+			}
+		},
+	}
+}
+
+func waitCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "wait",
+		Usage:     "wait for a container to exit; exit status = the container's (124 on timeout)",
+		ArgsUsage: "NAME",
+		Flags:     []ucli.Flag{&ucli.Float64Flag{Name: "timeout", Usage: "seconds to wait (0: no limit)"}, jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			a, err := parseArgs(c)
+			if err != nil {
+				return err
+			}
+			name, err := a.oneName()
+			if err != nil {
+				return err
+			}
+			timeout, err := a.Seconds("timeout")
+			if err != nil {
+				return err
+			}
+			code := podmanFor(d).Wait(c.Context, name, timeout)
+			if a.Bool("json") {
+				if err := writeJSON(d.Stdout, map[string]any{"name": name, "exit_code": code, "timed_out": code == podman.ExitTimeout}); err != nil {
+					return err
+				}
+			}
+			switch {
+			case code == 0:
+				return nil
+			case code == podman.ExitTimeout:
+				return ExitWith(code, fmt.Sprintf("Timed out after %v waiting for %s to exit.", timeout, name))
+			default:
+				return ExitWith(code, "")
+			}
+		},
+	}
+}
+
+func stopCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "stop",
+		Usage:     "force-remove containers (errors are ignored)",
+		ArgsUsage: "NAME...",
+		Flags:     []ucli.Flag{jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			a, err := parseArgs(c)
+			if err != nil {
+				return err
+			}
+			if len(a.pos) == 0 {
+				return UsageErrorf("stop needs at least one container name")
+			}
+			names := a.pos
+			for _, n := range names {
+				if _, err := checkName(n); err != nil {
+					return err
+				}
+			}
+			podmanFor(d).Stop(c.Context, names)
+			if a.Bool("json") {
+				return writeJSON(d.Stdout, map[string]any{"stopped": names})
+			}
+			return nil
+		},
+	}
+}
+
+func stateCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "state",
+		Usage:     "print a container's state (running, exited, …)",
+		ArgsUsage: "NAME",
+		Flags:     []ucli.Flag{jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			a, err := parseArgs(c)
+			if err != nil {
+				return err
+			}
+			name, err := a.oneName()
+			if err != nil {
+				return err
+			}
+			state, ok := podmanFor(d).State(c.Context, name)
+			if a.Bool("json") {
+				var v any
+				if ok {
+					v = state
+				}
+				if err := writeJSON(d.Stdout, map[string]any{"name": name, "state": v}); err != nil {
+					return err
+				}
+			} else if ok {
+				fmt.Fprintln(d.Stdout, state)
+			}
+			if !ok {
+				return fmt.Errorf("state of %s unknown: no such container, or podman failed", name)
+			}
+			return nil
+		},
+	}
+}
+
+func psCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "ps",
+		Usage: "list the containers named <prefix>-… with their states",
+		Flags: []ucli.Flag{&ucli.StringFlag{Name: "prefix", Usage: "container name prefix (a '-' follows it)"}, jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			if c.NArg() > 0 {
+				return UsageErrorf("ps takes no arguments")
+			}
+			prefix := c.String("prefix")
+			if prefix == "" {
+				return UsageErrorf("ps needs --prefix P (non-empty)")
+			}
+			states := podmanFor(d).ProjectStates(c.Context, prefix)
+			if c.Bool("json") {
+				return writeJSON(d.Stdout, states)
+			}
+			names := make([]string, 0, len(states))
+			for n := range states {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, n := range names {
+				fmt.Fprintf(d.Stdout, "%s %s\n", n, states[n])
+			}
+			return nil
+		},
+	}
+}
+
+func freePortCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "free-port",
+		Usage: "print a currently free TCP port",
+		Flags: []ucli.Flag{&ucli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to probe"}, jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			port, err := podman.FindFreePort(c.String("host"))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return writeJSON(d.Stdout, map[string]int{"port": port})
+			}
+			fmt.Fprintln(d.Stdout, port)
+			return nil
+		},
+	}
+}
 
 // doctorCommand is runner.md §8.3.
 func doctorCommand(d Deps) *ucli.Command {
-	return &ucli.Command{Name: "doctor", Usage: "check host services (not built yet)",
-		Action: func(*ucli.Context) error { return ExitWith(ExitError, "doctor: not built yet") }}
+	return &ucli.Command{
+		Name:  "doctor",
+		Usage: "check that the host services answer (exit 2 on error, 1 on warning)",
+		Flags: []ucli.Flag{jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			if c.NArg() > 0 {
+				return UsageErrorf("doctor takes no arguments")
+			}
+			cfg, err := loadConfig(c, d)
+			if err != nil {
+				return err
+			}
+			proxy, ssh := cfg.ProxyPort, cfg.SSHAgentPort
+			checks := doctor.SandboxChecks(&proxy, &ssh, nil)
+			results := doctor.RunStandalone(c.Context, checks, doctor.ProbeTimeout)
+			if c.Bool("json") {
+				if err := writeJSON(d.Stdout, results); err != nil {
+					return err
+				}
+			} else {
+				doctor.Format(d.Stdout, results)
+			}
+			if code := doctor.ExitCode(results); code != 0 {
+				return ExitWith(code, "")
+			}
+			return nil
+		},
+	}
 }
