@@ -48,7 +48,11 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (
     provider       TEXT NOT NULL
 );`
 
-var binPath string
+var (
+	binPath       string
+	agentPath     string // real terok-ssh-agent next to the proxy, "" if it could not be built
+	agentBuildErr string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "credproxy-bin-")
@@ -72,6 +76,14 @@ func TestMain(m *testing.M) {
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build terok-credential-proxy:", err)
 			os.Exit(1)
+		}
+	}
+	agentPath = filepath.Join(filepath.Dir(binPath), "terok-ssh-agent")
+	if _, err := os.Stat(agentPath); err != nil {
+		cmd := exec.Command("go", "build", "-o", agentPath, "terok.dev/sandbox/sshagent/cmd/terok-ssh-agent")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentPath = ""
+			agentBuildErr = fmt.Sprintf("%v: %s", err, out)
 		}
 	}
 	code := m.Run()
@@ -99,7 +111,6 @@ type env struct {
 	mu      sync.Mutex
 	seen    bytes.Buffer // every response header and body the clients got
 	client  *http.Client
-	extra   []string
 	envVars []string
 }
 

@@ -92,11 +92,11 @@ func Unix(path string) (net.Listener, error) {
 	fi, err := os.Lstat(path)
 	switch {
 	case err == nil && fi.Mode().Type() != fs.ModeSocket:
-		return nil, fmt.Errorf("Refusing to remove non-socket path: %s", path)
+		return nil, refusal("Refusing to remove non-socket path: " + path)
 	case err == nil:
 		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
 			_ = c.Close()
-			return nil, fmt.Errorf("Socket path already in use: %s", path)
+			return nil, refusal("Socket path already in use: " + path)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
@@ -171,3 +171,8 @@ func WritePID(path string) error {
 	}
 	return nil
 }
+
+// refusal is a startup refusal worded exactly as the spec words it.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }

@@ -187,13 +187,13 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return fmt.Errorf("Token refresh failed: encode request: %w", err)
+		return failuref("Token refresh failed: encode request: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, cfg.TokenURL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("Token refresh failed: build request: %w", err)
+		return failuref("Token refresh failed: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -203,26 +203,26 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 		if errors.As(err, &ue) && ue.Unwrap() != nil {
 			err = ue.Unwrap() // drop the URL from the message
 		}
-		return fmt.Errorf("Token refresh failed: %v", err)
+		return failuref("Token refresh failed: %v", err)
 	}
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if err != nil {
-		return fmt.Errorf("Token refresh failed (%d): read response: %v", resp.StatusCode, err)
+		return failuref("Token refresh failed (%d): read response: %v", resp.StatusCode, err)
 	}
 	secrets := []string{refreshTok, old.String("access_token"), cfg.ClientSecret}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("Token refresh failed (%d): %s", resp.StatusCode, safeSnippet(respBody, secrets))
+		return failuref("Token refresh failed (%d): %s", resp.StatusCode, safeSnippet(respBody, secrets))
 	}
 	dec := json.NewDecoder(bytes.NewReader(respBody))
 	dec.UseNumber()
 	var got map[string]any
 	if err := dec.Decode(&got); err != nil || got == nil {
-		return fmt.Errorf("Token refresh failed (200): response is not a JSON object")
+		return failuref("Token refresh failed (200): response is not a JSON object")
 	}
 	access, _ := got["access_token"].(string)
 	if access == "" {
-		return fmt.Errorf("Token refresh failed (200): response has no access_token")
+		return failuref("Token refresh failed (200): response has no access_token")
 	}
 	expiresIn := float64(DefaultExpiresIn)
 	switch v := got["expires_in"].(type) {
@@ -243,7 +243,7 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 	next["expires_at"] = json.Number(strconv.FormatFloat(exp, 'f', -1, 64))
 	updated, err := r.store.UpdateCredential(ctx, set, provider, old, next)
 	if err != nil {
-		return fmt.Errorf("Token refresh succeeded but storing it failed: %w", err)
+		return failuref("Token refresh succeeded but storing it failed: %w", err)
 	}
 	if !updated {
 		r.log.Info("OAuth credential changed while refreshing; keeping the newer stored one",
@@ -293,4 +293,18 @@ func (s DBStore) Rows(ctx context.Context) ([]Row, error) {
 // UpdateCredential implements Store.
 func (s DBStore) UpdateCredential(ctx context.Context, set, provider string, old, next creddb.Credential) (bool, error) {
 	return s.DB.UpdateCredential(ctx, set, provider, old, next)
+}
+
+// failure is a refresh failure worded as the spec's log message.
+type failure struct {
+	msg string
+	err error
+}
+
+func (f *failure) Error() string { return f.msg }
+func (f *failure) Unwrap() error { return f.err }
+
+func failuref(format string, a ...any) error {
+	err := fmt.Errorf(format, a...)
+	return &failure{msg: err.Error(), err: errors.Unwrap(err)}
 }

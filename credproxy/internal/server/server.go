@@ -262,7 +262,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 			defer bgWG.Done()
 			agentchild.Run(bg, agentchild.Config{
 				Path: agentPath, DBPath: f.DBPath, KeysFile: f.SSHKeysFile, Port: f.SSHAgentPort,
-				LogLevel: f.LogLevel, LogFile: f.LogFile, Stderr: stderr, Log: log,
+				LogLevel: childLevel(f.LogLevel), LogFile: f.LogFile, Stderr: stderr, Log: log,
 			})
 		}()
 	}
@@ -288,4 +288,15 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		return fmt.Errorf("serve: %w", runErr)
 	}
 	return nil
+}
+
+// childLevel normalises the level for terok-ssh-agent, which knows DEBUG,
+// INFO, WARNING and ERROR and refuses anything else: a bad --log-level must
+// not turn into a crash-looping child.
+func childLevel(s string) string {
+	name := logline.LevelName(logline.ParseLevel(s))
+	if name == "CRITICAL" {
+		return "ERROR"
+	}
+	return name
 }
