@@ -1,0 +1,21 @@
+package systemd
+
+import _ "embed"
+
+// Credential proxy unit templates (credential-proxy.md §11). Placeholders:
+// UNIT_VERSION, SOCKET_PATH, DB_PATH, ROUTES_PATH, PORT, SSH_AGENT_PORT,
+// SSH_KEYS_FILE, BIN. The order of the socket's two ListenStream= lines is
+// the proxy's descriptor order (3 = Unix, 4 = TCP); never swap them. Bump
+// ProxyUnitVersion whenever a template changes.
+const (
+	ProxyUnitVersion = 4
+	ProxySocketName  = "terok-credential-proxy.socket"
+	ProxyServiceName = "terok-credential-proxy.service"
+	ProxyStampPrefix = "# terok-credential-proxy-version:"
+)
+
+//go:embed terok-credential-proxy.socket
+var ProxySocket string
+
+//go:embed terok-credential-proxy.service
+var ProxyService string
