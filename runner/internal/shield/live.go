@@ -217,7 +217,37 @@ func (s *Shield) Allow(ctx context.Context, container, target string) ([]string,
 			return ok, err
 		}
 	}
-	return ok, nil
+	return ok, s.refreshBundleRuleset(dir)
+}
+
+// refreshBundleRuleset rewrites ruleset.nft from the current lists, so a
+// container restarted by podman (the global hook applies ruleset.nft again)
+// keeps its live allows and, above all, its denies.
+func (s *Shield) refreshBundleRuleset(dir string) error {
+	dns := readTrim(s.path(dir, shieldbundle.FileUpstreamDNS))
+	if dns == "" {
+		return errors.New("cannot persist the change for restarts: upstream DNS not persisted in state")
+	}
+	tier := s.tier(dir)
+	sc := ruleset.Script{
+		Options:   s.rulesetOptions(dns, tier, exists(s.path(dir, shieldbundle.FileInteractive))),
+		Permanent: tier == TierDnsmasq,
+	}
+	if dns == ruleset.SlirpDNS {
+		sc.Gateways = ruleset.SlirpGateways()
+	}
+	var err error
+	if sc.Allow, err = shieldbundle.EffectiveAllowlist(dir); err != nil {
+		return fmt.Errorf("read allowlists: %w", err)
+	}
+	if sc.Deny, err = shieldbundle.ReadIPFile(s.path(dir, shieldbundle.FileDenyList)); err != nil {
+		return fmt.Errorf("read deny list: %w", err)
+	}
+	text, _, err := sc.Render()
+	if err != nil {
+		return fmt.Errorf("render ruleset: %w", err)
+	}
+	return writeFile(dir, shieldbundle.FileRuleset, text)
 }
 
 func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) error {
@@ -304,7 +334,7 @@ func (s *Shield) Deny(ctx context.Context, container, target string) ([]string, 
 			return ok, err
 		}
 	}
-	return ok, nil
+	return ok, s.refreshBundleRuleset(dir)
 }
 
 func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) error {
@@ -312,6 +342,14 @@ func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) err
 	if err != nil {
 		return err
 	}
+	// Persist when a rebuild could allow the address again: it lies in an
+	// allowed entry (exactly, or inside a range — stricter than the spec's
+	// exact match, so a deny inside an allowed CIDR survives a restart).
+	before, err := shieldbundle.EffectiveAllowlist(dir)
+	if err != nil {
+		return fmt.Errorf("read allowlists: %w", err)
+	}
+	persist := coveredBy(ip, withoutLine(before, ip)) != ""
 	if err := s.nftScript(ctx, pid, ruleset.DeleteElements("allow", []string{ip})); err != nil && !expectedMissing(err) {
 		s.warn("could not remove address from the live allow set", "address", ip, "error", err)
 	}
@@ -322,7 +360,7 @@ func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) err
 	if addErr != nil {
 		s.warn("could not add address to the live deny set", "address", ip, "error", addErr)
 	}
-	persist := exists(s.path(dir, shieldbundle.FileInteractive)) || s.tier(dir) == TierDnsmasq
+	persist = persist || exists(s.path(dir, shieldbundle.FileInteractive)) || s.tier(dir) == TierDnsmasq
 	if !persist {
 		prof, err := shieldbundle.ReadIPFile(s.path(dir, shieldbundle.FileProfileAllowed))
 		if err != nil {
@@ -754,4 +792,15 @@ func addrBounds(s string) (lo, hi netip.Addr, ok bool) {
 	}
 	hi, _ = netip.AddrFromSlice(b)
 	return lo, hi, true
+}
+
+// withoutLine drops the entries equal to v.
+func withoutLine(list []string, v string) []string {
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		if e != v {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -181,7 +181,15 @@ func testLiveOperations(t *testing.T, tier string) {
 	// Real nft/nsenter from the host, fake podman and dig from the test.
 	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
 	fakeBin(t, e.tools.Path, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; two.example.com) printf '203.0.113.60\n203.0.113.61\n' ;; esac`+"\n")
-	e.tools.Path += ":/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, tool := range []string{"nft", "nsenter"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+		if err := os.Symlink(p, filepath.Join(e.tools.Path, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := e.shield(0, infoSlirp, true)
 	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
 		t.Fatal(err)
@@ -267,7 +275,7 @@ func testLiveOperations(t *testing.T, tier string) {
 	if has("allow_v4", "203.0.113.50") || !has("deny_v4", "203.0.113.50") {
 		t.Fatalf("deny not live: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
 	}
-	if got := readState(t, dir, "deny.list"); got != "203.0.113.50\n" {
+	if got := readState(t, dir, "deny.list"); got != "203.0.113.50\n" || readState(t, dir, "dns.tier") != tier+"\n" {
 		t.Fatalf("deny.list = %q", got)
 	}
 	if _, err := s.Deny(ctx, "c1", "203.0.113.61"); err != nil {
@@ -285,6 +293,19 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 	if has("deny_v4", "203.0.113.50") || !has("allow_v4", "203.0.113.50") || strings.Contains(readState(t, dir, "deny.list"), "203.0.113.50") {
 		t.Fatalf("re-allow: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
+	}
+
+	// The bundle ruleset (what the hook applies on a restart) follows.
+	rs := readState(t, dir, "ruleset.nft")
+	if !strings.Contains(rs, "add element inet terok_shield deny_v4 { 198.51.100.20") || strings.Contains(rs, "203.0.113.50 }") ||
+		!strings.Contains(rs, "203.0.113.0/28") || !strings.Contains(rs, "2001:db8::99") {
+		t.Fatalf("ruleset.nft not refreshed:\n%s", rs)
+	}
+	if !strings.Contains(readState(t, dir, "deny.list"), "198.51.100.20\n") {
+		t.Fatalf("deny inside an allowed range not persisted: %q", readState(t, dir, "deny.list"))
+	}
+	if errs := ruleset.VerifyHook(rs, false); len(errs) > 0 {
+		t.Fatalf("refreshed ruleset.nft: %v", errs)
 	}
 
 	// down / down --all / up, with the gateway sets kept.
@@ -341,7 +362,7 @@ func testLiveOperations(t *testing.T, tier string) {
 		}
 	}
 	// A container that is not running.
-	fakeBin(t, e.tools.Path[:strings.IndexByte(e.tools.Path, ':')], "podman", "echo 0\n")
+	fakeBin(t, e.tools.Path, "podman", "echo 0\n")
 	if _, err := s.Allow(ctx, "c1", "203.0.113.99"); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Fatalf("stopped container: %v", err)
 	}
