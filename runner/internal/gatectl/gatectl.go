@@ -285,9 +285,15 @@ func alive(pid int) bool {
 	return err == nil && !bytes.Contains(stat, []byte(") Z "))
 }
 
+// SystemdUsable: the user instance answers and user units may be installed
+// here (never as root, never outside the home directory).
+func (m *Manager) SystemdUsable(ctx context.Context) bool {
+	return m.unitDir() != "" && m.Systemd.Available(ctx)
+}
+
 // Start is §11.5 start. It reports which mode was used.
 func (m *Manager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {
-	if !forceDaemon && m.Systemd.Available(ctx) {
+	if !forceDaemon && m.SystemdUsable(ctx) {
 		return ModeSystemd, m.Install(ctx, port)
 	}
 	return ModeDaemon, m.StartDaemon(ctx, port)
@@ -387,25 +393,9 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 		return nil
 	}
 	hint := "Start the gate daemon.\n  terok-sandbox gate start --daemon"
-	if m.Systemd.Available(ctx) {
+	if m.SystemdUsable(ctx) {
 		hint = "Recommended: install and start the systemd socket.\n  terok-sandbox gate start"
 	}
 	return fmt.Errorf("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
 		m.Cfg.GatePort, hint)
-}
-
-// URL is runner.md §7.6: the clone URL of repoPath (inside the gate base
-// path) for a container, with the token as the Basic-auth user name.
-func URL(cfg config.Config, repoPath, token string) (string, error) {
-	base := filepath.Clean(cfg.GateBasePath())
-	p := repoPath
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(base, p)
-	}
-	p = filepath.Clean(p)
-	rel, err := filepath.Rel(base, p)
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("repository %s is not inside the gate base path %s", repoPath, base)
-	}
-	return fmt.Sprintf("http://%s@host.containers.internal:%d/%s", token, cfg.GatePort, filepath.ToSlash(rel)), nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -46,7 +47,10 @@ type Options struct {
 }
 
 // Manager is the mirror of one project.
-type Manager struct{ o Options }
+type Manager struct {
+	o        Options
+	warnOnce sync.Once
+}
 
 // New returns a manager.
 func New(o Options) *Manager {
@@ -111,10 +115,14 @@ func (m *Manager) SSHEnv() []string {
 	if m.o.AllowHostKeys {
 		return env
 	}
+	m.warnOnce.Do(func() { m.warnNoKey(key) })
+	return append(env, "GIT_SSH_COMMAND=ssh -o IdentitiesOnly=yes -o StrictHostKeyChecking=no", "SSH_AUTH_SOCK=")
+}
+
+func (m *Manager) warnNoKey(key string) {
 	m.o.Log.Warn("project SSH key not found; upstream SSH access will offer no key (personal keys and agent are not used)",
 		"project", m.o.ProjectID, "key", key,
 		"next", "create one with 'terok-sandbox ssh add-key "+m.o.ProjectID+"' or import it with 'terok-sandbox ssh import'")
-	return append(env, "GIT_SSH_COMMAND=ssh -o IdentitiesOnly=yes -o StrictHostKeyChecking=no", "SSH_AUTH_SOCK=")
 }
 
 // shellQuote quotes s for GIT_SSH_COMMAND, which git runs through the shell.

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/gatetokens"
+)
+
+// gateCLI runs terok-sandbox with state/runtime dirs under dir and PATH
+// leading to a freshly built terok-gate.
+type gateCLI struct {
+	t   *testing.T
+	dir string
+	env config.Env
+}
+
+func newGateCLI(t *testing.T) *gateCLI {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "terok-gate"), "terok.dev/sandbox/gate/cmd/terok-gate").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build terok-gate: %v\n%s", err, out)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	vars := map[string]string{
+		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
+		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
+		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
+		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
+		"TEROK_CONFIG_DIR":          filepath.Join(dir, "umbrella"),
+		"PATH":                      os.Getenv("PATH"),
+		"HOME":                      dir,
+	}
+	// Root: user units are refused, so start always takes the daemon path.
+	env := config.Env{EUID: 0, Home: dir, Getenv: func(k string) string { return vars[k] }}
+	return &gateCLI{t: t, dir: dir, env: env}
+}
+
+func (g *gateCLI) run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: g.env})
+	return code, out.String(), errb.String()
+}
+
+func freeTCPPort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestGateDaemonLifecycleCLI(t *testing.T) {
+	g := newGateCLI(t)
+	port := freeTCPPort(t)
+	if code, out, _ := g.run("gate", "stop"); code != 0 || out != "Gate server is not running.\n" {
+		t.Fatalf("stop when stopped: %d %q", code, out)
+	}
+	code, out, errOut := g.run("gate", "start", "--daemon", "--port", strconv.Itoa(port))
+	if code != 0 || out != "Gate server daemon started.\n" {
+		t.Fatalf("start: %d %q %q", code, out, errOut)
+	}
+	pidFile := filepath.Join(g.dir, "run", "gate-server.pid")
+	data, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	t.Cleanup(func() {
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	code, out, _ = g.run("gate", "status")
+	want := fmt.Sprintf("Mode:      daemon\nRunning:   yes\nPort:      9418\nBase path: %s\n", filepath.Join(g.dir, "state", "gate"))
+	if code != 0 || out != want {
+		t.Fatalf("status: %d %q", code, out)
+	}
+	code, out, _ = g.run("gate", "status", "--json")
+	var st map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st["mode"] != "daemon" || st["running"] != true {
+		t.Fatalf("status --json: %d %q", code, out)
+	}
+	if code, out, errOut := g.run("gate", "ensure"); code != 0 {
+		t.Fatalf("ensure: %d %q %q", code, out, errOut)
+	}
+	// Tokens: create, list by prefix, clone through the daemon, revoke.
+	code, tok, _ := g.run("gate", "token", "create", "proj", "7")
+	tok = strings.TrimSpace(tok)
+	if code != 0 || !strings.HasPrefix(tok, "terok-g-") || len(tok) != 40 {
+		t.Fatalf("token create: %d %q", code, tok)
+	}
+	code, out, _ = g.run("gate", "token", "list")
+	if code != 0 || strings.Contains(out, tok) || !strings.Contains(out, tok[:12]+"…") || !strings.Contains(out, "proj") {
+		t.Fatalf("token list must show only a prefix: %q", out)
+	}
+	if _, out, _ = g.run("gate", "token", "list", "--show-tokens", "--json"); !strings.Contains(out, tok) {
+		t.Fatalf("token list --show-tokens: %q", out)
+	}
+	code, out, _ = g.run("gate", "url", "--token", tok, "proj")
+	if code != 0 || strings.TrimSpace(out) != "http://"+tok+"@host.containers.internal:9418/proj.git" {
+		t.Fatalf("url: %d %q", code, out)
+	}
+	src := filepath.Join(g.dir, "src")
+	gitEnv := append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+g.dir, "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x.invalid",
+		"GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x.invalid")
+	for _, args := range [][]string{{"init", "-q", "-b", "main", src}, {"-C", src, "commit", "-q", "--allow-empty", "-m", "first"}} {
+		c := exec.Command("git", args...)
+		c.Env = gitEnv
+		if b, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, b)
+		}
+	}
+	if code, out, errOut := g.run("gate", "sync", "--upstream", src, "proj"); code != 0 || !strings.Contains(out, "Created gate mirror") {
+		t.Fatalf("sync: %d %q %q", code, out, errOut)
+	}
+	if code, out, _ := g.run("gate", "last-commit", "--default-branch", "main", "--json", "proj"); code != 0 || !strings.Contains(out, `"commit_message": "first"`) {
+		t.Fatalf("last-commit: %d %q", code, out)
+	}
+	if code, out, _ := g.run("gate", "compare", "--upstream", src, "--branch", "main", "--json", "proj"); code != 0 || !strings.Contains(out, `"is_stale": false`) {
+		t.Fatalf("compare: %d %q", code, out)
+	}
+	clone := exec.Command("git", "clone", "-q", fmt.Sprintf("http://%s@127.0.0.1:%d/proj.git", tok, port), filepath.Join(g.dir, "c"))
+	clone.Env = gitEnv
+	if b, err := clone.CombinedOutput(); err != nil {
+		t.Fatalf("clone through the daemon: %v %s", err, b)
+	}
+	if code, out, _ := g.run("gate", "token", "revoke", "proj", "7"); code != 0 || out != "Revoked 1 token(s) of proj/7.\n" {
+		t.Fatalf("revoke: %d %q", code, out)
+	}
+	if entries, _ := gatetokens.Open(filepath.Join(g.dir, "state", "gate", "tokens.json"), filepath.Join(g.dir, "x.lock"), nil).List(); len(entries) != 0 {
+		t.Fatalf("tokens left: %v", entries)
+	}
+	if code, out, _ := g.run("gate", "stop"); code != 0 || out != "Gate server daemon stopped.\n" {
+		t.Fatalf("stop: %d %q", code, out)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(stat), ") Z ") {
+			t.Fatal("daemon alive after gate stop")
+		}
+	}
+	code, _, errOut = g.run("gate", "ensure")
+	if code != 1 || !strings.Contains(errOut, "Gate server is not running.") || !strings.Contains(errOut, "terok-sandbox gate start --daemon") {
+		t.Fatalf("ensure when stopped: %d %q", code, errOut)
+	}
+}
+
+func TestGateUsageErrors(t *testing.T) {
+	g := newGateCLI(t)
+	for _, args := range [][]string{
+		{"gate", "start", "--port", "70000", "--daemon"},
+		{"gate", "token", "create", "proj"},
+		{"gate", "token", "create", "../x", "1"},
+		{"gate", "sync"},
+		{"gate", "url", "proj"},
+		{"gate", "status", "extra"},
+		{"gate", "bogus"},
+	} {
+		if code, out, errOut := g.run(args...); code != ExitUsage && !(args[1] == "url" && code == ExitError) {
+			t.Errorf("%v: code %d out %q err %q", args, code, out, errOut)
+		}
+	}
+}

@@ -1,0 +1,347 @@
+package gatectl
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/systemd"
+)
+
+// fakeSystemd records calls and writes units like the real Install does.
+type fakeSystemd struct {
+	available, active bool
+	installed         []daemonctl.Unit
+	uninstalled       bool
+}
+
+func (f *fakeSystemd) Available(context.Context) bool        { return f.available }
+func (f *fakeSystemd) IsActive(context.Context, string) bool { return f.active }
+func (f *fakeSystemd) Install(_ context.Context, dir string, units []daemonctl.Unit, _ string) error {
+	f.installed = units
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, u := range units {
+		if err := os.WriteFile(filepath.Join(dir, u.Name), []byte(u.Content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (f *fakeSystemd) Uninstall(_ context.Context, dir string, names []string, _ string) error {
+	f.uninstalled = true
+	for _, n := range names {
+		os.Remove(filepath.Join(dir, n))
+	}
+	return nil
+}
+
+// testManager is a non-root user's manager with its own home and state.
+func testManager(t *testing.T, fs *fakeSystemd) *Manager {
+	t.Helper()
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string {
+		switch k {
+		case "TEROK_SANDBOX_STATE_DIR":
+			return filepath.Join(dir, "state")
+		case "TEROK_SANDBOX_RUNTIME_DIR":
+			return filepath.Join(dir, "run")
+		case "PATH":
+			return os.Getenv("PATH")
+		}
+		return ""
+	}}
+	cfg := config.Defaults(env)
+	return &Manager{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(string) (string, error) { return gateBinary(t), nil }}
+}
+
+var builtGate string
+
+// gateBinary builds the real terok-gate once (TEROK_BIN_DIR wins).
+func gateBinary(t *testing.T) string {
+	t.Helper()
+	if builtGate != "" {
+		return builtGate
+	}
+	if d := os.Getenv("TEROK_BIN_DIR"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, Binary)); err == nil {
+			builtGate = filepath.Join(d, Binary)
+			return builtGate
+		}
+	}
+	dir, err := os.MkdirTemp("", "gatectl-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, Binary)
+	cmd := exec.Command("go", "build", "-o", out, "terok.dev/sandbox/gate/cmd/terok-gate")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build terok-gate: %v\n%s", err, b)
+	}
+	builtGate = out
+	return out
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtGate != "" && strings.HasPrefix(builtGate, os.TempDir()) {
+		os.RemoveAll(filepath.Dir(builtGate))
+	}
+	os.Exit(code)
+}
+
+func TestRenderUnitsAndSystemdVerify(t *testing.T) {
+	m := testManager(t, &fakeSystemd{})
+	bin := gateBinary(t)
+	units, err := m.RenderUnits(bin, 12345)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, svc := units[0].Content, units[1].Content
+	if !strings.HasPrefix(sock, "# terok-gate-version: 6\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || !strings.Contains(sock, "Accept=yes") {
+		t.Fatalf("socket unit:\n%s", sock)
+	}
+	wantExec := fmt.Sprintf("ExecStart=%s --inetd --base-path=%s --token-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile())
+	if !strings.Contains(svc, wantExec) || strings.Contains(svc+sock, "{{") {
+		t.Fatalf("service unit:\n%s", svc)
+	}
+	if ParseBasePath(svc) != m.Cfg.GateBasePath() {
+		t.Fatalf("ParseBasePath = %q", ParseBasePath(svc))
+	}
+	// Values that could inject directives are refused.
+	if _, err := m.RenderUnits("/bin/x\nExecStartPre=/bin/evil", 1); err == nil {
+		t.Fatal("newline in the binary path accepted")
+	}
+	if _, err := m.RenderUnits(bin, 0); err == nil {
+		t.Fatal("port 0 accepted")
+	}
+
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	dir := t.TempDir()
+	for _, u := range units {
+		if err := os.WriteFile(filepath.Join(dir, u.Name), []byte(u.Content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt := filepath.Join(dir, "xdg-runtime")
+	os.MkdirAll(rt, 0o700)
+	verify := func(names ...string) (string, error) {
+		args := []string{"--user", "verify"}
+		for _, n := range names {
+			args = append(args, filepath.Join(dir, n))
+		}
+		cmd := exec.Command(sa, args...)
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := verify(systemd.GateSocketName, systemd.GateServiceName); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// Control: a broken socket is reported, so the check above means something.
+	bad := strings.Replace(sock, "ListenStream=", "ListenStreamX=", 1)
+	os.WriteFile(filepath.Join(dir, systemd.GateSocketName), []byte(bad), 0o644)
+	if _, err := verify(systemd.GateSocketName); err == nil {
+		t.Fatal("systemd-analyze accepted a socket without Listen setting")
+	}
+}
+
+func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
+	fs := &fakeSystemd{available: true}
+	m := testManager(t, fs)
+	ctx := context.Background()
+	if st := m.Status(ctx); st.Mode != ModeNone || st.Running {
+		t.Fatalf("initial status %+v", st)
+	}
+	mode, err := m.Start(ctx, 23456, false)
+	if err != nil || mode != ModeSystemd {
+		t.Fatalf("start: %s %v", mode, err)
+	}
+	if !strings.Contains(fs.installed[0].Content, "ListenStream=127.0.0.1:23456") {
+		t.Fatalf("--port not honoured in the socket unit:\n%s", fs.installed[0].Content)
+	}
+	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running {
+		t.Fatalf("installed, inactive: %+v", st)
+	}
+	fs.active = true
+	if st := m.Status(ctx); st.Mode != ModeSystemd || !st.Running || st.Port != m.Cfg.GatePort {
+		t.Fatalf("installed, active: %+v", st)
+	}
+	if msg := m.CheckUnitsOutdated(); msg != "" {
+		t.Fatalf("fresh units reported: %q", msg)
+	}
+	if err := m.EnsureReachable(ctx); err != nil {
+		t.Fatalf("ensure: %v", err)
+	}
+	unitDir := filepath.Join(m.Env.Home, ".config", "systemd", "user")
+	sockPath := filepath.Join(unitDir, systemd.GateSocketName)
+	orig, _ := os.ReadFile(sockPath)
+	for _, tc := range []struct{ stamp, want string }{
+		{"# terok-gate-version: 5", "Systemd units are outdated (installed v5, expected v6)."},
+		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v6)."},
+		{"# something else", "Systemd units are outdated (installed unversioned, expected v6)."},
+		{"# terok-gate-version: 7", ""},
+	} {
+		content := strings.Replace(string(orig), "# terok-gate-version: 6", tc.stamp, 1)
+		os.WriteFile(sockPath, []byte(content), 0o644)
+		if got := m.CheckUnitsOutdated(); got != tc.want {
+			t.Errorf("stamp %q: %q, want %q", tc.stamp, got, tc.want)
+		}
+		err := m.EnsureReachable(ctx)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), "Gate server systemd units are outdated")) {
+			t.Errorf("stamp %q: ensure %v", tc.stamp, err)
+		}
+	}
+	os.WriteFile(sockPath, orig, 0o644)
+	// Base path divergence: the same configuration object with another state dir.
+	other := *m
+	other.Cfg.StateDir = filepath.Join(t.TempDir(), "elsewhere")
+	want := fmt.Sprintf("Installed gate base path diverges from current config.\n  Installed: %s\n  Expected:  %s", m.Cfg.GateBasePath(), other.Cfg.GateBasePath())
+	if got := other.CheckUnitsOutdated(); got != want {
+		t.Fatalf("divergence: %q", got)
+	}
+	if err := other.EnsureReachable(ctx); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("ensure with divergence: %v", err)
+	}
+	// A symlink to the same base path is not a divergence.
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(m.Cfg.StateDir, link)
+	same := *m
+	same.Cfg.StateDir = link
+	if got := same.CheckUnitsOutdated(); got != "" {
+		t.Fatalf("symlinked base path reported: %q", got)
+	}
+	if err := m.Uninstall(ctx); err != nil || !fs.uninstalled {
+		t.Fatalf("uninstall: %v", err)
+	}
+	if _, err := os.Stat(sockPath); !os.IsNotExist(err) {
+		t.Fatal("socket unit left behind")
+	}
+}
+
+func TestEnsureNotRunningMessages(t *testing.T) {
+	ctx := context.Background()
+	m := testManager(t, &fakeSystemd{available: true})
+	err := m.EnsureReachable(ctx)
+	if err == nil || !strings.HasPrefix(err.Error(), "Gate server is not running.") ||
+		!strings.HasSuffix(err.Error(), "Recommended: install and start the systemd socket.\n  terok-sandbox gate start") {
+		t.Fatalf("systemd available: %v", err)
+	}
+	m = testManager(t, &fakeSystemd{})
+	err = m.EnsureReachable(ctx)
+	if err == nil || !strings.HasSuffix(err.Error(), "Start the gate daemon.\n  terok-sandbox gate start --daemon") {
+		t.Fatalf("no systemd: %v", err)
+	}
+	// Root never installs user units: the daemon is the way.
+	m.Env.EUID = 0
+	if m.SystemdUsable(ctx) {
+		t.Fatal("systemd usable for root")
+	}
+}
+
+func TestDaemonLifecycleRealBinary(t *testing.T) {
+	m := testManager(t, &fakeSystemd{})
+	ctx := context.Background()
+	ln := freePort(t)
+	adminTok := "terok-g-abababababababababababababababab"
+	getenv := m.Env.Getenv
+	m.Env.Getenv = func(k string) string {
+		if k == EnvAdminToken {
+			return adminTok
+		}
+		return getenv(k)
+	}
+	args := strings.Join(m.DaemonArgs(ln), " ")
+	if strings.Contains(args, adminTok) {
+		t.Fatal("admin token in the daemon arguments")
+	}
+	mode, err := m.Start(ctx, ln, false)
+	if err != nil || mode != ModeDaemon {
+		t.Fatalf("start: %s %v", mode, err)
+	}
+	pid, ok := m.DaemonPID()
+	if !ok {
+		t.Fatal("daemon not found after start")
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if bytes.Contains(cmdline, []byte(adminTok)) {
+		t.Fatal("admin token on the daemon's command line")
+	}
+	if !bytes.Contains(cmdline, []byte("--port="+strconv.Itoa(ln))) {
+		t.Fatalf("--port not honoured in daemon mode: %q", cmdline)
+	}
+	if st := m.Status(ctx); st.Mode != ModeDaemon || !st.Running {
+		t.Fatalf("status %+v", st)
+	}
+	if err := m.EnsureReachable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, ln, true); err == nil {
+		t.Fatal("second start succeeded")
+	}
+	if !m.StopDaemon() {
+		t.Fatal("stop reported nothing stopped")
+	}
+	if alive(pid) {
+		t.Fatal("daemon still alive after stop")
+	}
+	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
+		t.Fatal("PID file left behind")
+	}
+	if st := m.Status(ctx); st.Mode != ModeNone {
+		t.Fatalf("status after stop %+v", st)
+	}
+}
+
+func TestForeignPIDNeverSignalled(t *testing.T) {
+	m := testManager(t, &fakeSystemd{})
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	os.MkdirAll(filepath.Dir(m.Cfg.GatePIDFile()), 0o700)
+	if err := os.WriteFile(m.Cfg.GatePIDFile(), []byte(strconv.Itoa(sleeper.Process.Pid)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status(context.Background()); st.Running {
+		t.Fatalf("foreign process counted as the gate: %+v", st)
+	}
+	if m.StopDaemon() {
+		t.Fatal("stop claims to have signalled a foreign process")
+	}
+	time.Sleep(50 * time.Millisecond) // a wrongly sent SIGTERM would have landed by now
+	if !alive(sleeper.Process.Pid) {
+		t.Fatal("foreign process was signalled")
+	}
+	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
+		t.Fatal("stale PID file kept")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,40 @@
+package sandbox
+
+import (
+	"context"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/gatectl"
+)
+
+// GateServerStatus is gate-server.md §11.3: Mode is "systemd", "daemon" or
+// "none".
+type GateServerStatus struct {
+	Mode    string `json:"mode"`
+	Running bool   `json:"running"`
+	Port    int    `json:"port"`
+}
+
+func (s *Sandbox) gate() *gatectl.Manager { return gatectl.New(s.cfg, s.env, s.log) }
+
+// EnsureGate checks that the gate can serve a new task (gate-server.md
+// §11.6): running, and in systemd mode with current units for this
+// configuration's base path. The error says what to run. The gate is never
+// started implicitly.
+func (s *Sandbox) EnsureGate(ctx context.Context) error { return s.gate().EnsureReachable(ctx) }
+
+// GateStatus reports how the gate runs (gate-server.md §11.3).
+func (s *Sandbox) GateStatus(ctx context.Context) GateServerStatus {
+	st := s.gate().Status(ctx)
+	return GateServerStatus{Mode: st.Mode, Running: st.Running, Port: st.Port}
+}
+
+// EnsureGate is Sandbox.EnsureGate for cfg.
+func EnsureGate(ctx context.Context, cfg config.Config) error {
+	return New(cfg, Options{}).EnsureGate(ctx)
+}
+
+// GateStatus is Sandbox.GateStatus for cfg.
+func GateStatus(ctx context.Context, cfg config.Config) GateServerStatus {
+	return New(cfg, Options{}).GateStatus(ctx)
+}
