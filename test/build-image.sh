@@ -102,6 +102,7 @@ mkdir -p "$root/etc/ssh"
 : >"$root/etc/ssh/ssh_config"
 echo "terok-e2e" >"$root/etc/hostname"
 
+chmod 0755 "$root"   # mktemp made it 0700: non-root users could not traverse /
 chmod 1777 "$root/tmp" "$root/var/tmp"
 chmod 0700 "$root/root" "$root/home/dev/.ssh"
 chown -R 1000:1000 "$root/home/dev" "$root/workspace"

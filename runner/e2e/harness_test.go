@@ -24,5 +24,10 @@ func TestHarnessImage(t *testing.T) {
 		if strings.Contains(res.Stdout, "missing") || !strings.Contains(res.Stdout, "1000\ndone") {
 			t.Fatalf("image content: %q", res.Stdout)
 		}
+		// The unprivileged image user can use the tools too.
+		res = r.Podman(ctx, "run", "--rm", "--user", "1000:1000", "--name", r.Name("img-user"), H(t).Image, "sh", "-c", "id -u; git --version >/dev/null && touch /workspace/x && echo ok")
+		if res.Code != 0 || res.Stdout != "1000\nok\n" {
+			t.Fatalf("as uid 1000: %s", res)
+		}
 	})
 }

@@ -149,9 +149,25 @@ func ParseStates(out []byte, prefix string) map[string]string {
 		if state == "" || !strings.HasPrefix(name, prefix+"-") {
 			continue
 		}
-		states[name] = strings.ToLower(state)
+		states[name] = NormalizeState(state)
 	}
 	return states
+}
+
+// NormalizeState turns what `podman ps --format {{.State}}` prints into a
+// state word. Podman 4.x prints the human status there ("Up 3 seconds ago",
+// "Exited (7) 2 minutes ago"); newer versions print the word itself
+// ("running"). Both become the word inspect's .State.Status uses:
+// "up …" → "running", otherwise the lowercased first word.
+func NormalizeState(s string) string {
+	fields := strings.Fields(strings.ToLower(s))
+	if len(fields) == 0 {
+		return ""
+	}
+	if fields[0] == "up" {
+		return "running"
+	}
+	return fields[0]
 }
 
 // Wait runs `podman wait` and returns the container's exit code

@@ -88,9 +88,9 @@ func TestIsRunning(t *testing.T) {
 
 func TestProjectStates(t *testing.T) {
 	ctx := context.Background()
-	p, args := fake(t, `printf 'a.b-1 Running\na.b-2   Exited (0)\nbroken\naxb-3 running\n\na.b-4\n'`)
+	p, args := fake(t, `printf 'a.b-1 Running\na.b-2   Exited (0) 3 minutes ago\nbroken\naxb-3 running\n\na.b-4\na.b-5 Up 3 seconds ago\na.b-6 created\n'`)
 	got := p.ProjectStates(ctx, "a.b")
-	want := map[string]string{"a.b-1": "running", "a.b-2": "exited (0)"}
+	want := map[string]string{"a.b-1": "running", "a.b-2": "exited", "a.b-5": "running", "a.b-6": "created"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v want %v", got, want)
 	}
