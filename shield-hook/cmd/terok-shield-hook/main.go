@@ -1,18 +1,21 @@
-// Command terok-shield-hook is being built; for now it only knows its version.
+// Command terok-shield-hook is the shield's OCI hook (createRuntime and
+// poststop). See docs/shield-hook.md.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
 
-	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/shield-hook/internal/hook"
 )
 
 func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
-		fmt.Println(version.String("terok-shield-hook"))
-		return
-	}
-	fmt.Fprintf(os.Stderr, "usage: terok-shield-hook --version\nterok-shield-hook is not built yet.\n")
-	os.Exit(2)
+	os.Exit(hook.Main(context.Background(), hook.Options{
+		Args:   os.Args,
+		Stdin:  os.Stdin,
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+		Getenv: os.Getenv,
+		Setenv: os.Setenv,
+	}))
 }

@@ -1,0 +1,301 @@
+// Package hook is the terok-shield-hook OCI hook (shield.md §9): at
+// createRuntime it applies the container's pre-generated ruleset inside the
+// container's network namespace as one nft transaction, verifies what the
+// kernel now holds, fills the gateway sets and starts the per-container
+// dnsmasq; at poststop it stops that dnsmasq.
+//
+// Fail closed: every error ends in a non-zero exit, which makes the OCI
+// runtime abort the container's creation. Errors go to stderr and, once the
+// state directory is validated, to <state_dir>/hook-error.log.
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/shield-hook/internal/gateway"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/ocistate"
+)
+
+// Program is the name used in messages.
+const Program = "terok-shield-hook"
+
+// msgPrefix starts every error line (shield.md §9.3).
+const msgPrefix = "terok-shield hook: "
+
+// maxRuleset bounds ruleset.nft (a 100k-entry allowlist is ~2 MB).
+const maxRuleset = 32 << 20
+
+// Timing knobs; tests shorten them only through Options.
+const (
+	defaultGatewayWait     = 5 * time.Second
+	defaultGatewayInterval = 50 * time.Millisecond
+	defaultDnsmasqWait     = 5 * time.Second
+)
+
+// Options are the process-level inputs of one hook run.
+type Options struct {
+	Args   []string // os.Args
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+	Setenv func(string, string) error
+
+	GatewayWait     time.Duration
+	GatewayInterval time.Duration
+}
+
+// run carries the state of one invocation.
+type run struct {
+	opt      Options
+	stateDir string // set once validated; enables hook-error.log
+	stage    string
+}
+
+// Main runs the hook and returns the process exit status.
+func Main(ctx context.Context, opt Options) int {
+	if opt.GatewayWait == 0 {
+		opt.GatewayWait = defaultGatewayWait
+	}
+	if opt.GatewayInterval == 0 {
+		opt.GatewayInterval = defaultGatewayInterval
+	}
+	r := &run{opt: opt, stage: shieldbundle.StageCreateRuntime}
+	args := opt.Args
+	if len(args) > 1 {
+		switch args[1] {
+		case "--bundle-version", "-bundle-version":
+			fmt.Fprintln(opt.Stdout, shieldbundle.BundleVersion)
+			return 0
+		case "--version", "-version":
+			fmt.Fprintln(opt.Stdout, version.String(Program))
+			return 0
+		case "--help", "-h", "-help":
+			fmt.Fprintf(opt.Stdout, "usage: %s [createRuntime|poststop] < OCI-state.json\n       %s --bundle-version | --version\n", Program, Program)
+			return 0
+		}
+		r.stage = args[1]
+	}
+	if len(args) > 2 {
+		return r.fail(fmt.Errorf("unexpected arguments after the stage: %q", args[2:]))
+	}
+	if r.stage != shieldbundle.StageCreateRuntime && r.stage != shieldbundle.StagePoststop {
+		return r.fail(fmt.Errorf("unknown stage '%s'", r.stage))
+	}
+	r.fixEnv()
+	if err := r.main(ctx); err != nil {
+		return r.fail(err)
+	}
+	return 0
+}
+
+// fixEnv fills HOME, XDG_RUNTIME_DIR and PATH when the runtime started the
+// hook with an (almost) empty environment (§9.2).
+func (r *run) fixEnv() {
+	get, set := r.opt.Getenv, r.opt.Setenv
+	if get == nil || set == nil {
+		return
+	}
+	uid := os.Geteuid()
+	if get("HOME") == "" {
+		home := ""
+		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+			home = u.HomeDir
+		}
+		if home == "" {
+			home = "/home/" + strconv.Itoa(uid)
+			if uid == 0 {
+				home = "/root"
+			}
+		}
+		_ = set("HOME", home)
+	}
+	if get("XDG_RUNTIME_DIR") == "" {
+		_ = set("XDG_RUNTIME_DIR", "/run/user/"+strconv.Itoa(uid))
+	}
+	if get("PATH") == "" {
+		_ = set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+}
+
+// fail reports err (one event per line in hook-error.log, the full text on
+// stderr) and returns exit status 1.
+func (r *run) fail(err error) int {
+	msg := msgPrefix + err.Error()
+	fmt.Fprintln(r.opt.Stderr, msg)
+	if r.stateDir != "" {
+		if lerr := appendErrorLog(r.stateDir, r.stage, msg); lerr != nil {
+			fmt.Fprintln(r.opt.Stderr, msgPrefix+"cannot write hook-error.log: "+lerr.Error())
+		}
+	}
+	return 1
+}
+
+// appendErrorLog appends one line to <stateDir>/hook-error.log. O_NOFOLLOW:
+// a symlink planted there must not redirect a privileged append.
+func appendErrorLog(stateDir, stage, msg string) error {
+	path := filepath.Join(stateDir, shieldbundle.FileHookErrorLog)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	line := strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", " | ")), " ")
+	_, err = fmt.Fprintf(f, "%s %s %s\n", time.Now().UTC().Format(time.RFC3339), stage, line)
+	return err
+}
+
+func (r *run) main(ctx context.Context) error {
+	data, err := ocistate.Read(r.opt.Stdin)
+	if err != nil {
+		return err
+	}
+	st, err := ocistate.Parse(data)
+	if err != nil {
+		return err
+	}
+	dir, err := ocistate.StateDir(st.Annotations)
+	if err != nil {
+		return err
+	}
+	r.stateDir = dir
+	if r.stage == shieldbundle.StagePoststop {
+		return poststop(dir)
+	}
+	if err := ocistate.CheckVersion(st.Annotations); err != nil {
+		return err
+	}
+	if st.Pid == 0 {
+		return errors.New("missing pid in OCI state")
+	}
+	if st.ID != "" {
+		id := st.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		if strings.ContainsAny(id, "\n\r\x00/") {
+			return fmt.Errorf("bad OCI state: container id %q contains a control character or '/'", id)
+		}
+		if err := shieldbundle.WriteValue(filepath.Join(dir, shieldbundle.FileContainerID), id); err != nil {
+			return err
+		}
+	}
+	return r.createRuntime(ctx, dir, st.Pid)
+}
+
+// createRuntime implements §9.5 with one reordering: the gateways are
+// discovered before the ruleset is applied so that the table and its
+// gateway elements land in the same atomic transaction. The container's
+// process has not started at this stage, so nothing runs unfiltered in the
+// meantime.
+func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
+	nftPath, err := nsexec.LookPath("nft", "/usr/sbin/nft", "/sbin/nft")
+	if err != nil {
+		return err
+	}
+	script, err := ocistate.ReadPrivateFile(filepath.Join(dir, shieldbundle.FileRuleset), maxRuleset)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("ruleset.nft not found: %s", filepath.Join(dir, shieldbundle.FileRuleset))
+	}
+	if err != nil {
+		return fmt.Errorf("read ruleset: %w", err)
+	}
+	interactive, err := exists(filepath.Join(dir, shieldbundle.FileInteractive))
+	if err != nil {
+		return err
+	}
+	ns, err := nsexec.FromPID(pid)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+
+	gws, err := gateway.Discover(ctx, ns.Handle(), r.opt.GatewayWait, r.opt.GatewayInterval)
+	if err != nil {
+		return fmt.Errorf("gateway discovery: %w", err)
+	}
+	var gwList []string
+	for _, g := range []string{gws.V4, gws.V6} {
+		if g != "" {
+			gwList = append(gwList, g)
+		}
+	}
+	full := Transaction(script, gwList)
+	if _, err := ns.Run(ctx, full, nftPath, "-f", "-"); err != nil {
+		return fmt.Errorf("apply ruleset: %w", err)
+	}
+	listing, err := ns.Run(ctx, nil, nftPath, "list", "table", ruleset.Family, ruleset.Table)
+	if err != nil {
+		return fmt.Errorf("list applied ruleset: %w", err)
+	}
+	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
+		//lint:ignore ST1005 message text fixed by shield.md §11.4
+		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
+	}
+	for _, g := range gwList {
+		if !strings.Contains(listing, g) {
+			//lint:ignore ST1005 same wording as the verification failure above
+			return fmt.Errorf("Ruleset verification failed: gateway %s missing from the gateway sets", g)
+		}
+	}
+	for _, f := range []struct{ name, val string }{{shieldbundle.FileGateway, gws.V4}, {shieldbundle.FileGatewayV6, gws.V6}} {
+		path := filepath.Join(dir, f.name)
+		if f.val == "" {
+			if err := shieldbundle.RemoveIfExists(path); err != nil {
+				return err
+			}
+		} else if err := shieldbundle.WriteValue(path, f.val); err != nil {
+			return err
+		}
+	}
+	if ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf)); err != nil {
+		return err
+	} else if ok {
+		return startDnsmasq(ctx, ns, dir)
+	}
+	return nil
+}
+
+// Transaction is the nft script the hook applies: the table is created
+// (a no-op when absent) and deleted first, so that a leftover table in the
+// namespace is replaced rather than merged into, then the pre-generated
+// ruleset, then the discovered gateway elements. nft -f commits the whole
+// script as one transaction: either all of it is in force or none of it.
+func Transaction(rulesetNft []byte, gateways []string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s\ndelete table %s %s\n", ruleset.Family, ruleset.Table, ruleset.Family, ruleset.Table)
+	b.Write(rulesetNft)
+	if len(rulesetNft) > 0 && rulesetNft[len(rulesetNft)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	b.WriteString(ruleset.AddElements(ruleset.KindGateway, gateways, false))
+	return []byte(b.String())
+}
+
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
