@@ -1,14 +1,315 @@
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
 
-// proxyCommand is filled in by the proxy issue; until then it refuses loudly.
+	ucli "github.com/urfave/cli/v2"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/runner/internal/proxyctl"
+)
+
+// proxyCommand is `terok-sandbox proxy ...` (runner.md §9.3,
+// credential-proxy.md §11–§12) and the phantom token management.
 func proxyCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "proxy",
-		Usage: "proxy management (not built yet)",
-		Action: func(*ucli.Context) error {
-			return ExitWith(ExitError, "terok-sandbox proxy: not built yet")
+		Usage: "credential proxy: lifecycle and phantom tokens",
+		Subcommands: []*ucli.Command{
+			proxyStartCommand(d), proxyStopCommand(d), proxyStatusCommand(d),
+			proxyInstallCommand(d), proxyUninstallCommand(d), proxyEnsureCommand(d),
+			proxyTokenCommand(d),
+		},
+	}
+}
+
+// argsExactly checks the positional arguments and returns them.
+func argsExactly(c *ucli.Context, names ...string) ([]string, error) {
+	a := c.Args().Slice()
+	if len(a) > len(names) {
+		return nil, UsageErrorf("unexpected argument %q", a[len(names)])
+	}
+	if len(a) < len(names) {
+		return nil, UsageErrorf("missing argument %s", strings.ToUpper(names[len(a)]))
+	}
+	return a, nil
+}
+
+func proxyManager(c *ucli.Context, d Deps) (*proxyctl.Manager, error) {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return nil, err
+	}
+	return proxyctl.New(cfg, d.Env, d.Log), nil
+}
+
+func proxyStartCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "start",
+		Usage: "start the credential proxy as a detached daemon",
+		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: DEBUG, INFO, WARNING, ERROR"}},
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			m.LogLevel = c.String("log-level")
+			st := m.Status(c.Context)
+			if st.Running {
+				fmt.Fprintln(d.Stdout, "Credential proxy is already running.")
+				return nil
+			}
+			if st.Mode == proxyctl.ModeSystemd {
+				return fmt.Errorf("the credential proxy's systemd units are installed; it starts on demand through %s. "+
+					"Use 'terok-sandbox proxy ensure' to start it now, or 'terok-sandbox proxy uninstall' before using the manual daemon", proxyctl.SocketUnit)
+			}
+			if err := m.StartDaemon(c.Context); err != nil {
+				return err
+			}
+			fmt.Fprintln(d.Stdout, "Credential proxy started.")
+			return nil
+		},
+	}
+}
+
+func proxyStopCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "stop",
+		Usage: "stop the credential proxy daemon",
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			if _, ok := m.DaemonPID(); !ok {
+				fmt.Fprintln(d.Stdout, "Credential proxy is not running.")
+				return nil
+			}
+			m.StopDaemon()
+			fmt.Fprintln(d.Stdout, "Credential proxy stopped.")
+			return nil
+		},
+	}
+}
+
+func proxyStatusCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "status",
+		Usage: "show whether the credential proxy runs and what it serves",
+		Flags: []ucli.Flag{jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			st := m.Status(c.Context)
+			if c.Bool("json") {
+				return writeJSON(d.Stdout, st)
+			}
+			state := "stopped"
+			if st.Running {
+				state = "running"
+			}
+			fmt.Fprintf(d.Stdout, "Status: %s\nSocket: %s\nDB:     %s\nRoutes: %s (%d configured)\n",
+				state, st.SocketPath, st.DBPath, st.RoutesPath, st.RoutesConfigured)
+			if len(st.CredentialsStored) == 0 {
+				fmt.Fprintln(d.Stdout, "Credentials: none stored")
+			} else {
+				fmt.Fprintf(d.Stdout, "Credentials: %s\n", strings.Join(st.CredentialsStored, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+func proxyInstallCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "install",
+		Usage: "install and start the systemd socket units (socket activation)",
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			if err := m.Install(c.Context); err != nil {
+				return err
+			}
+			fmt.Fprintln(d.Stdout, "Credential proxy systemd socket installed and started.")
+			return nil
+		},
+	}
+}
+
+func proxyUninstallCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "uninstall",
+		Usage: "stop and remove the systemd units",
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			if err := m.Uninstall(c.Context); err != nil {
+				return err
+			}
+			fmt.Fprintln(d.Stdout, "Credential proxy systemd units removed.")
+			return nil
+		},
+	}
+}
+
+func proxyEnsureCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "ensure",
+		Usage: "check that the proxy and its SSH agent port are reachable (starts the systemd service if installed)",
+		Action: func(c *ucli.Context) error {
+			if _, err := argsExactly(c); err != nil {
+				return err
+			}
+			m, err := proxyManager(c, d)
+			if err != nil {
+				return err
+			}
+			if err := m.EnsureReachable(c.Context); err != nil {
+				return err
+			}
+			fmt.Fprintf(d.Stdout, "Credential proxy is reachable on 127.0.0.1:%d (SSH agent on 127.0.0.1:%d).\n", m.Cfg.ProxyPort, m.Cfg.SSHAgentPort)
+			return nil
+		},
+	}
+}
+
+func openCredDB(c *ucli.Context, d Deps) (*creddb.DB, error) {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return nil, err
+	}
+	return creddb.Open(cfg.CredentialsDB())
+}
+
+func proxyTokenCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "token",
+		Usage: "phantom tokens: create, revoke, list",
+		Subcommands: []*ucli.Command{
+			{
+				Name:      "create",
+				Usage:     "issue a phantom token for a task and provider (printed once)",
+				ArgsUsage: "PROJECT TASK",
+				Flags: []ucli.Flag{
+					&ucli.StringFlag{Name: "provider", Required: true, Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
+					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
+					jsonFlag(),
+				},
+				Action: func(c *ucli.Context) error {
+					a, err := argsExactly(c, "project", "task")
+					if err != nil {
+						return err
+					}
+					db, err := openCredDB(c, d)
+					if err != nil {
+						return err
+					}
+					defer db.Close()
+					tok, err := db.CreateToken(c.Context, a[0], a[1], c.String("set"), c.String("provider"))
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(d.Stdout, map[string]string{"token": tok, "project": a[0], "task": a[1],
+							"credential_set": c.String("set"), "provider": c.String("provider")})
+					}
+					fmt.Fprintln(d.Stdout, tok)
+					return nil
+				},
+			},
+			{
+				Name:      "revoke",
+				Usage:     "revoke every phantom token of a task",
+				ArgsUsage: "PROJECT TASK",
+				Flags:     []ucli.Flag{jsonFlag()},
+				Action: func(c *ucli.Context) error {
+					a, err := argsExactly(c, "project", "task")
+					if err != nil {
+						return err
+					}
+					db, err := openCredDB(c, d)
+					if err != nil {
+						return err
+					}
+					defer db.Close()
+					n, err := db.RevokeTokens(c.Context, a[0], a[1])
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(d.Stdout, map[string]any{"revoked": n, "project": a[0], "task": a[1]})
+					}
+					fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list phantom tokens (shown only by prefix)",
+				Flags: []ucli.Flag{&ucli.StringFlag{Name: "project", Usage: "only this project"}, jsonFlag()},
+				Action: func(c *ucli.Context) error {
+					if _, err := argsExactly(c); err != nil {
+						return err
+					}
+					db, err := openCredDB(c, d)
+					if err != nil {
+						return err
+					}
+					defer db.Close()
+					rows, err := db.ListTokens(c.Context, c.String("project"))
+					if err != nil {
+						return err
+					}
+					type row struct {
+						Token         string `json:"token"`
+						Project       string `json:"project"`
+						Task          string `json:"task"`
+						CredentialSet string `json:"credential_set"`
+						Provider      string `json:"provider"`
+					}
+					out := make([]row, 0, len(rows))
+					for _, r := range rows {
+						out = append(out, row{tokenid.Show(r.Token), r.Project, r.Task, r.CredentialSet, r.Provider})
+					}
+					if c.Bool("json") {
+						return writeJSON(d.Stdout, out)
+					}
+					if len(out) == 0 {
+						fmt.Fprintln(d.Stdout, "No phantom tokens.")
+						return nil
+					}
+					tw := tabwriter.NewWriter(d.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "TOKEN\tPROJECT\tTASK\tSET\tPROVIDER")
+					for _, r := range out {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Token, r.Project, r.Task, r.CredentialSet, r.Provider)
+					}
+					return tw.Flush()
+				},
+			},
 		},
 	}
 }

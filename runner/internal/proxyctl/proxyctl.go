@@ -1,0 +1,465 @@
+// Package proxyctl is the runner side of the credential proxy's lifecycle
+// (credential-proxy.md §11–§12): systemd user units (socket activation,
+// unit version 4) or a detached daemon tracked by a PID file whose owner is
+// checked through /proc, plus the probes and the status object.
+package proxyctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/systemd"
+)
+
+// Names and timings of §11–§12.
+const (
+	Binary       = "terok-credential-proxy"
+	UnitVersion  = systemd.ProxyUnitVersion
+	SocketUnit   = systemd.ProxySocketName
+	ServiceUnit  = systemd.ProxyServiceName
+	readyTotal   = 5 * time.Second
+	probeEvery   = 200 * time.Millisecond
+	probeTimeout = 2 * time.Second
+)
+
+// Modes of Status.
+const (
+	ModeSystemd = "systemd"
+	ModeDaemon  = "daemon"
+	ModeNone    = "none"
+)
+
+// Status is credential-proxy.md §12.2.
+type Status struct {
+	Mode              string   `json:"mode"`
+	Running           bool     `json:"running"`
+	Healthy           bool     `json:"healthy"`
+	SocketPath        string   `json:"socket_path"`
+	DBPath            string   `json:"db_path"`
+	RoutesPath        string   `json:"routes_path"`
+	RoutesConfigured  int      `json:"routes_configured"`
+	CredentialsStored []string `json:"credentials_stored"`
+}
+
+// SystemdControl is what the manager needs from systemctl;
+// daemonctl.Systemd implements it.
+type SystemdControl interface {
+	Available(ctx context.Context) bool
+	IsActive(ctx context.Context, unit string) bool
+	Call(ctx context.Context, args ...string) error
+	Install(ctx context.Context, dir string, units []daemonctl.Unit, socket string) error
+	Uninstall(ctx context.Context, dir string, names []string, socket string) error
+}
+
+// Manager manages the credential proxy of one configuration; every path
+// comes from Cfg.
+type Manager struct {
+	Cfg     config.Config
+	Env     config.Env
+	Systemd SystemdControl
+	// FindBinary locates terok-credential-proxy; nil means daemonctl.FindBinary.
+	FindBinary func(name string) (string, error)
+	Log        *slog.Logger
+	// LogLevel of a started daemon ("" = INFO).
+	LogLevel string
+}
+
+// New returns a manager using the real systemctl.
+func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{Cfg: cfg, Env: env, Systemd: daemonctl.Systemd{}, Log: log}
+}
+
+func (m *Manager) find() (string, error) {
+	if m.FindBinary != nil {
+		return m.FindBinary(Binary)
+	}
+	return daemonctl.FindBinary(Binary)
+}
+
+func (m *Manager) unitPath(name string) string {
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, name)
+}
+
+// SocketInstalled: the socket unit exists in the user unit directory.
+func (m *Manager) SocketInstalled() bool {
+	p := m.unitPath(SocketUnit)
+	if p == "" {
+		return false
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// InstalledVersion is the stamp of the installed socket unit.
+func (m *Manager) InstalledVersion() int {
+	p := m.unitPath(SocketUnit)
+	if p == "" {
+		return daemonctl.StampMissing
+	}
+	return daemonctl.InstalledVersion(p, systemd.ProxyStampPrefix)
+}
+
+// SocketActive: systemctl --user is-active on the socket unit.
+func (m *Manager) SocketActive(ctx context.Context) bool { return m.Systemd.IsActive(ctx, SocketUnit) }
+
+// ServiceActive: the service unit is active (does not trigger activation).
+func (m *Manager) ServiceActive(ctx context.Context) bool {
+	return m.Systemd.IsActive(ctx, ServiceUnit)
+}
+
+// DaemonPID is the PID of our running daemon, if any (PID file, identity
+// check with this configuration's PID file path, signal 0).
+func (m *Manager) DaemonPID() (int, bool) { return daemonctl.Running(m.Cfg.ProxyPIDFile(), Binary) }
+
+// Healthy probes GET http://127.0.0.1:<proxy_port>/-/health.
+func (m *Manager) Healthy(ctx context.Context) bool { return probe(ctx, m.Cfg.ProxyPort, probeTimeout) }
+
+func probe(ctx context.Context, port int, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/-/health", port), nil)
+	if err != nil {
+		return false
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode == http.StatusOK
+}
+
+// WaitReady repeats the health probe every 0.2 s for up to 5 s.
+func (m *Manager) WaitReady(ctx context.Context) bool {
+	return poll(ctx, func(ctx context.Context) bool { return probe(ctx, m.Cfg.ProxyPort, time.Second) })
+}
+
+// WaitPort tries to connect to 127.0.0.1:port every 0.2 s for up to 5 s.
+func WaitPort(ctx context.Context, port int) bool {
+	return poll(ctx, func(ctx context.Context) bool {
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return false
+		}
+		_ = c.Close()
+		return true
+	})
+}
+
+func poll(ctx context.Context, try func(context.Context) bool) bool {
+	deadline := time.Now().Add(readyTotal)
+	for {
+		if try(ctx) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(probeEvery):
+		}
+	}
+}
+
+// RoutesCount is the number of top-level keys of the routes file; 0 when
+// it is missing or not a JSON object.
+func RoutesCount(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(data, &m) != nil {
+		return 0
+	}
+	return len(m)
+}
+
+// CredentialsStored lists the providers of the default set; empty when the
+// database does not exist, and on a database error (logged).
+func (m *Manager) CredentialsStored(ctx context.Context) []string {
+	out := []string{}
+	path := m.Cfg.CredentialsDB()
+	if _, err := os.Stat(path); err != nil {
+		return out
+	}
+	db, err := creddb.Open(path)
+	if err != nil {
+		m.Log.Warn("cannot read the credentials database for the proxy status", "path", path, "error", err)
+		return out
+	}
+	defer db.Close()
+	names, err := db.ListCredentials(ctx, creddb.DefaultSet)
+	if err != nil {
+		m.Log.Warn("cannot list stored credentials for the proxy status", "path", path, "error", err)
+		return out
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Status is §12.2. When the units are installed the daemon is not consulted.
+func (m *Manager) Status(ctx context.Context) Status {
+	st := Status{
+		Mode:              ModeNone,
+		SocketPath:        m.Cfg.ProxySocket(),
+		DBPath:            m.Cfg.CredentialsDB(),
+		RoutesPath:        m.Cfg.RoutesFile(),
+		RoutesConfigured:  RoutesCount(m.Cfg.RoutesFile()),
+		CredentialsStored: m.CredentialsStored(ctx),
+	}
+	switch {
+	case m.SocketInstalled():
+		st.Mode = ModeSystemd
+		st.Running = m.ServiceActive(ctx)
+		st.Healthy = st.Running && m.Healthy(ctx)
+	default:
+		if _, ok := m.DaemonPID(); ok {
+			st.Mode, st.Running = ModeDaemon, true
+			st.Healthy = m.Healthy(ctx)
+		}
+	}
+	return st
+}
+
+// prepareFiles creates what the proxy needs to start: the runtime
+// directory, an empty routes file and ssh-keys.json when missing, and the
+// log directory.
+func (m *Manager) prepareFiles() error {
+	if err := os.MkdirAll(m.Cfg.RuntimeDir, 0o700); err != nil {
+		return fmt.Errorf("create runtime directory %s: %w", m.Cfg.RuntimeDir, err)
+	}
+	for _, dir := range []string{filepath.Dir(m.Cfg.ProxySocket()), filepath.Dir(m.Cfg.ProxyPIDFile()), m.Cfg.CredentialsDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create directory %s: %w", dir, err)
+		}
+	}
+	_, statErr := os.Lstat(m.Cfg.RoutesFile())
+	if err := atomicfile.CreateIfMissing(m.Cfg.RoutesFile(), []byte("{}\n"), 0o600); err != nil {
+		return fmt.Errorf("create routes file: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		m.Log.Info("created an empty routes file; add provider routes with the operator tooling, then restart the proxy",
+			"path", m.Cfg.RoutesFile())
+	}
+	if err := atomicfile.CreateIfMissing(m.Cfg.SSHKeysJSON(), []byte("{}\n"), 0o600); err != nil {
+		return fmt.Errorf("create ssh-keys.json: %w", err)
+	}
+	if err := atomicfile.MkdirPrivate(filepath.Dir(m.Cfg.ProxyLogFile())); err != nil {
+		return fmt.Errorf("create proxy log directory: %w", err)
+	}
+	return nil
+}
+
+// DaemonArgs is the daemon's command line after the program (§12.3).
+func (m *Manager) DaemonArgs() []string {
+	level := m.LogLevel
+	if level == "" {
+		level = "INFO"
+	}
+	c := m.Cfg
+	return []string{
+		"--socket-path=" + c.ProxySocket(),
+		"--db-path=" + c.CredentialsDB(),
+		"--routes-file=" + c.RoutesFile(),
+		"--pid-file=" + c.ProxyPIDFile(),
+		"--port=" + strconv.Itoa(c.ProxyPort),
+		"--ssh-agent-port=" + strconv.Itoa(c.SSHAgentPort),
+		"--ssh-keys-file=" + c.SSHKeysJSON(),
+		"--log-file=" + c.ProxyLogFile(),
+		"--log-level=" + level,
+	}
+}
+
+// StartDaemon launches the proxy in its own session and waits up to 5 s
+// for it to answer the health probe (§12.3).
+func (m *Manager) StartDaemon(ctx context.Context) error {
+	bin, err := m.find()
+	if err != nil {
+		return err
+	}
+	if err := m.prepareFiles(); err != nil {
+		return err
+	}
+	// stderr goes to an unlinked file: read on failure, and a daemon that
+	// writes to it later can never be killed by a closed pipe.
+	errFile, err := os.CreateTemp(m.Cfg.RuntimeDir, ".proxy-start-*.stderr")
+	if err != nil {
+		return fmt.Errorf("create startup capture file: %w", err)
+	}
+	_ = os.Remove(errFile.Name())
+	defer errFile.Close()
+	cmd := exec.Command(bin, m.DaemonArgs()...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, errFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	// The reaper ends when the daemon exits, so it never stays a zombie
+	// under a long-running caller.
+	exited := make(chan int, 1)
+	go func() {
+		_ = cmd.Wait()
+		exited <- cmd.ProcessState.ExitCode()
+	}()
+	ready := poll(ctx, func(ctx context.Context) bool {
+		select {
+		case code := <-exited:
+			exited <- code
+			return true // stop polling; checked below
+		default:
+		}
+		return probe(ctx, m.Cfg.ProxyPort, time.Second)
+	})
+	select {
+	case code := <-exited:
+		_, _ = errFile.Seek(0, io.SeekStart)
+		b, _ := io.ReadAll(io.LimitReader(errFile, 64<<10))
+		msg := fmt.Sprintf("Credential proxy failed to start (exit %d)", code)
+		if s := strings.TrimSpace(string(b)); s != "" {
+			msg += ":\n" + s
+		}
+		return message(msg)
+	default:
+	}
+	if !ready {
+		return messagef("Credential proxy process started but did not become ready within 5 s.\nCheck logs or try: curl http://127.0.0.1:%d/-/health", m.Cfg.ProxyPort)
+	}
+	m.Log.Info("credential proxy daemon started", "pid", cmd.Process.Pid, "log", m.Cfg.ProxyLogFile())
+	return nil
+}
+
+// StopDaemon stops our daemon (§12.4) and reports whether one was signalled.
+func (m *Manager) StopDaemon() bool { return daemonctl.Stop(m.Cfg.ProxyPIDFile(), Binary) }
+
+// RenderUnits renders both unit templates for this configuration.
+func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
+	vals := map[string]string{
+		"UNIT_VERSION":   strconv.Itoa(UnitVersion),
+		"SOCKET_PATH":    m.Cfg.ProxySocket(),
+		"DB_PATH":        m.Cfg.CredentialsDB(),
+		"ROUTES_PATH":    m.Cfg.RoutesFile(),
+		"PORT":           strconv.Itoa(m.Cfg.ProxyPort),
+		"SSH_AGENT_PORT": strconv.Itoa(m.Cfg.SSHAgentPort),
+		"SSH_KEYS_FILE":  m.Cfg.SSHKeysJSON(),
+		"BIN":            bin,
+	}
+	var units []daemonctl.Unit
+	for _, u := range []struct{ name, tmpl string }{{SocketUnit, systemd.ProxySocket}, {ServiceUnit, systemd.ProxyService}} {
+		s, err := daemonctl.Render(u.tmpl, vals)
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", u.name, err)
+		}
+		units = append(units, daemonctl.Unit{Name: u.name, Content: s})
+	}
+	return units, nil
+}
+
+// ErrNoSystemd is returned by Install when user services are unavailable.
+var ErrNoSystemd = message("systemd user services are not available on this host.")
+
+// Install writes the units and enables the socket (§11). The routes file
+// and ssh-keys.json are created empty when missing, since the proxy
+// refuses to start without them.
+func (m *Manager) Install(ctx context.Context) error {
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemd
+	}
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return err
+	}
+	bin, err := m.find()
+	if err != nil {
+		return err
+	}
+	units, err := m.RenderUnits(bin)
+	if err != nil {
+		return err
+	}
+	if err := m.prepareFiles(); err != nil {
+		return err
+	}
+	return m.Systemd.Install(ctx, dir, units, SocketUnit)
+}
+
+// ErrNoSystemdUninstall is Uninstall's error without systemd.
+var ErrNoSystemdUninstall = message("systemd user services are not available. Nothing to uninstall.")
+
+// Uninstall disables the socket and removes both units (§11).
+func (m *Manager) Uninstall(ctx context.Context) error {
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemdUninstall
+	}
+	dir, err := daemonctl.UserUnitDir(m.Env)
+	if err != nil {
+		return err
+	}
+	return m.Systemd.Uninstall(ctx, dir, []string{SocketUnit, ServiceUnit}, SocketUnit)
+}
+
+// EnsureReachable is §12.5: called before creating a task that uses the
+// proxy. It never starts a daemon; in systemd mode it starts the service
+// so the TCP ports (proxy and SSH agent) come up.
+func (m *Manager) EnsureReachable(ctx context.Context) error {
+	socketActive := m.SocketActive(ctx)
+	_, daemon := m.DaemonPID()
+	if !socketActive && !daemon {
+		return messagef("Credential proxy is not reachable.\n"+
+			"The credential proxy injects real API credentials into requests from task containers "+
+			"without exposing them to the containers.\n"+
+			"Start it in one of two ways:\n"+
+			"  terok-sandbox proxy install   # systemd socket activation (recommended)\n"+
+			"  terok-sandbox proxy start     # manual daemon\n"+
+			"Socket: %s\nDB:     %s", m.Cfg.ProxySocket(), m.Cfg.CredentialsDB())
+	}
+	if socketActive {
+		_ = m.Systemd.Call(ctx, "start", ServiceUnit)
+	}
+	if !m.WaitReady(ctx) {
+		return messagef("Credential proxy service started but TCP port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.ProxyPort)
+	}
+	if !WaitPort(ctx, m.Cfg.SSHAgentPort) {
+		return messagef("Credential proxy service started but SSH agent port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.SSHAgentPort)
+	}
+	return nil
+}
+
+// message is an operator-facing error worded exactly as the spec words it
+// (capitalised, full sentences).
+type message string
+
+func (m message) Error() string { return string(m) }
+
+func messagef(format string, a ...any) error { return message(fmt.Sprintf(format, a...)) }

@@ -1,0 +1,75 @@
+package sandbox
+
+import (
+	"context"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/runner/internal/proxyctl"
+)
+
+// ProxyStatus is credential-proxy.md §12.2: Mode is "systemd", "daemon" or
+// "none".
+type ProxyStatus = proxyctl.Status
+
+func (s *Sandbox) proxy() *proxyctl.Manager { return proxyctl.New(s.cfg, s.env, s.log) }
+
+// EnsureProxy checks that the credential proxy and its SSH agent port are
+// reachable before a task that uses them is created (credential-proxy.md
+// §12.5). In systemd mode it starts the service; it never starts a daemon.
+func (s *Sandbox) EnsureProxy(ctx context.Context) error { return s.proxy().EnsureReachable(ctx) }
+
+// ProxyStatus reports how the credential proxy runs.
+func (s *Sandbox) ProxyStatus(ctx context.Context) ProxyStatus { return s.proxy().Status(ctx) }
+
+// StartProxy starts the detached proxy daemon (credential-proxy.md §12.3).
+func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().StartDaemon(ctx) }
+
+// StopProxy stops the proxy daemon, if ours runs (§12.4).
+func (s *Sandbox) StopProxy() bool { return s.proxy().StopDaemon() }
+
+// CreatePhantomToken issues the phantom token a task's container uses
+// instead of the real credential of provider in credential set set ("" =
+// the default set). Use provider "ssh" for the SSH agent handshake.
+func (s *Sandbox) CreatePhantomToken(ctx context.Context, project, task, provider, set string) (string, error) {
+	if set == "" {
+		set = creddb.DefaultSet
+	}
+	db, err := creddb.Open(s.cfg.CredentialsDB())
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	return db.CreateToken(ctx, project, task, set, provider)
+}
+
+// RevokePhantomTokens deletes every phantom token of project/task and
+// returns how many there were; the proxy refuses them from the next request.
+func (s *Sandbox) RevokePhantomTokens(ctx context.Context, project, task string) (int64, error) {
+	db, err := creddb.Open(s.cfg.CredentialsDB())
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return db.RevokeTokens(ctx, project, task)
+}
+
+// EnsureProxy is Sandbox.EnsureProxy for cfg.
+func EnsureProxy(ctx context.Context, cfg config.Config) error {
+	return New(cfg, Options{}).EnsureProxy(ctx)
+}
+
+// GetProxyStatus is Sandbox.ProxyStatus for cfg.
+func GetProxyStatus(ctx context.Context, cfg config.Config) ProxyStatus {
+	return New(cfg, Options{}).ProxyStatus(ctx)
+}
+
+// CreatePhantomToken is Sandbox.CreatePhantomToken for cfg.
+func CreatePhantomToken(ctx context.Context, cfg config.Config, project, task, provider, set string) (string, error) {
+	return New(cfg, Options{}).CreatePhantomToken(ctx, project, task, provider, set)
+}
+
+// RevokePhantomTokens is Sandbox.RevokePhantomTokens for cfg.
+func RevokePhantomTokens(ctx context.Context, cfg config.Config, project, task string) (int64, error) {
+	return New(cfg, Options{}).RevokePhantomTokens(ctx, project, task)
+}
