@@ -1,6 +1,7 @@
 # terok-sandbox: build, test, e2e, bench, fuzz, lint, install.
 # `make check` is the whole test suite (what CI runs through .ci/run).
 
+SHELL     := /bin/bash
 GO        ?= go
 MODULES   := common gate credproxy sshagent shield-hook runner systemd
 BIN       := $(CURDIR)/bin
@@ -34,7 +35,7 @@ test:
 # End-to-end tests through real podman, rootful and rootless. Needs root
 # and the packages scripts/install-deps.sh installs.
 e2e: build
-	cd runner && TEROK_BIN_DIR=$(BIN) $(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -v ./e2e/... 2>&1 | tee $(CURDIR)/tmp-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	cd runner && TEROK_BIN_DIR=$(BIN) $(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e/...
 
 bench: build
 	@set -e; for m in $(MODULES); do echo "== go test -bench $$m"; (cd $$m && TEROK_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...); done
@@ -59,7 +60,7 @@ uninstall:
 	rm -f $(addprefix $(PREFIX)/bin/,terok-sandbox terok-gate terok-credential-proxy terok-ssh-agent terok-shield-hook)
 
 clean:
-	rm -rf $(BIN) tmp-e2e.log
+	rm -rf $(BIN)
 
 # Everything CI runs.
 check: lint test fuzz e2e
