@@ -141,6 +141,13 @@ func (s *Sandbox) Config() config.Config { return s.cfg.Clone() }
 // rootless reports whether podman runs without root.
 func (s *Sandbox) rootless() bool { return s.env.EUID != 0 }
 
+// podmanInfo is `podman info` through the on-disk cache in the runtime dir
+// (rootless podman info costs as much as the launch itself).
+func (s *Sandbox) podmanInfo(ctx context.Context) podmaninfo.Info {
+	c := podman.InfoCache{File: filepath.Join(s.cfg.RuntimeDir, podman.InfoCacheFile), Getenv: s.env.Getenv, EUID: s.env.EUID}
+	return c.Info(ctx, s.podman.Bin)
+}
+
 // firewallArgs returns the podman arguments of §4.3: the shield's, or the
 // bypass network wiring when (and only when) ShieldBypass is set.
 func (s *Sandbox) firewallArgs(ctx context.Context, spec RunSpec) ([]string, error) {
@@ -148,9 +155,7 @@ func (s *Sandbox) firewallArgs(ctx context.Context, spec RunSpec) ([]string, err
 		s.log.Warn("shield bypassed: the container runs without any egress firewall",
 			"container", spec.ContainerName, "fix", "unset shield_bypass to restore the firewall")
 		s.debug.Warning("run %s: shield bypassed (shield_bypass is set)", spec.ContainerName)
-		b := firewall.Bypass{Out: s.out, Root: !s.rootless(), Info: func(ctx context.Context) podmaninfo.Info {
-			return podmaninfo.Query(ctx, s.podman.Bin)
-		}}
+		b := firewall.Bypass{Out: s.out, Root: !s.rootless(), Info: s.podmanInfo}
 		return b.PreStart(ctx, spec.ContainerName, spec.TaskDir)
 	}
 	args, err := s.firewall().PreStart(ctx, spec.ContainerName, spec.TaskDir)
