@@ -140,6 +140,7 @@ func (c checked) head(b *strings.Builder, policy string) {
 	fmt.Fprintf(b, "    chain output {\n        type filter hook output priority filter; policy %s;\n", policy)
 	b.WriteString("        oifname \"lo\" accept\n")
 	b.WriteString("        ct state established,related accept\n")
+	b.WriteString(ndOutput)
 	fmt.Fprintf(b, "        udp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        tcp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
 	for _, p := range c.ports {
@@ -160,10 +161,26 @@ func privateRejects(b *strings.Builder) {
 	}
 }
 
+// IPv6 neighbour discovery. Not in the spec's ruleset text, but without it
+// IPv6 stops working as soon as the gateway's neighbour entry needs
+// (re)resolving: solicitations leave through the output chain and
+// advertisements arrive through the input chain, neither is covered by
+// conntrack, and both chains end in drop/reject (found by the hook's
+// real-kernel tests). Only ND message types are accepted, only towards
+// link-local/multicast destinations or the gateway (a neighbour solicitation
+// to an arbitrary global address would be a way out), and inbound only with
+// hop limit 255 (originated on the link, RFC 4861).
+const ndOutput = `        icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 daddr { fe80::/10, ff02::/16 } accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 daddr @gateway_v6 accept
+`
+
+const ndInput = `icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept`
+
 const inputChain = `    chain input {
         type filter hook input priority filter; policy drop;
         iifname "lo" accept
         ct state established,related accept
+        ` + ndInput + `
         drop
     }
 }

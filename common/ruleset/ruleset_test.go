@@ -18,6 +18,8 @@ func golden(t *testing.T, name string) string {
 	return string(b)
 }
 
+// The golden files are the spec's §7.1/§7.3 examples plus the IPv6
+// neighbour-discovery rules (see ndOutput).
 func TestHookGoldenMatchesSpec(t *testing.T) {
 	got, err := Hook(Options{DNS: "169.254.1.1", LoopbackPorts: []int{9418, 18731, 18732}})
 	if err != nil {

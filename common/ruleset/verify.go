@@ -165,13 +165,15 @@ var (
 	hookAcceptRes = []*regexp.Regexp{
 		regexp.MustCompile(`^oifname "lo" accept$`),
 		regexp.MustCompile(`^ct state established,related accept$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
 		regexp.MustCompile(`^(udp|tcp) dport 53 (ip|ip6) daddr ` + addrPat + ` accept$`),
 		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr 169\.254\.1\.2) accept$`),
 		regexp.MustCompile(`^ip daddr @allow_v4 ` + logPat(PrefixAllowed) + ` counter accept$`),
 		regexp.MustCompile(`^ip6 daddr @allow_v6 ` + logPat(PrefixAllowed) + ` counter accept$`),
 	}
 	terminalLogRe = regexp.MustCompile(`(?m)^\s*log\s+.*prefix\s+"TEROK_SHIELD_DENIED`)
-	inputRules    = []string{`iifname "lo" accept`, `ct state established,related accept`, `drop`}
+	inputRules    = []string{`iifname "lo" accept`, `ct state established,related accept`, ndInput, `drop`}
 )
 
 func checkInput(t table, errs []string) []string {

@@ -14,6 +14,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/hook"
 )
 
 // hookBin is the real hook binary, built once for the package's tests
@@ -162,6 +163,11 @@ func TestEnforcement(t *testing.T) {
 	if st := ruleset.Classify(listing); st != ruleset.StateUp {
 		t.Fatalf("state %s after the hook", st)
 	}
+
+	// Forget the neighbours learned during the baseline: the shield must let
+	// ARP and IPv6 neighbour discovery resolve them again.
+	sh(t, "ip", "netns", "exec", tp.ctr, "ip", "neigh", "flush", "all")
+	sh(t, "ip", "netns", "exec", tp.out, "ip", "neigh", "flush", "all")
 
 	tp.mustReach("allowlisted v4", tp.tcp(allowV4, appPort))
 	tp.mustReach("allowlisted v4 udp", tp.udp(allowV4, udpPort))
@@ -374,4 +380,53 @@ func startUpstreamDNS(t *testing.T, tp *topo) {
 func digIn(ns, server, name string) (string, error) {
 	out, err := exec.Command("ip", "netns", "exec", ns, "dig", "+short", "+time=2", "+tries=1", "@"+server, name, "A").CombinedOutput()
 	return string(out), err
+}
+
+// TestGatewayRouteAppearsLate reproduces the user-mode networking race: the
+// default route shows up after the hook started. The hook polls for it and
+// still fills the gateway sets.
+func TestGatewayRouteAppearsLate(t *testing.T) {
+	tp := newTopo(t)
+	dir := stateDir(t)
+	writeBundle(t, dir, baseScript())
+	c := []string{"ip", "netns", "exec", tp.ctr}
+	sh(t, append(c, "ip", "route", "del", "default")...)
+	sh(t, append(c, "ip", "-6", "route", "del", "default")...)
+
+	cmd := exec.Command(hookBin, "createRuntime")
+	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, "4"))
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The hook is polling now (it cannot finish before the route exists
+	// unless it gives up, which takes 5 s); add the routes.
+	time.Sleep(300 * time.Millisecond)
+	sh(t, append(c, "ip", "-6", "route", "add", "default", "via", gwV6)...)
+	sh(t, append(c, "ip", "route", "add", "default", "via", gwV4)...)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("hook: %v %s", err, se.String())
+	}
+	if got := readFile(t, filepath.Join(dir, shieldbundle.FileGateway)); got != gwV4+"\n" {
+		t.Fatalf("gateway = %q", got)
+	}
+	tp.mustReach("service port via late gateway", tp.tcp(gwV4, svcPort))
+	if got := readFile(t, filepath.Join(dir, shieldbundle.FileGatewayV6)); got != gwV6+"\n" {
+		t.Fatalf("gateway_v6 = %q", got)
+	}
+	o := tp.tcp(gwV6, svcPort)
+	if !o.ok {
+		t.Log(sh(t, append(c, "ip", "-6", "route")...), sh(t, append(c, "ip", "-6", "neigh")...), sh(t, append(c, "nft", "list", "ruleset")...))
+	}
+	tp.mustReach("service port via late v6 gateway", o)
+}
+
+func TestTransaction(t *testing.T) {
+	got := string(hook.Transaction([]byte("table inet terok_shield {\n}"), []string{"10.0.2.2", "fd00::2", "bogus; flush ruleset"}))
+	want := "table inet terok_shield\ndelete table inet terok_shield\ntable inet terok_shield {\n}\n" +
+		"add element inet terok_shield gateway_v4 { 10.0.2.2 }\nadd element inet terok_shield gateway_v6 { fd00::2 }\n"
+	if got != want {
+		t.Fatalf("got %q", got)
+	}
 }
