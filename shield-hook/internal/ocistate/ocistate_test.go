@@ -12,7 +12,7 @@ import (
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name, in, wantErr string
-		pid              int
+		pid               int
 	}{
 		{"full", `{"ociVersion":"1.0.2","id":"abc","status":"created","pid":42,"bundle":"/b","annotations":{"terok.shield.state_dir":"/s"}}`, "", 42},
 		{"no annotations", `{"pid":7}`, "", 7},
