@@ -40,6 +40,7 @@ func NewAdapter(cfg config.Config, env config.Env, hookBinary string, log *slog.
 		HookBinary: hookBinary,
 		EUID:       env.EUID,
 		Log:        log,
+		CacheDir:   cfg.RuntimeDir,
 	}}
 }
 

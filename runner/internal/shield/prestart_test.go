@@ -339,3 +339,50 @@ func TestAuditTimestampFormat(t *testing.T) {
 		t.Fatalf("audit:\n%s\nwant suffix\n%s", got, want)
 	}
 }
+
+func TestPodmanFactsCache(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		euid int
+		want string // the podman subcommand that must run
+	}{{"root asks podman version only", 0, "version"}, {"rootless asks podman info", 1000, "info"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newPrestartEnv(t, TierDig, true)
+			calls := filepath.Join(t.TempDir(), "calls")
+			fakeBin(t, e.tools.Path, "podman", `echo "$1" >> `+calls+`
+case "$1" in
+version) echo 4.3.1 ;;
+info) echo '{"version":{"Version":"4.3.1"},"host":{"rootlessNetworkCmd":"slirp4netns"}}' ;;
+esac
+`)
+			cache := t.TempDir()
+			newShield := func() *Shield {
+				log, _ := testLog()
+				return New(Config{StateDir: e.stateDir, DefaultProfiles: []string{"test"}, LoopbackPorts: []int{9418}, ProfilesDir: e.profiles},
+					Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: tt.euid, Log: log, CacheDir: cache})
+			}
+			for i := 0; i < 3; i++ {
+				args, err := newShield().PreStart(ctx, "c1", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !containsArg(args, "slirp4netns:allow_host_loopback=true") {
+					t.Fatalf("args %q", args)
+				}
+			}
+			got := readState(t, filepath.Dir(calls), "calls")
+			if got != tt.want+"\n" {
+				t.Fatalf("podman calls %q, want one %s", got, tt.want)
+			}
+			// Another containers.conf invalidates the cache.
+			writeText(t, e.paths.UserContainersConf, "[engine]\n# changed\n")
+			if _, err := newShield().PreStart(ctx, "c1", nil); err != nil {
+				t.Fatal(err)
+			}
+			if got := readState(t, filepath.Dir(calls), "calls"); got != tt.want+"\n"+tt.want+"\n" {
+				t.Fatalf("cache not invalidated: %q", got)
+			}
+		})
+	}
+}

@@ -53,6 +53,8 @@ type Options struct {
 	Now func() time.Time
 	// Info, when set, is used instead of querying podman.
 	Info *podmaninfo.Info
+	// CacheDir holds the rootless podman facts cache ("" → no cache).
+	CacheDir string
 }
 
 // Shield operates one container's state directory.
@@ -95,7 +97,7 @@ func (s *Shield) podmanInfo(ctx context.Context) podmaninfo.Info {
 			s.info = *s.opts.Info
 			return
 		}
-		s.info = podmaninfo.Query(ctx, s.podmanPath())
+		s.info = s.queryPodman(ctx)
 	})
 	return s.info
 }
@@ -204,7 +206,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	// 5. Tier, network mode, upstream DNS.
-	tier := s.opts.Tools.DetectTier(ctx)
+	tier := s.detectTier(ctx)
 	mode, dns, err := s.modeFor(info)
 	if err != nil {
 		return nil, err
