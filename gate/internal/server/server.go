@@ -76,6 +76,8 @@ type Handler struct {
 
 	gitMu   sync.Mutex
 	gitPath string
+
+	adverts advertCache
 }
 
 type ctxKey struct{}
@@ -287,6 +289,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opt.RequestTimeout)
 	defer cancel()
+	if h.serveCachedAdvert(ctx, rec, r, rt, repoDir) {
+		return
+	}
 	select {
 	case h.slots <- struct{}{}:
 		defer func() { <-h.slots }()
@@ -298,6 +303,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Served from the cache or read for inspection (small v2 ls-refs
+	// requests only; see lsrefs.go).
+	if done, consumed := h.serveCachedLsRefs(ctx, rec, r, rt, repoDir); done {
+		return
+	} else if consumed != nil {
+		r.Body = io.NopCloser(io.MultiReader(consumed, r.Body))
+	}
 	body, err := h.body(rec, r)
 	if err != nil {
 		text(rec, http.StatusUnsupportedMediaType, err.Error())
@@ -367,7 +379,7 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request) (io.ReadCloser, e
 		rd = &gzipReader{src: rd}
 		rd = &capReader{r: rd, left: h.opt.MaxBody, max: h.opt.MaxBody}
 	default:
-		return nil, fmt.Errorf("Unsupported Content-Encoding %q", enc)
+		return nil, fmt.Errorf("unsupported Content-Encoding %q", enc)
 	}
 	return io.NopCloser(rd), nil
 }

@@ -1,0 +1,217 @@
+package main
+
+// Benchmarks of issue 3 (run by `make bench`; docs/gate.md has figures):
+//
+//   BenchmarkCloneBig: full clone of a generated repository (>= 10k files,
+//   >= 50 MB pack) through terok-gate, through `git daemon` and as a local
+//   `--no-local` clone, interleaved rounds, medians reported; target
+//   gate/daemon <= 1.05.
+//   BenchmarkSmallClones8: 8 concurrent clients cloning a small repository;
+//   clones/s through the gate and through git daemon (target ratio >= 1.0)
+//   and the gate's peak RSS.
+//
+// Each benchmark op is a complete comparison; BENCH_ROUNDS (default 5 for
+// the big clone) sets the rounds per op.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/gate/internal/repogen"
+)
+
+type benchEnv struct {
+	b        *testing.B
+	dir      string
+	base     string
+	tok      string
+	gatePort int
+	gatePID  int
+	daemon   int
+}
+
+// setupBench starts a gate and a git daemon over the cache directory that
+// holds repo, with a token for repo's project.
+func setupBench(b *testing.B, repo string) *benchEnv {
+	b.Helper()
+	dir := b.TempDir()
+	e := &benchEnv{b: b, dir: dir, base: filepath.Dir(repo)}
+	tokfile := filepath.Join(dir, "tokens.json")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(strings.TrimSuffix(filepath.Base(repo), ".git"), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.tok = tok
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	e.gatePort = freePortB(b)
+	g := start(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))
+	e.gatePID = g.Process.Pid
+	e.daemon = freePortB(b)
+	start("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+		"--port="+strconv.Itoa(e.daemon), "--base-path="+e.base, e.base)
+	waitPortB(b, e.gatePort)
+	waitPortB(b, e.daemon)
+	return e
+}
+
+func freePortB(b *testing.B) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitPortB(b *testing.B, port int) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("port %d never opened", port)
+}
+
+func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
+	b.Helper()
+	args := append([]string{"clone", "-q", "--no-checkout"}, extra...)
+	args = append(args, url, dst)
+	cmd := exec.Command("git", args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(dst), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0"}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("git clone %s: %v\n%s", url, err, out)
+	}
+	os.RemoveAll(dst)
+	return d
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func rounds(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func BenchmarkCloneBig(b *testing.B) {
+	repo, err := repogen.Cached(context.Background(), repogen.Big)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := setupBench(b, repo)
+	name := filepath.Base(repo)
+	gateURL := fmt.Sprintf("http://%s@127.0.0.1:%d/%s", e.tok, e.gatePort, name)
+	daemonURL := fmt.Sprintf("git://127.0.0.1:%d/%s", e.daemon, name)
+	n := rounds(5)
+	// Warm the page cache once so the first measured round is not an outlier.
+	cloneOnce(b, daemonURL, filepath.Join(e.dir, "warm"))
+	b.ResetTimer()
+	var g, d, l []time.Duration
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < n; r++ {
+			d = append(d, cloneOnce(b, daemonURL, filepath.Join(e.dir, "d")))
+			g = append(g, cloneOnce(b, gateURL, filepath.Join(e.dir, "g")))
+			l = append(l, cloneOnce(b, repo, filepath.Join(e.dir, "l"), "--no-local"))
+		}
+	}
+	b.StopTimer()
+	gm, dm, lm := median(g), median(d), median(l)
+	b.ReportMetric(gm.Seconds(), "gate-s")
+	b.ReportMetric(dm.Seconds(), "daemon-s")
+	b.ReportMetric(lm.Seconds(), "local-s")
+	b.ReportMetric(gm.Seconds()/dm.Seconds(), "gate/daemon")
+	b.Logf("big clone medians over %d rounds: gate %v, git daemon %v, local --no-local %v, gate/daemon %.3f (target <= 1.05)",
+		len(g), gm, dm, lm, gm.Seconds()/dm.Seconds())
+}
+
+// peakRSS is VmHWM of pid in KiB.
+func peakRSS(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			v, _ := strconv.Atoi(f[1])
+			return v
+		}
+	}
+	return -1
+}
+
+func BenchmarkSmallClones8(b *testing.B) {
+	repo, err := repogen.Cached(context.Background(), repogen.Small)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := setupBench(b, repo)
+	name := filepath.Base(repo)
+	gateURL := fmt.Sprintf("http://%s@127.0.0.1:%d/%s", e.tok, e.gatePort, name)
+	daemonURL := fmt.Sprintf("git://127.0.0.1:%d/%s", e.daemon, name)
+	const clients, perClient = 8, 8
+	run := func(url, tag string) float64 {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for c := 0; c < clients; c++ {
+			wg.Add(1)
+			go func(c int) {
+				defer wg.Done()
+				for k := 0; k < perClient; k++ {
+					cloneOnce(b, url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k)))
+				}
+			}(c)
+		}
+		wg.Wait()
+		return float64(clients*perClient) / time.Since(start).Seconds()
+	}
+	run(daemonURL, "warm")
+	b.ResetTimer()
+	var gs, ds []float64
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds(3); r++ {
+			ds = append(ds, run(daemonURL, "d"))
+			gs = append(gs, run(gateURL, "g"))
+		}
+	}
+	b.StopTimer()
+	sort.Float64s(gs)
+	sort.Float64s(ds)
+	gm, dm := gs[len(gs)/2], ds[len(ds)/2]
+	rss := peakRSS(e.gatePID)
+	b.ReportMetric(gm, "gate-clones/s")
+	b.ReportMetric(dm, "daemon-clones/s")
+	b.ReportMetric(gm/dm, "gate/daemon")
+	b.ReportMetric(float64(rss), "gate-peak-RSS-KiB")
+	b.Logf("8 concurrent clients: gate %.1f clones/s, git daemon %.1f clones/s, ratio %.3f (target >= 1.0); gate peak RSS %d KiB",
+		gm, dm, gm/dm, rss)
+}
