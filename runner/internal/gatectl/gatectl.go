@@ -383,11 +383,11 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 	if st.Running {
 		if st.Mode == ModeSystemd {
 			if v := m.InstalledVersion(); Outdated(v) {
-				return fmt.Errorf("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
+				return actionablef("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
 					daemonctl.DescribeVersion(v), UnitVersion)
 			}
 			if d := m.Divergence(); d != "" {
-				return fmt.Errorf("%s\nRun 'terok-sandbox gate start' to reinstall the units for the current configuration.", d)
+				return actionablef("%s\nRun 'terok-sandbox gate start' to reinstall the units for the current configuration.", d)
 			}
 		}
 		return nil
@@ -396,6 +396,16 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 	if m.SystemdUsable(ctx) {
 		hint = "Recommended: install and start the systemd socket.\n  terok-sandbox gate start"
 	}
-	return fmt.Errorf("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
+	return actionablef("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
 		m.Cfg.GatePort, hint)
+}
+
+// actionable is an operator-facing message with the spec's wording
+// (capitalised sentences ending in the command to run).
+type actionable struct{ msg string }
+
+func (a actionable) Error() string { return a.msg }
+
+func actionablef(format string, args ...any) error {
+	return actionable{fmt.Sprintf(format, args...)}
 }

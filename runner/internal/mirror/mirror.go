@@ -167,11 +167,18 @@ func (m *Manager) exists() bool {
 	return err == nil && fi.IsDir()
 }
 
+// ErrNoUpstream is sync's error without an upstream URL (spec wording).
+var ErrNoUpstream error = specError("Project has no git.upstream_url configured")
+
+type specError string
+
+func (e specError) Error() string { return string(e) }
+
 // Sync is §12.2.
 func (m *Manager) Sync(ctx context.Context, branches []string, forceReinit bool) (SyncResult, error) {
 	res := SyncResult{Path: m.o.GatePath, UpstreamURL: m.o.UpstreamURL, UpdatedBranches: []string{}, Errors: []string{}}
 	if m.o.UpstreamURL == "" {
-		return res, errors.New("Project has no git.upstream_url configured")
+		return res, ErrNoUpstream
 	}
 	if m.o.Validate != nil {
 		if err := m.o.Validate(m.o.ProjectID); err != nil {
