@@ -31,7 +31,7 @@ type infoCache struct {
 	// keyed by the dnsmasq and dig executables.
 	TierKey string `json:"tier_key,omitempty"`
 	Tier    string `json:"tier,omitempty"`
-	Info struct {
+	Info    struct {
 		RawVersion         string `json:"version"`
 		RootlessNetworkCmd string `json:"rootless_network_cmd"`
 		SlirpExecutable    string `json:"slirp4netns_executable"`

@@ -376,7 +376,7 @@ esac
 				t.Fatalf("podman calls %q, want one %s", got, tt.want)
 			}
 			// Another containers.conf invalidates the cache.
-			writeText(t, e.paths.UserContainersConf, "[engine]\n# changed\n")
+			writeText(t, e.paths.UserContainersConf, readState(t, filepath.Dir(e.paths.UserContainersConf), "containers.conf")+"# changed\n")
 			if _, err := newShield().PreStart(ctx, "c1", nil); err != nil {
 				t.Fatal(err)
 			}
