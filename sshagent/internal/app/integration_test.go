@@ -120,8 +120,8 @@ func (l *lineLog) String() string {
 
 type proc struct {
 	cmd    *exec.Cmd
-	out    *lineLog // stdout
-	log    *lineLog // stderr
+	out    *lineLog      // stdout
+	log    *lineLog      // stderr
 	exited chan struct{} // closed when the process has exited
 	err    error         // its Wait result, valid after exited
 }
