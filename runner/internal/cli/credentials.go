@@ -42,18 +42,22 @@ func credentialsCommand(d Deps) *ucli.Command {
 					jsonFlag(),
 				},
 				Action: func(c *ucli.Context) error {
-					if c.Args().Len() > 1 {
+					fa, err := parseArgs(c)
+					if err != nil {
+						return err
+					}
+					if len(fa.pos) > 1 {
 						return UsageErrorf("unexpected argument after PROVIDER; secrets are never taken from the command line: pipe them on stdin or use --from-file")
 					}
-					a, err := argsExactly(c, "provider")
+					fa, a, err := argsExactly(c, "provider")
 					if err != nil {
 						return err
 					}
-					input, err := readSecretInput(c, d)
+					input, err := readSecretInput(fa, d)
 					if err != nil {
 						return err
 					}
-					data, err := credentialFromInput(input, c.String("type"))
+					data, err := credentialFromInput(input, fa.String("type"))
 					if err != nil {
 						return err
 					}
@@ -62,13 +66,13 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					if err := db.StoreCredential(c.Context, c.String("set"), a[0], data); err != nil {
+					if err := db.StoreCredential(c.Context, fa.String("set"), a[0], data); err != nil {
 						return err
 					}
-					if c.Bool("json") {
-						return writeJSON(d.Stdout, map[string]string{"provider": a[0], "credential_set": c.String("set"), "type": typeOf(data)})
+					if fa.Bool("json") {
+						return writeJSON(d.Stdout, map[string]string{"provider": a[0], "credential_set": fa.String("set"), "type": typeOf(data)})
 					}
-					fmt.Fprintf(d.Stdout, "Stored credential %s in set %s (type %s).\n", a[0], c.String("set"), typeOf(data))
+					fmt.Fprintf(d.Stdout, "Stored credential %s in set %s (type %s).\n", a[0], fa.String("set"), typeOf(data))
 					return nil
 				},
 			},
@@ -78,7 +82,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag, &ucli.BoolFlag{Name: "show-secret", Usage: "print the secret values (they end up in your terminal history)"}, jsonFlag()},
 				Action: func(c *ucli.Context) error {
-					a, err := argsExactly(c, "provider")
+					fa, a, err := argsExactly(c, "provider")
 					if err != nil {
 						return err
 					}
@@ -87,17 +91,17 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					cred, err := db.LoadCredential(c.Context, c.String("set"), a[0])
+					cred, err := db.LoadCredential(c.Context, fa.String("set"), a[0])
 					if errors.Is(err, creddb.ErrNotFound) {
-						return fmt.Errorf("no credential %s in set %s; store one with 'terok-sandbox credentials set %s'", a[0], c.String("set"), a[0])
+						return fmt.Errorf("no credential %s in set %s; store one with 'terok-sandbox credentials set %s'", a[0], fa.String("set"), a[0])
 					}
 					if err != nil {
 						return err
 					}
-					if !c.Bool("show-secret") {
+					if !fa.Bool("show-secret") {
 						cred = maskCredential(cred)
 					}
-					if c.Bool("json") {
+					if fa.Bool("json") {
 						return writeJSON(d.Stdout, cred)
 					}
 					keys := make([]string, 0, len(cred))
@@ -105,7 +109,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 						keys = append(keys, k)
 					}
 					sort.Strings(keys)
-					fmt.Fprintf(d.Stdout, "Provider: %s\nSet:      %s\n", a[0], c.String("set"))
+					fmt.Fprintf(d.Stdout, "Provider: %s\nSet:      %s\n", a[0], fa.String("set"))
 					for _, k := range keys {
 						v := cred[k]
 						s, ok := v.(string)
@@ -123,7 +127,8 @@ func credentialsCommand(d Deps) *ucli.Command {
 				Usage: "list the providers with a stored credential",
 				Flags: []ucli.Flag{setFlag, jsonFlag()},
 				Action: func(c *ucli.Context) error {
-					if _, err := argsExactly(c); err != nil {
+					fa, _, err := argsExactly(c)
+					if err != nil {
 						return err
 					}
 					db, err := openCredDB(c, d)
@@ -131,15 +136,15 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					names, err := db.ListCredentials(c.Context, c.String("set"))
+					names, err := db.ListCredentials(c.Context, fa.String("set"))
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
+					if fa.Bool("json") {
 						return writeJSON(d.Stdout, names)
 					}
 					if len(names) == 0 {
-						fmt.Fprintf(d.Stdout, "No credentials stored in set %s.\n", c.String("set"))
+						fmt.Fprintf(d.Stdout, "No credentials stored in set %s.\n", fa.String("set"))
 						return nil
 					}
 					for _, n := range names {
@@ -154,7 +159,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag},
 				Action: func(c *ucli.Context) error {
-					a, err := argsExactly(c, "provider")
+					fa, a, err := argsExactly(c, "provider")
 					if err != nil {
 						return err
 					}
@@ -163,10 +168,10 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					if err := db.DeleteCredential(c.Context, c.String("set"), a[0]); err != nil {
+					if err := db.DeleteCredential(c.Context, fa.String("set"), a[0]); err != nil {
 						return err
 					}
-					fmt.Fprintf(d.Stdout, "Deleted credential %s from set %s.\n", a[0], c.String("set"))
+					fmt.Fprintf(d.Stdout, "Deleted credential %s from set %s.\n", a[0], fa.String("set"))
 					return nil
 				},
 			},
@@ -175,10 +180,10 @@ func credentialsCommand(d Deps) *ucli.Command {
 }
 
 // readSecretInput reads the secret from --from-file or stdin, bounded.
-func readSecretInput(c *ucli.Context, d Deps) ([]byte, error) {
+func readSecretInput(fa *cmdArgs, d Deps) ([]byte, error) {
 	var r io.Reader = d.Stdin
 	src := "stdin"
-	if p := c.String("from-file"); p != "" {
+	if p := fa.String("from-file"); p != "" {
 		f, err := os.Open(p)
 		if err != nil {
 			return nil, fmt.Errorf("open secret file: %w", err)

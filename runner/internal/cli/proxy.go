@@ -26,16 +26,21 @@ func proxyCommand(d Deps) *ucli.Command {
 	}
 }
 
-// argsExactly checks the positional arguments and returns them.
-func argsExactly(c *ucli.Context, names ...string) ([]string, error) {
-	a := c.Args().Slice()
+// argsExactly parses the command's flags wherever they appear (before or
+// after the positionals) and checks the positional arguments.
+func argsExactly(c *ucli.Context, names ...string) (*cmdArgs, []string, error) {
+	fa, err := parseArgs(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := fa.pos
 	if len(a) > len(names) {
-		return nil, UsageErrorf("unexpected argument %q", a[len(names)])
+		return nil, nil, UsageErrorf("unexpected argument %q", a[len(names)])
 	}
 	if len(a) < len(names) {
-		return nil, UsageErrorf("missing argument %s", strings.ToUpper(names[len(a)]))
+		return nil, nil, UsageErrorf("missing argument %s", strings.ToUpper(names[len(a)]))
 	}
-	return a, nil
+	return fa, a, nil
 }
 
 func proxyManager(c *ucli.Context, d Deps) (*proxyctl.Manager, error) {
@@ -52,14 +57,15 @@ func proxyStartCommand(d Deps) *ucli.Command {
 		Usage: "start the credential proxy as a detached daemon",
 		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: DEBUG, INFO, WARNING, ERROR"}},
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			fa, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
 			if err != nil {
 				return err
 			}
-			m.LogLevel = c.String("log-level")
+			m.LogLevel = fa.String("log-level")
 			st := m.Status(c.Context)
 			if st.Running {
 				fmt.Fprintln(d.Stdout, "Credential proxy is already running.")
@@ -83,7 +89,8 @@ func proxyStopCommand(d Deps) *ucli.Command {
 		Name:  "stop",
 		Usage: "stop the credential proxy daemon",
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			_, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
@@ -107,7 +114,8 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 		Usage: "show whether the credential proxy runs and what it serves",
 		Flags: []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			fa, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
@@ -115,7 +123,7 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 				return err
 			}
 			st := m.Status(c.Context)
-			if c.Bool("json") {
+			if fa.Bool("json") {
 				return writeJSON(d.Stdout, st)
 			}
 			state := "stopped"
@@ -139,7 +147,8 @@ func proxyInstallCommand(d Deps) *ucli.Command {
 		Name:  "install",
 		Usage: "install and start the systemd socket units (socket activation)",
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			_, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
@@ -160,7 +169,8 @@ func proxyUninstallCommand(d Deps) *ucli.Command {
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			_, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
@@ -181,7 +191,8 @@ func proxyEnsureCommand(d Deps) *ucli.Command {
 		Name:  "ensure",
 		Usage: "check that the proxy and its SSH agent port are reachable (starts the systemd service if installed)",
 		Action: func(c *ucli.Context) error {
-			if _, err := argsExactly(c); err != nil {
+			_, _, err := argsExactly(c)
+			if err != nil {
 				return err
 			}
 			m, err := proxyManager(c, d)
@@ -215,12 +226,12 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				Usage:     "issue a phantom token for a task and provider (printed once)",
 				ArgsUsage: "PROJECT TASK",
 				Flags: []ucli.Flag{
-					&ucli.StringFlag{Name: "provider", Required: true, Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
+					&ucli.StringFlag{Name: "provider", Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
 					jsonFlag(),
 				},
 				Action: func(c *ucli.Context) error {
-					a, err := argsExactly(c, "project", "task")
+					fa, a, err := argsExactly(c, "project", "task")
 					if err != nil {
 						return err
 					}
@@ -229,13 +240,16 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					tok, err := db.CreateToken(c.Context, a[0], a[1], c.String("set"), c.String("provider"))
+					if fa.String("provider") == "" {
+						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
+					}
+					tok, err := db.CreateToken(c.Context, a[0], a[1], fa.String("set"), fa.String("provider"))
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
+					if fa.Bool("json") {
 						return writeJSON(d.Stdout, map[string]string{"token": tok, "project": a[0], "task": a[1],
-							"credential_set": c.String("set"), "provider": c.String("provider")})
+							"credential_set": fa.String("set"), "provider": fa.String("provider")})
 					}
 					fmt.Fprintln(d.Stdout, tok)
 					return nil
@@ -247,7 +261,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROJECT TASK",
 				Flags:     []ucli.Flag{jsonFlag()},
 				Action: func(c *ucli.Context) error {
-					a, err := argsExactly(c, "project", "task")
+					fa, a, err := argsExactly(c, "project", "task")
 					if err != nil {
 						return err
 					}
@@ -260,7 +274,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
+					if fa.Bool("json") {
 						return writeJSON(d.Stdout, map[string]any{"revoked": n, "project": a[0], "task": a[1]})
 					}
 					fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
@@ -272,7 +286,8 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				Usage: "list phantom tokens (shown only by prefix)",
 				Flags: []ucli.Flag{&ucli.StringFlag{Name: "project", Usage: "only this project"}, jsonFlag()},
 				Action: func(c *ucli.Context) error {
-					if _, err := argsExactly(c); err != nil {
+					fa, _, err := argsExactly(c)
+					if err != nil {
 						return err
 					}
 					db, err := openCredDB(c, d)
@@ -280,7 +295,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					rows, err := db.ListTokens(c.Context, c.String("project"))
+					rows, err := db.ListTokens(c.Context, fa.String("project"))
 					if err != nil {
 						return err
 					}
@@ -295,7 +310,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					for _, r := range rows {
 						out = append(out, row{tokenid.Show(r.Token), r.Project, r.Task, r.CredentialSet, r.Provider})
 					}
-					if c.Bool("json") {
+					if fa.Bool("json") {
 						return writeJSON(d.Stdout, out)
 					}
 					if len(out) == 0 {

@@ -386,6 +386,15 @@ func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
 	return units, nil
 }
 
+// userUnitDir is the user unit directory, refused for root with the
+// proxy's alternative named.
+func (m *Manager) userUnitDir() (string, error) {
+	if m.Env.EUID == 0 {
+		return "", errors.New("refusing to manage systemd user units as root; run as the user who runs the tasks, or use the manual daemon: terok-sandbox proxy start")
+	}
+	return daemonctl.UserUnitDir(m.Env)
+}
+
 // ErrNoSystemd is returned by Install when user services are unavailable.
 var ErrNoSystemd = message("systemd user services are not available on this host.")
 
@@ -393,12 +402,12 @@ var ErrNoSystemd = message("systemd user services are not available on this host
 // and ssh-keys.json are created empty when missing, since the proxy
 // refuses to start without them.
 func (m *Manager) Install(ctx context.Context) error {
-	if !m.Systemd.Available(ctx) {
-		return ErrNoSystemd
-	}
-	dir, err := daemonctl.UserUnitDir(m.Env)
+	dir, err := m.userUnitDir()
 	if err != nil {
 		return err
+	}
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemd
 	}
 	bin, err := m.find()
 	if err != nil {
@@ -419,12 +428,12 @@ var ErrNoSystemdUninstall = message("systemd user services are not available. No
 
 // Uninstall disables the socket and removes both units (§11).
 func (m *Manager) Uninstall(ctx context.Context) error {
-	if !m.Systemd.Available(ctx) {
-		return ErrNoSystemdUninstall
-	}
-	dir, err := daemonctl.UserUnitDir(m.Env)
+	dir, err := m.userUnitDir()
 	if err != nil {
 		return err
+	}
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemdUninstall
 	}
 	return m.Systemd.Uninstall(ctx, dir, []string{SocketUnit, ServiceUnit}, SocketUnit)
 }
