@@ -47,7 +47,7 @@ const (
 )
 
 type topo struct {
-	t        *testing.T
+	t        testing.TB
 	ctr, out string // netns names
 	vethA    string
 	ctrNS    *nsexec.NS
@@ -55,7 +55,7 @@ type topo struct {
 	pid      int // a process living in the container netns
 }
 
-func sh(t *testing.T, args ...string) string {
+func sh(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -69,7 +69,7 @@ var topoSeq struct {
 	n int
 }
 
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces (CI runs as root)")
@@ -142,7 +142,7 @@ func newTopo(t *testing.T) *topo {
 
 // waitNetns waits until pid has switched into the named netns (ip netns exec
 // does setns then exec, so there is a short window).
-func waitNetns(t *testing.T, pid int, name string) {
+func waitNetns(t testing.TB, pid int, name string) {
 	t.Helper()
 	want, err := os.Stat("/run/netns/" + name)
 	if err != nil {
@@ -322,7 +322,7 @@ func (tp *topo) nft(args ...string) (string, error) {
 }
 
 // stateDir makes a fresh 0700 state directory.
-func stateDir(t *testing.T) string {
+func stateDir(t testing.TB) string {
 	d := filepath.Join(t.TempDir(), "shield")
 	if err := os.Mkdir(d, 0o700); err != nil {
 		t.Fatal(err)

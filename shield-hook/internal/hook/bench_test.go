@@ -1,0 +1,110 @@
+package hook_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/hook"
+)
+
+// benchAllowlist returns n distinct addresses (3/4 IPv4 single addresses
+// from the benchmarking range 198.18.0.0/15, 1/4 IPv6 from 2001:db8::/32).
+// They are only set elements: no traffic is sent.
+func benchAllowlist(n int) []string {
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if i%4 == 3 {
+			out = append(out, fmt.Sprintf("2001:db8:%x::%x", i/256, i%256+1))
+		} else {
+			out = append(out, fmt.Sprintf("198.%d.%d.%d", 18+i/65536, (i/256)%256, i%256))
+		}
+	}
+	return out
+}
+
+func benchSetup(b *testing.B, n int) (*topo, string, []byte) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	tp := newTopo(b)
+	dir := filepath.Join(b.TempDir(), "shield")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	s := ruleset.Script{
+		Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}},
+		Allow:    benchAllowlist(n),
+		Gateways: ruleset.SlirpGateways(),
+	}
+	text, skipped, err := s.Render()
+	if err != nil || len(skipped) > 0 {
+		b.Fatal(err, skipped)
+	}
+	if err := os.WriteFile(filepath.Join(dir, shieldbundle.FileRuleset), []byte(text), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return tp, dir, []byte(text)
+}
+
+// BenchmarkHook1000 is the full createRuntime hook (real binary): parse
+// state, validate, discover gateways, apply 1,000 allowlist entries in one
+// transaction, list and verify, write the state files.
+func BenchmarkHook1000(b *testing.B) {
+	tp, dir, _ := benchSetup(b, 1000)
+	state := ociState(tp.pid, dir, "4")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(hookBin, "createRuntime")
+		cmd.Stdin = bytes.NewReader(state)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+	}
+}
+
+// BenchmarkNsenterNft1000 is the baseline the issue names: the same
+// transaction (table replace + ruleset + gateway elements) applied with
+// `nsenter -n -t PID nft -f -`, with no validation or verification.
+func BenchmarkNsenterNft1000(b *testing.B) {
+	tp, _, text := benchSetup(b, 1000)
+	script := hook.Transaction(text, []string{gwV4, gwV6})
+	pid := strconv.Itoa(tp.pid)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command("nsenter", "-n", "-t", pid, "nft", "-f", "-")
+		cmd.Stdin = bytes.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+	}
+}
+
+// BenchmarkVerifyListing1000 isolates the hook's extra step over the
+// baseline: `nft -t list table` in the netns plus ruleset.VerifyHook.
+func BenchmarkVerifyListing1000(b *testing.B) {
+	tp, dir, _ := benchSetup(b, 1000)
+	cmd := exec.Command(hookBin, "createRuntime")
+	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, "4"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%v %s", err, out)
+	}
+	pid := strconv.Itoa(tp.pid)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out, err := exec.Command("nsenter", "-n", "-t", pid, "nft", "-t", "list", "table", "inet", "terok_shield").Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if errs := ruleset.VerifyHook(string(out), false); len(errs) > 0 {
+			b.Fatal(errs)
+		}
+	}
+}
