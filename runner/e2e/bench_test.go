@@ -17,7 +17,7 @@ import (
 
 // benchPairs is how many interleaved (terok-sandbox, podman) launch pairs
 // one benchmark iteration times; medians damp the noise of a shared host.
-const benchPairs = 8
+const benchPairs = 12
 
 // BenchmarkRunVsPodman measures `terok-sandbox run` against the identical
 // bare `podman run -d` (same argument list, built by the launch package)

@@ -429,6 +429,9 @@ func waitCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
+			if _, err := exec.LookPath("podman"); err != nil {
+				return podman.ErrNotFound
+			}
 			code := podmanFor(d).Wait(c.Context, name, timeout)
 			if a.Bool("json") {
 				if err := writeJSON(d.Stdout, map[string]any{"name": name, "exit_code": code, "timed_out": code == podman.ExitTimeout}); err != nil {

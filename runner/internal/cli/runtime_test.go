@@ -232,9 +232,15 @@ func TestRunGPUErrorHint(t *testing.T) {
 
 func TestPodmanMissing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	code, _, errOut := runAs(t, 0, "run", "--shield-bypass", "--name", "n", "--image", "i")
-	if code != ExitError || !strings.Contains(errOut, "podman not found; please install podman") {
-		t.Fatalf("exit %d %q", code, errOut)
+	for _, args := range [][]string{{"run", "--shield-bypass", "--name", "n", "--image", "i"}, {"wait", "n"}, {"logs", "n"}} {
+		code, _, errOut := runAs(t, 0, args...)
+		if code != ExitError || !strings.Contains(errOut, "podman not found; please install podman") {
+			t.Fatalf("%v: exit %d %q", args, code, errOut)
+		}
+	}
+	// stop must not fail task deletion when podman is missing.
+	if code, _, errOut := runAs(t, 0, "stop", "n"); code != 0 {
+		t.Fatalf("stop: exit %d %q", code, errOut)
 	}
 }
 

@@ -47,6 +47,15 @@ func (e *Env) ensureRootfs(ctx context.Context) (tarball, tag string, err error)
 		return "", "", fmt.Errorf("image cache dir: %w", err)
 	}
 	tarball = filepath.Join(CacheDir, "rootfs-"+tag+".tar")
+	// Tarballs of older recipes are dead weight (their images stay until
+	// `podman image prune`; they are cheap and may serve older checkouts).
+	if old, err := filepath.Glob(filepath.Join(CacheDir, "rootfs-*.tar")); err == nil {
+		for _, f := range old {
+			if f != tarball {
+				_ = os.Remove(f)
+			}
+		}
+	}
 	if _, err := os.Stat(tarball); err == nil {
 		return tarball, tag, nil
 	}
