@@ -1,0 +1,94 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"terok.dev/sandbox/runner/internal/testharness"
+)
+
+// A container started with `terok-sandbox run` clones its project through
+// the gate daemon at host.containers.internal with its task token, pushes a
+// branch that lands in the host mirror, and is refused another project's
+// repository; root and rootless.
+func TestGateCloneAndPushFromContainer(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx := e2eCtx(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if err := r.WriteConfig("gate_port = " + strconv.Itoa(port) + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		r.ExtraEnv = append(r.ExtraEnv, "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.invalid",
+			"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.invalid", "GIT_CONFIG_NOSYSTEM=1")
+
+		// Upstream repositories, mirrored into the gate base path.
+		src := filepath.Join(r.Base, "upstream")
+		mustOK(t, "git init", r.Run(ctx, "git", "init", "-q", "-b", "main", src))
+		mustOK(t, "git commit", r.Run(ctx, "git", "-C", src, "commit", "-q", "--allow-empty", "-m", "upstream commit"))
+		for _, p := range []string{"proj", "other"} {
+			mustOK(t, "gate sync "+p, r.Sandbox(ctx, "gate", "sync", "--upstream", src, p))
+		}
+
+		mustOK(t, "gate start", r.Sandbox(ctx, "gate", "start", "--daemon"))
+		t.Cleanup(func() { r.Sandbox(e2eCtx(t), "gate", "stop") })
+		st := mustOK(t, "gate status", r.Sandbox(ctx, "gate", "status"))
+		if !strings.Contains(st.Stdout, "Mode:      daemon") || !strings.Contains(st.Stdout, "Running:   yes") {
+			t.Fatalf("gate status: %s", st)
+		}
+		mustOK(t, "gate ensure", r.Sandbox(ctx, "gate", "ensure"))
+
+		tok := strings.TrimSpace(mustOK(t, "token create", r.Sandbox(ctx, "gate", "token", "create", "proj", "task-1")).Stdout)
+		url := strings.TrimSpace(mustOK(t, "gate url", r.Sandbox(ctx, "gate", "url", "--token", tok, "proj")).Stdout)
+		want := "http://" + tok + "@host.containers.internal:" + strconv.Itoa(port) + "/proj.git"
+		if url != want {
+			t.Fatalf("gate url %q, want %q", url, want)
+		}
+		otherURL := strings.Replace(url, "/proj.git", "/other.git", 1)
+
+		name := r.Name("gate")
+		script := `set -u; cd /tmp; export HOME=/tmp GIT_TERMINAL_PROMPT=0
+g="git -c user.name=task -c user.email=task@example.invalid"
+$g clone -q "$GATE_URL" work || { echo CLONE-FAILED; exit 1; }
+cd work; $g commit -q --allow-empty -m "from the container"
+$g push -q origin HEAD:refs/heads/from-container && echo PUSH-OK || echo PUSH-FAILED
+cd /tmp
+if $g clone -q "$OTHER_URL" other 2>err.txt; then echo OTHER-CLONED; else echo OTHER-REFUSED; cat err.txt; fi
+echo '>> init complete'`
+		mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image,
+			"-e", "GATE_URL="+url, "-e", "OTHER_URL="+otherURL, "--", "bash", "-c", script))
+		logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "120"))
+		if wait := r.Sandbox(ctx, "wait", name, "--timeout", "120"); wait.Code != 0 {
+			t.Fatalf("container exit: %s\nlogs:\n%s", wait, logs.Stdout)
+		}
+		for _, w := range []string{"PUSH-OK", "OTHER-REFUSED", "403"} {
+			if !strings.Contains(logs.Stdout+logs.Stderr, w) {
+				t.Errorf("container output lacks %q:\n%s\n%s", w, logs.Stdout, logs.Stderr)
+			}
+		}
+		if strings.Contains(logs.Stdout, "OTHER-CLONED") || strings.Contains(logs.Stdout, "CLONE-FAILED") {
+			t.Fatalf("container output:\n%s", logs.Stdout)
+		}
+		mirror := filepath.Join(r.Dirs.State, "gate", "proj.git")
+		res := mustOK(t, "mirror rev-parse", r.Run(ctx, "git", "-C", mirror, "log", "-1", "--format=%s", "refs/heads/from-container"))
+		if strings.TrimSpace(res.Stdout) != "from the container" {
+			t.Fatalf("pushed branch in the mirror: %q", res.Stdout)
+		}
+		// Revoking the token closes the gate for the task.
+		mustOK(t, "token revoke", r.Sandbox(ctx, "gate", "token", "revoke", "proj", "task-1"))
+		res = r.Run(ctx, "git", "ls-remote", "http://"+tok+"@127.0.0.1:"+strconv.Itoa(port)+"/proj.git")
+		if res.Code == 0 || !strings.Contains(res.Stderr, "403") {
+			t.Fatalf("revoked token still works: %s", res)
+		}
+		mustOK(t, "gate stop", r.Sandbox(ctx, "gate", "stop"))
+	})
+}
