@@ -240,3 +240,52 @@ func TestBypassReachesHostLoopback(t *testing.T) {
 		}
 	})
 }
+
+// The standalone doctor probes the configured ports on the host: all ok
+// with services listening (exit 0), errors when they are gone (exit 2).
+func TestDoctorStandalone(t *testing.T) {
+	r := H(t).Root(t)
+	ctx := e2eCtx(t)
+	health, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/-/health" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(health)
+	defer srv.Close()
+	agent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := agent.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hp, ap := health.Addr().(*net.TCPAddr).Port, agent.Addr().(*net.TCPAddr).Port
+	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", hp, ap)); err != nil {
+		t.Fatal(err)
+	}
+	res := mustOK(t, "doctor", r.Sandbox(ctx, "doctor"))
+	want := fmt.Sprintf("  Credential proxy (TCP) .... ok (proxy reachable at port %d)\n  SSH agent (TCP) .... ok (SSH agent reachable at port %d)\n"+
+		"  Shield state .... ok (no desired state configured — shield not managed)\n", hp, ap)
+	if res.Stdout != want {
+		t.Fatalf("doctor output\n%s\nwant\n%s", res.Stdout, want)
+	}
+	agent.Close()
+	srv.Close()
+	res = r.Sandbox(ctx, "doctor", "--json")
+	if res.Code != 2 || !strings.Contains(res.Stdout, `"severity": "error"`) {
+		t.Fatalf("doctor with services down: %s", res)
+	}
+}
