@@ -289,3 +289,28 @@ func TestDoctorStandalone(t *testing.T) {
 		t.Fatalf("doctor with services down: %s", res)
 	}
 }
+
+// CLI lifecycle hooks run around the real launch: pre-start before the
+// container exists (a failure prevents it), post-start once it does.
+func TestRunHooks(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx := e2eCtx(t)
+		name := r.Name("hooks")
+		res := mustOK(t, "run with hooks", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image,
+			"--pre-start-exec", `podman container exists "$TEROK_CONTAINER_NAME" && exit 9; echo pre-ok`,
+			"--post-start-exec", `podman container exists "$TEROK_CONTAINER_NAME" && echo post-ok`,
+			"--", "true"))
+		if !strings.Contains(res.Stdout, "pre-ok") || !strings.Contains(res.Stdout, "post-ok") ||
+			strings.Index(res.Stdout, "pre-ok") > strings.Index(res.Stdout, "post-ok") {
+			t.Fatalf("hooks output:\n%s", res.Stdout)
+		}
+		blocked := r.Name("blocked")
+		res = r.Sandbox(ctx, "run", "--shield-bypass", "--name", blocked, "--image", H(t).Image, "--pre-start-exec", "exit 3", "--", "true")
+		if res.Code != 1 || !strings.Contains(res.Stderr, "container not started") {
+			t.Fatalf("failing pre-start: %s", res)
+		}
+		if ex := r.Podman(ctx, "container", "exists", blocked); ex.Code == 0 {
+			t.Fatal("container created although pre-start failed")
+		}
+	})
+}
