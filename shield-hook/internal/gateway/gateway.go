@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Result holds the discovered gateways ("" when none).
@@ -20,13 +19,11 @@ type Result struct{ V4, V6 string }
 // namespace exists, so without one it polls every interval until wait has
 // passed; IPv6 is read once after that (for slirp4netns pre-start also
 // writes the fixed fd00::2 into the ruleset).
-func Discover(ctx context.Context, ns netns.NsHandle, wait, interval time.Duration) (Result, error) {
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return Result{}, fmt.Errorf("netlink socket in container netns: %w", err)
-	}
-	defer h.Close()
+//
+// h must be a netlink handle whose socket lives in the container netns.
+func Discover(ctx context.Context, h *netlink.Handle, wait, interval time.Duration) (Result, error) {
 	var res Result
+	var err error
 	deadline := time.Now().Add(wait)
 	for {
 		res.V4, err = defaultGateway(h, netlink.FAMILY_V4)

@@ -18,7 +18,7 @@ import (
 // startDnsmasq starts the per-container dnsmasq inside the container netns
 // (shield.md §9.5 step 6, §10). dnsmasq lives in the host's PID and mount
 // namespaces, so the poststop stage must stop it.
-func startDnsmasq(ctx context.Context, ns *nsexec.NS, dir string) error {
+func startDnsmasq(ctx context.Context, ns *nsexec.NS, nl *netlink.Handle, dir string) error {
 	bin, err := nsexec.LookPath("dnsmasq", "/usr/sbin/dnsmasq")
 	if err != nil {
 		return err
@@ -32,7 +32,7 @@ func startDnsmasq(ctx context.Context, ns *nsexec.NS, dir string) error {
 		return err
 	}
 	// dnsmasq binds 127.0.0.1 with bind-interfaces: loopback must be up.
-	if err := loopbackUp(ns); err != nil {
+	if err := loopbackUp(nl); err != nil {
 		return err
 	}
 	if _, err := ns.Run(ctx, nil, append([]string{bin}, shieldbundle.DnsmasqArgs(dir)...)...); err != nil {
@@ -55,12 +55,7 @@ func startDnsmasq(ctx context.Context, ns *nsexec.NS, dir string) error {
 	}
 }
 
-func loopbackUp(ns *nsexec.NS) error {
-	h, err := netlink.NewHandleAt(ns.Handle())
-	if err != nil {
-		return fmt.Errorf("netlink socket in container netns: %w", err)
-	}
-	defer h.Close()
+func loopbackUp(h *netlink.Handle) error {
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find loopback in container netns: %w", err)

@@ -227,7 +227,12 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 	}
 	defer ns.Close()
 
-	gws, err := gateway.Discover(ctx, ns.Handle(), r.opt.GatewayWait, r.opt.GatewayInterval)
+	nl, err := ns.Netlink()
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	gws, err := gateway.Discover(ctx, nl, r.opt.GatewayWait, r.opt.GatewayInterval)
 	if err != nil {
 		return fmt.Errorf("gateway discovery: %w", err)
 	}
@@ -266,7 +271,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 	if ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf)); err != nil {
 		return err
 	} else if ok {
-		return startDnsmasq(ctx, ns, dir)
+		return startDnsmasq(ctx, ns, nl, dir)
 	}
 	return nil
 }

@@ -1,12 +1,16 @@
 // Package nsexec runs work inside another process's network namespace from
-// a single locked OS thread, and starts helper programs (nft, dnsmasq) there.
+// a dedicated OS thread, and starts helper programs (nft, dnsmasq) there.
 //
 // setns(2) changes the namespace of the calling thread only. The work runs
-// on a dedicated goroutine locked to its thread; a child process forked from
-// that thread (os/exec forks from the calling thread) inherits the
-// namespace. The original namespace is restored before the thread is
-// released; if restoring fails the thread stays locked and dies with the
-// goroutine, so no other goroutine ever runs in the container's namespace.
+// on a new goroutine locked to its thread; a child process forked from that
+// thread (os/exec forks from the calling thread) inherits the namespace, and
+// so does a socket created there (e.g. a netlink handle), for its whole life.
+// The thread is never switched back: in a rootless user namespace the hook
+// may enter the container's namespace but lacks the right to re-enter the
+// host's (setns back fails with EPERM). The goroutine ends still locked, so
+// the Go runtime destroys the thread instead of reusing it, and no other
+// goroutine ever runs in the container's namespace. (vishvananda/netlink's
+// NewHandleAt switches back and ignores a failure, so it is not used.)
 package nsexec
 
 import (
@@ -20,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -47,40 +52,38 @@ func FromPath(path string) (*NS, error) {
 	return &NS{h: h}, nil
 }
 
-// Handle returns the namespace handle (for netlink.NewHandleAt).
-func (n *NS) Handle() netns.NsHandle { return n.h }
-
 // Close releases the handle.
 func (n *NS) Close() error { return n.h.Close() }
 
-// Do runs fn on a locked OS thread switched into the namespace.
+// Do runs fn on a fresh OS thread switched into the namespace. The thread
+// is discarded afterwards (see the package comment).
 func (n *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
+		// Never unlocked: the runtime terminates the thread when this
+		// goroutine returns.
 		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
 		if err := netns.Set(n.h); err != nil {
-			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter container network namespace: %w", err)
 			return
 		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Thread stays locked: the runtime discards it when this
-			// goroutine exits.
-			errc <- errors.Join(ferr, fmt.Errorf("restore network namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Netlink returns a netlink handle whose socket lives in the namespace.
+func (n *NS) Netlink() (*netlink.Handle, error) {
+	var h *netlink.Handle
+	err := n.Do(func() error {
+		var err error
+		h, err = netlink.NewHandle()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket in container netns: %w", err)
+	}
+	return h, nil
 }
 
 // Timeout bounds every helper command (shield.md §9.7).
