@@ -1,14 +1,248 @@
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"strings"
 
-// sshCommand is filled in by the ssh issue; until then it refuses loudly.
+	ucli "github.com/urfave/cli/v2"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/runner/internal/sshmanager"
+)
+
+// sshCommand is `terok-sandbox ssh ...` (runner.md §9.4, ssh-agent.md §8-§9):
+// project SSH keys on the host and the phantom tokens of the SSH agent.
 func sshCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ssh",
-		Usage: "ssh management (not built yet)",
-		Action: func(*ucli.Context) error {
-			return ExitWith(ExitError, "terok-sandbox ssh: not built yet")
+		Usage: "SSH keys of projects (served to containers by terok-ssh-agent)",
+		Subcommands: []*ucli.Command{
+			sshInitCommand(d), sshListCommand(d), sshImportCommand(d), sshAddKeyCommand(d), sshTokenCommand(d),
 		},
+	}
+}
+
+func sshManager(c *ucli.Context, d Deps) (sshmanager.Manager, error) {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return sshmanager.Manager{}, err
+	}
+	return sshmanager.New(cfg, d.Env), nil
+}
+
+func keyTypeFlag() ucli.Flag {
+	return &ucli.StringFlag{Name: "key-type", Value: sshmanager.TypeEd25519, Usage: "ed25519 or rsa"}
+}
+
+func sshInitCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "init",
+		Usage:     "create the project's main key (tk-main) and ssh config, and register the key",
+		ArgsUsage: "PROJECT",
+		Flags: []ucli.Flag{
+			keyTypeFlag(),
+			&ucli.StringFlag{Name: "key-name", Usage: "key file name (default id_<algo>_<project>)"},
+			&ucli.StringFlag{Name: "dir", Usage: "key directory (default <state_dir>/ssh-keys/<project>)"},
+			&ucli.StringFlag{Name: "config-template", Usage: "SSH config template with {{KEY_NAME}}, {{IDENTITY_FILE}}, {{PROJECT_ID}}"},
+			&ucli.BoolFlag{Name: "force", Usage: "replace the existing key and config"},
+			&ucli.BoolFlag{Name: "no-register", Usage: "do not add the key to ssh-keys.json"},
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error {
+			fa, a, err := argsExactly(c, "project")
+			if err != nil {
+				return err
+			}
+			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
+				return UsageErrorf("%v", err)
+			}
+			m, err := sshManager(c, d)
+			if err != nil {
+				return err
+			}
+			res, err := m.Init(sshmanager.InitOptions{
+				Project: a[0], KeyType: fa.String("key-type"), KeyName: fa.String("key-name"),
+				Dir: fa.String("dir"), ConfigTemplate: fa.String("config-template"), Force: fa.Bool("force"),
+			})
+			if err != nil {
+				return err
+			}
+			if !fa.Bool("no-register") {
+				if err := m.Register(a[0], res.PrivateKey, res.PublicKey); err != nil {
+					return fmt.Errorf("key created at %s but not registered: %w", res.PrivateKey, err)
+				}
+			}
+			if fa.Bool("json") {
+				return writeJSON(d.Stdout, res)
+			}
+			fmt.Fprintf(d.Stdout, "SSH directory initialized:\n  dir: %s\n  private key: %s\n  public key: %s\n  config: %s\n",
+				res.Dir, res.PrivateKey, res.PublicKey, res.ConfigPath)
+			if res.PublicText != "" {
+				fmt.Fprintf(d.Stdout, "Public key:\n%s\n", res.PublicText)
+			}
+			return nil
+		},
+	}
+}
+
+func sshListCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "list",
+		Usage: "list registered SSH keys",
+		Flags: []ucli.Flag{&ucli.StringFlag{Name: "project", Usage: "only this project"}, jsonFlag()},
+		Action: func(c *ucli.Context) error {
+			fa, _, err := argsExactly(c)
+			if err != nil {
+				return err
+			}
+			m, err := sshManager(c, d)
+			if err != nil {
+				return err
+			}
+			rows, err := m.List(fa.String("project"))
+			if err != nil {
+				return err
+			}
+			if fa.Bool("json") {
+				if rows == nil {
+					rows = []sshmanager.Row{}
+				}
+				return writeJSON(d.Stdout, rows)
+			}
+			if len(rows) == 0 {
+				fmt.Fprintln(d.Stdout, "No SSH keys registered.")
+				return nil
+			}
+			fmt.Fprint(d.Stdout, sshmanager.FormatTable(rows))
+			return nil
+		},
+	}
+}
+
+func sshImportCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "import",
+		Usage:     "copy an existing key pair into the project's key directory and register it",
+		ArgsUsage: "PROJECT",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "private-key", Usage: "private key file (unencrypted)"},
+			&ucli.StringFlag{Name: "public-key", Usage: "public key file (default <private-key>.pub)"},
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error {
+			fa, a, err := argsExactly(c, "project")
+			if err != nil {
+				return err
+			}
+			if fa.String("private-key") == "" {
+				return UsageErrorf("--private-key is required")
+			}
+			m, err := sshManager(c, d)
+			if err != nil {
+				return err
+			}
+			res, err := m.Import(a[0], fa.String("private-key"), fa.String("public-key"))
+			if err != nil {
+				return err
+			}
+			if fa.Bool("json") {
+				return writeJSON(d.Stdout, res)
+			}
+			for i, cp := range res.Copies {
+				what := "private"
+				if i == 1 {
+					what = "public"
+				}
+				fmt.Fprintf(d.Stdout, "Copying %s key: %s\n              → %s\n", what, cp.Src, cp.Dst)
+			}
+			fmt.Fprintf(d.Stdout, "Registered key for project '%s': %s\n", res.Project, res.PrivateKey)
+			return nil
+		},
+	}
+}
+
+func sshAddKeyCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "add-key",
+		Usage:     "generate an additional (tk-side) key for a project and register it",
+		ArgsUsage: "PROJECT",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "name", Usage: "key name (letters, '_' and '-'); default key-<N>"},
+			keyTypeFlag(),
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error {
+			fa, a, err := argsExactly(c, "project")
+			if err != nil {
+				return err
+			}
+			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
+				return UsageErrorf("%v", err)
+			}
+			m, err := sshManager(c, d)
+			if err != nil {
+				return err
+			}
+			res, err := m.AddKey(a[0], fa.String("name"), fa.String("key-type"))
+			if err != nil {
+				return err
+			}
+			if fa.Bool("json") {
+				return writeJSON(d.Stdout, res)
+			}
+			fmt.Fprintf(d.Stdout, "SSH key generated for project '%s':\n  name: %s\n  private key: %s\n  public key: %s\n  comment: %s\n",
+				res.Project, res.Name, res.PrivateKey, res.PublicKey, res.Comment)
+			if res.PublicText != "" {
+				fmt.Fprintf(d.Stdout, "Public key (add as deploy key):\n%s\n", res.PublicText)
+			}
+			return nil
+		},
+	}
+}
+
+func sshTokenCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:  "token",
+		Usage: "phantom tokens for the SSH agent handshake",
+		Subcommands: []*ucli.Command{{
+			Name:      "create",
+			Usage:     "issue the SSH agent token of a task (printed once; give it to the container as TEROK_SSH_AGENT_TOKEN)",
+			ArgsUsage: "PROJECT TASK",
+			Flags:     []ucli.Flag{jsonFlag()},
+			Action: func(c *ucli.Context) error {
+				fa, a, err := argsExactly(c, "project", "task")
+				if err != nil {
+					return err
+				}
+				if err := sshmanager.CheckProject(a[0]); err != nil {
+					return UsageErrorf("%v", err)
+				}
+				if strings.TrimSpace(a[1]) == "" {
+					return UsageErrorf("TASK must not be empty")
+				}
+				cfg, err := loadConfig(c, d)
+				if err != nil {
+					return err
+				}
+				db, err := creddb.Open(cfg.CredentialsDB())
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				tok, err := db.CreateToken(c.Context, a[0], a[1], creddb.DefaultSet, creddb.SSHProvider)
+				if err != nil {
+					return err
+				}
+				if km, err := sshkeys.Read(cfg.SSHKeysJSON()); err != nil || len(km[a[0]]) == 0 {
+					fmt.Fprintf(d.Stderr, "Warning: project '%s' has no registered SSH key; the agent will refuse this token until one is added (terok-sandbox ssh init %s).\n", a[0], a[0])
+				}
+				if fa.Bool("json") {
+					return writeJSON(d.Stdout, map[string]string{"token": tok, "project": a[0], "task": a[1], "provider": creddb.SSHProvider})
+				}
+				fmt.Fprintln(d.Stdout, tok)
+				return nil
+			},
+		}},
 	}
 }

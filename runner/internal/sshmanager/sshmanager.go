@@ -339,7 +339,10 @@ func (m Manager) AddKey(project, name, keyType string) (AddKeyResult, error) {
 		return AddKeyResult{}, err
 	}
 	if err := m.Register(project, res.PrivateKey, res.PublicKey); err != nil {
-		return AddKeyResult{}, fmt.Errorf("key generated at %s but not registered: %w", res.PrivateKey, err)
+		// An unregistered key is useless and its name would block a retry.
+		os.Remove(res.PrivateKey)
+		os.Remove(res.PublicKey)
+		return AddKeyResult{}, fmt.Errorf("register the new key (it was removed again): %w", err)
 	}
 	return res, nil
 }

@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/sshkeys"
+)
+
+// sshEnv is an isolated home whose state and credentials roots the ssh
+// commands use.
+type sshEnv struct {
+	home, state, creds string
+}
+
+func newSSHEnv(t *testing.T) *sshEnv {
+	home := t.TempDir()
+	return &sshEnv{home: home, state: filepath.Join(home, "state"), creds: filepath.Join(home, "creds")}
+}
+
+func (e *sshEnv) run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	vars := map[string]string{
+		"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(e.home, "cfg"),
+		"TEROK_SANDBOX_STATE_DIR":  e.state,
+		"TEROK_CREDENTIALS_DIR":    e.creds,
+	}
+	env := config.Env{EUID: os.Geteuid(), Home: e.home, Getenv: func(k string) string { return vars[k] }}
+	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
+	return code, out.String(), errb.String()
+}
+
+func TestSSHCommands(t *testing.T) {
+	e := newSSHEnv(t)
+	if code, out, _ := e.run(t, "ssh", "list"); code != 0 || out != "No SSH keys registered.\n" {
+		t.Fatalf("empty list: %d %q", code, out)
+	}
+	code, out, errs := e.run(t, "ssh", "init", "proj")
+	if code != 0 || !strings.HasPrefix(out, "SSH directory initialized:\n  dir: ") || !strings.Contains(out, "Public key:\nssh-ed25519 ") {
+		t.Fatalf("init: %d %q %q", code, out, errs)
+	}
+	keysJSON := filepath.Join(e.creds, "ssh-keys.json")
+	km, err := sshkeys.Read(keysJSON)
+	if err != nil || len(km["proj"]) != 1 || filepath.Base(km["proj"][0].PrivateKey) != "id_ed25519_proj" {
+		t.Fatalf("init registration: %v %v", km, err)
+	}
+	code, out, errs = e.run(t, "ssh", "add-key", "proj", "--key-type", "rsa")
+	if code != 0 || !strings.Contains(out, "SSH key generated for project 'proj':\n  name: key-1\n") ||
+		!strings.Contains(out, "  comment: tk-side:proj:key-1\nPublic key (add as deploy key):\nssh-rsa ") {
+		t.Fatalf("add-key: %d %q %q", code, out, errs)
+	}
+	code, out, _ = e.run(t, "ssh", "add-key", "proj", "--name", "bot", "--json")
+	var ak map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &ak) != nil || ak["name"] != "bot" || ak["comment"] != "tk-side:proj:bot" {
+		t.Fatalf("add-key --json: %d %q", code, out)
+	}
+	// import a copy of the bot key into another project
+	code, out, errs = e.run(t, "ssh", "import", "other", "--private-key", ak["private_key"])
+	if code != 0 || !strings.Contains(out, "Copying private key: "+ak["private_key"]+"\n              → ") ||
+		!strings.Contains(out, "Registered key for project 'other': "+filepath.Join(e.state, "ssh-keys", "other", "id_ed25519_bot")) {
+		t.Fatalf("import: %d %q %q", code, out, errs)
+	}
+	code, out, _ = e.run(t, "ssh", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 5 || !strings.HasPrefix(lines[0], "PROJECT  KEY") || !strings.HasPrefix(lines[1], "other  ") {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
+	code, out, _ = e.run(t, "ssh", "list", "--project", "proj", "--json")
+	var rows []map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[0]["key"] != "tk-main:proj" {
+		t.Fatalf("list --json: %d %q", code, out)
+	}
+
+	// token create: an ssh-provider phantom token in the credentials DB.
+	code, out, errs = e.run(t, "ssh", "token", "create", "proj", "task-1")
+	tok := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(tok, "terok-p-") || errs != "" {
+		t.Fatalf("token create: %d %q %q", code, out, errs)
+	}
+	db, err := creddb.Open(filepath.Join(e.creds, "credentials.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	info, err := db.LookupToken(context.Background(), tok)
+	if err != nil || info.Provider != "ssh" || info.Project != "proj" || info.Task != "task-1" {
+		t.Fatalf("stored token: %+v %v", info, err)
+	}
+	if _, _, errs := e.run(t, "ssh", "token", "create", "nokeys", "t"); !strings.Contains(errs, "has no registered SSH key") {
+		t.Fatalf("no warning for a project without keys: %q", errs)
+	}
+}
+
+func TestSSHCommandErrors(t *testing.T) {
+	e := newSSHEnv(t)
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"ssh", "add-key", "p", "--key-type", "dsa"}, ExitUsage, "Unsupported --key-type. Use 'ed25519' or 'rsa'."},
+		{[]string{"ssh", "add-key", "-bad"}, ExitUsage, ""},
+		{[]string{"ssh", "add-key", "p_ok", "--name", "no digits 1"}, ExitError, "Invalid key name 'no digits 1'"},
+		{[]string{"ssh", "add-key", ".p"}, ExitError, "Invalid project ID '.p'"},
+		{[]string{"ssh", "add-key"}, ExitUsage, "missing argument PROJECT"},
+		{[]string{"ssh", "import", "p"}, ExitUsage, "--private-key is required"},
+		{[]string{"ssh", "import", "p", "--private-key", "/nonexistent/k"}, ExitError, "Private key not found: /nonexistent/k"},
+		{[]string{"ssh", "list", "--project", "nope"}, ExitError, "No keys registered for project 'nope'"},
+		{[]string{"ssh", "init", "p", "--key-name", "config"}, ExitError, "collides with reserved filename"},
+		{[]string{"ssh", "token", "create", "p"}, ExitUsage, "missing argument TASK"},
+		{[]string{"ssh", "bogus"}, ExitUsage, ""},
+	}
+	for _, c := range cases {
+		code, _, errs := e.run(t, c.args...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, stderr %q; want %d %q", c.args, code, errs, c.code, c.want)
+		}
+	}
+	if code, out, _ := e.run(t, "ssh"); code != 0 || !strings.Contains(out, "add-key") {
+		t.Fatalf("bare group: %d %q", code, out)
+	}
+	// An invalid ssh-keys.json is reported and left alone.
+	os.MkdirAll(e.creds, 0o700)
+	os.WriteFile(filepath.Join(e.creds, "ssh-keys.json"), []byte("{oops"), 0o600)
+	if code, _, errs := e.run(t, "ssh", "list"); code != ExitError || !strings.Contains(errs, "Cannot read ") {
+		t.Fatalf("invalid json list: %d %q", code, errs)
+	}
+	if code, _, errs := e.run(t, "ssh", "add-key", "p"); code != ExitError || !strings.Contains(errs, "not a valid ssh-keys.json") {
+		t.Fatalf("invalid json add-key: %d %q", code, errs)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.creds, "ssh-keys.json")); string(b) != "{oops" {
+		t.Fatal("invalid ssh-keys.json was modified")
+	}
+}
