@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
@@ -190,11 +189,11 @@ func (t Tools) CachedAllowed(ctx context.Context, log *slog.Logger, stateDir str
 	for _, a := range t.Resolve(ctx, log, domains) {
 		add(a)
 	}
-	if err := shieldbundle.WriteIPFile(path, out); err != nil {
+	if err := writeBundleFile(path, linesOf(out), 0o600, false); err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteFile(keyPath, []byte(key+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", keyPath, err)
+	if err := writeBundleFile(keyPath, []byte(key+"\n"), 0o600, false); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -15,9 +15,13 @@ import (
 // fakeBin writes an executable shell script name into dir.
 func fakeBin(t *testing.T, dir, name, script string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+	if err := writeScript(filepath.Join(dir, name), script); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func writeScript(path, script string) error {
+	return os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755)
 }
 
 func testLog() (*slog.Logger, *bytes.Buffer) {

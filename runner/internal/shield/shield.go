@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
@@ -226,7 +225,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 				norm = append(norm, n)
 			}
 		}
-		if err := shieldbundle.WriteDomainFile(filepath.Join(stateDir, shieldbundle.FileProfileDomains), norm); err != nil {
+		if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileProfileDomains), linesOf(norm), 0o600, false); err != nil {
 			return nil, fmt.Errorf("write profile domains: %w", err)
 		}
 		if _, err := s.opts.Tools.CachedAllowed(ctx, s.opts.Log, stateDir, addrs, cacheMaxAge, now); err != nil {
@@ -241,10 +240,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		}
 	}
 	// 8. upstream.dns, dns.tier.
-	if err := writeFile(stateDir, shieldbundle.FileUpstreamDNS, dns+"\n"); err != nil {
+	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileUpstreamDNS), []byte(dns+"\n"), 0o600, false); err != nil {
 		return nil, err
 	}
-	if err := writeFile(stateDir, shieldbundle.FileDNSTier, tier+"\n"); err != nil {
+	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDNSTier), []byte(tier+"\n"), 0o600, false); err != nil {
 		return nil, err
 	}
 	// 9. ruleset.nft and the interactive marker.
@@ -273,17 +272,14 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		if err != nil {
 			return nil, fmt.Errorf("render dnsmasq.conf: %w", err)
 		}
-		if err := writeFile(stateDir, shieldbundle.FileDnsmasqConf, string(conf)); err != nil {
+		if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDnsmasqConf), conf, 0o600, false); err != nil {
 			return nil, err
 		}
 		// World-readable: it is bind-mounted over /etc/resolv.conf, which
 		// every user inside the container must be able to read.
 		rc := filepath.Join(stateDir, shieldbundle.FileResolvConf)
-		if err := atomicfile.WriteFile(rc, []byte(shieldbundle.ResolvConf), 0o644); err != nil {
-			return nil, fmt.Errorf("write %s: %w", rc, err)
-		}
-		if err := os.Chmod(rc, 0o644); err != nil {
-			return nil, fmt.Errorf("chmod %s: %w", rc, err)
+		if err := writeBundleFile(rc, []byte(shieldbundle.ResolvConf), 0o644, false); err != nil {
+			return nil, err
 		}
 	} else {
 		for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqPID, shieldbundle.FileResolvConf} {
@@ -377,20 +373,28 @@ func (s *Shield) installLocalHook(stateDir, hooksDir string) error {
 	}
 	dst := filepath.Join(stateDir, shieldbundle.HookBinary)
 	tmp := dst + ".tmp"
-	_ = os.Remove(tmp)
-	if err := os.Symlink(src, tmp); err != nil {
+	if cur, err := os.Readlink(dst); err == nil && cur == src {
+		tmp = ""
+	} else {
+		_ = os.Remove(tmp)
+	}
+	if tmp == "" {
+		// Already linked.
+	} else if err := os.Symlink(src, tmp); err != nil {
 		return fmt.Errorf("link hook executable into %s: %w", stateDir, err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("link hook executable into %s: %w", stateDir, err)
+	if tmp != "" {
+		if err := os.Rename(tmp, dst); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("link hook executable into %s: %w", stateDir, err)
+		}
 	}
 	for _, stage := range []string{"createRuntime", "poststop"} {
 		desc, err := shieldbundle.Descriptor(stage, dst)
 		if err != nil {
 			return fmt.Errorf("render %s hook descriptor: %w", stage, err)
 		}
-		if err := atomicfile.WriteFile(filepath.Join(hooksDir, "terok-shield-"+stage+".json"), desc, 0o600); err != nil {
+		if err := writeBundleFile(filepath.Join(hooksDir, "terok-shield-"+stage+".json"), desc, 0o600, false); err != nil {
 			return fmt.Errorf("write %s hook descriptor: %w", stage, err)
 		}
 	}
@@ -405,10 +409,54 @@ func joinPorts(ports []int) string {
 	return strings.Join(s, ":")
 }
 
+// writeFile replaces dir/name atomically with mode 0600 and fsync.
 func writeFile(dir, name, content string) error {
-	p := filepath.Join(dir, name)
-	if err := atomicfile.WriteFile(p, []byte(content), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
+	return writeBundleFile(filepath.Join(dir, name), []byte(content), 0o600, true)
+}
+
+// writeBundleFile replaces path atomically (temp file in the same directory,
+// then rename), skipping the write when the file already holds exactly
+// data with mode perm (a relaunch of the same task rewrites nothing). Only
+// files whose loss in a crash could weaken the firewall are fsynced
+// (ruleset.nft: a truncated file that dropped its deny elements would still
+// parse). The others, if truncated by a crash, leave the container more
+// restricted or not starting at all, and pre-start rewrites them on the
+// next launch; each fsync costs about a millisecond here, and a container
+// start is budgeted at 10% over plain podman.
+func writeBundleFile(path string, data []byte, perm os.FileMode, sync bool) error {
+	if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == perm && st.Size() == int64(len(data)) {
+		if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
+			return nil
+		}
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fail(err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
@@ -433,4 +481,12 @@ func (s *Shield) audit(container, action, dest, detail string) {
 	if err := shieldbundle.AppendAudit(dir, ev); err != nil {
 		s.warn("could not write the shield audit log", "dir", dir, "error", err, "hint", "check that the task directory is writable")
 	}
+}
+
+// linesOf renders one value per line with a trailing newline ("" for none).
+func linesOf(lines []string) []byte {
+	if len(lines) == 0 {
+		return []byte{}
+	}
+	return []byte(strings.Join(lines, "\n") + "\n")
 }
