@@ -1,0 +1,68 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/runner/internal/sshmanager"
+)
+
+// SSHInitOptions tune InitSSH; the zero value is an Ed25519 key named
+// id_ed25519_<project> in <state_dir>/ssh-keys/<project> with the built-in
+// ssh config.
+type SSHInitOptions = sshmanager.InitOptions
+
+// SSHInitResult is what InitSSH produced (absolute paths).
+type SSHInitResult = sshmanager.InitResult
+
+// SSHKeyRow is one row of ListSSHKeys.
+type SSHKeyRow = sshmanager.Row
+
+// Environment variables the in-container bridge (terok-ssh-agent bridge)
+// reads (ssh-agent.md §7).
+const (
+	EnvSSHAgentToken = "TEROK_SSH_AGENT_TOKEN"
+	EnvSSHAgentPort  = "TEROK_SSH_AGENT_PORT"
+)
+
+func (s *Sandbox) ssh() sshmanager.Manager { return sshmanager.New(s.cfg, s.env) }
+
+// InitSSH creates the project's main SSH key (tk-main:<project>) and ssh
+// config if missing (or always with o.Force) and registers the key in
+// ssh-keys.json, so the SSH agent serves it to the project's tasks.
+// o.Project is set from project.
+func (s *Sandbox) InitSSH(project string, o SSHInitOptions) (SSHInitResult, error) {
+	o.Project = project
+	m := s.ssh()
+	res, err := m.Init(o)
+	if err != nil {
+		return SSHInitResult{}, err
+	}
+	if err := m.Register(project, res.PrivateKey, res.PublicKey); err != nil {
+		return SSHInitResult{}, fmt.Errorf("SSH key created at %s but not registered: %w", res.PrivateKey, err)
+	}
+	return res, nil
+}
+
+// ListSSHKeys lists the registered keys (all projects when project is "").
+func (s *Sandbox) ListSSHKeys(project string) ([]SSHKeyRow, error) { return s.ssh().List(project) }
+
+// SSHAgentEnv issues the task's SSH agent phantom token and returns the
+// container environment for the bridge: the token and the agent port.
+func (s *Sandbox) SSHAgentEnv(ctx context.Context, project, task string) ([]EnvVar, error) {
+	db, err := creddb.Open(s.cfg.CredentialsDB())
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	tok, err := db.CreateToken(ctx, project, task, creddb.DefaultSet, creddb.SSHProvider)
+	if err != nil {
+		return nil, err
+	}
+	return []EnvVar{
+		{Name: EnvSSHAgentToken, Value: tok},
+		{Name: EnvSSHAgentPort, Value: strconv.Itoa(s.cfg.SSHAgentPort)},
+	}, nil
+}
