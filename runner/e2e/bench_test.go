@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -94,4 +96,41 @@ func median(d []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// BenchmarkRunOverhead isolates the runner's own cost per launch: the real
+// terok-sandbox binary with a podman stand-in that answers at once, against
+// running the stand-in directly. The difference (overhead-ms) is what
+// terok-sandbox adds to any real launch, without the noise of podman itself.
+func BenchmarkRunOverhead(b *testing.B) {
+	env := H(b)
+	r := env.Root(b)
+	dir := filepath.Join(r.Base, "fakebin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	stand := filepath.Join(dir, "podman")
+	if err := os.WriteFile(stand, []byte("#!/bin/sh\necho 0123456789ab\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	r.ExtraEnv = append(r.ExtraEnv, "PATH="+dir+":/usr/sbin:/usr/bin:/sbin:/bin")
+	ctx := context.Background()
+	var sb, pm []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := 0; j < 20; j++ {
+			start := time.Now()
+			if res := r.Sandbox(ctx, "run", "--shield-bypass", "--name", "x", "--image", "i", "--", "true"); res.Code != 0 {
+				b.Fatalf("terok-sandbox run: %s", res)
+			}
+			sb = append(sb, time.Since(start))
+			start = time.Now()
+			if res := r.Run(ctx, stand, "run", "-d", "--name", "x", "i", "true"); res.Code != 0 {
+				b.Fatalf("stand-in: %s", res)
+			}
+			pm = append(pm, time.Since(start))
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((median(sb)-median(pm)).Microseconds())/1000, "overhead-ms")
 }
