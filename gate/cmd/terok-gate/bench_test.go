@@ -96,6 +96,15 @@ func waitPortB(b *testing.B, port int) {
 
 func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
 	b.Helper()
+	d, err := tryClone(url, dst, extra...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// tryClone clones without checkout and removes the result; safe in goroutines.
+func tryClone(url, dst string, extra ...string) (time.Duration, error) {
 	args := append([]string{"clone", "-q", "--no-checkout"}, extra...)
 	args = append(args, url, dst)
 	cmd := exec.Command("git", args...)
@@ -103,11 +112,11 @@ func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
-	if err != nil {
-		b.Fatalf("git clone %s: %v\n%s", url, err, out)
-	}
 	os.RemoveAll(dst)
-	return d
+	if err != nil {
+		return d, fmt.Errorf("git clone %s: %v\n%s", url, err, out)
+	}
+	return d, nil
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -181,17 +190,24 @@ func BenchmarkSmallClones8(b *testing.B) {
 	const clients, perClient = 8, 8
 	run := func(url, tag string) float64 {
 		var wg sync.WaitGroup
+		errs := make(chan error, clients*perClient)
 		start := time.Now()
 		for c := 0; c < clients; c++ {
 			wg.Add(1)
 			go func(c int) {
 				defer wg.Done()
 				for k := 0; k < perClient; k++ {
-					cloneOnce(b, url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k)))
+					if _, err := tryClone(url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k))); err != nil {
+						errs <- err
+					}
 				}
 			}(c)
 		}
 		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Error(err)
+		}
 		return float64(clients*perClient) / time.Since(start).Seconds()
 	}
 	run(daemonURL, "warm")

@@ -449,3 +449,42 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// git answers as soon as it has read the negotiation; the end of a chunked
+// body may arrive later. The response must not be cut off because the body
+// is still open (net/http closes unread bodies unless full duplex is on).
+func TestResponseWhileBodyStillOpen(t *testing.T) {
+	f := newFixture(t)
+	g := f.startGate(nil)
+	head := f.git(filepath.Join(f.base, "proj.git"), "rev-parse", "refs/heads/main")
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(g.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := pkt("want "+head+"\n") + "0000" + pkt("done\n")
+	fmt.Fprintf(c, "POST /proj.git/git-upload-pack HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n%s\r\n%x\r\n%s\r\n",
+		basic(f.tokProj), len(req), req)
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for !bytes.Contains(got.Bytes(), []byte("PACK")) {
+		n, err := c.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("response before the body ended: %v %q", err, got.String())
+		}
+	}
+	// Only now end the body; the response must still complete.
+	io.WriteString(c, "0\r\n\r\n")
+	for !bytes.HasSuffix(got.Bytes(), []byte("\r\n0\r\n\r\n")) {
+		n, err := c.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("response cut off: %v (%d bytes)", err, got.Len())
+		}
+	}
+	if !bytes.HasPrefix(got.Bytes(), []byte("HTTP/1.1 200")) {
+		t.Fatalf("status: %q", got.String()[:40])
+	}
+}

@@ -310,6 +310,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else if consumed != nil {
 		r.Body = io.NopCloser(io.MultiReader(consumed, r.Body))
 	}
+	// Request body and response stream concurrently: git may answer while
+	// the last bytes (or the EOF) of the body are still in flight, and net/http
+	// would otherwise close the unread body as soon as the response starts.
+	if err := http.NewResponseController(rec).EnableFullDuplex(); err != nil {
+		h.opt.Log.Debug("full duplex unavailable", "error", err.Error())
+	}
 	body, err := h.body(rec, r)
 	if err != nil {
 		text(rec, http.StatusUnsupportedMediaType, err.Error())

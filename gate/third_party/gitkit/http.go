@@ -310,8 +310,7 @@ func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
 	}()
 
 	lw := &lazyHeader{w: w, rpc: rpc}
-	buf := make([]byte, 64<<10)
-	_, outErr := io.CopyBuffer(lw, pipe, buf)
+	outErr := copyCoalesced(lw, pipe)
 	inErr := <-copyErr
 	if inErr != nil {
 		s.logError(context, inErr)
@@ -340,6 +339,53 @@ func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
 		// git produced no output at all (possible for a push that only
 		// deletes nothing); still answer with the result type.
 		lw.Write(nil)
+	}
+}
+
+// terok patch: copyCoalesced copies git's output to the client, gathering
+// whatever is already in the pipe before each write and flush. upload-pack
+// relays the pack in 8 KiB side-band packets; flushing each of them costs a
+// system call and a chunk per packet, which made large clones measurably
+// slower than git daemon. Progress messages still go out at once: when the
+// pipe is empty the gathered bytes are written immediately.
+func copyCoalesced(dst io.Writer, src io.Reader) error {
+	const bufSize = 256 << 10
+	buf := make([]byte, bufSize)
+	dl, canPoll := src.(interface{ SetReadDeadline(time.Time) error })
+	if f, ok := src.(*os.File); ok {
+		// A larger pipe lets git run ahead while the client is being served.
+		syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), 1031 /* F_SETPIPE_SZ */, 1<<20)
+	}
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && canPoll && err == nil {
+			// Gather what is already there without blocking.
+			for n < bufSize {
+				if dl.SetReadDeadline(time.Now()) != nil {
+					break
+				}
+				m, rerr := src.Read(buf[n:])
+				n += m
+				if rerr != nil {
+					if !errors.Is(rerr, os.ErrDeadlineExceeded) {
+						err = rerr
+					}
+					break
+				}
+			}
+			dl.SetReadDeadline(time.Time{})
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }
 
