@@ -88,7 +88,7 @@ func (l *lineLog) consume(r interface{ Read([]byte) (int, error) }) {
 }
 
 // wait blocks until a line contains substr (returns it) or the stream ends.
-func (l *lineLog) wait(t *testing.T, substr string) string {
+func (l *lineLog) wait(t testing.TB, substr string) string {
 	t.Helper()
 	timer := time.AfterFunc(60*time.Second, func() {
 		l.mu.Lock()
@@ -126,7 +126,7 @@ type proc struct {
 	err    error         // its Wait result, valid after exited
 }
 
-func startProc(t *testing.T, env []string, args ...string) *proc {
+func startProc(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -194,7 +194,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -210,6 +210,12 @@ func ParsePrivate(data []byte) (ssh.Signer, error) {
 		if k.N.BitLen() < MinRSABits {
 			return nil, fmt.Errorf("RSA key has %d bits, at least %d are required", k.N.BitLen(), MinRSABits)
 		}
+		// Validate once and keep the CRT values: otherwise crypto/rsa redoes
+		// this work on every signature.
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid RSA key: %w", err)
+		}
+		k.Precompute()
 	case *ecdsa.PrivateKey, ed25519.PrivateKey, *ed25519.PrivateKey:
 	default:
 		return nil, fmt.Errorf("%w %T", ErrUnsupported, raw)
