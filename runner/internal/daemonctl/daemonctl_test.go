@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,24 @@ func TestSystemdUnavailableIsReported(t *testing.T) {
 	}
 	if err := s.Call(context.Background(), "daemon-reload"); err == nil {
 		t.Error("missing systemctl call succeeded")
+	}
+}
+
+func TestAvailableReadsTheState(t *testing.T) {
+	dir := t.TempDir()
+	fake := func(out string, code int) Systemd {
+		p := filepath.Join(dir, "systemctl-"+strconv.Itoa(code)+"-"+strings.ReplaceAll(out, " ", "_"))
+		os.WriteFile(p, []byte("#!/bin/sh\necho '"+out+"'\nexit "+strconv.Itoa(code)+"\n"), 0o755)
+		return Systemd{Systemctl: p}
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		out  string
+		code int
+		want bool
+	}{{"running", 0, true}, {"degraded", 1, true}, {"starting", 1, true}, {"offline", 1, false}, {"", 1, false}, {"maintenance", 3, false}} {
+		if got := fake(tc.out, tc.code).Available(ctx); got != tc.want {
+			t.Errorf("%q exit %d: Available = %v, want %v", tc.out, tc.code, got, tc.want)
+		}
 	}
 }

@@ -54,10 +54,17 @@ func (s Systemd) run(ctx context.Context, timeout time.Duration, args ...string)
 	return out.String(), code, nil
 }
 
-// Available: `systemctl --user is-system-running` exits 0 or 1 within 5 s.
+// Available: `systemctl --user is-system-running` exits 0 (running) or 1
+// (degraded, starting, stopping) within 5 s. Exit 1 with "offline" means no
+// user manager answers (e.g. systemd is not PID 1), which is unavailable:
+// installing units there would only fail later with a vaguer error.
 func (s Systemd) Available(ctx context.Context) bool {
-	_, code, err := s.run(ctx, 5*time.Second, "is-system-running")
-	return err == nil && (code == 0 || code == 1)
+	out, code, err := s.run(ctx, 5*time.Second, "is-system-running")
+	if err != nil {
+		return false
+	}
+	state := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	return code == 0 || (code == 1 && state != "offline" && state != "")
 }
 
 // IsActive: `systemctl --user is-active UNIT` prints exactly "active".
