@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
@@ -107,4 +108,34 @@ func BenchmarkVerifyListing1000(b *testing.B) {
 			b.Fatal(errs)
 		}
 	}
+}
+
+// BenchmarkHookVsNsenter1000 alternates the two within one loop so that
+// load from other processes hits both alike, and reports the ratio.
+func BenchmarkHookVsNsenter1000(b *testing.B) {
+	tp, dir, text := benchSetup(b, 1000)
+	state := ociState(tp.pid, dir, "4")
+	script := hook.Transaction(text, []string{gwV4, gwV6})
+	pid := strconv.Itoa(tp.pid)
+	var hookNs, baseNs int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		cmd := exec.Command(hookBin, "createRuntime")
+		cmd.Stdin = bytes.NewReader(state)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		hookNs += time.Since(start).Nanoseconds()
+		start = time.Now()
+		cmd = exec.Command("nsenter", "-n", "-t", pid, "nft", "-f", "-")
+		cmd.Stdin = bytes.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		baseNs += time.Since(start).Nanoseconds()
+	}
+	b.ReportMetric(float64(hookNs)/float64(b.N)/1e6, "hook-ms/op")
+	b.ReportMetric(float64(baseNs)/float64(b.N)/1e6, "nsenter-nft-ms/op")
+	b.ReportMetric(float64(hookNs)/float64(baseNs), "ratio")
 }
