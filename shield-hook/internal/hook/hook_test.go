@@ -430,3 +430,50 @@ func TestTransaction(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestInteractiveMarker: with the interactive marker the hook verifies the
+// interactive (QUEUED) ruleset, and refuses a ruleset of the other mode.
+func TestInteractiveMarker(t *testing.T) {
+	tp := newTopo(t)
+	dir := stateDir(t)
+	writeFile(t, dir, shieldbundle.FileInteractive, shieldbundle.InteractiveMarker)
+	s := baseScript()
+	s.Interactive = true
+	writeBundle(t, dir, s)
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+		t.Fatalf("interactive: %+v", r)
+	}
+	tp.mustReject("unlisted with interactive terminal", tp.tcp(otherV4, appPort))
+	tp.mustReach("allowlisted with interactive terminal", tp.tcp(allowV4, appPort))
+	writeBundle(t, dir, baseScript())
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	if r.code == 0 || !strings.Contains(r.stderr, "queued nflog prefix missing") {
+		t.Fatalf("non-interactive ruleset with the marker: %+v", r)
+	}
+}
+
+// TestNoDefaultRoute: a namespace without any default route (e.g. a network
+// podman set up without one) still gets its firewall after the bounded wait;
+// stale gateway files are removed.
+func TestNoDefaultRoute(t *testing.T) {
+	tp := newTopo(t)
+	c := []string{"ip", "netns", "exec", tp.ctr}
+	sh(t, append(c, "ip", "route", "del", "default")...)
+	sh(t, append(c, "ip", "-6", "route", "del", "default")...)
+	dir := stateDir(t)
+	writeBundle(t, dir, baseScript())
+	writeFile(t, dir, shieldbundle.FileGateway, "198.51.100.99\n")
+	writeFile(t, dir, shieldbundle.FileGatewayV6, "2001:db8::99\n")
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+		t.Fatalf("hook: %+v", r)
+	}
+	for _, f := range []string{shieldbundle.FileGateway, shieldbundle.FileGatewayV6} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("stale %s kept", f)
+		}
+	}
+	listing, _ := tp.nft("list", "table", "inet", "terok_shield")
+	if ruleset.Classify(listing) != ruleset.StateUp {
+		t.Fatal("not enforcing")
+	}
+}
