@@ -206,5 +206,6 @@ func FindBinary(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return filepath.Abs(p)
 	}
+	//lint:ignore ST1005 gate-server.md §10.1 fixes this message's wording
 	return "", fmt.Errorf("Cannot find '%s' on PATH. Install terok-sandbox (make install) or put %s on PATH", name, name)
 }
