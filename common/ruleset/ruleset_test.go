@@ -459,6 +459,10 @@ func TestVerifyTextOnly(t *testing.T) {
 			t.Errorf("missing error %q in %v", want, errs)
 		}
 	}
+	queued := strings.Replace(good, "        oifname \"lo\" accept\n", "        oifname \"lo\" accept\n        meta l4proto tcp queue num 1 bypass\n", 1)
+	if errs := VerifyHook(queued, false); !strings.Contains(strings.Join(errs, "|"), "unexpected queue verdict") {
+		t.Fatalf("queue verdict not flagged: %v", errs)
+	}
 	if Classify("garbage") != StateError {
 		t.Fatal("garbage must classify as error")
 	}

@@ -199,6 +199,11 @@ func checkJumps(t table, errs []string) []string {
 			if strings.Contains(r, "jump ") || strings.Contains(r, "goto ") {
 				errs = append(errs, fmt.Sprintf("unexpected jump in chain %s: %s", name, r))
 			}
+			// A queue verdict hands the packet to a userspace program that
+			// may accept it: as good as an accept rule.
+			if strings.HasPrefix(r, "queue") || strings.Contains(r, " queue") {
+				errs = append(errs, fmt.Sprintf("unexpected queue verdict in chain %s: %s", name, r))
+			}
 		}
 	}
 	return errs
