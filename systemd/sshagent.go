@@ -1,0 +1,22 @@
+package systemd
+
+import _ "embed"
+
+// Standalone SSH agent unit templates (ssh-agent.md §1). Usually the
+// credential proxy supervises terok-ssh-agent; these units are for hosts
+// that run the agent on its own (never both on one port). Placeholders:
+// UNIT_VERSION, PORT, BIN, DB_PATH, SSH_KEYS_FILE. The socket passes one TCP
+// listener (LISTEN_FDS=1); --port then only documents the port. Bump
+// SSHAgentUnitVersion whenever a template changes.
+const (
+	SSHAgentUnitVersion = 1
+	SSHAgentSocketName  = "terok-ssh-agent.socket"
+	SSHAgentServiceName = "terok-ssh-agent.service"
+	SSHAgentStampPrefix = "# terok-ssh-agent-version:"
+)
+
+//go:embed terok-ssh-agent.socket
+var SSHAgentSocket string
+
+//go:embed terok-ssh-agent.service
+var SSHAgentService string
