@@ -36,6 +36,7 @@ const (
 	otherV4   = "198.51.100.20"
 	deniedV4  = "198.51.100.30"
 	dnsV4     = "198.51.100.53"
+	rogueDNS  = "198.51.100.54" // a second resolver the container must not use
 	privV4    = "172.16.99.1"
 	allowV6   = "2001:db8:2::10"
 	otherV6   = "2001:db8:2::20"
@@ -105,14 +106,14 @@ func newTopo(t testing.TB) *topo {
 	} {
 		sh(t, cmd...)
 	}
-	for _, a := range []string{allowV4, otherV4, deniedV4, dnsV4, privV4} {
+	for _, a := range []string{allowV4, otherV4, deniedV4, dnsV4, rogueDNS, privV4} {
 		sh(t, append(o, "ip", "addr", "add", a+"/32", "dev", "lo")...)
 	}
 	for _, a := range []string{allowV6, otherV6, privV6} {
 		sh(t, append(o, "ip", "-6", "addr", "add", a+"/128", "dev", "lo", "nodad")...)
 	}
 	// The network rule: every destination must route through our veth.
-	for _, a := range []string{allowV4, otherV4, deniedV4, dnsV4, privV4, gwV4, allowV6, otherV6, privV6, gwV6} {
+	for _, a := range []string{allowV4, otherV4, deniedV4, dnsV4, rogueDNS, privV4, gwV4, allowV6, otherV6, privV6, gwV6} {
 		if r := sh(t, append(c, "ip", "route", "get", a)...); !strings.Contains(r, "dev "+tp.vethA) {
 			t.Fatalf("route to %s does not use the test veth %s: %s", a, tp.vethA, r)
 		}
