@@ -1,12 +1,16 @@
 package server
 
 import (
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/gate/internal/tokens"
@@ -86,5 +90,94 @@ func TestCachedAdvertisementsStayCorrect(t *testing.T) {
 	git("-C", filepath.Join(base, "p.git"), "pack-refs", "--all")
 	if got := lsRemote(); strings.Contains(got, "refs/heads/new") {
 		t.Fatalf("deleted ref still listed:\n%s", got)
+	}
+}
+
+func TestGitMissingAndQueueFull(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "gate")
+	if out, err := exec.Command("git", "init", "-q", "--bare", filepath.Join(base, "p.git")).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	tokfile := filepath.Join(base, "tokens.json")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("p", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(h *Handler, method, path, body string) (int, string) {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.SetBasicAuth(tok, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	h, err := New(Options{BasePath: base, Store: tokens.New(tokfile, "", nil), GitPath: filepath.Join(dir, "no-git")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(h, "GET", "/p.git/info/refs?service=git-upload-pack", ""); code != 500 || body != "git not found\n" {
+		t.Fatalf("missing git: %d %q", code, body)
+	}
+
+	// One slot: a request holding it makes the next one wait, then 503.
+	marker := filepath.Join(dir, "started")
+	realGit, _ := exec.LookPath("git")
+	slow := filepath.Join(dir, "slow-git")
+	fifo := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The fake git holds its slot until the test releases it.
+	os.WriteFile(slow, []byte("#!/bin/sh\ntouch "+marker+"\nread x < "+fifo+"\nexec "+realGit+" \"$@\"\n"), 0o755)
+	h, err = New(Options{BasePath: base, Store: tokens.New(tokfile, "", nil), GitPath: slow, MaxBackends: 1, QueueWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	first := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", srv.URL+"/p.git/info/refs?service=git-receive-pack", nil)
+		req.SetBasicAuth(tok, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- -1
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("first request never started git")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/p.git/info/refs?service=git-receive-pack", nil)
+	req.SetBasicAuth(tok, "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("queue full: %d", resp.StatusCode)
+	}
+	if err := os.WriteFile(fifo, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-first; code != 200 {
+		t.Fatalf("first request: %d", code)
 	}
 }
