@@ -10,10 +10,12 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -180,7 +182,7 @@ func testLiveOperations(t *testing.T, tier string) {
 	e := newPrestartEnv(t, TierDig, true)
 	// Real nft/nsenter from the host, fake podman and dig from the test.
 	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
-	fakeBin(t, e.tools.Path, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; two.example.com) printf '203.0.113.60\n203.0.113.61\n' ;; esac`+"\n")
+	fakeBin(t, e.tools.Path, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; two.example.com) printf "203.0.113.60\\n203.0.113.61\\n" ;; three.example.com) echo 203.0.113.70 ;; esac`+"\n")
 	for _, tool := range []string{"nft", "nsenter"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
@@ -215,6 +217,10 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 	if st := s.State(ctx, "c1"); st != StateUp {
 		t.Fatalf("state = %s\n%s", st, s.Rules(ctx, "c1"))
+	}
+	var dnsmasqPID int
+	if tier == TierDnsmasq {
+		dnsmasqPID = startTestDnsmasq(t, ns, e.tools.Path, dir)
 	}
 	setOf := func(name string) []string {
 		return parseSetElements(ns.nft(t, "list", "set", "inet", "terok_shield", name))
@@ -261,6 +267,21 @@ func testLiveOperations(t *testing.T, tier string) {
 		}
 		if !strings.Contains(readState(t, dir, "dnsmasq.conf"), "nftset=/two.example.com/") {
 			t.Fatalf("dnsmasq.conf not regenerated")
+		}
+		// dnsmasq was restarted (not SIGHUPed): a new process, ours, and the
+		// old one is gone.
+		newPID, err := strconv.Atoi(strings.TrimSpace(readState(t, dir, "dnsmasq.pid")))
+		if err != nil || newPID == dnsmasqPID || !processAlive(newPID) || processAlive(dnsmasqPID) {
+			t.Fatalf("dnsmasq not restarted: old %d (alive %v) new %d (alive %v) %v", dnsmasqPID, processAlive(dnsmasqPID), newPID, processAlive(newPID), err)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(newPID, syscall.SIGTERM) })
+		// A stale PID file (not our dnsmasq) is refused and removed.
+		writeText(t, filepath.Join(dir, "dnsmasq.pid"), strconv.Itoa(os.Getpid())+"\n")
+		if _, err := s.Allow(ctx, "c1", "*.three.example.com"); err == nil || !strings.Contains(err.Error(), "is not dnsmasq (stale PID file)") {
+			t.Fatalf("stale pid: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "dnsmasq.pid")); err == nil {
+			t.Fatal("stale PID file kept")
 		}
 		if !strings.Contains(ns.nft(t, "list", "set", "inet", "terok_shield", "allow_v4"), "203.0.113.60 timeout 3650d") {
 			t.Fatalf("live element not permanent:\n%s", ns.nft(t, "list", "set", "inet", "terok_shield", "allow_v4"))
@@ -378,4 +399,43 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimPrefix(string(data), "#!/bin/sh\n")
+}
+
+// startTestDnsmasq starts the bundle's dnsmasq in the namespace the way the
+// hook does, and returns its PID.
+func startTestDnsmasq(t *testing.T, ns liveNetns, binDir, dir string) int {
+	t.Helper()
+	dnsmasq, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		t.Skip("dnsmasq not installed")
+	}
+	if err := os.Symlink(dnsmasq, filepath.Join(binDir, "dnsmasq")); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := shieldbundle.DnsmasqConf("10.0.2.3", dir, []string{"ok.example.com"}, os.Getpid(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeText(t, filepath.Join(dir, "dnsmasq.conf"), string(conf))
+	if out, err := exec.Command("ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns.name, "dnsmasq", "--conf-file="+filepath.Join(dir, "dnsmasq.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("start dnsmasq: %v %s", err, out)
+	}
+	var pid int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if data, err := os.ReadFile(filepath.Join(dir, "dnsmasq.pid")); err == nil {
+			if pid, err = strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dnsmasq wrote no pid file")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGTERM) })
+	return pid
 }
