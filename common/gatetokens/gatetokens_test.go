@@ -199,6 +199,9 @@ func TestConcurrentProcessesLoseNothing(t *testing.T) {
 			if !json.Valid(data) {
 				bad.Add(1)
 			}
+			// Poll often enough to catch a torn write, without starving
+			// the writers of the CPU.
+			time.Sleep(200 * time.Microsecond)
 		}
 	}()
 	proctest.Run(t, 8, "create", "TOKENS_FILE="+s.Path())

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/internal/proctest"
 )
@@ -178,6 +179,9 @@ func TestConcurrentProcessesLoseNothing(t *testing.T) {
 			if !json.Valid(data) {
 				bad.Add(1)
 			}
+			// Poll often enough to catch a torn write, without starving
+			// the writers of the CPU.
+			time.Sleep(200 * time.Microsecond)
 		}
 	}()
 	proctest.Run(t, 8, "update", "KEYS_FILE="+path)
