@@ -70,4 +70,3 @@ func TestOnlyListAndSign(t *testing.T) {
 		t.Fatal("extension")
 	}
 }
-}
