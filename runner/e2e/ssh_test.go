@@ -130,6 +130,59 @@ echo '>> init complete'`
 	})
 }
 
+// With the shield on (no bypass) the container still reaches the agent:
+// the shield opens the configured ssh_agent_port on the host-loopback
+// gateway. Root and rootless.
+func TestSSHAgentThroughShield(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx := e2eCtx(t)
+		agentBin, err := H(t).Bin("terok-ssh-agent")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shxShieldRunner(t, ctx, r)
+		// A profile with only a documentation address: no DNS name to resolve.
+		profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
+		if err := r.Mkdir(profiles, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.WriteFile(filepath.Join(profiles, "ssh-e2e.txt"), []byte("# ssh e2e\n198.51.100.77\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		agentPort := sshFreePort(t)
+		if err := r.WriteConfig(fmt.Sprintf("ssh_agent_port = %d\nshield_profiles = [\"ssh-e2e\"]\n", agentPort)); err != nil {
+			t.Fatal(err)
+		}
+		mustOK(t, "ssh init", r.Sandbox(ctx, "ssh", "init", "proj"))
+		var rows []struct{ Path string }
+		res := mustOK(t, "ssh list", r.Sandbox(ctx, "ssh", "list", "--json"))
+		if err := json.Unmarshal([]byte(res.Stdout), &rows); err != nil || len(rows) != 1 {
+			t.Fatalf("ssh list: %v\n%s", err, res)
+		}
+		pub, err := os.ReadFile(rows[0].Path + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := strings.TrimSpace(mustOK(t, "token", r.Sandbox(ctx, "ssh", "token", "create", "proj", "task-1")).Stdout)
+		agent := r.Command(ctx, agentBin, "--db-path", filepath.Join(r.Dirs.Credentials, "credentials.db"),
+			"--ssh-keys-file", filepath.Join(r.Dirs.Credentials, "ssh-keys.json"), "--port", strconv.Itoa(agentPort))
+		agentLog := sshStartLogged(t, agent, "terok-ssh-agent listening")
+
+		name := r.Name("sshshield")
+		script := `/opt/terok/terok-ssh-agent bridge --attempts 5 -- sh -c 'echo "== keys"; ssh-add -L; echo "== end"'
+echo '>> init complete'`
+		mustOK(t, "run", r.Sandbox(ctx, "run", "--name", name, "--image", H(t).Image,
+			"-v", agentBin+":/opt/terok/terok-ssh-agent:ro",
+			"-e", "TEROK_SSH_AGENT_TOKEN="+tok, "-e", "TEROK_SSH_AGENT_PORT="+strconv.Itoa(agentPort),
+			"--", "sh", "-c", script))
+		logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "150"))
+		got := sshBetween(logs.Stdout, "== keys", "== end")
+		if len(got) != 1 || got[0] != strings.TrimSpace(string(pub)) {
+			t.Fatalf("ssh-add -L through the shield: %q\nfull output:\n%s\n%s\nagent:\n%s", got, logs.Stdout, logs.Stderr, agentLog())
+		}
+	})
+}
+
 func sshFreePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
