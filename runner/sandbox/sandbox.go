@@ -148,26 +148,25 @@ func (s *Sandbox) podmanInfo(ctx context.Context) podmaninfo.Info {
 	return c.Info(ctx, s.podman.Bin)
 }
 
-// firewallArgs returns the podman arguments of §4.3: the shield's, or the
-// bypass network wiring when (and only when) ShieldBypass is set.
-func (s *Sandbox) firewallArgs(ctx context.Context, spec RunSpec) ([]string, error) {
-	if s.cfg.ShieldBypass {
-		s.log.Warn("shield bypassed: the container runs without any egress firewall",
-			"container", spec.ContainerName, "fix", "unset shield_bypass to restore the firewall")
-		s.debug.Warning("run %s: shield bypassed (shield_bypass is set)", spec.ContainerName)
-		b := firewall.Bypass{Out: s.out, Root: !s.rootless(), Info: s.podmanInfo}
-		return b.PreStart(ctx, spec.ContainerName, spec.TaskDir)
+// chooseFirewall is the shield adapter, or the explicit bypass when (and
+// only when) ShieldBypass is set (runner.md §4.3).
+func (s *Sandbox) chooseFirewall(container string) firewall.Firewall {
+	if !s.cfg.ShieldBypass {
+		return s.firewall()
 	}
-	args, err := s.firewall().PreStart(ctx, spec.ContainerName, spec.TaskDir)
-	if err != nil {
-		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)
-	}
-	return args, nil
+	s.log.Warn("shield bypassed: the container runs without any egress firewall",
+		"container", container, "fix", "unset shield_bypass to restore the firewall")
+	s.debug.Warning("run %s: shield bypassed (shield_bypass is set)", container)
+	return firewall.Bypass{Out: s.out, Root: !s.rootless(), Info: s.podmanInfo}
 }
 
 // Command assembles the podman argument list for spec without running
 // anything but the firewall pre-start (which may print the bypass warning).
 func (s *Sandbox) Command(ctx context.Context, spec RunSpec) ([]string, error) {
+	return s.command(ctx, spec, s.chooseFirewall(spec.ContainerName))
+}
+
+func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewall) ([]string, error) {
 	p := launch.Params{
 		Rootless:     s.rootless(),
 		Unrestricted: spec.Unrestricted,
@@ -187,20 +186,27 @@ func (s *Sandbox) Command(ctx context.Context, spec RunSpec) ([]string, error) {
 	if spec.TaskDir == "" {
 		return nil, errors.New("run spec: task dir is required (the shield state lives in <task dir>/shield)")
 	}
-	fw, err := s.firewallArgs(ctx, spec)
+	args, err := fw.PreStart(ctx, spec.ContainerName, spec.TaskDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)
 	}
-	p.FirewallArgs = fw
+	p.FirewallArgs = args
 	return launch.Args(p), nil
 }
 
 // Run launches a detached hardened container (runner.md §3–§6) and returns
 // its id. It prints `$ <redacted command>` to the facade's stdout first.
-// Errors: ErrPodmanNotFound, *GpuConfigError, *LaunchError, a firewall
-// error (the launch is refused), or a hook's error.
+// When the firewall can verify a started container (firewall.Verifier) and
+// that fails, the container is removed and Run fails: a container whose
+// firewall is not in place must not keep running. Errors:
+// ErrPodmanNotFound, *GpuConfigError, *LaunchError, a firewall error (the
+// launch is refused), a verification error, or a hook's error.
 func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (string, error) {
-	args, err := s.Command(ctx, spec)
+	return s.run(ctx, spec, hooks, s.chooseFirewall(spec.ContainerName))
+}
+
+func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, fw firewall.Firewall) (string, error) {
+	args, err := s.command(ctx, spec, fw)
 	if err != nil {
 		return "", err
 	}
@@ -218,6 +224,11 @@ func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (
 		return "", err
 	}
 	s.debug.Debug("run %s: started %s", spec.ContainerName, id)
+	if v, ok := fw.(firewall.Verifier); ok {
+		if verr := v.VerifyStarted(ctx, spec.ContainerName, spec.TaskDir, id); verr != nil {
+			return "", s.removeUnverified(ctx, spec.ContainerName, verr)
+		}
+	}
 	if hooks.PostStart != nil {
 		if err := hooks.PostStart(); err != nil {
 			return id, fmt.Errorf("post-start hook for %s failed (the container is running; stop it with `terok-sandbox stop %s`): %w",
@@ -225,6 +236,23 @@ func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (
 		}
 	}
 	return id, nil
+}
+
+// removeUnverified force-removes a container whose firewall could not be
+// verified and builds the error. The removal must happen even when the
+// caller's context has ended.
+func (s *Sandbox) removeUnverified(ctx context.Context, name string, verr error) error {
+	s.log.Error("shield verification failed; removing the container", "container", name, "err", verr,
+		"fix", "run 'terok-sandbox shield check' and repair the shield setup")
+	s.debug.Warning("run %s: shield verification failed (%v); removing the container", name, verr)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), podman.StopTimeout)
+	defer cancel()
+	res, err := s.podman.Exec(rctx, "rm", "-f", name)
+	if err != nil {
+		return fmt.Errorf("shield verification failed for %s: %w; removing the container FAILED (%s): remove it now with `podman rm -f %s`",
+			name, verr, podman.ErrorText(res, err, "podman rm -f"), name)
+	}
+	return fmt.Errorf("shield verification failed for %s: %w; the container was removed. Run 'terok-sandbox shield check' to diagnose the shield setup", name, verr)
 }
 
 // StreamLogs follows the container's logs, printing each line to the

@@ -11,6 +11,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/runner/internal/firewall"
 )
 
 func coreTestConfig(t *testing.T) (config.Config, config.Env) {
@@ -208,5 +209,95 @@ func TestRunWithoutBypassFailsClosed(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "BYPASSED") {
 		t.Fatal("bypass warning without bypass")
+	}
+}
+
+// verifyingFirewall is a firewall whose post-start verification outcome
+// the test chooses.
+type verifyingFirewall struct {
+	verifyErr error
+	verified  *[]string
+}
+
+func (f verifyingFirewall) PreStart(context.Context, string, string) ([]string, error) {
+	return []string{"--annotation", "fw=1"}, nil
+}
+
+func (f verifyingFirewall) VerifyStarted(_ context.Context, container, taskDir, id string) error {
+	*f.verified = append(*f.verified, container+"|"+taskDir+"|"+id)
+	return f.verifyErr
+}
+
+func TestRunVerifierSeam(t *testing.T) {
+	cases := []struct {
+		name      string
+		verifyErr error
+		rmFails   bool
+		wantErr   []string
+		wantRm    bool
+		wantPost  bool
+	}{
+		{"verified", nil, false, nil, false, true},
+		{"verification fails → removed", errors.New("no nft table in the container netns"), false,
+			[]string{"shield verification failed for c: no nft table in the container netns; the container was removed", "terok-sandbox shield check"}, true, false},
+		{"removal fails too", errors.New("hook did not run"), true,
+			[]string{"shield verification failed for c: hook did not run", "removing the container FAILED", "podman rm -f c"}, true, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, env := coreTestConfig(t)
+			dir := t.TempDir()
+			callLog := filepath.Join(dir, "calls")
+			rm := "exit 0"
+			if c.rmFails {
+				rm = "echo 'Error: cannot remove' >&2; exit 2"
+			}
+			bin := filepath.Join(dir, "podman")
+			os.WriteFile(bin, []byte("#!/bin/sh\necho \"$*\" >> "+callLog+"\ncase \"$1\" in run) echo cid42;; rm) "+rm+";; esac\n"), 0o755)
+			var verified []string
+			post := false
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s := New(cfg, Options{Env: env, Stdout: &bytes.Buffer{}, Podman: bin})
+			id, err := s.run(ctx, RunSpec{ContainerName: "c", Image: "i", TaskDir: "/task"},
+				LifecycleHooks{PostStart: func() error { post = true; return nil }},
+				verifyingFirewall{verifyErr: c.verifyErr, verified: &verified})
+			if len(verified) != 1 || verified[0] != "c|/task|cid42" {
+				t.Fatalf("VerifyStarted calls %q", verified)
+			}
+			data, _ := os.ReadFile(callLog)
+			calls := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if !strings.Contains(calls[0], "--annotation fw=1") {
+				t.Fatalf("firewall args not used: %q", calls[0])
+			}
+			if got := len(calls) == 2 && calls[1] == "rm -f c"; got != c.wantRm {
+				t.Fatalf("podman calls %q (want rm: %v)", calls, c.wantRm)
+			}
+			if post != c.wantPost {
+				t.Fatalf("post_start fired = %v", post)
+			}
+			if c.wantErr == nil {
+				if err != nil || id != "cid42" {
+					t.Fatalf("%q %v", id, err)
+				}
+				return
+			}
+			if err == nil || id != "" {
+				t.Fatalf("want error, got id %q", id)
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// Bypass never claims to verify anything.
+func TestBypassIsNotAVerifier(t *testing.T) {
+	var fw firewall.Firewall = firewall.Bypass{}
+	if _, ok := fw.(firewall.Verifier); ok {
+		t.Fatal("bypass implements Verifier")
 	}
 }

@@ -85,3 +85,11 @@ func BypassArgs(ctx context.Context, root bool, info func(context.Context) podma
 	}
 	return podmaninfo.HostLoopbackArgs(info(ctx).NetworkMode())
 }
+
+// Verifier is implemented by a Firewall that can check, once podman has
+// created and started the container, that its rules are really in place
+// (e.g. a misinstalled OCI hook that podman silently skipped). An error makes
+// the launcher remove the container and fail. Bypass does not implement it.
+type Verifier interface {
+	VerifyStarted(ctx context.Context, container, taskDir, containerID string) error
+}
