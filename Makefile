@@ -12,7 +12,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1x
 E2E_TIMEOUT ?= 40m
 
-.PHONY: all build test e2e bench fuzz lint install uninstall clean check tools
+.PHONY: all build test e2e bench fuzz lint install uninstall clean check tools demo
 
 all: build
 
@@ -66,3 +66,7 @@ clean:
 
 # Everything CI runs.
 check: lint test fuzz e2e
+
+# The main job: set up and launch one real hardened sandbox (root).
+demo:
+	scripts/demo.sh
