@@ -51,8 +51,6 @@ type Env struct {
 	Environ        func() []string
 	// Signals delivers termination requests; nil means SIGTERM/SIGINT.
 	Signals <-chan os.Signal
-	// Ready, when set, is called once the server listens, with the addresses.
-	Ready func(addrs []net.Addr)
 }
 
 // Main runs the program and returns the exit status.
@@ -222,9 +220,6 @@ func runServer(args []string, env Env) int {
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()
-	}
-	if env.Ready != nil {
-		env.Ready(addrs)
 	}
 	var runErr error
 	select {
