@@ -40,7 +40,7 @@ func TestCheckEnvironment(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _ := testPaths(t)
-			mkdir(t, p.SystemHooksDirs[1])
+			mkdir(t, p.SystemHooksDirs[0])
 			bin := t.TempDir()
 			for _, tool := range tt.tools {
 				body := "exit 0\n"

@@ -10,9 +10,13 @@ import (
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
-// System OCI hooks directories podman reads by default, in the order the
-// --root setup prefers them (shield.md §13).
-var systemHooksDirs = []string{"/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"}
+// podmanDefaultHooksDirs is what podman reads when no containers.conf sets
+// [engine] hooks_dir: only /usr/share/containers/oci/hooks.d (measured on
+// podman 4.3.1). The spec's rule 3 also lists /etc/containers/oci/hooks.d;
+// podman does not read it, so hooks installed there never run — a container
+// would start without its firewall while the check said "ok". Only
+// directories podman really reads count, and --root installs into one.
+var podmanDefaultHooksDirs = []string{"/usr/share/containers/oci/hooks.d"}
 
 // System containers.conf files, in lookup order (shield.md §5).
 var systemContainersConfs = []string{"/etc/containers/containers.conf", "/usr/share/containers/containers.conf"}
@@ -31,7 +35,8 @@ type HostPaths struct {
 	Root bool
 	// SystemContainersConfs are read in order after the user file.
 	SystemContainersConfs []string
-	// SystemHooksDirs are podman's default hooks directories.
+	// SystemHooksDirs are the hooks directories podman reads when no
+	// containers.conf configures any (its built-in default).
 	SystemHooksDirs []string
 }
 
@@ -47,7 +52,7 @@ func DefaultHostPaths(home, xdgConfigHome, containersConf string, root bool) Hos
 		ContainersConfEnv:     containersConf,
 		Root:                  root,
 		SystemContainersConfs: append([]string(nil), systemContainersConfs...),
-		SystemHooksDirs:       append([]string(nil), systemHooksDirs...),
+		SystemHooksDirs:       append([]string(nil), podmanDefaultHooksDirs...),
 	}
 }
 
@@ -56,21 +61,8 @@ func (h HostPaths) UserHooksDir() string {
 	return filepath.Join(h.Home, ".local", "share", "containers", "oci", "hooks.d")
 }
 
-// RootHooksDir is the target of `shield setup --root`: the first existing
-// system hooks dir, else the last candidate (/etc/...).
-func (h HostPaths) RootHooksDir() string {
-	for _, d := range h.SystemHooksDirs {
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return d
-		}
-	}
-	if len(h.SystemHooksDirs) == 0 {
-		return "/etc/containers/oci/hooks.d"
-	}
-	return h.SystemHooksDirs[len(h.SystemHooksDirs)-1]
-}
-
-// ExistingSystemHooksDirs lists the system defaults that exist.
+// ExistingSystemHooksDirs lists podman's built-in hooks directories that
+// exist.
 func (h HostPaths) ExistingSystemHooksDirs() []string {
 	var out []string
 	for _, d := range h.SystemHooksDirs {
@@ -79,6 +71,34 @@ func (h HostPaths) ExistingSystemHooksDirs() []string {
 		}
 	}
 	return out
+}
+
+// configuredHooksDirs is the hooks_dir list of the containers.conf files
+// podman reads (shield.md §5 rules 1–2), nil when none sets one.
+func (h HostPaths) configuredHooksDirs() []string {
+	if h.ContainersConfEnv != "" {
+		return h.confHooksDirs(h.ContainersConfEnv)
+	}
+	if !h.Root {
+		if d := h.confHooksDirs(h.UserContainersConf); len(d) > 0 {
+			return d
+		}
+	}
+	return h.systemConfiguredHooksDirs()
+}
+
+// systemConfiguredHooksDirs is the hooks_dir of the system containers.conf
+// files (or of $CONTAINERS_CONF), ignoring the user file.
+func (h HostPaths) systemConfiguredHooksDirs() []string {
+	if h.ContainersConfEnv != "" {
+		return h.confHooksDirs(h.ContainersConfEnv)
+	}
+	for _, c := range h.SystemContainersConfs {
+		if d := h.confHooksDirs(c); len(d) > 0 {
+			return d
+		}
+	}
+	return nil
 }
 
 // expandHome replaces a leading "~".
@@ -128,27 +148,48 @@ func (h HostPaths) confHooksDirsData(data []byte) []string {
 }
 
 // HooksDirs are the directories podman reads hooks from (shield.md §5):
-// the first rule that yields a non-empty list wins. Two podman facts refine
-// the spec's list: $CONTAINERS_CONF replaces every other containers.conf,
-// and root's podman does not read a user containers.conf.
+// the configured hooks_dir, else podman's built-in default. Two podman facts
+// refine the spec's lookup: $CONTAINERS_CONF replaces every other
+// containers.conf, and root's podman does not read a user containers.conf.
+// Unlike the spec's rule 3, /etc/containers/oci/hooks.d is not a default.
 func (h HostPaths) HooksDirs() []string {
-	if h.ContainersConfEnv != "" {
-		if d := h.confHooksDirs(h.ContainersConfEnv); len(d) > 0 {
-			return d
-		}
-		return h.ExistingSystemHooksDirs()
+	if d := h.configuredHooksDirs(); len(d) > 0 {
+		return d
 	}
-	if !h.Root {
-		if d := h.confHooksDirs(h.UserContainersConf); len(d) > 0 {
-			return d
+	return append([]string(nil), h.SystemHooksDirs...)
+}
+
+// RootSetupDir is where `shield setup --root` installs the hooks: the first
+// hooks_dir root's podman is configured with, else podman's built-in
+// default (created if missing).
+func (h HostPaths) RootSetupDir() string {
+	p := h
+	p.Root = true
+	if d := p.configuredHooksDirs(); len(d) > 0 {
+		return d[0]
+	}
+	if len(h.SystemHooksDirs) > 0 {
+		return h.SystemHooksDirs[0]
+	}
+	return podmanDefaultHooksDirs[0]
+}
+
+// UserHooksDirList is the hooks_dir list `shield setup --user` writes: what
+// podman reads today without a user hooks_dir (the system configuration's
+// list, else the built-in defaults that exist), then target. Naming only
+// target would silently disable every other installed hook.
+func (h HostPaths) UserHooksDirList(target string) []string {
+	base := h.systemConfiguredHooksDirs()
+	if len(base) == 0 {
+		base = h.ExistingSystemHooksDirs()
+	}
+	out := []string{}
+	for _, d := range base {
+		if !containsPath(out, d) && !containsPath([]string{target}, d) {
+			out = append(out, d)
 		}
 	}
-	for _, c := range h.SystemContainersConfs {
-		if d := h.confHooksDirs(c); len(d) > 0 {
-			return d
-		}
-	}
-	return h.ExistingSystemHooksDirs()
+	return append(out, target)
 }
 
 // GlobalHookDir returns the first hooks directory podman reads that holds

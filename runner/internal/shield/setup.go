@@ -61,29 +61,9 @@ func Setup(ctx context.Context, o SetupOptions) (SetupResult, error) {
 	return o.setupUser(hookData)
 }
 
-// rootTarget is the --root directory. When a containers.conf podman reads
-// names hooks_dir, podman reads only those directories, so installing into
-// /usr/share/... would have no effect: the first configured directory wins.
-// Otherwise it is the first existing system default (shield.md §13).
+// rootTarget is the --root directory: a directory root's podman really
+// reads (HostPaths.RootSetupDir).
 func (o SetupOptions) rootTarget() string { return o.Paths.RootSetupDir() }
-
-// RootSetupDir is where `shield setup --root` installs the hooks.
-func (h HostPaths) RootSetupDir() string {
-	p := h
-	p.Root = true
-	if p.ContainersConfEnv != "" {
-		if d := p.confHooksDirs(p.ContainersConfEnv); len(d) > 0 {
-			return d[0]
-		}
-	} else {
-		for _, c := range p.SystemContainersConfs {
-			if d := p.confHooksDirs(c); len(d) > 0 {
-				return d[0]
-			}
-		}
-	}
-	return p.RootHooksDir()
-}
 
 // writeHookFiles writes the executable and both descriptors into dir, each
 // atomically, the executable 0755.
@@ -180,7 +160,7 @@ func (o SetupOptions) setupUser(hookData []byte) (SetupResult, error) {
 // edited as text, never re-encoded.
 func EnsureUserHooksDir(p HostPaths, target string) (changed bool, warning string, err error) {
 	path := p.UserContainersConf
-	line := "hooks_dir = " + tomlStringList(append(p.ExistingSystemHooksDirs(), target))
+	line := "hooks_dir = " + tomlStringList(p.UserHooksDirList(target))
 	data, rerr := os.ReadFile(path)
 	if errors.Is(rerr, os.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -235,7 +215,7 @@ func EnsureUserHooksDir(p HostPaths, target string) (changed bool, warning strin
 	}
 	// The result must still be TOML that podman reads our list from.
 	if got := p.confHooksDirsData([]byte(out)); !containsPath(got, target) {
-		return false, "", fmt.Errorf("editing %s would not yield a hooks_dir podman reads; add hooks_dir = %s to its [engine] section yourself", path, tomlStringList(append(p.ExistingSystemHooksDirs(), target)))
+		return false, "", fmt.Errorf("editing %s would not yield a hooks_dir podman reads; add hooks_dir = %s to its [engine] section yourself", path, tomlStringList(p.UserHooksDirList(target)))
 	}
 	st, err := os.Stat(path)
 	mode := os.FileMode(0o644)

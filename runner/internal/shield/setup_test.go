@@ -11,8 +11,9 @@ import (
 )
 
 // testPaths is a HostPaths rooted in a temporary tree: a home, a user
-// containers.conf, two system confs and two system hooks dirs (the first
-// one missing unless created).
+// containers.conf, two system confs and podman's built-in hooks dir (missing
+// unless created). <root>/etc-hooks.d plays /etc/containers/oci/hooks.d,
+// which podman does not read.
 func testPaths(t *testing.T) (HostPaths, string) {
 	t.Helper()
 	root := t.TempDir()
@@ -24,7 +25,7 @@ func testPaths(t *testing.T) (HostPaths, string) {
 		Home:                  home,
 		UserContainersConf:    filepath.Join(home, ".config", "containers", "containers.conf"),
 		SystemContainersConfs: []string{filepath.Join(root, "etc-containers.conf"), filepath.Join(root, "usr-containers.conf")},
-		SystemHooksDirs:       []string{filepath.Join(root, "usr-hooks.d"), filepath.Join(root, "etc-hooks.d")},
+		SystemHooksDirs:       []string{filepath.Join(root, "usr-hooks.d")},
 	}, root
 }
 
@@ -54,8 +55,8 @@ func TestHooksDirs(t *testing.T) {
 		mkdirs []int // system hooks dirs that exist
 		want   func(p HostPaths, root string) []string
 	}{
-		{"defaults: existing system dirs", "", "", "", "", false, []int{1}, func(p HostPaths, r string) []string { return []string{p.SystemHooksDirs[1]} }},
-		{"defaults: none exist", "", "", "", "", false, nil, func(HostPaths, string) []string { return nil }},
+		{"defaults: the built-in dir", "", "", "", "", false, []int{0}, func(p HostPaths, r string) []string { return []string{p.SystemHooksDirs[0]} }},
+		{"defaults: the built-in dir even if missing", "", "", "", "", false, nil, func(p HostPaths, r string) []string { return []string{p.SystemHooksDirs[0]} }},
 		{"user string with tilde", "[engine]\nhooks_dir = \"~/hooks\"\n", "[engine]\nhooks_dir=[\"/etc/x\"]\n", "", "", false, nil,
 			func(p HostPaths, r string) []string { return []string{filepath.Join(p.Home, "hooks")} }},
 		{"user list", "[engine]\nhooks_dir = [\"/a\", \"~/b\"]\n", "", "", "", false, nil, func(p HostPaths, r string) []string { return []string{"/a", filepath.Join(p.Home, "b")} }},
@@ -64,7 +65,7 @@ func TestHooksDirs(t *testing.T) {
 		{"etc before usr", "", "[engine]\nhooks_dir=[\"/etc/x\"]\n", "[engine]\nhooks_dir=[\"/usr/x\"]\n", "", false, nil, func(HostPaths, string) []string { return []string{"/etc/x"} }},
 		{"root ignores the user file", "[engine]\nhooks_dir = [\"/a\"]\n", "", "", "", true, []int{0}, func(p HostPaths, r string) []string { return []string{p.SystemHooksDirs[0]} }},
 		{"CONTAINERS_CONF replaces all", "[engine]\nhooks_dir = [\"/a\"]\n", "[engine]\nhooks_dir=[\"/etc/x\"]\n", "", "[engine]\nhooks_dir=[\"/test/hooks\"]\n", false, nil, func(HostPaths, string) []string { return []string{"/test/hooks"} }},
-		{"CONTAINERS_CONF without hooks_dir", "[engine]\nhooks_dir = [\"/a\"]\n", "", "", "[engine]\nruntime=\"runc\"\n", false, []int{0, 1}, func(p HostPaths, r string) []string { return p.SystemHooksDirs }},
+		{"CONTAINERS_CONF without hooks_dir", "[engine]\nhooks_dir = [\"/a\"]\n", "", "", "[engine]\nruntime=\"runc\"\n", false, []int{0}, func(p HostPaths, r string) []string { return p.SystemHooksDirs }},
 		{"wrong type ignored", "[engine]\nhooks_dir = 5\n", "", "", "", false, []int{0}, func(p HostPaths, r string) []string { return []string{p.SystemHooksDirs[0]} }},
 	}
 	for _, tt := range tests {
@@ -103,14 +104,14 @@ func TestEnsureUserHooksDir(t *testing.T) {
 		check       func(t *testing.T, text string, p HostPaths, target string)
 	}{
 		{"missing file", nil, true, false, func(t *testing.T, text string, p HostPaths, target string) {
-			want := "[engine]\nhooks_dir = [" + q(p.SystemHooksDirs[1]) + ", " + q(target) + "]\n"
+			want := "[engine]\nhooks_dir = [" + q(p.SystemHooksDirs[0]) + ", " + q(target) + "]\n"
 			if text != want {
 				t.Fatalf("got %q want %q", text, want)
 			}
 		}},
 		{"engine section present", ptr("# my settings\n[containers]\nlog_driver = \"k8s-file\"\n\n  [engine]  \n# keep me\nruntime = \"runc\"\n"), true, false,
 			func(t *testing.T, text string, p HostPaths, target string) {
-				want := "# my settings\n[containers]\nlog_driver = \"k8s-file\"\n\n  [engine]  \nhooks_dir = [" + q(p.SystemHooksDirs[1]) + ", " + q(target) + "]\n# keep me\nruntime = \"runc\"\n"
+				want := "# my settings\n[containers]\nlog_driver = \"k8s-file\"\n\n  [engine]  \nhooks_dir = [" + q(p.SystemHooksDirs[0]) + ", " + q(target) + "]\n# keep me\nruntime = \"runc\"\n"
 				if text != want {
 					t.Fatalf("got %q want %q", text, want)
 				}
@@ -132,7 +133,8 @@ func TestEnsureUserHooksDir(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _ := testPaths(t)
-			mkdir(t, p.SystemHooksDirs[1]) // only /etc-like dir exists
+			mkdir(t, p.SystemHooksDirs[0])
+			mkdir(t, filepath.Join(filepath.Dir(p.SystemHooksDirs[0]), "etc-hooks.d")) // not read by podman, not listed
 			target := p.UserHooksDir()
 			if tt.existing != nil {
 				writeText(t, p.UserContainersConf, *tt.existing)
@@ -154,7 +156,7 @@ func TestEnsureUserHooksDir(t *testing.T) {
 			// After setup, podman reads the target and keeps the defaults.
 			if tt.wantChanged {
 				dirs := p.HooksDirs()
-				if !containsPath(dirs, target) || !containsPath(dirs, p.SystemHooksDirs[1]) {
+				if !containsPath(dirs, target) || !containsPath(dirs, p.SystemHooksDirs[0]) || len(dirs) != 2 {
 					t.Fatalf("HooksDirs after setup = %q", dirs)
 				}
 			}
@@ -231,16 +233,47 @@ func TestSetup(t *testing.T) {
 	})
 
 	t.Run("root as root", func(t *testing.T) {
-		p, _ := testPaths(t)
-		mkdir(t, p.SystemHooksDirs[1])
+		// The built-in directory podman reads is the target even when it
+		// does not exist yet and another candidate does.
+		p, root := testPaths(t)
+		etc := filepath.Join(root, "etc-hooks.d")
+		mkdir(t, etc)
 		res, err := Setup(ctx, SetupOptions{Root: true, HookBinary: hook, Paths: p, EUID: 0})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Dir != p.SystemHooksDirs[1] {
+		if res.Dir != p.SystemHooksDirs[0] {
 			t.Fatalf("dir %s", res.Dir)
 		}
 		checkInstalled(t, res.Dir)
+		if p.GlobalHookDir() != res.Dir {
+			t.Fatalf("installed hooks not detected")
+		}
+	})
+
+	t.Run("hooks in a directory podman does not read are not installed", func(t *testing.T) {
+		// The lead's repro: hooks in /etc/containers/oci/hooks.d, no
+		// hooks_dir configured: podman never runs them.
+		p, root := testPaths(t)
+		etc := filepath.Join(root, "etc-hooks.d")
+		mkdir(t, etc)
+		if err := writeHookFiles(etc, []byte("#!/bin/sh\n"), filepath.Join(etc, "terok-shield-hook")); err != nil {
+			t.Fatal(err)
+		}
+		if d := p.GlobalHookDir(); d != "" {
+			t.Fatalf("hooks in a directory podman does not read counted as installed: %s", d)
+		}
+		if r := CheckEnvironment(ctx, Tools{Path: t.TempDir()}, infoSlirp, p); r.Health != HealthSetupNeeded {
+			t.Fatalf("check health %s", r.Health)
+		}
+	})
+
+	t.Run("user list keeps the system configuration's hooks_dir", func(t *testing.T) {
+		p, _ := testPaths(t)
+		writeText(t, p.SystemContainersConfs[0], "[engine]\nhooks_dir = [\"/opt/site-hooks\"]\n")
+		if got, want := p.UserHooksDirList("/u"), []string{"/opt/site-hooks", "/u"}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("list %q want %q", got, want)
+		}
 	})
 
 	t.Run("root follows the configured hooks_dir", func(t *testing.T) {
@@ -260,7 +293,7 @@ func TestSetup(t *testing.T) {
 
 	t.Run("root via sudo", func(t *testing.T) {
 		p, _ := testPaths(t)
-		target := p.SystemHooksDirs[1]
+		target := p.SystemHooksDirs[0]
 		sudoDir := t.TempDir()
 		log := filepath.Join(sudoDir, "log")
 		// A sudo that records and runs its command.
