@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,13 +33,14 @@ import (
 )
 
 type benchEnv struct {
-	b        *testing.B
-	dir      string
-	base     string
-	tok      string
-	gatePort int
-	gatePID  int
-	daemon   int
+	b         *testing.B
+	dir       string
+	base      string
+	tok       string
+	gatePort  int
+	gatePID   int
+	daemon    int
+	daemonPID int
 }
 
 // setupBench starts a gate and a git daemon over the cache directory that
@@ -66,8 +68,9 @@ func setupBench(b *testing.B, repo string) *benchEnv {
 	g := start(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))
 	e.gatePID = g.Process.Pid
 	e.daemon = freePortB(b)
-	start("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+	d := start("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
 		"--port="+strconv.Itoa(e.daemon), "--base-path="+e.base, e.base)
+	e.daemonPID = d.Process.Pid
 	waitPortB(b, e.gatePort)
 	waitPortB(b, e.daemon)
 	return e
@@ -96,15 +99,37 @@ func waitPortB(b *testing.B, port int) {
 
 func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
 	b.Helper()
-	d, err := tryClone(url, dst, extra...)
+	d, _, err := tryClone(url, dst, extra...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return d
 }
 
+// cloneCPU clones once and returns wall time and the CPU seconds of client
+// and server (serverPID and its reaped children; 0 = no server process).
+func cloneCPU(b *testing.B, serverPID int, url, dst string, extra ...string) (time.Duration, float64) {
+	b.Helper()
+	before := 0.0
+	if serverPID > 0 {
+		before = procCPU(serverPID)
+	}
+	d, client, err := tryClone(url, dst, extra...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	server := 0.0
+	if serverPID > 0 {
+		// The server reaps its git processes right after the response; give
+		// the accounting a moment to include them.
+		time.Sleep(100 * time.Millisecond)
+		server = procCPU(serverPID) - before
+	}
+	return d, client + server
+}
+
 // tryClone clones without checkout and removes the result; safe in goroutines.
-func tryClone(url, dst string, extra ...string) (time.Duration, error) {
+func tryClone(url, dst string, extra ...string) (time.Duration, float64, error) {
 	args := append([]string{"clone", "-q", "--no-checkout"}, extra...)
 	args = append(args, url, dst)
 	cmd := exec.Command("git", args...)
@@ -114,9 +139,13 @@ func tryClone(url, dst string, extra ...string) (time.Duration, error) {
 	d := time.Since(start)
 	os.RemoveAll(dst)
 	if err != nil {
-		return d, fmt.Errorf("git clone %s: %v\n%s", url, err, out)
+		return d, 0, fmt.Errorf("git clone %s: %v\n%s", url, err, out)
 	}
-	return d, nil
+	cpu := 0.0
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		cpu = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	}
+	return d, cpu, nil
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -146,21 +175,46 @@ func BenchmarkCloneBig(b *testing.B) {
 	cloneOnce(b, daemonURL, filepath.Join(e.dir, "warm"))
 	b.ResetTimer()
 	var g, d, l []time.Duration
+	var gc, dc []float64
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < n; r++ {
-			d = append(d, cloneOnce(b, daemonURL, filepath.Join(e.dir, "d")))
-			g = append(g, cloneOnce(b, gateURL, filepath.Join(e.dir, "g")))
+			dw, dcpu := cloneCPU(b, e.daemonPID, daemonURL, filepath.Join(e.dir, "d"))
+			gw, gcpu := cloneCPU(b, e.gatePID, gateURL, filepath.Join(e.dir, "g"))
+			d, g, dc, gc = append(d, dw), append(g, gw), append(dc, dcpu), append(gc, gcpu)
 			l = append(l, cloneOnce(b, repo, filepath.Join(e.dir, "l"), "--no-local"))
 		}
 	}
 	b.StopTimer()
 	gm, dm, lm := median(g), median(d), median(l)
+	sort.Float64s(gc)
+	sort.Float64s(dc)
+	gcm, dcm := gc[len(gc)/2], dc[len(dc)/2]
+	b.ReportMetric(gcm, "gate-cpu-s")
+	b.ReportMetric(dcm, "daemon-cpu-s")
+	b.Logf("big clone CPU (client + server) medians: gate %.3fs, git daemon %.3fs, ratio %.3f", gcm, dcm, gcm/dcm)
 	b.ReportMetric(gm.Seconds(), "gate-s")
 	b.ReportMetric(dm.Seconds(), "daemon-s")
 	b.ReportMetric(lm.Seconds(), "local-s")
 	b.ReportMetric(gm.Seconds()/dm.Seconds(), "gate/daemon")
 	b.Logf("big clone medians over %d rounds: gate %v, git daemon %v, local --no-local %v, gate/daemon %.3f (target <= 1.05)",
 		len(g), gm, dm, lm, gm.Seconds()/dm.Seconds())
+}
+
+// procCPU is the CPU time of pid and its reaped children (utime, stime,
+// cutime, cstime), in seconds.
+func procCPU(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ticks float64
+	for _, i := range []int{11, 12, 13, 14} { // fields 14-17 of stat(5)
+		v, _ := strconv.ParseFloat(f[i], 64)
+		ticks += v
+	}
+	return ticks / 100 // USER_HZ
 }
 
 // peakRSS is VmHWM of pid in KiB.
@@ -197,7 +251,7 @@ func BenchmarkSmallClones8(b *testing.B) {
 			go func(c int) {
 				defer wg.Done()
 				for k := 0; k < perClient; k++ {
-					if _, err := tryClone(url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k))); err != nil {
+					if _, _, err := tryClone(url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k))); err != nil {
 						errs <- err
 					}
 				}

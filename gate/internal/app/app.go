@@ -130,6 +130,19 @@ func Main(args []string, stderr io.Writer) int {
 	// Nothing the gate starts needs the admin token.
 	os.Unsetenv(EnvAdminToken)
 
+	// Paths become absolute: the detached child runs in "/", and logs and
+	// the PID file should name real locations.
+	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file"} {
+		if v := fs.Lookup(name).Value.String(); v != "" && !filepath.IsAbs(v) {
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return usage(fmt.Sprintf("--%s %q: %v", name, v, err))
+			}
+			if fs.Set(name, abs) != nil {
+				return usage(fmt.Sprintf("--%s %q cannot be made absolute", name, v))
+			}
+		}
+	}
 	switch {
 	case o.detach && os.Getenv(envDetachedChild) == "1":
 		os.Unsetenv(envDetachedChild)
