@@ -43,6 +43,10 @@ func TestSSHCommands(t *testing.T) {
 	if code, out, _ := e.run(t, "ssh", "list"); code != 0 || out != "No SSH keys registered.\n" {
 		t.Fatalf("empty list: %d %q", code, out)
 	}
+	// §9.6: a missing file is "no keys" before the --project check.
+	if code, out, _ := e.run(t, "ssh", "list", "--project", "nope"); code != 0 || out != "No SSH keys registered.\n" {
+		t.Fatalf("list --project without a file: %d %q", code, out)
+	}
 	code, out, errs := e.run(t, "ssh", "init", "proj")
 	if code != 0 || !strings.HasPrefix(out, "SSH directory initialized:\n  dir: ") || !strings.Contains(out, "Public key:\nssh-ed25519 ") {
 		t.Fatalf("init: %d %q %q", code, out, errs)
@@ -72,6 +76,9 @@ func TestSSHCommands(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != 5 || !strings.HasPrefix(lines[0], "PROJECT  KEY") || !strings.HasPrefix(lines[1], "other  ") {
 		t.Fatalf("list: %d\n%s", code, out)
+	}
+	if code, _, errs := e.run(t, "ssh", "list", "--project", "nope"); code != ExitError || !strings.Contains(errs, "No keys registered for project 'nope'") {
+		t.Fatalf("list unknown project: %d %q", code, errs)
 	}
 	code, out, _ = e.run(t, "ssh", "list", "--project", "proj", "--json")
 	var rows []map[string]string
@@ -113,7 +120,6 @@ func TestSSHCommandErrors(t *testing.T) {
 		{[]string{"ssh", "add-key"}, ExitUsage, "missing argument PROJECT"},
 		{[]string{"ssh", "import", "p"}, ExitUsage, "--private-key is required"},
 		{[]string{"ssh", "import", "p", "--private-key", "/nonexistent/k"}, ExitError, "Private key not found: /nonexistent/k"},
-		{[]string{"ssh", "list", "--project", "nope"}, ExitError, "No keys registered for project 'nope'"},
 		{[]string{"ssh", "init", "p", "--key-name", "config"}, ExitError, "collides with reserved filename"},
 		{[]string{"ssh", "token", "create", "p"}, ExitUsage, "missing argument TASK"},
 		{[]string{"ssh", "bogus"}, ExitUsage, ""},

@@ -560,14 +560,13 @@ type Row struct {
 var ErrNoProject = errors.New("no keys registered for project")
 
 // List returns the registered keys, projects ascending, entries in order.
-// A missing file is no rows; an unreadable or invalid one is an error.
+// A missing or empty file is no rows (also with a project); an unreadable or
+// invalid one is an error; a project absent from a non-empty map is
+// ErrNoProject.
 func (m Manager) List(project string) ([]Row, error) {
 	data, err := os.ReadFile(m.KeysJSON)
 	if errors.Is(err, fs.ErrNotExist) {
-		if project != "" {
-			return nil, specErrorf("No keys registered for project '%s': %w", project, ErrNoProject)
-		}
-		return nil, nil
+		return nil, nil // §9.6 step 1 comes before the --project check
 	}
 	if err != nil {
 		return nil, specErrorf("Cannot read %s: %v", m.KeysJSON, err)
@@ -575,6 +574,9 @@ func (m Manager) List(project string) ([]Row, error) {
 	km, err := sshkeys.Parse(data)
 	if err != nil {
 		return nil, specErrorf("Cannot read %s: %v", m.KeysJSON, err)
+	}
+	if len(km) == 0 {
+		return nil, nil
 	}
 	projects := make([]string, 0, len(km))
 	for p := range km {
