@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -75,7 +76,7 @@ func Run(args []string, d Deps) int {
 		_ = ucli.ShowAppHelp(ucli.NewContext(app, nil, nil))
 		return ExitError
 	}
-	err := app.Run(args)
+	err := app.Run(reorderArgs(app, args))
 	if err == nil {
 		return ExitOK
 	}
@@ -146,4 +147,104 @@ func setUsageHandlers(cmds []*ucli.Command) {
 // Validate again.
 func loadConfig(c *ucli.Context, d Deps) (config.Config, error) {
 	return config.Load(d.Env, c.String("config"))
+}
+
+// rawArgsCommands take everything after their first positional argument
+// verbatim (`run … IMAGE-COMMAND -c 'x'`): their arguments are never
+// reordered.
+func rawArgsCommands() map[string]bool { return map[string]bool{"run": true} }
+
+// reorderArgs moves the leaf command's flags that follow positional
+// arguments in front of them (urfave/cli v2 stops parsing flags at the first
+// positional, so `gate sync demo --upstream X` would otherwise fail). A
+// literal "--" ends the reordering: it and everything after it stay as they
+// are. Which flags take a value comes from the leaf command's definitions;
+// unknown flags are moved alone (and then rejected by the parser as usage
+// errors, not silently taken as positionals).
+func reorderArgs(app *ucli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Global flags, then command names down to the leaf; each level's own
+	// flags may sit before the next name.
+	flags, cmds := app.Flags, app.Commands
+	var leaf *ucli.Command
+	for i < len(args) {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if isFlagArg(a) {
+			out = append(out, a)
+			if takesValue(flags, a) && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
+			i++
+			continue
+		}
+		next := findCommand(cmds, a)
+		if next == nil {
+			break
+		}
+		out = append(out, a)
+		i++
+		leaf, flags, cmds = next, next.Flags, next.Subcommands
+	}
+	if leaf == nil || len(leaf.Subcommands) > 0 || rawArgsCommands()[leaf.Name] {
+		return append(out, args[i:]...)
+	}
+	var moved, positional []string
+	for i < len(args) {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i:]...)
+			break
+		}
+		if isFlagArg(a) {
+			moved = append(moved, a)
+			if takesValue(flags, a) && i+1 < len(args) {
+				moved = append(moved, args[i+1])
+				i++
+			}
+		} else {
+			positional = append(positional, a)
+		}
+		i++
+	}
+	return append(append(out, moved...), positional...)
+}
+
+func isFlagArg(a string) bool { return len(a) > 1 && a[0] == '-' }
+
+// takesValue reports whether the flag argument (without "=value") names a
+// defined flag that consumes the next argument.
+func takesValue(flags []ucli.Flag, arg string) bool {
+	if strings.Contains(arg, "=") {
+		return false
+	}
+	name := strings.TrimLeft(arg, "-")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			if tv, ok := f.(interface{ TakesValue() bool }); ok {
+				return tv.TakesValue()
+			}
+			return false
+		}
+	}
+	return false
+}
+
+func findCommand(cmds []*ucli.Command, name string) *ucli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
 }
