@@ -114,7 +114,14 @@ func (h *Handler) serveCachedAdvert(ctx context.Context, w http.ResponseWriter, 
 	e, ok := h.adverts.m[key]
 	h.adverts.mu.Unlock()
 	if !ok || time.Since(e.at) > advertTTL {
+		// A miss runs git: it counts against the process cap like any
+		// other backend (distinct Git-Protocol values must not bypass it).
+		release, ok := h.acquire(ctx, w)
+		if !ok {
+			return true // answered 503, or the client is gone
+		}
 		body, err := h.runAdvert(ctx, gitPath, repoDir, proto)
+		release()
 		if err != nil {
 			return false // let the backend produce (and report) the answer
 		}

@@ -292,16 +292,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.serveCachedAdvert(ctx, rec, r, rt, repoDir) {
 		return
 	}
-	select {
-	case h.slots <- struct{}{}:
-		defer func() { <-h.slots }()
-	case <-time.After(h.opt.QueueWait):
-		rec.Header().Set("Retry-After", "5")
-		text(rec, http.StatusServiceUnavailable, "Too many concurrent git operations; retry later")
-		return
-	case <-ctx.Done():
+	release, ok := h.acquire(ctx, rec)
+	if !ok {
 		return
 	}
+	defer release()
 
 	// Served from the cache or read for inspection (small v2 ls-refs
 	// requests only; see lsrefs.go).
@@ -331,6 +326,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.gk.ServeHTTP(rec, r2)
 	if msg := strings.TrimRight(st.stderr.String(), " \t\r\n"); msg != "" {
 		h.opt.Log.Warn("git http-backend: "+msg, "repo", rt.Repo)
+	}
+}
+
+// acquire takes one of the git process slots, waiting up to QueueWait; on
+// failure it has answered 503 (or the request is gone).
+func (h *Handler) acquire(ctx context.Context, w http.ResponseWriter) (release func(), ok bool) {
+	t := time.NewTimer(h.opt.QueueWait)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return func() { <-h.slots }, true
+	case <-t.C:
+		w.Header().Set("Retry-After", "5")
+		text(w, http.StatusServiceUnavailable, "Too many concurrent git operations; retry later")
+		return nil, false
+	case <-ctx.Done():
+		return nil, false
 	}
 }
 
