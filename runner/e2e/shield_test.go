@@ -214,9 +214,8 @@ func shxFreePort(t *testing.T) int {
 // shxShieldRunner prepares a runner for shield launches: global hooks
 // installed by `shield setup` into a hooks directory that a test
 // containers.conf (the harness settings plus hooks_dir) names.
-func shxShieldRunner(t testing.TB, ctx context.Context, r *testharness.Runner) {
+func shxShieldRunner(t testing.TB, ctx context.Context, r *testharness.Runner) (hooksDir string) {
 	t.Helper()
-	var hooksDir string
 	if r.User == nil {
 		hooksDir = filepath.Join(r.Base, "hooks")
 	} else {
@@ -268,6 +267,7 @@ func shxShieldRunner(t testing.TB, ctx context.Context, r *testharness.Runner) {
 	if res.Code != 0 || !strings.Contains(res.Stdout, "Health:         ok") || !strings.Contains(res.Stdout, "DNS tier:       dnsmasq") {
 		t.Fatalf("shield check: %s", res)
 	}
+	return hooksDir
 }
 
 // shxInContainer runs a shell snippet in the container.
@@ -300,7 +300,7 @@ func TestShield(t *testing.T) {
 	env.Each(t, func(t *testing.T, r *testharness.Runner) {
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		defer cancel()
-		shxShieldRunner(t, ctx, r)
+		hooksDir := shxShieldRunner(t, ctx, r)
 		gate, other := shxNewHostService(t), shxNewHostService(t)
 		profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
 		if err := r.Mkdir(profiles, 0o755); err != nil {
@@ -501,6 +501,67 @@ func TestShield(t *testing.T) {
 				if shxContainerExists(ctx, r, cname) {
 					t.Errorf("%s: container was created", br.name)
 				}
+			}
+		})
+
+		t.Run("a hook that does not protect the container is caught", func(t *testing.T) {
+			// podman runs a hook named terok-shield-hook that reports the
+			// right bundle version but applies nothing: the launcher's
+			// post-start verification must remove the container.
+			if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nshield_profiles = [\"e2e\"]\n", gate.port)); err != nil {
+				t.Fatal(err)
+			}
+			hook := filepath.Join(hooksDir, "terok-shield-hook")
+			orig, err := os.ReadFile(hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := os.WriteFile(hook, orig, 0o755); err != nil {
+					t.Errorf("restore the hook: %v", err)
+				}
+			})
+			if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo 4\nexit 0\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cname := r.Name("nohook")
+			res := r.Sandbox(ctx, "run", "--name", cname, "--image", H(t).Image, "--", "sleep", "600")
+			if res.Code == 0 || !strings.Contains(res.Stderr, "hook did not run") {
+				t.Fatalf("run with an inert hook not refused: %s", res)
+			}
+			if shxContainerExists(ctx, r, cname) {
+				t.Fatal("the unprotected container was left behind")
+			}
+		})
+
+		t.Run("hooks where podman does not look", func(t *testing.T) {
+			// A containers.conf naming an empty hooks dir, the hooks in
+			// another one: not installed as far as podman is concerned.
+			readDir := filepath.Join(r.Base, "read-hooks")
+			if err := r.Mkdir(readDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			base, err := os.ReadFile(r.Env().ContainersConf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conf := filepath.Join(r.Base, "containers-elsewhere.conf")
+			if err := r.WriteFile(conf, []byte(strings.Replace(string(base), "\n[engine]\n", "\n[engine]\nhooks_dir = [\""+readDir+"\"]\n", 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			bin, err := r.Env().Bin("terok-sandbox")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cname := r.Name("elsewhere")
+			cmd := r.Command(ctx, bin, "run", "--name", cname, "--image", H(t).Image, "--", "sleep", "600")
+			cmd.Env = append(cmd.Env, "CONTAINERS_CONF="+conf)
+			res := testharness.Collect(cmd)
+			if res.Code == 0 || !strings.Contains(res.Stderr, "detected.") || !strings.Contains(res.Stderr, "shield setup") {
+				t.Fatalf("run with hooks outside podman's hooks_dir not refused: %s", res)
+			}
+			if shxContainerExists(ctx, r, cname) {
+				t.Fatal("container created")
 			}
 		})
 

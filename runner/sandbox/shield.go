@@ -21,6 +21,9 @@ func (s *Sandbox) shieldAdapter() *shield.Adapter {
 	return a
 }
 
+// The adapter checks every started container (firewall.Verifier).
+var _ firewall.Verifier = (*shield.Adapter)(nil)
+
 // firewall returns the firewall Run asks for its podman arguments when
 // shield bypass is not set: the shield. Every failure of its pre-start
 // (missing profile, missing global hooks, unwritable state directory, …)

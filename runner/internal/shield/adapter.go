@@ -181,3 +181,13 @@ func checkStateDir(dir string, euid int) error {
 // Probe is a Shield without a state directory, for the queries that need
 // only the container (state, rules).
 func (a *Adapter) Probe() *Shield { return New(Config{}, a.Opts) }
+
+// VerifyStarted is the launcher's post-start check (firewall.Verifier): the
+// hook must have run and the table must be in place, else the launcher
+// removes the container.
+func (a *Adapter) VerifyStarted(ctx context.Context, container, taskDir, containerID string) error {
+	if a.Cfg.ShieldBypass {
+		return nil
+	}
+	return a.ShieldFor(taskDir).VerifyStarted(ctx, container, containerID)
+}

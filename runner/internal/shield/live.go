@@ -19,6 +19,9 @@ import (
 // nftFallbacks are tried when nft is not on the path (shield.md §11.1).
 var nftFallbacks = []string{"/usr/sbin/nft", "/sbin/nft"}
 
+// errNotRunning: the container exists but has no process.
+var errNotRunning = errors.New("container is not running")
+
 // nsenterTimeout bounds every command run in a container netns (§9.7).
 const nsenterTimeout = 30 * time.Second
 
@@ -48,8 +51,11 @@ func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error
 		return 0, fmt.Errorf("podman inspect %s failed (exit %d): %s", container, res.Code, res.Combined())
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("container %s is not running", container)
+	if err != nil {
+		return 0, fmt.Errorf("podman inspect %s: unexpected PID %q", container, strings.TrimSpace(res.Stdout))
+	}
+	if pid <= 0 {
+		return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
 	}
 	return pid, nil
 }

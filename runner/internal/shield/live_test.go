@@ -218,6 +218,17 @@ func testLiveOperations(t *testing.T, tier string) {
 	if st := s.State(ctx, "c1"); st != StateUp {
 		t.Fatalf("state = %s\n%s", st, s.Rules(ctx, "c1"))
 	}
+	// The launcher's post-start check: container.id from the hook, live table.
+	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "hook did not run") {
+		t.Fatalf("VerifyStarted without container.id: %v", err)
+	}
+	writeText(t, filepath.Join(dir, "container.id"), "0123456789ab\n")
+	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err != nil {
+		t.Fatalf("VerifyStarted: %v", err)
+	}
+	if err := s.VerifyStarted(ctx, "c1", "ffff456789abcdef"); err == nil {
+		t.Fatal("VerifyStarted accepted another container's id")
+	}
 	var dnsmasqPID int
 	if tier == TierDnsmasq {
 		dnsmasqPID = startTestDnsmasq(t, ns, e.tools.Path, dir)
@@ -389,6 +400,9 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 	if st := s.State(ctx, "c1"); st != StateInactive {
 		t.Fatalf("state of stopped = %s", st)
+	}
+	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err != nil {
+		t.Fatalf("VerifyStarted of an exited container: %v", err)
 	}
 }
 
