@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sosedoff/gitkit"
@@ -367,7 +368,8 @@ func (h *Handler) confine(repo string) (string, error) {
 }
 
 func (h *Handler) serveHead(w http.ResponseWriter, repoDir string) {
-	f, err := os.Open(filepath.Join(repoDir, "HEAD"))
+	// HEAD is a plain file in a repository; never follow a symlink there.
+	f, err := os.OpenFile(filepath.Join(repoDir, "HEAD"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		text(w, http.StatusNotFound, "Not Found")
 		return
