@@ -48,6 +48,7 @@ type Options struct {
 type Server struct {
 	o     Options
 	log   *slog.Logger
+	warn  *rateLog
 	slots chan struct{}
 
 	mu     sync.Mutex
@@ -79,7 +80,7 @@ func New(o Options) (*Server, error) {
 	if o.MaxMessage <= 0 || o.MaxMessage > protocol.MaxMessage {
 		o.MaxMessage = protocol.MaxMessage
 	}
-	return &Server{o: o, log: o.Log, slots: make(chan struct{}, o.MaxConns), conns: map[net.Conn]struct{}{}}, nil
+	return &Server{o: o, log: o.Log, warn: newRateLog(o.Log, time.Second), slots: make(chan struct{}, o.MaxConns), conns: map[net.Conn]struct{}{}}, nil
 }
 
 // Serve accepts connections on ln until ln is closed (returns nil) or Accept
@@ -107,7 +108,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.Warn("connection limit reached; closing new connection (raise --max-connections if this is legitimate load)",
+			s.warn.Warn(s.log, "limit", "connection limit reached; closing new connection (raise --max-connections if this is legitimate load)",
 				"peer", c.RemoteAddr().String(), "max", s.o.MaxConns)
 			c.Close()
 			continue
@@ -184,14 +185,14 @@ func (s *Server) session(c net.Conn) {
 		return
 	}
 	if tok == creddb.StaticMarker || !tokenid.Valid(tokenid.PhantomPrefix, tok) {
-		log.Warn("unknown SSH agent token; connection closed", "token", tokenid.Show(tok))
+		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed", "token", tokenid.Show(tok))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.BodyTimeout)
 	info, err := s.o.Tokens.LookupToken(ctx, tok)
 	cancel()
 	if errors.Is(err, creddb.ErrNotFound) {
-		log.Warn("unknown SSH agent token; connection closed (the task's token may have been revoked)",
+		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed (the task's token may have been revoked)",
 			"token", tokenid.Show(tok))
 		return
 	}
@@ -200,14 +201,14 @@ func (s *Server) session(c net.Conn) {
 		return
 	}
 	if info.Provider != creddb.SSHProvider {
-		log.Warn("token is not an SSH agent token; connection closed",
+		s.warn.Warn(log, "provider", "token is not an SSH agent token; connection closed",
 			"token", tokenid.Show(tok), "provider", info.Provider, "project", info.Project)
 		return
 	}
 	log = log.With("project", info.Project, "task", info.Task)
 	ks := s.o.Keys.Project(info.Project)
 	if len(ks) == 0 {
-		log.Warn("project has no loadable SSH key; connection closed (check ssh-keys.json and the key files, e.g. with 'terok-sandbox ssh list')")
+		s.warn.Warn(log, "nokeys", "project has no loadable SSH key; connection closed (check ssh-keys.json and the key files, e.g. with 'terok-sandbox ssh list')")
 		return
 	}
 	log.Debug("session started", "keys", len(ks))
@@ -222,7 +223,7 @@ func (s *Server) session(c net.Conn) {
 	case err == nil || errors.Is(err, net.ErrClosed):
 		log.Debug("session ended")
 	case errors.Is(err, protocol.ErrFrame):
-		log.Warn("agent frame of invalid size; connection closed", "err", err)
+		s.warn.Warn(log, "frame", "agent frame of invalid size; connection closed", "err", err)
 	case errors.As(err, &ne) && ne.Timeout():
 		log.Info("session timed out; connection closed", "err", err)
 	default:
