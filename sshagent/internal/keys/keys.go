@@ -233,7 +233,8 @@ func ParsePublicLine(data []byte) (typ string, blob []byte, comment string, err 
 	}
 	typ, b64 := fields[0], fields[1]
 	if len(fields) == 3 {
-		comment = strings.TrimRightFunc(fields[2], unicode.IsSpace)
+		// The agent protocol carries comments as UTF-8.
+		comment = strings.ToValidUTF8(strings.TrimRightFunc(fields[2], unicode.IsSpace), "\uFFFD")
 	}
 	blob, err = base64.StdEncoding.DecodeString(b64)
 	if err != nil {
