@@ -16,7 +16,7 @@ func BenchmarkPreStart(b *testing.B) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		b.Skip("podman not installed")
 	}
-	paths, _ := testPaths(&testing.T{})
+	paths, _ := testPaths(b)
 	hookDir := b.TempDir()
 	hook := filepath.Join(hookDir, "terok-shield-hook")
 	if err := writeScript(hook, "echo 4\n"); err != nil {

@@ -14,7 +14,7 @@ import (
 // containers.conf, two system confs and podman's built-in hooks dir (missing
 // unless created). <root>/etc-hooks.d plays /etc/containers/oci/hooks.d,
 // which podman does not read.
-func testPaths(t *testing.T) (HostPaths, string) {
+func testPaths(t testing.TB) (HostPaths, string) {
 	t.Helper()
 	root := t.TempDir()
 	home := filepath.Join(root, "home")
@@ -29,7 +29,7 @@ func testPaths(t *testing.T) (HostPaths, string) {
 	}, root
 }
 
-func mkdir(t *testing.T, d string) {
+func mkdir(t testing.TB, d string) {
 	t.Helper()
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		t.Fatal(err)
