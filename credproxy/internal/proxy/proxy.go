@@ -37,6 +37,11 @@ const (
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultReadTimeout     = 60 * time.Second
 	DefaultIdleConnTimeout = 30 * time.Second
+	// smallBody is the largest known-length response written in one go
+	// instead of being flushed per read.
+	smallBody = 16 << 10
+	// copyBuffer is the response streaming buffer.
+	copyBuffer = 128 << 10
 	// HealthPath answers without authentication (§4).
 	HealthPath = "/-/health"
 )
@@ -109,8 +114,6 @@ func NewTransport(connect, idle time.Duration) *http.Transport {
 		IdleConnTimeout:       idle,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
 	}
 }
 
@@ -147,9 +150,12 @@ func New(o Options) *Proxy {
 		dbSem:     make(chan struct{}, o.DBConcurrency),
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      roundTripper{p},
-		FlushInterval:  -1,
+		Rewrite:   p.rewrite,
+		Transport: roundTripper{p},
+		// Streamed responses (unknown or large length, SSE) are flushed after
+		// every read (see modifyResponse); a small response with a known
+		// length goes out in one write.
+		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       log.New(slogWriter{o.Log}, "", 0),
@@ -394,6 +400,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	st := stateOf(res.Request.Context())
 	st.watchdog.kick()
 	res.Header.Del("Content-Length")
+	if res.ContentLength < 0 || res.ContentLength > smallBody {
+		// Makes the reverse proxy flush after every read: SSE, chunked and
+		// large bodies reach the client as they arrive.
+		res.ContentLength = -1
+	}
 	if locs := res.Header.Values("Location"); len(locs) > 0 {
 		res.Header.Del("Location")
 		if loc, ok := rewriteLocation(locs[0], st.route); ok {
@@ -576,11 +587,11 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return rt.p.transport.RoundTrip(r)
 }
 
-// bufferPool recycles the 32 KiB copy buffers of response streaming.
+// bufferPool recycles the copy buffers of response streaming.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, copyBuffer); return &b }}}
 }
 
 func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }

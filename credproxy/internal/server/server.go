@@ -15,8 +15,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +41,10 @@ const (
 	exitError = 1
 	exitUsage = 2
 )
+
+// idleTrimEvery is how often an idle proxy checks whether to hand freed
+// memory back to the OS.
+const idleTrimEvery = 15 * time.Second
 
 // shutdownGrace bounds how long in-flight exchanges may finish after SIGTERM.
 const shutdownGrace = 10 * time.Second
@@ -228,8 +234,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		ReadTimeout:    f.ReadTimeout,
 	})
 	defer p.Close()
+	act := &activity{}
 	srv := &http.Server{
-		Handler:           p,
+		Handler:           act.wrap(p),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
@@ -256,6 +263,8 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	ref := refresh.New(refresh.Options{Store: refresh.DBStore{DB: db}, Routes: table, Log: log, Interval: f.RefreshInterval})
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); ref.Run(bg) }()
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); act.trimWhenIdle(bg, idleTrimEvery) }()
 	if agentPath != "" {
 		bgWG.Add(1)
 		go func() {
@@ -299,4 +308,45 @@ func childLevel(s string) string {
 		return "ERROR"
 	}
 	return name
+}
+
+// activity counts requests so an idle proxy can return the memory a burst
+// of traffic left behind (the Go runtime otherwise keeps it for a while).
+type activity struct {
+	total    atomic.Uint64
+	inflight atomic.Int64
+}
+
+func (a *activity) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.total.Add(1)
+		a.inflight.Add(1)
+		defer a.inflight.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// trimWhenIdle returns freed memory to the OS on the first few checks
+// after traffic stops (pooled upstream connections retire during that time).
+func (a *activity) trimWhenIdle(ctx context.Context, every time.Duration) {
+	const trims = 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last, idleChecks := a.total.Load(), trims
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := a.total.Load()
+		switch {
+		case n != last || a.inflight.Load() != 0:
+			idleChecks = 0
+		case idleChecks < trims:
+			debug.FreeOSMemory()
+			idleChecks++
+		}
+		last = n
+	}
 }

@@ -1,0 +1,90 @@
+// Command benchserver is the load-test fixture of scripts/bench-proxy.sh:
+// a Go upstream with small JSON and large streamed responses, and a bare
+// httputil.ReverseProxy in front of it (the floor the credential proxy is
+// compared against). It is not shipped.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	mode := flag.String("mode", "upstream", "upstream or bare")
+	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	up := flag.String("upstream", "", "upstream origin for -mode=bare")
+	flag.Parse()
+	var h http.Handler
+	switch *mode {
+	case "upstream":
+		h = upstream()
+	case "bare":
+		u, err := url.Parse(*up)
+		if err != nil || u.Host == "" {
+			fmt.Fprintln(os.Stderr, "benchserver: -upstream must be an origin URL")
+			os.Exit(2)
+		}
+		// The same transport tuning as the credential proxy, so the
+		// difference measured is the proxy's own work.
+		tr := &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     30 * time.Second,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   true,
+		}
+		h = &httputil.ReverseProxy{
+			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
+			Transport: tr,
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "benchserver: -mode must be upstream or bare")
+		os.Exit(2)
+	}
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchserver:", err)
+		os.Exit(1)
+	}
+	fmt.Println(l.Addr().String())
+	if err := http.Serve(l, h); err != nil {
+		fmt.Fprintln(os.Stderr, "benchserver:", err)
+		os.Exit(1)
+	}
+}
+
+func upstream() http.Handler {
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte('a' + i%26)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":12,"output_tokens":3}}`)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		if n <= 0 {
+			n = 100
+		}
+		total := n << 20
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(total))
+		for sent := 0; sent < total; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	return mux
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Credential proxy benchmarks (docs/credential-proxy.md "Measurements").
+# Compares, in one run on this machine (load generator, upstream and proxy
+# share the CPUs):
+#   1. small JSON, 64 keep-alive clients (wrk): proxy vs a bare
+#      httputil.ReverseProxy (target >= 0.9x) and vs direct;
+#   2. one client, sequential requests: added p50 latency over direct
+#      (target <= 0.4 ms);
+#   3. a 100 MB streamed response: proxy vs direct (target >= 0.8x);
+#   4. idle RSS of the proxy (target <= 15 MiB).
+# Traffic stays on 127.0.0.1. Usage: scripts/bench-proxy.sh [DURATION_S]
+set -euo pipefail
+
+DUR=${1:-${BENCH_DURATION:-10}}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN_DIR=${TEROK_BIN_DIR:-$ROOT/bin}
+WORK=$(mktemp -d /tmp/terok-bench-proxy.XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in wrk curl sqlite3 go; do
+	command -v "$tool" >/dev/null || { echo "bench-proxy: $tool is required" >&2; exit 1; }
+done
+
+PROXY=$BIN_DIR/terok-credential-proxy
+if [ ! -x "$PROXY" ]; then
+	PROXY=$WORK/terok-credential-proxy
+	(cd "$ROOT/credproxy" && go build -trimpath -o "$PROXY" ./cmd/terok-credential-proxy)
+fi
+(cd "$ROOT/credproxy" && go build -trimpath -o "$WORK/benchserver" ./internal/benchserver)
+
+start_fixture() { # name mode args... ; the address lands in $WORK/<name>.addr
+	local out=$WORK/$1.addr
+	shift
+	"$WORK/benchserver" -mode "$@" >"$out" 2>>"$WORK/fixtures.log" &
+	PIDS+=($!)
+	for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
+	[ -s "$out" ] || { echo "bench-proxy: fixture $1 did not start" >&2; exit 1; }
+}
+
+start_fixture up upstream
+UP=$(head -1 "$WORK/up.addr")
+start_fixture bare bare -upstream "http://$UP"
+BARE=$(head -1 "$WORK/bare.addr")
+
+# Database and routes exactly as the spec describes them (raw SQL and JSON).
+mkdir -p "$WORK/cred" "$WORK/run"
+TOKEN=terok-p-0123456789abcdef0123456789abcdef
+sqlite3 "$WORK/cred/credentials.db" <<SQL
+CREATE TABLE IF NOT EXISTS credentials (credential_set TEXT NOT NULL, provider TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (credential_set, provider));
+CREATE TABLE IF NOT EXISTS proxy_tokens (token TEXT PRIMARY KEY, project TEXT NOT NULL, task TEXT NOT NULL, credential_set TEXT NOT NULL, provider TEXT NOT NULL);
+INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "bench-real-secret"}');
+INSERT INTO proxy_tokens VALUES ('$TOKEN', 'bench', 'task', 'default', 'bench');
+SQL
+printf '{"bench": {"upstream": "http://%s", "auth_header": "dynamic"}}\n' "$UP" >"$WORK/cred/routes.json"
+PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 28731)
+"$PROXY" --socket-path="$WORK/run/p.sock" --db-path="$WORK/cred/credentials.db" \
+	--routes-file="$WORK/cred/routes.json" --port="$PPORT" --log-level=WARNING --log-file="$WORK/proxy.log" 2>>"$WORK/proxy.stderr" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PPORT/-/health" >/dev/null && break; sleep 0.05; done
+PROXY_URL=127.0.0.1:$PPORT
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+IDLE_FRESH=$(rss_kib "$PROXY_PID")
+
+rps() { # url [header]
+	local args=(-t2 -c64 -d"${DUR}s" "$1")
+	[ $# -gt 1 ] && args=(-H "$2" "${args[@]}")
+	wrk "${args[@]}" | awk '/^Requests\/sec:/ {print $2}'
+}
+p50_ms() { # url [header]
+	local args=(-t1 -c1 -d"$((DUR / 2 > 2 ? DUR / 2 : 2))s" --latency "$1")
+	[ $# -gt 1 ] && args=(-H "$2" "${args[@]}")
+	wrk "${args[@]}" | awk '$1 == "50%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'
+}
+mbps() { # url [header] -> best of 3 in MB/s
+	local best=0 s
+	for _ in 1 2 3; do
+		if [ $# -gt 1 ]; then s=$(curl -s -o /dev/null -H "$2" -w '%{speed_download}' "$1"); else s=$(curl -s -o /dev/null -w '%{speed_download}' "$1"); fi
+		best=$(awk -v a="$best" -v b="$s" 'BEGIN {print (b > a) ? b : a}')
+	done
+	awk -v b="$best" 'BEGIN {printf "%.1f", b / 1048576}'
+}
+
+AUTH="Authorization: Bearer $TOKEN"
+# Warm-up (pools, page cache).
+wrk -t1 -c8 -d2s -H "$AUTH" "http://$PROXY_URL/json" >/dev/null
+wrk -t1 -c8 -d2s "http://$BARE/json" >/dev/null
+
+echo "== small JSON, 64 keep-alive clients, ${DUR}s each (wrk -t2 -c64)"
+DIRECT_RPS=$(rps "http://$UP/json")
+BARE_RPS=$(rps "http://$BARE/json")
+PROXY_RPS=$(rps "http://$PROXY_URL/json" "$AUTH")
+awk -v d="$DIRECT_RPS" -v b="$BARE_RPS" -v p="$PROXY_RPS" 'BEGIN {
+	printf "direct         %10.0f req/s\n", d
+	printf "bare revproxy  %10.0f req/s  (%.2fx direct)\n", b, b / d
+	printf "credproxy      %10.0f req/s  (%.2fx bare, target >= 0.90; %.2fx direct)\n", p, p / b, p / d }'
+
+echo "== one client, sequential requests: p50 latency"
+D50=$(p50_ms "http://$UP/json")
+B50=$(p50_ms "http://$BARE/json")
+P50=$(p50_ms "http://$PROXY_URL/json" "$AUTH")
+awk -v d="$D50" -v b="$B50" -v p="$P50" 'BEGIN {
+	printf "direct p50 %.3f ms, bare p50 %.3f ms, credproxy p50 %.3f ms\n", d, b, p
+	printf "added p50 over direct: %.3f ms (target <= 0.4 ms); bare adds %.3f ms\n", p - d, b - d }'
+
+echo "== 100 MB streamed response (curl, best of 3)"
+DIRECT_MB=$(mbps "http://$UP/big?mb=100")
+BARE_MB=$(mbps "http://$BARE/big?mb=100")
+PROXY_MB=$(mbps "http://$PROXY_URL/big?mb=100" "$AUTH")
+awk -v d="$DIRECT_MB" -v b="$BARE_MB" -v p="$PROXY_MB" 'BEGIN {
+	printf "direct %.1f MB/s, bare revproxy %.1f MB/s (%.2fx direct), credproxy %.1f MB/s (%.2fx direct, target >= 0.80; %.2fx bare)\n", d, b, b / d, p, p / d, p / b }'
+
+sleep 2
+BUSY_AFTER=$(rss_kib "$PROXY_PID")
+# Idle: pooled upstream connections retire after 30 s, then the proxy
+# returns its freed memory to the OS.
+sleep "${BENCH_IDLE_WAIT:-40}"
+IDLE_AFTER=$(rss_kib "$PROXY_PID")
+awk -v a="$IDLE_FRESH" -v c="$BUSY_AFTER" -v b="$IDLE_AFTER" 'BEGIN {
+	printf "== RSS: %.1f MiB idle after start, %.1f MiB right after the load, %.1f MiB idle after the load (target <= 15 MiB)\n", a / 1024, c / 1024, b / 1024 }'
+if grep -q bench-real-secret "$WORK/proxy.log"; then
+	echo "bench-proxy: the real secret appeared in the proxy log" >&2
+	exit 1
+fi
