@@ -1,0 +1,218 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/credproxy/internal/routes"
+)
+
+// memStore is a one-token store for the in-process tests of the request
+// path; the binary's tests use the real database.
+type memStore struct{ cred creddb.Credential }
+
+func (m memStore) LookupToken(_ context.Context, tok string) (creddb.TokenInfo, error) {
+	if tok != "tok" {
+		return creddb.TokenInfo{}, creddb.ErrNotFound
+	}
+	return creddb.TokenInfo{Project: "p", Task: "t", CredentialSet: "default", Provider: "up"}, nil
+}
+
+func (m memStore) LoadCredential(context.Context, string, string) (creddb.Credential, error) {
+	return m.cred, nil
+}
+
+func newProxy(t *testing.T, upstream string, o Options) *httptest.Server {
+	t.Helper()
+	u, _ := url.Parse(upstream)
+	o.Store = memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}
+	o.Routes = routes.Table{"up": {Provider: "up", Scheme: u.Scheme, Host: u.Host, AuthHeader: "Authorization", AuthPrefix: "Bearer "}}
+	p := New(o)
+	srv := httptest.NewServer(p)
+	t.Cleanup(func() { srv.Close(); p.Close() })
+	return srv
+}
+
+func TestStreamedBodyOverCap(t *testing.T) {
+	var got int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	srv := newProxy(t, up.URL, Options{MaxBody: 1000})
+	for _, c := range []struct {
+		n       int
+		chunked bool
+		want    int
+	}{{1000, true, 200}, {1001, true, 413}, {5000, true, 413}, {1000, false, 200}, {1001, false, 413}} {
+		body := io.Reader(strings.NewReader(strings.Repeat("b", c.n)))
+		if c.chunked {
+			body = io.MultiReader(body) // unknown length: chunked
+		}
+		req, _ := http.NewRequest("POST", srv.URL+"/u", body)
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", c.n, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || (c.want == 413 && string(b) != "Request body too large") {
+			t.Errorf("%d bytes chunked=%v: %d %q", c.n, c.chunked, resp.StatusCode, b)
+		}
+		if c.want == 200 && got != int64(c.n) {
+			t.Errorf("upstream got %d bytes", got)
+		}
+	}
+}
+
+func TestLocationRewrite(t *testing.T) {
+	r := routes.Route{Scheme: "https", Host: "api.example.com"}
+	for in, want := range map[string]string{
+		"/v1/next?page=2":                        "/v1/next?page=2",
+		"next":                                   "next",
+		"https://api.example.com/v1/x?y=1":       "/v1/x?y=1",
+		"https://API.example.com":                "/",
+		"https://evil.example/v1":                "",
+		"http://api.example.com/v1":              "",
+		"//evil.example/x":                       "",
+		"https://api.example.com:444/v1":         "",
+		"javascript:alert(1)":                    "",
+		"https://api.example.com/a%2Fb?q=%20#fr": "/a%2Fb?q=%20#fr",
+	} {
+		got, ok := rewriteLocation(in, r)
+		if (want == "") == ok || got != want {
+			t.Errorf("rewriteLocation(%q) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+}
+
+func TestResponseBodyStallAbortsClient(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "first part")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	defer close(release)
+	srv := newProxy(t, up.URL, Options{ReadTimeout: 300 * time.Millisecond})
+	req, _ := http.NewRequest("GET", srv.URL+"/s", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "first part" || err == nil {
+		t.Errorf("stalled body: %d %q err=%v (want the first part, then an aborted connection)", resp.StatusCode, b, err)
+	}
+}
+
+// TestAtMostOneRetry: with two stale pooled connections a GET is retried
+// once and then answered 502, never sent a third time.
+func TestAtMostOneRetry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	arrived := make(chan struct{}, 2)
+	hold := make(chan struct{})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					seen[req.URL.Path]++
+					mu.Unlock()
+					if i > 0 {
+						return // stale: hang up on reuse
+					}
+					if req.URL.Path == "/warm" {
+						arrived <- struct{}{}
+						<-hold
+					}
+					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}(c)
+		}
+	}()
+	srv := newProxy(t, "http://"+l.Addr().String(), Options{})
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Two concurrent requests put two connections into the pool.
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); get("/warm") }()
+	}
+	<-arrived
+	<-arrived
+	close(hold)
+	wg.Wait()
+	code, body := get("/once")
+	if code != 502 || body != "Upstream disconnected" {
+		t.Errorf("got %d %q, want 502 Upstream disconnected", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["/once"] != 2 {
+		t.Errorf("upstream saw /once %d times, want 2 (one retry)", seen["/once"])
+	}
+}
+
+func TestDisconnectedClassification(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{io.EOF, true}, {io.ErrUnexpectedEOF, true}, {&url.Error{Err: io.EOF}, true},
+		{errors.New("http: server closed idle connection"), true},
+		{errors.New("dial tcp: connection refused"), false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := disconnected(c.err); got != c.want {
+			t.Errorf("disconnected(%v) = %v", c.err, got)
+		}
+	}
+}
