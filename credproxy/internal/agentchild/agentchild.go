@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -84,7 +85,7 @@ func Run(ctx context.Context, c Config) {
 		c.MaxBackoff = 30 * time.Second
 	}
 	if c.StopTimeout <= 0 {
-		c.StopTimeout = 5 * time.Second
+		c.StopTimeout = 12 * time.Second // the agent's own shutdown grace is 10 s
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -115,6 +116,7 @@ func Run(ctx context.Context, c Config) {
 // runOnce starts the child and waits for it or for ctx.
 func runOnce(ctx context.Context, c Config) error {
 	cmd := exec.Command(c.Path, c.Args()...)
+	cmd.Env = childEnv(os.Environ())
 	cmd.Stdin = nil
 	cmd.Stdout = nil
 	cmd.Stderr = c.Stderr
@@ -143,4 +145,17 @@ func runOnce(ctx context.Context, c Config) error {
 		<-done
 	}
 	return ctx.Err()
+}
+
+// childEnv drops systemd's socket-activation variables: the sockets passed
+// to the proxy are the proxy's, never the agent's.
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, e := range env {
+		if strings.HasPrefix(e, "LISTEN_PID=") || strings.HasPrefix(e, "LISTEN_FDS=") || strings.HasPrefix(e, "LISTEN_FDNAMES=") {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
