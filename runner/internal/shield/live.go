@@ -19,7 +19,7 @@ import (
 // nftFallbacks are tried when nft is not on the path (shield.md §11.1).
 var nftFallbacks = []string{"/usr/sbin/nft", "/sbin/nft"}
 
-// errNotRunning: the container exists but has no process.
+// errNotRunning: the container has no process (exited, or removed).
 var errNotRunning = errors.New("container is not running")
 
 // nsenterTimeout bounds every command run in a container netns (§9.7).
@@ -48,6 +48,9 @@ func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error
 		return 0, fmt.Errorf("podman inspect %s: %w", container, err)
 	}
 	if res.Code != 0 {
+		if strings.Contains(strings.ToLower(res.Combined()), "no such") {
+			return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
+		}
 		return 0, fmt.Errorf("podman inspect %s failed (exit %d): %s", container, res.Code, res.Combined())
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
