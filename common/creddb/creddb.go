@@ -53,6 +53,9 @@ var ErrNotFound = errors.New("not found")
 type DB struct {
 	x    *sqlx.DB
 	path string
+	// Prepared once: the proxy resolves a token on every request.
+	resolveStmt *sqlx.Stmt
+	loadStmt    *sqlx.Stmt
 }
 
 // TokenInfo is what a phantom token stands for.
@@ -94,6 +97,17 @@ func Open(path string) (*DB, error) {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
+	if db.resolveStmt, err = x.Preparex(`SELECT t.project, t.task, t.credential_set, t.provider, c.data
+		FROM proxy_tokens t LEFT JOIN credentials c
+		ON c.credential_set = t.credential_set AND c.provider = t.provider
+		WHERE t.token = ?`); err != nil {
+		_ = x.Close()
+		return nil, fmt.Errorf("prepare token query in %s: %w", path, err)
+	}
+	if db.loadStmt, err = x.Preparex(`SELECT data FROM credentials WHERE credential_set = ? AND provider = ?`); err != nil {
+		_ = x.Close()
+		return nil, fmt.Errorf("prepare credential query in %s: %w", path, err)
+	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
 			_ = x.Close()
@@ -107,7 +121,11 @@ func Open(path string) (*DB, error) {
 func (d *DB) Path() string { return d.path }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.x.Close() }
+func (d *DB) Close() error {
+	_ = d.resolveStmt.Close()
+	_ = d.loadStmt.Close()
+	return d.x.Close()
+}
 
 // Credential is the decoded data column: a JSON object whose members other
 // tools may extend, so it is kept whole. Numbers stay json.Number to survive
@@ -174,8 +192,7 @@ func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Cre
 // LoadCredential returns the credential of set/provider or ErrNotFound.
 func (d *DB) LoadCredential(ctx context.Context, set, provider string) (Credential, error) {
 	var data string
-	err := d.x.GetContext(ctx, &data,
-		`SELECT data FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
+	err := d.loadStmt.GetContext(ctx, &data, set, provider)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -265,6 +282,33 @@ func (d *DB) AllCredentials(ctx context.Context) ([]CredentialRow, error) {
 		return nil, fmt.Errorf("list all credentials: %w", err)
 	}
 	return out, nil
+}
+
+// Resolve answers in one query what a phantom token stands for and the
+// credential it selects. ErrNotFound means an unknown token; a known token
+// whose credential row is missing returns a nil Credential and no error; a
+// row whose data is not a JSON object is an error. Nothing is cached, so a
+// revocation or a changed credential acts on the next call.
+func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, error) {
+	var row struct {
+		TokenInfo
+		Data sql.NullString `db:"data"`
+	}
+	err := d.resolveStmt.GetContext(ctx, &row, tok)
+	if errors.Is(err, sql.ErrNoRows) {
+		return TokenInfo{}, nil, ErrNotFound
+	}
+	if err != nil {
+		return TokenInfo{}, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	if !row.Data.Valid {
+		return row.TokenInfo, nil, nil
+	}
+	c, err := DecodeCredential([]byte(row.Data.String))
+	if err != nil {
+		return row.TokenInfo, nil, fmt.Errorf("credential %s/%s: %w", row.CredentialSet, row.Provider, err)
+	}
+	return row.TokenInfo, c, nil
 }
 
 // TokenRow is a stored token with what it stands for, for listings.

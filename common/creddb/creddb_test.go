@@ -182,6 +182,51 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+func TestResolve(t *testing.T) {
+	db, _ := openTemp(t)
+	ctx := context.Background()
+	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"})
+	db.x.MustExec(`INSERT INTO credentials VALUES ('default', 'broken', '[1]')`)
+	withCred, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "claude")
+	noCred, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "gh")
+	broken, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "broken")
+
+	ti, c, err := db.Resolve(ctx, withCred)
+	if err != nil || ti.Provider != "claude" || c.String("key") != "k" {
+		t.Errorf("Resolve = %+v %v %v", ti, c, err)
+	}
+	ti, c, err = db.Resolve(ctx, noCred)
+	if err != nil || ti.Provider != "gh" || c != nil {
+		t.Errorf("no credential: %+v %v %v", ti, c, err)
+	}
+	if _, _, err := db.Resolve(ctx, broken); err == nil {
+		t.Error("non-object data accepted")
+	}
+	if _, _, err := db.Resolve(ctx, "terok-p-00000000000000000000000000000000"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown token: %v", err)
+	}
+	db.RevokeTokens(ctx, "p", "1")
+	if _, _, err := db.Resolve(ctx, withCred); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoked token resolved: %v", err)
+	}
+}
+
+func BenchmarkResolve(b *testing.B) {
+	db, _ := openTemp(b)
+	ctx := context.Background()
+	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "oauth", "access_token": "a"})
+	toks := make([]string, 1000)
+	for i := range toks {
+		toks[i], _ = db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude")
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := db.Resolve(ctx, toks[i%len(toks)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestUpdateCredentialIsCompareAndSwap(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
