@@ -1,0 +1,147 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/runner/internal/testharness"
+)
+
+// pxFreePort picks a free loopback port.
+func pxFreePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// pxUpstream is the provider: a local server on 127.0.0.1 that records
+// the credential it received and never echoes it.
+type pxUpstream struct {
+	mu   sync.Mutex
+	seen []http.Header
+	urls []string
+	addr string
+}
+
+func newPxUpstream(t *testing.T) *pxUpstream {
+	u := &pxUpstream{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.addr = l.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, r.Header.Clone())
+		u.urls = append(u.urls, r.RequestURI)
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"e2e":"upstream-ok"}`)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return u
+}
+
+func pxSandboxStdin(ctx context.Context, r *testharness.Runner, stdin string, args ...string) testharness.Result {
+	bin, err := r.Env().Bin("terok-sandbox")
+	if err != nil {
+		return testharness.Result{Code: -1, Err: err}
+	}
+	cmd := r.Command(ctx, bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	return testharness.Collect(cmd)
+}
+
+// TestProxyFromContainer: a container launched with terok-sandbox run calls
+// the credential proxy at host.containers.internal with its phantom token
+// and gets the upstream's answer; the upstream received the real
+// credential, which never entered the container or the proxy's log.
+func TestProxyFromContainer(t *testing.T) {
+	env := H(t)
+	env.Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		up := newPxUpstream(t)
+		proxyPort, agentPort := pxFreePort(t), pxFreePort(t)
+		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Mkdir(r.Dirs.Credentials, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		routes := fmt.Sprintf(`{"e2e": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", up.addr)
+		if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		secret := "sk-e2e-REAL-" + r.Kind + "-5e3c2e7"
+		mustOK(t, "credentials set", pxSandboxStdin(ctx, r, secret+"\n", "credentials", "set", "e2e"))
+		mustOK(t, "proxy start", r.Sandbox(ctx, "proxy", "start"))
+		t.Cleanup(func() {
+			c, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r.Sandbox(c, "proxy", "stop")
+		})
+		mustOK(t, "proxy ensure", r.Sandbox(ctx, "proxy", "ensure"))
+		st := mustOK(t, "proxy status", r.Sandbox(ctx, "proxy", "status"))
+		if !strings.Contains(st.Stdout, "Status: running") || !strings.Contains(st.Stdout, "Credentials: e2e") || !strings.Contains(st.Stdout, "(1 configured)") {
+			t.Fatalf("status:\n%s", st.Stdout)
+		}
+		tok := strings.TrimSpace(mustOK(t, "token create", r.Sandbox(ctx, "proxy", "token", "create", "proj", "task1", "--provider", "e2e")).Stdout)
+
+		call := fmt.Sprintf(`curl -sS -o /tmp/body -w '%%{http_code}' -H "x-api-key: $ANTHROPIC_API_KEY" 'http://host.containers.internal:%d/v1/messages?q=e2e%%20x'`, proxyPort)
+		script := `echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"; env | grep -c sk-e2e-REAL || true; echo '>> init complete'`
+		name := r.Name("proxy")
+		run := mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", env.Image,
+			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", script))
+		if strings.Contains(run.Stdout+run.Stderr, tok) {
+			t.Errorf("phantom token printed in the run command line")
+		}
+		logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "120"))
+		if !strings.Contains(logs.Stdout, "status=200") || !strings.Contains(logs.Stdout, `body={"e2e":"upstream-ok"}`) {
+			t.Fatalf("container did not get the upstream answer through the proxy:\n%s", logs.Stdout)
+		}
+		if strings.Contains(logs.Stdout, secret) {
+			t.Fatal("the real secret reached the container")
+		}
+		up.mu.Lock()
+		if len(up.seen) != 1 || up.seen[0].Get("X-Api-Key") != secret || up.urls[0] != "/v1/messages?q=e2e%20x" {
+			t.Errorf("upstream saw %d requests, x-api-key %q, url %v", len(up.seen), up.seen[0].Get("X-Api-Key"), up.urls)
+		}
+		up.mu.Unlock()
+
+		// Revoked: the next request from a container is refused.
+		mustOK(t, "token revoke", r.Sandbox(ctx, "proxy", "token", "revoke", "proj", "task1"))
+		name2 := r.Name("proxy-revoked")
+		mustOK(t, "run revoked", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name2, "--image", env.Image,
+			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", `echo "status=$(`+call+`)"; echo '>> init complete'`))
+		logs = mustOK(t, "logs revoked", r.Sandbox(ctx, "logs", name2, "--until-ready", "--timeout", "120"))
+		if !strings.Contains(logs.Stdout, "status=401") {
+			t.Fatalf("revoked token not refused:\n%s", logs.Stdout)
+		}
+		logFile := filepath.Join(r.Dirs.State, "proxy", "credential-proxy.log")
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatalf("proxy log: %v", err)
+		}
+		if strings.Contains(string(b), secret) || strings.Contains(string(b), tok) {
+			t.Errorf("proxy log contains the secret or the phantom token")
+		}
+		mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
+	})
+}
