@@ -483,6 +483,8 @@ func TestShield(t *testing.T) {
 				{"invalid profile name", `shield_profiles = ["../etc"]`, "", "invalid profile name"},
 				{"invalid profile entry", `shield_profiles = ["broken"]`, "example.com\n1.2.3.4; flush ruleset\n", "line 2"},
 				{"invalid IP in profile", `shield_profiles = ["broken"]`, "198.51.100.300\n", "line 1"},
+				{"invalid domain in profile", `shield_profiles = ["broken"]`, "ok.example.com\n-bad-.example\n", "line 2"},
+				{"bare TLD in profile", `shield_profiles = ["broken"]`, "com\n", "line 1"},
 			}
 			for i, br := range badRuns {
 				if br.profile != "" {

@@ -141,6 +141,14 @@ func (o SetupOptions) setupUser(hookData []byte) (SetupResult, error) {
 		return res, err
 	}
 	res.ConfChanged, res.Warning = changed, warning
+	if o.EUID == 0 {
+		extra := "you are root: root's podman does not read the user containers.conf, so these hooks protect no rootful container; use 'terok-sandbox shield setup --root'"
+		if res.Warning != "" {
+			res.Warning += "\n" + extra
+		} else {
+			res.Warning = extra
+		}
+	}
 	if o.Paths.ContainersConfEnv != "" {
 		extra := fmt.Sprintf("CONTAINERS_CONF is set (%s): podman reads only that file, so add %q to its [engine] hooks_dir list as well",
 			o.Paths.ContainersConfEnv, target)

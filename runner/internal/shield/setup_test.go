@@ -204,7 +204,7 @@ func TestSetup(t *testing.T) {
 	t.Run("user", func(t *testing.T) {
 		p, _ := testPaths(t)
 		mkdir(t, p.SystemHooksDirs[0])
-		res, err := Setup(ctx, SetupOptions{User: true, HookBinary: hook, Paths: p})
+		res, err := Setup(ctx, SetupOptions{User: true, HookBinary: hook, Paths: p, EUID: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,9 +216,14 @@ func TestSetup(t *testing.T) {
 			t.Fatalf("GlobalHookDir = %q", got)
 		}
 		// Idempotent.
-		res, err = Setup(ctx, SetupOptions{User: true, HookBinary: hook, Paths: p})
+		res, err = Setup(ctx, SetupOptions{User: true, HookBinary: hook, Paths: p, EUID: 1000})
 		if err != nil || res.ConfChanged {
 			t.Fatalf("second run: %+v %v", res, err)
+		}
+		// As root, --user warns that root's podman ignores it.
+		res, err = Setup(ctx, SetupOptions{User: true, HookBinary: hook, Paths: p, EUID: 0})
+		if err != nil || !strings.Contains(res.Warning, "setup --root") {
+			t.Fatalf("root --user: %+v %v", res, err)
 		}
 	})
 
