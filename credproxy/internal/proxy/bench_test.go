@@ -104,11 +104,7 @@ func BenchmarkLookup(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		info, err := db.LookupToken(ctx, benchToken)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := db.LoadCredential(ctx, info.CredentialSet, info.Provider); err != nil {
+		if _, c, err := db.Resolve(ctx, benchToken); err != nil || c == nil {
 			b.Fatal(err)
 		}
 	}

@@ -63,7 +63,9 @@ const (
 // request asks it afresh, so a revoked token or a changed credential takes
 // effect on the next request.
 type Store interface {
-	LookupToken(ctx context.Context, tok string) (creddb.TokenInfo, error)
+	// Resolve returns what tok stands for and its credential (nil when
+	// none is stored); creddb.ErrNotFound for an unknown token.
+	Resolve(ctx context.Context, tok string) (creddb.TokenInfo, creddb.Credential, error)
 	LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error)
 }
 
@@ -206,7 +208,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusUnauthorized, msgMissingAuth)
 		return
 	}
-	info, err := p.lookup(r.Context(), tok)
+	info, cred, credErr, err := p.resolve(r.Context(), tok)
 	if err != nil {
 		if errors.Is(err, creddb.ErrNotFound) {
 			p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
@@ -223,15 +225,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusNotFound, msgNoRoute+info.Provider)
 		return
 	}
-	cred, err := p.load(r.Context(), info.CredentialSet, info.Provider)
-	if errors.Is(err, creddb.ErrNotFound) {
+	if credErr != nil {
+		p.internal(w, r, "load credential "+info.CredentialSet+"/"+info.Provider, credErr)
+		return
+	}
+	if cred == nil {
 		p.log.Warn("Credential not configured; store it with `terok-sandbox credentials set`",
 			"provider", info.Provider, "credential_set", info.CredentialSet)
 		plain(w, http.StatusBadGateway, msgNoCredential)
-		return
-	}
-	if err != nil {
-		p.internal(w, r, "load credential "+info.CredentialSet+"/"+info.Provider, err)
 		return
 	}
 	inj, err := inject.Select(cred, route)
@@ -290,25 +291,30 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-func (p *Proxy) lookup(ctx context.Context, tok string) (creddb.TokenInfo, error) {
+// resolve answers who a token stands for and loads its credential, fresh
+// from the database on every request. err is a token lookup failure
+// (creddb.ErrNotFound for an unknown token); credErr a credential row that
+// could not be read; cred is nil when no credential is stored.
+func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo, cred creddb.Credential, credErr, err error) {
 	if err := p.acquire(ctx); err != nil {
-		return creddb.TokenInfo{}, err
-	}
-	info, err := p.store.LookupToken(ctx, tok)
-	p.release()
-	if errors.Is(err, creddb.ErrNotFound) && tok == creddb.StaticMarker {
-		return creddb.TokenInfo{Project: "__static__", Task: "__static__",
-			CredentialSet: creddb.DefaultSet, Provider: "claude"}, nil
-	}
-	return info, err
-}
-
-func (p *Proxy) load(ctx context.Context, set, provider string) (creddb.Credential, error) {
-	if err := p.acquire(ctx); err != nil {
-		return nil, err
+		return info, nil, nil, err
 	}
 	defer p.release()
-	return p.store.LoadCredential(ctx, set, provider)
+	info, cred, err = p.store.Resolve(ctx, tok)
+	if errors.Is(err, creddb.ErrNotFound) && tok == creddb.StaticMarker {
+		info = creddb.TokenInfo{Project: "__static__", Task: "__static__",
+			CredentialSet: creddb.DefaultSet, Provider: "claude"}
+		cred, err = p.store.LoadCredential(ctx, info.CredentialSet, info.Provider)
+		if errors.Is(err, creddb.ErrNotFound) {
+			return info, nil, nil, nil
+		}
+		return info, cred, err, nil
+	}
+	if err != nil && info.Provider != "" {
+		// The token is known; its credential row is unreadable.
+		return info, nil, err, nil
+	}
+	return info, cred, nil, err
 }
 
 func (p *Proxy) acquire(ctx context.Context) error {

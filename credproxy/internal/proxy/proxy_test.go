@@ -23,11 +23,11 @@ import (
 // path; the binary's tests use the real database.
 type memStore struct{ cred creddb.Credential }
 
-func (m memStore) LookupToken(_ context.Context, tok string) (creddb.TokenInfo, error) {
+func (m memStore) Resolve(_ context.Context, tok string) (creddb.TokenInfo, creddb.Credential, error) {
 	if tok != "tok" {
-		return creddb.TokenInfo{}, creddb.ErrNotFound
+		return creddb.TokenInfo{}, nil, creddb.ErrNotFound
 	}
-	return creddb.TokenInfo{Project: "p", Task: "t", CredentialSet: "default", Provider: "up"}, nil
+	return creddb.TokenInfo{Project: "p", Task: "t", CredentialSet: "default", Provider: "up"}, m.cred, nil
 }
 
 func (m memStore) LoadCredential(context.Context, string, string) (creddb.Credential, error) {
