@@ -6,6 +6,7 @@ package inject
 import (
 	"errors"
 	"net/http"
+	"sort"
 	"strings"
 
 	"terok.dev/sandbox/common/creddb"
@@ -107,13 +108,21 @@ func (in Injection) Apply(h http.Header) {
 	}
 }
 
-// valuesFold returns every value of name under any spelling of the name.
+// valuesFold returns every value of name under any spelling of the name:
+// the canonical spelling first, then the others in sorted order, so the
+// merged header is the same on every run.
 func valuesFold(h http.Header, name string) []string {
-	var out []string
-	for k, vs := range h {
-		if strings.EqualFold(k, name) {
-			out = append(out, vs...)
+	canon := http.CanonicalHeaderKey(name)
+	out := append([]string(nil), h[canon]...)
+	var others []string
+	for k := range h {
+		if k != canon && strings.EqualFold(k, name) {
+			others = append(others, k)
 		}
+	}
+	sort.Strings(others)
+	for _, k := range others {
+		out = append(out, h[k]...)
 	}
 	return out
 }

@@ -71,7 +71,7 @@ func TestApply(t *testing.T) {
 		otherKeys []string
 	}{
 		{http.Header{}, Injection{Header: "Authorization", Value: "Bearer S", Beta: "f1", OAuth: true}, "Bearer S", []string{"f1"}, nil},
-		{http.Header{"anthropic-beta": {"x"}, "Anthropic-Beta": {"y"}}, Injection{Header: "Authorization", Value: "Bearer S", Beta: "f1", OAuth: true}, "Bearer S", []string{"x,y,f1"}, nil},
+		{http.Header{"anthropic-beta": {"x"}, "Anthropic-Beta": {"y"}}, Injection{Header: "Authorization", Value: "Bearer S", Beta: "f1", OAuth: true}, "Bearer S", []string{"y,x,f1"}, nil},
 		{http.Header{"ANTHROPIC-BETA": {"a,f1"}}, Injection{Header: "Authorization", Value: "Bearer S", Beta: "f1", OAuth: true}, "Bearer S", []string{"a,f1"}, nil},
 		{http.Header{"Anthropic-Beta": {"keep"}}, Injection{Header: "Authorization", Value: "K", OAuth: false, Beta: "ignored"}, "K", []string{"keep"}, nil},
 		{http.Header{"authorization": {"old"}, "Authorization": {"old2"}}, Injection{Header: "Authorization", Value: "new"}, "new", nil, nil},
