@@ -247,9 +247,10 @@ func (s *Sandbox) removeUnverified(ctx context.Context, name string, verr error)
 	s.debug.Warning("run %s: shield verification failed (%v); removing the container", name, verr)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), podman.StopTimeout)
 	defer cancel()
-	res, err := s.podman.Exec(rctx, "rm", "-f", name)
+	// -t 0: an unprotected container is killed at once, not after the stop timeout.
+	res, err := s.podman.Exec(rctx, "rm", "-f", "-t", "0", name)
 	if err != nil {
-		return fmt.Errorf("shield verification failed for %s: %w; removing the container FAILED (%s): remove it now with `podman rm -f %s`",
+		return fmt.Errorf("shield verification failed for %s: %w; removing the container FAILED (%s): remove it now with `podman rm -f -t 0 %s`",
 			name, verr, podman.ErrorText(res, err, "podman rm -f"), name)
 	}
 	return fmt.Errorf("shield verification failed for %s: %w; the container was removed. Run 'terok-sandbox shield check' to diagnose the shield setup", name, verr)

@@ -241,7 +241,7 @@ func TestRunVerifierSeam(t *testing.T) {
 		{"verification fails → removed", errors.New("no nft table in the container netns"), false,
 			[]string{"shield verification failed for c: no nft table in the container netns; the container was removed", "terok-sandbox shield check"}, true, false},
 		{"removal fails too", errors.New("hook did not run"), true,
-			[]string{"shield verification failed for c: hook did not run", "removing the container FAILED", "podman rm -f c"}, true, false},
+			[]string{"shield verification failed for c: hook did not run", "removing the container FAILED", "podman rm -f -t 0 c"}, true, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -270,7 +270,7 @@ func TestRunVerifierSeam(t *testing.T) {
 			if !strings.Contains(calls[0], "--annotation fw=1") {
 				t.Fatalf("firewall args not used: %q", calls[0])
 			}
-			if got := len(calls) == 2 && calls[1] == "rm -f c"; got != c.wantRm {
+			if got := len(calls) == 2 && calls[1] == "rm -f -t 0 c"; got != c.wantRm {
 				t.Fatalf("podman calls %q (want rm: %v)", calls, c.wantRm)
 			}
 			if post != c.wantPost {
