@@ -41,6 +41,50 @@ type benchEnv struct {
 	gatePID   int
 	daemon    int
 	daemonPID int
+	// CPU accounting groups of the two paths (nil without cgroup v1
+	// cpuacct write access): server and clients of each path are charged
+	// to its group, so CPU per clone is measured independent of other load.
+	gateCG, daemonCG             *cpuGroup // servers and their git processes
+	gateClientCG, daemonClientCG *cpuGroup // the cloning clients
+}
+
+// cpuGroup is a cgroup-v1 cpuacct group.
+type cpuGroup struct{ dir string }
+
+func newCPUGroup(b *testing.B, name string) *cpuGroup {
+	dir := filepath.Join("/sys/fs/cgroup/cpuacct", fmt.Sprintf("terok-bench-%s-%d-%d", name, os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil
+	}
+	b.Cleanup(func() {
+		// Killed processes leave the group once reaped; retry briefly.
+		for i := 0; i < 50 && os.Remove(dir) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	return &cpuGroup{dir: dir}
+}
+
+// usage is the group's CPU time in seconds.
+func (g *cpuGroup) usage() float64 {
+	if g == nil {
+		return 0
+	}
+	data, err := os.ReadFile(filepath.Join(g.dir, "cpuacct.usage"))
+	if err != nil {
+		return 0
+	}
+	ns, _ := strconv.ParseFloat(strings.TrimSpace(string(data)), 64)
+	return ns / 1e9
+}
+
+// argv runs args inside the group (the process joins it before exec, so
+// every child is charged too).
+func (g *cpuGroup) argv(args ...string) []string {
+	if g == nil {
+		return args
+	}
+	return append([]string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, g.dir}, args...)
 }
 
 // setupBench starts a gate and a git daemon over the cache directory that
@@ -55,21 +99,26 @@ func setupBench(b *testing.B, repo string) *benchEnv {
 		b.Fatal(err)
 	}
 	e.tok = tok
+	e.gateCG, e.daemonCG = newCPUGroup(b, "gate"), newCPUGroup(b, "daemon")
+	e.gateClientCG, e.daemonClientCG = newCPUGroup(b, "gate-client"), newCPUGroup(b, "daemon-client")
 	start := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		// Own process group: `git daemon` runs git-daemon as a child, which
+		// must go too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		b.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		return cmd
 	}
 	e.gatePort = freePortB(b)
-	g := start(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))
+	g := start(e.gateCG.argv(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))...)
 	e.gatePID = g.Process.Pid
 	e.daemon = freePortB(b)
-	d := start("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
-		"--port="+strconv.Itoa(e.daemon), "--base-path="+e.base, e.base)
+	d := start(e.daemonCG.argv("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+		"--port="+strconv.Itoa(e.daemon), "--base-path="+e.base, e.base)...)
 	e.daemonPID = d.Process.Pid
 	waitPortB(b, e.gatePort)
 	waitPortB(b, e.daemon)
@@ -97,9 +146,9 @@ func waitPortB(b *testing.B, port int) {
 	b.Fatalf("port %d never opened", port)
 }
 
-func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
+func cloneOnce(b *testing.B, g *cpuGroup, url, dst string, extra ...string) time.Duration {
 	b.Helper()
-	d, _, err := tryClone(url, dst, extra...)
+	d, _, err := tryClone(g, url, dst, extra...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,10 +158,10 @@ func cloneOnce(b *testing.B, url, dst string, extra ...string) time.Duration {
 // cloneCPU clones once and returns the wall time and the CPU seconds the
 // server process itself spent (its git children are not included: git
 // daemon reaps its per-connection children too late for a fair sum).
-func cloneCPU(b *testing.B, serverPID int, url, dst string, extra ...string) (time.Duration, float64) {
+func cloneCPU(b *testing.B, g *cpuGroup, serverPID int, url, dst string, extra ...string) (time.Duration, float64) {
 	b.Helper()
 	before := procCPU(serverPID)
-	d, _, err := tryClone(url, dst, extra...)
+	d, _, err := tryClone(g, url, dst, extra...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -120,10 +169,10 @@ func cloneCPU(b *testing.B, serverPID int, url, dst string, extra ...string) (ti
 }
 
 // tryClone clones without checkout and removes the result; safe in goroutines.
-func tryClone(url, dst string, extra ...string) (time.Duration, float64, error) {
-	args := append([]string{"clone", "-q", "--no-checkout"}, extra...)
-	args = append(args, url, dst)
-	cmd := exec.Command("git", args...)
+func tryClone(g *cpuGroup, url, dst string, extra ...string) (time.Duration, float64, error) {
+	args := append([]string{"git", "clone", "-q", "--no-checkout"}, extra...)
+	args = g.argv(append(args, url, dst)...)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(dst), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0"}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -163,19 +212,21 @@ func BenchmarkCloneBig(b *testing.B) {
 	daemonURL := fmt.Sprintf("git://127.0.0.1:%d/%s", e.daemon, name)
 	n := rounds(5)
 	// Warm the page cache once so the first measured round is not an outlier.
-	cloneOnce(b, daemonURL, filepath.Join(e.dir, "warm"))
+	cloneOnce(b, nil, daemonURL, filepath.Join(e.dir, "warm"))
 	b.ResetTimer()
 	var g, d, l []time.Duration
 	var gc []float64
+	cpu0 := e.cpuSnapshot()
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < n; r++ {
-			d = append(d, cloneOnce(b, daemonURL, filepath.Join(e.dir, "d")))
-			gw, gcpu := cloneCPU(b, e.gatePID, gateURL, filepath.Join(e.dir, "g"))
+			d = append(d, cloneOnce(b, e.daemonClientCG, daemonURL, filepath.Join(e.dir, "d")))
+			gw, gcpu := cloneCPU(b, e.gateClientCG, e.gatePID, gateURL, filepath.Join(e.dir, "g"))
 			g, gc = append(g, gw), append(gc, gcpu)
-			l = append(l, cloneOnce(b, repo, filepath.Join(e.dir, "l"), "--no-local"))
+			l = append(l, cloneOnce(b, nil, repo, filepath.Join(e.dir, "l"), "--no-local"))
 		}
 	}
 	b.StopTimer()
+	reportCPU(b, e, float64(len(g)), cpu0)
 	gm, dm, lm := median(g), median(d), median(l)
 	sort.Float64s(gc)
 	b.ReportMetric(gc[len(gc)/2], "gate-process-cpu-s")
@@ -203,6 +254,29 @@ func procCPU(pid int) float64 {
 	return ticks / 100 // USER_HZ
 }
 
+// cpuSnapshot reads the four groups: gate server, gate clients, daemon
+// server, daemon clients.
+func (e *benchEnv) cpuSnapshot() [4]float64 {
+	return [4]float64{e.gateCG.usage(), e.gateClientCG.usage(), e.daemonCG.usage(), e.daemonClientCG.usage()}
+}
+
+// reportCPU reports CPU milliseconds per clone of the servers (with their
+// git processes) and of the clients, for both paths.
+func reportCPU(b *testing.B, e *benchEnv, clones float64, before [4]float64) {
+	if e.gateCG == nil || e.gateClientCG == nil || e.daemonCG == nil || e.daemonClientCG == nil || clones == 0 {
+		b.Log("CPU per clone not measured (needs write access to /sys/fs/cgroup/cpuacct)")
+		return
+	}
+	now := e.cpuSnapshot()
+	ms := func(i int) float64 { return (now[i] - before[i]) / clones * 1000 }
+	b.ReportMetric(ms(0), "gate-server-cpu-ms/clone")
+	b.ReportMetric(ms(2), "daemon-server-cpu-ms/clone")
+	b.ReportMetric(ms(1), "http-client-cpu-ms/clone")
+	b.ReportMetric(ms(3), "git-client-cpu-ms/clone")
+	b.Logf("CPU per clone: servers (with their git processes) gate %.1f ms vs git daemon %.1f ms (ratio %.3f); clients http %.1f ms vs git:// %.1f ms",
+		ms(0), ms(2), ms(0)/ms(2), ms(1), ms(3))
+}
+
 // peakRSS is VmHWM of pid in KiB.
 func peakRSS(pid int) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -228,7 +302,7 @@ func BenchmarkSmallClones8(b *testing.B) {
 	gateURL := fmt.Sprintf("http://%s@127.0.0.1:%d/%s", e.tok, e.gatePort, name)
 	daemonURL := fmt.Sprintf("git://127.0.0.1:%d/%s", e.daemon, name)
 	const clients, perClient = 8, 8
-	run := func(url, tag string) float64 {
+	run := func(cg *cpuGroup, url, tag string) float64 {
 		var wg sync.WaitGroup
 		errs := make(chan error, clients*perClient)
 		start := time.Now()
@@ -237,7 +311,7 @@ func BenchmarkSmallClones8(b *testing.B) {
 			go func(c int) {
 				defer wg.Done()
 				for k := 0; k < perClient; k++ {
-					if _, _, err := tryClone(url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k))); err != nil {
+					if _, _, err := tryClone(cg, url, filepath.Join(e.dir, fmt.Sprintf("%s-%d-%d", tag, c, k))); err != nil {
 						errs <- err
 					}
 				}
@@ -250,16 +324,18 @@ func BenchmarkSmallClones8(b *testing.B) {
 		}
 		return float64(clients*perClient) / time.Since(start).Seconds()
 	}
-	run(daemonURL, "warm")
+	run(nil, daemonURL, "warm")
 	b.ResetTimer()
 	var gs, ds []float64
+	cpu0 := e.cpuSnapshot()
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < rounds(3); r++ {
-			ds = append(ds, run(daemonURL, "d"))
-			gs = append(gs, run(gateURL, "g"))
+			ds = append(ds, run(e.daemonClientCG, daemonURL, "d"))
+			gs = append(gs, run(e.gateClientCG, gateURL, "g"))
 		}
 	}
 	b.StopTimer()
+	reportCPU(b, e, float64(len(gs)*clients*perClient), cpu0)
 	sort.Float64s(gs)
 	sort.Float64s(ds)
 	gm, dm := gs[len(gs)/2], ds[len(ds)/2]
