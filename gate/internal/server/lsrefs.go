@@ -111,7 +111,8 @@ func (h *Handler) serveCachedLsRefs(ctx context.Context, w http.ResponseWriter, 
 	h.adverts.mu.Lock()
 	e, hit := h.adverts.m[key]
 	h.adverts.mu.Unlock()
-	if !hit {
+	// The TTL also covers what the key cannot see (config [include] files).
+	if !hit || time.Since(e.at) > advertTTL {
 		out, err := h.runLsRefs(ctx, gitPath, repoDir, proto, body)
 		if err != nil {
 			return false, bytes.NewReader(body)
