@@ -364,7 +364,7 @@ func gateURLCommand(d Deps) *ucli.Command {
 		Flags:     []ucli.Flag{&ucli.StringFlag{Name: "token", Usage: "gate token to embed", Required: true}, jsonFlag()},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() != 1 {
-				return UsageErrorf("expected one PROJECT or REPO_PATH argument (options go before it)")
+				return UsageErrorf("expected one PROJECT or REPO_PATH argument")
 			}
 			cfg, err := loadConfig(c, d)
 			if err != nil {
@@ -404,7 +404,7 @@ func mirrorFlags() []ucli.Flag {
 
 func mirrorFor(c *ucli.Context, d Deps) (*mirror.Manager, error) {
 	if c.NArg() != 1 {
-		return nil, UsageErrorf("expected one PROJECT argument (options go before it)")
+		return nil, UsageErrorf("expected one PROJECT argument")
 	}
 	project := c.Args().First()
 	if !config.ValidName(project) {
