@@ -122,6 +122,9 @@ func TestSocketActivationInetdPerConnection(t *testing.T) {
 	if code != 403 {
 		t.Fatalf("other project via inetd: %d", code)
 	}
+	if code, _ := raw(t, port, "GARBAGE\r\n\r\n"); code != 400 {
+		t.Fatalf("malformed request line via inetd: %d", code)
+	}
 }
 
 func TestSocketActivationListenFDs(t *testing.T) {
@@ -131,5 +134,21 @@ func TestSocketActivationListenFDs(t *testing.T) {
 	url := "http://" + f.tokProj + "@127.0.0.1:" + strconv.Itoa(port) + "/proj.git"
 	for i := 0; i < 3; i++ { // one long-lived server handles them all
 		f.git("", "clone", "-q", url, filepath.Join(f.dir, "c"+strconv.Itoa(i)))
+	}
+}
+
+func TestAdminTokenFlagWinsOverEnv(t *testing.T) {
+	f := newFixture(t)
+	flagTok := "terok-g-f1a9f1a9f1a9f1a9f1a9f1a9f1a9f1a9"
+	g := f.startGate([]string{"--admin-token=" + flagTok}, "TEROK_GATE_ADMIN_TOKEN="+adminTok)
+	status := func(tok string) int {
+		code, _ := raw(t, g.port, "GET /other.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"+basic(tok)+"\r\n")
+		return code
+	}
+	if c := status(flagTok); c != 200 {
+		t.Fatalf("--admin-token: %d", c)
+	}
+	if c := status(adminTok); c != 403 {
+		t.Fatalf("environment admin token used although the flag was given: %d", c)
 	}
 }
