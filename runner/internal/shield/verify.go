@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"terok.dev/sandbox/common/ruleset"
@@ -35,7 +38,10 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	case want != "" && got != want:
 		return fmt.Errorf("the shield hook did not run for %s (%s names container %s, not %s); %s", container, shieldbundle.FileContainerID, got, want, hint)
 	}
-	pid, err := s.ContainerPID(ctx, container)
+	pid, err := s.fastPID(want, containerID)
+	if err != nil {
+		pid, err = s.ContainerPID(ctx, container)
+	}
 	if errors.Is(err, errNotRunning) {
 		// Already exited: it was created (so the hook applied and verified
 		// the ruleset) and can no longer send anything.
@@ -44,7 +50,10 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	if err != nil {
 		return err
 	}
-	text := s.liveTable(ctx, pid)
+	text := s.fastTable(ctx, pid)
+	if text == "" {
+		text = s.liveTable(ctx, pid)
+	}
 	if text == "" {
 		// A container that exited between the inspect and nft (a short
 		// command) has no netns left to list; that is not a failure.
@@ -58,4 +67,63 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 		return fmt.Errorf("container %s: Ruleset verification failed: %s", container, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+var containerIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// fastPID reads the container's PID from the pidfile the OCI runtime writes
+// into podman's run root (<runroot>/<driver>-containers/<id>/userdata), which
+// costs nothing, where `podman inspect` costs ~40 ms per launch. Any
+// surprise (custom run root, missing file) falls back to podman inspect.
+func (s *Shield) fastPID(short, full string) (int, error) {
+	full = strings.TrimSpace(full)
+	if !containerIDPattern.MatchString(full) || !strings.HasPrefix(full, short) {
+		return 0, errors.New("no full container id")
+	}
+	runRoot := "/run/containers/storage"
+	if s.opts.EUID != 0 {
+		xdg := os.Getenv("XDG_RUNTIME_DIR")
+		if xdg == "" {
+			return 0, errors.New("no XDG_RUNTIME_DIR")
+		}
+		runRoot = filepath.Join(xdg, "containers")
+	}
+	matches, _ := filepath.Glob(filepath.Join(runRoot, "*-containers", full, "userdata", "pidfile"))
+	if len(matches) != 1 {
+		return 0, errors.New("pidfile not found")
+	}
+	data, err := os.ReadFile(matches[0])
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 || !processAlive(pid) {
+		return 0, errors.New("pidfile names no live process")
+	}
+	return pid, nil
+}
+
+// fastTable lists the table in the netns of pid without `podman unshare`
+// (35 ms): root enters directly; a rootless user joins the container's own
+// user namespace, which it owns, with nsenter -U. "" on any failure, and
+// the caller falls back to the podman unshare path.
+func (s *Shield) fastTable(ctx context.Context, pid int) string {
+	nft, err := s.nftPath()
+	if err != nil {
+		return ""
+	}
+	nsenter := s.opts.Tools.LookPath("nsenter", "/usr/bin/nsenter")
+	if nsenter == "" {
+		return ""
+	}
+	argv := []string{nsenter, "-t", strconv.Itoa(pid), "-n"}
+	if s.opts.EUID != 0 {
+		argv = append(argv, "-U")
+	}
+	argv = append(argv, "--", nft, "list", "table", "inet", ruleset.Table)
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", argv...)
+	if err != nil || res.Code != 0 {
+		return ""
+	}
+	return res.Stdout
 }
