@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
@@ -39,7 +40,7 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 		return fmt.Errorf("the shield hook did not run for %s (%s names container %s, not %s); %s", container, shieldbundle.FileContainerID, got, want, hint)
 	}
 	pid, err := s.fastPID(want, containerID)
-	if err != nil {
+	if err != nil && !errors.Is(err, errNotRunning) {
 		pid, err = s.ContainerPID(ctx, container)
 	}
 	if errors.Is(err, errNotRunning) {
@@ -50,16 +51,13 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	if err != nil {
 		return err
 	}
-	text := s.fastTable(ctx, pid)
-	if text == "" {
-		text = s.liveTable(ctx, pid)
+	text, gone := s.tableOf(ctx, container, pid)
+	if gone {
+		// Exited right after starting (a short command): created, so the
+		// hook applied the ruleset, and nothing is left to protect.
+		return nil
 	}
 	if text == "" {
-		// A container that exited between the inspect and nft (a short
-		// command) has no netns left to list; that is not a failure.
-		if _, err := s.ContainerPID(ctx, container); errors.Is(err, errNotRunning) {
-			return nil
-		}
 		return fmt.Errorf("container %s runs without the shield table in its network namespace; %s", container, hint)
 	}
 	interactive := exists(filepath.Join(dir, shieldbundle.FileInteractive))
@@ -97,8 +95,12 @@ func (s *Shield) fastPID(short, full string) (int, error) {
 		return 0, err
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 0 || !processAlive(pid) {
-		return 0, errors.New("pidfile names no live process")
+	if err != nil || pid <= 0 {
+		return 0, errors.New("unreadable pidfile")
+	}
+	if !processAlive(pid) {
+		// The runtime wrote it for this container, whose process is gone.
+		return 0, fmt.Errorf("container process %d: %w", pid, errNotRunning)
 	}
 	return pid, nil
 }
@@ -126,4 +128,37 @@ func (s *Shield) fastTable(ctx context.Context, pid int) string {
 		return ""
 	}
 	return res.Stdout
+}
+
+// tableOf lists the shield table of a container process, telling apart a
+// process that is exiting (its network namespace is released before it
+// becomes a zombie, and podman may still call it running) from one that runs
+// without the table. It retries briefly while the process is alive.
+func (s *Shield) tableOf(ctx context.Context, container string, pid int) (text string, gone bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if text = s.fastTable(ctx, pid); text == "" {
+			text = s.liveTable(ctx, pid)
+		}
+		if text != "" {
+			return text, false
+		}
+		if !processAlive(pid) {
+			return "", true
+		}
+		if _, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/net"); err != nil && !errors.Is(err, os.ErrPermission) {
+			return "", true
+		}
+		if _, err := s.ContainerPID(ctx, container); errors.Is(err, errNotRunning) {
+			return "", true
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
