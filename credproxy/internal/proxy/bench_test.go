@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"path/filepath"
 	"testing"
@@ -83,6 +84,20 @@ func BenchmarkProxySmallJSON(b *testing.B) {
 	benchGet(b, p, true)
 }
 
+// BenchmarkBareSmallJSON is a bare httputil.ReverseProxy with the same
+// transport in front of the same upstream: the floor of the proxy.
+func BenchmarkBareSmallJSON(b *testing.B) {
+	_, d := benchSetup(b)
+	u, _ := url.Parse(d)
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
+		Transport: NewTransport(DefaultConnectTimeout, DefaultIdleConnTimeout),
+	}
+	srv := httptest.NewServer(rp)
+	b.Cleanup(srv.Close)
+	benchGet(b, srv.URL, false)
+}
+
 // BenchmarkDirectSmallJSON is the same client against the upstream.
 func BenchmarkDirectSmallJSON(b *testing.B) {
 	_, d := benchSetup(b)
@@ -101,7 +116,9 @@ func BenchmarkLookup(b *testing.B) {
 	_, _ = raw.Exec(`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`)
 	_, _ = raw.Exec(`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`)
 	raw.Close()
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx = context.WithoutCancel(ctx) // as the proxy calls it
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, c, err := db.Resolve(ctx, benchToken); err != nil || c == nil {
