@@ -81,16 +81,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 				Usage:     "show a stored credential (secrets masked unless --show-secret)",
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag, &ucli.BoolFlag{Name: "show-secret", Usage: "print the secret values (they end up in your terminal history)"}, jsonFlag()},
-				Action: func(c *ucli.Context) error {
-					fa, a, err := argsExactly(c, "provider")
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, []string{"provider"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					cred, err := db.LoadCredential(c.Context, fa.String("set"), a[0])
 					if errors.Is(err, creddb.ErrNotFound) {
 						return fmt.Errorf("no credential %s in set %s; store one with 'terok-sandbox credentials set %s'", a[0], fa.String("set"), a[0])
@@ -120,22 +111,13 @@ func credentialsCommand(d Deps) *ucli.Command {
 						fmt.Fprintf(d.Stdout, "  %s: %s\n", k, s)
 					}
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "list",
 				Usage: "list the providers with a stored credential",
 				Flags: []ucli.Flag{setFlag, jsonFlag()},
-				Action: func(c *ucli.Context) error {
-					fa, _, err := argsExactly(c)
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, nil, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					names, err := db.ListCredentials(c.Context, fa.String("set"))
 					if err != nil {
 						return err
@@ -151,29 +133,20 @@ func credentialsCommand(d Deps) *ucli.Command {
 						fmt.Fprintln(d.Stdout, n)
 					}
 					return nil
-				},
+				}),
 			},
 			{
 				Name:      "delete",
 				Usage:     "delete a stored credential (no error if absent)",
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag},
-				Action: func(c *ucli.Context) error {
-					fa, a, err := argsExactly(c, "provider")
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, []string{"provider"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					if err := db.DeleteCredential(c.Context, fa.String("set"), a[0]); err != nil {
 						return err
 					}
 					fmt.Fprintf(d.Stdout, "Deleted credential %s from set %s.\n", a[0], fa.String("set"))
 					return nil
-				},
+				}),
 			},
 		},
 	}

@@ -43,6 +43,40 @@ func argsExactly(c *ucli.Context, names ...string) (*cmdArgs, []string, error) {
 	return fa, a, nil
 }
 
+// withProxyManager is the action skeleton of the lifecycle commands: no
+// positional arguments, a manager for the loaded configuration, then fn.
+func withProxyManager(d Deps, fn func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		fa, _, err := argsExactly(c)
+		if err != nil {
+			return err
+		}
+		m, err := proxyManager(c, d)
+		if err != nil {
+			return err
+		}
+		return fn(c, fa, m)
+	}
+}
+
+// withCredDB is the action skeleton of the database commands: the named
+// positional arguments, the credentials database of the configuration,
+// then fn.
+func withCredDB(d Deps, names []string, fn func(c *ucli.Context, fa *cmdArgs, args []string, db *creddb.DB) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		fa, a, err := argsExactly(c, names...)
+		if err != nil {
+			return err
+		}
+		db, err := openCredDB(c, d)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return fn(c, fa, a, db)
+	}
+}
+
 func proxyManager(c *ucli.Context, d Deps) (*proxyctl.Manager, error) {
 	cfg, err := loadConfig(c, d)
 	if err != nil {
@@ -56,15 +90,7 @@ func proxyStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the credential proxy as a detached daemon",
 		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: DEBUG, INFO, WARNING, ERROR"}},
-		Action: func(c *ucli.Context) error {
-			fa, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			m.LogLevel = fa.String("log-level")
 			st := m.Status(c.Context)
 			if st.Running {
@@ -80,7 +106,7 @@ func proxyStartCommand(d Deps) *ucli.Command {
 			}
 			fmt.Fprintln(d.Stdout, "Credential proxy started.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -88,15 +114,7 @@ func proxyStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the credential proxy daemon",
-		Action: func(c *ucli.Context) error {
-			_, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			if _, ok := m.DaemonPID(); !ok {
 				fmt.Fprintln(d.Stdout, "Credential proxy is not running.")
 				return nil
@@ -104,7 +122,7 @@ func proxyStopCommand(d Deps) *ucli.Command {
 			m.StopDaemon()
 			fmt.Fprintln(d.Stdout, "Credential proxy stopped.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -113,15 +131,7 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show whether the credential proxy runs and what it serves",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: func(c *ucli.Context) error {
-			fa, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			st := m.Status(c.Context)
 			if fa.Bool("json") {
 				return writeJSON(d.Stdout, st)
@@ -138,7 +148,7 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 				fmt.Fprintf(d.Stdout, "Credentials: %s\n", strings.Join(st.CredentialsStored, ", "))
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -146,21 +156,13 @@ func proxyInstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "install",
 		Usage: "install and start the systemd socket units (socket activation)",
-		Action: func(c *ucli.Context) error {
-			_, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			if err := m.Install(c.Context); err != nil {
 				return err
 			}
 			fmt.Fprintln(d.Stdout, "Credential proxy systemd socket installed and started.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -168,21 +170,13 @@ func proxyUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: func(c *ucli.Context) error {
-			_, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			if err := m.Uninstall(c.Context); err != nil {
 				return err
 			}
 			fmt.Fprintln(d.Stdout, "Credential proxy systemd units removed.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -190,21 +184,13 @@ func proxyEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the proxy and its SSH agent port are reachable (starts the systemd service if installed)",
-		Action: func(c *ucli.Context) error {
-			_, _, err := argsExactly(c)
-			if err != nil {
-				return err
-			}
-			m, err := proxyManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
 			if err := m.EnsureReachable(c.Context); err != nil {
 				return err
 			}
 			fmt.Fprintf(d.Stdout, "Credential proxy is reachable on 127.0.0.1:%d (SSH agent on 127.0.0.1:%d).\n", m.Cfg.ProxyPort, m.Cfg.SSHAgentPort)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -230,16 +216,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
 					jsonFlag(),
 				},
-				Action: func(c *ucli.Context) error {
-					fa, a, err := argsExactly(c, "project", "task")
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					if fa.String("provider") == "" {
 						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
 					}
@@ -253,23 +230,14 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					}
 					fmt.Fprintln(d.Stdout, tok)
 					return nil
-				},
+				}),
 			},
 			{
 				Name:      "revoke",
 				Usage:     "revoke every phantom token of a task",
 				ArgsUsage: "PROJECT TASK",
 				Flags:     []ucli.Flag{jsonFlag()},
-				Action: func(c *ucli.Context) error {
-					fa, a, err := argsExactly(c, "project", "task")
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					n, err := db.RevokeTokens(c.Context, a[0], a[1])
 					if err != nil {
 						return err
@@ -279,22 +247,13 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					}
 					fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "list",
 				Usage: "list phantom tokens (shown only by prefix)",
 				Flags: []ucli.Flag{&ucli.StringFlag{Name: "project", Usage: "only this project"}, jsonFlag()},
-				Action: func(c *ucli.Context) error {
-					fa, _, err := argsExactly(c)
-					if err != nil {
-						return err
-					}
-					db, err := openCredDB(c, d)
-					if err != nil {
-						return err
-					}
-					defer db.Close()
+				Action: withCredDB(d, nil, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					rows, err := db.ListTokens(c.Context, fa.String("project"))
 					if err != nil {
 						return err
@@ -323,7 +282,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Token, r.Project, r.Task, r.CredentialSet, r.Provider)
 					}
 					return tw.Flush()
-				},
+				}),
 			},
 		},
 	}
