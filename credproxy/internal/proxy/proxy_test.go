@@ -34,7 +34,7 @@ func (m memStore) LoadCredential(context.Context, string, string) (creddb.Creden
 	return m.cred, nil
 }
 
-func newProxy(t *testing.T, upstream string, o Options) *httptest.Server {
+func newProxy(t testing.TB, upstream string, o Options) *httptest.Server {
 	t.Helper()
 	u, _ := url.Parse(upstream)
 	o.Store = memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}
