@@ -623,6 +623,38 @@ func shxTestDnsmasqTier(t *testing.T, ctx context.Context, r *testharness.Runner
 	if strings.Contains(res.Stdout, "Name:") {
 		t.Fatalf("direct DNS to another server worked: %s", res)
 	}
+
+	// Denying the domain rewrites dnsmasq.conf and restarts the container's
+	// dnsmasq (a new process: dnsmasq ignores SIGHUP for nftset=). The host
+	// cannot resolve the test domain, so no address is denied (exit 1 with
+	// "No IPs denied"), but the domain deny itself takes effect.
+	stateDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
+	readPID := func() string {
+		data, _ := os.ReadFile(filepath.Join(stateDir, "dnsmasq.pid"))
+		return strings.TrimSpace(string(data))
+	}
+	before := readPID()
+	res = r.Sandbox(ctx, "shield", "deny", name, shxListedDomain)
+	if !strings.Contains(res.Stderr, "No IPs denied for "+name) {
+		t.Fatalf("deny domain: %s", res)
+	}
+	after := readPID()
+	if before == "" || after == "" || before == after {
+		t.Fatalf("dnsmasq not restarted: pid %q -> %q", before, after)
+	}
+	if _, err := os.Stat("/proc/" + after); err != nil {
+		t.Fatalf("restarted dnsmasq %s not running: %v", after, err)
+	}
+	conf, _ := os.ReadFile(filepath.Join(stateDir, "dnsmasq.conf"))
+	denied, _ := os.ReadFile(filepath.Join(stateDir, "denied.domains"))
+	if strings.Contains(string(conf), "/"+shxListedDomain+"/") || strings.TrimSpace(string(denied)) != shxListedDomain {
+		t.Fatalf("domain still allowed: conf %q denied %q", conf, denied)
+	}
+	// The restarted dnsmasq still answers the container.
+	res = shxInContainer(ctx, r, name, "nslookup "+shxUnlistedDomain)
+	if !strings.Contains(res.Stdout, shxOutsideOther) {
+		t.Fatalf("DNS after the restart: %s", res)
+	}
 }
 
 // BenchmarkShieldRunVsPodman measures container start through
