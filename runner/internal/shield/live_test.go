@@ -359,6 +359,16 @@ func testLiveOperations(t *testing.T, tier string) {
 			t.Fatalf("gateway set empty in %s", step.want)
 		}
 	}
+	// A container whose firewall is down does not pass the launcher's check.
+	if err := s.Down(ctx, "c1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "verification failed") {
+		t.Fatalf("VerifyStarted with the bypass ruleset: %v", err)
+	}
+	if err := s.Up(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
 	// After up, the live allowlist and deny list are back.
 	if !has("allow_v4", "203.0.113.50") || !has("allow_v4", "203.0.113.0/28") || !has("deny_v4", "198.51.100.20") {
 		t.Fatalf("up lost state: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
