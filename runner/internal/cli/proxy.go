@@ -98,8 +98,9 @@ func proxyStartCommand(d Deps) *ucli.Command {
 				return nil
 			}
 			if st.Mode == proxyctl.ModeSystemd {
-				return fmt.Errorf("the credential proxy's systemd units are installed; it starts on demand through %s. "+
-					"Use 'terok-sandbox proxy ensure' to start it now, or 'terok-sandbox proxy uninstall' before using the manual daemon", proxyctl.SocketUnit)
+				return fmt.Errorf("the credential proxy's systemd units are installed (it starts on demand through %s); "+
+					"not starting a second instance on the same ports. Use 'terok-sandbox proxy install' to reinstall and restart the units "+
+					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", proxyctl.SocketUnit)
 			}
 			if err := m.StartDaemon(c.Context); err != nil {
 				return err
