@@ -143,6 +143,9 @@ func parseRoute(name string, msg json.RawMessage) (Route, error) {
 		if !validHeaderName(h) {
 			return Route{}, bad(name, "'auth_header' %q is not a valid header name", h)
 		}
+		if reservedHeader(h) {
+			return Route{}, bad(name, "'auth_header' %q is a framing or hop-by-hop header; use the provider's credential header", h)
+		}
 		r.AuthHeader = h
 	}
 	if rr.AuthPrefix != nil {
@@ -179,6 +182,17 @@ func parseRoute(name string, msg json.RawMessage) (Route, error) {
 		r.Refresh = ref
 	}
 	return r, nil
+}
+
+// reservedHeader: headers the transport owns; a credential there would be
+// dropped or would break the request's framing.
+func reservedHeader(h string) bool {
+	switch strings.ToLower(h) {
+	case "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+		"upgrade", "proxy-authorization", "proxy-authenticate", "proxy-connection", "expect":
+		return true
+	}
+	return false
 }
 
 // validHeaderName accepts an RFC 9110 token.

@@ -57,6 +57,8 @@ func TestParseRejects(t *testing.T) {
 		{`{"a": {"upstream": "https://"}}`, "must be an absolute"},
 		{`{"a": {"upstream": "https://h", "auth_header": "Bad Header"}}`, "not a valid header name"},
 		{`{"a": {"upstream": "https://h", "auth_header": ""}}`, "not a valid header name"},
+		{`{"a": {"upstream": "https://h", "auth_header": "Host"}}`, "framing or hop-by-hop"},
+		{`{"a": {"upstream": "https://h", "auth_header": "transfer-encoding"}}`, "framing or hop-by-hop"},
 		{`{"a": {"upstream": "https://h", "auth_prefix": "x\r\ny"}}`, "line break"},
 		{`{"a": {"upstream": "https://h", "oauth_refresh": 3}}`, "'oauth_refresh' must be an object"},
 		{`{"a": {"upstream": "https://h", "oauth_refresh": {"client_id": "c"}}}`, "missing required 'token_url'"},
@@ -98,7 +100,7 @@ func FuzzParse(f *testing.F) {
 			if r.Provider != name || (r.Scheme != "http" && r.Scheme != "https") || r.Host == "" {
 				t.Fatalf("accepted route %q = %+v", name, r)
 			}
-			if strings.ContainsAny(r.AuthPrefix, "\r\n\x00") || !validHeaderName(r.AuthHeader) {
+			if strings.ContainsAny(r.AuthPrefix, "\r\n\x00") || !validHeaderName(r.AuthHeader) || reservedHeader(r.AuthHeader) {
 				t.Fatalf("accepted unsafe header rule %+v", r)
 			}
 		}
