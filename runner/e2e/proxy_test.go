@@ -73,10 +73,25 @@ func pxSandboxStdin(ctx context.Context, r *testharness.Runner, stdin string, ar
 // and gets the upstream's answer; the upstream received the real
 // credential, which never entered the container or the proxy's log.
 func TestProxyFromContainer(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) { pxFromContainer(t, r, false) })
+}
+
+// TestProxyFromContainerShielded is the same with the shield up (no
+// bypass): the shield lets the proxy port through on the host gateway.
+func TestProxyFromContainerShielded(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) { pxFromContainer(t, r, true) })
+}
+
+func pxFromContainer(t *testing.T, r *testharness.Runner, shielded bool) {
 	env := H(t)
-	env.Each(t, func(t *testing.T, r *testharness.Runner) {
+	{
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
+		runFlags := []string{"--shield-bypass"}
+		if shielded {
+			shxShieldRunner(t, ctx, r)
+			runFlags = nil
+		}
 		up := newPxUpstream(t)
 		proxyPort, agentPort := pxFreePort(t), pxFreePort(t)
 		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
@@ -105,10 +120,14 @@ func TestProxyFromContainer(t *testing.T) {
 		tok := strings.TrimSpace(mustOK(t, "token create", r.Sandbox(ctx, "proxy", "token", "create", "proj", "task1", "--provider", "e2e")).Stdout)
 
 		call := fmt.Sprintf(`curl -sS -o /tmp/body -w '%%{http_code}' -H "x-api-key: $ANTHROPIC_API_KEY" 'http://host.containers.internal:%d/v1/messages?q=e2e%%20x'`, proxyPort)
-		script := `echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"; env | grep -c sk-e2e-REAL || true; echo '>> init complete'`
+		// Another host service: reachable with the bypass, refused by the shield.
+		other := newPxUpstream(t)
+		_, otherPort, _ := net.SplitHostPort(other.addr)
+		probe := `curl -sS -m 10 -o /dev/null -w '%{http_code}' http://host.containers.internal:` + otherPort + `/ 2>/dev/null`
+		script := `echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"; echo "other=$(` + probe + `)"; env | grep -c sk-e2e-REAL || true; echo '>> init complete'`
 		name := r.Name("proxy")
-		run := mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", env.Image,
-			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", script))
+		run := mustOK(t, "run", r.Sandbox(ctx, append(append([]string{"run"}, runFlags...), "--name", name, "--image", env.Image,
+			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", script)...))
 		if strings.Contains(run.Stdout+run.Stderr, tok) {
 			t.Errorf("phantom token printed in the run command line")
 		}
@@ -119,6 +138,9 @@ func TestProxyFromContainer(t *testing.T) {
 		if strings.Contains(logs.Stdout, secret) {
 			t.Fatal("the real secret reached the container")
 		}
+		if wantOther := map[bool]string{false: "other=200", true: "other=000"}[shielded]; !strings.Contains(logs.Stdout, wantOther) {
+			t.Errorf("shielded=%v: want %s for another host port:\n%s", shielded, wantOther, logs.Stdout)
+		}
 		up.mu.Lock()
 		if len(up.seen) != 1 || up.seen[0].Get("X-Api-Key") != secret || up.urls[0] != "/v1/messages?q=e2e%20x" {
 			t.Errorf("upstream saw %d requests, x-api-key %q, url %v", len(up.seen), up.seen[0].Get("X-Api-Key"), up.urls)
@@ -128,8 +150,8 @@ func TestProxyFromContainer(t *testing.T) {
 		// Revoked: the next request from a container is refused.
 		mustOK(t, "token revoke", r.Sandbox(ctx, "proxy", "token", "revoke", "proj", "task1"))
 		name2 := r.Name("proxy-revoked")
-		mustOK(t, "run revoked", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name2, "--image", env.Image,
-			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", `echo "status=$(`+call+`)"; echo '>> init complete'`))
+		mustOK(t, "run revoked", r.Sandbox(ctx, append(append([]string{"run"}, runFlags...), "--name", name2, "--image", env.Image,
+			"-e", "ANTHROPIC_API_KEY="+tok, "--", "sh", "-c", `echo "status=$(`+call+`)"; echo '>> init complete'`)...))
 		logs = mustOK(t, "logs revoked", r.Sandbox(ctx, "logs", name2, "--until-ready", "--timeout", "120"))
 		if !strings.Contains(logs.Stdout, "status=401") {
 			t.Fatalf("revoked token not refused:\n%s", logs.Stdout)
@@ -143,5 +165,5 @@ func TestProxyFromContainer(t *testing.T) {
 			t.Errorf("proxy log contains the secret or the phantom token")
 		}
 		mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
-	})
+	}
 }
