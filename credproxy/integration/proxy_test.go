@@ -688,3 +688,53 @@ func TestBodyCap(t *testing.T) {
 		t.Error("oversized request reached the upstream")
 	}
 }
+
+// TestOAuthRefreshInBinary: the running proxy refreshes an expiring OAuth
+// credential at startup against a local token endpoint, stores it with its
+// other members, and the next request carries the new access token.
+func TestOAuthRefreshInBinary(t *testing.T) {
+	up := newUpstream(t)
+	var mu sync.Mutex
+	var calls int
+	tokenSrv := newUpstream(t)
+	tokenSrv.handler = func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token": "AT-REFRESHED-77", "refresh_token": "RT-NEW-77", "expires_in": 7200}`)
+	}
+	e := newEnv(t, routesJSON("claude", fmt.Sprintf(`{"upstream": %q, "oauth_refresh": {"token_url": %q, "client_id": "cid"}}`,
+		up.origin(), tokenSrv.origin()+"/v1/oauth/token")))
+	e.secret("AT-REFRESHED-77")
+	e.secret("RT-NEW-77")
+	e.cred("default", "claude", `{"type": "oauth", "access_token": "`+e.secret("AT-OLD-77")+`", "refresh_token": "`+e.secret("RT-OLD-77")+`", "expires_at": 1, "account": {"email": "dev@example.invalid"}}`)
+	tk := e.token(tok(77), "default", "claude")
+	e.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(e.log(), "Refreshed OAuth token for claude (expires in 7200s)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refresh:\n%s", e.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var data string
+	if err := e.db.QueryRow(`SELECT data FROM credentials WHERE credential_set = 'default' AND provider = 'claude'`).Scan(&data); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(data, `"access_token":"AT-REFRESHED-77"`) || !strings.Contains(data, `"refresh_token":"RT-NEW-77"`) ||
+		!strings.Contains(data, `"email":"dev@example.invalid"`) || !strings.Contains(data, `"type":"oauth"`) {
+		t.Errorf("stored after refresh: %s", data)
+	}
+	if code, _, body := e.get("/v1/messages", "Authorization", "Bearer "+tk); code != 200 {
+		t.Fatalf("request after refresh: %d %q", code, body)
+	}
+	if got := up.last(t).Header.Get("Authorization"); got != "Bearer AT-REFRESHED-77" {
+		t.Errorf("upstream got %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Errorf("token endpoint called %d times", calls)
+	}
+}
