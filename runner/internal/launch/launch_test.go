@@ -229,31 +229,30 @@ func FuzzRedact(f *testing.F) {
 		if strings.Contains(name, "=") {
 			return
 		}
-		var argv []string
+		var argv, redacted []string
 		switch form & 3 {
 		case 0:
 			argv = []string{"run", "-e", name + "=" + value, "img"}
+			redacted = []string{"run", "-e", name + "=" + Redacted, "img"}
 		case 1:
 			argv = []string{"run", "--env", name + "=" + value, "img"}
+			redacted = []string{"run", "--env", name + "=" + Redacted, "img"}
 		case 2:
 			argv = []string{"run", "-e=" + name + "=" + value, "img"}
+			redacted = []string{"run", "-e=" + name + "=" + Redacted, "img"}
 		default:
 			argv = []string{"run", "--env=" + name + "=" + value, "img"}
+			redacted = []string{"run", "--env=" + name + "=" + Redacted, "img"}
 		}
 		got := Redact(argv)
-		if len(got) != len(argv) {
-			t.Fatalf("length changed: %q", got)
-		}
-		joined := strings.Join(got, "\x00")
+		// Element by element: a sensitive value is replaced entirely, anything
+		// else passes through unchanged.
+		want := argv
 		if SensitiveName(name) {
-			if !strings.Contains(joined, name+"="+Redacted) {
-				t.Fatalf("not redacted: %q", got)
-			}
-			if value != "" && value != Redacted && !strings.Contains(strings.Join([]string{"run", "img", name, "-e", "--env", Redacted}, "\x00"), value) && strings.Contains(joined, value) {
-				t.Fatalf("secret %q leaked in %q", value, got)
-			}
-		} else if !reflect.DeepEqual(got, argv) {
-			t.Fatalf("non-sensitive changed: %q -> %q", argv, got)
+			want = redacted
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Redact(%q) = %q, want %q", argv, got, want)
 		}
 		_ = CommandLine("podman", got)
 	})
