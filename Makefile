@@ -39,6 +39,8 @@ e2e: build
 
 bench: build
 	@set -e; for m in $(MODULES); do echo "== go test -bench $$m"; (cd $$m && TEROK_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...); done
+	@echo "== credential proxy under wrk (scripts/bench-proxy.sh)"
+	scripts/bench-proxy.sh
 	@echo "== e2e benchmarks (root, real podman)"
 	cd runner && TEROK_BIN_DIR=$(BIN) $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout $(E2E_TIMEOUT) ./e2e/
 
