@@ -79,15 +79,25 @@ func TestUserUnitDir(t *testing.T) {
 	}
 }
 
+// TestHelperDaemon stands in for a daemon when started by TestPIDIdentity.
+func TestHelperDaemon(t *testing.T) {
+	if os.Getenv("TEROK_HELPER_DAEMON") != "1" {
+		t.Skip("helper process for TestPIDIdentity")
+	}
+	time.Sleep(30 * time.Second)
+}
+
 // A real process carrying --pid-file=<path> is ours; a foreign one is never
 // signalled, even when a PID file names it.
 func TestPIDIdentity(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "d.pid")
-	// A process whose command line carries the daemon's --pid-file argument.
-	ours := exec.Command("python3", "-c", "import time; time.sleep(30)", "--pid-file="+pidFile)
+	// A process whose command line carries the daemon's --pid-file argument:
+	// this test binary, running TestHelperDaemon.
+	ours := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "--", "--pid-file="+pidFile)
+	ours.Env = append(os.Environ(), "TEROK_HELPER_DAEMON=1")
 	if err := ours.Start(); err != nil {
-		t.Skip("python3 not available:", err)
+		t.Fatal(err)
 	}
 	defer ours.Process.Kill()
 	foreign := exec.Command("sleep", "30")
@@ -96,6 +106,15 @@ func TestPIDIdentity(t *testing.T) {
 	}
 	defer foreign.Process.Kill()
 
+	// Right after fork the child's cmdline is still the test binary's; wait
+	// until it has exec'd.
+	deadline := time.Now().Add(10 * time.Second)
+	for !Owned(ours.Process.Pid, pidFile, "") {
+		if time.Now().After(deadline) {
+			t.Fatal("child never showed its --pid-file argument")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	os.WriteFile(pidFile, []byte(itoa(ours.Process.Pid)+"\n"), 0o600)
 	if pid, ok := Running(pidFile, ""); !ok || pid != ours.Process.Pid {
 		t.Fatalf("Running = %d %v", pid, ok)
