@@ -10,6 +10,7 @@
 package hook
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,7 +233,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 		return err
 	}
 	defer nl.Close()
-	gws, err := gateway.Discover(ctx, nl, r.opt.GatewayWait, r.opt.GatewayInterval)
+	gws, err := gateway.Discover(ctx, nl, GatewayWait(script, r.opt.GatewayWait), r.opt.GatewayInterval)
 	if err != nil {
 		return fmt.Errorf("gateway discovery: %w", err)
 	}
@@ -274,6 +275,19 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 		return startDnsmasq(ctx, ns, nl, dir)
 	}
 	return nil
+}
+
+// GatewayWait is how long to poll for the container's default route. Under
+// rootless slirp4netns the route appears only after createRuntime, so
+// polling would always run to the deadline; pre-start writes the fixed
+// slirp4netns gateway elements into ruleset.nft for exactly that race
+// (shield.md §7.2), and then one look is enough. Other modes keep polling.
+func GatewayWait(rulesetNft []byte, wait time.Duration) time.Duration {
+	fixed := ruleset.AddElements(ruleset.KindGateway, []string{ruleset.SlirpGatewayV4}, false)
+	if bytes.Contains(rulesetNft, []byte(fixed)) {
+		return 0
+	}
+	return wait
 }
 
 // Transaction is the nft script the hook applies: the table is created

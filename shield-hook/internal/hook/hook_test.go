@@ -432,6 +432,23 @@ func TestGatewayRouteAppearsLate(t *testing.T) {
 	tp.mustReach("service port via late v6 gateway", o)
 }
 
+func TestGatewayWait(t *testing.T) {
+	slirp := "table inet terok_shield {\n}\nadd element inet terok_shield gateway_v4 { 10.0.2.2 }\nadd element inet terok_shield gateway_v6 { fd00::2 }\n"
+	for _, tc := range []struct {
+		name   string
+		script string
+		want   time.Duration
+	}{
+		{"slirp4netns elements: one look", slirp, 0},
+		{"no fixed gateway: poll", "table inet terok_shield {\n}\n", 5 * time.Second},
+		{"pasta: poll", "table inet terok_shield {\n}\nadd element inet terok_shield allow_v4 { 10.0.2.2 }\n", 5 * time.Second},
+	} {
+		if got := hook.GatewayWait([]byte(tc.script), 5*time.Second); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestTransaction(t *testing.T) {
 	got := string(hook.Transaction([]byte("table inet terok_shield {\n}"), []string{"10.0.2.2", "fd00::2", "bogus; flush ruleset"}))
 	want := "table inet terok_shield\ndelete table inet terok_shield\ntable inet terok_shield {\n}\n" +
