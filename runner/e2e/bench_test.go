@@ -43,50 +43,60 @@ func BenchmarkRunVsPodman(b *testing.B) {
 				mode = podmaninfo.Parse([]byte(info.Stdout)).NetworkMode()
 			}
 			fw := podmaninfo.HostLoopbackArgs(mode)
-			var sb, pm []time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for j := 0; j < benchPairs; j++ {
-					sName, pName := r.Name(fmt.Sprintf("bs-%d-%d", i, j)), r.Name(fmt.Sprintf("bp-%d-%d", i, j))
-					podmanArgs := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: fw, Name: pName, Image: env.Image, Command: []string{"true"}})
-					runSandbox := func() {
-						start := time.Now()
-						res := r.Sandbox(ctx, "run", "--shield-bypass", "--name", sName, "--image", env.Image, "--", "true")
-						sb = append(sb, time.Since(start))
-						if res.Code != 0 {
-							b.Fatalf("terok-sandbox run: %s", res)
-						}
-						if !strings.Contains(res.Stdout, strings.Join(podmanArgs[:len(podmanArgs)-6], " ")) {
-							b.Fatalf("sandbox ran different arguments than the baseline:\n%s\nvs %q", res.Stdout, podmanArgs)
-						}
+			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("b%s-%d-%d", side, i, j)) }
+			timeInterleaved(b, benchPairs, "sandbox",
+				func(i, j int) {
+					res := r.Sandbox(ctx, "run", "--shield-bypass", "--name", name("s", i, j), "--image", env.Image, "--", "true")
+					podmanArgs := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: fw, Name: name("p", i, j), Image: env.Image, Command: []string{"true"}})
+					if res.Code != 0 {
+						b.Fatalf("terok-sandbox run: %s", res)
 					}
-					runPodman := func() {
-						start := time.Now()
-						res := r.Podman(ctx, podmanArgs...)
-						pm = append(pm, time.Since(start))
-						if res.Code != 0 {
-							b.Fatalf("podman run: %s", res)
-						}
+					if !strings.Contains(res.Stdout, strings.Join(podmanArgs[:len(podmanArgs)-6], " ")) {
+						b.Fatalf("sandbox ran different arguments than the baseline:\n%s\nvs %q", res.Stdout, podmanArgs)
 					}
-					if j%2 == 0 {
-						runSandbox()
-						runPodman()
-					} else {
-						runPodman()
-						runSandbox()
+				},
+				func(i, j int) {
+					podmanArgs := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: fw, Name: name("p", i, j), Image: env.Image, Command: []string{"true"}})
+					if res := r.Podman(ctx, podmanArgs...); res.Code != 0 {
+						b.Fatalf("podman run: %s", res)
 					}
-					b.StopTimer()
-					r.Podman(ctx, "rm", "-f", "-t", "0", sName, pName)
-					b.StartTimer()
-				}
-			}
-			b.StopTimer()
-			ms, mp := median(sb), median(pm)
-			b.ReportMetric(float64(ms.Microseconds())/1000, "sandbox-ms")
-			b.ReportMetric(float64(mp.Microseconds())/1000, "podman-ms")
-			b.ReportMetric(float64(ms)/float64(mp), "ratio")
+				},
+				func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("s", i, j), name("p", i, j)) })
 		})
 	}
+}
+
+// timeInterleaved times pairs launch pairs per iteration: candidate against
+// baseline, alternating which goes first so that drift on a shared host hits
+// both alike, with cleanup untimed after each pair. It reports both medians
+// and their ratio (candidate / baseline).
+func timeInterleaved(b *testing.B, pairs int, candidateName string, candidate, baseline, cleanup func(i, j int)) {
+	var cand, base []time.Duration
+	timed := func(f func(i, j int), i, j int, into *[]time.Duration) {
+		start := time.Now()
+		f(i, j)
+		*into = append(*into, time.Since(start))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := 0; j < pairs; j++ {
+			if j%2 == 0 {
+				timed(candidate, i, j, &cand)
+				timed(baseline, i, j, &base)
+			} else {
+				timed(baseline, i, j, &base)
+				timed(candidate, i, j, &cand)
+			}
+			b.StopTimer()
+			cleanup(i, j)
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	mc, mb := median(cand), median(base)
+	b.ReportMetric(float64(mc.Microseconds())/1000, candidateName+"-ms")
+	b.ReportMetric(float64(mb.Microseconds())/1000, "podman-ms")
+	b.ReportMetric(float64(mc)/float64(mb), "ratio")
 }
 
 func median(d []time.Duration) time.Duration {

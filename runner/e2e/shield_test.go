@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -679,55 +678,24 @@ func BenchmarkShieldRunVsPodman(b *testing.B) {
 				b.Fatal(err)
 			}
 			const pairs = 10
-			var sb, pm []time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for j := 0; j < pairs; j++ {
-					sName, pName := r.Name(fmt.Sprintf("shs-%d-%d", i, j)), r.Name(fmt.Sprintf("shp-%d-%d", i, j))
-					plain := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
-						Name: pName, Image: env.Image, Command: []string{"true"}})
-					runShield := func() {
-						start := time.Now()
-						res := r.Sandbox(ctx, "run", "--name", sName, "--image", env.Image, "--", "true")
-						sb = append(sb, time.Since(start))
-						if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
-							b.Fatalf("terok-sandbox run with the shield: %s", res)
-						}
-					}
-					runPlain := func() {
-						start := time.Now()
-						res := r.Podman(ctx, plain...)
-						pm = append(pm, time.Since(start))
-						if res.Code != 0 {
-							b.Fatalf("podman run: %s", res)
-						}
-					}
-					if j%2 == 0 {
-						runShield()
-						runPlain()
-					} else {
-						runPlain()
-						runShield()
-					}
-					b.StopTimer()
-					r.Podman(ctx, "rm", "-f", "-t", "0", sName, pName)
-					b.StartTimer()
-				}
+			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("sh%s-%d-%d", side, i, j)) }
+			plain := func(i, j int) []string {
+				return launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
+					Name: name("p", i, j), Image: env.Image, Command: []string{"true"}})
 			}
-			b.StopTimer()
-			ms, mp := shxMedian(sb), shxMedian(pm)
-			b.ReportMetric(float64(ms.Microseconds())/1000, "shield-ms")
-			b.ReportMetric(float64(mp.Microseconds())/1000, "podman-ms")
-			b.ReportMetric(float64(ms)/float64(mp), "ratio")
+			timeInterleaved(b, pairs, "shield",
+				func(i, j int) {
+					res := r.Sandbox(ctx, "run", "--name", name("s", i, j), "--image", env.Image, "--", "true")
+					if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
+						b.Fatalf("terok-sandbox run with the shield: %s", res)
+					}
+				},
+				func(i, j int) {
+					if res := r.Podman(ctx, plain(i, j)...); res.Code != 0 {
+						b.Fatalf("podman run: %s", res)
+					}
+				},
+				func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("s", i, j), name("p", i, j)) })
 		})
 	}
-}
-
-func shxMedian(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
 }
