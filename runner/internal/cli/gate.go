@@ -42,6 +42,22 @@ func gateManager(c *ucli.Context, d Deps) (*gatectl.Manager, error) {
 	return gatectl.New(cfg, d.Env, d.Log), nil
 }
 
+// withGateManager is the action skeleton of the commands without
+// positional arguments: refuse extra arguments, build the manager of the
+// configuration, then fn.
+func withGateManager(d Deps, fn func(c *ucli.Context, m *gatectl.Manager) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		m, err := gateManager(c, d)
+		if err != nil {
+			return err
+		}
+		return fn(c, m)
+	}
+}
+
 // portOverride reads --port: the explicit value, else gate_port.
 func portOverride(c *ucli.Context, cfg config.Config) (int, error) {
 	if !c.IsSet("port") {
@@ -70,14 +86,7 @@ func gateStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the gate: systemd socket activation when available, else a daemon",
 		Flags: []ucli.Flag{portFlag(), &ucli.BoolFlag{Name: "daemon", Usage: "start the detached daemon even when systemd is available"}},
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			port, err := portOverride(c, m.Cfg)
 			if err != nil {
 				return err
@@ -92,7 +101,7 @@ func gateStartCommand(d Deps) *ucli.Command {
 				fmt.Fprintln(d.Stdout, "Gate server daemon started.")
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -100,14 +109,7 @@ func gateStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the gate (remove the systemd units, or stop the daemon)",
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			switch m.Status(c.Context).Mode {
 			case gatectl.ModeSystemd:
 				if err := m.Uninstall(c.Context); err != nil {
@@ -121,7 +123,7 @@ func gateStopCommand(d Deps) *ucli.Command {
 				fmt.Fprintln(d.Stdout, "Gate server is not running.")
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -130,14 +132,7 @@ func gateStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show how the gate runs",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			st := m.Status(c.Context)
 			warn := m.CheckUnitsOutdated()
 			if c.Bool("json") {
@@ -156,7 +151,7 @@ func gateStatusCommand(d Deps) *ucli.Command {
 				fmt.Fprintf(d.Stderr, "\nWarning: %s\nRun 'terok-sandbox gate start' to update.\n", warn)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -165,14 +160,7 @@ func gateInstallCommand(d Deps) *ucli.Command {
 		Name:  "install",
 		Usage: "install and start the systemd socket units (version-stamped, base path baked in)",
 		Flags: []ucli.Flag{portFlag()},
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			port, err := portOverride(c, m.Cfg)
 			if err != nil {
 				return err
@@ -188,7 +176,7 @@ func gateInstallCommand(d Deps) *ucli.Command {
 			}
 			fmt.Fprintln(d.Stdout, "Gate server systemd socket installed and started.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -196,14 +184,7 @@ func gateUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			if !m.SystemdUsable(c.Context) {
 				return errors.New("systemd user services are not available. Nothing to uninstall")
 			}
@@ -212,7 +193,7 @@ func gateUninstallCommand(d Deps) *ucli.Command {
 			}
 			fmt.Fprintln(d.Stdout, "Gate server systemd units removed.")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -220,20 +201,13 @@ func gateEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the gate is running with current units (what task creation requires)",
-		Action: func(c *ucli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			m, err := gateManager(c, d)
-			if err != nil {
-				return err
-			}
+		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			if err := m.EnsureReachable(c.Context); err != nil {
 				return err
 			}
 			fmt.Fprintln(d.Stdout, "Gate server is running.")
 			return nil
-		},
+		}),
 	}
 }
 
