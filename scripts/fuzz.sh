@@ -3,7 +3,7 @@
 #
 # `go test -fuzz` sometimes ends a run that found nothing with "context
 # deadline exceeded" when -fuzztime expires while a worker is busy (a
-# toolchain flake, not a finding). Such a run is repeated once; a real
+# toolchain flake, not a finding). Such a run is repeated (twice at most); a real
 # finding always writes a failing input, and that fails at once.
 set -euo pipefail
 GO=${GO:-go}
@@ -27,14 +27,15 @@ for m in "$@"; do
   while IFS=: read -r file name; do
     pkg=./$(dirname "${file#"$top/$m/"}")
     echo "== fuzz $m $pkg $name ($FUZZTIME)"
-    if ! fuzz_once "$top/$m" "$pkg" "$name"; then
-      if grep -q 'Failing input written to' "$log" || ! grep -q 'context deadline exceeded' "$log"; then
+    tries=0
+    until fuzz_once "$top/$m" "$pkg" "$name"; do
+      tries=$((tries + 1))
+      if grep -q 'Failing input written to' "$log" || ! grep -q 'context deadline exceeded' "$log" || [ "$tries" -gt 2 ]; then
         echo "fuzz: $m $pkg $name FAILED" >&2
         exit 1
       fi
-      echo "== fuzz $m $pkg $name: deadline flake without a finding, running it once more"
-      fuzz_once "$top/$m" "$pkg" "$name" || { echo "fuzz: $m $pkg $name FAILED" >&2; exit 1; }
-    fi
+      echo "== fuzz $m $pkg $name: deadline flake without a finding, running it again ($tries)"
+    done
     count=$((count + 1))
   done < <(grep -rHo --include='*_test.go' -E '^func (Fuzz[A-Za-z0-9_]+)' "$top/$m" | sed -E 's/:func /:/' | sort -u)
 done
