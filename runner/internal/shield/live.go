@@ -200,6 +200,22 @@ func (s *Shield) resolveTarget(ctx context.Context, target string) (ips []string
 
 // Allow implements shield.md §11.2 and returns the allowed addresses.
 func (s *Shield) Allow(ctx context.Context, container, target string) ([]string, error) {
+	return s.applyTarget(ctx, container, target, "allow", "allowed", s.allowIP,
+		func(ctx context.Context, dir string, pid int, domain string, ok []string) error {
+			if len(ok) == 0 {
+				return nil
+			}
+			return s.allowDomain(ctx, dir, pid, domain)
+		})
+}
+
+// applyTarget is the common path of Allow and Deny: resolve the target, act
+// on each address in the running container (a failing address is logged
+// and skipped), audit each success, then the domain step, then persist the
+// ruleset for restarts.
+func (s *Shield) applyTarget(ctx context.Context, container, target, verb, action string,
+	perIP func(ctx context.Context, dir string, pid int, ip string) error,
+	perDomain func(ctx context.Context, dir string, pid int, domain string, ok []string) error) ([]string, error) {
 	dir, err := s.stateDir()
 	if err != nil {
 		return nil, err
@@ -214,15 +230,15 @@ func (s *Shield) Allow(ctx context.Context, container, target string) ([]string,
 	}
 	var ok []string
 	for _, ip := range ips {
-		if err := s.allowIP(ctx, dir, pid, ip); err != nil {
-			s.warn("could not allow address", "container", container, "address", ip, "error", err)
+		if err := perIP(ctx, dir, pid, ip); err != nil {
+			s.warn("could not "+verb+" address", "container", container, "address", ip, "error", err)
 			continue
 		}
 		ok = append(ok, ip)
-		s.audit(container, "allowed", ip, "target="+strings.TrimSpace(target))
+		s.audit(container, action, ip, "target="+strings.TrimSpace(target))
 	}
-	if domain != "" && len(ok) > 0 {
-		if err := s.allowDomain(ctx, dir, pid, domain); err != nil {
+	if domain != "" {
+		if err := perDomain(ctx, dir, pid, domain, ok); err != nil {
 			return ok, err
 		}
 	}
@@ -317,33 +333,10 @@ func (s *Shield) allowDomain(ctx context.Context, dir string, pid int, domain st
 
 // Deny implements shield.md §11.3 and returns the denied addresses.
 func (s *Shield) Deny(ctx context.Context, container, target string) ([]string, error) {
-	dir, err := s.stateDir()
-	if err != nil {
-		return nil, err
-	}
-	ips, domain, err := s.resolveTarget(ctx, target)
-	if err != nil {
-		return nil, err
-	}
-	pid, err := s.ContainerPID(ctx, container)
-	if err != nil {
-		return nil, err
-	}
-	var ok []string
-	for _, ip := range ips {
-		if err := s.denyIP(ctx, dir, pid, ip); err != nil {
-			s.warn("could not deny address", "container", container, "address", ip, "error", err)
-			continue
-		}
-		ok = append(ok, ip)
-		s.audit(container, "denied", ip, "target="+strings.TrimSpace(target))
-	}
-	if domain != "" {
-		if err := s.denyDomain(ctx, dir, pid, domain); err != nil {
-			return ok, err
-		}
-	}
-	return ok, s.refreshBundleRuleset(dir)
+	return s.applyTarget(ctx, container, target, "deny", "denied", s.denyIP,
+		func(ctx context.Context, dir string, pid int, domain string, _ []string) error {
+			return s.denyDomain(ctx, dir, pid, domain)
+		})
 }
 
 func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) error {
