@@ -89,3 +89,31 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseScript: ruleset.nft is read by the hook with root rights, and a
+// parsed Script is applied without nft. Whatever the input, parsing never
+// panics, and a Script is returned only when it renders back to the input
+// and every value in it passed validation.
+func FuzzParseScript(f *testing.F) {
+	for _, s := range parseCases() {
+		if text, _, err := s.Render(); err == nil {
+			f.Add(text)
+		}
+	}
+	f.Add("table inet terok_shield {\n}\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		s, ok := ParseScript(text)
+		if !ok {
+			return
+		}
+		out, skipped, err := s.Render()
+		if err != nil || len(skipped) > 0 || out != text {
+			t.Fatalf("accepted a script that does not render back: %v %v", err, skipped)
+		}
+		for _, a := range append(append(append([]string{s.DNS}, s.Allow...), s.Deny...), s.Gateways...) {
+			if c, err := CanonicalIP(a); err != nil || c != a {
+				t.Fatalf("unvalidated value %q", a)
+			}
+		}
+	})
+}

@@ -458,3 +458,8 @@ func (s Script) Render() (string, []string, error) {
 	skipped := append(append(sk1, sk2...), sk3...)
 	return Replace(s.ReplaceExisting, table+allow+deny+gw), skipped, nil
 }
+
+// DropCovered removes every entry of a canonical, duplicate-free address
+// list that another entry contains, as the element commands do; exported
+// for the hook, which builds the same set contents without nft.
+func DropCovered(list []string) []string { return dropCovered(list) }

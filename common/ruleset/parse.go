@@ -1,0 +1,90 @@
+package ruleset
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// ParseScript recovers the Script whose Render output is exactly text, for
+// consumers that apply a ruleset without nft (the hook builds a netlink
+// batch from the result). It accepts only what this package generates:
+// the hook or bypass table, optionally preceded by the §7.4 `delete table`
+// and followed by `add element` lines. It is strict by construction: the
+// values it extracts are rendered again and the result must equal text byte
+// for byte, so a Script is returned only when its meaning is the meaning of
+// text. Anything else (hand edits, another generator, a newer grammar)
+// yields ok == false, and the caller falls back to `nft -f`.
+func ParseScript(text string) (s Script, ok bool) {
+	rest := text
+	if del := "delete table " + Family + " " + Table + "\n"; strings.HasPrefix(rest, del) {
+		s.ReplaceExisting = true
+		rest = rest[len(del):]
+	}
+	// The table block ends at the first line that is exactly "}" (the
+	// generator indents everything inside it).
+	end := strings.Index(rest, "\n}\n")
+	if end < 0 {
+		return Script{}, false
+	}
+	table, elems := rest[:end+3], rest[end+3:]
+
+	s.Bypass = strings.Contains(table, "; policy accept;")
+	s.Interactive = !s.Bypass && strings.Contains(table, PrefixQueued)
+	s.AllowAll = s.Bypass && !strings.Contains(table, PrefixPrivate)
+	if m := parseTimeoutRe.FindStringSubmatch(table); m != nil {
+		s.SetTimeout = m[1]
+	}
+	m := parseDNSRe.FindStringSubmatch(table)
+	if m == nil {
+		return Script{}, false
+	}
+	s.DNS = m[1]
+	for _, pm := range parsePortRe.FindAllStringSubmatch(table, -1) {
+		p, err := strconv.Atoi(pm[1])
+		if err != nil {
+			return Script{}, false
+		}
+		s.LoopbackPorts = append(s.LoopbackPorts, p)
+	}
+
+	seen := map[string]bool{}
+	for _, line := range strings.SplitAfter(elems, "\n") {
+		if line == "" {
+			continue
+		}
+		em := parseElemRe.FindStringSubmatch(line)
+		if em == nil || seen[em[1]] {
+			return Script{}, false
+		}
+		seen[em[1]] = true
+		kind := em[1][:strings.IndexByte(em[1], '_')]
+		for _, e := range strings.Split(em[2], ", ") {
+			if a, found := strings.CutSuffix(e, " timeout "+PermanentTimeout); found && kind == KindAllow {
+				s.Permanent = true
+				e = a
+			}
+			switch kind {
+			case KindAllow:
+				s.Allow = append(s.Allow, e)
+			case KindDeny:
+				s.Deny = append(s.Deny, e)
+			default:
+				s.Gateways = append(s.Gateways, e)
+			}
+		}
+	}
+	out, skipped, err := s.Render()
+	if err != nil || len(skipped) > 0 || out != text {
+		return Script{}, false
+	}
+	return s, true
+}
+
+var (
+	parseTimeoutRe = regexp.MustCompile(`(?m)^    set ` + SetAllowV4 + ` \{ type ipv4_addr; flags interval, timeout; timeout ([0-9a-z]+); \}$`)
+	parseDNSRe     = regexp.MustCompile(`(?m)^        udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
+	parsePortRe    = regexp.MustCompile(`(?m)^        tcp dport ([0-9]{1,5}) ip daddr @` + SetGatewayV4 + ` accept$`)
+	// Sets in the order Render writes them; each at most once.
+	parseElemRe = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
+)
