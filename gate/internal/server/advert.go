@@ -40,11 +40,81 @@ type advertKey struct {
 type advertEntry struct {
 	body []byte
 	at   time.Time
+	pack bool // a fetch response, counted in packBytes
 }
 
 type advertCache struct {
 	mu sync.Mutex
 	m  map[advertKey]advertEntry
+	// packBytes is the size of the fetch responses in m (fetchcache.go).
+	packBytes int
+}
+
+// get returns a live entry.
+func (c *advertCache) get(k advertKey) (advertEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok || time.Since(e.at) > advertTTL {
+		return advertEntry{}, false
+	}
+	return e, true
+}
+
+// put stores an entry. Fetch responses (pack) count against packCacheMax:
+// expired entries go first, then the oldest responses until the new one
+// fits. The map starts over when it holds advertEntries entries.
+func (c *advertCache) put(k advertKey, e advertEntry, pack bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= advertEntries {
+		c.m, c.packBytes = make(map[advertKey]advertEntry), 0
+	}
+	if old, ok := c.m[k]; ok {
+		c.drop(k, old)
+	}
+	if pack {
+		now := time.Now()
+		for k2, e2 := range c.m {
+			if now.Sub(e2.at) > advertTTL {
+				c.drop(k2, e2)
+			}
+		}
+		for c.packBytes+len(e.body) > packCacheMax {
+			var oldest advertKey
+			var found bool
+			var at time.Time
+			for k2, e2 := range c.m {
+				if e2.pack && (!found || e2.at.Before(at)) {
+					oldest, at, found = k2, e2.at, true
+				}
+			}
+			if !found {
+				return
+			}
+			c.drop(oldest, c.m[oldest])
+		}
+		e.pack = true
+		c.packBytes += len(e.body)
+	}
+	c.m[k] = e
+}
+
+func (c *advertCache) drop(k advertKey, e advertEntry) {
+	delete(c.m, k)
+	if e.pack {
+		c.packBytes -= len(e.body)
+	}
+}
+
+// writeCached sends a cached answer as git would have (same headers), with
+// a length instead of chunks.
+func writeCached(w http.ResponseWriter, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
 }
 
 func fileIdentity(p string) string {
@@ -102,7 +172,7 @@ func (h *Handler) serveCachedAdvert(ctx context.Context, w http.ResponseWriter, 
 		return false
 	}
 	proto := r.Header.Get("Git-Protocol")
-	if !wantsV2(proto) || len(proto) > 256 || strings.ContainsFunc(proto, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+	if !cacheableProto(proto) {
 		return false
 	}
 	if fi, err := os.Stat(filepath.Join(repoDir, "objects")); err != nil || !fi.IsDir() {
@@ -110,10 +180,8 @@ func (h *Handler) serveCachedAdvert(ctx context.Context, w http.ResponseWriter, 
 	}
 	gitPath := h.git()
 	key := advertKey{repo: repoDir, proto: proto, deps: h.configDeps(repoDir, gitPath)}
-	h.adverts.mu.Lock()
-	e, ok := h.adverts.m[key]
-	h.adverts.mu.Unlock()
-	if !ok || time.Since(e.at) > advertTTL {
+	e, ok := h.adverts.get(key)
+	if !ok {
 		// A miss runs git: it counts against the process cap like any
 		// other backend (distinct Git-Protocol values must not bypass it).
 		release, ok := h.acquire(ctx, w)
@@ -126,17 +194,13 @@ func (h *Handler) serveCachedAdvert(ctx context.Context, w http.ResponseWriter, 
 			return false // let the backend produce (and report) the answer
 		}
 		e = advertEntry{body: body, at: time.Now()}
-		h.adverts.mu.Lock()
-		if h.adverts.m == nil || len(h.adverts.m) >= advertEntries {
-			h.adverts.m = make(map[advertKey]advertEntry)
+		// With transfer.advertiseSID each upload-pack names its own
+		// session: such an answer is never shared.
+		if !bytes.Contains(body, []byte("session-id=")) {
+			h.adverts.put(key, e, false)
 		}
-		h.adverts.m[key] = e
-		h.adverts.mu.Unlock()
 	}
-	w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	w.Write(e.body)
+	writeCached(w, "application/x-git-upload-pack-advertisement", e.body)
 	return true
 }
 

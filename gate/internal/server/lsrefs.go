@@ -80,58 +80,58 @@ func refsIdentity(repoDir string) (string, bool) {
 	return b.String(), true
 }
 
-// serveCachedLsRefs handles a v2 ls-refs POST from the cache. It returns
-// handled=false with the (possibly consumed) body to pass on otherwise.
-func (h *Handler) serveCachedLsRefs(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route.Route, repoDir string) (bool, io.Reader) {
+// smallV2Body reads the body of a small, uncompressed protocol v2
+// upload-pack request, the kind the ls-refs and fetch caches can answer. It
+// returns the body, or nil and the (possibly partly consumed) body to pass on.
+func (h *Handler) smallV2Body(w http.ResponseWriter, r *http.Request, rt route.Route) ([]byte, io.Reader) {
 	if rt.Path != route.UploadPack || r.ContentLength <= 0 || r.ContentLength > lsRefsBodyMax ||
-		r.Header.Get("Content-Encoding") != "" || !wantsV2(r.Header.Get("Git-Protocol")) {
-		return false, nil
-	}
-	proto := r.Header.Get("Git-Protocol")
-	if len(proto) > 256 || strings.ContainsFunc(proto, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-		return false, nil
+		r.Header.Get("Content-Encoding") != "" || !cacheableProto(r.Header.Get("Git-Protocol")) {
+		return nil, nil
 	}
 	body := make([]byte, r.ContentLength)
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(h.opt.BodyIdle))
 	n, err := io.ReadFull(r.Body, body)
 	if err != nil {
-		return false, io.MultiReader(bytes.NewReader(body[:n]), errReader{err})
+		return nil, io.MultiReader(bytes.NewReader(body[:n]), errReader{err})
 	}
+	return body, nil
+}
+
+// cacheableProto reports whether a Git-Protocol value asks for v2 and is
+// what the backend would pass on as GIT_PROTOCOL unchanged.
+func cacheableProto(proto string) bool {
+	return wantsV2(proto) && len(proto) <= 256 && !strings.ContainsFunc(proto, func(c rune) bool { return c < 0x21 || c > 0x7e })
+}
+
+// serveCachedLsRefs answers a v2 ls-refs request from the cache, filling it
+// on a miss. It returns false when body is no ls-refs request or git failed
+// (the backend then answers).
+func (h *Handler) serveCachedLsRefs(ctx context.Context, w http.ResponseWriter, proto, repoDir string, body []byte) bool {
 	if !bytes.HasPrefix(body, lsRefsPrefix) {
-		return false, bytes.NewReader(body)
+		return false
 	}
 	refs, ok := refsIdentity(repoDir)
 	if !ok {
-		return false, bytes.NewReader(body)
+		return false
 	}
 	gitPath := h.git()
 	sum := sha256.Sum256(body)
 	key := advertKey{repo: repoDir, proto: "ls-refs " + proto + " " + string(sum[:]), deps: h.configDeps(repoDir, gitPath) + refs}
-	h.adverts.mu.Lock()
-	e, hit := h.adverts.m[key]
-	h.adverts.mu.Unlock()
+	e, hit := h.adverts.get(key)
 	// The TTL also covers what the key cannot see (config [include] files).
-	if !hit || time.Since(e.at) > advertTTL {
+	if !hit {
 		out, err := h.runLsRefs(ctx, gitPath, repoDir, proto, body)
 		if err != nil {
-			return false, bytes.NewReader(body)
+			return false
 		}
 		e = advertEntry{body: out, at: time.Now()}
 		if len(out) <= lsRefsOutMax {
-			h.adverts.mu.Lock()
-			if h.adverts.m == nil || len(h.adverts.m) >= advertEntries {
-				h.adverts.m = make(map[advertKey]advertEntry)
-			}
-			h.adverts.m[key] = e
-			h.adverts.mu.Unlock()
+			h.adverts.put(key, e, false)
 		}
 	}
-	w.Header().Set("Content-Type", "application/x-git-upload-pack-result")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	w.Write(e.body)
-	return true, nil
+	writeCached(w, "application/x-git-upload-pack-result", e.body)
+	return true
 }
 
 type errReader struct{ err error }

@@ -87,6 +87,9 @@ type ctxKey struct{}
 // PrepareCommand hook.
 type reqState struct {
 	stderr *capBuffer
+	// Set by gitkit's RPCDone: whether the RPC ended, and how.
+	rpcDone bool
+	rpcErr  error
 }
 
 // New validates the options and builds the handler.
@@ -142,6 +145,11 @@ func New(opt Options) (*Handler, error) {
 		opt.Log.Warn("git backend error", "where", where, "error", err.Error())
 	}
 	h.gk.ExitGrace = opt.ExitGrace
+	h.gk.RPCDone = func(r *gitkit.Request, err error) {
+		if st, ok := r.Context().Value(ctxKey{}).(*reqState); ok {
+			st.rpcDone, st.rpcErr = true, err
+		}
+	}
 	return h, nil
 }
 
@@ -299,12 +307,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
-	// Served from the cache or read for inspection (small v2 ls-refs
-	// requests only; see lsrefs.go).
-	if done, consumed := h.serveCachedLsRefs(ctx, rec, r, rt, repoDir); done {
-		return
-	} else if consumed != nil {
+	// Small v2 upload-pack requests are read first: ls-refs and clone-like
+	// fetches may be answered from the cache (lsrefs.go, fetchcache.go).
+	var capture *fetchCapture
+	small, consumed := h.smallV2Body(rec, r, rt)
+	if consumed != nil {
 		r.Body = io.NopCloser(io.MultiReader(consumed, r.Body))
+	}
+	if small != nil {
+		proto := r.Header.Get("Git-Protocol")
+		if h.serveCachedLsRefs(ctx, rec, proto, repoDir, small) {
+			return
+		}
+		var done bool
+		if done, capture = h.serveCachedFetch(rec, proto, repoDir, small); done {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(small))
 	}
 	// Request body and response stream concurrently: git may answer while
 	// the last bytes (or the EOF) of the body are still in flight, and net/http
@@ -324,7 +343,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r2.URL.Path = rt.PathInfo()
 	r2.URL.RawPath = ""
 	r2.URL.RawQuery = rt.Query
-	h.gk.ServeHTTP(rec, r2)
+	if capture != nil {
+		h.gk.ServeHTTP(&captureWriter{ResponseWriter: rec, c: capture}, r2)
+		if st.rpcDone && st.rpcErr == nil && rec.status == http.StatusOK {
+			h.storeFetch(capture)
+		}
+	} else {
+		h.gk.ServeHTTP(rec, r2)
+	}
 	if msg := strings.TrimRight(st.stderr.String(), " \t\r\n"); msg != "" {
 		h.opt.Log.Warn("git http-backend: "+msg, "repo", rt.Repo)
 	}

@@ -40,6 +40,11 @@ type Server struct {
 	// terok patch: ExitGrace bounds the wait for a git process after its
 	// output ended; it is then killed. Zero means 30 seconds.
 	ExitGrace time.Duration
+	// terok patch: RPCDone, when set, is called once a POST RPC is over,
+	// with nil only when the whole body reached git, all of git's output
+	// reached the client and git exited 0: the embedding server keeps such
+	// a response (see the gate's fetch cache).
+	RPCDone func(r *Request, err error)
 }
 
 type Request struct {
@@ -262,6 +267,16 @@ type BodyError interface {
 }
 
 func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
+	// terok patch: report the outcome (see RPCDone).
+	err := s.runRPC(rpc, w, r)
+	if s.RPCDone != nil {
+		s.RPCDone(r, err)
+	}
+}
+
+// terok patch: runRPC is the former postRPC; it returns why the response is
+// incomplete or failed, nil when it is whole.
+func (s *Server) runRPC(rpc string, w http.ResponseWriter, r *Request) error {
 	context := "post-rpc"
 	body := r.Body
 
@@ -272,7 +287,7 @@ func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
 			// terok patch: a broken gzip stream is the client's fault.
 			http.Error(w, "Bad Request: invalid gzip body", http.StatusBadRequest)
 			s.logError(context, err)
-			return
+			return err
 		}
 	}
 
@@ -281,13 +296,13 @@ func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		s.fail500(w, context, err)
-		return
+		return err
 	}
 	defer stdin.Close()
 
 	if err := cmd.Start(); err != nil {
 		s.fail500(w, context, err)
-		return
+		return err
 	}
 	defer cleanUpProcessGroup(cmd)
 
@@ -322,24 +337,25 @@ func (s *Server) postRPC(rpc string, w http.ResponseWriter, r *Request) {
 			}
 			http.Error(w, http.StatusText(status), status)
 		}
-		return
+		return inErr
 	}
 	if outErr != nil {
 		s.logError(context, outErr)
-		return
+		return outErr
 	}
 	if err := s.wait(cmd); err != nil {
 		s.logError(context, err)
 		if !lw.started {
 			s.fail500(w, context, err)
 		}
-		return
+		return err
 	}
 	if !lw.started {
 		// git produced no output at all (possible for a push that only
 		// deletes nothing); still answer with the result type.
 		lw.Write(nil)
 	}
+	return nil
 }
 
 // terok patch: copyCoalesced copies git's output to the client, gathering
