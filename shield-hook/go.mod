@@ -3,12 +3,20 @@ module terok.dev/sandbox/shield-hook
 go 1.24
 
 require (
+	github.com/google/nftables v0.3.0
+	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42
 	github.com/opencontainers/runtime-spec v1.3.0
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
+	golang.org/x/sys v0.28.0
 	terok.dev/sandbox/common v0.0.0
 )
 
-require golang.org/x/sys v0.10.0 // indirect
+require (
+	github.com/google/go-cmp v0.6.0 // indirect
+	github.com/mdlayher/socket v0.5.0 // indirect
+	golang.org/x/net v0.33.0 // indirect
+	golang.org/x/sync v0.6.0 // indirect
+)
 
 replace terok.dev/sandbox/common => ../common

@@ -16,9 +16,10 @@ import (
 )
 
 // startDnsmasq starts the per-container dnsmasq inside the container netns
-// (shield.md §9.5 step 6, §10). dnsmasq lives in the host's PID and mount
+// (shield.md §9.5 step 6, §10); the caller has set loopback up. It runs
+// concurrently with the ruleset's application. dnsmasq lives in the host's PID and mount
 // namespaces, so the poststop stage must stop it.
-func startDnsmasq(ctx context.Context, ns *nsexec.NS, nl *netlink.Handle, dir string) error {
+func startDnsmasq(ctx context.Context, ns *nsexec.NS, dir string) error {
 	bin, err := nsexec.LookPath("dnsmasq", "/usr/sbin/dnsmasq")
 	if err != nil {
 		return err
@@ -31,13 +32,13 @@ func startDnsmasq(ctx context.Context, ns *nsexec.NS, nl *netlink.Handle, dir st
 	if err := shieldbundle.RemoveIfExists(pidPath); err != nil {
 		return err
 	}
-	// dnsmasq binds 127.0.0.1 with bind-interfaces: loopback must be up.
-	if err := loopbackUp(nl); err != nil {
-		return err
-	}
 	if _, err := ns.Run(ctx, nil, append([]string{bin}, shieldbundle.DnsmasqArgs(dir)...)...); err != nil {
 		return fmt.Errorf("start dnsmasq: %w (see %s)", err, filepath.Join(dir, shieldbundle.FileDnsmasqLog))
 	}
+	// dnsmasq's original process exits only once the daemon has written
+	// the PID file and finished starting (it waits on a pipe the daemon
+	// closes then), so the file is normally there at the first look. The
+	// short poll covers a dnsmasq that behaves otherwise.
 	deadline := time.Now().Add(defaultDnsmasqWait)
 	for {
 		pid, err := shieldbundle.ReadPIDFile(pidPath)
@@ -50,10 +51,13 @@ func startDnsmasq(ctx context.Context, ns *nsexec.NS, nl *netlink.Handle, dir st
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(dnsmasqPoll):
 		}
 	}
 }
+
+// dnsmasqPoll is the PID-file poll interval after the first look.
+const dnsmasqPoll = 5 * time.Millisecond
 
 func loopbackUp(h *netlink.Handle) error {
 	lo, err := h.LinkByName("lo")

@@ -131,3 +131,29 @@ func TestDnsmasqStartFailure(t *testing.T) {
 		t.Fatalf("%+v / %s", r, readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
 	}
 }
+
+// TestDnsmasqStoppedWhenRulesetFails: dnsmasq starts while the ruleset is
+// applied; when the ruleset fails, the hook fails and leaves no dnsmasq
+// running.
+func TestDnsmasqStoppedWhenRulesetFails(t *testing.T) {
+	tp := newTopo(t)
+	dir := stateDir(t)
+	good, _, err := ruleset.Script{Options: ruleset.Options{DNS: dnsV4, SetTimeout: ruleset.DnsmasqTimeout}}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, shieldbundle.FileRuleset, good+"add element inet terok_shield allow_v4 { 1.2.3.4; flush ruleset }\n")
+	conf, err := shieldbundle.DnsmasqConf(dnsV4, dir, []string{"allowed.shield.test"}, os.Getpid(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, shieldbundle.FileDnsmasqConf, string(conf))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	if r.code == 0 || !strings.Contains(r.stderr, "apply ruleset") {
+		t.Fatalf("%+v", r)
+	}
+	if pid, err := shieldbundle.ReadPIDFile(filepath.Join(dir, shieldbundle.FileDnsmasqPID)); err == nil && pid > 0 && shieldbundle.IsOurDnsmasq(pid, dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("dnsmasq %d still running after the hook failed", pid)
+	}
+}

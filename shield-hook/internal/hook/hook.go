@@ -27,6 +27,7 @@ import (
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/shield-hook/internal/gateway"
+	"terok.dev/sandbox/shield-hook/internal/nftnl"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 	"terok.dev/sandbox/shield-hook/internal/ocistate"
 )
@@ -164,6 +165,8 @@ func appendErrorLog(stateDir, stage, msg string) error {
 }
 
 func (r *run) main(ctx context.Context) error {
+	t := r.timer()
+	defer t.report()
 	data, err := ocistate.Read(r.opt.Stdin)
 	if err != nil {
 		return err
@@ -198,15 +201,21 @@ func (r *run) main(ctx context.Context) error {
 			return err
 		}
 	}
-	return r.createRuntime(ctx, dir, st.Pid)
+	t.mark("oci state and container.id")
+	return r.createRuntime(ctx, dir, st.Pid, t)
 }
 
-// createRuntime implements §9.5 with one reordering: the gateways are
+// createRuntime implements §9.5 with two reorderings: the gateways are
 // discovered before the ruleset is applied so that the table and its
-// gateway elements land in the same atomic transaction. The container's
-// process has not started at this stage, so nothing runs unfiltered in the
-// meantime.
-func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
+// gateway elements land in the same atomic transaction, and dnsmasq starts
+// concurrently with the application instead of after it. The container's
+// process has not started at this stage, so nothing runs unfiltered or
+// queries dnsmasq in the meantime; any failure makes the hook exit non-zero
+// (and stops the dnsmasq it started).
+func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer) error {
+	// nft stays a hard requirement even when the netlink path applies the
+	// ruleset: it is the fallback for any ruleset.nft the strict parser
+	// does not understand, and `shield rules`/live operations use it.
 	nftPath, err := nsexec.LookPath("nft", "/usr/sbin/nft", "/sbin/nft")
 	if err != nil {
 		return err
@@ -222,6 +231,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 	if err != nil {
 		return err
 	}
+	t.mark("read ruleset")
 	ns, err := nsexec.FromPID(pid)
 	if err != nil {
 		return err
@@ -233,6 +243,46 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 		return err
 	}
 	defer nl.Close()
+
+	// dnsmasq starts while the ruleset is applied: its start (fork, exec,
+	// daemonising, ~7 ms) is independent of the table, and nothing can
+	// query it before the container's process runs, which happens only
+	// after this hook succeeds. Any failure stops it again.
+	var dnsmasqDone chan error
+	var dnsmasqTook time.Duration
+	if ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf)); err != nil {
+		return err
+	} else if ok {
+		// dnsmasq binds 127.0.0.1 with bind-interfaces: loopback must be
+		// up (done here: the netlink handle is not shared with the
+		// goroutine).
+		if err := loopbackUp(nl); err != nil {
+			return err
+		}
+		dnsmasqDone = make(chan error, 1)
+		go func() {
+			start := time.Now()
+			err := startDnsmasq(ctx, ns, dir)
+			dnsmasqTook = time.Since(start)
+			dnsmasqDone <- err
+		}()
+		t.mark("loopback up, dnsmasq started")
+	}
+	// waitDnsmasq joins the dnsmasq start; unless keep, a started dnsmasq
+	// is stopped again (the hook is failing).
+	waitDnsmasq := func(keep bool) error {
+		if dnsmasqDone == nil {
+			return nil
+		}
+		err := <-dnsmasqDone
+		dnsmasqDone = nil
+		if err != nil || !keep {
+			stopOurs(dir, 2*time.Second)
+		}
+		return err
+	}
+	defer func() { _ = waitDnsmasq(false) }()
+
 	gws, err := gateway.Discover(ctx, nl, GatewayWait(script, r.opt.GatewayWait), r.opt.GatewayInterval)
 	if err != nil {
 		return fmt.Errorf("gateway discovery: %w", err)
@@ -243,21 +293,9 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 			gwList = append(gwList, g)
 		}
 	}
-	full := Transaction(script, gwList)
-	if _, err := ns.Run(ctx, full, nftPath, "-f", "-"); err != nil {
-		return fmt.Errorf("apply ruleset: %w", err)
-	}
-	// Verify what the kernel now holds. Terse (-t) leaves out set elements:
-	// the checks are about chains, hooks, policies and rules, and listing a
-	// large allowlist back would double the hook's run time. The elements
-	// themselves were committed by the same transaction that succeeded.
-	listing, err := ns.Run(ctx, nil, nftPath, "-t", "list", "table", ruleset.Family, ruleset.Table)
-	if err != nil {
-		return fmt.Errorf("list applied ruleset: %w", err)
-	}
-	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
-		//lint:ignore ST1005 message text fixed by shield.md §11.4
-		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
+	t.mark("discover gateways")
+	if err := r.apply(ctx, ns, nftPath, script, gwList, interactive, t); err != nil {
+		return err
 	}
 	for _, f := range []struct{ name, val string }{{shieldbundle.FileGateway, gws.V4}, {shieldbundle.FileGatewayV6, gws.V6}} {
 		path := filepath.Join(dir, f.name)
@@ -269,10 +307,81 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int) error {
 			return err
 		}
 	}
-	if ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf)); err != nil {
-		return err
-	} else if ok {
-		return startDnsmasq(ctx, ns, nl, dir)
+	t.mark("write gateway files")
+	if dnsmasqDone != nil {
+		if err := waitDnsmasq(true); err != nil {
+			return err
+		}
+		t.mark("wait for dnsmasq")
+		t.record("dnsmasq start (parallel)", dnsmasqTook)
+	}
+	return nil
+}
+
+// apply puts the ruleset in force and verifies it. A ruleset.nft that
+// ruleset.ParseScript recovers exactly (what pre-start writes) is applied
+// in-process as one netlink transaction and read back over netlink; any
+// other text, or a batch too large for the socket, goes through nft -f
+// and `nft list` as before. Both paths are one atomic transaction that
+// replaces a leftover table, and both fail closed.
+func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive bool, t *timer) error {
+	if s, ok := ruleset.ParseScript(string(script)); ok {
+		plan, err := nftnl.NewPlan(s, gwList)
+		if err == nil {
+			// The same invariants VerifyHook checks on the listing, here
+			// on the text whose exact meaning the plan carries; the
+			// read-back below then proves the kernel holds the plan.
+			if errs := ruleset.VerifyHook(string(script), interactive); len(errs) > 0 {
+				//lint:ignore ST1005 message text fixed by shield.md §11.4
+				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
+			}
+			t.mark("parse and plan")
+			var verrs []string
+			err = ns.Do(func() error {
+				c, sndbuf, closeFn, err := nftnl.Open()
+				if err != nil {
+					return err
+				}
+				defer func() { closeFn(); t.mark("close netlink") }()
+				if err := plan.Apply(c, sndbuf); err != nil {
+					return err
+				}
+				t.mark("apply (netlink)")
+				verrs, err = plan.Verify(c)
+				t.mark("verify (netlink)")
+				return err
+			})
+			t.mark("leave netns thread")
+			switch {
+			case errors.Is(err, nftnl.ErrTooLarge):
+				// Nothing was committed; nft splits large batches itself.
+			case err != nil:
+				return fmt.Errorf("apply ruleset: %w", err)
+			case len(verrs) > 0:
+				//lint:ignore ST1005 message text fixed by shield.md §11.4
+				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(verrs, "; "))
+			default:
+				return nil
+			}
+		}
+	}
+	full := Transaction(script, gwList)
+	if _, err := ns.Run(ctx, full, nftPath, "-f", "-"); err != nil {
+		return fmt.Errorf("apply ruleset: %w", err)
+	}
+	t.mark("apply (nft -f)")
+	// Verify what the kernel now holds. Terse (-t) leaves out set elements:
+	// the checks are about chains, hooks, policies and rules, and listing a
+	// large allowlist back would double the hook's run time. The elements
+	// themselves were committed by the same transaction that succeeded.
+	listing, err := ns.Run(ctx, nil, nftPath, "-t", "list", "table", ruleset.Family, ruleset.Table)
+	if err != nil {
+		return fmt.Errorf("list applied ruleset: %w", err)
+	}
+	t.mark("verify (nft list)")
+	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
+		//lint:ignore ST1005 message text fixed by shield.md §11.4
+		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }
