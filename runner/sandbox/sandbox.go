@@ -144,8 +144,7 @@ func (s *Sandbox) rootless() bool { return s.env.EUID != 0 }
 // podmanInfo is `podman info` through the on-disk cache in the runtime dir
 // (rootless podman info costs as much as the launch itself).
 func (s *Sandbox) podmanInfo(ctx context.Context) podmaninfo.Info {
-	c := podman.InfoCache{File: filepath.Join(s.cfg.RuntimeDir, podman.InfoCacheFile), Getenv: s.env.Getenv, EUID: s.env.EUID}
-	return c.Info(ctx, s.podman.Bin)
+	return podman.NewInfoCache(s.cfg.RuntimeDir, s.env.Getenv, s.env.EUID).Info(ctx, s.podman.Bin)
 }
 
 // chooseFirewall is the shield adapter, or the explicit bypass when (and
@@ -190,6 +189,7 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	if err != nil {
 		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)
 	}
+	launch.Mark(ctx, "firewall pre-start")
 	p.FirewallArgs = args
 	return launch.Args(p), nil
 }
@@ -218,7 +218,9 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 			return "", fmt.Errorf("pre-start hook for %s failed, container not started: %w", spec.ContainerName, err)
 		}
 	}
+	launch.Mark(ctx, "print command")
 	id, err := launch.Execute(ctx, s.podman, args, spec.ContainerName, spec.Image)
+	launch.Mark(ctx, "podman run -d")
 	if err != nil {
 		s.debug.Warning("run %s failed: %v", spec.ContainerName, err)
 		return "", err
@@ -228,6 +230,7 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		if verr := v.VerifyStarted(ctx, spec.ContainerName, spec.TaskDir, id); verr != nil {
 			return "", s.removeUnverified(ctx, spec.ContainerName, verr)
 		}
+		launch.Mark(ctx, "firewall verify")
 	}
 	if hooks.PostStart != nil {
 		if err := hooks.PostStart(); err != nil {

@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/runner/internal/launch"
 )
 
 // Program is the binary name.
@@ -76,7 +78,11 @@ func Run(args []string, d Deps) int {
 		_ = ucli.ShowAppHelp(ucli.NewContext(app, nil, nil))
 		return ExitError
 	}
-	err := app.Run(reorderArgs(app, args))
+	ctx := context.Background()
+	if d.Env.Getenv != nil && d.Env.Getenv(launch.TimingEnv) != "" {
+		ctx = launch.WithTiming(ctx, launch.NewTiming(d.Stderr))
+	}
+	err := app.RunContext(ctx, reorderArgs(app, args))
 	if err == nil {
 		return ExitOK
 	}

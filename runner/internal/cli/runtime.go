@@ -211,10 +211,12 @@ func runCommand(d Deps) *ucli.Command {
 }
 
 func runAction(c *ucli.Context, d Deps) error {
+	launch.Mark(c.Context, "cli: parse arguments")
 	cfg, err := loadConfig(c, d)
 	if err != nil {
 		return err
 	}
+	launch.Mark(c.Context, "cli: load config")
 	if c.Bool("shield-bypass") {
 		cfg.ShieldBypass = true
 	}
@@ -241,6 +243,7 @@ func runAction(c *ucli.Context, d Deps) error {
 		return writeJSON(d.Stdout, map[string]string{"container_id": id, "name": spec.ContainerName, "image": spec.Image})
 	}
 	fmt.Fprintln(d.Stdout, id)
+	launch.Mark(c.Context, "cli: done")
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
@@ -40,7 +41,7 @@ func NewAdapter(cfg config.Config, env config.Env, hookBinary string, log *slog.
 		HookBinary: hookBinary,
 		EUID:       env.EUID,
 		Log:        log,
-		CacheDir:   cfg.RuntimeDir,
+		Facts:      podman.NewInfoCache(cfg.RuntimeDir, get, env.EUID),
 	}}
 }
 

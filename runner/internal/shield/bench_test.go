@@ -6,7 +6,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"terok.dev/sandbox/runner/internal/podman"
 )
+
+// testFacts is a host-facts cache in dir keyed by the test's containers.conf
+// files.
+func testFacts(dir string, paths HostPaths, euid int) podman.InfoCache {
+	c := podman.NewInfoCache(dir, nil, euid)
+	c.ConfFiles = append([]string{paths.UserContainersConf}, paths.SystemContainersConfs...)
+	return c
+}
 
 // BenchmarkPreStart measures the pre-start step for a new task (bundle
 // written, args returned) with the host's real tools and a warm
@@ -34,7 +44,7 @@ func BenchmarkPreStart(b *testing.B) {
 		// A new task directory each time, as for a new container.
 		state := filepath.Join(root, strconv.Itoa(i), "shield")
 		s := New(Config{StateDir: state, DefaultProfiles: []string{"dev-standard"}, LoopbackPorts: []int{9418, 18731, 18732}, AuditEnabled: true},
-			Options{Paths: paths, HookBinary: hook, EUID: 0, Log: log, CacheDir: cache})
+			Options{Paths: paths, HookBinary: hook, EUID: 0, Log: log, Facts: testFacts(cache, paths, 0)})
 		if _, err := s.PreStart(ctx, "bench", nil); err != nil {
 			b.Fatal(err)
 		}

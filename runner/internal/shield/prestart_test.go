@@ -360,7 +360,7 @@ esac
 			newShield := func() *Shield {
 				log, _ := testLog()
 				return New(Config{StateDir: e.stateDir, DefaultProfiles: []string{"test"}, LoopbackPorts: []int{9418}, ProfilesDir: e.profiles},
-					Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: tt.euid, Log: log, CacheDir: cache})
+					Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: tt.euid, Log: log, Facts: testFacts(cache, e.paths, tt.euid)})
 			}
 			for i := 0; i < 3; i++ {
 				args, err := newShield().PreStart(ctx, "c1", nil)

@@ -21,6 +21,8 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/launch"
+	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
@@ -52,8 +54,9 @@ type Options struct {
 	Now func() time.Time
 	// Info, when set, is used instead of querying podman.
 	Info *podmaninfo.Info
-	// CacheDir holds the rootless podman facts cache ("" → no cache).
-	CacheDir string
+	// Facts is the runner's host-facts cache (podman version and network
+	// mode, DNS tier); its zero value caches nothing.
+	Facts podman.InfoCache
 }
 
 // Shield operates one container's state directory.
@@ -191,8 +194,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if strings.ContainsAny(stateDir, ",\n\r\x00") {
 		return nil, fmt.Errorf("shield state directory %q contains a comma or control character, which podman annotations cannot carry; use another task directory", stateDir)
 	}
+	launch.Mark(ctx, "shield: validate, resolve dir")
 	// 2. Podman.
 	info := s.podmanInfo(ctx)
+	launch.Mark(ctx, "shield: podman facts")
 	// 3. Directories.
 	hooksDir := filepath.Join(stateDir, shieldbundle.HooksSubdir)
 	for _, d := range []string{stateDir, hooksDir} {
@@ -204,8 +209,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err := s.installLocalHook(stateDir, hooksDir); err != nil {
 		return nil, err
 	}
+	launch.Mark(ctx, "shield: dirs + hook link")
 	// 5. Tier, network mode, upstream DNS.
 	tier := s.detectTier(ctx)
+	launch.Mark(ctx, "shield: dns tier")
 	mode, dns, err := s.modeFor(info)
 	if err != nil {
 		return nil, err
@@ -215,6 +222,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
+	launch.Mark(ctx, "shield: profiles")
 	// 7. Allowlists.
 	now := s.opts.Now()
 	if tier == TierDnsmasq {
@@ -246,6 +254,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDNSTier), []byte(tier+"\n"), 0o600, false); err != nil {
 		return nil, err
 	}
+	launch.Mark(ctx, "shield: allowlists, dns files")
 	// 9. ruleset.nft and the interactive marker.
 	script, err := s.bundleRuleset(stateDir, tier, mode, dns)
 	if err != nil {
@@ -262,6 +271,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
+	launch.Mark(ctx, "shield: ruleset.nft")
 	// 10. dnsmasq configuration.
 	if tier == TierDnsmasq {
 		domains, err := shieldbundle.EffectiveDomains(stateDir, func(m string) { s.warn(m) })
@@ -288,6 +298,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 			}
 		}
 	}
+	launch.Mark(ctx, "shield: dnsmasq files")
 	// 11. Podman arguments.
 	args := append([]string(nil), NetworkArgs(mode)...)
 	if tier == TierDnsmasq {

@@ -13,6 +13,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/launch"
 )
 
 // VerifyStarted checks, right after `podman run` succeeded, that the OCI
@@ -39,10 +40,12 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	case want != "" && got != want:
 		return fmt.Errorf("the shield hook did not run for %s (%s names container %s, not %s); %s", container, shieldbundle.FileContainerID, got, want, hint)
 	}
+	launch.Mark(ctx, "verify: container.id")
 	pid, err := s.fastPID(want, containerID)
 	if err != nil && !errors.Is(err, errNotRunning) {
 		pid, err = s.ContainerPID(ctx, container)
 	}
+	launch.Mark(ctx, "verify: container pid")
 	if errors.Is(err, errNotRunning) {
 		// Already exited: it was created (so the hook applied and verified
 		// the ruleset) and can no longer send anything.
@@ -52,6 +55,7 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 		return err
 	}
 	text, gone := s.tableOf(ctx, container, pid)
+	launch.Mark(ctx, "verify: list netns table")
 	if gone {
 		// Exited right after starting (a short command): created, so the
 		// hook applied the ruleset, and nothing is left to protect.
