@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -56,7 +57,16 @@ type DB struct {
 	// Prepared once: the proxy resolves a token on every request.
 	resolveStmt *sqlx.Stmt
 	loadStmt    *sqlx.Stmt
+	// writes counts committed writes through this handle; a Resolver
+	// drops its cache when it moves (see Resolver).
+	writes atomic.Uint64
 }
+
+// resolveQuery is the one query behind Resolve: token and credential.
+const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data
+		FROM proxy_tokens t LEFT JOIN credentials c
+		ON c.credential_set = t.credential_set AND c.provider = t.provider
+		WHERE t.token = ?`
 
 // TokenInfo is what a phantom token stands for.
 type TokenInfo struct {
@@ -97,10 +107,7 @@ func Open(path string) (*DB, error) {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
-	if db.resolveStmt, err = x.Preparex(`SELECT t.project, t.task, t.credential_set, t.provider, c.data
-		FROM proxy_tokens t LEFT JOIN credentials c
-		ON c.credential_set = t.credential_set AND c.provider = t.provider
-		WHERE t.token = ?`); err != nil {
+	if db.resolveStmt, err = x.Preparex(resolveQuery); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("prepare token query in %s: %w", path, err)
 	}
@@ -170,6 +177,7 @@ func DecodeCredential(data []byte) (Credential, error) {
 
 // StoreCredential inserts or replaces the row of set/provider.
 func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Credential) error {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	if set == "" || provider == "" {
 		return errors.New("store credential: credential set and provider must not be empty")
 	}
@@ -219,6 +227,7 @@ func (d *DB) ListCredentials(ctx context.Context, set string) ([]string, error) 
 
 // DeleteCredential removes set/provider; deleting a missing row is fine.
 func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	_, err := d.x.ExecContext(ctx,
 		`DELETE FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
 	if err != nil {
@@ -230,6 +239,7 @@ func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
 // CreateToken issues a phantom token for project/task that stands for the
 // credential set/provider.
 func (d *DB) CreateToken(ctx context.Context, project, task, set, provider string) (string, error) {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	for _, f := range []struct{ name, v string }{{"project", project}, {"task", task},
 		{"credential set", set}, {"provider", provider}} {
 		if f.v == "" {
@@ -336,6 +346,7 @@ func (d *DB) ListTokens(ctx context.Context, project string) ([]TokenRow, error)
 
 // RevokeTokens deletes every token of project/task and returns the count.
 func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, error) {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	res, err := d.x.ExecContext(ctx, `DELETE FROM proxy_tokens WHERE project = ? AND task = ?`, project, task)
 	if err != nil {
 		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
@@ -352,6 +363,7 @@ func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, err
 // overwrites a credential an operator changed meanwhile. It reports whether
 // the row was updated.
 func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, next Credential) (bool, error) {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	ob, err := json.Marshal(old)
 	if err != nil {
 		return false, err

@@ -17,6 +17,17 @@ import (
 
 func TestMain(m *testing.M) {
 	proctest.Main(m, proctest.Workers{
+		// sql runs SQL_STMT against DB_PATH from its own process and its
+		// own SQLite connection, like the runner CLI does.
+		"sql": func() error {
+			raw, err := sql.Open("sqlite3", os.Getenv("DB_PATH")+"?_busy_timeout=5000")
+			if err != nil {
+				return err
+			}
+			defer raw.Close()
+			_, err = raw.Exec(os.Getenv("SQL_STMT"))
+			return err
+		},
 		"tokens": func() error {
 			db, err := Open(os.Getenv("DB_PATH"))
 			if err != nil {
