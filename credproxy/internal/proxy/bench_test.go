@@ -47,11 +47,23 @@ func benchSetup(b testing.TB) (proxyURL string, direct string) {
 		}
 	}
 	u, _ := url.Parse(up.URL)
-	p := New(Options{Store: db, Routes: routes.Table{"bench": {Provider: "bench", Scheme: "http", Host: u.Host, AuthHeader: "dynamic"}}})
+	res := db.NewResolver()
+	b.Cleanup(func() { res.Close() })
+	p := New(Options{Store: benchStore{res, db}, DBConcurrency: -1, Routes: routes.Table{"bench": {Provider: "bench", Scheme: "http", Host: u.Host, AuthHeader: "dynamic"}}})
 	b.Cleanup(p.Close)
 	srv := httptest.NewServer(p)
 	b.Cleanup(srv.Close)
 	return srv.URL, up.URL
+}
+
+// benchStore is the server's store: lookups through the Resolver.
+type benchStore struct {
+	*creddb.Resolver
+	db *creddb.DB
+}
+
+func (s benchStore) LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error) {
+	return s.db.LoadCredential(ctx, set, provider)
 }
 
 func benchGet(b *testing.B, target string, auth bool) {
@@ -90,8 +102,9 @@ func BenchmarkBareSmallJSON(b *testing.B) {
 	_, d := benchSetup(b)
 	u, _ := url.Parse(d)
 	rp := &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
-		Transport: NewTransport(DefaultConnectTimeout, DefaultIdleConnTimeout),
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
+		Transport:  NewTransport(DefaultConnectTimeout, DefaultIdleConnTimeout),
+		BufferPool: newBufferPool(), // as the proxy: the difference is lookup and rewriting
 	}
 	srv := httptest.NewServer(rp)
 	b.Cleanup(srv.Close)
@@ -122,6 +135,30 @@ func BenchmarkLookup(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, c, err := db.Resolve(ctx, benchToken); err != nil || c == nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLookupResolver is the lookup as the server makes it: through
+// the Resolver (data_version check, then the cached answer).
+func BenchmarkLookupResolver(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "c.db")
+	db, err := creddb.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	raw, _ := sql.Open("sqlite3", path)
+	_, _ = raw.Exec(`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`)
+	_, _ = raw.Exec(`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`)
+	raw.Close()
+	res := db.NewResolver()
+	defer res.Close()
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, c, err := res.Resolve(ctx, benchToken); err != nil || c == nil {
 			b.Fatal(err)
 		}
 	}

@@ -60,7 +60,8 @@ const (
 )
 
 // Store is the part of the credentials database the proxy reads. Every
-// request asks it afresh, so a revoked token or a changed credential takes
+// request asks it, and its answers must be as fresh as a query (a
+// creddb.Resolver is), so a revoked token or a changed credential takes
 // effect on the next request.
 type Store interface {
 	// Resolve returns what tok stands for and its credential (nil when
@@ -81,10 +82,12 @@ type Options struct {
 	ReadTimeout     time.Duration
 	IdleConnTimeout time.Duration
 	MaxBody         int64
-	// DBConcurrency bounds concurrent database reads (default 1). One
+	// DBConcurrency bounds concurrent Store calls (default 1). One
 	// query takes ~15 us; measured under 32 concurrent clients, a single
 	// reader costs half the CPU per query of two parallel ones (they
 	// contend inside SQLite), and WAL readers do not wait for writers.
+	// Negative: no bound, for a Store that serialises itself (a
+	// creddb.Resolver does).
 	DBConcurrency int
 }
 
@@ -134,7 +137,7 @@ func New(o Options) *Proxy {
 	if o.MaxBody <= 0 {
 		o.MaxBody = DefaultMaxBody
 	}
-	if o.DBConcurrency <= 0 {
+	if o.DBConcurrency == 0 {
 		o.DBConcurrency = 1
 	}
 	if o.Log == nil {
@@ -150,7 +153,9 @@ func New(o Options) *Proxy {
 		transport: o.Transport,
 		readTO:    o.ReadTimeout,
 		maxBody:   o.MaxBody,
-		dbSem:     make(chan struct{}, o.DBConcurrency),
+	}
+	if o.DBConcurrency > 0 {
+		p.dbSem = make(chan struct{}, o.DBConcurrency)
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
@@ -172,13 +177,18 @@ func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
 
 // reqState is what one request carries from ServeHTTP into the reverse
 // proxy's hooks. It holds the real secret; it lives for one request only.
+// It is also the exchange's context (the request context plus a cancel),
+// answering stateKey with itself, so one allocation carries the state, the
+// watchdog and the trace hooks.
 type reqState struct {
+	context.Context
 	route      routes.Route
 	inj        inject.Injection
 	replayable bool
 	buffered   []byte       // replayable body, nil when streamed or empty
 	limit      *limitReader // streamed body, nil otherwise
-	watchdog   *watchdog    // read inactivity timer
+	watchdog   watchdog     // read inactivity timer
+	trace      httptrace.ClientTrace
 	attempts   atomic.Int32 // upstream connections taken
 	exhausted  atomic.Bool  // the retry budget stopped an attempt
 	cancel     func()       // cancels the upstream exchange
@@ -188,10 +198,30 @@ type reqState struct {
 
 type stateKey struct{}
 
+// Value implements context.Context.
+func (st *reqState) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return st
+	}
+	return st.Context.Value(key)
+}
+
 func stateOf(ctx context.Context) *reqState {
 	st, _ := ctx.Value(stateKey{}).(*reqState)
 	return st
 }
+
+// gotConn enforces the retry budget: at most one retry, and only for a
+// replayable request.
+func (st *reqState) gotConn(httptrace.GotConnInfo) {
+	n := st.attempts.Add(1)
+	if n > 2 || (n > 1 && !st.replayable) {
+		st.exhausted.Store(true)
+		st.cancel()
+	}
+}
+
+func (st *reqState) wroteRequest(httptrace.WroteRequestInfo) { st.watchdog.kick() }
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -274,21 +304,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	st.cancel = cancel
-	st.watchdog = newWatchdog(p.readTO, cancel)
+	st.Context, st.cancel = ctx, cancel
+	st.watchdog.start(p.readTO, cancel)
 	defer st.watchdog.stop()
-	ctx = context.WithValue(ctx, stateKey{}, st)
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
-			n := st.attempts.Add(1)
-			if n > 2 || (n > 1 && !st.replayable) {
-				st.exhausted.Store(true)
-				cancel()
-			}
-		},
-		WroteRequest:         func(httptrace.WroteRequestInfo) { st.watchdog.kick() },
+	st.trace = httptrace.ClientTrace{
+		GotConn:              st.gotConn,
+		WroteRequest:         st.wroteRequest,
 		GotFirstResponseByte: st.watchdog.kick,
-	})
+	}
+	ctx = httptrace.WithClientTrace(st, &st.trace)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -323,6 +347,9 @@ func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo,
 }
 
 func (p *Proxy) acquire(ctx context.Context) error {
+	if p.dbSem == nil {
+		return nil
+	}
 	select {
 	case p.dbSem <- struct{}{}:
 		return nil
@@ -331,7 +358,11 @@ func (p *Proxy) acquire(ctx context.Context) error {
 	}
 }
 
-func (p *Proxy) release() { <-p.dbSem }
+func (p *Proxy) release() {
+	if p.dbSem != nil {
+		<-p.dbSem
+	}
+}
 
 func (p *Proxy) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	if r.Context().Err() != nil {
@@ -419,7 +450,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		}
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil {
-		res.Body = &watchedBody{ReadCloser: res.Body, w: st.watchdog}
+		res.Body = &watchedBody{ReadCloser: res.Body, w: &st.watchdog}
 	}
 	return nil
 }
@@ -552,29 +583,49 @@ func (l *limitReader) Read(b []byte) (int, error) {
 
 func (l *limitReader) Close() error { return l.r.Close() }
 
-// watchdog cancels the exchange after d without progress.
+// watchdog cancels the exchange after d without progress. A kick only
+// records the time (progress comes with every read of a streamed body);
+// the timer, when it expires, re-arms itself for the rest of the period
+// if there was progress meanwhile.
 type watchdog struct {
-	d     time.Duration
-	t     *time.Timer
-	fired atomic.Bool
+	d       time.Duration
+	base    time.Time    // monotonic origin of last
+	last    atomic.Int64 // time of the last progress, since base
+	t       *time.Timer
+	cancel  func()
+	fired   atomic.Bool
+	stopped atomic.Bool
 }
 
-func newWatchdog(d time.Duration, cancel func()) *watchdog {
-	w := &watchdog{d: d}
-	w.t = time.AfterFunc(d, func() {
-		w.fired.Store(true)
-		cancel()
-	})
-	return w
+func (w *watchdog) start(d time.Duration, cancel func()) {
+	w.d, w.cancel, w.base = d, cancel, time.Now()
+	w.t = time.AfterFunc(d, w.expire)
+}
+
+func (w *watchdog) expire() {
+	if w.stopped.Load() {
+		return
+	}
+	if idle := time.Since(w.base) - time.Duration(w.last.Load()); idle < w.d {
+		w.t.Reset(w.d - idle)
+		return
+	}
+	w.fired.Store(true)
+	w.cancel()
 }
 
 func (w *watchdog) kick() {
 	if !w.fired.Load() {
-		w.t.Reset(w.d)
+		w.last.Store(int64(time.Since(w.base)))
 	}
 }
 
-func (w *watchdog) stop() { w.t.Stop() }
+// stop ends the watchdog; an expire already running may re-arm the timer
+// once, and that run returns at once.
+func (w *watchdog) stop() {
+	w.stopped.Store(true)
+	w.t.Stop()
+}
 
 // watchedBody restarts the inactivity timer on every read that brings data.
 type watchedBody struct {

@@ -216,3 +216,47 @@ func TestDisconnectedClassification(t *testing.T) {
 		}
 	}
 }
+
+// The watchdog fires only after a whole period without progress: an
+// expiry that finds recent progress re-arms for the rest of the period,
+// and a stopped watchdog never fires. Driven through expire with a
+// shifted clock origin, so nothing here depends on timing.
+func TestWatchdogExpiry(t *testing.T) {
+	const d = time.Hour
+	cases := []struct {
+		name       string
+		sinceKick  time.Duration // progress this long ago; < 0: never kicked
+		stopped    bool
+		wantCancel bool
+	}{
+		{"never kicked, period over", -1, false, true},
+		{"kicked a minute ago", time.Minute, false, false},
+		{"kicked a period ago", d, false, true},
+		{"stopped", -1, true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			canceled := false
+			var w watchdog
+			w.start(d, func() { canceled = true })
+			defer w.stop()
+			w.base = time.Now().Add(-2 * d) // started two periods ago
+			if tc.sinceKick >= 0 {
+				w.last.Store(int64(2*d - tc.sinceKick))
+			}
+			if tc.stopped {
+				w.stop()
+			}
+			w.expire()
+			if canceled != tc.wantCancel || w.fired.Load() != tc.wantCancel {
+				t.Errorf("canceled %v fired %v, want %v", canceled, w.fired.Load(), tc.wantCancel)
+			}
+			if tc.wantCancel {
+				w.kick() // no effect after firing
+				if w.last.Load() != int64(2*d-tc.sinceKick) && tc.sinceKick >= 0 {
+					t.Error("kick after firing recorded progress")
+				}
+			}
+		})
+	}
+}
