@@ -189,6 +189,11 @@ func (r *run) main(ctx context.Context) error {
 	if st.Pid == 0 {
 		return errors.New("missing pid in OCI state")
 	}
+	// The informational files (container.id, gateway, gateway_v6) are
+	// written in the background while the ruleset is applied; the hook
+	// succeeds only once they are written.
+	bg := newBackground()
+	defer func() { _ = bg.wait() }()
 	if st.ID != "" {
 		id := st.ID
 		if len(id) > 12 {
@@ -197,12 +202,15 @@ func (r *run) main(ctx context.Context) error {
 		if strings.ContainsAny(id, "\n\r\x00/") {
 			return fmt.Errorf("bad OCI state: container id %q contains a control character or '/'", id)
 		}
-		if err := writeRuntimeFile(filepath.Join(dir, shieldbundle.FileContainerID), id+"\n"); err != nil {
-			return err
-		}
+		bg.goDo(func() error { return writeRuntimeFile(filepath.Join(dir, shieldbundle.FileContainerID), id+"\n") })
 	}
-	t.mark("oci state and container.id")
-	return r.createRuntime(ctx, dir, st.Pid, t)
+	t.mark("oci state")
+	if err := r.createRuntime(ctx, dir, st.Pid, t, bg); err != nil {
+		return err
+	}
+	err = bg.wait()
+	t.mark("wait for state files")
+	return err
 }
 
 // createRuntime implements §9.5 with two reorderings: the gateways are
@@ -212,7 +220,7 @@ func (r *run) main(ctx context.Context) error {
 // process has not started at this stage, so nothing runs unfiltered or
 // queries dnsmasq in the meantime; any failure makes the hook exit non-zero
 // (and stops the dnsmasq it started).
-func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer) error {
+func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, bg *background) error {
 	// nft stays a hard requirement even when the netlink path applies the
 	// ruleset: it is the fallback for any ruleset.nft the strict parser
 	// does not understand, and `shield rules`/live operations use it.
@@ -294,20 +302,22 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer) 
 		}
 	}
 	t.mark("discover gateways")
+	bg.goDo(func() error {
+		for _, f := range []struct{ name, val string }{{shieldbundle.FileGateway, gws.V4}, {shieldbundle.FileGatewayV6, gws.V6}} {
+			path := filepath.Join(dir, f.name)
+			if f.val == "" {
+				if err := shieldbundle.RemoveIfExists(path); err != nil {
+					return err
+				}
+			} else if err := writeRuntimeFile(path, f.val+"\n"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err := r.apply(ctx, ns, nftPath, script, gwList, interactive, t); err != nil {
 		return err
 	}
-	for _, f := range []struct{ name, val string }{{shieldbundle.FileGateway, gws.V4}, {shieldbundle.FileGatewayV6, gws.V6}} {
-		path := filepath.Join(dir, f.name)
-		if f.val == "" {
-			if err := shieldbundle.RemoveIfExists(path); err != nil {
-				return err
-			}
-		} else if err := writeRuntimeFile(path, f.val+"\n"); err != nil {
-			return err
-		}
-	}
-	t.mark("write gateway files")
 	if dnsmasqDone != nil {
 		if err := waitDnsmasq(true); err != nil {
 			return err
