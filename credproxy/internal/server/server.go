@@ -46,9 +46,6 @@ const (
 // memory back to the OS.
 const idleTrimEvery = 15 * time.Second
 
-// gcPercent is the collector's target unless GOGC is set (see Main).
-const gcPercent = 200
-
 // shutdownGrace bounds how long in-flight exchanges may finish after SIGTERM.
 const shutdownGrace = 10 * time.Second
 
@@ -158,14 +155,6 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	if err != nil {
 		return exitUsage
-	}
-	if os.Getenv("GOGC") == "" {
-		// The live heap is small (~2 MB) and every request allocates ~15 KB
-		// of short-lived objects, so at the default 100 the collector runs
-		// every few hundred requests and costs ~5 % of the CPU per request.
-		// 200 halves that for a few MB more heap under load; the idle trim
-		// (trimWhenIdle) still returns it once traffic stops.
-		debug.SetGCPercent(gcPercent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
