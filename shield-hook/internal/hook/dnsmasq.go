@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
@@ -81,23 +82,62 @@ func poststop(dir string) error {
 // stopOurs sends SIGTERM to the dnsmasq named by the PID file when it passes
 // the identity check, waits up to wait for it to exit, and removes the PID
 // file when it is stale or the process is gone.
+//
+// The process is pinned with a pidfd before the identity check is repeated
+// and the signal sent through it, so a PID recycled in between is never
+// signalled; the exit is awaited with poll(2) on the pidfd instead of a
+// sleep loop (poststop used to spend 20 ms in one sleep). Kernels without
+// pidfd fall back to kill(2) and a short poll.
 func stopOurs(dir string, wait time.Duration) {
 	pidPath := filepath.Join(dir, shieldbundle.FileDnsmasqPID)
 	pid, err := shieldbundle.ReadPIDFile(pidPath)
 	if err != nil || pid <= 0 {
 		return
 	}
+	pidfd, perr := unix.PidfdOpen(pid, 0)
+	if perr == nil {
+		defer unix.Close(pidfd)
+	}
 	if !shieldbundle.IsOurDnsmasq(pid, dir) {
 		_ = os.Remove(pidPath)
+		return
+	}
+	gone := func() bool {
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || !shieldbundle.IsOurDnsmasq(pid, dir)
+	}
+	if perr == nil {
+		if unix.PidfdSendSignal(pidfd, unix.SIGTERM, nil, 0) == nil {
+			deadline := time.Now().Add(wait)
+			for {
+				left := time.Until(deadline)
+				if left <= 0 {
+					return
+				}
+				fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+				n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if err == nil && n > 0 {
+					break // exited (a zombie at most)
+				}
+				if err != nil || n == 0 {
+					return
+				}
+			}
+		}
+		if gone() {
+			_ = os.Remove(pidPath)
+		}
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || !shieldbundle.IsOurDnsmasq(pid, dir) {
+		if gone() {
 			_ = os.Remove(pidPath)
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
