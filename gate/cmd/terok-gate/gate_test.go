@@ -81,16 +81,21 @@ func TestProtocolAdvertisement(t *testing.T) {
 func TestShallowAndPartialClone(t *testing.T) {
 	f := newFixture(t)
 	g := f.startGate(nil)
-	sh := filepath.Join(f.dir, "shallow")
-	f.git("", "clone", "-q", "--depth=1", g.url(f.tokProj, "proj.git"), sh)
-	if n := f.git(sh, "rev-list", "--count", "HEAD"); n != "1" {
-		t.Fatalf("shallow clone has %s commits", n)
+	// Each v2 clone twice: the second answer comes from the gate's fetch
+	// cache and must be just as complete.
+	for _, name := range []string{"shallow", "shallow-again"} {
+		sh := filepath.Join(f.dir, name)
+		f.git("", "clone", "-q", "--depth=1", g.url(f.tokProj, "proj.git"), sh)
+		if n := f.git(sh, "rev-list", "--count", "HEAD"); n != "1" {
+			t.Fatalf("%s clone has %s commits", name, n)
+		}
+		if _, err := os.Stat(filepath.Join(sh, ".git", "shallow")); err != nil {
+			t.Fatalf("%s: no shallow file: %v", name, err)
+		}
+		f.git(sh, "fsck", "--full")
 	}
-	if _, err := os.Stat(filepath.Join(sh, ".git", "shallow")); err != nil {
-		t.Fatalf("no shallow file: %v", err)
-	}
-	for _, v := range []string{"0", "2"} {
-		pc := filepath.Join(f.dir, "partial-v"+v)
+	for i, v := range []string{"0", "2", "2"} {
+		pc := filepath.Join(f.dir, fmt.Sprintf("partial-v%s-%d", v, i))
 		f.git("", "-c", "protocol.version="+v, "clone", "-q", "--no-checkout", "--filter=blob:none", g.url(f.tokProj, "proj.git"), pc)
 		if got := f.git(pc, "config", "remote.origin.partialclonefilter"); got != "blob:none" {
 			t.Fatalf("v%s: partial clone filter %q", v, got)
@@ -104,6 +109,7 @@ func TestShallowAndPartialClone(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(pc, "f2.txt")); err != nil {
 			t.Fatalf("v%s: lazy blob fetch failed: %v", v, err)
 		}
+		f.git(pc, "fsck", "--full")
 	}
 }
 

@@ -57,6 +57,7 @@ func TestCachedAdvertisementsStayCorrect(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		git("-c", "protocol.version=2", "clone", "-q", url, filepath.Join(dir, "c"+string(rune('0'+i))))
 	}
+	git("-C", filepath.Join(dir, "c2"), "fsck", "--full") // served from the fetch cache
 	data, _ := os.ReadFile(log)
 	adv, rpc := 0, 0
 	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
