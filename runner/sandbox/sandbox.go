@@ -219,6 +219,13 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		}
 	}
 	launch.Mark(ctx, "print command")
+	// An EarlyVerifier starts its check while podman works; Finish is as
+	// strict as VerifyStarted.
+	var early firewall.Verification
+	if ev, ok := fw.(firewall.EarlyVerifier); ok {
+		early = ev.BeginVerify(ctx, spec.ContainerName, spec.TaskDir)
+		defer early.Stop()
+	}
 	id, err := launch.Execute(ctx, s.podman, args, spec.ContainerName, spec.Image)
 	launch.Mark(ctx, "podman run -d")
 	if err != nil {
@@ -226,10 +233,19 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		return "", err
 	}
 	s.debug.Debug("run %s: started %s", spec.ContainerName, id)
-	if v, ok := fw.(firewall.Verifier); ok {
-		if verr := v.VerifyStarted(ctx, spec.ContainerName, spec.TaskDir, id); verr != nil {
-			return "", s.removeUnverified(ctx, spec.ContainerName, verr)
-		}
+	var verr error
+	verified := true
+	if early != nil {
+		verr = early.Finish(ctx, id)
+	} else if v, ok := fw.(firewall.Verifier); ok {
+		verr = v.VerifyStarted(ctx, spec.ContainerName, spec.TaskDir, id)
+	} else {
+		verified = false
+	}
+	if verr != nil {
+		return "", s.removeUnverified(ctx, spec.ContainerName, verr)
+	}
+	if verified {
 		launch.Mark(ctx, "firewall verify")
 	}
 	if hooks.PostStart != nil {

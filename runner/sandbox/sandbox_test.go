@@ -228,6 +228,62 @@ func (f verifyingFirewall) VerifyStarted(_ context.Context, container, taskDir, 
 	return f.verifyErr
 }
 
+// earlyFirewall is a verifyingFirewall whose check begins before podman
+// runs (firewall.EarlyVerifier); Finish reports like VerifyStarted.
+type earlyFirewall struct {
+	verifyingFirewall
+	events *[]string
+}
+
+type earlyCheck struct {
+	f         earlyFirewall
+	container string
+	taskDir   string
+}
+
+func (f earlyFirewall) BeginVerify(_ context.Context, container, taskDir string) firewall.Verification {
+	*f.events = append(*f.events, "begin")
+	return earlyCheck{f: f, container: container, taskDir: taskDir}
+}
+
+func (c earlyCheck) Finish(ctx context.Context, id string) error {
+	*c.f.events = append(*c.f.events, "finish")
+	return c.f.VerifyStarted(ctx, c.container, c.taskDir, id)
+}
+
+func (c earlyCheck) Stop() { *c.f.events = append(*c.f.events, "stop") }
+
+// TestRunEarlyVerifier: the check begins before podman, ends with Finish
+// on success and only Stop when podman failed.
+func TestRunEarlyVerifier(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		podmanExit string
+		wantEvents string
+		wantErr    bool
+	}{
+		{"podman succeeded", "0", "begin finish stop", false},
+		{"podman failed", "1", "begin stop", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, env := coreTestConfig(t)
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "podman")
+			os.WriteFile(bin, []byte("#!/bin/sh\ncase \"$1\" in run) echo cid42; exit "+tt.podmanExit+";; esac\n"), 0o755)
+			var verified, events []string
+			s := New(cfg, Options{Env: env, Stdout: &bytes.Buffer{}, Podman: bin})
+			_, err := s.run(context.Background(), RunSpec{ContainerName: "c", Image: "i", TaskDir: "/task"}, LifecycleHooks{},
+				earlyFirewall{verifyingFirewall{verified: &verified}, &events})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("run: %v", err)
+			}
+			if got := strings.Join(events, " "); got != tt.wantEvents {
+				t.Fatalf("events %q, want %q", got, tt.wantEvents)
+			}
+		})
+	}
+}
+
 func TestRunVerifierSeam(t *testing.T) {
 	cases := []struct {
 		name      string

@@ -22,7 +22,7 @@ func (s *Sandbox) shieldAdapter() *shield.Adapter {
 }
 
 // The adapter checks every started container (firewall.Verifier).
-var _ firewall.Verifier = (*shield.Adapter)(nil)
+var _ firewall.EarlyVerifier = (*shield.Adapter)(nil)
 
 // firewall returns the firewall Run asks for its podman arguments when
 // shield bypass is not set: the shield. Every failure of its pre-start

@@ -93,3 +93,23 @@ func BypassArgs(ctx context.Context, root bool, info func(context.Context) podma
 type Verifier interface {
 	VerifyStarted(ctx context.Context, container, taskDir, containerID string) error
 }
+
+// EarlyVerifier is a Verifier that can begin its check while podman is still
+// creating and starting the container, so that the check costs less time
+// after podman returns. The launcher calls BeginVerify right before podman
+// runs and then exactly one of the Verification's Finish (podman succeeded)
+// or Stop (it failed); Finish must be as strict as VerifyStarted.
+type EarlyVerifier interface {
+	Verifier
+	BeginVerify(ctx context.Context, container, taskDir string) Verification
+}
+
+// Verification is a post-start check under way.
+type Verification interface {
+	// Finish completes the check for the container podman reported; an
+	// error means the container must be removed, as for VerifyStarted.
+	Finish(ctx context.Context, containerID string) error
+	// Stop abandons the check and releases what it holds; safe to call
+	// more than once and after Finish.
+	Stop()
+}

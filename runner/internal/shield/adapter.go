@@ -11,6 +11,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
@@ -182,6 +183,21 @@ func checkStateDir(dir string, euid int) error {
 // Probe is a Shield without a state directory, for the queries that need
 // only the container (state, rules).
 func (a *Adapter) Probe() *Shield { return New(Config{}, a.Opts) }
+
+// noVerification is the check under bypass: nothing to verify.
+type noVerification struct{}
+
+func (noVerification) Finish(context.Context, string) error { return nil }
+func (noVerification) Stop()                                {}
+
+// BeginVerify starts the post-start check while podman runs
+// (firewall.EarlyVerifier); Finish is as strict as VerifyStarted.
+func (a *Adapter) BeginVerify(ctx context.Context, container, taskDir string) firewall.Verification {
+	if a.Cfg.ShieldBypass {
+		return noVerification{}
+	}
+	return a.ShieldFor(taskDir).BeginVerify(ctx, container)
+}
 
 // VerifyStarted is the launcher's post-start check (firewall.Verifier): the
 // hook must have run and the table must be in place, else the launcher

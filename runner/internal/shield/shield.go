@@ -54,6 +54,9 @@ type Options struct {
 	Now func() time.Time
 	// Info, when set, is used instead of querying podman.
 	Info *podmaninfo.Info
+	// RunRoot is podman's run root ("" → the default for the uid); tests
+	// point it elsewhere.
+	RunRoot string
 	// Facts is the runner's host-facts cache (podman version and network
 	// mode, DNS tier); its zero value caches nothing.
 	Facts podman.InfoCache

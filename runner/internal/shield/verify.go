@@ -82,29 +82,64 @@ func (s *Shield) fastPID(short, full string) (int, error) {
 	if !containerIDPattern.MatchString(full) || !strings.HasPrefix(full, short) {
 		return 0, errors.New("no full container id")
 	}
-	runRoot := "/run/containers/storage"
-	if s.opts.EUID != 0 {
-		xdg := os.Getenv("XDG_RUNTIME_DIR")
-		if xdg == "" {
-			return 0, errors.New("no XDG_RUNTIME_DIR")
-		}
-		runRoot = filepath.Join(xdg, "containers")
+	pid, err := s.runtimePID(full)
+	if err != nil {
+		return 0, err
 	}
-	matches, _ := filepath.Glob(filepath.Join(runRoot, "*-containers", full, "userdata", "pidfile"))
+	if !processAlive(pid) {
+		// The runtime wrote it for this container, whose process is gone.
+		return 0, fmt.Errorf("container process %d: %w", pid, errNotRunning)
+	}
+	return pid, nil
+}
+
+// runRoot is podman's run root: /run/containers/storage for root,
+// $XDG_RUNTIME_DIR/containers rootless (Options.RunRoot overrides).
+func (s *Shield) runRoot() (string, error) {
+	if s.opts.RunRoot != "" {
+		return s.opts.RunRoot, nil
+	}
+	if s.opts.EUID == 0 {
+		return "/run/containers/storage", nil
+	}
+	xdg := os.Getenv("XDG_RUNTIME_DIR")
+	if xdg == "" {
+		return "", errors.New("no XDG_RUNTIME_DIR")
+	}
+	return filepath.Join(xdg, "containers"), nil
+}
+
+// userdataDir is the run-root directory of the container whose id is or
+// starts with id.
+func (s *Shield) userdataDir(id string) (string, error) {
+	root, err := s.runRoot()
+	if err != nil {
+		return "", err
+	}
+	pattern := id
+	if len(id) < 64 {
+		pattern += "*"
+	}
+	matches, _ := filepath.Glob(filepath.Join(root, "*-containers", pattern, "userdata"))
 	if len(matches) != 1 {
-		return 0, errors.New("pidfile not found")
+		return "", errors.New("container run directory not found")
 	}
-	data, err := os.ReadFile(matches[0])
+	return matches[0], nil
+}
+
+// runtimePID reads the pidfile the OCI runtime wrote for container id.
+func (s *Shield) runtimePID(id string) (int, error) {
+	dir, err := s.userdataDir(id)
+	if err != nil {
+		return 0, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "pidfile"))
 	if err != nil {
 		return 0, err
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	if err != nil || pid <= 0 {
 		return 0, errors.New("unreadable pidfile")
-	}
-	if !processAlive(pid) {
-		// The runtime wrote it for this container, whose process is gone.
-		return 0, fmt.Errorf("container process %d: %w", pid, errNotRunning)
 	}
 	return pid, nil
 }

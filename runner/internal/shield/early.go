@@ -1,0 +1,254 @@
+package shield
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/launch"
+)
+
+// Early verification. The post-start check (VerifyStarted) lists the
+// shield table in the container's netns, an nsenter+nft exec of ~5 ms,
+// after `podman run -d` returned. The same check can run while podman is
+// still busy: once the OCI runtime has written the container's pidfile, the
+// createRuntime hook has finished (runc writes --pid-file after `create`
+// returns, i.e. after the create-time hooks) and the container's init
+// process sits in its final network namespace, blocked before exec: none of
+// the container's own code has run yet. Podman then still starts the
+// container and writes its bookkeeping, which hides most of the listing.
+//
+// The early result only ever says "passed"; it is used only when podman's
+// answer proves it was about the same container: container.id written by
+// the hook for this launch equals podman's id, the run root's pidfile for
+// that full id names the same PID, and that PID is the same process (its
+// start time is unchanged; a process cannot leave its netns without
+// CAP_SYS_ADMIN, which the container does not have, and it had not run at
+// all when it was checked). Anything else - no event, an unexpected run
+// root, a failed or slow listing, a failed verification, a mismatch - falls
+// back to the full VerifyStarted, so the early path can only skip work,
+// never a check.
+
+// earlyResult is what the watcher proved.
+type earlyResult struct {
+	short string // container.id written by the hook during this launch
+	pid   int
+	start string // the process's start time (/proc/PID/stat field 22)
+}
+
+// Pending is a post-start verification begun before podman returned. Its
+// goroutine is owned by the Pending: Finish or Stop ends it.
+type Pending struct {
+	s         *Shield
+	container string
+	cancel    context.CancelFunc
+	listing   chan struct{} // closed when the watcher starts listing
+	pid       int           // the PID being listed; set before listing is closed
+	done      chan struct{} // closed when the watcher has ended
+	res       *earlyResult  // set before done is closed; nil = nothing proved
+}
+
+// BeginVerify starts watching the state directory for the container podman
+// is about to create. It must be called before podman runs (it notes any
+// container.id left by an earlier container of the same task).
+func (s *Shield) BeginVerify(ctx context.Context, container string) *Pending {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &Pending{s: s, container: container, cancel: cancel, listing: make(chan struct{}), done: make(chan struct{})}
+	dir, err := s.stateDir()
+	if err != nil {
+		close(p.done)
+		return p
+	}
+	stale := readTrim(filepath.Join(dir, shieldbundle.FileContainerID))
+	w, err := newDirWatcher(ctx)
+	if err != nil {
+		close(p.done)
+		return p
+	}
+	go func() {
+		defer close(p.done)
+		defer w.close()
+		p.res = p.watch(ctx, w, dir, stale)
+	}()
+	return p
+}
+
+var shortIDPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
+
+// watch waits for the hook's container.id, then for the runtime's pidfile,
+// then lists and verifies the table; nil when anything is missing.
+func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *earlyResult {
+	s := p.s
+	if w.add(dir) != nil {
+		return nil
+	}
+	var short string
+	for {
+		if id := readTrim(filepath.Join(dir, shieldbundle.FileContainerID)); id != stale && shortIDPattern.MatchString(id) {
+			short = id
+			break
+		}
+		if !w.wait() {
+			return nil
+		}
+	}
+	userdata, err := s.userdataDir(short)
+	if err != nil || w.add(userdata) != nil {
+		return nil
+	}
+	var pid int
+	for {
+		if pid, err = s.runtimePID(short); err == nil {
+			break
+		}
+		if !w.wait() {
+			return nil
+		}
+	}
+	p.pid = pid
+	close(p.listing)
+	start := procStart(pid)
+	if start == "" {
+		return nil
+	}
+	text := s.fastTable(ctx, pid)
+	if text == "" || ctx.Err() != nil {
+		return nil
+	}
+	if errs := ruleset.VerifyHook(text, exists(filepath.Join(dir, shieldbundle.FileInteractive))); len(errs) > 0 {
+		return nil
+	}
+	if procStart(pid) != start {
+		return nil
+	}
+	return &earlyResult{short: short, pid: pid, start: start}
+}
+
+// Stop abandons the watch (podman failed, or the launch ended); it is safe
+// to call more than once and after Finish.
+func (p *Pending) Stop() {
+	p.cancel()
+	<-p.done
+}
+
+// Finish completes the verification for the container podman reported:
+// the early result when it is about this very container, else the full
+// VerifyStarted.
+func (p *Pending) Finish(ctx context.Context, containerID string) error {
+	select {
+	case <-p.done:
+	case <-p.listing:
+		if processAlive(p.pid) {
+			// The listing is under way: wait for it (bounded by its own
+			// timeout), it is cheaper than starting over.
+			<-p.done
+		} else {
+			// The command already ended (e.g. `true`): VerifyStarted
+			// settles that at once, as it always has.
+			p.Stop()
+		}
+	default:
+		// podman returned before the pidfile was seen: nothing proved.
+		p.Stop()
+	}
+	if r := p.res; r != nil && p.matches(r, containerID) {
+		launch.Mark(ctx, "verify: early check (during podman run)")
+		return nil
+	}
+	return p.s.VerifyStarted(ctx, p.container, containerID)
+}
+
+// matches ties the early result to podman's answer (see the file comment).
+func (p *Pending) matches(r *earlyResult, containerID string) bool {
+	full := strings.TrimSpace(containerID)
+	if !containerIDPattern.MatchString(full) || full[:12] != r.short {
+		return false
+	}
+	dir, err := p.s.stateDir()
+	if err != nil || readTrim(filepath.Join(dir, shieldbundle.FileContainerID)) != r.short {
+		return false
+	}
+	pid, err := p.s.runtimePID(full)
+	if err != nil || pid != r.pid {
+		return false
+	}
+	// Gone (a short command that already exited) or still the same
+	// process; a different start time means the PID was reused.
+	st := procStart(pid)
+	return st == "" || st == r.start
+}
+
+// procStart is field 22 of /proc/PID/stat (start time in clock ticks since
+// boot), "" when the process is gone.
+func procStart(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	// After ") " come field 3 (state) onwards; start time is field 22.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+// dirWatcher wakes its owner whenever something is created or renamed into
+// a watched directory (inotify), so the watch costs no polling while
+// podman works. The owner re-checks the files after every wake-up.
+type dirWatcher struct {
+	f    *os.File
+	stop func() bool
+}
+
+func newDirWatcher(ctx context.Context) (*dirWatcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	// A non-blocking fd goes to the runtime poller: Read blocks the
+	// goroutine, not a thread, and a deadline interrupts it.
+	f := os.NewFile(uintptr(fd), "inotify")
+	w := &dirWatcher{f: f}
+	w.stop = context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+	return w, nil
+}
+
+func (w *dirWatcher) add(dir string) error {
+	raw, err := w.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = raw.Control(func(fd uintptr) {
+		_, werr = unix.InotifyAddWatch(int(fd), dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_ONLYDIR)
+	})
+	return errors.Join(err, werr)
+}
+
+// wait blocks until the next batch of events; false when cancelled or
+// broken.
+func (w *dirWatcher) wait() bool {
+	var buf [4096]byte
+	_, err := w.f.Read(buf[:])
+	return err == nil
+}
+
+func (w *dirWatcher) close() {
+	w.stop()
+	_ = w.f.Close()
+}

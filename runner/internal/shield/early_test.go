@@ -1,0 +1,157 @@
+package shield
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEarlyVerification runs the early post-start check against a real
+// network namespace (a process in it stands in for the container's init,
+// real nsenter and nft list its table) with a run root of the test's own,
+// and plays the hook (container.id) and the OCI runtime (pidfile) by hand.
+// The early result may only ever replace a passing VerifyStarted: every
+// other case must end in the full check and its error.
+func TestEarlyVerification(t *testing.T) {
+	const (
+		idA = "0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef"
+		idB = "fedcba987654fedcba987654fedcba987654fedcba987654fedcba9876543210"
+	)
+	for _, tt := range []struct {
+		name string
+		// table: apply the hook ruleset ("hook"), the bypass one
+		// ("bypass") or nothing ("").
+		table string
+		// staleID is a container.id left by an earlier container.
+		staleID string
+		// hookID is what the hook writes ("" = the hook never ran).
+		hookID string
+		// otherPID makes the pidfile name another process after the early
+		// check (a reused or wrong PID).
+		otherPID bool
+		podmanID string
+		early    bool   // the early check must have proved its part
+		wantErr  string // "" = success
+	}{
+		{name: "hook ran and table in place", table: "hook", hookID: idA, podmanID: idA, early: true},
+		{name: "relaunch over a stale container.id", table: "hook", staleID: idB[:12], hookID: idA, podmanID: idA, early: true},
+		{name: "no table in the netns", hookID: idA, podmanID: idA, wantErr: "without the shield table"},
+		{name: "bypass ruleset in the netns", table: "bypass", hookID: idA, podmanID: idA, wantErr: "verification failed"},
+		{name: "podman started another container", table: "hook", hookID: idA, podmanID: idB, wantErr: "names container " + idA[:12]},
+		{name: "hook never ran and a stale container.id", table: "hook", staleID: idB[:12], podmanID: idA, wantErr: "names container " + idB[:12]},
+		{name: "pidfile names another process", table: "hook", hookID: idA, otherPID: true, podmanID: idA, early: true, wantErr: "without the shield table"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := newLiveNetns(t)
+			e := newPrestartEnv(t, TierDig, true)
+			fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
+			for _, tool := range []string{"nft", "nsenter"} {
+				p, _ := exec.LookPath(tool)
+				if err := os.Symlink(p, filepath.Join(e.tools.Path, tool)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := e.shield(0, infoSlirp, true)
+			s.opts.RunRoot = t.TempDir()
+			if _, err := s.PreStart(ctx, "c1", nil); err != nil {
+				t.Fatal(err)
+			}
+			dir, _ := filepath.EvalSymlinks(e.stateDir)
+			switch tt.table {
+			case "hook", "bypass":
+				ns.nft(t, "-f", filepath.Join(dir, "ruleset.nft"))
+			}
+			if tt.table == "bypass" {
+				if err := s.Down(ctx, "c1", false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.staleID != "" {
+				writeAtomic(t, filepath.Join(dir, "container.id"), tt.staleID+"\n")
+			}
+
+			p := s.BeginVerify(ctx, "c1")
+			defer p.Stop()
+			// podman creates the run directory, the hook writes
+			// container.id, the runtime writes the pidfile.
+			userdata := filepath.Join(s.opts.RunRoot, "overlay-containers", tt.podmanID, "userdata")
+			if err := os.MkdirAll(userdata, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tt.hookID != "" {
+				writeAtomic(t, filepath.Join(dir, "container.id"), tt.hookID[:12]+"\n")
+			}
+			writeAtomic(t, filepath.Join(userdata, "pidfile"), strconv.Itoa(ns.pid))
+			if tt.hookID != "" && tt.hookID == tt.podmanID {
+				select {
+				case <-p.done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("early check did not end")
+				}
+			}
+			if tt.otherPID {
+				writeAtomic(t, filepath.Join(userdata, "pidfile"), strconv.Itoa(os.Getpid()))
+			}
+			err := p.Finish(ctx, tt.podmanID)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Finish: %v, want %q", err, tt.wantErr)
+			}
+			if tt.early && p.res == nil {
+				t.Fatal("the early check proved nothing")
+			}
+			if tt.table != "hook" && p.res != nil {
+				t.Fatalf("early check passed without the hook's table: %+v", p.res)
+			}
+		})
+	}
+}
+
+// TestEarlyVerificationStop: a launch that fails ends the watch at once.
+func TestEarlyVerificationStop(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	s := e.shield(0, infoSlirp, true)
+	s.opts.RunRoot = t.TempDir()
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := s.BeginVerify(context.Background(), "c1")
+	stopped := make(chan struct{})
+	go func() { p.Stop(); p.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not end the watch")
+	}
+	if p.res != nil {
+		t.Fatal("result without a container")
+	}
+}
+
+func TestProcStart(t *testing.T) {
+	if procStart(os.Getpid()) == "" {
+		t.Fatal("no start time for this process")
+	}
+	if procStart(0) != "" {
+		t.Fatal("start time for pid 0")
+	}
+}
+
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
