@@ -212,12 +212,18 @@ func stateOf(ctx context.Context) *reqState {
 }
 
 // gotConn enforces the retry budget: at most one retry, and only for a
-// replayable request.
-func (st *reqState) gotConn(httptrace.GotConnInfo) {
+// replayable request. Cancelling alone is not enough: the transport may
+// already be writing the request on the connection it just took, so the
+// connection is closed too - nothing of an attempt over budget reaches the
+// upstream (GotConn runs before the request is written).
+func (st *reqState) gotConn(info httptrace.GotConnInfo) {
 	n := st.attempts.Add(1)
 	if n > 2 || (n > 1 && !st.replayable) {
 		st.exhausted.Store(true)
 		st.cancel()
+		if info.Conn != nil {
+			_ = info.Conn.Close()
+		}
 	}
 }
 
