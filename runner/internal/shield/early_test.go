@@ -155,3 +155,27 @@ func writeAtomic(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRunInNetns: the command runs in the target netns, and no thread of
+// ours stays there (the main thread included: /proc/self/ns/net is the
+// thread-group leader's).
+func TestRunInNetns(t *testing.T) {
+	ns := newLiveNetns(t)
+	want, err := os.Readlink("/proc/" + strconv.Itoa(ns.pid) + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for i := 0; i < 50; i++ {
+		res, err := Tools{}.RunInNetns(context.Background(), 10*time.Second, ns.pid, "readlink", "/proc/self/ns/net")
+		if err != nil || res.Code != 0 || strings.TrimSpace(res.Stdout) != want {
+			t.Fatalf("run %d: %+v %v, want %s", i, res, err, want)
+		}
+		if now, _ := os.Readlink("/proc/self/ns/net"); now != self {
+			t.Fatalf("run %d left the main thread in %s (was %s)", i, now, self)
+		}
+	}
+	if _, err := (Tools{}).RunInNetns(context.Background(), time.Second, 0, "true"); err == nil {
+		t.Fatal("pid 0 accepted")
+	}
+}

@@ -263,9 +263,21 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFile(stateDir, shieldbundle.FileRuleset, script); err != nil {
-		return nil, err
+	// ruleset.nft is the one fsynced file; the fsync waits ~1 ms for the
+	// journal, so it runs while steps 10-14 write the rest. PreStart owns
+	// the goroutine and returns only after it ended: podman (and so the
+	// hook) never starts before ruleset.nft is durably in place.
+	rulesetDone := make(chan error, 1)
+	go func() { rulesetDone <- writeFile(stateDir, shieldbundle.FileRuleset, script) }()
+	rulesetWritten := false
+	waitRuleset := func() error {
+		if rulesetWritten {
+			return nil
+		}
+		rulesetWritten = true
+		return <-rulesetDone
 	}
+	defer func() { _ = waitRuleset() }() // error paths: only join
 	if s.cfg.Interactive {
 		err = writeFile(stateDir, shieldbundle.FileInteractive, "nflog\n")
 	} else {
@@ -274,7 +286,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
-	launch.Mark(ctx, "shield: ruleset.nft")
+	launch.Mark(ctx, "shield: render ruleset")
 	// 10. dnsmasq configuration.
 	if tier == TierDnsmasq {
 		domains, err := shieldbundle.EffectiveDomains(stateDir, func(m string) { s.warn(m) })
@@ -330,6 +342,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	}
 	// 13. Capability drops.
 	args = append(args, "--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
+	if err := waitRuleset(); err != nil {
+		return nil, err
+	}
+	launch.Mark(ctx, "shield: args, hooks check, ruleset.nft durable")
 	// 14. Audit.
 	s.audit(container, "setup", "", "profiles="+strings.Join(profiles, ","))
 	return args, nil

@@ -8,8 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Tools finds and runs the external programs the shield drives (podman,
@@ -109,3 +113,51 @@ func (e *specError) Unwrap() error { return e.err }
 
 // specErrorf formats a spec-worded error (%w wraps as with fmt.Errorf).
 func specErrorf(format string, a ...any) error { return &specError{fmt.Errorf(format, a...)} }
+
+// RunInNetns is Run with the command in the network namespace of pid,
+// without an nsenter exec in between (~1.4 ms saved per command here): the
+// command is forked from an OS thread that joined that namespace (setns;
+// the child inherits the thread's namespaces). The thread stays locked
+// until it is back in its own namespace; if that switch back fails it is
+// never unlocked and ends with its goroutine, so no other goroutine ever
+// runs in the container's namespace (always switching back also keeps the
+// main thread, which the runtime cannot discard, out of it). The Go runtime
+// starts new threads from its template thread, never from a locked one.
+// Needs CAP_SYS_ADMIN (root); any setns failure is returned and the caller
+// falls back to nsenter.
+func (t Tools) RunInNetns(ctx context.Context, timeout time.Duration, pid int, argv ...string) (Result, error) {
+	type outcome struct {
+		res Result
+		err error
+	}
+	ch := make(chan outcome, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- outcome{err: err}
+			return
+		}
+		defer orig.Close()
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- outcome{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- outcome{err: fmt.Errorf("join network namespace of %d: %w", pid, err)}
+			return
+		}
+		res, err := t.Run(ctx, timeout, "", argv...)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- outcome{res, err}
+	}()
+	o := <-ch
+	return o.res, o.err
+}

@@ -153,6 +153,12 @@ func (s *Shield) fastTable(ctx context.Context, pid int) string {
 	if err != nil {
 		return ""
 	}
+	if s.opts.EUID == 0 && os.Geteuid() == 0 {
+		res, err := s.opts.Tools.RunInNetns(ctx, nsenterTimeout, pid, nft, "list", "table", "inet", ruleset.Table)
+		if err == nil && res.Code == 0 {
+			return res.Stdout
+		}
+	}
 	nsenter := s.opts.Tools.LookPath("nsenter", "/usr/bin/nsenter")
 	if nsenter == "" {
 		return ""
