@@ -179,3 +179,22 @@ func TestRunInNetns(t *testing.T) {
 		t.Fatal("pid 0 accepted")
 	}
 }
+
+// TestEarlyVerificationRootless: rootless never watches (runc init's
+// namespaces are closed to the user until exec); Finish is VerifyStarted.
+func TestEarlyVerificationRootless(t *testing.T) {
+	e := newPrestartEnv(t, TierDig, true)
+	s := e.shield(1000, infoSlirp, true)
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := s.BeginVerify(context.Background(), "c1")
+	select {
+	case <-p.done:
+	default:
+		t.Fatal("rootless started a watcher")
+	}
+	if err := p.Finish(context.Background(), "0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "hook did not run") {
+		t.Fatalf("Finish without container.id: %v", err)
+	}
+}
