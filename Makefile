@@ -31,6 +31,7 @@ build:
 # needs them), with the race detector. Fuzz seed corpora run here as tests.
 test:
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+	@echo "== go test gate/third_party/gitkit (the patched copy)"; cd gate && $(GO) test -race -count=1 github.com/sosedoff/gitkit
 
 # End-to-end tests through real podman, rootful and rootless. Needs root
 # and the packages scripts/install-deps.sh installs.
