@@ -198,3 +198,48 @@ func TestEarlyVerificationRootless(t *testing.T) {
 		t.Fatalf("Finish without container.id: %v", err)
 	}
 }
+
+// waitDoneOrExit: whichever comes first, the listing's end or the
+// process's end, decides; an ended process never makes Finish wait.
+func TestWaitDoneOrExit(t *testing.T) {
+	start := func(t *testing.T, arg string) *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command("sleep", arg)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	t.Run("process already ended", func(t *testing.T) {
+		cmd := start(t, "0")
+		_ = cmd.Wait() // reaped: the PID names nothing
+		if waitDoneOrExit(cmd.Process.Pid, make(chan struct{})) {
+			t.Fatal("waited for the listing of an ended process")
+		}
+	})
+	t.Run("zombie", func(t *testing.T) {
+		cmd := start(t, "0")
+		for processAlive(cmd.Process.Pid) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if waitDoneOrExit(cmd.Process.Pid, make(chan struct{})) {
+			t.Fatal("waited for the listing of a zombie")
+		}
+	})
+	t.Run("listing ends first", func(t *testing.T) {
+		cmd := start(t, "60")
+		done := make(chan struct{})
+		close(done)
+		if !waitDoneOrExit(cmd.Process.Pid, done) {
+			t.Fatal("reported an exit for a running process")
+		}
+	})
+	t.Run("process ends first", func(t *testing.T) {
+		cmd := start(t, "60")
+		go func() { _ = cmd.Process.Kill() }()
+		if waitDoneOrExit(cmd.Process.Pid, make(chan struct{})) {
+			t.Fatal("the listing never ended, yet it was reported done")
+		}
+	})
+}
