@@ -2,18 +2,29 @@ package systemd
 
 import _ "embed"
 
-// Gate unit templates (gate-server.md §10). Placeholders: UNIT_VERSION,
-// PORT, TEROK_GATE_BIN, GATE_BASE_PATH, TOKEN_FILE. Bump GateUnitVersion
-// whenever a template changes so installations are reported as outdated.
+// Gate unit templates. Placeholders: UNIT_VERSION, PORT, TEROK_GATE_BIN,
+// GATE_BASE_PATH, TOKEN_FILE. Bump GateUnitVersion whenever a template
+// changes so installations are reported as outdated.
+//
+// Version 7 departs from gate-server.md §10 (version 6: Accept=yes and a
+// `terok-gate --inetd` process per connection) as §7.3 allows, with a
+// higher version: the socket hands its listener to one long-lived
+// terok-gate (LISTEN_FDS). A process per connection paid a process start
+// per clone and threw away the gate's answer caches (capability
+// advertisement, ls-refs, clone-like fetches) with every connection.
 const (
-	GateUnitVersion = 6
+	GateUnitVersion = 7
 	GateSocketName  = "terok-gate.socket"
-	GateServiceName = "terok-gate@.service"
+	GateServiceName = "terok-gate.service"
 	GateStampPrefix = "# terok-gate-version:"
 )
+
+// LegacyGateServiceName is the v6 per-connection service template, which
+// an install of v7 replaces and an uninstall removes.
+const LegacyGateServiceName = "terok-gate@.service"
 
 //go:embed terok-gate.socket
 var GateSocket string
 
-//go:embed terok-gate@.service
+//go:embed terok-gate.service
 var GateService string

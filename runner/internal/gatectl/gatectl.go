@@ -7,6 +7,7 @@ package gatectl
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -188,6 +189,11 @@ func (m *Manager) Install(ctx context.Context, port int) error {
 	if err := os.MkdirAll(m.Cfg.GateBasePath(), 0o700); err != nil {
 		return fmt.Errorf("create gate base path: %w", err)
 	}
+	// An upgrade from v6: its per-connection template must not stay
+	// behind next to the long-lived service (systemd would keep both).
+	if err := os.Remove(filepath.Join(dir, systemd.LegacyGateServiceName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the v6 unit %s: %w", systemd.LegacyGateServiceName, err)
+	}
 	return m.Systemd.Install(ctx, dir, units, systemd.GateSocketName)
 }
 
@@ -197,7 +203,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return m.Systemd.Uninstall(ctx, dir, []string{systemd.GateSocketName, systemd.GateServiceName}, systemd.GateSocketName)
+	return m.Systemd.Uninstall(ctx, dir, []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}, systemd.GateSocketName)
 }
 
 // DaemonArgs is the daemon command line of §11.5. The admin token is never

@@ -111,10 +111,10 @@ func TestRenderUnitsAndSystemdVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, svc := units[0].Content, units[1].Content
-	if !strings.HasPrefix(sock, "# terok-gate-version: 6\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || !strings.Contains(sock, "Accept=yes") {
+	if !strings.HasPrefix(sock, "# terok-gate-version: 7\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
 		t.Fatalf("socket unit:\n%s", sock)
 	}
-	wantExec := fmt.Sprintf("ExecStart=%s --inetd --base-path=%s --token-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile())
+	wantExec := fmt.Sprintf("ExecStart=%s --base-path=%s --token-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile())
 	if !strings.Contains(svc, wantExec) || strings.Contains(svc+sock, "{{") {
 		t.Fatalf("service unit:\n%s", svc)
 	}
@@ -193,12 +193,12 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	sockPath := filepath.Join(unitDir, systemd.GateSocketName)
 	orig, _ := os.ReadFile(sockPath)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-gate-version: 5", "Systemd units are outdated (installed v5, expected v6)."},
-		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v6)."},
-		{"# something else", "Systemd units are outdated (installed unversioned, expected v6)."},
-		{"# terok-gate-version: 7", ""},
+		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v7)."},
+		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v7)."},
+		{"# something else", "Systemd units are outdated (installed unversioned, expected v7)."},
+		{"# terok-gate-version: 8", ""},
 	} {
-		content := strings.Replace(string(orig), "# terok-gate-version: 6", tc.stamp, 1)
+		content := strings.Replace(string(orig), "# terok-gate-version: 7", tc.stamp, 1)
 		os.WriteFile(sockPath, []byte(content), 0o644)
 		if got := m.CheckUnitsOutdated(); got != tc.want {
 			t.Errorf("stamp %q: %q, want %q", tc.stamp, got, tc.want)
@@ -344,4 +344,124 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// The rendered v7 service, run the way systemd runs it (the socket's
+// listener passed by LISTEN_FDS, through systemd-socket-activate without
+// --accept): one long-lived gate answers connection after connection.
+func TestRenderedUnitsServeLongLived(t *testing.T) {
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
+	}
+	m := testManager(t, &fakeSystemd{})
+	bin := gateBinary(t)
+	port := freePort(t)
+	units, err := m.RenderUnits(bin, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var argv []string
+	for _, line := range strings.Split(units[1].Content, "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			argv = strings.Fields(rest)
+		}
+	}
+	if len(argv) == 0 {
+		t.Fatalf("no ExecStart in\n%s", units[1].Content)
+	}
+	if err := os.MkdirAll(m.Cfg.GateBasePath(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sa, append([]string{"-l", "127.0.0.1:" + strconv.Itoa(port)}, argv...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + m.Env.Home}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("stderr:\n%s", stderr.String())
+		}
+	})
+	ask := func() string {
+		t.Helper()
+		var c net.Conn
+		for i := 0; i < 100; i++ {
+			if c, err = net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("GET /demo.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(c)
+		return buf.String()
+	}
+	for i := 0; i < 3; i++ {
+		resp := ask()
+		if !strings.HasPrefix(resp, "HTTP/1.1 401") || !strings.Contains(resp, "WWW-Authenticate: Basic") {
+			t.Fatalf("connection %d: %q", i, resp)
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("the gate exited after connection %d (%v): a v7 unit needs one long-lived server", i, err)
+		default:
+		}
+	}
+}
+
+// Installing v7 over v6 removes the per-connection template; uninstalling
+// removes whichever is there.
+func TestInstallReplacesV6Template(t *testing.T) {
+	fs := &fakeSystemd{available: true}
+	m := testManager(t, fs)
+	ctx := context.Background()
+	dir := filepath.Join(m.Env.Home, ".config", "systemd", "user")
+	legacy := filepath.Join(dir, systemd.LegacyGateServiceName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(legacy, []byte("# terok-gate-version: 6\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, freePort(t), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Fatalf("v6 template left next to the v7 service: %v", err)
+	}
+	for _, n := range []string{systemd.GateSocketName, systemd.GateServiceName} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Fatalf("%s not installed: %v", n, err)
+		}
+	}
+	if err := os.WriteFile(legacy, []byte("# terok-gate-version: 6\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Uninstall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName} {
+		if _, err := os.Stat(filepath.Join(dir, n)); !os.IsNotExist(err) {
+			t.Fatalf("%s left after uninstall: %v", n, err)
+		}
+	}
 }
