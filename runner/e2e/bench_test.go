@@ -150,39 +150,4 @@ func BenchmarkRunOverhead(b *testing.B) {
 // containers: the post-start verification then really lists the shield
 // table in the container's netns (with `true` the process is usually gone
 // and there is nothing left to list). Same pairs, medians and ratio.
-func BenchmarkShieldRunLongVsPodman(b *testing.B) {
-	for _, kind := range []string{"root", "rootless"} {
-		b.Run(kind, func(b *testing.B) {
-			env := H(b)
-			var r *testharness.Runner
-			if kind == "root" {
-				r = env.Root(b)
-			} else {
-				r = env.Rootless(b)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-			defer cancel()
-			shxShieldRunner(b, ctx, r)
-			if err := r.WriteConfig("shield_profiles = [\"dev-standard\"]\n"); err != nil {
-				b.Fatal(err)
-			}
-			const pairs = 10
-			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("shl%s-%d-%d", side, i, j)) }
-			timeInterleaved(b, pairs, "shield",
-				func(i, j int) {
-					res := r.Sandbox(ctx, "run", "--name", name("s", i, j), "--image", env.Image, "--", "sleep", "60")
-					if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=") {
-						b.Fatalf("terok-sandbox run with the shield: %s", res)
-					}
-				},
-				func(i, j int) {
-					args := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
-						Name: name("p", i, j), Image: env.Image, Command: []string{"sleep", "60"}})
-					if res := r.Podman(ctx, args...); res.Code != 0 {
-						b.Fatalf("podman run: %s", res)
-					}
-				},
-				func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("s", i, j), name("p", i, j)) })
-		})
-	}
-}
+func BenchmarkShieldRunLongVsPodman(b *testing.B) { benchShieldStart(b, "shl", "sleep", "60") }

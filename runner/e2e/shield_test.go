@@ -661,7 +661,12 @@ func shxTestDnsmasqTier(t *testing.T, ctx context.Context, r *testharness.Runner
 // global createRuntime hook applying the ruleset and starting dnsmasq)
 // against a plain `podman run -d` of the same image and network wiring
 // without the shield. Interleaved pairs, medians; target ratio <= 1.10.
-func BenchmarkShieldRunVsPodman(b *testing.B) {
+func BenchmarkShieldRunVsPodman(b *testing.B) { benchShieldStart(b, "sh", "true") }
+
+// benchShieldStart times `terok-sandbox run` with the shield against the
+// plain podman run of the same image, wiring and command (interleaved
+// pairs, medians), rootful and rootless.
+func benchShieldStart(b *testing.B, prefix string, command ...string) {
 	for _, kind := range []string{"root", "rootless"} {
 		b.Run(kind, func(b *testing.B) {
 			env := H(b)
@@ -678,20 +683,19 @@ func BenchmarkShieldRunVsPodman(b *testing.B) {
 				b.Fatal(err)
 			}
 			const pairs = 10
-			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("sh%s-%d-%d", side, i, j)) }
-			plain := func(i, j int) []string {
-				return launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
-					Name: name("p", i, j), Image: env.Image, Command: []string{"true"}})
-			}
+			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("%s%s-%d-%d", prefix, side, i, j)) }
 			timeInterleaved(b, pairs, "shield",
 				func(i, j int) {
-					res := r.Sandbox(ctx, "run", "--name", name("s", i, j), "--image", env.Image, "--", "true")
+					args := append([]string{"run", "--name", name("s", i, j), "--image", env.Image, "--"}, command...)
+					res := r.Sandbox(ctx, args...)
 					if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
 						b.Fatalf("terok-sandbox run with the shield: %s", res)
 					}
 				},
 				func(i, j int) {
-					if res := r.Podman(ctx, plain(i, j)...); res.Code != 0 {
+					args := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
+						Name: name("p", i, j), Image: env.Image, Command: command})
+					if res := r.Podman(ctx, args...); res.Code != 0 {
 						b.Fatalf("podman run: %s", res)
 					}
 				},
