@@ -119,16 +119,7 @@ func BenchmarkDirectSmallJSON(b *testing.B) {
 
 // BenchmarkLookup is the database part of a request: token and credential.
 func BenchmarkLookup(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "c.db")
-	db, err := creddb.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	raw, _ := sql.Open("sqlite3", path)
-	_, _ = raw.Exec(`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`)
-	_, _ = raw.Exec(`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`)
-	raw.Close()
+	db := benchDB(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ctx = context.WithoutCancel(ctx) // as the proxy calls it
@@ -143,16 +134,7 @@ func BenchmarkLookup(b *testing.B) {
 // BenchmarkLookupResolver is the lookup as the server makes it: through
 // the Resolver (data_version check, then the cached answer).
 func BenchmarkLookupResolver(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "c.db")
-	db, err := creddb.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	raw, _ := sql.Open("sqlite3", path)
-	_, _ = raw.Exec(`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`)
-	_, _ = raw.Exec(`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`)
-	raw.Close()
+	db := benchDB(b)
 	res := db.NewResolver()
 	defer res.Close()
 	ctx := context.Background()
@@ -162,4 +144,29 @@ func BenchmarkLookupResolver(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchDB is a credentials DB holding benchToken and its credential,
+// written with raw SQL as another process would.
+func benchDB(b *testing.B) *creddb.DB {
+	path := filepath.Join(b.TempDir(), "c.db")
+	db, err := creddb.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	raw, err := sql.Open("sqlite3", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	for _, q := range []string{
+		`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`,
+		`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return db
 }
