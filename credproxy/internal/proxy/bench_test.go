@@ -27,25 +27,7 @@ func benchSetup(b testing.TB) (proxyURL string, direct string) {
 		_, _ = io.WriteString(w, `{"id":"msg_01","type":"message","content":[{"type":"text","text":"ok"}]}`)
 	}))
 	b.Cleanup(up.Close)
-	path := filepath.Join(b.TempDir(), "cred", "credentials.db")
-	db, err := creddb.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	raw, err := sql.Open("sqlite3", path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer raw.Close()
-	for _, q := range []string{
-		`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "bench-secret"}')`,
-		`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`,
-	} {
-		if _, err := raw.Exec(q); err != nil {
-			b.Fatal(err)
-		}
-	}
+	db := benchDB(b)
 	u, _ := url.Parse(up.URL)
 	res := db.NewResolver()
 	b.Cleanup(func() { res.Close() })
@@ -148,7 +130,7 @@ func BenchmarkLookupResolver(b *testing.B) {
 
 // benchDB is a credentials DB holding benchToken and its credential,
 // written with raw SQL as another process would.
-func benchDB(b *testing.B) *creddb.DB {
+func benchDB(b testing.TB) *creddb.DB {
 	path := filepath.Join(b.TempDir(), "c.db")
 	db, err := creddb.Open(path)
 	if err != nil {
@@ -161,7 +143,7 @@ func benchDB(b *testing.B) *creddb.DB {
 	}
 	defer raw.Close()
 	for _, q := range []string{
-		`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "k"}')`,
+		`INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": "bench-secret"}')`,
 		`INSERT INTO proxy_tokens VALUES ('` + benchToken + `', 'p', 't', 'default', 'bench')`,
 	} {
 		if _, err := raw.Exec(q); err != nil {
