@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // ParseScript recovers the Script whose Render output is exactly text, for
@@ -32,15 +33,15 @@ func ParseScript(text string) (s Script, ok bool) {
 	s.Bypass = strings.Contains(table, "; policy accept;")
 	s.Interactive = !s.Bypass && strings.Contains(table, PrefixQueued)
 	s.AllowAll = s.Bypass && !strings.Contains(table, PrefixPrivate)
-	if m := parseTimeoutRe.FindStringSubmatch(table); m != nil {
+	if m := parseRes().timeout.FindStringSubmatch(table); m != nil {
 		s.SetTimeout = m[1]
 	}
-	m := parseDNSRe.FindStringSubmatch(table)
+	m := parseRes().dns.FindStringSubmatch(table)
 	if m == nil {
 		return Script{}, false
 	}
 	s.DNS = m[1]
-	for _, pm := range parsePortRe.FindAllStringSubmatch(table, -1) {
+	for _, pm := range parseRes().port.FindAllStringSubmatch(table, -1) {
 		p, err := strconv.Atoi(pm[1])
 		if err != nil {
 			return Script{}, false
@@ -53,7 +54,7 @@ func ParseScript(text string) (s Script, ok bool) {
 		if line == "" {
 			continue
 		}
-		em := parseElemRe.FindStringSubmatch(line)
+		em := parseRes().elem.FindStringSubmatch(line)
 		if em == nil || seen[em[1]] {
 			return Script{}, false
 		}
@@ -81,10 +82,13 @@ func ParseScript(text string) (s Script, ok bool) {
 	return s, true
 }
 
-var (
-	parseTimeoutRe = regexp.MustCompile(`(?m)^    set ` + SetAllowV4 + ` \{ type ipv4_addr; flags interval, timeout; timeout ([0-9a-z]+); \}$`)
-	parseDNSRe     = regexp.MustCompile(`(?m)^        udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
-	parsePortRe    = regexp.MustCompile(`(?m)^        tcp dport ([0-9]{1,5}) ip daddr @` + SetGatewayV4 + ` accept$`)
+// parseRes are ParseScript's expressions, compiled on first use (see
+// validRes).
+var parseRes = sync.OnceValue(func() (r struct{ timeout, dns, port, elem *regexp.Regexp }) {
+	r.timeout = regexp.MustCompile(`(?m)^    set ` + SetAllowV4 + ` \{ type ipv4_addr; flags interval, timeout; timeout ([0-9a-z]+); \}$`)
+	r.dns = regexp.MustCompile(`(?m)^        udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
+	r.port = regexp.MustCompile(`(?m)^        tcp dport ([0-9]{1,5}) ip daddr @` + SetGatewayV4 + ` accept$`)
 	// Sets in the order Render writes them; each at most once.
-	parseElemRe = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
-)
+	r.elem = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
+	return r
+})

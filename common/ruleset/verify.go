@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // State is the classification of a container's live ruleset (§8).
@@ -46,22 +47,53 @@ type table struct {
 	order  []string
 }
 
-var (
-	counterRe  = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
-	handleRe   = regexp.MustCompile(`\s*# handle [0-9]+$`)
-	logOrderRe = regexp.MustCompile(`log prefix ("[^"]*") group ([0-9]+)`)
-	spaceRe    = regexp.MustCompile(`\s+`)
-	chainRe    = regexp.MustCompile(`^chain ([A-Za-z0-9_.-]+) \{$`)
-	tableRe    = regexp.MustCompile(`^table inet terok_shield \{$`)
-)
+// verifyRegexps are the listing parser's and VerifyHook's expressions,
+// compiled on first use (see validRes).
+type verifyRegexps struct {
+	counter, handle, logOrder, space, chain, table, terminalLog *regexp.Regexp
+	hookAccept                                                  []*regexp.Regexp
+	// privateV4/privateV6 match the reject rule of each private range, in
+	// the order of PrivateV4/PrivateV6.
+	privateV4, privateV6 []*regexp.Regexp
+}
+
+var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
+	r.counter = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
+	r.handle = regexp.MustCompile(`\s*# handle [0-9]+$`)
+	r.logOrder = regexp.MustCompile(`log prefix ("[^"]*") group ([0-9]+)`)
+	r.space = regexp.MustCompile(`\s+`)
+	r.chain = regexp.MustCompile(`^chain ([A-Za-z0-9_.-]+) \{$`)
+	r.table = regexp.MustCompile(`^table inet terok_shield \{$`)
+	r.terminalLog = regexp.MustCompile(`(?m)^\s*log\s+.*prefix\s+"TEROK_SHIELD_DENIED`)
+	// Output-chain rules allowed to carry an accept verdict in hook mode.
+	// Anything else that accepts is an error: the table must not contain a
+	// hole the generator never writes.
+	r.hookAccept = []*regexp.Regexp{
+		regexp.MustCompile(`^oifname "lo" accept$`),
+		regexp.MustCompile(`^ct state established,related accept$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
+		regexp.MustCompile(`^(udp|tcp) dport 53 (ip|ip6) daddr ` + addrPat + ` accept$`),
+		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr 169\.254\.1\.2) accept$`),
+		regexp.MustCompile(`^ip daddr @allow_v4 ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip6 daddr @allow_v6 ` + logPat(PrefixAllowed) + ` counter accept$`),
+	}
+	for _, p := range PrivateV4() {
+		r.privateV4 = append(r.privateV4, regexp.MustCompile(`ip daddr `+regexp.QuoteMeta(p)+`.*reject`))
+	}
+	for _, p := range PrivateV6() {
+		r.privateV6 = append(r.privateV6, regexp.MustCompile(`ip6 daddr `+regexp.QuoteMeta(p)+`.*reject`))
+	}
+	return r
+})
 
 // normRule puts a listed rule into the form this package generates: nft
 // lists `log prefix "P" group 100` and `counter packets N bytes M`.
 func normRule(r string) string {
-	r = handleRe.ReplaceAllString(r, "")
-	r = spaceRe.ReplaceAllString(strings.TrimSpace(r), " ")
-	r = counterRe.ReplaceAllString(r, "counter")
-	return logOrderRe.ReplaceAllString(r, "log group $2 prefix $1")
+	r = verifyRes().handle.ReplaceAllString(r, "")
+	r = verifyRes().space.ReplaceAllString(strings.TrimSpace(r), " ")
+	r = verifyRes().counter.ReplaceAllString(r, "counter")
+	return verifyRes().logOrder.ReplaceAllString(r, "log group $2 prefix $1")
 }
 
 // parse extracts the terok_shield table's chains from a listing. Sets are
@@ -74,7 +106,7 @@ func parse(listing string) table {
 	for i, raw := range lines {
 		l := strings.TrimSpace(raw)
 		if start < 0 {
-			if tableRe.MatchString(l) {
+			if verifyRes().table.MatchString(l) {
 				start, depth = i, 1
 			}
 			continue
@@ -100,7 +132,7 @@ func parse(listing string) table {
 		before := depth
 		depth += strings.Count(l, "{") - strings.Count(l, "}")
 		if before == 0 {
-			if m := chainRe.FindStringSubmatch(l); m != nil {
+			if m := verifyRes().chain.FindStringSubmatch(l); m != nil {
 				cur = &chain{}
 				if _, dup := t.chains[m[1]]; !dup {
 					t.order = append(t.order, m[1])
@@ -116,7 +148,7 @@ func parse(listing string) table {
 			continue
 		}
 		if strings.HasPrefix(l, "type ") || strings.HasPrefix(l, "policy ") {
-			cur.header = append(cur.header, spaceRe.ReplaceAllString(l, " "))
+			cur.header = append(cur.header, verifyRes().space.ReplaceAllString(l, " "))
 			continue
 		}
 		cur.rules = append(cur.rules, normRule(l))
@@ -140,13 +172,14 @@ func (c *chain) hasHeader(hook, policy string) (hookOK, policyOK bool) {
 }
 
 func privateChecks(text string, errs []string) []string {
-	for _, r := range PrivateV4() {
-		if !regexp.MustCompile(`ip daddr ` + regexp.QuoteMeta(r) + `.*reject`).MatchString(text) {
+	res := verifyRes()
+	for i, r := range PrivateV4() {
+		if !res.privateV4[i].MatchString(text) {
 			errs = append(errs, fmt.Sprintf("Private-range reject rule for %s missing", r))
 		}
 	}
-	for _, r := range PrivateV6() {
-		if !regexp.MustCompile(`ip6 daddr ` + regexp.QuoteMeta(r) + `.*reject`).MatchString(text) {
+	for i, r := range PrivateV6() {
+		if !res.privateV6[i].MatchString(text) {
 			errs = append(errs, fmt.Sprintf("Private-range reject rule for %s missing", r))
 		}
 	}
@@ -158,22 +191,8 @@ func logPat(prefix string) string {
 }
 
 var (
-	addrPat = `[0-9A-Fa-f:.]+`
-	// Output-chain rules allowed to carry an accept verdict in hook mode.
-	// Anything else that accepts is an error: the table must not contain a
-	// hole the generator never writes.
-	hookAcceptRes = []*regexp.Regexp{
-		regexp.MustCompile(`^oifname "lo" accept$`),
-		regexp.MustCompile(`^ct state established,related accept$`),
-		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
-		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
-		regexp.MustCompile(`^(udp|tcp) dport 53 (ip|ip6) daddr ` + addrPat + ` accept$`),
-		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr 169\.254\.1\.2) accept$`),
-		regexp.MustCompile(`^ip daddr @allow_v4 ` + logPat(PrefixAllowed) + ` counter accept$`),
-		regexp.MustCompile(`^ip6 daddr @allow_v6 ` + logPat(PrefixAllowed) + ` counter accept$`),
-	}
-	terminalLogRe = regexp.MustCompile(`(?m)^\s*log\s+.*prefix\s+"TEROK_SHIELD_DENIED`)
-	inputRules    = []string{`iifname "lo" accept`, `ct state established,related accept`, ndInput, `drop`}
+	addrPat    = `[0-9A-Fa-f:.]+`
+	inputRules = []string{`iifname "lo" accept`, `ct state established,related accept`, ndInput, `drop`}
 )
 
 func checkInput(t table, errs []string) []string {
@@ -240,7 +259,7 @@ func VerifyHook(listing string, interactive bool) []string {
 		if !strings.Contains(text, PrefixQueued) {
 			errs = append(errs, "queued nflog prefix missing")
 		}
-	} else if !terminalLogRe.MatchString(text) {
+	} else if !verifyRes().terminalLog.MatchString(text) {
 		errs = append(errs, "terminal deny-all rule missing")
 	}
 	errs = privateChecks(text, errs)
@@ -262,7 +281,7 @@ func VerifyHook(listing string, interactive bool) []string {
 		}
 		if strings.Contains(r, "accept") {
 			ok := false
-			for _, re := range hookAcceptRes {
+			for _, re := range verifyRes().hookAccept {
 				if re.MatchString(r) {
 					ok = true
 					break
