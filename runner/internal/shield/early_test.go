@@ -111,6 +111,9 @@ func TestEarlyVerification(t *testing.T) {
 			if tt.table != "hook" && p.res != nil {
 				t.Fatalf("early check passed without the hook's table: %+v", p.res)
 			}
+			// The inotify descriptor is closed off the launch's path, but
+			// it is closed.
+			waitReleased(t, p)
 		})
 	}
 }
@@ -133,6 +136,19 @@ func TestEarlyVerificationStop(t *testing.T) {
 	}
 	if p.res != nil {
 		t.Fatal("result without a container")
+	}
+	waitReleased(t, p)
+}
+
+// waitReleased fails unless the watcher's inotify descriptor gets closed.
+func waitReleased(t *testing.T, p *Pending) {
+	t.Helper()
+	released := make(chan struct{})
+	go func() { p.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher's inotify descriptor was never closed")
 	}
 }
 
