@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "upstream", "upstream or bare")
+	mode := flag.String("mode", "upstream", "upstream, bare or bare-default")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	up := flag.String("upstream", "", "upstream origin for -mode=bare")
 	flag.Parse()
@@ -27,7 +27,7 @@ func main() {
 	switch *mode {
 	case "upstream":
 		h = upstream()
-	case "bare":
+	case "bare", "bare-default":
 		u, err := url.Parse(*up)
 		if err != nil || u.Host == "" {
 			fmt.Fprintln(os.Stderr, "benchserver: -upstream must be an origin URL")
@@ -47,13 +47,19 @@ func main() {
 		// reverse proxy allocates 32 KiB per request, and the comparison
 		// would credit the credential proxy for its pool instead of
 		// measuring what lookup and rewriting cost.
-		h = &httputil.ReverseProxy{
+		rp := &httputil.ReverseProxy{
 			Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = "" },
 			Transport:  tr,
 			BufferPool: newBufferPool(128 << 10),
 		}
+		if *mode == "bare-default" {
+			// The floor exactly as issue 4 names it: a bare ReverseProxy
+			// with its default (unpooled) buffers.
+			rp.BufferPool = nil
+		}
+		h = rp
 	default:
-		fmt.Fprintln(os.Stderr, "benchserver: -mode must be upstream or bare")
+		fmt.Fprintln(os.Stderr, "benchserver: -mode must be upstream, bare or bare-default")
 		os.Exit(2)
 	}
 	l, err := net.Listen("tcp", *addr)
