@@ -14,22 +14,8 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/hook"
+	"terok.dev/sandbox/shield-hook/internal/testaddrs"
 )
-
-// benchAllowlist returns n distinct addresses (3/4 IPv4 single addresses
-// from the benchmarking range 198.18.0.0/15, 1/4 IPv6 from 2001:db8::/32).
-// They are only set elements: no traffic is sent.
-func benchAllowlist(n int) []string {
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		if i%4 == 3 {
-			out = append(out, fmt.Sprintf("2001:db8:%x::%x", i/256, i%256+1))
-		} else {
-			out = append(out, fmt.Sprintf("198.%d.%d.%d", 18+i/65536, (i/256)%256, i%256))
-		}
-	}
-	return out
-}
 
 func benchSetup(b *testing.B, n int) (*topo, string, []byte) {
 	b.Helper()
@@ -43,7 +29,7 @@ func benchSetup(b *testing.B, n int) (*topo, string, []byte) {
 	}
 	s := ruleset.Script{
 		Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}},
-		Allow:    benchAllowlist(n),
+		Allow:    testaddrs.Allowlist(n),
 		Gateways: ruleset.SlirpGateways(),
 	}
 	text, skipped, err := s.Render()

@@ -13,6 +13,7 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/shield-hook/internal/nftnl"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/testaddrs"
 )
 
 // scratchNS is a throw-away network namespace (ip netns), so both ways of
@@ -98,18 +99,6 @@ func nftTransaction(text string, gateways []string) string {
 		text + ruleset.AddElements(ruleset.KindGateway, gateways, false)
 }
 
-func addrs(n int) []string {
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		if i%4 == 3 {
-			out = append(out, fmt.Sprintf("2001:db8:%x::%x", i/256, i%256+1))
-		} else {
-			out = append(out, fmt.Sprintf("198.%d.%d.%d", 18+i/65536, (i/256)%256, i%256))
-		}
-	}
-	return out
-}
-
 // equivCases: both modes, every tier (dnsmasq: set timeout and permanent
 // elements; dig/getent: plain interval sets), interactive, IPv4 and IPv6
 // resolvers, pasta and slirp4netns, and allowlists with CIDRs, adjacent
@@ -135,9 +124,9 @@ func equivCases() map[string]ruleset.Script {
 		"bypass":                      {Options: slirp, Bypass: true, Allow: mixed, Gateways: gws},
 		"bypass all":                  {Options: pasta, Bypass: true, AllowAll: true},
 		"bypass dnsmasq":              {Options: slirpMasq, Bypass: true, Allow: mixed, Permanent: true, Gateways: gws},
-		"1000 entries":                {Options: slirp, Allow: addrs(1000), Gateways: gws},
-		"1000 entries dnsmasq":        {Options: slirpMasq, Allow: addrs(1000), Permanent: true, Gateways: gws},
-		"5000 entries":                {Options: pasta, Allow: addrs(5000), Deny: addrs(50)[40:]},
+		"1000 entries":                {Options: slirp, Allow: testaddrs.Allowlist(1000), Gateways: gws},
+		"1000 entries dnsmasq":        {Options: slirpMasq, Allow: testaddrs.Allowlist(1000), Permanent: true, Gateways: gws},
+		"5000 entries":                {Options: pasta, Allow: testaddrs.Allowlist(5000), Deny: testaddrs.Allowlist(50)[40:]},
 	}
 }
 
