@@ -346,13 +346,16 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 			}
 			t.mark("parse and plan")
+			// The socket is made inside the namespace; the batch and the
+			// read-back run on this goroutine (nftnl.OpenIn says why).
 			var verrs []string
-			err = ns.Do(func() error {
-				c, sndbuf, closeFn, err := nftnl.Open()
+			err = func() error {
+				c, sndbuf, closeFn, err := nftnl.OpenIn(ns)
 				if err != nil {
 					return err
 				}
 				defer func() { closeFn(); t.mark("close netlink") }()
+				t.mark("open netlink in netns")
 				if err := plan.Apply(c, sndbuf); err != nil {
 					return err
 				}
@@ -360,8 +363,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 				verrs, err = plan.Verify(c)
 				t.mark("verify (netlink)")
 				return err
-			})
-			t.mark("leave netns thread")
+			}()
 			switch {
 			case errors.Is(err, nftnl.ErrTooLarge):
 				// Nothing was committed; nft splits large batches itself.

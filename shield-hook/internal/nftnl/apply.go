@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
 // ErrTooLarge means the batch does not fit the socket's send buffer, which
@@ -22,7 +24,8 @@ const wantSndBuf = 4 << 20
 
 // Open creates a netlink connection in the calling thread's network
 // namespace; call it on a thread already switched into the container's
-// namespace (nsexec.NS.Do). The returned close function must be called.
+// namespace (nsexec.NS.Do), or use OpenIn. The returned close function must
+// be called.
 func Open() (*nftables.Conn, int, func(), error) {
 	sndbuf := 0
 	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nc *netlink.Conn) error {
@@ -48,6 +51,40 @@ func Open() (*nftables.Conn, int, func(), error) {
 		return nil, 0, nil, fmt.Errorf("nftables netlink socket: %w", err)
 	}
 	return c, sndbuf, func() { _ = c.CloseLasting() }, nil
+}
+
+// OpenIn is Open for the network namespace ns: the socket is created on a
+// thread switched into ns (nsexec.NS.Do) and then returned for use on the
+// caller's own goroutine. A netlink socket belongs to the namespace it was
+// created in for its whole life, whichever thread later sends on it, and
+// the connection is lasting: google/nftables dials it once, in New (that
+// is, on the namespace's thread), and reuses it for every operation until
+// the close function runs, so no later dial can happen in the caller's
+// namespace.
+//
+// Why not stay on the namespace's thread: mdlayher/socket (v0.5, below
+// google/nftables) starts a watcher goroutine for every send and receive
+// with a context.Background, and a goroutine locked to its thread that
+// waits for that watcher hands its thread off and is woken again through
+// futexes - for each of the ~100 acknowledgements of a batch. Measured on
+// dev-standard in a new namespace: apply 4.1 -> 1.6 ms, read-back 1.8 ->
+// 0.65 ms when the work runs on an ordinary goroutine. (socket v0.7 starts
+// no watcher for a context that cannot be cancelled, but needs go 1.26.)
+func OpenIn(ns *nsexec.NS) (*nftables.Conn, int, func(), error) {
+	var (
+		c       *nftables.Conn
+		sndbuf  int
+		closeFn func()
+	)
+	err := ns.Do(func() error {
+		var err error
+		c, sndbuf, closeFn, err = Open()
+		return err
+	})
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	return c, sndbuf, closeFn, nil
 }
 
 // estimate is an upper bound of the batch's size in bytes.

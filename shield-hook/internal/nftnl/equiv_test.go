@@ -52,37 +52,65 @@ func (s *scratchNS) nft(t testing.TB, stdin string, args ...string) string {
 	return string(out)
 }
 
-// apply runs the netlink path the way the hook does: socket, batch and
-// read-back on a thread inside the namespace.
+// apply runs the netlink path the way the hook does: the socket is made
+// inside the namespace (OpenIn), the batch and the read-back run on the
+// test's goroutine, which stays in the host's namespace.
 func (s *scratchNS) apply(p *nftnl.Plan) ([]string, error) {
-	var verrs []string
-	err := s.ns.Do(func() error {
-		c, sndbuf, closeFn, err := nftnl.Open()
-		if err != nil {
-			return err
-		}
-		defer closeFn()
-		if err := p.Apply(c, sndbuf); err != nil {
-			return err
-		}
-		verrs, err = p.Verify(c)
-		return err
-	})
-	return verrs, err
+	c, sndbuf, closeFn, err := nftnl.OpenIn(s.ns)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	if err := p.Apply(c, sndbuf); err != nil {
+		return nil, err
+	}
+	return p.Verify(c)
 }
 
 func (s *scratchNS) conn(t testing.TB, fn func(c *nftables.Conn)) {
 	t.Helper()
-	if err := s.ns.Do(func() error {
-		c, _, closeFn, err := nftnl.Open()
-		if err != nil {
-			return err
-		}
-		defer closeFn()
-		fn(c)
-		return nil
-	}); err != nil {
+	c, _, closeFn, err := nftnl.OpenIn(s.ns)
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer closeFn()
+	fn(c)
+}
+
+// TestOpenInStaysInTheNamespace: the connection OpenIn returns acts on the
+// namespace it was opened in, not on the namespace of the goroutine that
+// uses it (the test's, i.e. the host's): the table lands in the scratch
+// namespace only, through every operation the hook uses.
+func TestOpenInStaysInTheNamespace(t *testing.T) {
+	s := newScratch(t, "oi")
+	sc := equivCases()["dig tier slirp"]
+	text, _, _ := sc.Render()
+	parsed, ok := ruleset.ParseScript(text)
+	if !ok {
+		t.Fatal("not parsed")
+	}
+	plan, err := nftnl.NewPlan(parsed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostHasTable := func() bool {
+		return exec.Command("nft", "list", "table", ruleset.Family, ruleset.Table).Run() == nil
+	}
+	if hostHasTable() {
+		t.Skip("the host namespace already holds a terok_shield table")
+	}
+	// Twice: a new table, then the replacement of a leftover one.
+	for i := 0; i < 2; i++ {
+		if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
+			t.Fatalf("apply %d: %v %v", i, err, verrs)
+		}
+		if hostHasTable() {
+			_ = exec.Command("nft", "delete", "table", ruleset.Family, ruleset.Table).Run()
+			t.Fatal("the table landed in the host's namespace")
+		}
+		if !strings.Contains(s.nft(t, "", "list", "table", ruleset.Family, ruleset.Table), "chain output") {
+			t.Fatal("no table in the scratch namespace")
+		}
 	}
 }
 
