@@ -77,14 +77,10 @@ func (s *scratchNS) conn(t testing.TB, fn func(c *nftables.Conn)) {
 	fn(c)
 }
 
-// TestOpenInStaysInTheNamespace: the connection OpenIn returns acts on the
-// namespace it was opened in, not on the namespace of the goroutine that
-// uses it (the test's, i.e. the host's): the table lands in the scratch
-// namespace only, through every operation the hook uses.
-func TestOpenInStaysInTheNamespace(t *testing.T) {
-	s := newScratch(t, "oi")
-	sc := equivCases()["dig tier slirp"]
-	text, _, _ := sc.Render()
+// digSlirpPlan is the plan of the rendered "dig tier slirp" case.
+func digSlirpPlan(t *testing.T) *nftnl.Plan {
+	t.Helper()
+	text, _, _ := equivCases()["dig tier slirp"].Render()
 	parsed, ok := ruleset.ParseScript(text)
 	if !ok {
 		t.Fatal("not parsed")
@@ -93,6 +89,16 @@ func TestOpenInStaysInTheNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return plan
+}
+
+// TestOpenInStaysInTheNamespace: the connection OpenIn returns acts on the
+// namespace it was opened in, not on the namespace of the goroutine that
+// uses it (the test's, i.e. the host's): the table lands in the scratch
+// namespace only, through every operation the hook uses.
+func TestOpenInStaysInTheNamespace(t *testing.T) {
+	s := newScratch(t, "oi")
+	plan := digSlirpPlan(t)
 	hostHasTable := func() bool {
 		return exec.Command("nft", "list", "table", ruleset.Family, ruleset.Table).Run() == nil
 	}
@@ -204,16 +210,7 @@ func TestNetlinkEquivalentToNft(t *testing.T) {
 // difference between the plan and the kernel's table.
 func TestVerifyDetectsDifferences(t *testing.T) {
 	s := newScratch(t, "vf")
-	sc := equivCases()["dig tier slirp"]
-	text, _, _ := sc.Render()
-	parsed, ok := ruleset.ParseScript(text)
-	if !ok {
-		t.Fatal("not parsed")
-	}
-	plan, err := nftnl.NewPlan(parsed, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := digSlirpPlan(t)
 	tampers := map[string]string{
 		"extra accept rule":  "insert rule inet terok_shield output ip daddr 203.0.113.50 accept\n",
 		"rule replaced":      "flush chain inet terok_shield input\nadd rule inet terok_shield input accept\n",
