@@ -90,10 +90,11 @@ var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
 // normRule puts a listed rule into the form this package generates: nft
 // lists `log prefix "P" group 100` and `counter packets N bytes M`.
 func normRule(r string) string {
-	r = verifyRes().handle.ReplaceAllString(r, "")
-	r = verifyRes().space.ReplaceAllString(strings.TrimSpace(r), " ")
-	r = verifyRes().counter.ReplaceAllString(r, "counter")
-	return verifyRes().logOrder.ReplaceAllString(r, "log group $2 prefix $1")
+	res := verifyRes()
+	r = res.handle.ReplaceAllString(r, "")
+	r = res.space.ReplaceAllString(strings.TrimSpace(r), " ")
+	r = res.counter.ReplaceAllString(r, "counter")
+	return res.logOrder.ReplaceAllString(r, "log group $2 prefix $1")
 }
 
 // parse extracts the terok_shield table's chains from a listing. Sets are

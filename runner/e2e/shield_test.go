@@ -688,30 +688,28 @@ func benchShieldStart(b *testing.B, prefix string, command ...string) {
 			// target.
 			const pairs = 30
 			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("%s%s-%d-%d", prefix, side, i, j)) }
+			shield := func(i, j int) {
+				args := append([]string{"run", "--name", name("s", i, j), "--image", env.Image, "--"}, command...)
+				res := r.Sandbox(ctx, args...)
+				if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
+					b.Fatalf("terok-sandbox run with the shield: %s", res)
+				}
+			}
+			plain := func(i, j int) {
+				args := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
+					Name: name("p", i, j), Image: env.Image, Command: command})
+				if res := r.Podman(ctx, args...); res.Code != 0 {
+					b.Fatalf("podman run: %s", res)
+				}
+			}
+			remove := func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("s", i, j), name("p", i, j)) }
 			// One untimed pair first: the first launch of a run pays cold
 			// caches (image, binaries), and the interleaving always starts
 			// with the shield side.
-			warm := append([]string{"run", "--name", name("s", -1, 0), "--image", env.Image, "--"}, command...)
-			r.Sandbox(ctx, warm...)
-			r.Podman(ctx, launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
-				Name: name("p", -1, 0), Image: env.Image, Command: command})...)
-			r.Podman(ctx, "rm", "-f", "-t", "0", name("s", -1, 0), name("p", -1, 0))
-			timeInterleaved(b, pairs, "shield",
-				func(i, j int) {
-					args := append([]string{"run", "--name", name("s", i, j), "--image", env.Image, "--"}, command...)
-					res := r.Sandbox(ctx, args...)
-					if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
-						b.Fatalf("terok-sandbox run with the shield: %s", res)
-					}
-				},
-				func(i, j int) {
-					args := launch.Args(launch.Params{Rootless: r.User != nil, FirewallArgs: podmaninfo.HostLoopbackArgs(podmaninfo.Slirp4netns),
-						Name: name("p", i, j), Image: env.Image, Command: command})
-					if res := r.Podman(ctx, args...); res.Code != 0 {
-						b.Fatalf("podman run: %s", res)
-					}
-				},
-				func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("s", i, j), name("p", i, j)) })
+			shield(-1, 0)
+			plain(-1, 0)
+			remove(-1, 0)
+			timeInterleaved(b, pairs, "shield", shield, plain, remove)
 		})
 	}
 }
