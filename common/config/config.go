@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,6 +45,17 @@ type Config struct {
 	ShieldAudit    bool
 	// ShieldBypass is DANGEROUS: containers start without any egress firewall.
 	ShieldBypass bool
+	// ShieldUpstreamDNS is the forwarder the container's own resolver sends
+	// allowlisted names to; "" means the network mode's user-mode forwarder
+	// (slirp4netns 10.0.2.3, pasta 169.254.1.1). Only the resolver can reach it.
+	ShieldUpstreamDNS string
+
+	// ProxyStaticMarker is a compatibility switch: when true the credential
+	// proxy accepts the fixed static phantom marker for the default
+	// credential set (any container that reaches the proxy gets it, without
+	// a token and without revocation). Off by default; on, every use is
+	// logged and doctor warns.
+	ProxyStaticMarker bool
 
 	// Source names where non-default values came from, for error messages.
 	Source string
@@ -84,6 +96,8 @@ type fileConfig struct {
 	ShieldProfiles *[]string `toml:"shield_profiles"`
 	ShieldAudit    *bool     `toml:"shield_audit"`
 	ShieldBypass   *bool     `toml:"shield_bypass"`
+	ShieldUpstream *string   `toml:"shield_upstream_dns"`
+	StaticMarker   *bool     `toml:"proxy_static_marker"`
 }
 
 // Load builds the configuration of a standalone process: defaults, then the
@@ -176,11 +190,18 @@ func (c *Config) applyFile(env Env, path string, data []byte) error {
 	if fc.ShieldBypass != nil {
 		c.ShieldBypass = *fc.ShieldBypass
 	}
+	if fc.ShieldUpstream != nil {
+		c.ShieldUpstreamDNS = strings.TrimSpace(*fc.ShieldUpstream)
+	}
+	if fc.StaticMarker != nil {
+		c.ProxyStaticMarker = *fc.StaticMarker
+	}
 	return nil
 }
 
 var fileKeys = []string{"state_dir", "runtime_dir", "credentials_dir", "gate_port", "proxy_port",
-	"ssh_agent_port", "shield_profiles", "shield_audit", "shield_bypass"}
+	"ssh_agent_port", "shield_profiles", "shield_audit", "shield_bypass", "shield_upstream_dns",
+	"proxy_static_marker"}
 
 // NamePattern is what project ids and profile names must match.
 var NamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -208,6 +229,15 @@ func (c Config) Validate() error {
 	for _, name := range c.ShieldProfiles {
 		if !ValidName(name) {
 			return fmt.Errorf("%s: key \"shield_profiles\": invalid profile name %q; use letters, digits, '.', '_' and '-', starting with a letter or digit", src, name)
+		}
+	}
+	if c.ShieldUpstreamDNS != "" {
+		a, err := netip.ParseAddr(c.ShieldUpstreamDNS)
+		if err != nil || a.Zone() != "" {
+			return fmt.Errorf("%s: key \"shield_upstream_dns\": %q is not an IP address; give one IPv4 or IPv6 address (e.g. \"10.0.2.3\") or remove the key for the default", src, c.ShieldUpstreamDNS)
+		}
+		if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+			return fmt.Errorf("%s: key \"shield_upstream_dns\": %s cannot be a forwarder (unspecified, loopback or multicast); give the address of a DNS server the container's network reaches", src, a)
 		}
 	}
 	for _, p := range []struct{ key, v string }{

@@ -95,6 +95,8 @@ ssh_agent_port = 28732
 shield_profiles = ["base", "dev-node"]
 shield_audit = false
 shield_bypass = true
+shield_upstream_dns = "2001:db8::53"
+proxy_static_marker = true
 state_dir = "/srv/terok"
 `)
 	c, err := Load(env, "")
@@ -102,7 +104,8 @@ state_dir = "/srv/terok"
 		t.Fatal(err)
 	}
 	if c.GatePort != 19418 || c.ProxyPort != 28731 || c.SSHAgentPort != 28732 || c.ShieldAudit || !c.ShieldBypass ||
-		strings.Join(c.ShieldProfiles, ",") != "base,dev-node" || c.StateDir != "/srv/terok" {
+		strings.Join(c.ShieldProfiles, ",") != "base,dev-node" || c.StateDir != "/srv/terok" ||
+		c.ShieldUpstreamDNS != "2001:db8::53" || !c.ProxyStaticMarker {
 		t.Errorf("file not applied: %+v", c)
 	}
 }
@@ -140,6 +143,11 @@ func TestLoadErrorsNameFileKeyAndFix(t *testing.T) {
 		{"wrong type", `gate_port = "x"`, []string{FileName}},
 		{"syntax", "gate_port = = 1", []string{"TOML"}},
 		{"empty path", `state_dir = ""`, []string{"state_dir", "empty"}},
+		{"upstream not an address", `shield_upstream_dns = "dns.example"`, []string{"shield_upstream_dns", "not an IP address"}},
+		{"upstream CIDR", `shield_upstream_dns = "10.0.2.0/24"`, []string{"shield_upstream_dns", "not an IP address"}},
+		{"upstream loopback", `shield_upstream_dns = "127.0.0.1"`, []string{"shield_upstream_dns", "loopback"}},
+		{"upstream unspecified", `shield_upstream_dns = "::"`, []string{"shield_upstream_dns", "unspecified"}},
+		{"static marker not a bool", `proxy_static_marker = "yes"`, []string{FileName}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 // writes it into the terok.shield.version annotation; the hook refuses a
 // createRuntime with any other value. Bump it in one place when a file name,
 // file format or annotation meaning changes incompatibly.
-const BundleVersion = 4
+const BundleVersion = 5
 
 // File names inside the state directory (on-disk-formats.md §6).
 const (
@@ -43,11 +43,18 @@ const (
 	FileDnsmasqPID     = "dnsmasq.pid"
 	FileDnsmasqLog     = "dnsmasq.log"
 	FileResolvConf     = "resolv.conf"
-	FileGateway        = "gateway"
-	FileGatewayV6      = "gateway_v6"
-	FileContainerID    = "container.id"
-	FileHookErrorLog   = "hook-error.log"
-	FileAudit          = "audit.jsonl"
+	// The per-container resolver (tier "resolver", docs/shield-hook.md):
+	// its PID (written by the hook that started it), its bounded log of
+	// refused names, and the marker that makes it forward every name
+	// while the shield is down.
+	FileResolverPID  = "resolver.pid"
+	FileDNSLog       = "dns.log"
+	FileResolverOpen = "resolver.open"
+	FileGateway      = "gateway"
+	FileGatewayV6    = "gateway_v6"
+	FileContainerID  = "container.id"
+	FileHookErrorLog = "hook-error.log"
+	FileAudit        = "audit.jsonl"
 
 	HookBinary        = "terok-shield-hook"
 	HooksSubdir       = "hooks"
@@ -73,6 +80,11 @@ const (
 
 // DNS tiers (shield.md §4.1).
 const (
+	// TierResolver is the default: the hook's own per-container resolver
+	// forwards only allowlisted names and learns their addresses.
+	TierResolver = "resolver"
+	// TierDnsmasq is read for bundles written by older tools only; this
+	// runner never writes it.
 	TierDnsmasq = "dnsmasq"
 	TierDig     = "dig"
 	TierGetent  = "getent"
