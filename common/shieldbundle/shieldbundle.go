@@ -228,7 +228,7 @@ func ReadTier(stateDir string) (string, error) {
 		return "", err
 	}
 	switch v {
-	case TierDnsmasq, TierDig, TierGetent:
+	case TierResolver, TierDnsmasq, TierDig, TierGetent:
 		return v, nil
 	}
 	return "", fmt.Errorf("%s: unknown DNS tier '%s'", FileDNSTier, v)

@@ -1,0 +1,60 @@
+package shieldbundle
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ResolverSubcommand is the terok-shield-hook subcommand that runs the
+// per-container resolver (docs/shield-resolver.md).
+const ResolverSubcommand = "resolver"
+
+// ResolverStateDirArg is the one argument that ties a resolver process to
+// its state directory.
+func ResolverStateDirArg(stateDir string) string { return "--state-dir=" + stateDir }
+
+// ResolverArgs is the argv after the hook executable that starts the
+// per-container resolver of stateDir. The hook starts it with exactly this
+// argv, so IsOurResolver can recognise it without substring matching.
+func ResolverArgs(stateDir string) []string {
+	return []string{ResolverSubcommand, ResolverStateDirArg(stateDir)}
+}
+
+// IsOurResolver reports whether pid runs the per-container resolver of
+// stateDir: /proc/PID/cmdline is exactly [<path whose base is
+// terok-shield-hook>, "resolver", "--state-dir=<stateDir>"]. Anything else
+// (another state dir, extra arguments, a recycled PID of an unrelated
+// process) is not ours and must never be signalled.
+func IsOurResolver(pid int, stateDir string) bool {
+	if pid <= 0 || stateDir == "" {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(data) == 0 || data[len(data)-1] != 0 {
+		return false
+	}
+	args := strings.Split(string(data[:len(data)-1]), "\x00")
+	want := ResolverArgs(stateDir)
+	if len(args) != 1+len(want) || filepath.Base(args[0]) != HookBinary {
+		return false
+	}
+	for i, w := range want {
+		if args[1+i] != w {
+			return false
+		}
+	}
+	return true
+}
+
+// ResolverPID returns the PID recorded in stateDir's resolver.pid when it
+// names a live resolver of stateDir (IsOurResolver); false otherwise,
+// including for a missing, malformed or stale file.
+func ResolverPID(stateDir string) (int, bool) {
+	pid, err := ReadPIDFile(filepath.Join(stateDir, FileResolverPID))
+	if err != nil || pid <= 0 || !IsOurResolver(pid, stateDir) {
+		return 0, false
+	}
+	return pid, true
+}
