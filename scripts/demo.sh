@@ -3,16 +3,19 @@
 # shield hooks and the git gate, then launch one real hardened sandbox with
 # default settings and show what it can and cannot do. Cleans up its task.
 #
-#   sudo make demo          (or: sudo scripts/demo.sh)
+#   make demo          (or: scripts/demo.sh; either runs itself through sudo
+#                       when not root)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=as-root.sh
+. "$top/scripts/as-root.sh"
 cd "$top"
 export PATH="/usr/local/go/bin:$PATH"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Installing dependencies and building"
-if [ "$(id -u)" -eq 0 ]; then scripts/install-deps.sh; else echo "(not root: skipping scripts/install-deps.sh)"; fi
+scripts/install-deps.sh
 make -s build
 ts=bin/terok-sandbox
 

@@ -2,6 +2,9 @@
 # Installs everything the build and the whole test suite need on a fresh
 # Debian 12 machine (run as root). Idempotent: a second run only checks.
 set -euo pipefail
+# shellcheck source=as-root.sh
+. "$(cd "$(dirname "$0")" && pwd)/as-root.sh"
+export PATH="/usr/local/go/bin:${HOME:-/root}/go/bin:$PATH"
 
 packages=(
   # container runtime and firewall under test
@@ -18,10 +21,6 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
-    exit 1
-  fi
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
