@@ -1,0 +1,222 @@
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"terok.dev/sandbox/common/ruleset"
+)
+
+// nftFallbacks are tried when nft is not on the path (shield.md §11.1).
+var nftFallbacks = []string{"/usr/sbin/nft", "/sbin/nft"}
+
+// errNotRunning: the container has no process (exited, or removed).
+var errNotRunning = errors.New("container is not running")
+
+// nsenterTimeout bounds every command run in a container netns (§9.7).
+const nsenterTimeout = 30 * time.Second
+
+func (s *Shield) nftPath() (string, error) {
+	if p := s.opts.Tools.LookPath("nft", nftFallbacks...); p != "" {
+		return p, nil
+	}
+	return "", errors.New("nft not found: install nftables (e.g. apt-get install nftables) to use the shield")
+}
+
+// ContainerPID returns the PID of a running container.
+func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error) {
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "inspect", "--format", "{{.State.Pid}}", "--", container)
+	if err != nil {
+		return 0, fmt.Errorf("podman inspect %s: %w", container, err)
+	}
+	if res.Code != 0 {
+		if strings.Contains(strings.ToLower(res.Combined()), "no such") {
+			return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
+		}
+		return 0, fmt.Errorf("podman inspect %s failed (exit %d): %s", container, res.Code, res.Combined())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+	if err != nil {
+		return 0, fmt.Errorf("podman inspect %s: unexpected PID %q", container, strings.TrimSpace(res.Stdout))
+	}
+	if pid <= 0 {
+		return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
+	}
+	return pid, nil
+}
+
+// inNetns runs argv inside the network namespace of pid: directly through
+// nsenter as root, through `podman unshare nsenter` otherwise (§11.1).
+func (s *Shield) inNetns(ctx context.Context, pid int, stdin string, argv ...string) (Result, error) {
+	nsenter := s.opts.Tools.LookPath("nsenter", "/usr/bin/nsenter")
+	if nsenter == "" {
+		return Result{}, errors.New("nsenter not found: install util-linux")
+	}
+	cmd := append([]string{nsenter, "-t", strconv.Itoa(pid), "-n", "--"}, argv...)
+	if s.opts.EUID != 0 {
+		cmd = append([]string{s.podmanPath(), "unshare"}, cmd...)
+	}
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, stdin, cmd...)
+	shown := strings.Join(argv, " ")
+	if errors.Is(err, errTimeout) {
+		return res, fmt.Errorf("nsenter command timed out after 30 s: cmd=%s", shown)
+	}
+	if err != nil {
+		return res, err
+	}
+	if res.Code != 0 {
+		out := res.Combined()
+		if out == "" {
+			return res, fmt.Errorf("nsenter command failed (exit %d) cmd=%s (no output)", res.Code, shown)
+		}
+		return res, fmt.Errorf("nsenter command failed (exit %d) cmd=%s:\n%s", res.Code, shown, out)
+	}
+	return res, nil
+}
+
+// nft runs nft with args (and an optional script on stdin) in the netns.
+func (s *Shield) nft(ctx context.Context, pid int, script string, args ...string) (string, error) {
+	nft, err := s.nftPath()
+	if err != nil {
+		return "", err
+	}
+	res, err := s.inNetns(ctx, pid, script, append([]string{nft}, args...)...)
+	return res.Stdout, err
+}
+
+func (s *Shield) nftScript(ctx context.Context, pid int, script string) error {
+	_, err := s.nft(ctx, pid, script, "-f", "-")
+	return err
+}
+
+// liveTable returns `nft list table inet terok_shield`, "" on any failure.
+func (s *Shield) liveTable(ctx context.Context, pid int) string {
+	out, err := s.nft(ctx, pid, "", "list", "table", "inet", "terok_shield")
+	if err != nil {
+		return ""
+	}
+	return out
+}
+func setFor(kind, addr string) string {
+	if ruleset.IsIPv6(addr) {
+		return kind + "_v6"
+	}
+	return kind + "_v4"
+}
+
+// expectedMissing is nft's complaint when deleting an absent element.
+func expectedMissing(err error) bool {
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "no such file") || strings.Contains(m, "element does not exist") || strings.Contains(m, "not in set")
+}
+
+// addElement puts addr into the live kind set ("allow" or "deny") so that
+// it takes effect at once, coping with nft's interval sets, which refuse
+// overlapping elements: an address already inside a live element is left
+// alone (it is covered), elements inside a new range are replaced by it,
+// and an exact element is deleted and re-added in the same transaction so
+// a dnsmasq-learned 30-minute timeout becomes permanent.
+func (s *Shield) addElement(ctx context.Context, pid int, kind, addr string, permanent bool) error {
+	set := setFor(kind, addr)
+	out, err := s.nft(ctx, pid, "", "list", "set", "inet", "terok_shield", set)
+	if err != nil {
+		return fmt.Errorf("read live set %s: %w", set, err)
+	}
+	elems := parseSetElements(out)
+	if c := coveredBy(addr, elems); c != "" && c != addr {
+		return nil
+	}
+	var del []string
+	for _, e := range elems {
+		if e == addr || coveredBy(e, []string{addr}) != "" {
+			del = append(del, e)
+		}
+	}
+	script := ""
+	if len(del) > 0 {
+		script = ruleset.DeleteElements(kind, del)
+	}
+	script += ruleset.AddElements(kind, []string{addr}, permanent)
+	return s.nftScript(ctx, pid, script)
+}
+
+// parseSetElements extracts the addresses and prefixes of `nft list set`
+// output (the "elements = { ... }" block; per-element options such as
+// timeouts are dropped).
+func parseSetElements(text string) []string {
+	i := strings.Index(text, "elements = {")
+	if i < 0 {
+		return nil
+	}
+	body := text[i+len("elements = {"):]
+	if j := strings.IndexByte(body, '}'); j >= 0 {
+		body = body[:j]
+	}
+	var out []string
+	for _, item := range strings.Split(body, ",") {
+		f := strings.Fields(item)
+		if len(f) == 0 {
+			continue
+		}
+		if c, err := CanonicalAddr(f[0]); err == nil {
+			out = append(out, c)
+		} else if lo, hi, ok := strings.Cut(f[0], "-"); ok && IsAddrEntry(lo) && IsAddrEntry(hi) {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// coveredBy returns the first entry of list (address, prefix or "a-b"
+// range) that contains addr entirely, or "".
+func coveredBy(addr string, list []string) string {
+	lo, hi, ok := addrBounds(addr)
+	if !ok {
+		return ""
+	}
+	for _, e := range list {
+		elo, ehi, ok := addrBounds(e)
+		if ok && elo.Is4() == lo.Is4() && elo.Compare(lo) <= 0 && hi.Compare(ehi) <= 0 {
+			return e
+		}
+	}
+	return ""
+}
+
+// addrBounds gives the first and last address of an address, prefix or range.
+func addrBounds(s string) (lo, hi netip.Addr, ok bool) {
+	if a, b, isRange := strings.Cut(s, "-"); isRange {
+		la, err1 := netip.ParseAddr(a)
+		hb, err2 := netip.ParseAddr(b)
+		if err1 != nil || err2 != nil {
+			return lo, hi, false
+		}
+		return la.Unmap(), hb.Unmap(), true
+	}
+	c, err := CanonicalAddr(s)
+	if err != nil {
+		return lo, hi, false
+	}
+	if !strings.Contains(c, "/") {
+		a := netip.MustParseAddr(c)
+		return a, a, true
+	}
+	p := netip.MustParsePrefix(c)
+	lo = p.Addr()
+	b := lo.AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for bit := 0; bit < 8; bit++ {
+			if i*8+bit >= bits {
+				b[i] |= 0x80 >> bit
+			}
+		}
+	}
+	hi, _ = netip.AddrFromSlice(b)
+	return lo, hi, true
+}
