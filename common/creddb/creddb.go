@@ -19,6 +19,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 
 	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/tokenid"
 )
 
@@ -240,8 +241,15 @@ func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
 // credential set/provider.
 func (d *DB) CreateToken(ctx context.Context, project, task, set, provider string) (string, error) {
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
-	for _, f := range []struct{ name, v string }{{"project", project}, {"task", task},
-		{"credential set", set}, {"provider", provider}} {
+	// Project and task ids follow the one name rule (docs/runner.md, Names):
+	// they reappear in logs, revocations and other components' paths.
+	if err := names.ValidateProjectID(project); err != nil {
+		return "", fmt.Errorf("create phantom token: %w", err)
+	}
+	if err := names.ValidateTaskID(task); err != nil {
+		return "", fmt.Errorf("create phantom token: %w", err)
+	}
+	for _, f := range []struct{ name, v string }{{"credential set", set}, {"provider", provider}} {
 		if f.v == "" {
 			return "", fmt.Errorf("create phantom token: %s must not be empty", f.name)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,8 +189,21 @@ func TestTokens(t *testing.T) {
 	if _, err := db.LookupToken(ctx, a); !errors.Is(err, ErrNotFound) {
 		t.Error("revoked token still found")
 	}
-	if _, err := db.CreateToken(ctx, "", "1", DefaultSet, "x"); err == nil {
-		t.Error("empty project accepted")
+	for _, c := range []struct{ project, task, set, provider, want string }{
+		{"", "1", DefaultSet, "x", "invalid project id"},
+		{"../p", "1", DefaultSet, "x", "invalid project id"},
+		{"p", "a/b", DefaultSet, "x", "invalid task id"},
+		{"p", "-t", DefaultSet, "x", "invalid task id"},
+		{"p", "", DefaultSet, "x", "invalid task id"},
+		{"p", "1", "", "x", "credential set must not be empty"},
+		{"p", "1", DefaultSet, "", "provider must not be empty"},
+	} {
+		if _, err := db.CreateToken(ctx, c.project, c.task, c.set, c.provider); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CreateToken(%q, %q, %q, %q) = %v, want %q", c.project, c.task, c.set, c.provider, err, c.want)
+		}
+	}
+	if rows, _ := db.ListTokens(ctx, ""); len(rows) != 1 {
+		t.Errorf("rejected ids stored tokens: %v", rows)
 	}
 }
 

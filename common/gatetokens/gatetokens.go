@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/filelock"
 	"terok.dev/sandbox/common/jsonobj"
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/tokenid"
 )
 
@@ -76,22 +76,18 @@ func Open(file, lock string, log *slog.Logger) *Store {
 // Path is the tokens file.
 func (s *Store) Path() string { return s.file }
 
-// ValidTask reports whether a task id may be stored: non-empty, printable,
-// without whitespace (task ids travel in logs and unit names).
-func ValidTask(task string) bool {
-	if task == "" || len(task) > 256 {
-		return false
-	}
-	return !strings.ContainsFunc(task, func(r rune) bool { return r <= ' ' || r == 0x7f })
-}
+// ValidTask reports whether a task id may be stored: the name rule of
+// common/names (docs/runner.md, Names), as task ids become parts of paths
+// and podman names elsewhere.
+func ValidTask(task string) bool { return names.ValidateTaskID(task) == nil }
 
 // Create adds a token for project/task under the exclusive lock and returns it.
 func (s *Store) Create(project, task string) (string, error) {
-	if !config.ValidName(project) {
-		return "", fmt.Errorf("create gate token: invalid project id %q (letters, digits, '.', '_', '-'; starting with a letter or digit)", project)
+	if err := names.ValidateProjectID(project); err != nil {
+		return "", fmt.Errorf("create gate token: %w", err)
 	}
-	if !ValidTask(task) {
-		return "", fmt.Errorf("create gate token: invalid task id %q (non-empty, no whitespace or control characters)", task)
+	if err := names.ValidateTaskID(task); err != nil {
+		return "", fmt.Errorf("create gate token: %w", err)
 	}
 	tok, err := tokenid.New(tokenid.GatePrefix)
 	if err != nil {

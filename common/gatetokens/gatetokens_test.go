@@ -122,10 +122,14 @@ func TestRevokeMissingFileIsNoop(t *testing.T) {
 
 func TestCreateRejectsBadIDs(t *testing.T) {
 	s := newStore(t)
-	for _, c := range []struct{ p, t string }{{"", "1"}, {"../x", "1"}, {"a/b", "1"}, {".hidden", "1"}, {"p", ""}, {"p", "a b"}, {"p", "a\nb"}} {
-		if _, err := s.Create(c.p, c.t); err == nil {
-			t.Errorf("Create(%q, %q) accepted", c.p, c.t)
+	for _, c := range []struct{ p, t string }{{"", "1"}, {"../x", "1"}, {"a/b", "1"}, {".hidden", "1"}, {"p", ""}, {"p", "a b"}, {"p", "a\nb"},
+		{"p", "../x"}, {"p", "a/b"}, {"p", "-x"}, {"p", "."}, {"-p", "1"}, {"p", strings.Repeat("t", 129)}} {
+		if _, err := s.Create(c.p, c.t); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
+			t.Errorf("Create(%q, %q): %v", c.p, c.t, err)
 		}
+	}
+	if _, err := os.Stat(s.Path()); !os.IsNotExist(err) {
+		t.Error("a rejected id touched the tokens file")
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/filelock"
 	"terok.dev/sandbox/common/jsonobj"
+	"terok.dev/sandbox/common/names"
 )
 
 // Entry is one key pair, both paths absolute.
@@ -117,8 +118,10 @@ func Read(path string) (Map, error) {
 // project's value is written back as a list and other projects are untouched.
 // An invalid file is left as it is and reported.
 func Update(path, project, privateKey, publicKey string) error {
-	if project == "" {
-		return errors.New("update ssh-keys.json: project must not be empty")
+	// The project id also names the project's key directory (docs/runner.md,
+	// Names), so it follows the one name rule.
+	if err := names.ValidateProjectID(project); err != nil {
+		return fmt.Errorf("update %s: %w", path, err)
 	}
 	if !filepath.IsAbs(privateKey) || !filepath.IsAbs(publicKey) {
 		return fmt.Errorf("update %s: key paths must be absolute (got %q, %q)", path, privateKey, publicKey)

@@ -148,6 +148,18 @@ func TestUpdateRefusesInvalidFile(t *testing.T) {
 	}
 }
 
+func TestUpdateRefusesInvalidProject(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh-keys.json")
+	for _, p := range []string{"", "../x", "a/b", "-p", ".", "p q"} {
+		if err := Update(path, p, "/k", "/k.pub"); err == nil || !strings.Contains(err.Error(), "invalid project id") {
+			t.Errorf("Update(%q) = %v", p, err)
+		}
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Error("a rejected project touched ssh-keys.json")
+	}
+}
+
 func TestReadMissingAndEmpty(t *testing.T) {
 	dir := t.TempDir()
 	if m, err := Read(filepath.Join(dir, "none.json")); err != nil || len(m) != 0 {
