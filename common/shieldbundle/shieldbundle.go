@@ -303,8 +303,16 @@ func EffectiveDomains(stateDir string, warn func(string)) ([]string, error) {
 	return without(union(lists[0], lists[1]), lists[2]), nil
 }
 
+// HookTimeoutSeconds is the descriptor's "timeout": the OCI runtime kills a
+// hook that runs longer and the container then fails to start (fail
+// closed) instead of hanging in creation forever. A healthy createRuntime
+// hook takes well under a second (docs/shield-hook.md); the margin covers a
+// loaded host and the rootless gateway wait.
+const HookTimeoutSeconds = 30
+
 // Descriptor renders the OCI hook descriptor of shield.md §9.1 for stage
-// (createRuntime or poststop) and the absolute hookPath.
+// (createRuntime or poststop) and the absolute hookPath, with the timeout
+// of HookTimeoutSeconds (docs/install.md, The OCI hook).
 func Descriptor(stage, hookPath string) ([]byte, error) {
 	if stage != StageCreateRuntime && stage != StagePoststop {
 		return nil, fmt.Errorf("hook descriptor: unknown stage '%s'", stage)
@@ -313,8 +321,9 @@ func Descriptor(stage, hookPath string) ([]byte, error) {
 		return nil, fmt.Errorf("hook descriptor: hook path must be absolute: '%s'", hookPath)
 	}
 	type hook struct {
-		Path string   `json:"path"`
-		Args []string `json:"args"`
+		Path    string   `json:"path"`
+		Args    []string `json:"args"`
+		Timeout int      `json:"timeout"`
 	}
 	type when struct {
 		Annotations map[string]string `json:"annotations"`
@@ -324,7 +333,7 @@ func Descriptor(stage, hookPath string) ([]byte, error) {
 		Hook    hook     `json:"hook"`
 		When    when     `json:"when"`
 		Stages  []string `json:"stages"`
-	}{"1.0.0", hook{hookPath, []string{HookBinary, stage}}, when{map[string]string{AnnProfiles: ".*"}}, []string{stage}}
+	}{"1.0.0", hook{hookPath, []string{HookBinary, stage}, HookTimeoutSeconds}, when{map[string]string{AnnProfiles: ".*"}}, []string{stage}}
 	b, err := json.MarshalIndent(d, "", "  ")
 	if err != nil {
 		return nil, err

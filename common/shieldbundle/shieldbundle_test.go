@@ -146,7 +146,8 @@ func TestDescriptor(t *testing.T) {
     "args": [
       "terok-shield-hook",
       "createRuntime"
-    ]
+    ],
+    "timeout": 30
   },
   "when": {
     "annotations": {
