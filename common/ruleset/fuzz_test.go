@@ -8,7 +8,7 @@ import (
 )
 
 // Only these characters may reach an nft script from an element list.
-var safeElementRe = regexp.MustCompile(`^(add|delete) element inet terok_shield (allow|deny|gateway)_v[46] \{ [0-9a-f:./, ]+( timeout 3650d[0-9a-f:./, ]*)*\}$`)
+var safeElementRe = regexp.MustCompile(`^(add|delete) element inet terok_shield (allow|dns|deny|gateway)_v[46] \{ [0-9a-f:./, ]+\}$`)
 
 func FuzzCanonicalIP(f *testing.F) {
 	for _, s := range []string{"192.0.2.1", "198.51.100.0/24", "2001:db8::1", "::ffff:1.2.3.4", "1.2.3.4; flush ruleset", "fe80::1%lo", " 10.0.0.1 ", "1.2.3.4/33"} {
@@ -60,13 +60,23 @@ func FuzzValidDomain(f *testing.F) {
 func FuzzElements(f *testing.F) {
 	f.Add("192.0.2.1\n198.51.100.0/24\n2001:db8::1", true)
 	f.Add("1.2.3.4; flush ruleset\n}", false)
+	f.Add("127.0.0.1\n::ffff:10.0.2.2\n169.254.169.254\n198.51.100.1\n64:ff9b::7f00:1", false)
 	f.Fuzz(func(t *testing.T, list string, permanent bool) {
 		addrs := strings.Split(list, "\n")
-		for _, kind := range []string{KindAllow, KindDeny, KindGateway} {
+		for _, kind := range []string{KindAllow, KindDeny, KindGateway, KindDNS} {
 			out, _ := Elements("add", kind, addrs, permanent)
 			for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 				if line != "" && !safeElementRe.MatchString(line) {
 					t.Fatalf("unsafe element line %q", line)
+				}
+			}
+			if kind != KindDNS {
+				continue
+			}
+			// A learned address never lands in a dns set when special.
+			for _, e := range elementsOf(out) {
+				if a, err := netip.ParseAddr(e); err != nil || IsSpecial(a) {
+					t.Fatalf("special or non-address learned element %q", e)
 				}
 			}
 		}
@@ -74,10 +84,12 @@ func FuzzElements(f *testing.F) {
 }
 
 func FuzzVerify(f *testing.F) {
-	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{1}})
+	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{1}, HostLoopback: PastaHostLoopback})
 	by, _ := Bypass(Options{DNS: PastaDNS}, true)
+	by6, _ := Bypass(Options{DNS: "2001:db8::53", LoopbackPorts: []int{1}}, false)
 	f.Add(good)
 	f.Add(by)
+	f.Add(by6)
 	f.Add("table inet terok_shield {\n chain output {\n}}}}{{")
 	f.Fuzz(func(t *testing.T, listing string) {
 		_ = VerifyHook(listing, false)
@@ -110,10 +122,29 @@ func FuzzParseScript(f *testing.F) {
 		if err != nil || len(skipped) > 0 || out != text {
 			t.Fatalf("accepted a script that does not render back: %v %v", err, skipped)
 		}
-		for _, a := range append(append(append([]string{s.DNS}, s.Allow...), s.Deny...), s.Gateways...) {
+		for _, a := range append(append(append(append([]string{s.DNS}, s.Allow...), s.Learned...), s.Deny...), s.Gateways...) {
 			if c, err := CanonicalIP(a); err != nil || c != a {
 				t.Fatalf("unvalidated value %q", a)
 			}
 		}
+		for _, a := range s.Learned {
+			if ip, err := netip.ParseAddr(a); err != nil || IsSpecial(ip) {
+				t.Fatalf("special or prefix learned element %q accepted", a)
+			}
+		}
+		if s.HostLoopback != "" && s.HostLoopback != PastaHostLoopback {
+			t.Fatalf("host loopback %q", s.HostLoopback)
+		}
 	})
+}
+
+// elementsOf lists the elements of rendered element lines.
+func elementsOf(out string) []string {
+	var elems []string
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if i, j := strings.Index(line, "{ "), strings.LastIndex(line, " }"); i >= 0 && j > i {
+			elems = append(elems, strings.Split(line[i+2:j], ", ")...)
+		}
+	}
+	return elems
 }

@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,10 +33,7 @@ func ParseScript(text string) (s Script, ok bool) {
 
 	s.Bypass = strings.Contains(table, "; policy accept;")
 	s.Interactive = !s.Bypass && strings.Contains(table, PrefixQueued)
-	s.AllowAll = s.Bypass && !strings.Contains(table, PrefixPrivate)
-	if m := parseRes().timeout.FindStringSubmatch(table); m != nil {
-		s.SetTimeout = m[1]
-	}
+	s.AllowAll = s.Bypass && !strings.Contains(table, "\n        ip daddr "+specialV4[0]+" ")
 	m := parseRes().dns.FindStringSubmatch(table)
 	if m == nil {
 		return Script{}, false
@@ -48,6 +46,9 @@ func ParseScript(text string) (s Script, ok bool) {
 		}
 		s.LoopbackPorts = append(s.LoopbackPorts, p)
 	}
+	if parseRes().hostLo.MatchString(table) {
+		s.HostLoopback = PastaHostLoopback
+	}
 
 	seen := map[string]bool{}
 	for _, line := range strings.SplitAfter(elems, "\n") {
@@ -59,20 +60,16 @@ func ParseScript(text string) (s Script, ok bool) {
 			return Script{}, false
 		}
 		seen[em[1]] = true
-		kind := em[1][:strings.IndexByte(em[1], '_')]
-		for _, e := range strings.Split(em[2], ", ") {
-			if a, found := strings.CutSuffix(e, " timeout "+PermanentTimeout); found && kind == KindAllow {
-				s.Permanent = true
-				e = a
-			}
-			switch kind {
-			case KindAllow:
-				s.Allow = append(s.Allow, e)
-			case KindDeny:
-				s.Deny = append(s.Deny, e)
-			default:
-				s.Gateways = append(s.Gateways, e)
-			}
+		list := strings.Split(em[2], ", ")
+		switch em[1][:strings.IndexByte(em[1], '_')] {
+		case KindAllow:
+			s.Allow = append(s.Allow, list...)
+		case KindDNS:
+			s.Learned = append(s.Learned, list...)
+		case KindDeny:
+			s.Deny = append(s.Deny, list...)
+		default:
+			s.Gateways = append(s.Gateways, list...)
 		}
 	}
 	out, skipped, err := s.Render()
@@ -84,11 +81,11 @@ func ParseScript(text string) (s Script, ok bool) {
 
 // parseRes are ParseScript's expressions, compiled on first use (see
 // validRes).
-var parseRes = sync.OnceValue(func() (r struct{ timeout, dns, port, elem *regexp.Regexp }) {
-	r.timeout = regexp.MustCompile(`(?m)^    set ` + SetAllowV4 + ` \{ type ipv4_addr; flags interval, timeout; timeout ([0-9a-z]+); \}$`)
-	r.dns = regexp.MustCompile(`(?m)^        udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
+var parseRes = sync.OnceValue(func() (r struct{ dns, port, hostLo, elem *regexp.Regexp }) {
+	r.dns = regexp.MustCompile(`(?m)^        meta mark 0x` + fmt.Sprintf("%08x", ResolverMark) + ` udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
 	r.port = regexp.MustCompile(`(?m)^        tcp dport ([0-9]{1,5}) ip daddr @` + SetGatewayV4 + ` accept$`)
+	r.hostLo = regexp.MustCompile(`(?m)^        tcp dport [0-9]{1,5} ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + ` accept$`)
 	// Sets in the order Render writes them; each at most once.
-	r.elem = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
+	r.elem = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|dns|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
 	return r
 })

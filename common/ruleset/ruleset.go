@@ -34,15 +34,18 @@ const (
 	SlirpGatewayV4    = "10.0.2.2"
 	SlirpGatewayV6    = "fd00::2"
 
-	// DnsmasqTimeout is the default element timeout of the allow sets in
-	// the dnsmasq tier: addresses dnsmasq learns expire unless looked up again.
+	// DnsmasqTimeout was the allow sets' default element timeout in the
+	// dnsmasq tier.
+	//
+	// Deprecated: the allow sets never have a timeout now (learned
+	// addresses live in the dns sets); kept only while callers migrate.
 	DnsmasqTimeout = "30m"
 
-	// PermanentTimeout marks elements this project writes (profile and live
-	// entries) in the dnsmasq tier. The spec says `timeout 0s`, but with
-	// nft 1.0.6 on Linux 6.x an element given `timeout 0s` receives the set's
-	// default 30m and expires (measured); an explicit ten-year timeout is
-	// permanent for any container's lifetime on every version.
+	// PermanentTimeout was the element timeout of explicit entries in the
+	// dnsmasq tier's timed allow sets.
+	//
+	// Deprecated: nothing carries it any more; kept only while callers
+	// migrate.
 	PermanentTimeout = "3650d"
 
 	NFLogGroup = 100
@@ -56,37 +59,39 @@ const (
 	RejectStmt = "reject with icmpx admin-prohibited"
 )
 
-// PrivateV4 returns the IPv4 ranges rejected unless allowlisted.
-func PrivateV4() []string {
-	return []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
-}
-
-// PrivateV6 returns the IPv6 ranges rejected unless allowlisted.
-func PrivateV6() []string { return []string{"fc00::/7", "fe80::/10"} }
-
 // SlirpGateways returns the fixed slirp4netns host-loopback gateway addresses
 // that pre-start writes into the gateway sets (§7.2).
 func SlirpGateways() []string { return []string{SlirpGatewayV4, SlirpGatewayV6} }
 
 // Options are the values interpolated into the table definition.
 type Options struct {
-	// DNS is the upstream forwarder (IPv4 or IPv6); the only address the
-	// container may send DNS queries to.
+	// DNS is the upstream forwarder (IPv4 or IPv6). Only packets carrying
+	// ResolverMark (the per-container resolver's) may send DNS to it; every
+	// other packet to it is rejected, whatever its protocol or port.
 	DNS string
 	// LoopbackPorts are the host-service TCP ports reachable on the gateway.
 	LoopbackPorts []int
-	// SetTimeout is the allow sets' default element timeout: "" for none,
-	// DnsmasqTimeout in the dnsmasq tier.
+	// HostLoopback is the address under which the host's loopback services
+	// are reached besides the gateway: PastaHostLoopback in pasta mode, ""
+	// under slirp4netns, where 169.254.1.2 is not the host and gets no
+	// rule at all (docs/shield-hook.md, "Output chain"). No other value is
+	// accepted: verification admits host-loopback rules for that address
+	// only.
+	HostLoopback string
+	// SetTimeout is ignored.
+	//
+	// Deprecated: the allow sets hold explicit entries only and never have
+	// a timeout; learned addresses go to the dns sets, each with its own.
 	SetTimeout string
 	// Interactive selects the QUEUED terminal rule (§7.5).
 	Interactive bool
 }
 
 type checked struct {
-	dns     string
-	dnsSel  string // "ip" or "ip6"
-	ports   []int
-	timeout string
+	dns    string
+	dnsSel string // "ip" or "ip6"
+	ports  []int
+	hostLo string
 }
 
 func (o Options) check() (checked, error) {
@@ -109,11 +114,12 @@ func (o Options) check() (checked, error) {
 			c.ports = append(c.ports, p)
 		}
 	}
-	if o.SetTimeout != "" {
-		if err := ValidTimeout(o.SetTimeout); err != nil {
-			return c, fmt.Errorf("allow set timeout: %w", err)
-		}
-		c.timeout = o.SetTimeout
+	switch o.HostLoopback {
+	case "":
+	case PastaHostLoopback:
+		c.hostLo = PastaHostLoopback
+	default:
+		return c, fmt.Errorf("host loopback address '%s': only %s (pasta) is supported", o.HostLoopback, PastaHostLoopback)
 	}
 	return c, nil
 }
@@ -122,41 +128,60 @@ func logStmt(prefix string) string {
 	return fmt.Sprintf("log group %d prefix \"%s: \"", NFLogGroup, prefix)
 }
 
-func (c checked) allowSetDecls(b *strings.Builder) {
-	for _, s := range [][2]string{{SetAllowV4, "ipv4_addr"}, {SetAllowV6, "ipv6_addr"}} {
-		if c.timeout != "" {
-			fmt.Fprintf(b, "    set %s { type %s; flags interval, timeout; timeout %s; }\n", s[0], s[1], c.timeout)
-		} else {
-			fmt.Fprintf(b, "    set %s { type %s; flags interval; }\n", s[0], s[1])
-		}
+// setDecls declares the sets of either mode: the explicit allow sets
+// (intervals, no timeout), the learned dns sets (single addresses, each
+// element with its own timeout or none), the deny sets (hook mode only)
+// and the gateway sets.
+func setDecls(b *strings.Builder, deny bool) {
+	fmt.Fprintf(b, "table %s %s {\n", Family, Table)
+	fmt.Fprintf(b, "    set %s { type ipv4_addr; flags interval; }\n", SetAllowV4)
+	fmt.Fprintf(b, "    set %s { type ipv6_addr; flags interval; }\n", SetAllowV6)
+	fmt.Fprintf(b, "    set %s { type ipv4_addr; flags timeout; }\n", SetDNSV4)
+	fmt.Fprintf(b, "    set %s { type ipv6_addr; flags timeout; }\n", SetDNSV6)
+	if deny {
+		fmt.Fprintf(b, "    set %s { type ipv4_addr; flags interval; }\n", SetDenyV4)
+		fmt.Fprintf(b, "    set %s { type ipv6_addr; flags interval; }\n", SetDenyV6)
 	}
+	fmt.Fprintf(b, "    set %s { type ipv4_addr; }\n", SetGatewayV4)
+	fmt.Fprintf(b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
 }
 
-// head writes the rules common to both modes: loopback, conntrack, DNS to
-// the upstream only, and the host-service ports on the gateways. The
-// gateway and host-loopback rules come before the private-range rejects
-// because 10.0.2.2 and 169.254.1.2 are private addresses.
+// head writes the rules common to both modes: loopback, conntrack, ND,
+// then closed DNS: the forwarder is reachable on port 53 only by packets
+// carrying ResolverMark, which only the resolver (running with
+// CAP_NET_ADMIN over the netns, outside the container's reach) can set,
+// and every other packet to it is rejected before any rule could accept
+// it. Then the host-service ports on the gateways and, in pasta mode, on
+// the host-loopback address. The gateway and host-loopback rules come
+// before the special-range rejects because 10.0.2.2 and 169.254.1.2 lie in
+// special ranges.
 func (c checked) head(b *strings.Builder, policy string) {
 	fmt.Fprintf(b, "    chain output {\n        type filter hook output priority filter; policy %s;\n", policy)
 	b.WriteString("        oifname \"lo\" accept\n")
 	b.WriteString("        ct state established,related accept\n")
 	b.WriteString(ndOutput)
-	fmt.Fprintf(b, "        udp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
-	fmt.Fprintf(b, "        tcp dport 53 %s daddr %s accept\n", c.dnsSel, c.dns)
+	fmt.Fprintf(b, "        meta mark 0x%08x udp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
+	fmt.Fprintf(b, "        meta mark 0x%08x tcp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
+	fmt.Fprintf(b, "        %s daddr %s %s %s\n", c.dnsSel, c.dns, logStmt(PrefixPrivate), RejectStmt)
 	for _, p := range c.ports {
 		fmt.Fprintf(b, "        tcp dport %d ip daddr @%s accept\n", p, SetGatewayV4)
 		fmt.Fprintf(b, "        tcp dport %d ip6 daddr @%s accept\n", p, SetGatewayV6)
 	}
-	for _, p := range c.ports {
-		fmt.Fprintf(b, "        tcp dport %d ip daddr %s accept\n", p, PastaHostLoopback)
+	if c.hostLo != "" {
+		for _, p := range c.ports {
+			fmt.Fprintf(b, "        tcp dport %d ip daddr %s accept\n", p, c.hostLo)
+		}
 	}
 }
 
-func privateRejects(b *strings.Builder) {
-	for _, r := range PrivateV4() {
+// specialRejects rejects every special range (special.go). In hook mode
+// they sit between the explicit allow sets and the learned dns sets, so
+// an address learned from DNS can never open one (DNS rebinding).
+func specialRejects(b *strings.Builder) {
+	for _, r := range specialV4 {
 		fmt.Fprintf(b, "        ip daddr %s %s %s\n", r, logStmt(PrefixPrivate), RejectStmt)
 	}
-	for _, r := range PrivateV6() {
+	for _, r := range specialV6 {
 		fmt.Fprintf(b, "        ip6 daddr %s %s %s\n", r, logStmt(PrefixPrivate), RejectStmt)
 	}
 }
@@ -186,27 +211,26 @@ const inputChain = `    chain input {
 }
 `
 
-// Hook renders the enforcing table of shield.md §7.1.
+// Hook renders the enforcing table (docs/shield-hook.md, "Output chain").
 func Hook(o Options) (string, error) {
 	c, err := o.check()
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n", Family, Table)
-	c.allowSetDecls(&b)
-	fmt.Fprintf(&b, "    set %s { type ipv4_addr; flags interval; }\n", SetDenyV4)
-	fmt.Fprintf(&b, "    set %s { type ipv6_addr; flags interval; }\n", SetDenyV6)
-	fmt.Fprintf(&b, "    set %s { type ipv4_addr; }\n", SetGatewayV4)
-	fmt.Fprintf(&b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
+	setDecls(&b, true)
 	c.head(&b, "drop")
-	// Deny before allow: an address dnsmasq re-learns into an allow set
-	// must stay rejected once denied.
+	// Deny before allow: an explicit allow CIDR must not reopen an address
+	// denied inside it.
 	fmt.Fprintf(&b, "        ip daddr @%s %s counter %s\n", SetDenyV4, logStmt(PrefixDenied), RejectStmt)
 	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter %s\n", SetDenyV6, logStmt(PrefixDenied), RejectStmt)
+	// Explicit entries may open a special range deliberately, so they come
+	// before the special rejects; learned addresses come after them.
 	fmt.Fprintf(&b, "        ip daddr @%s %s counter accept\n", SetAllowV4, logStmt(PrefixAllowed))
 	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter accept\n", SetAllowV6, logStmt(PrefixAllowed))
-	privateRejects(&b)
+	specialRejects(&b)
+	fmt.Fprintf(&b, "        ip daddr @%s %s counter accept\n", SetDNSV4, logStmt(PrefixAllowed))
+	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter accept\n", SetDNSV6, logStmt(PrefixAllowed))
 	if o.Interactive {
 		fmt.Fprintf(&b, "        %s counter %s\n", logStmt(PrefixQueued), RejectStmt)
 	} else {
@@ -218,23 +242,22 @@ func Hook(o Options) (string, error) {
 	return b.String(), nil
 }
 
-// Bypass renders the shield-down table of shield.md §7.3: output policy
-// accept, every new connection logged, private ranges still rejected unless
-// allowAll. Options.Interactive is ignored.
+// Bypass renders the shield-down table (docs/shield-hook.md, "Bypass
+// table"): output policy accept, every new connection logged, DNS still
+// closed (only the resolver reaches the forwarder; with resolver.open it
+// forwards every name), the special ranges still rejected unless allowAll.
+// Options.Interactive is ignored.
 func Bypass(o Options, allowAll bool) (string, error) {
 	c, err := o.check()
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n", Family, Table)
-	c.allowSetDecls(&b)
-	fmt.Fprintf(&b, "    set %s { type ipv4_addr; }\n", SetGatewayV4)
-	fmt.Fprintf(&b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
+	setDecls(&b, false)
 	c.head(&b, "accept")
 	fmt.Fprintf(&b, "        ct state new %s counter\n", logStmt(PrefixBypass))
 	if !allowAll {
-		privateRejects(&b)
+		specialRejects(&b)
 	}
 	b.WriteString("    }\n\n")
 	b.WriteString(inputChain)
@@ -259,11 +282,15 @@ const (
 )
 
 // AddElements renders the `add element` commands of §7.2 for kind ("allow",
-// "deny" or "gateway"): one line per family, "" when no valid address.
-// Invalid addresses and addresses covered by another one of the list
-// (interval sets refuse overlapping elements) are skipped. permanent appends
-// `timeout PermanentTimeout` to each element (dnsmasq tier allow sets only:
-// the other sets have no timeout flag and nft would refuse it).
+// "deny", "gateway" or "dns"): one line per family, "" when no valid
+// address. Invalid addresses, addresses covered by another one of the list
+// (interval sets refuse overlapping elements) and, for the dns sets, CIDRs
+// and special addresses are skipped. Elements carry no timeout: in the dns
+// sets an element without one is permanent.
+//
+// The permanent parameter is ignored.
+//
+// Deprecated: the permanent parameter is kept only while callers migrate.
 func AddElements(kind string, addrs []string, permanent bool) string {
 	s, _ := Elements("add", kind, addrs, permanent)
 	return s
@@ -275,28 +302,31 @@ func DeleteElements(kind string, addrs []string) string {
 	return s
 }
 
-// Elements is AddElements/DeleteElements with the skipped (invalid) inputs
-// reported, for callers that warn about them. An unknown verb or kind yields
-// "" and every address as skipped.
+// Elements is AddElements/DeleteElements with the skipped inputs reported,
+// for callers that warn about them. An unknown verb or kind yields "" and
+// every address as skipped. An address learned from DNS (kind "dns") that
+// lies in a special range is never added: it is reported as skipped.
+//
+// The permanent parameter is ignored (Deprecated: kept only while callers
+// migrate).
 func Elements(verb, kind string, addrs []string, permanent bool) (string, []string) {
-	if (verb != "add" && verb != "delete") || (kind != KindAllow && kind != KindDeny && kind != KindGateway) {
+	_ = permanent
+	if (verb != "add" && verb != "delete") || (kind != KindAllow && kind != KindDeny && kind != KindGateway && kind != KindDNS) {
 		return "", addrs
 	}
 	v4, v6, skipped := SplitFamilies(addrs)
-	if kind == KindGateway {
-		// The gateway sets hold single addresses (no interval flag).
-		var bad []string
-		v4, bad = dropPrefixes(v4, bad)
-		v6, bad = dropPrefixes(v6, bad)
-		skipped = append(skipped, bad...)
+	if kind == KindGateway || kind == KindDNS {
+		// The gateway and dns sets hold single addresses (no interval flag).
+		v4, skipped = dropPrefixes(v4, skipped)
+		v6, skipped = dropPrefixes(v6, skipped)
+	}
+	if kind == KindDNS && verb == "add" {
+		v4, skipped = dropSpecial(v4, skipped)
+		v6, skipped = dropSpecial(v6, skipped)
 	}
 	// Intervals: only the allow and deny sets have the interval flag, but
 	// an overlap-free, duplicate-free list is right for every set.
 	v4, v6 = dropCovered(v4), dropCovered(v6)
-	suffix := ""
-	if permanent && verb == "add" {
-		suffix = " timeout " + PermanentTimeout
-	}
 	var b strings.Builder
 	for _, fam := range []struct {
 		set   string
@@ -305,16 +335,23 @@ func Elements(verb, kind string, addrs []string, permanent bool) (string, []stri
 		if len(fam.elems) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "%s element %s %s %s { ", verb, Family, Table, fam.set)
-		for i, e := range fam.elems {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(e + suffix)
-		}
-		b.WriteString(" }\n")
+		fmt.Fprintf(&b, "%s element %s %s %s { %s }\n", verb, Family, Table, fam.set, strings.Join(fam.elems, ", "))
 	}
 	return b.String(), skipped
+}
+
+// dropSpecial removes the special addresses of a canonical single-address
+// list, appending them to bad.
+func dropSpecial(list, bad []string) ([]string, []string) {
+	out := list[:0:0]
+	for _, a := range list {
+		if ip, err := netip.ParseAddr(a); err != nil || IsSpecial(ip) {
+			bad = append(bad, a)
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out, bad
 }
 
 func dropPrefixes(list, bad []string) ([]string, []string) {
@@ -416,15 +453,25 @@ func dropCovered(list []string) []string {
 }
 
 // Script assembles a complete nft script: the table (hook or bypass mode),
-// then the allowlist, deny and gateway elements. It is what pre-start writes
-// to ruleset.nft and what `shield up`/`down` apply (with ReplaceExisting).
+// then the allowlist, learned, deny and gateway elements. It is what
+// pre-start writes to ruleset.nft and what `shield up`/`down` apply (with
+// ReplaceExisting).
 type Script struct {
 	Options
 	Bypass   bool
-	AllowAll bool // bypass only: also drop the private-range rejects
-	// Allow is the effective allowlist; Permanent marks its elements with
-	// PermanentTimeout (dnsmasq tier, where the set has a default timeout).
-	Allow     []string
+	AllowAll bool // bypass only: also drop the special-range rejects
+	// Allow is the effective explicit allowlist (IPs and CIDRs of the
+	// profile and `shield allow ADDR`); it may open a special range.
+	Allow []string
+	// Learned are addresses that came from resolving a domain on the host
+	// (static tiers, `shield allow DOMAIN`): written to the dns sets
+	// without a timeout (permanent), matched after the special-range
+	// rejects. Special addresses and CIDRs are skipped, never written.
+	Learned []string
+	// Permanent is ignored.
+	//
+	// Deprecated: the allow sets have no timeout any more; kept only while
+	// callers migrate.
 	Permanent bool
 	Deny      []string // ignored in bypass mode (no deny sets)
 	Gateways  []string // IPv4 and IPv6 gateway addresses
@@ -432,7 +479,8 @@ type Script struct {
 	ReplaceExisting bool
 }
 
-// Render returns the script and the inputs skipped as invalid.
+// Render returns the script and the inputs skipped as invalid (or, for
+// Learned, special).
 func (s Script) Render() (string, []string, error) {
 	if s.AllowAll && !s.Bypass {
 		return "", nil, fmt.Errorf("allow-all requires bypass (--all requires --down)")
@@ -447,16 +495,16 @@ func (s Script) Render() (string, []string, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	permanent := s.Permanent && s.SetTimeout != ""
-	allow, sk1 := Elements("add", KindAllow, s.Allow, permanent)
+	allow, sk1 := Elements("add", KindAllow, s.Allow, false)
+	learned, sk2 := Elements("add", KindDNS, s.Learned, false)
 	var deny string
-	var sk2 []string
+	var sk3 []string
 	if !s.Bypass {
-		deny, sk2 = Elements("add", KindDeny, s.Deny, false)
+		deny, sk3 = Elements("add", KindDeny, s.Deny, false)
 	}
-	gw, sk3 := Elements("add", KindGateway, s.Gateways, false)
-	skipped := append(append(sk1, sk2...), sk3...)
-	return Replace(s.ReplaceExisting, table+allow+deny+gw), skipped, nil
+	gw, sk4 := Elements("add", KindGateway, s.Gateways, false)
+	skipped := append(append(append(sk1, sk2...), sk3...), sk4...)
+	return Replace(s.ReplaceExisting, table+allow+learned+deny+gw), skipped, nil
 }
 
 // DropCovered removes every entry of a canonical, duplicate-free address

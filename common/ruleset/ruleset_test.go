@@ -18,10 +18,14 @@ func golden(t *testing.T, name string) string {
 	return string(b)
 }
 
-// The golden files are the spec's §7.1/§7.3 examples plus the IPv6
-// neighbour-discovery rules (see ndOutput).
+// The golden files are the tables of docs/shield-hook.md ("Output chain",
+// "Bypass table"): the spec's §7.1/§7.3 examples with the IPv6
+// neighbour-discovery rules (see ndOutput), closed DNS, the special-range
+// rejects and the learned-address sets. They were checked by hand against
+// the documented order; a change to the generator must change them
+// deliberately.
 func TestHookGoldenMatchesSpec(t *testing.T) {
-	got, err := Hook(Options{DNS: "169.254.1.1", LoopbackPorts: []int{9418, 18731, 18732}})
+	got, err := Hook(Options{DNS: "169.254.1.1", LoopbackPorts: []int{9418, 18731, 18732}, HostLoopback: PastaHostLoopback})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +51,19 @@ func TestHookVariants(t *testing.T) {
 		contains []string
 		absent   []string
 	}{
-		{"no ports", Options{DNS: "10.0.2.3"}, []string{"udp dport 53 ip daddr 10.0.2.3 accept"}, []string{"@gateway_v4 accept", "169.254.1.2 accept"}},
-		{"ipv6 dns", Options{DNS: "2001:DB8::0053"}, []string{"udp dport 53 ip6 daddr 2001:db8::53 accept", "tcp dport 53 ip6 daddr 2001:db8::53 accept"}, nil},
-		{"dnsmasq timeout", Options{DNS: "10.0.2.3", SetTimeout: "30m"}, []string{
-			"set allow_v4 { type ipv4_addr; flags interval, timeout; timeout 30m; }",
-			"set allow_v6 { type ipv6_addr; flags interval, timeout; timeout 30m; }",
-			"set deny_v4 { type ipv4_addr; flags interval; }"}, nil},
+		{"no ports", Options{DNS: "10.0.2.3"}, []string{"        meta mark 0x7e5d0053 udp dport 53 ip daddr 10.0.2.3 accept\n"}, []string{"@gateway_v4 accept", "169.254.1.2 accept"}},
+		{"ipv6 dns", Options{DNS: "2001:DB8::0053"}, []string{
+			"        meta mark 0x7e5d0053 udp dport 53 ip6 daddr 2001:db8::53 accept\n",
+			"        meta mark 0x7e5d0053 tcp dport 53 ip6 daddr 2001:db8::53 accept\n",
+			"        ip6 daddr 2001:db8::53 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n"},
+			[]string{"\n        udp dport 53", "\n        tcp dport 53"}},
+		{"deprecated set timeout ignored", Options{DNS: "10.0.2.3", SetTimeout: "30m"}, []string{
+			"set allow_v4 { type ipv4_addr; flags interval; }",
+			"set dns_v4 { type ipv4_addr; flags timeout; }",
+			"set dns_v6 { type ipv6_addr; flags timeout; }",
+			"set deny_v4 { type ipv4_addr; flags interval; }"}, []string{"30m"}},
+		{"slirp: no host-loopback rules", Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}}, []string{"tcp dport 9418 ip daddr @gateway_v4 accept"}, []string{"169.254.1.2"}},
+		{"pasta: host-loopback rules", Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback}, []string{"tcp dport 9418 ip daddr 169.254.1.2 accept"}, nil},
 		{"interactive", Options{DNS: "10.0.2.3", Interactive: true}, []string{
 			"        log group 100 prefix \"TEROK_SHIELD_QUEUED: \" counter reject with icmpx admin-prohibited\n    }"},
 			[]string{"log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n"}},
@@ -94,8 +105,8 @@ func TestOptionsRejectBadValues(t *testing.T) {
 		{"port zero", Options{DNS: "10.0.2.3", LoopbackPorts: []int{0}}, "invalid port 0"},
 		{"port too big", Options{DNS: "10.0.2.3", LoopbackPorts: []int{65536}}, "invalid port 65536"},
 		{"negative port", Options{DNS: "10.0.2.3", LoopbackPorts: []int{-1}}, "invalid port"},
-		{"bad timeout", Options{DNS: "10.0.2.3", SetTimeout: "30m; flush ruleset"}, "invalid timeout"},
-		{"timeout unit", Options{DNS: "10.0.2.3", SetTimeout: "30y"}, "invalid timeout"},
+		{"host loopback injection", Options{DNS: "10.0.2.3", HostLoopback: "169.254.1.2 accept; flush ruleset"}, "only 169.254.1.2 (pasta) is supported"},
+		{"host loopback other address", Options{DNS: "10.0.2.3", HostLoopback: "10.0.2.2"}, "only 169.254.1.2 (pasta) is supported"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,8 +202,14 @@ func TestElements(t *testing.T) {
 	}{
 		{"split families", "add", KindAllow, []string{"192.0.2.10", "198.51.100.0/24", "2001:db8::1"}, false,
 			"add element inet terok_shield allow_v4 { 192.0.2.10, 198.51.100.0/24 }\nadd element inet terok_shield allow_v6 { 2001:db8::1 }\n", 0},
-		{"permanent", "add", KindAllow, []string{"192.0.2.10", "198.51.100.0/24"}, true,
-			"add element inet terok_shield allow_v4 { 192.0.2.10 timeout 3650d, 198.51.100.0/24 timeout 3650d }\n", 0},
+		{"deprecated permanent ignored", "add", KindAllow, []string{"192.0.2.10", "198.51.100.0/24"}, true,
+			"add element inet terok_shield allow_v4 { 192.0.2.10, 198.51.100.0/24 }\n", 0},
+		{"learned", "add", KindDNS, []string{"198.51.100.7", "2001:db8::7", "203.0.113.1"}, false,
+			"add element inet terok_shield dns_v4 { 198.51.100.7, 203.0.113.1 }\nadd element inet terok_shield dns_v6 { 2001:db8::7 }\n", 0},
+		{"learned special skipped", "add", KindDNS, []string{"10.0.2.2", "127.0.0.1", "169.254.169.254", "::1", "::ffff:10.1.1.1", "fd00::2", "64:ff9b::a00:1", "198.51.100.7"}, false,
+			"add element inet terok_shield dns_v4 { 198.51.100.7 }\n", 7},
+		{"learned refuses cidr", "add", KindDNS, []string{"198.51.100.0/24"}, false, "", 1},
+		{"learned delete", "delete", KindDNS, []string{"198.51.100.7"}, false, "delete element inet terok_shield dns_v4 { 198.51.100.7 }\n", 0},
 		{"deny", "add", KindDeny, []string{"203.0.113.5"}, false, "add element inet terok_shield deny_v4 { 203.0.113.5 }\n", 0},
 		{"delete ignores permanent", "delete", KindDeny, []string{"203.0.113.5"}, true, "delete element inet terok_shield deny_v4 { 203.0.113.5 }\n", 0},
 		{"gateway", "add", KindGateway, []string{"10.0.2.2", "fd00::2"}, false,
@@ -259,7 +276,8 @@ func TestReplace(t *testing.T) {
 func TestScriptRender(t *testing.T) {
 	s := Script{
 		Options:   Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout},
-		Allow:     []string{"198.51.100.10", "not-an-ip"},
+		Allow:     []string{"198.51.100.10", "not-an-ip", "10.0.5.0/24"},
+		Learned:   []string{"203.0.113.80", "169.254.169.254", "2001:db8::80"},
 		Permanent: true,
 		Deny:      []string{"203.0.113.5"},
 		Gateways:  SlirpGateways(),
@@ -268,11 +286,15 @@ func TestScriptRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(skipped) != 1 || skipped[0] != "not-an-ip" {
+	if strings.Join(skipped, ",") != "not-an-ip,169.254.169.254" {
 		t.Fatalf("skipped = %v", skipped)
 	}
+	if elems := out[strings.Index(out, "\n}\n"):]; strings.Contains(elems, "timeout") || strings.Contains(out, "169.254.169.254") || strings.Contains(out, "30m") {
+		t.Fatalf("timeout or special learned address written:\n%s", out)
+	}
 	for _, want := range []string{
-		"add element inet terok_shield allow_v4 { 198.51.100.10 timeout 3650d }\n",
+		"add element inet terok_shield allow_v4 { 198.51.100.10, 10.0.5.0/24 }\n" +
+			"add element inet terok_shield dns_v4 { 203.0.113.80 }\nadd element inet terok_shield dns_v6 { 2001:db8::80 }\n",
 		"add element inet terok_shield deny_v4 { 203.0.113.5 }\n",
 		"add element inet terok_shield gateway_v4 { 10.0.2.2 }\nadd element inet terok_shield gateway_v6 { fd00::2 }\n",
 	} {
@@ -288,7 +310,7 @@ func TestScriptRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out, "delete table inet terok_shield\ntable") || strings.Contains(out, "deny_v4") {
+	if !strings.HasPrefix(out, "delete table inet terok_shield\ntable") || strings.Contains(out, "deny_v4") || !strings.Contains(out, "dns_v4 { 203.0.113.80 }") {
 		t.Errorf("bypass script:\n%s", out)
 	}
 	if _, _, err := (Script{Options: Options{DNS: "10.0.2.3"}, AllowAll: true}).Render(); err == nil {
@@ -330,16 +352,19 @@ func (n *nftNetns) nft(script string, args ...string) (string, error) {
 func TestRealNftAcceptsAndVerifies(t *testing.T) {
 	ns := newNetns(t)
 	allow := []string{"198.51.100.0/24", "198.51.100.10", "203.0.113.9", "2001:db8::/48", "2001:db8::1", "10.1.2.3"}
+	learned := []string{"203.0.113.20", "203.0.113.21", "2001:db8:5::20"}
 	cases := []struct {
 		name   string
 		script Script
 		state  State
 	}{
-		{"hook pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418, 18731, 18732}}, Allow: allow, Deny: []string{"203.0.113.5"}}, StateUp},
-		{"hook slirp dnsmasq", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout}, Allow: allow, Permanent: true, Gateways: SlirpGateways()}, StateUp},
-		{"hook interactive ipv6 dns", Script{Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow}, StateUp},
-		{"bypass", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Bypass: true, Allow: allow, Gateways: SlirpGateways()}, StateDown},
-		{"bypass all", Script{Options: Options{DNS: SlirpDNS, SetTimeout: DnsmasqTimeout}, Bypass: true, AllowAll: true, Allow: allow, Permanent: true}, StateDownAll},
+		{"hook pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418, 18731, 18732}, HostLoopback: PastaHostLoopback}, Allow: allow, Learned: learned, Deny: []string{"203.0.113.5"}}, StateUp},
+		{"hook slirp", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateUp},
+		{"hook slirp deprecated timeout", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout}, Allow: allow, Permanent: true, Gateways: SlirpGateways()}, StateUp},
+		{"hook interactive ipv6 dns", Script{Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow, Learned: learned}, StateUp},
+		{"bypass", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Bypass: true, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateDown},
+		{"bypass pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback}, Bypass: true, Allow: allow}, StateDown},
+		{"bypass all", Script{Options: Options{DNS: SlirpDNS}, Bypass: true, AllowAll: true, Allow: allow, Learned: learned}, StateDownAll},
 	}
 	exists := false
 	for _, tc := range cases {
@@ -365,8 +390,11 @@ func TestRealNftAcceptsAndVerifies(t *testing.T) {
 				t.Fatalf("Classify = %s, want %s\nhook errs: %v\nbypass errs: %v\n%s", got, tc.state,
 					VerifyHook(listing, s.Interactive), VerifyBypass(listing, s.AllowAll), listing)
 			}
-			if s.Permanent && !strings.Contains(listing, "timeout 3650d") {
-				t.Errorf("permanent elements lost their timeout:\n%s", listing)
+			if !strings.Contains(listing, "flags timeout") {
+				t.Errorf("dns sets without the timeout flag:\n%s", listing)
+			}
+			if strings.Contains(listing, "expires") || strings.Contains(listing, "3650d") {
+				t.Errorf("an element with a timeout:\n%s", listing)
 			}
 			// Live element commands against the applied table.
 			if !s.Bypass {
@@ -408,8 +436,19 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"extra accept", "        oifname \"lo\" accept\n", "        oifname \"lo\" accept\n        ip daddr 0.0.0.0/0 accept\n", "unexpected accept rule: ip daddr 0.0.0.0/0 accept"},
 		{"sport 53 input hole", "        iifname \"lo\" accept\n", "        iifname \"lo\" accept\n        udp sport 53 accept\n", "input chain rules differ"},
 		{"allow before deny", "        ip daddr @deny_v4 log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter reject with icmpx admin-prohibited\n", "", "deny-set rules must precede allow-set rules"},
-		{"private range missing", "        ip daddr 172.16.0.0/12 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", "Private-range reject rule for 172.16.0.0/12 missing"},
-		{"blanket dns", "udp dport 53 ip daddr 10.0.2.3 accept", "udp dport 53 accept", "unexpected accept rule: udp dport 53 accept"},
+		{"special range missing", "        ip daddr 172.16.0.0/12 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", "Special-range reject rule for 172.16.0.0/12 missing"},
+		{"mapped range missing", "        ip6 daddr ::ffff:0:0/96 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", "Special-range reject rule for ::ffff:0.0.0.0/96 missing"},
+		{"blanket dns", "meta mark 0x7e5d0053 udp dport 53 ip daddr 10.0.2.3 accept", "udp dport 53 accept", "DNS accept rule without the resolver mark: udp dport 53 accept"},
+		{"unmarked dns to the forwarder", "meta mark 0x7e5d0053 tcp dport 53 ip daddr 10.0.2.3 accept", "tcp dport 53 ip daddr 10.0.2.3 accept", "DNS accept rule without the resolver mark: tcp dport 53 ip daddr 10.0.2.3 accept"},
+		{"other mark", "meta mark 0x7e5d0053 udp dport 53", "meta mark 0x00000001 udp dport 53", "resolver-marked DNS accept rules (udp and tcp to the forwarder) missing"},
+		{"forwarder reject missing", "        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", "reject of unmarked traffic to the DNS forwarder 10.0.2.3 missing"},
+		{"accept before forwarder reject", "        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
+			"        tcp dport 9418 ip daddr @gateway_v4 accept\n        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
+			"rule accepts before the reject of unmarked traffic to the DNS forwarder: tcp dport 9418 ip daddr @gateway_v4 accept"},
+		{"learned set before special rejects", "        ip daddr @allow_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n",
+			"        ip daddr @allow_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n        ip daddr @dns_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n",
+			"dns_v4 accept rule precedes a special-range reject"},
+		{"host loopback elsewhere", "tcp dport 9418 ip daddr @gateway_v4 accept", "tcp dport 9418 ip daddr 10.0.2.2 accept", "unexpected accept rule: tcp dport 9418 ip daddr 10.0.2.2 accept"},
 		{"chain not hooked", "type filter hook output priority filter; policy drop;", "", "output chain is not a drop-policy output hook"},
 	}
 	for _, tc := range tests {
@@ -439,7 +478,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 }
 
 func TestVerifyTextOnly(t *testing.T) {
-	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{9418}})
+	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback})
 	if errs := VerifyHook(good, false); len(errs) != 0 {
 		t.Fatalf("generated text must verify: %v", errs)
 	}
@@ -454,7 +493,7 @@ func TestVerifyTextOnly(t *testing.T) {
 		t.Fatal("interactive should be up")
 	}
 	errs := VerifyHook("garbage", false)
-	for _, want := range []string{"policy is not drop", "output chain missing", "input chain missing", "reject type missing", "allow_v4 set missing", "deny_v6 set missing", "terminal deny-all rule missing", "Private-range reject rule for fe80::/10 missing"} {
+	for _, want := range []string{"policy is not drop", "output chain missing", "input chain missing", "reject type missing", "allow_v4 set missing", "dns_v4 set missing", "deny_v6 set missing", "terminal deny-all rule missing"} {
 		if !strings.Contains(strings.Join(errs, "|"), want) {
 			t.Errorf("missing error %q in %v", want, errs)
 		}
@@ -475,5 +514,42 @@ func TestVerifyTextOnly(t *testing.T) {
 		if !strings.Contains(strings.Join(errs, "|"), want) {
 			t.Errorf("missing bypass error %q in %v", want, errs)
 		}
+	}
+	// Text-only damage nft would not even load.
+	noSet := strings.Replace(good, "    set dns_v6 { type ipv6_addr; flags timeout; }\n", "", 1)
+	if errs := VerifyHook(noSet, false); !strings.Contains(strings.Join(errs, "|"), "dns_v6 set missing") {
+		t.Fatalf("missing dns set not flagged: %v", errs)
+	}
+	noRule := strings.Replace(good, "        ip6 daddr @dns_v6 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n", "", 1)
+	if errs := VerifyHook(noRule, false); !strings.Contains(strings.Join(errs, "|"), "dns_v6 accept rule missing") {
+		t.Fatalf("missing dns rule not flagged: %v", errs)
+	}
+	for _, e := range append(VerifyHook(good, false), VerifyBypass(by, false)...) {
+		if e == ErrOldShape {
+			t.Fatal("current tables flagged as old")
+		}
+	}
+
+}
+
+// TestOldShapeFailsWithAdvice: a table of the previous generator (bundle
+// version 4: unmarked DNS, learned addresses in the allow sets before the
+// private rejects) is not enforcing any more, and the errors say how to get
+// the current one.
+func TestOldShapeFailsWithAdvice(t *testing.T) {
+	old := golden(t, "hook-v4-pasta.nft")
+	errs := VerifyHook(old, false)
+	joined := strings.Join(errs, "|")
+	for _, want := range []string{"DNS accept rule without the resolver mark: udp dport 53 ip daddr 169.254.1.1 accept", "dns_v4 set missing",
+		"Special-range reject rule for 127.0.0.0/8 missing", ErrOldShape} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("missing %q in %v", want, errs)
+		}
+	}
+	if Classify(old) != StateError {
+		t.Fatalf("old table classified %s", Classify(old))
+	}
+	if !strings.Contains(ErrOldShape, "run it again") {
+		t.Fatal("advice lost")
 	}
 }

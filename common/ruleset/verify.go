@@ -2,7 +2,9 @@ package ruleset
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -51,11 +53,22 @@ type table struct {
 // compiled on first use (see validRes).
 type verifyRegexps struct {
 	counter, handle, logOrder, space, chain, table, terminalLog *regexp.Regexp
-	hookAccept                                                  []*regexp.Regexp
-	// privateV4/privateV6 match the reject rule of each private range, in
-	// the order of PrivateV4/PrivateV6.
-	privateV4, privateV6 []*regexp.Regexp
+	// hookAccept are the output-chain rules allowed to carry an accept
+	// verdict in hook mode; the first headAccept of them are the ones of
+	// the head (docs/shield-hook.md, "Output chain"), the only accepts of
+	// the bypass table and the only ones allowed before the forwarder
+	// reject (the first preHead of them).
+	hookAccept []*regexp.Regexp
+	// marked is the resolver's DNS accept rule; dport53 finds any rule
+	// about port 53; reject is a logged special-range (or forwarder)
+	// reject with its address or prefix in group 2.
+	marked, dport53, reject *regexp.Regexp
 }
+
+const (
+	preHead    = 5 // lo, established, two ND rules, marked DNS
+	headAccept = 6 // preHead plus the host-service port rules
+)
 
 var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
 	r.counter = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
@@ -65,24 +78,23 @@ var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
 	r.chain = regexp.MustCompile(`^chain ([A-Za-z0-9_.-]+) \{$`)
 	r.table = regexp.MustCompile(`^table inet terok_shield \{$`)
 	r.terminalLog = regexp.MustCompile(`(?m)^\s*log\s+.*prefix\s+"TEROK_SHIELD_DENIED`)
-	// Output-chain rules allowed to carry an accept verdict in hook mode.
-	// Anything else that accepts is an error: the table must not contain a
-	// hole the generator never writes.
+	markPat := `meta mark 0x` + fmt.Sprintf("%08x", ResolverMark)
+	r.marked = regexp.MustCompile(`^` + markPat + ` (udp|tcp) dport 53 (ip|ip6) daddr (` + addrPat + `) accept$`)
+	r.dport53 = regexp.MustCompile(`dport 53( |$)`)
+	r.reject = regexp.MustCompile(`^(ip|ip6) daddr ([0-9A-Fa-f:./]+) ` + logPat(PrefixPrivate) + ` ` + RejectStmt + `$`)
+	// Anything else that accepts is an error: the table must not contain
+	// a hole the generator never writes.
 	r.hookAccept = []*regexp.Regexp{
 		regexp.MustCompile(`^oifname "lo" accept$`),
 		regexp.MustCompile(`^ct state established,related accept$`),
 		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
 		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
-		regexp.MustCompile(`^(udp|tcp) dport 53 (ip|ip6) daddr ` + addrPat + ` accept$`),
-		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr 169\.254\.1\.2) accept$`),
-		regexp.MustCompile(`^ip daddr @allow_v4 ` + logPat(PrefixAllowed) + ` counter accept$`),
-		regexp.MustCompile(`^ip6 daddr @allow_v6 ` + logPat(PrefixAllowed) + ` counter accept$`),
-	}
-	for _, p := range PrivateV4() {
-		r.privateV4 = append(r.privateV4, regexp.MustCompile(`ip daddr `+regexp.QuoteMeta(p)+`.*reject`))
-	}
-	for _, p := range PrivateV6() {
-		r.privateV6 = append(r.privateV6, regexp.MustCompile(`ip6 daddr `+regexp.QuoteMeta(p)+`.*reject`))
+		r.marked,
+		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + `) accept$`),
+		regexp.MustCompile(`^ip daddr @` + SetAllowV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip6 daddr @` + SetAllowV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip daddr @` + SetDNSV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip6 daddr @` + SetDNSV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
 	}
 	return r
 })
@@ -172,19 +184,108 @@ func (c *chain) hasHeader(hook, policy string) (hookOK, policyOK bool) {
 	return
 }
 
-func privateChecks(text string, errs []string) []string {
-	res := verifyRes()
-	for i, r := range PrivateV4() {
-		if !res.privateV4[i].MatchString(text) {
-			errs = append(errs, fmt.Sprintf("Private-range reject rule for %s missing", r))
+// ErrOldShape is the advice added to the errors of a table written before
+// closed DNS and the learned-address sets (bundle version 4 and older):
+// such a table is never repaired in place, the container is started again.
+const ErrOldShape = "the table predates closed DNS and the learned-address sets (shield bundle older than version 5): stop the container and run it again with this terok-sandbox to apply the current ruleset"
+
+// oldShape reports whether t looks like a table of the previous generator:
+// DNS accepted without the resolver mark, or no learned-address sets.
+func oldShape(t table) bool {
+	if !strings.Contains(t.text, "set "+SetDNSV4+" {") {
+		return true
+	}
+	if out := t.chains["output"]; out != nil {
+		for _, r := range out.rules {
+			if strings.HasPrefix(r, "udp dport 53 ") && strings.HasSuffix(r, " accept") {
+				return true
+			}
 		}
 	}
-	for i, r := range PrivateV6() {
-		if !res.privateV6[i].MatchString(text) {
-			errs = append(errs, fmt.Sprintf("Private-range reject rule for %s missing", r))
+	return false
+}
+
+// withAdvice appends ErrOldShape to the errors of an old-shape table.
+func withAdvice(t table, errs []string) []string {
+	if len(errs) > 0 && strings.Contains(t.text, "chain output") && oldShape(t) {
+		errs = append(errs, ErrOldShape)
+	}
+	return errs
+}
+
+func acceptsBy(r string, res []*regexp.Regexp) bool {
+	for _, re := range res {
+		if re.MatchString(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// dnsChecks are the closed-DNS invariants of both modes: the resolver's
+// marked accept pair for one forwarder address, no other rule accepting
+// port 53, and the unmarked reject of the forwarder (any protocol or
+// port) before any accept rule other than lo, established, ND and the
+// marked pair.
+func dnsChecks(out *chain, errs []string) []string {
+	res := verifyRes()
+	fwd := map[string]string{} // proto -> "ip daddr ADDR" (or ip6)
+	for _, r := range out.rules {
+		if m := res.marked.FindStringSubmatch(r); m != nil {
+			if prev, dup := fwd[m[1]]; dup && prev != m[2]+" daddr "+m[3] {
+				errs = append(errs, fmt.Sprintf("resolver DNS accepted to two forwarders: %s and %s", prev, m[3]))
+			}
+			fwd[m[1]] = m[2] + " daddr " + m[3]
+			continue
+		}
+		if res.dport53.MatchString(r) && strings.Contains(r, "accept") {
+			errs = append(errs, fmt.Sprintf("DNS accept rule without the resolver mark: %s", r))
+		}
+	}
+	if fwd["udp"] == "" || fwd["tcp"] == "" {
+		return append(errs, "resolver-marked DNS accept rules (udp and tcp to the forwarder) missing")
+	}
+	if fwd["udp"] != fwd["tcp"] {
+		errs = append(errs, fmt.Sprintf("resolver DNS accepted to two forwarders: %s and %s", fwd["udp"], fwd["tcp"]))
+	}
+	want := fwd["udp"] + " " + logPat(PrefixPrivate) + " " + RejectStmt
+	at := slices.Index(out.rules, want)
+	if at < 0 {
+		return append(errs, fmt.Sprintf("reject of unmarked traffic to the DNS forwarder %s missing", strings.Fields(fwd["udp"])[2]))
+	}
+	for _, r := range out.rules[:at] {
+		if strings.Contains(r, "accept") && !acceptsBy(r, res.hookAccept[:preHead]) {
+			errs = append(errs, fmt.Sprintf("rule accepts before the reject of unmarked traffic to the DNS forwarder: %s", r))
 		}
 	}
 	return errs
+}
+
+// specialChecks requires a reject of every special range (special.go)
+// and returns the index of the last one (-1 when none).
+func specialChecks(out *chain, errs []string) ([]string, int) {
+	found := map[netip.Prefix]int{}
+	for i, r := range out.rules {
+		m := verifyRes().reject.FindStringSubmatch(r)
+		if m == nil || !strings.Contains(m[2], "/") {
+			continue
+		}
+		p, err := netip.ParsePrefix(m[2])
+		if err != nil || (m[1] == "ip") != p.Addr().Is4() {
+			continue
+		}
+		found[p.Masked()] = i
+	}
+	last := -1
+	for _, s := range specialPrefixes {
+		i, ok := found[s]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("Special-range reject rule for %s missing", s))
+			continue
+		}
+		last = max(last, i)
+	}
+	return errs, last
 }
 
 func logPat(prefix string) string {
@@ -232,9 +333,12 @@ func checkJumps(t table, errs []string) []string {
 // VerifyHook checks a listing against the enforcing ruleset. It returns the
 // §8 error strings for the minimum invariants and, beyond them, structural
 // errors: hook/policy of both chains, no accept rule the generator does not
-// write, deny sets before allow sets, the terminal reject last, an input
-// chain of exactly loopback/established/drop, no jumps or extra chains.
-// An empty result means the ruleset is enforcing.
+// write, closed DNS (dnsChecks), deny sets before allow sets, every
+// special range rejected before the learned-address (dns) sets, the
+// terminal reject last, an input chain of exactly loopback/established/
+// drop, no jumps or extra chains. An empty result means the ruleset is
+// enforcing; a table of the previous generator gets ErrOldShape among its
+// errors.
 func VerifyHook(listing string, interactive bool) []string {
 	t := parse(listing)
 	text := t.text
@@ -251,8 +355,8 @@ func VerifyHook(listing string, interactive bool) []string {
 	if !strings.Contains(text, "admin-prohibited") {
 		errs = append(errs, "reject type missing")
 	}
-	for _, s := range []string{SetAllowV4, SetAllowV6, SetDenyV4, SetDenyV6} {
-		if !strings.Contains(text, s) {
+	for _, s := range []string{SetAllowV4, SetAllowV6, SetDNSV4, SetDNSV6, SetDenyV4, SetDenyV6} {
+		if !strings.Contains(text, "set "+s+" {") {
 			errs = append(errs, s+" set missing")
 		}
 	}
@@ -263,16 +367,18 @@ func VerifyHook(listing string, interactive bool) []string {
 	} else if !verifyRes().terminalLog.MatchString(text) {
 		errs = append(errs, "terminal deny-all rule missing")
 	}
-	errs = privateChecks(text, errs)
 
 	out := t.chains["output"]
 	if out == nil {
-		return errs
+		return withAdvice(t, errs)
 	}
+	errs = dnsChecks(out, errs)
+	errs, lastSpecial := specialChecks(out, errs)
 	if hookOK, policyOK := out.hasHeader("output", "drop"); !hookOK || !policyOK {
 		errs = append(errs, "output chain is not a drop-policy output hook")
 	}
 	denyIdx, allowIdx := -1, -1
+	learned := map[string]int{}
 	for i, r := range out.rules {
 		if strings.HasPrefix(r, "ip daddr @deny_v4 ") && denyIdx < 0 {
 			denyIdx = i
@@ -280,21 +386,28 @@ func VerifyHook(listing string, interactive bool) []string {
 		if strings.HasPrefix(r, "ip daddr @allow_v4 ") && allowIdx < 0 {
 			allowIdx = i
 		}
-		if strings.Contains(r, "accept") {
-			ok := false
-			for _, re := range verifyRes().hookAccept {
-				if re.MatchString(r) {
-					ok = true
-					break
+		for _, set := range []string{SetDNSV4, SetDNSV6} {
+			if strings.Contains(r, "daddr @"+set+" ") {
+				if _, seen := learned[set]; !seen {
+					learned[set] = i
 				}
 			}
-			if !ok {
-				errs = append(errs, fmt.Sprintf("unexpected accept rule: %s", r))
-			}
+		}
+		if strings.Contains(r, "accept") && !acceptsBy(r, verifyRes().hookAccept) {
+			errs = append(errs, fmt.Sprintf("unexpected accept rule: %s", r))
 		}
 	}
 	if denyIdx < 0 || allowIdx < 0 || denyIdx > allowIdx {
 		errs = append(errs, "deny-set rules must precede allow-set rules")
+	}
+	for _, set := range []string{SetDNSV4, SetDNSV6} {
+		i, ok := learned[set]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Sprintf("%s accept rule missing", set))
+		case i < lastSpecial:
+			errs = append(errs, fmt.Sprintf("%s accept rule precedes a special-range reject (learned addresses must never open a special range)", set))
+		}
 	}
 	wantLast := RejectStmt
 	if interactive {
@@ -304,11 +417,12 @@ func VerifyHook(listing string, interactive bool) []string {
 		errs = append(errs, "terminal reject is not the last output rule")
 	}
 	errs = checkInput(t, errs)
-	return checkJumps(t, errs)
+	return withAdvice(t, checkJumps(t, errs))
 }
 
-// VerifyBypass checks a listing against the bypass ruleset (§7.3); with
-// allowAll the private-range rejects are not required.
+// VerifyBypass checks a listing against the bypass ruleset (§7.3): closed
+// DNS as in hook mode, no accept rules beyond the head's and, without
+// allowAll, every special range rejected.
 func VerifyBypass(listing string, allowAll bool) []string {
 	t := parse(listing)
 	text := t.text
@@ -328,19 +442,27 @@ func VerifyBypass(listing string, allowAll bool) []string {
 	if !strings.Contains(text, PrefixBypass) {
 		errs = append(errs, "bypass nflog prefix missing")
 	}
-	for _, s := range []string{SetAllowV4, SetAllowV6} {
-		if !strings.Contains(text, s) {
+	for _, s := range []string{SetAllowV4, SetAllowV6, SetDNSV4, SetDNSV6} {
+		if !strings.Contains(text, "set "+s+" {") {
 			errs = append(errs, s+" set missing")
 		}
 	}
-	if !allowAll {
-		errs = privateChecks(text, errs)
+	out := t.chains["output"]
+	if out == nil {
+		return withAdvice(t, errs)
 	}
-	if out := t.chains["output"]; out != nil {
-		if hookOK, policyOK := out.hasHeader("output", "accept"); !hookOK || !policyOK {
-			errs = append(errs, "output chain is not an accept-policy output hook")
+	errs = dnsChecks(out, errs)
+	if !allowAll {
+		errs, _ = specialChecks(out, errs)
+	}
+	if hookOK, policyOK := out.hasHeader("output", "accept"); !hookOK || !policyOK {
+		errs = append(errs, "output chain is not an accept-policy output hook")
+	}
+	for _, r := range out.rules {
+		if strings.Contains(r, "accept") && !acceptsBy(r, verifyRes().hookAccept[:headAccept]) {
+			errs = append(errs, fmt.Sprintf("unexpected accept rule: %s", r))
 		}
 	}
 	errs = checkInput(t, errs)
-	return checkJumps(t, errs)
+	return withAdvice(t, checkJumps(t, errs))
 }

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -68,17 +67,13 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream DNS %q: %w", s.DNS, err)
 	}
-	var timeout time.Duration
-	if s.SetTimeout != "" {
-		if timeout, err = parseNftTime(s.SetTimeout); err != nil {
-			return nil, err
-		}
-	}
-	var elemTimeout time.Duration
-	if s.Permanent && s.SetTimeout != "" {
-		if elemTimeout, err = parseNftTime(ruleset.PermanentTimeout); err != nil {
-			return nil, err
-		}
+	var hostLo netip.Addr
+	switch s.HostLoopback {
+	case "":
+	case ruleset.PastaHostLoopback:
+		hostLo = netip.MustParseAddr(ruleset.PastaHostLoopback)
+	default:
+		return nil, fmt.Errorf("host loopback address %q: only %s is supported", s.HostLoopback, ruleset.PastaHostLoopback)
 	}
 	p := &Plan{table: &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table}}
 	mk := func(name string, v6, interval, hasTimeout bool) *planSet {
@@ -90,14 +85,14 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 			Table: p.table, Name: name, KeyType: kt, Interval: interval,
 			HasTimeout: hasTimeout, KeyByteOrder: binaryutil.BigEndian,
 		}}
-		if hasTimeout {
-			ps.set.Timeout = timeout
-		}
 		p.sets = append(p.sets, ps)
 		return ps
 	}
-	allow4 := mk(ruleset.SetAllowV4, false, true, timeout != 0)
-	allow6 := mk(ruleset.SetAllowV6, true, true, timeout != 0)
+	// The order of ruleset's set declarations.
+	allow4 := mk(ruleset.SetAllowV4, false, true, false)
+	allow6 := mk(ruleset.SetAllowV6, true, true, false)
+	dns4 := mk(ruleset.SetDNSV4, false, false, true)
+	dns6 := mk(ruleset.SetDNSV6, true, false, true)
 	var deny4, deny6 *planSet
 	if !s.Bypass {
 		deny4 = mk(ruleset.SetDenyV4, false, true, false)
@@ -107,7 +102,7 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 	gw6 := mk(ruleset.SetGatewayV6, true, false, false)
 
 	// Elements, exactly as ruleset.Elements selects them.
-	fill := func(kind string, list []string, v4, v6 *planSet, et time.Duration) error {
+	fill := func(kind string, list []string, v4, v6 *planSet) error {
 		a4, a6, skipped := ruleset.SplitFamilies(list)
 		if len(skipped) > 0 {
 			return fmt.Errorf("invalid %s elements %q", kind, skipped)
@@ -117,18 +112,29 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 			list []string
 		}{{v4, a4}, {v6, a6}} {
 			for _, a := range ruleset.DropCovered(f.list) {
-				if err := f.ps.add(a, et); err != nil {
+				if err := f.ps.add(a); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	if err := fill(ruleset.KindAllow, s.Allow, allow4, allow6, elemTimeout); err != nil {
+	if err := fill(ruleset.KindAllow, s.Allow, allow4, allow6); err != nil {
+		return nil, err
+	}
+	// Learned addresses: ruleset.Render skips special ones, so a parsed
+	// script has none; any other Script with one is refused, never applied.
+	for _, a := range s.Learned {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || ruleset.IsSpecial(ip) {
+			return nil, fmt.Errorf("learned element %q is not a plain non-special address", a)
+		}
+	}
+	if err := fill(ruleset.KindDNS, s.Learned, dns4, dns6); err != nil {
 		return nil, err
 	}
 	if !s.Bypass {
-		if err := fill(ruleset.KindDeny, s.Deny, deny4, deny6, 0); err != nil {
+		if err := fill(ruleset.KindDeny, s.Deny, deny4, deny6); err != nil {
 			return nil, err
 		}
 	}
@@ -146,7 +152,7 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 			gwAll = append(gwAll, c)
 		}
 	}
-	if err := fill(ruleset.KindGateway, gwAll, gw4, gw6, 0); err != nil {
+	if err := fill(ruleset.KindGateway, gwAll, gw4, gw6); err != nil {
 		return nil, err
 	}
 
@@ -175,22 +181,26 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 	o.add([]*planSet{ndTypes2}, nfproto(unix.NFPROTO_IPV6), l4proto(unix.IPPROTO_ICMPV6),
 		payload(expr.PayloadBaseTransportHeader, 0, 1), lookupAnon(ndTypes2),
 		daddr6(), lookup(gw6), verdict(expr.VerdictAccept))
+	// Closed DNS (docs/shield-hook.md, "Output chain"): only the
+	// resolver's marked packets reach the forwarder.
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-		o.add(nil, l4proto(proto), dport(53), daddrEq(dns), verdict(expr.VerdictAccept))
+		o.add(nil, markEq(ruleset.ResolverMark), l4proto(proto), dport(53), daddrEq(dns), verdict(expr.VerdictAccept))
 	}
+	o.add(nil, daddrEq(dns), logExpr(ruleset.PrefixPrivate), reject())
 	ports := dedupPorts(s.LoopbackPorts)
 	for _, port := range ports {
 		o.add(nil, l4proto(unix.IPPROTO_TCP), dport(port), nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(gw4), verdict(expr.VerdictAccept))
 		o.add(nil, l4proto(unix.IPPROTO_TCP), dport(port), nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(gw6), verdict(expr.VerdictAccept))
 	}
-	hostLo := netip.MustParseAddr(ruleset.PastaHostLoopback)
-	for _, port := range ports {
-		o.add(nil, l4proto(unix.IPPROTO_TCP), dport(port), daddrEq(hostLo), verdict(expr.VerdictAccept))
+	if hostLo.IsValid() {
+		for _, port := range ports {
+			o.add(nil, l4proto(unix.IPPROTO_TCP), dport(port), daddrEq(hostLo), verdict(expr.VerdictAccept))
+		}
 	}
 	if s.Bypass {
 		o.add(nil, ctState(ctNew), logExpr(ruleset.PrefixBypass), &expr.Counter{})
 		if !s.AllowAll {
-			if err := o.privateRejects(); err != nil {
+			if err := o.specialRejects(); err != nil {
 				return nil, err
 			}
 		}
@@ -199,9 +209,11 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 		o.add(nil, nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(deny6), logExpr(ruleset.PrefixDenied), &expr.Counter{}, reject())
 		o.add(nil, nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(allow4), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
 		o.add(nil, nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(allow6), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
-		if err := o.privateRejects(); err != nil {
+		if err := o.specialRejects(); err != nil {
 			return nil, err
 		}
+		o.add(nil, nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(dns4), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
+		o.add(nil, nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(dns6), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
 		if s.Interactive {
 			o.add(nil, logExpr(ruleset.PrefixQueued), &expr.Counter{}, reject())
 		} else {
@@ -238,8 +250,8 @@ func (c *chainPlan) add(anon []*planSet, e ...any) {
 	c.anon = append(c.anon, anon)
 }
 
-func (c *chainPlan) privateRejects() error {
-	for _, r := range append(ruleset.PrivateV4(), ruleset.PrivateV6()...) {
+func (c *chainPlan) specialRejects() error {
+	for _, r := range append(ruleset.SpecialV4(), ruleset.SpecialV6()...) {
 		m, err := prefixMatch(r)
 		if err != nil {
 			return err
@@ -252,12 +264,12 @@ func (c *chainPlan) privateRejects() error {
 // add appends the interval (or single) elements for one canonical address
 // or CIDR. Interval sets hold [start, end) pairs, the end flagged; a range
 // reaching the top of the address space has no end element (as nft does).
-func (ps *planSet) add(a string, timeout time.Duration) error {
+func (ps *planSet) add(a string) error {
 	pfx, err := parsePrefix(a)
 	if err != nil {
 		return err
 	}
-	ps.elems = append(ps.elems, nftables.SetElement{Key: pfx.Addr().AsSlice(), Timeout: timeout})
+	ps.elems = append(ps.elems, nftables.SetElement{Key: pfx.Addr().AsSlice()})
 	if !ps.set.Interval {
 		if !pfx.IsSingleIP() {
 			return fmt.Errorf("prefix %s in a set without intervals", a)
@@ -319,7 +331,7 @@ func prefixSet(t *nftables.Table, prefixes ...string) (*planSet, error) {
 		KeyType: nftables.TypeIP6Addr, KeyByteOrder: binaryutil.BigEndian}}
 	ps.elems = append(ps.elems, nftables.SetElement{Key: make([]byte, 16), IntervalEnd: true})
 	for _, p := range prefixes {
-		if err := ps.add(p, 0); err != nil {
+		if err := ps.add(p); err != nil {
 			return nil, err
 		}
 	}
@@ -331,6 +343,11 @@ func prefixSet(t *nftables.Table, prefixes ...string) (*planSet, error) {
 
 func meta(k expr.MetaKey, want []byte) any {
 	return &multi{[]any{&expr.Meta{Key: k, Register: 1}, cmpEq(want)}}
+}
+
+// markEq is `meta mark M`: the mark is compared in host byte order.
+func markEq(m uint32) any {
+	return &multi{[]any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}, cmpEq(binaryutil.NativeEndian.PutUint32(m))}}
 }
 
 func cmpEq(b []byte) any { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b} }
@@ -453,35 +470,4 @@ func flatten(in []any) []expr.Any {
 		}
 	}
 	return out
-}
-
-// parseNftTime reads the timeouts the generator writes: a number with one
-// unit of d, h, m, s or ms (ruleset.ValidTimeout's grammar).
-func parseNftTime(s string) (time.Duration, error) {
-	if err := ruleset.ValidTimeout(s); err != nil {
-		return 0, err
-	}
-	units := []struct {
-		suf string
-		d   time.Duration
-	}{{"ms", time.Millisecond}, {"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suf); ok {
-			var n uint64
-			for _, c := range num {
-				if c < '0' || c > '9' {
-					return 0, fmt.Errorf("timeout %q", s)
-				}
-				n = n*10 + uint64(c-'0')
-				if n > 1<<40 {
-					return 0, fmt.Errorf("timeout %q too large", s)
-				}
-			}
-			if num == "" {
-				return 0, fmt.Errorf("timeout %q", s)
-			}
-			return time.Duration(n) * u.d, nil
-		}
-	}
-	return 0, fmt.Errorf("timeout %q has no unit", s)
 }

@@ -133,35 +133,52 @@ func nftTransaction(text string, gateways []string) string {
 		text + ruleset.AddElements(ruleset.KindGateway, gateways, false)
 }
 
-// equivCases: both modes, every tier (dnsmasq: set timeout and permanent
-// elements; dig/getent: plain interval sets), interactive, IPv4 and IPv6
-// resolvers, pasta and slirp4netns, and allowlists with CIDRs, adjacent
+// equivCases: both modes, pasta (host-loopback rules) and slirp4netns
+// (none), interactive, IPv4 and IPv6 forwarders, learned (dns set)
+// elements, and allowlists with CIDRs (special ranges included), adjacent
 // and nested ranges, the top of the address space, and 1,000 and 5,000
 // entries.
 func equivCases() map[string]ruleset.Script {
 	ports := []int{9418, 18731, 18732}
 	mixed := []string{"198.51.100.7", "203.0.113.0/25", "203.0.113.128/25", "198.51.100.0/30", "2001:db8::1",
-		"2001:db8:1::/48", "2001:db8:2::/48", "255.255.255.255", "240.0.0.0/4", "ffff::/16", "0.0.0.0/8"}
+		"2001:db8:1::/48", "2001:db8:2::/48", "255.255.255.255", "240.0.0.0/4", "ffff::/16", "0.0.0.0/8", "10.20.0.0/16"}
+	learned := []string{"203.0.113.200", "198.51.100.77", "2001:db8:9::1", "2001:db8:9::2"}
 	deny := []string{"198.51.100.9", "203.0.113.64/26", "2001:db8::dead"}
 	slirp := ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: ports}
-	slirpMasq := slirp
-	slirpMasq.SetTimeout = ruleset.DnsmasqTimeout
-	pasta := ruleset.Options{DNS: ruleset.PastaDNS, LoopbackPorts: ports}
+	pasta := ruleset.Options{DNS: ruleset.PastaDNS, LoopbackPorts: ports, HostLoopback: ruleset.PastaHostLoopback}
+	v6fwd := ruleset.Options{DNS: "2001:db8::53", LoopbackPorts: ports}
 	gws := ruleset.SlirpGateways()
 	return map[string]ruleset.Script{
-		"dnsmasq tier, profile only":  {Options: slirpMasq, Gateways: gws},
-		"dnsmasq tier, live entries":  {Options: slirpMasq, Allow: mixed, Permanent: true, Deny: deny, Gateways: gws},
+		"slirp, profile only":         {Options: slirp, Gateways: gws},
+		"slirp, learned and live":     {Options: slirp, Allow: mixed, Learned: learned, Deny: deny, Gateways: gws},
 		"dig tier slirp":              {Options: slirp, Allow: mixed, Deny: deny, Gateways: gws},
-		"getent tier pasta":           {Options: pasta, Allow: mixed},
+		"pasta":                       {Options: pasta, Allow: mixed, Learned: learned},
+		"pasta learned only":          {Options: pasta, Learned: learned[:1]},
+		"v6 forwarder":                {Options: v6fwd, Allow: mixed, Learned: learned, Gateways: gws},
 		"interactive v6 dns no ports": {Options: ruleset.Options{DNS: "2001:db8::53", Interactive: true}, Allow: mixed},
-		"interactive dnsmasq":         {Options: ruleset.Options{DNS: ruleset.SlirpDNS, SetTimeout: "10m", Interactive: true}, Allow: mixed[:3], Permanent: true},
-		"bypass":                      {Options: slirp, Bypass: true, Allow: mixed, Gateways: gws},
+		"interactive pasta":           {Options: ruleset.Options{DNS: ruleset.PastaDNS, Interactive: true, LoopbackPorts: ports[:1], HostLoopback: ruleset.PastaHostLoopback}, Allow: mixed[:3], Learned: learned},
+		"bypass":                      {Options: slirp, Bypass: true, Allow: mixed, Learned: learned, Gateways: gws},
+		"bypass pasta":                {Options: pasta, Bypass: true, Allow: mixed},
 		"bypass all":                  {Options: pasta, Bypass: true, AllowAll: true},
-		"bypass dnsmasq":              {Options: slirpMasq, Bypass: true, Allow: mixed, Permanent: true, Gateways: gws},
+		"bypass all v6 forwarder":     {Options: v6fwd, Bypass: true, AllowAll: true, Learned: learned, Gateways: gws},
 		"1000 entries":                {Options: slirp, Allow: testaddrs.Allowlist(1000), Gateways: gws},
-		"1000 entries dnsmasq":        {Options: slirpMasq, Allow: testaddrs.Allowlist(1000), Permanent: true, Gateways: gws},
+		"1000 learned":                {Options: slirp, Learned: learnedN(1000), Gateways: gws},
 		"5000 entries":                {Options: pasta, Allow: testaddrs.Allowlist(5000), Deny: testaddrs.Allowlist(50)[40:]},
 	}
+}
+
+// learnedN is n addresses of the documentation ranges, which are not
+// special (testaddrs.Allowlist's 198.18.0.0/15 is: benchmarking).
+func learnedN(n int) []string {
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if i%2 == 0 && i/2 < 254 {
+			out = append(out, fmt.Sprintf("203.0.113.%d", i/2+1))
+		} else {
+			out = append(out, fmt.Sprintf("2001:db8:a::%x", i+1))
+		}
+	}
+	return out
 }
 
 // TestNetlinkEquivalentToNft applies each case once with nft -f and once
