@@ -113,3 +113,14 @@ type Verification interface {
 	// more than once and after Finish.
 	Stop()
 }
+
+// Cleaner is implemented by firewalls that leave per-container processes or
+// state (the shield's per-container resolver). The launcher calls Cleanup
+// after it removed a container whose start failed, and `stop` after its
+// `podman rm -f`, so nothing of a container outlives it even when its
+// poststop hook never ran (docs/runner.md, Failed starts). Cleanup must be
+// safe to call for a container that never had such state, more than once,
+// and under shield bypass (containers started before bypass was set).
+type Cleaner interface {
+	Cleanup(ctx context.Context, container, taskDir string) error
+}

@@ -126,24 +126,42 @@ type GPUError struct {
 	Stderr string
 	// Hint is GPUHint.
 	Hint string
+	// Cleanup, when not empty, says what the launcher cleaned up.
+	Cleanup string
 }
 
 func (e *GPUError) Error() string {
-	return "Container launch failed (GPU misconfiguration):\n" + e.Stderr + "\n\n" + e.Hint
+	msg := "Container launch failed (GPU misconfiguration):\n" + e.Stderr
+	if e.Cleanup != "" {
+		msg += "\n\n" + e.Cleanup
+	}
+	return msg + "\n\n" + e.Hint
 }
 
 // LaunchError is any other failed launch; Detail is podman's trimmed stderr
 // (or a description of the failed command).
 type LaunchError struct {
+	// Step, when known, is the step that failed (docs/runner.md, Failed
+	// starts).
+	Step   Step
 	Detail string
+	// Cleanup, when not empty, says what the launcher cleaned up (the
+	// container removed, or the command to remove it).
+	Cleanup string
 	// Hint, when not empty, follows the detail (name clash, missing image).
 	Hint string
 }
 
 func (e *LaunchError) Error() string {
-	msg := "Container launch failed:\n" + e.Detail
-	if e.Hint != "" {
-		msg += "\n\n" + e.Hint
+	msg := "Container launch failed:\n"
+	if e.Step != "" {
+		msg = "Container launch failed: " + string(e.Step) + " failed.\n"
+	}
+	msg += e.Detail
+	for _, s := range []string{e.Cleanup, e.Hint} {
+		if s != "" {
+			msg += "\n\n" + s
+		}
 	}
 	return msg
 }
