@@ -99,10 +99,18 @@ func TestShieldStatusAndSetup(t *testing.T) {
 	if code != 0 || out != "Shield hooks installed in "+s.hooksDir+"\n" {
 		t.Fatalf("setup --root: code %d out %q err %q", code, out, errOut)
 	}
-	for _, f := range []string{"terok-shield-hook", "terok-shield-createRuntime.json", "terok-shield-poststop.json"} {
-		if _, err := os.Stat(filepath.Join(s.hooksDir, f)); err != nil {
+	// The descriptors name the installed hook; no copy goes into hooks.d.
+	for _, f := range []string{"terok-shield-createRuntime.json", "terok-shield-poststop.json"} {
+		data, err := os.ReadFile(filepath.Join(s.hooksDir, f))
+		if err != nil {
 			t.Fatal(err)
 		}
+		if !strings.Contains(string(data), `"path": "`+hook+`"`) {
+			t.Fatalf("%s does not name %s:\n%s", f, hook, data)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.hooksDir, "terok-shield-hook")); err == nil {
+		t.Fatal("setup copied the hook into hooks.d")
 	}
 	code, out, errOut = s.run("shield", "status")
 	if code != 0 || !strings.HasSuffix(out, "Hooks:          global-system\nHealth:         ok\n") || errOut != "" {

@@ -194,13 +194,21 @@ func (s Systemd) Uninstall(ctx context.Context, dir string, names []string, sock
 	return s.Call(ctx, "daemon-reload")
 }
 
+// LibexecSubdir is where `make install` and the package put executables
+// that are not commands (the OCI hook), relative to the directory above
+// bin/: $(PREFIX)/libexec/terok (docs/install.md).
+const LibexecSubdir = "libexec/terok"
+
 // FindBinary locates an installed executable: next to the running runner
-// first (a bin/ directory built together), then on PATH.
+// first (a bin/ directory built together), then in the installation's
+// libexec/terok, then on PATH.
 func FindBinary(name string) (string, error) {
 	if self, err := os.Executable(); err == nil {
-		cand := filepath.Join(filepath.Dir(self), name)
-		if fi, err := os.Stat(cand); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return cand, nil
+		dir := filepath.Dir(self)
+		for _, cand := range []string{filepath.Join(dir, name), filepath.Join(filepath.Dir(dir), LibexecSubdir, name)} {
+			if fi, err := os.Stat(cand); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+				return cand, nil
+			}
 		}
 	}
 	if p, err := exec.LookPath(name); err == nil {

@@ -108,9 +108,15 @@ func CheckEnvironment(ctx context.Context, tools Tools, info podmaninfo.Info, pa
 }
 
 // InstalledHookVersion asks the installed hook for its bundle version; for
-// an old script hook it reads the _BUNDLE_VERSION line.
+// an old script hook it reads the _BUNDLE_VERSION line. The hook is the one
+// the createRuntime descriptor names (an older setup copied it into dir).
 func InstalledHookVersion(ctx context.Context, tools Tools, dir string) (int, error) {
 	exe := filepath.Join(dir, shieldbundle.HookBinary)
+	if data, err := os.ReadFile(filepath.Join(dir, shieldbundle.DescCreateRuntime)); err == nil {
+		if p, err := shieldbundle.DescriptorHookPath(data); err == nil {
+			exe = p
+		}
+	}
 	if _, err := os.Stat(exe); err != nil {
 		return 0, fmt.Errorf("hook executable missing: %w", err)
 	}

@@ -19,7 +19,8 @@ import (
 // SetupOptions drive the global hook installation (shield.md §13).
 type SetupOptions struct {
 	Root, User bool
-	// HookBinary is the terok-shield-hook executable to install.
+	// HookBinary is the installed terok-shield-hook executable the
+	// descriptors name (it is not copied).
 	HookBinary string
 	Paths      HostPaths
 	// EUID decides whether --root needs sudo.
@@ -51,29 +52,39 @@ func Setup(ctx context.Context, o SetupOptions) (SetupResult, error) {
 	if o.HookBinary == "" {
 		return SetupResult{}, errors.New("terok-shield-hook not found next to terok-sandbox or on PATH; build or install it first (make build / make install)")
 	}
-	hookData, err := os.ReadFile(o.HookBinary)
+	hookPath, err := o.trustedHook()
 	if err != nil {
-		return SetupResult{}, fmt.Errorf("read hook executable %s: %w", o.HookBinary, err)
+		return SetupResult{}, err
 	}
 	if o.Root {
-		return o.setupRoot(ctx, hookData)
+		return o.setupRoot(ctx, hookPath)
 	}
-	return o.setupUser(hookData)
+	return o.setupUser(hookPath)
+}
+
+// trustedHook is the executable the descriptors name: the installed hook
+// itself, never a copy in hooks.d (docs/install.md, The OCI hook). Root's
+// podman runs it as root, so for --root only root may be able to change
+// it; for --user the user may too.
+func (o SetupOptions) trustedHook() (string, error) {
+	abs, err := filepath.Abs(o.HookBinary)
+	if err != nil {
+		return "", fmt.Errorf("hook executable %s: %w", o.HookBinary, err)
+	}
+	owners := []int{0}
+	if !o.Root && o.EUID != 0 {
+		owners = append(owners, o.EUID)
+	}
+	return shieldbundle.CheckHookBinary(abs, owners)
 }
 
 // rootTarget is the --root directory: a directory root's podman really
 // reads (HostPaths.RootSetupDir).
 func (o SetupOptions) rootTarget() string { return o.Paths.RootSetupDir() }
 
-// writeHookFiles writes the executable and both descriptors into dir, each
-// atomically, the executable 0755.
-func writeHookFiles(dir string, hookData []byte, hookPath string) error {
-	if err := atomicfile.WriteFile(filepath.Join(dir, shieldbundle.HookBinary), hookData, 0o755); err != nil {
-		return fmt.Errorf("write hook executable: %w", err)
-	}
-	if err := os.Chmod(filepath.Join(dir, shieldbundle.HookBinary), 0o755); err != nil {
-		return fmt.Errorf("chmod hook executable: %w", err)
-	}
+// writeHookFiles writes both descriptors, naming hookPath, into dir, each
+// atomically, and removes the copy of the hook an older setup put there.
+func writeHookFiles(dir, hookPath string) error {
 	for _, stage := range []string{"createRuntime", "poststop"} {
 		desc, err := shieldbundle.Descriptor(stage, hookPath)
 		if err != nil {
@@ -83,16 +94,21 @@ func writeHookFiles(dir string, hookData []byte, hookPath string) error {
 			return fmt.Errorf("write %s hook descriptor: %w", stage, err)
 		}
 	}
+	if old := filepath.Join(dir, shieldbundle.HookBinary); old != hookPath {
+		if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the old hook copy %s: %w", old, err)
+		}
+	}
 	return nil
 }
 
-func (o SetupOptions) setupRoot(ctx context.Context, hookData []byte) (SetupResult, error) {
+func (o SetupOptions) setupRoot(ctx context.Context, hookPath string) (SetupResult, error) {
 	target := o.rootTarget()
 	if o.EUID == 0 {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return SetupResult{}, fmt.Errorf("create hooks directory %s: %w", target, err)
 		}
-		if err := writeHookFiles(target, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+		if err := writeHookFiles(target, hookPath); err != nil {
 			return SetupResult{}, fmt.Errorf("install hooks into %s: %w", target, err)
 		}
 		return SetupResult{Dir: target}, nil
@@ -102,18 +118,20 @@ func (o SetupOptions) setupRoot(ctx context.Context, hookData []byte) (SetupResu
 		return SetupResult{}, fmt.Errorf("create temporary directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := writeHookFiles(tmp, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+	if err := writeHookFiles(tmp, hookPath); err != nil {
 		return SetupResult{}, err
 	}
 	sudo := o.Tools.LookPath("sudo", "/usr/bin/sudo")
 	if sudo == "" {
 		return SetupResult{}, fmt.Errorf("--root needs sudo to write %s, and sudo is not installed; run the setup as root or use --user", target)
 	}
-	files := []string{filepath.Join(tmp, shieldbundle.HookBinary), filepath.Join(tmp, shieldbundle.DescCreateRuntime), filepath.Join(tmp, shieldbundle.DescPoststop)}
+	files := []string{filepath.Join(tmp, shieldbundle.DescCreateRuntime), filepath.Join(tmp, shieldbundle.DescPoststop)}
 	steps := [][]string{
 		{sudo, "mkdir", "-p", target},
 		append(append([]string{sudo, "cp"}, files...), target+"/"),
-		{sudo, "chmod", "+x", filepath.Join(target, shieldbundle.HookBinary)},
+	}
+	if old := filepath.Join(target, shieldbundle.HookBinary); old != hookPath {
+		steps = append(steps, []string{sudo, "rm", "-f", old})
 	}
 	for _, argv := range steps {
 		res, err := o.Tools.Run(ctx, 5*time.Minute, "", argv...)
@@ -127,12 +145,12 @@ func (o SetupOptions) setupRoot(ctx context.Context, hookData []byte) (SetupResu
 	return SetupResult{Dir: target}, nil
 }
 
-func (o SetupOptions) setupUser(hookData []byte) (SetupResult, error) {
+func (o SetupOptions) setupUser(hookPath string) (SetupResult, error) {
 	target := o.Paths.UserHooksDir()
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return SetupResult{}, fmt.Errorf("create hooks directory %s: %w", target, err)
 	}
-	if err := writeHookFiles(target, hookData, filepath.Join(target, shieldbundle.HookBinary)); err != nil {
+	if err := writeHookFiles(target, hookPath); err != nil {
 		return SetupResult{}, fmt.Errorf("install hooks into %s: %w", target, err)
 	}
 	res := SetupResult{Dir: target}

@@ -211,7 +211,7 @@ func TestSetup(t *testing.T) {
 		if res.Dir != p.UserHooksDir() || !res.ConfChanged || res.Warning != "" {
 			t.Fatalf("res = %+v", res)
 		}
-		checkInstalled(t, res.Dir)
+		checkInstalled(t, res.Dir, hook)
 		if got := p.GlobalHookDir(); got != res.Dir {
 			t.Fatalf("GlobalHookDir = %q", got)
 		}
@@ -250,7 +250,7 @@ func TestSetup(t *testing.T) {
 		if res.Dir != p.SystemHooksDirs[0] {
 			t.Fatalf("dir %s", res.Dir)
 		}
-		checkInstalled(t, res.Dir)
+		checkInstalled(t, res.Dir, hook)
 		if p.GlobalHookDir() != res.Dir {
 			t.Fatalf("installed hooks not detected")
 		}
@@ -262,7 +262,7 @@ func TestSetup(t *testing.T) {
 		p, root := testPaths(t)
 		etc := filepath.Join(root, "etc-hooks.d")
 		mkdir(t, etc)
-		if err := writeHookFiles(etc, []byte("#!/bin/sh\n"), filepath.Join(etc, "terok-shield-hook")); err != nil {
+		if err := writeHookFiles(etc, hook); err != nil {
 			t.Fatal(err)
 		}
 		if d := p.GlobalHookDir(); d != "" {
@@ -290,7 +290,7 @@ func TestSetup(t *testing.T) {
 		if err != nil || res.Dir != want {
 			t.Fatalf("res %+v err %v", res, err)
 		}
-		checkInstalled(t, want)
+		checkInstalled(t, want, hook)
 		if p.GlobalHookDir() != want {
 			t.Fatal("not found by detection")
 		}
@@ -307,9 +307,9 @@ func TestSetup(t *testing.T) {
 		if err != nil || res.Dir != target {
 			t.Fatalf("res %+v err %v", res, err)
 		}
-		checkInstalled(t, target)
+		checkInstalled(t, target, hook)
 		data, _ := os.ReadFile(log)
-		if !strings.HasPrefix(string(data), "mkdir -p "+target+"\ncp ") || !strings.Contains(string(data), "chmod +x "+filepath.Join(target, "terok-shield-hook")) {
+		if !strings.HasPrefix(string(data), "mkdir -p "+target+"\ncp ") || !strings.Contains(string(data), "rm -f "+filepath.Join(target, "terok-shield-hook")) {
 			t.Fatalf("sudo calls: %s", data)
 		}
 		// A failing sudo is an error.
@@ -318,13 +318,43 @@ func TestSetup(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+
+	t.Run("refuses a hook others can change", func(t *testing.T) {
+		p, _ := testPaths(t)
+		dir := t.TempDir()
+		weak := filepath.Join(dir, "terok-shield-hook")
+		fakeBin(t, dir, "terok-shield-hook", "exit 0\n")
+		if err := os.Chmod(weak, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Setup(ctx, SetupOptions{User: true, HookBinary: weak, Paths: p, EUID: 1000})
+		if err == nil || !strings.Contains(err.Error(), "writable by its group") {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(p.UserHooksDir(), "terok-shield-createRuntime.json")); err == nil {
+			t.Fatal("a descriptor was written for a refused hook")
+		}
+	})
+
+	t.Run("replaces the copy an older setup left", func(t *testing.T) {
+		p, _ := testPaths(t)
+		target := p.SystemHooksDirs[0]
+		mkdir(t, target)
+		fakeBin(t, target, "terok-shield-hook", "exit 0\n")
+		res, err := Setup(ctx, SetupOptions{Root: true, HookBinary: hook, Paths: p, EUID: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInstalled(t, res.Dir, hook)
+	})
 }
 
-func checkInstalled(t *testing.T, dir string) {
+// checkInstalled: both descriptors in dir name hook (the installed
+// executable; setup copies nothing into hooks.d) with a timeout.
+func checkInstalled(t *testing.T, dir, hook string) {
 	t.Helper()
-	st, err := os.Stat(filepath.Join(dir, "terok-shield-hook"))
-	if err != nil || st.Mode().Perm() != 0o755 {
-		t.Fatalf("hook executable: %v %v", st, err)
+	if _, err := os.Stat(filepath.Join(dir, "terok-shield-hook")); err == nil {
+		t.Fatalf("setup copied the hook into %s", dir)
 	}
 	for _, stage := range []string{"createRuntime", "poststop"} {
 		data, err := os.ReadFile(filepath.Join(dir, "terok-shield-"+stage+".json"))
@@ -333,8 +363,9 @@ func checkInstalled(t *testing.T, dir string) {
 		}
 		var d struct {
 			Hook struct {
-				Path string   `json:"path"`
-				Args []string `json:"args"`
+				Path    string   `json:"path"`
+				Args    []string `json:"args"`
+				Timeout int      `json:"timeout"`
 			} `json:"hook"`
 			When struct {
 				Annotations map[string]string `json:"annotations"`
@@ -344,7 +375,7 @@ func checkInstalled(t *testing.T, dir string) {
 		if err := json.Unmarshal(data, &d); err != nil {
 			t.Fatal(err)
 		}
-		if d.Hook.Path != filepath.Join(dir, "terok-shield-hook") || !reflect.DeepEqual(d.Hook.Args, []string{"terok-shield-hook", stage}) ||
+		if d.Hook.Path != hook || d.Hook.Timeout <= 0 || !reflect.DeepEqual(d.Hook.Args, []string{"terok-shield-hook", stage}) ||
 			!reflect.DeepEqual(d.Stages, []string{stage}) || d.When.Annotations["terok.shield.profiles"] != ".*" {
 			t.Fatalf("descriptor %s: %s", stage, data)
 		}
