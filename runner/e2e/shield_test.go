@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 	"terok.dev/sandbox/runner/internal/testharness"
@@ -57,38 +58,9 @@ type shxOutsideHost struct {
 
 func shxNewOutsideHost(t *testing.T) *shxOutsideHost {
 	t.Helper()
-	id := shxRandID(t)
-	o := &shxOutsideHost{ns: "shxe-" + id, hostVeth: "shxe" + id + "h"}
-	peer := "shxe" + id + "n"
-	base := shxFreeSubnet(t)
-	addr := func(i int) string { return "198.51.100." + strconv.Itoa(base+i) }
-	shxOutsideHostEnd, shxOutsideIP, shxOutsidePersist, shxOutsideListed, shxOutsideOther = addr(1), addr(2), addr(3), addr(4), addr(5)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("ip", "netns", "add", o.ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", o.ns).Run() })
-	run("ip", "link", "add", o.hostVeth, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", o.hostVeth).Run() })
-	run("ip", "link", "set", peer, "netns", o.ns)
-	run("ip", "addr", "add", shxOutsideHostEnd+"/28", "dev", o.hostVeth)
-	run("ip", "link", "set", o.hostVeth, "up")
-	for _, a := range []string{shxOutsideIP, shxOutsidePersist, shxOutsideListed, shxOutsideOther} {
-		run("ip", "netns", "exec", o.ns, "ip", "addr", "add", a+"/28", "dev", peer)
-	}
-	run("ip", "netns", "exec", o.ns, "ip", "link", "set", peer, "up")
-	run("ip", "netns", "exec", o.ns, "ip", "link", "set", "lo", "up")
-	run("ip", "netns", "exec", o.ns, "ip", "route", "add", "default", "via", shxOutsideHostEnd)
-	// Network rule: every test address must route through our veth.
-	for _, a := range []string{shxOutsideIP, shxOutsidePersist, shxOutsideListed, shxOutsideOther} {
-		out, err := exec.Command("ip", "route", "get", a).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "dev "+o.hostVeth+" ") {
-			t.Fatalf("ip route get %s does not use %s: %s %v", a, o.hostVeth, out, err)
-		}
-	}
+	o, hostEnd, addrs := shxNewNetnsHost(t, 4)
+	shxOutsideHostEnd = hostEnd
+	shxOutsideIP, shxOutsidePersist, shxOutsideListed, shxOutsideOther = addrs[0], addrs[1], addrs[2], addrs[3]
 	o.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+shxOutsideReply)
 	o.daemon(t, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--listen-address="+shxOutsideIP, "--bind-interfaces", "--port=53", "--pid-file=",
@@ -106,6 +78,49 @@ func shxNewOutsideHost(t *testing.T) *shxOutsideHost {
 		return err == nil && strings.TrimSpace(string(out)) == shxOutsideListed
 	})
 	return o
+}
+
+// shxNewNetnsHost creates a network namespace joined to the host by a veth in
+// a free /28 of TEST-NET-2: the host end gets the first address, the netns n
+// more (returned in order), and each of them is asserted to route through our
+// own veth before anything is sent (the network rule in DEVELOPERS.md).
+func shxNewNetnsHost(t *testing.T, n int) (o *shxOutsideHost, hostEnd string, addrs []string) {
+	t.Helper()
+	id := shxRandID(t)
+	o = &shxOutsideHost{ns: "shxe-" + id, hostVeth: "shxe" + id + "h"}
+	peer := "shxe" + id + "n"
+	base := shxFreeSubnet(t)
+	addr := func(i int) string { return "198.51.100." + strconv.Itoa(base+i) }
+	hostEnd = addr(1)
+	for i := 0; i < n; i++ {
+		addrs = append(addrs, addr(2+i))
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("ip", "netns", "add", o.ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", o.ns).Run() })
+	run("ip", "link", "add", o.hostVeth, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", o.hostVeth).Run() })
+	run("ip", "link", "set", peer, "netns", o.ns)
+	run("ip", "addr", "add", hostEnd+"/28", "dev", o.hostVeth)
+	run("ip", "link", "set", o.hostVeth, "up")
+	for _, a := range addrs {
+		run("ip", "netns", "exec", o.ns, "ip", "addr", "add", a+"/28", "dev", peer)
+	}
+	run("ip", "netns", "exec", o.ns, "ip", "link", "set", peer, "up")
+	run("ip", "netns", "exec", o.ns, "ip", "link", "set", "lo", "up")
+	run("ip", "netns", "exec", o.ns, "ip", "route", "add", "default", "via", hostEnd)
+	for _, a := range addrs {
+		out, err := exec.Command("ip", "route", "get", a).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "dev "+o.hostVeth+" ") {
+			t.Fatalf("ip route get %s does not use %s: %s %v", a, o.hostVeth, out, err)
+		}
+	}
+	return o, hostEnd, addrs
 }
 
 // daemon runs a process inside the outside netns until the test ends (it
@@ -263,7 +278,7 @@ func shxShieldRunner(t testing.TB, ctx context.Context, r *testharness.Runner) (
 		t.Fatalf("shield setup: %s", res)
 	}
 	res = r.Sandbox(ctx, "shield", "check")
-	if res.Code != 0 || !strings.Contains(res.Stdout, "Health:         ok") || !strings.Contains(res.Stdout, "DNS tier:       dnsmasq") {
+	if res.Code != 0 || !strings.Contains(res.Stdout, "Health:         ok") {
 		t.Fatalf("shield check: %s", res)
 	}
 	return hooksDir
@@ -314,6 +329,9 @@ func TestShield(t *testing.T) {
 		}
 
 		t.Run("status", func(t *testing.T) {
+			if res := r.Sandbox(ctx, "shield", "check"); !strings.Contains(res.Stdout, "DNS tier:       resolver\n") {
+				t.Errorf("shield check does not report the resolver tier: %s", res)
+			}
 			res := r.Sandbox(ctx, "shield", "status")
 			want := "Shield mode:    hook\nProfiles:       e2e\nAudit:          enabled\nHooks:          "
 			if res.Code != 0 || !strings.HasPrefix(res.Stdout, want) || !strings.HasSuffix(res.Stdout, "Health:         ok\n") {
@@ -522,7 +540,7 @@ func TestShield(t *testing.T) {
 					t.Errorf("restore the hook: %v", err)
 				}
 			})
-			if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo 4\nexit 0\n"), 0o755); err != nil {
+			if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo "+strconv.Itoa(shieldbundle.BundleVersion)+"\nexit 0\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			cname := r.Name("nohook")
@@ -567,20 +585,21 @@ func TestShield(t *testing.T) {
 		})
 
 		if r.User != nil {
-			t.Run("dnsmasq tier", func(t *testing.T) { shxTestDnsmasqTier(t, ctx, r, out, gate.port) })
+			t.Run("resolver tier", func(t *testing.T) { shxTestResolverTier(t, ctx, r, out, gate.port) })
 		}
 	})
 }
 
-// shxTestDnsmasqTier: a domain of the profile becomes reachable once the
-// container resolved it (its dnsmasq adds the answer to the allow set), an
-// unlisted domain resolves but stays blocked. The container's dnsmasq
-// forwards to slirp4netns's DNS (10.0.2.3), which forwards to the
-// nameserver of the resolv.conf it sees; for the rootless user that file is
-// replaced (inside the user's podman mount namespace only) by one naming
-// the outside test DNS server. Rootful slirp4netns reads the host's own
-// /etc/resolv.conf, which a test must not touch, so this part runs rootless.
-func shxTestDnsmasqTier(t *testing.T, ctx context.Context, r *testharness.Runner, out *shxOutsideHost, gatePort int) {
+// shxTestResolverTier: a domain of the profile becomes reachable once the
+// container resolved it (its resolver adds the answer to dns_v4), an
+// unlisted domain is refused by the resolver and stays blocked, `shield
+// allow DOMAIN` and `shield deny DOMAIN` take effect live through a SIGHUP
+// of the same resolver process. The resolver forwards to slirp4netns's DNS
+// (10.0.2.3), which forwards to the nameserver of the resolv.conf it sees;
+// for the rootless user that file is replaced (inside the user's podman
+// mount namespace only) by one naming the outside test DNS server. (The
+// rootful variant of this harness is in escape_test.go.)
+func shxTestResolverTier(t *testing.T, ctx context.Context, r *testharness.Runner, out *shxOutsideHost, gatePort int) {
 	if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nshield_profiles = [\"e2e\"]\n", gatePort)); err != nil {
 		t.Fatal(err)
 	}
@@ -600,19 +619,28 @@ func shxTestDnsmasqTier(t *testing.T, ctx context.Context, r *testharness.Runner
 	})
 	name := r.Name("dns")
 	shxSandboxOK(t, ctx, r, "run", "--name", name, "--image", H(t).Image, "--", "sleep", "600")
+	stateDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
+	readPID := func() string {
+		data, _ := os.ReadFile(filepath.Join(stateDir, shieldbundle.FileResolverPID))
+		return strings.TrimSpace(string(data))
+	}
+	pid := readPID()
+	if p, err := strconv.Atoi(pid); err != nil || !shieldbundle.IsOurResolver(p, stateDir) {
+		t.Fatalf("resolver.pid %q does not name the container's resolver", pid)
+	}
 	if ok, msg := shxReach(ctx, r, name, shxOutsideListed, shxOutsidePort, shxOutsideReply); ok {
 		t.Fatalf("listed domain's address reachable before resolution: %s", msg)
 	}
 	res := shxInContainer(ctx, r, name, "nslookup "+shxListedDomain)
 	if !strings.Contains(res.Stdout, shxOutsideListed) {
-		t.Fatalf("nslookup %s through the container's dnsmasq: %s", shxListedDomain, res)
+		t.Fatalf("nslookup %s through the container's resolver: %s", shxListedDomain, res)
 	}
 	if ok, msg := shxReach(ctx, r, name, shxOutsideListed, shxOutsidePort, shxOutsideReply); !ok {
 		t.Fatalf("listed domain not reachable after resolution: %s", msg)
 	}
 	res = shxInContainer(ctx, r, name, "nslookup "+shxUnlistedDomain)
-	if !strings.Contains(res.Stdout, shxOutsideOther) {
-		t.Fatalf("nslookup %s: %s", shxUnlistedDomain, res)
+	if strings.Contains(res.Stdout, shxOutsideOther) {
+		t.Fatalf("nslookup %s (unlisted) answered: %s", shxUnlistedDomain, res)
 	}
 	if ok, msg := shxReach(ctx, r, name, shxOutsideOther, shxOutsidePort, shxOutsideReply); ok {
 		t.Fatalf("unlisted domain reachable: %s", msg)
@@ -623,36 +651,44 @@ func shxTestDnsmasqTier(t *testing.T, ctx context.Context, r *testharness.Runner
 		t.Fatalf("direct DNS to another server worked: %s", res)
 	}
 
-	// Denying the domain rewrites dnsmasq.conf and restarts the container's
-	// dnsmasq (a new process: dnsmasq ignores SIGHUP for nftset=). The host
-	// cannot resolve the test domain, so no address is denied (exit 1 with
-	// "No IPs denied"), but the domain deny itself takes effect.
-	stateDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
-	readPID := func() string {
-		data, _ := os.ReadFile(filepath.Join(stateDir, "dnsmasq.pid"))
-		return strings.TrimSpace(string(data))
-	}
-	before := readPID()
-	res = r.Sandbox(ctx, "shield", "deny", name, shxListedDomain)
-	if !strings.Contains(res.Stderr, "No IPs denied for "+name) {
-		t.Fatalf("deny domain: %s", res)
-	}
-	after := readPID()
-	if before == "" || after == "" || before == after {
-		t.Fatalf("dnsmasq not restarted: pid %q -> %q", before, after)
-	}
-	if _, err := os.Stat("/proc/" + after); err != nil {
-		t.Fatalf("restarted dnsmasq %s not running: %v", after, err)
-	}
-	conf, _ := os.ReadFile(filepath.Join(stateDir, "dnsmasq.conf"))
-	denied, _ := os.ReadFile(filepath.Join(stateDir, "denied.domains"))
-	if strings.Contains(string(conf), "/"+shxListedDomain+"/") || strings.TrimSpace(string(denied)) != shxListedDomain {
-		t.Fatalf("domain still allowed: conf %q denied %q", conf, denied)
-	}
-	// The restarted dnsmasq still answers the container.
+	// Live allow of a domain: the resolver (same process, SIGHUP) forwards
+	// it from now on and learns its answer.
+	shxSandboxOK(t, ctx, r, "shield", "allow", name, shxUnlistedDomain)
 	res = shxInContainer(ctx, r, name, "nslookup "+shxUnlistedDomain)
 	if !strings.Contains(res.Stdout, shxOutsideOther) {
-		t.Fatalf("DNS after the restart: %s", res)
+		t.Fatalf("nslookup %s after shield allow: %s", shxUnlistedDomain, res)
+	}
+	if ok, msg := shxReach(ctx, r, name, shxOutsideOther, shxOutsidePort, shxOutsideReply); !ok {
+		t.Fatalf("live-allowed domain not reachable after resolution: %s", msg)
+	}
+
+	// Deny of the listed domain: refused by the same resolver process and
+	// its learned address dropped.
+	res = r.Sandbox(ctx, "shield", "deny", name, shxListedDomain)
+	if res.Code != 0 {
+		t.Fatalf("deny domain: %s", res)
+	}
+	if after := readPID(); after != pid {
+		t.Fatalf("resolver replaced on deny: pid %q -> %q (SIGHUP expected)", pid, after)
+	}
+	if p, _ := strconv.Atoi(pid); !shieldbundle.IsOurResolver(p, stateDir) {
+		t.Fatalf("resolver %s gone after the deny", pid)
+	}
+	denied, _ := os.ReadFile(filepath.Join(stateDir, "denied.domains"))
+	if !strings.Contains(string(denied), shxListedDomain) {
+		t.Fatalf("denied.domains = %q", denied)
+	}
+	res = shxInContainer(ctx, r, name, "nslookup "+shxListedDomain)
+	if strings.Contains(res.Stdout, shxOutsideListed) {
+		t.Fatalf("denied domain still resolved: %s", res)
+	}
+	if ok, msg := shxReach(ctx, r, name, shxOutsideListed, shxOutsidePort, shxOutsideReply); ok {
+		t.Fatalf("denied domain's learned address still reachable: %s", msg)
+	}
+	// The resolver still answers what stays allowed.
+	res = shxInContainer(ctx, r, name, "nslookup "+shxUnlistedDomain)
+	if !strings.Contains(res.Stdout, shxOutsideOther) {
+		t.Fatalf("DNS after the deny: %s", res)
 	}
 }
 
@@ -691,7 +727,7 @@ func benchShieldStart(b *testing.B, prefix string, command ...string) {
 			shield := func(i, j int) {
 				args := append([]string{"run", "--name", name("s", i, j), "--image", env.Image, "--"}, command...)
 				res := r.Sandbox(ctx, args...)
-				if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version=4") {
+				if res.Code != 0 || !strings.Contains(res.Stdout, "--annotation terok.shield.version="+strconv.Itoa(shieldbundle.BundleVersion)) {
 					b.Fatalf("terok-sandbox run with the shield: %s", res)
 				}
 			}

