@@ -530,18 +530,41 @@ func TestShield(t *testing.T) {
 			if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nshield_profiles = [\"e2e\"]\n", gate.port)); err != nil {
 				t.Fatal(err)
 			}
-			hook := filepath.Join(hooksDir, "terok-shield-hook")
-			orig, err := os.ReadFile(hook)
-			if err != nil {
+			// The descriptors podman reads name the installed hook; point
+			// them at an inert one of the test's own (the shared binary dir
+			// stays untouched).
+			inert := filepath.Join(r.Base, "inert", "terok-shield-hook")
+			if err := r.WriteFile(inert, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo "+strconv.Itoa(shieldbundle.BundleVersion)+"\nexit 0\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() {
-				if err := os.WriteFile(hook, orig, 0o755); err != nil {
-					t.Errorf("restore the hook: %v", err)
-				}
-			})
-			if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo "+strconv.Itoa(shieldbundle.BundleVersion)+"\nexit 0\n"), 0o755); err != nil {
+			if err := r.Chown(filepath.Dir(inert)); err != nil {
 				t.Fatal(err)
+			}
+			descs, _ := filepath.Glob(filepath.Join(hooksDir, "*.json"))
+			if len(descs) == 0 {
+				t.Fatalf("no hook descriptors in %s", hooksDir)
+			}
+			for _, d := range descs {
+				orig, err := os.ReadFile(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hook, err := shieldbundle.DescriptorHookPath(orig)
+				if err != nil {
+					t.Fatalf("%s: %v", d, err)
+				}
+				path, mode := d, os.FileMode(0o644)
+				if st, err := os.Stat(d); err == nil {
+					mode = st.Mode().Perm()
+				}
+				t.Cleanup(func() {
+					if err := os.WriteFile(path, orig, mode); err != nil {
+						t.Errorf("restore the hook descriptor: %v", err)
+					}
+				})
+				if err := os.WriteFile(d, []byte(strings.ReplaceAll(string(orig), strconv.Quote(hook), strconv.Quote(inert))), mode); err != nil {
+					t.Fatal(err)
+				}
 			}
 			cname := r.Name("nohook")
 			res := r.Sandbox(ctx, "run", "--name", cname, "--image", H(t).Image, "--", "sleep", "600")
