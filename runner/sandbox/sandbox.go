@@ -18,11 +18,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/launch"
@@ -46,7 +48,9 @@ type EnvVar struct{ Name, Value string }
 
 // RunSpec is everything one `podman run` needs (runner.md §2).
 type RunSpec struct {
-	// ContainerName must be unique.
+	// ContainerName must be unique and follow the name rule of
+	// common/names (docs/runner.md, Names); Run and Command refuse any
+	// other name before anything touches the disk.
 	ContainerName string
 	Image         string
 	// Env is passed in this order.
@@ -166,6 +170,11 @@ func (s *Sandbox) Command(ctx context.Context, spec RunSpec) ([]string, error) {
 }
 
 func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewall) ([]string, error) {
+	// First: the shield pre-start writes files under a path derived from
+	// the name.
+	if err := names.ValidateContainerName(spec.ContainerName); err != nil {
+		return nil, fmt.Errorf("run spec: %w", err)
+	}
 	p := launch.Params{
 		Rootless:     s.rootless(),
 		Unrestricted: spec.Unrestricted,
@@ -198,7 +207,10 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 // its id. It prints `$ <redacted command>` to the facade's stdout first.
 // When the firewall can verify a started container (firewall.Verifier) and
 // that fails, the container is removed and Run fails: a container whose
-// firewall is not in place must not keep running. Errors:
+// firewall is not in place must not keep running. When podman fails after
+// it created the container, the container (if this launch created it) is
+// removed and the firewall's leftovers cleaned up (firewall.Cleaner), and
+// the error names the failed step (docs/runner.md, Failed starts). Errors:
 // ErrPodmanNotFound, *GpuConfigError, *LaunchError, a firewall error (the
 // launch is refused), a verification error, or a hook's error.
 func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (string, error) {
@@ -226,11 +238,12 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		early = ev.BeginVerify(ctx, spec.ContainerName, spec.TaskDir)
 		defer early.Stop()
 	}
+	started := time.Now()
 	id, err := launch.Execute(ctx, s.podman, args, spec.ContainerName, spec.Image)
 	launch.Mark(ctx, "podman run -d")
 	if err != nil {
 		s.debug.Warning("run %s failed: %v", spec.ContainerName, err)
-		return "", err
+		return "", s.failedStart(ctx, spec, args, fw, started, err)
 	}
 	s.debug.Debug("run %s: started %s", spec.ContainerName, id)
 	var verr error
@@ -243,7 +256,7 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		verified = false
 	}
 	if verr != nil {
-		return "", s.removeUnverified(ctx, spec.ContainerName, verr)
+		return "", s.removeUnverified(ctx, spec, fw, verr)
 	}
 	if verified {
 		launch.Mark(ctx, "firewall verify")
@@ -258,21 +271,112 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 }
 
 // removeUnverified force-removes a container whose firewall could not be
-// verified and builds the error. The removal must happen even when the
-// caller's context has ended.
-func (s *Sandbox) removeUnverified(ctx context.Context, name string, verr error) error {
+// verified, cleans up the firewall's leftovers and builds the error. The
+// removal must happen even when the caller's context has ended.
+func (s *Sandbox) removeUnverified(ctx context.Context, spec RunSpec, fw firewall.Firewall, verr error) error {
+	name := spec.ContainerName
 	s.log.Error("shield verification failed; removing the container", "container", name, "err", verr,
 		"fix", "run 'terok-sandbox shield check' and repair the shield setup")
 	s.debug.Warning("run %s: shield verification failed (%v); removing the container", name, verr)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), podman.StopTimeout)
-	defer cancel()
 	// -t 0: an unprotected container is killed at once, not after the stop timeout.
-	res, err := s.podman.Exec(rctx, "rm", "-f", "-t", "0", name)
+	res, err := s.podman.ForceRemove(ctx, name)
+	cleanup := s.cleanupAfter(ctx, fw, name, spec.TaskDir)
 	if err != nil {
-		return fmt.Errorf("shield verification failed for %s: %w; removing the container FAILED (%s): remove it now with `podman rm -f -t 0 %s`",
-			name, verr, podman.ErrorText(res, err, "podman rm -f"), name)
+		return fmt.Errorf("shield verification failed for %s: %w; removing the container FAILED (%s): remove it now with `podman rm -f -t 0 %s`%s",
+			name, verr, podman.ErrorText(res, err, "podman rm -f"), name, cleanup)
 	}
-	return fmt.Errorf("shield verification failed for %s: %w; the container was removed. Run 'terok-sandbox shield check' to diagnose the shield setup", name, verr)
+	return fmt.Errorf("shield verification failed for %s: %w; the container was removed. Run 'terok-sandbox shield check' to diagnose the shield setup%s", name, verr, cleanup)
+}
+
+// failedStart handles a `podman run -d` that failed (docs/runner.md, Failed
+// starts). Podman may have created the container before the failure (a
+// refusing OCI hook, a command runc cannot start, a killed podman): that
+// container is removed when — and only when — this launch created it
+// (launch.CreatedBy), then the firewall's leftovers are cleaned up, and
+// the error names the failed step and what was cleaned. A name clash is
+// somebody else's container and nothing is touched.
+func (s *Sandbox) failedStart(ctx context.Context, spec RunSpec, args []string, fw firewall.Firewall, started time.Time, runErr error) error {
+	name := spec.ContainerName
+	if errors.Is(runErr, podman.ErrNotFound) {
+		return runErr
+	}
+	if launch.IsNameClash(runErr) {
+		return launch.WithStep(runErr, launch.StepCreate, "", "")
+	}
+	// The caller may have given up (Ctrl-C killed podman half-way): the
+	// check and the cleanup run regardless, bounded.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), podman.StopTimeout)
+	defer cancel()
+	created, clean := false, false
+	var note string
+	c, ierr := s.podman.Inspect(cctx, name)
+	switch {
+	case errors.Is(ierr, podman.ErrNoSuchContainer):
+		// A hook may have started processes before podman removed the
+		// container itself.
+		note, clean = launch.NotCreatedNote(name), true
+	case ierr != nil:
+		note = launch.UncheckedNote(name, ierr.Error())
+	case !launch.CreatedBy(c, args, launch.AnnotationIn(args, launch.AnnStateDir), started):
+		note = launch.NotOursNote(name)
+		s.log.Warn("failed launch: a container of the same name exists that this launch did not create; left alone",
+			"container", name, "id", c.ID)
+	default:
+		created, clean = true, true
+		if res, err := s.podman.ForceRemove(cctx, name); err != nil {
+			note = launch.RemoveFailedNote(name, podman.ErrorText(res, err, "podman rm -f"))
+		} else {
+			note = launch.RemovedNote(name)
+		}
+	}
+	if clean {
+		note += s.cleanupAfter(cctx, fw, name, spec.TaskDir)
+	}
+	step := launch.FailedStep(launchDetail(runErr), created)
+	var hint string
+	switch step {
+	case launch.StepHook:
+		hint = launch.HookHint(spec.TaskDir)
+	case launch.StepCommand:
+		hint = launch.CommandHint(spec.Command, spec.Image)
+	}
+	s.log.Error("container launch failed", "container", name, "step", string(step), "cleanup", note)
+	s.debug.Warning("run %s: %s failed; %s", name, step, note)
+	var le *launch.LaunchError
+	var ge *launch.GPUError
+	if errors.As(runErr, &le) || errors.As(runErr, &ge) {
+		return launch.WithStep(runErr, step, note, hint)
+	}
+	return fmt.Errorf("%w; %s", runErr, note)
+}
+
+// launchDetail is podman's error text inside a launch error.
+func launchDetail(err error) string {
+	var le *launch.LaunchError
+	if errors.As(err, &le) {
+		return le.Detail
+	}
+	var ge *launch.GPUError
+	if errors.As(err, &ge) {
+		return ge.Stderr
+	}
+	return err.Error()
+}
+
+// cleanupAfter asks the firewall to stop what it left for a container that
+// is gone (firewall.Cleaner). It returns "" or, when that failed, a
+// sentence (with a leading space) for the error.
+func (s *Sandbox) cleanupAfter(ctx context.Context, fw firewall.Firewall, name, taskDir string) string {
+	cl, ok := fw.(firewall.Cleaner)
+	if !ok {
+		return ""
+	}
+	if err := cl.Cleanup(context.WithoutCancel(ctx), name, taskDir); err != nil {
+		s.log.Error("cleanup of the container's firewall state failed", "container", name, "err", err,
+			"fix", "run 'terok-sandbox stop "+name+"'")
+		return " " + launch.CleanupFailedNote(name, err.Error())
+	}
+	return ""
 }
 
 // StreamLogs follows the container's logs, printing each line to the
@@ -296,9 +400,53 @@ func (s *Sandbox) WaitForExit(ctx context.Context, container string, timeout tim
 	return s.podman.Wait(ctx, container, timeout)
 }
 
-// Stop force-removes the containers, ignoring every error.
+// Stop force-removes the containers and then has the firewall stop what
+// it left for each (firewall.Cleaner: e.g. a per-container resolver of a
+// start that failed before poststop could run), ignoring every error: a
+// missing podman or an already removed container must not fail task
+// deletion. The cleanup runs for the task directory the container's shield
+// annotation names and for the default <state_dir>/tasks/<name>, also when
+// the container no longer exists. Names that break the name rule
+// (docs/runner.md, Names) are skipped: no container can have them.
 func (s *Sandbox) Stop(ctx context.Context, containers []string) {
-	s.podman.Stop(ctx, containers)
+	cl, _ := s.firewall().(firewall.Cleaner)
+	s.stop(ctx, containers, cl)
+}
+
+func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cleaner) {
+	for _, name := range containers {
+		if err := names.ValidateContainerName(name); err != nil {
+			s.log.Warn("stop: skipped", "err", err)
+			continue
+		}
+		var dirs []string
+		if cl != nil {
+			dirs = s.taskDirsOf(ctx, name)
+		}
+		s.podman.Stop(ctx, []string{name})
+		for _, dir := range dirs {
+			if err := cl.Cleanup(ctx, name, dir); err != nil {
+				s.log.Warn("stop: cleanup of the container's firewall state failed", "container", name, "task_dir", dir, "err", err)
+				s.debug.Warning("stop %s: cleanup in %s failed: %v", name, dir, err)
+			}
+		}
+	}
+}
+
+// taskDirsOf is where a container's firewall state may live: the parent of
+// its shield state-dir annotation (a custom --task-dir) and the default
+// task directory, without duplicates.
+func (s *Sandbox) taskDirsOf(ctx context.Context, name string) []string {
+	var dirs []string
+	if c, err := s.podman.Inspect(ctx, name); err == nil {
+		if sd := c.Annotations[launch.AnnStateDir]; filepath.IsAbs(sd) && filepath.Base(sd) == "shield" {
+			dirs = append(dirs, filepath.Dir(filepath.Clean(sd)))
+		}
+	}
+	if d, err := DefaultTaskDir(s.cfg, name); err == nil && filepath.IsAbs(d) && !slices.Contains(dirs, d) {
+		dirs = append(dirs, d)
+	}
+	return dirs
 }
 
 // ContainerState is the lowercased podman status; ok false when unknown.
@@ -341,6 +489,17 @@ func Run(ctx context.Context, cfg config.Config, spec RunSpec, hooks LifecycleHo
 // CreateToken creates a gate token for project then task in cfg's store.
 func CreateToken(cfg config.Config, project, task string) (string, error) {
 	return New(cfg, Options{}).CreateToken(project, task)
+}
+
+// DefaultTaskDir is a container's task directory when the run
+// specification names none: <state_dir>/tasks/<name>. The name is checked
+// first (docs/runner.md, Names), so the result is always a direct child of
+// <state_dir>/tasks.
+func DefaultTaskDir(cfg config.Config, name string) (string, error) {
+	if err := names.ValidateContainerName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(cfg.StateDir, "tasks", name), nil
 }
 
 // GateURL builds `http://<token>@host.containers.internal:<gate port>/<repo

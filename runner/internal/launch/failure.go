@@ -147,3 +147,16 @@ func WithStep(err error, step Step, cleanup, hint string) error {
 	}
 	return err
 }
+
+// AnnotationIn returns the value of the `--annotation KEY=VALUE` in args
+// (separate elements, as the firewalls emit them), or "".
+func AnnotationIn(args []string, key string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--annotation" {
+			if v, ok := strings.CutPrefix(args[i+1], key+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}

@@ -117,3 +117,16 @@ func TestWithStepMessages(t *testing.T) {
 		t.Errorf("%q", s)
 	}
 }
+
+func TestAnnotationIn(t *testing.T) {
+	args := []string{"run", "--annotation", "terok.shield.name=x", "--annotation", AnnStateDir + "=/t/shield", "--name", "x", "img", "--annotation"}
+	if got := AnnotationIn(args, AnnStateDir); got != "/t/shield" {
+		t.Fatalf("%q", got)
+	}
+	if got := AnnotationIn(args, "terok.shield.profiles"); got != "" {
+		t.Fatalf("%q", got)
+	}
+	if got := AnnotationIn([]string{"--annotation"}, AnnStateDir); got != "" {
+		t.Fatalf("%q", got)
+	}
+}
