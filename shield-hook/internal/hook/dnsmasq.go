@@ -71,25 +71,32 @@ func loopbackUp(h *netlink.Handle) error {
 	return nil
 }
 
-// poststop stops the container's dnsmasq (§9.6). A missing or unparseable
-// PID file means there is nothing to do; a PID that is not our dnsmasq (the
-// PID was recycled) is never signalled, only its stale file removed.
+// poststop stops the container's resolver and, for a bundle of an older
+// tool, its dnsmasq (§9.6, docs/shield-resolver.md). A missing or
+// unparseable PID file means there is nothing to do; a PID that is not
+// ours (the PID was recycled) is never signalled, only its stale file
+// removed.
 func poststop(dir string) error {
+	stopResolver(dir, 3*time.Second)
 	stopOurs(dir, 3*time.Second)
 	return nil
 }
 
-// stopOurs sends SIGTERM to the dnsmasq named by the PID file when it passes
-// the identity check, waits up to wait for it to exit, and removes the PID
-// file when it is stale or the process is gone.
+// stopOurs stops the per-container dnsmasq of dir (stopPIDFile).
+func stopOurs(dir string, wait time.Duration) {
+	stopPIDFile(filepath.Join(dir, shieldbundle.FileDnsmasqPID), func(pid int) bool { return shieldbundle.IsOurDnsmasq(pid, dir) }, wait)
+}
+
+// stopPIDFile sends SIGTERM to the process named by the PID file when it
+// passes the identity check isOurs, waits up to wait for it to exit, and
+// removes the PID file when it is stale or the process is gone.
 //
 // The process is pinned with a pidfd before the identity check is repeated
 // and the signal sent through it, so a PID recycled in between is never
 // signalled; the exit is awaited with poll(2) on the pidfd instead of a
 // sleep loop (poststop used to spend 20 ms in one sleep). Kernels without
 // pidfd fall back to kill(2) and a short poll.
-func stopOurs(dir string, wait time.Duration) {
-	pidPath := filepath.Join(dir, shieldbundle.FileDnsmasqPID)
+func stopPIDFile(pidPath string, isOurs func(pid int) bool, wait time.Duration) {
 	pid, err := shieldbundle.ReadPIDFile(pidPath)
 	if err != nil || pid <= 0 {
 		return
@@ -98,12 +105,12 @@ func stopOurs(dir string, wait time.Duration) {
 	if perr == nil {
 		defer unix.Close(pidfd)
 	}
-	if !shieldbundle.IsOurDnsmasq(pid, dir) {
+	if !isOurs(pid) {
 		_ = os.Remove(pidPath)
 		return
 	}
 	gone := func() bool {
-		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || !shieldbundle.IsOurDnsmasq(pid, dir)
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || !isOurs(pid)
 	}
 	if perr == nil {
 		if unix.PidfdSendSignal(pidfd, unix.SIGTERM, nil, 0) == nil {
@@ -111,6 +118,9 @@ func stopOurs(dir string, wait time.Duration) {
 			for {
 				left := time.Until(deadline)
 				if left <= 0 {
+					// Ignored SIGTERM for the whole wait: nothing of ours
+					// may outlive the container.
+					_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 					return
 				}
 				fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
@@ -121,7 +131,7 @@ func stopOurs(dir string, wait time.Duration) {
 				if err == nil && n > 0 {
 					break // exited (a zombie at most)
 				}
-				if err != nil || n == 0 {
+				if err != nil {
 					return
 				}
 			}

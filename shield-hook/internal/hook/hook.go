@@ -2,7 +2,8 @@
 // createRuntime it applies the container's pre-generated ruleset inside the
 // container's network namespace as one nft transaction, verifies what the
 // kernel now holds, fills the gateway sets and starts the per-container
-// dnsmasq; at poststop it stops that dnsmasq.
+// resolver (docs/shield-resolver.md; dnsmasq for bundles of older tools);
+// at poststop it stops it.
 //
 // Fail closed: every error ends in a non-zero exit, which makes the OCI
 // runtime abort the container's creation. Errors go to stderr and, once the
@@ -215,11 +216,12 @@ func (r *run) main(ctx context.Context) error {
 
 // createRuntime implements §9.5 with two reorderings: the gateways are
 // discovered before the ruleset is applied so that the table and its
-// gateway elements land in the same atomic transaction, and dnsmasq starts
-// concurrently with the application instead of after it. The container's
-// process has not started at this stage, so nothing runs unfiltered or
-// queries dnsmasq in the meantime; any failure makes the hook exit non-zero
-// (and stops the dnsmasq it started).
+// gateway elements land in the same atomic transaction, and the DNS
+// service (the resolver, or dnsmasq for an old bundle) starts concurrently
+// with the application instead of after it. The container's process has
+// not started at this stage, so nothing runs unfiltered or queries DNS in
+// the meantime; any failure makes the hook exit non-zero (and stops the
+// service it started).
 func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, bg *background) error {
 	// nft stays a hard requirement even when the netlink path applies the
 	// ruleset: it is the fallback for any ruleset.nft the strict parser
@@ -252,44 +254,46 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 	}
 	defer nl.Close()
 
-	// dnsmasq starts while the ruleset is applied: its start (fork, exec,
-	// daemonising, ~7 ms) is independent of the table, and nothing can
+	// The container's DNS service (its resolver, or dnsmasq for a bundle
+	// of an older tool) starts while the ruleset is applied: its start
+	// (fork, exec, a few ms) is independent of the table, and nothing can
 	// query it before the container's process runs, which happens only
 	// after this hook succeeds. Any failure stops it again.
-	var dnsmasqDone chan error
-	var dnsmasqTook time.Duration
-	if ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf)); err != nil {
+	startDNS, stopDNS, dnsName, err := dnsService(ctx, ns, dir, pid)
+	if err != nil {
 		return err
-	} else if ok {
-		// dnsmasq binds 127.0.0.1 with bind-interfaces: loopback must be
-		// up (done here: the netlink handle is not shared with the
-		// goroutine).
+	}
+	var dnsDone chan error
+	var dnsTook time.Duration
+	if startDNS != nil {
+		// Both bind 127.0.0.1: loopback must be up (done here: the
+		// netlink handle is not shared with the goroutine).
 		if err := loopbackUp(nl); err != nil {
 			return err
 		}
-		dnsmasqDone = make(chan error, 1)
+		dnsDone = make(chan error, 1)
 		go func() {
 			start := time.Now()
-			err := startDnsmasq(ctx, ns, dir)
-			dnsmasqTook = time.Since(start)
-			dnsmasqDone <- err
+			err := startDNS()
+			dnsTook = time.Since(start)
+			dnsDone <- err
 		}()
-		t.mark("loopback up, dnsmasq started")
+		t.mark("loopback up, " + dnsName + " started")
 	}
-	// waitDnsmasq joins the dnsmasq start; unless keep, a started dnsmasq
-	// is stopped again (the hook is failing).
-	waitDnsmasq := func(keep bool) error {
-		if dnsmasqDone == nil {
+	// waitDNS joins the start; unless keep, a started service is stopped
+	// again (the hook is failing).
+	waitDNS := func(keep bool) error {
+		if dnsDone == nil {
 			return nil
 		}
-		err := <-dnsmasqDone
-		dnsmasqDone = nil
+		err := <-dnsDone
+		dnsDone = nil
 		if err != nil || !keep {
-			stopOurs(dir, 2*time.Second)
+			stopDNS()
 		}
 		return err
 	}
-	defer func() { _ = waitDnsmasq(false) }()
+	defer func() { _ = waitDNS(false) }()
 
 	gws, err := gateway.Discover(ctx, nl, GatewayWait(script, r.opt.GatewayWait), r.opt.GatewayInterval)
 	if err != nil {
@@ -318,14 +322,35 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 	if err := r.apply(ctx, ns, nftPath, script, gwList, interactive, t); err != nil {
 		return err
 	}
-	if dnsmasqDone != nil {
-		if err := waitDnsmasq(true); err != nil {
+	if dnsDone != nil {
+		if err := waitDNS(true); err != nil {
 			return err
 		}
-		t.mark("wait for dnsmasq")
-		t.record("dnsmasq start (parallel)", dnsmasqTook)
+		t.mark("wait for " + dnsName)
+		t.record(dnsName+" start (parallel)", dnsTook)
 	}
 	return nil
+}
+
+// dnsService picks the container's DNS service from the bundle: the
+// resolver when dns.tier says so (docs/shield-resolver.md), dnsmasq when
+// an older tool wrote dnsmasq.conf, none for the static tiers. It returns
+// the start and stop steps and a name for messages and timings.
+func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int) (start func() error, stop func(), name string, err error) {
+	tier, err := shieldbundle.ReadTier(dir)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if tier == shieldbundle.TierResolver {
+		return func() error { return startResolver(ctx, ns, dir, initPID) },
+			func() { stopResolver(dir, 2*time.Second) }, "resolver", nil
+	}
+	ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf))
+	if err != nil || !ok {
+		return nil, nil, "", err
+	}
+	return func() error { return startDnsmasq(ctx, ns, dir) },
+		func() { stopOurs(dir, 2*time.Second) }, "dnsmasq", nil
 }
 
 // apply puts the ruleset in force and verifies it. A ruleset.nft that

@@ -1,0 +1,131 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/resolver"
+)
+
+// resolverReadyWait bounds the resolver's start (read its files, open its
+// netlink socket, bind 127.0.0.1:53): a few milliseconds normally.
+const resolverReadyWait = 2 * time.Second
+
+// startResolver starts the container's resolver (docs/shield-resolver.md,
+// Lifetime): this executable as `terok-shield-hook resolver
+// --state-dir=<dir>`, forked from a thread inside the container netns so
+// that every socket it ever opens is in that namespace, in its own
+// session with stdio on /dev/null, holding a pidfd of the container's init
+// (its exit ends the resolver) and the write end of a readiness pipe. The
+// caller has set loopback up. It returns once the resolver reported ready
+// and resolver.pid names it; on any failure the child is killed.
+func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("start resolver: find the hook executable: %w", err)
+	}
+	if filepath.Base(exe) != shieldbundle.HookBinary {
+		// The identity check (shieldbundle.IsOurResolver) would never
+		// recognise it, so nothing could signal or stop it.
+		return fmt.Errorf("start resolver: the hook executable %s is not named %s", exe, shieldbundle.HookBinary)
+	}
+	pidPath := filepath.Join(dir, shieldbundle.FileResolverPID)
+	// A resolver of an earlier start of this container (restart without
+	// poststop) is stopped, and its file forgotten, first.
+	stopResolver(dir, 2*time.Second)
+	if err := shieldbundle.RemoveIfExists(pidPath); err != nil {
+		return err
+	}
+	pidfd, err := unix.PidfdOpen(initPID, 0)
+	if err != nil {
+		return fmt.Errorf("start resolver: pidfd of the container's init %d: %w", initPID, err)
+	}
+	initFile := os.NewFile(uintptr(pidfd), "container-init-pidfd")
+	defer initFile.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("start resolver: readiness pipe: %w", err)
+	}
+	defer pr.Close()
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
+		Dir:         "/",
+		ExtraFiles:  []*os.File{initFile, pw}, // fds 3 and 4 (resolver.FdInit, FdReady)
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = ns.Do(cmd.Start)
+	_ = pw.Close()
+	if err != nil {
+		return fmt.Errorf("start resolver: %w", err)
+	}
+	kill := func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+	}
+	line, err := readReady(ctx, pr)
+	if err != nil {
+		kill()
+		return fmt.Errorf("start resolver: %w (see %s)", err, filepath.Join(dir, shieldbundle.FileDNSLog))
+	}
+	if line != resolver.ReadyOK {
+		kill()
+		return fmt.Errorf("start resolver: %s", bytes.TrimSpace([]byte(line)))
+	}
+	if err := writeRuntimeFile(pidPath, strconv.Itoa(cmd.Process.Pid)+"\n"); err != nil {
+		kill()
+		return err
+	}
+	// Not waited for: it outlives the hook (its parent becomes the
+	// runtime's subreaper) until the container's init exits.
+	return cmd.Process.Release()
+}
+
+// readReady reads the resolver's readiness line, bounded in time and size.
+func readReady(ctx context.Context, pr *os.File) (string, error) {
+	deadline := time.Now().Add(resolverReadyWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := pr.SetReadDeadline(deadline); err != nil {
+		return "", err
+	}
+	var buf [512]byte
+	n := 0
+	for n < len(buf) {
+		m, err := pr.Read(buf[n:])
+		n += m
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			return string(buf[:i+1]), nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return "", fmt.Errorf("not ready within %s", resolverReadyWait)
+		}
+		if errors.Is(err, io.EOF) {
+			return "", errors.New("exited before it was ready")
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return string(buf[:n]), nil
+}
+
+// stopResolver stops the container's resolver named by resolver.pid, if
+// it passes the identity check (stopPIDFile).
+func stopResolver(dir string, wait time.Duration) {
+	stopPIDFile(filepath.Join(dir, shieldbundle.FileResolverPID), func(pid int) bool { return shieldbundle.IsOurResolver(pid, dir) }, wait)
+}

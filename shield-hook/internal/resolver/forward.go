@@ -1,0 +1,152 @@
+package resolver
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"terok.dev/sandbox/common/ruleset"
+)
+
+// maxChain bounds how many CNAME hops of one answer are followed.
+const maxChain = 16
+
+// chainResult is what a forwarded answer admits: the records of the
+// question's CNAME chain (the rest of the answer is dropped), the
+// non-special addresses to learn, and the CNAME targets to admit.
+type chainResult struct {
+	kept    []dns.RR
+	learn   []learnItem
+	targets []cnameTarget
+}
+
+type cnameTarget struct {
+	name string
+	ttl  time.Duration
+}
+
+// walkChain follows the CNAME chain of qname (normalized) through an
+// answer section. Only records owned by a name on the chain are kept; an
+// A/AAAA of the chain is learned unless its address is special
+// (ruleset.IsSpecial: a rebinding answer is passed on to the client but
+// opens nothing), with the smaller of its TTL and the chain's, clamped.
+func walkChain(qname string, rrs []dns.RR) chainResult {
+	const noLimit = ^uint32(0)
+	ttl := map[string]uint32{qname: noLimit}
+	var res chainResult
+	for hop := 0; hop < maxChain; hop++ {
+		grew := false
+		for _, rr := range rrs {
+			c, ok := rr.(*dns.CNAME)
+			if !ok || c.Hdr.Class != dns.ClassINET {
+				continue
+			}
+			owner, ok1, _ := normalizeName(c.Hdr.Name)
+			target, ok2, _ := normalizeName(c.Target)
+			t, onChain := ttl[owner]
+			if !ok1 || !ok2 || !onChain {
+				continue
+			}
+			if _, seen := ttl[target]; seen {
+				continue
+			}
+			ttl[target] = min(t, c.Hdr.Ttl)
+			res.targets = append(res.targets, cnameTarget{name: target, ttl: clampTTL(ttl[target])})
+			grew = true
+		}
+		if !grew {
+			break
+		}
+	}
+	for _, rr := range rrs {
+		h := rr.Header()
+		owner, ok, _ := normalizeName(h.Name)
+		t, onChain := ttl[owner]
+		if !ok || !onChain || h.Class != dns.ClassINET {
+			continue
+		}
+		res.kept = append(res.kept, rr)
+		var a netip.Addr
+		switch v := rr.(type) {
+		case *dns.A:
+			a, _ = netip.AddrFromSlice(v.A.To4())
+		case *dns.AAAA:
+			if ip := v.AAAA.To16(); ip != nil {
+				a = netip.AddrFrom16([16]byte(ip))
+			}
+		default:
+			continue
+		}
+		if !a.IsValid() || ruleset.IsSpecial(a) {
+			continue
+		}
+		res.learn = append(res.learn, learnItem{addr: a, ttl: clampTTL(min(t, h.Ttl))})
+	}
+	return res
+}
+
+// forward asks the upstream for q, learns what the answer admits and
+// returns the reply for the client (at most limit octets; a larger one is
+// truncated with TC set). Any failure is SERVFAIL: in particular an answer
+// whose addresses could not be added to the learned sets is not returned,
+// since the client could not connect to them anyway.
+func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
+	out := new(dns.Msg)
+	out.RecursionDesired = true
+	out.CheckingDisabled = q.req.CheckingDisabled
+	out.Question = []dns.Question{{Name: q.req.Question[0].Name, Qtype: q.qtype, Qclass: dns.ClassINET}}
+	do := false
+	if opt := q.req.IsEdns0(); opt != nil {
+		do = opt.Do()
+	}
+	// Only the question and these flags reach the upstream: none of the
+	// client's EDNS options, IDs or other sections.
+	out.SetEdns0(ednsSize, do)
+	resp, err := r.up.exchange(ctx, out)
+	if err != nil {
+		r.log.log(slog.LevelWarn, "upstream failed", slog.String("name", q.name), slog.String("error", err.Error()))
+		return r.localReply(q.req, dns.RcodeServerFailure, false)
+	}
+	res := walkChain(q.name, resp.Answer)
+	if err := r.learn.add(res.learn, q.origin); err != nil {
+		r.log.log(slog.LevelError, "learn failed", slog.String("name", q.name), slog.String("error", err.Error()))
+		return r.localReply(q.req, dns.RcodeServerFailure, false)
+	}
+	if len(res.targets) > 0 {
+		now := r.now()
+		r.mu.Lock()
+		for _, t := range res.targets {
+			r.pol.admitCNAME(t.name, q.origin, t.ttl, now)
+		}
+		r.mu.Unlock()
+	}
+	m := new(dns.Msg)
+	m.SetReply(q.req)
+	m.Compress = true
+	m.Rcode = resp.Rcode
+	if m.Rcode > 0xF {
+		m.Rcode = dns.RcodeServerFailure
+	}
+	m.RecursionAvailable = resp.RecursionAvailable
+	m.AuthenticatedData = resp.AuthenticatedData && (do || q.req.AuthenticatedData)
+	m.Answer = res.kept
+	for _, rr := range resp.Ns {
+		if _, ok := rr.(*dns.SOA); ok { // negative caching needs it; nothing else does
+			m.Ns = append(m.Ns, rr)
+		}
+	}
+	if q.req.IsEdns0() != nil {
+		m.SetEdns0(ednsSize, do)
+	}
+	if m.Len() > limit {
+		m.Truncate(limit)
+	}
+	b, err := m.Pack()
+	if err != nil {
+		return r.localReply(q.req, dns.RcodeServerFailure, false)
+	}
+	return b
+}

@@ -1,0 +1,286 @@
+// Package resolver is the per-container DNS resolver (tier "resolver",
+// docs/shield-resolver.md). The createRuntime hook starts it inside the
+// container's network namespace as `terok-shield-hook resolver
+// --state-dir=<dir>`; it listens on 127.0.0.1:53 there, forwards only
+// allowlisted names (and only the address types) to the upstream forwarder
+// from sockets carrying ruleset.ResolverMark, adds the non-special
+// addresses of each forwarded answer to the learned sets before replying,
+// and answers everything else itself, so that no packet of a refused name
+// leaves the namespace. It lives as long as the container's init process.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+)
+
+// The descriptors the hook passes (exec.Cmd.ExtraFiles order).
+const (
+	// FdInit is a pidfd of the container's init process: readable once it
+	// has exited, which ends the resolver.
+	FdInit = 3
+	// FdReady is the write end of the readiness pipe: "ok\n" once the
+	// resolver serves, "error: …\n" when it gives up starting.
+	FdReady = 4
+)
+
+// ReadyOK is the readiness line.
+const ReadyOK = "ok\n"
+
+// ListenAddr is where the resolver serves inside the container netns
+// (resolv.conf's nameserver, shieldbundle.ResolvConf).
+var listenAddr = netip.MustParseAddrPort("127.0.0.1:53")
+
+// Resolver is the state of one running resolver.
+type Resolver struct {
+	dir   string
+	mu    sync.Mutex // guards pol
+	pol   *policy
+	up    *upstream
+	learn *learner
+	log   *boundedLog
+	now   func() time.Time
+}
+
+// Main runs the resolver subcommand (args is the whole argv) and returns
+// the process exit status.
+func Main(ctx context.Context, args []string, stderr io.Writer) int {
+	dir, err := parseArgs(args)
+	ready := os.NewFile(FdReady, "ready")
+	if err == nil && !isFd(FdReady) {
+		err = errors.New("no readiness pipe on fd 4: the resolver is started by the createRuntime hook")
+	}
+	if err == nil && !isPidfd(FdInit) {
+		err = errors.New("no pidfd of the container's init on fd 3: the resolver is started by the createRuntime hook")
+	}
+	if err == nil {
+		err = run(ctx, dir, listenAddr, FdInit, ready)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "terok-shield-hook resolver: "+err.Error())
+		return 1
+	}
+	return 0
+}
+
+func parseArgs(args []string) (string, error) {
+	if len(args) != 3 || args[1] != shieldbundle.ResolverSubcommand || !strings.HasPrefix(args[2], "--state-dir=") {
+		return "", fmt.Errorf("usage: %s resolver --state-dir=DIR (started by the createRuntime hook)", shieldbundle.HookBinary)
+	}
+	dir := strings.TrimPrefix(args[2], "--state-dir=")
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
+		return "", fmt.Errorf("state dir must be an absolute, clean path: %q", dir)
+	}
+	return dir, nil
+}
+
+func isFd(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil
+}
+
+// isPidfd reports whether fd is a pidfd (its fdinfo has a Pid line).
+func isPidfd(fd int) bool {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(fd))
+	return err == nil && strings.Contains(string(b), "\nPid:")
+}
+
+// run starts the resolver, reports readiness on ready (or why it could not
+// start) and serves until ctx ends, SIGTERM/SIGINT arrives or the process
+// behind initFd exits.
+func run(ctx context.Context, dir string, listen netip.AddrPort, initFd int, ready *os.File) (err error) {
+	readySent := false
+	defer func() {
+		if !readySent && ready != nil {
+			_, _ = fmt.Fprintf(ready, "error: %s\n", strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
+		}
+		if ready != nil {
+			_ = ready.Close()
+		}
+	}()
+	// Signals first: SIGHUP's default action would kill a resolver that
+	// gets reloaded right after it reported ready.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+
+	r, err := newResolver(dir)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	initExit, stopWatch, err := watchPidfd(initFd)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
+	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+	if err != nil {
+		return fmt.Errorf("listen on %s/udp: %w", listen, err)
+	}
+	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(listen))
+	if err != nil {
+		_ = udp.Close()
+		return fmt.Errorf("listen on %s/tcp: %w", listen, err)
+	}
+	srv := newServer(r, udp, tcp)
+	errc := make(chan error, 2)
+	srv.start(errc)
+	defer srv.stop()
+	defer r.forgetPID()
+	if _, err := io.WriteString(ready, ReadyOK); err != nil {
+		return fmt.Errorf("report readiness: %w", err)
+	}
+	readySent = true
+	_ = ready.Close()
+	ready = nil
+	r.log.log(slog.LevelInfo, "started", slog.String("upstream", r.up.addr.String()))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-initExit:
+			r.log.log(slog.LevelInfo, "container init exited, stopping")
+			return nil
+		case err := <-errc:
+			r.log.log(slog.LevelError, "serving failed", slog.String("error", err.Error()))
+			return err
+		case s := <-sigc:
+			if s != syscall.SIGHUP {
+				return nil
+			}
+			r.reload()
+		}
+	}
+}
+
+func newResolver(dir string) (*Resolver, error) {
+	lg, err := openBoundedLog(filepath.Join(dir, shieldbundle.FileDNSLog), logMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolver{dir: dir, log: lg, now: time.Now}
+	up, err := shieldbundle.ReadUpstreamDNS(dir)
+	if err == nil && up == "" {
+		err = fmt.Errorf("%s missing: the resolver has no upstream forwarder", filepath.Join(dir, shieldbundle.FileUpstreamDNS))
+	}
+	if err != nil {
+		lg.close()
+		return nil, err
+	}
+	ua, err := netip.ParseAddr(up)
+	if err != nil {
+		lg.close()
+		return nil, fmt.Errorf("upstream forwarder %q: %w", up, err)
+	}
+	r.up = &upstream{addr: netip.AddrPortFrom(ua, 53), mark: ruleset.ResolverMark, timeout: upstreamTimeout, tries: upstreamTries}
+	domains, open, err := r.readPolicy()
+	if err != nil {
+		lg.close()
+		return nil, err
+	}
+	r.pol = newPolicy(domains, open)
+	if r.learn, err = newLearner(); err != nil {
+		lg.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Resolver) close() {
+	r.learn.close()
+	r.log.close()
+}
+
+// readPolicy reads the effective domain list and the resolver.open marker.
+func (r *Resolver) readPolicy() ([]string, bool, error) {
+	domains, err := shieldbundle.EffectiveDomains(r.dir, func(msg string) {
+		r.log.log(slog.LevelWarn, "allowlist", slog.String("warning", msg))
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read allowlist: %w", err)
+	}
+	_, err = os.Lstat(filepath.Join(r.dir, shieldbundle.FileResolverOpen))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("check %s: %w", shieldbundle.FileResolverOpen, err)
+	}
+	return domains, err == nil, nil
+}
+
+// reload (SIGHUP) installs the current allowlist and marker, then drops
+// learned addresses no allowed name vouches for any more. A list that
+// cannot be read keeps the previous one in force.
+func (r *Resolver) reload() {
+	domains, open, err := r.readPolicy()
+	if err != nil {
+		r.log.log(slog.LevelError, "reload failed, previous allowlist kept", slog.String("error", err.Error()))
+		return
+	}
+	r.mu.Lock()
+	r.pol.replace(domains, open)
+	r.mu.Unlock()
+	snapshot := newPolicy(domains, open)
+	n, err := r.learn.reload(snapshot.stillAllowed)
+	attrs := []slog.Attr{slog.Int("domains", len(domains)), slog.Bool("open", open), slog.Int("addresses_removed", n)}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	r.log.log(slog.LevelInfo, "reloaded", attrs...)
+}
+
+// forgetPID removes resolver.pid if it still names this process.
+func (r *Resolver) forgetPID() {
+	path := filepath.Join(r.dir, shieldbundle.FileResolverPID)
+	if pid, err := shieldbundle.ReadPIDFile(path); err == nil && pid == os.Getpid() {
+		_ = os.Remove(path)
+	}
+}
+
+// watchPidfd returns a channel closed when the process behind the pidfd
+// exits (the pidfd becomes readable), and a stop function that ends the
+// watching goroutine.
+func watchPidfd(fd int) (<-chan struct{}, func(), error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, nil, fmt.Errorf("pidfd of the container's init: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("pidfd of the container's init: %w", err)
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The runtime's poller waits for readability between calls; the
+		// zero-timeout poll tells an exit from a spurious wake-up.
+		err := rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, _ := unix.Poll(fds, 0)
+			return n > 0
+		})
+		if err == nil {
+			close(exited)
+		}
+	}()
+	return exited, func() { _ = f.Close(); <-done }, nil
+}
