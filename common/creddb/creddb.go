@@ -20,6 +20,7 @@ import (
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 )
 
@@ -61,6 +62,49 @@ type DB struct {
 	// writes counts committed writes through this handle; a Resolver
 	// drops its cache when it moves (see Resolver).
 	writes atomic.Uint64
+	// vault seals and opens the data column (docs/secrets-at-rest.md);
+	// nil is plaintext mode. Set once by SetVault before use.
+	vault *secretstore.Vault
+}
+
+// SetVault makes the handle seal credential values on write and open
+// sealed ones on read; without it a sealed value is an error. Call it
+// right after Open, before the handle (or a Resolver of it) is shared.
+func (d *DB) SetVault(v *secretstore.Vault) { d.vault = v }
+
+// Vault is the handle's vault (nil: plaintext mode).
+func (d *DB) Vault() *secretstore.Vault { return d.vault }
+
+// decodeData turns a data column value into a Credential, opening it first
+// when it is sealed. Errors never carry the value.
+func (d *DB) decodeData(set, provider string, data []byte) (Credential, error) {
+	if secretstore.IsSealed(data) {
+		plain, err := d.vault.Open(data, secretstore.CredentialAD(set, provider))
+		if err != nil {
+			return nil, fmt.Errorf("credential %s/%s is encrypted: %w", set, provider, err)
+		}
+		defer clear(plain)
+		data = plain
+	}
+	c, err := DecodeCredential(data)
+	if err != nil {
+		return nil, fmt.Errorf("credential %s/%s: %w", set, provider, err)
+	}
+	return c, nil
+}
+
+// encodeData is the data column value of c for set/provider under w:
+// sealed when the store is encrypted, JSON text in plaintext mode.
+func encodeData(w *secretstore.Writer, set, provider string, c Credential) (string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	out, err := w.Encode(b, secretstore.CredentialAD(set, provider))
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
 }
 
 // resolveQuery is the one query behind Resolve: token and credential.
@@ -95,6 +139,9 @@ func Open(path string) (*DB, error) {
 	q.Set("_foreign_keys", "on")
 	q.Set("_busy_timeout", "5000")
 	q.Set("_txlock", "immediate")
+	// Zero deleted and overwritten content, so a replaced or re-sealed
+	// credential leaves no plaintext in free pages (docs/secrets-at-rest.md).
+	q.Set("_secure_delete", "on")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	x, err := sqlx.Open("sqlite3", dsn)
 	if err != nil {
@@ -185,13 +232,18 @@ func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Cre
 	if data == nil {
 		return errors.New("store credential: data must be a JSON object")
 	}
-	b, err := json.Marshal(data)
+	w, err := d.vault.BeginWrite()
+	if err != nil {
+		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
+	}
+	defer w.Close() // after the write: a key rotation waits for it
+	value, err := encodeData(w, set, provider, data)
 	if err != nil {
 		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
 	}
 	_, err = d.x.ExecContext(ctx,
 		`INSERT OR REPLACE INTO credentials (credential_set, provider, data) VALUES (?, ?, ?)`,
-		set, provider, string(b))
+		set, provider, value)
 	if err != nil {
 		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
 	}
@@ -208,9 +260,9 @@ func (d *DB) LoadCredential(ctx context.Context, set, provider string) (Credenti
 	if err != nil {
 		return nil, fmt.Errorf("load credential %s/%s: %w", set, provider, err)
 	}
-	c, err := DecodeCredential([]byte(data))
+	c, err := d.decodeData(set, provider, []byte(data))
 	if err != nil {
-		return nil, fmt.Errorf("load credential %s/%s: %w", set, provider, err)
+		return nil, fmt.Errorf("load %w", err)
 	}
 	return c, nil
 }
@@ -281,18 +333,44 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	return ti, nil
 }
 
-// CredentialRow is one stored credential with its raw data text, for
-// callers that must see every row (the OAuth refresh walks all sets).
+// CredentialRow is one stored credential with its data text, for callers
+// that must see every row (the OAuth refresh walks all sets).
 type CredentialRow struct {
 	Set      string `db:"credential_set"`
 	Provider string `db:"provider"`
 	Data     string `db:"data"`
+	// Err is why a sealed value could not be opened (Data is then "").
+	Err error `db:"-"`
 }
 
 // AllCredentials returns every row of every set, ordered by set then
-// provider. Data is returned raw: a row that is not a JSON object is the
-// caller's to skip (and report).
+// provider, with sealed values opened (in memory only). A row that is not
+// a JSON object, or whose sealed value does not open (Err), is the caller's
+// to skip (and report).
 func (d *DB) AllCredentials(ctx context.Context) ([]CredentialRow, error) {
+	out, err := d.RawCredentials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		r := &out[i]
+		if !secretstore.IsSealed([]byte(r.Data)) {
+			continue
+		}
+		plain, err := d.vault.Open([]byte(r.Data), secretstore.CredentialAD(r.Set, r.Provider))
+		if err != nil {
+			r.Data, r.Err = "", fmt.Errorf("credential %s/%s is encrypted: %w", r.Set, r.Provider, err)
+			continue
+		}
+		r.Data = string(plain)
+		clear(plain)
+	}
+	return out, nil
+}
+
+// RawCredentials is AllCredentials with the data column as stored (sealed
+// values stay sealed), for status counts and re-sealing.
+func (d *DB) RawCredentials(ctx context.Context) ([]CredentialRow, error) {
 	out := []CredentialRow{}
 	err := d.x.SelectContext(ctx, &out,
 		`SELECT credential_set, provider, data FROM credentials ORDER BY credential_set, provider`)
@@ -300,6 +378,69 @@ func (d *DB) AllCredentials(ctx context.Context) ([]CredentialRow, error) {
 		return nil, fmt.Errorf("list all credentials: %w", err)
 	}
 	return out, nil
+}
+
+// RewriteAll replaces every credential value with what change returns for
+// it, in one transaction: either every row is rewritten or none is (a
+// crash half-way leaves the database as it was). change sees the stored
+// value and reports whether it changed it; it must not fail on one row
+// and leave the others, so any error aborts the whole rewrite. The count
+// of changed rows is returned. Used by `credentials migrate` and
+// `credentials rotate-key` (docs/secrets-at-rest.md, Rotation).
+func (d *DB) RewriteAll(ctx context.Context, change func(set, provider string, value []byte) ([]byte, bool, error)) (int, error) {
+	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("rewrite credentials: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	rows := []CredentialRow{}
+	if err := tx.SelectContext(ctx, &rows, `SELECT credential_set, provider, data FROM credentials`); err != nil {
+		return 0, fmt.Errorf("rewrite credentials: %w", err)
+	}
+	n := 0
+	for _, r := range rows {
+		out, changed, err := change(r.Set, r.Provider, []byte(r.Data))
+		if err != nil {
+			return 0, fmt.Errorf("credential %s/%s: %w; nothing was changed", r.Set, r.Provider, err)
+		}
+		if !changed {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE credentials SET data = ? WHERE credential_set = ? AND provider = ?`,
+			string(out), r.Set, r.Provider); err != nil {
+			return 0, fmt.Errorf("rewrite credential %s/%s: %w", r.Set, r.Provider, err)
+		}
+		n++
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("rewrite credentials: %w", err)
+	}
+	return n, nil
+}
+
+// Compact moves the write-ahead log into the database and truncates it,
+// then rebuilds the file without free pages, so no superseded value
+// (plaintext before a migration, a retired key's ciphertext after a
+// rotation) stays in the WAL or in unused pages. It reports whether the
+// WAL could be fully checkpointed: another process reading at that moment
+// keeps old frames alive (stop the daemons and run it again).
+func (d *DB) Compact(ctx context.Context) (complete bool, err error) {
+	checkpoint := func() (bool, error) {
+		var busy, logFrames, done int
+		row := d.x.QueryRowxContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		if err := row.Scan(&busy, &logFrames, &done); err != nil {
+			return false, fmt.Errorf("checkpoint %s: %w", d.path, err)
+		}
+		return busy == 0, nil
+	}
+	if _, err := checkpoint(); err != nil {
+		return false, err
+	}
+	if _, err := d.x.ExecContext(ctx, `VACUUM`); err != nil {
+		return false, fmt.Errorf("vacuum %s: %w", d.path, err)
+	}
+	return checkpoint()
 }
 
 // Resolve answers in one query what a phantom token stands for and the
@@ -322,9 +463,9 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 	if !row.Data.Valid {
 		return row.TokenInfo, nil, nil
 	}
-	c, err := DecodeCredential([]byte(row.Data.String))
+	c, err := d.decodeData(row.CredentialSet, row.Provider, []byte(row.Data.String))
 	if err != nil {
-		return row.TokenInfo, nil, fmt.Errorf("credential %s/%s: %w", row.CredentialSet, row.Provider, err)
+		return row.TokenInfo, nil, err
 	}
 	return row.TokenInfo, c, nil
 }
@@ -376,9 +517,14 @@ func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, ne
 	if err != nil {
 		return false, err
 	}
-	nb, err := json.Marshal(next)
+	w, err := d.vault.BeginWrite()
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
+	}
+	defer w.Close() // after the commit: a key rotation waits for it
+	nv, err := encodeData(w, set, provider, next)
+	if err != nil {
+		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
 	tx, err := d.x.BeginTxx(ctx, nil)
 	if err != nil {
@@ -393,8 +539,11 @@ func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, ne
 	if err != nil {
 		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
-	curC, err := DecodeCredential([]byte(cur))
+	curC, err := d.decodeData(set, provider, []byte(cur))
 	if err != nil {
+		if secretstore.IsSealed([]byte(cur)) {
+			return false, fmt.Errorf("update %w", err)
+		}
 		return false, nil
 	}
 	cb, _ := json.Marshal(curC)
@@ -402,7 +551,7 @@ func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, ne
 		return false, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE credentials SET data = ? WHERE credential_set = ? AND provider = ?`,
-		string(nb), set, provider); err != nil {
+		nv, set, provider); err != nil {
 		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
 	if err := tx.Commit(); err != nil {

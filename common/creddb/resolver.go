@@ -174,8 +174,10 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	}
 	var cred Credential
 	if data != nil {
-		if cred, err = DecodeCredential(data); err != nil {
-			return info, nil, fmt.Errorf("credential %s/%s: %w", info.CredentialSet, info.Provider, err)
+		// Sealed values are opened here, once per change of the database,
+		// not per request: the decrypted Credential is what is cached.
+		if cred, err = r.db.decodeData(info.CredentialSet, info.Provider, data); err != nil {
+			return info, nil, err
 		}
 	}
 	r.cache[tok] = resolved{info: info, cred: cred}
