@@ -340,7 +340,8 @@ func (s *Sandbox) failedStart(ctx context.Context, spec RunSpec, args []string, 
 	case launch.StepCommand:
 		hint = launch.CommandHint(spec.Command, spec.Image)
 	}
-	s.log.Error("container launch failed", "container", name, "step", string(step), "cleanup", note)
+	// No structured log line: the returned error says it all and the CLI
+	// prints it; the debug log keeps a trace.
 	s.debug.Warning("run %s: %s failed; %s", name, step, note)
 	var le *launch.LaunchError
 	var ge *launch.GPUError

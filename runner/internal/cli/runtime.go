@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/runner/internal/doctor"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podman"
@@ -147,9 +147,11 @@ func (a *cmdArgs) oneName() (string, error) {
 	return checkName(a.pos[0])
 }
 
+// checkName applies the container name rule (docs/runner.md, Names); a bad
+// name is a usage error.
 func checkName(name string) (string, error) {
-	if name == "" || strings.HasPrefix(name, "-") || strings.ContainsRune(name, 0) {
-		return "", UsageErrorf("invalid container name %q", name)
+	if err := names.ValidateContainerName(name); err != nil {
+		return "", UsageErrorf("%v", err)
 	}
 	return name, nil
 }
@@ -300,22 +302,28 @@ func specFromCLI(c *ucli.Context, cfg config.Config) (sandbox.RunSpec, error) {
 	if fs.ContainerName == "" {
 		return sandbox.RunSpec{}, UsageErrorf("a container name is required (--name or container_name in --spec)")
 	}
+	if _, err := checkName(fs.ContainerName); err != nil {
+		return sandbox.RunSpec{}, err
+	}
 	if fs.Image == "" {
 		return sandbox.RunSpec{}, UsageErrorf("an image is required (--image or image in --spec)")
 	}
 	if fs.TaskDir == "" {
-		fs.TaskDir = filepath.Join(cfg.StateDir, "tasks", fs.ContainerName)
+		var err error
+		if fs.TaskDir, err = sandbox.DefaultTaskDir(cfg, fs.ContainerName); err != nil {
+			return sandbox.RunSpec{}, UsageErrorf("%v", err)
+		}
 	}
 	spec := sandbox.RunSpec{
 		ContainerName: fs.ContainerName, Image: fs.Image, Volumes: fs.Volumes, Command: fs.Command,
 		TaskDir: fs.TaskDir, GPUEnabled: fs.GPUEnabled, ExtraArgs: fs.ExtraArgs, Unrestricted: fs.Unrestricted,
 	}
-	names := make([]string, 0, len(env))
+	envNames := make([]string, 0, len(env))
 	for n := range env {
-		names = append(names, n)
+		envNames = append(envNames, n)
 	}
-	sort.Strings(names)
-	for _, n := range names {
+	sort.Strings(envNames)
+	for _, n := range envNames {
 		spec.Env = append(spec.Env, sandbox.EnvVar{Name: n, Value: env[n]})
 	}
 	return spec, nil
@@ -456,9 +464,12 @@ func waitCommand(d Deps) *ucli.Command {
 func stopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "stop",
-		Usage:     "force-remove containers (errors are ignored)",
+		Usage:     "force-remove containers and stop their shield processes (errors are ignored)",
 		ArgsUsage: "NAME...",
-		Flags:     []ucli.Flag{jsonFlag()},
+		Description: "Runs `podman rm -f NAME`, then stops what the container's shield left behind (its DNS resolver)\n" +
+			"in the task directory of its shield annotation and in <state dir>/tasks/NAME, also when the container\n" +
+			"no longer exists (a start that failed before the shield's poststop hook could run).",
+		Flags: []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
 			a, err := parseArgs(c)
 			if err != nil {
@@ -467,15 +478,27 @@ func stopCommand(d Deps) *ucli.Command {
 			if len(a.pos) == 0 {
 				return UsageErrorf("stop needs at least one container name")
 			}
-			names := a.pos
-			for _, n := range names {
+			stopped := a.pos
+			for _, n := range stopped {
 				if _, err := checkName(n); err != nil {
 					return err
 				}
 			}
-			podmanFor(d).Stop(c.Context, names)
+			cfg, err := loadConfig(c, d)
+			if err != nil {
+				// Removing the containers must not depend on a readable
+				// config; the cleanup then looks only where their
+				// annotations point and under the default state dir.
+				fmt.Fprintf(d.Stderr, "Warning: %v; using the default configuration for the cleanup\n", err)
+				cfg = config.Defaults(d.Env)
+			}
+			out := d.Stdout
 			if a.Bool("json") {
-				return writeJSON(d.Stdout, map[string]any{"stopped": names})
+				out = d.Stderr
+			}
+			newSandbox(cfg, d, out).Stop(c.Context, stopped)
+			if a.Bool("json") {
+				return writeJSON(d.Stdout, map[string]any{"stopped": stopped})
 			}
 			return nil
 		},
@@ -529,6 +552,9 @@ func psCommand(d Deps) *ucli.Command {
 			prefix := c.String("prefix")
 			if prefix == "" {
 				return UsageErrorf("ps needs --prefix P (non-empty)")
+			}
+			if err := names.ValidateContainerName(prefix); err != nil {
+				return UsageErrorf("--prefix: %v", err)
 			}
 			states := podmanFor(d).ProjectStates(c.Context, prefix)
 			if c.Bool("json") {

@@ -28,6 +28,7 @@ info) echo '{"version":{"Version":"4.3.1"},"host":{"rootlessNetworkCmd":"slirp4n
 run) echo 0123456789ab;;
 wait) echo 3;;
 inspect) echo Running;;
+container) echo '[]'; echo "Error: inspecting object: no such container $4" >&2; exit 125;;
 ps) printf 'p.x-1 running\np.x-2 exited\n';;
 esac
 `
@@ -214,7 +215,7 @@ func TestRunHooksOrder(t *testing.T) {
 	os.Remove(trace)
 	fakePodmanOnPath(t, `[ "$1" = run ] && { echo 'Error: boom' >&2; exit 125; }`)
 	code, _, errOut = runAs(t, 0, "run", "--shield-bypass", "--name", "n", "--image", "i", "--post-start-exec", "echo post >> "+trace)
-	if code != ExitError || !strings.Contains(errOut, "Container launch failed:\nError: boom") {
+	if code != ExitError || !strings.Contains(errOut, "Container launch failed: container creation failed.\nError: boom\n\nNo container n was left behind; the name is free.") {
 		t.Fatalf("exit %d %q", code, errOut)
 	}
 	if _, err := os.Stat(trace); err == nil {
@@ -313,5 +314,71 @@ func TestDoctorExitCode(t *testing.T) {
 	if code != 2 || !strings.Contains(out.String(), "  Credential proxy (TCP) .... ERROR (proxy unreachable at http://host.containers.internal:1/-/health") ||
 		!strings.Contains(out.String(), "  Shield state .... ok (no desired state configured") {
 		t.Fatalf("doctor %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// Bad names are usage errors before anything touches the disk: no shield
+// bundle outside the state dir, no nested task dirs.
+func TestRunAndHelpersRefuseBadNames(t *testing.T) {
+	home := t.TempDir()
+	log := fakePodmanOnPath(t, "")
+	vars := map[string]string{"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(home, "cfg"), "TEROK_SANDBOX_STATE_DIR": filepath.Join(home, "a", "b", "state")}
+	env := config.Env{EUID: 0, Home: home, Getenv: func(k string) string { return vars[k] }}
+	run := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
+		return code, errb.String()
+	}
+	for _, args := range [][]string{
+		{"run", "--name", "../../x", "--image", "i"},
+		{"run", "--name", "../../../../x", "--image", "i", "--shield-bypass"},
+		{"run", "--name", "a/b", "--image", "i"},
+		{"run", "--name", ".", "--image", "i"},
+		{"run", "--name", "x y", "--image", "i"},
+		{"stop", "ok", "../x"},
+		{"logs", "a/b"},
+		{"wait", ".."},
+		{"state", ".x"},
+	} {
+		code, errOut := run(args...)
+		if code != ExitUsage || !strings.Contains(errOut, "invalid container name") || !strings.Contains(errOut, "e.g.") {
+			t.Errorf("%q: exit %d %q", args, code, errOut)
+		}
+	}
+	if code, errOut := run("ps", "--prefix", "../p"); code != ExitUsage || !strings.Contains(errOut, "--prefix: invalid container name") {
+		t.Errorf("ps: exit %d %q", code, errOut)
+	}
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	os.WriteFile(spec, []byte(`{"container_name":"../../y","image":"i"}`), 0o644)
+	if code, errOut := run("run", "--spec", spec); code != ExitUsage || !strings.Contains(errOut, `invalid container name "../../y"`) {
+		t.Errorf("spec: exit %d %q", code, errOut)
+	}
+	if len(calls(t, log)) != 0 {
+		t.Fatalf("podman called: %q", calls(t, log))
+	}
+	entries, _ := os.ReadDir(home)
+	for _, e := range entries {
+		t.Errorf("written under the home: %s", e.Name())
+	}
+}
+
+// stop removes each container and looks for its shield annotation first;
+// its exit status stays 0 when the containers are gone already.
+func TestStopInspectsRemovesAndSucceeds(t *testing.T) {
+	log := fakePodmanOnPath(t, "")
+	code, out, errOut := runAs(t, 0, "stop", "a", "b", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d %s", code, errOut)
+	}
+	var got map[string][]string
+	if err := json.Unmarshal([]byte(out), &got); err != nil || strings.Join(got["stopped"], ",") != "a,b" {
+		t.Fatalf("%q %v", out, err)
+	}
+	var seen []string
+	for _, c := range calls(t, log) {
+		seen = append(seen, strings.Join(c, " "))
+	}
+	if want := "container inspect -- a|rm -f a|container inspect -- b|rm -f b"; strings.Join(seen, "|") != want {
+		t.Fatalf("calls %q, want %q", seen, want)
 	}
 }
