@@ -57,6 +57,13 @@ type Config struct {
 	// logged and doctor warns.
 	ProxyStaticMarker bool
 
+	// CredentialsEncryption (default true) keeps credential values and SSH
+	// private keys sealed at rest once a keystore is set up
+	// (docs/secrets-at-rest.md). false is for hosts that still run the
+	// older plaintext-only daemons against the same store: the runner then
+	// creates no keystore and `credentials migrate` decrypts back.
+	CredentialsEncryption bool
+
 	// Source names where non-default values came from, for error messages.
 	Source string
 }
@@ -64,18 +71,19 @@ type Config struct {
 // Defaults returns the configuration for env with no file applied.
 func Defaults(env Env) Config {
 	return Config{
-		StateDir:          env.StateRoot(),
-		RuntimeDir:        env.RuntimeRoot(),
-		ConfigDir:         env.ConfigRoot(),
-		CredentialsDir:    env.CredentialsRoot(),
-		UmbrellaConfigDir: env.UmbrellaConfigRoot(),
-		GatePort:          DefaultGatePort,
-		ProxyPort:         DefaultProxyPort,
-		SSHAgentPort:      DefaultSSHAgentPort,
-		ShieldProfiles:    []string{DefaultProfile},
-		ShieldAudit:       true,
-		ShieldBypass:      false,
-		Source:            "defaults",
+		StateDir:              env.StateRoot(),
+		RuntimeDir:            env.RuntimeRoot(),
+		ConfigDir:             env.ConfigRoot(),
+		CredentialsDir:        env.CredentialsRoot(),
+		UmbrellaConfigDir:     env.UmbrellaConfigRoot(),
+		GatePort:              DefaultGatePort,
+		ProxyPort:             DefaultProxyPort,
+		SSHAgentPort:          DefaultSSHAgentPort,
+		ShieldProfiles:        []string{DefaultProfile},
+		ShieldAudit:           true,
+		CredentialsEncryption: true,
+		ShieldBypass:          false,
+		Source:                "defaults",
 	}
 }
 
@@ -98,6 +106,7 @@ type fileConfig struct {
 	ShieldBypass   *bool     `toml:"shield_bypass"`
 	ShieldUpstream *string   `toml:"shield_upstream_dns"`
 	StaticMarker   *bool     `toml:"proxy_static_marker"`
+	CredEncryption *bool     `toml:"credentials_encryption"`
 }
 
 // Load builds the configuration of a standalone process: defaults, then the
@@ -196,12 +205,15 @@ func (c *Config) applyFile(env Env, path string, data []byte) error {
 	if fc.StaticMarker != nil {
 		c.ProxyStaticMarker = *fc.StaticMarker
 	}
+	if fc.CredEncryption != nil {
+		c.CredentialsEncryption = *fc.CredEncryption
+	}
 	return nil
 }
 
 var fileKeys = []string{"state_dir", "runtime_dir", "credentials_dir", "gate_port", "proxy_port",
 	"ssh_agent_port", "shield_profiles", "shield_audit", "shield_bypass", "shield_upstream_dns",
-	"proxy_static_marker"}
+	"proxy_static_marker", "credentials_encryption"}
 
 // NamePattern is what project ids and profile names must match.
 var NamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

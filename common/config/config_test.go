@@ -73,7 +73,7 @@ func TestDerivedPaths(t *testing.T) {
 		}
 	}
 	if c.GatePort != 9418 || c.ProxyPort != 18731 || c.SSHAgentPort != 18732 || !c.ShieldAudit || c.ShieldBypass ||
-		len(c.ShieldProfiles) != 1 || c.ShieldProfiles[0] != "dev-standard" {
+		len(c.ShieldProfiles) != 1 || c.ShieldProfiles[0] != "dev-standard" || !c.CredentialsEncryption {
 		t.Errorf("defaults wrong: %+v", c)
 	}
 }
@@ -97,6 +97,7 @@ shield_audit = false
 shield_bypass = true
 shield_upstream_dns = "2001:db8::53"
 proxy_static_marker = true
+credentials_encryption = false
 state_dir = "/srv/terok"
 `)
 	c, err := Load(env, "")
@@ -105,7 +106,7 @@ state_dir = "/srv/terok"
 	}
 	if c.GatePort != 19418 || c.ProxyPort != 28731 || c.SSHAgentPort != 28732 || c.ShieldAudit || !c.ShieldBypass ||
 		strings.Join(c.ShieldProfiles, ",") != "base,dev-node" || c.StateDir != "/srv/terok" ||
-		c.ShieldUpstreamDNS != "2001:db8::53" || !c.ProxyStaticMarker {
+		c.ShieldUpstreamDNS != "2001:db8::53" || !c.ProxyStaticMarker || c.CredentialsEncryption {
 		t.Errorf("file not applied: %+v", c)
 	}
 }
@@ -148,6 +149,7 @@ func TestLoadErrorsNameFileKeyAndFix(t *testing.T) {
 		{"upstream loopback", `shield_upstream_dns = "127.0.0.1"`, []string{"shield_upstream_dns", "loopback"}},
 		{"upstream unspecified", `shield_upstream_dns = "::"`, []string{"shield_upstream_dns", "unspecified"}},
 		{"static marker not a bool", `proxy_static_marker = "yes"`, []string{FileName}},
+		{"encryption not a bool", `credentials_encryption = "no"`, []string{FileName}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
