@@ -46,6 +46,13 @@ func NewAdapter(cfg config.Config, env config.Env, hookBinary string, log *slog.
 	}}
 }
 
+func (o Options) logger() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
 // ShieldFor returns the Shield of one task directory.
 func (a *Adapter) ShieldFor(taskDir string) *Shield {
 	return a.shieldAt(config.ShieldStateDir(taskDir))
@@ -58,6 +65,7 @@ func (a *Adapter) shieldAt(stateDir string) *Shield {
 		LoopbackPorts:   []int{a.Cfg.GatePort, a.Cfg.ProxyPort, a.Cfg.SSHAgentPort},
 		AuditEnabled:    a.Cfg.ShieldAudit,
 		ProfilesDir:     a.Cfg.ShieldProfilesDir(),
+		UpstreamDNS:     a.Cfg.ShieldUpstreamDNS,
 	}, a.Opts)
 }
 
@@ -112,14 +120,24 @@ func (a *Adapter) Status() Status {
 	return Status{Mode: "hook", Profiles: append([]string{}, a.Cfg.ShieldProfiles...), AuditEnabled: a.Cfg.ShieldAudit, Bypass: a.Cfg.ShieldBypass}
 }
 
-// Check is the environment check; under bypass a synthetic failure.
+// Check is the environment check; under bypass a synthetic failure. Both
+// also stop the leftovers of failed starts (StopLeaks) and report them.
 func (a *Adapter) Check(ctx context.Context) EnvCheck {
+	var r EnvCheck
 	if a.Cfg.ShieldBypass {
-		return EnvCheck{OK: false, Health: HealthBypass, PodmanVersion: podmaninfo.Version{}.String(), Hooks: HooksPerContainer,
+		r = EnvCheck{OK: false, Health: HealthBypass, PodmanVersion: podmaninfo.Version{}.String(), Hooks: HooksPerContainer,
 			Issues: []string{"bypass_firewall_no_protection is set — egress firewall disabled"}}
+	} else {
+		r = CheckEnvironment(ctx, a.Opts.Tools, a.podmanInfo(ctx), a.Opts.Paths)
+		if a.Opts.HookBinary == "" {
+			r.Issues = append(r.Issues, "terok-shield-hook not found next to terok-sandbox or on PATH: no shielded container can start (it applies the firewall and is the container's DNS resolver); install it (make install)")
+		}
 	}
-	info := a.podmanInfo(ctx)
-	return CheckEnvironment(ctx, a.Opts.Tools, info, a.Opts.Paths)
+	stopped, issues := a.StopLeaks(ctx)
+	r.Cleaned = stopped
+	r.Issues = append(r.Issues, issues...)
+	r.OK = len(r.Issues) == 0
+	return r
 }
 
 func (a *Adapter) podmanInfo(ctx context.Context) podmaninfo.Info {

@@ -8,9 +8,10 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
-// parseTarget splits an allow/deny target into an address or a domain.
+// ParseTarget splits an allow/deny target into an address or a domain.
 func ParseTarget(target string) (addr, domain string, err error) {
 	t := strings.TrimSpace(target)
 	if t == "" {
@@ -37,63 +38,73 @@ func isAllDigitsAndDots(s string) bool {
 	return true
 }
 
-// resolveTarget returns the addresses a target stands for.
-func (s *Shield) resolveTarget(ctx context.Context, target string) (ips []string, domain string, err error) {
-	addr, domain, err := ParseTarget(target)
-	if err != nil {
-		return nil, "", err
-	}
-	if addr != "" {
-		return []string{addr}, "", nil
-	}
-	return s.opts.Tools.Resolve(ctx, s.opts.Log, []string{domain}), domain, nil
-}
-
-// Allow implements shield.md §11.2 and returns the allowed addresses.
+// Allow implements shield.md §11.2. An address or CIDR goes into the live
+// allow set at once and into live.allowed, and is returned. A domain goes
+// into live.domains and the container's resolver is told to reload: its
+// addresses are learned (into the dns sets) when the container resolves
+// it, so none is returned.
 func (s *Shield) Allow(ctx context.Context, container, target string) ([]string, error) {
-	return s.applyTarget(ctx, container, target, "allow", "allowed", s.allowIP,
-		func(ctx context.Context, dir string, pid int, domain string, ok []string) error {
-			if len(ok) == 0 {
-				return nil
-			}
-			return s.allowDomain(ctx, dir, pid, domain)
-		})
+	return s.applyTarget(ctx, container, target, "allow", "allowed", s.allowIP, s.allowDomain)
 }
 
-// applyTarget is the common path of Allow and Deny: resolve the target, act
-// on each address in the running container (a failing address is logged
-// and skipped), audit each success, then the domain step, then persist the
+// Deny implements shield.md §11.3. An address or CIDR leaves the allow and
+// dns sets and goes into the deny set, and is returned; a domain leaves
+// the resolver's allowlist (the resolver refuses it from now on and drops
+// the addresses it learned for it), and nothing is returned.
+func (s *Shield) Deny(ctx context.Context, container, target string) ([]string, error) {
+	return s.applyTarget(ctx, container, target, "deny", "denied", s.denyIP, s.denyDomain)
+}
+
+// applyTarget is the common path of Allow and Deny: parse the target, act
+// on it in the running container, audit the success, then persist the
 // ruleset for restarts.
 func (s *Shield) applyTarget(ctx context.Context, container, target, verb, action string,
 	perIP func(ctx context.Context, dir string, pid int, ip string) error,
-	perDomain func(ctx context.Context, dir string, pid int, domain string, ok []string) error) ([]string, error) {
+	perDomain func(dir, domain string) error) ([]string, error) {
 	dir, err := s.stateDir()
 	if err != nil {
 		return nil, err
 	}
-	ips, domain, err := s.resolveTarget(ctx, target)
+	addr, domain, err := ParseTarget(target)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.requireResolverTier(dir, container, verb); err != nil {
 		return nil, err
 	}
 	pid, err := s.ContainerPID(ctx, container)
 	if err != nil {
 		return nil, err
 	}
-	var ok []string
-	for _, ip := range ips {
-		if err := perIP(ctx, dir, pid, ip); err != nil {
-			s.warn("could not "+verb+" address", "container", container, "address", ip, "error", err)
-			continue
-		}
-		ok = append(ok, ip)
-		s.audit(container, action, ip, "target="+strings.TrimSpace(target))
-	}
 	if domain != "" {
-		if err := perDomain(ctx, dir, pid, domain, ok); err != nil {
-			return ok, err
+		if err := perDomain(dir, domain); err != nil {
+			return nil, err
 		}
+		s.audit(container, action, domain, "target="+strings.TrimSpace(target))
+		return nil, nil
 	}
-	return ok, s.refreshBundleRuleset(dir)
+	if err := perIP(ctx, dir, pid, addr); err != nil {
+		return nil, fmt.Errorf("%s %s for %s: %w", verb, addr, container, err)
+	}
+	s.audit(container, action, addr, "target="+strings.TrimSpace(target))
+	return []string{addr}, s.refreshBundleRuleset(dir)
+}
+
+// requireResolverTier refuses live changes to a container started by an
+// older version (a bundle of the dnsmasq, dig or getent tier): its table
+// predates closed DNS, and any ruleset this version renders would reject
+// the unmarked DNS its dnsmasq or its own processes send, while element
+// changes would land in sets with the old meaning. Relaunching gives it
+// the resolver tier.
+func (s *Shield) requireResolverTier(dir, container, verb string) error {
+	if t := s.tier(dir); t != TierResolver {
+		if t == "" {
+			t = "unknown"
+		}
+		return fmt.Errorf("container %s was started by an older terok-sandbox (DNS tier %s, not %s): its firewall predates closed DNS and cannot be changed live (%s); stop it and run it again",
+			container, t, TierResolver, verb)
+	}
+	return nil
 }
 
 // refreshBundleRuleset rewrites ruleset.nft from the current lists, so a
@@ -104,12 +115,9 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 	if dns == "" {
 		return errors.New("cannot persist the change for restarts: upstream DNS not persisted in state")
 	}
-	tier := s.tier(dir)
-	sc := ruleset.Script{
-		Options:   s.rulesetOptions(dns, tier, exists(s.path(dir, shieldbundle.FileInteractive))),
-		Permanent: tier == TierDnsmasq,
-	}
-	if dns == ruleset.SlirpDNS {
+	mode := networkModeOf(dir, dns)
+	sc := ruleset.Script{Options: s.rulesetOptions(dns, mode, exists(s.path(dir, shieldbundle.FileInteractive)))}
+	if mode != podmaninfo.Pasta {
 		sc.Gateways = ruleset.SlirpGateways()
 	}
 	var err error
@@ -141,12 +149,14 @@ func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) er
 			if _, err := shieldbundle.RemoveLine(denyList, ip, true); err != nil {
 				return fmt.Errorf("update deny list: %w", err)
 			}
-			if err := s.nftScript(ctx, pid, ruleset.DeleteElements("deny", []string{ip})); err != nil && !expectedMissing(err) {
-				s.warn("could not remove address from the live deny set", "address", ip, "error", err)
-			}
 		}
 	}
-	if err := s.addElement(ctx, pid, "allow", ip, s.tier(dir) == TierDnsmasq); err != nil {
+	// Also from the live deny set (removing an absent element only makes
+	// nft complain).
+	if err := s.nftScript(ctx, pid, ruleset.DeleteElements(ruleset.KindDeny, []string{ip})); err != nil && !expectedMissing(err) {
+		s.warn("could not remove address from the live deny set", "address", ip, "error", err)
+	}
+	if err := s.addElement(ctx, pid, ruleset.KindAllow, ip); err != nil {
 		return err
 	}
 	if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileLiveAllowed), ip); err != nil {
@@ -155,39 +165,26 @@ func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) er
 	return nil
 }
 
-func (s *Shield) allowDomain(ctx context.Context, dir string, pid int, domain string) error {
-	tier := s.tier(dir)
-	if tier != "" && tier != TierDnsmasq {
-		return nil
-	}
+// allowDomain puts domain on the resolver's allowlist: out of
+// denied.domains, into live.domains, and a reload.
+func (s *Shield) allowDomain(dir, domain string) error {
 	d, ok := NormalizeDomain(domain)
 	if !ok {
 		return fmt.Errorf("invalid domain %q", domain)
+	}
+	if _, err := shieldbundle.RemoveLine(s.path(dir, shieldbundle.FileDeniedDomains), d, false); err != nil {
+		return fmt.Errorf("update denied domains: %w", err)
 	}
 	eff, err := shieldbundle.EffectiveDomains(dir, func(m string) { s.warn(m) })
 	if err != nil {
 		return fmt.Errorf("read domain lists: %w", err)
 	}
-	for _, e := range eff {
-		if e == d {
-			return nil
+	if !containsString(eff, d) {
+		if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileLiveDomains), d); err != nil {
+			return fmt.Errorf("persist allowed domain: %w", err)
 		}
 	}
-	if _, err := shieldbundle.RemoveLine(s.path(dir, shieldbundle.FileDeniedDomains), d, false); err != nil {
-		return fmt.Errorf("update denied domains: %w", err)
-	}
-	if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileLiveDomains), d); err != nil {
-		return fmt.Errorf("persist allowed domain: %w", err)
-	}
-	return s.ReconfigureDnsmasq(ctx, dir, pid)
-}
-
-// Deny implements shield.md §11.3 and returns the denied addresses.
-func (s *Shield) Deny(ctx context.Context, container, target string) ([]string, error) {
-	return s.applyTarget(ctx, container, target, "deny", "denied", s.denyIP,
-		func(ctx context.Context, dir string, pid int, domain string, _ []string) error {
-			return s.denyDomain(ctx, dir, pid, domain)
-		})
+	return s.reloadResolver(dir)
 }
 
 func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) error {
@@ -195,41 +192,28 @@ func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) err
 	if err != nil {
 		return err
 	}
-	// Persist when a rebuild could allow the address again: it lies in an
-	// allowed entry (exactly, or inside a range — stricter than the spec's
-	// exact match, so a deny inside an allowed CIDR survives a restart).
-	before, err := shieldbundle.EffectiveAllowlist(dir)
-	if err != nil {
-		return fmt.Errorf("read allowlists: %w", err)
-	}
-	persist := coveredBy(ip, withoutLine(before, ip)) != ""
-	if err := s.nftScript(ctx, pid, ruleset.DeleteElements("allow", []string{ip})); err != nil && !expectedMissing(err) {
+	if err := s.nftScript(ctx, pid, ruleset.DeleteElements(ruleset.KindAllow, []string{ip})); err != nil && !expectedMissing(err) {
 		s.warn("could not remove address from the live allow set", "address", ip, "error", err)
 	}
 	if _, err := shieldbundle.RemoveLine(s.path(dir, shieldbundle.FileLiveAllowed), ip, false); err != nil {
 		return fmt.Errorf("update live allowlist: %w", err)
 	}
-	addErr := s.addElement(ctx, pid, "deny", ip, false)
+	// Addresses the resolver learned inside the target leave the dns sets
+	// too (the deny set, checked first, would reject them anyway; this
+	// keeps `shield rules` honest).
+	if err := s.deleteLearned(ctx, pid, ip); err != nil {
+		s.warn("could not remove learned addresses from the live dns set", "address", ip, "error", err)
+	}
+	addErr := s.addElement(ctx, pid, ruleset.KindDeny, ip)
 	if addErr != nil {
 		s.warn("could not add address to the live deny set", "address", ip, "error", addErr)
 	}
-	persist = persist || exists(s.path(dir, shieldbundle.FileInteractive)) || s.tier(dir) == TierDnsmasq
-	if !persist {
-		prof, err := shieldbundle.ReadIPFile(s.path(dir, shieldbundle.FileProfileAllowed))
-		if err != nil {
-			return fmt.Errorf("read profile allowlist: %w", err)
-		}
-		for _, p := range prof {
-			if p == ip {
-				persist = true
-				break
-			}
-		}
-	}
-	if persist {
-		if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileDenyList), ip); err != nil {
-			return fmt.Errorf("persist denied address: %w", err)
-		}
+	// Always persisted: a rebuild (shield up, a restart) starts with empty
+	// dns sets that the resolver fills again, and an address inside an
+	// allowed range would be allowed again, so only deny.list keeps it
+	// denied.
+	if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileDenyList), ip); err != nil {
+		return fmt.Errorf("persist denied address: %w", err)
 	}
 	// The address must be blocked now: if the deny element could not be
 	// added, only a verified absence from every allow entry makes it so.
@@ -238,14 +222,18 @@ func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) err
 		if err != nil || coveredBy(ip, eff) != "" {
 			return fmt.Errorf("address %s is still allowed (inside an allowed range) and could not be added to the deny set: %w", ip, addErr)
 		}
+		return fmt.Errorf("address %s could not be added to the deny set, so the container's resolver may learn it again: %w", ip, addErr)
 	}
 	return nil
 }
 
-func (s *Shield) denyDomain(ctx context.Context, dir string, pid int, domain string) error {
-	if s.tier(dir) != TierDnsmasq {
-		return nil
-	}
+// denyDomain takes domain off the resolver's allowlist: out of
+// live.domains, into denied.domains (which also masks a profile entry),
+// and a reload, on which the resolver drops what it learned for it. Only
+// a listed entry can be denied: the lists are matched per entry, so
+// denying a subdomain of a listed domain would change nothing, and saying
+// so beats reporting success.
+func (s *Shield) denyDomain(dir, domain string) error {
 	d, ok := NormalizeDomain(domain)
 	if !ok {
 		return fmt.Errorf("invalid domain %q", domain)
@@ -254,14 +242,11 @@ func (s *Shield) denyDomain(ctx context.Context, dir string, pid int, domain str
 	if err != nil {
 		return fmt.Errorf("read domain lists: %w", err)
 	}
-	found := false
-	for _, e := range eff {
-		if e == d {
-			found = true
+	if !containsString(eff, d) {
+		if cover := coveringDomain(d, eff); cover != "" {
+			return fmt.Errorf("%s is allowed as a subdomain of the listed %s; deny %s (the whole domain) instead", d, cover, cover)
 		}
-	}
-	if !found {
-		return nil
+		return fmt.Errorf("%s is not on the container's domain allowlist: nothing to deny", d)
 	}
 	if _, err := shieldbundle.RemoveLine(s.path(dir, shieldbundle.FileLiveDomains), d, false); err != nil {
 		return fmt.Errorf("update live domains: %w", err)
@@ -269,7 +254,29 @@ func (s *Shield) denyDomain(ctx context.Context, dir string, pid int, domain str
 	if _, err := shieldbundle.AppendUniqueLine(s.path(dir, shieldbundle.FileDeniedDomains), d); err != nil {
 		return fmt.Errorf("persist denied domain: %w", err)
 	}
-	return s.ReconfigureDnsmasq(ctx, dir, pid)
+	return s.reloadResolver(dir)
+}
+
+// coveringDomain is the listed entry that allows d as a subdomain, or "".
+// A "*." prefix allows the same names as the bare domain.
+func coveringDomain(d string, listed []string) string {
+	name := strings.TrimPrefix(d, "*.")
+	for _, e := range listed {
+		base := strings.TrimPrefix(e, "*.")
+		if e != d && (name == base || strings.HasSuffix(name, "."+base)) {
+			return e
+		}
+	}
+	return ""
+}
+
+func containsString(list []string, v string) bool {
+	for _, e := range list {
+		if e == v {
+			return true
+		}
+	}
+	return false
 }
 
 // withoutLine drops the entries equal to v.

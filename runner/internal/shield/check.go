@@ -38,8 +38,11 @@ type EnvCheck struct {
 	DNSTier       string   `json:"dns_tier"`
 	Nft           string   `json:"nft,omitempty"`
 	Issues        []string `json:"issues"`
-	NeedsSetup    bool     `json:"needs_setup"`
-	SetupHint     string   `json:"setup_hint"`
+	// Cleaned lists the leftovers of failed starts the check found and
+	// stopped ("stopped leaked resolver for task X (pid N)").
+	Cleaned    []string `json:"cleaned,omitempty"`
+	NeedsSetup bool     `json:"needs_setup"`
+	SetupHint  string   `json:"setup_hint"`
 }
 
 // SetupHint is the instruction of shield.md §6.2.
@@ -58,13 +61,9 @@ var legacyVersionLine = regexp.MustCompile(`^_BUNDLE_VERSION\s*=\s*(\d+)`)
 // CheckEnvironment never fails; problems become issues.
 func CheckEnvironment(ctx context.Context, tools Tools, info podmaninfo.Info, paths HostPaths) EnvCheck {
 	r := EnvCheck{PodmanVersion: info.Version.String(), Issues: []string{}}
-	r.DNSTier = tools.DetectTier(ctx)
-	switch r.DNSTier {
-	case TierDig:
-		r.Issues = append(r.Issues, "dnsmasq (with nftset support) is missing: domain allowlisting is static (resolved once at start, no address rotation). Install dnsmasq.")
-	case TierGetent:
-		r.Issues = append(r.Issues, "neither dnsmasq nor dig is installed: domains resolve to a single address without IPv6. Install dnsmasq, or at least dig (dnsutils/bind-utils).")
-	}
+	// Every launch uses the resolver tier: the hook binary is the resolver,
+	// and pre-start (and Adapter.Check) already require it.
+	r.DNSTier = TierResolver
 	if !info.OK {
 		r.Issues = append(r.Issues, "podman info failed: is podman installed and working for this user?")
 	}

@@ -3,14 +3,19 @@ package shield
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/shieldbundle"
 
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
 func TestCheckEnvironment(t *testing.T) {
 	ctx := context.Background()
+	v := strconv.Itoa(shieldbundle.BundleVersion)
 	tests := []struct {
 		name       string
 		hook       string // script body of the installed hook; "" → not installed
@@ -19,23 +24,24 @@ func TestCheckEnvironment(t *testing.T) {
 		info       podmaninfo.Info
 		wantHooks  string
 		wantHealth string
-		wantTier   string
 		wantIssues []string
 		wantOK     bool
 	}{
-		{"not installed", "", "", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksNotInstalled, HealthSetupNeeded, TierDnsmasq,
+		{"not installed", "", "", []string{"nft", "nsenter"}, infoSlirp, HooksNotInstalled, HealthSetupNeeded,
 			[]string{"Global hooks not installed - containers will lose firewall on restart"}, false},
-		{"user hooks ok", "[ \"$1\" = --bundle-version ] && echo 4\n", "user", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, TierDnsmasq, nil, true},
-		{"system hooks ok", "[ \"$1\" = --bundle-version ] && echo 4\n", "root", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksGlobalSystem, HealthOK, TierDnsmasq, nil, true},
-		{"stale version", "echo 3\n", "user", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthStaleHooks, TierDnsmasq,
-			[]string{"Installed hook version 3 != expected 4. Run 'terok-sandbox shield setup' to update."}, false},
-		{"unreadable version", "exit 1\n", "user", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthStaleHooks, TierDnsmasq,
+		{"user hooks ok", "[ \"$1\" = --bundle-version ] && echo " + v + "\n", "user", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, nil, true},
+		{"system hooks ok", "[ \"$1\" = --bundle-version ] && echo " + v + "\n", "root", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalSystem, HealthOK, nil, true},
+		// dnsmasq and dig are no longer needed: their absence is no issue.
+		{"no dnsmasq, no dig", "echo " + v + "\n", "user", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, nil, true},
+		{"stale version", "echo 4\n", "user", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthStaleHooks,
+			[]string{"Installed hook version 4 != expected " + v + ". Run 'terok-sandbox shield setup' to update."}, false},
+		{"unreadable version", "exit 1\n", "user", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthStaleHooks,
 			[]string{"Installed hook version unknown"}, false},
-		{"legacy script hook", "exit 1\n_BUNDLE_VERSION = 4\n", "user", []string{"dnsmasq", "nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, TierDnsmasq, nil, true},
-		{"dig tier, no nft", "echo 4\n", "user", []string{"dig", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, TierDig,
-			[]string{"dnsmasq (with nftset support) is missing", "nft not found"}, false},
-		{"getent tier, podman failed", "echo 4\n", "user", []string{"nft", "nsenter"}, podmaninfo.Info{}, HooksGlobalUser, HealthOK, TierGetent,
-			[]string{"neither dnsmasq nor dig", "podman info failed"}, false},
+		{"legacy script hook", "exit 1\n_BUNDLE_VERSION = " + v + "\n", "user", []string{"nft", "nsenter"}, infoSlirp, HooksGlobalUser, HealthOK, nil, true},
+		{"no nft", "echo " + v + "\n", "user", []string{"nsenter"}, infoSlirp, HooksGlobalUser, HealthOK,
+			[]string{"nft not found"}, false},
+		{"podman failed", "echo " + v + "\n", "user", []string{"nft", "nsenter"}, podmaninfo.Info{}, HooksGlobalUser, HealthOK,
+			[]string{"podman info failed"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,11 +49,7 @@ func TestCheckEnvironment(t *testing.T) {
 			mkdir(t, p.SystemHooksDirs[0])
 			bin := t.TempDir()
 			for _, tool := range tt.tools {
-				body := "exit 0\n"
-				if tool == "dnsmasq" {
-					body = "echo 'Dnsmasq version 2.90 Compile time options: nftset'\n"
-				}
-				fakeBin(t, bin, tool, body)
+				fakeBin(t, bin, tool, "exit 0\n")
 			}
 			tools := Tools{Path: bin}
 			if tt.hook != "" {
@@ -66,7 +68,7 @@ func TestCheckEnvironment(t *testing.T) {
 			// nft/nsenter fallbacks are absolute host paths; skip the
 			// "missing" expectation when the host has them.
 			r := CheckEnvironment(ctx, tools, tt.info, p)
-			if r.Hooks != tt.wantHooks || r.Health != tt.wantHealth || r.DNSTier != tt.wantTier {
+			if r.Hooks != tt.wantHooks || r.Health != tt.wantHealth || r.DNSTier != TierResolver {
 				t.Fatalf("got hooks=%s health=%s tier=%s issues=%q", r.Hooks, r.Health, r.DNSTier, r.Issues)
 			}
 			for _, w := range tt.wantIssues {
@@ -115,5 +117,33 @@ func TestAdapterBypass(t *testing.T) {
 	}
 	if err := a.Up(context.Background(), "c", "/nonexistent"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdapterCheck: the check reports a missing hook binary and stops the
+// resolver a failed start leaked (and says so), under bypass too.
+func TestAdapterCheck(t *testing.T) {
+	ctx := context.Background()
+	for _, bypass := range []bool{false, true} {
+		state := t.TempDir()
+		dir := taskShieldDir(t, state, "proj-task-7")
+		r := startFakeResolver(t, dir, false)
+		a := cleanupAdapter(t, state, "exit 125", "exit 0")
+		a.Cfg.ShieldBypass = bypass
+		p, _ := testPaths(t)
+		a.Opts.Paths = p
+		a.Opts.Info = &infoSlirp
+		c := a.Check(ctx)
+		want := "stopped leaked resolver for task proj-task-7 (pid " + strconv.Itoa(r.pid()) + ")"
+		if len(c.Cleaned) != 1 || c.Cleaned[0] != want || !r.exited(2*time.Second) {
+			t.Fatalf("bypass=%v: cleaned %q, want %q", bypass, c.Cleaned, want)
+		}
+		hookIssue := false
+		for _, is := range c.Issues {
+			hookIssue = hookIssue || strings.Contains(is, "terok-shield-hook not found")
+		}
+		if hookIssue == bypass || c.OK {
+			t.Fatalf("bypass=%v: issues %q", bypass, c.Issues)
+		}
 	}
 }

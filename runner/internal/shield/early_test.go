@@ -49,7 +49,7 @@ func TestEarlyVerification(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			ns := newLiveNetns(t)
-			e := newPrestartEnv(t, TierDig, true)
+			e := newPrestartEnv(t, true)
 			fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
 			for _, tool := range []string{"nft", "nsenter"} {
 				p, _ := exec.LookPath(tool)
@@ -68,6 +68,7 @@ func TestEarlyVerification(t *testing.T) {
 				ns.nft(t, "-f", filepath.Join(dir, "ruleset.nft"))
 			}
 			if tt.table == "bypass" {
+				startFakeResolver(t, dir, false) // down tells it to open DNS
 				if err := s.Down(ctx, "c1", false); err != nil {
 					t.Fatal(err)
 				}
@@ -120,7 +121,7 @@ func TestEarlyVerification(t *testing.T) {
 
 // TestEarlyVerificationStop: a launch that fails ends the watch at once.
 func TestEarlyVerificationStop(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	s := e.shield(0, infoSlirp, true)
 	s.opts.RunRoot = t.TempDir()
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
@@ -199,7 +200,7 @@ func TestRunInNetns(t *testing.T) {
 // TestEarlyVerificationRootless: rootless never watches (runc init's
 // namespaces are closed to the user until exec); Finish is VerifyStarted.
 func TestEarlyVerificationRootless(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	s := e.shield(1000, infoSlirp, true)
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
 		t.Fatal(err)

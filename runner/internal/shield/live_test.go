@@ -171,18 +171,11 @@ func (l liveNetns) nft(t *testing.T, args ...string) string {
 }
 
 func TestLiveOperations(t *testing.T) {
-	for _, tier := range []string{TierDig, TierDnsmasq} {
-		t.Run(tier, func(t *testing.T) { testLiveOperations(t, tier) })
-	}
-}
-
-func testLiveOperations(t *testing.T, tier string) {
 	ctx := context.Background()
 	ns := newLiveNetns(t)
-	e := newPrestartEnv(t, TierDig, true)
-	// Real nft/nsenter from the host, fake podman and dig from the test.
+	e := newPrestartEnv(t, true)
+	// Real nft/nsenter from the host, a fake podman from the test.
 	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
-	fakeBin(t, e.tools.Path, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; two.example.com) printf "203.0.113.60\\n203.0.113.61\\n" ;; three.example.com) echo 203.0.113.70 ;; esac`+"\n")
 	for _, tool := range []string{"nft", "nsenter"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
@@ -197,17 +190,8 @@ func testLiveOperations(t *testing.T, tier string) {
 		t.Fatal(err)
 	}
 	dir, _ := filepath.EvalSymlinks(e.stateDir)
-	if tier == TierDnsmasq {
-		// Same bundle in the dnsmasq tier: allow sets with timeouts,
-		// permanent profile elements.
-		writeText(t, filepath.Join(dir, "dns.tier"), "dnsmasq\n")
-		script, err := s.bundleRuleset(dir, TierDnsmasq, "slirp4netns", "10.0.2.3")
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeText(t, filepath.Join(dir, "ruleset.nft"), script)
-	}
-	// What the hook does at createRuntime.
+	// What the hook does at createRuntime: apply ruleset.nft, start the
+	// resolver (here a process that passes the identity check).
 	if st := s.State(ctx, "c1"); st != StateInactive {
 		t.Fatalf("state before = %s", st)
 	}
@@ -217,6 +201,15 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 	if st := s.State(ctx, "c1"); st != StateUp {
 		t.Fatalf("state = %s\n%s", st, s.Rules(ctx, "c1"))
+	}
+	res := startFakeResolver(t, dir, false)
+	hups := 0
+	wantHUP := func(what string) {
+		t.Helper()
+		hups++
+		if n := res.hups(t, hups); n != hups {
+			t.Fatalf("%s: resolver got %d SIGHUPs, want %d", what, n, hups)
+		}
 	}
 	// The launcher's post-start check: container.id from the hook, live table.
 	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "hook did not run") {
@@ -229,20 +222,13 @@ func testLiveOperations(t *testing.T, tier string) {
 	if err := s.VerifyStarted(ctx, "c1", "ffff456789abcdef"); err == nil {
 		t.Fatal("VerifyStarted accepted another container's id")
 	}
-	var dnsmasqPID int
-	if tier == TierDnsmasq {
-		dnsmasqPID = startTestDnsmasq(t, ns, e.tools.Path, dir)
-	}
 	setOf := func(name string) []string {
 		return parseSetElements(ns.nft(t, "list", "set", "inet", "terok_shield", name))
 	}
-	has := func(name, addr string) bool {
-		for _, e := range setOf(name) {
-			if e == addr {
-				return true
-			}
-		}
-		return false
+	has := func(name, addr string) bool { return containsString(setOf(name), addr) }
+	learn := func(elems string) {
+		t.Helper()
+		ns.nft(t, "add", "element", "inet", "terok_shield", "dns_v4", "{ "+elems+" }")
 	}
 
 	// allow an IP, then one inside an allowed range (no overlap error).
@@ -265,95 +251,145 @@ func testLiveOperations(t *testing.T, tier string) {
 	if ips, err := s.Allow(ctx, "c1", "2001:db8::99"); err != nil || len(ips) != 1 || !has("allow_v6", "2001:db8::99") {
 		t.Fatalf("allow v6: %q %v %q", ips, err, setOf("allow_v6"))
 	}
-	// A domain resolves on the host.
-	if ips, err := s.Allow(ctx, "c1", "two.example.com"); err != nil || !reflect.DeepEqual(ips, []string{"203.0.113.60", "203.0.113.61"}) {
+	// An explicit special address is the operator's deliberate choice: it
+	// goes to the allow set, which comes before the special rejects.
+	if ips, err := s.Allow(ctx, "c1", "10.9.8.7"); err != nil || len(ips) != 1 || !has("allow_v4", "10.9.8.7") {
+		t.Fatalf("allow special: %q %v %q", ips, err, setOf("allow_v4"))
+	}
+	// A domain is resolved by the container's resolver, not here: nothing
+	// is added to any set, the resolver is told to reload.
+	before := setOf("allow_v4")
+	if ips, err := s.Allow(ctx, "c1", "two.example.com"); err != nil || ips != nil {
 		t.Fatalf("allow domain: %q %v", ips, err)
 	}
-	if got := readState(t, dir, "live.allowed"); got != "203.0.113.7\n198.51.100.9\n203.0.113.0/28\n2001:db8::99\n203.0.113.60\n203.0.113.61\n" {
+	wantHUP("allow domain")
+	if !reflect.DeepEqual(setOf("allow_v4"), before) || len(setOf("dns_v4")) != 0 {
+		t.Fatalf("allow domain changed the sets: allow %q dns %q", setOf("allow_v4"), setOf("dns_v4"))
+	}
+	if got := readState(t, dir, "live.domains"); got != "two.example.com\n" {
+		t.Fatalf("live.domains = %q", got)
+	}
+	if got := readState(t, dir, "live.allowed"); got != "203.0.113.7\n198.51.100.9\n203.0.113.0/28\n2001:db8::99\n10.9.8.7\n" {
 		t.Fatalf("live.allowed = %q", got)
 	}
-	if tier == TierDnsmasq {
-		if got := readState(t, dir, "live.domains"); got != "two.example.com\n" {
-			t.Fatalf("live.domains = %q", got)
-		}
-		if !strings.Contains(readState(t, dir, "dnsmasq.conf"), "nftset=/two.example.com/") {
-			t.Fatalf("dnsmasq.conf not regenerated")
-		}
-		// dnsmasq was restarted (not SIGHUPed): a new process, ours, and the
-		// old one is gone.
-		newPID, err := strconv.Atoi(strings.TrimSpace(readState(t, dir, "dnsmasq.pid")))
-		if err != nil || newPID == dnsmasqPID || !processAlive(newPID) || processAlive(dnsmasqPID) {
-			t.Fatalf("dnsmasq not restarted: old %d (alive %v) new %d (alive %v) %v", dnsmasqPID, processAlive(dnsmasqPID), newPID, processAlive(newPID), err)
-		}
-		t.Cleanup(func() { _ = syscall.Kill(newPID, syscall.SIGTERM) })
-		// A stale PID file (not our dnsmasq) is refused and removed.
-		writeText(t, filepath.Join(dir, "dnsmasq.pid"), strconv.Itoa(os.Getpid())+"\n")
-		if _, err := s.Allow(ctx, "c1", "*.three.example.com"); err == nil || !strings.Contains(err.Error(), "is not dnsmasq (stale PID file)") {
-			t.Fatalf("stale pid: %v", err)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "dnsmasq.pid")); err == nil {
-			t.Fatal("stale PID file kept")
-		}
-		if !strings.Contains(ns.nft(t, "list", "set", "inet", "terok_shield", "allow_v4"), "203.0.113.60 timeout 3650d") {
-			t.Fatalf("live element not permanent:\n%s", ns.nft(t, "list", "set", "inet", "terok_shield", "allow_v4"))
-		}
-	}
-
-	// deny: a profile address (persisted), a live one (removed), one inside
-	// an allowed range (deny set wins).
-	if ips, err := s.Deny(ctx, "c1", "203.0.113.50"); err != nil || len(ips) != 1 {
-		t.Fatalf("deny: %q %v", ips, err)
-	}
-	if has("allow_v4", "203.0.113.50") || !has("deny_v4", "203.0.113.50") {
-		t.Fatalf("deny not live: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
-	}
-	if got := readState(t, dir, "deny.list"); got != "203.0.113.50\n" || readState(t, dir, "dns.tier") != tier+"\n" {
-		t.Fatalf("deny.list = %q", got)
-	}
-	if _, err := s.Deny(ctx, "c1", "203.0.113.61"); err != nil {
+	// A listed domain again: no change, still a reload.
+	if _, err := s.Allow(ctx, "c1", "ok.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(readState(t, dir, "live.allowed"), "203.0.113.61\n") {
-		t.Fatal("denied address still in live.allowed")
+	wantHUP("allow listed domain")
+	if got := readState(t, dir, "live.domains"); got != "two.example.com\n" {
+		t.Fatalf("live.domains after a listed domain = %q", got)
+	}
+
+	// What the resolver learns lands in the dns sets with a timeout; a
+	// deny of such an address (or of a range around it) removes it there
+	// and puts it in the deny set, persisted.
+	learn("198.51.100.60 timeout 5m, 198.51.100.70 timeout 5m, 198.51.100.71 timeout 5m, 203.0.113.200 timeout 5m")
+	if ips, err := s.Deny(ctx, "c1", "198.51.100.60"); err != nil || len(ips) != 1 {
+		t.Fatalf("deny learned: %q %v", ips, err)
+	}
+	if has("dns_v4", "198.51.100.60") || !has("deny_v4", "198.51.100.60") || !has("dns_v4", "198.51.100.70") {
+		t.Fatalf("deny learned: dns %q deny %q", setOf("dns_v4"), setOf("deny_v4"))
+	}
+	if _, err := s.Deny(ctx, "c1", "198.51.100.64/28"); err != nil {
+		t.Fatal(err)
+	}
+	if has("dns_v4", "198.51.100.70") || has("dns_v4", "198.51.100.71") || !has("dns_v4", "203.0.113.200") || !has("deny_v4", "198.51.100.64/28") {
+		t.Fatalf("deny range: dns %q deny %q", setOf("dns_v4"), setOf("deny_v4"))
+	}
+	// deny: a profile address (persisted), a live one (removed), one inside
+	// an allowed range (deny set wins).
+	if _, err := s.Deny(ctx, "c1", "2001:db8::1"); err != nil || !has("deny_v6", "2001:db8::1") {
+		t.Fatalf("deny profile address: %v %q", err, setOf("deny_v6"))
 	}
 	if _, err := s.Deny(ctx, "c1", "198.51.100.20"); err != nil || !has("deny_v4", "198.51.100.20") {
 		t.Fatalf("deny inside range: %v %q", err, setOf("deny_v4"))
 	}
+	if _, err := s.Deny(ctx, "c1", "10.9.8.7"); err != nil || has("allow_v4", "10.9.8.7") {
+		t.Fatalf("deny live: %v %q", err, setOf("allow_v4"))
+	}
+	if strings.Contains(readState(t, dir, "live.allowed"), "10.9.8.7\n") {
+		t.Fatal("denied address still in live.allowed")
+	}
+	if got := readState(t, dir, "deny.list"); got != "198.51.100.60\n198.51.100.64/28\n2001:db8::1\n198.51.100.20\n10.9.8.7\n" {
+		t.Fatalf("deny.list = %q", got)
+	}
 	// re-allow removes the deny entry.
-	if _, err := s.Allow(ctx, "c1", "203.0.113.50"); err != nil {
+	if _, err := s.Allow(ctx, "c1", "198.51.100.60"); err != nil {
 		t.Fatal(err)
 	}
-	if has("deny_v4", "203.0.113.50") || !has("allow_v4", "203.0.113.50") || strings.Contains(readState(t, dir, "deny.list"), "203.0.113.50") {
-		t.Fatalf("re-allow: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
+	if has("deny_v4", "198.51.100.60") || strings.Contains(readState(t, dir, "deny.list"), "198.51.100.60\n") {
+		t.Fatalf("re-allow: deny %q", setOf("deny_v4"))
+	}
+
+	// Domains: deny a live one and a profile one (masked in
+	// denied.domains), refuse a subdomain of a listed one and an unlisted one.
+	if ips, err := s.Deny(ctx, "c1", "two.example.com"); err != nil || ips != nil {
+		t.Fatalf("deny domain: %q %v", ips, err)
+	}
+	wantHUP("deny domain")
+	if _, err := s.Deny(ctx, "c1", "ok.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	wantHUP("deny profile domain")
+	if got := readState(t, dir, "denied.domains"); got != "two.example.com\nok.example.com\n" || readState(t, dir, "live.domains") != "" {
+		t.Fatalf("denied.domains = %q live.domains = %q", got, readState(t, dir, "live.domains"))
+	}
+	for target, want := range map[string]string{
+		"a.wild.example.org": "subdomain of the listed *.wild.example.org",
+		"nowhere.example":    "not on the container's domain allowlist",
+	} {
+		if _, err := s.Deny(ctx, "c1", target); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("deny %s: %v, want %q", target, err, want)
+		}
+	}
+	wantHUP0 := res.hups(t, hups)
+	if wantHUP0 != hups {
+		t.Fatalf("a refused deny signalled the resolver")
+	}
+	// Allowing a denied profile domain lifts the mask.
+	if _, err := s.Allow(ctx, "c1", "ok.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	wantHUP("allow denied profile domain")
+	if got := readState(t, dir, "denied.domains"); got != "two.example.com\n" {
+		t.Fatalf("denied.domains = %q", got)
 	}
 
 	// The bundle ruleset (what the hook applies on a restart) follows.
 	rs := readState(t, dir, "ruleset.nft")
-	if !strings.Contains(rs, "add element inet terok_shield deny_v4 { 198.51.100.20") || strings.Contains(rs, "203.0.113.50 }") ||
-		!strings.Contains(rs, "203.0.113.0/28") || !strings.Contains(rs, "2001:db8::99") {
+	if !strings.Contains(rs, "add element inet terok_shield deny_v4 { 10.9.8.7, 198.51.100.20, 198.51.100.64/28 }") ||
+		!strings.Contains(rs, "203.0.113.0/28") || !strings.Contains(rs, "2001:db8::99") || strings.Contains(rs, "terok_shield dns_v4 {") {
 		t.Fatalf("ruleset.nft not refreshed:\n%s", rs)
-	}
-	if !strings.Contains(readState(t, dir, "deny.list"), "198.51.100.20\n") {
-		t.Fatalf("deny inside an allowed range not persisted: %q", readState(t, dir, "deny.list"))
 	}
 	if errs := ruleset.VerifyHook(rs, false); len(errs) > 0 {
 		t.Fatalf("refreshed ruleset.nft: %v", errs)
 	}
+	if strings.Contains(rs, ruleset.PastaHostLoopback) {
+		t.Fatalf("slirp4netns ruleset has pasta host-loopback rules:\n%s", rs)
+	}
 
-	// down / down --all / up, with the gateway sets kept.
+	// down / down --all / up: the gateway sets kept, resolver.open
+	// written by down and removed by up, the resolver told each time.
+	open := filepath.Join(dir, shieldbundle.FileResolverOpen)
 	for _, step := range []struct {
 		op   func() error
 		want string
+		open bool
 	}{
-		{func() error { return s.Down(ctx, "c1", false) }, StateDown},
-		{func() error { return s.Down(ctx, "c1", true) }, StateDownAll},
-		{func() error { return s.Up(ctx, "c1") }, StateUp},
+		{func() error { return s.Down(ctx, "c1", false) }, StateDown, true},
+		{func() error { return s.Down(ctx, "c1", true) }, StateDownAll, true},
+		{func() error { return s.Up(ctx, "c1") }, StateUp, false},
 	} {
 		if err := step.op(); err != nil {
 			t.Fatal(err)
 		}
+		wantHUP(step.want)
 		if st := s.State(ctx, "c1"); st != step.want {
 			t.Fatalf("state %s, want %s", st, step.want)
+		}
+		if exists(open) != step.open {
+			t.Fatalf("%s: resolver.open present = %v", step.want, exists(open))
 		}
 		if !has("gateway_v4", "10.0.2.2") {
 			t.Fatalf("gateway set empty in %s", step.want)
@@ -363,14 +399,16 @@ func testLiveOperations(t *testing.T, tier string) {
 	if err := s.Down(ctx, "c1", false); err != nil {
 		t.Fatal(err)
 	}
+	wantHUP("down again")
 	if err := s.VerifyStarted(ctx, "c1", "0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "verification failed") {
 		t.Fatalf("VerifyStarted with the bypass ruleset: %v", err)
 	}
 	if err := s.Up(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
+	wantHUP("up again")
 	// After up, the live allowlist and deny list are back.
-	if !has("allow_v4", "203.0.113.50") || !has("allow_v4", "203.0.113.0/28") || !has("deny_v4", "198.51.100.20") {
+	if !has("allow_v4", "198.51.100.0/24") || !has("allow_v4", "203.0.113.0/28") || !has("deny_v4", "198.51.100.20") {
 		t.Fatalf("up lost state: allow %q deny %q", setOf("allow_v4"), setOf("deny_v4"))
 	}
 	prev, err := s.Preview(true, true)
@@ -388,10 +426,10 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 	var actions []string
 	for _, ev := range events {
-		actions = append(actions, ev.Action)
+		actions = append(actions, ev.Action+":"+ev.Dest)
 	}
 	joined := strings.Join(actions, " ")
-	for _, w := range []string{"setup", "allowed", "denied", "shield_down", "shield_up"} {
+	for _, w := range []string{"setup:", "allowed:203.0.113.7", "allowed:two.example.com", "denied:198.51.100.60", "denied:two.example.com", "shield_down:", "shield_up:"} {
 		if !strings.Contains(joined, w) {
 			t.Errorf("audit lacks %s: %s", w, joined)
 		}
@@ -403,6 +441,37 @@ func testLiveOperations(t *testing.T, tier string) {
 			t.Errorf("allow %q accepted", bad)
 		}
 	}
+	// A resolver that should be there but is not: a clear error, and the
+	// table still goes up.
+	if err := s.Down(ctx, "c1", false); err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Kill(res.pid(), syscall.SIGKILL)
+	if !res.exited(5 * time.Second) {
+		t.Fatal("fake resolver did not die")
+	}
+	if _, err := s.Allow(ctx, "c1", "three.example.com"); err == nil || !strings.Contains(err.Error(), "container DNS is broken. Restart the container to recover.") {
+		t.Fatalf("allow domain with a dead resolver: %v", err)
+	}
+	if err := s.Up(ctx, "c1"); err == nil || !strings.Contains(err.Error(), "container DNS is broken") {
+		t.Fatalf("up with a dead resolver: %v", err)
+	}
+	if st := s.State(ctx, "c1"); st != StateUp {
+		t.Fatalf("up with a dead resolver left state %s", st)
+	}
+	// A bundle of an older version (no resolver tier) is not changed live.
+	writeText(t, filepath.Join(dir, "dns.tier"), "dnsmasq\n")
+	for name, op := range map[string]func() error{
+		"allow": func() error { _, err := s.Allow(ctx, "c1", "203.0.113.99"); return err },
+		"deny":  func() error { _, err := s.Deny(ctx, "c1", "203.0.113.99"); return err },
+		"down":  func() error { return s.Down(ctx, "c1", false) },
+		"up":    func() error { return s.Up(ctx, "c1") },
+	} {
+		if err := op(); err == nil || !strings.Contains(err.Error(), "started by an older terok-sandbox (DNS tier dnsmasq") {
+			t.Errorf("%s on an old bundle: %v", name, err)
+		}
+	}
+	writeText(t, filepath.Join(dir, "dns.tier"), "resolver\n")
 	// A container that is not running.
 	fakeBin(t, e.tools.Path, "podman", "echo 0\n")
 	if _, err := s.Allow(ctx, "c1", "203.0.113.99"); err == nil || !strings.Contains(err.Error(), "not running") {
@@ -416,6 +485,35 @@ func testLiveOperations(t *testing.T, tier string) {
 	}
 }
 
+// TestLiveRulesetPasta: in pasta mode the rebuilt rulesets keep the
+// host-loopback rules (169.254.1.2 is the host there), and a configured
+// upstream forwarder is the one the rules name.
+func TestLiveRulesetPasta(t *testing.T) {
+	e := newPrestartEnv(t, true)
+	s := e.shield(1000, infoPasta, false)
+	s.cfg.UpstreamDNS = "2001:db8::53"
+	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	for _, down := range []bool{false, true} {
+		text, err := s.Preview(down, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "tcp dport 9418 ip daddr 169.254.1.2 accept") || !strings.Contains(text, "ip6 daddr 2001:db8::53") ||
+			strings.Contains(text, "add element inet terok_shield gateway_v4 { 10.0.2.2 }") {
+			t.Fatalf("pasta preview (down=%v):\n%s", down, text)
+		}
+	}
+	if err := s.refreshBundleRuleset(dir); err != nil {
+		t.Fatal(err)
+	}
+	if rs := readState(t, dir, "ruleset.nft"); !strings.Contains(rs, "ip daddr 169.254.1.2 accept") || ruleset.VerifyHook(rs, false) != nil {
+		t.Fatalf("pasta ruleset.nft: %v\n%s", ruleset.VerifyHook(rs, false), rs)
+	}
+}
+
 func readFile(t *testing.T, p string) string {
 	t.Helper()
 	data, err := os.ReadFile(p)
@@ -423,43 +521,4 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimPrefix(string(data), "#!/bin/sh\n")
-}
-
-// startTestDnsmasq starts the bundle's dnsmasq in the namespace the way the
-// hook does, and returns its PID.
-func startTestDnsmasq(t *testing.T, ns liveNetns, binDir, dir string) int {
-	t.Helper()
-	dnsmasq, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		t.Skip("dnsmasq not installed")
-	}
-	if err := os.Symlink(dnsmasq, filepath.Join(binDir, "dnsmasq")); err != nil {
-		t.Fatal(err)
-	}
-	conf, err := shieldbundle.DnsmasqConf("10.0.2.3", dir, []string{"ok.example.com"}, os.Getpid(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeText(t, filepath.Join(dir, "dnsmasq.conf"), string(conf))
-	if out, err := exec.Command("ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v %s", err, out)
-	}
-	if out, err := exec.Command("ip", "netns", "exec", ns.name, "dnsmasq", "--conf-file="+filepath.Join(dir, "dnsmasq.conf")).CombinedOutput(); err != nil {
-		t.Fatalf("start dnsmasq: %v %s", err, out)
-	}
-	var pid int
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "dnsmasq.pid")); err == nil {
-			if pid, err = strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dnsmasq wrote no pid file")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGTERM) })
-	return pid
 }

@@ -115,25 +115,24 @@ func expectedMissing(err error) bool {
 	return strings.Contains(m, "no such file") || strings.Contains(m, "element does not exist") || strings.Contains(m, "not in set")
 }
 
-// addElement puts addr into the live kind set ("allow" or "deny") so that
-// it takes effect at once, coping with nft's interval sets, which refuse
+// addElement puts addr into the live kind set (allow or deny) so that it
+// takes effect at once, coping with nft's interval sets, which refuse
 // overlapping elements: an address already inside a live element is left
-// alone (it is covered), elements inside a new range are replaced by it,
-// and an exact element is deleted and re-added in the same transaction so
-// a dnsmasq-learned 30-minute timeout becomes permanent.
-func (s *Shield) addElement(ctx context.Context, pid int, kind, addr string, permanent bool) error {
+// alone (it is covered), and elements inside a new range are replaced by
+// it in the same transaction.
+func (s *Shield) addElement(ctx context.Context, pid int, kind, addr string) error {
 	set := setFor(kind, addr)
 	out, err := s.nft(ctx, pid, "", "list", "set", "inet", "terok_shield", set)
 	if err != nil {
 		return fmt.Errorf("read live set %s: %w", set, err)
 	}
 	elems := parseSetElements(out)
-	if c := coveredBy(addr, elems); c != "" && c != addr {
+	if c := coveredBy(addr, elems); c != "" {
 		return nil
 	}
 	var del []string
 	for _, e := range elems {
-		if e == addr || coveredBy(e, []string{addr}) != "" {
+		if coveredBy(e, []string{addr}) != "" {
 			del = append(del, e)
 		}
 	}
@@ -141,8 +140,29 @@ func (s *Shield) addElement(ctx context.Context, pid int, kind, addr string, per
 	if len(del) > 0 {
 		script = ruleset.DeleteElements(kind, del)
 	}
-	script += ruleset.AddElements(kind, []string{addr}, permanent)
+	script += ruleset.AddElements(kind, []string{addr}, false)
 	return s.nftScript(ctx, pid, script)
+}
+
+// deleteLearned removes from the live dns set of addr's family every
+// element addr covers (the address itself, or the learned addresses inside
+// a range).
+func (s *Shield) deleteLearned(ctx context.Context, pid int, addr string) error {
+	set := setFor(ruleset.KindDNS, addr)
+	out, err := s.nft(ctx, pid, "", "list", "set", "inet", "terok_shield", set)
+	if err != nil {
+		return fmt.Errorf("read live set %s: %w", set, err)
+	}
+	var del []string
+	for _, e := range parseSetElements(out) {
+		if coveredBy(e, []string{addr}) != "" {
+			del = append(del, e)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	return s.nftScript(ctx, pid, ruleset.DeleteElements(ruleset.KindDNS, del))
 }
 
 // parseSetElements extracts the addresses and prefixes of `nft list set`

@@ -22,24 +22,16 @@ type prestartEnv struct {
 	profiles string
 }
 
-// newPrestartEnv builds fake tools (dnsmasq with or without nftset, dig),
-// a hooks setup (installed or not) and a user profile directory.
-func newPrestartEnv(t *testing.T, tier string, globalHooks bool) prestartEnv {
+// newPrestartEnv builds an empty tool directory (nothing is resolved on
+// the host any more), a hooks setup (installed or not) and a user profile
+// directory.
+func newPrestartEnv(t *testing.T, globalHooks bool) prestartEnv {
 	t.Helper()
 	bin := t.TempDir()
-	switch tier {
-	case TierDnsmasq:
-		fakeBin(t, bin, "dnsmasq", "echo 'Dnsmasq version 2.90 Compile time options: IPv6 nftset'\n")
-		fakeBin(t, bin, "dig", "echo 203.0.113.50\n")
-	case TierDig:
-		fakeBin(t, bin, "dig", `case "$2" in ok.example.com) echo 203.0.113.50 ;; esac`+"\n")
-	case TierGetent:
-		fakeBin(t, bin, "getent", `case "$2" in ok.example.com) echo "203.0.113.51 ok.example.com" ;; *) exit 2 ;; esac`+"\n")
-	}
 	paths, _ := testPaths(t)
 	hookDir := t.TempDir()
 	hook := filepath.Join(hookDir, "terok-shield-hook")
-	fakeBin(t, hookDir, "terok-shield-hook", "echo 4\n")
+	fakeBin(t, hookDir, "terok-shield-hook", "echo 5\n")
 	if globalHooks {
 		if _, err := Setup(context.Background(), SetupOptions{User: true, HookBinary: hook, Paths: paths}); err != nil {
 			t.Fatal(err)
@@ -73,44 +65,46 @@ func readState(t *testing.T, dir, name string) string {
 }
 
 func TestPreStartArgs(t *testing.T) {
+	slirpNet := []string{"--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2"}
+	pastaNet := []string{"--network", "pasta:--map-host-loopback,169.254.1.2", "--add-host", "host.containers.internal:169.254.1.2"}
 	tests := []struct {
 		name     string
-		tier     string
 		euid     int
 		info     podmaninfo.Info
+		upstream string // shield_upstream_dns
 		wantNet  []string
 		wantDNS  string
-		resolvMt bool
+		wantMode string
 	}{
-		{"rootless slirp dnsmasq", TierDnsmasq, 1000, infoSlirp, []string{"--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2"}, "10.0.2.3", true},
-		{"rootless pasta dig", TierDig, 1000, infoPasta, []string{"--network", "pasta:--map-host-loopback,169.254.1.2", "--add-host", "host.containers.internal:169.254.1.2"}, "169.254.1.1", false},
-		{"rootless unknown mode is pasta", TierGetent, 1000, podmaninfo.Info{}, []string{"--network", "pasta:--map-host-loopback,169.254.1.2", "--add-host", "host.containers.internal:169.254.1.2"}, "169.254.1.1", false},
+		{"rootless slirp", 1000, infoSlirp, "", slirpNet, "10.0.2.3", "slirp4netns"},
+		{"rootless pasta", 1000, infoPasta, "", pastaNet, "169.254.1.1", "pasta"},
+		{"rootless unknown mode is pasta", 1000, podmaninfo.Info{}, "", pastaNet, "169.254.1.1", "pasta"},
 		// The rootful decision: slirp4netns with host loopback, like rootless,
 		// even when podman would report pasta.
-		{"root is slirp4netns", TierDnsmasq, 0, infoPasta, []string{"--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2"}, "10.0.2.3", true},
+		{"root is slirp4netns", 0, infoPasta, "", slirpNet, "10.0.2.3", "slirp4netns"},
+		{"configured forwarder", 0, infoSlirp, "198.51.100.53", slirpNet, "198.51.100.53", "slirp4netns"},
+		{"configured IPv6 forwarder and pasta", 1000, infoPasta, "2001:DB8::53", pastaNet, "2001:db8::53", "pasta"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newPrestartEnv(t, tt.tier, true)
+			e := newPrestartEnv(t, true)
 			s := e.shield(tt.euid, tt.info, true)
+			s.cfg.UpstreamDNS = tt.upstream
 			args, err := s.PreStart(context.Background(), "proj-task-1", []string{"test", "dev-node"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			dir, _ := filepath.EvalSymlinks(e.stateDir)
 			want := append([]string{}, tt.wantNet...)
-			if tt.resolvMt {
-				want = append(want, "--volume", dir+"/resolv.conf:/etc/resolv.conf:ro,Z")
-			}
-			want = append(want,
+			want = append(want, "--volume", dir+"/resolv.conf:/etc/resolv.conf:ro,Z",
 				"--annotation", "terok.shield.profiles=test:dev-node",
 				"--annotation", "terok.shield.name=proj-task-1",
 				"--annotation", "terok.shield.state_dir="+dir,
 				"--annotation", "terok.shield.loopback_ports=9418:18731:18732",
-				"--annotation", "terok.shield.version=4",
+				"--annotation", "terok.shield.version=5",
 				"--annotation", "terok.shield.audit_enabled=true",
 				"--annotation", "terok.shield.upstream_dns="+tt.wantDNS,
-				"--annotation", "terok.shield.dns_tier="+tt.tier,
+				"--annotation", "terok.shield.dns_tier=resolver",
 				"--annotation", "terok.shield.interactive=false",
 				"--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
 			if !reflect.DeepEqual(args, want) {
@@ -122,11 +116,21 @@ func TestPreStartArgs(t *testing.T) {
 				}
 			}
 			// Bundle files.
-			if got := readState(t, dir, "upstream.dns"); got != tt.wantDNS+"\n" {
-				t.Errorf("upstream.dns = %q", got)
+			for f, w := range map[string]string{
+				"upstream.dns": tt.wantDNS + "\n", "dns.tier": "resolver\n", "network.mode": tt.wantMode + "\n",
+				"resolv.conf": "nameserver 127.0.0.1\noptions ndots:0\n",
+				// Explicit entries only; domains for the resolver, none resolved here.
+				"profile.allowed": "198.51.100.0/24\n2001:db8::1\n",
+			} {
+				if got := readState(t, dir, f); got != w {
+					t.Errorf("%s = %q, want %q", f, got, w)
+				}
 			}
-			if got := readState(t, dir, "dns.tier"); got != tt.tier+"\n" {
-				t.Errorf("dns.tier = %q", got)
+			if got := readState(t, dir, "profile.domains"); !strings.HasPrefix(got, "ok.example.com\n*.wild.example.org\nregistry.npmjs.org\n") {
+				t.Errorf("profile.domains = %q", got)
+			}
+			if st, err := os.Stat(filepath.Join(dir, "resolv.conf")); err != nil || st.Mode().Perm() != 0o644 {
+				t.Errorf("resolv.conf mode: %v %v", st.Mode(), err)
 			}
 			for _, d := range []string{dir, filepath.Join(dir, "hooks")} {
 				if st, err := os.Stat(d); err != nil || st.Mode().Perm() != 0o700 {
@@ -144,44 +148,19 @@ func TestPreStartArgs(t *testing.T) {
 			if errs := ruleset.VerifyHook(rs, false); len(errs) > 0 {
 				t.Errorf("ruleset.nft does not verify: %v\n%s", errs, rs)
 			}
-			if !strings.Contains(rs, "ip daddr "+tt.wantDNS+" accept") {
+			if !strings.Contains(rs, "udp dport 53 "+map[bool]string{false: "ip", true: "ip6"}[strings.Contains(tt.wantDNS, ":")]+" daddr "+tt.wantDNS+" accept") {
 				t.Errorf("ruleset lacks DNS %s:\n%s", tt.wantDNS, rs)
 			}
-			hasSlirpGW := strings.Contains(rs, "add element inet terok_shield gateway_v4 { 10.0.2.2 }")
-			if hasSlirpGW != (tt.wantDNS == "10.0.2.3") {
-				t.Errorf("slirp gateway elements present=%v:\n%s", hasSlirpGW, rs)
+			if strings.Contains(rs, "add element inet terok_shield dns_v") {
+				t.Errorf("pre-start learned addresses:\n%s", rs)
 			}
-			switch tt.tier {
-			case TierDnsmasq:
-				if got := readState(t, dir, "profile.allowed"); got != "198.51.100.0/24\n2001:db8::1\n" {
-					t.Errorf("profile.allowed = %q", got)
-				}
-				if got := readState(t, dir, "profile.domains"); !strings.HasPrefix(got, "ok.example.com\n*.wild.example.org\nregistry.npmjs.org\n") {
-					t.Errorf("profile.domains = %q", got)
-				}
-				if !strings.Contains(rs, "timeout 30m") || !strings.Contains(rs, "198.51.100.0/24 timeout "+ruleset.PermanentTimeout) {
-					t.Errorf("dnsmasq-tier ruleset:\n%s", rs)
-				}
-				conf := readState(t, dir, "dnsmasq.conf")
-				for _, w := range []string{"server=" + tt.wantDNS + "\n", "nftset=/ok.example.com/4#inet#terok_shield#allow_v4,6#inet#terok_shield#allow_v6\n",
-					"nftset=/wild.example.org/", "log-queries\n", "pid-file=" + dir + "/dnsmasq.pid\n"} {
-					if !strings.Contains(conf, w) {
-						t.Errorf("dnsmasq.conf lacks %q:\n%s", w, conf)
-					}
-				}
-				if got := readState(t, dir, "resolv.conf"); got != "nameserver 127.0.0.1\noptions ndots:0\n" {
-					t.Errorf("resolv.conf = %q", got)
-				}
-			default:
-				allowed := readState(t, dir, "profile.allowed")
-				if !strings.HasPrefix(allowed, "198.51.100.0/24\n2001:db8::1\n203.0.113.5") {
-					t.Errorf("profile.allowed = %q", allowed)
-				}
-				for _, f := range []string{"dnsmasq.conf", "resolv.conf", "profile.domains"} {
-					if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-						t.Errorf("%s exists in tier %s", f, tt.tier)
-					}
-				}
+			slirp := tt.wantMode == "slirp4netns"
+			if hasGW := strings.Contains(rs, "add element inet terok_shield gateway_v4 { 10.0.2.2 }"); hasGW != slirp {
+				t.Errorf("slirp gateway elements present=%v:\n%s", hasGW, rs)
+			}
+			// The pasta host-loopback rules only where 169.254.1.2 is the host.
+			if hasHostLo := strings.Contains(rs, "ip daddr 169.254.1.2 accept"); hasHostLo == slirp {
+				t.Errorf("host-loopback rules present=%v in %s:\n%s", hasHostLo, tt.wantMode, rs)
 			}
 			audit := readState(t, dir, "audit.jsonl")
 			if !strings.Contains(audit, `"action":"setup","detail":"podman `) || !strings.Contains(audit, `"detail":"profiles=test,dev-node"`) {
@@ -191,34 +170,37 @@ func TestPreStartArgs(t *testing.T) {
 	}
 }
 
-func TestPreStartTierSwitchCleansUp(t *testing.T) {
-	e := newPrestartEnv(t, TierDnsmasq, true)
+// TestPreStartCleansOldBundle: a task relaunched after an older version (or
+// after `shield down`) keeps no dnsmasq files, no cache key and no open DNS.
+func TestPreStartCleansOldBundle(t *testing.T) {
+	e := newPrestartEnv(t, true)
+	if err := mkdirPrivate(e.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	stale := []string{"dnsmasq.conf", "dnsmasq.pid", "dnsmasq.log", "resolver.open", "profile.allowed.key"}
+	for _, f := range stale {
+		writeText(t, filepath.Join(e.stateDir, f), "old\n")
+	}
+	writeText(t, filepath.Join(e.stateDir, "dns.tier"), "dnsmasq\n")
+	writeText(t, filepath.Join(e.stateDir, "profile.allowed"), "203.0.113.50\n")
 	if _, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil); err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := filepath.EvalSymlinks(e.stateDir)
-	writeText(t, filepath.Join(dir, "dnsmasq.pid"), "12345\n")
-	// dnsmasq uninstalled: the next launch falls back to dig and removes
-	// the dnsmasq files so the hook does not start a stale dnsmasq.
-	os.Remove(filepath.Join(e.tools.Path, "dnsmasq"))
-	args, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"dnsmasq.conf", "dnsmasq.pid", "resolv.conf", "audit.jsonl"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+	for _, f := range stale {
+		if exists(filepath.Join(e.stateDir, f)) {
 			t.Errorf("%s still present", f)
 		}
 	}
-	for _, a := range args {
-		if strings.Contains(a, "resolv.conf") {
-			t.Errorf("resolv.conf mount in dig tier: %q", args)
-		}
+	if got := readState(t, e.stateDir, "profile.allowed"); got != "198.51.100.0/24\n2001:db8::1\n" {
+		t.Errorf("profile.allowed kept host-resolved addresses: %q", got)
+	}
+	if got := readState(t, e.stateDir, "dns.tier"); got != "resolver\n" {
+		t.Errorf("dns.tier = %q", got)
 	}
 }
 
 func TestPreStartLiveStatePersists(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	s := e.shield(1000, infoSlirp, true)
 	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
 		t.Fatal(err)
@@ -233,7 +215,7 @@ func TestPreStartLiveStatePersists(t *testing.T) {
 	if !strings.Contains(rs, "203.0.113.77") || !strings.Contains(rs, "add element inet terok_shield deny_v4 { 203.0.113.50 }") {
 		t.Fatalf("live state not in ruleset:\n%s", rs)
 	}
-	if strings.Contains(rs, "allow_v4 { 198.51.100.0/24, 203.0.113.50") {
+	if strings.Contains(rs, "203.0.113.50 }") && !strings.Contains(rs, "deny_v4 { 203.0.113.50 }") {
 		t.Fatalf("denied address still allowed:\n%s", rs)
 	}
 }
@@ -241,7 +223,7 @@ func TestPreStartLiveStatePersists(t *testing.T) {
 func TestPreStartFailures(t *testing.T) {
 	ctx := context.Background()
 	t.Run("setup needed", func(t *testing.T) {
-		e := newPrestartEnv(t, TierDig, false)
+		e := newPrestartEnv(t, false)
 		_, err := e.shield(1000, infoSlirp, true).PreStart(ctx, "c1", nil)
 		if !IsSetupNeeded(err) {
 			t.Fatalf("err = %v", err)
@@ -271,7 +253,7 @@ func TestPreStartFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newPrestartEnv(t, TierDig, true)
+			e := newPrestartEnv(t, true)
 			if tt.edit != nil {
 				tt.edit(&e)
 			}
@@ -282,7 +264,7 @@ func TestPreStartFailures(t *testing.T) {
 		})
 	}
 	t.Run("bad container name", func(t *testing.T) {
-		e := newPrestartEnv(t, TierDig, true)
+		e := newPrestartEnv(t, true)
 		if _, err := e.shield(1000, infoSlirp, true).PreStart(ctx, "a,b", nil); err == nil {
 			t.Fatal("accepted")
 		}
@@ -290,7 +272,7 @@ func TestPreStartFailures(t *testing.T) {
 }
 
 func TestPreStartSymlinkedStateDir(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	real := t.TempDir()
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(real, link); err != nil {
@@ -317,7 +299,7 @@ func containsArg(args []string, a string) bool {
 }
 
 func TestAuditDisabledWritesNothing(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	if _, err := e.shield(1000, infoSlirp, false).PreStart(context.Background(), "c1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +309,7 @@ func TestAuditDisabledWritesNothing(t *testing.T) {
 }
 
 func TestAuditTimestampFormat(t *testing.T) {
-	e := newPrestartEnv(t, TierDig, true)
+	e := newPrestartEnv(t, true)
 	s := e.shield(1000, infoSlirp, true)
 	s.opts.Now = func() time.Time { return time.Date(2026, 3, 1, 13, 0, 0, 0, time.FixedZone("X", 3600)) }
 	if _, err := s.PreStart(context.Background(), "proj-task-42", nil); err != nil {
@@ -348,7 +330,7 @@ func TestPodmanFactsCache(t *testing.T) {
 		want string // the podman subcommand that must run
 	}{{"root asks podman version only", 0, "version"}, {"rootless asks podman info", 1000, "info"}} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newPrestartEnv(t, TierDig, true)
+			e := newPrestartEnv(t, true)
 			calls := filepath.Join(t.TempDir(), "calls")
 			fakeBin(t, e.tools.Path, "podman", `echo "$1" >> `+calls+`
 case "$1" in

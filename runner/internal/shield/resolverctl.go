@@ -2,78 +2,184 @@ package shield
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
-// ReconfigureDnsmasq regenerates dnsmasq.conf and restarts the container's
-// dnsmasq (shield.md §10): dnsmasq does not re-read its configuration on
-// SIGHUP, so new nftset= lines only take effect in a new process.
-func (s *Shield) ReconfigureDnsmasq(ctx context.Context, dir string, containerPID int) error {
-	upstream := readTrim(s.path(dir, shieldbundle.FileUpstreamDNS))
-	if upstream == "" {
-		return specErrorf("Cannot reload dnsmasq: upstream DNS not persisted in state")
+// Signalling the per-container resolver (docs/shield.md, "Live
+// operations"): the resolver re-reads the domain lists and the
+// resolver.open marker on SIGHUP, so a live change of what the container
+// may resolve costs one signal. The PID comes from resolver.pid, which the
+// hook writes; the process is pinned with a pidfd before its identity is
+// checked, and the signal goes through that pidfd, so a PID recycled in
+// between is never signalled.
+
+// dnsBroken ends every message about a resolver that should be there but
+// is not: without it the container resolves nothing (its resolv.conf names
+// 127.0.0.1 only), and only a new start brings up a new resolver.
+const dnsBroken = "container DNS is broken. Restart the container to recover."
+
+// daemonKind is a per-container helper process the shield may have to
+// signal or stop: the resolver, or the dnsmasq of an old bundle.
+type daemonKind struct {
+	name    string
+	pidFile string
+	isOurs  func(pid int, stateDir string) bool
+}
+
+var (
+	kindResolver = daemonKind{"resolver", shieldbundle.FileResolverPID, shieldbundle.IsOurResolver}
+	kindDnsmasq  = daemonKind{"dnsmasq", shieldbundle.FileDnsmasqPID, shieldbundle.IsOurDnsmasq}
+)
+
+// pinned is a process held through a pidfd (fd < 0: the kernel has no
+// pidfd_open, and the PID is used directly).
+type pinned struct {
+	pid int
+	fd  int
+}
+
+func (p pinned) close() {
+	if p.fd >= 0 {
+		_ = unix.Close(p.fd)
 	}
-	domains, err := shieldbundle.EffectiveDomains(dir, func(m string) { s.warn(m) })
-	if err != nil {
-		return fmt.Errorf("read domain lists: %w", err)
+}
+
+func (p pinned) signal(sig unix.Signal) error {
+	if p.fd >= 0 {
+		return unix.PidfdSendSignal(p.fd, sig, nil, 0)
 	}
-	conf, err := shieldbundle.DnsmasqConf(upstream, dir, domains, os.Getpid(), func(m string) { s.warn(m) })
-	if err != nil {
-		return fmt.Errorf("render dnsmasq.conf: %w", err)
+	return unix.Kill(p.pid, sig)
+}
+
+// waitExit waits up to limit for the process to exit (a zombie counts as
+// exited): poll(2) on the pidfd, or a short poll of /proc without one.
+func (p pinned) waitExit(ctx context.Context, limit time.Duration) bool {
+	if p.fd < 0 {
+		return waitGone(ctx, p.pid, limit)
 	}
-	if err := writeFile(dir, shieldbundle.FileDnsmasqConf, string(conf)); err != nil {
-		return err
-	}
-	pidFile := s.path(dir, shieldbundle.FileDnsmasqPID)
-	if !exists(pidFile) {
-		return nil
-	}
-	pid, err := shieldbundle.ReadPIDFile(pidFile)
-	if err != nil || pid <= 0 {
-		_ = os.Remove(pidFile)
-		return specErrorf("unreadable %s — container DNS is broken. Restart the container to recover.", pidFile)
-	}
-	if !processAlive(pid) {
-		return specErrorf("dnsmasq (pid %d) is dead — container DNS is broken. Restart the container to recover.", pid)
-	}
-	if !shieldbundle.IsOurDnsmasq(pid, dir) {
-		_ = os.Remove(pidFile)
-		return specErrorf("PID %d is not dnsmasq (stale PID file) — container DNS is broken. Restart the container to recover.", pid)
-	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	if !waitGone(ctx, pid, 5*time.Second) {
-		return specErrorf("dnsmasq (pid %d) did not exit after SIGTERM; container DNS still uses the old allowlist. Restart the container to recover.", pid)
-	}
-	_ = os.Remove(pidFile)
-	dnsmasq := s.opts.Tools.LookPath("dnsmasq", "/usr/sbin/dnsmasq")
-	if dnsmasq == "" {
-		return specErrorf("dnsmasq not found: container DNS is broken. Install dnsmasq and restart the container.")
-	}
-	argv := append([]string{dnsmasq}, shieldbundle.DnsmasqArgs(dir)...)
-	if _, err := s.inNetns(ctx, containerPID, "", argv...); err != nil {
-		return specErrorf("restart dnsmasq: %w — container DNS is broken. Restart the container to recover.", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(limit)
 	for {
-		if p, err := shieldbundle.ReadPIDFile(pidFile); err == nil && p > 0 && p != pid {
-			return nil
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			return specErrorf("dnsmasq did not write %s after restart — container DNS is broken. Restart the container to recover.", pidFile)
+		// Bounded slices so a cancelled context is noticed.
+		ms := int(min(left, 100*time.Millisecond).Milliseconds()) + 1
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}, ms)
+		if err == nil && n > 0 {
+			return true
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return waitGone(ctx, p.pid, left)
+		}
+		if ctx.Err() != nil {
+			return false
 		}
 	}
+}
+
+// pinDaemon reads kind's PID file in dir and pins the process it names
+// when that process is kind's daemon of dir. present is false when there
+// is no PID file at all; a PID file that names nothing of ours gives an
+// error saying which (unreadable, dead, not ours), and the stale file is
+// removed.
+func pinDaemon(dir string, kind daemonKind) (p pinned, present bool, err error) {
+	pidPath := filepath.Join(dir, kind.pidFile)
+	if !exists(pidPath) {
+		return pinned{}, false, nil
+	}
+	pid, err := shieldbundle.ReadPIDFile(pidPath)
+	if err != nil || pid <= 0 {
+		_ = os.Remove(pidPath)
+		return pinned{}, true, fmt.Errorf("unreadable %s", pidPath)
+	}
+	fd, ferr := unix.PidfdOpen(pid, 0)
+	if ferr != nil {
+		if errors.Is(ferr, unix.ESRCH) {
+			_ = os.Remove(pidPath)
+			return pinned{}, true, fmt.Errorf("%s (pid %d) is dead", kind.name, pid)
+		}
+		fd = -1
+	}
+	p = pinned{pid: pid, fd: fd}
+	// Checked after pinning: from here on the PID cannot be reused.
+	if !processAlive(pid) {
+		p.close()
+		_ = os.Remove(pidPath)
+		return pinned{}, true, fmt.Errorf("%s (pid %d) is dead", kind.name, pid)
+	}
+	if !kind.isOurs(pid, dir) {
+		p.close()
+		_ = os.Remove(pidPath)
+		return pinned{}, true, fmt.Errorf("PID %d is not the container's %s (stale %s)", pid, kind.name, kind.pidFile)
+	}
+	return p, true, nil
+}
+
+// signalResolver sends sig to the container's resolver. The resolver must
+// be there (the caller established that the container runs): a missing,
+// dead or foreign one is an error that says DNS is broken.
+func (s *Shield) signalResolver(dir string, sig unix.Signal) error {
+	p, present, err := pinDaemon(dir, kindResolver)
+	if !present {
+		return specErrorf("no %s in %s: the container's resolver is not running — %s", shieldbundle.FileResolverPID, dir, dnsBroken)
+	}
+	if err != nil {
+		return specErrorf("%v — %s", err, dnsBroken)
+	}
+	defer p.close()
+	if err := p.signal(sig); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return specErrorf("resolver (pid %d) is dead — %s", p.pid, dnsBroken)
+		}
+		return specErrorf("signal resolver (pid %d): %v — %s", p.pid, err, dnsBroken)
+	}
+	return nil
+}
+
+// reloadResolver makes the container's resolver re-read its domain lists
+// and the resolver.open marker.
+func (s *Shield) reloadResolver(dir string) error { return s.signalResolver(dir, unix.SIGHUP) }
+
+// stopDaemon stops kind's daemon of dir if the PID file names one: SIGTERM,
+// then SIGKILL if it has not exited after a grace period. It returns the
+// PID stopped (0: none was running) and removes the PID file once the
+// process is gone. A stale PID file is removed, never signalled.
+func stopDaemon(ctx context.Context, dir string, kind daemonKind) (int, error) {
+	p, present, err := pinDaemon(dir, kind)
+	if !present || err != nil {
+		// Nothing of ours runs (a stale file was removed by pinDaemon).
+		return 0, nil
+	}
+	defer p.close()
+	pidPath := filepath.Join(dir, kind.pidFile)
+	if err := p.signal(unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
+		return p.pid, fmt.Errorf("stop %s (pid %d): %w", kind.name, p.pid, err)
+	}
+	if !p.waitExit(ctx, 3*time.Second) {
+		if err := p.signal(unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return p.pid, fmt.Errorf("kill %s (pid %d): %w", kind.name, p.pid, err)
+		}
+		if !p.waitExit(ctx, 2*time.Second) {
+			return p.pid, fmt.Errorf("%s (pid %d) did not exit after SIGKILL", kind.name, p.pid)
+		}
+	}
+	// Remove the file only if it still names the process just stopped (a
+	// new start may already have written its own).
+	if cur, err := shieldbundle.ReadPIDFile(pidPath); err == nil && cur == p.pid {
+		_ = os.Remove(pidPath)
+	}
+	return p.pid, nil
 }
 
 // processAlive: the process exists and is not a zombie.

@@ -34,6 +34,9 @@ type Config struct {
 	AuditEnabled    bool
 	// ProfilesDir is the user profile directory ("" → bundled only).
 	ProfilesDir string
+	// UpstreamDNS is the forwarder the container's resolver uses
+	// (shield_upstream_dns); "" → the network mode's own.
+	UpstreamDNS string
 	Interactive bool
 }
 
@@ -148,8 +151,8 @@ func mkdirPrivate(dir string) error {
 	return os.Chmod(dir, 0o700)
 }
 
-// modeFor returns the network mode, upstream DNS and whether the mode is
-// slirp4netns. Root always gets slirp4netns with host loopback: the
+// modeFor returns the network mode and the upstream DNS forwarder: the
+// configured shield_upstream_dns, else the mode's user-mode forwarder. Root always gets slirp4netns with host loopback: the
 // decision that makes rootful containers reach the host's loopback-bound
 // services exactly like rootless ones (docs/shield.md).
 func (s *Shield) modeFor(info podmaninfo.Info) (mode, dns string, err error) {
@@ -160,11 +163,20 @@ func (s *Shield) modeFor(info podmaninfo.Info) (mode, dns string, err error) {
 	}
 	switch mode {
 	case podmaninfo.Slirp4netns:
-		return mode, ruleset.SlirpDNS, nil
+		dns = ruleset.SlirpDNS
 	case podmaninfo.Pasta:
-		return mode, ruleset.PastaDNS, nil
+		dns = ruleset.PastaDNS
+	default:
+		return "", "", fmt.Errorf("unsupported podman network mode %q", mode)
 	}
-	return "", "", fmt.Errorf("unsupported podman network mode %q", mode)
+	if s.cfg.UpstreamDNS != "" {
+		c, err := ruleset.CanonicalIP(s.cfg.UpstreamDNS)
+		if err != nil || strings.Contains(c, "/") {
+			return "", "", fmt.Errorf("shield_upstream_dns %q is not a single IP address", s.cfg.UpstreamDNS)
+		}
+		dns = c
+	}
+	return mode, dns, nil
 }
 
 // NetworkArgs are the podman network arguments for a mode (§6.1 row 1).
@@ -213,9 +225,9 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	launch.Mark(ctx, "shield: dirs + hook link")
-	// 5. Tier, network mode, upstream DNS.
-	tier := s.detectTier(ctx)
-	launch.Mark(ctx, "shield: dns tier")
+	// 5. Network mode and upstream DNS. The tier is always the resolver:
+	// it needs only the hook binary, which step 4 already required.
+	tier := TierResolver
 	mode, dns, err := s.modeFor(info)
 	if err != nil {
 		return nil, err
@@ -226,40 +238,19 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	launch.Mark(ctx, "shield: profiles")
-	// 7. Allowlists.
-	now := s.opts.Now()
-	if tier == TierDnsmasq {
-		addrs, domains := SplitEntries(entries)
-		norm := make([]string, 0, len(domains))
-		for _, d := range domains {
-			if n, ok := NormalizeDomain(d); ok {
-				norm = append(norm, n)
-			}
-		}
-		if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileProfileDomains), linesOf(norm), 0o600, false); err != nil {
-			return nil, fmt.Errorf("write profile domains: %w", err)
-		}
-		if _, err := s.opts.Tools.CachedAllowed(ctx, s.opts.Log, stateDir, addrs, cacheMaxAge, now); err != nil {
-			return nil, err
-		}
-	} else {
-		if err := removeIfExists(filepath.Join(stateDir, shieldbundle.FileProfileDomains)); err != nil {
-			return nil, err
-		}
-		if _, err := s.opts.Tools.CachedAllowed(ctx, s.opts.Log, stateDir, entries, cacheMaxAge, now); err != nil {
-			return nil, err
-		}
-	}
-	// 8. upstream.dns, dns.tier.
-	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileUpstreamDNS), []byte(dns+"\n"), 0o600, false); err != nil {
+	// 7. Allowlists: explicit addresses and domains, nothing resolved here.
+	if err := writeProfileLists(stateDir, entries); err != nil {
 		return nil, err
 	}
-	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDNSTier), []byte(tier+"\n"), 0o600, false); err != nil {
-		return nil, err
+	// 8. upstream.dns, dns.tier, network.mode.
+	for _, f := range [][2]string{{shieldbundle.FileUpstreamDNS, dns}, {shieldbundle.FileDNSTier, tier}, {fileNetworkMode, mode}} {
+		if err := writeBundleFile(filepath.Join(stateDir, f[0]), []byte(f[1]+"\n"), 0o600, false); err != nil {
+			return nil, err
+		}
 	}
 	launch.Mark(ctx, "shield: allowlists, dns files")
 	// 9. ruleset.nft and the interactive marker.
-	script, err := s.bundleRuleset(stateDir, tier, mode, dns)
+	script, err := s.bundleRuleset(stateDir, mode, dns)
 	if err != nil {
 		return nil, err
 	}
@@ -287,38 +278,25 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	launch.Mark(ctx, "shield: render ruleset")
-	// 10. dnsmasq configuration.
-	if tier == TierDnsmasq {
-		domains, err := shieldbundle.EffectiveDomains(stateDir, func(m string) { s.warn(m) })
-		if err != nil {
-			return nil, fmt.Errorf("read domain lists: %w", err)
-		}
-		conf, err := shieldbundle.DnsmasqConf(dns, stateDir, domains, os.Getpid(), func(m string) { s.warn(m) })
-		if err != nil {
-			return nil, fmt.Errorf("render dnsmasq.conf: %w", err)
-		}
-		if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDnsmasqConf), conf, 0o600, false); err != nil {
+	// 10. resolv.conf, and nothing left of an older launch: the dnsmasq
+	// files of an old bundle (the hook would start a dnsmasq for a
+	// dnsmasq.conf), and a resolver.open of a `shield down` (a new launch
+	// starts with closed DNS, like its enforcing ruleset).
+	// World-readable: it is bind-mounted over /etc/resolv.conf, which
+	// every user inside the container must be able to read.
+	rc := filepath.Join(stateDir, shieldbundle.FileResolvConf)
+	if err := writeBundleFile(rc, []byte(shieldbundle.ResolvConf), 0o644, false); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqPID, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen} {
+		if err := removeIfExists(filepath.Join(stateDir, f)); err != nil {
 			return nil, err
-		}
-		// World-readable: it is bind-mounted over /etc/resolv.conf, which
-		// every user inside the container must be able to read.
-		rc := filepath.Join(stateDir, shieldbundle.FileResolvConf)
-		if err := writeBundleFile(rc, []byte(shieldbundle.ResolvConf), 0o644, false); err != nil {
-			return nil, err
-		}
-	} else {
-		for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqPID, shieldbundle.FileResolvConf} {
-			if err := removeIfExists(filepath.Join(stateDir, f)); err != nil {
-				return nil, err
-			}
 		}
 	}
-	launch.Mark(ctx, "shield: dnsmasq files")
+	launch.Mark(ctx, "shield: resolver files")
 	// 11. Podman arguments.
 	args := append([]string(nil), NetworkArgs(mode)...)
-	if tier == TierDnsmasq {
-		args = append(args, "--volume", filepath.Join(stateDir, shieldbundle.FileResolvConf)+":/etc/resolv.conf:ro,Z")
-	}
+	args = append(args, "--volume", rc+":/etc/resolv.conf:ro,Z")
 	for _, kv := range [][2]string{
 		{shieldbundle.AnnProfiles, strings.Join(profiles, ":")},
 		{shieldbundle.AnnName, container},
@@ -351,9 +329,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	return args, nil
 }
 
-// bundleRuleset renders ruleset.nft: table, effective allowlist, deny list
-// and (slirp4netns) the fixed gateway elements.
-func (s *Shield) bundleRuleset(stateDir, tier, mode, dns string) (string, error) {
+// bundleRuleset renders ruleset.nft: table, explicit allowlist, deny list
+// and (slirp4netns) the fixed gateway elements. Nothing learned: the dns
+// sets start empty and fill as the container's resolver answers.
+func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 	allow, err := shieldbundle.EffectiveAllowlist(stateDir)
 	if err != nil {
 		return "", fmt.Errorf("read allowlists: %w", err)
@@ -363,10 +342,9 @@ func (s *Shield) bundleRuleset(stateDir, tier, mode, dns string) (string, error)
 		return "", fmt.Errorf("read deny list: %w", err)
 	}
 	sc := ruleset.Script{
-		Options:   s.rulesetOptions(dns, tier, s.cfg.Interactive),
-		Allow:     allow,
-		Deny:      deny,
-		Permanent: tier == TierDnsmasq,
+		Options: s.rulesetOptions(dns, mode, s.cfg.Interactive),
+		Allow:   allow,
+		Deny:    deny,
 	}
 	if mode == podmaninfo.Slirp4netns {
 		sc.Gateways = ruleset.SlirpGateways()
@@ -381,12 +359,15 @@ func (s *Shield) bundleRuleset(stateDir, tier, mode, dns string) (string, error)
 	return text, nil
 }
 
-func (s *Shield) rulesetOptions(dns, tier string, interactive bool) ruleset.Options {
-	o := ruleset.Options{DNS: dns, LoopbackPorts: append([]int(nil), s.cfg.LoopbackPorts...), Interactive: interactive}
-	if tier == TierDnsmasq {
-		o.SetTimeout = ruleset.DnsmasqTimeout
+// rulesetOptions are the table options of a bundle: its forwarder, the
+// host-service ports and, in pasta mode only, the host-loopback address.
+func (s *Shield) rulesetOptions(dns, mode string, interactive bool) ruleset.Options {
+	return ruleset.Options{
+		DNS:           dns,
+		LoopbackPorts: append([]int(nil), s.cfg.LoopbackPorts...),
+		Interactive:   interactive,
+		HostLoopback:  hostLoopbackFor(mode),
 	}
-	return o
 }
 
 // installLocalHook links the hook executable into the state directory and

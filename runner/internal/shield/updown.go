@@ -4,43 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
-// liveDNS is the DNS forwarder for rebuilding rules (§11.4 step 2).
-func (s *Shield) liveDNS(ctx context.Context, dir, container string, pid int) (string, error) {
-	if d := readTrim(s.path(dir, shieldbundle.FileUpstreamDNS)); d != "" {
-		return d, nil
+// bundleDNS is the forwarder recorded at pre-start, which every rebuilt
+// ruleset names (the resolver's forwarder; in the resolver tier the
+// container's resolv.conf names 127.0.0.1, so it cannot tell).
+func (s *Shield) bundleDNS(dir string) (string, error) {
+	dns, err := shieldbundle.ReadUpstreamDNS(dir)
+	if err != nil {
+		return "", err
 	}
-	var data string
-	if s.opts.EUID == 0 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/root/etc/resolv.conf")
-		if err == nil {
-			data = string(b)
-		}
-	} else {
-		res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "unshare", "cat", "/proc/"+strconv.Itoa(pid)+"/root/etc/resolv.conf")
-		if err == nil && res.Code == 0 {
-			data = res.Stdout
-		}
+	if dns == "" {
+		return "", errors.New("upstream DNS not persisted in state: start the container with the shield first")
 	}
-	for _, l := range strings.Split(data, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 2 && f[0] == "nameserver" {
-			return f[1], nil
-		}
-	}
-	return "", specErrorf("Cannot determine DNS for container %s: no nameserver in resolv.conf", container)
+	return dns, nil
 }
 
 // liveGateways are the gateway elements for a rebuilt ruleset: the ones the
-// hook discovered plus the slirp4netns defaults.
-func (s *Shield) liveGateways(dir, dns string) []string {
+// hook discovered plus, under slirp4netns, the fixed defaults.
+func (s *Shield) liveGateways(dir, mode string) []string {
 	var gw []string
 	for _, f := range []string{shieldbundle.FileGateway, shieldbundle.FileGatewayV6} {
 		if g := readTrim(s.path(dir, f)); g != "" {
@@ -49,13 +36,9 @@ func (s *Shield) liveGateways(dir, dns string) []string {
 			}
 		}
 	}
-	if dns == ruleset.SlirpDNS {
+	if mode == podmaninfo.Slirp4netns {
 		for _, g := range ruleset.SlirpGateways() {
-			dup := false
-			for _, e := range gw {
-				dup = dup || e == g
-			}
-			if !dup {
+			if !containsString(gw, g) {
 				gw = append(gw, g)
 			}
 		}
@@ -65,13 +48,13 @@ func (s *Shield) liveGateways(dir, dns string) []string {
 
 // buildLive renders the ruleset Up/Down/Preview apply.
 func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error) {
-	tier := s.tier(dir)
+	mode := networkModeOf(dir, dns)
 	interactive := exists(s.path(dir, shieldbundle.FileInteractive))
 	sc := ruleset.Script{
-		Options:  s.rulesetOptions(dns, tier, interactive),
+		Options:  s.rulesetOptions(dns, mode, interactive),
 		Bypass:   down,
 		AllowAll: allowAll,
-		Gateways: s.liveGateways(dir, dns),
+		Gateways: s.liveGateways(dir, mode),
 	}
 	if !down {
 		allow, err := shieldbundle.EffectiveAllowlist(dir)
@@ -82,7 +65,7 @@ func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error)
 		if err != nil {
 			return "", fmt.Errorf("read deny list: %w", err)
 		}
-		sc.Allow, sc.Deny, sc.Permanent = allow, deny, tier == TierDnsmasq
+		sc.Allow, sc.Deny = allow, deny
 	}
 	text, skipped, err := sc.Render()
 	for _, sk := range skipped {
@@ -91,12 +74,18 @@ func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error)
 	return text, err
 }
 
-// Up re-applies the enforcing ruleset (shield.md §11.4).
+// Up re-applies the enforcing ruleset (shield.md §11.4) and closes the
+// container's DNS again: resolver.open goes, and the resolver, told to
+// reload, forwards only allowlisted names and drops what it learned for
+// the others while the shield was down.
 func (s *Shield) Up(ctx context.Context, container string) error {
 	return s.switchMode(ctx, container, false, false)
 }
 
-// Down applies the bypass ruleset (shield.md §11.5).
+// Down applies the bypass ruleset (shield.md §11.5) and opens the
+// container's DNS: with resolver.open present the resolver forwards every
+// name (still only from its marked sockets, and still learning only
+// non-special addresses).
 func (s *Shield) Down(ctx context.Context, container string, allowAll bool) error {
 	return s.switchMode(ctx, container, true, allowAll)
 }
@@ -106,17 +95,36 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 	if err != nil {
 		return err
 	}
+	verb := "shield up"
+	if down {
+		verb = "shield down"
+	}
+	if err := s.requireResolverTier(dir, container, verb); err != nil {
+		return err
+	}
 	pid, err := s.ContainerPID(ctx, container)
 	if err != nil {
 		return err
 	}
-	dns, err := s.liveDNS(ctx, dir, container, pid)
+	dns, err := s.bundleDNS(dir)
 	if err != nil {
 		return err
 	}
 	text, err := s.buildLive(dir, dns, down, allowAll)
 	if err != nil {
 		return err
+	}
+	open := s.path(dir, shieldbundle.FileResolverOpen)
+	var reloadErr error
+	if !down {
+		// DNS closes before the table does, so a failure below leaves the
+		// bypass table with a resolver that forwards allowlisted names
+		// only. A resolver that cannot be told does not stop the table
+		// from going up: that error is reported after it did.
+		if err := removeIfExists(open); err != nil {
+			return err
+		}
+		reloadErr = s.reloadResolver(dir)
 	}
 	script := ruleset.Replace(s.liveTable(ctx, pid) != "", text)
 	if err := s.nftScript(ctx, pid, script); err != nil {
@@ -130,6 +138,12 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 		if errs := ruleset.VerifyBypass(listed, allowAll); len(errs) > 0 {
 			return specErrorf("Bypass ruleset verification failed: %s", strings.Join(errs, "; "))
 		}
+		if err := writeBundleFile(open, []byte("open\n"), 0o600, false); err != nil {
+			return fmt.Errorf("open the container's DNS: %w", err)
+		}
+		if err := s.reloadResolver(dir); err != nil {
+			return err
+		}
 		detail := ""
 		if allowAll {
 			detail = "allow_all=True"
@@ -141,7 +155,7 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 		return specErrorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
 	s.audit(container, "shield_up", "", "")
-	return nil
+	return reloadErr
 }
 
 // Preview renders the ruleset Up (or Down) would apply, without applying.
@@ -153,9 +167,9 @@ func (s *Shield) Preview(down, allowAll bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dns := readTrim(s.path(dir, shieldbundle.FileUpstreamDNS))
-	if dns == "" {
-		return "", errors.New("upstream DNS not persisted in state: start the container with the shield first")
+	dns, err := s.bundleDNS(dir)
+	if err != nil {
+		return "", err
 	}
 	return s.buildLive(dir, dns, down, allowAll)
 }

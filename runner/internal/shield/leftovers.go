@@ -1,0 +1,227 @@
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/shieldbundle"
+)
+
+// Leftovers of failed starts (docs/shield.md, "Leftovers"). The
+// createRuntime hook starts the container's resolver; when the start fails
+// after that (the command does not exist, runc fails), poststop never
+// runs, and the resolver would live on with CAP_NET_ADMIN over the netns.
+// It exits by itself when the container's init exits, so once podman has
+// removed the container there is normally nothing left; Cleanup and the
+// scan of `shield check` catch what is.
+
+// launchGrace is how old a resolver must be before the check may call it
+// leaked while its container is only "created": a launch in progress is
+// "created" between the hook and runc start, for milliseconds.
+const launchGrace = 30 * time.Second
+
+// Cleanup stops the task's resolver (and the dnsmasq of an old bundle)
+// when its container is not running, and removes their PID files
+// (firewall.Cleaner: the launcher calls it after a failed start and from
+// `stop`). It never touches a process that fails the identity check, nor
+// the helpers of a container that runs. Bypass changes nothing: a task
+// launched with the shield earlier may have left a resolver.
+func (a *Adapter) Cleanup(ctx context.Context, container, taskDir string) error {
+	if taskDir == "" {
+		return nil
+	}
+	dir := config.ShieldStateDir(taskDir)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil
+	}
+	if err := checkStateDir(dir, a.Opts.EUID); err != nil {
+		return fmt.Errorf("clean up after %s: %w", container, err)
+	}
+	s := a.shieldAt(dir)
+	ref := container
+	if id := readTrim(filepath.Join(dir, shieldbundle.FileContainerID)); id != "" {
+		ref = id
+	}
+	running, err := s.containerRunning(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("clean up after %s: %w", container, err)
+	}
+	if running {
+		return nil
+	}
+	var errs []error
+	for _, kind := range []daemonKind{kindResolver, kindDnsmasq} {
+		pid, err := stopDaemon(ctx, dir, kind)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("clean up after %s: %w", container, err))
+			continue
+		}
+		if pid > 0 {
+			a.Opts.logger().Info("stopped leftover shield helper", "container", container, "helper", kind.name, "pid", pid, "dir", dir)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// containerRunning asks podman whether ref (a name or an id) names a
+// container whose process runs. A container podman does not know is not
+// running; podman failing otherwise is an error (never guess "gone").
+func (s *Shield) containerRunning(ctx context.Context, ref string) (bool, error) {
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "inspect", "--type", "container", "--format", "{{.State.Pid}}", "--", ref)
+	if err != nil {
+		return false, fmt.Errorf("podman inspect %s: %w", ref, err)
+	}
+	if res.Code != 0 {
+		if strings.Contains(strings.ToLower(res.Combined()), "no such") {
+			return false, nil
+		}
+		return false, fmt.Errorf("podman inspect %s failed (exit %d): %s", ref, res.Code, res.Combined())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+	if err != nil {
+		return false, fmt.Errorf("podman inspect %s: unexpected PID %q", ref, strings.TrimSpace(res.Stdout))
+	}
+	return pid > 0, nil
+}
+
+// leak is a live helper process of a task directory.
+type leak struct {
+	task, dir string
+	kind      daemonKind
+	pid       int
+}
+
+// findHelpers lists the live resolvers and dnsmasqs (identity checked)
+// named by the PID files under <stateDir>/tasks/*/shield.
+func findHelpers(stateDir string) []leak {
+	dirs, _ := filepath.Glob(filepath.Join(stateDir, "tasks", "*", "shield"))
+	sort.Strings(dirs)
+	var out []leak
+	for _, dir := range dirs {
+		for _, kind := range []daemonKind{kindResolver, kindDnsmasq} {
+			pid, err := shieldbundle.ReadPIDFile(filepath.Join(dir, kind.pidFile))
+			if err != nil || pid <= 0 || !processAlive(pid) || !kind.isOurs(pid, dir) {
+				continue
+			}
+			out = append(out, leak{task: filepath.Base(filepath.Dir(dir)), dir: dir, kind: kind, pid: pid})
+		}
+	}
+	return out
+}
+
+// containerStates maps the full id of every container podman knows to its
+// state (running, created, exited, …).
+func (s *Shield) containerStates(ctx context.Context) (map[string]string, error) {
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.State}}")
+	if err != nil {
+		return nil, fmt.Errorf("podman ps: %w", err)
+	}
+	if res.Code != 0 {
+		return nil, fmt.Errorf("podman ps failed (exit %d): %s", res.Code, res.Combined())
+	}
+	states := map[string]string{}
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			states[f[0]] = strings.ToLower(f[1])
+		}
+	}
+	return states, nil
+}
+
+// stateOf is the state of the container whose id starts with short, "" when
+// podman has no such container.
+func stateOf(states map[string]string, short string) string {
+	if short == "" {
+		return ""
+	}
+	for id, st := range states {
+		if strings.HasPrefix(id, short) {
+			return st
+		}
+	}
+	return ""
+}
+
+// processAge is how long pid has run (0 when unknown).
+func processAge(pid int) time.Duration {
+	start, err := strconv.ParseInt(procStart(pid), 10, 64)
+	if err != nil {
+		return 0
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(up))
+	if len(f) == 0 {
+		return 0
+	}
+	secs, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	// Clock ticks are USER_HZ, 100 on every Linux architecture Go supports.
+	age := time.Duration(secs*float64(time.Second)) - time.Duration(start)*time.Second/100
+	if age < 0 {
+		return 0
+	}
+	return age
+}
+
+// leaked reports whether a helper's container is gone: podman does not
+// know it, it has exited, or it is stuck "created" (a failed start) for
+// longer than any launch takes. A helper of a task without container.id
+// (the hook failed before writing it) counts by its age alone.
+func leaked(state string, age time.Duration) bool {
+	switch state {
+	case "", "exited", "stopped", "dead", "removing":
+		return true
+	case "created", "configured", "initialized":
+		return age >= launchGrace
+	}
+	return false
+}
+
+// StopLeaks stops every resolver or dnsmasq of a task directory under the
+// configured state directory whose container is gone, and says what it
+// stopped; helpers it could not stop, or a podman it could not ask, are
+// issues.
+func (a *Adapter) StopLeaks(ctx context.Context) (stopped, issues []string) {
+	if a.Cfg.StateDir == "" {
+		return nil, nil
+	}
+	helpers := findHelpers(a.Cfg.StateDir)
+	if len(helpers) == 0 {
+		return nil, nil
+	}
+	probe := a.Probe()
+	states, err := probe.containerStates(ctx)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("could not list containers to look for leaked resolvers: %v", err)}
+	}
+	for _, h := range helpers {
+		state := stateOf(states, readTrim(filepath.Join(h.dir, shieldbundle.FileContainerID)))
+		if !leaked(state, processAge(h.pid)) {
+			continue
+		}
+		if checkStateDir(h.dir, a.Opts.EUID) != nil {
+			continue // not ours to act on
+		}
+		pid, err := stopDaemon(ctx, h.dir, h.kind)
+		switch {
+		case err != nil:
+			issues = append(issues, fmt.Sprintf("leaked %s for task %s (pid %d) could not be stopped: %v", h.kind.name, h.task, h.pid, err))
+		case pid > 0:
+			stopped = append(stopped, fmt.Sprintf("stopped leaked %s for task %s (pid %d)", h.kind.name, h.task, pid))
+		}
+	}
+	return stopped, issues
+}
