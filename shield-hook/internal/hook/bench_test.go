@@ -47,7 +47,7 @@ func benchSetup(b *testing.B, n int) (*topo, string, []byte) {
 // transaction, list and verify, write the state files.
 func BenchmarkHook1000(b *testing.B) {
 	tp, dir, _ := benchSetup(b, 1000)
-	state := ociState(tp.pid, dir, "4")
+	state := ociState(tp.pid, dir, curVer())
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		cmd := exec.Command(hookBin, "createRuntime")
@@ -80,7 +80,7 @@ func BenchmarkNsenterNft1000(b *testing.B) {
 func BenchmarkVerifyListing1000(b *testing.B) {
 	tp, dir, _ := benchSetup(b, 1000)
 	cmd := exec.Command(hookBin, "createRuntime")
-	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, "4"))
+	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, curVer()))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
@@ -110,7 +110,7 @@ func BenchmarkHookVsNsenter1000(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			tp, dir, text := benchSetup(b, 1000)
-			state := ociState(tp.pid, dir, "4")
+			state := ociState(tp.pid, dir, curVer())
 			script := hook.Transaction(text, []string{gwV4, gwV6})
 			pid := strconv.Itoa(tp.pid)
 			clear := func() {
@@ -159,7 +159,7 @@ func BenchmarkHookStages(b *testing.B) {
 	}{{0, false}, {0, true}, {1000, false}} {
 		b.Run(fmt.Sprintf("entries=%d/dnsmasq=%v", bc.n, bc.dnsmasq), func(b *testing.B) {
 			tp, dir, _ := benchSetup(b, bc.n)
-			state := ociState(tp.pid, dir, "4")
+			state := ociState(tp.pid, dir, curVer())
 			if bc.dnsmasq {
 				if _, err := exec.LookPath("dnsmasq"); err != nil {
 					b.Skip("dnsmasq not installed")

@@ -2,8 +2,10 @@ package hook_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +77,9 @@ func runHook(t *testing.T, stage string, state []byte) hookResult {
 	return hookResult{code, so.String(), se.String()}
 }
 
+// curVer is the bundle version the hook under test expects.
+func curVer() string { return fmt.Sprint(shieldbundle.BundleVersion) }
+
 func ociState(pid int, dir, ver string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"ociVersion": "1.0.2",
@@ -119,7 +124,7 @@ func readFile(t *testing.T, path string) string {
 
 func TestVersionFlags(t *testing.T) {
 	r := runHook(t, "--bundle-version", nil)
-	if r.code != 0 || r.stdout != "4\n" {
+	if r.code != 0 || r.stdout != curVer()+"\n" {
 		t.Fatalf("--bundle-version: %+v", r)
 	}
 	r = runHook(t, "--version", nil)
@@ -143,7 +148,7 @@ func TestEnforcement(t *testing.T) {
 	tp.mustReach("baseline gateway other port", tp.tcp(gwV4, otherPort))
 
 	writeBundle(t, dir, baseScript())
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer()))
 	if r.code != 0 {
 		t.Fatalf("hook failed: %+v\nerror log: %s", r, readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
 	}
@@ -193,17 +198,20 @@ func TestEnforcement(t *testing.T) {
 
 	// Running the hook again (container restarted in the same netns)
 	// replaces the table instead of merging a second copy into it.
-	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
 		t.Fatalf("second run: %+v", r)
 	}
 	again, _ := tp.nft("list", "table", "inet", "terok_shield")
-	if strings.Count(again, "chain output") != 1 || strings.Count(again, "TEROK_SHIELD_ALLOWED") != 2 {
+	if strings.Count(again, "chain output") != 1 || strings.Count(again, "TEROK_SHIELD_ALLOWED") != 4 {
 		t.Fatalf("table merged instead of replaced:\n%s", again)
 	}
 }
 
-// TestDNSOnlyToResolver checks DNS traffic with a real resolver: queries to
-// the configured upstream are answered, the same query elsewhere is refused.
+// TestDNSOnlyToResolver checks closed DNS with a real resolver: once the
+// shield is up, no ordinary socket of the container reaches the configured
+// upstream or any other resolver (UDP and TCP refused at once); only a
+// socket carrying ruleset.ResolverMark, as the per-container resolver's
+// do, gets its answer from the upstream.
 func TestDNSOnlyToResolver(t *testing.T) {
 	tp := newTopo(t)
 	startUpstreamDNS(t, tp)
@@ -215,20 +223,47 @@ func TestDNSOnlyToResolver(t *testing.T) {
 	}
 	dir := stateDir(t)
 	writeBundle(t, dir, baseScript())
-	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
 		t.Fatalf("hook: %+v", r)
 	}
-	out, err := digIn(tp.ctr, dnsV4, "allowed.shield.test")
-	if err != nil || strings.TrimSpace(out) != allowV4 {
-		t.Fatalf("query to the resolver: %q %v", out, err)
+	for _, server := range []string{dnsV4, rogueDNS} {
+		start := time.Now()
+		out, err := digIn(tp.ctr, server, "allowed.shield.test")
+		if err == nil || strings.Contains(out, allowV4) {
+			t.Fatalf("unmarked query to %s was answered: %q %v", server, out, err)
+		}
+		t.Logf("unmarked query to %s refused after %s: %s", server, time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+		tp.mustReject("unmarked tcp 53 to "+server, tp.tcp(server, 53))
 	}
-	start := time.Now()
-	out, err = digIn(tp.ctr, rogueDNS, "allowed.shield.test")
-	if err == nil || strings.Contains(out, allowV4) {
-		t.Fatalf("query to another resolver was answered: %q %v", out, err)
+	// The resolver runs its lookups on goroutines of its own, so each
+	// socket is made on a thread inside the container netns (a socket
+	// stays in the namespace it was created in).
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var c net.Conn
+		err := tp.ctrNS.Do(func() error {
+			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, int(ruleset.ResolverMark))
+				}); err != nil {
+					return err
+				}
+				return serr
+			}}
+			var err error
+			c, err = d.DialContext(ctx, network, net.JoinHostPort(dnsV4, "53"))
+			return err
+		})
+		return c, err
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Fully qualified: no search domain of the host's resolv.conf is
+	// tried first.
+	addrs, err := r.LookupHost(ctx, "allowed.shield.test.")
+	if err != nil || strings.Join(addrs, " ") != allowV4+" "+allowV6 {
+		t.Fatalf("marked query to the upstream: %v %v", addrs, err)
 	}
-	t.Logf("query to another resolver refused after %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
-	tp.mustReject("tcp 53 to another resolver", tp.tcp(rogueDNS, 53))
 }
 
 // TestFailClosed feeds the real hook bad bundles and bad states: each must
@@ -265,13 +300,13 @@ func TestFailClosed(t *testing.T) {
 			_ = os.Chmod(filepath.Join(d, shieldbundle.FileRuleset), 0o666)
 		}, nil, "createRuntime", "group- or world-writable", true},
 		{"wrong bundle version", func(d string) { writeFile(t, d, shieldbundle.FileRuleset, good) },
-			func(d string) []byte { return ociState(tp.pid, d, "3") }, "createRuntime", "bundle version '3' != 4. Re-run the pre-start step.", true},
+			func(d string) []byte { return ociState(tp.pid, d, "3") }, "createRuntime", "bundle version '3' != " + curVer() + ". Re-run the pre-start step.", true},
 		{"missing bundle version", func(d string) { writeFile(t, d, shieldbundle.FileRuleset, good) },
-			func(d string) []byte { return ociState(tp.pid, d, "") }, "createRuntime", "bundle version '' != 4", true},
+			func(d string) []byte { return ociState(tp.pid, d, "") }, "createRuntime", "bundle version '' != " + curVer(), true},
 		{"missing pid", func(d string) { writeFile(t, d, shieldbundle.FileRuleset, good) },
-			func(d string) []byte { return ociState(0, d, "4") }, "createRuntime", "missing pid in OCI state", true},
+			func(d string) []byte { return ociState(0, d, curVer()) }, "createRuntime", "missing pid in OCI state", true},
 		{"dead pid", func(d string) { writeFile(t, d, shieldbundle.FileRuleset, good) },
-			func(d string) []byte { return ociState(1<<22+7, d, "4") }, "createRuntime", "network namespace file missing for pid", true},
+			func(d string) []byte { return ociState(1<<22+7, d, curVer()) }, "createRuntime", "network namespace file missing for pid", true},
 		{"world-writable state dir", func(d string) {
 			writeFile(t, d, shieldbundle.FileRuleset, good)
 			_ = os.Chmod(d, 0o777)
@@ -280,9 +315,9 @@ func TestFailClosed(t *testing.T) {
 		{"state dir is a file", func(d string) {}, func(d string) []byte {
 			f := filepath.Join(d, "file")
 			_ = os.WriteFile(f, nil, 0o600)
-			return ociState(tp.pid, f, "4")
+			return ociState(tp.pid, f, curVer())
 		}, "createRuntime", "invalid state_dir", false},
-		{"relative state dir", func(d string) {}, func(d string) []byte { return ociState(tp.pid, "shield", "4") }, "createRuntime",
+		{"relative state dir", func(d string) {}, func(d string) []byte { return ociState(tp.pid, "shield", curVer()) }, "createRuntime",
 			"invalid state_dir: state_dir must be absolute: 'shield'", false},
 		{"missing state dir annotation", func(d string) {}, func(d string) []byte { return []byte(`{"pid":1,"annotations":{}}`) }, "createRuntime", "missing state_dir annotation", false},
 		{"bad json", func(d string) {}, func(d string) []byte { return []byte(`{"pid":`) }, "createRuntime", "bad OCI state", false},
@@ -296,7 +331,7 @@ func TestFailClosed(t *testing.T) {
 			_, _ = tp.nft("delete", "table", "inet", "terok_shield")
 			dir := stateDir(t)
 			tc.setup(dir)
-			state := ociState(tp.pid, dir, "4")
+			state := ociState(tp.pid, dir, curVer())
 			if tc.state != nil {
 				state = tc.state(dir)
 			}
@@ -341,7 +376,7 @@ func TestHookErrorLogNoSymlink(t *testing.T) {
 	if err := os.Symlink(target, filepath.Join(dir, shieldbundle.FileHookErrorLog)); err != nil {
 		t.Fatal(err)
 	}
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer()))
 	if r.code == 0 || !strings.Contains(r.stderr, "cannot write hook-error.log") {
 		t.Fatalf("%+v", r)
 	}
@@ -404,7 +439,7 @@ func TestGatewayRouteAppearsLate(t *testing.T) {
 	sh(t, append(c, "ip", "-6", "route", "del", "default")...)
 
 	cmd := exec.Command(hookBin, "createRuntime")
-	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, "4"))
+	cmd.Stdin = bytes.NewReader(ociState(tp.pid, dir, curVer()))
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	if err := cmd.Start(); err != nil {
@@ -467,13 +502,13 @@ func TestInteractiveMarker(t *testing.T) {
 	s := baseScript()
 	s.Interactive = true
 	writeBundle(t, dir, s)
-	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
 		t.Fatalf("interactive: %+v", r)
 	}
 	tp.mustReject("unlisted with interactive terminal", tp.tcp(otherV4, appPort))
 	tp.mustReach("allowlisted with interactive terminal", tp.tcp(allowV4, appPort))
 	writeBundle(t, dir, baseScript())
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer()))
 	if r.code == 0 || !strings.Contains(r.stderr, "queued nflog prefix missing") {
 		t.Fatalf("non-interactive ruleset with the marker: %+v", r)
 	}
@@ -491,7 +526,7 @@ func TestNoDefaultRoute(t *testing.T) {
 	writeBundle(t, dir, baseScript())
 	writeFile(t, dir, shieldbundle.FileGateway, "198.51.100.99\n")
 	writeFile(t, dir, shieldbundle.FileGatewayV6, "2001:db8::99\n")
-	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4")); r.code != 0 {
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
 		t.Fatalf("hook: %+v", r)
 	}
 	for _, f := range []string{shieldbundle.FileGateway, shieldbundle.FileGatewayV6} {

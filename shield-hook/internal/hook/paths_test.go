@@ -71,7 +71,7 @@ func TestApplyPaths(t *testing.T) {
 				}
 				dir := stateDir(t)
 				writeFile(t, dir, shieldbundle.FileRuleset, tc.text)
-				code, stderr := runHookTimed(t, ociState(tp.pid, dir, "4"))
+				code, stderr := runHookTimed(t, ociState(tp.pid, dir, curVer()))
 				if code != 0 {
 					t.Fatalf("hook failed: %s", stderr)
 				}
@@ -112,7 +112,7 @@ func TestGeneratedBypassRefused(t *testing.T) {
 	}
 	dir := stateDir(t)
 	writeFile(t, dir, shieldbundle.FileRuleset, text)
-	code, stderr := runHookTimed(t, ociState(tp.pid, dir, "4"))
+	code, stderr := runHookTimed(t, ociState(tp.pid, dir, curVer()))
 	if code == 0 || !strings.Contains(stderr, "Ruleset verification failed") {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

@@ -65,7 +65,7 @@ func TestRootlessUserNamespace(t *testing.T) {
 		// The hook joins only the user namespace (as its uid 0), staying in
 		// the host's network namespace like podman's rootless runtime.
 		cmd := exec.Command("nsenter", "--user", "-t", pid, "--", hookBin, "createRuntime")
-		cmd.Stdin = bytes.NewReader(ociState(ctr.Process.Pid, dir, "4"))
+		cmd.Stdin = bytes.NewReader(ociState(ctr.Process.Pid, dir, curVer()))
 		var se bytes.Buffer
 		cmd.Stderr = &se
 		if err := cmd.Run(); err != nil {
