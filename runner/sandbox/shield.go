@@ -21,8 +21,12 @@ func (s *Sandbox) shieldAdapter() *shield.Adapter {
 	return a
 }
 
-// The adapter checks every started container (firewall.Verifier).
-var _ firewall.EarlyVerifier = (*shield.Adapter)(nil)
+// The adapter checks every started container (firewall.Verifier) and
+// stops what a failed start left behind (firewall.Cleaner).
+var (
+	_ firewall.EarlyVerifier = (*shield.Adapter)(nil)
+	_ firewall.Cleaner       = (*shield.Adapter)(nil)
+)
 
 // firewall returns the firewall Run asks for its podman arguments when
 // shield bypass is not set: the shield. Every failure of its pre-start
@@ -57,13 +61,18 @@ func (s *Sandbox) ShieldState(ctx context.Context, container, taskDir string) st
 }
 
 // ShieldAllow allows an IP, CIDR or domain for a running container, at once
-// and persisted; it returns the addresses allowed.
+// and persisted. For an address or CIDR it returns it; for a domain it
+// returns nil: the container's resolver is told to forward the domain, and
+// its addresses are allowed as the container looks them up.
 func (s *Sandbox) ShieldAllow(ctx context.Context, container, taskDir, target string) ([]string, error) {
 	return s.shieldAdapter().ShieldFor(taskDir).Allow(ctx, container, target)
 }
 
 // ShieldDeny denies an IP, CIDR or domain for a running container, at once
-// and persisted; it returns the addresses denied.
+// and persisted. For an address or CIDR it returns it; for a domain it
+// returns nil: the container's resolver refuses the domain from then on and
+// drops the addresses it learned for it. Only a domain on the allowlist can
+// be denied (a subdomain of a listed one is an error naming that one).
 func (s *Sandbox) ShieldDeny(ctx context.Context, container, taskDir, target string) ([]string, error) {
 	return s.shieldAdapter().ShieldFor(taskDir).Deny(ctx, container, target)
 }
@@ -71,7 +80,15 @@ func (s *Sandbox) ShieldDeny(ctx context.Context, container, taskDir, target str
 // ShieldStatus is the shield configuration summary (shield.md §15).
 func (s *Sandbox) ShieldStatus() shield.Status { return s.shieldAdapter().Status() }
 
-// ShieldCheck is the shield environment check (shield.md §14).
+// ShieldCheck is the shield environment check (shield.md §14); it also
+// stops resolvers that failed starts leaked (EnvCheck.Cleaned says which).
 func (s *Sandbox) ShieldCheck(ctx context.Context) shield.EnvCheck {
 	return s.shieldAdapter().Check(ctx)
+}
+
+// ShieldCleanup stops the per-container resolver a task left behind when
+// its container no longer runs (after a failed start, or a container
+// removed outside terok-sandbox); the launcher and Stop call it themselves.
+func (s *Sandbox) ShieldCleanup(ctx context.Context, container, taskDir string) error {
+	return s.shieldAdapter().Cleanup(ctx, container, taskDir)
 }

@@ -37,7 +37,7 @@ func shieldCommand(d Deps) *ucli.Command {
 			},
 			{
 				Name:   "check",
-				Usage:  "check podman, nft, the hooks and the DNS tier (exit 1 when there are issues)",
+				Usage:  "check podman, nft, the hooks and the DNS tier, and stop resolvers leaked by failed starts (exit 1 when there are issues)",
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldCheck(c, d) },
 			},
@@ -47,12 +47,12 @@ func shieldCommand(d Deps) *ucli.Command {
 				Action: func(c *ucli.Context) error { return shieldUpDown(c, d, false) },
 			},
 			{
-				Name: "down", Usage: "switch a running container's firewall to bypass (logged, private ranges still rejected unless --all)", ArgsUsage: "CONTAINER",
+				Name: "down", Usage: "switch a running container's firewall to bypass (logged; its resolver forwards every name; special ranges still rejected unless --all)", ArgsUsage: "CONTAINER",
 				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "all", Usage: "also allow private ranges"}, jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldUpDown(c, d, true) },
 			},
 			{
-				Name: "allow", Usage: "allow an IP, CIDR or domain for a running container (at once and persisted)", ArgsUsage: "CONTAINER TARGET",
+				Name: "allow", Usage: "allow an IP, CIDR or domain for a running container (at once and persisted; a domain's addresses as the container resolves it)", ArgsUsage: "CONTAINER TARGET",
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldAllowDeny(c, d, true) },
 			},
@@ -199,6 +199,9 @@ func shieldCheck(c *ucli.Context, d Deps) error {
 			fmt.Fprintf(d.Stdout, "Hooks dir:      %s\n", env.HooksDir)
 		}
 		fmt.Fprintf(d.Stdout, "Health:         %s\n", env.Health)
+		for _, cl := range env.Cleaned {
+			fmt.Fprintf(d.Stdout, "Cleaned up:     %s\n", cl)
+		}
 		for _, is := range env.Issues {
 			fmt.Fprintf(d.Stdout, "Issue:          %s\n", is)
 		}
@@ -281,41 +284,46 @@ func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
 	if err != nil {
 		return err
 	}
+	_, domain, _ := shield.ParseTarget(target)
 	var ips []string
 	if allow {
 		ips, err = sh.Allow(c.Context, name, target)
 	} else {
 		ips, err = sh.Deny(c.Context, name, target)
 	}
-	if err != nil && len(ips) == 0 {
+	if err != nil {
 		return err
 	}
-	if len(ips) == 0 {
-		if allow {
-			return ExitWith(ExitError, fmt.Sprintf("No IPs allowed for %s", name))
+	if domain != "" {
+		// The container's resolver learns (or stops learning) the domain's
+		// addresses; none is known here.
+		if c.Bool("json") {
+			key := "denied"
+			if allow {
+				key = "allowed"
+			}
+			return printJSON(d.Stdout, map[string]any{"container": name, "target": target, "domain": domain, key: []string{}})
 		}
-		return ExitWith(ExitError, fmt.Sprintf("No IPs denied for %s", name))
+		if allow {
+			fmt.Fprintf(d.Stdout, "Allowed %s for %s: its addresses are allowed as the container's resolver looks them up\n", domain, name)
+		} else {
+			fmt.Fprintf(d.Stdout, "Denied %s for %s: the container's resolver refuses it and drops the addresses it learned for it\n", domain, name)
+		}
+		return nil
 	}
 	if c.Bool("json") {
 		key := "denied"
 		if allow {
 			key = "allowed"
 		}
-		out := map[string]any{"container": name, "target": target, key: ips}
-		if err != nil {
-			out["error"] = err.Error()
-		}
-		if perr := printJSON(d.Stdout, out); perr != nil {
-			return perr
-		}
-	} else if allow {
+		return printJSON(d.Stdout, map[string]any{"container": name, "target": target, key: ips})
+	}
+	if allow {
 		fmt.Fprintf(d.Stdout, "Allowed %s -> %s for %s\n", target, strings.Join(ips, ", "), name)
 	} else {
 		fmt.Fprintf(d.Stdout, "Denied %s (%s) for %s\n", target, strings.Join(ips, ", "), name)
 	}
-	// The addresses took effect, but the domain part (dnsmasq) did not:
-	// still a failure the operator must see.
-	return err
+	return nil
 }
 
 func shieldState(c *ucli.Context, d Deps) error {

@@ -90,7 +90,7 @@ func TestShieldStatusAndSetup(t *testing.T) {
 	// setup --root as root installs into the hooks_dir CONTAINERS_CONF names.
 	bin := t.TempDir()
 	hook := filepath.Join(bin, "terok-shield-hook")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo 4\n"), 0o755); err != nil {
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n[ \"$1\" = --bundle-version ] && echo 5\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
