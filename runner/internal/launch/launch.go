@@ -21,6 +21,11 @@ type Params struct {
 	Rootless bool
 	// Unrestricted drops --security-opt no-new-privileges (§4.2).
 	Unrestricted bool
+	// SeccompProfile is the sandbox's seccomp profile (docs/seccomp.md),
+	// passed as --security-opt seccomp=<path> on every launch, shielded or
+	// not: the socket families it refuses (AF_VSOCK first) are channels no
+	// firewall sees. The caller checks the file (seccomp.Load).
+	SeccompProfile string
 	// FirewallArgs come from the shield pre-start or bypass (§4.3).
 	FirewallArgs []string
 	GPU          bool
@@ -55,6 +60,9 @@ func (p Params) Validate() error {
 		if err := ValidEnvName(e.Name); err != nil {
 			return err
 		}
+	}
+	if err := noSeccompOverride(p.ExtraArgs); err != nil {
+		return err
 	}
 	for _, v := range p.Volumes {
 		if v == "" || strings.HasPrefix(v, "-") {
@@ -98,6 +106,9 @@ func Args(p Params) []string {
 	}
 	if !p.Unrestricted {
 		args = append(args, "--security-opt", "no-new-privileges")
+	}
+	if p.SeccompProfile != "" {
+		args = append(args, "--security-opt", "seccomp="+p.SeccompProfile)
 	}
 	args = append(args, p.FirewallArgs...)
 	if p.GPU {
@@ -207,4 +218,24 @@ func Execute(ctx context.Context, p podman.Podman, args []string, name, image st
 		return "", Classify(res, err, name, image)
 	}
 	return strings.TrimSpace(string(res.Stdout)), nil
+}
+
+// noSeccompOverride refuses extra arguments that would replace the
+// sandbox's seccomp profile or switch seccomp off (podman takes the last
+// seccomp= it is given, and --privileged disables the filter), so the
+// socket-family refusals of docs/seccomp.md hold for every launch.
+func noSeccompOverride(extra []string) error {
+	for i, a := range extra {
+		v := strings.TrimPrefix(a, "--security-opt=")
+		if a == "--security-opt" && i+1 < len(extra) {
+			v = extra[i+1]
+		}
+		if strings.HasPrefix(v, "seccomp=") || strings.HasPrefix(v, "seccomp:") {
+			return fmt.Errorf("extra argument %q would replace the sandbox's seccomp profile (docs/seccomp.md); remove it", v)
+		}
+		if a == "--privileged" || strings.HasPrefix(a, "--privileged=") && a != "--privileged=false" {
+			return fmt.Errorf("extra argument %q would switch off the sandbox's seccomp profile (docs/seccomp.md); remove it", a)
+		}
+	}
+	return nil
 }
