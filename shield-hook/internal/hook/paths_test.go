@@ -41,18 +41,20 @@ func TestApplyPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dnsmasqTier := baseScript()
-	dnsmasqTier.SetTimeout = ruleset.DnsmasqTimeout
-	dnsmasqTier.Permanent = true
-	masq, _, err := dnsmasqTier.Render()
-	if err != nil {
-		t.Fatal(err)
+	// Host-side resolution (static tiers) adds learned elements, and pasta
+	// adds the host-loopback rules.
+	learnedPasta := baseScript()
+	learnedPasta.Learned = []string{otherV6}
+	learnedPasta.HostLoopback = ruleset.PastaHostLoopback
+	learned, skipped, err := learnedPasta.Render()
+	if err != nil || len(skipped) > 0 {
+		t.Fatal(err, skipped)
 	}
 	tests := []struct {
 		name, text, path string
 	}{
 		{"generated", good, "apply_(netlink)"},
-		{"generated dnsmasq tier", masq, "apply_(netlink)"},
+		{"generated with learned elements, pasta", learned, "apply_(netlink)"},
 		{"foreign comment", "# written by another tool\n" + good, "apply_(nft_-f)"},
 		{"foreign element syntax", good + "add element inet terok_shield allow_v4 { 198.51.100.200 }\n", "apply_(nft_-f)"},
 	}
@@ -91,6 +93,9 @@ func TestApplyPaths(t *testing.T) {
 				tp.mustReach("allowlisted v4", tp.tcp(allowV4, appPort))
 				tp.mustReject("unlisted v4", tp.tcp(otherV4, appPort))
 				tp.mustReach("service port on v4 gateway", tp.tcp(gwV4, svcPort))
+				if tc.text == learned {
+					tp.mustReach("learned v6", tp.tcp(otherV6, appPort))
+				}
 				if log := readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)); log != "" {
 					t.Fatalf("error log: %s", log)
 				}
