@@ -31,6 +31,7 @@ import (
 	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 	"terok.dev/sandbox/runner/internal/rundebug"
+	"terok.dev/sandbox/runner/internal/seccomp"
 )
 
 // ReadyMarker is the log line text a task container prints when its
@@ -194,6 +195,13 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	if spec.TaskDir == "" {
 		return nil, errors.New("run spec: task dir is required (the shield state lives in <task dir>/shield)")
 	}
+	// Fail closed, before the firewall writes anything: every launch,
+	// bypass included, carries the seccomp profile (docs/seccomp.md).
+	p.SeccompProfile = seccomp.Path(s.cfg.ConfigDir)
+	if err := seccomp.Load(p.SeccompProfile, s.env.EUID); err != nil {
+		return nil, fmt.Errorf("launch of %s refused: %w", spec.ContainerName, err)
+	}
+	launch.Mark(ctx, "seccomp profile")
 	args, err := fw.PreStart(ctx, spec.ContainerName, spec.TaskDir)
 	if err != nil {
 		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)

@@ -12,6 +12,7 @@ import (
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/runner/internal/firewall"
+	"terok.dev/sandbox/runner/internal/seccomp"
 )
 
 func coreTestConfig(t *testing.T) (config.Config, config.Env) {
@@ -26,7 +27,22 @@ func coreTestConfig(t *testing.T) (config.Config, config.Env) {
 		}
 		return ""
 	}}
-	return config.Defaults(env), env
+	cfg := config.Defaults(env)
+	// The launch refuses to run without the seccomp profile: install one
+	// (generated from a minimal podman-shaped profile) in a config root of
+	// the test's own.
+	cfg.ConfigDir = filepath.Join(dir, "config")
+	prof, err := seccomp.Transform([]byte(`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.ConfigDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seccomp.Path(cfg.ConfigDir), prof, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, env
 }
 
 // coreFakePodman records argv lines of `run` calls in <dir>/run and answers
@@ -140,7 +156,7 @@ func TestRunRestrictedByDefaultAndHooks(t *testing.T) {
 		t.Fatalf("hooks %v", trace)
 	}
 	argv, _ := os.ReadFile(runLog)
-	want := "run\n-d\n--userns=keep-id:uid=1000,gid=1000\n--security-opt\nno-new-privileges\n--network\nslirp4netns:allow_host_loopback=true\n" +
+	want := "run\n-d\n--userns=keep-id:uid=1000,gid=1000\n--security-opt\nno-new-privileges\n--security-opt\nseccomp=" + seccomp.Path(s.Config().ConfigDir) + "\n--network\nslirp4netns:allow_host_loopback=true\n" +
 		"--add-host\nhost.containers.internal:10.0.2.2\n-e\nZ=1\n-e\nSECRET_X=hide\n--name\nc\n-w\n/workspace\ni\n"
 	if string(argv) != want {
 		t.Fatalf("argv\n%s\nwant\n%s", argv, want)
