@@ -15,18 +15,16 @@ import (
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
-// TestDnsmasqTier: the hook starts the container's dnsmasq; a listed domain
-// becomes reachable once resolved through it, an unlisted one stays blocked;
-// poststop stops that dnsmasq.
+// TestDnsmasqTier: a bundle with dnsmasq.conf and no resolver tier (what
+// older tools wrote) still gets its dnsmasq started in the container netns
+// and stopped by poststop. Resolution through it is not tested: the current
+// table accepts DNS to the forwarder only from the resolver's mark, which
+// dnsmasq cannot set on its upstream sockets (docs/shield-resolver.md, Why
+// not dnsmasq).
 func TestDnsmasqTier(t *testing.T) {
 	tp := newTopo(t)
-	startUpstreamDNS(t, tp)
 	dir := stateDir(t)
-	writeBundle(t, dir, ruleset.Script{
-		Options:   ruleset.Options{DNS: dnsV4, LoopbackPorts: []int{svcPort}, SetTimeout: ruleset.DnsmasqTimeout},
-		Allow:     []string{allowV6},
-		Permanent: true,
-	})
+	writeBundle(t, dir, ruleset.Script{Options: ruleset.Options{DNS: dnsV4, LoopbackPorts: []int{svcPort}}, Allow: []string{allowV6}})
 	conf, err := shieldbundle.DnsmasqConf(dnsV4, dir, []string{"allowed.shield.test"}, os.Getpid(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +33,7 @@ func TestDnsmasqTier(t *testing.T) {
 	// A stale PID file from an earlier run must not satisfy the hook.
 	writeFile(t, dir, shieldbundle.FileDnsmasqPID, "1\n")
 
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, resolverVer))
 	if r.code != 0 {
 		t.Fatalf("hook: %+v\n%s", r, readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
 	}
@@ -48,28 +46,8 @@ func TestDnsmasqTier(t *testing.T) {
 	if got, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil || !os.SameFile(ctrNS, got) {
 		t.Fatalf("dnsmasq does not run in the container netns")
 	}
-
-	tp.mustReject("listed domain before resolution", tp.tcp(allowV4, appPort))
-	out, err := digIn(tp.ctr, "127.0.0.1", "allowed.shield.test")
-	if err != nil || strings.TrimSpace(out) != allowV4 {
-		t.Fatalf("resolve through the container's dnsmasq: %q %v", out, err)
-	}
-	tp.mustReach("listed domain after resolution", tp.tcp(allowV4, appPort))
-	set, _ := tp.nft("list", "set", "inet", "terok_shield", "allow_v4")
-	if !strings.Contains(set, allowV4+" expires") {
-		t.Errorf("learned address should carry the 30m set timeout:\n%s", set)
-	}
-	set6, _ := tp.nft("list", "set", "inet", "terok_shield", "allow_v6")
-	if !strings.Contains(set6, allowV6+" timeout 3650d") {
-		t.Errorf("profile address should be permanent:\n%s", set6)
-	}
-	out, err = digIn(tp.ctr, "127.0.0.1", "blocked.shield.test")
-	if err != nil || strings.TrimSpace(out) != otherV4 {
-		t.Fatalf("unlisted domain should still resolve: %q %v", out, err)
-	}
-	tp.mustReject("unlisted domain after resolution", tp.tcp(otherV4, appPort))
-	if !strings.Contains(readFile(t, filepath.Join(dir, shieldbundle.FileDnsmasqLog)), "allowed.shield.test") {
-		t.Error("query log missing")
+	if _, err := os.Stat(filepath.Join(dir, shieldbundle.FileResolverPID)); err == nil {
+		t.Fatal("a resolver was started for a dnsmasq bundle")
 	}
 
 	// poststop (bundle version not checked) stops our dnsmasq.
@@ -84,7 +62,7 @@ func TestDnsmasqTier(t *testing.T) {
 		t.Fatal("pid file left after poststop")
 	}
 	// Nothing left: a second poststop is a no-op.
-	if r := runHook(t, "poststop", ociState(tp.pid, dir, "4")); r.code != 0 {
+	if r := runHook(t, "poststop", ociState(tp.pid, dir, resolverVer)); r.code != 0 {
 		t.Fatalf("second poststop: %+v", r)
 	}
 }
@@ -124,9 +102,9 @@ func TestPoststopSparesForeignPID(t *testing.T) {
 func TestDnsmasqStartFailure(t *testing.T) {
 	tp := newTopo(t)
 	dir := stateDir(t)
-	writeBundle(t, dir, ruleset.Script{Options: ruleset.Options{DNS: dnsV4, SetTimeout: ruleset.DnsmasqTimeout}})
+	writeBundle(t, dir, ruleset.Script{Options: ruleset.Options{DNS: dnsV4}})
 	writeFile(t, dir, shieldbundle.FileDnsmasqConf, "no-such-option-xyz\n")
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, resolverVer))
 	if r.code == 0 || !strings.Contains(readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)), "start dnsmasq") {
 		t.Fatalf("%+v / %s", r, readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
 	}
@@ -138,7 +116,7 @@ func TestDnsmasqStartFailure(t *testing.T) {
 func TestDnsmasqStoppedWhenRulesetFails(t *testing.T) {
 	tp := newTopo(t)
 	dir := stateDir(t)
-	good, _, err := ruleset.Script{Options: ruleset.Options{DNS: dnsV4, SetTimeout: ruleset.DnsmasqTimeout}}.Render()
+	good, _, err := ruleset.Script{Options: ruleset.Options{DNS: dnsV4}}.Render()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +126,7 @@ func TestDnsmasqStoppedWhenRulesetFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, shieldbundle.FileDnsmasqConf, string(conf))
-	r := runHook(t, "createRuntime", ociState(tp.pid, dir, "4"))
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, resolverVer))
 	if r.code == 0 || !strings.Contains(r.stderr, "apply ruleset") {
 		t.Fatalf("%+v", r)
 	}
