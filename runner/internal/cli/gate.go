@@ -239,11 +239,8 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if !config.ValidName(project) {
-						return UsageErrorf("invalid project id %q: must start with a letter or digit and contain only [A-Za-z0-9._-]", project)
-					}
-					if !gatetokens.ValidTask(task) {
-						return UsageErrorf("invalid task id %q: non-empty, no whitespace or control characters", task)
+					if err := checkProjectTask(project, task); err != nil {
+						return err
 					}
 					s, err := store(c)
 					if err != nil {
@@ -347,8 +344,8 @@ func gateURLCommand(d Deps) *ucli.Command {
 			arg := c.Args().First()
 			repo := arg
 			if !strings.Contains(arg, "/") {
-				if !config.ValidName(strings.TrimSuffix(arg, ".git")) {
-					return UsageErrorf("invalid project id %q", arg)
+				if err := checkProject(strings.TrimSuffix(arg, ".git")); err != nil {
+					return err
 				}
 				repo = filepath.Join(cfg.GateBasePath(), strings.TrimSuffix(arg, ".git")+".git")
 			}
@@ -381,8 +378,8 @@ func mirrorFor(c *ucli.Context, d Deps) (*mirror.Manager, error) {
 		return nil, UsageErrorf("expected one PROJECT argument")
 	}
 	project := c.Args().First()
-	if !config.ValidName(project) {
-		return nil, UsageErrorf("invalid project id %q: must start with a letter or digit and contain only [A-Za-z0-9._-]", project)
+	if err := checkProject(project); err != nil {
+		return nil, err
 	}
 	cfg, err := loadConfig(c, d)
 	if err != nil {

@@ -169,4 +169,18 @@ func TestGateUsageErrors(t *testing.T) {
 			t.Errorf("%v: code %d out %q err %q", args, code, out, errOut)
 		}
 	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gate", "token", "create", "proj", "a/b"}, `invalid task id "a/b": it contains '/'`},
+		{[]string{"gate", "token", "create", "proj", "t!"}, `invalid task id "t!": it contains '!'`},
+		{[]string{"gate", "token", "create", ".p", "1"}, `invalid project id ".p"`},
+		{[]string{"gate", "url", "..", "--token", "t"}, `invalid project id ".."`},
+		{[]string{"gate", "sync", "p q"}, `invalid project id "p q"`},
+	} {
+		if code, _, errOut := g.run(c.args...); code != ExitUsage || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: code %d err %q, want %q", c.args, code, errOut, c.want)
+		}
+	}
 }

@@ -217,7 +217,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
 					jsonFlag(),
 				},
-				Action: withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
+				Action: projectTaskFirst(withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					if fa.String("provider") == "" {
 						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
 					}
@@ -231,7 +231,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					}
 					fmt.Fprintln(d.Stdout, tok)
 					return nil
-				}),
+				})),
 			},
 			{
 				Name:      "revoke",

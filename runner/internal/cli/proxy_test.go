@@ -163,6 +163,9 @@ func TestProxyAndCredentialsCommands(t *testing.T) {
 	if code, _, _ := p.sandbox("", "proxy", "token", "create", "proj"); code != 2 {
 		t.Errorf("token create without TASK: %d", code)
 	}
+	if code, _, errOut := p.sandbox("", "proxy", "token", "create", "proj", "a/b", "--provider", "claude"); code != 2 || !strings.Contains(errOut, `invalid task id "a/b"`) {
+		t.Errorf("token create with a bad task id: %d %q", code, errOut)
+	}
 
 	// Lifecycle with the real daemon.
 	if code, out, errOut := p.sandbox("", "proxy", "stop"); code != 0 || out != "Credential proxy is not running.\n" {

@@ -156,6 +156,39 @@ func checkName(name string) (string, error) {
 	return name, nil
 }
 
+// checkProjectTask applies the project and task id rules (docs/runner.md,
+// Names) to a token's PROJECT TASK arguments; bad ids are usage errors.
+func checkProjectTask(project, task string) error {
+	if err := names.ValidateProjectID(project); err != nil {
+		return UsageErrorf("%v", err)
+	}
+	if err := names.ValidateTaskID(task); err != nil {
+		return UsageErrorf("%v", err)
+	}
+	return nil
+}
+
+// checkProject applies the project id rule; a bad id is a usage error.
+func checkProject(project string) error {
+	if err := names.ValidateProjectID(project); err != nil {
+		return UsageErrorf("%v", err)
+	}
+	return nil
+}
+
+// projectTaskFirst checks a token command's PROJECT TASK before next opens
+// anything on disk (a wrong argument count is left to next to report).
+func projectTaskFirst(next ucli.ActionFunc) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		if c.NArg() == 2 {
+			if err := checkProjectTask(c.Args().Get(0), c.Args().Get(1)); err != nil {
+				return err
+			}
+		}
+		return next(c)
+	}
+}
+
 func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"} }
 
 func writeJSON(w io.Writer, v any) error {

@@ -382,3 +382,15 @@ func TestStopInspectsRemovesAndSucceeds(t *testing.T) {
 		t.Fatalf("calls %q, want %q", seen, want)
 	}
 }
+
+// The shield's live commands check their CONTAINER argument with the same
+// rule.
+func TestShieldLiveCommandsRefuseBadNames(t *testing.T) {
+	fakePodmanOnPath(t, "")
+	for _, args := range [][]string{{"shield", "up", "a/b"}, {"shield", "down", "../x"}, {"shield", "allow", "x y", "example.com"},
+		{"shield", "deny", ".", "1.2.3.4"}, {"shield", "state", "a:b"}, {"shield", "rules", ".."}, {"shield", "log", "a/b"}} {
+		if code, _, errOut := runAs(t, 0, args...); code != ExitUsage || !strings.Contains(errOut, "invalid container name") {
+			t.Errorf("%q: exit %d %q", args, code, errOut)
+		}
+	}
+}

@@ -108,6 +108,12 @@ func shieldArgs(c *ucli.Context, names ...string) ([]string, error) {
 		if strings.TrimSpace(v) == "" || strings.HasPrefix(v, "-") {
 			return nil, UsageErrorf("invalid %s %q", names[i], v)
 		}
+		// The container name rule (docs/runner.md, Names).
+		if names[i] == "CONTAINER" {
+			if _, err := checkName(v); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return a, nil
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -215,11 +214,8 @@ func sshTokenCommand(d Deps) *ucli.Command {
 				if err != nil {
 					return err
 				}
-				if err := sshmanager.CheckProject(a[0]); err != nil {
-					return UsageErrorf("%v", err)
-				}
-				if strings.TrimSpace(a[1]) == "" {
-					return UsageErrorf("TASK must not be empty")
+				if err := checkProjectTask(a[0], a[1]); err != nil {
+					return err
 				}
 				cfg, err := loadConfig(c, d)
 				if err != nil {

@@ -122,6 +122,8 @@ func TestSSHCommandErrors(t *testing.T) {
 		{[]string{"ssh", "import", "p", "--private-key", "/nonexistent/k"}, ExitError, "Private key not found: /nonexistent/k"},
 		{[]string{"ssh", "init", "p", "--key-name", "config"}, ExitError, "collides with reserved filename"},
 		{[]string{"ssh", "token", "create", "p"}, ExitUsage, "missing argument TASK"},
+		{[]string{"ssh", "token", "create", "p", "../t"}, ExitUsage, `invalid task id "../t"`},
+		{[]string{"ssh", "token", "create", "p/q", "t"}, ExitUsage, `invalid project id "p/q"`},
 		{[]string{"ssh", "bogus"}, ExitUsage, ""},
 	}
 	for _, c := range cases {
