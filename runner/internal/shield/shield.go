@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/launch"
@@ -188,8 +189,8 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if profiles == nil {
 		profiles = s.cfg.DefaultProfiles
 	}
-	if strings.TrimSpace(container) == "" || strings.ContainsAny(container, ",\n\r\x00") {
-		return nil, fmt.Errorf("invalid container name %q", container)
+	if err := names.ValidateContainerName(container); err != nil {
+		return nil, err
 	}
 	for _, p := range profiles {
 		if !ValidProfileName(p) {
