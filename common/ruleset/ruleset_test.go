@@ -552,4 +552,11 @@ func TestOldShapeFailsWithAdvice(t *testing.T) {
 	if !strings.Contains(ErrOldShape, "run it again") {
 		t.Fatal("advice lost")
 	}
+	oldBy := golden(t, "bypass-v4-slirp.nft")
+	if errs := VerifyBypass(oldBy, false); !strings.Contains(strings.Join(errs, "|"), ErrOldShape) {
+		t.Errorf("old bypass table: %v", errs)
+	}
+	if Classify(oldBy) != StateError {
+		t.Fatalf("old bypass table classified %s", Classify(oldBy))
+	}
 }

@@ -189,20 +189,11 @@ func (c *chain) hasHeader(hook, policy string) (hookOK, policyOK bool) {
 // such a table is never repaired in place, the container is started again.
 const ErrOldShape = "the table predates closed DNS and the learned-address sets (shield bundle older than version 5): stop the container and run it again with this terok-sandbox to apply the current ruleset"
 
-// oldShape reports whether t looks like a table of the previous generator:
-// DNS accepted without the resolver mark, or no learned-address sets.
+// oldShape reports whether t looks like a table of the previous generator,
+// which declared no learned-address sets (the current rules reference
+// them, so nft refuses a current table without them).
 func oldShape(t table) bool {
-	if !strings.Contains(t.text, "set "+SetDNSV4+" {") {
-		return true
-	}
-	if out := t.chains["output"]; out != nil {
-		for _, r := range out.rules {
-			if strings.HasPrefix(r, "udp dport 53 ") && strings.HasSuffix(r, " accept") {
-				return true
-			}
-		}
-	}
-	return false
+	return !strings.Contains(t.text, "set "+SetDNSV4+" {")
 }
 
 // withAdvice appends ErrOldShape to the errors of an old-shape table.
