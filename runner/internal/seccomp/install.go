@@ -140,3 +140,9 @@ func safeDir(dir string, euid int) error {
 	}
 	return nil
 }
+
+// RootPath is root's profile in the default config root, where a --root
+// setup run through sudo puts it (rootful podman is driven by root, whose
+// runner reads /etc/terok/sandbox unless TEROK_SANDBOX_CONFIG_DIR says
+// otherwise).
+const RootPath = "/etc/terok/sandbox/" + FileName

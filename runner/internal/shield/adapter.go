@@ -14,6 +14,7 @@ import (
 	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
+	"terok.dev/sandbox/runner/internal/seccomp"
 )
 
 // BypassWarning is logged whenever the firewall is skipped by the setting.
@@ -150,7 +151,8 @@ func (a *Adapter) podmanInfo(ctx context.Context) podmaninfo.Info {
 
 // Setup installs the global hooks (§13).
 func (a *Adapter) Setup(ctx context.Context, root, user bool) (SetupResult, error) {
-	return Setup(ctx, SetupOptions{Root: root, User: user, HookBinary: a.Opts.HookBinary, Paths: a.Opts.Paths, EUID: a.Opts.EUID, Tools: a.Opts.Tools})
+	return Setup(ctx, SetupOptions{Root: root, User: user, HookBinary: a.Opts.HookBinary, Paths: a.Opts.Paths, EUID: a.Opts.EUID, Tools: a.Opts.Tools,
+		SeccompProfile: seccomp.Path(a.Cfg.ConfigDir)})
 }
 
 // ForContainer finds a running (or created) container's shield through its

@@ -14,6 +14,7 @@ import (
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/seccomp"
 )
 
 // SetupOptions drive the global hook installation (shield.md §13).
@@ -28,11 +29,18 @@ type SetupOptions struct {
 	Tools Tools
 	// Out receives progress and warnings.
 	Out io.Writer
+	// SeccompProfile is where the sandbox's seccomp profile goes (the
+	// config root's seccomp.json, docs/seccomp.md); "" installs none. A
+	// --root setup without root privileges writes root's default
+	// (seccomp.RootPath) through sudo instead.
+	SeccompProfile string
 }
 
 // SetupResult says where the hooks went.
 type SetupResult struct {
 	Dir string
+	// SeccompProfile is the installed profile ("" when none was asked for).
+	SeccompProfile string
 	// ConfChanged is true when the user containers.conf was created/edited.
 	ConfChanged bool
 	// Warning is set when containers.conf needs a manual change.
@@ -56,10 +64,17 @@ func Setup(ctx context.Context, o SetupOptions) (SetupResult, error) {
 	if err != nil {
 		return SetupResult{}, err
 	}
+	var res SetupResult
 	if o.Root {
-		return o.setupRoot(ctx, hookPath)
+		res, err = o.setupRoot(ctx, hookPath)
+	} else {
+		res, err = o.setupUser(hookPath)
 	}
-	return o.setupUser(hookPath)
+	if err != nil {
+		return res, err
+	}
+	res.SeccompProfile, err = o.installSeccomp(ctx)
+	return res, err
 }
 
 // trustedHook is the executable the descriptors name: the installed hook
@@ -289,4 +304,55 @@ func tomlString(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// installSeccomp generates the sandbox's seccomp profile from podman's
+// installed default (docs/seccomp.md) and writes it where the runner looks.
+func (o SetupOptions) installSeccomp(ctx context.Context) (string, error) {
+	if o.SeccompProfile == "" {
+		return "", nil
+	}
+	src, err := seccomp.FindPodmanDefault()
+	if err != nil {
+		return "", err
+	}
+	if !o.Root || o.EUID == 0 {
+		if err := seccomp.Install(src, o.SeccompProfile); err != nil {
+			return "", err
+		}
+		return o.SeccompProfile, nil
+	}
+	data, err := seccomp.Build(src)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp("", "terok-seccomp-setup-")
+	if err != nil {
+		return "", fmt.Errorf("create temporary directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.WriteFile(filepath.Join(tmp, seccomp.FileName), data, 0o644); err != nil {
+		return "", fmt.Errorf("write seccomp profile: %w", err)
+	}
+	sudo := o.Tools.LookPath("sudo", "/usr/bin/sudo")
+	if sudo == "" {
+		return "", fmt.Errorf("--root needs sudo to write %s, and sudo is not installed; run the setup as root", seccomp.RootPath)
+	}
+	// Copy beside the target, then rename: podman never reads half a file.
+	next := seccomp.RootPath + ".new"
+	for _, argv := range [][]string{
+		{sudo, "mkdir", "-p", "-m", "0755", filepath.Dir(seccomp.RootPath)},
+		{sudo, "cp", filepath.Join(tmp, seccomp.FileName), next},
+		{sudo, "chmod", "0644", next},
+		{sudo, "mv", "-f", next, seccomp.RootPath},
+	} {
+		res, err := o.Tools.Run(ctx, 5*time.Minute, "", argv...)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		}
+		if res.Code != 0 {
+			return "", fmt.Errorf("%s failed (exit %d): %s", strings.Join(argv, " "), res.Code, res.Combined())
+		}
+	}
+	return seccomp.RootPath, nil
 }
