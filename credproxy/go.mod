@@ -1,8 +1,13 @@
 module terok.dev/sandbox/credproxy
 
-go 1.24
+go 1.24.0
 
 require terok.dev/sandbox/common v0.0.0
+
+require (
+	golang.org/x/crypto v0.48.0 // indirect
+	golang.org/x/sys v0.41.0 // indirect
+)
 
 require (
 	github.com/coreos/go-systemd/v22 v22.5.0

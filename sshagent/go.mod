@@ -1,6 +1,6 @@
 module terok.dev/sandbox/sshagent
 
-go 1.24
+go 1.24.0
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0

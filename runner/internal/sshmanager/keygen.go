@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"terok.dev/sandbox/common/sshkeys"
 )
 
 // Key types accepted by init and add-key.
@@ -104,9 +106,21 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 }
 
 // writePair writes a generated key pair without clobbering: if the public
-// key cannot be written the private key is removed again.
-func writePair(privPath, pubPath string, priv, pub []byte) error {
-	if err := writeNew(privPath, priv, 0o600); err != nil {
+// key cannot be written the private key is removed again. The private key
+// is sealed when the store is encrypted (docs/secrets-at-rest.md, Key
+// files); a locked store refuses the write rather than leave a plaintext
+// key behind.
+func (m Manager) writePair(privPath, pubPath string, priv, pub []byte) error {
+	w, err := m.Vault.BeginWrite()
+	if err != nil {
+		return fmt.Errorf("write private key %s: %w", privPath, err)
+	}
+	defer w.Close()
+	content, err := sshkeys.EncodePrivateKey(w, privPath, priv)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(privPath, content, 0o600); err != nil {
 		return err
 	}
 	if err := writeNew(pubPath, pub, 0o644); err != nil {

@@ -26,6 +26,7 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/filelock"
+	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
 )
 
@@ -40,11 +41,15 @@ type Manager struct {
 	KeysDir  string // <state_dir>/ssh-keys
 	KeysJSON string // <credentials_dir>/ssh-keys.json
 	Env      config.Env
+	// Vault seals new private key files when the store is encrypted
+	// (nil: plaintext, as before).
+	Vault *secretstore.Vault
 }
 
 // New returns the manager for cfg.
 func New(cfg config.Config, env config.Env) Manager {
-	return Manager{KeysDir: cfg.SSHKeysDir(), KeysJSON: cfg.SSHKeysJSON(), Env: env}
+	return Manager{KeysDir: cfg.SSHKeysDir(), KeysJSON: cfg.SSHKeysJSON(), Env: env,
+		Vault: secretstore.OpenVault(cfg.CredentialsDir)}
 }
 
 // CheckProject applies the project id rule of §9.4.
@@ -190,7 +195,7 @@ func (m Manager) Init(o InitOptions) (InitResult, error) {
 				return InitResult{}, fmt.Errorf("remove old key %s: %w", p, err)
 			}
 		}
-		if err := writePair(res.PrivateKey, res.PublicKey, priv, pub); err != nil {
+		if err := m.writePair(res.PrivateKey, res.PublicKey, priv, pub); err != nil {
 			return InitResult{}, err
 		}
 		res.Generated = true
@@ -322,7 +327,7 @@ func (m Manager) AddKey(project, name, keyType string) (AddKeyResult, error) {
 		if err != nil {
 			return AddKeyResult{}, err
 		}
-		if err := writePair(r.PrivateKey, r.PublicKey, priv, pub); err != nil {
+		if err := m.writePair(r.PrivateKey, r.PublicKey, priv, pub); err != nil {
 			return AddKeyResult{}, err
 		}
 		if n > 0 {
@@ -431,8 +436,9 @@ func (m Manager) Import(project, privSrc, pubSrc string) (ImportResult, error) {
 		data []byte
 		mode os.FileMode
 		dst  *string
-	}{{priv, privData, 0o600, &res.PrivateKey}, {pub, pubData, 0, &res.PublicKey}} {
-		dst, err := copyInto(dir, f.src, f.data, f.mode)
+		priv bool
+	}{{priv, privData, 0o600, &res.PrivateKey, true}, {pub, pubData, 0, &res.PublicKey, false}} {
+		dst, err := m.copyInto(dir, f.src, f.data, f.mode, f.priv)
 		if err != nil {
 			return ImportResult{}, err
 		}
@@ -503,8 +509,10 @@ func checkPair(privData, pubData []byte) error {
 
 // copyInto copies src into dir under its base name, or <stem>_<n><ext> if a
 // different file already has that name; an identical file is reused. mode 0
-// keeps the source's mode. Timestamps are kept.
-func copyInto(dir, src string, data []byte, mode os.FileMode) (string, error) {
+// keeps the source's mode. Timestamps are kept. A private key is sealed
+// when the store is encrypted, and an existing file is compared by its
+// plaintext.
+func (m Manager) copyInto(dir, src string, data []byte, mode os.FileMode, private bool) (string, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return "", err
@@ -522,6 +530,11 @@ func copyInto(dir, src string, data []byte, mode os.FileMode) (string, error) {
 		}
 		dst := filepath.Join(dir, name)
 		if old, err := os.ReadFile(dst); err == nil {
+			if private && secretstore.IsSealed(old) {
+				if old, err = sshkeys.DecodePrivateKey(m.Vault, dst, old); err != nil {
+					continue // not openable here: treat as a different file
+				}
+			}
 			if bytes.Equal(old, data) {
 				if err := os.Chmod(dst, mode); err != nil {
 					return "", fmt.Errorf("chmod %s: %w", dst, err)
@@ -532,7 +545,22 @@ func copyInto(dir, src string, data []byte, mode os.FileMode) (string, error) {
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("read %s: %w", dst, err)
 		}
-		if err := writeNew(dst, data, mode); err != nil {
+		content := data
+		var w *secretstore.Writer
+		if private {
+			if w, err = m.Vault.BeginWrite(); err != nil {
+				return "", fmt.Errorf("write private key %s: %w", dst, err)
+			}
+			if content, err = sshkeys.EncodePrivateKey(w, dst, data); err != nil {
+				w.Close()
+				return "", err
+			}
+		}
+		err := writeNew(dst, content, mode)
+		if w != nil {
+			w.Close()
+		}
+		if err != nil {
 			if errors.Is(err, os.ErrExist) {
 				continue // created meanwhile; look again
 			}

@@ -24,6 +24,7 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/sshagent/internal/bridge"
 	"terok.dev/sandbox/sshagent/internal/keys"
@@ -188,9 +189,19 @@ func runServer(args []string, env Env) int {
 		return finish(env, err)
 	}
 	defer db.Close()
+	// The keystore lives beside the database (docs/secrets-at-rest.md):
+	// with one present the key files are sealed, and a locked store means
+	// no key could be served, so the agent does not start.
+	vault := secretstore.OpenVault(filepath.Dir(db.Path()))
+	if err := vault.Ready(); err != nil {
+		log.Error("cannot start: "+err.Error(), "keystore", vault.KeystorePath())
+		return finish(env, err)
+	}
+	keyStore := keys.NewStore(keysAbs, log)
+	keyStore.SetVault(vault)
 
 	srv, err := server.New(server.Options{
-		Tokens: db, Keys: keys.NewStore(keysAbs, log), Log: log,
+		Tokens: db, Keys: keyStore, Log: log,
 		MaxConns: *maxConns, IdleTimeout: *idle,
 	})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
 )
 
@@ -49,8 +50,9 @@ func (k Key) Type() string { return k.Signer.PublicKey().Type() }
 
 // Store loads keys from one ssh-keys.json. Safe for concurrent use.
 type Store struct {
-	path string
-	log  *slog.Logger
+	path  string
+	log   *slog.Logger
+	vault *secretstore.Vault // nil: plaintext key files only
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -68,6 +70,10 @@ func NewStore(path string, log *slog.Logger) *Store {
 	}
 	return &Store{path: path, log: log, cache: map[string]cached{}}
 }
+
+// SetVault lets the store open sealed private key files
+// (docs/secrets-at-rest.md). Call it before the store is used.
+func (s *Store) SetVault(v *secretstore.Vault) { s.vault = v }
 
 // Project returns project's loadable keys in announce order (tk-main: keys
 // first, otherwise file order). No keys is an empty slice, never an error:
@@ -96,7 +102,7 @@ func (s *Store) Project(project string) []Key {
 	// Parse outside the lock: RSA parsing is slow and projects are independent.
 	var loaded []Key
 	for _, e := range entries {
-		k, err := LoadPair(e.PrivateKey, e.PublicKey)
+		k, err := LoadSealedPair(s.vault, e.PrivateKey, e.PublicKey)
 		if err != nil {
 			s.log.Error("skipping SSH key that cannot be loaded; fix or re-register it in ssh-keys.json",
 				"project", project, "private_key", e.PrivateKey, "err", err)
@@ -149,14 +155,27 @@ func stamp(path string) string {
 		strconv.FormatInt(fi.Size(), 10) + ":" + strconv.FormatUint(ino, 10)
 }
 
-// LoadPair loads a private key and its .pub file and checks that they
-// belong together.
-func LoadPair(privPath, pubPath string) (Key, error) {
+// LoadPair loads a plaintext private key and its .pub file and checks that
+// they belong together.
+func LoadPair(privPath, pubPath string) (Key, error) { return LoadSealedPair(nil, privPath, pubPath) }
+
+// LoadSealedPair is LoadPair for a private key file that may be sealed: it
+// is opened with v in memory; the plaintext is cleared once parsed (the
+// parsed key lives on in the signer).
+func LoadSealedPair(v *secretstore.Vault, privPath, pubPath string) (Key, error) {
 	privData, err := readLimited(privPath)
 	if err != nil {
 		return Key{}, err
 	}
+	sealed := secretstore.IsSealed(privData)
+	privData, err = sshkeys.DecodePrivateKey(v, privPath, privData)
+	if err != nil {
+		return Key{}, err
+	}
 	signer, err := ParsePrivate(privData)
+	if sealed {
+		clear(privData)
+	}
 	if err != nil {
 		return Key{}, fmt.Errorf("private key %s: %w", privPath, err)
 	}

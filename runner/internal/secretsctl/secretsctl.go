@@ -1,0 +1,368 @@
+// Package secretsctl is the operator's side of secrets at rest
+// (docs/secrets-at-rest.md): status, unlock and lock of the keystore, the
+// migration of every credential value and private key file to the mode in
+// force, and data-key rotation. The formats and the vault live in
+// common/secretstore; this package walks the stores.
+package secretsctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/secretstore"
+	"terok.dev/sandbox/common/sshkeys"
+)
+
+// Store is one configuration's secrets: the credentials database, the SSH
+// key map and the keystore beside them.
+type Store struct {
+	Dir      string // credentials directory (keystore)
+	DBPath   string
+	KeysJSON string
+	// Encrypt is credentials_encryption: the mode the operator wants.
+	Encrypt bool
+}
+
+// FromConfig returns the store of cfg.
+func FromConfig(cfg config.Config) Store {
+	return Store{Dir: cfg.CredentialsDir, DBPath: cfg.CredentialsDB(), KeysJSON: cfg.SSHKeysJSON(),
+		Encrypt: cfg.CredentialsEncryption}
+}
+
+// Counts is how many values of one kind are in which form.
+type Counts struct {
+	Sealed    int `json:"sealed"`
+	Plaintext int `json:"plaintext"`
+	Missing   int `json:"missing,omitempty"` // key files listed but absent
+}
+
+// Source is one KEK source and whether this host has it.
+type Source struct {
+	Name   string `json:"name"`
+	Usable bool   `json:"usable"`
+	Detail string `json:"detail"`
+}
+
+// Status is `credentials status` and the doctor check.
+type Status struct {
+	Mode        string   `json:"mode"` // "encrypted" or "plaintext"
+	Why         string   `json:"why"`
+	Config      bool     `json:"credentials_encryption"`
+	Keystore    string   `json:"keystore"`
+	State       string   `json:"state"`
+	StateError  string   `json:"state_error,omitempty"`
+	DataKeys    int      `json:"data_keys"`
+	Sources     []Source `json:"key_sources"`
+	Credentials Counts   `json:"credentials"`
+	KeyFiles    Counts   `json:"key_files"`
+	// Next is what the operator should run, most important first.
+	Next []string `json:"next,omitempty"`
+	// Problem is set when the state needs action (doctor warns).
+	Problem bool `json:"problem"`
+}
+
+// Status reports the mode in force, why, the key sources and how many
+// values are sealed.
+func (s Store) Status(ctx context.Context) (Status, error) {
+	v := secretstore.OpenVault(s.Dir)
+	st := Status{Config: s.Encrypt, Keystore: v.KeystorePath(), DataKeys: v.KeyCount()}
+	state := v.State()
+	st.State = state.String()
+	if err := v.Err(); err != nil && state == secretstore.Broken {
+		st.StateError = err.Error()
+	}
+	st.Sources = sources(v)
+	var err error
+	if st.Credentials, err = s.countCredentials(ctx); err != nil {
+		return st, err
+	}
+	st.KeyFiles = s.countKeyFiles()
+	sealed := st.Credentials.Sealed + st.KeyFiles.Sealed
+	plain := st.Credentials.Plaintext + st.KeyFiles.Plaintext
+	switch {
+	case state == secretstore.NoKeystore && s.Encrypt:
+		st.Mode = "plaintext"
+		st.Why = "no keystore has been set up yet (credentials_encryption is on)"
+		st.Next = append(st.Next, "terok-sandbox credentials unlock   # choose a passphrase; creates the keystore")
+		if plain > 0 {
+			st.Next = append(st.Next, "terok-sandbox credentials migrate  # then encrypt the existing values")
+		}
+		st.Problem = plain > 0
+	case state == secretstore.NoKeystore:
+		st.Mode = "plaintext"
+		st.Why = "credentials_encryption = false in the config (for hosts that still run the older plaintext-only daemons)"
+	case !s.Encrypt:
+		st.Mode = "encrypted"
+		st.Why = "credentials_encryption = false in the config, but a keystore still exists: new values are still sealed"
+		st.Next = append(st.Next, "terok-sandbox credentials migrate  # decrypt everything and remove the keystore")
+		st.Problem = true
+	default:
+		st.Mode = "encrypted"
+		st.Why = "a keystore exists and credentials_encryption is on"
+	}
+	if state == secretstore.Locked {
+		st.Next = append([]string{"terok-sandbox credentials unlock   # the daemons refuse to start while locked"}, st.Next...)
+		st.Problem = true
+	}
+	if state == secretstore.Broken {
+		st.Next = append(st.Next, "restore "+secretstore.FileName+" from a backup (sealed values cannot be read without it)")
+		st.Problem = true
+	}
+	if state == secretstore.Unlocked && s.Encrypt && plain > 0 {
+		st.Next = append(st.Next, fmt.Sprintf("terok-sandbox credentials migrate  # %d values are still plaintext", plain))
+		st.Problem = true
+	}
+	if st.DataKeys > 1 {
+		st.Next = append(st.Next, "terok-sandbox credentials rotate-key  # a rotation was interrupted; this finishes it")
+		st.Problem = true
+	}
+	if state == secretstore.NoKeystore && sealed > 0 {
+		st.Next = append(st.Next, fmt.Sprintf("restore %s from a backup: %d sealed values cannot be read without it", secretstore.FileName, sealed))
+		st.Problem = true
+	}
+	return st, nil
+}
+
+func sources(v *secretstore.Vault) []Source {
+	var out []Source
+	sd := Source{Name: "systemd-creds"}
+	if p, err := exec.LookPath("systemd-creds"); err != nil {
+		sd.Detail = "not installed"
+	} else if _, err := os.Stat("/run/systemd/system"); err != nil {
+		sd.Detail = p + " found, but systemd is not PID 1 here; not used by this version (planned: TPM2-sealed KEK)"
+	} else {
+		sd.Detail = p + " found; not used by this version (planned: TPM2-sealed KEK)"
+	}
+	out = append(out, sd)
+	kr := Source{Name: "kernel keyring"}
+	if err := secretstore.KeyringStatus(); err != nil {
+		kr.Detail = err.Error()
+	} else {
+		kr.Usable = true
+		kr.Detail = "user keyring usable"
+		if id := v.StoreID(); id != "" {
+			if _, err := secretstore.CachedKEK(id); err == nil {
+				kr.Detail = "key cached (unlocked)"
+			} else {
+				kr.Detail = "no key cached (locked)"
+			}
+		}
+	}
+	out = append(out, kr)
+	pp := Source{Name: "passphrase", Usable: true, Detail: "not set up"}
+	if v.StoreID() != "" {
+		pp.Detail = "set up (Argon2id)"
+	}
+	return append(out, pp)
+}
+
+func (s Store) countCredentials(ctx context.Context) (Counts, error) {
+	var c Counts
+	if _, err := os.Stat(s.DBPath); errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	db, err := creddb.Open(s.DBPath)
+	if err != nil {
+		return c, err
+	}
+	defer db.Close()
+	rows, err := db.RawCredentials(ctx)
+	if err != nil {
+		return c, err
+	}
+	for _, r := range rows {
+		if secretstore.IsSealed([]byte(r.Data)) {
+			c.Sealed++
+		} else {
+			c.Plaintext++
+		}
+	}
+	return c, nil
+}
+
+func (s Store) countKeyFiles() Counts {
+	var c Counts
+	m, _ := sshkeys.Read(s.KeysJSON)
+	for _, p := range m.PrivateKeyPaths() {
+		data, err := os.ReadFile(p)
+		switch {
+		case err != nil:
+			c.Missing++
+		case secretstore.IsSealed(data):
+			c.Sealed++
+		default:
+			c.Plaintext++
+		}
+	}
+	return c
+}
+
+// Unlock opens (or, when there is none and encryption is on, creates) the
+// keystore with passphrase and caches its KEK in the kernel keyring for
+// timeout (0: until lock or reboot). It reports whether it created it.
+func (s Store) Unlock(passphrase []byte, timeout time.Duration, params secretstore.KDFParams) (created bool, err error) {
+	var id string
+	var kek []byte
+	_, statErr := os.Stat(filepath.Join(s.Dir, secretstore.FileName))
+	if errors.Is(statErr, os.ErrNotExist) {
+		if !s.Encrypt {
+			return false, errors.New("credentials_encryption = false in the config: no keystore is created and the store stays plaintext; remove the key (or set it to true) to encrypt")
+		}
+		id, kek, err = secretstore.Create(s.Dir, passphrase, params)
+		created = true
+	} else {
+		id, kek, err = secretstore.Unlock(s.Dir, passphrase)
+	}
+	if err != nil {
+		return false, err
+	}
+	defer clear(kek)
+	if err := secretstore.CacheKEK(id, kek, timeout); err != nil {
+		return created, err
+	}
+	return created, nil
+}
+
+// Lock drops the cached KEK; it reports whether one was cached.
+func (s Store) Lock() (bool, error) {
+	id := secretstore.OpenVault(s.Dir).StoreID()
+	if id == "" {
+		return false, nil
+	}
+	return secretstore.ForgetKEK(id)
+}
+
+// Result is what migrate and rotate-key changed.
+type Result struct {
+	Credentials int  `json:"credentials_rewritten"`
+	KeyFiles    int  `json:"key_files_rewritten"`
+	Removed     bool `json:"keystore_removed,omitempty"`
+	Rotated     bool `json:"rotated,omitempty"`
+	// WALClean is false when another process kept old WAL frames alive.
+	WALClean bool          `json:"wal_clean"`
+	Took     time.Duration `json:"took_ns"`
+}
+
+// Migrate brings every credential value and private key file to the mode
+// in force: sealed with the current key when encryption is on (plaintext
+// written by older tools included; an interrupted rotation is finished),
+// or back to plaintext with the keystore removed when it is off.
+func (s Store) Migrate(ctx context.Context) (Result, error) {
+	start := time.Now()
+	v := secretstore.OpenVault(s.Dir)
+	if v.State() == secretstore.NoKeystore {
+		if s.Encrypt {
+			return Result{}, errors.New("there is no keystore yet: run 'terok-sandbox credentials unlock' to choose a passphrase, then migrate")
+		}
+		st, err := s.Status(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if n := st.Credentials.Sealed + st.KeyFiles.Sealed; n > 0 {
+			return Result{}, fmt.Errorf("%d values are sealed but there is no keystore: %w", n, secretstore.ErrNoKeystore)
+		}
+		return Result{WALClean: true, Took: time.Since(start)}, nil // plaintext already
+	}
+	b, err := v.Exclusive()
+	if err != nil {
+		return Result{}, err
+	}
+	defer b.Close()
+	change := b.Reseal
+	if !s.Encrypt {
+		change = b.Unseal
+	}
+	res, err := s.rewrite(ctx, change)
+	if err != nil {
+		return res, err
+	}
+	if s.Encrypt {
+		if err := b.FinishRotation(); err != nil {
+			return res, err
+		}
+	} else {
+		if err := b.RemoveKeystore(); err != nil {
+			return res, err
+		}
+		res.Removed = true
+	}
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// RotateKey replaces the data key: a new key is added and made current,
+// every value is re-sealed under it (the database in one transaction, each
+// key file atomically), then the old key is dropped. Each step is durable
+// before the next, and the keystore holds both keys until every value is
+// re-sealed, so a crash leaves every value readable; running it again
+// resumes (docs/secrets-at-rest.md, Rotation).
+func (s Store) RotateKey(ctx context.Context) (Result, error) {
+	start := time.Now()
+	if !s.Encrypt {
+		return Result{}, errors.New("credentials_encryption = false in the config: there is no key to rotate (run 'terok-sandbox credentials migrate' to finish the move to plaintext)")
+	}
+	v := secretstore.OpenVault(s.Dir)
+	if v.State() == secretstore.NoKeystore {
+		return Result{}, errors.New("there is no keystore yet: run 'terok-sandbox credentials unlock' to choose a passphrase first")
+	}
+	b, err := v.Exclusive()
+	if err != nil {
+		return Result{}, err
+	}
+	defer b.Close()
+	if err := b.StartRotation(); err != nil {
+		return Result{}, err
+	}
+	res, err := s.rewrite(ctx, b.Reseal)
+	if err != nil {
+		return res, fmt.Errorf("%w; every value is still readable, run rotate-key again to finish", err)
+	}
+	if err := b.FinishRotation(); err != nil {
+		return res, err
+	}
+	res.Rotated = true
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// rewrite applies change to every credential value (one transaction) and
+// every registered private key file, then compacts the database.
+func (s Store) rewrite(ctx context.Context, change func([]byte, secretstore.AD) ([]byte, bool, error)) (Result, error) {
+	var res Result
+	db, err := creddb.Open(s.DBPath)
+	if err != nil {
+		return res, err
+	}
+	defer db.Close()
+	if res.Credentials, err = db.RewriteAll(ctx, func(set, provider string, value []byte) ([]byte, bool, error) {
+		return change(value, secretstore.CredentialAD(set, provider))
+	}); err != nil {
+		return res, err
+	}
+	m, err := sshkeys.Read(s.KeysJSON)
+	if err != nil {
+		return res, fmt.Errorf("the credentials are done, but the key files are not: %w", err)
+	}
+	for _, p := range m.PrivateKeyPaths() {
+		changed, err := sshkeys.RewriteKeyFile(p, func(value []byte) ([]byte, bool, error) {
+			return change(value, secretstore.KeyFileAD(p))
+		})
+		if err != nil {
+			return res, err
+		}
+		if changed {
+			res.KeyFiles++
+		}
+	}
+	if res.WALClean, err = db.Compact(ctx); err != nil {
+		return res, err
+	}
+	return res, nil
+}
