@@ -1,0 +1,50 @@
+package nftnl_test
+
+import (
+	"testing"
+
+	"github.com/google/nftables"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/shield-hook/internal/nftnl"
+	"terok.dev/sandbox/shield-hook/internal/testaddrs"
+)
+
+// BenchmarkApplyVerify1000 is the hook's netlink step for a new
+// container: build nothing (the plan is made once), open the socket in
+// the namespace, commit the table with 1,000 allowlist entries, read it
+// back and compare. The table is deleted between rounds outside the
+// timer, so each round creates it afresh as for a new container.
+func BenchmarkApplyVerify1000(b *testing.B) {
+	s := newScratch(b, "bn")
+	text, _, err := ruleset.Script{
+		Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}},
+		Allow:    testaddrs.Allowlist(1000),
+		Gateways: ruleset.SlirpGateways(),
+	}.Render()
+	if err != nil {
+		b.Fatal(err)
+	}
+	parsed, ok := ruleset.ParseScript(text)
+	if !ok {
+		b.Fatal("not parsed")
+	}
+	plan, err := nftnl.NewPlan(parsed, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
+			b.Fatal(err, verrs)
+		}
+		b.StopTimer()
+		s.conn(b, func(c *nftables.Conn) {
+			c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table})
+			if err := c.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.StartTimer()
+	}
+}
