@@ -133,6 +133,7 @@ func TestAdapterCheck(t *testing.T) {
 		p, _ := testPaths(t)
 		a.Opts.Paths = p
 		a.Opts.Info = &infoSlirp
+		a.Opts.Now = func() time.Time { return time.Now().Add(time.Minute) }
 		c := a.Check(ctx)
 		want := "stopped leaked resolver for task proj-task-7 (pid " + strconv.Itoa(r.pid()) + ")"
 		if len(c.Cleaned) != 1 || c.Cleaned[0] != want || !r.exited(2*time.Second) {

@@ -24,8 +24,9 @@ import (
 // scan of `shield check` catch what is.
 
 // launchGrace is how old a resolver must be before the check may call it
-// leaked while its container is only "created": a launch in progress is
-// "created" between the hook and runc start, for milliseconds.
+// leaked: a launch in progress has a resolver whose container is not
+// "running" yet (podman says "created", or container.id still names the
+// task's previous container) for milliseconds.
 const launchGrace = 30 * time.Second
 
 // Cleanup stops the task's resolver (and the dnsmasq of an old bundle)
@@ -92,6 +93,13 @@ func (s *Shield) containerRunning(ctx context.Context, ref string) (bool, error)
 	return pid > 0, nil
 }
 
+func (o Options) now() time.Time {
+	if o.Now == nil {
+		return time.Now()
+	}
+	return o.Now()
+}
+
 // leak is a live helper process of a task directory.
 type leak struct {
 	task, dir string
@@ -150,42 +158,43 @@ func stateOf(states map[string]string, short string) string {
 	return ""
 }
 
-// processAge is how long pid has run (0 when unknown).
-func processAge(pid int) time.Duration {
-	start, err := strconv.ParseInt(procStart(pid), 10, 64)
+// processStarted is when pid started: boot time (btime of /proc/stat)
+// plus its start time in clock ticks; false when unknown.
+func processStarted(pid int) (time.Time, bool) {
+	ticks, err := strconv.ParseInt(procStart(pid), 10, 64)
 	if err != nil {
-		return 0
+		return time.Time{}, false
 	}
-	up, err := os.ReadFile("/proc/uptime")
+	stat, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return time.Time{}, false
 	}
-	f := strings.Fields(string(up))
-	if len(f) == 0 {
-		return 0
+	for _, line := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			// Clock ticks are USER_HZ, 100 on every Linux architecture Go
+			// supports.
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / 100), true
+		}
 	}
-	secs, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return 0
-	}
-	// Clock ticks are USER_HZ, 100 on every Linux architecture Go supports.
-	age := time.Duration(secs*float64(time.Second)) - time.Duration(start)*time.Second/100
-	if age < 0 {
-		return 0
-	}
-	return age
+	return time.Time{}, false
 }
 
 // leaked reports whether a helper's container is gone: podman does not
-// know it, it has exited, or it is stuck "created" (a failed start) for
-// longer than any launch takes. A helper of a task without container.id
-// (the hook failed before writing it) counts by its age alone.
+// know it, it has exited, or it is stuck "created" (a failed start). Only a
+// helper older than any launch counts: while a launch is in progress the
+// hook has started the resolver but container.id may still name the
+// task's previous container, which podman no longer knows.
 func leaked(state string, age time.Duration) bool {
+	if age < launchGrace {
+		return false
+	}
 	switch state {
-	case "", "exited", "stopped", "dead", "removing":
+	case "", "exited", "stopped", "dead", "removing", "created", "configured", "initialized":
 		return true
-	case "created", "configured", "initialized":
-		return age >= launchGrace
 	}
 	return false
 }
@@ -209,7 +218,8 @@ func (a *Adapter) StopLeaks(ctx context.Context) (stopped, issues []string) {
 	}
 	for _, h := range helpers {
 		state := stateOf(states, readTrim(filepath.Join(h.dir, shieldbundle.FileContainerID)))
-		if !leaked(state, processAge(h.pid)) {
+		started, ok := processStarted(h.pid)
+		if !ok || !leaked(state, a.Opts.now().Sub(started)) {
 			continue
 		}
 		if checkStateDir(h.dir, a.Opts.EUID) != nil {
