@@ -7,7 +7,35 @@ MODULES   := common gate credproxy sshagent shield-hook runner systemd
 BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS   := -X terok.dev/sandbox/common/version.Version=$(VERSION)
+# Installation layout (docs/install.md). DESTDIR stages an install (the
+# package is built from one); every other path is the final location.
 PREFIX    ?= $(HOME)/.local
+DESTDIR   ?=
+BINDIR    ?= $(PREFIX)/bin
+# Executables that are not commands: the OCI hook (the runner finds it as
+# <bin>/../libexec/terok/terok-shield-hook).
+LIBEXECDIR ?= $(PREFIX)/libexec/terok
+DATADIR   ?= $(PREFIX)/share
+MANDIR    ?= $(DATADIR)/man
+DOCDIR    ?= $(DATADIR)/doc/terok-sandbox
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+# systemd reads user units from ~/.local/share/systemd/user and, for /usr
+# and /usr/local, both scopes from <prefix>/lib/systemd; a home install gets
+# no system units (no system manager reads them there).
+ifeq ($(PREFIX),$(HOME)/.local)
+SYSTEMDUSERUNITDIR   ?= $(DATADIR)/systemd/user
+SYSTEMDSYSTEMUNITDIR ?=
+else
+SYSTEMDUSERUNITDIR   ?= $(PREFIX)/lib/systemd/user
+SYSTEMDSYSTEMUNITDIR ?= $(PREFIX)/lib/systemd/system
+endif
+# Generated install files (man page, completions, units, example config).
+GEN       := $(CURDIR)/build/gen
+DAEMONS   := terok-gate terok-credential-proxy terok-ssh-agent
+UNITS     := terok-gate.socket terok-gate.service terok-credential-proxy.socket terok-credential-proxy.service \
+	terok-ssh-agent.socket terok-ssh-agent.service
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1x
 E2E_TIMEOUT ?= 40m
@@ -15,7 +43,7 @@ E2E_TIMEOUT ?= 40m
 # sudoer's `make check` runs that part (only) through sudo.
 AS_ROOT   := $(if $(filter 0,$(shell id -u)),,sudo --preserve-env=PATH,GOFLAGS)
 
-.PHONY: all build test e2e bench fuzz lint install uninstall clean check tools demo
+.PHONY: all build gen test e2e bench fuzz lint install uninstall package package-test clean check tools demo
 
 all: build
 
@@ -61,13 +89,38 @@ lint: tools
 tools:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-install: build
-	install -d $(PREFIX)/bin
-	install -m 0755 $(BIN)/terok-sandbox $(BIN)/terok-gate $(BIN)/terok-credential-proxy \
-		$(BIN)/terok-ssh-agent $(BIN)/terok-shield-hook $(PREFIX)/bin/
+# Man page, completions, units (running the daemons from BINDIR) and the
+# example config, generated from the CLI definitions and unit templates by
+# a build tool that keeps urfave/cli's docs generator.
+gen:
+	@rm -rf $(GEN)
+	cd runner && $(GO) run ./cmd/terok-sandbox-gen -out $(GEN) -bindir $(BINDIR)
 
+install: build gen
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSTEMDUSERUNITDIR)
+	install -m 0755 $(BIN)/terok-sandbox $(addprefix $(BIN)/,$(DAEMONS)) $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BIN)/terok-shield-hook $(DESTDIR)$(LIBEXECDIR)/
+	gzip -9nc $(GEN)/man/terok-sandbox.1 > $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz
+	install -m 0644 $(GEN)/completions/terok-sandbox.bash $(DESTDIR)$(BASHCOMPDIR)/terok-sandbox
+	install -m 0644 $(GEN)/completions/_terok-sandbox $(DESTDIR)$(ZSHCOMPDIR)/_terok-sandbox
+	install -m 0644 $(GEN)/completions/terok-sandbox.fish $(DESTDIR)$(FISHCOMPDIR)/terok-sandbox.fish
+	install -m 0644 $(addprefix $(GEN)/units/user/,$(UNITS)) $(DESTDIR)$(SYSTEMDUSERUNITDIR)/
+	$(if $(SYSTEMDSYSTEMUNITDIR),install -d $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR) && install -m 0644 $(addprefix $(GEN)/units/system/,$(UNITS)) $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/,@true)
+	install -m 0644 $(GEN)/config.example.toml $(DESTDIR)$(DOCDIR)/examples/config.toml
+	install -m 0644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(DOCDIR)/
+
+# Removes exactly what install put there (and the hook an older install
+# put into BINDIR); never the state, config or units the runner wrote.
 uninstall:
-	rm -f $(addprefix $(PREFIX)/bin/,terok-sandbox terok-gate terok-credential-proxy terok-ssh-agent terok-shield-hook)
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,terok-sandbox $(DAEMONS) terok-shield-hook) \
+		$(DESTDIR)$(LIBEXECDIR)/terok-shield-hook $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz \
+		$(DESTDIR)$(BASHCOMPDIR)/terok-sandbox $(DESTDIR)$(ZSHCOMPDIR)/_terok-sandbox $(DESTDIR)$(FISHCOMPDIR)/terok-sandbox.fish \
+		$(addprefix $(DESTDIR)$(SYSTEMDUSERUNITDIR)/,$(UNITS)) \
+		$(if $(SYSTEMDSYSTEMUNITDIR),$(addprefix $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/,$(UNITS))) \
+		$(DESTDIR)$(DOCDIR)/examples/config.toml $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md)
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf $(BIN)

@@ -12,6 +12,8 @@ packages=(
   # real clients and peers the integration tests drive
   git curl socat dnsmasq-base openssh-server openssh-client sqlite3 dnsutils
   busybox-static netcat-openbsd wget iproute2 procps psmisc ca-certificates
+  # shells whose generated completions the tests run
+  zsh fish
   # load generator for benchmarks
   wrk
 )
