@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 	"unicode"
 
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/secretstore"
+	"terok.dev/sandbox/runner/internal/secretsctl"
 )
 
 // maxSecretInput bounds what `credentials set` reads.
@@ -27,8 +32,8 @@ func credentialsCommand(d Deps) *ucli.Command {
 	setFlag := &ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"}
 	return &ucli.Command{
 		Name:  "credentials",
-		Usage: "stored credentials the proxy injects: set, get, list, delete",
-		Subcommands: []*ucli.Command{
+		Usage: "stored credentials the proxy injects: set, get, list, delete; encryption at rest: status, unlock, lock, migrate, rotate-key",
+		Subcommands: append([]*ucli.Command{
 			{
 				Name:      "set",
 				Usage:     "store a credential read from stdin or --from-file (a JSON object, or a bare secret with --type)",
@@ -66,8 +71,14 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
+					vault := useVault(db)
 					if err := db.StoreCredential(c.Context, fa.String("set"), a[0], data); err != nil {
 						return err
+					}
+					if vault.State() == secretstore.NoKeystore {
+						if cfg, err := loadConfig(c, d); err == nil && cfg.CredentialsEncryption {
+							fmt.Fprintln(d.Stderr, "Note: stored in plaintext, no keystore is set up yet; run 'terok-sandbox credentials unlock' and then 'terok-sandbox credentials migrate' to encrypt it.")
+						}
 					}
 					if fa.Bool("json") {
 						return writeJSON(d.Stdout, map[string]string{"provider": a[0], "credential_set": fa.String("set"), "type": typeOf(data)})
@@ -82,6 +93,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag, &ucli.BoolFlag{Name: "show-secret", Usage: "print the secret values (they end up in your terminal history)"}, jsonFlag()},
 				Action: withCredDB(d, []string{"provider"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
+					useVault(db)
 					cred, err := db.LoadCredential(c.Context, fa.String("set"), a[0])
 					if errors.Is(err, creddb.ErrNotFound) {
 						return fmt.Errorf("no credential %s in set %s; store one with 'terok-sandbox credentials set %s'", a[0], fa.String("set"), a[0])
@@ -148,7 +160,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 					return nil
 				}),
 			},
-		},
+		}, secretsCommands(d)...),
 	}
 }
 
@@ -241,4 +253,250 @@ func maskCredential(c creddb.Credential) creddb.Credential {
 		out[k] = v
 	}
 	return out
+}
+
+// useVault gives db the vault of its credentials directory (the keystore
+// lives beside the database) and returns it.
+func useVault(db *creddb.DB) *secretstore.Vault {
+	v := secretstore.OpenVault(filepath.Dir(db.Path()))
+	db.SetVault(v)
+	return v
+}
+
+// maxPassphrase bounds a passphrase file.
+const maxPassphrase = 4096
+
+// secretsCommands are the encryption-at-rest commands of `credentials`
+// (docs/secrets-at-rest.md).
+func secretsCommands(d Deps) []*ucli.Command {
+	passFlag := &ucli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from this file (first line) instead of the terminal"}
+	store := func(c *ucli.Context) (secretsctl.Store, error) {
+		cfg, err := loadConfig(c, d)
+		if err != nil {
+			return secretsctl.Store{}, err
+		}
+		return secretsctl.FromConfig(cfg), nil
+	}
+	return []*ucli.Command{
+		{
+			Name:  "status",
+			Usage: "show whether secrets are encrypted at rest, why, the key sources and what is still plaintext",
+			Flags: []ucli.Flag{jsonFlag()},
+			Action: func(c *ucli.Context) error {
+				fa, _, err := argsExactly(c)
+				if err != nil {
+					return err
+				}
+				s, err := store(c)
+				if err != nil {
+					return err
+				}
+				st, err := s.Status(c.Context)
+				if err != nil {
+					return err
+				}
+				if fa.Bool("json") {
+					return writeJSON(d.Stdout, st)
+				}
+				fmt.Fprintf(d.Stdout, "Mode:        %s (%s)\n", st.Mode, st.Why)
+				fmt.Fprintf(d.Stdout, "Keystore:    %s: %s\n", st.Keystore, st.State)
+				if st.StateError != "" {
+					fmt.Fprintf(d.Stdout, "             %s\n", st.StateError)
+				}
+				fmt.Fprintf(d.Stdout, "Credentials: %d sealed, %d plaintext\n", st.Credentials.Sealed, st.Credentials.Plaintext)
+				fmt.Fprintf(d.Stdout, "Key files:   %d sealed, %d plaintext", st.KeyFiles.Sealed, st.KeyFiles.Plaintext)
+				if st.KeyFiles.Missing > 0 {
+					fmt.Fprintf(d.Stdout, ", %d missing", st.KeyFiles.Missing)
+				}
+				fmt.Fprintln(d.Stdout)
+				fmt.Fprintln(d.Stdout, "Key sources:")
+				for _, src := range st.Sources {
+					fmt.Fprintf(d.Stdout, "  %-15s %s\n", src.Name, src.Detail)
+				}
+				if len(st.Next) > 0 {
+					fmt.Fprintln(d.Stdout, "Next:")
+					for _, n := range st.Next {
+						fmt.Fprintf(d.Stdout, "  %s\n", n)
+					}
+				}
+				return nil
+			},
+		},
+		{
+			Name:  "unlock",
+			Usage: "unlock the encrypted store for this user until lock or reboot (the first unlock chooses the passphrase and creates the keystore)",
+			Flags: []ucli.Flag{passFlag,
+				&ucli.StringFlag{Name: "timeout", Usage: "lock again after this long (e.g. 8h); default: until lock or reboot"}},
+			Action: func(c *ucli.Context) error {
+				fa, _, err := argsExactly(c)
+				if err != nil {
+					return err
+				}
+				var timeout time.Duration
+				if t := fa.String("timeout"); t != "" {
+					if timeout, err = time.ParseDuration(t); err != nil || timeout <= 0 {
+						return UsageErrorf("--timeout %q is not a positive duration (e.g. 30m, 8h)", t)
+					}
+				}
+				s, err := store(c)
+				if err != nil {
+					return err
+				}
+				_, statErr := os.Stat(filepath.Join(s.Dir, secretstore.FileName))
+				creating := errors.Is(statErr, os.ErrNotExist)
+				pass, err := readPassphrase(d, fa.String("passphrase-file"), creating && s.Encrypt)
+				if err != nil {
+					return err
+				}
+				defer clear(pass)
+				created, err := s.Unlock(pass, timeout, secretstore.DefaultKDF)
+				if err != nil {
+					return err
+				}
+				if created {
+					fmt.Fprintf(d.Stdout, "Created the keystore %s; new credentials and SSH keys are now stored encrypted.\n", filepath.Join(s.Dir, secretstore.FileName))
+					fmt.Fprintln(d.Stdout, "Keep the passphrase: without it the encrypted values cannot be recovered.")
+				}
+				fmt.Fprintln(d.Stdout, "Unlocked: the key is cached in your kernel keyring until 'terok-sandbox credentials lock'"+
+					map[bool]string{true: " or " + timeout.String(), false: " or reboot"}[timeout > 0]+".")
+				if st, err := s.Status(c.Context); err == nil && st.Credentials.Plaintext+st.KeyFiles.Plaintext > 0 {
+					fmt.Fprintf(d.Stdout, "%d values are still plaintext: run 'terok-sandbox credentials migrate'.\n", st.Credentials.Plaintext+st.KeyFiles.Plaintext)
+				}
+				return nil
+			},
+		},
+		{
+			Name:  "lock",
+			Usage: "drop the cached key; running daemons keep theirs in memory until they stop",
+			Action: func(c *ucli.Context) error {
+				if _, _, err := argsExactly(c); err != nil {
+					return err
+				}
+				s, err := store(c)
+				if err != nil {
+					return err
+				}
+				dropped, err := s.Lock()
+				if err != nil {
+					return err
+				}
+				if !dropped {
+					fmt.Fprintln(d.Stdout, "No key was cached: the store is already locked (or not encrypted).")
+					return nil
+				}
+				fmt.Fprintln(d.Stdout, "Locked. The proxy and SSH agent keep working until they stop; stop them to lock completely.")
+				return nil
+			},
+		},
+		{
+			Name:  "migrate",
+			Usage: "bring every stored credential and SSH private key to the mode in force (encrypt plaintext ones; with credentials_encryption = false, decrypt them and remove the keystore)",
+			Flags: []ucli.Flag{jsonFlag()},
+			Action: func(c *ucli.Context) error {
+				fa, _, err := argsExactly(c)
+				if err != nil {
+					return err
+				}
+				s, err := store(c)
+				if err != nil {
+					return err
+				}
+				res, err := s.Migrate(c.Context)
+				if err != nil {
+					return err
+				}
+				return reportRewrite(d, fa.Bool("json"), res, map[bool]string{true: "Encrypted", false: "Decrypted"}[s.Encrypt])
+			},
+		},
+		{
+			Name:  "rotate-key",
+			Usage: "replace the data key and re-encrypt everything under the new one (safe to re-run after a crash)",
+			Flags: []ucli.Flag{jsonFlag()},
+			Action: func(c *ucli.Context) error {
+				fa, _, err := argsExactly(c)
+				if err != nil {
+					return err
+				}
+				s, err := store(c)
+				if err != nil {
+					return err
+				}
+				res, err := s.RotateKey(c.Context)
+				if err != nil {
+					return err
+				}
+				return reportRewrite(d, fa.Bool("json"), res, "Re-encrypted")
+			},
+		},
+	}
+}
+
+func reportRewrite(d Deps, asJSON bool, res secretsctl.Result, verb string) error {
+	if asJSON {
+		return writeJSON(d.Stdout, res)
+	}
+	fmt.Fprintf(d.Stdout, "%s %d credentials and %d SSH key files in %s.\n", verb, res.Credentials, res.KeyFiles, res.Took.Round(time.Millisecond))
+	if res.Removed {
+		fmt.Fprintln(d.Stdout, "Removed the keystore: the store is plaintext again.")
+	}
+	if !res.WALClean {
+		fmt.Fprintln(d.Stderr, "Warning: another process held the database open, so its write-ahead log may still hold old values; stop the proxy and run this again.")
+	}
+	return nil
+}
+
+// readPassphrase reads the passphrase from file (its first line) or from
+// the terminal without echo; confirm asks twice (choosing a new one).
+func readPassphrase(d Deps, file string, confirm bool) ([]byte, error) {
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("open passphrase file: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxPassphrase+1))
+		if err != nil {
+			return nil, fmt.Errorf("read passphrase file %s: %w", file, err)
+		}
+		if len(b) > maxPassphrase {
+			return nil, fmt.Errorf("passphrase file %s is larger than %d bytes", file, maxPassphrase)
+		}
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[:i]
+		}
+		b = bytes.TrimSuffix(b, []byte("\r"))
+		if len(b) == 0 {
+			return nil, fmt.Errorf("passphrase file %s is empty", file)
+		}
+		return b, nil
+	}
+	f, ok := d.Stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, UsageErrorf("no terminal to read the passphrase from; give --passphrase-file")
+	}
+	prompt := "Passphrase: "
+	if confirm {
+		prompt = fmt.Sprintf("New passphrase for the credentials keystore (at least %d characters): ", secretstore.MinPassphrase)
+	}
+	fmt.Fprint(d.Stderr, prompt)
+	p1, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(d.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	if !confirm {
+		return p1, nil
+	}
+	fmt.Fprint(d.Stderr, "Repeat it: ")
+	p2, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(d.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	defer clear(p2)
+	if !bytes.Equal(p1, p2) {
+		clear(p1)
+		return nil, errors.New("the two passphrases differ; nothing was created")
+	}
+	return p1, nil
 }

@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCredentialsEncryptionLifecycle drives the real binaries through the
+// whole life of an encrypted store: a plaintext credential stored before
+// any keystore, unlock (creating the keystore), migrate, the proxy serving
+// the sealed credential, lock (the proxy refuses to start), a wrong
+// passphrase, unlock and rotate-key.
+func TestCredentialsEncryptionLifecycle(t *testing.T) {
+	p := newProxyCLI(t)
+	const secret = "sk-REAL-encrypted-secret-42"
+	passFile := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(passFile, []byte("a long operator passphrase\n"), 0o600)
+	wrongFile := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrongFile, []byte("not the passphrase at all\n"), 0o600)
+	t.Cleanup(func() { p.sandbox("", "credentials", "lock") })
+
+	var mu sync.Mutex
+	var gotAuth []string
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		gotAuth = append(gotAuth, r.Header.Get("X-Api-Key"))
+		mu.Unlock()
+		io.WriteString(w, "upstream-ok")
+	})}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go up.Serve(l)
+	defer up.Close()
+
+	code, _, errOut := p.sandbox(secret+"\n", "credentials", "set", "claude")
+	if code != 0 || !strings.Contains(errOut, "stored in plaintext") || !strings.Contains(errOut, "credentials unlock") {
+		t.Fatalf("set before any keystore: %d %q", code, errOut)
+	}
+	var st struct {
+		Mode        string
+		State       string
+		Problem     bool
+		Next        []string
+		Credentials struct{ Sealed, Plaintext int }
+	}
+	json.Unmarshal([]byte(p.ok("", "credentials", "status", "--json")), &st)
+	if st.Mode != "plaintext" || !st.Problem || st.Credentials.Plaintext != 1 {
+		t.Fatalf("status before unlock: %+v", st)
+	}
+	if code, _, errOut := p.sandbox("", "credentials", "unlock"); code != 2 || !strings.Contains(errOut, "--passphrase-file") {
+		t.Fatalf("unlock without a terminal: %d %q", code, errOut)
+	}
+	out := p.ok("", "credentials", "unlock", "--passphrase-file", passFile)
+	if !strings.Contains(out, "Created the keystore") || !strings.Contains(out, "1 values are still plaintext") {
+		t.Fatalf("first unlock: %q", out)
+	}
+	if out := p.ok("", "credentials", "migrate"); !strings.HasPrefix(out, "Encrypted 1 credentials and 0 SSH key files") {
+		t.Fatalf("migrate: %q", out)
+	}
+	for _, f := range []string{"credentials.db", "credentials.db-wal"} {
+		if b, err := os.ReadFile(filepath.Join(p.cred, f)); err == nil && bytes.Contains(b, []byte(secret)) {
+			t.Errorf("%s contains the secret after migrate", f)
+		}
+	}
+	json.Unmarshal([]byte(p.ok("", "credentials", "status", "--json")), &st)
+	if st.Mode != "encrypted" || st.Problem || st.Credentials.Sealed != 1 {
+		t.Fatalf("status after migrate: %+v", st)
+	}
+	var shown map[string]any
+	if err := json.Unmarshal([]byte(p.ok("", "credentials", "get", "claude", "--show-secret", "--json")), &shown); err != nil || shown["key"] != secret {
+		t.Fatalf("get of the sealed credential: %v %v", shown, err)
+	}
+
+	os.WriteFile(filepath.Join(p.cred, "routes.json"), []byte(fmt.Sprintf(`{"claude": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", l.Addr())), 0o600)
+	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
+	request := func(stage string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
+		req.Header.Set("X-Api-Key", tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		if resp.StatusCode != 200 || string(body) != "upstream-ok" || len(gotAuth) == 0 || gotAuth[len(gotAuth)-1] != secret {
+			t.Fatalf("%s: through the proxy %d %q, upstream saw %q", stage, resp.StatusCode, body, gotAuth)
+		}
+	}
+	stop := func() {
+		t.Helper()
+		p.ok("", "proxy", "stop")
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(p.ok("", "proxy", "status"), "Status: stopped") {
+			if time.Now().After(deadline) {
+				t.Fatal("proxy did not stop")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	p.ok("", "proxy", "start")
+	request("encrypted store")
+	stop()
+
+	// Locked: the proxy refuses to start and says what to run.
+	if out := p.ok("", "credentials", "lock"); !strings.HasPrefix(out, "Locked.") {
+		t.Fatalf("lock: %q", out)
+	}
+	code, out, errOut = p.sandbox("", "proxy", "start")
+	if code == 0 || !strings.Contains(out+errOut, "credentials unlock") {
+		t.Fatalf("proxy start while locked: %d %q %q", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, secret) {
+		t.Fatal("the refusal shows the secret")
+	}
+	code, _, errOut = p.sandbox("", "credentials", "get", "claude")
+	if code != 1 || !strings.Contains(errOut, "locked") {
+		t.Fatalf("get while locked: %d %q", code, errOut)
+	}
+	code, _, errOut = p.sandbox("", "credentials", "unlock", "--passphrase-file", wrongFile)
+	if code != 1 || !strings.Contains(errOut, "wrong passphrase") || strings.Contains(errOut, "not the passphrase") {
+		t.Fatalf("wrong passphrase: %d %q", code, errOut)
+	}
+
+	// Unlock again, rotate the data key, and serve again.
+	p.ok("", "credentials", "unlock", "--passphrase-file", passFile, "--timeout", "1h")
+	if out := p.ok("", "credentials", "rotate-key"); !strings.HasPrefix(out, "Re-encrypted 1 credentials") {
+		t.Fatalf("rotate-key: %q", out)
+	}
+	p.ok("", "proxy", "start")
+	request("after rotate-key")
+	stop()
+
+	// Logs never hold the secret.
+	filepath.WalkDir(filepath.Dir(p.cred), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".log") {
+			if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains the secret", path)
+			}
+		}
+		return nil
+	})
+}
