@@ -640,7 +640,7 @@ func doctorCommand(d Deps) *ucli.Command {
 				return err
 			}
 			proxy, ssh := cfg.ProxyPort, cfg.SSHAgentPort
-			checks := doctor.SandboxChecks(&proxy, &ssh, nil)
+			checks := append(doctor.SandboxChecks(&proxy, &ssh, nil), doctor.HostChecks(cfg, d.Env.EUID)...)
 			results := doctor.RunStandalone(c.Context, checks, doctor.ProbeTimeout)
 			if c.Bool("json") {
 				if err := writeJSON(d.Stdout, results); err != nil {

@@ -56,6 +56,7 @@ func runAs(t *testing.T, euid int, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	home := t.TempDir()
 	vars := map[string]string{"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(home, "cfg"), "TEROK_SANDBOX_STATE_DIR": filepath.Join(home, "state")}
+	installTestProfile(t, vars["TEROK_SANDBOX_CONFIG_DIR"])
 	env := config.Env{EUID: euid, Home: home, Getenv: func(k string) string { return vars[k] }}
 	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
 	return code, out.String(), errb.String()
@@ -90,14 +91,14 @@ func TestRunAssemblesAndPrints(t *testing.T) {
 		"--stop-timeout=1", "-v", "/a:/b:ro,z", "-v", "/c:/d",
 		"-e", "API_TOKEN=s3cret", "-e", "KEEP=file", "-e", "NEW=1", "-e", "ZED=flag",
 		"--name", "from-flag", "-w", "/workspace", "img:1", "sh", "-c", "echo hi"}
-	if got := lastRun(t, log); !reflect.DeepEqual(got, want) {
+	if got := withoutSeccomp(t, lastRun(t, log)); !reflect.DeepEqual(got, want) {
 		t.Fatalf("argv\n got %q\nwant %q", got, want)
 	}
 	wantOut := "\n!! SHIELD BYPASSED — egress firewall DISABLED (shield_bypass is set) !!\n\n" +
 		"$ podman run -d --userns=keep-id:uid=1000,gid=1000 --security-opt no-new-privileges --network slirp4netns:allow_host_loopback=true --add-host host.containers.internal:10.0.2.2 " +
 		"--device nvidia.com/gpu=all -e NVIDIA_VISIBLE_DEVICES=all -e NVIDIA_DRIVER_CAPABILITIES=all --stop-timeout=1 -v /a:/b:ro,z -v /c:/d " +
 		"-e 'API_TOKEN=<redacted>' -e KEEP=file -e NEW=1 -e ZED=flag --name from-flag -w /workspace img:1 sh -c 'echo hi'\n0123456789ab\n"
-	if out != wantOut {
+	if out := withoutPrintedSeccomp(t, out); out != wantOut {
 		t.Fatalf("stdout\n%q\nwant\n%q", out, wantOut)
 	}
 	if strings.Contains(out+errOut, "s3cret") {
@@ -112,7 +113,7 @@ func TestRunRootUsesSlirpWithoutUserns(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := []string{"run", "-d", "--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2", "--name", "n", "-w", "/workspace", "i"}
-	if got := lastRun(t, log); !reflect.DeepEqual(got, want) {
+	if got := withoutSeccomp(t, lastRun(t, log)); !reflect.DeepEqual(got, want) {
 		t.Fatalf("argv %q", got)
 	}
 	for _, c := range calls(t, log) {
@@ -129,6 +130,7 @@ func TestRunBypassFromConfigFileAndJSON(t *testing.T) {
 	cfgDir := filepath.Join(home, "cfg")
 	os.MkdirAll(cfgDir, 0o755)
 	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("shield_bypass = true\n"), 0o644)
+	installTestProfile(t, cfgDir)
 	env := config.Env{EUID: 0, Home: home, Getenv: func(k string) string {
 		if k == "TEROK_SANDBOX_CONFIG_DIR" {
 			return cfgDir

@@ -146,6 +146,9 @@ func shieldSetup(c *ucli.Context, d Deps) error {
 		return err
 	}
 	fmt.Fprintf(d.Stdout, "Shield hooks installed in %s\n", res.Dir)
+	if res.SeccompProfile != "" {
+		fmt.Fprintf(d.Stdout, "Seccomp profile installed at %s\n", res.SeccompProfile)
+	}
 	if res.ConfChanged {
 		fmt.Fprintf(d.Stdout, "Added %s to [engine] hooks_dir in %s\n", res.Dir, a.Opts.Paths.UserContainersConf)
 	}
