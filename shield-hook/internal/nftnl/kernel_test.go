@@ -24,19 +24,39 @@ import (
 // Topology of the kernel test (two namespaces this test creates, joined by
 // one veth pair; nothing leaves them):
 //
-//	"container" netns <kVethA 198.51.100.1/24, 10.77.0.1/24>
-//	                   route 169.254.169.254/32 via 198.51.100.2 (nothing answers it)
-//	peer netns        <kVethB 198.51.100.2/24 (app), 198.51.100.53/32 (the forwarder),
-//	                   10.77.0.2/24 (app, in a special range)>
-const (
-	kCtrV4   = "198.51.100.1"
-	kPeerV4  = "198.51.100.2"
-	kFwd     = "198.51.100.53"
-	kCtrPriv = "10.77.0.1"
-	kPriv    = "10.77.0.2"
-	kMeta    = "169.254.169.254"
-	kApp     = 8080
-)
+//	"container" netns <kVethA 198.51.100.1/24, 10.77.0.1/24, 2001:db8:77::1/64, fd77::1/64>
+//	                   routes to 169.254.169.254 and fd00:ec2::254 via the peer (nothing answers them)
+//	peer netns        <kVethB 198.51.100.2/24, 2001:db8:77::2/64 (app),
+//	                   198.51.100.53, 2001:db8:77::53 (the forwarders),
+//	                   10.77.0.2/24, fd77::2/64 (app, in special ranges)>
+const kApp = 8080
+
+// kFamily is one address family's view of the topology.
+type kFamily struct {
+	name, tcp, udp string
+	set            string // the learned set of the family
+	ctr, peer, fwd string
+	ctrPriv, priv  string // a special range on the veth pair
+	privCIDR, meta string
+	bits, privBits string
+	special        []string // special addresses put into the learned set
+}
+
+// kFamilies is the topology's IPv4 and IPv6 view.
+func kFamilies() []kFamily {
+	return []kFamily{
+		{name: "v4", tcp: "tcp4", udp: "udp4", set: ruleset.SetDNSV4,
+			ctr: "198.51.100.1", peer: "198.51.100.2", fwd: "198.51.100.53", ctrPriv: "10.77.0.1", priv: "10.77.0.2",
+			privCIDR: "10.77.0.0/24", meta: "169.254.169.254", bits: "24", privBits: "24",
+			special: []string{"10.77.0.2", "127.0.0.1", "169.254.169.254"}},
+		{name: "v6", tcp: "tcp6", udp: "udp6", set: ruleset.SetDNSV6,
+			ctr: "2001:db8:77::1", peer: "2001:db8:77::2", fwd: "2001:db8:77::53", ctrPriv: "fd77::1", priv: "fd77::2",
+			privCIDR: "fd77::/64", meta: "fd00:ec2::254", bits: "64", privBits: "64",
+			// The NAT64 spelling of 10.77.0.2 too: an AAAA answer that would
+			// reach an IPv4 address through a translator.
+			special: []string{"fd77::2", "::1", "fd00:ec2::254", "64:ff9b::a4d:2"}},
+	}
+}
 
 // kernelTopo is the two namespaces and the peer's servers.
 type kernelTopo struct {
@@ -61,25 +81,49 @@ func newKernelTopo(t *testing.T) *kernelTopo {
 	c := []string{"ip", "netns", "exec", ctr.name}
 	p := []string{"ip", "netns", "exec", peer.name}
 	run("ip", "link", "add", k.veth, "netns", ctr.name, "type", "veth", "peer", "name", vethB, "netns", peer.name)
-	for _, cmd := range [][]string{
+	for _, l := range [][]string{
 		append(c, "ip", "link", "set", "lo", "up"),
 		append(c, "ip", "link", "set", k.veth, "up"),
-		append(c, "ip", "addr", "add", kCtrV4+"/24", "dev", k.veth),
-		append(c, "ip", "addr", "add", kCtrPriv+"/24", "dev", k.veth),
-		append(c, "ip", "route", "add", kMeta+"/32", "via", kPeerV4, "dev", k.veth),
 		append(p, "ip", "link", "set", "lo", "up"),
 		append(p, "ip", "link", "set", vethB, "up"),
-		append(p, "ip", "addr", "add", kPeerV4+"/24", "dev", vethB),
-		append(p, "ip", "addr", "add", kFwd+"/32", "dev", vethB),
-		append(p, "ip", "addr", "add", kPriv+"/24", "dev", vethB),
 	} {
-		run(cmd...)
+		run(l...)
+	}
+	for _, f := range kFamilies() {
+		six := []string{}
+		if f.name == "v6" {
+			six = []string{"-6"}
+		}
+		addr := func(ns []string, a, bits, dev string) []string {
+			cmd := append(append(append([]string{}, ns...), "ip"), six...)
+			cmd = append(cmd, "addr", "add", a+"/"+bits, "dev", dev)
+			if f.name == "v6" {
+				cmd = append(cmd, "nodad")
+			}
+			return cmd
+		}
+		full := "32"
+		if f.name == "v6" {
+			full = "128"
+		}
+		for _, l := range [][]string{
+			addr(c, f.ctr, f.bits, k.veth),
+			addr(c, f.ctrPriv, f.privBits, k.veth),
+			addr(p, f.peer, f.bits, vethB),
+			addr(p, f.fwd, full, vethB),
+			addr(p, f.priv, f.privBits, vethB),
+			append(append(append(append([]string{}, c...), "ip"), six...), "route", "add", f.meta+"/"+full, "via", f.peer, "dev", k.veth),
+		} {
+			run(l...)
+		}
 	}
 	// The network rule: every destination routes through our own veth.
-	for _, a := range []string{kPeerV4, kFwd, kPriv, kMeta} {
-		out, err := exec.Command("ip", "netns", "exec", ctr.name, "ip", "route", "get", a).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "dev "+k.veth) {
-			t.Fatalf("route to %s does not use the test veth %s: %v %s", a, k.veth, err, out)
+	for _, f := range kFamilies() {
+		for _, a := range []string{f.peer, f.fwd, f.priv, f.meta} {
+			out, err := exec.Command("ip", "netns", "exec", ctr.name, "ip", "route", "get", a).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "dev "+k.veth) {
+				t.Fatalf("route to %s does not use the test veth %s: %v %s", a, k.veth, err, out)
+			}
 		}
 	}
 	k.serve(t)
@@ -87,81 +131,77 @@ func newKernelTopo(t *testing.T) *kernelTopo {
 }
 
 // serve starts the peer's servers: a TCP application on every address,
-// and the forwarder's UDP 53, UDP 5353 and TCP 53, each counting what
+// and the forwarders' UDP 53, UDP 5353 and TCP 53, each kind counting what
 // reaches it. The sockets are made inside the peer namespace; the loops
 // run until the test's cleanup closes them.
 func (k *kernelTopo) serve(t *testing.T) {
-	var (
-		lns []net.Listener
-		pcs []net.PacketConn
-	)
+	type counted struct {
+		ln net.Listener
+		pc net.PacketConn
+		n  *atomic.Int64
+	}
+	var all []counted
 	err := k.peer.ns.Do(func() error {
-		for _, a := range []string{fmt.Sprintf("0.0.0.0:%d", kApp), kFwd + ":53"} {
-			ln, err := net.Listen("tcp4", a)
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", kApp)) // both families
+		if err != nil {
+			return err
 		}
-		for _, a := range []string{kFwd + ":53", kFwd + ":5353"} {
-			pc, err := net.ListenPacket("udp4", a)
+		all = append(all, counted{ln: ln})
+		for _, f := range kFamilies() {
+			ln, err := net.Listen(f.tcp, net.JoinHostPort(f.fwd, "53"))
 			if err != nil {
 				return err
 			}
-			pcs = append(pcs, pc)
+			all = append(all, counted{ln: ln, n: &k.tcp53})
+			for port, n := range map[string]*atomic.Int64{"53": &k.udp53, "5353": &k.udp5353} {
+				pc, err := net.ListenPacket(f.udp, net.JoinHostPort(f.fwd, port))
+				if err != nil {
+					return err
+				}
+				all = append(all, counted{pc: pc, n: n})
+			}
 		}
 		return nil
+	})
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		for _, c := range all {
+			if c.ln != nil {
+				_ = c.ln.Close()
+			} else {
+				_ = c.pc.Close()
+			}
+		}
+		wg.Wait()
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-		for _, pc := range pcs {
-			_ = pc.Close()
-		}
-		wg.Wait()
-	})
-	for i, ln := range lns {
-		counter := (*atomic.Int64)(nil)
-		if i == 1 {
-			counter = &k.tcp53
-		}
+	for _, c := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
+			if c.ln != nil {
+				for {
+					conn, err := c.ln.Accept()
+					if err != nil {
+						return
+					}
+					if c.n != nil {
+						c.n.Add(1)
+					}
+					_, _ = conn.Write([]byte("ok"))
+					_ = conn.Close()
 				}
-				if counter != nil {
-					counter.Add(1)
-				}
-				_, _ = c.Write([]byte("ok"))
-				_ = c.Close()
 			}
-		}()
-	}
-	for i, pc := range pcs {
-		counter := &k.udp53
-		if i == 1 {
-			counter = &k.udp5353
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
 			buf := make([]byte, 512)
 			for {
-				n, from, err := pc.ReadFrom(buf)
+				n, from, err := c.pc.ReadFrom(buf)
 				if err != nil {
 					return
 				}
-				counter.Add(1)
-				_, _ = pc.WriteTo(buf[:n], from)
+				c.n.Add(1)
+				_, _ = c.pc.WriteTo(buf[:n], from)
 			}
 		}()
 	}
@@ -206,22 +246,28 @@ func (k *kernelTopo) exchange(network, addr string, marked bool) error {
 	})
 }
 
-// rejected: the firewall's reject (icmpx admin-prohibited) reaches a TCP
-// socket as "host unreachable"; for UDP the output hook's verdict already
-// fails the send with EPERM (netfilter refused the packet, it never left).
-// A timeout would mean the packet left and went unanswered, which is not
-// what the ruleset promises.
+// rejected: the firewall's reject (icmpx admin-prohibited) reaches an
+// IPv4 TCP socket as "host unreachable" and an IPv6 one as EACCES (after
+// one SYN retransmit, docs/shield-hook.md); for UDP the output hook's
+// verdict already fails the send with EPERM (netfilter refused the packet,
+// it never left). A timeout would mean the packet left and went
+// unanswered, which is not what the ruleset promises.
 func rejected(err error) bool {
-	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPERM)
+	for _, e := range []error{syscall.EHOSTUNREACH, syscall.ECONNREFUSED, syscall.EPERM, syscall.EACCES} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
-// addLearned adds addresses to dns_v4 over netlink, each with a timeout,
-// the way the resolver does.
-func (k *kernelTopo) addLearned(t *testing.T, addrs ...string) {
+// addLearned adds addresses to a learned set over netlink, each with a
+// timeout, the way the resolver does.
+func (k *kernelTopo) addLearned(t *testing.T, setName string, addrs ...string) {
 	t.Helper()
 	k.ctr.conn(t, func(c *nftables.Conn) {
 		tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table}
-		set, err := c.GetSetByName(tbl, ruleset.SetDNSV4)
+		set, err := c.GetSetByName(tbl, setName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +293,7 @@ func (k *kernelTopo) addLearned(t *testing.T, addrs ...string) {
 		}
 		for _, a := range addrs {
 			if !have[netip.MustParseAddr(a)] {
-				t.Fatalf("%s not in %s after adding it", a, ruleset.SetDNSV4)
+				t.Fatalf("%s not in %s after adding it", a, setName)
 			}
 		}
 	})
@@ -255,87 +301,90 @@ func (k *kernelTopo) addLearned(t *testing.T, addrs ...string) {
 
 // TestSpecialAndClosedDNSOnTheKernel: real sockets in a namespace holding
 // the hook-mode table (applied over netlink as the hook does, and with
-// nft -f). A learned address in a special range is refused although it is
-// in dns_v4 (DNS rebinding), a learned ordinary address is reachable, an
-// explicit allow CIDR opens a special range deliberately, and only a
-// socket carrying ResolverMark reaches the forwarder (closed DNS), on its
-// port 53 only.
+// nft -f), for an IPv4 and an IPv6 forwarder. A learned address in a
+// special range is refused although it is in the learned set (DNS
+// rebinding), a learned ordinary address is reachable, an explicit allow
+// CIDR opens a special range deliberately, and only a socket carrying
+// ResolverMark reaches the forwarder (closed DNS), on its port 53 only.
 func TestSpecialAndClosedDNSOnTheKernel(t *testing.T) {
-	for _, via := range []string{"netlink", "nft"} {
-		t.Run(via, func(t *testing.T) {
-			k := newKernelTopo(t)
-			text, skipped, err := ruleset.Script{Options: ruleset.Options{DNS: kFwd}}.Render()
-			if err != nil || len(skipped) > 0 {
-				t.Fatal(err, skipped)
-			}
-			if via == "nft" {
-				k.ctr.nft(t, text, "-f", "-")
-			} else {
-				parsed, ok := ruleset.ParseScript(text)
-				if !ok {
-					t.Fatal("not parsed")
-				}
-				plan, err := nftnl.NewPlan(parsed, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if verrs, err := k.ctr.apply(plan); err != nil || len(verrs) > 0 {
-					t.Fatal(err, verrs)
-				}
-			}
-			if errs := ruleset.VerifyHook(k.ctr.listing(t), false); len(errs) > 0 {
-				t.Fatalf("applied table does not verify: %v", errs)
-			}
-			peerApp := fmt.Sprintf("%s:%d", kPeerV4, kApp)
-			privApp := fmt.Sprintf("%s:%d", kPriv, kApp)
+	for _, f := range kFamilies() {
+		for _, via := range []string{"netlink", "nft"} {
+			t.Run(f.name+" "+via, func(t *testing.T) { kernelCase(t, f, via) })
+		}
+	}
+}
 
-			// Nothing learned yet: the terminal reject.
-			if err := k.exchange("tcp4", peerApp, false); !rejected(err) {
-				t.Fatalf("unlisted peer: %v, want rejected", err)
-			}
-			// (a) special addresses learned: still refused at once.
-			k.addLearned(t, kPriv, "127.0.0.1", kMeta)
-			for _, a := range []string{privApp, kMeta + ":80"} {
-				if err := k.exchange("tcp4", a, false); !rejected(err) {
-					t.Fatalf("learned special %s: %v, want rejected", a, err)
-				}
-			}
-			// (b) an ordinary learned address is reachable.
-			k.addLearned(t, kPeerV4)
-			if err := k.exchange("tcp4", peerApp, false); err != nil {
-				t.Fatalf("learned %s: %v", kPeerV4, err)
-			}
-			// (c) an explicit allow CIDR opens the special range.
-			k.ctr.nft(t, ruleset.AddElements(ruleset.KindAllow, []string{"10.77.0.0/24"}, false), "-f", "-")
-			if err := k.exchange("tcp4", privApp, false); err != nil {
-				t.Fatalf("explicitly allowed %s: %v", kPriv, err)
-			}
-			// (d) closed DNS: unmarked queries are refused and never reach
-			// the forwarder, marked ones do, and the mark opens port 53
-			// only. The unmarked probes go first: the marked answer that
-			// follows on the same path shows the counters are settled.
-			for _, pr := range []struct {
-				network, addr string
-				marked        bool
-			}{
-				{"udp4", kFwd + ":53", false},
-				{"tcp4", kFwd + ":53", false},
-				{"udp4", kFwd + ":5353", false},
-				{"udp4", kFwd + ":5353", true},
-			} {
-				if err := k.exchange(pr.network, pr.addr, pr.marked); !rejected(err) {
-					t.Fatalf("%s %s marked=%v: %v, want rejected", pr.network, pr.addr, pr.marked, err)
-				}
-			}
-			if err := k.exchange("udp4", kFwd+":53", true); err != nil {
-				t.Fatalf("marked UDP query: %v", err)
-			}
-			if err := k.exchange("tcp4", kFwd+":53", true); err != nil {
-				t.Fatalf("marked TCP query: %v", err)
-			}
-			if u, tc, o := k.udp53.Load(), k.tcp53.Load(), k.udp5353.Load(); u != 1 || tc != 1 || o != 0 {
-				t.Fatalf("the forwarder saw udp/53=%d tcp/53=%d udp/5353=%d, want 1, 1, 0", u, tc, o)
-			}
-		})
+func kernelCase(t *testing.T, f kFamily, via string) {
+	k := newKernelTopo(t)
+	text, skipped, err := ruleset.Script{Options: ruleset.Options{DNS: f.fwd}}.Render()
+	if err != nil || len(skipped) > 0 {
+		t.Fatal(err, skipped)
+	}
+	if via == "nft" {
+		k.ctr.nft(t, text, "-f", "-")
+	} else {
+		parsed, ok := ruleset.ParseScript(text)
+		if !ok {
+			t.Fatal("not parsed")
+		}
+		plan, err := nftnl.NewPlan(parsed, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if verrs, err := k.ctr.apply(plan); err != nil || len(verrs) > 0 {
+			t.Fatal(err, verrs)
+		}
+	}
+	if errs := ruleset.VerifyHook(k.ctr.listing(t), false); len(errs) > 0 {
+		t.Fatalf("applied table does not verify: %v", errs)
+	}
+	app := func(a string) string { return net.JoinHostPort(a, fmt.Sprint(kApp)) }
+
+	// Nothing learned yet: the terminal reject.
+	if err := k.exchange(f.tcp, app(f.peer), false); !rejected(err) {
+		t.Fatalf("unlisted peer: %v, want rejected", err)
+	}
+	// (a) special addresses learned: still refused at once.
+	k.addLearned(t, f.set, f.special...)
+	for _, a := range []string{app(f.priv), net.JoinHostPort(f.meta, "80")} {
+		if err := k.exchange(f.tcp, a, false); !rejected(err) {
+			t.Fatalf("learned special %s: %v, want rejected", a, err)
+		}
+	}
+	// (b) an ordinary learned address is reachable.
+	k.addLearned(t, f.set, f.peer)
+	if err := k.exchange(f.tcp, app(f.peer), false); err != nil {
+		t.Fatalf("learned %s: %v", f.peer, err)
+	}
+	// (c) an explicit allow CIDR opens the special range.
+	k.ctr.nft(t, ruleset.AddElements(ruleset.KindAllow, []string{f.privCIDR}, false), "-f", "-")
+	if err := k.exchange(f.tcp, app(f.priv), false); err != nil {
+		t.Fatalf("explicitly allowed %s: %v", f.priv, err)
+	}
+	// (d) closed DNS: unmarked queries are refused and never reach the
+	// forwarder, marked ones do, and the mark opens port 53 only. The
+	// unmarked probes go first: the marked answers that follow on the same
+	// path show the counters are settled.
+	for _, pr := range []struct {
+		network, port string
+		marked        bool
+	}{
+		{f.udp, "53", false},
+		{f.tcp, "53", false},
+		{f.udp, "5353", false},
+		{f.udp, "5353", true},
+	} {
+		if err := k.exchange(pr.network, net.JoinHostPort(f.fwd, pr.port), pr.marked); !rejected(err) {
+			t.Fatalf("%s port %s marked=%v: %v, want rejected", pr.network, pr.port, pr.marked, err)
+		}
+	}
+	if err := k.exchange(f.udp, net.JoinHostPort(f.fwd, "53"), true); err != nil {
+		t.Fatalf("marked UDP query: %v", err)
+	}
+	if err := k.exchange(f.tcp, net.JoinHostPort(f.fwd, "53"), true); err != nil {
+		t.Fatalf("marked TCP query: %v", err)
+	}
+	if u, tc, o := k.udp53.Load(), k.tcp53.Load(), k.udp5353.Load(); u != 1 || tc != 1 || o != 0 {
+		t.Fatalf("the forwarder saw udp/53=%d tcp/53=%d udp/5353=%d, want 1, 1, 0", u, tc, o)
 	}
 }
