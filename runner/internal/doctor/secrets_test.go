@@ -1,0 +1,56 @@
+package doctor
+
+import (
+	"strings"
+	"testing"
+
+	"terok.dev/sandbox/runner/internal/secretsctl"
+)
+
+func TestSecretsVerdict(t *testing.T) {
+	tests := []struct {
+		name string
+		st   secretsctl.Status
+		sev  Severity
+		want []string
+	}{
+		{"encrypted and unlocked", secretsctl.Status{Mode: "encrypted", Why: "a keystore exists", State: "encrypted, unlocked",
+			Credentials: secretsctl.Counts{Sealed: 3}}, OK, []string{"encrypted", "credentials 3 sealed/0 plaintext"}},
+		{"plaintext by config", secretsctl.Status{Mode: "plaintext", Why: "credentials_encryption = false in the config", State: "plaintext (no keystore)"},
+			OK, []string{"credentials_encryption = false"}},
+		{"locked", secretsctl.Status{Mode: "encrypted", State: "encrypted, locked", Problem: true,
+			Next: []string{"terok-sandbox credentials unlock   # the daemons refuse to start while locked"}},
+			Warn, []string{"run: terok-sandbox credentials unlock"}},
+		{"not set up", secretsctl.Status{Mode: "plaintext", Problem: true,
+			Next: []string{"terok-sandbox credentials unlock   # x", "terok-sandbox credentials migrate  # y"}},
+			Warn, []string{"credentials unlock, then terok-sandbox credentials migrate"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := secretsVerdict(tc.st)
+			if v.Severity != tc.sev {
+				t.Fatalf("severity %s, want %s (%s)", v.Severity, tc.sev, v.Detail)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(v.Detail, w) {
+					t.Errorf("detail %q lacks %q", v.Detail, w)
+				}
+			}
+			if strings.Contains(v.Detail, "#") {
+				t.Errorf("detail keeps a comment: %q", v.Detail)
+			}
+		})
+	}
+}
+
+func TestSecretsCheckOnAStore(t *testing.T) {
+	dir := t.TempDir()
+	c := secretsCheck(secretsctl.Store{Dir: dir, DBPath: dir + "/credentials.db", KeysJSON: dir + "/ssh-keys.json", Encrypt: true})
+	if !c.HostSide || c.Category != "secrets" {
+		t.Fatalf("check %+v", c)
+	}
+	v := c.Evaluate(0, "", "")
+	if v.Severity != OK || !strings.Contains(v.Detail, "plaintext") {
+		t.Fatalf("empty store: %+v", v)
+	}
+}
