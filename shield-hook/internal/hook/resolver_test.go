@@ -33,6 +33,9 @@ type testUpstream struct {
 	counts map[string]int // "name TYPE" (lowercase name, trailing dot)
 	tcp    int
 	zone   map[string][]dns.RR
+	// wildcard, if set, answers every otherwise unknown subdomain of
+	// nameListed (the benchmarks' uncacheable names).
+	wildcard dns.RR
 }
 
 func (u *testUpstream) count(name string, qtype uint16) int {
@@ -65,6 +68,11 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		u.mu.Unlock()
 		rrs, ok := u.zone[name]
+		if !ok && u.wildcard != nil && strings.HasSuffix(name, "."+nameListed+".") {
+			rr := dns.Copy(u.wildcard)
+			rr.Header().Name = q.Name
+			rrs, ok = []dns.RR{rr}, true
+		}
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 		}

@@ -94,6 +94,9 @@ func walkChain(qname string, rrs []dns.RR) chainResult {
 // whose addresses could not be added to the learned sets is not returned,
 // since the client could not connect to them anyway.
 func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
+	if b := r.cached(q, limit); b != nil {
+		return b
+	}
 	out := new(dns.Msg)
 	out.RecursionDesired = true
 	out.CheckingDisabled = q.req.CheckingDisabled
@@ -115,13 +118,21 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 		r.log.log(slog.LevelError, "learn failed", slog.String("name", q.name), slog.String("error", err.Error()))
 		return r.localReply(q.req, dns.RcodeServerFailure, false)
 	}
-	if len(res.targets) > 0 {
-		now := r.now()
-		r.mu.Lock()
+	now := r.now()
+	r.mu.Lock()
+	current := r.gen == q.gen
+	stillAllowed := r.pol.stillAllowed(q.origin)
+	if current || stillAllowed {
 		for _, t := range res.targets {
 			r.pol.admitCNAME(t.name, q.origin, t.ttl, now)
 		}
-		r.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if !current && !stillAllowed {
+		// A reload removed the name while its answer was on the way and
+		// may have run before the addresses above were learned: drop
+		// them again rather than leave them until their timeout.
+		r.reloadLearned()
 	}
 	m := new(dns.Msg)
 	m.SetReply(q.req)
@@ -138,8 +149,25 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 			m.Ns = append(m.Ns, rr)
 		}
 	}
-	if q.req.IsEdns0() != nil {
-		m.SetEdns0(ednsSize, do)
+	if current {
+		r.cache.put(q, m, now)
+	}
+	return r.finish(q, m, limit)
+}
+
+// cached returns the reply to q from the answer cache, or nil.
+func (r *Resolver) cached(q *query, limit int) []byte {
+	m := r.cache.get(q, r.now())
+	if m == nil {
+		return nil
+	}
+	return r.finish(q, m, limit)
+}
+
+// finish adds the client's EDNS record, truncates to limit and packs.
+func (r *Resolver) finish(q *query, m *dns.Msg, limit int) []byte {
+	if opt := q.req.IsEdns0(); opt != nil {
+		m.SetEdns0(ednsSize, opt.Do())
 	}
 	if m.Len() > limit {
 		m.Truncate(limit)

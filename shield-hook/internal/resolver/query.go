@@ -30,6 +30,7 @@ type query struct {
 	name   string // normalized (normalizeName)
 	origin string // the allowlist entry that admitted it
 	qtype  uint16
+	gen    uint64 // the policy generation that admitted it
 }
 
 // forwardedTypes are the query types forwarded for a listed name while the
@@ -92,7 +93,7 @@ func (r *Resolver) decide(pkt []byte) (reply []byte, q *query) {
 	}
 	r.mu.Lock()
 	origin, admitted := r.pol.admit(name, r.now())
-	open := r.pol.open
+	open, gen := r.pol.open, r.gen
 	r.mu.Unlock()
 	if !admitted {
 		r.logRefused(qn)
@@ -102,7 +103,7 @@ func (r *Resolver) decide(pkt []byte) (reply []byte, q *query) {
 		// NODATA: the name may exist, this type is not served.
 		return r.localReply(req, dns.RcodeSuccess, false), nil
 	}
-	return nil, &query{req: req, name: name, origin: origin, qtype: qn.Qtype}
+	return nil, &query{req: req, name: name, origin: origin, qtype: qn.Qtype, gen: gen}
 }
 
 func (r *Resolver) logRefused(q dns.Question) {

@@ -20,7 +20,7 @@ func testResolver(t testing.TB, domains []string, open bool) *Resolver {
 		t.Fatal(err)
 	}
 	t.Cleanup(lg.close)
-	return &Resolver{pol: newPolicy(domains, open), log: lg, now: time.Now}
+	return &Resolver{pol: newPolicy(domains, open), log: lg, cache: newAnswerCache(), now: time.Now}
 }
 
 func pack(t testing.TB, m *dns.Msg) []byte {

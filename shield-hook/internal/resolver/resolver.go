@@ -52,10 +52,12 @@ var listenAddr = netip.MustParseAddrPort("127.0.0.1:53")
 // Resolver is the state of one running resolver.
 type Resolver struct {
 	dir   string
-	mu    sync.Mutex // guards pol
+	mu    sync.Mutex // guards pol and gen
 	pol   *policy
+	gen   uint64 // bumped by every reload
 	up    *upstream
 	learn *learner
+	cache *answerCache
 	log   *boundedLog
 	now   func() time.Time
 }
@@ -177,7 +179,7 @@ func newResolver(dir string) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolver{dir: dir, log: lg, now: time.Now}
+	r := &Resolver{dir: dir, log: lg, cache: newAnswerCache(), now: time.Now}
 	up, err := shieldbundle.ReadUpstreamDNS(dir)
 	if err == nil && up == "" {
 		err = fmt.Errorf("%s missing: the resolver has no upstream forwarder", filepath.Join(dir, shieldbundle.FileUpstreamDNS))
@@ -236,14 +238,24 @@ func (r *Resolver) reload() {
 	}
 	r.mu.Lock()
 	r.pol.replace(domains, open)
+	r.gen++
 	r.mu.Unlock()
-	snapshot := newPolicy(domains, open)
-	n, err := r.learn.reload(snapshot.stillAllowed)
+	r.cache.flush()
+	n, err := r.reloadLearned()
 	attrs := []slog.Attr{slog.Int("domains", len(domains)), slog.Bool("open", open), slog.Int("addresses_removed", n)}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	r.log.log(slog.LevelInfo, "reloaded", attrs...)
+}
+
+// reloadLearned brings the learned sets in line with the current policy
+// (learner.reload).
+func (r *Resolver) reloadLearned() (int, error) {
+	r.mu.Lock()
+	snapshot := &policy{open: r.pol.open, domains: r.pol.domains}
+	r.mu.Unlock()
+	return r.learn.reload(snapshot.stillAllowed)
 }
 
 // forgetPID removes resolver.pid if it still names this process.

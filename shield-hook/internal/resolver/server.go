@@ -100,6 +100,10 @@ func (s *server) serveUDP() error {
 		if q == nil {
 			continue
 		}
+		if b := s.r.cached(q, replyLimit(q.req)); b != nil {
+			_, _ = s.udp.WriteToUDPAddrPort(b, from)
+			continue
+		}
 		select {
 		case s.inflight <- struct{}{}:
 		default:
