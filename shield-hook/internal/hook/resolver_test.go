@@ -19,6 +19,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
 // resolverVer is the bundle version the hook under test expects.
@@ -541,5 +542,96 @@ func TestPoststopSparesForeignResolverPID(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, shieldbundle.FileResolverPID)); err == nil {
 		t.Fatal("stale resolver.pid kept")
+	}
+}
+
+// TestResolverRootless starts the resolver the way rootless podman runs
+// the hook: as uid 0 of a user namespace that owns the container's network
+// namespace. Marking its upstream sockets, binding port 53 and updating
+// the learned sets all work with that namespace's capabilities alone.
+func TestResolverRootless(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctr := exec.Command("unshare", "--user", "--map-root-user", "--net", "sleep", "600")
+	if err := ctr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctr.Process.Kill(); _ = ctr.Wait() })
+	pid := strconv.Itoa(ctr.Process.Pid)
+	hostNS, _ := os.Stat("/proc/self/ns/net")
+	for i := 0; ; i++ {
+		got, err := os.Stat("/proc/" + pid + "/ns/net")
+		b, _ := os.ReadFile("/proc/" + pid + "/comm")
+		if err == nil && !os.SameFile(hostNS, got) && strings.TrimSpace(string(b)) == "sleep" {
+			break
+		}
+		if i > 500 {
+			t.Fatal("container process never got its namespaces")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The outside: a peer netns holding the gateway and the upstream.
+	peer := fmt.Sprintf("hkr%d", os.Getpid()%100000)
+	sh(t, "ip", "netns", "add", peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", peer).Run() })
+	sh(t, "ip", "link", "add", "r0", "netns", pid, "type", "veth", "peer", "name", "r1", "netns", peer)
+	in := []string{"nsenter", "-t", pid, "-n", "--"}
+	out := []string{"ip", "netns", "exec", peer}
+	for _, c := range [][]string{
+		append(in, "ip", "link", "set", "lo", "up"),
+		append(in, "ip", "addr", "add", ctrV4+"/24", "dev", "r0"),
+		append(in, "ip", "link", "set", "r0", "up"),
+		append(in, "ip", "route", "add", "default", "via", gwV4),
+		append(out, "ip", "link", "set", "lo", "up"),
+		append(out, "ip", "addr", "add", gwV4+"/24", "dev", "r1"),
+		append(out, "ip", "link", "set", "r1", "up"),
+		append(out, "ip", "addr", "add", dnsV4+"/32", "dev", "lo"),
+	} {
+		sh(t, c...)
+	}
+	if r := sh(t, append(in, "ip", "route", "get", dnsV4)...); !strings.Contains(r, "dev r0") {
+		t.Fatalf("route to the test upstream does not use the test veth: %s", r)
+	}
+	tp := &topo{t: t}
+	var err error
+	if tp.outNS, err = nsexec.FromPath("/run/netns/" + peer); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tp.outNS.Close() })
+	if tp.ctrNS, err = nsexec.FromPID(ctr.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tp.ctrNS.Close() })
+	up := startTestUpstream(t, tp)
+
+	dir := stateDir(t)
+	resolverBundle(t, dir)
+	cmd := exec.Command("nsenter", "--user", "-t", pid, "--", hookBin, "createRuntime")
+	cmd.Stdin = strings.NewReader(string(ociState(ctr.Process.Pid, dir, resolverVer)))
+	var se strings.Builder
+	cmd.Stderr = &se
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hook: %v: %s %s", err, se.String(), readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
+	}
+	rpid, ok := shieldbundle.ResolverPID(dir)
+	if !ok {
+		t.Fatal("resolver.pid does not name our resolver")
+	}
+	t.Cleanup(func() { _ = syscall.Kill(rpid, syscall.SIGKILL) })
+	if m, err := tp.query("127.0.0.1", nameListed, dns.TypeA, "udp"); err != nil || strings.Join(answerAddrs(m), ",") != allowV4 {
+		t.Fatalf("listed A through the rootless resolver: %v %v", m, err)
+	}
+	if set := sh(t, append(in, "nft", "list", "set", "inet", ruleset.Table, ruleset.SetDNSV4)...); !strings.Contains(set, allowV4+" timeout") {
+		t.Errorf("address not learned:\n%s", set)
+	}
+	if m, err := tp.query("127.0.0.1", "blocked.shield.test", dns.TypeA, "udp"); err != nil || m.Rcode != dns.RcodeRefused || up.count("blocked.shield.test", dns.TypeA) != 0 {
+		t.Errorf("unlisted name: %v %v", m, err)
+	}
+	if err := ctr.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !exitsWithin(t, rpid, time.Second) {
+		t.Fatal("rootless resolver outlived the container's init")
 	}
 }
