@@ -291,3 +291,28 @@ func TestStopCleansUp(t *testing.T) {
 		t.Fatalf("calls\n%s\nwant\n%s", data, want)
 	}
 }
+
+// Token operations of the Go API check the ids before they open the
+// credentials database.
+func TestTokenAPIsRefuseBadIDsFirst(t *testing.T) {
+	cfg, env := coreTestConfig(t)
+	s := New(cfg, Options{Env: env})
+	ctx := context.Background()
+	for _, c := range [][2]string{{"../p", "t"}, {"p", "a/b"}, {"", "t"}, {"p", "-t"}} {
+		if _, err := s.CreatePhantomToken(ctx, c[0], c[1], "claude", ""); err == nil || !strings.Contains(err.Error(), "create phantom token: invalid") {
+			t.Errorf("CreatePhantomToken(%q, %q): %v", c[0], c[1], err)
+		}
+		if _, err := s.SSHAgentEnv(ctx, c[0], c[1]); err == nil || !strings.Contains(err.Error(), "create SSH agent token: invalid") {
+			t.Errorf("SSHAgentEnv(%q, %q): %v", c[0], c[1], err)
+		}
+		if _, err := s.CreateToken(c[0], c[1]); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
+			t.Errorf("CreateToken(%q, %q): %v", c[0], c[1], err)
+		}
+	}
+	if _, err := os.Stat(cfg.CredentialsDB()); !os.IsNotExist(err) {
+		t.Fatalf("the credentials database was touched: %v", err)
+	}
+	if _, err := os.Stat(cfg.GateTokenFile()); !os.IsNotExist(err) {
+		t.Fatalf("the gate tokens file was touched: %v", err)
+	}
+}

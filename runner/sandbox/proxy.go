@@ -32,6 +32,9 @@ func (s *Sandbox) StopProxy() bool { return s.proxy().StopDaemon() }
 // instead of the real credential of provider in credential set set ("" =
 // the default set). Use provider "ssh" for the SSH agent handshake.
 func (s *Sandbox) CreatePhantomToken(ctx context.Context, project, task, provider, set string) (string, error) {
+	if err := checkProjectTask("create phantom token", project, task); err != nil {
+		return "", err
+	}
 	if set == "" {
 		set = creddb.DefaultSet
 	}

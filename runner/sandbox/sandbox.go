@@ -500,6 +500,18 @@ func CreateToken(cfg config.Config, project, task string) (string, error) {
 	return New(cfg, Options{}).CreateToken(project, task)
 }
 
+// checkProjectTask applies the project and task id rules (docs/runner.md,
+// Names) before a token operation opens its store.
+func checkProjectTask(what, project, task string) error {
+	if err := names.ValidateProjectID(project); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := names.ValidateTaskID(task); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // DefaultTaskDir is a container's task directory when the run
 // specification names none: <state_dir>/tasks/<name>. The name is checked
 // first (docs/runner.md, Names), so the result is always a direct child of

@@ -52,6 +52,9 @@ func (s *Sandbox) ListSSHKeys(project string) ([]SSHKeyRow, error) { return s.ss
 // SSHAgentEnv issues the task's SSH agent phantom token and returns the
 // container environment for the bridge: the token and the agent port.
 func (s *Sandbox) SSHAgentEnv(ctx context.Context, project, task string) ([]EnvVar, error) {
+	if err := checkProjectTask("create SSH agent token", project, task); err != nil {
+		return nil, err
+	}
 	db, err := creddb.Open(s.cfg.CredentialsDB())
 	if err != nil {
 		return nil, err
