@@ -89,6 +89,11 @@ type Options struct {
 	// Negative: no bound, for a Store that serialises itself (a
 	// creddb.Resolver does).
 	DBConcurrency int
+	// AllowStaticMarker accepts creddb.StaticMarker for the default
+	// credential set's claude credential, as project/task __static__: a
+	// compatibility switch (docs/credential-proxy.md, "The static marker").
+	// Off, the marker is an unknown token like any other.
+	AllowStaticMarker bool
 }
 
 // Proxy is an http.Handler serving the health endpoint and proxying every
@@ -102,6 +107,10 @@ type Proxy struct {
 	readTO    time.Duration
 	maxBody   int64
 	dbSem     chan struct{}
+	// allowStatic is Options.AllowStaticMarker; staticRefused makes the
+	// refusal's operator hint a one-time line, not one per request.
+	allowStatic   bool
+	staticRefused sync.Once
 }
 
 // NewTransport builds the upstream transport: system TLS roots (Go honours
@@ -122,6 +131,10 @@ func NewTransport(connect, idle time.Duration) *http.Transport {
 		DisableCompression:    true,
 	}
 }
+
+// StaticProject is the project and task every use of the static marker is
+// logged under.
+const StaticProject = "__static__"
 
 // New builds a Proxy.
 func New(o Options) *Proxy {
@@ -147,12 +160,13 @@ func New(o Options) *Proxy {
 		o.Transport = NewTransport(o.ConnectTimeout, o.IdleConnTimeout)
 	}
 	p := &Proxy{
-		store:     o.Store,
-		routes:    o.Routes,
-		log:       o.Log,
-		transport: o.Transport,
-		readTO:    o.ReadTimeout,
-		maxBody:   o.MaxBody,
+		store:       o.Store,
+		routes:      o.Routes,
+		log:         o.Log,
+		transport:   o.Transport,
+		readTO:      o.ReadTimeout,
+		maxBody:     o.MaxBody,
+		allowStatic: o.AllowStaticMarker,
 	}
 	if o.DBConcurrency > 0 {
 		p.dbSem = make(chan struct{}, o.DBConcurrency)
@@ -337,8 +351,20 @@ func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo,
 	ctx = context.WithoutCancel(ctx)
 	info, cred, err = p.store.Resolve(ctx, tok)
 	if errors.Is(err, creddb.ErrNotFound) && tok == creddb.StaticMarker {
-		info = creddb.TokenInfo{Project: "__static__", Task: "__static__",
+		if !p.allowStatic {
+			p.staticRefused.Do(func() {
+				p.log.Warn("Refused the static phantom marker (answered like an unknown token); containers must use their own phantom token. "+
+					"Only for old containers: set proxy_static_marker = true in config.toml and restart the proxy",
+					"token", tokenid.Show(tok))
+			})
+			return info, nil, nil, err
+		}
+		info = creddb.TokenInfo{Project: StaticProject, Task: StaticProject,
 			CredentialSet: creddb.DefaultSet, Provider: "claude"}
+		// Every use, so an operator can see who still relies on it.
+		p.log.Warn("Static phantom marker used: injecting the default credential (compatibility switch --allow-static-marker)",
+			"project", info.Project, "task", info.Task, "token", tokenid.Show(tok),
+			"credential_set", info.CredentialSet, "provider", info.Provider)
 		cred, err = p.store.LoadCredential(ctx, info.CredentialSet, info.Provider)
 		if errors.Is(err, creddb.ErrNotFound) {
 			return info, nil, nil, nil

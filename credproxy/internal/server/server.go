@@ -66,6 +66,9 @@ type Flags struct {
 	ConnectTimeout  time.Duration
 	ReadTimeout     time.Duration
 	RefreshInterval time.Duration
+	// AllowStaticMarker accepts the static phantom marker (proxy.Options);
+	// the runner passes it when config.toml sets proxy_static_marker.
+	AllowStaticMarker bool
 }
 
 type usageErr struct{ msg string }
@@ -87,13 +90,15 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	fs.StringVar(&f.PIDFile, "pid-file", "", "write the PID here; removed on clean exit")
 	fs.StringVar(&f.LogLevel, "log-level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
 	fs.StringVar(&f.LogFile, "log-file", "", "append log lines here instead of stderr")
+	fs.BoolVar(&f.AllowStaticMarker, "allow-static-marker", false,
+		"compatibility switch: accept the static phantom marker for the default credential (any container that reaches the proxy gets it)")
 	fs.DurationVar(&f.ConnectTimeout, "upstream-connect-timeout", proxy.DefaultConnectTimeout, "upstream connect timeout")
 	fs.DurationVar(&f.ReadTimeout, "upstream-read-timeout", proxy.DefaultReadTimeout, "upstream read inactivity timeout")
 	fs.DurationVar(&f.RefreshInterval, "oauth-refresh-interval", refresh.DefaultInterval, "OAuth refresh pass interval")
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: %s --socket-path=PATH --db-path=PATH --routes-file=PATH\n"+
 			"       [--port=N] [--ssh-agent-port=N --ssh-keys-file=PATH]\n"+
-			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH]\n\n", Program)
+			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--allow-static-marker]\n\n", Program)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -234,6 +239,11 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		}
 	}
 	log.Info("Credential proxy ready", "routes", len(table), "version", version.Version)
+	if f.AllowStaticMarker {
+		log.Warn("COMPATIBILITY SWITCH --allow-static-marker is on: any container that reaches the proxy gets the default credential " +
+			"with the static phantom marker, without a token and without revocation; every use is logged as project __static__. " +
+			"Disable it with proxy_static_marker = false in config.toml and restart the proxy")
+	}
 
 	// Token lookups go through a Resolver: as fresh as a query per request
 	// (checked against the database's data_version on every request) but
@@ -241,12 +251,13 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	res := db.NewResolver()
 	defer res.Close()
 	p := proxy.New(proxy.Options{
-		Store:          resolverStore{res, db},
-		DBConcurrency:  -1, // the Resolver serialises its lookups itself
-		Routes:         table,
-		Log:            log,
-		ConnectTimeout: f.ConnectTimeout,
-		ReadTimeout:    f.ReadTimeout,
+		Store:             resolverStore{res, db},
+		DBConcurrency:     -1, // the Resolver serialises its lookups itself
+		Routes:            table,
+		Log:               log,
+		ConnectTimeout:    f.ConnectTimeout,
+		ReadTimeout:       f.ReadTimeout,
+		AllowStaticMarker: f.AllowStaticMarker,
 	})
 	defer p.Close()
 	act := &activity{}

@@ -289,7 +289,7 @@ func (m *Manager) DaemonArgs() []string {
 		level = "INFO"
 	}
 	c := m.Cfg
-	return []string{
+	args := []string{
 		"--socket-path=" + c.ProxySocket(),
 		"--db-path=" + c.CredentialsDB(),
 		"--routes-file=" + c.RoutesFile(),
@@ -300,6 +300,11 @@ func (m *Manager) DaemonArgs() []string {
 		"--log-file=" + c.ProxyLogFile(),
 		"--log-level=" + level,
 	}
+	if c.ProxyStaticMarker {
+		// docs/credential-proxy.md, "The static marker".
+		args = append(args, "--allow-static-marker")
+	}
+	return args
 }
 
 // StartDaemon launches the proxy in its own session and waits up to 5 s
@@ -373,7 +378,10 @@ func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
 		"PORT":           strconv.Itoa(m.Cfg.ProxyPort),
 		"SSH_AGENT_PORT": strconv.Itoa(m.Cfg.SSHAgentPort),
 		"SSH_KEYS_FILE":  m.Cfg.SSHKeysJSON(),
-		"BIN":            bin,
+		// The compatibility switch of docs/credential-proxy.md ("The static
+		// marker"); changing it needs the units rendered again.
+		"ALLOW_STATIC_MARKER": strconv.FormatBool(m.Cfg.ProxyStaticMarker),
+		"BIN":                 bin,
 	}
 	var units []daemonctl.Unit
 	for _, u := range []struct{ name, tmpl string }{{SocketUnit, systemd.ProxySocket}, {ServiceUnit, systemd.ProxyService}} {

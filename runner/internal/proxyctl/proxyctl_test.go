@@ -244,16 +244,16 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	dir, _ := daemonctl.UserUnitDir(m.Env)
 	sock, _ := os.ReadFile(filepath.Join(dir, SocketUnit))
 	svc, _ := os.ReadFile(filepath.Join(dir, ServiceUnit))
-	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 4\n") ||
+	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 5\n") ||
 		!strings.Contains(string(sock), "ListenStream="+m.Cfg.ProxySocket()+"\nSocketMode=0600\nListenStream=127.0.0.1:"+fmt.Sprint(m.Cfg.ProxyPort)+"\n") {
 		t.Errorf("socket unit:\n%s", sock)
 	}
-	wantExec := fmt.Sprintf("ExecStart=%s --socket-path=%s --db-path=%s --routes-file=%s --port=%d --ssh-agent-port=%d --ssh-keys-file=%s\n",
+	wantExec := fmt.Sprintf("ExecStart=%s --socket-path=%s --db-path=%s --routes-file=%s --port=%d --ssh-agent-port=%d --ssh-keys-file=%s --allow-static-marker=false\n",
 		filepath.Join(binDir, Binary), m.Cfg.ProxySocket(), m.Cfg.CredentialsDB(), m.Cfg.RoutesFile(), m.Cfg.ProxyPort, m.Cfg.SSHAgentPort, m.Cfg.SSHKeysJSON())
 	if !strings.Contains(string(svc), wantExec) {
 		t.Errorf("service unit:\n%s\nwant %s", svc, wantExec)
 	}
-	if m.InstalledVersion() != 4 {
+	if m.InstalledVersion() != 5 {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
 	// Installed: systemd mode; not running while the service is inactive.
