@@ -34,15 +34,16 @@ const (
 
 // FailedStep tells from podman's error output and whether the container
 // exists afterwards which step failed. A hook's failure is recognised by
-// runc's and the hook's own wording; otherwise a container that exists was
-// created, so its start failed.
+// runc's and the hook's own wording, a start failure by the OCI runtime's;
+// otherwise a container that exists was created, so its start failed.
 func FailedStep(stderr string, created bool) Step {
 	low := strings.ToLower(stderr)
 	switch {
 	case strings.Contains(low, "error running hook"), strings.Contains(low, "terok-shield hook"),
 		strings.Contains(low, "createruntime"):
 		return StepHook
-	case created:
+	case created, strings.Contains(low, "oci runtime"), strings.Contains(low, "runc create failed"),
+		strings.Contains(low, "crun:"), strings.Contains(low, "executable file not found"):
 		return StepCommand
 	}
 	return StepCreate

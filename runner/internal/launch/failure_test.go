@@ -17,10 +17,12 @@ func TestFailedStep(t *testing.T) {
 	}{
 		{"Error: localhost/x: image not known", false, StepCreate},
 		{"Error: creating container storage: the container name \"x\" is already in use", false, StepCreate},
-		{`Error: runc: runc create failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory: OCI runtime attempted to invoke a command that was not found`, true, StepCommand},
+		{runcNotFoundText, true, StepCommand},
 		{"Error: OCI runtime error: runc: runc create failed: unable to start container process: error during container init: error running hook #0: error running hook: exit status 1, stdout: , stderr: terok-shield hook: refusing bundle", true, StepHook},
 		{"terok-shield hook: bundle version 3 is not supported", false, StepHook},
 		{"Error: something else", true, StepCommand},
+		{runcNotFoundText, false, StepCommand},
+		{`Error: crun: executable file not found in $PATH: No such file or directory: OCI runtime attempted to invoke a command that was not found`, false, StepCommand},
 		{"", false, StepCreate},
 	}
 	for _, c := range cases {
@@ -29,6 +31,8 @@ func TestFailedStep(t *testing.T) {
 		}
 	}
 }
+
+const runcNotFoundText = `Error: runc: runc create failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory: OCI runtime attempted to invoke a command that was not found`
 
 func TestIsNameClash(t *testing.T) {
 	clash := Classify(podman.Result{Stderr: []byte(`Error: creating container storage: the container name "x" is already in use by 4f2c. You have to remove that container to be able to reuse that name: that name is already in use`), Code: 125}, errors.New("exit status 125"), "x", "i")
