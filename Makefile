@@ -122,11 +122,22 @@ uninstall:
 		$(DESTDIR)$(DOCDIR)/examples/config.toml $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md)
 	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
 
+# The .deb (nfpm, pinned in the script), versioned from git describe; it is
+# built from `make install DESTDIR=build/pkgroot PREFIX=/usr`.
+package:
+	flock /tmp/terok-build.lock scripts/package.sh $(CURDIR)/build
+
+# Build the .deb, dpkg -i it, run the installed binaries, dpkg -r it and
+# check nothing of ours is left (root; the script holds the e2e lock while
+# the package is installed).
+package-test:
+	$(AS_ROOT) scripts/package-test.sh
+
 clean:
 	rm -rf $(BIN)
 
 # Everything CI runs.
-check: lint test fuzz e2e
+check: lint test fuzz e2e package-test
 
 # The main job: set up and launch one real hardened sandbox (root).
 demo:

@@ -35,4 +35,6 @@ for m in common gate credproxy sshagent shield-hook runner systemd; do
   (cd "$top/$m" && go mod download)
 done
 command -v staticcheck >/dev/null || GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.6.1
+# The packager of make package (the same pin as scripts/package.sh).
+command -v nfpm >/dev/null || GOFLAGS= GOWORK=off go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
 echo "install-deps: ok"

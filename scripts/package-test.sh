@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# make package-test (docs/install.md, The package): builds the .deb,
+# installs it with dpkg -i, runs the installed binaries from their installed
+# paths, removes it with dpkg -r and checks that nothing of ours is left
+# outside the state directory. Every root the binaries read or write is a
+# temporary directory, so the host's own terok state is never touched.
+set -euo pipefail
+# shellcheck source=as-root.sh
+. "$(cd "$(dirname "$0")" && pwd)/as-root.sh"
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+pkg=terok-sandbox
+fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
+
+if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+  fail "$pkg is already installed on this machine; the test would remove it (dpkg -r $pkg first)"
+fi
+deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build")
+# The installed binaries are briefly on everyone's PATH: only while no
+# end-to-end test runs (they take the same lock).
+exec 9>>/tmp/terok-e2e.lock
+flock 9
+echo "package-test: $(basename "$deb"), $(stat -c %s "$deb") bytes"
+version=$(dpkg-deb -f "$deb" Version)
+# The package's own paths; none of its files may exist before (the test
+# would otherwise replace and then delete someone else's file).
+mapfile -t paths < <(dpkg-deb -c "$deb" | awk '{print substr($6, 2)}' | sed 's|/$||' | grep -v '^$')
+for p in "${paths[@]}"; do
+  if [ -e "$p" ] && [ ! -d "$p" ]; then fail "$p exists before the install"; fi
+done
+ours() { find /usr /etc /var/lib/dpkg/info -xdev -name '*terok*' 2>/dev/null | sort; }
+before=$(ours)
+
+tmp=$(mktemp -d)
+cleanup() {
+  if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok'; then dpkg -r "$pkg" >/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+# Every root in a temporary directory (config-and-paths.md §3).
+run() {
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$tmp/home" \
+    TEROK_SANDBOX_STATE_DIR="$tmp/state" TEROK_SANDBOX_RUNTIME_DIR="$tmp/run" \
+    TEROK_SANDBOX_CONFIG_DIR="$tmp/config" TEROK_CREDENTIALS_DIR="$tmp/credentials" \
+    TEROK_CONFIG_DIR="$tmp/umbrella" "$@"
+}
+mkdir -p "$tmp/home"
+
+dpkg -i "$deb" >/dev/null
+[ "$(command -v terok-sandbox)" = /usr/bin/terok-sandbox ] || fail "terok-sandbox is not /usr/bin/terok-sandbox on PATH"
+
+out=$(run /usr/bin/terok-sandbox --version)
+# The binary carries the package's version (+dirty and all).
+[ "$out" = "terok-sandbox $version" ] || fail "--version says '$out', the package is $version"
+for d in terok-gate terok-credential-proxy terok-ssh-agent; do
+  out=$(run "/usr/bin/$d" --version 2>&1) || true
+  [ "$out" = "$d $version" ] || fail "/usr/bin/$d --version says '$out'"
+done
+v=$(run /usr/libexec/terok/terok-shield-hook --bundle-version)
+[[ $v =~ ^[0-9]+$ ]] || fail "the installed hook reports bundle version '$v'"
+
+# doctor reports (exit 0 ok, 1 warnings, 2 errors: nothing is set up here);
+# anything else means it did not run.
+set +e
+out=$(run timeout 60 /usr/bin/terok-sandbox doctor 2>&1)
+rc=$?
+set -e
+case $rc in 0 | 1 | 2) ;; *) fail "doctor exited $rc: $out" ;; esac
+grep -q 'Shield state' <<<"$out" || fail "doctor printed no report: $out"
+
+# The runner finds the hook in /usr/libexec/terok, and shield setup names
+# it in the descriptors (in the temporary home: --user).
+run /usr/bin/terok-sandbox shield setup --user >/dev/null 2>&1 || true
+desc="$tmp/home/.local/share/containers/oci/hooks.d/terok-shield-createRuntime.json"
+grep -q '"path": "/usr/libexec/terok/terok-shield-hook"' "$desc" || fail "the descriptor does not name the installed hook: $(cat "$desc" 2>&1)"
+grep -q '"timeout": ' "$desc" || fail "the descriptor has no timeout"
+
+man -w terok-sandbox >/dev/null || fail "man cannot find terok-sandbox(1)"
+bash --norc -c '. /usr/share/bash-completion/completions/terok-sandbox && complete -p terok-sandbox' >/dev/null || fail "bash completion"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify /usr/lib/systemd/system/terok-*.socket /usr/lib/systemd/system/terok-*.service 2>&1 | grep terok- && fail "systemd-analyze verify: system units"
+  XDG_RUNTIME_DIR=$tmp systemd-analyze verify --user /usr/lib/systemd/user/terok-*.socket /usr/lib/systemd/user/terok-*.service 2>&1 | grep terok- && fail "systemd-analyze verify: user units"
+fi
+
+dpkg -r "$pkg" >/dev/null
+if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok'; then
+  fail "dpkg -r left the package in state '$(dpkg-query -W -f='${Status}' "$pkg")'"
+fi
+for p in "${paths[@]}"; do
+  if [ -e "$p" ] && { [ ! -d "$p" ] || [[ $p == *terok* ]]; }; then fail "$p is left after dpkg -r"; fi
+done
+after=$(ours)
+[ "$before" = "$after" ] || fail "left outside the state directory: $(comm -13 <(echo "$before") <(echo "$after") | tr '\n' ' ')"
+echo "package-test: ok ($pkg $version installed, run and removed cleanly)"
