@@ -1,8 +1,9 @@
 // Package shield is the runner side of the egress firewall (shield.md):
-// profiles, DNS tiers, podman environment detection, the pre-start step that
-// writes the per-container state bundle and returns the podman arguments,
-// live operations on a running container, the audit log, global hook setup,
-// the environment check and the runner adapter. The ruleset text and the
+// profiles, podman environment detection, the pre-start step that writes
+// the per-container state bundle (resolver tier) and returns the podman
+// arguments, live operations on a running container (including signalling
+// its resolver), the cleanup of what failed starts leave, the audit log,
+// global hook setup, the environment check and the runner adapter. The ruleset text and the
 // state-bundle contract come from common/ruleset and common/shieldbundle,
 // shared with the OCI hook.
 package shield
@@ -62,7 +63,7 @@ type Options struct {
 	// point it elsewhere.
 	RunRoot string
 	// Facts is the runner's host-facts cache (podman version and network
-	// mode, DNS tier); its zero value caches nothing.
+	// mode); its zero value caches nothing.
 	Facts podman.InfoCache
 }
 

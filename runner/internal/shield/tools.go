@@ -17,7 +17,7 @@ import (
 )
 
 // Tools finds and runs the external programs the shield drives (podman,
-// nft, nsenter, dnsmasq, dig, getent). Tests point Path at a directory of
+// nft, nsenter). Tests point Path at a directory of
 // their own executables; production uses the process PATH.
 type Tools struct {
 	// Path is the search path; "" means $PATH.
