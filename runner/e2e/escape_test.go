@@ -756,7 +756,9 @@ func escOldDnsmasq(t *testing.T, ctx context.Context, r *testharness.Runner, dir
 	if err := r.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+	// MkdirAll made the parents as root: give every one below Base to
+	// the runner's user.
+	for d := filepath.Dir(dir); strings.HasPrefix(d, r.Base+"/"); d = filepath.Dir(d) {
 		if err := r.Chown(d); err != nil {
 			t.Fatal(err)
 		}
