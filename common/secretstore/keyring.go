@@ -8,22 +8,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The KEK cache is a "user" key in the kernel's per-user keyring (@u): every
-// process of the operator's UID finds it (the runner, and the proxy and
-// agent started as user services), nothing is written to disk, and it is
-// gone at reboot, after `credentials lock`, or when its timeout expires.
-// Task containers cannot reach it: podman's seccomp profile denies the
-// keyctl calls, and rootless containers live in another user namespace
-// whose keyrings are separate (docs/secrets-at-rest.md, Key sources).
+// The KEK cache is a "user" key in the kernel's per-user keyring (@u): the
+// operator's processes find it (the runner, and the proxy and agent it
+// starts), nothing is written to disk, and it is gone at reboot, after
+// `credentials lock`, or when its timeout expires. Task containers cannot
+// read it (docs/secrets-at-rest.md, Key sources): rootless ones live in
+// another user namespace whose keyrings are separate, rootful ones do not
+// possess it (keyPerm).
 
 // keyringDesc is the cache entry's description; the store id keeps two
 // credential directories of one user apart.
 func keyringDesc(storeID string) string { return "terok-sandbox:kek:" + storeID }
 
-// keyPerm: possessor everything; the owning UID may view, read and search
-// it (and so invalidate it) from processes that do not possess it, which
-// is how a systemd user service finds the key the operator's shell added.
-const keyPerm = 0x3f000000 | 0x000b0000
+// keyPerm: the possessor may do everything, anyone else of the UID only
+// see that the entry exists. A process possesses the key when the user
+// keyring is linked into its session keyring, as in a login session
+// (pam_keyinit), the default user-session keyring, and everything those
+// start (the proxy and agent from `proxy start`, systemd user services
+// with KeyringMode=shared). A rootful container runs as the same UID but
+// in a new session keyring of its own (podman's keyring = true default):
+// it does not possess the key, and UID-match permissions would have given
+// it the KEK had its seccomp profile allowed keyctl.
+const keyPerm = 0x3f000000 | 0x00010000
 
 // CacheKEK stores kek in the user keyring for storeID, replacing an older
 // entry; timeout 0 keeps it until lock or reboot.
