@@ -278,14 +278,3 @@ func containsString(list []string, v string) bool {
 	}
 	return false
 }
-
-// withoutLine drops the entries equal to v.
-func withoutLine(list []string, v string) []string {
-	out := make([]string, 0, len(list))
-	for _, e := range list {
-		if e != v {
-			out = append(out, e)
-		}
-	}
-	return out
-}

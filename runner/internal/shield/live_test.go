@@ -71,7 +71,7 @@ func FuzzParseTarget(f *testing.F) {
 			if c, err := ruleset.CanonicalIP(addr); err != nil || c != addr {
 				t.Fatalf("non-canonical %q", addr)
 			}
-			if ruleset.AddElements("allow", []string{addr}, false) == "" {
+			if add, _ := ruleset.Elements("add", ruleset.KindAllow, []string{addr}, false); add == "" {
 				t.Fatalf("no element command for %q", addr)
 			}
 		}

@@ -140,7 +140,8 @@ func (s *Shield) addElement(ctx context.Context, pid int, kind, addr string) err
 	if len(del) > 0 {
 		script = ruleset.DeleteElements(kind, del)
 	}
-	script += ruleset.AddElements(kind, []string{addr}, false)
+	add, _ := ruleset.Elements("add", kind, []string{addr}, false)
+	script += add
 	return s.nftScript(ctx, pid, script)
 }
 
