@@ -11,25 +11,25 @@ import (
 // The KEK cache is a "user" key in the kernel's per-user keyring (@u): the
 // operator's processes find it (the runner, and the proxy and agent it
 // starts), nothing is written to disk, and it is gone at reboot, after
-// `credentials lock`, or when its timeout expires. Task containers cannot
-// read it (docs/secrets-at-rest.md, Key sources): rootless ones live in
-// another user namespace whose keyrings are separate, rootful ones do not
-// possess it (keyPerm).
+// `credentials lock`, or when its timeout expires. Task containers must not
+// reach it (docs/secrets-at-rest.md, Key sources): rootless ones live in
+// another user namespace whose keyrings are separate; rootful ones run as
+// the same UID, so their seccomp profile must refuse keyctl, add_key and
+// request_key.
 
 // keyringDesc is the cache entry's description; the store id keeps two
 // credential directories of one user apart.
 func keyringDesc(storeID string) string { return "terok-sandbox:kek:" + storeID }
 
-// keyPerm: the possessor may do everything, anyone else of the UID only
-// see that the entry exists. A process possesses the key when the user
-// keyring is linked into its session keyring, as in a login session
-// (pam_keyinit), the default user-session keyring, and everything those
-// start (the proxy and agent from `proxy start`, systemd user services
-// with KeyringMode=shared). A rootful container runs as the same UID but
-// in a new session keyring of its own (podman's keyring = true default):
-// it does not possess the key, and UID-match permissions would have given
-// it the KEK had its seccomp profile allowed keyctl.
-const keyPerm = 0x3f000000 | 0x00010000
+// keyPerm: possessor everything; the owning UID may view, read and search
+// it (and so invalidate it) from processes that do not possess it: a
+// daemon started by systemd or sudo in a session keyring of its own must
+// find the key the operator's shell cached. Possession would be no
+// boundary anyway: any process of the UID that may call keyctl can link
+// the user keyring into its session keyring. What keeps task containers
+// out is that they cannot call keyctl or live in another user namespace
+// (docs/secrets-at-rest.md, Key sources).
+const keyPerm = 0x3f000000 | 0x000b0000
 
 // CacheKEK stores kek in the user keyring for storeID, replacing an older
 // entry; timeout 0 keeps it until lock or reboot.
