@@ -74,9 +74,9 @@ type Options struct {
 	// HostLoopback is the address under which the host's loopback services
 	// are reached besides the gateway: PastaHostLoopback in pasta mode, ""
 	// under slirp4netns, where 169.254.1.2 is not the host and gets no
-	// rule at all (docs/shield-hook.md, "Output chain"). No other value is
-	// accepted: verification admits host-loopback rules for that address
-	// only.
+	// rule at all (docs/shield-hook.md, "The ruleset, rule by rule"). No
+	// other value is accepted: verification admits host-loopback rules for
+	// that address only.
 	HostLoopback string
 	// SetTimeout is ignored.
 	//
@@ -146,23 +146,25 @@ func setDecls(b *strings.Builder, deny bool) {
 	fmt.Fprintf(b, "    set %s { type ipv6_addr; }\n\n", SetGatewayV6)
 }
 
-// head writes the rules common to both modes: loopback, conntrack, ND,
-// then closed DNS: the forwarder is reachable on port 53 only by packets
-// carrying ResolverMark, which only the resolver (running with
-// CAP_NET_ADMIN over the netns, outside the container's reach) can set,
-// and every other packet to it is rejected before any rule could accept
-// it. Then the host-service ports on the gateways and, in pasta mode, on
-// the host-loopback address. The gateway and host-loopback rules come
-// before the special-range rejects because 10.0.2.2 and 169.254.1.2 lie in
-// special ranges.
+// head writes the rules common to both modes: loopback, then closed DNS:
+// the forwarder is reachable on port 53 only by packets carrying
+// ResolverMark, which only the resolver (running with CAP_NET_ADMIN over
+// the netns, outside the container's reach) can set, and every other
+// packet to it is rejected. These come before the conntrack accept: an
+// unmarked socket that binds the source port of one of the resolver's
+// answered queries would otherwise ride that established flow to the
+// forwarder (kernel-tested). Then conntrack, ND, the host-service ports on
+// the gateways and, in pasta mode, on the host-loopback address. The
+// gateway and host-loopback rules come before the special-range rejects
+// because 10.0.2.2 and 169.254.1.2 lie in special ranges.
 func (c checked) head(b *strings.Builder, policy string) {
 	fmt.Fprintf(b, "    chain output {\n        type filter hook output priority filter; policy %s;\n", policy)
 	b.WriteString("        oifname \"lo\" accept\n")
-	b.WriteString("        ct state established,related accept\n")
-	b.WriteString(ndOutput)
 	fmt.Fprintf(b, "        meta mark 0x%08x udp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        meta mark 0x%08x tcp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        %s daddr %s %s %s\n", c.dnsSel, c.dns, logStmt(PrefixPrivate), RejectStmt)
+	b.WriteString("        ct state established,related accept\n")
+	b.WriteString(ndOutput)
 	for _, p := range c.ports {
 		fmt.Fprintf(b, "        tcp dport %d ip daddr @%s accept\n", p, SetGatewayV4)
 		fmt.Fprintf(b, "        tcp dport %d ip6 daddr @%s accept\n", p, SetGatewayV6)
@@ -211,7 +213,8 @@ const inputChain = `    chain input {
 }
 `
 
-// Hook renders the enforcing table (docs/shield-hook.md, "Output chain").
+// Hook renders the enforcing table (docs/shield-hook.md, "The ruleset, rule
+// by rule").
 func Hook(o Options) (string, error) {
 	c, err := o.check()
 	if err != nil {
@@ -242,10 +245,11 @@ func Hook(o Options) (string, error) {
 	return b.String(), nil
 }
 
-// Bypass renders the shield-down table (docs/shield-hook.md, "Bypass
-// table"): output policy accept, every new connection logged, DNS still
-// closed (only the resolver reaches the forwarder; with resolver.open it
-// forwards every name), the special ranges still rejected unless allowAll.
+// Bypass renders the shield-down table (docs/shield-hook.md, "The
+// ruleset, rule by rule", Bypass): output policy accept, every new
+// connection logged, DNS still closed (only the resolver reaches the
+// forwarder; with resolver.open it forwards every name), the special
+// ranges still rejected unless allowAll.
 // Options.Interactive is ignored.
 func Bypass(o Options, allowAll bool) (string, error) {
 	c, err := o.check()

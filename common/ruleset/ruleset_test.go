@@ -18,8 +18,8 @@ func golden(t *testing.T, name string) string {
 	return string(b)
 }
 
-// The golden files are the tables of docs/shield-hook.md ("Output chain",
-// "Bypass table"): the spec's §7.1/§7.3 examples with the IPv6
+// The golden files are the tables of docs/shield-hook.md ("The ruleset,
+// rule by rule"): the spec's §7.1/§7.3 examples with the IPv6
 // neighbour-discovery rules (see ndOutput), closed DNS, the special-range
 // rejects and the learned-address sets. They were checked by hand against
 // the documented order; a change to the generator must change them
@@ -445,6 +445,8 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"accept before forwarder reject", "        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
 			"        tcp dport 9418 ip daddr @gateway_v4 accept\n        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
 			"rule accepts before the reject of unmarked traffic to the DNS forwarder: tcp dport 9418 ip daddr @gateway_v4 accept"},
+		{"conntrack before the forwarder reject", "        oifname \"lo\" accept\n        meta mark", "        oifname \"lo\" accept\n        ct state established,related accept\n        meta mark",
+			"rule accepts before the reject of unmarked traffic to the DNS forwarder: ct state established,related accept"},
 		{"learned set before special rejects", "        ip daddr @allow_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n",
 			"        ip daddr @allow_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n        ip daddr @dns_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n",
 			"dns_v4 accept rule precedes a special-range reject"},

@@ -55,9 +55,9 @@ type verifyRegexps struct {
 	counter, handle, logOrder, space, chain, table, terminalLog *regexp.Regexp
 	// hookAccept are the output-chain rules allowed to carry an accept
 	// verdict in hook mode; the first headAccept of them are the ones of
-	// the head (docs/shield-hook.md, "Output chain"), the only accepts of
-	// the bypass table and the only ones allowed before the forwarder
-	// reject (the first preHead of them).
+	// the head (docs/shield-hook.md, "The ruleset, rule by rule"), the only
+	// accepts of the bypass table; the first preHead of them are the only
+	// ones allowed before the forwarder reject.
 	hookAccept []*regexp.Regexp
 	// marked is the resolver's DNS accept rule; dport53 finds any rule
 	// about port 53; reject is a logged special-range (or forwarder)
@@ -66,8 +66,8 @@ type verifyRegexps struct {
 }
 
 const (
-	preHead    = 5 // lo, established, two ND rules, marked DNS
-	headAccept = 6 // preHead plus the host-service port rules
+	preHead    = 2 // lo, marked DNS
+	headAccept = 6 // preHead, established, two ND rules, host-service ports
 )
 
 var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
@@ -86,10 +86,10 @@ var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
 	// a hole the generator never writes.
 	r.hookAccept = []*regexp.Regexp{
 		regexp.MustCompile(`^oifname "lo" accept$`),
+		r.marked,
 		regexp.MustCompile(`^ct state established,related accept$`),
 		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
 		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
-		r.marked,
 		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + `) accept$`),
 		regexp.MustCompile(`^ip daddr @` + SetAllowV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
 		regexp.MustCompile(`^ip6 daddr @` + SetAllowV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
@@ -216,8 +216,9 @@ func acceptsBy(r string, res []*regexp.Regexp) bool {
 // dnsChecks are the closed-DNS invariants of both modes: the resolver's
 // marked accept pair for one forwarder address, no other rule accepting
 // port 53, and the unmarked reject of the forwarder (any protocol or
-// port) before any accept rule other than lo, established, ND and the
-// marked pair.
+// port) before any accept rule other than lo and the marked pair — the
+// conntrack accept included, which would let an unmarked socket on a
+// reused source port ride one of the resolver's flows.
 func dnsChecks(out *chain, errs []string) []string {
 	res := verifyRes()
 	fwd := map[string]string{} // proto -> "ip daddr ADDR" (or ip6)

@@ -168,6 +168,13 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 
 	o := &p.output
 	o.add(nil, meta(expr.MetaKeyOIFNAME, ifname("lo")), verdict(expr.VerdictAccept))
+	// Closed DNS (docs/shield-hook.md, "The ruleset, rule by rule"): only
+	// the resolver's marked packets reach the forwarder, decided before
+	// conntrack so that no unmarked socket rides one of its flows.
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		o.add(nil, markEq(ruleset.ResolverMark), l4proto(proto), dport(53), daddrEq(dns), verdict(expr.VerdictAccept))
+	}
+	o.add(nil, daddrEq(dns), logExpr(ruleset.PrefixPrivate), reject())
 	o.add(nil, ctState(ctEstablished|ctRelated), verdict(expr.VerdictAccept))
 	ndTypes := icmp6Set(p.table, 133, 135, 136)
 	ndDst, err := prefixSet(p.table, "fe80::/10", "ff02::/16")
@@ -181,12 +188,6 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 	o.add([]*planSet{ndTypes2}, nfproto(unix.NFPROTO_IPV6), l4proto(unix.IPPROTO_ICMPV6),
 		payload(expr.PayloadBaseTransportHeader, 0, 1), lookupAnon(ndTypes2),
 		daddr6(), lookup(gw6), verdict(expr.VerdictAccept))
-	// Closed DNS (docs/shield-hook.md, "Output chain"): only the
-	// resolver's marked packets reach the forwarder.
-	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-		o.add(nil, markEq(ruleset.ResolverMark), l4proto(proto), dport(53), daddrEq(dns), verdict(expr.VerdictAccept))
-	}
-	o.add(nil, daddrEq(dns), logExpr(ruleset.PrefixPrivate), reject())
 	ports := dedupPorts(s.LoopbackPorts)
 	for _, port := range ports {
 		o.add(nil, l4proto(unix.IPPROTO_TCP), dport(port), nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(gw4), verdict(expr.VerdictAccept))

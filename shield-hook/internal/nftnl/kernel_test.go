@@ -210,8 +210,16 @@ func (k *kernelTopo) serve(t *testing.T) {
 // exchange opens a socket inside the container namespace (with SO_MARK
 // ResolverMark when marked), sends one message and reads the answer.
 func (k *kernelTopo) exchange(network, addr string, marked bool) error {
-	return k.ctr.ns.Do(func() error {
-		d := net.Dialer{Timeout: 3 * time.Second}
+	_, err := k.exchangeFrom(network, nil, addr, marked)
+	return err
+}
+
+// exchangeFrom is exchange from the local address local (nil: any); it
+// returns the local address used.
+func (k *kernelTopo) exchangeFrom(network string, local net.Addr, addr string, marked bool) (net.Addr, error) {
+	var used net.Addr
+	err := k.ctr.ns.Do(func() error {
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: local}
 		if marked {
 			d.Control = func(_, _ string, rc syscall.RawConn) error {
 				var serr error
@@ -228,6 +236,7 @@ func (k *kernelTopo) exchange(network, addr string, marked bool) error {
 			return err
 		}
 		defer c.Close()
+		used = c.LocalAddr()
 		if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
 			return err
 		}
@@ -244,6 +253,7 @@ func (k *kernelTopo) exchange(network, addr string, marked bool) error {
 		}
 		return nil
 	})
+	return used, err
 }
 
 // rejected: the firewall's reject (icmpx admin-prohibited) reaches an
@@ -386,5 +396,23 @@ func kernelCase(t *testing.T, f kFamily, via string) {
 	}
 	if u, tc, o := k.udp53.Load(), k.tcp53.Load(), k.udp5353.Load(); u != 1 || tc != 1 || o != 0 {
 		t.Fatalf("the forwarder saw udp/53=%d tcp/53=%d udp/5353=%d, want 1, 1, 0", u, tc, o)
+	}
+	// (e) no riding on the resolver's flow: once a marked socket's query
+	// was answered, conntrack holds an established UDP flow for its
+	// address and port for a while; an unmarked socket that binds the same
+	// port (the resolver's sockets are listed in the netns's
+	// /proc/net/udp) must still be refused.
+	local, err := k.exchangeFrom(f.udp, nil, net.JoinHostPort(f.fwd, "53"), true)
+	if err != nil {
+		t.Fatalf("marked UDP query: %v", err)
+	}
+	if _, err := k.exchangeFrom(f.udp, local, net.JoinHostPort(f.fwd, "53"), false); !rejected(err) {
+		t.Fatalf("unmarked query from the resolver's address and port %s: %v, want rejected", local, err)
+	}
+	if _, err := k.exchangeFrom(f.udp, nil, net.JoinHostPort(f.fwd, "53"), true); err != nil {
+		t.Fatalf("marked UDP query: %v", err)
+	}
+	if u := k.udp53.Load(); u != 3 {
+		t.Fatalf("the forwarder saw %d UDP queries, want the 3 marked ones", u)
 	}
 }
