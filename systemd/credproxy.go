@@ -4,11 +4,13 @@ import _ "embed"
 
 // Credential proxy unit templates (credential-proxy.md §11). Placeholders:
 // UNIT_VERSION, SOCKET_PATH, DB_PATH, ROUTES_PATH, PORT, SSH_AGENT_PORT,
-// SSH_KEYS_FILE, ALLOW_STATIC_MARKER (true or false: proxy_static_marker), BIN. The order of the socket's two ListenStream= lines is
-// the proxy's descriptor order (3 = Unix, 4 = TCP); never swap them. Bump
-// ProxyUnitVersion whenever a template changes.
+// SSH_KEYS_FILE, ALLOW_STATIC_MARKER (true or false: proxy_static_marker),
+// CREDENTIALS_DIR (the one directory the hardened service may write), BIN.
+// The order of the socket's two ListenStream= lines is the proxy's
+// descriptor order (3 = Unix, 4 = TCP); never swap them. Bump
+// ProxyUnitVersion whenever a template changes (6: hardening).
 const (
-	ProxyUnitVersion = 5
+	ProxyUnitVersion = 6
 	ProxySocketName  = "terok-credential-proxy.socket"
 	ProxyServiceName = "terok-credential-proxy.service"
 	ProxyStampPrefix = "# terok-credential-proxy-version:"

@@ -5,11 +5,13 @@ import _ "embed"
 // Standalone SSH agent unit templates (ssh-agent.md §1). Usually the
 // credential proxy supervises terok-ssh-agent; these units are for hosts
 // that run the agent on its own (never both on one port). Placeholders:
-// UNIT_VERSION, PORT, BIN, DB_PATH, SSH_KEYS_FILE. The socket passes one TCP
-// listener (LISTEN_FDS=1); --port then only documents the port. Bump
-// SSHAgentUnitVersion whenever a template changes.
+// UNIT_VERSION, PORT, BIN, DB_PATH, SSH_KEYS_FILE, CREDENTIALS_DIR (the one
+// directory the hardened service may write: the database's WAL files). The
+// socket passes one TCP listener (LISTEN_FDS=1); --port then only documents
+// the port. Bump SSHAgentUnitVersion whenever a template changes (2:
+// hardening).
 const (
-	SSHAgentUnitVersion = 1
+	SSHAgentUnitVersion = 2
 	SSHAgentSocketName  = "terok-ssh-agent.socket"
 	SSHAgentServiceName = "terok-ssh-agent.service"
 	SSHAgentStampPrefix = "# terok-ssh-agent-version:"

@@ -149,6 +149,8 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 		"BIN":           filepath.Join(binDir, "terok-ssh-agent"),
 		"DB_PATH":       cfg.CredentialsDB(),
 		"SSH_KEYS_FILE": cfg.SSHKeysJSON(),
+		// The hardened service writes nothing else (docs/install.md, Hardening).
+		"CREDENTIALS_DIR": cfg.CredentialsDir,
 	}
 	for _, u := range []struct{ name, tmpl string }{
 		{systemd.SSHAgentSocketName, systemd.SSHAgentSocket},

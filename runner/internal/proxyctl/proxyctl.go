@@ -381,7 +381,9 @@ func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
 		// The compatibility switch of docs/credential-proxy.md ("The static
 		// marker"); changing it needs the units rendered again.
 		"ALLOW_STATIC_MARKER": strconv.FormatBool(m.Cfg.ProxyStaticMarker),
-		"BIN":                 bin,
+		// The hardened service writes nothing else (docs/install.md, Hardening).
+		"CREDENTIALS_DIR": m.Cfg.CredentialsDir,
+		"BIN":             bin,
 	}
 	var units []daemonctl.Unit
 	for _, u := range []struct{ name, tmpl string }{{SocketUnit, systemd.ProxySocket}, {ServiceUnit, systemd.ProxyService}} {
