@@ -99,6 +99,9 @@ func (e *Env) newRunner(t testing.TB, u *User) *Runner {
 	if err := r.Chown(base); err != nil {
 		t.Fatalf("runner base dir: %v", err)
 	}
+	if err := r.installSeccomp(); err != nil {
+		t.Fatalf("runner seccomp profile: %v", err)
+	}
 	return r
 }
 
