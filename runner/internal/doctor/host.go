@@ -12,7 +12,7 @@ import (
 // seccomp profile every launch needs (docs/seccomp.md) and the static
 // phantom marker switch (docs/credential-proxy.md).
 func HostChecks(cfg config.Config, euid int) []Check {
-	return []Check{SeccompCheck(seccomp.Path(cfg.ConfigDir), euid), StaticMarkerCheck(cfg.ProxyStaticMarker), SecretsCheck(cfg)}
+	return []Check{SeccompCheck(seccomp.Path(cfg.ConfigDir), euid), StaticMarkerCheck(cfg.ProxyStaticMarker), SecretsCheck(cfg, euid)}
 }
 
 // SeccompCheck verifies the profile at path as a launch would: it exists,

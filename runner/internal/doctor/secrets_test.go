@@ -1,6 +1,8 @@
 package doctor
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,12 +47,34 @@ func TestSecretsVerdict(t *testing.T) {
 
 func TestSecretsCheckOnAStore(t *testing.T) {
 	dir := t.TempDir()
-	c := secretsCheck(secretsctl.Store{Dir: dir, DBPath: dir + "/credentials.db", KeysJSON: dir + "/ssh-keys.json", Encrypt: true})
+	c := secretsCheck(secretsctl.Store{Dir: dir, DBPath: dir + "/credentials.db", KeysJSON: dir + "/ssh-keys.json", Encrypt: true}, "")
 	if !c.HostSide || c.Category != "secrets" {
 		t.Fatalf("check %+v", c)
 	}
 	v := c.Evaluate(0, "", "")
 	if v.Severity != OK || !strings.Contains(v.Detail, "plaintext") {
 		t.Fatalf("empty store: %+v", v)
+	}
+}
+
+func TestKeyctlAllowed(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	allows := write("allows.json", `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "keyctl"], "action": "SCMP_ACT_ALLOW"}]}`)
+	refuses := write("refuses.json", `{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}`)
+	if why := keyctlAllowed(allows); !strings.Contains(why, "allows keyctl") || !strings.Contains(why, "must refuse") {
+		t.Fatalf("profile allowing keyctl: %q", why)
+	}
+	if why := keyctlAllowed(refuses); why != "" {
+		t.Fatalf("profile refusing keyctl: %q", why)
+	}
+	if why := keyctlAllowed(filepath.Join(dir, "missing.json")); why != "" {
+		t.Fatalf("missing profile: %q", why)
 	}
 }
