@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +56,9 @@ type escOutside struct {
 	*shxOutsideHost
 	hostEnd, dnsIP, listedIP, otherIP string
 	queryLog                          string
+	// v6 is the outside host's IPv6 address; udpSink collects what
+	// reaches its UDP port 9999 on otherIP.
+	v6, udpSink string
 }
 
 func escNewOutside(t *testing.T) *escOutside {
@@ -62,6 +67,24 @@ func escNewOutside(t *testing.T) *escOutside {
 	e := &escOutside{shxOutsideHost: o, hostEnd: hostEnd, dnsIP: addrs[0], listedIP: addrs[1], otherIP: addrs[2],
 		queryLog: filepath.Join(t.TempDir(), "queries.log")}
 	o.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+shxOutsideReply)
+	// IPv6 in 2001:db8::/32 (never the uplink's fd00::/64), routed through
+	// our veth like the IPv4 addresses.
+	e.v6 = fmt.Sprintf("2001:db8:%s::2", shxRandID(t)[:4])
+	hostV6 := strings.TrimSuffix(e.v6, "2") + "1"
+	for _, args := range [][]string{
+		{"ip", "-6", "addr", "add", hostV6 + "/64", "dev", o.hostVeth, "nodad"},
+		{"ip", "netns", "exec", o.ns, "ip", "-6", "addr", "add", e.v6 + "/64", "dev", strings.TrimSuffix(o.hostVeth, "h") + "n", "nodad"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "-6", "route", "get", e.v6).CombinedOutput(); err != nil || !strings.Contains(string(out), "dev "+o.hostVeth+" ") {
+		t.Fatalf("ip -6 route get %s does not use %s: %s %v", e.v6, o.hostVeth, out, err)
+	}
+	o.daemon(t, "socat", "TCP6-LISTEN:"+shxOutsidePort+",ipv6only=1,reuseaddr,fork", "SYSTEM:echo "+shxOutsideReply)
+	e.udpSink = filepath.Join(t.TempDir(), "udp.bin")
+	o.daemon(t, "socat", "-u", "UDP4-RECV:9999,bind="+e.otherIP, "OPEN:"+e.udpSink+",creat,append")
 	args := []string{"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--listen-address=" + e.dnsIP, "--bind-interfaces", "--port=53", "--pid-file=",
 		"--log-queries", "--log-facility=" + e.queryLog, "--local-ttl=60",
@@ -69,6 +92,8 @@ func escNewOutside(t *testing.T) *escOutside {
 	for name, addr := range escRebind {
 		args = append(args, "--address=/"+name+"/"+addr)
 	}
+	// self.<listed>: the host's own address on our veth (adversarial pass).
+	args = append(args, "--address=/self."+escListed+"/"+e.hostEnd)
 	o.daemon(t, "dnsmasq", args...)
 	shxWaitFor(t, 10*time.Second, "outside DNS server", func() bool {
 		out, err := exec.Command("dig", "+short", "+time=1", "+tries=1", "@"+e.dnsIP, escListed).Output()
@@ -396,6 +421,21 @@ func TestEscape(t *testing.T) {
 			}
 		})
 
+		// Issue 11 part 1, the host's other addresses: slirp4netns connects
+		// from the host's own network stack, so an answer naming any
+		// address of the host (not only its loopback) reaches the host's
+		// services bound to that address or to 0.0.0.0. Here the address
+		// is the host's end of our veth (198.51.100.x, not a special range).
+		t.Run("rebinding to the host's own address", func(t *testing.T) {
+			self := escListen(t, "tcp4", e.out.hostEnd+":0")
+			_, port, _ := net.SplitHostPort(self.addr)
+			shxInContainer(ctx, r, name, "timeout 15 nslookup self."+escListed)
+			res := shxInContainer(ctx, r, name, "nc -w 3 "+e.out.hostEnd+" "+port+" </dev/null")
+			if res.Code == 0 || strings.Contains(res.Stdout, shxHostReply) || self.conns.Load() != 0 {
+				t.Errorf("self.%s -> %s (an address of the host) opened a host service: %s", escListed, e.out.hostEnd, res)
+			}
+		})
+
 		// Issue 11 part 2: no name outside the allowlist, no other type and
 		// no query of another socket reaches the upstream.
 		t.Run("tunnel", func(t *testing.T) {
@@ -431,6 +471,45 @@ func TestEscape(t *testing.T) {
 			}
 		})
 
+		// Closed DNS, the way around the mark: the resolver's upstream
+		// sockets are closed after each query, their connection-tracking
+		// entries are not; a container process that binds the same source
+		// port must not ride on them to the forwarder.
+		t.Run("conntrack reuse", func(t *testing.T) {
+			escBuildProbe(t, ctx, "dnsreuse", filepath.Join(e.probeDir, "dnsreuse"))
+			id := shxRandID(t)
+			zone := id + ".evil.test"
+			res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/dnsreuse",
+				"-name", "cr-"+id+"."+escListed, "-zone", zone)
+			if res.Code != 0 {
+				t.Fatalf("dnsreuse: %s", res)
+			}
+			var got struct {
+				Resolved bool
+				Seen     int
+				Answered []int
+			}
+			if err := json.Unmarshal([]byte(res.Stdout), &got); err != nil {
+				t.Fatalf("dnsreuse output %q: %v", res.Stdout, err)
+			}
+			t.Logf("dnsreuse: %s", strings.TrimSpace(res.Stdout))
+			if !got.Resolved || got.Seen == 0 {
+				t.Fatalf("the probe did not see the resolver's upstream socket (resolved %v, seen %d)", got.Resolved, got.Seen)
+			}
+			if len(got.Answered) != 0 {
+				t.Errorf("unmarked queries from the resolver's old source ports %v got answers from the forwarder", got.Answered)
+			}
+			n := 0
+			for q, c := range e.out.queries(t) {
+				if strings.HasSuffix(q, "."+zone) && !strings.Contains(q, " ") {
+					n += c
+				}
+			}
+			if n != 0 {
+				t.Errorf("the test server received %d smuggled queries below %s", n, zone)
+			}
+		})
+
 		// Issue 11 part 3: under slirp4netns 169.254.1.2 is not the host, so
 		// no rule may name it (no traffic is sent there).
 		t.Run("link-local rules", func(t *testing.T) {
@@ -454,6 +533,10 @@ func TestEscape(t *testing.T) {
 
 		// Issue 11 part 6: a failed start leaves nothing behind.
 		t.Run("failed start", func(t *testing.T) { escFailedStart(t, ctx, e) })
+
+		// Channels beyond the issue's list (docs/security-model.md,
+		// "Adversarial pass, December 2026").
+		t.Run("adversarial", func(t *testing.T) { escAdversarial(t, ctx, e, name) })
 
 		// Issue 11 part 8: bad names are refused before anything touches
 		// the disk.
@@ -613,8 +696,15 @@ func escStaticMarker(t *testing.T, ctx context.Context, e *escRunner, name strin
 	if strings.TrimSpace(res.Stdout) != "401" {
 		t.Errorf("static marker by default: want 401, got %s", res)
 	}
+	// Neither in the other header nor as a made-up phantom token.
+	for _, h := range []string{"Authorization: Bearer " + creddb.StaticMarker, "x-api-key: terok-p-" + shxRandID(t) + shxRandID(t)} {
+		res := shxInContainer(ctx, r, name, fmt.Sprintf(`curl -sS -m 20 -o /dev/null -w '%%{http_code}' -H '%s' http://host.containers.internal:%d/v1/messages`, h, e.proxyPort))
+		if strings.TrimSpace(res.Stdout) != "401" {
+			t.Errorf("%s: want 401, got %s", strings.SplitN(h, ":", 2)[0], res)
+		}
+	}
 	if n, _ := seen(); n != 0 {
-		t.Errorf("by default the upstream received %d requests for the static marker", n)
+		t.Errorf("by default the upstream received %d requests for the static marker or a bad token", n)
 	}
 	mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
 
@@ -798,5 +888,111 @@ func escNames(t *testing.T, ctx context.Context, e *escRunner) {
 	sort.Strings(added)
 	if len(added) != 0 {
 		t.Errorf("bad names wrote below %s:\n%s", r.Base, strings.Join(added, "\n"))
+	}
+}
+
+// escCount is a listener that counts its connections (TCP or unix).
+type escCount struct {
+	addr  string
+	conns atomic.Int64
+}
+
+func escListen(t *testing.T, network, addr string) *escCount {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &escCount{addr: l.Addr().String()}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.conns.Add(1)
+			_, _ = conn.Write([]byte(shxHostReply + "\n"))
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return c
+}
+
+func escAdversarial(t *testing.T, ctx context.Context, e *escRunner, name string) {
+	r := e.r
+	port := func(c *escCount) string { _, p, _ := net.SplitHostPort(c.addr); return p }
+	v6Loop := escListen(t, "tcp6", "[::1]:0")
+	abstract := escListen(t, "unix", "@terok-e2e-adv-"+shxRandID(t))
+	otherBefore := e.other.conns.Load()
+	stateDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
+	resolverPID := func() int {
+		b, _ := os.ReadFile(filepath.Join(stateDir, shieldbundle.FileResolverPID))
+		p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return p
+	}
+	pid := resolverPID()
+	rulesBefore := strings.Count(e.nft(t, ctx, name, "list", "chain", "inet", "terok_shield", "output"), "\n")
+
+	type probe struct {
+		what, script string
+		// held reports whether the sandbox held (from the command's result).
+		held func(res testharness.Result) bool
+	}
+	failed := func(res testharness.Result) bool {
+		return res.Code != 0 && !strings.Contains(res.Stdout, shxHostReply) && !strings.Contains(res.Stdout, shxOutsideReply)
+	}
+	probes := []probe{
+		{"IPv6 to the outside host", "nc -6 -w 3 " + e.out.v6 + " " + shxOutsidePort + " </dev/null", failed},
+		{"IPv4-mapped IPv6 to a host loopback port", "nc -6 -w 3 ::ffff:10.0.2.2 " + strconv.Itoa(e.other.port) + " </dev/null", failed},
+		{"fd00::2 (slirp4netns's IPv6 host) to a port on the host's ::1", "nc -6 -w 3 fd00::2 " + port(v6Loop) + " </dev/null", failed},
+		{"UDP to the outside host", "echo adv-udp | nc -u -w 1 " + e.out.otherIP + " 9999; echo adv-udp | nc -u -w 1 " + e.out.otherIP + " 9999", func(testharness.Result) bool { return true }},
+		{"ICMP echo to the outside host", "ping -c 1 -W 2 " + e.out.otherIP, func(res testharness.Result) bool { return res.Code != 0 }},
+		{"SCTP to the outside host", "socat -T 2 - SCTP-CONNECT:" + e.out.otherIP + ":9999 </dev/null", func(res testharness.Result) bool { return res.Code != 0 }},
+		{"multicast and broadcast", "echo m | nc -u -w 1 224.0.0.251 5353; echo b | nc -u -b -w 1 255.255.255.255 9999; echo done", func(testharness.Result) bool { return true }},
+		{"unshare -Ur, then nft flush ruleset", "unshare -Ur nft flush ruleset", func(res testharness.Result) bool { return res.Code != 0 }},
+		{"unshare -Urn: a new netns of its own", "unshare -Urn sh -c 'ip -o link; nc -w 2 " + e.out.otherIP + " " + shxOutsidePort + " </dev/null'", failed},
+		{"/proc/sys write", "echo 1 > /proc/sys/net/ipv4/ip_forward", func(res testharness.Result) bool { return res.Code != 0 }},
+		{"abstract unix socket of the host", "socat -T 2 - ABSTRACT-CONNECT:" + strings.TrimPrefix(abstract.addr, "@") + " </dev/null", failed},
+		{"the resolver's process from inside", "ls /proc | grep -c '^[0-9]'; for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done | grep 'shield-hoo[k]'; kill -0 " + strconv.Itoa(pid),
+			func(res testharness.Result) bool {
+				return res.Code != 0 && !strings.Contains(res.Stdout, "shield-hook")
+			}},
+		{"the host path of the task's state", "grep -o '[^ ]*terok[^ ]*' /proc/self/mountinfo; ls " + filepath.Dir(stateDir), func(res testharness.Result) bool { return res.Code != 0 }},
+		{"DNS over TCP: oversized, truncated and malformed messages, 300 idle connections",
+			`printf '\377\377' | timeout 5 nc 127.0.0.1 53; head -c 70000 /dev/urandom | timeout 5 nc 127.0.0.1 53 >/dev/null; printf '\000\005hello' | timeout 5 nc 127.0.0.1 53 >/dev/null; ` +
+				`i=0; while [ $i -lt 300 ]; do (sleep 10 | nc 127.0.0.1 53 >/dev/null 2>&1 &); i=$((i+1)); done; sleep 1; timeout 15 nslookup ` + escListed,
+			func(res testharness.Result) bool { return strings.Contains(res.Stdout, e.out.listedIP) }},
+	}
+	for _, p := range probes {
+		res := shxInContainer(ctx, r, name, p.script)
+		held := p.held(res)
+		out := strings.TrimSpace(res.Stdout + " " + res.Stderr)
+		if len(out) > 300 {
+			out = out[:300] + "…"
+		}
+		t.Logf("%-70s held=%v exit=%d: %s", p.what, held, res.Code, strings.ReplaceAll(out, "\n", " | "))
+		if !held {
+			t.Errorf("%s: the sandbox did not hold: %s", p.what, res)
+		}
+	}
+	if n := e.other.conns.Load() - otherBefore; n != 0 {
+		t.Errorf("the host loopback service saw %d connections", n)
+	}
+	for what, c := range map[string]*escCount{"[::1] service": v6Loop, "abstract socket": abstract} {
+		if n := c.conns.Load(); n != 0 {
+			t.Errorf("the %s saw %d connections", what, n)
+		}
+	}
+	if b, _ := os.ReadFile(e.out.udpSink); len(b) != 0 {
+		t.Errorf("UDP reached the outside host: %q", b)
+	}
+	if p := resolverPID(); p != pid || !shieldbundle.IsOurResolver(pid, stateDir) {
+		t.Errorf("the resolver did not survive: pid %d -> %d", pid, p)
+	}
+	if n := strings.Count(e.nft(t, ctx, name, "list", "chain", "inet", "terok_shield", "output"), "\n"); n != rulesBefore {
+		t.Errorf("the output chain changed: %d -> %d lines", rulesBefore, n)
 	}
 }
