@@ -148,3 +148,18 @@ func elementsOf(out string) []string {
 	}
 	return elems
 }
+
+// FuzzCollapseSpace: the hand-written white-space collapse of normRule
+// equals the regular-expression form it replaced (trim, then \s+ -> " ").
+func FuzzCollapseSpace(f *testing.F) {
+	for _, s := range []string{"  ip daddr\t@allow_v4  accept ", "\v a \u00a0 b\r\n", "", "log prefix \"X: \" group 100"} {
+		f.Add(s)
+	}
+	re := regexp.MustCompile(`\s+`)
+	f.Fuzz(func(t *testing.T, s string) {
+		want := re.ReplaceAllString(strings.Trim(s, " \t\n\f\r"), " ")
+		if got := collapseSpace(s); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
+	})
+}

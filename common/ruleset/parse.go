@@ -55,13 +55,12 @@ func ParseScript(text string) (s Script, ok bool) {
 		if line == "" {
 			continue
 		}
-		em := parseRes().elem.FindStringSubmatch(line)
-		if em == nil || seen[em[1]] {
+		set, list, ok := elementLine(line)
+		if !ok || seen[set] {
 			return Script{}, false
 		}
-		seen[em[1]] = true
-		list := strings.Split(em[2], ", ")
-		switch em[1][:strings.IndexByte(em[1], '_')] {
+		seen[set] = true
+		switch set[:strings.IndexByte(set, '_')] {
 		case KindAllow:
 			s.Allow = append(s.Allow, list...)
 		case KindDNS:
@@ -79,13 +78,37 @@ func ParseScript(text string) (s Script, ok bool) {
 	return s, true
 }
 
+// elementLine splits `add element inet terok_shield SET { A, B }\n` into
+// the set name and its elements. It only cuts the line where the generator
+// puts its separators (a regular expression over a 1,000-element line cost
+// most of ParseScript's time); whatever it lets through is rendered again
+// and compared with the input by ParseScript.
+func elementLine(line string) (set string, elems []string, ok bool) {
+	rest, ok := strings.CutPrefix(line, "add element "+Family+" "+Table+" ")
+	if !ok {
+		return "", nil, false
+	}
+	set, rest, ok = strings.Cut(rest, " { ")
+	if !ok {
+		return "", nil, false
+	}
+	switch set {
+	case SetAllowV4, SetAllowV6, SetDNSV4, SetDNSV6, SetDenyV4, SetDenyV6, SetGatewayV4, SetGatewayV6:
+	default:
+		return "", nil, false
+	}
+	list, ok := strings.CutSuffix(rest, " }\n")
+	if !ok || list == "" || strings.ContainsAny(list, "{}\n") {
+		return "", nil, false
+	}
+	return set, strings.Split(list, ", "), true
+}
+
 // parseRes are ParseScript's expressions, compiled on first use (see
 // validRes).
-var parseRes = sync.OnceValue(func() (r struct{ dns, port, hostLo, elem *regexp.Regexp }) {
+var parseRes = sync.OnceValue(func() (r struct{ dns, port, hostLo *regexp.Regexp }) {
 	r.dns = regexp.MustCompile(`(?m)^        meta mark 0x` + fmt.Sprintf("%08x", ResolverMark) + ` udp dport 53 ip6? daddr ([0-9a-fA-F.:]+) accept$`)
 	r.port = regexp.MustCompile(`(?m)^        tcp dport ([0-9]{1,5}) ip daddr @` + SetGatewayV4 + ` accept$`)
 	r.hostLo = regexp.MustCompile(`(?m)^        tcp dport [0-9]{1,5} ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + ` accept$`)
-	// Sets in the order Render writes them; each at most once.
-	r.elem = regexp.MustCompile(`^add element ` + Family + ` ` + Table + ` ((?:allow|dns|deny|gateway)_v[46]) \{ ([^{}\n]+) \}\n$`)
 	return r
 })
