@@ -12,6 +12,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/gatectl"
@@ -409,6 +410,7 @@ func mirrorFor(c *ucli.Context, d Deps) (*mirror.Manager, error) {
 		AllowHostKeys: c.Bool("allow-host-keys"),
 		Environ:       environ,
 		Log:           d.Log,
+		Vault:         secretstore.OpenVault(cfg.CredentialsDir),
 	}), nil
 }
 

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"terok.dev/sandbox/common/secretstore"
 )
 
 // Timeouts of host-side git commands.
@@ -44,6 +46,9 @@ type Options struct {
 	Log     *slog.Logger
 	// Git is the git program; "" means "git".
 	Git string
+	// Vault opens a sealed project key (docs/secrets-at-rest.md); nil
+	// means plaintext keys only.
+	Vault *secretstore.Vault
 }
 
 // Manager is the mirror of one project.
@@ -194,7 +199,12 @@ func (m *Manager) Sync(ctx context.Context, branches []string, forceReinit bool)
 		}
 	}
 	if !m.exists() {
-		r, err := m.git(ctx, CloneTimeout, m.SSHEnv(), "clone", "--mirror", "--", m.o.UpstreamURL, m.o.GatePath)
+		env, stop, err := m.sshEnv()
+		if err != nil {
+			return res, err
+		}
+		r, err := m.git(ctx, CloneTimeout, env, "clone", "--mirror", "--", m.o.UpstreamURL, m.o.GatePath)
+		stop()
 		switch {
 		case r.notFound:
 			return res, errors.New("git not found on host; please install git")
@@ -231,7 +241,12 @@ func (m *Manager) SyncBranches(ctx context.Context, branches []string) SyncResul
 			return res
 		}
 	}
-	env := m.SSHEnv()
+	env, stop, err := m.sshEnv()
+	if err != nil {
+		res.Errors = append(res.Errors, err.Error())
+		return res
+	}
+	defer stop()
 	collect := func(what string, r runResult, err error) {
 		switch {
 		case err == nil:
@@ -308,7 +323,13 @@ func (m *Manager) Compare(ctx context.Context, branch string) Staleness {
 		st.Error = strp("No upstream URL configured")
 		return st
 	}
-	r, err := m.git(ctx, LsRemoteTimeout, m.SSHEnv(), "ls-remote", "--", m.o.UpstreamURL, "refs/heads/"+branch)
+	env, stop, err := m.sshEnv()
+	if err != nil {
+		st.Error = strp(err.Error())
+		return st
+	}
+	r, err := m.git(ctx, LsRemoteTimeout, env, "ls-remote", "--", m.o.UpstreamURL, "refs/heads/"+branch)
+	stop()
 	line, _, _ := strings.Cut(r.stdout, "\n")
 	head, _, _ := strings.Cut(line, "\t")
 	head = strings.TrimSpace(head)
