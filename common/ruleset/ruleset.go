@@ -292,9 +292,8 @@ const (
 // and special addresses are skipped. Elements carry no timeout: in the dns
 // sets an element without one is permanent.
 //
-// The permanent parameter is ignored.
-//
-// Deprecated: the permanent parameter is kept only while callers migrate.
+// The permanent parameter is ignored (no element carries a timeout any
+// more); it stays for source compatibility.
 func AddElements(kind string, addrs []string, permanent bool) string {
 	s, _ := Elements("add", kind, addrs, permanent)
 	return s
@@ -311,8 +310,7 @@ func DeleteElements(kind string, addrs []string) string {
 // every address as skipped. An address learned from DNS (kind "dns") that
 // lies in a special range is never added: it is reported as skipped.
 //
-// The permanent parameter is ignored (Deprecated: kept only while callers
-// migrate).
+// The permanent parameter is ignored, as in AddElements.
 func Elements(verb, kind string, addrs []string, permanent bool) (string, []string) {
 	_ = permanent
 	if (verb != "add" && verb != "delete") || (kind != KindAllow && kind != KindDeny && kind != KindGateway && kind != KindDNS) {
