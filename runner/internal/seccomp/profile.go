@@ -55,6 +55,14 @@ var replaced = map[string]bool{
 	"io_uring_setup":    true,
 	"io_uring_enter":    true,
 	"io_uring_register": true,
+	// The kernel keyrings: podman's default allows keyctl, and a rootful
+	// container's root shares the user keyring of the host's root, where
+	// the credential store caches its key-encryption key
+	// (docs/secrets-at-rest.md, Key sources; runner/e2e escape test
+	// "kernel keyring").
+	"keyctl":      true,
+	"add_key":     true,
+	"request_key": true,
 }
 
 // Arg is one argument comparison of a rule (the OCI runtime-spec shape).
@@ -307,6 +315,8 @@ func ownRules(a audit) []Rule {
 		"socketcall(2) hides its arguments from the filter; 32-bit programs must use the direct socket calls")
 	add([]string{"io_uring_setup", "io_uring_enter", "io_uring_register"}, "SCMP_ACT_ERRNO", errno(errnoENOSYS),
 		"io_uring can create sockets (IORING_OP_SOCKET) past the family filter; ENOSYS makes programs fall back to plain system calls")
+	add([]string{"keyctl", "add_key", "request_key"}, "SCMP_ACT_ERRNO", errno(errnoENOSYS),
+		"the kernel keyrings: a rootful container's root would share the host root's user keyring and the keys cached there")
 	for _, f := range []uint64{afUnix, afInet, afInet6} {
 		add([]string{"socket"}, "SCMP_ACT_ALLOW", nil, fmt.Sprintf("address family %d is allowed", f), eq(0, f))
 	}
