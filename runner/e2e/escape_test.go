@@ -27,7 +27,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
@@ -534,6 +537,15 @@ func TestEscape(t *testing.T) {
 		// Issue 11 part 6: a failed start leaves nothing behind.
 		t.Run("failed start", func(t *testing.T) { escFailedStart(t, ctx, e) })
 
+		// The credential store caches its key-encryption key in the user
+		// keyring of the operator's UID (docs/secrets-at-rest.md); a rootful
+		// container's root is that UID in the same user namespace, so only
+		// the seccomp profile keeps keyctl out of its reach. A key of the
+		// test's own, cached like the KEK, must stay unreadable.
+		if r.User == nil {
+			t.Run("kernel keyring", func(t *testing.T) { escKeyring(t, ctx, e, name) })
+		}
+
 		// Channels beyond the issue's list (docs/security-model.md,
 		// "Adversarial pass, December 2026").
 		t.Run("adversarial", func(t *testing.T) { escAdversarial(t, ctx, e, name) })
@@ -966,6 +978,25 @@ func escAdversarial(t *testing.T, ctx context.Context, e *escRunner, name string
 				`i=0; while [ $i -lt 300 ]; do (sleep 10 | nc 127.0.0.1 53 >/dev/null 2>&1 &); i=$((i+1)); done; sleep 1; timeout 15 nslookup ` + escListed,
 			func(res testharness.Result) bool { return strings.Contains(res.Stdout, e.out.listedIP) }},
 	}
+	escBuildProbe(t, ctx, "sysprobe", filepath.Join(e.probeDir, "sysprobe"))
+	for _, user := range []string{"0:0", "1000:1000"} {
+		res := r.Podman(ctx, "exec", "--user", user, name, "/probe/sysprobe")
+		var calls map[string]string
+		if err := json.Unmarshal([]byte(res.Stdout), &calls); err != nil || res.Code != 0 {
+			t.Fatalf("sysprobe as %s: %s", user, res)
+		}
+		t.Logf("system calls as %s: %s", user, strings.TrimSpace(res.Stdout))
+		for call, got := range calls {
+			if got == "ok" {
+				t.Errorf("as %s in the container, %s succeeds", user, call)
+			}
+		}
+	}
+	mark := strconv.FormatUint(uint64(ruleset.ResolverMark), 10)
+	probes = append(probes,
+		probe{"SO_MARK of the resolver on a socket of the container", "socat -T 2 - UDP4:10.0.2.3:53,setsockopt-int=1:36:" + mark + " </dev/null", func(res testharness.Result) bool { return res.Code != 0 }},
+		probe{"SO_MARK after unshare -Ur", "unshare -Ur socat -T 2 - UDP4:10.0.2.3:53,setsockopt-int=1:36:" + mark + " </dev/null", func(res testharness.Result) bool { return res.Code != 0 }},
+	)
 	for _, p := range probes {
 		res := shxInContainer(ctx, r, name, p.script)
 		held := p.held(res)
@@ -994,5 +1025,30 @@ func escAdversarial(t *testing.T, ctx context.Context, e *escRunner, name string
 	}
 	if n := strings.Count(e.nft(t, ctx, name, "list", "chain", "inet", "terok_shield", "output"), "\n"); n != rulesBefore {
 		t.Errorf("the output chain changed: %d -> %d lines", rulesBefore, n)
+	}
+}
+
+func escKeyring(t *testing.T, ctx context.Context, e *escRunner, name string) {
+	escBuildProbe(t, ctx, "sysprobe", filepath.Join(e.probeDir, "sysprobe"))
+	desc := "terok-e2e-probe:" + shxRandID(t)
+	payload := "kek-" + shxRandID(t) + shxRandID(t)
+	id, err := unix.AddKey("user", desc, []byte(payload), unix.KEY_SPEC_USER_KEYRING)
+	if err != nil {
+		t.Fatalf("add a key to root's user keyring: %v", err)
+	}
+	t.Cleanup(func() { _, _ = unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) })
+	// The permissions the credential store gives its cached KEK
+	// (common/secretstore, keyPerm): possessor all, the owning UID view,
+	// read and search.
+	if err := unix.KeyctlSetperm(id, 0x3f000000|0x000b0000); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"0:0", "1000:1000"} {
+		res := e.r.Podman(ctx, "exec", "--user", user, name, "/probe/sysprobe", "-read", desc)
+		if strings.Contains(res.Stdout, payload) {
+			t.Errorf("as %s the container read a key of the host's root from the user keyring: %s", user, res)
+		} else {
+			t.Logf("as %s: %s", user, strings.TrimSpace(res.Stdout))
+		}
 	}
 }
