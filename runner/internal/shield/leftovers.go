@@ -67,6 +67,7 @@ func (a *Adapter) Cleanup(ctx context.Context, container, taskDir string) error 
 		}
 		if pid > 0 {
 			a.Opts.logger().Info("stopped leftover shield helper", "container", container, "helper", kind.name, "pid", pid, "dir", dir)
+			s.audit(container, "cleanup", "", fmt.Sprintf("stopped %s pid %d (container not running)", kind.name, pid))
 		}
 	}
 	return errors.Join(errs...)
@@ -231,6 +232,7 @@ func (a *Adapter) StopLeaks(ctx context.Context) (stopped, issues []string) {
 			issues = append(issues, fmt.Sprintf("leaked %s for task %s (pid %d) could not be stopped: %v", h.kind.name, h.task, h.pid, err))
 		case pid > 0:
 			stopped = append(stopped, fmt.Sprintf("stopped leaked %s for task %s (pid %d)", h.kind.name, h.task, pid))
+			a.shieldAt(h.dir).audit(h.task, "cleanup", "", fmt.Sprintf("stopped leaked %s pid %d (found by shield check)", h.kind.name, pid))
 		}
 	}
 	return stopped, issues

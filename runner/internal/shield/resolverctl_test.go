@@ -247,6 +247,7 @@ func TestCleanup(t *testing.T) {
 			writeText(t, filepath.Join(dir, shieldbundle.FileContainerID), "0123456789ab\n")
 			r := startFakeResolver(t, dir, false)
 			a := cleanupAdapter(t, state, tt.inspect, "exit 0")
+			a.Cfg.ShieldAudit = true
 			err := a.Cleanup(ctx, "c1", filepath.Dir(dir))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -260,6 +261,10 @@ func TestCleanup(t *testing.T) {
 			}
 			if exists(filepath.Join(dir, shieldbundle.FileResolverPID)) == tt.wantStopped {
 				t.Fatalf("resolver.pid present = %v after stopped = %v", !tt.wantStopped, tt.wantStopped)
+			}
+			audit, _ := os.ReadFile(filepath.Join(dir, shieldbundle.FileAudit))
+			if strings.Contains(string(audit), `"action":"cleanup"`) != tt.wantStopped {
+				t.Fatalf("audit after stopped = %v: %s", tt.wantStopped, audit)
 			}
 		})
 	}
