@@ -19,6 +19,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/hook"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
@@ -338,6 +339,30 @@ func TestResolverTier(t *testing.T) {
 	if m, err := tp.query("127.0.0.1", nameTarget, dns.TypeA, "udp"); err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
 		t.Errorf("CNAME target not admitted: %v %v", m, err)
 	}
+
+	// The table replaced underneath (`shield up`/`down` swap it, a hook
+	// re-run rebuilds it): the resolver notices and puts back the
+	// addresses it still vouches for, so connections and cached answers
+	// keep working.
+	script := readFile(t, filepath.Join(dir, shieldbundle.FileRuleset))
+	if out, err := tp.nftStdin(string(hook.Transaction([]byte(script), nil)), "-f", "-"); err != nil {
+		t.Fatalf("replace the table: %v %s", err, out)
+	}
+	restored := false
+	for i := 0; i < 100 && !restored; i++ {
+		set := learned(t, tp)
+		restored = strings.Contains(set, allowV4+" timeout") && strings.Contains(set, otherV4+" timeout")
+		if !restored {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !restored {
+		t.Errorf("learned addresses not restored into the replaced table:\n%s", learned(t, tp))
+	}
+	if m, err := tp.query("127.0.0.1", nameListed, dns.TypeA, "udp"); err != nil || strings.Join(answerAddrs(m), ",") != allowV4 {
+		t.Fatalf("listed A after the table was replaced: %v %v", m, err)
+	}
+	tp.mustReach("listed address after the table was replaced", tp.tcp(allowV4, appPort))
 
 	// A truncated upstream answer is fetched again over TCP; the client
 	// gets a truncated UDP reply and the whole answer over TCP.

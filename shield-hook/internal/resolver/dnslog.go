@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Log bounds (docs/shield-resolver.md, Log). A container that floods the
+// Log bounds (docs/shield-resolver.md, Logs). A container that floods the
 // resolver with refused names costs at most twice logMaxBytes of disk
 // (dns.log and one rotation dns.log.1) and logRate lines a second.
 const (

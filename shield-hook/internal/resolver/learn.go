@@ -181,7 +181,11 @@ func (l *learner) reload(stillAllowed func(origin string) bool) (int, error) {
 	var errs []error
 	deleted := 0
 	var e4, e6 []nftables.SetElement
+	var restored []*learnedAddr
 	for a, rec := range l.addrs {
+		// Until the restore below succeeds, nothing is assumed to be in
+		// the kernel.
+		rec.added = time.Time{}
 		for o, exp := range rec.origins {
 			if !stillAllowed(o) || !now.Before(exp) {
 				delete(rec.origins, o)
@@ -207,7 +211,7 @@ func (l *learner) reload(stillAllowed func(origin string) bool) (int, error) {
 		} else {
 			e6 = append(e6, elem(a, left))
 		}
-		rec.added = now
+		restored = append(restored, rec)
 	}
 	if len(e4)+len(e6) > 0 {
 		if len(e4) > 0 {
@@ -221,5 +225,18 @@ func (l *learner) reload(stillAllowed func(origin string) bool) (int, error) {
 	if err := errors.Join(errs...); err != nil {
 		return deleted, fmt.Errorf("restore learned addresses: %w", err)
 	}
+	for _, rec := range restored {
+		rec.added, rec.expires = now, now.Add(rec.expires.Sub(now).Truncate(time.Second))
+	}
 	return deleted, nil
+}
+
+// forget drops the assumption that the kernel still holds what was added:
+// the next answer with one of these addresses sends it again.
+func (l *learner) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, rec := range l.addrs {
+		rec.added = time.Time{}
+	}
 }

@@ -129,6 +129,11 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd int, rea
 		return err
 	}
 	defer r.close()
+	tw, err := watchTables(r.tablesChanged)
+	if err != nil {
+		return err
+	}
+	defer tw.stop()
 	initExit, stopWatch, err := watchPidfd(initFd)
 	if err != nil {
 		return err
@@ -256,6 +261,20 @@ func (r *Resolver) reloadLearned() (int, error) {
 	snapshot := &policy{open: r.pol.open, domains: r.pol.domains}
 	r.mu.Unlock()
 	return r.learn.reload(snapshot.stillAllowed)
+}
+
+// tablesChanged is tableWatch's callback: the cache and the learner's
+// record of what the kernel holds are dropped; after a table or set was
+// replaced, the addresses still vouched for are put back.
+func (r *Resolver) tablesChanged(replaced bool) {
+	r.cache.flush()
+	r.learn.forget()
+	if !replaced {
+		return
+	}
+	if _, err := r.reloadLearned(); err != nil {
+		r.log.log(slog.LevelWarn, "table replaced, learned addresses not restored", slog.String("error", err.Error()))
+	}
 }
 
 // forgetPID removes resolver.pid if it still names this process.
