@@ -164,7 +164,7 @@ func shieldStatus(c *ucli.Context, d Deps) error {
 		return err
 	}
 	st := a.Status()
-	env := a.Check(c.Context)
+	env := a.Environment(c.Context)
 	if c.Bool("json") {
 		return printJSON(d.Stdout, struct {
 			shield.Status

@@ -121,19 +121,25 @@ func (a *Adapter) Status() Status {
 	return Status{Mode: "hook", Profiles: append([]string{}, a.Cfg.ShieldProfiles...), AuditEnabled: a.Cfg.ShieldAudit, Bypass: a.Cfg.ShieldBypass}
 }
 
-// Check is the environment check; under bypass a synthetic failure. Both
-// also stop the leftovers of failed starts (StopLeaks) and report them.
-func (a *Adapter) Check(ctx context.Context) EnvCheck {
-	var r EnvCheck
+// Environment is the environment check alone (what `shield status`
+// shows); under bypass a synthetic failure.
+func (a *Adapter) Environment(ctx context.Context) EnvCheck {
 	if a.Cfg.ShieldBypass {
-		r = EnvCheck{OK: false, Health: HealthBypass, PodmanVersion: podmaninfo.Version{}.String(), Hooks: HooksPerContainer,
+		return EnvCheck{OK: false, Health: HealthBypass, PodmanVersion: podmaninfo.Version{}.String(), Hooks: HooksPerContainer,
 			Issues: []string{"bypass_firewall_no_protection is set — egress firewall disabled"}}
-	} else {
-		r = CheckEnvironment(ctx, a.Opts.Tools, a.podmanInfo(ctx), a.Opts.Paths)
-		if a.Opts.HookBinary == "" {
-			r.Issues = append(r.Issues, "terok-shield-hook not found next to terok-sandbox or on PATH: no shielded container can start (it applies the firewall and is the container's DNS resolver); install it (make install)")
-		}
 	}
+	r := CheckEnvironment(ctx, a.Opts.Tools, a.podmanInfo(ctx), a.Opts.Paths)
+	if a.Opts.HookBinary == "" {
+		r.Issues = append(r.Issues, "terok-shield-hook not found next to terok-sandbox or on PATH: no shielded container can start (it applies the firewall and is the container's DNS resolver); install it (make install)")
+		r.OK = false
+	}
+	return r
+}
+
+// Check is `shield check`: the environment check, and the leftovers of
+// failed starts stopped and reported (StopLeaks), under bypass too.
+func (a *Adapter) Check(ctx context.Context) EnvCheck {
+	r := a.Environment(ctx)
 	stopped, issues := a.StopLeaks(ctx)
 	r.Cleaned = stopped
 	r.Issues = append(r.Issues, issues...)

@@ -146,5 +146,10 @@ func TestAdapterCheck(t *testing.T) {
 		if hookIssue == bypass || c.OK {
 			t.Fatalf("bypass=%v: issues %q", bypass, c.Issues)
 		}
+		// The environment alone (shield status) stops nothing.
+		r2 := startFakeResolver(t, dir, false)
+		if e := a.Environment(ctx); len(e.Cleaned) != 0 || r2.exited(200*time.Millisecond) {
+			t.Fatalf("bypass=%v: Environment stopped a helper: %q", bypass, e.Cleaned)
+		}
 	}
 }
