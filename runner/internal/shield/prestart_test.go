@@ -177,7 +177,9 @@ func TestPreStartCleansOldBundle(t *testing.T) {
 	if err := mkdirPrivate(e.stateDir); err != nil {
 		t.Fatal(err)
 	}
-	stale := []string{"dnsmasq.conf", "dnsmasq.pid", "dnsmasq.log", "resolver.open", "profile.allowed.key"}
+	stale := []string{"dnsmasq.conf", "dnsmasq.log", "resolver.open", "profile.allowed.key"}
+	// dnsmasq.pid is kept: a leaked old dnsmasq stays findable.
+	writeText(t, filepath.Join(e.stateDir, "dnsmasq.pid"), "12345\n")
 	for _, f := range stale {
 		writeText(t, filepath.Join(e.stateDir, f), "old\n")
 	}
@@ -193,6 +195,9 @@ func TestPreStartCleansOldBundle(t *testing.T) {
 	}
 	if got := readState(t, e.stateDir, "profile.allowed"); got != "198.51.100.0/24\n2001:db8::1\n" {
 		t.Errorf("profile.allowed kept host-resolved addresses: %q", got)
+	}
+	if !exists(filepath.Join(e.stateDir, "dnsmasq.pid")) {
+		t.Error("dnsmasq.pid removed: a leaked dnsmasq could no longer be found")
 	}
 	if got := readState(t, e.stateDir, "dns.tier"); got != "resolver\n" {
 		t.Errorf("dns.tier = %q", got)

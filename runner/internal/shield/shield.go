@@ -281,16 +281,20 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	}
 	launch.Mark(ctx, "shield: render ruleset")
 	// 10. resolv.conf, and nothing left of an older launch: the dnsmasq
-	// files of an old bundle (the hook would start a dnsmasq for a
-	// dnsmasq.conf), and a resolver.open of a `shield down` (a new launch
-	// starts with closed DNS, like its enforcing ruleset).
+	// configuration and log of an old bundle (the hook would start a
+	// dnsmasq for a dnsmasq.conf), and a resolver.open of a `shield down`
+	// (a new launch starts with closed DNS, like its enforcing ruleset).
+	// dnsmasq.pid stays: if it names a live dnsmasq of this directory, that
+	// one leaked from an old launch, and only the file lets Cleanup and
+	// `shield check` find and stop it (pre-start runs before podman
+	// refuses a name in use, so it must not stop anything itself).
 	// World-readable: it is bind-mounted over /etc/resolv.conf, which
 	// every user inside the container must be able to read.
 	rc := filepath.Join(stateDir, shieldbundle.FileResolvConf)
 	if err := writeBundleFile(rc, []byte(shieldbundle.ResolvConf), 0o644, false); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqPID, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen} {
+	for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen} {
 		if err := removeIfExists(filepath.Join(stateDir, f)); err != nil {
 			return nil, err
 		}
