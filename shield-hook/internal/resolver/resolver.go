@@ -45,9 +45,11 @@ const (
 // ReadyOK is the readiness line.
 const ReadyOK = "ok\n"
 
-// ListenAddr is where the resolver serves inside the container netns
+// listenAddr is where the resolver serves inside the container netns
 // (resolv.conf's nameserver, shieldbundle.ResolvConf).
-var listenAddr = netip.MustParseAddrPort("127.0.0.1:53")
+func listenAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 53)
+}
 
 // Resolver is the state of one running resolver.
 type Resolver struct {
@@ -74,7 +76,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		err = errors.New("no pidfd of the container's init on fd 3: the resolver is started by the createRuntime hook")
 	}
 	if err == nil {
-		err = run(ctx, dir, listenAddr, FdInit, ready)
+		err = run(ctx, dir, listenAddr(), FdInit, ready)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "terok-shield-hook resolver: "+err.Error())
