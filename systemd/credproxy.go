@@ -8,9 +8,10 @@ import _ "embed"
 // CREDENTIALS_DIR (the one directory the hardened service may write), BIN.
 // The order of the socket's two ListenStream= lines is the proxy's
 // descriptor order (3 = Unix, 4 = TCP); never swap them. Bump
-// ProxyUnitVersion whenever a template changes (6: hardening).
+// ProxyUnitVersion whenever a template changes (6: hardening; 7: the
+// shared keyring).
 const (
-	ProxyUnitVersion = 6
+	ProxyUnitVersion = 7
 	ProxySocketName  = "terok-credential-proxy.socket"
 	ProxyServiceName = "terok-credential-proxy.service"
 	ProxyStampPrefix = "# terok-credential-proxy-version:"

@@ -9,9 +9,9 @@ import _ "embed"
 // directory the hardened service may write: the database's WAL files). The
 // socket passes one TCP listener (LISTEN_FDS=1); --port then only documents
 // the port. Bump SSHAgentUnitVersion whenever a template changes (2:
-// hardening).
+// hardening; 3: the shared keyring).
 const (
-	SSHAgentUnitVersion = 2
+	SSHAgentUnitVersion = 3
 	SSHAgentSocketName  = "terok-ssh-agent.socket"
 	SSHAgentServiceName = "terok-ssh-agent.service"
 	SSHAgentStampPrefix = "# terok-ssh-agent-version:"

@@ -60,6 +60,13 @@ var errNotCached = errors.New("not cached")
 // none (never unlocked, locked, or expired).
 func CachedKEK(storeID string) ([]byte, error) {
 	id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", keyringDesc(storeID), 0)
+	if errors.Is(err, unix.ENOKEY) {
+		// A hardened daemon runs in a user namespace of its own
+		// (PrivateUsers=yes), where @u is a new, empty keyring; its unit's
+		// KeyringMode=shared links the user's real @u into its session
+		// keyring, so the key is found there (docs/install.md, Hardening).
+		id, err = unix.KeyctlSearch(unix.KEY_SPEC_SESSION_KEYRING, "user", keyringDesc(storeID), 0)
+	}
 	if errors.Is(err, unix.ENOKEY) || errors.Is(err, unix.EKEYEXPIRED) || errors.Is(err, unix.EKEYREVOKED) {
 		return nil, errNotCached
 	}
