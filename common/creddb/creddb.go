@@ -62,14 +62,16 @@ type DB struct {
 	// writes counts committed writes through this handle; a Resolver
 	// drops its cache when it moves (see Resolver).
 	writes atomic.Uint64
-	// vault seals and opens the data column (docs/secrets-at-rest.md);
-	// nil is plaintext mode. Set once by SetVault before use.
+	// vault seals and opens the data column (docs/secrets-at-rest.md): the
+	// one of the database's directory unless SetVault replaced it; nil is
+	// plaintext mode.
 	vault *secretstore.Vault
 }
 
-// SetVault makes the handle seal credential values on write and open
-// sealed ones on read; without it a sealed value is an error. Call it
-// right after Open, before the handle (or a Resolver of it) is shared.
+// SetVault replaces the vault Open attached (the keystore of the
+// database's directory, KEK from the kernel keyring), e.g. with one whose
+// KEK the caller derived. Call it right after Open, before the handle (or a
+// Resolver of it) is shared.
 func (d *DB) SetVault(v *secretstore.Vault) { d.vault = v }
 
 // Vault is the handle's vault (nil: plaintext mode).
@@ -150,7 +152,10 @@ func Open(path string) (*DB, error) {
 	// Daemons serve many requests at once; keep enough idle connections that
 	// SQLite files are not reopened per query under load.
 	x.SetMaxIdleConns(8)
-	db := &DB{x: x, path: path}
+	// The keystore lives beside the database (docs/secrets-at-rest.md):
+	// every handle uses it, so no caller can write plaintext into an
+	// encrypted store by forgetting to ask for it.
+	db := &DB{x: x, path: path, vault: secretstore.OpenVault(filepath.Dir(path))}
 	if _, err := x.Exec(Schema); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)

@@ -217,13 +217,21 @@ func TestSealedValueErrors(t *testing.T) {
 			t.Fatal("a failed rewrite changed a row")
 		}
 	})
-	t.Run("no vault", func(t *testing.T) {
-		plain, err := Open(db.Path())
+	t.Run("another handle without the key", func(t *testing.T) {
+		// Open attaches the directory's keystore; its KEK is not cached.
+		other, err := Open(db.Path())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer plain.Close()
-		if _, err := plain.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrNoKeystore) {
+		defer other.Close()
+		if _, err := other.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrLocked) {
+			t.Fatalf("sealed value, locked: %v", err)
+		}
+		if err := other.StoreCredential(ctx, "default", "x", Credential{"key": "plain?"}); !errors.Is(err, secretstore.ErrLocked) {
+			t.Fatalf("a handle that was not given the key wrote into the encrypted store: %v", err)
+		}
+		other.SetVault(nil)
+		if _, err := other.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrNoKeystore) {
 			t.Fatalf("sealed value without vault: %v", err)
 		}
 	})

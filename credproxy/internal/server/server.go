@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/creddb"
-	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/credproxy/internal/agentchild"
 	"terok.dev/sandbox/credproxy/internal/listen"
@@ -211,11 +210,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	// Sealed credentials are opened in memory only; a locked store would
 	// answer every request with an error, so the proxy does not start
 	// (docs/secrets-at-rest.md, Daemons).
-	vault := secretstore.OpenVault(filepath.Dir(db.Path()))
-	if err := vault.Ready(); err != nil {
+	if err := db.Vault().Ready(); err != nil {
 		return err
 	}
-	db.SetVault(vault)
 
 	var agentPath string
 	if f.SSHAgentPort > 0 {

@@ -255,13 +255,9 @@ func maskCredential(c creddb.Credential) creddb.Credential {
 	return out
 }
 
-// useVault gives db the vault of its credentials directory (the keystore
-// lives beside the database) and returns it.
-func useVault(db *creddb.DB) *secretstore.Vault {
-	v := secretstore.OpenVault(filepath.Dir(db.Path()))
-	db.SetVault(v)
-	return v
-}
+// useVault is db's vault: the keystore beside the database, which
+// creddb.Open attached.
+func useVault(db *creddb.DB) *secretstore.Vault { return db.Vault() }
 
 // maxPassphrase bounds a passphrase file.
 const maxPassphrase = 4096
