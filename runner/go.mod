@@ -15,7 +15,6 @@ require (
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/crypto v0.48.0
 	golang.org/x/sys v0.41.0
-	golang.org/x/term v0.40.0
 	terok.dev/sandbox/common v0.0.0
 	terok.dev/sandbox/systemd v0.0.0
 )

@@ -14,7 +14,7 @@ import (
 	"unicode"
 
 	ucli "github.com/urfave/cli/v2"
-	"golang.org/x/term"
+	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/secretstore"
@@ -467,7 +467,7 @@ func readPassphrase(d Deps, file string, confirm bool) ([]byte, error) {
 		return b, nil
 	}
 	f, ok := d.Stdin.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !ok || !isTerminal(f) {
 		return nil, UsageErrorf("no terminal to read the passphrase from; give --passphrase-file")
 	}
 	prompt := "Passphrase: "
@@ -475,7 +475,7 @@ func readPassphrase(d Deps, file string, confirm bool) ([]byte, error) {
 		prompt = fmt.Sprintf("New passphrase for the credentials keystore (at least %d characters): ", secretstore.MinPassphrase)
 	}
 	fmt.Fprint(d.Stderr, prompt)
-	p1, err := term.ReadPassword(int(f.Fd()))
+	p1, err := readNoEcho(f)
 	fmt.Fprintln(d.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
@@ -484,7 +484,7 @@ func readPassphrase(d Deps, file string, confirm bool) ([]byte, error) {
 		return p1, nil
 	}
 	fmt.Fprint(d.Stderr, "Repeat it: ")
-	p2, err := term.ReadPassword(int(f.Fd()))
+	p2, err := readNoEcho(f)
 	fmt.Fprintln(d.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
@@ -495,4 +495,47 @@ func readPassphrase(d Deps, file string, confirm bool) ([]byte, error) {
 		return nil, errors.New("the two passphrases differ; nothing was created")
 	}
 	return p1, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// readNoEcho reads one line from the terminal f with echo off, restoring
+// the terminal's settings afterwards (also when the read fails).
+func readNoEcho(f *os.File) ([]byte, error) {
+	fd := int(f.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	quiet := *old
+	quiet.Lflag &^= unix.ECHO
+	quiet.Lflag |= unix.ICANON | unix.ECHONL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
+		return nil, err
+	}
+	defer func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }()
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) <= maxPassphrase {
+		n, err := f.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				return bytes.TrimSuffix(line, []byte("\r")), nil
+			}
+			line = append(line, b[0])
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(line) > 0 {
+				return line, nil
+			}
+			clear(line)
+			return nil, err
+		}
+	}
+	clear(line)
+	return nil, fmt.Errorf("the passphrase is longer than %d bytes", maxPassphrase)
 }
