@@ -1,6 +1,6 @@
 module terok.dev/sandbox/gate
 
-go 1.24
+go 1.24.0
 
 require (
 	github.com/sosedoff/gitkit v0.4.0
