@@ -395,7 +395,7 @@ func keyIDs(t *testing.T, f fixture) []string {
 // credentials (and one key file): sealing, one transaction, compaction.
 func BenchmarkMigrate1000(b *testing.B) {
 	ctx := context.Background()
-	for b.Loop() {
+	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		f := legacyFixture(b, 1000, 1)
 		f.unlock(b)
