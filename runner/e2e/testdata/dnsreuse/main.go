@@ -7,8 +7,9 @@
 // and once that socket is closed binds the same port itself and sends a
 // query for reuse-<port>.<zone> to the forwarder. It prints one JSON line:
 // the ports it saw and the ones whose query got any answer. With -brute it
-// also tries every ephemeral port (for a resolver whose sockets it could not
-// see). Queries are built by hand (RFC 1035 §4.1): standard library only.
+// also tries every ephemeral port (the resolver's sockets live for one
+// exchange, too briefly to be seen every time). Queries are built by hand
+// (RFC 1035 §4.1): standard library only.
 package main
 
 import (
@@ -60,44 +61,52 @@ func main() {
 		}
 	}()
 	time.Sleep(20 * time.Millisecond)
-	// The resolver's socket lives for one exchange: ask (distinct names,
-	// so no cache answers) until the watcher has caught one.
+	// The resolver's socket lives for one exchange: ask several names
+	// (distinct, so no cache answers), each a fresh upstream socket and
+	// conntrack entry.
 	resolved := false
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 20; i++ {
 		if ask(*resolver, 0, "r"+strconv.Itoa(i)+"."+*name, 3*time.Second) {
 			resolved = true
-		}
-		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n > 0 {
-			break
 		}
 	}
 	time.Sleep(50 * time.Millisecond) // the resolver closes its socket after the answer
 	close(stop)
 	<-done
 
-	var tried, answered []int
-	try := func(p int) {
-		tried = append(tried, p)
-		if ask(*upstream, p, "reuse-"+strconv.Itoa(p)+"."+*zone, 300*time.Millisecond) {
-			answered = append(answered, p)
-		}
-	}
+	todo := map[int]bool{}
 	for p := range seen {
-		try(p)
+		todo[p] = true
 	}
 	if *brute {
 		lo, hi := ephemeral()
 		for p := lo; p <= hi; p++ {
-			if !seen[p] {
-				try(p)
-			}
+			todo[p] = true
 		}
 	}
+	ports := make(chan int)
+	var answered []int
+	var wg sync.WaitGroup
+	for w := 0; w < 128; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range ports {
+				if ask(*upstream, p, "reuse-"+strconv.Itoa(p)+"."+*zone, 100*time.Millisecond) {
+					mu.Lock()
+					answered = append(answered, p)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for p := range todo {
+		ports <- p
+	}
+	close(ports)
+	wg.Wait()
 	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"resolved": resolved, "seen": len(seen), "tried": len(tried), "answered": answered,
+		"resolved": resolved, "seen": len(seen), "tried": len(todo), "answered": answered,
 	})
 }
 
