@@ -9,14 +9,31 @@ import (
 )
 
 // compare holds the OCI comparison operators on 64-bit argument values.
-var compare = map[string]func(arg uint64, a Arg) bool{
-	"SCMP_CMP_NE":        func(x uint64, a Arg) bool { return x != a.Value },
-	"SCMP_CMP_LT":        func(x uint64, a Arg) bool { return x < a.Value },
-	"SCMP_CMP_LE":        func(x uint64, a Arg) bool { return x <= a.Value },
-	"SCMP_CMP_EQ":        func(x uint64, a Arg) bool { return x == a.Value },
-	"SCMP_CMP_GE":        func(x uint64, a Arg) bool { return x >= a.Value },
-	"SCMP_CMP_GT":        func(x uint64, a Arg) bool { return x > a.Value },
-	"SCMP_CMP_MASKED_EQ": func(x uint64, a Arg) bool { return x&a.Value == a.ValueTwo },
+var compare = map[string]bool{
+	"SCMP_CMP_NE": true, "SCMP_CMP_LT": true, "SCMP_CMP_LE": true, "SCMP_CMP_EQ": true,
+	"SCMP_CMP_GE": true, "SCMP_CMP_GT": true, "SCMP_CMP_MASKED_EQ": true,
+}
+
+// matches applies the comparison to an argument value (all 64 bits, as
+// libseccomp does on a 64-bit architecture).
+func (a Arg) matches(x uint64) bool {
+	switch a.Op {
+	case "SCMP_CMP_NE":
+		return x != a.Value
+	case "SCMP_CMP_LT":
+		return x < a.Value
+	case "SCMP_CMP_LE":
+		return x <= a.Value
+	case "SCMP_CMP_EQ":
+		return x == a.Value
+	case "SCMP_CMP_GE":
+		return x >= a.Value
+	case "SCMP_CMP_GT":
+		return x > a.Value
+	case "SCMP_CMP_MASKED_EQ":
+		return x&a.Value == a.ValueTwo
+	}
+	return false
 }
 
 // Outcome is what the filter does with one call.
@@ -115,13 +132,13 @@ func (p Profile) Evaluate(syscall string, args [6]uint64, capsHeld bool) (Outcom
 		if !r.present(capsHeld) {
 			continue
 		}
-		for _, e := range expand(i, r) {
+		for _, e := range p.exp[i] {
 			if len(e.args) == 0 {
 				return e.out, nil
 			}
 			ok := true
 			for _, a := range e.args {
-				if !compare[a.Op](args[a.Index], a) {
+				if !a.matches(args[a.Index]) {
 					ok = false
 					break
 				}
@@ -155,7 +172,7 @@ func (p Profile) hasUnconditional(syscall string, capsHeld bool) (Outcome, bool)
 		if !r.present(capsHeld) {
 			continue
 		}
-		for _, e := range expand(i, r) {
+		for _, e := range p.exp[i] {
 			if len(e.args) == 0 {
 				return e.out, true
 			}

@@ -111,8 +111,10 @@ type Profile struct {
 	DefaultAction   string `json:"defaultAction"`
 	DefaultErrnoRet *uint  `json:"defaultErrnoRet"`
 	Syscalls        []Rule `json:"syscalls"`
-	// byName lists, per syscall, the indexes of the rules naming it.
+	// byName lists, per syscall, the indexes of the rules naming it;
+	// exp holds each rule as runc hands it to libseccomp (expand).
 	byName map[string][]int
+	exp    [][]expanded
 }
 
 // Parse reads a profile and checks the fields podman needs.
@@ -150,6 +152,10 @@ func Parse(data []byte) (Profile, error) {
 				return Profile{}, fmt.Errorf("syscalls[%d] (%s): unknown comparison %q", i, r.allNames()[0], a.Op)
 			}
 		}
+	}
+	p.exp = make([][]expanded, len(p.Syscalls))
+	for i, r := range p.Syscalls {
+		p.exp[i] = expand(i, r)
 	}
 	return p, nil
 }
