@@ -191,6 +191,31 @@ func (ks *keystoreFile) unwrapKeys(kek []byte) (*keySet, error) {
 	return set, nil
 }
 
+// unwrapRaw returns every data key's bytes by id (for re-wrapping under a
+// new KEK); the caller clears them.
+func (ks *keystoreFile) unwrapRaw(kek []byte) (map[string][]byte, error) {
+	a, err := chacha20poly1305.NewX(kek)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, k := range ks.Keys {
+		raw, err := base64.StdEncoding.DecodeString(k.Wrapped)
+		if err != nil || len(raw) < a.NonceSize()+a.Overhead() {
+			return nil, fmt.Errorf("keystore key %s is malformed", k.ID)
+		}
+		dek, err := a.Open(nil, raw[:a.NonceSize()], raw[a.NonceSize():], wrapAD(ks.ID, k.ID))
+		if err != nil {
+			for _, d := range out {
+				clear(d)
+			}
+			return nil, ErrWrongPassphrase
+		}
+		out[k.ID] = dek
+	}
+	return out, nil
+}
+
 // newDataKey returns a fresh random data key and id.
 func newDataKey() (KeyID, []byte, error) {
 	var id KeyID

@@ -475,3 +475,39 @@ func TestKeyringFoundFromAnotherSession(t *testing.T) {
 		t.Fatalf("a process in another session keyring cannot read the KEK: %v\n%s", err, out)
 	}
 }
+
+func TestChangePassphrase(t *testing.T) {
+	dir, id, _ := newStore(t)
+	running := OpenVault(dir) // a daemon started before the change
+	ad := CredentialAD("default", "claude")
+	val := seal(t, running, "sk-before-change", ad)
+	b, err := OpenVault(dir).Exclusive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ChangePassphrase([]byte("short"), testKDF); err == nil {
+		t.Fatal("short passphrase accepted")
+	}
+	kek, err := b.ChangePassphrase([]byte("the new passphrase"), testKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if _, _, err := Unlock(dir, []byte("correct horse battery")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("old passphrase after the change: %v", err)
+	}
+	if _, k2, err := Unlock(dir, []byte("the new passphrase")); err != nil || !bytes.Equal(k2, kek) {
+		t.Fatalf("new passphrase: %v", err)
+	}
+	if err := CacheKEK(id, kek, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The running vault re-reads the keystore, its old KEK no longer opens
+	// it, and it takes the new one from the keyring: values still open.
+	if got, err := running.Open(val, ad); err != nil || string(got) != "sk-before-change" {
+		t.Fatalf("running vault after the change: %q %v", got, err)
+	}
+	if got, err := OpenVault(dir).Open(val, ad); err != nil || string(got) != "sk-before-change" {
+		t.Fatalf("fresh vault after the change: %q %v", got, err)
+	}
+}

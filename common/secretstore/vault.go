@@ -1,6 +1,9 @@
 package secretstore
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -48,12 +51,14 @@ func (s State) String() string {
 type Vault struct {
 	dir, path string
 
-	mu    sync.Mutex
-	kek   []byte // nil until found (keyring) or given
-	ks    *keystoreFile
-	keys  *keySet
-	stamp fileStamp
-	err   error // why keys is nil although a keystore exists
+	mu  sync.Mutex
+	kek []byte // nil until found (keyring) or given
+	// fixedKEK: the KEK was given by the caller, never taken from the keyring.
+	fixedKEK bool
+	ks       *keystoreFile
+	keys     *keySet
+	stamp    fileStamp
+	err      error // why keys is nil although a keystore exists
 }
 
 type fileStamp struct {
@@ -91,7 +96,7 @@ func OpenVault(dir string) *Vault {
 // OpenVaultWithKEK is OpenVault with a KEK the caller derived (a command
 // given --passphrase-file), bypassing the keyring.
 func OpenVaultWithKEK(dir string, kek []byte) *Vault {
-	v := &Vault{dir: dir, path: filepath.Join(dir, FileName), kek: append([]byte(nil), kek...)}
+	v := &Vault{dir: dir, path: filepath.Join(dir, FileName), kek: append([]byte(nil), kek...), fixedKEK: true}
 	v.mu.Lock()
 	v.refreshLocked()
 	v.mu.Unlock()
@@ -140,6 +145,16 @@ func (v *Vault) refreshLocked() {
 		v.kek = kek
 	}
 	keys, err := ks.unwrapKeys(v.kek)
+	if errors.Is(err, ErrWrongPassphrase) && !v.fixedKEK {
+		// The passphrase was changed (rotate-key --new-passphrase): the
+		// keyring holds the new KEK.
+		if kek, kerr := CachedKEK(ks.ID); kerr == nil {
+			if k2, err2 := ks.unwrapKeys(kek); err2 == nil {
+				clear(v.kek)
+				v.kek, keys, err = kek, k2, nil
+			}
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrWrongPassphrase) {
 			err = fmt.Errorf("the cached key does not open the keystore %s (was it replaced?); run 'terok-sandbox credentials lock', then unlock again", v.path)
@@ -457,6 +472,60 @@ func (b *Batch) FinishRotation() error {
 	}
 	b.ks, b.keys = &next, keys
 	return nil
+}
+
+// ChangePassphrase re-wraps every data key under a KEK derived from
+// passphrase with a fresh salt and params and replaces the keystore
+// atomically; it returns the new KEK (to cache with CacheKEK). The values
+// are not touched: they are sealed with the data keys.
+func (b *Batch) ChangePassphrase(passphrase []byte, params KDFParams) ([]byte, error) {
+	if len(passphrase) < MinPassphrase {
+		return nil, fmt.Errorf("the passphrase must have at least %d characters", MinPassphrase)
+	}
+	if err := params.check(); err != nil {
+		return nil, err
+	}
+	deks, err := b.ks.unwrapRaw(b.kek)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, d := range deks {
+			clear(d)
+		}
+	}()
+	next := *b.ks
+	var salt [16]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return nil, fmt.Errorf("random salt: %w", err)
+	}
+	next.KDF.Salt = base64.StdEncoding.EncodeToString(salt[:])
+	next.KDF.KDFParams = params
+	kek := next.deriveKEK(passphrase)
+	next.Keys = nil
+	for _, k := range b.ks.Keys {
+		var id KeyID
+		if _, err := hex.Decode(id[:], []byte(k.ID)); err != nil {
+			return nil, fmt.Errorf("keystore key id %q: %w", k.ID, err)
+		}
+		wk, err := wrapKey(kek, next.ID, id, deks[k.ID])
+		if err != nil {
+			return nil, err
+		}
+		next.Keys = append(next.Keys, wk)
+	}
+	keys, err := next.unwrapKeys(kek)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKeystore(b.v.path, &next); err != nil {
+		return nil, err
+	}
+	b.ks, b.keys, b.kek = &next, keys, kek
+	b.v.mu.Lock()
+	b.v.kek = append([]byte(nil), kek...)
+	b.v.mu.Unlock()
+	return append([]byte(nil), kek...), nil
 }
 
 // CurrentKey is the id new values are sealed with.

@@ -406,8 +406,10 @@ func secretsCommands(d Deps) []*ucli.Command {
 		},
 		{
 			Name:  "rotate-key",
-			Usage: "replace the data key and re-encrypt everything under the new one (safe to re-run after a crash)",
-			Flags: []ucli.Flag{jsonFlag()},
+			Usage: "replace the data key and re-encrypt everything under the new one (safe to re-run after a crash); with --new-passphrase[-file] also change the passphrase",
+			Flags: []ucli.Flag{jsonFlag(),
+				&ucli.BoolFlag{Name: "new-passphrase", Usage: "also change the passphrase (asked on the terminal, twice)"},
+				&ucli.StringFlag{Name: "new-passphrase-file", Usage: "also change the passphrase to the first line of this file"}},
 			Action: func(c *ucli.Context) error {
 				fa, _, err := argsExactly(c)
 				if err != nil {
@@ -417,9 +419,19 @@ func secretsCommands(d Deps) []*ucli.Command {
 				if err != nil {
 					return err
 				}
-				res, err := s.RotateKey(c.Context)
+				var pass []byte
+				if file := fa.String("new-passphrase-file"); file != "" || fa.Bool("new-passphrase") {
+					if pass, err = readPassphrase(d, file, true); err != nil {
+						return err
+					}
+					defer clear(pass)
+				}
+				res, err := s.Rotate(c.Context, pass, secretstore.DefaultKDF)
 				if err != nil {
 					return err
+				}
+				if res.PassphraseChanged && !fa.Bool("json") {
+					defer fmt.Fprintln(d.Stdout, "Changed the passphrase; the new key is cached until 'terok-sandbox credentials lock' or reboot.")
 				}
 				return reportRewrite(d, fa.Bool("json"), res, "Re-encrypted")
 			},

@@ -140,7 +140,21 @@ func TestCredentialsEncryptionLifecycle(t *testing.T) {
 	}
 	p.ok("", "proxy", "start")
 	request("after rotate-key")
+	// A passphrase change while the proxy runs: it keeps serving (it takes
+	// the new key from the keyring when the keystore changes).
+	newPass := filepath.Join(t.TempDir(), "new")
+	os.WriteFile(newPass, []byte("the replacement passphrase\n"), 0o600)
+	if out := p.ok("", "credentials", "rotate-key", "--new-passphrase-file", newPass); !strings.Contains(out, "Changed the passphrase") {
+		t.Fatalf("rotate-key --new-passphrase-file: %q", out)
+	}
+	p.ok("sk-other-value\n", "credentials", "set", "other") // a write: the proxy's resolver reloads
+	request("after the passphrase change")
 	stop()
+	p.ok("", "credentials", "lock")
+	if code, _, _ := p.sandbox("", "credentials", "unlock", "--passphrase-file", passFile); code != 1 {
+		t.Fatal("the old passphrase still unlocks")
+	}
+	p.ok("", "credentials", "unlock", "--passphrase-file", newPass)
 
 	// Logs never hold the secret.
 	filepath.WalkDir(filepath.Dir(p.cred), func(path string, d os.DirEntry, err error) error {

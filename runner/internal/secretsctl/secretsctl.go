@@ -245,6 +245,8 @@ type Result struct {
 	KeyFiles    int  `json:"key_files_rewritten"`
 	Removed     bool `json:"keystore_removed,omitempty"`
 	Rotated     bool `json:"rotated,omitempty"`
+	// PassphraseChanged: the data keys are wrapped under a new passphrase.
+	PassphraseChanged bool `json:"passphrase_changed,omitempty"`
 	// WALClean is false when another process kept old WAL frames alive.
 	WALClean bool          `json:"wal_clean"`
 	Took     time.Duration `json:"took_ns"`
@@ -304,6 +306,15 @@ func (s Store) Migrate(ctx context.Context) (Result, error) {
 // re-sealed, so a crash leaves every value readable; running it again
 // resumes (docs/secrets-at-rest.md, Rotation).
 func (s Store) RotateKey(ctx context.Context) (Result, error) {
+	return s.Rotate(ctx, nil, secretstore.KDFParams{})
+}
+
+// Rotate is RotateKey, then, with a newPassphrase, the data keys are
+// re-wrapped under a KEK derived from it (fresh salt, params) in one
+// atomic keystore replace, and the new KEK is cached in the kernel keyring
+// (until lock or reboot). A passphrase that leaked needs this: a new data
+// key alone would still be wrapped under the old passphrase.
+func (s Store) Rotate(ctx context.Context, newPassphrase []byte, params secretstore.KDFParams) (Result, error) {
 	start := time.Now()
 	if !s.Encrypt {
 		return Result{}, errors.New("credentials_encryption = false in the config: there is no key to rotate (run 'terok-sandbox credentials migrate' to finish the move to plaintext)")
@@ -328,6 +339,17 @@ func (s Store) RotateKey(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	res.Rotated = true
+	if newPassphrase != nil {
+		kek, err := b.ChangePassphrase(newPassphrase, params)
+		if err != nil {
+			return res, fmt.Errorf("the data key was rotated, but the passphrase was not changed: %w", err)
+		}
+		defer clear(kek)
+		res.PassphraseChanged = true
+		if err := secretstore.CacheKEK(v.StoreID(), kek, 0); err != nil {
+			return res, fmt.Errorf("the passphrase was changed, but caching the new key failed (run 'terok-sandbox credentials unlock' with the new passphrase): %w", err)
+		}
+	}
 	res.Took = time.Since(start)
 	return res, nil
 }

@@ -406,3 +406,27 @@ func BenchmarkMigrate1000(b *testing.B) {
 		}
 	}
 }
+
+func TestRotateKeyWithNewPassphrase(t *testing.T) {
+	ctx := context.Background()
+	f := legacyFixture(t, 4, 1)
+	f.unlock(t)
+	if _, err := f.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.Rotate(ctx, []byte("a brand new passphrase"), testKDF)
+	if err != nil || !res.Rotated || !res.PassphraseChanged {
+		t.Fatalf("rotate with new passphrase: %+v %v", res, err)
+	}
+	f.checkReadable(t, "after the passphrase change") // the keyring holds the new KEK
+	if _, err := f.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Unlock([]byte(passphrase), 0, testKDF); !errors.Is(err, secretstore.ErrWrongPassphrase) {
+		t.Fatalf("old passphrase still opens the keystore: %v", err)
+	}
+	if _, err := f.Unlock([]byte("a brand new passphrase"), 0, testKDF); err != nil {
+		t.Fatal(err)
+	}
+	f.checkReadable(t, "unlocked with the new passphrase")
+}
