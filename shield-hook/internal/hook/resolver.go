@@ -29,7 +29,8 @@ const resolverReadyWait = 2 * time.Second
 // --state-dir=<dir>`, forked from a thread inside the container netns so
 // that every socket it ever opens is in that namespace, in its own
 // session with stdio on /dev/null, holding a pidfd of the container's init
-// (its exit ends the resolver) and the write end of a readiness pipe. The
+// (its exit ends the resolver), the write end of a readiness pipe and a
+// route socket in the host's namespace (to list the host's addresses). The
 // caller has set loopback up. It returns once the resolver reported ready
 // and resolver.pid names it; on any failure the child is killed.
 func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) error {
@@ -55,6 +56,15 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) 
 	}
 	initFile := os.NewFile(uintptr(pidfd), "container-init-pidfd")
 	defer initFile.Close()
+	// Created here, in the host's network namespace (only the locked
+	// threads of nsexec are in the container's): the resolver lists the
+	// host's addresses through it and never learns one of them.
+	rfd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("start resolver: host route socket: %w", err)
+	}
+	routeFile := os.NewFile(uintptr(rfd), "host-route")
+	defer routeFile.Close()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("start resolver: readiness pipe: %w", err)
@@ -64,7 +74,7 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) 
 		Path:        exe,
 		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
 		Dir:         "/",
-		ExtraFiles:  []*os.File{initFile, pw}, // fds 3 and 4 (resolver.FdInit, FdReady)
+		ExtraFiles:  []*os.File{initFile, pw, routeFile}, // fds 3, 4, 5 (resolver.FdInit, FdReady, FdHostRoute)
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = ns.Do(cmd.Start)

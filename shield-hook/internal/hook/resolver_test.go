@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,22 @@ type testUpstream struct {
 	// wildcard, if set, answers every otherwise unknown subdomain of
 	// nameListed (the benchmarks' uncacheable names).
 	wildcard dns.RR
+	// hostSelf is an address of the host's own namespace outside the
+	// special ranges (nameSelf's answer), invalid when it has none.
+	hostSelf netip.Addr
+}
+
+// hostAddress returns an address of this (the host's) network namespace
+// outside the special ranges, if there is one. Nothing is ever sent to it:
+// the test only checks that the resolver does not learn it.
+func hostAddress() netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Is4() && !ruleset.IsSpecial(p.Addr()) {
+			return p.Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 func (u *testUpstream) count(name string, qtype uint16) int {
@@ -109,6 +126,7 @@ const (
 	nameTarget   = "target.cdn.shield.test"
 	nameBig      = "big.allowed.shield.test"
 	nameLater    = "later.shield.test"
+	nameSelf     = "self.allowed.shield.test"
 	laterV4      = "198.51.100.30"
 	bigAddresses = 100
 )
@@ -139,6 +157,9 @@ func startTestUpstream(t *testing.T, tp *topo) *testUpstream {
 		add(fmt.Sprintf("%s. 60 IN A 203.0.113.%d", nameBig, 100+i))
 	}
 	add(nameLater + ". 60 IN A " + laterV4)
+	if u.hostSelf = hostAddress(); u.hostSelf.IsValid() {
+		add(nameSelf + ". 60 IN A " + u.hostSelf.String())
+	}
 	var pc net.PacketConn
 	var l net.Listener
 	err := tp.outNS.Do(func() error {
@@ -325,6 +346,20 @@ func TestResolverTier(t *testing.T) {
 		if strings.Contains(set, " "+a+" ") || strings.Contains(set, "{ "+a) {
 			t.Errorf("special address %s was learned:\n%s", a, set)
 		}
+	}
+
+	// Rebinding to an address of the host itself (not special: a public
+	// uplink address, a veth end): passed on, not learned.
+	if up.hostSelf.IsValid() {
+		m, err = tp.query("127.0.0.1", nameSelf, dns.TypeA, "udp")
+		if err != nil || strings.Join(answerAddrs(m), ",") != up.hostSelf.String() {
+			t.Fatalf("%s: %v %v", nameSelf, m, err)
+		}
+		if set := learned(t, tp); strings.Contains(set, " "+up.hostSelf.String()+" ") || strings.Contains(set, "{ "+up.hostSelf.String()+" ") {
+			t.Errorf("the host's own address %s was learned:\n%s", up.hostSelf, set)
+		}
+	} else {
+		t.Log("the host namespace has no address outside the special ranges: host-address case not run")
 	}
 
 	// CNAME chain: the target's address is learned and the target name is

@@ -114,6 +114,15 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 		return r.localReply(q.req, dns.RcodeServerFailure, false)
 	}
 	res := walkChain(q.name, resp.Answer)
+	learn := res.learn[:0]
+	for _, it := range res.learn {
+		// An address of the host itself is passed on but never learned,
+		// like a special one (hostAddrs says why).
+		if r.host == nil || !r.host.contains(it.addr) {
+			learn = append(learn, it)
+		}
+	}
+	res.learn = learn
 	if err := r.learn.add(res.learn, q.origin); err != nil {
 		r.log.log(slog.LevelError, "learn failed", slog.String("name", q.name), slog.String("error", err.Error()))
 		return r.localReply(q.req, dns.RcodeServerFailure, false)

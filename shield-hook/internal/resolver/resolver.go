@@ -40,6 +40,9 @@ const (
 	// FdReady is the write end of the readiness pipe: "ok\n" once the
 	// resolver serves, "error: …\n" when it gives up starting.
 	FdReady = 4
+	// FdHostRoute is a NETLINK_ROUTE socket in the host's network
+	// namespace, to list the host's addresses (hostAddrs).
+	FdHostRoute = 5
 )
 
 // ReadyOK is the readiness line.
@@ -59,6 +62,7 @@ type Resolver struct {
 	gen   uint64 // bumped by every reload
 	up    *upstream
 	learn *learner
+	host  *hostAddrs
 	cache *answerCache
 	log   *boundedLog
 	now   func() time.Time
@@ -75,8 +79,11 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	if err == nil && !isPidfd(FdInit) {
 		err = errors.New("no pidfd of the container's init on fd 3: the resolver is started by the createRuntime hook")
 	}
+	if err == nil && !isFd(FdHostRoute) {
+		err = errors.New("no host route socket on fd 5: the resolver is started by the createRuntime hook")
+	}
 	if err == nil {
-		err = run(ctx, dir, listenAddr(), FdInit, ready)
+		err = run(ctx, dir, listenAddr(), FdInit, FdHostRoute, ready)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "terok-shield-hook resolver: "+err.Error())
@@ -110,7 +117,7 @@ func isPidfd(fd int) bool {
 // run starts the resolver, reports readiness on ready (or why it could not
 // start) and serves until ctx ends, SIGTERM/SIGINT arrives or the process
 // behind initFd exits.
-func run(ctx context.Context, dir string, listen netip.AddrPort, initFd int, ready *os.File) (err error) {
+func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRouteFd int, ready *os.File) (err error) {
 	readySent := false
 	defer func() {
 		if !readySent && ready != nil {
@@ -131,6 +138,10 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd int, rea
 		return err
 	}
 	defer r.close()
+	if r.host, err = newHostAddrs(hostRouteFd); err != nil {
+		return err
+	}
+	defer r.host.close()
 	tw, err := watchTables(r.tablesChanged)
 	if err != nil {
 		return err
