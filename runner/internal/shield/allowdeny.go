@@ -127,6 +127,7 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 	if sc.Deny, err = shieldbundle.ReadIPFile(s.path(dir, shieldbundle.FileDenyList)); err != nil {
 		return fmt.Errorf("read deny list: %w", err)
 	}
+	sc.Deny = s.withHostDeny(sc.Deny, sc.Allow)
 	text, _, err := sc.Render()
 	if err != nil {
 		return fmt.Errorf("render ruleset: %w", err)

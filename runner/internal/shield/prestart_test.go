@@ -47,7 +47,8 @@ func (e prestartEnv) shield(euid int, info podmaninfo.Info, audit bool) *Shield 
 	return New(Config{
 		StateDir: e.stateDir, DefaultProfiles: []string{"test"}, LoopbackPorts: []int{9418, 18731, 18732},
 		AuditEnabled: audit, ProfilesDir: e.profiles,
-	}, Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: euid, Log: log, Info: &info})
+	}, Options{Tools: e.tools, Paths: e.paths, HookBinary: e.hook, EUID: euid, Log: log, Info: &info,
+		HostAddrs: func() []string { return nil }})
 }
 
 var (
@@ -371,5 +372,52 @@ esac
 				t.Fatalf("cache not invalidated: %q", got)
 			}
 		})
+	}
+}
+
+// TestHostAddressesDenied: every non-special address of the host is in the
+// deny sets of the enforcing rulesets (pre-start, refresh, up), so a DNS
+// answer naming one opens nothing; special ones are left to the special
+// rejects, and only an exact explicit allow opens one.
+func TestHostAddressesDenied(t *testing.T) {
+	e := newPrestartEnv(t, true)
+	s := e.shield(1000, infoSlirp, false)
+	host := []string{"127.0.0.1", "::1", "fe80::1%eth0", "10.1.2.3", "198.51.100.77", "203.0.113.250", "2001:db8:ffff::1", "::ffff:203.0.113.251", "198.51.100.77"}
+	s.opts.HostAddrs = func() []string { return host }
+	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	rs := readState(t, dir, "ruleset.nft")
+	// 198.51.100.77 lies inside the allowed 198.51.100.0/24: still denied
+	// (the deny sets come first).
+	for _, w := range []string{"add element inet terok_shield deny_v4 { 198.51.100.77, 203.0.113.250, 203.0.113.251 }", "add element inet terok_shield deny_v6 { 2001:db8:ffff::1 }"} {
+		if !strings.Contains(rs, w) {
+			t.Fatalf("ruleset.nft lacks %q:\n%s", w, rs)
+		}
+	}
+	// The exact element lines above also show the special host addresses
+	// (127.0.0.1, ::1, fe80::1, 10.1.2.3) are not there.
+	if exists(filepath.Join(dir, "deny.list")) {
+		t.Errorf("host addresses persisted in deny.list: %q", readState(t, dir, "deny.list"))
+	}
+	// An exact explicit allow opens one deliberately; the others stay.
+	writeText(t, filepath.Join(dir, "live.allowed"), "203.0.113.250\n")
+	if err := s.refreshBundleRuleset(dir); err != nil {
+		t.Fatal(err)
+	}
+	if rs := readState(t, dir, "ruleset.nft"); !strings.Contains(rs, "deny_v4 { 198.51.100.77, 203.0.113.251 }") {
+		t.Fatalf("refresh after an exact allow:\n%s", rs)
+	}
+	text, err := s.Preview(false, false)
+	if err != nil || !strings.Contains(text, "deny_v4 { 198.51.100.77, 203.0.113.251 }") {
+		t.Fatalf("up preview: %v\n%s", err, text)
+	}
+}
+
+func TestHostDeny(t *testing.T) {
+	got := hostDeny([]string{"192.168.1.5", "198.51.100.1", "bogus", "2001:db8::5", "198.51.100.1", "198.51.100.2"}, []string{"198.51.100.2", "198.51.100.0/24"})
+	if strings.Join(got, ",") != "198.51.100.1,2001:db8::5" {
+		t.Fatalf("hostDeny = %q", got)
 	}
 }

@@ -62,6 +62,9 @@ type Options struct {
 	// RunRoot is podman's run root ("" → the default for the uid); tests
 	// point it elsewhere.
 	RunRoot string
+	// HostAddrs, when set, lists the host's own addresses instead of the
+	// interfaces of this network namespace (tests).
+	HostAddrs func() []string
 	// Facts is the runner's host-facts cache (podman version and network
 	// mode); its zero value caches nothing.
 	Facts podman.InfoCache
@@ -350,7 +353,7 @@ func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 	sc := ruleset.Script{
 		Options: s.rulesetOptions(dns, mode, s.cfg.Interactive),
 		Allow:   allow,
-		Deny:    deny,
+		Deny:    s.withHostDeny(deny, allow),
 	}
 	if mode == podmaninfo.Slirp4netns {
 		sc.Gateways = ruleset.SlirpGateways()

@@ -65,7 +65,7 @@ func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error)
 		if err != nil {
 			return "", fmt.Errorf("read deny list: %w", err)
 		}
-		sc.Allow, sc.Deny = allow, deny
+		sc.Allow, sc.Deny = allow, s.withHostDeny(deny, allow)
 	}
 	text, skipped, err := sc.Render()
 	for _, sk := range skipped {
