@@ -78,6 +78,8 @@ type keystoreFile struct {
 	// is still needed to read the values not yet re-sealed.
 	Current string       `json:"current"`
 	Keys    []wrappedKey `json:"keys"`
+	// SystemdCreds is the KEK sealed by systemd-creds (optional).
+	SystemdCreds *systemdCreds `json:"systemd_creds,omitempty"`
 }
 
 type wrappedKey struct {
@@ -119,6 +121,9 @@ func parseKeystore(data []byte) (*keystoreFile, error) {
 	}
 	if !seen[ks.Current] {
 		return nil, fmt.Errorf("keystore current key %q is not among its keys", ks.Current)
+	}
+	if sc := ks.SystemdCreds; sc != nil && (!systemdCredsModes[sc.WithKey] || sc.Blob == "") {
+		return nil, fmt.Errorf("keystore systemd_creds entry is malformed (with_key %q)", sc.WithKey)
 	}
 	return &ks, nil
 }
@@ -292,6 +297,8 @@ func Unlock(dir string, passphrase []byte) (storeID string, kek []byte, err erro
 	}
 	return ks.ID, kek, nil
 }
+
+func dirKeystore(dir string) string { return filepath.Join(dir, FileName) }
 
 // readKeystore reads and parses the keystore; ErrNoKeystore when absent.
 func readKeystore(path string) (*keystoreFile, error) {

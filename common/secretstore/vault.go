@@ -55,10 +55,12 @@ type Vault struct {
 	kek []byte // nil until found (keyring) or given
 	// fixedKEK: the KEK was given by the caller, never taken from the keyring.
 	fixedKEK bool
-	ks       *keystoreFile
-	keys     *keySet
-	stamp    fileStamp
-	err      error // why keys is nil although a keystore exists
+	// triedCreds: systemd-creds was asked once already (it runs a program).
+	triedCreds bool
+	ks         *keystoreFile
+	keys       *keySet
+	stamp      fileStamp
+	err        error // why keys is nil although a keystore exists
 }
 
 type fileStamp struct {
@@ -130,6 +132,13 @@ func (v *Vault) refreshLocked() {
 		return
 	}
 	v.ks, v.stamp = ks, st
+	if v.kek == nil && ks.SystemdCreds != nil && !v.triedCreds {
+		// Enrolled with systemd-creds: a daemon starts without an unlock.
+		v.triedCreds = true
+		if kek, err := openKEKWithSystemdCreds(ks.ID, ks.SystemdCreds); err == nil {
+			v.kek = kek
+		}
+	}
 	if v.kek == nil {
 		kek, err := CachedKEK(ks.ID)
 		if errors.Is(err, errNotCached) {
@@ -517,6 +526,11 @@ func (b *Batch) ChangePassphrase(passphrase []byte, params KDFParams) ([]byte, e
 	keys, err := next.unwrapKeys(kek)
 	if err != nil {
 		return nil, err
+	}
+	if sc := b.ks.SystemdCreds; sc != nil {
+		// The enrollment sealed the old KEK: seal the new one the same
+		// way, or drop it (status then shows it is gone).
+		next.SystemdCreds, _ = sealKEKWithSystemdCreds(next.ID, kek, sc.WithKey)
 	}
 	if err := writeKeystore(b.v.path, &next); err != nil {
 		return nil, err

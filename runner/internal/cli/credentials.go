@@ -322,7 +322,8 @@ func secretsCommands(d Deps) []*ucli.Command {
 			Name:  "unlock",
 			Usage: "unlock the encrypted store for this user until lock or reboot (the first unlock chooses the passphrase and creates the keystore)",
 			Flags: []ucli.Flag{passFlag,
-				&ucli.StringFlag{Name: "timeout", Usage: "lock again after this long (e.g. 8h); default: until lock or reboot"}},
+				&ucli.StringFlag{Name: "timeout", Usage: "lock again after this long (e.g. 8h); default: until lock or reboot"},
+				&ucli.StringFlag{Name: "systemd-creds", Usage: "also seal the key with systemd-creds (host, tpm2, host+tpm2 or auto) so later unlocks and the daemons need no passphrase; off removes that"}},
 			Action: func(c *ucli.Context) error {
 				fa, _, err := argsExactly(c)
 				if err != nil {
@@ -340,14 +341,31 @@ func secretsCommands(d Deps) []*ucli.Command {
 				}
 				_, statErr := os.Stat(filepath.Join(s.Dir, secretstore.FileName))
 				creating := errors.Is(statErr, os.ErrNotExist)
+				enroll := fa.String("systemd-creds")
+				if mode := secretstore.OpenVault(s.Dir).SystemdCredsMode(); mode != "" && fa.String("passphrase-file") == "" && enroll == "" {
+					_, err := s.UnlockWith(nil, secretsctl.UnlockOptions{Timeout: timeout})
+					if err == nil {
+						fmt.Fprintf(d.Stdout, "Unlocked with systemd-creds (%s): the key is cached in your kernel keyring until 'terok-sandbox credentials lock'%s.\n",
+							mode, map[bool]string{true: " or " + timeout.String(), false: " or reboot"}[timeout > 0])
+						return nil
+					}
+					fmt.Fprintf(d.Stderr, "systemd-creds could not open the key (%v); falling back to the passphrase.\n", err)
+				}
 				pass, err := readPassphrase(d, fa.String("passphrase-file"), creating && s.Encrypt)
 				if err != nil {
 					return err
 				}
 				defer clear(pass)
-				created, err := s.Unlock(pass, timeout, secretstore.DefaultKDF)
+				created, err := s.UnlockWith(pass, secretsctl.UnlockOptions{Timeout: timeout, KDF: secretstore.DefaultKDF, SystemdCreds: enroll})
 				if err != nil {
 					return err
+				}
+				switch enroll {
+				case "":
+				case "off":
+					fmt.Fprintln(d.Stdout, "Removed the systemd-creds enrollment: unlocking needs the passphrase again.")
+				default:
+					fmt.Fprintf(d.Stdout, "Sealed the key with systemd-creds (%s): later unlocks and the daemons need no passphrase on this host.\n", enroll)
 				}
 				if created {
 					fmt.Fprintf(d.Stdout, "Created the keystore %s; new credentials and SSH keys are now stored encrypted.\n", filepath.Join(s.Dir, secretstore.FileName))

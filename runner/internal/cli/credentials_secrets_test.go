@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -165,4 +166,68 @@ func TestCredentialsEncryptionLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCredentialsSystemdCreds: with the key enrolled with systemd-creds
+// (host key; a private $SYSTEMD_CREDENTIAL_SECRET, not the host's), the
+// proxy starts on a locked store without a passphrase and unlock needs
+// none; without a TPM, tpm2 is refused clearly; "off" brings the
+// passphrase back.
+func TestCredentialsSystemdCreds(t *testing.T) {
+	if _, err := exec.LookPath("systemd-creds"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs systemd-creds and root (host key)")
+	}
+	p := newProxyCLI(t)
+	p.env = append(p.env, "SYSTEMD_CREDENTIAL_SECRET="+filepath.Join(t.TempDir(), "credential.secret"))
+	t.Cleanup(func() { p.sandbox("", "credentials", "lock") })
+	passFile := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(passFile, []byte("systemd creds test passphrase\n"), 0o600)
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Api-Key") != "sk-systemd-creds-7" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go up.Serve(l)
+	defer up.Close()
+	os.MkdirAll(p.cred, 0o700)
+	os.WriteFile(filepath.Join(p.cred, "routes.json"), []byte(fmt.Sprintf(`{"claude": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", l.Addr())), 0o600)
+
+	p.ok("sk-systemd-creds-7\n", "credentials", "set", "claude")
+	if code, _, errOut := p.sandbox("", "credentials", "unlock", "--passphrase-file", passFile, "--systemd-creds", "tpm2"); code != 1 || !strings.Contains(errOut, "TPM2") {
+		t.Fatalf("tpm2 without a TPM: %d %q", code, errOut)
+	}
+	out := p.ok("", "credentials", "unlock", "--passphrase-file", passFile, "--systemd-creds", "host")
+	if !strings.Contains(out, "Sealed the key with systemd-creds (host)") {
+		t.Fatalf("enroll: %q", out)
+	}
+	p.ok("", "credentials", "migrate")
+	p.ok("", "credentials", "lock")
+	if st := p.ok("", "credentials", "status"); !strings.Contains(st, "enrolled (host)") {
+		t.Fatalf("status:\n%s", st)
+	}
+	// Locked, but the proxy opens the key through systemd-creds.
+	p.ok("", "proxy", "start")
+	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
+	req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
+	req.Header.Set("X-Api-Key", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("proxy with a systemd-creds store: %d", resp.StatusCode)
+	}
+	p.ok("", "proxy", "stop")
+	if out := p.ok("", "credentials", "unlock"); !strings.HasPrefix(out, "Unlocked with systemd-creds (host)") {
+		t.Fatalf("unlock without a passphrase: %q", out)
+	}
+	if out := p.ok("", "credentials", "unlock", "--passphrase-file", passFile, "--systemd-creds", "off"); !strings.Contains(out, "Removed the systemd-creds enrollment") {
+		t.Fatalf("off: %q", out)
+	}
+	p.ok("", "credentials", "lock")
+	if code, _, errOut := p.sandbox("", "credentials", "unlock"); code != 2 || !strings.Contains(errOut, "--passphrase-file") {
+		t.Fatalf("unlock after off wants the passphrase: %d %q", code, errOut)
+	}
 }

@@ -135,10 +135,12 @@ func sources(v *secretstore.Vault) []Source {
 	sd := Source{Name: "systemd-creds"}
 	if p, err := exec.LookPath("systemd-creds"); err != nil {
 		sd.Detail = "not installed"
-	} else if _, err := os.Stat("/run/systemd/system"); err != nil {
-		sd.Detail = p + " found, but systemd is not PID 1 here; not used by this version (planned: TPM2-sealed KEK)"
+	} else if mode := v.SystemdCredsMode(); mode != "" {
+		sd.Usable = true
+		sd.Detail = "enrolled (" + mode + "): unlock and the daemons need no passphrase on this host"
 	} else {
-		sd.Detail = p + " found; not used by this version (planned: TPM2-sealed KEK)"
+		sd.Usable = true
+		sd.Detail = p + " found, not enrolled: 'credentials unlock --systemd-creds=auto' seals the key with it (TPM2 where present, else the host key, root only)"
 	}
 	out = append(out, sd)
 	kr := Source{Name: "kernel keyring"}
@@ -208,6 +210,30 @@ func (s Store) countKeyFiles() Counts {
 // keystore with passphrase and caches its KEK in the kernel keyring for
 // timeout (0: until lock or reboot). It reports whether it created it.
 func (s Store) Unlock(passphrase []byte, timeout time.Duration, params secretstore.KDFParams) (created bool, err error) {
+	return s.UnlockWith(passphrase, UnlockOptions{Timeout: timeout, KDF: params})
+}
+
+// UnlockOptions are the choices of `credentials unlock`.
+type UnlockOptions struct {
+	Timeout time.Duration // 0: until lock or reboot
+	KDF     secretstore.KDFParams
+	// SystemdCreds enrolls the KEK with systemd-creds in this mode (host,
+	// tpm2, host+tpm2, auto); "off" removes an enrollment; "" keeps it.
+	SystemdCreds string
+}
+
+// UnlockWith is Unlock with options; a nil passphrase unlocks through the
+// keystore's systemd-creds enrollment.
+func (s Store) UnlockWith(passphrase []byte, o UnlockOptions) (created bool, err error) {
+	timeout, params := o.Timeout, o.KDF
+	if passphrase == nil {
+		id, kek, err := secretstore.UnlockWithSystemdCreds(s.Dir)
+		if err != nil {
+			return false, err
+		}
+		defer clear(kek)
+		return false, secretstore.CacheKEK(id, kek, timeout)
+	}
 	var id string
 	var kek []byte
 	_, statErr := os.Stat(filepath.Join(s.Dir, secretstore.FileName))
@@ -224,6 +250,21 @@ func (s Store) Unlock(passphrase []byte, timeout time.Duration, params secretsto
 		return false, err
 	}
 	defer clear(kek)
+	if o.SystemdCreds != "" {
+		b, err := secretstore.OpenVaultWithKEK(s.Dir, kek).Exclusive()
+		if err != nil {
+			return created, err
+		}
+		mode := o.SystemdCreds
+		if mode == "off" {
+			mode = ""
+		}
+		err = b.EnrollSystemdCreds(mode)
+		b.Close()
+		if err != nil {
+			return created, fmt.Errorf("unlocked, but not enrolled with systemd-creds: %w", err)
+		}
+	}
 	if err := secretstore.CacheKEK(id, kek, timeout); err != nil {
 		return created, err
 	}
