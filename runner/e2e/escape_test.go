@@ -699,7 +699,7 @@ func escFloodBound(t *testing.T, ctx context.Context, e *escRunner, name string)
 		t.Errorf("dns.log + dns.log.1 = %d bytes after the flood, bound %d", logs, escDNSLogBound)
 	}
 	// Whatever the log is called, the bundle as a whole stays bounded.
-	if total > escDNSLogBound+1<<20 {
+	if total > escDNSLogBound+256<<10 {
 		t.Errorf("the shield state dir holds %d bytes after the flood: %s", total, strings.Join(sizes, " "))
 	}
 	res = shxInContainer(ctx, r, name, "timeout 15 nslookup "+escListed)
