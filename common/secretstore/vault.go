@@ -132,15 +132,17 @@ func (v *Vault) refreshLocked() {
 		return
 	}
 	v.ks, v.stamp = ks, st
-	if v.kek == nil && ks.SystemdCreds != nil && !v.triedCreds {
-		// Enrolled with systemd-creds: a daemon starts without an unlock.
-		v.triedCreds = true
-		if kek, err := openKEKWithSystemdCreds(ks.ID, ks.SystemdCreds); err == nil {
-			v.kek = kek
-		}
-	}
 	if v.kek == nil {
 		kek, err := CachedKEK(ks.ID)
+		if err != nil && ks.SystemdCreds != nil && !v.triedCreds {
+			// Not cached, but enrolled with systemd-creds: a daemon starts
+			// without an unlock. Asked once (it runs a program); the
+			// keyring comes first because it costs no process.
+			v.triedCreds = true
+			if k, cerr := openKEKWithSystemdCreds(ks.ID, ks.SystemdCreds); cerr == nil {
+				kek, err = k, nil
+			}
+		}
 		if errors.Is(err, errNotCached) {
 			v.keys, v.err = nil, ErrLocked
 			v.stamp = fileStamp{} // look in the keyring again next time
