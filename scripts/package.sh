@@ -34,8 +34,11 @@ export PKG_VERSION=$ver PKG_ARCH=$(dpkg --print-architecture 2>/dev/null || go e
 root=$top/build/pkgroot # packaging/nfpm.yaml names it
 
 rm -rf "$root"
+# -s -w: no symbol table and DWARF in the packaged binaries (what Debian's
+# dh_strip does; Go's stack traces keep their function names and lines).
 make --no-print-directory install DESTDIR="$root" PREFIX=/usr \
-  ZSHCOMPDIR=/usr/share/zsh/vendor-completions VERSION="$ver" >&2
+  ZSHCOMPDIR=/usr/share/zsh/vendor-completions VERSION="$ver" \
+  LDFLAGS="-s -w -X terok.dev/sandbox/common/version.Version=$ver" >&2
 deb="$out/terok-sandbox_${PKG_VERSION}_${PKG_ARCH}.deb"
 rm -f "$deb"
 "$nfpm" package --config packaging/nfpm.yaml --packager deb --target "$deb" >&2
