@@ -3,6 +3,7 @@
 package installfiles
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,9 +44,18 @@ func TestExampleConfig(t *testing.T) {
 	if _, err := config.Load(env, p); err != nil {
 		t.Fatalf("uncommented example: %v", err)
 	}
-	for _, key := range []string{"state_dir", "runtime_dir", "credentials_dir", "gate_port", "proxy_port", "ssh_agent_port",
-		"shield_profiles", "shield_audit", "shield_bypass", "shield_upstream_dns", "proxy_static_marker"} {
-		if !regexp.MustCompile(`(?m)^(# )?` + key + ` = `).Match(ExampleConfig) {
+	// Every key config.toml accepts, as the loader's own refusal of an
+	// unknown key lists them, is shown.
+	if err := os.WriteFile(p, []byte("terok_example_probe = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.Load(env, p)
+	_, list, ok := strings.Cut(fmt.Sprint(err), "valid keys are ")
+	if !ok {
+		t.Fatalf("the unknown-key error no longer lists the keys: %v", err)
+	}
+	for _, key := range strings.Split(list, ", ") {
+		if !regexp.MustCompile(`(?m)^(# )?` + regexp.QuoteMeta(key) + ` = `).Match(ExampleConfig) {
 			t.Errorf("the example does not show %s", key)
 		}
 	}
