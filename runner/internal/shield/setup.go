@@ -31,9 +31,11 @@ type SetupOptions struct {
 	Out io.Writer
 	// SeccompProfile is where the sandbox's seccomp profile goes (the
 	// config root's seccomp.json, docs/seccomp.md); "" installs none. A
-	// --root setup without root privileges writes root's default
-	// (seccomp.RootPath) through sudo instead.
-	SeccompProfile string
+	// --root setup without root privileges writes root's profile through
+	// sudo instead: SeccompRootProfile, "" meaning root's default location
+	// (seccomp.RootPath).
+	SeccompProfile     string
+	SeccompRootProfile string
 }
 
 // SetupResult says where the hooks went.
@@ -334,17 +336,21 @@ func (o SetupOptions) installSeccomp(ctx context.Context) (string, error) {
 	if err := os.WriteFile(filepath.Join(tmp, seccomp.FileName), data, 0o644); err != nil {
 		return "", fmt.Errorf("write seccomp profile: %w", err)
 	}
+	dst := o.SeccompRootProfile
+	if dst == "" {
+		dst = seccomp.RootPath
+	}
 	sudo := o.Tools.LookPath("sudo", "/usr/bin/sudo")
 	if sudo == "" {
-		return "", fmt.Errorf("--root needs sudo to write %s, and sudo is not installed; run the setup as root", seccomp.RootPath)
+		return "", fmt.Errorf("--root needs sudo to write %s, and sudo is not installed; run the setup as root", dst)
 	}
 	// Copy beside the target, then rename: podman never reads half a file.
-	next := seccomp.RootPath + ".new"
+	next := dst + ".new"
 	for _, argv := range [][]string{
-		{sudo, "mkdir", "-p", "-m", "0755", filepath.Dir(seccomp.RootPath)},
+		{sudo, "mkdir", "-p", "-m", "0755", filepath.Dir(dst)},
 		{sudo, "cp", filepath.Join(tmp, seccomp.FileName), next},
 		{sudo, "chmod", "0644", next},
-		{sudo, "mv", "-f", next, seccomp.RootPath},
+		{sudo, "mv", "-f", next, dst},
 	} {
 		res, err := o.Tools.Run(ctx, 5*time.Minute, "", argv...)
 		if err != nil {
@@ -354,5 +360,5 @@ func (o SetupOptions) installSeccomp(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("%s failed (exit %d): %s", strings.Join(argv, " "), res.Code, res.Combined())
 		}
 	}
-	return seccomp.RootPath, nil
+	return dst, nil
 }
