@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +152,87 @@ func TestLockedStoreRefusesToStart(t *testing.T) {
 		t.Fatalf("refusal does not say what to run:\n%s\nlog:\n%s", out, e.log())
 	}
 	e.checkNoSecrets()
+}
+
+// TestRotationUnderLoad: data-key rotations (as `credentials rotate-key`
+// does them: new key, every row re-sealed in one transaction, old key
+// dropped) while 8 keep-alive clients send requests: every request gets
+// the credential, none fails while the keystore and the rows change under
+// the running proxy.
+func TestRotationUnderLoad(t *testing.T) {
+	up := newUpstream(t)
+	e := newEnv(t, routesJSON("claude", fmt.Sprintf(`{"upstream": %q, "auth_header": "dynamic"}`, up.origin())))
+	db := e.encrypt(true)
+	ctx := context.Background()
+	if err := db.StoreCredential(ctx, "default", "claude", creddb.Credential{"type": "api_key", "key": e.secret("sk-rotating-8")}); err != nil {
+		t.Fatal(err)
+	}
+	tk := e.token(tok(801), "default", "claude")
+	e.start()
+
+	stop := make(chan struct{})
+	errs := make(chan string, 64)
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", e.url("/v1/messages"), nil)
+				req.Header.Set("X-Api-Key", tk)
+				resp, err := e.client.Do(req)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Sprintf("status %d", resp.StatusCode)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	dir := filepath.Dir(e.dbPath)
+	for i := 0; i < 3; i++ {
+		time.Sleep(150 * time.Millisecond)
+		b, err := secretstore.OpenVault(dir).Exclusive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.StartRotation(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.RewriteAll(ctx, func(set, provider string, v []byte) ([]byte, bool, error) {
+			return b.Reseal(v, secretstore.CredentialAD(set, provider))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.FinishRotation(); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+	}
+	time.Sleep(150 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Errorf("request during rotation: %s\n%s", msg, e.log())
+	}
+	if n.Load() < 10 {
+		t.Fatalf("only %d requests ran", n.Load())
+	}
+	if got := up.last(t).Header.Get("X-Api-Key"); got != "sk-rotating-8" {
+		t.Fatalf("upstream got %q", got)
+	}
+	t.Logf("%d requests across 3 rotations", n.Load())
 }
