@@ -139,7 +139,7 @@ systemd-test:
 	$(AS_ROOT) scripts/systemd-test.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(CURDIR)/build
 
 # Everything CI runs.
 check: lint test fuzz e2e package-test systemd-test
