@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,9 +105,13 @@ func escNewOutside(t *testing.T) *escOutside {
 	// cname.<listed> is a CNAME to a name outside the allowlist whose
 	// address is 10.0.2.2: the chain's addresses are filtered too.
 	args = append(args, "--host-record=target.cname-esc.example,10.0.2.2", "--cname=cname."+escListed+",target.cname-esc.example")
+	// slow.<listed> goes to a server of the test's own that answers late
+	// (escSlowDNS), for the forged-answer race.
+	args = append(args, "--server=/slow."+escListed+"/"+e.otherIP)
 	// self.<listed>: the host's own address on our veth (adversarial pass).
 	args = append(args, "--address=/self."+escListed+"/"+e.hostEnd)
 	o.daemon(t, "dnsmasq", args...)
+	escSlowDNS(t, o.ns, e.otherIP, netip.MustParseAddr(e.listedIP), 1500*time.Millisecond)
 	shxWaitFor(t, 10*time.Second, "outside DNS server", func() bool {
 		out, err := exec.Command("dig", "+short", "+time=1", "+tries=1", "@"+e.dnsIP, escListed).Output()
 		return err == nil && strings.TrimSpace(string(out)) == e.listedIP
@@ -550,6 +556,46 @@ func TestEscape(t *testing.T) {
 				t.Errorf("control: the probe did not get through a conntrack accept placed first: %s", res)
 			}
 			shxWaitFor(t, 5*time.Second, "the control's smuggled queries at the test server", func() bool { return smuggled(ctlZone) > 0 })
+		})
+
+		// Closed DNS, the other way around the mark: a task that binds the
+		// forwarder's address (IP_FREEBIND needs no capability) and port
+		// 53 can send the resolver's upstream socket forged answers over
+		// the loopback; while the real answer is late it tries every
+		// query ID. The forged address must not be learned.
+		t.Run("forged upstream answers", func(t *testing.T) {
+			escBuildProbe(t, ctx, "dnsspoof", filepath.Join(e.probeDir, "dnsspoof"))
+			host := "sp-" + shxRandID(t) + ".slow." + escListed
+			res := r.Podman(ctx, "exec", "--user", "0:0", name, "/probe/dnsspoof", "-name", host, "-addr", e.out.otherIP)
+			if res.Code != 0 {
+				t.Fatalf("dnsspoof: %s", res)
+			}
+			t.Logf("dnsspoof: %s", strings.TrimSpace(res.Stdout))
+			var got struct {
+				Port, Sent int
+				Error      string
+				Answer     []string
+			}
+			if err := json.Unmarshal([]byte(res.Stdout), &got); err != nil {
+				t.Fatalf("dnsspoof output %q: %v", res.Stdout, err)
+			}
+			if got.Port == 0 || (got.Sent < 60000 && got.Error == "") {
+				t.Fatalf("the probe did not get to forge: %s", res.Stdout)
+			}
+			for _, a := range got.Answer {
+				if a == e.out.otherIP {
+					t.Errorf("the resolver answered %s with the forged %s", host, a)
+				}
+			}
+			table := e.nft(t, ctx, name, "list", "table", "inet", "terok_shield")
+			for _, el := range escSetElements(table, "dns_v4") {
+				if el == e.out.otherIP {
+					t.Errorf("the forged address %s was learned into dns_v4", el)
+				}
+			}
+			if ok, msg := shxReach(ctx, r, name, e.out.otherIP, shxOutsidePort, shxOutsideReply); ok {
+				t.Errorf("the forged address opened the outside host: %s", msg)
+			}
 		})
 
 		// Issue 11 part 3: under slirp4netns 169.254.1.2 is not the host, so
@@ -1092,4 +1138,85 @@ func escKeyring(t *testing.T, ctx context.Context, e *escRunner, name string) {
 			t.Logf("as %s: %s", user, strings.TrimSpace(res.Stdout))
 		}
 	}
+}
+
+// escSlowDNS answers every A query on addr:53 inside netns ns with answer,
+// delay late, until the test ends. Its socket is made on a thread that
+// entered the netns and never leaves it (the goroutine stays locked, so the
+// thread ends with it).
+func escSlowDNS(t *testing.T, ns, addr string, answer netip.Addr, delay time.Duration) {
+	t.Helper()
+	ready := make(chan error, 1)
+	conns := make(chan net.PacketConn, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			ready <- err
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			ready <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		c, err := net.ListenPacket("udp4", net.JoinHostPort(addr, "53"))
+		if err != nil {
+			ready <- err
+			return
+		}
+		conns <- c
+		ready <- nil
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			resp := escAnswer(buf[:n], answer)
+			if resp == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(delay)
+				_, _ = c.WriteTo(resp, from)
+			}()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatalf("slow DNS server: %v", err)
+	}
+	c := <-conns
+	t.Cleanup(func() { c.Close(); <-done })
+}
+
+// escAnswer answers query (one A question, RFC 1035 §4.1) with addr, or
+// returns nil for anything else.
+func escAnswer(query []byte, addr netip.Addr) []byte {
+	if len(query) < 17 || query[2]&0x80 != 0 || query[4] != 0 || query[5] != 1 {
+		return nil
+	}
+	i := 12
+	for i < len(query) && query[i] != 0 {
+		if query[i]&0xc0 != 0 {
+			return nil
+		}
+		i += 1 + int(query[i])
+	}
+	if i+5 > len(query) || query[i+1] != 0 || query[i+2] != 1 {
+		return nil
+	}
+	resp := append([]byte(nil), query[:i+5]...)
+	resp[2], resp[3] = 0x85, 0x80 // QR AA RD RA, NOERROR
+	resp[6], resp[7] = 0, 1
+	resp[8], resp[9], resp[10], resp[11] = 0, 0, 0, 0 // no authority, no additional (the query's OPT dropped)
+	a := addr.As4()
+	return append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, a[0], a[1], a[2], a[3])
 }
