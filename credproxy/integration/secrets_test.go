@@ -123,6 +123,9 @@ func TestEncryptedStoreEndToEnd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if !strings.Contains(e.log(), "Skipping credential that cannot be decrypted") || !strings.Contains(e.log(), "provider=moved") {
+		t.Errorf("the refresh pass does not say why it skipped the moved value:\n%s", e.log())
+	}
 	if v := e.rawData("default", "gh"); !strings.HasPrefix(v, secretstore.Prefix) || strings.Contains(v, "AT-SEALED-NEW-5") {
 		t.Fatalf("refresh wrote plaintext: %.30q", v)
 	}

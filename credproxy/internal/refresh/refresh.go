@@ -33,10 +33,13 @@ const (
 	maxResponseBody  = 1 << 20
 )
 
-// Row is one stored credential with its raw data text.
+// Row is one stored credential with its data text (opened when it was
+// sealed, docs/secrets-at-rest.md).
 type Row struct {
 	Set, Provider string
 	Data          string
+	// Err is why a sealed value could not be opened (Data is then "").
+	Err error
 }
 
 // Store is what a pass reads and writes.
@@ -131,6 +134,11 @@ func (r *Refresher) Pass(ctx context.Context) error {
 	for _, row := range rows {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if row.Err != nil {
+			r.log.Warn("Skipping credential that cannot be decrypted: "+row.Err.Error(),
+				"provider", row.Provider, "credential_set", row.Set)
+			continue
 		}
 		c, err := creddb.DecodeCredential([]byte(row.Data))
 		if err != nil {
@@ -285,7 +293,7 @@ func (s DBStore) Rows(ctx context.Context) ([]Row, error) {
 	}
 	out := make([]Row, len(rows))
 	for i, r := range rows {
-		out[i] = Row{Set: r.Set, Provider: r.Provider, Data: r.Data}
+		out[i] = Row{Set: r.Set, Provider: r.Provider, Data: r.Data, Err: r.Err}
 	}
 	return out, nil
 }
