@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,6 +174,24 @@ func escSetup(t *testing.T, ctx context.Context, r *testharness.Runner, out *esc
 	if err := r.WriteConfig(e.baseConfig); err != nil {
 		t.Fatal(err)
 	}
+	// Whatever a broken build under test leaks (the old binaries leave a
+	// dnsmasq per failed start) is stopped once the runner's containers
+	// are gone, so the machine stays clean.
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		testharness.CleanupPrefix(cctx, r, r.Prefix)
+		for _, p := range escProcs(r.Base + "/") {
+			f := strings.Fields(p)
+			if len(f) < 2 || (filepath.Base(f[1]) != "dnsmasq" && filepath.Base(f[1]) != "terok-shield-hook") {
+				continue
+			}
+			if pid, err := strconv.Atoi(strings.TrimSuffix(f[0], ":")); err == nil {
+				t.Logf("stopping a leftover helper: %s", p)
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
 	e.resolv = filepath.Join(r.Base, "resolv-esc.conf")
 	if err := r.WriteFile(e.resolv, []byte("nameserver "+out.dnsIP+"\n"), 0o644); err != nil {
 		t.Fatal(err)
