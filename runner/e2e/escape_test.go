@@ -70,6 +70,8 @@ type escOutside struct {
 	// v6 is the outside host's IPv6 address; udpSink collects what
 	// reaches its UDP port 9999 on otherIP.
 	v6, udpSink string
+	// hostV6 is the host's IPv6 address on the veth.
+	hostV6 string
 }
 
 func escNewOutside(t *testing.T) *escOutside {
@@ -81,7 +83,8 @@ func escNewOutside(t *testing.T) *escOutside {
 	// IPv6 in 2001:db8::/32 (never the uplink's fd00::/64), routed through
 	// our veth like the IPv4 addresses.
 	e.v6 = fmt.Sprintf("2001:db8:%s::2", shxRandID(t)[:4])
-	hostV6 := strings.TrimSuffix(e.v6, "2") + "1"
+	e.hostV6 = strings.TrimSuffix(e.v6, "2") + "1"
+	hostV6 := e.hostV6
 	for _, args := range [][]string{
 		{"ip", "-6", "addr", "add", hostV6 + "/64", "dev", o.hostVeth, "nodad"},
 		{"ip", "netns", "exec", o.ns, "ip", "-6", "addr", "add", e.v6 + "/64", "dev", strings.TrimSuffix(o.hostVeth, "h") + "n", "nodad"},
@@ -110,7 +113,7 @@ func escNewOutside(t *testing.T) *escOutside {
 	// (escSlowDNS), for the forged-answer race.
 	args = append(args, "--server=/slow."+escListed+"/"+e.otherIP)
 	// self.<listed>: the host's own address on our veth (adversarial pass).
-	args = append(args, "--address=/self."+escListed+"/"+e.hostEnd)
+	args = append(args, "--address=/self."+escListed+"/"+e.hostEnd, "--address=/self6."+escListed+"/"+e.hostV6)
 	o.daemon(t, "dnsmasq", args...)
 	escSlowDNS(t, o.ns, e.otherIP, netip.MustParseAddr(e.listedIP), 1500*time.Millisecond)
 	shxWaitFor(t, 10*time.Second, "outside DNS server", func() bool {
@@ -480,6 +483,15 @@ func TestEscape(t *testing.T) {
 			res := shxInContainer(ctx, r, name, "nc -w 3 "+e.out.hostEnd+" "+port+" </dev/null")
 			if res.Code == 0 || strings.Contains(res.Stdout, shxHostReply) || self.conns.Load() != 0 {
 				t.Errorf("self.%s -> %s (an address of the host) opened a host service: %s", escListed, e.out.hostEnd, res)
+			}
+			self6 := escListen(t, "tcp6", "["+e.out.hostV6+"]:0")
+			_, port6, _ := net.SplitHostPort(self6.addr)
+			if res := shxInContainer(ctx, r, name, "timeout 15 nslookup self6."+escListed); !strings.Contains(res.Stdout, e.out.hostV6) {
+				t.Errorf("nslookup self6.%s: the answer %s did not arrive: %s", escListed, e.out.hostV6, res)
+			}
+			res = shxInContainer(ctx, r, name, "nc -6 -w 3 "+e.out.hostV6+" "+port6+" </dev/null")
+			if res.Code == 0 || strings.Contains(res.Stdout, shxHostReply) || self6.conns.Load() != 0 {
+				t.Errorf("self6.%s -> %s (an IPv6 address of the host) opened a host service: %s", escListed, e.out.hostV6, res)
 			}
 		})
 
@@ -1121,6 +1133,13 @@ func escAdversarial(t *testing.T, ctx context.Context, e *escRunner, name string
 			t.Errorf("%s: the sandbox did not hold: %s", p.what, res)
 		}
 	}
+	// Control for the IPv6 items: the path exists, the firewall is what
+	// refused them.
+	shxSandboxOK(t, ctx, r, "shield", "allow", name, e.out.v6)
+	if ok, msg := shxReach(ctx, r, name, e.out.v6, shxOutsidePort, shxOutsideReply); !ok {
+		t.Errorf("control: the outside host's IPv6 address is not reachable once allowed: %s", msg)
+	}
+	shxSandboxOK(t, ctx, r, "shield", "deny", name, e.out.v6)
 	if n := e.other.conns.Load() - otherBefore; n != 0 {
 		t.Errorf("the host loopback service saw %d connections", n)
 	}
