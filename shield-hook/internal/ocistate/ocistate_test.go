@@ -103,12 +103,13 @@ func TestStateDir(t *testing.T) {
 }
 
 func TestCheckVersion(t *testing.T) {
-	for v, ok := range map[string]bool{"4": true, "3": false, "": false, "04": false, " 4": false, "4.0": false, "5": false} {
+	// The current version is 5 (shieldbundle.BundleVersion).
+	for v, ok := range map[string]bool{"5": true, "4": false, "": false, "05": false, " 5": false, "5.0": false, "6": false} {
 		err := CheckVersion(map[string]string{shieldbundle.AnnVersion: v})
 		if (err == nil) != ok {
 			t.Errorf("version %q: err = %v", v, err)
 		}
-		if err != nil && !strings.Contains(err.Error(), "!= 4. Re-run the pre-start step.") {
+		if err != nil && !strings.Contains(err.Error(), "!= 5. Re-run the pre-start step.") {
 			t.Errorf("message %q", err)
 		}
 	}
