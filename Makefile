@@ -3,7 +3,7 @@
 
 SHELL     := /bin/bash
 GO        ?= go
-MODULES   := common gate credproxy sshagent shield-hook runner systemd
+MODULES   := common gate credproxy sshagent shield-hook runner systemd test/houserules
 BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS   := -X terok.dev/sandbox/common/version.Version=$(VERSION)

@@ -1,0 +1,3 @@
+module terok.dev/sandbox/test/houserules
+
+go 1.24
