@@ -96,6 +96,7 @@ func Run(args []string, d Deps) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(d.Stderr, "Usage error: %v\n", ue.err)
+		writeUsage(d.Stderr, app, args)
 		return ExitUsage
 	}
 	fmt.Fprintf(d.Stderr, "Error: %v\n", err)
@@ -117,6 +118,14 @@ func newApp(d Deps) *ucli.App {
 			&ucli.StringFlag{Name: "config", Usage: "config file (default: <config root>/" + config.FileName + ")", EnvVars: []string{"TEROK_SANDBOX_CONFIG"}},
 		},
 		OnUsageError: func(c *ucli.Context, err error, _ bool) error { return usageError{err} },
+		// Without an action urfave treats an unknown first word as a help
+		// topic ("No help topic", exit 1); like podman it is a usage error.
+		Action: func(c *ucli.Context) error {
+			if c.Args().Present() {
+				return UsageErrorf("unknown command %q for %q", c.Args().First(), Program)
+			}
+			return ucli.ShowAppHelp(c)
+		},
 	}
 	app.Commands = append(app.Commands, runtimeCommands(d)...)
 	app.Commands = append(app.Commands,
@@ -146,6 +155,45 @@ func setUsageHandlers(cmds []*ucli.Command) {
 		}
 		setUsageHandlers(c.Subcommands)
 	}
+}
+
+// writeUsage prints the usage line of the deepest command args name (the
+// program's when none) and where the full help is, after a usage error.
+func writeUsage(w io.Writer, app *ucli.App, args []string) {
+	path := []string{Program}
+	var leaf *ucli.Command
+	cmds := app.Commands
+	for _, a := range args[1:] {
+		if isFlagArg(a) {
+			continue
+		}
+		next := findCommand(cmds, a)
+		if next == nil {
+			break
+		}
+		leaf, cmds = next, next.Subcommands
+		path = append(path, next.Name)
+	}
+	name := strings.Join(path, " ")
+	switch {
+	case leaf == nil:
+		fmt.Fprintf(w, "Usage: %s [global options] COMMAND [options] [arguments...]\n", name)
+	case hasSubcommands(leaf):
+		fmt.Fprintf(w, "Usage: %s COMMAND [options] [arguments...]\n", name)
+	default:
+		fmt.Fprintf(w, "Usage: %s [options] %s\n", name, leaf.ArgsUsage)
+	}
+	fmt.Fprintf(w, "Run '%s --help' for more information.\n", name)
+}
+
+// hasSubcommands ignores the help subcommand urfave adds while running.
+func hasSubcommands(c *ucli.Command) bool {
+	for _, s := range c.Subcommands {
+		if s.Name != "help" {
+			return true
+		}
+	}
+	return false
 }
 
 // loadConfig builds the configuration for a command: defaults, the config

@@ -29,11 +29,29 @@ func TestExitCodeRules(t *testing.T) {
 	if code, out, _ := runCLI(t, "--version"); code != 0 || strings.TrimSpace(out) != "terok-sandbox 0.1.0-dev" {
 		t.Errorf("--version: code %d, out %q", code, out)
 	}
-	if code, _, errOut := runCLI(t, "--no-such-flag"); code != ExitUsage {
-		t.Errorf("bad global flag: code %d, stderr %q", code, errOut)
+}
+
+// TestUsageErrorsExit2WithUsage: unknown commands and flags at every level
+// exit 2 and print the usage line of the command they were meant for.
+func TestUsageErrorsExit2WithUsage(t *testing.T) {
+	cases := []struct {
+		args            []string
+		wantErr, wantUs string
+	}{
+		{[]string{"frob"}, `unknown command "frob" for "terok-sandbox"`, "Usage: terok-sandbox [global options] COMMAND"},
+		{[]string{"--no-such-flag"}, "flag provided but not defined", "Usage: terok-sandbox [global options]"},
+		{[]string{"gate", "frob"}, `unknown command "frob" for "gate"`, "Usage: terok-sandbox gate COMMAND"},
+		{[]string{"shield", "frob", "x"}, `unknown command "frob"`, "Usage: terok-sandbox shield COMMAND"},
+		{[]string{"stop", "--bogus", "x"}, "flag provided but not defined: -bogus", "Usage: terok-sandbox stop [options] NAME..."},
+		{[]string{"gate", "sync", "--bogus"}, "flag provided but not defined: -bogus", "Usage: terok-sandbox gate sync [options] PROJECT"},
 	}
-	if code, _, _ := runCLI(t, "no-such-command"); code == 0 {
-		t.Errorf("unknown command exited 0")
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			code, out, errOut := runCLI(t, c.args...)
+			if code != ExitUsage || !strings.Contains(errOut, c.wantErr) || !strings.Contains(errOut, c.wantUs) || !strings.Contains(errOut, "--help' for more information") {
+				t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+			}
+		})
 	}
 }
 
