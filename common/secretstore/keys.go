@@ -19,6 +19,10 @@ var (
 	ErrLocked = errors.New("the secret store is locked; run 'terok-sandbox credentials unlock' first")
 	// ErrWrongPassphrase: the passphrase does not open the keystore.
 	ErrWrongPassphrase = errors.New("wrong passphrase: it does not open the keystore")
+	// ErrNoPassphrase: the keystore was created unattended and has no
+	// passphrase yet.
+	ErrNoPassphrase = errors.New("this keystore has no passphrase: it opens with systemd-creds on this host only; " +
+		"add a recovery passphrase with 'terok-sandbox credentials rotate-key --new-passphrase'")
 	// ErrUnknownKey: the value names a data key the keystore does not have.
 	ErrUnknownKey = errors.New("the value was sealed with a key this keystore does not have (a keystore from another host, or restored from an older backup)")
 	// ErrOpen: authentication failed.

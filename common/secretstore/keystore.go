@@ -68,12 +68,11 @@ type keystoreFile struct {
 	Format  string `json:"format"`
 	Version int    `json:"version"`
 	// ID names the store in the kernel keyring; random, not secret.
-	ID  string `json:"id"`
-	KDF struct {
-		Algorithm string `json:"algorithm"`
-		Salt      string `json:"salt"`
-		KDFParams
-	} `json:"kdf"`
+	ID string `json:"id"`
+	// KDF derives the KEK from the passphrase. Absent in a keystore created
+	// unattended (CreateUnattended): its KEK is random and opens only
+	// through SystemdCreds until a passphrase is added.
+	KDF *kdfSection `json:"kdf,omitempty"`
 	// Current seals new values; every other key is being rotated out and
 	// is still needed to read the values not yet re-sealed.
 	Current string       `json:"current"`
@@ -81,6 +80,15 @@ type keystoreFile struct {
 	// SystemdCreds is the KEK sealed by systemd-creds (optional).
 	SystemdCreds *systemdCreds `json:"systemd_creds,omitempty"`
 }
+
+type kdfSection struct {
+	Algorithm string `json:"algorithm"`
+	Salt      string `json:"salt"`
+	KDFParams
+}
+
+// hasPassphrase reports whether a passphrase opens the keystore.
+func (ks *keystoreFile) hasPassphrase() bool { return ks.KDF != nil }
 
 type wrappedKey struct {
 	ID      string `json:"id"`
@@ -103,14 +111,19 @@ func parseKeystore(data []byte) (*keystoreFile, error) {
 	if len(ks.ID) != 32 || !isHex(ks.ID) {
 		return nil, errors.New("keystore id is not 32 hex digits")
 	}
-	if ks.KDF.Algorithm != "argon2id" {
-		return nil, fmt.Errorf("keystore KDF %q is not supported (argon2id is)", ks.KDF.Algorithm)
-	}
-	if err := ks.KDF.KDFParams.check(); err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	if salt, err := base64.StdEncoding.DecodeString(ks.KDF.Salt); err != nil || len(salt) < 16 {
-		return nil, errors.New("keystore salt is not base64 of at least 16 bytes")
+	if ks.KDF != nil {
+		if ks.KDF.Algorithm != "argon2id" {
+			return nil, fmt.Errorf("keystore KDF %q is not supported (argon2id is)", ks.KDF.Algorithm)
+		}
+		if err := ks.KDF.KDFParams.check(); err != nil {
+			return nil, fmt.Errorf("keystore: %w", err)
+		}
+		if salt, err := base64.StdEncoding.DecodeString(ks.KDF.Salt); err != nil || len(salt) < 16 {
+			return nil, errors.New("keystore salt is not base64 of at least 16 bytes")
+		}
+	} else if ks.SystemdCreds == nil {
+		// Nothing could ever open it.
+		return nil, errors.New("keystore has neither a passphrase (kdf) nor a systemd_creds entry")
 	}
 	seen := map[string]bool{}
 	for _, k := range ks.Keys {
@@ -141,11 +154,15 @@ func (ks *keystoreFile) marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// deriveKEK stretches the passphrase with the keystore's salt and parameters.
-func (ks *keystoreFile) deriveKEK(passphrase []byte) []byte {
+// deriveKEK stretches the passphrase with the keystore's salt and
+// parameters; ErrNoPassphrase when the keystore has none.
+func (ks *keystoreFile) deriveKEK(passphrase []byte) ([]byte, error) {
+	if ks.KDF == nil {
+		return nil, ErrNoPassphrase
+	}
 	salt, _ := base64.StdEncoding.DecodeString(ks.KDF.Salt) // checked by parseKeystore
 	p := ks.KDF.KDFParams
-	return argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, p.Threads, KEKSize)
+	return argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, p.Threads, KEKSize), nil
 }
 
 func wrapAD(storeID, keyID string) []byte {
@@ -253,10 +270,11 @@ func Create(dir string, passphrase []byte, params KDFParams) (storeID string, ke
 		return "", nil, fmt.Errorf("random salt: %w", err)
 	}
 	ks.ID = hex.EncodeToString(rnd[:16])
-	ks.KDF.Algorithm = "argon2id"
-	ks.KDF.Salt = base64.StdEncoding.EncodeToString(rnd[16:])
-	ks.KDF.KDFParams = params
-	kek = ks.deriveKEK(passphrase)
+	ks.KDF = &kdfSection{Algorithm: "argon2id", Salt: base64.StdEncoding.EncodeToString(rnd[16:]), KDFParams: params}
+	kek, err = ks.deriveKEK(passphrase)
+	if err != nil {
+		return "", nil, err
+	}
 	id, dek, err := newDataKey()
 	if err != nil {
 		return "", nil, err
@@ -291,7 +309,9 @@ func Unlock(dir string, passphrase []byte) (storeID string, kek []byte, err erro
 	if err != nil {
 		return "", nil, err
 	}
-	kek = ks.deriveKEK(passphrase)
+	if kek, err = ks.deriveKEK(passphrase); err != nil {
+		return "", nil, err
+	}
 	if _, err := ks.unwrapKeys(kek); err != nil {
 		return "", nil, err
 	}

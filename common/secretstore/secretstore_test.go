@@ -424,8 +424,11 @@ func FuzzParseKeystore(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ks.KDF.check() != nil {
+		if ks.KDF != nil && ks.KDF.check() != nil {
 			t.Fatal("accepted out-of-range KDF parameters")
+		}
+		if ks.KDF == nil && ks.SystemdCreds == nil {
+			t.Fatal("accepted a keystore nothing can open")
 		}
 	})
 }

@@ -104,6 +104,10 @@ func openKEKWithSystemdCreds(storeID string, sc *systemdCreds) ([]byte, error) {
 func (b *Batch) EnrollSystemdCreds(mode string) error {
 	next := *b.ks
 	if mode == "" {
+		if !b.ks.hasPassphrase() {
+			return errors.New("the keystore has no passphrase: without the systemd-creds enrollment nothing could open it; " +
+				"add one first with 'terok-sandbox credentials rotate-key --new-passphrase'")
+		}
 		next.SystemdCreds = nil
 	} else {
 		sc, err := sealKEKWithSystemdCreds(b.ks.ID, b.kek, mode)
@@ -140,6 +144,18 @@ func (v *Vault) SystemdCredsMode() string {
 		return ""
 	}
 	return v.ks.SystemdCreds.WithKey
+}
+
+// HasPassphrase reports whether a passphrase opens the keystore (false
+// for one created unattended until a passphrase is added, and without a
+// readable keystore).
+func (v *Vault) HasPassphrase() bool {
+	if v == nil {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.ks != nil && v.ks.hasPassphrase()
 }
 
 // UnlockWithSystemdCreds opens the KEK of the keystore in dir with

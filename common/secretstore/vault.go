@@ -510,9 +510,13 @@ func (b *Batch) ChangePassphrase(passphrase []byte, params KDFParams) ([]byte, e
 	if _, err := rand.Read(salt[:]); err != nil {
 		return nil, fmt.Errorf("random salt: %w", err)
 	}
-	next.KDF.Salt = base64.StdEncoding.EncodeToString(salt[:])
-	next.KDF.KDFParams = params
-	kek := next.deriveKEK(passphrase)
+	// A fresh section: the old one may be shared with b.ks. For a keystore
+	// created unattended this adds its first passphrase.
+	next.KDF = &kdfSection{Algorithm: "argon2id", Salt: base64.StdEncoding.EncodeToString(salt[:]), KDFParams: params}
+	kek, err := next.deriveKEK(passphrase)
+	if err != nil {
+		return nil, err
+	}
 	next.Keys = nil
 	for _, k := range b.ks.Keys {
 		var id KeyID
