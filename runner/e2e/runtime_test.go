@@ -153,7 +153,10 @@ func TestTimeouts(t *testing.T) {
 		if strings.TrimSpace(ps.Stdout) != name+" running" {
 			t.Fatalf("ps %q", ps.Stdout)
 		}
-		mustOK(t, "stop", r.Sandbox(ctx, "stop", name, r.Name("never-existed")))
+		// A name that never existed is an error, after the others are stopped.
+		if res := r.Sandbox(ctx, "stop", name, r.Name("never-existed")); res.Code != 1 || !strings.Contains(res.Stderr, "no such container: "+r.Name("never-existed")) {
+			t.Fatalf("stop with a missing name: %s", res)
+		}
 		if ps := mustOK(t, "ps", r.Sandbox(ctx, "ps", "--prefix", r.Prefix)); strings.TrimSpace(ps.Stdout) != "" {
 			t.Fatalf("ps after stop %q", ps.Stdout)
 		}

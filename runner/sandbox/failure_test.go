@@ -282,13 +282,24 @@ func TestStopCleansUp(t *testing.T) {
 		"'container b') echo 'Error: inspecting object: no such container b' >&2; exit 125;;\n"+
 		"esac\n"), 0o755)
 	s := New(cfg, Options{Env: env, Stdout: &bytes.Buffer{}, Podman: bin})
-	s.stop(context.Background(), []string{"a", "../x", "b"}, cleaningFirewall{callLog: callLog, err: errors.New("ignored")})
+	missing := s.stop(context.Background(), []string{"a", "../x", "b"}, cleaningFirewall{callLog: callLog, err: errors.New("ignored")})
+	if strings.Join(missing, ",") != "../x,b" {
+		t.Fatalf("missing %q, want ../x and b", missing)
+	}
 	data, _ := os.ReadFile(callLog)
 	tasks := filepath.Join(cfg.StateDir, "tasks")
 	want := "container inspect -- a\nrm -f a\ncleanup a /custom/a\ncleanup a " + tasks + "/a\n" +
 		"container inspect -- b\nrm -f b\ncleanup b " + tasks + "/b\n"
 	if string(data) != want {
 		t.Fatalf("calls\n%s\nwant\n%s", data, want)
+	}
+	// Shield state left in b's task directory is something to remove: b
+	// is not missing then.
+	if err := os.MkdirAll(filepath.Join(tasks, "b", "shield"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if missing := s.stop(context.Background(), []string{"b"}, cleaningFirewall{callLog: callLog}); len(missing) != 0 {
+		t.Fatalf("b with leftovers reported missing")
 	}
 }
 

@@ -422,17 +422,31 @@ func (s *Sandbox) Stop(ctx context.Context, containers []string) {
 	s.stop(ctx, containers, cl)
 }
 
-func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cleaner) {
+// StopExisting is Stop that also returns the names for which there was
+// nothing to remove: podman knows no such container and none of its task
+// directories holds shield state. (A podman that is missing or fails does
+// not make a name missing: the answer is unknown, and stop stays quiet.)
+func (s *Sandbox) StopExisting(ctx context.Context, containers []string) (missing []string) {
+	cl, _ := s.firewall().(firewall.Cleaner)
+	return s.stop(ctx, containers, cl)
+}
+
+func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cleaner) (missing []string) {
 	for _, name := range containers {
 		if err := names.ValidateContainerName(name); err != nil {
 			s.log.Warn("stop: skipped", "err", err)
+			missing = append(missing, name)
 			continue
 		}
-		var dirs []string
-		if cl != nil {
-			dirs = s.taskDirsOf(ctx, name)
+		c, ierr := s.podman.Inspect(ctx, name)
+		dirs := s.taskDirsOf(c, name)
+		if errors.Is(ierr, podman.ErrNoSuchContainer) && !anyShieldState(dirs) {
+			missing = append(missing, name)
 		}
 		s.podman.Stop(ctx, []string{name})
+		if cl == nil {
+			continue
+		}
 		for _, dir := range dirs {
 			if err := cl.Cleanup(ctx, name, dir); err != nil {
 				s.log.Warn("stop: cleanup of the container's firewall state failed", "container", name, "task_dir", dir, "err", err)
@@ -440,17 +454,27 @@ func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cle
 			}
 		}
 	}
+	return missing
+}
+
+// anyShieldState reports whether one of the task directories has a shield
+// state directory: leftovers stop may still have to clean up.
+func anyShieldState(dirs []string) bool {
+	for _, d := range dirs {
+		if st, err := os.Stat(config.ShieldStateDir(d)); err == nil && st.IsDir() {
+			return true
+		}
+	}
+	return false
 }
 
 // taskDirsOf is where a container's firewall state may live: the parent of
 // its shield state-dir annotation (a custom --task-dir) and the default
 // task directory, without duplicates.
-func (s *Sandbox) taskDirsOf(ctx context.Context, name string) []string {
+func (s *Sandbox) taskDirsOf(c podman.Container, name string) []string {
 	var dirs []string
-	if c, err := s.podman.Inspect(ctx, name); err == nil {
-		if sd := c.Annotations[launch.AnnStateDir]; filepath.IsAbs(sd) && filepath.Base(sd) == "shield" {
-			dirs = append(dirs, filepath.Dir(filepath.Clean(sd)))
-		}
+	if sd := c.Annotations[launch.AnnStateDir]; filepath.IsAbs(sd) && filepath.Base(sd) == "shield" {
+		dirs = append(dirs, filepath.Dir(filepath.Clean(sd)))
 	}
 	if d, err := DefaultTaskDir(s.cfg, name); err == nil && filepath.IsAbs(d) && !slices.Contains(dirs, d) {
 		dirs = append(dirs, d)

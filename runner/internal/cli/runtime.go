@@ -497,11 +497,13 @@ func waitCommand(d Deps) *ucli.Command {
 func stopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "stop",
-		Usage:     "force-remove containers and stop their shield processes (errors are ignored)",
+		Usage:     "force-remove containers and stop their shield processes",
 		ArgsUsage: "NAME...",
 		Description: "Runs `podman rm -f NAME`, then stops what the container's shield left behind (its DNS resolver)\n" +
 			"in the task directory of its shield annotation and in <state dir>/tasks/NAME, also when the container\n" +
-			"no longer exists (a start that failed before the shield's poststop hook could run).",
+			"no longer exists (a start that failed before the shield's poststop hook could run). A name with neither a\n" +
+			"container nor shield state is an error (exit 1) after the others are stopped; a missing or failing podman\n" +
+			"is not (task deletion must not fail on it).",
 		Flags: []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
 			a, err := parseArgs(c)
@@ -529,9 +531,15 @@ func stopCommand(d Deps) *ucli.Command {
 			if a.Bool("json") {
 				out = d.Stderr
 			}
-			newSandbox(cfg, d, out).Stop(c.Context, stopped)
+			missing := newSandbox(cfg, d, out).StopExisting(c.Context, a.pos)
+			stopped = slices.DeleteFunc(slices.Clone(a.pos), func(n string) bool { return slices.Contains(missing, n) })
 			if a.Bool("json") {
-				return writeJSON(d.Stdout, map[string]any{"stopped": stopped})
+				if err := writeJSON(d.Stdout, map[string]any{"stopped": nonNil(stopped), "missing": nonNil(missing)}); err != nil {
+					return err
+				}
+			}
+			if len(missing) > 0 {
+				return fmt.Errorf("no such container: %s", strings.Join(missing, ", "))
 			}
 			return nil
 		},
@@ -604,6 +612,14 @@ func psCommand(d Deps) *ucli.Command {
 			return nil
 		},
 	}
+}
+
+// nonNil makes an empty list print as [] in JSON, not null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func freePortCommand(d Deps) *ucli.Command {

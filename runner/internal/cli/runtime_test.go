@@ -261,7 +261,7 @@ func TestRuntimeHelpers(t *testing.T) {
 		{[]string{"state", "--json", "c1"}, 0, "{\n  \"name\": \"c1\",\n  \"state\": \"running\"\n}\n", nil},
 		{[]string{"ps", "--prefix", "p.x"}, 0, "p.x-1 running\np.x-2 exited\n", []string{"ps", "-a", "--filter", `name=^p\.x-`, "--format", "{{.Names}} {{.State}}", "--no-trunc"}},
 		{[]string{"ps", "--prefix", "p.x", "--json"}, 0, "{\n  \"p.x-1\": \"running\",\n  \"p.x-2\": \"exited\"\n}\n", nil},
-		{[]string{"stop", "a", "b"}, 0, "", []string{"rm", "-f", "b"}},
+		{[]string{"stop", "a", "b"}, ExitError, "", []string{"rm", "-f", "b"}},
 		{[]string{"stop"}, ExitUsage, "", nil},
 		{[]string{"state"}, ExitUsage, "", nil},
 		{[]string{"wait", "a", "b"}, ExitUsage, "", nil},
@@ -364,24 +364,38 @@ func TestRunAndHelpersRefuseBadNames(t *testing.T) {
 	}
 }
 
-// stop removes each container and looks for its shield annotation first;
-// its exit status stays 0 when the containers are gone already.
-func TestStopInspectsRemovesAndSucceeds(t *testing.T) {
-	log := fakePodmanOnPath(t, "")
-	code, out, errOut := runAs(t, 0, "stop", "a", "b", "--json")
-	if code != 0 {
-		t.Fatalf("exit %d %s", code, errOut)
+// stop removes each container and looks for its shield annotation first; a
+// name with neither a container nor shield state is an error after the
+// others are stopped.
+func TestStopInspectsRemovesAndReportsMissing(t *testing.T) {
+	log := fakePodmanOnPath(t, `[ "$1 $4" = "container a" ] && { echo '[{"Id":"1"}]'; exit 0; }`)
+	cases := []struct {
+		args      []string
+		code      int
+		out, errs string
+		calls     string
+	}{
+		{[]string{"stop", "a", "--json"}, 0, "{\n  \"missing\": [],\n  \"stopped\": [\n    \"a\"\n  ]\n}\n", "", "container inspect -- a|rm -f a"},
+		{[]string{"stop", "a"}, 0, "", "", "container inspect -- a|rm -f a"},
+		{[]string{"stop", "missing"}, ExitError, "", "Error: no such container: missing\n", "container inspect -- missing|rm -f missing"},
+		{[]string{"stop", "b", "a", "--json"}, ExitError, "{\n  \"missing\": [\n    \"b\"\n  ],\n  \"stopped\": [\n    \"a\"\n  ]\n}\n",
+			"Error: no such container: b\n", "container inspect -- b|rm -f b|container inspect -- a|rm -f a"},
 	}
-	var got map[string][]string
-	if err := json.Unmarshal([]byte(out), &got); err != nil || strings.Join(got["stopped"], ",") != "a,b" {
-		t.Fatalf("%q %v", out, err)
-	}
-	var seen []string
-	for _, c := range calls(t, log) {
-		seen = append(seen, strings.Join(c, " "))
-	}
-	if want := "container inspect -- a|rm -f a|container inspect -- b|rm -f b"; strings.Join(seen, "|") != want {
-		t.Fatalf("calls %q, want %q", seen, want)
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			os.Remove(log)
+			code, out, errOut := runAs(t, 0, c.args...)
+			if code != c.code || out != c.out || errOut != c.errs {
+				t.Fatalf("exit %d out %q err %q; want %d %q %q", code, out, errOut, c.code, c.out, c.errs)
+			}
+			var seen []string
+			for _, cl := range calls(t, log) {
+				seen = append(seen, strings.Join(cl, " "))
+			}
+			if strings.Join(seen, "|") != c.calls {
+				t.Fatalf("calls %q, want %q", seen, c.calls)
+			}
+		})
 	}
 }
 
