@@ -89,10 +89,17 @@ func (s Store) Status(ctx context.Context) (Status, error) {
 	switch {
 	case state == secretstore.NoKeystore && s.Encrypt:
 		st.Mode = "plaintext"
-		st.Why = "no keystore has been set up yet (credentials_encryption is on)"
-		st.Next = append(st.Next, "terok-sandbox credentials unlock   # choose a passphrase; creates the keystore")
-		if plain > 0 {
-			st.Next = append(st.Next, "terok-sandbox credentials migrate  # then encrypt the existing values")
+		if mode, why := secretstore.UnattendedSource(); mode != "" {
+			st.Why = fmt.Sprintf("no keystore yet (credentials_encryption is on): the next credential or SSH key stored creates one sealed by systemd-creds (%s), no passphrase needed", mode)
+			if plain > 0 {
+				st.Next = append(st.Next, fmt.Sprintf("terok-sandbox credentials migrate  # creates it now and encrypts the %d existing values", plain))
+			}
+		} else {
+			st.Why = "no keystore yet (credentials_encryption is on) and no key source without a passphrase: " + why
+			st.Next = append(st.Next, "terok-sandbox credentials unlock   # choose a passphrase; creates the keystore")
+			if plain > 0 {
+				st.Next = append(st.Next, "terok-sandbox credentials migrate  # then encrypt the existing values")
+			}
 		}
 		st.Problem = plain > 0
 	case state == secretstore.NoKeystore:
@@ -106,6 +113,10 @@ func (s Store) Status(ctx context.Context) (Status, error) {
 	default:
 		st.Mode = "encrypted"
 		st.Why = "a keystore exists and credentials_encryption is on"
+		if m := v.SystemdCredsMode(); m != "" && !v.HasPassphrase() {
+			st.Why += fmt.Sprintf("; its key is sealed by systemd-creds (%s) only, created without a passphrase", m)
+			st.Next = append(st.Next, "terok-sandbox credentials rotate-key --new-passphrase  # optional: a recovery passphrase for when this host's key is lost")
+		}
 	}
 	if state == secretstore.Locked {
 		st.Next = append([]string{"terok-sandbox credentials unlock   # the daemons refuse to start while locked"}, st.Next...)
@@ -138,9 +149,14 @@ func sources(v *secretstore.Vault) []Source {
 	} else if mode := v.SystemdCredsMode(); mode != "" {
 		sd.Usable = true
 		sd.Detail = "enrolled (" + mode + "): unlock and the daemons need no passphrase on this host"
-	} else {
+	} else if v.StoreID() != "" {
 		sd.Usable = true
 		sd.Detail = p + " found, not enrolled: 'credentials unlock --systemd-creds=auto' seals the key with it (TPM2 where present, else the host key, root only)"
+	} else if mode, why := secretstore.UnattendedSource(); mode != "" {
+		sd.Usable = true
+		sd.Detail = "usable (" + mode + "): the first secret stored creates the keystore with it"
+	} else {
+		sd.Detail = p + " found, but " + why
 	}
 	out = append(out, sd)
 	kr := Source{Name: "kernel keyring"}
@@ -159,8 +175,11 @@ func sources(v *secretstore.Vault) []Source {
 	}
 	out = append(out, kr)
 	pp := Source{Name: "passphrase", Usable: true, Detail: "not set up"}
-	if v.StoreID() != "" {
+	switch {
+	case v.HasPassphrase():
 		pp.Detail = "set up (Argon2id)"
+	case v.StoreID() != "":
+		pp.Detail = "none: the keystore was created unattended; 'credentials rotate-key --new-passphrase' adds one"
 	}
 	return append(out, pp)
 }
@@ -271,6 +290,55 @@ func (s Store) UnlockWith(passphrase []byte, o UnlockOptions) (created bool, err
 	return created, nil
 }
 
+// Setup is what EnsureEncrypted did before a secret is written.
+type Setup struct {
+	// Created: a keystore was created, sealed by systemd-creds in Mode.
+	Created bool
+	Mode    string
+	// Migrated is the migration of the values already stored (Created only).
+	Migrated Result
+	// Plaintext: encryption is on but no source works without a passphrase,
+	// so the secret is written in plaintext; Warning says what to run.
+	Plaintext bool
+	Warning   string
+}
+
+// EnsureEncrypted is called by the runner before it writes a secret (a
+// credential, a generated or imported SSH key): with credentials_encryption
+// on and no keystore it creates one unattended (secretstore.CreateUnattended)
+// and seals the values already stored (Migrate), so a fresh host is
+// encrypted from its first secret and an upgraded one does not stay half
+// plaintext. Without a source it reports the plaintext write and what to
+// run; the caller prints Warning once per command.
+func (s Store) EnsureEncrypted(ctx context.Context) (Setup, error) {
+	var out Setup
+	if !s.Encrypt {
+		return out, nil
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, secretstore.FileName)); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return out, nil // present (or unreadable: the write reports it)
+	}
+	mode, created, err := secretstore.CreateUnattended(s.Dir)
+	if errors.Is(err, secretstore.ErrNoUnattendedSource) {
+		out.Plaintext = true
+		out.Warning = fmt.Sprintf("WARNING: this secret is stored in PLAINTEXT: credentials_encryption is on, but %v. "+
+			"Run 'terok-sandbox credentials unlock' to choose a passphrase (it creates the keystore), then 'terok-sandbox credentials migrate'.", err)
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("create the keystore for encryption at rest: %w (or set credentials_encryption = false to store plaintext)", err)
+	}
+	if !created {
+		return out, nil // another process created it first and migrates
+	}
+	out.Created, out.Mode = true, mode
+	if out.Migrated, err = s.Migrate(ctx); err != nil {
+		return out, fmt.Errorf("created the keystore %s, but encrypting the values already stored failed (run 'terok-sandbox credentials migrate'): %w",
+			filepath.Join(s.Dir, secretstore.FileName), err)
+	}
+	return out, nil
+}
+
 // Lock drops the cached KEK; it reports whether one was cached.
 func (s Store) Lock() (bool, error) {
 	id := secretstore.OpenVault(s.Dir).StoreID()
@@ -300,10 +368,15 @@ type Result struct {
 func (s Store) Migrate(ctx context.Context) (Result, error) {
 	start := time.Now()
 	v := secretstore.OpenVault(s.Dir)
-	if v.State() == secretstore.NoKeystore {
-		if s.Encrypt {
-			return Result{}, errors.New("there is no keystore yet: run 'terok-sandbox credentials unlock' to choose a passphrase, then migrate")
+	if v.State() == secretstore.NoKeystore && s.Encrypt {
+		if _, _, err := secretstore.CreateUnattended(s.Dir); err != nil {
+			if errors.Is(err, secretstore.ErrNoUnattendedSource) {
+				return Result{}, fmt.Errorf("there is no keystore yet (%v): run 'terok-sandbox credentials unlock' to choose a passphrase, then migrate", err)
+			}
+			return Result{}, err
 		}
+	}
+	if v.State() == secretstore.NoKeystore {
 		st, err := s.Status(ctx)
 		if err != nil {
 			return Result{}, err
@@ -399,6 +472,12 @@ func (s Store) Rotate(ctx context.Context, newPassphrase []byte, params secretst
 // every registered private key file, then compacts the database.
 func (s Store) rewrite(ctx context.Context, change func([]byte, secretstore.AD) ([]byte, bool, error)) (Result, error) {
 	var res Result
+	if _, err := os.Stat(s.DBPath); errors.Is(err, os.ErrNotExist) {
+		// No database yet (an SSH key is the first secret): nothing to
+		// rewrite, and none is created for it.
+		res.WALClean = true
+		return res, s.rewriteKeyFiles(&res, change)
+	}
 	db, err := creddb.Open(s.DBPath)
 	if err != nil {
 		return res, err
@@ -409,23 +488,32 @@ func (s Store) rewrite(ctx context.Context, change func([]byte, secretstore.AD) 
 	}); err != nil {
 		return res, err
 	}
+	if err := s.rewriteKeyFiles(&res, change); err != nil {
+		return res, fmt.Errorf("the credentials are done, but the key files are not: %w", err)
+	}
+	if res.WALClean, err = db.Compact(ctx); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// rewriteKeyFiles applies change to every registered private key file,
+// each replaced atomically.
+func (s Store) rewriteKeyFiles(res *Result, change func([]byte, secretstore.AD) ([]byte, bool, error)) error {
 	m, err := sshkeys.Read(s.KeysJSON)
 	if err != nil {
-		return res, fmt.Errorf("the credentials are done, but the key files are not: %w", err)
+		return err
 	}
 	for _, p := range m.PrivateKeyPaths() {
 		changed, err := sshkeys.RewriteKeyFile(p, func(value []byte) ([]byte, bool, error) {
 			return change(value, secretstore.KeyFileAD(p))
 		})
 		if err != nil {
-			return res, err
+			return err
 		}
 		if changed {
 			res.KeyFiles++
 		}
 	}
-	if res.WALClean, err = db.Compact(ctx); err != nil {
-		return res, err
-	}
-	return res, nil
+	return nil
 }
