@@ -136,6 +136,7 @@ func newApp(d Deps) *ucli.App {
 		shieldCommand(d),
 		doctorCommand(d),
 	)
+	app.Commands = append(app.Commands, setupCommands(d)...)
 	setUsageHandlers(app.Commands)
 	return app
 }

@@ -1,0 +1,211 @@
+package hostsetup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/internal/gatectl"
+	"terok.dev/sandbox/runner/internal/proxyctl"
+	"terok.dev/sandbox/systemd"
+)
+
+// Daemon is one host daemon as setup and uninstall see it.
+type Daemon interface {
+	Name() string
+	// Plan and Apply install (units) or start (PID-file daemon) it.
+	Plan(ctx context.Context) ([]string, error)
+	Apply(ctx context.Context) error
+	// RemovePlan and Remove undo Plan and Apply.
+	RemovePlan(ctx context.Context) ([]string, error)
+	Remove(ctx context.Context) error
+}
+
+// unitDaemon is a daemon run by systemd user units (socket activation):
+// installed when its unit files differ from the rendered ones or its
+// socket is not active.
+type unitDaemon struct {
+	name    string
+	dir     string
+	socket  string
+	names   []string // every unit file that belongs to it (old ones too)
+	render  func() ([]daemonctl.Unit, error)
+	active  func(ctx context.Context, unit string) bool
+	install func(ctx context.Context) error
+	remove  func(ctx context.Context) error
+}
+
+func (u unitDaemon) Name() string { return u.name }
+
+func (u unitDaemon) Plan(ctx context.Context) ([]string, error) {
+	units, err := u.render()
+	if err != nil {
+		return nil, err
+	}
+	var changes []string
+	for _, un := range units {
+		p := filepath.Join(u.dir, un.Name)
+		have, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(have, []byte(un.Content)) {
+			changes = append(changes, "write unit "+p)
+		}
+	}
+	if len(changes) > 0 || !u.active(ctx, u.socket) {
+		changes = append(changes, "enable and start "+u.socket)
+	}
+	return changes, nil
+}
+
+func (u unitDaemon) Apply(ctx context.Context) error { return u.install(ctx) }
+
+// Dirs are the directories Apply writes into.
+func (u unitDaemon) Dirs() []string { return []string{u.dir} }
+
+func (u unitDaemon) RemovePlan(context.Context) ([]string, error) {
+	var changes []string
+	for _, n := range u.names {
+		p := filepath.Join(u.dir, n)
+		if _, err := os.Lstat(p); err == nil {
+			changes = append(changes, "remove unit "+p)
+		}
+	}
+	if len(changes) > 0 {
+		changes = append([]string{"disable and stop " + u.socket}, changes...)
+	}
+	return changes, nil
+}
+
+func (u unitDaemon) Remove(ctx context.Context) error { return u.remove(ctx) }
+
+// pidDaemon is a detached daemon tracked by its PID file, for hosts where
+// systemd user units cannot be used (root, no user manager): started when
+// our process is not running. It does not survive a reboot; the next setup
+// (or `gate start` / `proxy start`) starts it again.
+type pidDaemon struct {
+	name    string
+	pidFile string
+	running func() (int, bool)
+	start   func(ctx context.Context) error
+	stop    func() bool
+}
+
+func (p pidDaemon) Name() string { return p.name }
+
+func (p pidDaemon) Plan(context.Context) ([]string, error) {
+	if _, ok := p.running(); ok {
+		return nil, nil
+	}
+	return []string{"start the daemon (PID file " + p.pidFile + ")"}, nil
+}
+
+func (p pidDaemon) Apply(ctx context.Context) error { return p.start(ctx) }
+
+func (p pidDaemon) RemovePlan(context.Context) ([]string, error) {
+	if pid, ok := p.running(); ok {
+		return []string{fmt.Sprintf("stop the daemon (PID %d)", pid)}, nil
+	}
+	return nil, nil
+}
+
+func (p pidDaemon) Remove(context.Context) error {
+	if !p.stop() {
+		return errors.New("the daemon did not stop")
+	}
+	return nil
+}
+
+// DaemonManagers are the managers of the gate and the credential proxy
+// (which also serves the SSH agent port), built once so tests substitute
+// systemctl and the binaries.
+type DaemonManagers struct {
+	Gate  *gatectl.Manager
+	Proxy *proxyctl.Manager
+}
+
+// NewDaemonManagers uses the real systemctl and binaries.
+func NewDaemonManagers(cfg config.Config, env config.Env, log *slog.Logger) DaemonManagers {
+	return DaemonManagers{Gate: gatectl.New(cfg, env, log), Proxy: proxyctl.New(cfg, env, log)}
+}
+
+func find(f func(string) (string, error), name string) (string, error) {
+	if f != nil {
+		return f(name)
+	}
+	return daemonctl.FindBinary(name)
+}
+
+// Daemons chooses, as the per-component commands do, systemd user units
+// where a user manager answers and the scope is a user's, else PID-file
+// daemons.
+func (m DaemonManagers) Daemons(ctx context.Context, scope Scope) []Daemon {
+	g, p := m.Gate, m.Proxy
+	if scope == ScopeUser && g.SystemdUsable(ctx) {
+		dir, _ := daemonctl.UserUnitDir(g.Env)
+		return []Daemon{
+			unitDaemon{
+				name: "gate units", dir: dir, socket: systemd.GateSocketName,
+				names: []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName},
+				render: func() ([]daemonctl.Unit, error) {
+					bin, err := find(g.FindBinary, gatectl.Binary)
+					if err != nil {
+						return nil, err
+					}
+					return g.RenderUnits(bin, g.Cfg.GatePort)
+				},
+				active:  g.Systemd.IsActive,
+				install: func(ctx context.Context) error { return g.Install(ctx, g.Cfg.GatePort) },
+				remove:  g.Uninstall,
+			},
+			unitDaemon{
+				name: "credential proxy units", dir: dir, socket: proxyctl.SocketUnit,
+				names: []string{proxyctl.SocketUnit, proxyctl.ServiceUnit},
+				render: func() ([]daemonctl.Unit, error) {
+					bin, err := find(p.FindBinary, proxyctl.Binary)
+					if err != nil {
+						return nil, err
+					}
+					return p.RenderUnits(bin)
+				},
+				active:  p.Systemd.IsActive,
+				install: p.Install,
+				remove:  p.Uninstall,
+			},
+		}
+	}
+	return []Daemon{
+		pidDaemon{name: "gate daemon", pidFile: g.Cfg.GatePIDFile(), running: g.DaemonPID,
+			start: func(ctx context.Context) error { return g.StartDaemon(ctx, g.Cfg.GatePort) }, stop: g.StopDaemon},
+		pidDaemon{name: "credential proxy daemon", pidFile: p.Cfg.ProxyPIDFile(), running: p.DaemonPID,
+			start: p.StartDaemon, stop: p.StopDaemon},
+	}
+}
+
+// RemovalDaemons is every form a daemon may have been set up in (units
+// and PID-file daemons both), so uninstall undoes whichever is there.
+func (m DaemonManagers) RemovalDaemons(ctx context.Context, scope Scope) []Daemon {
+	var out []Daemon
+	if scope == ScopeUser {
+		if _, err := daemonctl.UserUnitDir(m.Gate.Env); err == nil {
+			// Units are removed even when no user manager answers now.
+			out = append(out, m.forceUnits(ctx)...)
+		}
+	}
+	return append(out, m.Daemons(ctx, ScopeSystem)...)
+}
+
+func (m DaemonManagers) forceUnits(ctx context.Context) []Daemon {
+	g := *m.Gate
+	g.Systemd = alwaysAvailable{g.Systemd}
+	return DaemonManagers{Gate: &g, Proxy: m.Proxy}.Daemons(ctx, ScopeUser)
+}
+
+// alwaysAvailable makes Daemons choose the unit form.
+type alwaysAvailable struct{ gatectl.SystemdControl }
+
+func (alwaysAvailable) Available(context.Context) bool { return true }
