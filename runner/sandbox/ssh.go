@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/runner/internal/secretsctl"
 	"terok.dev/sandbox/runner/internal/sshmanager"
 )
 
@@ -35,6 +36,20 @@ func (s *Sandbox) ssh() sshmanager.Manager { return sshmanager.New(s.cfg, s.env)
 // o.Project is set from project.
 func (s *Sandbox) InitSSH(project string, o SSHInitOptions) (SSHInitResult, error) {
 	o.Project = project
+	// Encryption at rest on by default (docs/secrets-at-rest.md, Modes):
+	// the first secret written creates the keystore where a source allows.
+	setup, err := secretsctl.FromConfig(s.cfg).EnsureEncrypted(context.Background())
+	if err != nil {
+		return SSHInitResult{}, err
+	}
+	if setup.Plaintext {
+		s.log.Warn("SSH private key stored in plaintext: no key source without a passphrase; run 'terok-sandbox credentials unlock', then 'terok-sandbox credentials migrate'",
+			"project", project, "why", setup.Warning)
+	}
+	if setup.Created {
+		s.log.Info("encryption at rest on: created the keystore, sealed by systemd-creds", "mode", setup.Mode,
+			"credentials_sealed", setup.Migrated.Credentials, "key_files_sealed", setup.Migrated.KeyFiles)
+	}
 	m := s.ssh()
 	res, err := m.Init(o)
 	if err != nil {

@@ -66,19 +66,16 @@ func credentialsCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					if err := prepareSecretWrite(c, d); err != nil {
+						return err
+					}
 					db, err := openCredDB(c, d)
 					if err != nil {
 						return err
 					}
 					defer db.Close()
-					vault := useVault(db)
 					if err := db.StoreCredential(c.Context, fa.String("set"), a[0], data); err != nil {
 						return err
-					}
-					if vault.State() == secretstore.NoKeystore {
-						if cfg, err := loadConfig(c, d); err == nil && cfg.CredentialsEncryption {
-							fmt.Fprintln(d.Stderr, "Note: stored in plaintext, no keystore is set up yet; run 'terok-sandbox credentials unlock' and then 'terok-sandbox credentials migrate' to encrypt it.")
-						}
 					}
 					if fa.Bool("json") {
 						return writeJSON(d.Stdout, map[string]string{"provider": a[0], "credential_set": fa.String("set"), "type": typeOf(data)})
@@ -253,6 +250,38 @@ func maskCredential(c creddb.Credential) creddb.Credential {
 		out[k] = v
 	}
 	return out
+}
+
+// prepareSecretWrite is run by every command that stores a secret (a
+// credential, a generated or imported SSH key) before it writes: with
+// encryption on and no keystore it creates one unattended and seals what is
+// already stored (secretsctl.EnsureEncrypted), or warns, once for the
+// command, that the secret goes to disk in plaintext and what to run. The
+// messages go to stderr, so --json output stays clean.
+func prepareSecretWrite(c *ucli.Context, d Deps) error {
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return err
+	}
+	setup, err := secretsctl.FromConfig(cfg).EnsureEncrypted(c.Context)
+	if err != nil {
+		return err
+	}
+	if setup.Plaintext {
+		fmt.Fprintln(d.Stderr, setup.Warning)
+	}
+	if setup.Created {
+		fmt.Fprintf(d.Stderr, "Encryption at rest is on: created the keystore %s, its key sealed by systemd-creds (%s), no passphrase needed on this host. "+
+			"Add a recovery passphrase with 'terok-sandbox credentials rotate-key --new-passphrase'.\n",
+			filepath.Join(cfg.CredentialsDir, secretstore.FileName), setup.Mode)
+		if m := setup.Migrated; m.Credentials+m.KeyFiles > 0 {
+			fmt.Fprintf(d.Stderr, "Encrypted the %d credentials and %d SSH key files already stored.\n", m.Credentials, m.KeyFiles)
+		}
+		if !setup.Migrated.WALClean {
+			fmt.Fprintln(d.Stderr, "Warning: another process held the database open, so its write-ahead log may still hold old values; stop the proxy and run 'terok-sandbox credentials migrate'.")
+		}
+	}
+	return nil
 }
 
 // useVault is db's vault: the keystore beside the database, which

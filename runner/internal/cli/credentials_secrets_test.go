@@ -23,6 +23,10 @@ import (
 // passphrase, unlock and rotate-key.
 func TestCredentialsEncryptionLifecycle(t *testing.T) {
 	p := newProxyCLI(t)
+	// A host without a key source that needs no passphrase: systemd-creds'
+	// host key points at a private path that does not exist (never the
+	// host's /var/lib/systemd/credential.secret).
+	p.env = append(p.env, "SYSTEMD_CREDENTIAL_SECRET="+filepath.Join(t.TempDir(), "absent.secret"))
 	const secret = "sk-REAL-encrypted-secret-42"
 	passFile := filepath.Join(t.TempDir(), "pass")
 	os.WriteFile(passFile, []byte("a long operator passphrase\n"), 0o600)
@@ -229,5 +233,137 @@ func TestCredentialsSystemdCreds(t *testing.T) {
 	p.ok("", "credentials", "lock")
 	if code, _, errOut := p.sandbox("", "credentials", "unlock"); code != 2 || !strings.Contains(errOut, "--passphrase-file") {
 		t.Fatalf("unlock after off wants the passphrase: %d %q", code, errOut)
+	}
+}
+
+// TestCredentialsOnByDefault: encryption at rest needs no command where a
+// key source works without a passphrase. Without one, `credentials set`
+// stores plaintext and warns once what to run; once the (private) host key
+// exists, the next secret written (here an SSH key) creates the keystore
+// sealed by systemd-creds, seals the credential already stored in the same
+// step, and the proxy serves it without any unlock.
+func TestCredentialsOnByDefault(t *testing.T) {
+	if _, err := exec.LookPath("systemd-creds"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs systemd-creds and root (host key)")
+	}
+	if exec.Command("systemd-creds", "has-tpm2").Run() == nil {
+		t.Skip("this host has a TPM2: the source would be tpm2")
+	}
+	p := newProxyCLI(t)
+	hostKey := filepath.Join(t.TempDir(), "credential.secret")
+	p.env = append(p.env, "SYSTEMD_CREDENTIAL_SECRET="+hostKey)
+	const secret = "sk-on-by-default-SECRET-77"
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Api-Key") != secret {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go up.Serve(l)
+	defer up.Close()
+	os.MkdirAll(p.cred, 0o700)
+	os.WriteFile(filepath.Join(p.cred, "routes.json"), []byte(fmt.Sprintf(`{"claude": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", l.Addr())), 0o600)
+
+	type status struct {
+		Mode, Why   string
+		Problem     bool
+		Next        []string
+		Credentials struct{ Sealed, Plaintext int }
+		KeyFiles    struct{ Sealed, Plaintext int } `json:"key_files"`
+	}
+	getStatus := func() status {
+		var st status
+		if err := json.Unmarshal([]byte(p.ok("", "credentials", "status", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	// No source: plaintext, one loud warning naming the command.
+	code, _, errOut := p.sandbox(secret+"\n", "credentials", "set", "claude")
+	if code != 0 || strings.Count(errOut, "stored in plaintext") != 1 || !strings.Contains(errOut, "credentials unlock") || !strings.Contains(errOut, hostKey) {
+		t.Fatalf("set without a source: %d %q", code, errOut)
+	}
+	if _, err := os.Stat(hostKey); err == nil {
+		t.Fatal("the host key was created as a side effect of storing a credential")
+	}
+	if st := getStatus(); st.Mode != "plaintext" || !st.Problem || !strings.Contains(st.Why, "systemd-creds setup") {
+		t.Fatalf("status without a source: %+v", st)
+	}
+
+	cmd := exec.Command("systemd-creds", "setup")
+	cmd.Env = p.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("systemd-creds setup: %v: %s", err, out)
+	}
+	if st := getStatus(); st.Mode != "plaintext" || !strings.Contains(st.Why, "systemd-creds (host)") || !strings.Contains(strings.Join(st.Next, " "), "credentials migrate") {
+		t.Fatalf("status with a source, before a write: %+v", st)
+	}
+
+	// The next secret written switches the store to encrypted.
+	code, out, errOut := p.sandbox("", "ssh", "init", "proj", "--json")
+	if code != 0 || !strings.Contains(errOut, "created the keystore") || !strings.Contains(errOut, "systemd-creds (host)") ||
+		!strings.Contains(errOut, "Encrypted the 1 credentials and 0 SSH key files already stored") {
+		t.Fatalf("ssh init: %d %q", code, errOut)
+	}
+	var res struct {
+		PrivateKey string `json:"private_key"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.PrivateKey == "" {
+		t.Fatalf("ssh init --json: %v %q", err, out)
+	}
+	st := getStatus()
+	if st.Mode != "encrypted" || st.Problem || st.Credentials.Sealed != 1 || st.Credentials.Plaintext != 0 || st.KeyFiles.Sealed != 1 ||
+		!strings.Contains(st.Why, "systemd-creds (host) only") {
+		t.Fatalf("status after the first write: %+v", st)
+	}
+	key, _ := os.ReadFile(res.PrivateKey)
+	if !bytes.HasPrefix(key, []byte("terok-enc:v1:")) {
+		t.Fatalf("generated key file is not sealed: %.40q", key)
+	}
+	for _, f := range []string{"credentials.db", "credentials.db-wal"} {
+		data, err := os.ReadFile(filepath.Join(p.cred, f))
+		if err == nil && bytes.Contains(data, []byte(secret)) {
+			t.Fatalf("%s still holds the secret", f)
+		}
+	}
+	// Later writes are sealed, without a message.
+	code, _, errOut = p.sandbox("other-SECRET-value\n", "credentials", "set", "other")
+	if code != 0 || errOut != "" {
+		t.Fatalf("second set: %d %q", code, errOut)
+	}
+	if st := getStatus(); st.Credentials.Sealed != 2 {
+		t.Fatalf("second set not sealed: %+v", st)
+	}
+
+	// The proxy opens the store unattended; no unlock was ever run.
+	p.ok("", "proxy", "start")
+	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
+	req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
+	req.Header.Set("X-Api-Key", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("proxy on the unattended store: %d", resp.StatusCode)
+	}
+	p.ok("", "proxy", "stop")
+
+	// There is no passphrase to unlock with; rotate-key adds a recovery one.
+	passFile := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(passFile, []byte("recovery passphrase 1\n"), 0o600)
+	if code, _, errOut := p.sandbox("", "credentials", "unlock", "--passphrase-file", passFile); code != 1 || !strings.Contains(errOut, "no passphrase") || !strings.Contains(errOut, "--new-passphrase") {
+		t.Fatalf("passphrase unlock of an unattended keystore: %d %q", code, errOut)
+	}
+	t.Cleanup(func() { p.sandbox("", "credentials", "lock") })
+	p.ok("", "credentials", "rotate-key", "--new-passphrase-file", passFile)
+	p.ok("", "credentials", "lock")
+	if out := p.ok("", "credentials", "unlock", "--passphrase-file", passFile); !strings.Contains(out, "Unlocked") {
+		t.Fatalf("unlock with the recovery passphrase: %q", out)
+	}
+	if st := getStatus(); st.Mode != "encrypted" || strings.Contains(st.Why, "only") {
+		t.Fatalf("status with a recovery passphrase: %+v", st)
 	}
 }

@@ -60,6 +60,9 @@ func sshInitCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
+			if err := prepareSecretWrite(c, d); err != nil {
+				return err
+			}
 			res, err := m.Init(sshmanager.InitOptions{
 				Project: a[0], KeyType: fa.String("key-type"), KeyName: fa.String("key-name"),
 				Dir: fa.String("dir"), ConfigTemplate: fa.String("config-template"), Force: fa.Bool("force"),
@@ -141,6 +144,9 @@ func sshImportCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
+			if err := prepareSecretWrite(c, d); err != nil {
+				return err
+			}
 			res, err := m.Import(a[0], fa.String("private-key"), fa.String("public-key"))
 			if err != nil {
 				return err
@@ -181,6 +187,9 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 			}
 			m, err := sshManager(c, d)
 			if err != nil {
+				return err
+			}
+			if err := prepareSecretWrite(c, d); err != nil {
 				return err
 			}
 			res, err := m.AddKey(a[0], fa.String("name"), fa.String("key-type"))
