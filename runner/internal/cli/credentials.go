@@ -423,6 +423,11 @@ func secretsCommands(d Deps) []*ucli.Command {
 				if err != nil {
 					return err
 				}
+				if mode := secretstore.OpenVault(s.Dir).SystemdCredsMode(); mode != "" {
+					// Locking drops the cache only; the enrollment still opens it.
+					defer fmt.Fprintf(d.Stdout, "Note: the key is also sealed by systemd-creds (%s), so commands and daemons on this host still open the store without a passphrase; "+
+						"'credentials unlock --systemd-creds=off' removes that (the keystore needs a passphrase first).\n", mode)
+				}
 				if !dropped {
 					fmt.Fprintln(d.Stdout, "No key was cached: the store is already locked (or not encrypted).")
 					return nil

@@ -1,11 +1,14 @@
 package doctor
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/runner/internal/secretsctl"
 )
 
@@ -76,5 +79,50 @@ func TestKeyctlAllowed(t *testing.T) {
 	}
 	if why := keyctlAllowed(filepath.Join(dir, "missing.json")); why != "" {
 		t.Fatalf("missing profile: %q", why)
+	}
+}
+
+// TestSecretsCheckOnByDefault: doctor says which mode is in force and why
+// on a host without a key source that needs no passphrase (warn: a
+// plaintext credential, what to run) and after the first write created the
+// keystore unattended (ok, sealed by systemd-creds). The host key is a
+// private $SYSTEMD_CREDENTIAL_SECRET, never the host's.
+func TestSecretsCheckOnByDefault(t *testing.T) {
+	if _, err := exec.LookPath("systemd-creds"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs systemd-creds and root (host key)")
+	}
+	if exec.Command("systemd-creds", "has-tpm2").Run() == nil {
+		t.Skip("this host has a TPM2: the source would be tpm2")
+	}
+	hostKey := filepath.Join(t.TempDir(), "credential.secret")
+	t.Setenv("SYSTEMD_CREDENTIAL_SECRET", hostKey)
+	dir := t.TempDir()
+	store := secretsctl.Store{Dir: dir, DBPath: filepath.Join(dir, "credentials.db"), KeysJSON: filepath.Join(dir, "ssh-keys.json"), Encrypt: true}
+	db, err := creddb.Open(store.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.StoreCredential(context.Background(), creddb.DefaultSet, "claude", creddb.Credential{"type": "api_key", "key": "sk-doctor-1"}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	v := secretsCheck(store, "").Evaluate(0, "", "")
+	if v.Severity != Warn || !strings.Contains(v.Detail, "plaintext") || !strings.Contains(v.Detail, hostKey) || !strings.Contains(v.Detail, "credentials unlock") {
+		t.Fatalf("without a source: %+v", v)
+	}
+	if out, err := exec.Command("systemd-creds", "setup").CombinedOutput(); err != nil {
+		t.Fatalf("systemd-creds setup: %v: %s", err, out)
+	}
+	v = secretsCheck(store, "").Evaluate(0, "", "")
+	if v.Severity != Warn || !strings.Contains(v.Detail, "creates one sealed by systemd-creds (host)") || !strings.Contains(v.Detail, "credentials migrate") {
+		t.Fatalf("with a source, before a write: %+v", v)
+	}
+	if _, err := store.EnsureEncrypted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v = secretsCheck(store, "").Evaluate(0, "", "")
+	if v.Severity != OK || !strings.HasPrefix(v.Detail, "encrypted") || !strings.Contains(v.Detail, "systemd-creds (host) only") || !strings.Contains(v.Detail, "1 sealed/0 plaintext") {
+		t.Fatalf("after the first write: %+v", v)
 	}
 }
