@@ -279,7 +279,7 @@ func TestStopCleansUp(t *testing.T) {
 	bin := filepath.Join(dir, "podman")
 	os.WriteFile(bin, []byte("#!/bin/sh\necho \"$*\" >> "+callLog+"\ncase \"$1 $4\" in\n"+
 		"'container a') echo '[{\"Id\":\"1\",\"Config\":{\"Annotations\":{\"terok.shield.state_dir\":\"/custom/a/shield\"}}}]';;\n"+
-		"'container b') echo 'Error: inspecting object: no such container b' >&2; exit 125;;\n"+
+		"'container b') echo '[]'; echo 'Error: inspecting object: no such container b' >&2; exit 125;;\n"+
 		"esac\n"), 0o755)
 	s := New(cfg, Options{Env: env, Stdout: &bytes.Buffer{}, Podman: bin})
 	missing := s.stop(context.Background(), []string{"a", "../x", "b"}, cleaningFirewall{callLog: callLog, err: errors.New("ignored")})

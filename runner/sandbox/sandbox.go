@@ -26,6 +26,7 @@ import (
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podman"
@@ -70,6 +71,10 @@ type RunSpec struct {
 	// Unrestricted drops --security-opt no-new-privileges. The zero value
 	// (false) is the safe, restricted default.
 	Unrestricted bool
+	// Project and Task (optional, each checked by the id rules of
+	// common/names) label the container, so `ps --project` finds it
+	// (docs/runner.md, Labels).
+	Project, Task string
 }
 
 // LifecycleHooks are optional callbacks. Run fires PreStart after the
@@ -189,6 +194,17 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	for _, e := range spec.Env {
 		p.Env = append(p.Env, launch.EnvVar{Name: e.Name, Value: e.Value})
 	}
+	if spec.Project != "" {
+		if err := names.ValidateProjectID(spec.Project); err != nil {
+			return nil, fmt.Errorf("run spec: %w", err)
+		}
+	}
+	if spec.Task != "" {
+		if err := names.ValidateTaskID(spec.Task); err != nil {
+			return nil, fmt.Errorf("run spec: %w", err)
+		}
+	}
+	p.Labels = launch.RunnerLabels(version.Version, spec.Project, spec.Task)
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("run spec: %w", err)
 	}

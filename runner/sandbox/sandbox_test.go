@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/version"
 	"testing"
 
 	"terok.dev/sandbox/common/config"
@@ -157,7 +158,7 @@ func TestRunRestrictedByDefaultAndHooks(t *testing.T) {
 	}
 	argv, _ := os.ReadFile(runLog)
 	want := "run\n-d\n--userns=keep-id:uid=1000,gid=1000\n--security-opt\nno-new-privileges\n--security-opt\nseccomp=" + seccomp.Path(s.Config().ConfigDir) + "\n--network\nslirp4netns:allow_host_loopback=true\n" +
-		"--add-host\nhost.containers.internal:10.0.2.2\n-e\nZ=1\n-e\nSECRET_X=hide\n--name\nc\n-w\n/workspace\ni\n"
+		"--add-host\nhost.containers.internal:10.0.2.2\n-e\nZ=1\n-e\nSECRET_X=hide\n--label\ndev.terok.sandbox.runner-version=" + version.Version + "\n--name\nc\n-w\n/workspace\ni\n"
 	if string(argv) != want {
 		t.Fatalf("argv\n%s\nwant\n%s", argv, want)
 	}

@@ -227,6 +227,8 @@ func runCommand(d Deps) *ucli.Command {
 			&ucli.StringFlag{Name: "name", Usage: "container name (container_name)"},
 			&ucli.StringFlag{Name: "image", Usage: "image reference"},
 			&ucli.StringFlag{Name: "task-dir", Usage: "task directory (default <state dir>/tasks/<name>)"},
+			&ucli.StringFlag{Name: "project", Usage: "project id: labels the container (" + launch.LabelProject + ")"},
+			&ucli.StringFlag{Name: "task", Usage: "task id: labels the container (" + launch.LabelTask + ")"},
 			// Short and long forms share one list (no urfave aliases: those
 			// replay every value into the main name and duplicate it).
 			&ucli.GenericFlag{Name: "env", Value: env, Usage: "NAME=VALUE (repeatable)"},
@@ -303,6 +305,22 @@ func specFromCLI(c *ucli.Context, cfg config.Config) (sandbox.RunSpec, error) {
 	if c.IsSet("task-dir") {
 		fs.TaskDir = c.String("task-dir")
 	}
+	if c.IsSet("project") {
+		fs.Project = c.String("project")
+	}
+	if c.IsSet("task") {
+		fs.Task = c.String("task")
+	}
+	if fs.Project != "" {
+		if err := names.ValidateProjectID(fs.Project); err != nil {
+			return sandbox.RunSpec{}, UsageErrorf("--project: %v", err)
+		}
+	}
+	if fs.Task != "" {
+		if err := names.ValidateTaskID(fs.Task); err != nil {
+			return sandbox.RunSpec{}, UsageErrorf("--task: %v", err)
+		}
+	}
 	if c.IsSet("gpu") {
 		fs.GPUEnabled = c.Bool("gpu")
 	}
@@ -350,6 +368,7 @@ func specFromCLI(c *ucli.Context, cfg config.Config) (sandbox.RunSpec, error) {
 	spec := sandbox.RunSpec{
 		ContainerName: fs.ContainerName, Image: fs.Image, Volumes: fs.Volumes, Command: fs.Command,
 		TaskDir: fs.TaskDir, GPUEnabled: fs.GPUEnabled, ExtraArgs: fs.ExtraArgs, Unrestricted: fs.Unrestricted,
+		Project: fs.Project, Task: fs.Task,
 	}
 	envNames := make([]string, 0, len(env))
 	for n := range env {
@@ -561,22 +580,25 @@ func stateCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
-			state, ok := podmanFor(d).State(c.Context, name)
+			ctr, err := podmanFor(d).Inspect(c.Context, name)
+			if err == nil && ctr.Status == "" {
+				err = fmt.Errorf("podman reported no state for %s", name)
+			}
 			if a.Bool("json") {
 				var v any
-				if ok {
-					v = state
+				if err == nil {
+					v = ctr.Status
 				}
-				if err := writeJSON(d.Stdout, map[string]any{"name": name, "state": v}); err != nil {
-					return err
+				if jerr := writeJSON(d.Stdout, map[string]any{"name": name, "state": v}); jerr != nil {
+					return jerr
 				}
-			} else if ok {
-				fmt.Fprintln(d.Stdout, state)
+			} else if err == nil {
+				fmt.Fprintln(d.Stdout, ctr.Status)
 			}
-			if !ok {
-				return fmt.Errorf("state of %s unknown: no such container, or podman failed", name)
+			if errors.Is(err, podman.ErrNoSuchContainer) {
+				return fmt.Errorf("no such container: %s", name)
 			}
-			return nil
+			return err
 		},
 	}
 }
@@ -584,30 +606,59 @@ func stateCommand(d Deps) *ucli.Command {
 func psCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ps",
-		Usage: "list the containers named <prefix>-… with their states",
-		Flags: []ucli.Flag{&ucli.StringFlag{Name: "prefix", Usage: "container name prefix (a '-' follows it)"}, jsonFlag()},
+		Usage: "list the runner's containers (by label) with their states",
+		Description: "Without --prefix: every container carrying the " + launch.LabelRunnerVersion + " label (all the runner\n" +
+			"launched); --project narrows that to one project's. With --prefix P: the containers named P-…, labelled or not.\n" +
+			"--json prints podman's own `ps --format json` objects, sorted by name.",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "prefix", Usage: "container name prefix (a '-' follows it)"},
+			&ucli.StringFlag{Name: "project", Usage: "only containers labelled with this project id"},
+			jsonFlag(),
+		},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() > 0 {
 				return UsageErrorf("ps takes no arguments")
 			}
+			var filters []string
 			prefix := c.String("prefix")
-			if prefix == "" {
-				return UsageErrorf("ps needs --prefix P (non-empty)")
+			if c.IsSet("prefix") {
+				if err := names.ValidateContainerName(prefix); err != nil {
+					return UsageErrorf("--prefix: %v", err)
+				}
+				filters = append(filters, podman.NameFilter(prefix))
+			} else {
+				filters = append(filters, "label="+launch.LabelRunnerVersion)
 			}
-			if err := names.ValidateContainerName(prefix); err != nil {
-				return UsageErrorf("--prefix: %v", err)
+			if c.IsSet("project") {
+				if err := names.ValidateProjectID(c.String("project")); err != nil {
+					return UsageErrorf("--project: %v", err)
+				}
+				filters = append(filters, "label="+launch.LabelProject+"="+c.String("project"))
 			}
-			states := podmanFor(d).ProjectStates(c.Context, prefix)
+			entries, err := podmanFor(d).List(c.Context, filters...)
+			if err != nil {
+				return err
+			}
+			// Podman's filter is the first guard; these are the second.
+			entries = slices.DeleteFunc(entries, func(e podman.PsEntry) bool {
+				if c.IsSet("prefix") && !strings.HasPrefix(e.Name(), prefix+"-") {
+					return true
+				}
+				if _, ok := e.Labels[launch.LabelRunnerVersion]; !c.IsSet("prefix") && !ok {
+					return true
+				}
+				return c.IsSet("project") && e.Labels[launch.LabelProject] != c.String("project")
+			})
+			sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 			if c.Bool("json") {
-				return writeJSON(d.Stdout, states)
+				raws := make([]json.RawMessage, 0, len(entries))
+				for _, e := range entries {
+					raws = append(raws, e.Raw)
+				}
+				return writeJSON(d.Stdout, raws)
 			}
-			names := make([]string, 0, len(states))
-			for n := range states {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				fmt.Fprintf(d.Stdout, "%s %s\n", n, states[n])
+			for _, e := range entries {
+				fmt.Fprintf(d.Stdout, "%s %s\n", e.Name(), e.State)
 			}
 			return nil
 		},

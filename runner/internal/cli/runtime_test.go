@@ -27,9 +27,9 @@ case "$1" in
 info) echo '{"version":{"Version":"4.3.1"},"host":{"rootlessNetworkCmd":"slirp4netns"}}';;
 run) echo 0123456789ab;;
 wait) echo 3;;
-inspect) echo Running;;
-container) echo '[]'; echo "Error: inspecting object: no such container $4" >&2; exit 125;;
-ps) printf 'p.x-1 running\np.x-2 exited\n';;
+container) [ "$4" = c1 ] && { echo '[{"Id":"c1id","State":{"Status":"Running","Running":true}}]'; exit 0; }
+  echo '[]'; echo "Error: inspecting object: no such container $4" >&2; exit 125;;
+ps) echo '[{"Id":"1","Names":["p.x-1"],"State":"running","Labels":{"dev.terok.sandbox.runner-version":"0.1.0-dev"}},{"Id":"2","Names":["p.x-2"],"State":"exited"}]';;
 esac
 `
 	if err := os.WriteFile(filepath.Join(dir, "podman"), []byte(script), 0o755); err != nil {
@@ -81,7 +81,7 @@ func TestRunAssemblesAndPrints(t *testing.T) {
 		"volumes":["/f:/f"],"command":["file-cmd"],"task_dir":"/t","extra_args":["--stop-timeout=1"]}`), 0o644)
 
 	code, out, errOut := runAs(t, 1000, "run", "--spec", spec, "--shield-bypass", "--name", "from-flag",
-		"-e", "ZED=flag", "--env", "NEW=1", "-v", "/a:/b:ro,z", "--volume", "/c:/d", "--gpu", "--", "sh", "-c", "echo hi")
+		"-e", "ZED=flag", "--env", "NEW=1", "-v", "/a:/b:ro,z", "--volume", "/c:/d", "--gpu", "--project", "proj", "--task", "t1", "--", "sh", "-c", "echo hi")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -90,6 +90,7 @@ func TestRunAssemblesAndPrints(t *testing.T) {
 		"--device", "nvidia.com/gpu=all", "-e", "NVIDIA_VISIBLE_DEVICES=all", "-e", "NVIDIA_DRIVER_CAPABILITIES=all",
 		"--stop-timeout=1", "-v", "/a:/b:ro,z", "-v", "/c:/d",
 		"-e", "API_TOKEN=s3cret", "-e", "KEEP=file", "-e", "NEW=1", "-e", "ZED=flag",
+		"--label", "dev.terok.sandbox.runner-version=0.1.0-dev", "--label", "dev.terok.sandbox.project=proj", "--label", "dev.terok.sandbox.task=t1",
 		"--name", "from-flag", "-w", "/workspace", "img:1", "sh", "-c", "echo hi"}
 	if got := withoutSeccomp(t, lastRun(t, log)); !reflect.DeepEqual(got, want) {
 		t.Fatalf("argv\n got %q\nwant %q", got, want)
@@ -97,7 +98,7 @@ func TestRunAssemblesAndPrints(t *testing.T) {
 	wantOut := "\n!! SHIELD BYPASSED — egress firewall DISABLED (shield_bypass is set) !!\n\n" +
 		"$ podman run -d --userns=keep-id:uid=1000,gid=1000 --security-opt no-new-privileges --network slirp4netns:allow_host_loopback=true --add-host host.containers.internal:10.0.2.2 " +
 		"--device nvidia.com/gpu=all -e NVIDIA_VISIBLE_DEVICES=all -e NVIDIA_DRIVER_CAPABILITIES=all --stop-timeout=1 -v /a:/b:ro,z -v /c:/d " +
-		"-e 'API_TOKEN=<redacted>' -e KEEP=file -e NEW=1 -e ZED=flag --name from-flag -w /workspace img:1 sh -c 'echo hi'\n0123456789ab\n"
+		"-e 'API_TOKEN=<redacted>' -e KEEP=file -e NEW=1 -e ZED=flag --label dev.terok.sandbox.runner-version=0.1.0-dev --label dev.terok.sandbox.project=proj --label dev.terok.sandbox.task=t1 --name from-flag -w /workspace img:1 sh -c 'echo hi'\n0123456789ab\n"
 	if out := withoutPrintedSeccomp(t, out); out != wantOut {
 		t.Fatalf("stdout\n%q\nwant\n%q", out, wantOut)
 	}
@@ -112,7 +113,7 @@ func TestRunRootUsesSlirpWithoutUserns(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	want := []string{"run", "-d", "--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2", "--name", "n", "-w", "/workspace", "i"}
+	want := []string{"run", "-d", "--network", "slirp4netns:allow_host_loopback=true", "--add-host", "host.containers.internal:10.0.2.2", "--label", "dev.terok.sandbox.runner-version=0.1.0-dev", "--name", "n", "-w", "/workspace", "i"}
 	if got := withoutSeccomp(t, lastRun(t, log)); !reflect.DeepEqual(got, want) {
 		t.Fatalf("argv %q", got)
 	}
@@ -257,17 +258,22 @@ func TestRuntimeHelpers(t *testing.T) {
 	}{
 		{[]string{"wait", "c1"}, 3, "", []string{"wait", "c1"}},
 		{[]string{"wait", "c1", "--json", "--timeout", "5"}, 3, "{\n  \"exit_code\": 3,\n  \"name\": \"c1\",\n  \"timed_out\": false\n}\n", []string{"wait", "c1"}},
-		{[]string{"state", "c1"}, 0, "running\n", []string{"inspect", "-f", "{{.State.Status}}", "c1"}},
+		{[]string{"state", "c1"}, 0, "running\n", []string{"container", "inspect", "--", "c1"}},
+		{[]string{"state", "missing"}, ExitError, "", []string{"container", "inspect", "--", "missing"}},
 		{[]string{"state", "--json", "c1"}, 0, "{\n  \"name\": \"c1\",\n  \"state\": \"running\"\n}\n", nil},
-		{[]string{"ps", "--prefix", "p.x"}, 0, "p.x-1 running\np.x-2 exited\n", []string{"ps", "-a", "--filter", `name=^p\.x-`, "--format", "{{.Names}} {{.State}}", "--no-trunc"}},
-		{[]string{"ps", "--prefix", "p.x", "--json"}, 0, "{\n  \"p.x-1\": \"running\",\n  \"p.x-2\": \"exited\"\n}\n", nil},
+		{[]string{"ps", "--prefix", "p.x"}, 0, "p.x-1 running\np.x-2 exited\n", []string{"ps", "-a", "--format", "json", "--filter", `name=^p\.x-`}},
+		{[]string{"ps"}, 0, "p.x-1 running\n", []string{"ps", "-a", "--format", "json", "--filter", "label=dev.terok.sandbox.runner-version"}},
+		{[]string{"ps", "--project", "p"}, 0, "", []string{"ps", "-a", "--format", "json", "--filter", "label=dev.terok.sandbox.runner-version", "--filter", "label=dev.terok.sandbox.project=p"}},
+		{[]string{"ps", "--json"}, 0, "[\n  {\n    \"Id\": \"1\",\n    \"Names\": [\n      \"p.x-1\"\n    ],\n    \"State\": \"running\",\n    \"Labels\": {\n      \"dev.terok.sandbox.runner-version\": \"0.1.0-dev\"\n    }\n  }\n]\n", nil},
+		{[]string{"ps", "--prefix", "p.x", "--project", "../x"}, ExitUsage, "", nil},
 		{[]string{"stop", "a", "b"}, ExitError, "", []string{"rm", "-f", "b"}},
 		{[]string{"stop"}, ExitUsage, "", nil},
 		{[]string{"state"}, ExitUsage, "", nil},
 		{[]string{"wait", "a", "b"}, ExitUsage, "", nil},
 		{[]string{"wait", "a", "--timeout", "-1"}, ExitUsage, "", nil},
 		{[]string{"logs", "a", "--bogus"}, ExitUsage, "", nil},
-		{[]string{"ps"}, ExitUsage, "", nil},
+		{[]string{"ps", "--prefix", ""}, ExitUsage, "", nil},
+		{[]string{"ps", "extra"}, ExitUsage, "", nil},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -287,8 +293,8 @@ func TestRuntimeHelpers(t *testing.T) {
 }
 
 func TestStateUnknownAndFreePort(t *testing.T) {
-	fakePodmanOnPath(t, `[ "$1" = inspect ] && exit 125`)
-	if code, _, errOut := runAs(t, 0, "state", "gone"); code != ExitError || !strings.Contains(errOut, "state of gone unknown") {
+	fakePodmanOnPath(t, `[ "$1" = container ] && { echo 'Error: database is locked' >&2; exit 125; }`)
+	if code, _, errOut := runAs(t, 0, "state", "c1"); code != ExitError || !strings.Contains(errOut, "Error: podman container inspect c1: Error: database is locked") {
 		t.Fatalf("%d %q", code, errOut)
 	}
 	code, out, _ := runAs(t, 0, "free-port", "--json")

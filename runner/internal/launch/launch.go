@@ -32,9 +32,39 @@ type Params struct {
 	ExtraArgs    []string
 	Volumes      []string
 	Env          []EnvVar
-	Name         string
-	Image        string
-	Command      []string
+	// Labels mark the container as the runner's (docs/runner.md, Labels);
+	// they follow the extra arguments so those cannot replace them.
+	Labels  []Label
+	Name    string
+	Image   string
+	Command []string
+}
+
+// Label is one container label.
+type Label struct{ Key, Value string }
+
+// The labels of the runner's containers (docs/runner.md, Labels).
+const (
+	// LabelRunnerVersion is on every container the runner launches: `ps`
+	// lists the runner's containers by its presence.
+	LabelRunnerVersion = "dev.terok.sandbox.runner-version"
+	// LabelProject and LabelTask carry the run specification's project
+	// and task ids when it names them.
+	LabelProject = "dev.terok.sandbox.project"
+	LabelTask    = "dev.terok.sandbox.task"
+)
+
+// RunnerLabels are the labels of a launch: the runner version always, the
+// project and task when not empty.
+func RunnerLabels(runnerVersion, project, task string) []Label {
+	l := []Label{{LabelRunnerVersion, runnerVersion}}
+	if project != "" {
+		l = append(l, Label{LabelProject, project})
+	}
+	if task != "" {
+		l = append(l, Label{LabelTask, task})
+	}
+	return l
 }
 
 // Workdir is the container's working directory.
@@ -120,6 +150,9 @@ func Args(p Params) []string {
 	}
 	for _, e := range p.Env {
 		args = append(args, "-e", e.Name+"="+e.Value)
+	}
+	for _, l := range p.Labels {
+		args = append(args, "--label", l.Key+"="+l.Value)
 	}
 	args = append(args, "--name", p.Name, "-w", Workdir, p.Image)
 	return append(args, p.Command...)

@@ -19,6 +19,7 @@ func TestArgsOrder(t *testing.T) {
 		ExtraArgs: []string{"-p", "8080:80", "--stop-timeout=1"},
 		Volumes:   []string{"/h/a:/c/a", "/h/b:/c/b:ro,z"},
 		Env:       []EnvVar{{"B", "2"}, {"A", "x=y"}},
+		Labels:    RunnerLabels("1.2.3", "proj", "t1"),
 		Name:      "proj-1", Image: "img:tag", Command: []string{"sh", "-c", "echo hi"},
 	}
 	cases := []struct {
@@ -35,6 +36,7 @@ func TestArgsOrder(t *testing.T) {
 			"-p", "8080:80", "--stop-timeout=1",
 			"-v", "/h/a:/c/a", "-v", "/h/b:/c/b:ro,z",
 			"-e", "B=2", "-e", "A=x=y",
+			"--label", "dev.terok.sandbox.runner-version=1.2.3", "--label", "dev.terok.sandbox.project=proj", "--label", "dev.terok.sandbox.task=t1",
 			"--name", "proj-1", "-w", "/workspace", "img:tag", "sh", "-c", "echo hi",
 		}},
 		{"root, minimal, restricted", Params{Name: "n", Image: "i"}, []string{
@@ -42,6 +44,9 @@ func TestArgsOrder(t *testing.T) {
 		}},
 		{"unrestricted drops no-new-privileges", Params{Unrestricted: true, Name: "n", Image: "i", Command: []string{"true"}}, []string{
 			"run", "-d", "--name", "n", "-w", "/workspace", "i", "true",
+		}},
+		{"labels without project and task", Params{Name: "n", Image: "i", Labels: RunnerLabels("v", "", "")}, []string{
+			"run", "-d", "--security-opt", "no-new-privileges", "--label", "dev.terok.sandbox.runner-version=v", "--name", "n", "-w", "/workspace", "i",
 		}},
 		{"empty env value kept", Params{Name: "n", Image: "i", Env: []EnvVar{{"E", ""}}}, []string{
 			"run", "-d", "--security-opt", "no-new-privileges", "-e", "E=", "--name", "n", "-w", "/workspace", "i",

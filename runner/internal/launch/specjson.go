@@ -25,6 +25,10 @@ type FileSpec struct {
 	GPUEnabled    bool     `json:"gpu_enabled"`
 	ExtraArgs     []string `json:"extra_args"`
 	Unrestricted  bool     `json:"unrestricted"`
+	// Project and Task, when set, label the container (docs/runner.md,
+	// Labels).
+	Project string `json:"project"`
+	Task    string `json:"task"`
 }
 
 // ParseSpecJSON reads one JSON object. Unknown fields, wrong types,

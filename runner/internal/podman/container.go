@@ -24,6 +24,17 @@ type Container struct {
 	Annotations   map[string]string
 	// Status is the lowercased .State.Status ("created", "running", …).
 	Status string
+	// Running is .State.Running.
+	Running bool
+	// Labels are the container's labels (Config.Labels).
+	Labels map[string]string
+}
+
+// isEmptyJSONArray reports whether out is exactly a JSON array with no
+// elements (whitespace around it allowed).
+func isEmptyJSONArray(out []byte) bool {
+	var list []json.RawMessage
+	return json.Unmarshal(out, &list) == nil && list != nil && len(list) == 0
 }
 
 // Inspect asks podman about one container. The error is ErrNoSuchContainer
@@ -37,7 +48,9 @@ func (p Podman) Inspect(ctx context.Context, name string) (Container, error) {
 		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
 			return Container{}, err
 		}
-		if strings.Contains(string(res.Stderr), "no such container") {
+		// Podman prints the (empty) JSON array of what it found and fails
+		// for a name it does not know; its error text is not read.
+		if res.Code > 0 && isEmptyJSONArray(res.Stdout) {
 			return Container{}, fmt.Errorf("%s: %w", name, ErrNoSuchContainer)
 		}
 		return Container{}, fmt.Errorf("podman container inspect %s: %s", name, ErrorText(res, err, "podman container inspect"))
@@ -56,11 +69,13 @@ func ParseInspect(out []byte) (Container, error) {
 		ID      string    `json:"Id"`
 		Created time.Time `json:"Created"`
 		State   struct {
-			Status string `json:"Status"`
+			Status  string `json:"Status"`
+			Running bool   `json:"Running"`
 		} `json:"State"`
 		Config struct {
 			CreateCommand []string          `json:"CreateCommand"`
 			Annotations   map[string]string `json:"Annotations"`
+			Labels        map[string]string `json:"Labels"`
 		} `json:"Config"`
 	}
 	if err := json.Unmarshal(out, &list); err != nil {
@@ -79,6 +94,8 @@ func ParseInspect(out []byte) (Container, error) {
 		CreateCommand: c.Config.CreateCommand,
 		Annotations:   c.Config.Annotations,
 		Status:        strings.ToLower(c.State.Status),
+		Running:       c.State.Running,
+		Labels:        c.Config.Labels,
 	}, nil
 }
 

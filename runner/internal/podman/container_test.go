@@ -78,6 +78,8 @@ func TestInspect(t *testing.T) {
 		{"found", "cat <<'J'\n" + inspectSample + "\nJ", nil, ""},
 		{"missing", "echo '[]'; echo 'Error: inspecting object: no such container x' >&2; exit 125", ErrNoSuchContainer, "x: no such container"},
 		{"podman fails", "echo 'Error: database is locked' >&2; exit 125", nil, "podman container inspect x: Error: database is locked"},
+		{"error text alone is not a missing container", "echo 'Error: no such container x' >&2; exit 125", nil, "podman container inspect x: Error: no such container x"},
+		{"empty list but exit 0", "echo '[]'", nil, "describes 0 containers"},
 		{"nonsense", "echo Running", nil, "unreadable inspect output"},
 	}
 	for _, c := range cases {

@@ -7,6 +7,7 @@ package podman
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -99,22 +100,21 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &pathErr) && errors.Is(pathErr.Err, fs.ErrNotExist)
 }
 
-// State is `podman inspect -f {{.State.Status}}` lowercased; ok is false
-// when podman fails, is missing or prints nothing (runner.md §7.3).
+// State is the container's lowercased .State.Status from `podman container
+// inspect` (JSON); ok is false when podman fails, is missing, knows no such
+// container or reports no status (runner.md §7.3).
 func (p Podman) State(ctx context.Context, name string) (state string, ok bool) {
-	res, err := p.Exec(ctx, "inspect", "-f", "{{.State.Status}}", name)
+	c, err := p.Inspect(ctx, name)
 	if err != nil {
 		return "", false
 	}
-	s := strings.ToLower(strings.TrimSpace(string(res.Stdout)))
-	return s, s != ""
+	return c.Status, c.Status != ""
 }
 
-// IsRunning is `podman inspect -f {{.State.Running}}` == "true"
-// (case-insensitive); any failure is false.
+// IsRunning is the container's .State.Running; any failure is false.
 func (p Podman) IsRunning(ctx context.Context, name string) bool {
-	res, err := p.Exec(ctx, "inspect", "-f", "{{.State.Running}}", name)
-	return err == nil && strings.EqualFold(strings.TrimSpace(string(res.Stdout)), "true")
+	c, err := p.Inspect(ctx, name)
+	return err == nil && c.Running
 }
 
 // NameFilter is the podman name filter matching "<prefix>-…" with the
@@ -123,42 +123,84 @@ func NameFilter(prefix string) string {
 	return "name=^" + regexp.QuoteMeta(prefix) + "-"
 }
 
+// PsEntry is one element of `podman ps --format json`: the fields the
+// runner reads, and the element verbatim for `ps --json`.
+type PsEntry struct {
+	Names  []string          `json:"Names"`
+	State  string            `json:"State"`
+	Labels map[string]string `json:"Labels"`
+	// Raw is the element as podman printed it.
+	Raw json.RawMessage `json:"-"`
+}
+
+// Name is the container's first name ("" when podman listed none).
+func (e PsEntry) Name() string {
+	if len(e.Names) == 0 {
+		return ""
+	}
+	return e.Names[0]
+}
+
+// ParsePs reads the JSON array `podman ps --format json` prints. Entries
+// without a name are dropped; State becomes the state word.
+func ParsePs(out []byte) ([]PsEntry, error) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(out, &raws); err != nil {
+		return nil, fmt.Errorf("unreadable podman ps output: %w", err)
+	}
+	entries := make([]PsEntry, 0, len(raws))
+	for _, r := range raws {
+		var e PsEntry
+		if err := json.Unmarshal(r, &e); err != nil {
+			return nil, fmt.Errorf("unreadable podman ps entry: %w", err)
+		}
+		if e.Name() == "" {
+			continue
+		}
+		e.State, e.Raw = NormalizeState(e.State), r
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+// List is `podman ps -a --format json` with the given --filter values
+// (podman ANDs filters of different keys).
+func (p Podman) List(ctx context.Context, filters ...string) ([]PsEntry, error) {
+	args := []string{"ps", "-a", "--format", "json"}
+	for _, f := range filters {
+		args = append(args, "--filter", f)
+	}
+	res, err := p.Exec(ctx, args...)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("podman ps: %s", ErrorText(res, err, "podman ps"))
+	}
+	return ParsePs(res.Stdout)
+}
+
 // ProjectStates maps the names of containers named "<prefix>-…" to their
-// lowercased state; empty on any failure.
+// state word; empty on any failure. Names not starting with "<prefix>-"
+// are dropped as a second guard behind podman's filter.
 func (p Podman) ProjectStates(ctx context.Context, prefix string) map[string]string {
 	states := map[string]string{}
-	res, err := p.Exec(ctx, "ps", "-a", "--filter", NameFilter(prefix), "--format", "{{.Names}} {{.State}}", "--no-trunc")
+	entries, err := p.List(ctx, NameFilter(prefix))
 	if err != nil {
 		return states
 	}
-	return ParseStates(res.Stdout, prefix)
-}
-
-// ParseStates reads `<name> <state>` lines (split at the first whitespace;
-// other lines ignored). Names not starting with "<prefix>-" are dropped as
-// a second guard behind podman's filter.
-func ParseStates(out []byte, prefix string) map[string]string {
-	states := map[string]string{}
-	for _, line := range strings.Split(string(out), "\n") {
-		line = strings.TrimSpace(line)
-		i := strings.IndexAny(line, " \t")
-		if i <= 0 {
-			continue
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix+"-") && e.State != "" {
+			states[e.Name()] = e.State
 		}
-		name, state := line[:i], strings.TrimSpace(line[i+1:])
-		if state == "" || !strings.HasPrefix(name, prefix+"-") {
-			continue
-		}
-		states[name] = NormalizeState(state)
 	}
 	return states
 }
 
-// NormalizeState turns what `podman ps --format {{.State}}` prints into a
-// state word. Podman 4.x prints the human status there ("Up 3 seconds ago",
-// "Exited (7) 2 minutes ago"); newer versions print the word itself
-// ("running"). Both become the word inspect's .State.Status uses:
-// "up …" → "running", otherwise the lowercased first word.
+// NormalizeState turns a ps state into a state word. Podman's JSON carries
+// the word ("running"); older releases' human status ("Up 3 seconds ago",
+// "Exited (7) 2 minutes ago") becomes the word inspect's .State.Status uses
+// too: "up …" → "running", otherwise the lowercased first word.
 func NormalizeState(s string) string {
 	fields := strings.Fields(strings.ToLower(s))
 	if len(fields) == 0 {

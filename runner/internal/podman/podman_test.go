@@ -40,18 +40,24 @@ func argv(t *testing.T, file string) []string {
 
 func missing(t *testing.T) Podman { return Podman{Bin: filepath.Join(t.TempDir(), "absent")} }
 
+// inspectOf is `podman container inspect` output for one container.
+func inspectOf(status string, running bool) string {
+	return "cat <<'J'\n" + `[{"Id":"1","State":{"Status":"` + status + `","Running":` + strconv.FormatBool(running) + `}}]` + "\nJ"
+}
+
 func TestState(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name, body string
-		p          *Podman
 		want       string
 		ok         bool
 	}{
-		{"running", "echo Running", nil, "running", true},
-		{"exited with spaces", "echo '  Exited  '", nil, "exited", true},
-		{"podman fails", "echo oops >&2; exit 125", nil, "", false},
-		{"empty output", "true", nil, "", false},
+		{"running", inspectOf("Running", true), "running", true},
+		{"exited", inspectOf("exited", false), "exited", true},
+		{"no such container", "echo '[]'; exit 125", "", false},
+		{"podman fails", "echo oops >&2; exit 125", "", false},
+		{"text instead of JSON", "echo running", "", false},
+		{"empty status", inspectOf("", false), "", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -60,7 +66,7 @@ func TestState(t *testing.T) {
 			if got != c.want || ok != c.ok {
 				t.Fatalf("got (%q,%v) want (%q,%v)", got, ok, c.want, c.ok)
 			}
-			if a := argv(t, args); !reflect.DeepEqual(a, []string{"inspect", "-f", "{{.State.Status}}", "c1"}) {
+			if a := argv(t, args); !reflect.DeepEqual(a, []string{"container", "inspect", "--", "c1"}) {
 				t.Fatalf("argv %q", a)
 			}
 		})
@@ -72,12 +78,12 @@ func TestState(t *testing.T) {
 
 func TestIsRunning(t *testing.T) {
 	ctx := context.Background()
-	for body, want := range map[string]bool{"echo TRUE": true, "echo true": true, "echo false": false, "exit 1": false, "echo": false} {
+	for body, want := range map[string]bool{inspectOf("running", true): true, inspectOf("exited", false): false, "exit 1": false, "echo true": false, "echo '[]'; exit 125": false} {
 		p, args := fake(t, body)
 		if got := p.IsRunning(ctx, "c"); got != want {
 			t.Errorf("%q: got %v", body, got)
 		}
-		if a := argv(t, args); !reflect.DeepEqual(a, []string{"inspect", "-f", "{{.State.Running}}", "c"}) {
+		if a := argv(t, args); !reflect.DeepEqual(a, []string{"container", "inspect", "--", "c"}) {
 			t.Fatalf("argv %q", a)
 		}
 	}
@@ -86,21 +92,77 @@ func TestIsRunning(t *testing.T) {
 	}
 }
 
+// psSample is the shape of podman 4.3.1's `ps -a --format json` (trimmed).
+const psSample = `[
+ {"Id":"6c36","Names":["a.b-1"],"State":"running","Status":"Up 2 seconds ago","Labels":{"dev.terok.sandbox.project":"p"}},
+ {"Id":"7d47","Names":["a.b-2"],"State":"exited","Labels":null},
+ {"Id":"8e58","Names":["axb-3"],"State":"running"},
+ {"Id":"9f69","Names":[],"State":"running"},
+ {"Id":"a07a","Names":["a.b-5"],"State":"Up 3 seconds ago"},
+ {"Id":"b18b","Names":["a.b-6"],"State":"Created"}
+]`
+
+func TestParsePs(t *testing.T) {
+	got, err := ParsePs([]byte(psSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names, states []string
+	for _, e := range got {
+		names, states = append(names, e.Name()), append(states, e.State)
+	}
+	if strings.Join(names, " ") != "a.b-1 a.b-2 axb-3 a.b-5 a.b-6" || strings.Join(states, " ") != "running exited running running created" {
+		t.Fatalf("names %q states %q", names, states)
+	}
+	if got[0].Labels["dev.terok.sandbox.project"] != "p" || !strings.Contains(string(got[0].Raw), `"Status":"Up 2 seconds ago"`) {
+		t.Fatalf("%+v %s", got[0], got[0].Raw)
+	}
+	for _, bad := range []string{"", "a.b-1 running", "{}", `[1]`, `[{"Names":"x"}]`} {
+		if _, err := ParsePs([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if e, err := ParsePs([]byte("[]")); err != nil || len(e) != 0 {
+		t.Fatalf("empty list: %v %v", e, err)
+	}
+}
+
+// FuzzParsePs: podman's output never panics the parser, and every entry it
+// returns has a name and its raw element.
+func FuzzParsePs(f *testing.F) {
+	f.Add([]byte(psSample))
+	f.Add([]byte("[]"))
+	f.Add([]byte(`[{"Names":["x"],"State":null}]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, err := ParsePs(data)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if e.Name() == "" || len(e.Raw) == 0 {
+				t.Fatalf("entry %+v", e)
+			}
+		}
+	})
+}
+
 func TestProjectStates(t *testing.T) {
 	ctx := context.Background()
-	p, args := fake(t, `printf 'a.b-1 Running\na.b-2   Exited (0) 3 minutes ago\nbroken\naxb-3 running\n\na.b-4\na.b-5 Up 3 seconds ago\na.b-6 created\n'`)
+	p, args := fake(t, "cat <<'J'\n"+psSample+"\nJ")
 	got := p.ProjectStates(ctx, "a.b")
 	want := map[string]string{"a.b-1": "running", "a.b-2": "exited", "a.b-5": "running", "a.b-6": "created"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v want %v", got, want)
 	}
-	wantArgv := []string{"ps", "-a", "--filter", `name=^a\.b-`, "--format", "{{.Names}} {{.State}}", "--no-trunc"}
+	wantArgv := []string{"ps", "-a", "--format", "json", "--filter", `name=^a\.b-`}
 	if a := argv(t, args); !reflect.DeepEqual(a, wantArgv) {
 		t.Fatalf("argv %q want %q", a, wantArgv)
 	}
-	fail, _ := fake(t, "echo 'x-1 running'; exit 1")
-	if s := fail.ProjectStates(ctx, "x"); len(s) != 0 {
-		t.Fatalf("failure gave %v", s)
+	for _, body := range []string{"echo '[{\"Names\":[\"x-1\"],\"State\":\"running\"}]'; exit 1", "echo 'x-1 running'"} {
+		fail, _ := fake(t, body)
+		if s := fail.ProjectStates(ctx, "x"); len(s) != 0 {
+			t.Fatalf("%q gave %v", body, s)
+		}
 	}
 	if s := missing(t).ProjectStates(ctx, "x"); s == nil || len(s) != 0 {
 		t.Fatalf("missing podman gave %v", s)
