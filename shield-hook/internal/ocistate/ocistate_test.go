@@ -3,6 +3,7 @@ package ocistate
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -155,9 +156,10 @@ func FuzzParse(f *testing.F) {
 }
 
 func FuzzAnnotations(f *testing.F) {
-	f.Add("/tmp", "4")
+	f.Add("/tmp", strconv.Itoa(shieldbundle.BundleVersion))
+	f.Add("/tmp", strconv.Itoa(shieldbundle.BundleVersion-1))
 	f.Add("rel", "x")
-	f.Add("/proc/self/../../tmp", "4 ")
+	f.Add("/proc/self/../../tmp", strconv.Itoa(shieldbundle.BundleVersion)+" ")
 	f.Fuzz(func(t *testing.T, dir, ver string) {
 		ann := map[string]string{shieldbundle.AnnStateDir: dir, shieldbundle.AnnVersion: ver}
 		if got, err := StateDir(ann); err == nil {
@@ -169,7 +171,7 @@ func FuzzAnnotations(f *testing.F) {
 				t.Fatalf("unsafe dir accepted: %q", got)
 			}
 		}
-		if CheckVersion(ann) == nil && ver != "4" {
+		if CheckVersion(ann) == nil && ver != strconv.Itoa(shieldbundle.BundleVersion) {
 			t.Fatalf("version %q accepted", ver)
 		}
 	})
