@@ -144,40 +144,83 @@ func find(f func(string) (string, error), name string) (string, error) {
 // where a user manager answers and the scope is a user's, else PID-file
 // daemons.
 func (m DaemonManagers) Daemons(ctx context.Context, scope Scope) []Daemon {
-	g, p := m.Gate, m.Proxy
-	if scope == ScopeUser && g.SystemdUsable(ctx) {
-		dir, _ := daemonctl.UserUnitDir(g.Env)
-		return []Daemon{
-			unitDaemon{
-				name: "gate units", dir: dir, socket: systemd.GateSocketName,
-				names: []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName},
-				render: func() ([]daemonctl.Unit, error) {
-					bin, err := find(g.FindBinary, gatectl.Binary)
-					if err != nil {
-						return nil, err
-					}
-					return g.RenderUnits(bin, g.Cfg.GatePort)
-				},
-				active:  g.Systemd.IsActive,
-				install: func(ctx context.Context) error { return g.Install(ctx, g.Cfg.GatePort) },
-				remove:  g.Uninstall,
-			},
-			unitDaemon{
-				name: "credential proxy units", dir: dir, socket: proxyctl.SocketUnit,
-				names: []string{proxyctl.SocketUnit, proxyctl.ServiceUnit},
-				render: func() ([]daemonctl.Unit, error) {
-					bin, err := find(p.FindBinary, proxyctl.Binary)
-					if err != nil {
-						return nil, err
-					}
-					return p.RenderUnits(bin)
-				},
-				active:  p.Systemd.IsActive,
-				install: p.Install,
-				remove:  p.Uninstall,
-			},
+	if scope == ScopeUser && m.Gate.SystemdUsable(ctx) {
+		if dir, err := daemonctl.UserUnitDir(m.Gate.Env); err == nil {
+			return m.unitDaemons(dir)
 		}
 	}
+	return m.pidDaemons()
+}
+
+// RemovalDaemons is every form a daemon may have been set up in (units
+// and PID-file daemons both), so uninstall undoes whichever is there.
+func (m DaemonManagers) RemovalDaemons(_ context.Context, scope Scope) []Daemon {
+	var out []Daemon
+	if scope == ScopeUser {
+		if dir, err := daemonctl.UserUnitDir(m.Gate.Env); err == nil {
+			out = m.unitDaemons(dir)
+		}
+	}
+	return append(out, m.pidDaemons()...)
+}
+
+func (m DaemonManagers) unitDaemons(dir string) []Daemon {
+	g, p := m.Gate, m.Proxy
+	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}
+	proxyNames := []string{proxyctl.SocketUnit, proxyctl.ServiceUnit}
+	return []Daemon{
+		unitDaemon{
+			name: "gate units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
+			render: func() ([]daemonctl.Unit, error) {
+				bin, err := find(g.FindBinary, gatectl.Binary)
+				if err != nil {
+					return nil, err
+				}
+				return g.RenderUnits(bin, g.Cfg.GatePort)
+			},
+			active:  g.Systemd.IsActive,
+			install: func(ctx context.Context) error { return g.Install(ctx, g.Cfg.GatePort) },
+			remove: func(ctx context.Context) error {
+				if !g.Systemd.Available(ctx) {
+					return removeUnitFiles(dir, gateNames)
+				}
+				return g.Uninstall(ctx)
+			},
+		},
+		unitDaemon{
+			name: "credential proxy units", dir: dir, socket: proxyctl.SocketUnit, names: proxyNames,
+			render: func() ([]daemonctl.Unit, error) {
+				bin, err := find(p.FindBinary, proxyctl.Binary)
+				if err != nil {
+					return nil, err
+				}
+				return p.RenderUnits(bin)
+			},
+			active:  p.Systemd.IsActive,
+			install: p.Install,
+			remove: func(ctx context.Context) error {
+				if !p.Systemd.Available(ctx) {
+					return removeUnitFiles(dir, proxyNames)
+				}
+				return p.Uninstall(ctx)
+			},
+		},
+	}
+}
+
+// removeUnitFiles is the uninstall without a user manager to tell: no
+// socket can be running then, so removing the files is the whole job.
+func removeUnitFiles(dir string, names []string) error {
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove unit %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func (m DaemonManagers) pidDaemons() []Daemon {
+	g, p := m.Gate, m.Proxy
 	return []Daemon{
 		pidDaemon{name: "gate daemon", pidFile: g.Cfg.GatePIDFile(), running: g.DaemonPID,
 			start: func(ctx context.Context) error { return g.StartDaemon(ctx, g.Cfg.GatePort) }, stop: g.StopDaemon},
@@ -185,27 +228,3 @@ func (m DaemonManagers) Daemons(ctx context.Context, scope Scope) []Daemon {
 			start: p.StartDaemon, stop: p.StopDaemon},
 	}
 }
-
-// RemovalDaemons is every form a daemon may have been set up in (units
-// and PID-file daemons both), so uninstall undoes whichever is there.
-func (m DaemonManagers) RemovalDaemons(ctx context.Context, scope Scope) []Daemon {
-	var out []Daemon
-	if scope == ScopeUser {
-		if _, err := daemonctl.UserUnitDir(m.Gate.Env); err == nil {
-			// Units are removed even when no user manager answers now.
-			out = append(out, m.forceUnits(ctx)...)
-		}
-	}
-	return append(out, m.Daemons(ctx, ScopeSystem)...)
-}
-
-func (m DaemonManagers) forceUnits(ctx context.Context) []Daemon {
-	g := *m.Gate
-	g.Systemd = alwaysAvailable{g.Systemd}
-	return DaemonManagers{Gate: &g, Proxy: m.Proxy}.Daemons(ctx, ScopeUser)
-}
-
-// alwaysAvailable makes Daemons choose the unit form.
-type alwaysAvailable struct{ gatectl.SystemdControl }
-
-func (alwaysAvailable) Available(context.Context) bool { return true }

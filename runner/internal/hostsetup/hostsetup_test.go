@@ -69,7 +69,7 @@ func newHost(t *testing.T) *host {
 	// $1 is --user; enable/disable carry --now before the unit.
 	writeExec(t, filepath.Join(bin, "systemctl"), fmt.Sprintf(`echo "$*" >> %[1]s
 case "$2" in
-is-system-running) echo running ;;
+is-system-running) if [ -f %[2]s/offline ]; then echo offline; exit 1; fi; echo running ;;
 is-active) if [ -f %[2]s/"$3" ]; then echo active; else echo inactive; exit 3; fi ;;
 enable) touch %[2]s/"$4" ;;
 disable) rm -f %[2]s/"$4" ;;
@@ -479,5 +479,27 @@ func TestChooseScope(t *testing.T) {
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("ChooseScope(%v, %v, %d) = %q, %v", tc.user, tc.system, tc.euid, got, err)
 		}
+	}
+}
+
+// Units are removed even when no user manager answers any more (a
+// logged-out user): there is nothing to stop then, only files to remove.
+func TestUninstallWithoutUserManager(t *testing.T) {
+	h := newHost(t)
+	h.setup(t, false)
+	if err := os.WriteFile(filepath.Join(h.root, "systemd-state", "offline"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Setup now falls back to PID-file daemons; uninstall still finds the units.
+	if _, ok := h.mgrs.Daemons(context.Background(), ScopeUser)[0].(pidDaemon); !ok {
+		t.Fatal("without a user manager setup should choose PID-file daemons")
+	}
+	_, out := h.uninstall(t, true, false)
+	units := filepath.Join(h.home, ".config", "systemd", "user")
+	if _, err := os.Stat(units); !os.IsNotExist(err) {
+		t.Errorf("unit directory left behind (%v):\n%s", err, out)
+	}
+	if n := h.callCount(t, "--user disable"); n != 0 {
+		t.Errorf("%d disable calls to an absent manager", n)
 	}
 }
