@@ -40,6 +40,10 @@ func TestEncryptedStoreFromContainer(t *testing.T) {
 		if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// A host without a key source that needs no passphrase (the
+		// unattended default is TestUnattendedStoreFromContainer): the
+		// host key is a private path that does not exist.
+		r.ExtraEnv = append(r.ExtraEnv, "SYSTEMD_CREDENTIAL_SECRET="+filepath.Join(r.Base, "absent-credential.secret"))
 		passFile := filepath.Join(r.Base, "passphrase")
 		if err := r.WriteFile(passFile, []byte("e2e operator passphrase "+r.Kind+"\n"), 0o600); err != nil {
 			t.Fatal(err)
