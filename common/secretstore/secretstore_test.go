@@ -419,6 +419,9 @@ func FuzzParseKeystore(f *testing.F) {
 	good, _ := os.ReadFile(filepath.Join(dir, FileName))
 	f.Add(good)
 	f.Add([]byte("{}"))
+	// An unattended keystore: no kdf, a systemd_creds entry.
+	f.Add([]byte(`{"format":"terok-sandbox-keystore","version":1,"id":"0123456789abcdef0123456789abcdef",` +
+		`"current":"0011223344556677","keys":[{"id":"0011223344556677","wrapped":"AAAA"}],"systemd_creds":{"with_key":"host","blob":"QUJD"}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		ks, err := parseKeystore(in)
 		if err != nil {
