@@ -122,6 +122,14 @@ func (a *cmdArgs) String(name string) string {
 	return a.c.String(name)
 }
 
+func (a *cmdArgs) Int(name string) int {
+	if v, ok := a.tail(name); ok {
+		i, _ := v.(int)
+		return i
+	}
+	return a.c.Int(name)
+}
+
 func (a *cmdArgs) IsSet(name string) bool {
 	_, ok := a.tail(name)
 	return ok || a.c.IsSet(name)
@@ -420,6 +428,8 @@ func logsCommand(d Deps) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "until-ready", Usage: "follow until a line contains the marker (exit 0), the timeout (124) or the end of the log (1)"},
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the log"},
+			&ucli.IntFlag{Name: "tail", Value: -1, Usage: "start with the last N lines (-1: all)"},
+			&ucli.StringFlag{Name: "since", Usage: "only lines since a timestamp or a duration ago (podman's --since, e.g. 10m)"},
 			&ucli.StringFlag{Name: "marker", Value: sandbox.ReadyMarker, Usage: "ready marker text"},
 			&ucli.Float64Flag{Name: "timeout", Usage: "seconds to wait (0: no limit)"},
 			jsonFlag(),
@@ -449,9 +459,16 @@ func logsCommand(d Deps) *ucli.Command {
 			if a.Bool("until-ready") {
 				ready, follow = podman.ContainsMarker(a.String("marker")), true
 			}
-			outcome, err := podmanFor(d).StreamLogs(c.Context, out, name, follow, timeout, ready)
+			opts := podman.LogOptions{Follow: follow, Tail: a.Int("tail"), Since: a.String("since")}
+			if opts.Tail < -1 {
+				return UsageErrorf("--tail must be -1 (all) or a number of lines >= 0, got %d", opts.Tail)
+			}
+			if a.IsSet("since") && strings.TrimSpace(opts.Since) == "" {
+				return UsageErrorf("--since must not be empty")
+			}
+			outcome, err := podmanFor(d).StreamLogsWith(c.Context, out, name, opts, timeout, ready)
 			if err != nil {
-				return err
+				return missingOr(c.Context, d, name, err)
 			}
 			if a.Bool("json") {
 				if err := writeJSON(d.Stdout, map[string]any{"name": name, "outcome": outcome.String(), "ready": outcome == podman.LogReady}); err != nil {
@@ -496,6 +513,13 @@ func waitCommand(d Deps) *ucli.Command {
 				return podman.ErrNotFound
 			}
 			code := podmanFor(d).Wait(c.Context, name, timeout)
+			if code == podmanErrorStatus {
+				// 125 is podman's own failure; a container that exited
+				// with it still exists.
+				if err := missingOr(c.Context, d, name, nil); err != nil {
+					return err
+				}
+			}
 			if a.Bool("json") {
 				if err := writeJSON(d.Stdout, map[string]any{"name": name, "exit_code": code, "timed_out": code == podman.ExitTimeout}); err != nil {
 					return err
@@ -663,6 +687,22 @@ func psCommand(d Deps) *ucli.Command {
 			return nil
 		},
 	}
+}
+
+// podmanErrorStatus is podman's exit status when podman itself failed.
+const podmanErrorStatus = 125
+
+// missingOr returns "no such container" when podman knows no container
+// name, else err: asked only after a command failed, so the common path
+// costs no extra podman call.
+func missingOr(ctx context.Context, d Deps, name string, err error) error {
+	if errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
+	if _, ierr := podmanFor(d).Inspect(ctx, name); errors.Is(ierr, podman.ErrNoSuchContainer) {
+		return fmt.Errorf("no such container: %s", name)
+	}
+	return err
 }
 
 // nonNil makes an empty list print as [] in JSON, not null.

@@ -416,3 +416,47 @@ func TestShieldLiveCommandsRefuseBadNames(t *testing.T) {
 		}
 	}
 }
+
+// A container podman does not know is an error (exit 1) for every command
+// that names one; logs passes its line selection to podman.
+func TestMissingContainersAndLogFlags(t *testing.T) {
+	log := fakePodmanOnPath(t, `case "$1 $*" in
+"logs "*missing*) echo 'Error: no container with name or ID "missing" found: no such container' >&2; exit 125;;
+"wait "*missing*) echo 'Error: no container with name or ID "missing" found: no such container' >&2; exit 125;;
+"logs "*) echo line-1; echo line-2; exit 0;;
+esac`)
+	cases := []struct {
+		args   []string
+		code   int
+		out    string
+		errSub string
+		podman []string
+	}{
+		{[]string{"logs", "c1", "--tail", "5", "--since", "10m"}, 0, "line-1\nline-2\n", "", []string{"logs", "--tail=5", "--since=10m", "--", "c1"}},
+		{[]string{"logs", "-f", "c1"}, 0, "line-1\nline-2\n", "", []string{"logs", "-f", "--", "c1"}},
+		{[]string{"logs", "c1", "--follow", "--tail=0"}, 0, "", "", []string{"logs", "-f", "--tail=0", "--", "c1"}},
+		{[]string{"logs", "missing"}, ExitError, "", "Error: no such container: missing", []string{"container", "inspect", "--", "missing"}},
+		{[]string{"logs", "c1", "--tail", "-2"}, ExitUsage, "", "--tail must be -1", nil},
+		{[]string{"logs", "c1", "--since", " "}, ExitUsage, "", "--since must not be empty", nil},
+		{[]string{"wait", "missing"}, ExitError, "", "Error: no such container: missing", []string{"container", "inspect", "--", "missing"}},
+		{[]string{"state", "missing"}, ExitError, "", "Error: no such container: missing", nil},
+		{[]string{"shield", "state", "missing"}, ExitError, "", "Error: no such container: missing", []string{"container", "inspect", "--", "missing"}},
+		{[]string{"shield", "rules", "missing"}, ExitError, "", "Error: no such container: missing", []string{"container", "inspect", "--", "missing"}},
+		{[]string{"shield", "state", "c1"}, 0, "inactive\n", "", []string{"container", "inspect", "--", "c1"}},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			os.Remove(log)
+			code, out, errOut := runAs(t, 0, c.args...)
+			if code != c.code || (c.out != "" && out != c.out) || !strings.Contains(errOut, c.errSub) {
+				t.Fatalf("exit %d out %q err %q; want %d %q %q", code, out, errOut, c.code, c.out, c.errSub)
+			}
+			if c.podman != nil {
+				cs := calls(t, log)
+				if len(cs) == 0 || !reflect.DeepEqual(cs[len(cs)-1], c.podman) {
+					t.Fatalf("podman calls %q, want last %q", cs, c.podman)
+				}
+			}
+		})
+	}
+}

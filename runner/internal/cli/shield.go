@@ -347,6 +347,12 @@ func shieldState(c *ucli.Context, d Deps) error {
 	// State works for any container, shielded or not: one without the
 	// annotation simply has no table (inactive), which the query shows.
 	st := ad.Probe().State(c.Context, a[0])
+	if st == shield.StateInactive {
+		// Inactive is also the answer for a name podman does not know.
+		if err := missingOr(c.Context, d, a[0], nil); err != nil {
+			return err
+		}
+	}
 	if c.Bool("json") {
 		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st})
 	}
@@ -365,6 +371,11 @@ func shieldRules(c *ucli.Context, d Deps) error {
 	}
 	sh := ad.Probe()
 	st := sh.State(c.Context, a[0])
+	if st == shield.StateInactive {
+		if err := missingOr(c.Context, d, a[0], nil); err != nil {
+			return err
+		}
+	}
 	rules := sh.Rules(c.Context, a[0])
 	if c.Bool("json") {
 		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st, "rules": rules})

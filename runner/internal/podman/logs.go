@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -58,6 +59,38 @@ func ContainsMarker(marker string) func(string) bool {
 // §7.1). follow=false reads the logs once without -f (ready may be nil).
 // timeout <= 0 waits indefinitely. Read errors go to the debug log.
 func (p Podman) StreamLogs(ctx context.Context, out io.Writer, name string, follow bool, timeout time.Duration, ready func(string) bool) (LogOutcome, error) {
+	return p.StreamLogsWith(ctx, out, name, LogOptions{Follow: follow, Tail: -1}, timeout, ready)
+}
+
+// LogOptions select which log lines `podman logs` prints.
+type LogOptions struct {
+	// Follow keeps reading new lines (podman logs -f).
+	Follow bool
+	// Tail, when >= 0, starts with the last Tail lines (podman --tail).
+	Tail int
+	// Since, when not empty, is podman's --since value (a timestamp or a
+	// duration such as 10m); it is passed as one --since=VALUE argument.
+	Since string
+}
+
+// Args are the podman arguments of `podman logs` for name.
+func (o LogOptions) Args(name string) []string {
+	args := []string{"logs"}
+	if o.Follow {
+		args = append(args, "-f")
+	}
+	if o.Tail >= 0 {
+		args = append(args, "--tail="+strconv.Itoa(o.Tail))
+	}
+	if o.Since != "" {
+		args = append(args, "--since="+o.Since)
+	}
+	return append(args, "--", name)
+}
+
+// StreamLogsWith is StreamLogs with the line selection of o. A podman that
+// exits non-zero by itself (no such container) is an error, not LogEnded.
+func (p Podman) StreamLogsWith(ctx context.Context, out io.Writer, name string, o LogOptions, timeout time.Duration, ready func(string) bool) (LogOutcome, error) {
 	if ready == nil {
 		ready = func(string) bool { return false }
 	}
@@ -68,11 +101,7 @@ func (p Podman) StreamLogs(ctx context.Context, out io.Writer, name string, foll
 		sctx, c2 = context.WithTimeout(sctx, timeout)
 		defer c2()
 	}
-	args := []string{"logs"}
-	if follow {
-		args = append(args, "-f")
-	}
-	args = append(args, name)
+	args := o.Args(name)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return LogError, fmt.Errorf("logs %s: %w", name, err)
@@ -91,14 +120,23 @@ func (p Podman) StreamLogs(ctx context.Context, out io.Writer, name string, foll
 	// Ending the context (timeout, ready, caller) kills podman and unblocks
 	// the reader by closing the read end.
 	stopRead := context.AfterFunc(sctx, func() { _ = pr.Close() })
+	waited := false
+	var waitErr error
 	defer func() {
 		stopRead()
 		cancel()
-		_ = cmd.Wait()
+		if !waited {
+			_ = cmd.Wait()
+		}
 		_ = pr.Close()
 	}()
 
 	matched, readErr := scanLines(pr, out, ready)
+	if !matched && sctx.Err() == nil {
+		// The log ended by itself: podman's status says whether it was
+		// the end of the log or a failure.
+		waitErr, waited = cmd.Wait(), true
+	}
 	switch {
 	case matched:
 		return LogReady, nil
@@ -109,6 +147,8 @@ func (p Podman) StreamLogs(ctx context.Context, out io.Writer, name string, foll
 	case readErr != nil:
 		p.Debug.Warning("logs %s: read error: %v", name, readErr)
 		return LogError, fmt.Errorf("read logs of %s: %w", name, readErr)
+	case waitErr != nil:
+		return LogError, fmt.Errorf("podman logs %s: %w", name, waitErr)
 	}
 	return LogEnded, nil
 }

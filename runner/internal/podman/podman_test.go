@@ -258,9 +258,9 @@ func TestStreamLogs(t *testing.T) {
 			if out.String() != c.out {
 				t.Fatalf("out %q want %q", out.String(), c.out)
 			}
-			wantArgv := []string{"logs", "c"}
+			wantArgv := []string{"logs", "--", "c"}
 			if c.follow {
-				wantArgv = []string{"logs", "-f", "c"}
+				wantArgv = []string{"logs", "-f", "--", "c"}
 			}
 			if a := argv(t, args); !reflect.DeepEqual(a, wantArgv) {
 				t.Fatalf("argv %q", a)
@@ -269,6 +269,34 @@ func TestStreamLogs(t *testing.T) {
 	}
 	if got, err := missing(t).StreamLogs(ctx, nil, "c", true, 0, nil); got != LogError || !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing podman: %v %v", got, err)
+	}
+}
+
+// A podman logs that fails by itself (no such container) is an error, not
+// the end of the log.
+func TestStreamLogsPodmanFailure(t *testing.T) {
+	p, _ := fake(t, `echo 'Error: no container with name or ID "c" found: no such container' >&2; exit 125`)
+	var out bytes.Buffer
+	got, err := p.StreamLogsWith(context.Background(), &out, "c", LogOptions{Tail: -1}, 0, nil)
+	if got != LogError || err == nil || !strings.Contains(err.Error(), "exit status 125") {
+		t.Fatalf("%v %v", got, err)
+	}
+}
+
+func TestLogOptionsArgs(t *testing.T) {
+	cases := []struct {
+		o    LogOptions
+		want []string
+	}{
+		{LogOptions{Tail: -1}, []string{"logs", "--", "c"}},
+		{LogOptions{Follow: true, Tail: 0}, []string{"logs", "-f", "--tail=0", "--", "c"}},
+		{LogOptions{Tail: 20, Since: "10m"}, []string{"logs", "--tail=20", "--since=10m", "--", "c"}},
+		{LogOptions{Tail: -1, Since: "-x"}, []string{"logs", "--since=-x", "--", "c"}},
+	}
+	for _, c := range cases {
+		if got := c.o.Args("c"); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%+v: %q want %q", c.o, got, c.want)
+		}
 	}
 }
 
