@@ -9,3 +9,5 @@ require (
 	golang.org/x/crypto v0.48.0
 	golang.org/x/sys v0.41.0
 )
+
+require github.com/coreos/go-systemd/v22 v22.7.0
