@@ -25,6 +25,17 @@ import (
 type Systemd struct {
 	// Systemctl is the program to run; "" means "systemctl".
 	Systemctl string
+	// System talks to the system manager instead of the user's (root's
+	// units in /etc/systemd/system, docs/operations.md, Set up a host).
+	System bool
+}
+
+// scopeArgs is the manager flag of every call.
+func (s Systemd) scopeArgs(args []string) []string {
+	if s.System {
+		return append([]string{"--system"}, args...)
+	}
+	return append([]string{"--user"}, args...)
 }
 
 func (s Systemd) run(ctx context.Context, timeout time.Duration, args ...string) (string, int, error) {
@@ -34,7 +45,7 @@ func (s Systemd) run(ctx context.Context, timeout time.Duration, args ...string)
 	if prog == "" {
 		prog = "systemctl"
 	}
-	cmd := exec.CommandContext(ctx, prog, append([]string{"--user"}, args...)...)
+	cmd := exec.CommandContext(ctx, prog, s.scopeArgs(args)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -46,7 +57,7 @@ func (s Systemd) run(ctx context.Context, timeout time.Duration, args ...string)
 		code = ee.ExitCode()
 		err = nil
 	default:
-		return out.String(), -1, fmt.Errorf("systemctl --user %s: %w", strings.Join(args, " "), err)
+		return out.String(), -1, fmt.Errorf("systemctl %s: %w", strings.Join(s.scopeArgs(args), " "), err)
 	}
 	if code != 0 && errb.Len() > 0 {
 		return out.String() + errb.String(), code, nil
@@ -81,7 +92,7 @@ func (s Systemd) Call(ctx context.Context, args ...string) error {
 		return err
 	}
 	if code != 0 {
-		return fmt.Errorf("systemctl --user %s failed (exit %d): %s", strings.Join(args, " "), code, strings.TrimSpace(out))
+		return fmt.Errorf("systemctl %s failed (exit %d): %s", strings.Join(s.scopeArgs(args), " "), code, strings.TrimSpace(out))
 	}
 	return nil
 }

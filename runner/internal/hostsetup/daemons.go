@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/gatectl"
@@ -126,11 +127,21 @@ func (p pidDaemon) Remove(context.Context) error {
 type DaemonManagers struct {
 	Gate  *gatectl.Manager
 	Proxy *proxyctl.Manager
+	// System is root's systemd manager and SystemUnitDir where root's
+	// units go (the system scope's socket units).
+	System        daemonctl.Systemd
+	SystemUnitDir string
 }
+
+// SystemUnitDir is where setup --system writes root's units: the
+// administrator's unit directory, which wins over the packaged units in
+// /lib/systemd/system (docs/install.md).
+const SystemUnitDir = "/etc/systemd/system"
 
 // NewDaemonManagers uses the real systemctl and binaries.
 func NewDaemonManagers(cfg config.Config, env config.Env, log *slog.Logger) DaemonManagers {
-	return DaemonManagers{Gate: gatectl.New(cfg, env, log), Proxy: proxyctl.New(cfg, env, log)}
+	return DaemonManagers{Gate: gatectl.New(cfg, env, log), Proxy: proxyctl.New(cfg, env, log),
+		System: daemonctl.Systemd{System: true}, SystemUnitDir: SystemUnitDir}
 }
 
 func find(f func(string) (string, error), name string) (string, error) {
@@ -149,6 +160,9 @@ func (m DaemonManagers) Daemons(ctx context.Context, scope Scope) []Daemon {
 			return m.unitDaemons(dir)
 		}
 	}
+	if scope == ScopeSystem && m.SystemUnitDir != "" && m.System.Available(ctx) {
+		return m.systemUnitDaemons()
+	}
 	return m.pidDaemons()
 }
 
@@ -161,7 +175,78 @@ func (m DaemonManagers) RemovalDaemons(_ context.Context, scope Scope) []Daemon 
 			out = m.unitDaemons(dir)
 		}
 	}
+	if scope == ScopeSystem && m.SystemUnitDir != "" {
+		out = m.systemUnitDaemons()
+	}
 	return append(out, m.pidDaemons()...)
+}
+
+// systemUnitDaemons are root's gate and credential proxy socket units,
+// rendered from the same templates as the user units (the proxy serves
+// the SSH agent port itself, so the standalone agent's units are not
+// needed), run by root's systemd.
+func (m DaemonManagers) systemUnitDaemons() []Daemon {
+	g, p, sd, dir := m.Gate, m.Proxy, m.System, m.SystemUnitDir
+	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName}
+	proxyNames := []string{proxyctl.SocketUnit, proxyctl.ServiceUnit}
+	gateUnits := func() ([]daemonctl.Unit, error) {
+		bin, err := find(g.FindBinary, gatectl.Binary)
+		if err != nil {
+			return nil, err
+		}
+		return g.RenderUnits(bin, g.Cfg.GatePort)
+	}
+	proxyUnits := func() ([]daemonctl.Unit, error) {
+		bin, err := find(p.FindBinary, proxyctl.Binary)
+		if err != nil {
+			return nil, err
+		}
+		return p.RenderUnits(bin)
+	}
+	remove := func(names []string, socket string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if !sd.Available(ctx) {
+				return removeUnitFiles(dir, names)
+			}
+			return sd.Uninstall(ctx, dir, names, socket)
+		}
+	}
+	return []Daemon{
+		unitDaemon{
+			name: "gate system units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
+			render: gateUnits, active: sd.IsActive,
+			install: func(ctx context.Context) error {
+				units, err := gateUnits()
+				if err != nil {
+					return err
+				}
+				if err := os.MkdirAll(g.Cfg.GateBasePath(), 0o700); err != nil {
+					return fmt.Errorf("create gate base path: %w", err)
+				}
+				return sd.Install(ctx, dir, units, systemd.GateSocketName)
+			},
+			remove: remove(gateNames, systemd.GateSocketName),
+		},
+		unitDaemon{
+			name: "credential proxy system units", dir: dir, socket: proxyctl.SocketUnit, names: proxyNames,
+			render: proxyUnits, active: sd.IsActive,
+			install: func(ctx context.Context) error {
+				units, err := proxyUnits()
+				if err != nil {
+					return err
+				}
+				// The proxy refuses to start without these (as `proxy
+				// install` creates them for the user units).
+				for _, f := range []string{p.Cfg.RoutesFile(), p.Cfg.SSHKeysJSON()} {
+					if err := atomicfile.CreateIfMissing(f, []byte("{}\n"), 0o600); err != nil {
+						return fmt.Errorf("create %s: %w", f, err)
+					}
+				}
+				return sd.Install(ctx, dir, units, proxyctl.SocketUnit)
+			},
+			remove: remove(proxyNames, proxyctl.SocketUnit),
+		},
+	}
 }
 
 func (m DaemonManagers) unitDaemons(dir string) []Daemon {

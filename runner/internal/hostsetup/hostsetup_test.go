@@ -503,3 +503,116 @@ func TestUninstallWithoutUserManager(t *testing.T) {
 		t.Errorf("%d disable calls to an absent manager", n)
 	}
 }
+
+// newSystemHost is root's host in a temporary tree: every root moved there
+// through the environment, root's systemd scripted like the user's.
+func newSystemHost(t *testing.T) *host {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the system scope writes files as root (seccomp.Install checks the real owner)")
+	}
+	h := newHost(t)
+	r := h.root
+	vars := map[string]string{
+		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(r, "var/lib/terok/sandbox"),
+		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(r, "run/terok/sandbox"),
+		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(r, "etc/terok/sandbox"),
+		"TEROK_CREDENTIALS_DIR":     filepath.Join(r, "var/lib/terok/credentials"),
+		"TEROK_CONFIG_DIR":          filepath.Join(r, "etc/terok"),
+	}
+	env := config.Env{Getenv: func(k string) string { return vars[k] }, EUID: 0, Home: h.home}
+	cfg := config.Defaults(env)
+	for k, v := range vars {
+		if !strings.HasPrefix(v, r) {
+			t.Fatalf("%s escapes the tree", k)
+		}
+	}
+	bin := filepath.Join(r, "bin")
+	sd := daemonctl.Systemd{Systemctl: filepath.Join(bin, "systemctl")}
+	mgrs := NewDaemonManagers(cfg, env, nil)
+	findBin := func(name string) (string, error) { return filepath.Join(bin, name), nil }
+	mgrs.Gate.Systemd, mgrs.Gate.FindBinary = sd, findBin
+	mgrs.Proxy.Systemd, mgrs.Proxy.FindBinary = sd, findBin
+	mgrs.System = daemonctl.Systemd{Systemctl: sd.Systemctl, System: true}
+	mgrs.SystemUnitDir = filepath.Join(r, "etc/systemd/system")
+	h.mgrs = mgrs
+	h.opts.Cfg, h.opts.Env, h.opts.Scope = cfg, env, ScopeSystem
+	return h
+}
+
+func TestSystemScopeUsesRootsSystemd(t *testing.T) {
+	h := newSystemHost(t)
+	before := h.snapshotAll(t)
+	o := h.opts
+	o.Daemons = h.mgrs.Daemons(context.Background(), ScopeSystem)
+	if _, ok := o.Daemons[0].(unitDaemon); !ok {
+		t.Fatalf("with root's systemd running the daemons are units, got %T", o.Daemons[0])
+	}
+	var out bytes.Buffer
+	res, err := Run(context.Background(), o.Steps(), false, &out)
+	if err != nil || res.Changed != 6 {
+		t.Fatalf("setup: %d changed, %v\n%s", res.Changed, err, out.String())
+	}
+	for _, n := range []string{"terok-gate.socket", "terok-gate.service", "terok-credential-proxy.socket", "terok-credential-proxy.service"} {
+		data, err := os.ReadFile(filepath.Join(h.mgrs.SystemUnitDir, n))
+		if err != nil {
+			t.Errorf("system unit %s: %v", n, err)
+		} else if strings.Contains(string(data), h.home) {
+			t.Errorf("system unit %s names the user's home", n)
+		}
+	}
+	if n := h.callCount(t, "--system enable --now"); n != 2 {
+		t.Errorf("system enable calls: %d", n)
+	}
+	if n := h.callCount(t, "--user"); n != 0 {
+		t.Errorf("the system scope called the user manager %d times", n)
+	}
+	if _, err := os.Stat(filepath.Join(h.opts.Paths.SystemHooksDirs[0], "terok-shield-createRuntime.json")); err != nil {
+		t.Errorf("root's hook descriptor: %v", err)
+	}
+	out.Reset()
+	if res, _ := Run(context.Background(), o.Steps(), false, &out); res.Changed != 0 {
+		t.Errorf("second system setup:\n%s", out.String())
+	}
+	out.Reset()
+	steps := o.UninstallSteps(h.mgrs.RemovalDaemons(context.Background(), ScopeSystem), true)
+	if _, err := Run(context.Background(), steps, false, &out); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out.String())
+	}
+	if d := diff(before, h.snapshotAll(t)); len(d) > 0 {
+		t.Errorf("after uninstall --purge the host differs: %v", d)
+	}
+}
+
+// snapshotAll is snapshot over the whole tree but the call log and the
+// scripts.
+func (h *host) snapshotAll(t *testing.T) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(h.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == h.calls || strings.HasPrefix(p, filepath.Join(h.root, "bin")) {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		v := info.Mode().String()
+		if info.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += fmt.Sprintf(" %x", sha256.Sum256(data))
+		}
+		snap[p] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
