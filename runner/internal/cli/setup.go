@@ -17,7 +17,7 @@ func setupCommands(d Deps) []*ucli.Command {
 	scopeFlags := func() []ucli.Flag {
 		return []ucli.Flag{
 			&ucli.BoolFlag{Name: "user", Usage: "for your rootless podman: user hooks, user units (default when not root)"},
-			&ucli.BoolFlag{Name: "system", Usage: "for root's podman: system hooks, PID-file daemons (default as root)"},
+			&ucli.BoolFlag{Name: "system", Usage: "for root's podman: system hooks, system units where root's systemd runs, else PID-file daemons (default as root)"},
 			&ucli.BoolFlag{Name: "dry-run", Usage: "print what would change and change nothing"},
 		}
 	}
