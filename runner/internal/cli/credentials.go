@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -42,7 +43,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 					"\"refresh_token\": ..., \"expires_at\": ...}) or a single-line secret, stored as " +
 					"{\"type\": TYPE, \"key\"|\"access_token\"|\"token\": SECRET} (api_key → key, oauth → access_token, others → token).",
 				Flags: []ucli.Flag{setFlag,
-					&ucli.StringFlag{Name: "type", Value: "api_key", Usage: "type of a bare secret: api_key, oauth, pat, oauth_token, ..."},
+					&ucli.StringFlag{Name: "type", Value: "api_key", Usage: "type of a bare secret: " + strings.Join(credentialTypeNames(), ", ")},
 					&ucli.StringFlag{Name: "from-file", Usage: "read the secret from this file instead of stdin"},
 					jsonFlag(),
 				},
@@ -146,10 +147,17 @@ func credentialsCommand(d Deps) *ucli.Command {
 			},
 			{
 				Name:      "delete",
-				Usage:     "delete a stored credential (no error if absent)",
+				Usage:     "delete a stored credential (an error if there is none)",
 				ArgsUsage: "PROVIDER",
 				Flags:     []ucli.Flag{setFlag},
 				Action: withCredDB(d, []string{"provider"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
+					stored, err := db.ListCredentials(c.Context, fa.String("set"))
+					if err != nil {
+						return err
+					}
+					if !slices.Contains(stored, a[0]) {
+						return fmt.Errorf("no credential %s in set %s", a[0], fa.String("set"))
+					}
 					if err := db.DeleteCredential(c.Context, fa.String("set"), a[0]); err != nil {
 						return err
 					}
@@ -205,17 +213,27 @@ func credentialFromInput(in []byte, typ string) (creddb.Credential, error) {
 	if strings.ContainsFunc(s, unicode.IsControl) || strings.ContainsAny(s, " \t") {
 		return nil, errors.New("the secret contains whitespace or control characters; give a single-line secret or a JSON object")
 	}
-	if typ == "" {
-		return nil, UsageErrorf("--type must not be empty")
-	}
-	member := "token"
-	switch typ {
-	case "api_key":
-		member = "key"
-	case "oauth":
-		member = "access_token"
+	member, ok := credentialTypes()[typ]
+	if !ok {
+		return nil, UsageErrorf("--type %q is not one of %s", typ, strings.Join(credentialTypeNames(), ", "))
 	}
 	return creddb.Credential{"type": typ, member: s}, nil
+}
+
+// credentialTypes maps each type a bare secret may have to the member the
+// proxy reads it from (docs/credential-proxy.md): oauth → access_token
+// (sent as a bearer token), api_key → key, the token types → token.
+func credentialTypes() map[string]string {
+	return map[string]string{"api_key": "key", "oauth": "access_token", "pat": "token", "oauth_token": "token", "token": "token"}
+}
+
+func credentialTypeNames() []string {
+	names := make([]string, 0, len(credentialTypes()))
+	for n := range credentialTypes() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func typeOf(c creddb.Credential) string {
