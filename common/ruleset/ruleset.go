@@ -31,6 +31,7 @@ const (
 	PastaDNS          = "169.254.1.1"
 	PastaHostLoopback = "169.254.1.2"
 	SlirpDNS          = "10.0.2.3"
+	SlirpDNSV6        = "fd00::3"
 	SlirpGatewayV4    = "10.0.2.2"
 	SlirpGatewayV6    = "fd00::2"
 
@@ -58,6 +59,14 @@ const (
 
 	RejectStmt = "reject with icmpx admin-prohibited"
 )
+
+// BuiltinForwarders returns the DNS forwarders the network modes provide
+// inside every container (slirp4netns's IPv4 and IPv6 forwarder, pasta's).
+// Whichever one is configured, unmarked traffic to all of them is rejected
+// in the head: they are special addresses, but the special-range rejects
+// come after the explicit allow sets, and a profile allow of 10.0.0.0/8 or
+// fc00::/7 must not hand a container process unfiltered DNS (issue 11).
+func BuiltinForwarders() []string { return []string{SlirpDNS, SlirpDNSV6, PastaDNS} }
 
 // SlirpGateways returns the fixed slirp4netns host-loopback gateway addresses
 // that pre-start writes into the gateway sets (§7.2).
@@ -90,8 +99,31 @@ type Options struct {
 type checked struct {
 	dns    string
 	dnsSel string // "ip" or "ip6"
+	// others are the built-in forwarders other than dns, rejected
+	// right after it.
+	others []string
 	ports  []int
 	hostLo string
+}
+
+// addrSel is the nft selector of a canonical address: "ip" or "ip6".
+func addrSel(a string) string {
+	if IsIPv6(a) {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// otherForwarders are BuiltinForwarders without dns (canonical), in the
+// order of BuiltinForwarders.
+func otherForwarders(dns string) []string {
+	var out []string
+	for _, f := range BuiltinForwarders() {
+		if f != dns {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (o Options) check() (checked, error) {
@@ -100,10 +132,8 @@ func (o Options) check() (checked, error) {
 	if err != nil || strings.Contains(dns, "/") {
 		return c, fmt.Errorf("upstream DNS: Invalid IP/CIDR: '%s' (must be a single address)", o.DNS)
 	}
-	c.dns, c.dnsSel = dns, "ip"
-	if IsIPv6(dns) {
-		c.dnsSel = "ip6"
-	}
+	c.dns, c.dnsSel = dns, addrSel(dns)
+	c.others = otherForwarders(dns)
 	seen := map[int]bool{}
 	for _, p := range o.LoopbackPorts {
 		if err := ValidPort(p); err != nil {
@@ -150,7 +180,8 @@ func setDecls(b *strings.Builder, deny bool) {
 // the forwarder is reachable on port 53 only by packets carrying
 // ResolverMark, which only the resolver (running with CAP_NET_ADMIN over
 // the netns, outside the container's reach) can set, and every other
-// packet to it is rejected. These come before the conntrack accept: an
+// packet to it is rejected, as is every packet to the other built-in
+// forwarders (BuiltinForwarders). These come before the conntrack accept: an
 // unmarked socket that binds the source port of one of the resolver's
 // answered queries would otherwise ride that established flow to the
 // forwarder (kernel-tested). Then conntrack, ND, the host-service ports on
@@ -163,6 +194,9 @@ func (c checked) head(b *strings.Builder, policy string) {
 	fmt.Fprintf(b, "        meta mark 0x%08x udp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        meta mark 0x%08x tcp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        %s daddr %s %s %s\n", c.dnsSel, c.dns, logStmt(PrefixPrivate), RejectStmt)
+	for _, f := range c.others {
+		fmt.Fprintf(b, "        %s daddr %s %s %s\n", addrSel(f), f, logStmt(PrefixPrivate), RejectStmt)
+	}
 	b.WriteString("        ct state established,related accept\n")
 	b.WriteString(ndOutput)
 	for _, p := range c.ports {

@@ -57,6 +57,17 @@ func TestHookVariants(t *testing.T) {
 			"        meta mark 0x7e5d0053 tcp dport 53 ip6 daddr 2001:db8::53 accept\n",
 			"        ip6 daddr 2001:db8::53 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n"},
 			[]string{"\n        udp dport 53", "\n        tcp dport 53"}},
+		{"configured server: every built-in forwarder rejected in the head", Options{DNS: "2001:db8::53"}, []string{
+			"        ip6 daddr 2001:db8::53 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ip6 daddr fd00::3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ct state established,related accept\n"}, nil},
+		{"slirp ipv6 forwarder configured: rejected once", Options{DNS: "FD00::3"}, []string{
+			"        ip6 daddr fd00::3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
+				"        ct state established,related accept\n"}, nil},
 		{"deprecated set timeout ignored", Options{DNS: "10.0.2.3", SetTimeout: "30m"}, []string{
 			"set allow_v4 { type ipv4_addr; flags interval; }",
 			"set dns_v4 { type ipv4_addr; flags timeout; }",
@@ -445,6 +456,11 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"accept before forwarder reject", "        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
 			"        tcp dport 9418 ip daddr @gateway_v4 accept\n        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
 			"rule accepts before the reject of unmarked traffic to the DNS forwarder: tcp dport 9418 ip daddr @gateway_v4 accept"},
+		{"built-in forwarder reject missing", "        ip6 daddr fd00::3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "",
+			"reject of unmarked traffic to the built-in DNS forwarder fd00::3 missing"},
+		{"allow before a built-in forwarder reject", "        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
+			"        ct state established,related accept\n        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
+			"rule accepts before the reject of unmarked traffic to the DNS forwarder: ct state established,related accept"},
 		{"conntrack before the forwarder reject", "        oifname \"lo\" accept\n        meta mark", "        oifname \"lo\" accept\n        ct state established,related accept\n        meta mark",
 			"rule accepts before the reject of unmarked traffic to the DNS forwarder: ct state established,related accept"},
 		{"learned set before special rejects", "        ip daddr @allow_v4 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n",
@@ -510,6 +526,11 @@ func TestVerifyTextOnly(t *testing.T) {
 	by, _ := Bypass(Options{DNS: PastaDNS}, false)
 	if Classify(by) != StateDown {
 		t.Fatal("bypass should be down")
+	}
+	byAll, _ := Bypass(Options{DNS: PastaDNS}, true)
+	noBuiltin := strings.Replace(byAll, "        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", 1)
+	if noBuiltin == byAll || Classify(byAll) != StateDownAll || Classify(noBuiltin) == StateDownAll {
+		t.Fatalf("bypass-all without the 10.0.2.3 reject must not classify down_all: %v", VerifyBypass(noBuiltin, true))
 	}
 	errs = VerifyBypass("table inet terok_shield {\n}\n", false)
 	for _, want := range []string{"output policy is not accept", "input policy is not drop", "bypass nflog prefix missing"} {

@@ -245,8 +245,9 @@ func acceptsBy(r string, res []*regexp.Regexp) bool {
 
 // dnsChecks are the closed-DNS invariants of both modes: the resolver's
 // marked accept pair for one forwarder address, no other rule accepting
-// port 53, and the unmarked reject of the forwarder (any protocol or
-// port) before any accept rule other than lo and the marked pair — the
+// port 53, and the unmarked reject of the forwarder and of every other
+// built-in forwarder (any protocol or port) before any accept rule other
+// than lo and the marked pair — the
 // conntrack accept included, which would let an unmarked socket on a
 // reused source port ride one of the resolver's flows.
 func dnsChecks(out *chain, errs []string) []string {
@@ -275,7 +276,23 @@ func dnsChecks(out *chain, errs []string) []string {
 	if at < 0 {
 		return append(errs, fmt.Sprintf("reject of unmarked traffic to the DNS forwarder %s missing", strings.Fields(fwd["udp"])[2]))
 	}
-	for _, r := range out.rules[:at] {
+	// The other built-in forwarders are rejected in the head as well,
+	// before anything that could accept them (an explicit allow of
+	// 10.0.0.0/8 or fc00::/7 included).
+	last := at
+	configured, err := CanonicalIP(strings.Fields(fwd["udp"])[2])
+	if err != nil {
+		return append(errs, fmt.Sprintf("DNS forwarder %s is not an address", strings.Fields(fwd["udp"])[2]))
+	}
+	for _, f := range otherForwarders(configured) {
+		i := slices.Index(out.rules, addrSel(f)+" daddr "+f+" "+logPat(PrefixPrivate)+" "+RejectStmt)
+		if i < 0 {
+			errs = append(errs, fmt.Sprintf("reject of unmarked traffic to the built-in DNS forwarder %s missing", f))
+			continue
+		}
+		last = max(last, i)
+	}
+	for _, r := range out.rules[:last] {
 		if strings.Contains(r, "accept") && !acceptsBy(r, res.hookAccept[:preHead]) {
 			errs = append(errs, fmt.Sprintf("rule accepts before the reject of unmarked traffic to the DNS forwarder: %s", r))
 		}

@@ -175,6 +175,15 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 		o.add(nil, markEq(ruleset.ResolverMark), l4proto(proto), dport(53), daddrEq(dns), verdict(expr.VerdictAccept))
 	}
 	o.add(nil, daddrEq(dns), logExpr(ruleset.PrefixPrivate), reject())
+	// The other built-in forwarders, in ruleset's order (it skips the
+	// configured one).
+	for _, f := range ruleset.BuiltinForwarders() {
+		a := netip.MustParseAddr(f)
+		if a == dns.Unmap() {
+			continue
+		}
+		o.add(nil, daddrEq(a), logExpr(ruleset.PrefixPrivate), reject())
+	}
 	o.add(nil, ctState(ctEstablished|ctRelated), verdict(expr.VerdictAccept))
 	ndTypes := icmp6Set(p.table, 133, 135, 136)
 	ndDst, err := prefixSet(p.table, "fe80::/10", "ff02::/16")
