@@ -67,6 +67,9 @@ type run struct {
 	opt      Options
 	stateDir string // set once validated; enables hook-error.log
 	stage    string
+	// ann are the OCI state's annotations (the container's name and
+	// whether its audit log is on, for closeResolverMarker).
+	ann map[string]string
 }
 
 // Main runs the hook and returns the process exit status.
@@ -181,6 +184,7 @@ func (r *run) main(ctx context.Context) error {
 		return err
 	}
 	r.stateDir = dir
+	r.ann = st.Annotations
 	if r.stage == shieldbundle.StagePoststop {
 		return poststop(dir)
 	}
@@ -259,7 +263,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 	// (fork, exec, a few ms) is independent of the table, and nothing can
 	// query it before the container's process runs, which happens only
 	// after this hook succeeds. Any failure stops it again.
-	startDNS, stopDNS, dnsName, err := dnsService(ctx, ns, dir, pid)
+	startDNS, stopDNS, dnsName, err := dnsService(ctx, ns, dir, pid, r.ann)
 	if err != nil {
 		return err
 	}
@@ -336,12 +340,18 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 // resolver when dns.tier says so (docs/shield-resolver.md), dnsmasq when
 // an older tool wrote dnsmasq.conf, none for the static tiers. It returns
 // the start and stop steps and a name for messages and timings.
-func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int) (start func() error, stop func(), name string, err error) {
+func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann map[string]string) (start func() error, stop func(), name string, err error) {
 	tier, err := shieldbundle.ReadTier(dir)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	if tier == shieldbundle.TierResolver {
+		// The table this hook applies enforces, so a resolver.open left
+		// by a `shield down` before a restart must not open the new
+		// resolver (docs/shield-resolver.md, Shield down).
+		if err := closeResolverMarker(dir, ann); err != nil {
+			return nil, nil, "", err
+		}
 		return func() error { return startResolver(ctx, ns, dir, initPID) },
 			func() { stopResolver(dir, 2*time.Second) }, "resolver", nil
 	}

@@ -134,6 +134,33 @@ func readReady(ctx context.Context, pr *os.File) (string, error) {
 	return string(buf[:n]), nil
 }
 
+// closeResolverMarker removes a resolver.open left from a `shield down`
+// before the container restarted: createRuntime applies the enforcing
+// table, and the new resolver must enforce with it. The removal is
+// audited (shield_up, as the shield is up again) when the container's
+// audit log is on; an audit failure does not fail the hook, a marker that
+// cannot be removed does.
+func closeResolverMarker(dir string, ann map[string]string) error {
+	path := filepath.Join(dir, shieldbundle.FileResolverOpen)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := shieldbundle.RemoveIfExists(path); err != nil {
+		return err
+	}
+	if on, _ := strconv.ParseBool(ann[shieldbundle.AnnAuditEnabled]); !on || ann[shieldbundle.AnnName] == "" {
+		return nil
+	}
+	// A warning only (AppendAudit's contract); the hook has no channel
+	// for one that the runtime shows, and the marker is gone either way.
+	_ = shieldbundle.AppendAudit(dir, shieldbundle.Event{
+		Container: ann[shieldbundle.AnnName],
+		Action:    shieldbundle.ActionShieldUp,
+		Detail:    "container restarted: resolver.open of the earlier shield down removed",
+	})
+	return nil
+}
+
 // stopResolver stops the container's resolver named by resolver.pid, if
 // it passes the identity check (stopPIDFile).
 func stopResolver(dir string, wait time.Duration) {

@@ -178,6 +178,17 @@ func (p *policy) replace(domains []string, open bool) {
 	}
 }
 
+// setOpen changes only the open state (the live table changed between
+// bypass and enforcing), dropping what the open state alone admitted.
+func (p *policy) setOpen(open bool) {
+	p.open = open
+	for n, e := range p.cnames {
+		if !p.stillAllowed(e.origin) {
+			delete(p.cnames, n)
+		}
+	}
+}
+
 // clampTTL turns an answer's TTL into a learned element's lifetime
 // (ruleset.LearnedMinTTLSeconds … LearnedMaxTTLSeconds).
 func clampTTL(ttl uint32) time.Duration {

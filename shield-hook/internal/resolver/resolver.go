@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/ruleset"
@@ -56,16 +57,23 @@ func listenAddr() netip.AddrPort {
 
 // Resolver is the state of one running resolver.
 type Resolver struct {
-	dir   string
-	mu    sync.Mutex // guards pol and gen
-	pol   *policy
-	gen   uint64 // bumped by every reload
-	up    *upstream
-	learn *learner
-	host  *hostAddrs
-	cache *answerCache
-	log   *boundedLog
-	now   func() time.Time
+	dir string
+	mu  sync.Mutex // guards pol, gen and marker
+	pol *policy
+	gen uint64 // bumped by every reload
+	// marker is whether resolver.open was present at the last reload; the
+	// policy is open only while it is and the live table is the bypass
+	// table (liveBypass).
+	marker bool
+	// bypass reports whether the live table is the bypass table; a field
+	// so that unit tests can stand in for the kernel's table.
+	bypass func() (bool, error)
+	up     *upstream
+	learn  *learner
+	host   *hostAddrs
+	cache  *answerCache
+	log    *boundedLog
+	now    func() time.Time
 }
 
 // Main runs the resolver subcommand (args is the whole argv) and returns
@@ -197,7 +205,7 @@ func newResolver(dir string) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolver{dir: dir, log: lg, cache: newAnswerCache(), now: time.Now}
+	r := &Resolver{dir: dir, log: lg, cache: newAnswerCache(), now: time.Now, bypass: liveBypass}
 	up, err := shieldbundle.ReadUpstreamDNS(dir)
 	if err == nil && up == "" {
 		err = fmt.Errorf("%s missing: the resolver has no upstream forwarder", filepath.Join(dir, shieldbundle.FileUpstreamDNS))
@@ -212,12 +220,13 @@ func newResolver(dir string) (*Resolver, error) {
 		return nil, fmt.Errorf("upstream forwarder %q: %w", up, err)
 	}
 	r.up = &upstream{addr: netip.AddrPortFrom(ua, 53), mark: ruleset.ResolverMark, timeout: upstreamTimeout, tries: upstreamTries}
-	domains, open, err := r.readPolicy()
+	domains, marker, err := r.readPolicy()
 	if err != nil {
 		lg.close()
 		return nil, err
 	}
-	r.pol = newPolicy(domains, open)
+	r.marker = marker
+	r.pol = newPolicy(domains, r.openWith(marker))
 	if r.learn, err = newLearner(); err != nil {
 		lg.close()
 		return nil, err
@@ -249,12 +258,14 @@ func (r *Resolver) readPolicy() ([]string, bool, error) {
 // learned addresses no allowed name vouches for any more. A list that
 // cannot be read keeps the previous one in force.
 func (r *Resolver) reload() {
-	domains, open, err := r.readPolicy()
+	domains, marker, err := r.readPolicy()
 	if err != nil {
 		r.log.log(slog.LevelError, "reload failed, previous allowlist kept", slog.String("error", err.Error()))
 		return
 	}
+	open := r.openWith(marker)
 	r.mu.Lock()
+	r.marker = marker
 	r.pol.replace(domains, open)
 	r.gen++
 	r.mu.Unlock()
@@ -285,9 +296,65 @@ func (r *Resolver) tablesChanged(replaced bool) {
 	if !replaced {
 		return
 	}
+	// `shield up` replaces the bypass table by the enforcing one: from
+	// that moment a leftover resolver.open no longer opens anything.
+	r.mu.Lock()
+	marker := r.marker
+	r.mu.Unlock()
+	open := r.openWith(marker)
+	r.mu.Lock()
+	if r.pol.open != open {
+		r.pol.setOpen(open)
+		r.gen++
+	}
+	r.mu.Unlock()
 	if _, err := r.reloadLearned(); err != nil {
 		r.log.log(slog.LevelWarn, "table replaced, learned addresses not restored", slog.String("error", err.Error()))
 	}
+}
+
+// openWith decides whether the resolver forwards every name: only while
+// the resolver.open marker is present AND the live table is the bypass
+// table (docs/shield-resolver.md, Shield down). A marker left behind under
+// the enforcing table (a restart after `shield down`, a failed `shield
+// up`) would otherwise turn the resolver into an open tunnel that the
+// table cannot see. A table that cannot be read counts as enforcing.
+func (r *Resolver) openWith(marker bool) bool {
+	if !marker {
+		return false
+	}
+	bypass, err := r.bypass()
+	if err != nil {
+		r.log.log(slog.LevelWarn, "resolver.open ignored: live table unreadable", slog.String("error", err.Error()))
+		return false
+	}
+	if !bypass {
+		r.log.log(slog.LevelWarn, "resolver.open ignored: the live table enforces")
+	}
+	return bypass
+}
+
+// outputChain is the output chain of the container's table (common/ruleset).
+const outputChain = "output"
+
+// liveBypass reads the output chain of the container's table over netlink
+// (in the resolver's own netns): policy accept is the bypass table of
+// `shield down`, anything else (policy drop, no table) enforces.
+func liveBypass() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("netlink socket: %w", err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == ruleset.Table && ch.Name == outputChain {
+			return ch.Policy != nil && *ch.Policy == nftables.ChainPolicyAccept, nil
+		}
+	}
+	return false, nil
 }
 
 // forgetPID removes resolver.pid if it still names this process.
