@@ -277,9 +277,15 @@ func gateTokenCommand(d Deps) *ucli.Command {
 						return err
 					}
 					if c.Bool("json") {
-						return writeJSON(d.Stdout, map[string]any{"revoked": n, "project": project, "task": task})
+						if err := writeJSON(d.Stdout, map[string]any{"revoked": n, "project": project, "task": task}); err != nil {
+							return err
+						}
+					} else if n > 0 {
+						fmt.Fprintf(d.Stdout, "Revoked %d token(s) of %s/%s.\n", n, project, task)
 					}
-					fmt.Fprintf(d.Stdout, "Revoked %d token(s) of %s/%s.\n", n, project, task)
+					if n == 0 {
+						return fmt.Errorf("no gate tokens of %s/%s", project, task)
+					}
 					return nil
 				},
 			},

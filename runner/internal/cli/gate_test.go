@@ -137,6 +137,10 @@ func TestGateDaemonLifecycleCLI(t *testing.T) {
 	if code, out, _ := g.run("gate", "token", "revoke", "proj", "7"); code != 0 || out != "Revoked 1 token(s) of proj/7.\n" {
 		t.Fatalf("revoke: %d %q", code, out)
 	}
+	// Nothing left to revoke: a thing that does not exist is an error.
+	if code, out, errOut := g.run("gate", "token", "revoke", "proj", "7"); code != ExitError || out != "" || errOut != "Error: no gate tokens of proj/7\n" {
+		t.Fatalf("second revoke: %d %q %q", code, out, errOut)
+	}
 	if entries, _ := gatetokens.Open(filepath.Join(g.dir, "state", "gate", "tokens.json"), filepath.Join(g.dir, "x.lock"), nil).List(); len(entries) != 0 {
 		t.Fatalf("tokens left: %v", entries)
 	}

@@ -244,9 +244,15 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						return err
 					}
 					if fa.Bool("json") {
-						return writeJSON(d.Stdout, map[string]any{"revoked": n, "project": a[0], "task": a[1]})
+						if err := writeJSON(d.Stdout, map[string]any{"revoked": n, "project": a[0], "task": a[1]}); err != nil {
+							return err
+						}
+					} else if n > 0 {
+						fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
 					}
-					fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
+					if n == 0 {
+						return fmt.Errorf("no phantom tokens of %s/%s", a[0], a[1])
+					}
 					return nil
 				}),
 			},

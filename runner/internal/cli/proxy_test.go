@@ -211,6 +211,9 @@ func TestProxyAndCredentialsCommands(t *testing.T) {
 	if out := p.ok("", "proxy", "token", "revoke", "proj", "task1"); out != "Revoked 1 phantom token(s) of proj/task1.\n" {
 		t.Errorf("revoke: %q", out)
 	}
+	if code, out, errOut := p.sandbox("", "proxy", "token", "revoke", "proj", "task1"); code != ExitError || !strings.Contains(errOut, "Error: no phantom tokens of proj/task1") {
+		t.Errorf("second revoke: %d %q %q", code, out, errOut)
+	}
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
