@@ -21,19 +21,21 @@ var (
 		"169.254.0.0/16", // link-local: the metadata address 169.254.169.254, pasta's 169.254.1.x
 		"172.16.0.0/12",  // private
 		"192.0.0.0/24",   // IETF protocol assignments
+		"192.88.99.0/24", // 6to4 relay anycast: a way into IPv6-over-IPv4 tunnels
 		"192.168.0.0/16", // private
 		"198.18.0.0/15",  // benchmarking
 		"224.0.0.0/4",    // multicast
 		"240.0.0.0/4",    // reserved and the limited broadcast 255.255.255.255
 	}
 	specialV6 = []string{
-		"::/127",        // unspecified and loopback
+		"::/96",         // unspecified, loopback and IPv4-compatible (::a.b.c.d, an IPv6 spelling of IPv4)
 		"::ffff:0:0/96", // IPv4-mapped: an IPv6 spelling of any IPv4 address
 		"64:ff9b::/96",  // NAT64 well-known prefix: reaches IPv4 through a translator
 		"64:ff9b:1::/48",
 		"100::/64",  // discard
-		"2001::/32", // Teredo: tunnels to IPv4
+		"2001::/23", // IETF protocol assignments, Teredo (2001::/32, tunnels to IPv4) included; not 2001:db8::/32
 		"2002::/16", // 6to4: embeds an IPv4 address
+		"5f00::/16", // SRv6 segment identifiers: steer a packet through a segment-routing domain
 		"fc00::/7",  // unique local (the fd00::2 slirp4netns host address, fd00:ec2::254 metadata)
 		"fe80::/10", // link-local
 		"fec0::/10", // site-local (deprecated, still routed by some stacks)
