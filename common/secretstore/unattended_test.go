@@ -103,8 +103,13 @@ func TestCreateUnattended(t *testing.T) {
 
 	// Another host key: the unattended store stays locked.
 	t.Setenv("SYSTEMD_CREDENTIAL_SECRET", filepath.Join(t.TempDir(), "other.secret"))
-	if st := OpenVault(dir).State(); st != Locked {
+	other := OpenVault(dir)
+	if st := other.State(); st != Locked {
 		t.Fatalf("with another host key: %v", st)
+	}
+	// The daemons' start check says why systemd-creds did not open it.
+	if err := other.Ready(); err == nil || !strings.Contains(err.Error(), "systemd-creds could not open the key") || !strings.Contains(err.Error(), "credentials unlock") {
+		t.Fatalf("ready with another host key: %v", err)
 	}
 }
 

@@ -57,10 +57,13 @@ type Vault struct {
 	fixedKEK bool
 	// triedCreds: systemd-creds was asked once already (it runs a program).
 	triedCreds bool
-	ks         *keystoreFile
-	keys       *keySet
-	stamp      fileStamp
-	err        error // why keys is nil although a keystore exists
+	// credsErr is why systemd-creds did not open the key (kept for the
+	// locked message: for a keystore without a passphrase it is the cause).
+	credsErr error
+	ks       *keystoreFile
+	keys     *keySet
+	stamp    fileStamp
+	err      error // why keys is nil although a keystore exists
 }
 
 type fileStamp struct {
@@ -141,7 +144,14 @@ func (v *Vault) refreshLocked() {
 			v.triedCreds = true
 			if k, cerr := openKEKWithSystemdCreds(ks.ID, ks.SystemdCreds); cerr == nil {
 				kek, err = k, nil
+			} else {
+				v.credsErr = cerr
 			}
+		}
+		if errors.Is(err, errNotCached) && v.credsErr != nil {
+			v.keys, v.err = nil, fmt.Errorf("%w (systemd-creds could not open the key: %v)", ErrLocked, v.credsErr)
+			v.stamp = fileStamp{}
+			return
 		}
 		if errors.Is(err, errNotCached) {
 			v.keys, v.err = nil, ErrLocked
@@ -243,7 +253,13 @@ func (v *Vault) Ready() error {
 	case NoKeystore, Unlocked:
 		return nil
 	case Locked:
-		return fmt.Errorf("the secrets in %s are encrypted and the store is locked: run 'terok-sandbox credentials unlock', then start this daemon again", v.dir)
+		why := ""
+		v.mu.Lock()
+		if v.credsErr != nil {
+			why = fmt.Sprintf(" (systemd-creds could not open the key: %v)", v.credsErr)
+		}
+		v.mu.Unlock()
+		return fmt.Errorf("the secrets in %s are encrypted and the store is locked%s: run 'terok-sandbox credentials unlock', then start this daemon again", v.dir, why)
 	}
 	return fmt.Errorf("the secrets in %s are encrypted but the keystore cannot be used: %v", v.dir, v.Err())
 }
