@@ -7,7 +7,11 @@ require (
 	terok.dev/sandbox/common v0.0.0
 )
 
-require github.com/BurntSushi/toml v1.6.0 // indirect
+require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+	golang.org/x/sys v0.41.0 // indirect
+)
 
 replace terok.dev/sandbox/common => ../common
 

@@ -37,7 +37,7 @@ type binary struct {
 
 var binaries = []binary{
 	{module: "gate", main: "./cmd/terok-gate",
-		allow: []string{"github.com/BurntSushi/toml", "github.com/sosedoff/gitkit"}},
+		allow: []string{"github.com/BurntSushi/toml", "github.com/coreos/go-systemd/v22", "github.com/sosedoff/gitkit", "golang.org/x/sys"}},
 	{module: "credproxy", main: "./cmd/terok-credential-proxy",
 		allow: []string{"github.com/BurntSushi/toml", "github.com/coreos/go-systemd/v22", "github.com/jmoiron/sqlx", "github.com/mattn/go-sqlite3",
 			"golang.org/x/crypto", "golang.org/x/sys"}},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,6 +135,64 @@ func TestSocketActivationListenFDs(t *testing.T) {
 	url := "http://" + f.tokProj + "@127.0.0.1:" + strconv.Itoa(port) + "/proj.git"
 	for i := 0; i < 3; i++ { // one long-lived server handles them all
 		f.git("", "clone", "-q", url, filepath.Join(f.dir, "c"+strconv.Itoa(i)))
+	}
+}
+
+// A Type=notify unit with FileDescriptorName=gate: the gate serves the
+// named socket and tells systemd READY=1 (docs/install.md, Socket
+// activation and readiness), then STOPPING=1 on SIGTERM.
+func TestSocketActivationNamedNotify(t *testing.T) {
+	f := newFixture(t)
+	notify := filepath.Join(f.dir, "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	port := socketActivate(t, f, []string{"--fdname=gate", "-E", "NOTIFY_SOCKET=" + notify}, nil)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	n, err := nc.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notification %q %v, want READY=1", buf[:n], err)
+	}
+	url := "http://" + f.tokProj + "@127.0.0.1:" + strconv.Itoa(port) + "/proj.git"
+	f.git("", "clone", "-q", url, filepath.Join(f.dir, "named"))
+}
+
+// A descriptor the gate does not serve is a unit error, not ignored.
+func TestSocketActivationUnwantedDescriptor(t *testing.T) {
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
+	}
+	f := newFixture(t)
+	port := freePort(t)
+	cmd := exec.Command(sa, "-l", "127.0.0.1:"+strconv.Itoa(port), "-l", filepath.Join(f.dir, "x.sock"), "--fdname=gate:extra", gateBin,
+		"--base-path="+f.base, "--token-file="+f.tokfile)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() { cmd.Process.Kill(); <-done }()
+	for i := 0; i < 500; i++ {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("gate kept running with a descriptor it does not serve")
+	}
+	if !strings.Contains(stderr.String(), "named extra, which it does not serve") {
+		t.Fatalf("stderr: %s", stderr.String())
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/gate/internal/listen"
 	"terok.dev/sandbox/gate/internal/server"
@@ -154,15 +155,35 @@ func Main(args []string, stderr io.Writer) int {
 	case o.foreground:
 		return run(o, stderr, modeForeground, nil)
 	}
-	ln, err := listen.Activated(os.Getenv)
+	lns, err := sdactivation.Listeners("terok-gate", ActivationSocket)
 	if err != nil {
-		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		fmt.Fprintf(stderr, "%v\n", err)
 		return exitError
 	}
-	if ln == nil {
+	if lns == nil {
 		return usage("One of --inetd or --detach is required")
 	}
-	return run(o, stderr, modeActivated, ln)
+	return run(o, stderr, modeActivated, lns[0])
+}
+
+// ActivationSocket is the one socket terok-gate.socket passes
+// (FileDescriptorName=gate; docs/install.md, Socket activation and
+// readiness). A unit without the name passes it as its only descriptor.
+var ActivationSocket = sdactivation.Socket{Name: "gate", Network: "tcp"}
+
+// readableTokens checks that the tokens file can be read before the gate
+// reports ready: a file that exists but cannot be read would refuse every
+// task token while systemd shows the unit as healthy. A missing file is
+// fine (no task has a token yet).
+func readableTokens(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gate tokens file: %w", err)
+	}
+	return f.Close()
 }
 
 type mode int
@@ -257,6 +278,23 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 		}
 		ln = l
 	}
+	if err := readableTokens(o.tokenFile); err != nil {
+		ln.Close()
+		log.Error("cannot start", "error", err.Error())
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	// Type=notify (terok-gate.service): active once the listener is up
+	// and the tokens are readable; deactivating while requests drain.
+	if err := sdactivation.Ready(); err != nil {
+		log.Warn("cannot notify systemd", "error", err.Error())
+	}
+	stopNotify := context.AfterFunc(ctx, func() {
+		if err := sdactivation.Stopping(); err != nil {
+			log.Warn("cannot notify systemd", "error", err.Error())
+		}
+	})
+	defer stopNotify()
 	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
 		log.Error("server stopped", "error", err.Error())
 		return exitError

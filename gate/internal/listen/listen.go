@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -131,42 +130,6 @@ func (o *oneConn) Accept() (net.Conn, error) {
 
 func (o *oneConn) Close() error   { o.finish(); return nil }
 func (o *oneConn) Addr() net.Addr { return o.conn.LocalAddr() }
-
-// Activated returns the listener systemd passed (LISTEN_PID is this process
-// and LISTEN_FDS is 1, descriptor 3), or nil when the process was not
-// socket-activated. The variables are removed so children never see them.
-// Descriptor 3 must be a listening stream socket: Accept=yes units pass a
-// connection, which belongs to --inetd.
-func Activated(getenv func(string) string) (net.Listener, error) {
-	pid, fds := getenv("LISTEN_PID"), getenv("LISTEN_FDS")
-	if pid == "" || fds == "" {
-		return nil, nil
-	}
-	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
-		return nil, nil
-	}
-	os.Unsetenv("LISTEN_PID")
-	os.Unsetenv("LISTEN_FDS")
-	os.Unsetenv("LISTEN_FDNAMES")
-	if fds != "1" {
-		return nil, fmt.Errorf("socket activation passed LISTEN_FDS=%s; the gate serves exactly one socket, fix the .socket unit", fds)
-	}
-	acc, err := syscall.GetsockoptInt(3, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
-	if err != nil {
-		return nil, fmt.Errorf("socket activation: descriptor 3 is not a socket: %w", err)
-	}
-	if acc == 0 {
-		return nil, errors.New("socket activation: descriptor 3 is a connection, not a listening socket; use --inetd for Accept=yes units")
-	}
-	syscall.CloseOnExec(3)
-	f := os.NewFile(3, "systemd-socket")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
-	}
-	return ln, nil
-}
 
 // InetdConn returns the connected socket on descriptor 0. Descriptors 0 and
 // 1 are then pointed at the null device: inetd-style launchers pass the
