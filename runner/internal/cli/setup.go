@@ -90,6 +90,9 @@ func runSetup(c *ucli.Context, d Deps) error {
 	default:
 		fmt.Fprintf(d.Stdout, "Setup: %d step(s) changed.\n", res.Changed)
 	}
+	for _, p := range mgrs.WaitServices(c.Context, o.Scope) {
+		fmt.Fprintf(d.Stdout, "services: %s\n", p)
+	}
 	// doctor's verdict is setup's exit status: a host that is set up but
 	// whose services do not answer is not set up.
 	fmt.Fprintln(d.Stdout, "\nDoctor:")

@@ -244,7 +244,12 @@ func (m DaemonManagers) systemUnitDaemons() []Daemon {
 				}
 				return sd.Install(ctx, dir, units, proxyctl.SocketUnit)
 			},
-			remove: remove(proxyNames, proxyctl.SocketUnit),
+			remove: func(ctx context.Context) error {
+				if err := remove(proxyNames, proxyctl.SocketUnit)(ctx); err != nil {
+					return err
+				}
+				return removeSocketFile(p.Cfg.ProxySocket())
+			},
 		},
 	}
 }
@@ -285,9 +290,13 @@ func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 			install: p.Install,
 			remove: func(ctx context.Context) error {
 				if !p.Systemd.Available(ctx) {
-					return removeUnitFiles(dir, proxyNames)
+					if err := removeUnitFiles(dir, proxyNames); err != nil {
+						return err
+					}
+				} else if err := p.Uninstall(ctx); err != nil {
+					return err
 				}
-				return p.Uninstall(ctx)
+				return removeSocketFile(p.Cfg.ProxySocket())
 			},
 		},
 	}
@@ -312,4 +321,55 @@ func (m DaemonManagers) pidDaemons() []Daemon {
 		pidDaemon{name: "credential proxy daemon", pidFile: p.Cfg.ProxyPIDFile(), running: p.DaemonPID,
 			start: p.StartDaemon, stop: p.StopDaemon},
 	}
+}
+
+// WaitServices is what setup does between the daemons and doctor: the
+// credential proxy's socket unit listens on the proxy port only, and the
+// SSH agent port opens when the service runs, so a socket-activated proxy
+// is started (as `proxy ensure` does) and both ports are given the
+// manager's usual 5 s to answer. It reports what did not come up; doctor
+// then judges.
+func (m DaemonManagers) WaitServices(ctx context.Context, scope Scope) []string {
+	p := m.Proxy
+	var sd interface {
+		IsActive(ctx context.Context, unit string) bool
+		Call(ctx context.Context, args ...string) error
+	}
+	switch {
+	case scope == ScopeUser:
+		sd = p.Systemd
+	case m.SystemUnitDir != "":
+		sd = m.System
+	}
+	var problems []string
+	if sd != nil && sd.IsActive(ctx, proxyctl.SocketUnit) {
+		if err := sd.Call(ctx, "start", proxyctl.ServiceUnit); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	for _, port := range []int{p.Cfg.ProxyPort, p.Cfg.SSHAgentPort} {
+		if !proxyctl.WaitPort(ctx, port) {
+			problems = append(problems, fmt.Sprintf("nothing answers on 127.0.0.1:%d", port))
+		}
+	}
+	return problems
+}
+
+// removeSocketFile removes the Unix socket a stopped socket unit leaves
+// behind (systemd keeps it: RemoveOnStop= is off), and nothing else.
+func removeSocketFile(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
 }

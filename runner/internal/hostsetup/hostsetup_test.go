@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -574,6 +575,13 @@ func TestSystemScopeUsesRootsSystemd(t *testing.T) {
 	if res, _ := Run(context.Background(), o.Steps(), false, &out); res.Changed != 0 {
 		t.Errorf("second system setup:\n%s", out.String())
 	}
+	// The socket file a stopped socket unit leaves behind goes too.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: h.opts.Cfg.ProxySocket(), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
 	out.Reset()
 	steps := o.UninstallSteps(h.mgrs.RemovalDaemons(context.Background(), ScopeSystem), true)
 	if _, err := Run(context.Background(), steps, false, &out); err != nil {
