@@ -185,12 +185,22 @@ func (p Profile) hasUnconditional(syscall string, capsHeld bool) (Outcome, bool)
 // protocols Verify checks separately.
 var allowedFamilies = map[uint64]bool{afUnix: true, afInet: true, afInet6: true, afNetlink: true}
 
+// unconditionallyRefused are the syscalls Verify requires a refusing rule
+// without comparisons for: socketcall hides its arguments, io_uring
+// creates sockets past the family filter, and the keyrings would give a
+// rootful container's root the host root's cached keys (the reasons are
+// in the rules' comments, ownRules).
+var unconditionallyRefused = []string{"socketcall", "io_uring_setup", "io_uring_enter", "io_uring_register", "keyctl", "add_key", "request_key"}
+
 // Verify checks a profile the way the runner relies on it, for containers
 // with and without the capabilities its rules name: no address family
 // outside AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK can be created with
 // socket() or socketpair() (whatever the bits above the 32-bit int),
-// AF_VSOCK in particular; socketcall(2) and io_uring are refused without
-// conditions; and the families a task needs still work.
+// AF_VSOCK in particular; socketcall(2), io_uring and the kernel keyrings
+// (keyctl, add_key, request_key) are refused without conditions; and the
+// families a task needs still work. A profile installed before a refusal
+// was added fails here, so a launch with it fails closed and names
+// `shield setup` (Load).
 func Verify(data []byte) error {
 	p, err := Parse(data)
 	if err != nil {
@@ -219,7 +229,7 @@ func (p Profile) verify(caps bool) []string {
 			problems = append(problems, what+" is allowed")
 		}
 	}
-	for _, name := range []string{"socketcall", "io_uring_setup", "io_uring_enter", "io_uring_register"} {
+	for _, name := range unconditionallyRefused {
 		out, ok := p.hasUnconditional(name, caps)
 		if !ok || out.Allowed() {
 			problems = append(problems, name+" is not refused without conditions")

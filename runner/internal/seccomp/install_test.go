@@ -48,6 +48,11 @@ func TestInstallAndLoad(t *testing.T) {
 			must(t, err)
 			must(t, os.WriteFile(p, data, 0o644))
 		}, "socket(AF_VSOCK) is allowed"},
+		{"installed before the keyring refusal", func(t *testing.T, p string) {
+			data, err := os.ReadFile(p)
+			must(t, err)
+			must(t, os.WriteFile(p, beforeKeyrings(t, data), 0o644))
+		}, "keyctl is not refused without conditions"},
 		{"garbage", func(t *testing.T, p string) { must(t, os.WriteFile(p, []byte("{"), 0o644)) }, "not a seccomp profile"},
 		{"unreadable", func(t *testing.T, p string) {
 			if euid == 0 {

@@ -361,6 +361,16 @@ func TestVerifyRefuses(t *testing.T) {
 			}
 			doc["syscalls"] = keep
 		}), "socket(AF_INET) is refused"},
+		{"profile from before the keyring refusal", beforeKeyrings(t, good), "keyctl is not refused without conditions"},
+		{"keyring rule dropped", edit(func(doc map[string]any) {
+			var keep []any
+			for _, r := range doc["syscalls"].([]any) {
+				if !strings.Contains(r.(map[string]any)["comment"].(string), "keyrings") {
+					keep = append(keep, r)
+				}
+			}
+			doc["syscalls"] = keep
+		}), "request_key is not refused without conditions"},
 		{"not json", []byte("nope"), "not a seccomp profile"},
 	}
 	for _, c := range cases {
@@ -370,6 +380,32 @@ func TestVerifyRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// beforeKeyrings turns a generated profile into what Transform wrote
+// before it refused the kernel keyrings: podman's allow rule for them kept,
+// no rule of ours.
+func beforeKeyrings(t *testing.T, profile []byte) []byte {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(profile, &doc); err != nil {
+		t.Fatal(err)
+	}
+	keep := []any{map[string]any{"names": []string{"keyctl", "add_key", "request_key"}, "action": "SCMP_ACT_ALLOW"}}
+	for _, r := range doc["syscalls"].([]any) {
+		if !strings.Contains(r.(map[string]any)["comment"].(string), "keyrings") {
+			keep = append(keep, r)
+		}
+	}
+	if len(keep) != len(doc["syscalls"].([]any)) {
+		t.Fatal("the generated profile has no keyring rule to remove")
+	}
+	doc["syscalls"] = keep
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func FuzzTransform(f *testing.F) {
