@@ -58,10 +58,12 @@ type Config struct {
 	ProxyStaticMarker bool
 
 	// CredentialsEncryption (default true) keeps credential values and SSH
-	// private keys sealed at rest once a keystore is set up
-	// (docs/secrets-at-rest.md). false is for hosts that still run the
-	// older plaintext-only daemons against the same store: the runner then
-	// creates no keystore and `credentials migrate` decrypts back.
+	// private keys sealed at rest; the runner's first write of a secret
+	// creates the keystore where systemd-creds can seal it without a
+	// passphrase (docs/secrets-at-rest.md, On by default). false is for
+	// hosts that still run the older plaintext-only daemons against the
+	// same store: the runner then creates no keystore and `credentials
+	// migrate` decrypts back.
 	CredentialsEncryption bool
 
 	// Source names where non-default values came from, for error messages.
