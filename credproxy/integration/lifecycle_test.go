@@ -192,8 +192,56 @@ func TestSystemdSocketActivation(t *testing.T) {
 	cmd2 := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", p2), "-l", e2.sock,
 		binPath, "--socket-path="+e2.sock, "--db-path="+e2.dbPath, "--routes-file="+e2.routes)
 	out2, _ := startAndPoke(t, cmd2, p2)
-	if !strings.Contains(out2, "systemd socket 3 is not a Unix socket") {
+	if !strings.Contains(out2, "descriptor 3 (unix): a tcp socket, want unix") {
 		t.Errorf("wrong socket order: %q", out2)
+	}
+}
+
+// TestSystemdSocketActivationNamed: a unit with FileDescriptorName= (v8)
+// is matched by name, whatever the ListenStream= order, and the proxy
+// reports READY=1 to a Type=notify unit.
+func TestSystemdSocketActivationNamed(t *testing.T) {
+	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+		t.Skip("systemd-socket-activate not installed")
+	}
+	up := newUpstream(t)
+	e := newEnv(t, routesJSON("sa", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
+	e.cred("default", "sa", `{"type":"api_key","key":"`+e.secret("REAL-named")+`"}`)
+	tk := e.token(tok(1), "default", "sa")
+	e.port = freePort(t)
+	os.MkdirAll(filepath.Dir(e.sock), 0o700)
+	notify := filepath.Join(filepath.Dir(e.sock), "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cmd := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", e.port), "-l", e.sock,
+		"--fdname=tcp:unix", "-E", "NOTIFY_SOCKET="+notify,
+		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
+		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)
+	cmd.Stderr = e.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = cmd
+	e.exited = make(chan struct{})
+	go func() { e.exitErr = cmd.Wait(); close(e.exited) }()
+	t.Cleanup(e.stop)
+	e.client = &http.Client{Timeout: 30 * time.Second}
+	waitDial(t, e.port)
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 256)
+	n, err := nc.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notification %q %v, want READY=1\n%s", buf[:n], err, e.stderr.String())
+	}
+	if code, _, body := e.get("/x", "Authorization", "Bearer "+tk); code != 200 {
+		t.Fatalf("TCP via named socket: %d %q\n%s", code, body, e.stderr.String())
+	}
+	out, err := exec.Command("curl", "-sS", "--unix-socket", e.sock, "-H", "Authorization: Bearer "+tk, "http://p/u").CombinedOutput()
+	if err != nil || string(out) != `{"ok":true,"n":0}` {
+		t.Errorf("Unix via named socket: %v %q", err, out)
 	}
 }
 

@@ -147,12 +147,15 @@ func runOnce(ctx context.Context, c Config) error {
 	return ctx.Err()
 }
 
-// childEnv drops systemd's socket-activation variables: the sockets passed
-// to the proxy are the proxy's, never the agent's.
+// childEnv drops systemd's socket-activation and notify variables: the
+// sockets passed to the proxy are the proxy's, never the agent's, and the
+// proxy's unit hears readiness from the proxy alone (NotifyAccess=main
+// would log the child's READY=1 as refused).
 func childEnv(env []string) []string {
 	out := env[:0:0]
 	for _, e := range env {
-		if strings.HasPrefix(e, "LISTEN_PID=") || strings.HasPrefix(e, "LISTEN_FDS=") || strings.HasPrefix(e, "LISTEN_FDNAMES=") {
+		if strings.HasPrefix(e, "LISTEN_PID=") || strings.HasPrefix(e, "LISTEN_FDS=") || strings.HasPrefix(e, "LISTEN_FDNAMES=") ||
+			strings.HasPrefix(e, "NOTIFY_SOCKET=") {
 			continue
 		}
 		out = append(out, e)

@@ -14,7 +14,7 @@ func TestArgsAndEnv(t *testing.T) {
 	if got := strings.Join(c.Args(), " "); got != "--db-path=/d/c.db --ssh-keys-file=/k.json --port=18732 --bind=127.0.0.1 --log-level=INFO --log-file=/l.log" {
 		t.Errorf("args %s", got)
 	}
-	env := childEnv([]string{"A=1", "LISTEN_PID=5", "LISTEN_FDS=2", "LISTEN_FDNAMES=x", "B=2"})
+	env := childEnv([]string{"A=1", "LISTEN_PID=5", "LISTEN_FDS=2", "LISTEN_FDNAMES=x", "NOTIFY_SOCKET=/run/n", "B=2"})
 	if strings.Join(env, ",") != "A=1,B=2" {
 		t.Errorf("env %v", env)
 	}

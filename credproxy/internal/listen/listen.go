@@ -1,5 +1,5 @@
 // Package listen opens the proxy's listeners (credential-proxy.md §3):
-// systemd-inherited sockets when exactly two are passed, otherwise its own
+// systemd-inherited sockets (common/sdactivation), otherwise its own
 // Unix socket (mode 0600, never replacing a non-socket or a live socket)
 // and TCP on 127.0.0.1 only.
 package listen
@@ -15,9 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/activation"
-
 	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/sdactivation"
 )
 
 // Listeners are the HTTP listeners the proxy serves on.
@@ -43,46 +42,23 @@ func (l *Listeners) Close() {
 	}
 }
 
-// Inherited returns systemd's two sockets when LISTEN_PID is this process
-// and LISTEN_FDS is exactly 2: descriptor 3 is the Unix listener, 4 the TCP
-// listener (the order of ListenStream= in the socket unit). Any other
-// inheritance is ignored and ok is false.
-func Inherited(getenv func(string) string) (unix, tcp net.Listener, ok bool, err error) {
-	if getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || getenv("LISTEN_FDS") != "2" {
-		return nil, nil, false, nil
+// Activation sockets of terok-credential-proxy.socket (docs/install.md,
+// Socket activation and readiness): FileDescriptorName=unix and tcp. A unit
+// without names passes them in its ListenStream= order, Unix first.
+var (
+	UnixSocket = sdactivation.Socket{Name: "unix", Network: "unix"}
+	TCPSocket  = sdactivation.Socket{Name: "tcp", Network: "tcp"}
+)
+
+// Inherited returns systemd's two sockets, or ok false when systemd did
+// not activate this process. Any other set of descriptors is an error
+// that names the fix in the .socket unit.
+func Inherited() (unix, tcp net.Listener, ok bool, err error) {
+	lns, err := sdactivation.Listeners("terok-credential-proxy", UnixSocket, TCPSocket)
+	if err != nil || lns == nil {
+		return nil, nil, false, err
 	}
-	files := activation.Files(true)
-	if len(files) != 2 {
-		for _, f := range files {
-			_ = f.Close()
-		}
-		return nil, nil, false, nil
-	}
-	defer func() {
-		for _, f := range files {
-			_ = f.Close()
-		}
-	}()
-	unix, err = net.FileListener(files[0])
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("systemd socket 3 (Unix): %w", err)
-	}
-	tcp, err = net.FileListener(files[1])
-	if err != nil {
-		_ = unix.Close()
-		return nil, nil, false, fmt.Errorf("systemd socket 4 (TCP): %w", err)
-	}
-	if unix.Addr().Network() != "unix" {
-		_ = unix.Close()
-		_ = tcp.Close()
-		return nil, nil, false, errors.New("systemd socket 3 is not a Unix socket; the first ListenStream= of terok-credential-proxy.socket must be the socket path")
-	}
-	if tcp.Addr().Network() != "tcp" {
-		_ = unix.Close()
-		_ = tcp.Close()
-		return nil, nil, false, errors.New("systemd socket 4 is not a TCP socket; the second ListenStream= of terok-credential-proxy.socket must be 127.0.0.1:<port>")
-	}
-	return unix, tcp, true, nil
+	return lns[0], lns[1], true, nil
 }
 
 // Unix listens on path with mode 0600. An existing non-socket is never
@@ -135,10 +111,10 @@ func TCP(port int) (net.Listener, error) {
 	return l, nil
 }
 
-// Open returns the proxy's listeners: inherited ones when systemd passed
-// exactly two, else its own.
-func Open(getenv func(string) string, socketPath string, port int) (*Listeners, error) {
-	u, t, ok, err := Inherited(getenv)
+// Open returns the proxy's listeners: inherited ones when systemd
+// activated the proxy, else its own.
+func Open(socketPath string, port int) (*Listeners, error) {
+	u, t, ok, err := Inherited()
 	if err != nil {
 		return nil, err
 	}

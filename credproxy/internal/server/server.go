@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/credproxy/internal/agentchild"
 	"terok.dev/sandbox/credproxy/internal/listen"
@@ -221,7 +222,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		}
 	}
 
-	ls, err := listen.Open(os.Getenv, f.SocketPath, f.Port)
+	ls, err := listen.Open(f.SocketPath, f.Port)
 	if err != nil {
 		return err
 	}
@@ -299,12 +300,20 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		}()
 	}
 
+	// Type=notify (terok-credential-proxy.service): active once the
+	// listeners serve and the database and its store are open.
+	if err := sdactivation.Ready(); err != nil {
+		log.Warn("Cannot notify systemd", "error", err.Error())
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("SIGTERM received, shutting down")
 	case runErr = <-serveErr:
 		log.Error("Listener failed; shutting down so a supervisor can restart the proxy", "error", runErr.Error())
+	}
+	if err := sdactivation.Stopping(); err != nil {
+		log.Warn("Cannot notify systemd", "error", err.Error())
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	if err := srv.Shutdown(sctx); err != nil {
