@@ -34,6 +34,7 @@ var resolverVer = strconv.Itoa(shieldbundle.BundleVersion)
 type testUpstream struct {
 	mu     sync.Mutex
 	counts map[string]int // "name TYPE" (lowercase name, trailing dot)
+	raw    []string       // every question name as received (letter case kept)
 	tcp    int
 	zone   map[string][]dns.RR
 	// wildcard, if set, answers every otherwise unknown subdomain of
@@ -82,6 +83,7 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		name := strings.ToLower(q.Name)
 		u.mu.Lock()
 		u.counts[name+" "+dns.TypeToString[q.Qtype]]++
+		u.raw = append(u.raw, q.Name)
 		if w.RemoteAddr().Network() == "tcp" {
 			u.tcp++
 		}

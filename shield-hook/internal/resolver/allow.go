@@ -16,6 +16,16 @@ const maxNameLen = 253
 // entry costs memory until its TTL ends.
 const maxCNAMENames = 4096
 
+// maxCNAMEPerOrigin bounds the live CNAME admissions of one listed
+// domain, and maxCNAMEPerSecond the new admissions of all of them: a
+// listed name whose zone points into a zone the container's user controls
+// (docs/shield-resolver.md, CNAME targets) opens at most this many
+// exact names, at this pace.
+const (
+	maxCNAMEPerOrigin = 16
+	maxCNAMEPerSecond = 32
+)
+
 // originOpen is the origin of what was forwarded or learned while the
 // resolver.open marker was present (shield down): no listed domain vouches
 // for it, so it goes when the marker does.
@@ -103,6 +113,10 @@ type policy struct {
 	open    bool
 	domains domainSet
 	cnames  map[string]cnameEntry
+	// rateSec and rateN count the new CNAME admissions of the current
+	// second (maxCNAMEPerSecond).
+	rateSec int64
+	rateN   int
 }
 
 func newPolicy(domains []string, open bool) *policy {
@@ -129,30 +143,44 @@ func (p *policy) admit(name string, now time.Time) (string, bool) {
 }
 
 // admitCNAME admits target for ttl on behalf of origin. A name the
-// allowlist already admits needs no entry; when the table is full,
-// expired entries are dropped first and a new name is refused if none
-// were.
+// allowlist already admits needs no entry, a TTL of 0 admits nothing; an
+// admission only extends (never changes the origin of) a live entry. A new
+// name is refused once its origin has maxCNAMEPerOrigin live entries, once
+// maxCNAMEPerSecond names were admitted this second, or when the table is
+// full even after dropping expired entries.
 func (p *policy) admitCNAME(target, origin string, ttl time.Duration, now time.Time) {
+	if ttl <= 0 {
+		return
+	}
 	if _, ok := p.domains.match(target); ok {
 		return
 	}
 	exp := now.Add(ttl)
-	if e, ok := p.cnames[target]; ok {
-		if exp.After(e.expires) || e.origin != origin {
+	if e, ok := p.cnames[target]; ok && now.Before(e.expires) {
+		if e.origin == origin && exp.After(e.expires) {
 			p.cnames[target] = cnameEntry{expires: exp, origin: origin}
 		}
 		return
 	}
-	if len(p.cnames) >= maxCNAMENames {
-		for n, e := range p.cnames {
-			if !now.Before(e.expires) {
-				delete(p.cnames, n)
-			}
-		}
-		if len(p.cnames) >= maxCNAMENames {
-			return
+	if sec := now.Unix(); sec != p.rateSec {
+		p.rateSec, p.rateN = sec, 0
+	}
+	if p.rateN >= maxCNAMEPerSecond {
+		return
+	}
+	live := 0
+	for n, e := range p.cnames {
+		switch {
+		case !now.Before(e.expires):
+			delete(p.cnames, n)
+		case e.origin == origin:
+			live++
 		}
 	}
+	if live >= maxCNAMEPerOrigin || len(p.cnames) >= maxCNAMENames {
+		return
+	}
+	p.rateN++
 	p.cnames[target] = cnameEntry{expires: exp, origin: origin}
 }
 

@@ -104,17 +104,81 @@ func TestPolicyCNAMEAndReload(t *testing.T) {
 func TestCNAMEBound(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	p := newPolicy(nil, false)
+	// Many origins, one admission each second per batch: only the table's
+	// own bound applies.
 	for i := 0; i < maxCNAMENames+10; i++ {
-		p.admitCNAME(strings.Repeat("x", i%50+1)+"."+itoa(i)+".test", "o.test", time.Minute, now)
+		at := now.Add(time.Duration(i/maxCNAMEPerSecond) * time.Second)
+		p.admitCNAME(strings.Repeat("x", i%50+1)+"."+itoa(i)+".test", "o"+itoa(i%1000)+".test", time.Hour, at)
 	}
 	if len(p.cnames) != maxCNAMENames {
 		t.Fatalf("%d CNAME entries, bound %d", len(p.cnames), maxCNAMENames)
 	}
 	// Once they expire, new names get room again.
-	p.admitCNAME("late.test", "o.test", time.Minute, now.Add(2*time.Minute))
-	if _, ok := p.admit("late.test", now.Add(2*time.Minute)); !ok || len(p.cnames) != 1 {
+	later := now.Add(3 * time.Hour)
+	p.admitCNAME("late.test", "o.test", time.Minute, later)
+	if _, ok := p.admit("late.test", later); !ok || len(p.cnames) != 1 {
 		t.Fatalf("expired entries not reclaimed: %d", len(p.cnames))
 	}
+}
+
+// TestCNAMELimits: per listed origin at most maxCNAMEPerOrigin live
+// admissions, at most maxCNAMEPerSecond new ones a second, none for TTL 0,
+// and a live entry's origin is not taken over by another origin.
+func TestCNAMELimits(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	count := func(p *policy, at time.Time) int {
+		n := 0
+		for name := range p.cnames {
+			if _, ok := p.admit(name, at); ok {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("per origin", func(t *testing.T) {
+		p := newPolicy([]string{"listed.test"}, false)
+		for i := 0; i < 40; i++ {
+			p.admitCNAME("hop"+itoa(i)+".evil.test", "listed.test", time.Minute, now.Add(time.Duration(i)*time.Second))
+		}
+		at := now.Add(40 * time.Second)
+		if n := count(p, at); n != maxCNAMEPerOrigin {
+			t.Fatalf("%d live admissions of one origin, want %d", n, maxCNAMEPerOrigin)
+		}
+		// The oldest expire, room again.
+		after := now.Add(2 * time.Minute)
+		p.admitCNAME("fresh.evil.test", "listed.test", time.Minute, after)
+		if _, ok := p.admit("fresh.evil.test", after); !ok {
+			t.Fatal("no admission after the others expired")
+		}
+	})
+	t.Run("per second", func(t *testing.T) {
+		p := newPolicy(nil, false)
+		for i := 0; i < 3*maxCNAMEPerSecond; i++ {
+			p.admitCNAME("n"+itoa(i)+".test", "o"+itoa(i)+".test", time.Minute, now)
+		}
+		if n := len(p.cnames); n != maxCNAMEPerSecond {
+			t.Fatalf("%d admissions in one second, want %d", n, maxCNAMEPerSecond)
+		}
+		p.admitCNAME("next.test", "o.test", time.Minute, now.Add(time.Second))
+		if _, ok := p.admit("next.test", now.Add(time.Second)); !ok {
+			t.Fatal("no admission in the next second")
+		}
+	})
+	t.Run("ttl 0", func(t *testing.T) {
+		p := newPolicy(nil, false)
+		p.admitCNAME("zero.test", "o.test", 0, now)
+		if len(p.cnames) != 0 {
+			t.Fatalf("TTL 0 admitted %v", p.cnames)
+		}
+	})
+	t.Run("origin kept", func(t *testing.T) {
+		p := newPolicy(nil, false)
+		p.admitCNAME("cdn.test", "a.test", time.Minute, now)
+		p.admitCNAME("cdn.test", "b.test", time.Hour, now)
+		if e := p.cnames["cdn.test"]; e.origin != "a.test" || e.expires != now.Add(time.Minute) {
+			t.Fatalf("entry %+v, want a.test's, unchanged", e)
+		}
+	})
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -29,37 +29,59 @@ type cnameTarget struct {
 }
 
 // walkChain follows the CNAME chain of qname (normalized) through an
-// answer section. Only records owned by a name on the chain are kept; an
-// A/AAAA of the chain is learned unless its address is special
-// (ruleset.IsSpecial: a rebinding answer is passed on to the client but
-// opens nothing), with the smaller of its TTL and the chain's, clamped.
+// answer section. The chain is single: each name on it leads to exactly
+// one target, and at a name with CNAMEs to two different targets (a
+// branching answer) it ends, so one answer cannot fan out into many
+// names. Only records owned by a name on the chain are kept; an A/AAAA of
+// the chain is learned unless its address is special (ruleset.IsSpecial:
+// a rebinding answer is passed on to the client but opens nothing), with
+// the smaller of its TTL and the chain's, clamped. The chain's targets
+// are returned with the chain's TTL up to them (cnameTTL); a TTL of 0
+// admits nothing. Whether the targets are admitted at all is forward's
+// decision (only for a listed question name).
 func walkChain(qname string, rrs []dns.RR) chainResult {
 	const noLimit = ^uint32(0)
+	type link struct {
+		target string
+		ttl    uint32
+		branch bool
+	}
+	links := map[string]*link{}
+	for _, rr := range rrs {
+		c, ok := rr.(*dns.CNAME)
+		if !ok || c.Hdr.Class != dns.ClassINET {
+			continue
+		}
+		owner, ok1, _ := normalizeName(c.Hdr.Name)
+		target, ok2, _ := normalizeName(c.Target)
+		if !ok1 || !ok2 {
+			continue
+		}
+		switch l := links[owner]; {
+		case l == nil:
+			links[owner] = &link{target: target, ttl: c.Hdr.Ttl}
+		case l.target != target:
+			l.branch = true
+		default:
+			l.ttl = min(l.ttl, c.Hdr.Ttl)
+		}
+	}
 	ttl := map[string]uint32{qname: noLimit}
 	var res chainResult
-	for hop := 0; hop < maxChain; hop++ {
-		grew := false
-		for _, rr := range rrs {
-			c, ok := rr.(*dns.CNAME)
-			if !ok || c.Hdr.Class != dns.ClassINET {
-				continue
-			}
-			owner, ok1, _ := normalizeName(c.Hdr.Name)
-			target, ok2, _ := normalizeName(c.Target)
-			t, onChain := ttl[owner]
-			if !ok1 || !ok2 || !onChain {
-				continue
-			}
-			if _, seen := ttl[target]; seen {
-				continue
-			}
-			ttl[target] = min(t, c.Hdr.Ttl)
-			res.targets = append(res.targets, cnameTarget{name: target, ttl: clampTTL(ttl[target])})
-			grew = true
-		}
-		if !grew {
+	for cur, hop := qname, 0; hop < maxChain; hop++ {
+		l := links[cur]
+		if l == nil || l.branch {
 			break
 		}
+		if _, seen := ttl[l.target]; seen { // a loop
+			break
+		}
+		t := min(ttl[cur], l.ttl)
+		ttl[l.target] = t
+		if t > 0 {
+			res.targets = append(res.targets, cnameTarget{name: l.target, ttl: cnameTTL(t)})
+		}
+		cur = l.target
 	}
 	for _, rr := range rrs {
 		h := rr.Header()
@@ -88,6 +110,13 @@ func walkChain(qname string, rrs []dns.RR) chainResult {
 	return res
 }
 
+// cnameTTL is how long a CNAME target stays admitted: the chain's own
+// TTL, no floor (unlike a learned address, a name admitted longer than
+// its record says is only a wider channel), capped like a learned one.
+func cnameTTL(ttl uint32) time.Duration {
+	return time.Duration(min(int64(ttl), ruleset.LearnedMaxTTLSeconds)) * time.Second
+}
+
 // forward asks the upstream for q, learns what the answer admits and
 // returns the reply for the client (at most limit octets; a larger one is
 // truncated with TC set). Any failure is SERVFAIL: in particular an answer
@@ -100,7 +129,9 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 	out := new(dns.Msg)
 	out.RecursionDesired = true
 	out.CheckingDisabled = q.req.CheckingDisabled
-	out.Question = []dns.Question{{Name: q.req.Question[0].Name, Qtype: q.qtype, Qclass: dns.ClassINET}}
+	// The normalized name, never the client's spelling: letter case is
+	// a side channel to the upstream's authoritative server.
+	out.Question = []dns.Question{{Name: dns.Fqdn(q.name), Qtype: q.qtype, Qclass: dns.ClassINET}}
 	do := false
 	if opt := q.req.IsEdns0(); opt != nil {
 		do = opt.Do()
@@ -131,7 +162,11 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 	r.mu.Lock()
 	current := r.gen == q.gen
 	stillAllowed := r.pol.stillAllowed(q.origin)
-	if current || stillAllowed {
+	// Only the answer to a listed name admits its chain's targets: a name
+	// admitted through a CNAME admits no further names (the chain would
+	// otherwise reach any zone its owner controls, generation after
+	// generation).
+	if q.listed && (current || stillAllowed) {
 		for _, t := range res.targets {
 			r.pol.admitCNAME(t.name, q.origin, t.ttl, now)
 		}

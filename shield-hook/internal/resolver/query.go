@@ -29,6 +29,7 @@ type query struct {
 	req    *dns.Msg
 	name   string // normalized (normalizeName)
 	origin string // the allowlist entry that admitted it
+	listed bool   // admitted by the allowlist itself (not a CNAME admission or the open marker)
 	qtype  uint16
 	gen    uint64 // the policy generation that admitted it
 }
@@ -93,6 +94,7 @@ func (r *Resolver) decide(pkt []byte) (reply []byte, q *query) {
 	}
 	r.mu.Lock()
 	origin, admitted := r.pol.admit(name, r.now())
+	_, listed := r.pol.domains.match(name)
 	open, gen := r.pol.open, r.gen
 	r.mu.Unlock()
 	if !admitted {
@@ -103,7 +105,7 @@ func (r *Resolver) decide(pkt []byte) (reply []byte, q *query) {
 		// NODATA: the name may exist, this type is not served.
 		return r.localReply(req, dns.RcodeSuccess, false), nil
 	}
-	return nil, &query{req: req, name: name, origin: origin, qtype: qn.Qtype, gen: gen}
+	return nil, &query{req: req, name: name, origin: origin, listed: listed, qtype: qn.Qtype, gen: gen}
 }
 
 func (r *Resolver) logRefused(q dns.Question) {

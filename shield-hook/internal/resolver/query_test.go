@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"terok.dev/sandbox/common/ruleset"
 )
 
 func testResolver(t testing.TB, domains []string, open bool) *Resolver {
@@ -213,13 +215,39 @@ func TestWalkChain(t *testing.T) {
 			t.Errorf("learned %s for %s, want %v", it.addr, it.ttl, want)
 		}
 	}
-	if len(res.targets) != 2 || res.targets[0].name != "edge.cdn.test" || res.targets[1].name != "host.cdn2.test" {
-		t.Errorf("CNAME targets %v", res.targets)
+	if len(res.targets) != 2 || res.targets[0].name != "edge.cdn.test" || res.targets[1].name != "host.cdn2.test" ||
+		res.targets[0].ttl != 60*time.Second || res.targets[1].ttl != 60*time.Second {
+		t.Errorf("CNAME targets %v, want both with the chain's own 60 s", res.targets)
 	}
 	// A chain TTL no lower than the address's: the address's own TTL.
 	res = walkChain("a.test", []dns.RR{rr(t, "A.TEST. 5000 IN A 198.51.100.8")})
 	if len(res.learn) != 1 || res.learn[0].ttl != 5000*time.Second {
 		t.Errorf("single A: %v", res.learn)
+	}
+	// A branching chain ends at the branch: neither target is admitted,
+	// nor are their addresses learned.
+	res = walkChain("seed.listed.test", []dns.RR{
+		rr(t, "seed.listed.test. 60 IN CNAME hop0.evil.test."),
+		rr(t, "hop0.evil.test. 60 IN CNAME a.evil.test."),
+		rr(t, "hop0.evil.test. 60 IN CNAME b.evil.test."),
+		rr(t, "a.evil.test. 60 IN A 198.51.100.9"),
+	})
+	if len(res.targets) != 1 || res.targets[0].name != "hop0.evil.test" || len(res.learn) != 0 || len(res.kept) != 3 {
+		t.Errorf("branching: targets %v learn %v kept %v", res.targets, res.learn, res.kept)
+	}
+	// The same CNAME twice is not a branch.
+	res = walkChain("a.test", []dns.RR{rr(t, "a.test. 60 IN CNAME b.test."), rr(t, "A.test. 30 IN CNAME B.test.")})
+	if len(res.targets) != 1 || res.targets[0].ttl != 30*time.Second {
+		t.Errorf("duplicate CNAME: %v", res.targets)
+	}
+	// TTL 0 admits nothing, TTLs over the learned maximum are capped.
+	res = walkChain("a.test", []dns.RR{rr(t, "a.test. 0 IN CNAME b.test."), rr(t, "b.test. 60 IN A 198.51.100.10")})
+	if len(res.targets) != 0 || len(res.learn) != 1 {
+		t.Errorf("TTL 0: targets %v learn %v", res.targets, res.learn)
+	}
+	res = walkChain("a.test", []dns.RR{rr(t, "a.test. 4000000 IN CNAME b.test.")})
+	if len(res.targets) != 1 || res.targets[0].ttl != time.Duration(ruleset.LearnedMaxTTLSeconds)*time.Second {
+		t.Errorf("long TTL: %v", res.targets)
 	}
 	// A CNAME loop ends.
 	res = walkChain("a.test", []dns.RR{rr(t, "a.test. 60 IN CNAME b.test."), rr(t, "b.test. 60 IN CNAME a.test.")})
