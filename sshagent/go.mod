@@ -3,13 +3,13 @@ module terok.dev/sandbox/sshagent
 go 1.24.0
 
 require (
-	github.com/coreos/go-systemd/v22 v22.7.0
 	golang.org/x/crypto v0.48.0
 	terok.dev/sandbox/common v0.0.0
 )
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/jmoiron/sqlx v1.4.0 // indirect
 	github.com/mattn/go-sqlite3 v1.14.53 // indirect
 	golang.org/x/sys v0.41.0 // indirect

@@ -19,11 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/activation"
-
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/sshagent/internal/bridge"
@@ -232,12 +231,20 @@ func runServer(args []string, env Env) int {
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()
 	}
+	// Type=notify (terok-ssh-agent.service): active once the listeners
+	// are up and the database and keystore are open.
+	if err := sdactivation.Ready(); err != nil {
+		log.Warn("cannot notify systemd", "err", err)
+	}
 	var runErr error
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case runErr = <-errc:
 		log.Error("listener failed; stopping", "err", runErr)
+	}
+	if err := sdactivation.Stopping(); err != nil {
+		log.Warn("cannot notify systemd", "err", err)
 	}
 	closeAll(lns)
 	ctx, cancel := context.WithTimeout(context.Background(), *grace)
@@ -253,21 +260,17 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
-// listeners returns the systemd-activated sockets if any (then --bind and
+// ActivationSocket is the one socket terok-ssh-agent.socket passes
+// (FileDescriptorName=ssh-agent; docs/install.md, Socket activation and
+// readiness). A unit without the name passes it as its only descriptor.
+var ActivationSocket = sdactivation.Socket{Name: "ssh-agent", Network: "tcp"}
+
+// listeners returns the systemd-activated socket if any (then --bind and
 // --port are not used), else the TCP listener; plus the unix socket if asked.
 func listeners(bind string, port int, sockPath string) ([]net.Listener, error) {
-	act, err := activation.Listeners()
+	lns, err := sdactivation.Listeners("terok-ssh-agent", ActivationSocket)
 	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
-	}
-	var lns []net.Listener
-	for _, ln := range act {
-		if ln != nil {
-			lns = append(lns, ln)
-		}
-	}
-	if len(act) > 0 && len(lns) == 0 {
-		return nil, errors.New("socket activation passed descriptors that are not stream listeners")
+		return nil, err
 	}
 	if len(lns) == 0 {
 		ln, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(port)))

@@ -555,6 +555,50 @@ func TestSIGTERMAndPIDFile(t *testing.T) {
 	}
 }
 
+// A v4 unit names its descriptor (FileDescriptorName=ssh-agent) and is
+// Type=notify: the agent serves the named socket, reports READY=1 and,
+// on SIGTERM, STOPPING=1 (docs/install.md, Socket activation and readiness).
+func TestSocketActivationNamedNotify(t *testing.T) {
+	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+		t.Skip("systemd-socket-activate not installed")
+	}
+	f := newFixture(t)
+	notify := filepath.Join(t.TempDir(), "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for attempt := 0; ; attempt++ {
+		port := freePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		p := startProc(t, nil, "systemd-socket-activate", "-l", addr, "--fdname=ssh-agent", "-E", "NOTIFY_SOCKET="+notify,
+			agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")
+		p.log.wait(t, "Listening on")
+		if !strings.Contains(p.log.String(), addr) {
+			if attempt < 3 {
+				continue
+			}
+			t.Fatalf("systemd-socket-activate: %s", p.log)
+		}
+		_, sock := f.startBridge(t, f.tokA, port)
+		out, err := run(t, []string{"SSH_AUTH_SOCK=" + sock}, "ssh-add", "-L")
+		if err != nil || !strings.Contains(out, "tk-main:a") {
+			t.Fatalf("activated agent: %v %s\n%s", err, out, p.log)
+		}
+		buf := make([]byte, 256)
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := nc.Read(buf); err != nil || string(buf[:n]) != "READY=1" {
+			t.Fatalf("first notification %q %v, want READY=1", buf[:n], err)
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM) // systemd-socket-activate exec'd the agent
+		if n, err := nc.Read(buf); err != nil || string(buf[:n]) != "STOPPING=1" {
+			t.Fatalf("notification on SIGTERM %q %v, want STOPPING=1", buf[:n], err)
+		}
+		return
+	}
+}
+
 // With systemd socket activation the agent serves the passed descriptor.
 func TestSocketActivation(t *testing.T) {
 	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
