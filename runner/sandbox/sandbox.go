@@ -110,6 +110,9 @@ type Options struct {
 	Stdout io.Writer
 	// Podman is the podman executable; empty means "podman".
 	Podman string
+	// Progress, when not nil, receives podman run's own stderr as it
+	// comes (an image pull's progress); the CLI passes its terminal.
+	Progress io.Writer
 }
 
 // Sandbox holds one configuration and groups the operations. It is
@@ -121,6 +124,8 @@ type Sandbox struct {
 	out    io.Writer
 	podman podman.Podman
 	debug  *rundebug.Log
+	// progress: see Options.Progress.
+	progress io.Writer
 }
 
 // New returns a facade for cfg.
@@ -136,12 +141,13 @@ func New(cfg config.Config, opts Options) *Sandbox {
 	}
 	debug := rundebug.New(opts.Env.RunnerDebugLog())
 	return &Sandbox{
-		cfg:    cfg.Clone(),
-		env:    opts.Env,
-		log:    opts.Log,
-		out:    opts.Stdout,
-		podman: podman.Podman{Bin: opts.Podman, Debug: debug},
-		debug:  debug,
+		cfg:      cfg.Clone(),
+		env:      opts.Env,
+		log:      opts.Log,
+		out:      opts.Stdout,
+		podman:   podman.Podman{Bin: opts.Podman, Debug: debug},
+		debug:    debug,
+		progress: opts.Progress,
 	}
 }
 
@@ -263,7 +269,7 @@ func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, f
 		defer early.Stop()
 	}
 	started := time.Now()
-	id, err := launch.Execute(ctx, s.podman, args, spec.ContainerName, spec.Image)
+	id, err := launch.ExecuteShowing(ctx, s.podman, s.progress, args, spec.ContainerName, spec.Image)
 	launch.Mark(ctx, "podman run -d")
 	if err != nil {
 		s.debug.Warning("run %s failed: %v", spec.ContainerName, err)

@@ -187,6 +187,24 @@ func writeUsage(w io.Writer, app *ucli.App, args []string) {
 	fmt.Fprintf(w, "Run '%s --help' for more information.\n", name)
 }
 
+// quietFlag turns off the progress of a long operation.
+func quietFlag() ucli.Flag {
+	return &ucli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output (it is shown only when stderr is a terminal)"}
+}
+
+// progressWriter is where a long operation shows git's or podman's own
+// progress: stderr when want is true and stderr is a terminal, else nil
+// (off a terminal a meter would only litter logs).
+func progressWriter(d Deps, want bool) io.Writer {
+	if !want {
+		return nil
+	}
+	if f, ok := d.Stderr.(*os.File); !ok || !isTerminal(f) {
+		return nil
+	}
+	return d.Stderr
+}
+
 // hasSubcommands ignores the help subcommand urfave adds while running.
 func hasSubcommands(c *ucli.Command) bool {
 	for _, s := range c.Subcommands {

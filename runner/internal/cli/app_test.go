@@ -2,8 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	ucli "github.com/urfave/cli/v2"
 
 	"terok.dev/sandbox/common/config"
 )
@@ -60,6 +65,55 @@ func TestGroupsWithoutSubcommandShowHelp(t *testing.T) {
 		code, out, errOut := runCLI(t, g)
 		if code != 0 || !strings.Contains(out, g) {
 			t.Errorf("%s: code %d, out %q, err %q", g, code, out, errOut)
+		}
+	}
+}
+
+// Progress goes to stderr only when it is a terminal and not turned off.
+func TestProgressWriter(t *testing.T) {
+	_, pty := openPTY(t)
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	regular, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer regular.Close()
+	cases := []struct {
+		name   string
+		stderr io.Writer
+		want   bool
+		shown  bool
+	}{
+		{"terminal", pty, true, true},
+		{"terminal, --quiet", pty, false, false},
+		{"buffer", &bytes.Buffer{}, true, false},
+		{"/dev/null is no terminal", devNull, true, false},
+		{"regular file", regular, true, false},
+	}
+	for _, c := range cases {
+		if got := progressWriter(Deps{Stderr: c.stderr}, c.want); (got != nil) != c.shown || (got != nil && got != c.stderr) {
+			t.Errorf("%s: %v", c.name, got)
+		}
+	}
+}
+
+// gate sync and run take --quiet/-q.
+func TestQuietFlags(t *testing.T) {
+	app := newApp(Deps{Env: config.Env{Home: t.TempDir()}})
+	gate := findCommand(app.Commands, "gate")
+	for _, cmd := range []*ucli.Command{findCommand(gate.Subcommands, "sync"), findCommand(app.Commands, "run")} {
+		found := false
+		for _, f := range cmd.Flags {
+			if names := f.Names(); len(names) == 2 && names[0] == "quiet" && names[1] == "q" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s has no --quiet/-q", cmd.Name)
 		}
 	}
 }

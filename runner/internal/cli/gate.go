@@ -417,6 +417,7 @@ func mirrorFor(c *ucli.Context, d Deps) (*mirror.Manager, error) {
 		Environ:       environ,
 		Log:           d.Log,
 		Vault:         secretstore.OpenVault(cfg.CredentialsDir),
+		Progress:      progressWriter(d, c.Command.Name == "sync" && !c.Bool("quiet")),
 	}), nil
 }
 
@@ -427,7 +428,8 @@ func gateSyncCommand(d Deps) *ucli.Command {
 		ArgsUsage: "PROJECT",
 		Flags: append(mirrorFlags(),
 			&ucli.StringSliceFlag{Name: "branch", Usage: "fetch only this branch (repeatable); keeps unreviewed task branches"},
-			&ucli.BoolFlag{Name: "force-reinit", Usage: "delete and re-clone the mirror"}),
+			&ucli.BoolFlag{Name: "force-reinit", Usage: "delete and re-clone the mirror"},
+			quietFlag()),
 		Action: func(c *ucli.Context) error {
 			m, err := mirrorFor(c, d)
 			if err != nil {

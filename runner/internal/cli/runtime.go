@@ -249,6 +249,7 @@ func runCommand(d Deps) *ucli.Command {
 			&ucli.BoolFlag{Name: "shield-bypass", Usage: "DANGEROUS: run without any egress firewall"},
 			&ucli.StringFlag{Name: "pre-start-exec", Usage: "shell command run before podman (failure aborts the launch)"},
 			&ucli.StringFlag{Name: "post-start-exec", Usage: "shell command run after a successful launch"},
+			quietFlag(),
 			jsonFlag(),
 		},
 		Action: func(c *ucli.Context) error { return runAction(c, d) },
@@ -280,7 +281,8 @@ func runAction(c *ucli.Context, d Deps) error {
 	if cmd := c.String("post-start-exec"); cmd != "" {
 		hooks.PostStart = func() error { return execHook(c.Context, d, out, "post-start", cmd, spec.ContainerName) }
 	}
-	id, err := newSandbox(cfg, d, out).Run(c.Context, spec, hooks)
+	sb := sandbox.New(cfg, sandbox.Options{Env: d.Env, Log: d.Log, Stdout: out, Progress: progressWriter(d, !c.Bool("quiet"))})
+	id, err := sb.Run(c.Context, spec, hooks)
 	if err != nil {
 		return err
 	}

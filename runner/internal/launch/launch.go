@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"terok.dev/sandbox/runner/internal/podman"
@@ -91,7 +92,7 @@ func (p Params) Validate() error {
 			return err
 		}
 	}
-	if err := noSeccompOverride(p.ExtraArgs); err != nil {
+	if err := checkExtraArgs(p.ExtraArgs); err != nil {
 		return err
 	}
 	for _, v := range p.Volumes {
@@ -243,7 +244,13 @@ func Classify(res podman.Result, err error, name, image string) error {
 
 // Execute runs podman with args and returns the new container's id.
 func Execute(ctx context.Context, p podman.Podman, args []string, name, image string) (string, error) {
-	res, err := p.Exec(ctx, args...)
+	return ExecuteShowing(ctx, p, nil, args, name, image)
+}
+
+// ExecuteShowing is Execute that copies podman's stderr (an image pull's
+// progress) to show when show is not nil.
+func ExecuteShowing(ctx context.Context, p podman.Podman, show io.Writer, args []string, name, image string) (string, error) {
+	res, err := p.ExecShowing(ctx, show, args...)
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, podman.ErrNotFound) {
 			return "", fmt.Errorf("podman run %s: %w", name, ctx.Err())
@@ -251,24 +258,4 @@ func Execute(ctx context.Context, p podman.Podman, args []string, name, image st
 		return "", Classify(res, err, name, image)
 	}
 	return strings.TrimSpace(string(res.Stdout)), nil
-}
-
-// noSeccompOverride refuses extra arguments that would replace the
-// sandbox's seccomp profile or switch seccomp off (podman takes the last
-// seccomp= it is given, and --privileged disables the filter), so the
-// socket-family refusals of docs/seccomp.md hold for every launch.
-func noSeccompOverride(extra []string) error {
-	for i, a := range extra {
-		v := strings.TrimPrefix(a, "--security-opt=")
-		if a == "--security-opt" && i+1 < len(extra) {
-			v = extra[i+1]
-		}
-		if strings.HasPrefix(v, "seccomp=") || strings.HasPrefix(v, "seccomp:") {
-			return fmt.Errorf("extra argument %q would replace the sandbox's seccomp profile (docs/seccomp.md); remove it", v)
-		}
-		if a == "--privileged" || strings.HasPrefix(a, "--privileged=") && a != "--privileged=false" {
-			return fmt.Errorf("extra argument %q would switch off the sandbox's seccomp profile (docs/seccomp.md); remove it", a)
-		}
-	}
-	return nil
 }

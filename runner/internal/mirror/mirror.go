@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -49,6 +50,9 @@ type Options struct {
 	// Vault opens a sealed project key (docs/secrets-at-rest.md); nil
 	// means plaintext keys only.
 	Vault *secretstore.Vault
+	// Progress, when not nil, receives git's own progress output of the
+	// clone and fetch (--progress; the caller passes its terminal).
+	Progress io.Writer
 }
 
 // Manager is the mirror of one project.
@@ -156,8 +160,11 @@ func (m *Manager) git(ctx context.Context, timeout time.Duration, env []string, 
 	cmd.Env = append(append([]string(nil), env...), "GIT_TERMINAL_PROMPT=0")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if m.o.Progress != nil && progressCommand(args) {
+		cmd.Stderr = io.MultiWriter(&errb, m.o.Progress)
+	}
 	err := cmd.Run()
-	res := runResult{stdout: out.String(), stderr: strings.TrimSpace(errb.String())}
+	res := runResult{stdout: out.String(), stderr: strings.TrimSpace(withoutProgress(errb.String()))}
 	if ctx.Err() == context.DeadlineExceeded {
 		res.timedOut = true
 	}
@@ -165,6 +172,61 @@ func (m *Manager) git(ctx context.Context, timeout time.Duration, env []string, 
 		res.notFound = true
 	}
 	return res, err
+}
+
+// progressCommand reports whether args run a git clone or fetch that was
+// given --progress.
+func progressCommand(args []string) bool {
+	for _, a := range args {
+		if a == "--progress" {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutProgress drops git's progress meter from captured stderr, so an
+// error message holds only the lines that say what went wrong: the part of
+// a line after its last carriage return, and no "Receiving objects: 45%"
+// style meter lines.
+func withoutProgress(s string) string {
+	if !strings.ContainsRune(s, '\r') {
+		return s
+	}
+	var kept []string
+	for _, line := range strings.Split(s, "\n") {
+		if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+			line = line[i+1:]
+		}
+		if isProgressLine(line) {
+			continue
+		}
+		kept = append(kept, line)
+	}
+	return strings.Join(kept, "\n")
+}
+
+// isProgressLine matches git's meter: "[remote: ]Words: NN% (...)".
+func isProgressLine(line string) bool {
+	line = strings.TrimPrefix(line, "remote: ")
+	label, rest, ok := strings.Cut(line, ": ")
+	if !ok || label == "" || strings.ContainsFunc(label, func(r rune) bool { return !(r == ' ' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') }) {
+		return false
+	}
+	pct, _, ok := strings.Cut(strings.TrimSpace(rest), "%")
+	if !ok || pct == "" {
+		return false
+	}
+	_, err := strconv.Atoi(pct)
+	return err == nil
+}
+
+// progressArg is git's --progress when the caller wants progress.
+func (m *Manager) progressArg() []string {
+	if m.o.Progress == nil {
+		return nil
+	}
+	return []string{"--progress"}
 }
 
 func (m *Manager) exists() bool {
@@ -203,7 +265,8 @@ func (m *Manager) Sync(ctx context.Context, branches []string, forceReinit bool)
 		if err != nil {
 			return res, err
 		}
-		r, err := m.git(ctx, CloneTimeout, env, "clone", "--mirror", "--", m.o.UpstreamURL, m.o.GatePath)
+		args := append(append([]string{"clone", "--mirror"}, m.progressArg()...), "--", m.o.UpstreamURL, m.o.GatePath)
+		r, err := m.git(ctx, CloneTimeout, env, args...)
 		stop()
 		switch {
 		case r.notFound:
@@ -264,8 +327,14 @@ func (m *Manager) SyncBranches(ctx context.Context, branches []string) SyncResul
 		}
 	}
 	if len(branches) == 0 {
-		r, err := m.git(ctx, UpdateTimeout, env, "-C", m.o.GatePath, "remote", "update", "--prune")
-		collect("remote update", r, err)
+		args, what := []string{"-C", m.o.GatePath, "remote", "update", "--prune"}, "remote update"
+		if m.o.Progress != nil {
+			// remote update has no --progress; for the mirror's one remote
+			// (refspec +refs/*:refs/*) a fetch of origin is the same update.
+			args, what = []string{"-C", m.o.GatePath, "fetch", "--prune", "--progress", "origin"}, "fetch"
+		}
+		r, err := m.git(ctx, UpdateTimeout, env, args...)
+		collect(what, r, err)
 		if len(res.Errors) == 0 {
 			res.UpdatedBranches = []string{"all"}
 		}
@@ -279,7 +348,7 @@ func (m *Manager) SyncBranches(ctx context.Context, branches []string) SyncResul
 			refspecs = append(refspecs, "+refs/heads/"+b+":refs/heads/"+b)
 		}
 		if len(res.Errors) == 0 {
-			args := append([]string{"-C", m.o.GatePath, "fetch", "--prune", "origin"}, refspecs...)
+			args := append(append(append([]string{"-C", m.o.GatePath, "fetch", "--prune"}, m.progressArg()...), "origin"), refspecs...)
 			r, err := m.git(ctx, UpdateTimeout, env, args...)
 			collect("fetch", r, err)
 			if len(res.Errors) == 0 {

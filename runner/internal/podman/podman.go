@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os/exec"
 	"regexp"
@@ -66,9 +67,18 @@ type Result struct {
 // ErrNotFound for a missing binary, ctx.Err() when the context ended the
 // run, an *exec.ExitError for a non-zero exit, or another start failure.
 func (p Podman) Exec(ctx context.Context, args ...string) (Result, error) {
+	return p.ExecShowing(ctx, nil, args...)
+}
+
+// ExecShowing is Exec that also copies podman's stderr (where it reports
+// an image pull's progress) to show, when show is not nil.
+func (p Podman) ExecShowing(ctx context.Context, show io.Writer, args ...string) (Result, error) {
 	var out, errb bytes.Buffer
 	cmd := p.Command(ctx, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if show != nil {
+		cmd.Stderr = io.MultiWriter(&errb, show)
+	}
 	err := cmd.Run()
 	res := Result{Stdout: out.Bytes(), Stderr: errb.Bytes(), Code: -1}
 	if cmd.ProcessState != nil {

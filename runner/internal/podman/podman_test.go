@@ -340,3 +340,25 @@ func TestFreePorts(t *testing.T) {
 		t.Fatal("bad host accepted")
 	}
 }
+
+// ExecShowing copies stderr (a pull's progress) as it comes and still
+// captures it for error messages.
+func TestExecShowing(t *testing.T) {
+	cases := []struct {
+		name, body string
+		wantErr    bool
+	}{
+		{"pull then id", "echo 'Copying blob sha256:aa done' >&2; echo id1", false},
+		{"pull then failure", "echo 'Copying blob sha256:aa done' >&2; echo 'Error: no space' >&2; exit 125", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, _ := fake(t, c.body)
+			var show bytes.Buffer
+			res, err := p.ExecShowing(context.Background(), &show, "run")
+			if (err != nil) != c.wantErr || !strings.Contains(show.String(), "Copying blob sha256:aa done") || string(res.Stderr) != show.String() {
+				t.Fatalf("err %v, shown %q, captured %q", err, show.String(), res.Stderr)
+			}
+		})
+	}
+}
