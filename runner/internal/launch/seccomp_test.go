@@ -37,7 +37,7 @@ func TestValidateRefusesSeccompOverride(t *testing.T) {
 		{[]string{"--privileged"}, true},
 		{[]string{"--privileged=true"}, true},
 		{[]string{"--privileged=false"}, false},
-		{[]string{"--security-opt", "label=disable"}, false},
+		{[]string{"--security-opt", "label=type:container_t"}, false},
 		{[]string{"--cap-drop", "ALL"}, false},
 		{nil, false},
 	} {
