@@ -47,11 +47,11 @@ func Listeners(program string, want ...Socket) ([]net.Listener, error) {
 			_ = f.Close() // net.FileListener holds its own duplicate
 		}
 	}()
-	names := make([]string, len(files))
+	passed := make([]Passed, len(files))
 	for i, f := range files {
-		names[i] = f.Name()
+		passed[i] = Passed{Name: f.Name(), Network: network(f)}
 	}
-	order, err := Match(program, names, want)
+	order, err := Match(program, passed, want)
 	if err != nil {
 		return nil, err
 	}
@@ -73,20 +73,35 @@ func Listeners(program string, want ...Socket) ([]net.Listener, error) {
 	return lns, nil
 }
 
+// Passed describes one descriptor systemd passed.
+type Passed struct {
+	// Name is its LISTEN_FDNAMES entry (go-systemd's reading: a unit
+	// without FileDescriptorName= names each descriptor after the socket
+	// unit, a launcher without names yields LISTEN_FD_<n>).
+	Name string
+	// Network is "unix", "tcp" or "" (anything else).
+	Network string
+}
+
 // Match maps each wanted socket to the index of its passed descriptor.
-// names are the descriptor names in order (LISTEN_FDNAMES as go-systemd
-// reads it: a unit without FileDescriptorName= names each descriptor after
-// the socket unit, and a launcher without names yields LISTEN_FD_<n>).
-// When every wanted name is passed, descriptors are matched by name and a
-// descriptor no one wants is an error; when none is, by order, and the
-// count must agree; a mix is an error naming the missing socket.
-func Match(program string, names []string, want []Socket) ([]int, error) {
-	at := make(map[string][]int, len(names))
-	for i, n := range names {
-		at[n] = append(at[n], i)
+// When every wanted name is passed, descriptors are matched by name, and
+// a descriptor no one wants is an error. One .socket unit gives all its
+// descriptors the same FileDescriptorName=, so wanted sockets that share a
+// name are told apart by network (the proxy's Unix and TCP sockets). When
+// no wanted name is passed (a unit from before the names), descriptors are
+// matched by order and the count must agree. A mix is an error naming the
+// missing socket.
+func Match(program string, passed []Passed, want []Socket) ([]int, error) {
+	at := make(map[string][]int, len(passed))
+	names := make([]string, len(passed))
+	for i, p := range passed {
+		at[p.Name] = append(at[p.Name], i)
+		names[i] = p.Name
 	}
+	group := make(map[string]int, len(want))
 	var missing []string
 	for _, w := range want {
+		group[w.Name]++
 		if len(at[w.Name]) == 0 {
 			missing = append(missing, w.Name)
 		}
@@ -94,9 +109,9 @@ func Match(program string, names []string, want []Socket) ([]int, error) {
 	order := make([]int, len(want))
 	switch {
 	case len(missing) == len(want):
-		if len(names) != len(want) {
+		if len(passed) != len(want) {
 			return nil, fmt.Errorf("%s: socket activation passed %d descriptors, it serves %d (%s); fix the .socket unit",
-				program, len(names), len(want), wantedNames(want))
+				program, len(passed), len(want), wantedNames(want))
 		}
 		for i := range want {
 			order[i] = i
@@ -106,22 +121,29 @@ func Match(program string, names []string, want []Socket) ([]int, error) {
 		return nil, fmt.Errorf("%s: socket activation passed no descriptor named %s (got %s); fix FileDescriptorName= in the .socket unit",
 			program, strings.Join(missing, ", "), strings.Join(names, ", "))
 	}
-	wanted := make(map[string]bool, len(want))
-	for i, w := range want {
-		if wanted[w.Name] {
-			return nil, fmt.Errorf("%s: socket %q wanted twice", program, w.Name)
-		}
-		wanted[w.Name] = true
-		if len(at[w.Name]) > 1 {
-			return nil, fmt.Errorf("%s: socket activation passed %d descriptors named %s, it serves one; fix the .socket unit",
-				program, len(at[w.Name]), w.Name)
-		}
-		order[i] = at[w.Name][0]
-	}
-	for _, n := range names {
-		if !wanted[n] {
+	for _, p := range passed {
+		if group[p.Name] == 0 {
 			return nil, fmt.Errorf("%s: socket activation passed a descriptor named %s, which it does not serve (it serves %s); fix the .socket unit",
-				program, n, wantedNames(want))
+				program, p.Name, wantedNames(want))
+		}
+	}
+	taken := make([]bool, len(passed))
+	for i, w := range want {
+		cand := at[w.Name]
+		if len(cand) != group[w.Name] {
+			return nil, fmt.Errorf("%s: socket activation passed %d descriptors named %s, it serves %d; fix the .socket unit",
+				program, len(cand), w.Name, group[w.Name])
+		}
+		order[i] = -1
+		for _, c := range cand {
+			if !taken[c] && (len(cand) == 1 || passed[c].Network == w.Network) {
+				order[i], taken[c] = c, true
+				break
+			}
+		}
+		if order[i] < 0 {
+			return nil, fmt.Errorf("%s: socket activation passed no %s socket named %s; fix the ListenStream= lines of the .socket unit",
+				program, w.Network, w.Name)
 		}
 	}
 	return order, nil
@@ -133,6 +155,29 @@ func wantedNames(want []Socket) string {
 		s[i] = w.Name
 	}
 	return strings.Join(s, ", ")
+}
+
+// network is "unix" or "tcp" for a stream socket of that family, else "".
+func network(f *os.File) string {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var dom, typ int
+	var derr, terr error
+	if rc.Control(func(fd uintptr) {
+		dom, derr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_DOMAIN)
+		typ, terr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TYPE)
+	}) != nil || derr != nil || terr != nil || typ != syscall.SOCK_STREAM {
+		return ""
+	}
+	switch dom {
+	case syscall.AF_UNIX:
+		return "unix"
+	case syscall.AF_INET, syscall.AF_INET6:
+		return "tcp"
+	}
+	return ""
 }
 
 // listener turns a passed descriptor into the listener w describes.

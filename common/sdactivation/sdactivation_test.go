@@ -142,6 +142,16 @@ func TestListenersByName(t *testing.T) {
 	}
 }
 
+func TestListenersSharedNameByNetwork(t *testing.T) {
+	// One .socket unit names all its descriptors alike: the network tells
+	// them apart.
+	out, sock, port, _ := activate(t, "proxy/tcp,proxy/unix", "--fdname=proxy:proxy")
+	want := "proxy tcp 127.0.0.1:" + strconv.Itoa(port) + "\nproxy unix " + sock + "\n"
+	if out != want {
+		t.Fatalf("child output\n%s\nwant\n%s", out, want)
+	}
+}
+
 func TestListenersByOrderWithoutNames(t *testing.T) {
 	// An older unit without FileDescriptorName=: the descriptor order holds.
 	out, sock, port, _ := activate(t, "ctl/unix,api/tcp")
@@ -229,31 +239,41 @@ func TestNotifyWithoutSocket(t *testing.T) {
 
 func TestMatch(t *testing.T) {
 	u, p := Socket{"unix", "unix"}, Socket{"tcp", "tcp"}
+	pu, pp := Socket{"proxy", "unix"}, Socket{"proxy", "tcp"}
 	for _, tc := range []struct {
-		names []string
-		want  []Socket
-		order []int
-		err   string
+		passed string // name/network,...
+		want   []Socket
+		order  []int
+		err    string
 	}{
-		{[]string{"unix", "tcp"}, []Socket{u, p}, []int{0, 1}, ""},
-		{[]string{"tcp", "unix"}, []Socket{u, p}, []int{1, 0}, ""},
-		{[]string{"x.socket", "x.socket"}, []Socket{u, p}, []int{0, 1}, ""},
-		{[]string{"LISTEN_FD_3"}, []Socket{p}, []int{0}, ""},
-		{[]string{"x.socket"}, []Socket{u, p}, nil, "passed 1 descriptors, it serves 2"},
-		{[]string{"unix", "x.socket"}, []Socket{u, p}, nil, "no descriptor named tcp"},
-		{[]string{"unix", "tcp", "more"}, []Socket{u, p}, nil, "named more"},
-		{[]string{"tcp", "tcp"}, []Socket{p}, nil, "2 descriptors named tcp"},
-		{[]string{"tcp"}, []Socket{p, p}, nil, "wanted twice"},
+		{"unix/unix,tcp/tcp", []Socket{u, p}, []int{0, 1}, ""},
+		{"tcp/tcp,unix/unix", []Socket{u, p}, []int{1, 0}, ""},
+		{"x.socket/unix,x.socket/tcp", []Socket{u, p}, []int{0, 1}, ""},
+		{"x.socket/tcp,x.socket/unix", []Socket{u, p}, []int{0, 1}, ""}, // by order; the network check refuses later
+		{"LISTEN_FD_3/tcp", []Socket{p}, []int{0}, ""},
+		{"proxy/tcp,proxy/unix", []Socket{pu, pp}, []int{1, 0}, ""},
+		{"proxy/unix,proxy/tcp", []Socket{pu, pp}, []int{0, 1}, ""},
+		{"proxy/tcp,proxy/tcp", []Socket{pu, pp}, nil, "no unix socket named proxy"},
+		{"proxy/unix", []Socket{pu, pp}, nil, "1 descriptors named proxy, it serves 2"},
+		{"x.socket/tcp", []Socket{u, p}, nil, "passed 1 descriptors, it serves 2"},
+		{"unix/unix,x.socket/tcp", []Socket{u, p}, nil, "no descriptor named tcp"},
+		{"unix/unix,tcp/tcp,more/tcp", []Socket{u, p}, nil, "named more"},
+		{"tcp/tcp,tcp/tcp", []Socket{p}, nil, "2 descriptors named tcp"},
 	} {
-		order, err := Match("t", tc.names, tc.want)
+		var passed []Passed
+		for _, s := range strings.Split(tc.passed, ",") {
+			n, nw, _ := strings.Cut(s, "/")
+			passed = append(passed, Passed{n, nw})
+		}
+		order, err := Match("t", passed, tc.want)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%v: err %v, want %q", tc.names, err, tc.err)
+				t.Errorf("%s: err %v, want %q", tc.passed, err, tc.err)
 			}
 			continue
 		}
 		if err != nil || !equal(order, tc.order) {
-			t.Errorf("%v: %v %v, want %v", tc.names, order, err, tc.order)
+			t.Errorf("%s: %v %v, want %v", tc.passed, order, err, tc.order)
 		}
 	}
 }
@@ -270,17 +290,20 @@ func equal(a, b []int) bool {
 	return true
 }
 
-// FuzzMatch: whatever names arrive, a match is a permutation-free
-// selection of distinct descriptors in range.
+// FuzzMatch: whatever names arrive, a match selects distinct descriptors
+// in range, one per wanted socket.
 func FuzzMatch(f *testing.F) {
 	f.Add("unix:tcp", "unix,tcp")
 	f.Add("a.socket:a.socket", "unix,tcp")
 	f.Add("::", "x")
 	f.Fuzz(func(t *testing.T, fdnames, wanted string) {
-		names := strings.Split(fdnames, ":")
+		var names []Passed
+		for i, n := range strings.Split(fdnames, ":") {
+			names = append(names, Passed{Name: n, Network: []string{"tcp", "unix", ""}[i%3]})
+		}
 		var want []Socket
-		for _, w := range strings.Split(wanted, ",") {
-			want = append(want, Socket{Name: w, Network: "tcp"})
+		for i, w := range strings.Split(wanted, ",") {
+			want = append(want, Socket{Name: w, Network: []string{"unix", "tcp"}[i%2]})
 		}
 		order, err := Match("fuzz", names, want)
 		if err != nil {

@@ -198,7 +198,8 @@ func TestSystemdSocketActivation(t *testing.T) {
 }
 
 // TestSystemdSocketActivationNamed: a unit with FileDescriptorName= (v8)
-// is matched by name, whatever the ListenStream= order, and the proxy
+// is matched by name and network, whatever the ListenStream= order
+// (TCP first here), and the proxy
 // reports READY=1 to a Type=notify unit.
 func TestSystemdSocketActivationNamed(t *testing.T) {
 	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
@@ -217,7 +218,7 @@ func TestSystemdSocketActivationNamed(t *testing.T) {
 	}
 	defer nc.Close()
 	cmd := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", e.port), "-l", e.sock,
-		"--fdname=tcp:unix", "-E", "NOTIFY_SOCKET="+notify,
+		"--fdname=credential-proxy:credential-proxy", "-E", "NOTIFY_SOCKET="+notify,
 		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
 		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)
 	cmd.Stderr = e.stderr

@@ -43,11 +43,12 @@ func (l *Listeners) Close() {
 }
 
 // Activation sockets of terok-credential-proxy.socket (docs/install.md,
-// Socket activation and readiness): FileDescriptorName=unix and tcp. A unit
-// without names passes them in its ListenStream= order, Unix first.
+// Socket activation and readiness): FileDescriptorName=credential-proxy
+// names both, told apart by network. A unit without the name passes them
+// in its ListenStream= order, Unix first.
 var (
-	UnixSocket = sdactivation.Socket{Name: "unix", Network: "unix"}
-	TCPSocket  = sdactivation.Socket{Name: "tcp", Network: "tcp"}
+	UnixSocket = sdactivation.Socket{Name: "credential-proxy", Network: "unix"}
+	TCPSocket  = sdactivation.Socket{Name: "credential-proxy", Network: "tcp"}
 )
 
 // Inherited returns systemd's two sockets, or ok false when systemd did
