@@ -75,7 +75,8 @@ var ErrNoUnattendedSource = errors.New("no key source without a passphrase on th
 // systemd-creds in the mode UnattendedSource picks, proven to open again
 // before the keystore is written. created is false (and err nil) when a
 // keystore appeared meanwhile (another process won the race); it is never
-// replaced. ErrNoUnattendedSource, with the reason, when no source works.
+// replaced. ErrNoUnattendedSource, with the reason, when no source works
+// (none found, or the one found fails to seal and open a key).
 func CreateUnattended(dir string) (mode string, created bool, err error) {
 	mode, why := UnattendedSource()
 	if mode == "" {
@@ -92,18 +93,21 @@ func CreateUnattended(dir string) (mode string, created bool, err error) {
 	if _, err := io.ReadFull(rand.Reader, kek); err != nil {
 		return "", false, fmt.Errorf("random key: %w", err)
 	}
+	// A source that does not work is not available: these failures are
+	// ErrNoUnattendedSource, so the caller falls back (with its warning)
+	// instead of refusing to store the secret at all.
 	sc, err := sealKEKWithSystemdCreds(ks.ID, kek, mode)
 	if err != nil {
-		return "", false, fmt.Errorf("seal the new key with systemd-creds (%s): %w", mode, err)
+		return "", false, fmt.Errorf("%w: sealing with systemd-creds (%s) failed: %v", ErrNoUnattendedSource, mode, err)
 	}
 	back, err := openKEKWithSystemdCreds(ks.ID, sc)
 	if err != nil {
-		return "", false, fmt.Errorf("the key sealed with systemd-creds (%s) does not open again: %w", mode, err)
+		return "", false, fmt.Errorf("%w: the key sealed with systemd-creds (%s) does not open again: %v", ErrNoUnattendedSource, mode, err)
 	}
 	same := bytes.Equal(back, kek)
 	clear(back)
 	if !same {
-		return "", false, errors.New("systemd-creds returned another key than it sealed")
+		return "", false, fmt.Errorf("%w: systemd-creds (%s) returned another key than it sealed", ErrNoUnattendedSource, mode)
 	}
 	ks.SystemdCreds = sc
 	id, dek, err := newDataKey()

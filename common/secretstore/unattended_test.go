@@ -36,6 +36,21 @@ func TestCreateUnattended(t *testing.T) {
 		t.Fatalf("the host key was created as a side effect: %v", err)
 	}
 
+	// A host key that exists but does not work is no source either: the
+	// caller falls back to plaintext with its warning, nothing is written.
+	if err := os.WriteFile(secret, []byte("abc"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := CreateUnattended(dir); !errors.Is(err, ErrNoUnattendedSource) || !strings.Contains(err.Error(), "sealing with systemd-creds (host) failed") {
+		t.Fatalf("create with a broken host key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("keystore written with a broken host key: %v", err)
+	}
+	if err := os.Remove(secret); err != nil {
+		t.Fatal(err)
+	}
+
 	if out, err := exec.Command("systemd-creds", "setup").CombinedOutput(); err != nil {
 		t.Fatalf("systemd-creds setup: %v: %s", err, out)
 	}
