@@ -37,7 +37,7 @@ type Socket struct {
 // FileDescriptorName= (older installs) rely on, and it would turn a
 // connected socket (an Accept=yes unit) into a listener that fails on the
 // first Accept instead of a clear error at start.
-func Listeners(program string, want ...Socket) ([]net.Listener, error) {
+func Listeners(want ...Socket) ([]net.Listener, error) {
 	files := activation.Files(true)
 	if len(files) == 0 {
 		return nil, nil
@@ -51,7 +51,7 @@ func Listeners(program string, want ...Socket) ([]net.Listener, error) {
 	for i, f := range files {
 		passed[i] = Passed{Name: f.Name(), Network: network(f)}
 	}
-	order, err := Match(program, passed, want)
+	order, err := Match(passed, want)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func Listeners(program string, want ...Socket) ([]net.Listener, error) {
 		f := files[order[i]]
 		ln, err := listener(f, w)
 		if err != nil {
-			return fail(fmt.Errorf("%s: socket activation: descriptor %d (%s): %w", program, order[i]+3, w.Name, err))
+			return fail(fmt.Errorf("socket activation: descriptor %d (%s): %w", order[i]+3, w.Name, err))
 		}
 		lns = append(lns, ln)
 	}
@@ -91,7 +91,7 @@ type Passed struct {
 // no wanted name is passed (a unit from before the names), descriptors are
 // matched by order and the count must agree. A mix is an error naming the
 // missing socket.
-func Match(program string, passed []Passed, want []Socket) ([]int, error) {
+func Match(passed []Passed, want []Socket) ([]int, error) {
 	at := make(map[string][]int, len(passed))
 	names := make([]string, len(passed))
 	for i, p := range passed {
@@ -110,29 +110,29 @@ func Match(program string, passed []Passed, want []Socket) ([]int, error) {
 	switch {
 	case len(missing) == len(want):
 		if len(passed) != len(want) {
-			return nil, fmt.Errorf("%s: socket activation passed %d descriptors, it serves %d (%s); fix the .socket unit",
-				program, len(passed), len(want), wantedNames(want))
+			return nil, fmt.Errorf("socket activation passed %d descriptors, it serves %d (%s); fix the .socket unit",
+				len(passed), len(want), wantedNames(want))
 		}
 		for i := range want {
 			order[i] = i
 		}
 		return order, nil
 	case len(missing) > 0:
-		return nil, fmt.Errorf("%s: socket activation passed no descriptor named %s (got %s); fix FileDescriptorName= in the .socket unit",
-			program, strings.Join(missing, ", "), strings.Join(names, ", "))
+		return nil, fmt.Errorf("socket activation passed no descriptor named %s (got %s); fix FileDescriptorName= in the .socket unit",
+			strings.Join(missing, ", "), strings.Join(names, ", "))
 	}
 	for _, p := range passed {
 		if group[p.Name] == 0 {
-			return nil, fmt.Errorf("%s: socket activation passed a descriptor named %s, which it does not serve (it serves %s); fix the .socket unit",
-				program, p.Name, wantedNames(want))
+			return nil, fmt.Errorf("socket activation passed a descriptor named %s, which it does not serve (it serves %s); fix the .socket unit",
+				p.Name, wantedNames(want))
 		}
 	}
 	taken := make([]bool, len(passed))
 	for i, w := range want {
 		cand := at[w.Name]
 		if len(cand) != group[w.Name] {
-			return nil, fmt.Errorf("%s: socket activation passed %d descriptors named %s, it serves %d; fix the .socket unit",
-				program, len(cand), w.Name, group[w.Name])
+			return nil, fmt.Errorf("socket activation passed %d descriptors named %s, it serves %d; fix the .socket unit",
+				len(cand), w.Name, group[w.Name])
 		}
 		order[i] = -1
 		for _, c := range cand {
@@ -142,8 +142,8 @@ func Match(program string, passed []Passed, want []Socket) ([]int, error) {
 			}
 		}
 		if order[i] < 0 {
-			return nil, fmt.Errorf("%s: socket activation passed no %s socket named %s; fix the ListenStream= lines of the .socket unit",
-				program, w.Network, w.Name)
+			return nil, fmt.Errorf("socket activation passed no %s socket named %s; fix the ListenStream= lines of the .socket unit",
+				w.Network, w.Name)
 		}
 	}
 	return order, nil

@@ -31,7 +31,7 @@ func child(spec string) int {
 		name, network, _ := strings.Cut(s, "/")
 		want = append(want, Socket{Name: name, Network: network})
 	}
-	lns, err := Listeners("sdtest", want...)
+	lns, err := Listeners(want...)
 	if err != nil {
 		os.Stdout.WriteString("error: " + err.Error() + "\n")
 		return 1
@@ -221,7 +221,7 @@ func TestListenersAcceptConnection(t *testing.T) {
 func TestNotActivated(t *testing.T) {
 	t.Setenv("LISTEN_PID", "1")
 	t.Setenv("LISTEN_FDS", "2")
-	lns, err := Listeners("sdtest", Socket{Name: "api", Network: "tcp"})
+	lns, err := Listeners(Socket{Name: "api", Network: "tcp"})
 	if lns != nil || err != nil {
 		t.Fatalf("another process's variables: %v %v", lns, err)
 	}
@@ -265,7 +265,7 @@ func TestMatch(t *testing.T) {
 			n, nw, _ := strings.Cut(s, "/")
 			passed = append(passed, Passed{n, nw})
 		}
-		order, err := Match("t", passed, tc.want)
+		order, err := Match(passed, tc.want)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err %v, want %q", tc.passed, err, tc.err)
@@ -305,7 +305,7 @@ func FuzzMatch(f *testing.F) {
 		for i, w := range strings.Split(wanted, ",") {
 			want = append(want, Socket{Name: w, Network: []string{"unix", "tcp"}[i%2]})
 		}
-		order, err := Match("fuzz", names, want)
+		order, err := Match(names, want)
 		if err != nil {
 			return
 		}

@@ -192,7 +192,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	cmd2 := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", p2), "-l", e2.sock,
 		binPath, "--socket-path="+e2.sock, "--db-path="+e2.dbPath, "--routes-file="+e2.routes)
 	out2, _ := startAndPoke(t, cmd2, p2)
-	if !strings.Contains(out2, "descriptor 3 (unix): a tcp socket, want unix") {
+	if !strings.Contains(out2, "descriptor 3 (credential-proxy): a tcp socket, want unix") {
 		t.Errorf("wrong socket order: %q", out2)
 	}
 }

@@ -55,7 +55,7 @@ var (
 // not activate this process. Any other set of descriptors is an error
 // that names the fix in the .socket unit.
 func Inherited() (unix, tcp net.Listener, ok bool, err error) {
-	lns, err := sdactivation.Listeners("terok-credential-proxy", UnixSocket, TCPSocket)
+	lns, err := sdactivation.Listeners(UnixSocket, TCPSocket)
 	if err != nil || lns == nil {
 		return nil, nil, false, err
 	}

@@ -155,9 +155,9 @@ func Main(args []string, stderr io.Writer) int {
 	case o.foreground:
 		return run(o, stderr, modeForeground, nil)
 	}
-	lns, err := sdactivation.Listeners("terok-gate", ActivationSocket)
+	lns, err := sdactivation.Listeners(ActivationSocket)
 	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
 		return exitError
 	}
 	if lns == nil {

@@ -268,7 +268,7 @@ var ActivationSocket = sdactivation.Socket{Name: "ssh-agent", Network: "tcp"}
 // listeners returns the systemd-activated socket if any (then --bind and
 // --port are not used), else the TCP listener; plus the unix socket if asked.
 func listeners(bind string, port int, sockPath string) ([]net.Listener, error) {
-	lns, err := sdactivation.Listeners("terok-ssh-agent", ActivationSocket)
+	lns, err := sdactivation.Listeners(ActivationSocket)
 	if err != nil {
 		return nil, err
 	}
