@@ -63,3 +63,16 @@ func TestWithoutProgress(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWithoutProgress: git's stderr never panics the filter, and what it
+// keeps has no carriage return (no half-drawn meter reaches a message).
+func FuzzWithoutProgress(f *testing.F) {
+	f.Add("Receiving objects:  50% (1/2)\rReceiving objects: 100% (2/2), done.\nfatal: x")
+	f.Add("plain error")
+	f.Add("\r\r\n: %\rremote: : 1%")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got := withoutProgress(s); strings.ContainsRune(s, '\r') && strings.ContainsRune(got, '\r') {
+			t.Fatalf("%q kept a carriage return: %q", s, got)
+		}
+	})
+}
