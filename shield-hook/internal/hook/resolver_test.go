@@ -241,6 +241,36 @@ func startedResolver(t *testing.T, tp *topo, dir string) int {
 	return pid
 }
 
+// onlyNetAdmin checks every thread of the resolver: CAP_NET_ADMIN (bit
+// 12) is the only capability left in the effective, permitted and bounding
+// sets, none is inheritable or ambient, and no_new_privs is set.
+func onlyNetAdmin(t *testing.T, pid int) {
+	t.Helper()
+	const netAdmin = "0000000000001000"
+	want := map[string]string{"CapEff": netAdmin, "CapPrm": netAdmin, "CapBnd": netAdmin, "CapInh": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1"}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of the resolver: %v", err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				got[k] = strings.TrimSpace(v)
+			}
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("resolver thread %s: %s = %s, want %s", task.Name(), k, got[k], v)
+			}
+		}
+	}
+}
+
 func learned(t *testing.T, tp *topo) string {
 	t.Helper()
 	v4, err := tp.nft("list", "set", "inet", ruleset.Table, ruleset.SetDNSV4)
@@ -287,6 +317,9 @@ func TestResolverTier(t *testing.T) {
 	dir := stateDir(t)
 	resolverBundle(t, dir)
 	pid := startedResolver(t, tp, dir)
+	// Everything below (marking, learning, answering, reloading) runs
+	// with CAP_NET_ADMIN alone.
+	onlyNetAdmin(t, pid)
 
 	tp.mustReject("listed address before resolution", tp.tcp(allowV4, appPort))
 	m, err := tp.query("127.0.0.1", nameListed, dns.TypeA, "udp")
@@ -681,6 +714,7 @@ func TestResolverRootless(t *testing.T) {
 		t.Fatal("resolver.pid does not name our resolver")
 	}
 	t.Cleanup(func() { _ = syscall.Kill(rpid, syscall.SIGKILL) })
+	onlyNetAdmin(t, rpid)
 	if m, err := tp.query("127.0.0.1", nameListed, dns.TypeA, "udp"); err != nil || strings.Join(answerAddrs(m), ",") != allowV4 {
 		t.Fatalf("listed A through the rootless resolver: %v %v", m, err)
 	}

@@ -126,6 +126,14 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 	if b := r.cached(q, limit); b != nil {
 		return b
 	}
+	if r.rate != nil {
+		if ok, n := r.rate.allow(r.now()); !ok {
+			if n > 0 {
+				r.log.log(slog.LevelWarn, "rate-limited", slog.Int("queries", n), slog.Int("per_second", forwardRate))
+			}
+			return r.localReply(q.req, dns.RcodeServerFailure, false)
+		}
+	}
 	out := new(dns.Msg)
 	out.RecursionDesired = true
 	out.CheckingDisabled = q.req.CheckingDisabled

@@ -73,7 +73,9 @@ type Resolver struct {
 	host   *hostAddrs
 	cache  *answerCache
 	log    *boundedLog
-	now    func() time.Time
+	// rate bounds the forwarded queries; nil (unit tests) is unbounded.
+	rate *rateLimiter
+	now  func() time.Time
 }
 
 // Main runs the resolver subcommand (args is the whole argv) and returns
@@ -169,6 +171,14 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 		_ = udp.Close()
 		return fmt.Errorf("listen on %s/tcp: %w", listen, err)
 	}
+	// Everything that needs more than CAP_NET_ADMIN is done: the sockets
+	// are bound, the netlink sockets (learned sets, table notifications,
+	// the host's routes) open.
+	if err := dropPrivileges(); err != nil {
+		_ = udp.Close()
+		_ = tcp.Close()
+		return fmt.Errorf("drop privileges: %w", err)
+	}
 	srv := newServer(r, udp, tcp)
 	errc := make(chan error, 2)
 	srv.start(errc)
@@ -205,7 +215,8 @@ func newResolver(dir string) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolver{dir: dir, log: lg, cache: newAnswerCache(), now: time.Now, bypass: liveBypass}
+	r := &Resolver{dir: dir, log: lg, cache: newAnswerCache(), now: time.Now, bypass: liveBypass,
+		rate: newRateLimiter(forwardRate, forwardBurst, time.Now())}
 	up, err := shieldbundle.ReadUpstreamDNS(dir)
 	if err == nil && up == "" {
 		err = fmt.Errorf("%s missing: the resolver has no upstream forwarder", filepath.Join(dir, shieldbundle.FileUpstreamDNS))
