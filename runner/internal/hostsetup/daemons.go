@@ -131,6 +131,9 @@ type DaemonManagers struct {
 	// units go (the system scope's socket units).
 	System        daemonctl.Systemd
 	SystemUnitDir string
+	// PrivateTmpDirs are the directories a hardened unit cannot see
+	// (PrivateTmp=): a daemon there is refused for units.
+	PrivateTmpDirs []string
 }
 
 // SystemUnitDir is where setup --system writes root's units: the
@@ -141,7 +144,8 @@ const SystemUnitDir = "/etc/systemd/system"
 // NewDaemonManagers uses the real systemctl and binaries.
 func NewDaemonManagers(cfg config.Config, env config.Env, log *slog.Logger) DaemonManagers {
 	return DaemonManagers{Gate: gatectl.New(cfg, env, log), Proxy: proxyctl.New(cfg, env, log),
-		System: daemonctl.Systemd{System: true}, SystemUnitDir: SystemUnitDir}
+		System: daemonctl.Systemd{System: true}, SystemUnitDir: SystemUnitDir,
+		PrivateTmpDirs: []string{"/tmp", "/var/tmp"}}
 }
 
 func find(f func(string) (string, error), name string) (string, error) {
@@ -149,6 +153,23 @@ func find(f func(string) (string, error), name string) (string, error) {
 		return f(name)
 	}
 	return daemonctl.FindBinary(name)
+}
+
+// findForUnit is find for a unit's ExecStart: the hardened services run
+// with PrivateTmp=, which hides /tmp and /var/tmp, so a daemon there would
+// fail on its first connection while setup reported success (found under
+// a real systemd).
+func (m DaemonManagers) findForUnit(f func(string) (string, error), name string) (string, error) {
+	bin, err := find(f, name)
+	if err != nil {
+		return "", err
+	}
+	for _, tmp := range m.PrivateTmpDirs {
+		if isWithin(bin, tmp) {
+			return "", fmt.Errorf("%s is in %s, which the hardened unit cannot see (PrivateTmp=); install the binaries (make install) and run the setup again", bin, tmp)
+		}
+	}
+	return bin, nil
 }
 
 // Daemons chooses, as the per-component commands do, systemd user units
@@ -190,14 +211,14 @@ func (m DaemonManagers) systemUnitDaemons() []Daemon {
 	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName}
 	proxyNames := []string{proxyctl.SocketUnit, proxyctl.ServiceUnit}
 	gateUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := find(g.FindBinary, gatectl.Binary)
+		bin, err := m.findForUnit(g.FindBinary, gatectl.Binary)
 		if err != nil {
 			return nil, err
 		}
 		return g.RenderUnits(bin, g.Cfg.GatePort)
 	}
 	proxyUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := find(p.FindBinary, proxyctl.Binary)
+		bin, err := m.findForUnit(p.FindBinary, proxyctl.Binary)
 		if err != nil {
 			return nil, err
 		}
@@ -262,7 +283,7 @@ func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 		unitDaemon{
 			name: "gate units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
 			render: func() ([]daemonctl.Unit, error) {
-				bin, err := find(g.FindBinary, gatectl.Binary)
+				bin, err := m.findForUnit(g.FindBinary, gatectl.Binary)
 				if err != nil {
 					return nil, err
 				}
@@ -280,7 +301,7 @@ func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 		unitDaemon{
 			name: "credential proxy units", dir: dir, socket: proxyctl.SocketUnit, names: proxyNames,
 			render: func() ([]daemonctl.Unit, error) {
-				bin, err := find(p.FindBinary, proxyctl.Binary)
+				bin, err := m.findForUnit(p.FindBinary, proxyctl.Binary)
 				if err != nil {
 					return nil, err
 				}

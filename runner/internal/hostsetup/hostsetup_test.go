@@ -78,6 +78,9 @@ esac
 exit 0
 `, h.calls, state))
 	mgrs := NewDaemonManagers(cfg, env, nil)
+	// The tree is in the test's temporary directory, itself usually in
+	// /tmp: what the units cannot see is a directory of its own here.
+	mgrs.PrivateTmpDirs = []string{filepath.Join(root, "private-tmp")}
 	sd := daemonctl.Systemd{Systemctl: filepath.Join(bin, "systemctl")}
 	findBin := func(name string) (string, error) { return filepath.Join(bin, name), nil }
 	mgrs.Gate.Systemd, mgrs.Gate.FindBinary = sd, findBin
@@ -531,6 +534,7 @@ func newSystemHost(t *testing.T) *host {
 	bin := filepath.Join(r, "bin")
 	sd := daemonctl.Systemd{Systemctl: filepath.Join(bin, "systemctl")}
 	mgrs := NewDaemonManagers(cfg, env, nil)
+	mgrs.PrivateTmpDirs = []string{filepath.Join(r, "private-tmp")}
 	findBin := func(name string) (string, error) { return filepath.Join(bin, name), nil }
 	mgrs.Gate.Systemd, mgrs.Gate.FindBinary = sd, findBin
 	mgrs.Proxy.Systemd, mgrs.Proxy.FindBinary = sd, findBin
@@ -623,4 +627,21 @@ func (h *host) snapshotAll(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	return snap
+}
+
+// A daemon where the hardened units cannot see it (PrivateTmp=) is
+// refused before anything is written for it.
+func TestUnitsRefuseADaemonInPrivateTmp(t *testing.T) {
+	h := newHost(t)
+	hidden := filepath.Join(h.root, "private-tmp")
+	h.mgrs.PrivateTmpDirs = []string{hidden}
+	h.mgrs.Gate.FindBinary = func(name string) (string, error) { return filepath.Join(hidden, "bin", name), nil }
+	var out bytes.Buffer
+	_, err := Run(context.Background(), h.setupSteps(t), false, &out)
+	if err == nil || !strings.Contains(err.Error(), "PrivateTmp") || !strings.Contains(err.Error(), "gate units") {
+		t.Fatalf("want the gate units refused, got %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(h.home, ".config", "systemd", "user", "terok-gate.socket")); !os.IsNotExist(err) {
+		t.Errorf("a unit was written: %v", err)
+	}
 }
