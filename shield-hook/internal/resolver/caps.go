@@ -40,6 +40,11 @@ func dropPrivileges() error {
 		if c == unix.CAP_NET_ADMIN {
 			continue
 		}
+		// Already out of the bounding set (a runtime that started the
+		// hook with fewer): nothing to drop, and no CAP_SETPCAP needed.
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err == nil && in == 0 {
+			continue
+		}
 		if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0, 0); e != 0 {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
 		}
