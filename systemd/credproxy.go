@@ -7,11 +7,12 @@ import _ "embed"
 // SSH_KEYS_FILE, ALLOW_STATIC_MARKER (true or false: proxy_static_marker),
 // CREDENTIALS_DIR (the one directory the hardened service may write), BIN.
 // The order of the socket's two ListenStream= lines is the proxy's
-// descriptor order (3 = Unix, 4 = TCP); never swap them. Bump
-// ProxyUnitVersion whenever a template changes (6: hardening; 7: the
-// shared keyring).
+// descriptor order for units older than v8 (3 = Unix, 4 = TCP); v8 names
+// both (FileDescriptorName=credential-proxy, told apart by network) and is
+// Type=notify. Bump ProxyUnitVersion whenever a template changes (6:
+// hardening; 7: the shared keyring; 8: FileDescriptorName= and Type=notify).
 const (
-	ProxyUnitVersion = 7
+	ProxyUnitVersion = 8
 	ProxySocketName  = "terok-credential-proxy.socket"
 	ProxyServiceName = "terok-credential-proxy.service"
 	ProxyStampPrefix = "# terok-credential-proxy-version:"

@@ -5,7 +5,8 @@ import _ "embed"
 // Gate unit templates. Placeholders: UNIT_VERSION, PORT, TEROK_GATE_BIN,
 // GATE_BASE_PATH (also the one directory the hardened service may write),
 // TOKEN_FILE. Bump GateUnitVersion whenever a template changes so
-// installations are reported as outdated (8: hardening).
+// installations are reported as outdated (8: hardening; 9: FileDescriptorName=
+// and Type=notify).
 //
 // Version 7 departs from gate-server.md §10 (version 6: Accept=yes and a
 // `terok-gate --inetd` process per connection) as §7.3 allows, with a
@@ -14,7 +15,7 @@ import _ "embed"
 // per clone and threw away the gate's answer caches (capability
 // advertisement, ls-refs, clone-like fetches) with every connection.
 const (
-	GateUnitVersion = 8
+	GateUnitVersion = 9
 	GateSocketName  = "terok-gate.socket"
 	GateServiceName = "terok-gate.service"
 	GateStampPrefix = "# terok-gate-version:"

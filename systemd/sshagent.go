@@ -7,11 +7,12 @@ import _ "embed"
 // that run the agent on its own (never both on one port). Placeholders:
 // UNIT_VERSION, PORT, BIN, DB_PATH, SSH_KEYS_FILE, CREDENTIALS_DIR (the one
 // directory the hardened service may write: the database's WAL files). The
-// socket passes one TCP listener (LISTEN_FDS=1); --port then only documents
-// the port. Bump SSHAgentUnitVersion whenever a template changes (2:
-// hardening; 3: the shared keyring).
+// socket passes one TCP listener (FileDescriptorName=ssh-agent); --port
+// then only documents the port. Bump SSHAgentUnitVersion whenever a
+// template changes (2: hardening; 3: the shared keyring; 4:
+// FileDescriptorName= and Type=notify).
 const (
-	SSHAgentUnitVersion = 3
+	SSHAgentUnitVersion = 4
 	SSHAgentSocketName  = "terok-ssh-agent.socket"
 	SSHAgentServiceName = "terok-ssh-agent.service"
 	SSHAgentStampPrefix = "# terok-ssh-agent-version:"

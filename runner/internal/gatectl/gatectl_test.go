@@ -111,7 +111,7 @@ func TestRenderUnitsAndSystemdVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, svc := units[0].Content, units[1].Content
-	if !strings.HasPrefix(sock, "# terok-gate-version: 8\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
+	if !strings.HasPrefix(sock, "# terok-gate-version: 9\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
 		t.Fatalf("socket unit:\n%s", sock)
 	}
 	wantExec := fmt.Sprintf("ExecStart=%s --base-path=%s --token-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile())
@@ -193,12 +193,13 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	sockPath := filepath.Join(unitDir, systemd.GateSocketName)
 	orig, _ := os.ReadFile(sockPath)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v8)."},
-		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v8)."},
-		{"# something else", "Systemd units are outdated (installed unversioned, expected v8)."},
-		{"# terok-gate-version: 9", ""},
+		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v9)."},
+		{"# terok-gate-version: 8", "Systemd units are outdated (installed v8, expected v9)."}, // Type=simple, no descriptor name
+		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v9)."},
+		{"# something else", "Systemd units are outdated (installed unversioned, expected v9)."},
+		{"# terok-gate-version: 10", ""},
 	} {
-		content := strings.Replace(string(orig), "# terok-gate-version: 8", tc.stamp, 1)
+		content := strings.Replace(string(orig), "# terok-gate-version: 9", tc.stamp, 1)
 		os.WriteFile(sockPath, []byte(content), 0o644)
 		if got := m.CheckUnitsOutdated(); got != tc.want {
 			t.Errorf("stamp %q: %q, want %q", tc.stamp, got, tc.want)

@@ -244,7 +244,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	dir, _ := daemonctl.UserUnitDir(m.Env)
 	sock, _ := os.ReadFile(filepath.Join(dir, SocketUnit))
 	svc, _ := os.ReadFile(filepath.Join(dir, ServiceUnit))
-	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 7\n") ||
+	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 8\n") ||
 		!strings.Contains(string(sock), "ListenStream="+m.Cfg.ProxySocket()+"\nSocketMode=0600\nListenStream=127.0.0.1:"+fmt.Sprint(m.Cfg.ProxyPort)+"\n") {
 		t.Errorf("socket unit:\n%s", sock)
 	}
@@ -253,7 +253,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if !strings.Contains(string(svc), wantExec) {
 		t.Errorf("service unit:\n%s\nwant %s", svc, wantExec)
 	}
-	if m.InstalledVersion() != 7 {
+	if m.InstalledVersion() != 8 {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
 	// Installed: systemd mode; not running while the service is inactive.
