@@ -321,7 +321,7 @@ func (s Store) EnsureEncrypted(ctx context.Context) (Setup, error) {
 	mode, created, err := secretstore.CreateUnattended(s.Dir)
 	if errors.Is(err, secretstore.ErrNoUnattendedSource) {
 		out.Plaintext = true
-		out.Warning = fmt.Sprintf("WARNING: this secret is stored in PLAINTEXT: credentials_encryption is on, but %v. "+
+		out.Warning = fmt.Sprintf("WARNING: this secret is stored in plaintext, NOT encrypted: credentials_encryption is on, but %v. "+
 			"Run 'terok-sandbox credentials unlock' to choose a passphrase (it creates the keystore), then 'terok-sandbox credentials migrate'.", err)
 		return out, nil
 	}

@@ -76,7 +76,7 @@ func TestEnsureEncrypted(t *testing.T) {
 				t.Fatalf("keystore exists %v, want %v", exists, tc.created)
 			}
 			if tc.plaintext {
-				if !strings.Contains(setup.Warning, "PLAINTEXT") || !strings.Contains(setup.Warning, "credentials unlock") {
+				if !strings.Contains(setup.Warning, "stored in plaintext") || !strings.Contains(setup.Warning, "credentials unlock") {
 					t.Fatalf("warning: %q", setup.Warning)
 				}
 				if _, err := os.Stat(secret); !errors.Is(err, os.ErrNotExist) {
