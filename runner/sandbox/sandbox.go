@@ -200,6 +200,10 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	for _, e := range spec.Env {
 		p.Env = append(p.Env, launch.EnvVar{Name: e.Name, Value: e.Value})
 	}
+	if spec.TaskDir != "" {
+		// No volume may reach the task's own shield state (its allowlist).
+		p.ShieldStateDir = config.ShieldStateDir(spec.TaskDir)
+	}
 	if spec.Project != "" {
 		if err := names.ValidateProjectID(spec.Project); err != nil {
 			return nil, fmt.Errorf("run spec: %w", err)

@@ -19,8 +19,13 @@ import (
 var valueFlags = map[string]bool{
 	"--cap-add": true, "--network": true, "--net": true, "--userns": true,
 	"--pid": true, "--ipc": true, "--uts": true, "--security-opt": true,
-	"--device": true, "--annotation": true,
+	"--device": true, "--annotation": true, "--volume": true, "--mount": true,
 }
+
+// shortValueFlags are podman run's one-letter flags that take a value;
+// in a group (-itv SPEC) the first of them takes the rest of the group or
+// the next argument, as the flag parser does. Only -v is judged.
+var shortValueFlags = map[byte]bool{'a': true, 'e': true, 'h': true, 'l': true, 'm': true, 'p': true, 'u': true, 'v': true, 'w': true}
 
 // forbiddenCaps would let a container process rewrite its firewall or
 // set the resolver's packet mark (NET_ADMIN), forge packets past it
@@ -34,12 +39,24 @@ var forbiddenCaps = map[string]bool{"NET_ADMIN": true, "NET_RAW": true, "SYS_ADM
 var forbiddenDevices = map[string]bool{"/dev/vsock": true, "/dev/vhost-vsock": true}
 
 // checkExtraArgs refuses extra arguments that undo the hardening, with
-// the argument and the reason in the error.
-func checkExtraArgs(extra []string) error {
+// the argument and the reason in the error. stateDir is the task's shield
+// state dir, which no volume may reach (volumes.go).
+func checkExtraArgs(extra []string, stateDir string) error {
 	for i := 0; i < len(extra); i++ {
 		shown := extra[i]
 		name, value, hasValue := strings.Cut(shown, "=")
 		if !strings.HasPrefix(name, "--") {
+			spec, consumed, ok := shortVolume(extra, i)
+			if !ok {
+				continue
+			}
+			shown = strings.Join(extra[i:i+consumed+1], " ")
+			i += consumed
+			if src := volumeSource(spec); src != "" {
+				if err := checkVolumeSource(src, stateDir); err != nil {
+					return fmt.Errorf("extra argument %q: %w; remove it", shown, err)
+				}
+			}
 			continue
 		}
 		if valueFlags[name] && !hasValue && i+1 < len(extra) {
@@ -47,7 +64,7 @@ func checkExtraArgs(extra []string) error {
 			value, hasValue = extra[i], true
 			shown += " " + value
 		}
-		if err := checkFlag(name, value, hasValue); err != nil {
+		if err := checkFlag(name, value, hasValue, stateDir); err != nil {
 			return fmt.Errorf("extra argument %q: %w; remove it", shown, err)
 		}
 	}
@@ -56,8 +73,16 @@ func checkExtraArgs(extra []string) error {
 
 // checkFlag judges one flag and its value (hasValue false for a flag at
 // the end of the list or a boolean flag without "=").
-func checkFlag(name, value string, hasValue bool) error {
+func checkFlag(name, value string, hasValue bool, stateDir string) error {
 	switch name {
+	case "--volume":
+		if src := volumeSource(value); src != "" {
+			return checkVolumeSource(src, stateDir)
+		}
+	case "--mount":
+		if src := mountSource(value); src != "" {
+			return checkVolumeSource(src, stateDir)
+		}
 	case "--privileged":
 		if !hasValue || value != "false" {
 			return fmt.Errorf("--privileged switches off the seccomp profile, the capability limits and the device rules (docs/seccomp.md)")
@@ -117,4 +142,30 @@ func checkSecurityOpt(opt string) error {
 		return fmt.Errorf("it exposes the kernel files podman masks")
 	}
 	return nil
+}
+
+// shortVolume finds the -v value of a group of one-letter flags at
+// extra[i] (-v SPEC, -vSPEC, -v=SPEC, -itv SPEC); consumed is 1 when the
+// value is the next argument.
+func shortVolume(extra []string, i int) (spec string, consumed int, ok bool) {
+	a := extra[i]
+	if len(a) < 2 || a[0] != '-' || a[1] == '-' {
+		return "", 0, false
+	}
+	for j := 1; j < len(a); j++ {
+		if !shortValueFlags[a[j]] {
+			continue
+		}
+		if a[j] != 'v' {
+			return "", 0, false
+		}
+		if rest := strings.TrimPrefix(a[j+1:], "="); rest != "" {
+			return rest, 0, true
+		}
+		if i+1 < len(extra) {
+			return extra[i+1], 1, true
+		}
+		return "", 0, false
+	}
+	return "", 0, false
 }

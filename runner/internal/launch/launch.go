@@ -32,7 +32,12 @@ type Params struct {
 	GPU          bool
 	ExtraArgs    []string
 	Volumes      []string
-	Env          []EnvVar
+	// ShieldStateDir is the task's shield state dir (<task dir>/shield):
+	// Validate refuses a volume, in Volumes or the extra arguments, whose
+	// host source contains it or lies inside it (volumes.go). "" skips
+	// that check.
+	ShieldStateDir string
+	Env            []EnvVar
 	// Labels mark the container as the runner's (docs/runner.md, Labels);
 	// they follow the extra arguments so those cannot replace them.
 	Labels  []Label
@@ -92,12 +97,17 @@ func (p Params) Validate() error {
 			return err
 		}
 	}
-	if err := checkExtraArgs(p.ExtraArgs); err != nil {
+	if err := checkExtraArgs(p.ExtraArgs, p.ShieldStateDir); err != nil {
 		return err
 	}
 	for _, v := range p.Volumes {
 		if v == "" || strings.HasPrefix(v, "-") {
 			return fmt.Errorf("volume %q is not a host:container[:options] spec", v)
+		}
+		if src := volumeSource(v); src != "" {
+			if err := checkVolumeSource(src, p.ShieldStateDir); err != nil {
+				return fmt.Errorf("volume %q: %w", v, err)
+			}
 		}
 	}
 	all := append(append(append([]string{p.Name, p.Image}, p.Volumes...), p.ExtraArgs...), p.Command...)
