@@ -29,6 +29,10 @@ func coreTestConfig(t *testing.T) (config.Config, config.Env) {
 		return ""
 	}}
 	cfg := config.Defaults(env)
+	// EUID 0 would put the credentials under /var/lib/terok and the
+	// runtime files under /run: keep every path of the test its own.
+	cfg.CredentialsDir = filepath.Join(dir, "credentials")
+	cfg.RuntimeDir = filepath.Join(dir, "run")
 	// The launch refuses to run without the seccomp profile: install one
 	// (generated from a minimal podman-shaped profile) in a config root of
 	// the test's own.
