@@ -24,7 +24,8 @@ systemd-run --quiet --unit terok-test-upstream socat TCP-LISTEN:18555,bind=127.0
 hardened() {
   local pid=$1 what=$2
   [ "$pid" != 0 ] || fail "$what: no main process"
-  # Type=simple is active at fork: wait for the exec of the daemon itself.
+  # Type=notify units are active after READY=1, so after the exec; the wait
+  # remains for units of older installs (Type=simple is active at fork).
   for _ in $(seq 50); do [[ $(readlink /proc/$pid/exe) == */terok-* ]] && break; sleep 0.1; done
   grep -q '^CapBnd:[[:space:]]*0000000000000000$' /proc/$pid/status || fail "$what: capabilities left: $(grep CapBnd /proc/$pid/status)"
   grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$pid/status || fail "$what: NoNewPrivs off"
@@ -55,6 +56,27 @@ git -C /tmp/clone fetch -q origin || fail "fetch after restart"
 systemctl stop terok-gate.service terok-gate.socket
 say "system gate: socket activation, clone, push, restart, stop ok"
 
+# Type=notify (docs/install.md, Socket activation and readiness): a start
+# job ends only on READY=1, which the gate sends once its listener is up and
+# tokens.json is readable. With the file unreadable (the service has no
+# capabilities, so not even its root reads mode 000) the gate exits before
+# READY: the start fails and the unit is never active. A Type=simple unit
+# would report the start as done at fork.
+[ "$(systemctl show -p Type --value terok-gate.service)" = notify ] || fail "gate service is not Type=notify"
+tf=/var/lib/terok/sandbox/gate/tokens.json
+[ -f "$tf" ] || fail "no $tf"
+chmod 000 "$tf"
+systemctl start terok-gate.service 2>/dev/null && fail "gate start succeeded without readable tokens"
+[ "$(systemctl is-active terok-gate.service)" != active ] || fail "gate active without READY"
+chmod 600 "$tf"
+systemctl reset-failed terok-gate.service terok-gate.socket 2>/dev/null || true
+systemctl start terok-gate.service || fail "gate start with readable tokens"
+# The start job returned: READY=1 arrived, so the gate answers at once.
+[ "$(systemctl is-active terok-gate.service)" = active ] || fail "gate not active after its start job"
+git -C /tmp/clone fetch -q origin || fail "fetch right after READY"
+systemctl stop terok-gate.service terok-gate.socket
+say "system gate: Type=notify: no READY (unreadable tokens) fails the start; active only after READY=1"
+
 cred=/var/lib/terok/credentials
 mkdir -p "$cred" && chmod 700 "$cred"
 echo '{"claude": {"upstream": "http://127.0.0.1:18555"}}' >"$cred/routes.json"
@@ -72,7 +94,10 @@ out=$(curl -sS -m 10 -H "Authorization: Bearer $ptok" http://127.0.0.1:18731/v1/
 [ "$out" = "auth=Bearer sk-sealed-system" ] || fail "system proxy answered '$out'"
 say "system proxy: cold socket to first answer ${ms} ms; sealed credential injected"
 hardened "$(systemctl show -p MainPID --value terok-credential-proxy.service)" "system proxy"
+[ "$(systemctl show -p Type --value terok-credential-proxy.service)" = notify ] || fail "proxy service is not Type=notify"
 systemctl restart terok-credential-proxy.service
+# restart returns after READY=1: the proxy is active and answers at once.
+[ "$(systemctl is-active terok-credential-proxy.service)" = active ] || fail "proxy not active after its restart job"
 [ "$(curl -sS -m 10 -H "Authorization: Bearer $ptok" http://127.0.0.1:18731/v1/x)" = "auth=Bearer sk-sealed-system" ] || fail "proxy after restart"
 systemctl disable --now terok-credential-proxy.socket terok-credential-proxy.service >/dev/null 2>&1
 
@@ -84,6 +109,9 @@ timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18732' || fail "ssh agent socket"
 for _ in $(seq 50); do [ "$(systemctl is-active terok-ssh-agent.service)" = active ] && break; sleep 0.1; done
 say "system ssh agent: active $(( ($(date +%s%N) - t0) / 1000000 )) ms after the first connection"
 hardened "$(systemctl show -p MainPID --value terok-ssh-agent.service)" "system ssh agent"
+[ "$(systemctl show -p Type --value terok-ssh-agent.service)" = notify ] || fail "agent service is not Type=notify"
+systemctl restart terok-ssh-agent.service
+[ "$(systemctl is-active terok-ssh-agent.service)" = active ] || fail "agent not active after its restart job"
 systemctl disable --now terok-ssh-agent.socket terok-ssh-agent.service >/dev/null 2>&1
 $R terok-sandbox credentials lock >/dev/null
 
