@@ -34,7 +34,35 @@ func (o Options) UninstallSteps(removals []Daemon, purge bool) []Step {
 	if purge {
 		steps = append(steps, o.purgeStep())
 	}
-	return append(steps, o.createdDirsStep())
+	return append(steps, o.createdDirsStep(o.pendingRemovals(removals, purge)))
+}
+
+// pendingRemovals are the paths the earlier uninstall steps remove, so a
+// dry run's plan for the created directories counts them as gone (in a
+// real run they are).
+func (o Options) pendingRemovals(removals []Daemon, purge bool) func() []string {
+	return func() []string {
+		out := append([]string{o.seccompPath()}, o.descriptorPaths()...)
+		if have, err := os.ReadFile(o.configPath()); err == nil && string(have) == string(DefaultConfig(o.Cfg)) {
+			out = append(out, o.configPath())
+		}
+		if o.Scope == ScopeUser {
+			if _, found, empty, err := o.revertedConf(); err == nil && found && empty {
+				out = append(out, o.Paths.UserContainersConf)
+			}
+		}
+		for _, d := range removals {
+			if u, ok := d.(unitDaemon); ok {
+				for _, n := range u.names {
+					out = append(out, filepath.Join(u.dir, n))
+				}
+			}
+		}
+		if purge {
+			out = append(out, o.Cfg.StateDir, o.Cfg.CredentialsDir)
+		}
+		return out
+	}
 }
 
 // removeFileStep removes path; with want set, only when the file still
@@ -197,8 +225,17 @@ func isWithin(p, dir string) bool {
 // createdDirsStep removes the directories setup created that are now
 // empty, deepest first, then the record (kept while any recorded
 // directory remains, so a later uninstall still knows them).
-func (o Options) createdDirsStep() Step {
+func (o Options) createdDirsStep(pending func() []string) Step {
 	plan := func() (remove, keep []string, err error) {
+		goneAlready := pending()
+		removed := func(p string) bool {
+			for _, g := range goneAlready {
+				if isWithin(p, g) {
+					return true
+				}
+			}
+			return false
+		}
 		rec, err := o.readRecord()
 		if err != nil {
 			return nil, nil, err
@@ -206,6 +243,11 @@ func (o Options) createdDirsStep() Step {
 		sort.Slice(rec, func(i, j int) bool { return len(rec[i]) > len(rec[j]) })
 		gone := map[string]bool{}
 		for _, p := range rec {
+			if removed(p) {
+				// The purge takes it with its tree.
+				gone[p] = true
+				continue
+			}
 			entries, err := os.ReadDir(p)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -217,7 +259,7 @@ func (o Options) createdDirsStep() Step {
 			empty := true
 			for _, e := range entries {
 				child := filepath.Join(p, e.Name())
-				if gone[child] || (child == o.record() && filepath.Dir(o.record()) == p) {
+				if gone[child] || removed(child) || (child == o.record() && filepath.Dir(o.record()) == p) {
 					continue
 				}
 				empty = false
