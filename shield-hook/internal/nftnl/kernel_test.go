@@ -28,7 +28,10 @@ import (
 //	                   routes to 169.254.169.254 and fd00:ec2::254 via the peer (nothing answers them)
 //	peer netns        <kVethB 198.51.100.2/24, 2001:db8:77::2/64 (app),
 //	                   198.51.100.53, 2001:db8:77::53 (the forwarders),
-//	                   10.77.0.2/24, fd77::2/64 (app, in special ranges)>
+//	                   10.77.0.2/24, fd77::2/64 (app, in special ranges),
+//	                   10.0.2.3, 169.254.1.1, fd00::3 (the built-in forwarders'
+//	                   addresses, UDP 53 only; routed to the peer like the
+//	                   metadata address)>
 const kApp = 8080
 
 // kFamily is one address family's view of the topology.
@@ -40,6 +43,8 @@ type kFamily struct {
 	privCIDR, meta string
 	bits, privBits string
 	special        []string // special addresses put into the learned set
+	builtin        []string // built-in forwarder addresses (not the configured one)
+	wide           string   // an explicit allow CIDR covering builtin
 }
 
 // kFamilies is the topology's IPv4 and IPv6 view.
@@ -48,13 +53,15 @@ func kFamilies() []kFamily {
 		{name: "v4", tcp: "tcp4", udp: "udp4", set: ruleset.SetDNSV4,
 			ctr: "198.51.100.1", peer: "198.51.100.2", fwd: "198.51.100.53", ctrPriv: "10.77.0.1", priv: "10.77.0.2",
 			privCIDR: "10.77.0.0/24", meta: "169.254.169.254", bits: "24", privBits: "24",
-			special: []string{"10.77.0.2", "127.0.0.1", "169.254.169.254"}},
+			special: []string{"10.77.0.2", "127.0.0.1", "169.254.169.254"},
+			builtin: []string{ruleset.SlirpDNS, ruleset.PastaDNS}, wide: "0.0.0.0/0"},
 		{name: "v6", tcp: "tcp6", udp: "udp6", set: ruleset.SetDNSV6,
 			ctr: "2001:db8:77::1", peer: "2001:db8:77::2", fwd: "2001:db8:77::53", ctrPriv: "fd77::1", priv: "fd77::2",
 			privCIDR: "fd77::/64", meta: "fd00:ec2::254", bits: "64", privBits: "64",
 			// The NAT64 spelling of 10.77.0.2 too: an AAAA answer that would
 			// reach an IPv4 address through a translator.
-			special: []string{"fd77::2", "::1", "fd00:ec2::254", "64:ff9b::a4d:2"}},
+			special: []string{"fd77::2", "::1", "fd00:ec2::254", "64:ff9b::a4d:2"},
+			builtin: []string{ruleset.SlirpDNSV6}, wide: "::/0"},
 	}
 }
 
@@ -64,6 +71,7 @@ type kernelTopo struct {
 	veth      string // the container side
 	udp53     atomic.Int64
 	udp5353   atomic.Int64
+	builtin53 atomic.Int64 // UDP 53 on the built-in forwarder addresses
 	tcp53     atomic.Int64
 }
 
@@ -116,10 +124,14 @@ func newKernelTopo(t *testing.T) *kernelTopo {
 		} {
 			run(l...)
 		}
+		for _, b := range f.builtin {
+			run(addr(p, b, full, vethB)...)
+			run(append(append(append(append([]string{}, c...), "ip"), six...), "route", "add", b+"/"+full, "via", f.peer, "dev", k.veth)...)
+		}
 	}
 	// The network rule: every destination routes through our own veth.
 	for _, f := range kFamilies() {
-		for _, a := range []string{f.peer, f.fwd, f.priv, f.meta} {
+		for _, a := range append([]string{f.peer, f.fwd, f.priv, f.meta}, f.builtin...) {
 			out, err := exec.Command("ip", "netns", "exec", ctr.name, "ip", "route", "get", a).CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "dev "+k.veth) {
 				t.Fatalf("route to %s does not use the test veth %s: %v %s", a, k.veth, err, out)
@@ -159,6 +171,13 @@ func (k *kernelTopo) serve(t *testing.T) {
 					return err
 				}
 				all = append(all, counted{pc: pc, n: n})
+			}
+			for _, b := range f.builtin {
+				pc, err := net.ListenPacket(f.udp, net.JoinHostPort(b, "53"))
+				if err != nil {
+					return err
+				}
+				all = append(all, counted{pc: pc, n: &k.builtin53})
 			}
 		}
 		return nil
@@ -326,6 +345,13 @@ func TestSpecialAndClosedDNSOnTheKernel(t *testing.T) {
 
 func kernelCase(t *testing.T, f kFamily, via string) {
 	k := newKernelTopo(t)
+	// Control: without the table the built-in forwarders answer, so the
+	// refusals below are the table's.
+	for _, b := range f.builtin {
+		if err := k.exchange(f.udp, net.JoinHostPort(b, "53"), false); err != nil {
+			t.Fatalf("built-in forwarder %s before the table: %v", b, err)
+		}
+	}
 	text, skipped, err := ruleset.Script{Options: ruleset.Options{DNS: f.fwd}}.Render()
 	if err != nil || len(skipped) > 0 {
 		t.Fatal(err, skipped)
@@ -414,5 +440,27 @@ func kernelCase(t *testing.T, f kFamily, via string) {
 	}
 	if u := k.udp53.Load(); u != 3 {
 		t.Fatalf("the forwarder saw %d UDP queries, want the 3 marked ones", u)
+	}
+	// (f) the other built-in forwarders stay closed even under an explicit
+	// allow of everything (a profile allowing 10.0.0.0/8 or fc00::/7):
+	// their rejects are in the head, before the allow sets. Marked or not.
+	allowSet := ruleset.SetAllowV4
+	if f.name == "v6" {
+		allowSet = ruleset.SetAllowV6
+	}
+	k.ctr.nft(t, fmt.Sprintf("flush set %s %s %s\n", ruleset.Family, ruleset.Table, allowSet)+
+		ruleset.AddElements(ruleset.KindAllow, []string{f.wide}, false), "-f", "-")
+	if err := k.exchange(f.tcp, app(f.peer), false); err != nil {
+		t.Fatalf("allow %s does not open %s: %v", f.wide, f.peer, err)
+	}
+	for _, b := range f.builtin {
+		for _, marked := range []bool{false, true} {
+			if err := k.exchange(f.udp, net.JoinHostPort(b, "53"), marked); !rejected(err) {
+				t.Fatalf("built-in forwarder %s marked=%v under allow %s: %v, want rejected", b, marked, f.wide, err)
+			}
+		}
+	}
+	if n := k.builtin53.Load(); n != int64(len(f.builtin)) {
+		t.Fatalf("the built-in forwarders saw %d queries, want only the %d of the control", n, len(f.builtin))
 	}
 }
