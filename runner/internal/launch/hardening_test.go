@@ -80,3 +80,28 @@ func TestValidateRefusesHardeningUndo(t *testing.T) {
 		})
 	}
 }
+
+// FuzzValidateExtraArgs: whatever the extra arguments (one per line),
+// Validate does not panic, and an accepted list holds none of the refused
+// flags in its plainest spelling.
+func FuzzValidateExtraArgs(f *testing.F) {
+	for _, s := range []string{"--cap-add\nNET_ADMIN", "--cap-add=chown", "-itv\n/:/h", "--mount\ntype=bind,src=/", "--security-opt\nlabel:disable",
+		"--device=/dev/vsock:/dev/x", "-e\n--privileged", "--annotation\nterok.shield.x=1", "--pid\nhost", "-v"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		extra := strings.Split(in, "\n")
+		err := Params{Name: "c", Image: "i", ExtraArgs: extra, ShieldStateDir: "/nonexistent-terok-fuzz/task/shield"}.Validate()
+		if err != nil {
+			return
+		}
+		for i, a := range extra {
+			switch {
+			case a == "--privileged", a == "--network", strings.HasPrefix(a, "--network="), strings.HasPrefix(a, "--net="), a == "--net",
+				a == "--userns", strings.HasPrefix(a, "--userns="), a == "--cap-add=ALL", a == "--cap-add=NET_ADMIN",
+				a == "--security-opt=seccomp=unconfined", strings.HasPrefix(a, "--annotation=terok.shield."):
+				t.Fatalf("accepted %q (element %d of %q)", a, i, extra)
+			}
+		}
+	})
+}
