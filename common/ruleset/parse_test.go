@@ -98,6 +98,13 @@ func TestParseScriptRefusesForeignText(t *testing.T) {
 		"no fwd reject": func(x string) string {
 			return strings.Replace(x, "        ip daddr 10.0.2.3 log", "        ip daddr 10.0.2.4 log", 1)
 		},
+		"no built-in forwarder reject (the table before finding 6)": func(x string) string {
+			return strings.Replace(x, "        ip6 daddr fd00::3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", 1)
+		},
+		"built-in forwarder reject after conntrack": func(x string) string {
+			line := "        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n"
+			return strings.Replace(strings.Replace(x, line, "", 1), "        ct state established,related accept\n", "        ct state established,related accept\n"+line, 1)
+		},
 		"host loopback slirp": func(x string) string {
 			return strings.Replace(x, "        ip daddr @deny_v4", "        tcp dport 9418 ip daddr 169.254.1.2 accept\n        ip daddr @deny_v4", 1)
 		},
@@ -114,6 +121,9 @@ func TestParseScriptRefusesForeignText(t *testing.T) {
 	}
 	for name, edit := range edits {
 		t.Run(name, func(t *testing.T) {
+			if edit(text) == text {
+				t.Fatal("the edit did not apply")
+			}
 			if _, ok := ParseScript(edit(text)); ok {
 				t.Fatalf("accepted:\n%s", edit(text))
 			}
