@@ -148,6 +148,9 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 			} else {
 				fmt.Fprintf(d.Stdout, "Credentials: %s\n", strings.Join(st.CredentialsStored, ", "))
 			}
+			if st.Warning != "" {
+				fmt.Fprintf(d.Stderr, "\nWarning: %s\nRun 'terok-sandbox proxy install' to update.\n", st.Warning)
+			}
 			return nil
 		}),
 	}

@@ -57,6 +57,8 @@ type Status struct {
 	RoutesPath        string   `json:"routes_path"`
 	RoutesConfigured  int      `json:"routes_configured"`
 	CredentialsStored []string `json:"credentials_stored"`
+	// Warning is set when the installed units are older than UnitVersion.
+	Warning string `json:"warning,omitempty"`
 }
 
 // SystemdControl is what the manager needs from systemctl;
@@ -122,6 +124,25 @@ func (m *Manager) InstalledVersion() int {
 		return daemonctl.StampMissing
 	}
 	return daemonctl.InstalledVersion(p, systemd.ProxyStampPrefix)
+}
+
+// Outdated reports whether installed (a stamp) is older than UnitVersion.
+func Outdated(installed int) bool {
+	return installed == daemonctl.StampUnversioned || (installed >= 0 && installed < UnitVersion)
+}
+
+// CheckUnitsOutdated is the warning for installed units older than
+// UnitVersion, or "". Older units keep working (the proxy takes unnamed
+// descriptors in order; docs/install.md, Socket activation and readiness),
+// but are Type=simple: active before the proxy serves.
+func (m *Manager) CheckUnitsOutdated() string {
+	if !m.SocketInstalled() {
+		return ""
+	}
+	if v := m.InstalledVersion(); Outdated(v) {
+		return fmt.Sprintf("Systemd units are outdated (installed %s, expected v%d).", daemonctl.DescribeVersion(v), UnitVersion)
+	}
+	return ""
 }
 
 // SocketActive: systemctl --user is-active on the socket unit.
@@ -244,6 +265,7 @@ func (m *Manager) Status(ctx context.Context) Status {
 		st.Mode = ModeSystemd
 		st.Running = m.ServiceActive(ctx)
 		st.Healthy = st.Running && m.Healthy(ctx)
+		st.Warning = m.CheckUnitsOutdated()
 	default:
 		if _, ok := m.DaemonPID(); ok {
 			st.Mode, st.Running = ModeDaemon, true

@@ -256,6 +256,22 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if m.InstalledVersion() != 8 {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
+	// Older stamps (v7: Type=simple, unnamed descriptors) are reported.
+	sockPath := filepath.Join(dir, SocketUnit)
+	for _, tc := range []struct{ stamp, want string }{
+		{"# terok-credential-proxy-version: 7", "Systemd units are outdated (installed v7, expected v8)."},
+		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v8)."},
+		{"# terok-credential-proxy-version: 9", ""},
+	} {
+		os.WriteFile(sockPath, []byte(strings.Replace(string(sock), "# terok-credential-proxy-version: 8", tc.stamp, 1)), 0o644)
+		if got := m.Status(ctx).Warning; got != tc.want {
+			t.Errorf("stamp %q: warning %q, want %q", tc.stamp, got, tc.want)
+		}
+	}
+	os.WriteFile(sockPath, sock, 0o644)
+	if w := m.Status(ctx).Warning; w != "" {
+		t.Errorf("current units: warning %q", w)
+	}
 	// Installed: systemd mode; not running while the service is inactive.
 	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running || st.Healthy {
 		t.Errorf("installed, inactive: %+v", st)
