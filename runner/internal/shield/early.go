@@ -323,16 +323,22 @@ func waitDoneOrExit(pid int, done <-chan struct{}) bool {
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		// The first call only registers interest; the runtime poller
-		// calls again once the pidfd is readable (the process ended) or
-		// the file is closed.
-		first := true
-		_ = raw.Read(func(uintptr) bool {
-			if first {
-				first = false
+		// Each call asks the pidfd itself (poll with no wait) whether
+		// the process has ended; false makes the runtime poller wait for
+		// the next readiness edge. Asking first matters: RawRead resets
+		// the poller's readiness before the first call, so an exit that
+		// happened between registering the file and that reset left no
+		// edge to wait for, and assuming "not yet" on the first call
+		// waited forever (seen as a 10-minute test hang under load).
+		_ = raw.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, 0)
+			if errors.Is(err, unix.EINTR) {
 				return false
 			}
-			return true
+			// An error ends the wait as an exit would: the caller then
+			// runs the full verification, which is never less strict.
+			return err != nil || n > 0
 		})
 	}()
 	var ok bool
