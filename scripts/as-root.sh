@@ -6,7 +6,7 @@
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     echo "$(basename "$0"): needs root; running it through sudo" >&2
-    exec sudo --preserve-env=PATH,GOFLAGS,GOPATH,GOCACHE,GOMODCACHE,CONTAINERS_CONF,TEROK_DEMO_DIR "$0" "$@"
+    exec sudo --preserve-env=PATH,GOFLAGS,GOPATH,GOCACHE,GOMODCACHE,CONTAINERS_CONF,TEROK_DEMO_DIR,TEROK_DEMO_BIN_DIR "$0" "$@"
   fi
   echo "$(basename "$0"): needs root, and sudo is not installed: run it as root (su -c '$0')" >&2
   exit 1

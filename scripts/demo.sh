@@ -5,6 +5,10 @@
 #
 #   make demo          (or: scripts/demo.sh; either runs itself through sudo
 #                       when not root)
+#
+# TEROK_DEMO_BIN_DIR=/usr/bin runs the installed binaries instead (make
+# package-test does): nothing is installed or built, and the runner finds
+# the hook beside itself or in ../libexec/terok (docs/install.md).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=as-root.sh
@@ -14,10 +18,16 @@ export PATH="/usr/local/go/bin:$PATH"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Installing dependencies and building"
-scripts/install-deps.sh
-make -s build
-ts=bin/terok-sandbox
+if [ -n "${TEROK_DEMO_BIN_DIR:-}" ]; then
+  ts=$TEROK_DEMO_BIN_DIR/terok-sandbox
+  [ -x "$ts" ] || { echo "demo: $ts is not an executable" >&2; exit 1; }
+  say "Using the binaries in $TEROK_DEMO_BIN_DIR"
+else
+  say "Installing dependencies and building"
+  scripts/install-deps.sh
+  make -s build
+  ts=bin/terok-sandbox
+fi
 
 demo_dir=${TEROK_DEMO_DIR:-/var/tmp/terok-demo}
 mkdir -p "$demo_dir"
