@@ -92,7 +92,8 @@ func TestShieldDomainAllowDenyOutput(t *testing.T) {
 	}
 	pid, _ := startHUPCounter(t, dir)
 	bin := t.TempDir()
-	podman := "#!/bin/sh\ncase \"$*\" in\n*Annotations*) echo " + dir + " ;;\n*State.Pid*) echo " + strconv.Itoa(pid) + " ;;\n*) exit 125 ;;\nesac\n"
+	inspect := `[{"Id":"c1","State":{"Pid":` + strconv.Itoa(pid) + `},"Config":{"Annotations":{"` + shieldbundle.AnnStateDir + `":"` + dir + `"}}}]`
+	podman := "#!/bin/sh\ncase \"$1 $2\" in\n'container inspect') echo '" + inspect + "' ;;\n*) exit 125 ;;\nesac\n"
 	if err := os.WriteFile(filepath.Join(bin, "podman"), []byte(podman), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,8 @@ type Container struct {
 	Status string
 	// Running is .State.Running.
 	Running bool
+	// Pid is .State.Pid: the container's init process, 0 when none runs.
+	Pid int
 	// Labels are the container's labels (Config.Labels).
 	Labels map[string]string
 }
@@ -71,6 +73,7 @@ func ParseInspect(out []byte) (Container, error) {
 		State   struct {
 			Status  string `json:"Status"`
 			Running bool   `json:"Running"`
+			Pid     int    `json:"Pid"`
 		} `json:"State"`
 		Config struct {
 			CreateCommand []string          `json:"CreateCommand"`
@@ -95,6 +98,7 @@ func ParseInspect(out []byte) (Container, error) {
 		Annotations:   c.Config.Annotations,
 		Status:        strings.ToLower(c.State.Status),
 		Running:       c.State.Running,
+		Pid:           c.State.Pid,
 		Labels:        c.Config.Labels,
 	}, nil
 }

@@ -32,8 +32,11 @@ func TestParseInspect(t *testing.T) {
 	want := time.Date(2026, 12, 2, 5, 1, 2, 123456789, time.UTC)
 	if c.ID != "4f2c9a" || !c.Created.Equal(want) || c.Status != "created" ||
 		strings.Join(c.CreateCommand, " ") != "/usr/bin/podman run -d --name x img" ||
-		c.Annotations["terok.shield.state_dir"] != "/s/tasks/x/shield" {
+		c.Annotations["terok.shield.state_dir"] != "/s/tasks/x/shield" || c.Pid != 0 {
 		t.Fatalf("%+v", c)
+	}
+	if c, err := ParseInspect([]byte(`[{"Id":"a","State":{"Status":"running","Running":true,"Pid":4242}}]`)); err != nil || c.Pid != 4242 || !c.Running {
+		t.Fatalf("running container: %+v %v", c, err)
 	}
 	for _, bad := range []string{"", "Running", "[]", `[{"Id":"a"},{"Id":"b"}]`, `[{"Created":"2026-12-02T05:01:02Z"}]`, `[{"Id":"a","Created":"yesterday"}]`, "{}"} {
 		if _, err := ParseInspect([]byte(bad)); err == nil {

@@ -136,6 +136,8 @@ func NameFilter(prefix string) string {
 // PsEntry is one element of `podman ps --format json`: the fields the
 // runner reads, and the element verbatim for `ps --json`.
 type PsEntry struct {
+	// ID is the full container id.
+	ID     string            `json:"Id"`
 	Names  []string          `json:"Names"`
 	State  string            `json:"State"`
 	Labels map[string]string `json:"Labels"`

@@ -114,7 +114,7 @@ func TestParsePs(t *testing.T) {
 	if strings.Join(names, " ") != "a.b-1 a.b-2 axb-3 a.b-5 a.b-6" || strings.Join(states, " ") != "running exited running running created" {
 		t.Fatalf("names %q states %q", names, states)
 	}
-	if got[0].Labels["dev.terok.sandbox.project"] != "p" || !strings.Contains(string(got[0].Raw), `"Status":"Up 2 seconds ago"`) {
+	if got[0].ID != "6c36" || got[0].Labels["dev.terok.sandbox.project"] != "p" || !strings.Contains(string(got[0].Raw), `"Status":"Up 2 seconds ago"`) {
 		t.Fatalf("%+v %s", got[0], got[0].Raw)
 	}
 	for _, bad := range []string{"", "a.b-1 running", "{}", `[1]`, `[{"Names":"x"}]`} {

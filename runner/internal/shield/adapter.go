@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"terok.dev/sandbox/common/config"
@@ -165,16 +164,15 @@ func (a *Adapter) Setup(ctx context.Context, root, user bool) (SetupResult, erro
 // terok.shield.state_dir annotation, so the CLI needs only the name.
 func (a *Adapter) ForContainer(ctx context.Context, container string) (*Shield, error) {
 	probe := New(Config{}, a.Opts)
-	res, err := probe.opts.Tools.Run(ctx, nsenterTimeout, "", probe.podmanPath(), "inspect", "--type", "container",
-		"--format", `{{index .Config.Annotations "`+shieldbundle.AnnStateDir+`"}}`, "--", container)
+	c, found, err := probe.inspectContainer(ctx, container)
 	if err != nil {
-		return nil, fmt.Errorf("podman inspect %s: %w", container, err)
+		return nil, err
 	}
-	if res.Code != 0 {
-		return nil, fmt.Errorf("no such container %s (podman inspect: %s)", container, res.Combined())
+	if !found {
+		return nil, fmt.Errorf("no such container %s", container)
 	}
-	dir := strings.TrimSpace(res.Stdout)
-	if dir == "" || dir == "<no value>" {
+	dir := c.Annotations[shieldbundle.AnnStateDir]
+	if dir == "" {
 		return nil, fmt.Errorf("container %s was not started with the shield (no %s annotation)", container, shieldbundle.AnnStateDir)
 	}
 	if err := checkStateDir(dir, a.Opts.EUID); err != nil {

@@ -128,7 +128,7 @@ func TestAdapterCheck(t *testing.T) {
 		state := t.TempDir()
 		dir := taskShieldDir(t, state, "proj-task-7")
 		r := startFakeResolver(t, dir, false)
-		a := cleanupAdapter(t, state, "exit 125", "exit 0")
+		a := cleanupAdapter(t, state, "exit 125", "echo '[]'")
 		a.Cfg.ShieldBypass = bypass
 		p, _ := testPaths(t)
 		a.Opts.Paths = p

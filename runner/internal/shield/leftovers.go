@@ -13,6 +13,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/podman"
 )
 
 // Leftovers of failed starts (docs/shield.md, "Leftovers"). The
@@ -77,21 +78,11 @@ func (a *Adapter) Cleanup(ctx context.Context, container, taskDir string) error 
 // container whose process runs. A container podman does not know is not
 // running; podman failing otherwise is an error (never guess "gone").
 func (s *Shield) containerRunning(ctx context.Context, ref string) (bool, error) {
-	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "inspect", "--type", "container", "--format", "{{.State.Pid}}", "--", ref)
+	c, found, err := s.inspectContainer(ctx, ref)
 	if err != nil {
-		return false, fmt.Errorf("podman inspect %s: %w", ref, err)
+		return false, err
 	}
-	if res.Code != 0 {
-		if strings.Contains(strings.ToLower(res.Combined()), "no such") {
-			return false, nil
-		}
-		return false, fmt.Errorf("podman inspect %s failed (exit %d): %s", ref, res.Code, res.Combined())
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
-	if err != nil {
-		return false, fmt.Errorf("podman inspect %s: unexpected PID %q", ref, strings.TrimSpace(res.Stdout))
-	}
-	return pid > 0, nil
+	return found && c.Pid > 0, nil
 }
 
 func (o Options) now() time.Time {
@@ -129,17 +120,21 @@ func findHelpers(stateDir string) []leak {
 // containerStates maps the full id of every container podman knows to its
 // state (running, created, exited, …).
 func (s *Shield) containerStates(ctx context.Context) (map[string]string, error) {
-	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.State}}")
+	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "ps", "--all", "--format", "json")
 	if err != nil {
 		return nil, fmt.Errorf("podman ps: %w", err)
 	}
 	if res.Code != 0 {
 		return nil, fmt.Errorf("podman ps failed (exit %d): %s", res.Code, res.Combined())
 	}
+	entries, err := podman.ParsePs([]byte(res.Stdout))
+	if err != nil {
+		return nil, err
+	}
 	states := map[string]string{}
-	for _, line := range strings.Split(res.Stdout, "\n") {
-		if f := strings.Fields(line); len(f) >= 2 {
-			states[f[0]] = strings.ToLower(f[1])
+	for _, e := range entries {
+		if e.ID != "" {
+			states[e.ID] = e.State
 		}
 	}
 	return states, nil

@@ -110,7 +110,7 @@ func TestCoveredByAndParseSet(t *testing.T) {
 }
 
 // liveNetns is a network namespace with a process in it, standing in for a
-// running container: a fake `podman inspect` reports that process's PID,
+// running container: a fake `podman container inspect` reports that process's PID,
 // everything else (nsenter, nft, the kernel) is real.
 type liveNetns struct {
 	name string
@@ -157,7 +157,7 @@ func newLiveNetns(t *testing.T) liveNetns {
 		time.Sleep(10 * time.Millisecond)
 	}
 	bin := t.TempDir()
-	fakeBin(t, bin, "podman", fmt.Sprintf("[ \"$1\" = inspect ] && echo %d && exit 0\nexit 125\n", cmd.Process.Pid))
+	fakeBin(t, bin, "podman", "[ \"$1 $2\" = \"container inspect\" ] && echo '"+inspectJSON(cmd.Process.Pid, nil)+"' && exit 0\nexit 125\n")
 	return liveNetns{name: name, pid: cmd.Process.Pid, bin: bin}
 }
 
@@ -473,7 +473,7 @@ func TestLiveOperations(t *testing.T) {
 	}
 	writeText(t, filepath.Join(dir, "dns.tier"), "resolver\n")
 	// A container that is not running.
-	fakeBin(t, e.tools.Path, "podman", "echo 0\n")
+	fakeBin(t, e.tools.Path, "podman", "echo '"+inspectJSON(0, nil)+"'\n")
 	if _, err := s.Allow(ctx, "c1", "203.0.113.99"); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Fatalf("stopped container: %v", err)
 	}

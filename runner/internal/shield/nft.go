@@ -30,24 +30,14 @@ func (s *Shield) nftPath() (string, error) {
 
 // ContainerPID returns the PID of a running container.
 func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error) {
-	res, err := s.opts.Tools.Run(ctx, nsenterTimeout, "", s.podmanPath(), "inspect", "--format", "{{.State.Pid}}", "--", container)
+	c, found, err := s.inspectContainer(ctx, container)
 	if err != nil {
-		return 0, fmt.Errorf("podman inspect %s: %w", container, err)
+		return 0, err
 	}
-	if res.Code != 0 {
-		if strings.Contains(strings.ToLower(res.Combined()), "no such") {
-			return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
-		}
-		return 0, fmt.Errorf("podman inspect %s failed (exit %d): %s", container, res.Code, res.Combined())
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
-	if err != nil {
-		return 0, fmt.Errorf("podman inspect %s: unexpected PID %q", container, strings.TrimSpace(res.Stdout))
-	}
-	if pid <= 0 {
+	if !found || c.Pid <= 0 {
 		return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
 	}
-	return pid, nil
+	return c.Pid, nil
 }
 
 // inNetns runs argv inside the network namespace of pid: directly through

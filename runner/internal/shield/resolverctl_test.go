@@ -210,7 +210,7 @@ func cleanupAdapter(t *testing.T, stateDir, inspect, ps string) *Adapter {
 	t.Helper()
 	bin := t.TempDir()
 	fakeBin(t, bin, "podman", `case "$1" in
-inspect) `+inspect+` ;;
+container) `+inspect+` ;;
 ps) `+ps+` ;;
 *) exit 125 ;;
 esac
@@ -236,17 +236,19 @@ func TestCleanup(t *testing.T) {
 		wantStopped   bool
 		wantErr       string
 	}{
-		{"container removed", `echo 'Error: no such container c1' >&2; exit 125`, true, ""},
-		{"container created, never started", `echo 0`, true, ""},
-		{"container running", `echo 4242`, false, ""},
-		{"podman broken", `echo 'database is locked' >&2; exit 125`, false, "database is locked"},
+		{"container removed", `echo '[]'; echo 'Error: no such container c1' >&2; exit 125`, true, ""},
+		{"container created, never started", `echo '` + inspectJSON(0, nil) + `'`, true, ""},
+		{"container running", `echo '` + inspectJSON(4242, nil) + `'`, false, ""},
+		// Podman's own "no such" wording with anything but an empty
+		// array on stdout is a failure, not a removed container.
+		{"podman broken", `echo 'Error: no such container: database is locked' >&2; exit 125`, false, "database is locked"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			state := t.TempDir()
 			dir := taskShieldDir(t, state, "c1")
 			writeText(t, filepath.Join(dir, shieldbundle.FileContainerID), "0123456789ab\n")
 			r := startFakeResolver(t, dir, false)
-			a := cleanupAdapter(t, state, tt.inspect, "exit 0")
+			a := cleanupAdapter(t, state, tt.inspect, "echo '[]'")
 			a.Cfg.ShieldAudit = true
 			err := a.Cleanup(ctx, "c1", filepath.Dir(dir))
 			if tt.wantErr != "" {
@@ -294,7 +296,7 @@ func TestStopLeaks(t *testing.T) {
 	rCreated := mk("t-created", created)
 	rExited := mk("t-exited", exited)
 	rGone := mk("t-gone", "dddd00000000")
-	ps := `printf '` + running + `0000 running\n` + created + `0000 created\n` + exited + `0000 exited\n'`
+	ps := `echo '[{"Id":"` + running + `0000","Names":["t-running"],"State":"running"},{"Id":"` + created + `0000","Names":["t-created"],"State":"created"},{"Id":"` + exited + `0000","Names":["t-exited"],"State":"exited"}]'`
 	a := cleanupAdapter(t, state, "exit 125", ps)
 	// Young helpers are never leaked (a launch may be in progress).
 	if stopped, issues := a.StopLeaks(ctx); len(stopped)+len(issues) != 0 {
