@@ -5,7 +5,7 @@
 //
 // Everything here is pure text generation and inspection; running nft is the
 // caller's job. All inputs are validated before being written into a script:
-// a value that is not an IP/CIDR, port, timeout or identifier is an error (or,
+// a value that is not an IP/CIDR, port or identifier is an error (or,
 // for element lists, skipped and reported), never interpolated.
 package ruleset
 
@@ -34,20 +34,6 @@ const (
 	SlirpDNSV6        = "fd00::3"
 	SlirpGatewayV4    = "10.0.2.2"
 	SlirpGatewayV6    = "fd00::2"
-
-	// DnsmasqTimeout was the allow sets' default element timeout in the
-	// dnsmasq tier.
-	//
-	// Deprecated: the allow sets never have a timeout now (learned
-	// addresses live in the dns sets); kept only while callers migrate.
-	DnsmasqTimeout = "30m"
-
-	// PermanentTimeout was the element timeout of explicit entries in the
-	// dnsmasq tier's timed allow sets.
-	//
-	// Deprecated: nothing carries it any more; kept only while callers
-	// migrate.
-	PermanentTimeout = "3650d"
 
 	NFLogGroup = 100
 
@@ -87,11 +73,6 @@ type Options struct {
 	// other value is accepted: verification admits host-loopback rules for
 	// that address only.
 	HostLoopback string
-	// SetTimeout is ignored.
-	//
-	// Deprecated: the allow sets hold explicit entries only and never have
-	// a timeout; learned addresses go to the dns sets, each with its own.
-	SetTimeout string
 	// Interactive selects the QUEUED terminal rule (§7.5).
 	Interactive bool
 }
@@ -503,14 +484,9 @@ type Script struct {
 	// (static tiers, `shield allow DOMAIN`): written to the dns sets
 	// without a timeout (permanent), matched after the special-range
 	// rejects. Special addresses and CIDRs are skipped, never written.
-	Learned []string
-	// Permanent is ignored.
-	//
-	// Deprecated: the allow sets have no timeout any more; kept only while
-	// callers migrate.
-	Permanent bool
-	Deny      []string // ignored in bypass mode (no deny sets)
-	Gateways  []string // IPv4 and IPv6 gateway addresses
+	Learned  []string
+	Deny     []string // ignored in bypass mode (no deny sets)
+	Gateways []string // IPv4 and IPv6 gateway addresses
 	// ReplaceExisting prefixes `delete table` (§7.4).
 	ReplaceExisting bool
 }

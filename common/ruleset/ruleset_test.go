@@ -68,11 +68,6 @@ func TestHookVariants(t *testing.T) {
 				"        ip daddr 10.0.2.3 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
 				"        ip daddr 169.254.1.1 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n" +
 				"        ct state established,related accept\n"}, nil},
-		{"deprecated set timeout ignored", Options{DNS: "10.0.2.3", SetTimeout: "30m"}, []string{
-			"set allow_v4 { type ipv4_addr; flags interval; }",
-			"set dns_v4 { type ipv4_addr; flags timeout; }",
-			"set dns_v6 { type ipv6_addr; flags timeout; }",
-			"set deny_v4 { type ipv4_addr; flags interval; }"}, []string{"30m"}},
 		{"slirp: no host-loopback rules", Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}}, []string{"tcp dport 9418 ip daddr @gateway_v4 accept"}, []string{"169.254.1.2"}},
 		{"pasta: host-loopback rules", Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback}, []string{"tcp dport 9418 ip daddr 169.254.1.2 accept"}, nil},
 		{"interactive", Options{DNS: "10.0.2.3", Interactive: true}, []string{
@@ -286,12 +281,11 @@ func TestReplace(t *testing.T) {
 
 func TestScriptRender(t *testing.T) {
 	s := Script{
-		Options:   Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout},
-		Allow:     []string{"198.51.100.10", "not-an-ip", "10.0.5.0/24"},
-		Learned:   []string{"203.0.113.80", "169.254.169.254", "2001:db8::80"},
-		Permanent: true,
-		Deny:      []string{"203.0.113.5"},
-		Gateways:  SlirpGateways(),
+		Options:  Options{DNS: "10.0.2.3", LoopbackPorts: []int{9418}},
+		Allow:    []string{"198.51.100.10", "not-an-ip", "10.0.5.0/24"},
+		Learned:  []string{"203.0.113.80", "169.254.169.254", "2001:db8::80"},
+		Deny:     []string{"203.0.113.5"},
+		Gateways: SlirpGateways(),
 	}
 	out, skipped, err := s.Render()
 	if err != nil {
@@ -371,7 +365,6 @@ func TestRealNftAcceptsAndVerifies(t *testing.T) {
 	}{
 		{"hook pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418, 18731, 18732}, HostLoopback: PastaHostLoopback}, Allow: allow, Learned: learned, Deny: []string{"203.0.113.5"}}, StateUp},
 		{"hook slirp", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateUp},
-		{"hook slirp deprecated timeout", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}, SetTimeout: DnsmasqTimeout}, Allow: allow, Permanent: true, Gateways: SlirpGateways()}, StateUp},
 		{"hook interactive ipv6 dns", Script{Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow, Learned: learned}, StateUp},
 		{"bypass", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Bypass: true, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateDown},
 		{"bypass pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback}, Bypass: true, Allow: allow}, StateDown},

@@ -17,9 +17,8 @@ import (
 // package init: every terok-sandbox process links this package, and most
 // (a `stop`, a `gate` command) never validate or verify a ruleset; compiling
 // them all at init cost ~0.3-0.6 ms per process.
-var validRes = sync.OnceValue(func() (r struct{ ident, timeout, domain *regexp.Regexp }) {
+var validRes = sync.OnceValue(func() (r struct{ ident, domain *regexp.Regexp }) {
 	r.ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	r.timeout = regexp.MustCompile(`^[0-9]{1,9}[smhd]$`)
 	r.domain = regexp.MustCompile(`^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z]{2,}$`)
 	return r
 })
@@ -72,14 +71,6 @@ func IsIP(s string) bool { _, err := CanonicalIP(s); return err == nil }
 func ValidPort(p int) error {
 	if p < 1 || p > 65535 {
 		return fmt.Errorf("invalid port %d: must be an integer 1..65535", p)
-	}
-	return nil
-}
-
-// ValidTimeout checks an nft timeout literal such as "30m".
-func ValidTimeout(s string) error {
-	if !validRes().timeout.MatchString(s) {
-		return fmt.Errorf("invalid timeout '%s': must match <digits><s|m|h|d>", s)
 	}
 	return nil
 }
