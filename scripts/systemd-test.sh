@@ -24,9 +24,12 @@ trap 'podman rm -f -t 0 "$name" >/dev/null 2>&1 || true' EXIT
 # SYS_ADMIN: without it systemd skips the namespace-based hardening
 # silently. seccomp=unconfined: podman's default profile refuses keyctl,
 # which the encrypted store's key cache needs. The tmpfs mounts skip
-# podman's copy-up of the host's busy /tmp and /run.
+# podman's copy-up of the host's busy /tmp and /run. They also hide a
+# checkout that lives under /tmp (CI clones anywhere), so the checkout is
+# bind-mounted read-only at a fixed path of its own.
+src=/mnt/terok-systemd-test-src
 if ! out=$(podman run -d --name "$name" --systemd=always --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
-  --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup --tmpfs /run/lock:rw,notmpcopyup \
+  -v "$top:$src:ro" --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup --tmpfs /run/lock:rw,notmpcopyup \
   --tmpfs /var/log/journal:rw,notmpcopyup --rootfs /:O /lib/systemd/systemd 2>&1); then
   echo "systemd-test: SKIP: podman cannot run a systemd container here: $out"
   exit 0
@@ -43,5 +46,5 @@ case $state in
 esac
 [ "$state" = running ] || podman exec "$name" systemctl --failed --no-pager || true
 start=$(date +%s)
-podman exec "$name" "$top/scripts/systemd-test-guest.sh" "$deb"
+podman exec "$name" "$src/scripts/systemd-test-guest.sh" "$src/${deb#"$top"/}"
 echo "systemd-test: ok ($(basename "$deb"), $(( $(date +%s) - start )) s in the container)"
