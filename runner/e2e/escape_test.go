@@ -82,8 +82,11 @@ func escNewOutside(t *testing.T) *escOutside {
 	o.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+shxOutsideReply)
 	// IPv6 in 2001:db8::/32 (never the uplink's fd00::/64), routed through
 	// our veth like the IPv4 addresses.
-	e.v6 = fmt.Sprintf("2001:db8:%s::2", shxRandID(t)[:4])
-	e.hostV6 = strings.TrimSuffix(e.v6, "2") + "1"
+	// Canonical spellings: the tests look for these strings in nslookup's
+	// and nft's output, which drop leading zeros ("00ea" prints as "ea").
+	group := shxRandID(t)[:4]
+	e.v6 = netip.MustParseAddr("2001:db8:" + group + "::2").String()
+	e.hostV6 = netip.MustParseAddr("2001:db8:" + group + "::1").String()
 	hostV6 := e.hostV6
 	for _, args := range [][]string{
 		{"ip", "-6", "addr", "add", hostV6 + "/64", "dev", o.hostVeth, "nodad"},
