@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,6 +35,21 @@ func startExact(t *testing.T, argv ...string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+	// The child's cmdline is its argv only once it runs: under -race the
+	// runtime may re-exec itself at start, and a look in that window read
+	// an empty cmdline (a CI flake). Wait until the kernel shows the argv.
+	want := strings.Join(argv, "\x00") + "\x00"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.Process.Pid), "cmdline"))
+		if string(b) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d never showed cmdline %q (last %q)", c.Process.Pid, want, b)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	return c.Process.Pid
 }
 
