@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,32 +186,21 @@ func shxWaitFor(t *testing.T, limit time.Duration, what string, ok func() bool) 
 
 // shxHostService is a TCP server on 127.0.0.1 that counts its connections.
 type shxHostService struct {
-	port  int
-	conns atomic.Int64
+	port int
+	*escCount
 }
 
+// shxNewHostService is escListen on the host's 127.0.0.1 with the port as a
+// number, for the tests that put it into a container's command line.
 func shxNewHostService(t *testing.T) *shxHostService {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	c := escListen(t, "tcp", "127.0.0.1:0")
+	_, p, err := net.SplitHostPort(c.addr)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		t.Fatalf("listener address %q: %v %v", c.addr, err, perr)
 	}
-	h := &shxHostService{port: l.Addr().(*net.TCPAddr).Port}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			h.conns.Add(1)
-			_, _ = c.Write([]byte(shxHostReply + "\n"))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return h
+	return &shxHostService{port: port, escCount: c}
 }
 
 func shxFreePort(t *testing.T) int {
