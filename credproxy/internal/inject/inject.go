@@ -23,6 +23,9 @@ const BetaHeader = "Anthropic-Beta"
 // ErrMisconfigured means the credential has no usable secret.
 var ErrMisconfigured = errors.New("credential misconfigured")
 
+// ErrBadRoute means the route names no header a credential can go in.
+var ErrBadRoute = errors.New("route has no usable auth header")
+
 // Injection is the header to set on the upstream request. Value holds the
 // real secret: never log it, never put it in an error.
 type Injection struct {
@@ -72,6 +75,9 @@ func Select(c creddb.Credential, r routes.Route) (Injection, error) {
 	}
 	if secret == "" {
 		return Injection{}, ErrMisconfigured
+	}
+	if !routes.UsableAuthHeader(r.AuthHeader) {
+		return Injection{}, ErrBadRoute
 	}
 	header, prefix := r.AuthHeader, r.AuthPrefix
 	if strings.EqualFold(header, routes.Dynamic) {

@@ -105,6 +105,8 @@ func TestValid(t *testing.T) {
 func FuzzSelect(f *testing.F) {
 	f.Add(`{"type":"oauth","access_token":"A"}`, "dynamic", "Bearer ")
 	f.Add(`{"token":"T"}`, "X-H", "")
+	f.Add(`{"key":"00"}`, "", "00")
+	f.Add(`{"key":"k"}`, "Host", "")
 	f.Fuzz(func(t *testing.T, data, header, prefix string) {
 		var m map[string]any
 		if json.Unmarshal([]byte(data), &m) != nil || m == nil {

@@ -195,6 +195,14 @@ func reservedHeader(h string) bool {
 	return false
 }
 
+// UsableAuthHeader reports whether h can carry a credential: a valid header
+// name that the transport does not own. Load refuses routes that fail it;
+// the injector checks again so a hand-built Route cannot put a secret in a
+// header that would be dropped or split the request.
+func UsableAuthHeader(h string) bool {
+	return strings.EqualFold(h, Dynamic) || (validHeaderName(h) && !reservedHeader(h))
+}
+
 // validHeaderName accepts an RFC 9110 token.
 func validHeaderName(s string) bool {
 	if s == "" {
