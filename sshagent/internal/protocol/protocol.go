@@ -1,5 +1,6 @@
 // Package protocol serves the SSH agent wire protocol (ssh-agent.md §5) for a
-// restricted agent: strict framing (1..256 KiB), identities and signing only,
+// restricted agent: strict framing (1..256 KiB), identities, signing and the
+// session-bind@openssh.com extension (verified bindings kept per connection),
 // FAILURE for everything else, and per-message deadlines.
 //
 // x/crypto's agent.ServeAgent is not used for the session loop because it
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"terok.dev/sandbox/sshagent/internal/restricted"
+	"terok.dev/sandbox/sshagent/internal/sessionbind"
 )
 
 // Message numbers (draft-miller-ssh-agent).
@@ -30,7 +32,49 @@ const (
 	MsgIdentitiesAnswer  = 12
 	MsgSignRequest       = 13
 	MsgSignResponse      = 14
+	MsgSuccess           = 6
+	MsgExtension         = sessionbind.MsgExtension
 )
+
+// MaxBinds bounds the session-bind records of one connection, as OpenSSH's
+// agent does (AGENT_MAX_SESSION_IDS).
+const MaxBinds = 16
+
+// Session is the per-connection state: the verified session-bind records in
+// the order they arrived (docs/ssh-agent.md, "Destination-bound keys").
+type Session struct {
+	Binds []sessionbind.Bind
+}
+
+// bind answers a session-bind@openssh.com extension: SUCCESS only for a
+// binding whose host key signature verifies, FAILURE otherwise. A
+// connection that already holds MaxBinds bindings, or whose last binding was
+// not a forwarding hop (a bound session cannot be re-bound), is refused.
+func (s *Session) bind(a *restricted.Agent, contents []byte) []byte {
+	b, err := sessionbind.Parse(contents)
+	if err != nil {
+		a.Logger().Warn("session-bind refused", "err", err)
+		return []byte{MsgFailure}
+	}
+	if n := len(s.Binds); n >= MaxBinds || (n > 0 && !s.Binds[n-1].Forwarding) {
+		a.Logger().Warn("session-bind refused", "err", "connection already bound", "binds", n)
+		return []byte{MsgFailure}
+	}
+	s.Binds = append(s.Binds, b)
+	return []byte{MsgSuccess}
+}
+
+// handle answers one message with the session's state.
+func (s *Session) handle(a *restricted.Agent, msg []byte) []byte {
+	if len(msg) > 0 && msg[0] == MsgExtension {
+		name, contents, err := sessionbind.ParseExtension(msg[1:])
+		if err == nil && name == sessionbind.Name {
+			return s.bind(a, contents)
+		}
+		return []byte{MsgFailure}
+	}
+	return Handle(a, msg)
+}
 
 // MaxMessage is the largest accepted frame (type byte + payload).
 const MaxMessage = 256 << 10
@@ -64,6 +108,7 @@ func (l Limits) maxMessage() int {
 func Serve(c Conn, a *restricted.Agent, lim Limits) error {
 	r := bufio.NewReaderSize(c, 4096)
 	w := bufio.NewWriterSize(c, 4096)
+	var sess Session
 	for {
 		if lim.Idle > 0 {
 			if err := c.SetReadDeadline(time.Now().Add(lim.Idle)); err != nil {
@@ -93,7 +138,7 @@ func Serve(c Conn, a *restricted.Agent, lim Limits) error {
 		if _, err := io.ReadFull(r, msg); err != nil {
 			return fmt.Errorf("read frame: %w", err)
 		}
-		reply := Handle(a, msg)
+		reply := sess.handle(a, msg)
 		if lim.BodyTimeout > 0 {
 			if err := c.SetWriteDeadline(time.Now().Add(lim.BodyTimeout)); err != nil {
 				return err
