@@ -294,10 +294,22 @@ func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
 	return nil
 }
 
-// CreateToken issues a phantom token for project/task that stands for the
-// credential set/provider.
-func (d *DB) CreateToken(ctx context.Context, project, task, set, provider string) (string, error) {
+// TokenSpec says what a phantom token is issued for. A struct, not four
+// strings side by side: the provider and the set were once swapped across
+// one call hop without any compiler noticing.
+type TokenSpec struct {
+	Project, Task string
+	// Provider is the route name ("claude", "gh", ..., or SSHProvider).
+	Provider string
+	// Set is the credential set (DefaultSet unless the caller keeps several).
+	Set string
+}
+
+// CreateToken issues a phantom token for spec.Project/spec.Task that stands
+// for the credential spec.Set/spec.Provider.
+func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
+	project, task, set, provider := spec.Project, spec.Task, spec.Set, spec.Provider
 	// Project and task ids follow the one name rule (docs/runner.md, Names):
 	// they reappear in logs, revocations and other components' paths.
 	if err := names.ValidateProjectID(project); err != nil {

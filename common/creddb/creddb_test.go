@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 			}
 			defer db.Close()
 			for i := 0; i < 100; i++ {
-				if _, err := db.CreateToken(context.Background(), "proj", fmt.Sprintf("w%s-%d", os.Getenv("WORKER_INDEX"), i), DefaultSet, "claude"); err != nil {
+				if _, err := db.CreateToken(context.Background(), TokenSpec{Project: "proj", Task: fmt.Sprintf("w%s-%d", os.Getenv("WORKER_INDEX"), i), Set: DefaultSet, Provider: "claude"}); err != nil {
 					return err
 				}
 			}
@@ -166,12 +166,12 @@ func TestDecodeCredentialRejectsNonObjects(t *testing.T) {
 func TestTokens(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
-	a, err := db.CreateToken(ctx, "p", "1", DefaultSet, "claude")
+	a, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "claude"})
 	if err != nil || !tokenid.Valid(tokenid.PhantomPrefix, a) {
 		t.Fatalf("CreateToken = %q, %v", a, err)
 	}
-	db.CreateToken(ctx, "p", "1", DefaultSet, SSHProvider)
-	db.CreateToken(ctx, "p", "2", DefaultSet, "claude")
+	db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: SSHProvider})
+	db.CreateToken(ctx, TokenSpec{Project: "p", Task: "2", Set: DefaultSet, Provider: "claude"})
 	if ti, err := db.LookupToken(ctx, a); err != nil || ti.Provider != "claude" {
 		t.Fatalf("Lookup = %+v %v", ti, err)
 	}
@@ -198,7 +198,7 @@ func TestTokens(t *testing.T) {
 		{"p", "1", "", "x", "credential set must not be empty"},
 		{"p", "1", DefaultSet, "", "provider must not be empty"},
 	} {
-		if _, err := db.CreateToken(ctx, c.project, c.task, c.set, c.provider); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := db.CreateToken(ctx, TokenSpec{Project: c.project, Task: c.task, Set: c.set, Provider: c.provider}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("CreateToken(%q, %q, %q, %q) = %v, want %q", c.project, c.task, c.set, c.provider, err, c.want)
 		}
 	}
@@ -212,9 +212,9 @@ func TestResolve(t *testing.T) {
 	ctx := context.Background()
 	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"})
 	db.x.MustExec(`INSERT INTO credentials VALUES ('default', 'broken', '[1]')`)
-	withCred, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "claude")
-	noCred, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "gh")
-	broken, _ := db.CreateToken(ctx, "p", "1", DefaultSet, "broken")
+	withCred, _ := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "claude"})
+	noCred, _ := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "gh"})
+	broken, _ := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "broken"})
 
 	ti, c, err := db.Resolve(ctx, withCred)
 	if err != nil || ti.Provider != "claude" || c.String("key") != "k" {
@@ -242,7 +242,7 @@ func BenchmarkResolve(b *testing.B) {
 	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "oauth", "access_token": "a"})
 	toks := make([]string, 1000)
 	for i := range toks {
-		toks[i], _ = db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude")
+		toks[i], _ = db.CreateToken(ctx, TokenSpec{Project: "p", Task: fmt.Sprint(i), Set: DefaultSet, Provider: "claude"})
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -322,7 +322,7 @@ func BenchmarkCreateToken(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude"); err != nil {
+		if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: fmt.Sprint(i), Set: DefaultSet, Provider: "claude"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -333,7 +333,7 @@ func BenchmarkLookupToken(b *testing.B) {
 	ctx := context.Background()
 	toks := make([]string, 1000)
 	for i := range toks {
-		toks[i], _ = db.CreateToken(ctx, "p", fmt.Sprint(i), DefaultSet, "claude")
+		toks[i], _ = db.CreateToken(ctx, TokenSpec{Project: "p", Task: fmt.Sprint(i), Set: DefaultSet, Provider: "claude"})
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -153,7 +153,7 @@ func TestResolverSeesOwnWrites(t *testing.T) {
 	t.Run("new token", func(t *testing.T) {
 		db, _, r := resolverFixture(t)
 		_, _, _ = r.Resolve(ctx, resolverTok)
-		tok, err := db.CreateToken(ctx, "proj", "t2", DefaultSet, "gh")
+		tok, err := db.CreateToken(ctx, TokenSpec{Project: "proj", Task: "t2", Set: DefaultSet, Provider: "gh"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -310,7 +310,7 @@ func TestTokenAPIsRefuseBadIDsFirst(t *testing.T) {
 	s := New(cfg, Options{Env: env})
 	ctx := context.Background()
 	for _, c := range [][2]string{{"../p", "t"}, {"p", "a/b"}, {"", "t"}, {"p", "-t"}} {
-		if _, err := s.CreatePhantomToken(ctx, c[0], c[1], "claude", ""); err == nil || !strings.Contains(err.Error(), "create phantom token: invalid") {
+		if _, err := s.CreatePhantomToken(ctx, PhantomTokenSpec{Project: c[0], Task: c[1], Provider: "claude"}); err == nil || !strings.Contains(err.Error(), "create phantom token: invalid") {
 			t.Errorf("CreatePhantomToken(%q, %q): %v", c[0], c[1], err)
 		}
 		if _, err := s.SSHAgentEnv(ctx, c[0], c[1]); err == nil || !strings.Contains(err.Error(), "create SSH agent token: invalid") {

@@ -28,22 +28,33 @@ func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().Start
 // StopProxy stops the proxy daemon, if ours runs (§12.4).
 func (s *Sandbox) StopProxy() bool { return s.proxy().StopDaemon() }
 
+// PhantomTokenSpec says what a phantom token stands for. Named fields
+// because provider and set are both plain strings: positional, they were
+// once passed swapped from this facade to the database.
+type PhantomTokenSpec struct {
+	Project, Task string
+	// Provider is the route name of the credential ("claude", "gh", ...);
+	// "ssh" is the SSH agent handshake.
+	Provider string
+	// Set is the credential set; "" is the default set.
+	Set string
+}
+
 // CreatePhantomToken issues the phantom token a task's container uses
-// instead of the real credential of provider in credential set set ("" =
-// the default set). Use provider "ssh" for the SSH agent handshake.
-func (s *Sandbox) CreatePhantomToken(ctx context.Context, project, task, provider, set string) (string, error) {
-	if err := checkProjectTask("create phantom token", project, task); err != nil {
+// instead of the real credential of spec.Provider in spec.Set.
+func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec) (string, error) {
+	if err := checkProjectTask("create phantom token", spec.Project, spec.Task); err != nil {
 		return "", err
 	}
-	if set == "" {
-		set = creddb.DefaultSet
+	if spec.Set == "" {
+		spec.Set = creddb.DefaultSet
 	}
 	db, err := creddb.Open(s.cfg.CredentialsDB())
 	if err != nil {
 		return "", err
 	}
 	defer db.Close()
-	return db.CreateToken(ctx, project, task, set, provider)
+	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider})
 }
 
 // RevokePhantomTokens deletes every phantom token of project/task and
@@ -68,8 +79,8 @@ func GetProxyStatus(ctx context.Context, cfg config.Config) ProxyStatus {
 }
 
 // CreatePhantomToken is Sandbox.CreatePhantomToken for cfg.
-func CreatePhantomToken(ctx context.Context, cfg config.Config, project, task, provider, set string) (string, error) {
-	return New(cfg, Options{}).CreatePhantomToken(ctx, project, task, provider, set)
+func CreatePhantomToken(ctx context.Context, cfg config.Config, spec PhantomTokenSpec) (string, error) {
+	return New(cfg, Options{}).CreatePhantomToken(ctx, spec)
 }
 
 // RevokePhantomTokens is Sandbox.RevokePhantomTokens for cfg.

@@ -75,7 +75,7 @@ func (s *Sandbox) SSHAgentEnv(ctx context.Context, project, task string) ([]EnvV
 		return nil, err
 	}
 	defer db.Close()
-	tok, err := db.CreateToken(ctx, project, task, creddb.DefaultSet, creddb.SSHProvider)
+	tok, err := db.CreateToken(ctx, creddb.TokenSpec{Project: project, Task: task, Set: creddb.DefaultSet, Provider: creddb.SSHProvider})
 	if err != nil {
 		return nil, err
 	}

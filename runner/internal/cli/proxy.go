@@ -224,7 +224,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if fa.String("provider") == "" {
 						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
 					}
-					tok, err := db.CreateToken(c.Context, a[0], a[1], fa.String("set"), fa.String("provider"))
+					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider")})
 					if err != nil {
 						return err
 					}

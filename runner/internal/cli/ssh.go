@@ -235,7 +235,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					return err
 				}
 				defer db.Close()
-				tok, err := db.CreateToken(c.Context, a[0], a[1], creddb.DefaultSet, creddb.SSHProvider)
+				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider})
 				if err != nil {
 					return err
 				}

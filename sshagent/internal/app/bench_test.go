@@ -104,7 +104,7 @@ func newFixtureKeys(b *testing.B, kind string) benchFixture {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	if bf.tok, err = db.CreateToken(context.Background(), "bench", "t", creddb.DefaultSet, creddb.SSHProvider); err != nil {
+	if bf.tok, err = db.CreateToken(context.Background(), creddb.TokenSpec{Project: "bench", Task: "t", Set: creddb.DefaultSet, Provider: creddb.SSHProvider}); err != nil {
 		b.Fatal(err)
 	}
 	return bf

@@ -184,7 +184,7 @@ func newFixture(t *testing.T) *fixture {
 		}
 	}
 	mk := func(p string) string {
-		tok, err := f.db.CreateToken(context.Background(), p, "t1", creddb.DefaultSet, creddb.SSHProvider)
+		tok, err := f.db.CreateToken(context.Background(), creddb.TokenSpec{Project: p, Task: "t1", Set: creddb.DefaultSet, Provider: creddb.SSHProvider})
 		if err != nil {
 			t.Fatal(err)
 		}

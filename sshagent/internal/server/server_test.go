@@ -79,7 +79,7 @@ func start(t *testing.T, o Options) *env {
 	}
 	ctx := context.Background()
 	mk := func(project, provider string) string {
-		tok, err := e.db.CreateToken(ctx, project, "task1", creddb.DefaultSet, provider)
+		tok, err := e.db.CreateToken(ctx, creddb.TokenSpec{Project: project, Task: "task1", Set: creddb.DefaultSet, Provider: provider})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestRefusedTokens(t *testing.T) {
 
 func TestNoKeysClosed(t *testing.T) {
 	e := start(t, Options{})
-	tok, err := e.db.CreateToken(context.Background(), "nokeys", "t", creddb.DefaultSet, "ssh")
+	tok, err := e.db.CreateToken(context.Background(), creddb.TokenSpec{Project: "nokeys", Task: "t", Set: creddb.DefaultSet, Provider: "ssh"})
 	if err != nil {
 		t.Fatal(err)
 	}
