@@ -112,8 +112,35 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown log level %q (use DEBUG, INFO, WARNING or ERROR)", s)
 }
 
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("logger", Program)
+// ParseLogFormat accepts "text" (the default) or "json".
+func ParseLogFormat(s string) (string, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "text", "":
+		return "text", nil
+	case "json":
+		return "json", nil
+	}
+	return "", fmt.Errorf("unknown log format %q (use text or json)", s)
+}
+
+// newLogger logs in the given format; under systemd's journal (journal true:
+// $JOURNAL_STREAM set and logging to stderr) records carry no time, the
+// journal stamps them itself.
+func newLogger(w io.Writer, level slog.Level, format string, journal bool) *slog.Logger {
+	o := &slog.HandlerOptions{Level: level}
+	if journal {
+		o.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	var h slog.Handler = slog.NewTextHandler(w, o)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, o)
+	}
+	return slog.New(h).With("logger", Program)
 }
 
 func signals(env Env) (<-chan os.Signal, func()) {
@@ -140,6 +167,7 @@ func runServer(args []string, env Env) int {
 	pidFile := fs.String("pid-file", "", "write the PID here once listening")
 	logLevel := fs.String("log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
 	logFile := fs.String("log-file", "", "append logs here instead of stderr")
+	logFormat := fs.String("log-format", "text", "text or json")
 	maxConns := fs.Int("max-connections", server.DefaultMaxConns, "concurrent sessions")
 	idle := fs.Duration("idle-timeout", server.DefaultIdleTimeout, "close a session after this long without a request")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for sessions to end")
@@ -167,6 +195,10 @@ func runServer(args []string, env Env) int {
 	if err != nil {
 		return finish(env, usage("%v", err))
 	}
+	format, err := ParseLogFormat(*logFormat)
+	if err != nil {
+		return finish(env, usage("%v", err))
+	}
 	logOut := env.Stderr
 	if *logFile != "" {
 		f, err := os.OpenFile(*logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -176,7 +208,7 @@ func runServer(args []string, env Env) int {
 		defer f.Close()
 		logOut = f
 	}
-	log := newLogger(logOut, level)
+	log := newLogger(logOut, level, format, *logFile == "" && env.Getenv("JOURNAL_STREAM") != "")
 	keysAbs, err := filepath.Abs(*keysFile)
 	if err != nil {
 		return finish(env, err)
@@ -347,6 +379,7 @@ func runBridge(args []string, env Env) int {
 	attempts := fs.Int("attempts", 30, "connection attempts per client while the agent is starting")
 	interval := fs.Duration("interval", time.Second, "wait between attempts")
 	logLevel := fs.String("log-level", "WARNING", "DEBUG, INFO, WARNING or ERROR")
+	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -357,10 +390,14 @@ func runBridge(args []string, env Env) int {
 	if err != nil {
 		return finish(env, usage("%v", err))
 	}
+	format, err := ParseLogFormat(*logFormat)
+	if err != nil {
+		return finish(env, usage("%v", err))
+	}
 	if *attempts < 1 || *interval <= 0 {
 		return finish(env, usage("--attempts and --interval must be positive"))
 	}
-	log := newLogger(env.Stderr, level).With("mode", "bridge")
+	log := newLogger(env.Stderr, level, format, env.Getenv("JOURNAL_STREAM") != "").With("mode", "bridge")
 	token := env.Getenv(EnvToken)
 	if token == "" {
 		return finish(env, usage("$%s is not set; the orchestrator must pass the task's SSH phantom token", EnvToken))
