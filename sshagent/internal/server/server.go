@@ -109,7 +109,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		case s.slots <- struct{}{}:
 		default:
 			s.warn.Warn(s.log, "limit", "connection limit reached; closing new connection (raise --max-connections if this is legitimate load)",
-				"peer", c.RemoteAddr().String(), "max", s.o.MaxConns)
+				"remote", c.RemoteAddr().String(), "max", s.o.MaxConns)
 			c.Close()
 			continue
 		}
@@ -178,14 +178,14 @@ func peerOf(c net.Conn) string {
 
 func (s *Server) session(c net.Conn) {
 	peer := peerOf(c)
-	log := s.log.With("peer", peer)
+	log := s.log.With("remote", peer)
 	tok, err := handshake.Read(c, s.o.HandshakeTimeout)
 	if err != nil {
 		log.Debug("handshake failed; connection closed", "err", err)
 		return
 	}
 	if tok == creddb.StaticMarker || !tokenid.Valid(tokenid.PhantomPrefix, tok) {
-		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed", "token", tokenid.Show(tok))
+		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed", "token_prefix", tokenid.Show(tok))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.BodyTimeout)
@@ -193,7 +193,7 @@ func (s *Server) session(c net.Conn) {
 	cancel()
 	if errors.Is(err, creddb.ErrNotFound) {
 		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed (the task's token may have been revoked)",
-			"token", tokenid.Show(tok))
+			"token_prefix", tokenid.Show(tok))
 		return
 	}
 	if err != nil {
@@ -202,7 +202,7 @@ func (s *Server) session(c net.Conn) {
 	}
 	if info.Provider != creddb.SSHProvider {
 		s.warn.Warn(log, "provider", "token is not an SSH agent token; connection closed",
-			"token", tokenid.Show(tok), "provider", info.Provider, "project", info.Project)
+			"token_prefix", tokenid.Show(tok), "provider", info.Provider, "project", info.Project)
 		return
 	}
 	log = log.With("project", info.Project, "task", info.Task)
