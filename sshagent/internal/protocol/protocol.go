@@ -106,9 +106,14 @@ func (l Limits) maxMessage() int {
 // Serve runs the session until the peer closes, a frame is invalid or a
 // deadline passes. A clean close by the peer between frames returns nil.
 func Serve(c Conn, a *restricted.Agent, lim Limits) error {
+	return ServeSession(c, a, lim, &Session{})
+}
+
+// ServeSession is Serve with the caller's per-connection state, which it
+// fills as the session runs.
+func ServeSession(c Conn, a *restricted.Agent, lim Limits, sess *Session) error {
 	r := bufio.NewReaderSize(c, 4096)
 	w := bufio.NewWriterSize(c, 4096)
-	var sess Session
 	for {
 		if lim.Idle > 0 {
 			if err := c.SetReadDeadline(time.Now().Add(lim.Idle)); err != nil {
