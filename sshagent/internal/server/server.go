@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -176,12 +177,35 @@ func peerOf(c net.Conn) string {
 	return c.LocalAddr().Network() + ":" + c.LocalAddr().String()
 }
 
+// HealthToken is the handshake "token" of a health request (docs/ssh-agent.md,
+// "Health"): no phantom token has this form. The agent answers one line,
+// "ok\n" when its credentials database answers a lookup, else
+// "error database\n", and closes the connection. Nothing else is revealed.
+const HealthToken = "terok-health"
+
+func (s *Server) health(c net.Conn, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.BodyTimeout)
+	_, err := s.o.Tokens.LookupToken(ctx, HealthToken)
+	cancel()
+	reply := "ok\n"
+	if err != nil && !errors.Is(err, creddb.ErrNotFound) {
+		log.Error("health: token lookup failed (check the credentials database)", "err", err)
+		reply = "error database\n"
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(s.o.BodyTimeout))
+	_, _ = io.WriteString(c, reply)
+}
+
 func (s *Server) session(c net.Conn) {
 	peer := peerOf(c)
 	log := s.log.With("remote", peer)
 	tok, err := handshake.Read(c, s.o.HandshakeTimeout)
 	if err != nil {
 		log.Debug("handshake failed; connection closed", "err", err)
+		return
+	}
+	if tok == HealthToken {
+		s.health(c, log)
 		return
 	}
 	if tok == creddb.StaticMarker || !tokenid.Valid(tokenid.PhantomPrefix, tok) {
