@@ -1,0 +1,42 @@
+package sandbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/sandbox"
+)
+
+// A task gets a gate token (its clone URL) and a phantom token for one
+// provider; when the task ends, its phantom tokens are revoked.
+func ExampleSandbox_CreatePhantomToken() {
+	root, err := os.MkdirTemp("", "sandbox-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(root)
+	cfg := config.Config{StateDir: filepath.Join(root, "state"), CredentialsDir: filepath.Join(root, "credentials"), GatePort: 9418}
+	sb := sandbox.New(cfg, sandbox.Options{Env: config.Env{Getenv: func(string) string { return "" }, EUID: os.Geteuid()}})
+	ctx := context.Background()
+
+	gateTok, err := sb.CreateToken("demo", "t1")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	url, err := sb.GateURL(filepath.Join(cfg.GateBasePath(), "demo.git"), gateTok)
+	fmt.Println(len(url) > 0, err)
+
+	_, err = sb.CreatePhantomToken(ctx, sandbox.PhantomTokenSpec{Project: "demo", Task: "t1", Provider: "claude"})
+	fmt.Println("phantom token:", err)
+	n, err := sb.RevokePhantomTokens(ctx, "demo", "t1")
+	fmt.Println("revoked:", n, err)
+	// Output:
+	// true <nil>
+	// phantom token: <nil>
+	// revoked: 1 <nil>
+}
