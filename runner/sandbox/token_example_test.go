@@ -20,7 +20,7 @@ func ExampleSandbox_CreatePhantomToken() {
 	}
 	defer os.RemoveAll(root)
 	cfg := config.Config{StateDir: filepath.Join(root, "state"), CredentialsDir: filepath.Join(root, "credentials"), GatePort: 9418}
-	sb := sandbox.New(cfg, sandbox.Options{Env: config.Env{Getenv: func(k string) string { return map[string]string{"HOME": root}[k] }, EUID: os.Geteuid()}})
+	sb := sandbox.New(cfg, sandbox.Options{Env: config.Env{Getenv: func(string) string { return "" }, Home: root, EUID: os.Geteuid()}})
 	ctx := context.Background()
 
 	gateTok, err := sb.CreateToken("demo", "t1")
