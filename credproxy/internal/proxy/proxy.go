@@ -8,6 +8,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -274,6 +275,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.log.Warn("No route for provider; add it to the routes file and restart the proxy",
 			"provider", info.Provider, "project", info.Project, "task", info.Task)
 		plain(w, http.StatusNotFound, msgNoRoute+info.Provider)
+		return
+	}
+	if !route.Scope.Allowed(r.Method, r.URL.EscapedPath()) {
+		p.log.Warn("Request outside the route's scope refused",
+			"provider", info.Provider, "project", info.Project, "task", info.Task,
+			"method", r.Method, "path", r.URL.Path)
+		outOfScope(w, info.Provider, r)
 		return
 	}
 	if credErr != nil {
@@ -565,6 +573,18 @@ func disconnected(err error) bool {
 }
 
 // plain writes one of the §9 error bodies.
+// outOfScope answers 403 with a JSON body naming the error type, route,
+// method and path (never the credential); the request is not forwarded.
+func outOfScope(w http.ResponseWriter, provider string, r *http.Request) {
+	body, _ := json.Marshal(map[string]string{
+		"error": "scope", "route": provider, "method": r.Method, "path": r.URL.Path,
+	})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = w.Write(append(body, '\n'))
+}
+
 func plain(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")

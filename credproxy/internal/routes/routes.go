@@ -12,6 +12,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"terok.dev/sandbox/credproxy/internal/scope"
 )
 
 // Defaults of a route's header rules.
@@ -45,6 +47,9 @@ type Route struct {
 	AuthPrefix string
 	// Refresh is nil unless oauth_refresh is configured.
 	Refresh *OAuthRefresh
+	// Scope holds the optional allow/deny rules (docs/credential-proxy.md,
+	// "Scopes"); the zero Scope allows everything.
+	Scope scope.Scope
 }
 
 // Origin is scheme://host of the upstream.
@@ -103,6 +108,8 @@ type rawRoute struct {
 	AuthHeader   *string         `json:"auth_header"`
 	AuthPrefix   *string         `json:"auth_prefix"`
 	OAuthRefresh json.RawMessage `json:"oauth_refresh"`
+	Allow        []scope.Rule    `json:"allow"`
+	Deny         []scope.Rule    `json:"deny"`
 }
 
 type rawRefresh struct {
@@ -180,6 +187,9 @@ func parseRoute(name string, msg json.RawMessage) (Route, error) {
 			ref.ClientSecret, ref.HasSecret = *rf.ClientSecret, true
 		}
 		r.Refresh = ref
+	}
+	if r.Scope, err = scope.New(rr.Allow, rr.Deny); err != nil {
+		return Route{}, bad(name, "has a malformed scope rule: %w", err)
 	}
 	return r, nil
 }
