@@ -1,0 +1,185 @@
+package audit
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	tm := time.Date(2026, 12, 2, 11, 30, 0, 123456789, time.UTC)
+	r := Record{Time: tm, Channel: "gate", Event: "push", Outcome: "refused", Reason: "protected-ref",
+		TokenPrefix: TokenPrefix("terok-g-0123456789abcdef"), Fields: map[string]any{"ref": "refs/heads/main", "event": "ignored"}}
+	r.V = 1
+	b, err := r.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseLine(b)
+	if err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if got.Event != "push" || got.Fields["ref"] != "refs/heads/main" || got.TokenPrefix != "terok-g-0123" || !got.Time.Equal(tm) {
+		t.Fatalf("round trip: %+v from %s", got, b)
+	}
+	if _, ok := got.Fields["event"]; ok {
+		t.Fatal("common member leaked into Fields")
+	}
+}
+
+func TestParseLineRejects(t *testing.T) {
+	for _, in := range []string{"", "{", "[]", `{"v":1}`, `{"v":1,"time":"x","channel":"gate","event":"e","outcome":"ok"}`} {
+		if _, err := ParseLine([]byte(in)); err == nil {
+			t.Errorf("ParseLine(%q) accepted", in)
+		}
+	}
+}
+
+func TestNilAndDisabled(t *testing.T) {
+	var w *Writer
+	if err := w.Write(Record{}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "a", "x.jsonl")
+	d, err := Open(p, Options{Disabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(Record{Channel: "gate", Event: "e", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("disabled writer created %s", p)
+	}
+}
+
+func TestModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "audit")
+	p := filepath.Join(dir, "gate.jsonl")
+	w, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(Record{Channel: "gate", Event: "clone", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, p: 0o600} {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != want {
+			t.Errorf("%s mode %o, want %o", path, st.Mode().Perm(), want)
+		}
+	}
+}
+
+const helperEnv = "TEROK_AUDIT_HELPER"
+
+// TestHelperProcess is the child of TestConcurrentProcessesRotation.
+func TestHelperProcess(t *testing.T) {
+	spec := os.Getenv(helperEnv)
+	if spec == "" {
+		t.Skip("helper only")
+	}
+	path := os.Getenv("TEROK_AUDIT_PATH")
+	n, _ := strconv.Atoi(os.Getenv("TEROK_AUDIT_N"))
+	w, err := Open(path, Options{MaxBytes: 4096, Keep: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := w.Write(Record{Channel: "proxy", Event: "request", Outcome: "ok",
+			Fields: map[string]any{"proc": spec, "seq": i, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestConcurrentProcessesRotation(t *testing.T) {
+	const procs, per = 8, 200
+	path := filepath.Join(t.TempDir(), "proxy.jsonl")
+	cmds := make([]*exec.Cmd, procs)
+	for i := range cmds {
+		c := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+		c.Env = append(os.Environ(), helperEnv+"="+strconv.Itoa(i), "TEROK_AUDIT_PATH="+path, "TEROK_AUDIT_N="+strconv.Itoa(per))
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[i] = c
+	}
+	for _, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("helper: %v", err)
+		}
+	}
+	files, _ := filepath.Glob(path + "*")
+	seen := map[string]bool{}
+	rotated := 0
+	for _, f := range files {
+		if filepath.Ext(f) == ".lock" {
+			continue
+		}
+		if f != path {
+			rotated++
+		}
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		for ln := 1; sc.Scan(); ln++ {
+			r, err := ParseLine(sc.Bytes())
+			if err != nil {
+				t.Fatalf("%s:%d torn record: %v", f, ln, err)
+			}
+			k := r.Fields["proc"].(string) + "/" + strconv.Itoa(int(r.Fields["seq"].(float64)))
+			if seen[k] {
+				t.Fatalf("duplicate %s", k)
+			}
+			seen[k] = true
+		}
+		_ = fh.Close()
+	}
+	if len(seen) != procs*per {
+		t.Fatalf("%d records, want %d (lost records)", len(seen), procs*per)
+	}
+	if rotated == 0 {
+		t.Fatal("no rotation happened")
+	}
+}
+
+func FuzzParseLine(f *testing.F) {
+	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:30:00.123456789Z","channel":"gate","event":"push","outcome":"ok","ref":"x"}`))
+	f.Add([]byte(`{"v":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseLine(b)
+		if err != nil {
+			return
+		}
+		out, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatalf("marshal parsed record: %v", err)
+		}
+		if _, err := ParseLine(out); err != nil {
+			t.Fatalf("re-parse %s: %v", out, err)
+		}
+	})
+}
+
+func BenchmarkWrite(b *testing.B) {
+	w, err := Open(filepath.Join(b.TempDir(), "gate.jsonl"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := Record{Channel: "gate", Event: "fetch", Outcome: "ok", Fields: map[string]any{"repo": "x"}}
+	for i := 0; i < b.N; i++ {
+		if err := w.Write(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
