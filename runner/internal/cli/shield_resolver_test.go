@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +28,12 @@ func startHUPCounter(t *testing.T, stateDir string) (int, <-chan struct{}) {
 	data, err := os.ReadFile(dash)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Under nohup SIGHUP is ignored, and a shell started with a signal
+	// ignored may not trap it (POSIX): catch it in this process instead, so
+	// the child starts with the default disposition and its trap works.
+	if signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	}
 	bin := t.TempDir()
 	exe := filepath.Join(bin, shieldbundle.HookBinary)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,6 +32,12 @@ func startFakeResolver(t *testing.T, stateDir string, ignoreTerm bool) *fakeReso
 	dash, err := exec.LookPath("dash")
 	if err != nil {
 		t.Skip("dash not installed")
+	}
+	// Under nohup SIGHUP is ignored, and a shell started with a signal
+	// ignored may not trap it (POSIX): catch it in this process instead, so
+	// the child starts with the default disposition and its trap works.
+	if signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	}
 	bin := t.TempDir()
 	data, err := os.ReadFile(dash)
