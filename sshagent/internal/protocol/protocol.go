@@ -23,6 +23,7 @@ import (
 
 	"terok.dev/sandbox/sshagent/internal/restricted"
 	"terok.dev/sandbox/sshagent/internal/sessionbind"
+	"terok.dev/sandbox/sshagent/internal/wire"
 )
 
 // Message numbers (draft-miller-ssh-agent).
@@ -170,8 +171,8 @@ func Handle(a *restricted.Agent, msg []byte) []byte {
 		out := []byte{MsgIdentitiesAnswer}
 		out = binary.BigEndian.AppendUint32(out, uint32(len(ids)))
 		for _, k := range ids {
-			out = appendString(out, k.Blob)
-			out = appendString(out, []byte(k.Comment))
+			out = wire.AppendString(out, k.Blob)
+			out = wire.AppendString(out, []byte(k.Comment))
 		}
 		return out
 	case MsgSignRequest:
@@ -189,7 +190,7 @@ func Handle(a *restricted.Agent, msg []byte) []byte {
 		if err != nil {
 			return []byte{MsgFailure}
 		}
-		return appendString([]byte{MsgSignResponse}, ssh.Marshal(sig))
+		return wire.AppendString([]byte{MsgSignResponse}, ssh.Marshal(sig))
 	default:
 		return []byte{MsgFailure}
 	}
@@ -201,11 +202,11 @@ var ErrMalformed = errors.New("malformed sign request")
 // ParseSignRequest splits a SIGN_REQUEST payload: string key_blob,
 // string data, uint32 flags. Trailing bytes are tolerated (future fields).
 func ParseSignRequest(p []byte) (blob, data []byte, flags uint32, err error) {
-	blob, p, ok := readString(p)
+	blob, p, ok := wire.ReadString(p)
 	if !ok {
 		return nil, nil, 0, ErrMalformed
 	}
-	data, p, ok = readString(p)
+	data, p, ok = wire.ReadString(p)
 	if !ok {
 		return nil, nil, 0, ErrMalformed
 	}
@@ -213,22 +214,6 @@ func ParseSignRequest(p []byte) (blob, data []byte, flags uint32, err error) {
 		return nil, nil, 0, ErrMalformed
 	}
 	return blob, data, binary.BigEndian.Uint32(p), nil
-}
-
-func readString(p []byte) (s, rest []byte, ok bool) {
-	if len(p) < 4 {
-		return nil, nil, false
-	}
-	n := binary.BigEndian.Uint32(p)
-	if uint64(n) > uint64(len(p)-4) {
-		return nil, nil, false
-	}
-	return p[4 : 4+n], p[4+n:], true
-}
-
-func appendString(b, s []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
 }
 
 var _ Conn = (net.Conn)(nil)

@@ -18,6 +18,7 @@ import (
 	"terok.dev/sandbox/sshagent/internal/keys"
 	"terok.dev/sandbox/sshagent/internal/restricted"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
+	"terok.dev/sandbox/sshagent/internal/wire"
 )
 
 type fixture struct {
@@ -126,7 +127,7 @@ func TestClientRefusals(t *testing.T) {
 func raw(t *testing.T, c net.Conn, msg []byte) []byte {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(appendString(nil, msg)); err != nil {
+	if _, err := c.Write(wire.AppendString(nil, msg)); err != nil {
 		t.Fatal(err)
 	}
 	var hdr [4]byte
@@ -145,8 +146,8 @@ func TestRawMessages(t *testing.T) {
 	c, _ := serve(t, f.agent, Limits{})
 	blob := f.ed.Signer.PublicKey().Marshal()
 	signReq := func(b, data []byte, flags uint32) []byte {
-		m := appendString([]byte{MsgSignRequest}, b)
-		m = appendString(m, data)
+		m := wire.AppendString([]byte{MsgSignRequest}, b)
+		m = wire.AppendString(m, data)
 		return binary.BigEndian.AppendUint32(m, flags)
 	}
 	failure := []byte{MsgFailure}

@@ -8,11 +8,12 @@
 package sessionbind
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"golang.org/x/crypto/ssh"
+
+	"terok.dev/sandbox/sshagent/internal/wire"
 )
 
 // Name is the extension name carried in SSH_AGENTC_EXTENSION.
@@ -42,7 +43,7 @@ type Bind struct {
 // ParseExtension splits an SSH_AGENTC_EXTENSION payload (after the type byte)
 // into the extension name and its contents.
 func ParseExtension(p []byte) (name string, contents []byte, err error) {
-	n, rest, ok := readString(p)
+	n, rest, ok := wire.ReadString(p)
 	if !ok {
 		return "", nil, fmt.Errorf("%w: extension name", ErrMalformed)
 	}
@@ -53,15 +54,15 @@ func ParseExtension(p []byte) (name string, contents []byte, err error) {
 // string session_id, string signature, bool is_forwarding. Trailing bytes
 // are refused (OpenSSH refuses them too).
 func Parse(p []byte) (Bind, error) {
-	hk, p, ok := readString(p)
+	hk, p, ok := wire.ReadString(p)
 	if !ok {
 		return Bind{}, fmt.Errorf("%w: host key", ErrMalformed)
 	}
-	sid, p, ok := readString(p)
+	sid, p, ok := wire.ReadString(p)
 	if !ok {
 		return Bind{}, fmt.Errorf("%w: session id", ErrMalformed)
 	}
-	sigBlob, p, ok := readString(p)
+	sigBlob, p, ok := wire.ReadString(p)
 	if !ok {
 		return Bind{}, fmt.Errorf("%w: signature", ErrMalformed)
 	}
@@ -94,9 +95,9 @@ func Parse(p []byte) (Bind, error) {
 // clients).
 func Marshal(hostKey ssh.PublicKey, sessionID []byte, sig *ssh.Signature, forwarding bool) []byte {
 	var out []byte
-	out = appendString(out, hostKey.Marshal())
-	out = appendString(out, sessionID)
-	out = appendString(out, ssh.Marshal(sig))
+	out = wire.AppendString(out, hostKey.Marshal())
+	out = wire.AppendString(out, sessionID)
+	out = wire.AppendString(out, ssh.Marshal(sig))
 	if forwarding {
 		return append(out, 1)
 	}
@@ -106,22 +107,6 @@ func Marshal(hostKey ssh.PublicKey, sessionID []byte, sig *ssh.Signature, forwar
 // Message encodes a whole SSH_AGENTC_EXTENSION message body (type byte
 // included) carrying the given session-bind contents.
 func Message(contents []byte) []byte {
-	out := appendString([]byte{MsgExtension}, []byte(Name))
+	out := wire.AppendString([]byte{MsgExtension}, []byte(Name))
 	return append(out, contents...)
-}
-
-func readString(p []byte) (s, rest []byte, ok bool) {
-	if len(p) < 4 {
-		return nil, nil, false
-	}
-	n := binary.BigEndian.Uint32(p)
-	if uint64(n) > uint64(len(p)-4) {
-		return nil, nil, false
-	}
-	return p[4 : 4+n], p[4+n:], true
-}
-
-func appendString(b, s []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"terok.dev/sandbox/sshagent/internal/wire"
 )
 
 func signer(t testing.TB, kind string) ssh.Signer {
@@ -77,7 +79,7 @@ func TestParse(t *testing.T) {
 		{"trailing byte", append(append([]byte(nil), good...), 0), ErrMalformed, false, nil},
 		{"oversized session id", Marshal(ed.PublicKey(), make([]byte, MaxSessionID+1), bigSig, false), ErrMalformed, false, nil},
 		{"empty session id", Marshal(ed.PublicKey(), nil, edSig, false), ErrMalformed, false, nil},
-		{"garbage host key", append(appendString(nil, []byte("nope")), good[4+len(ed.PublicKey().Marshal()):]...), ErrMalformed, false, nil},
+		{"garbage host key", append(wire.AppendString(nil, []byte("nope")), good[4+len(ed.PublicKey().Marshal()):]...), ErrMalformed, false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
