@@ -572,7 +572,6 @@ func disconnected(err error) bool {
 		strings.Contains(s, "broken pipe")
 }
 
-// plain writes one of the §9 error bodies.
 // outOfScope answers 403 with a JSON body naming the error type, route,
 // method and path (never the credential); the request is not forwarded.
 func outOfScope(w http.ResponseWriter, provider string, r *http.Request) {
@@ -585,6 +584,7 @@ func outOfScope(w http.ResponseWriter, provider string, r *http.Request) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// plain writes one of the §9 error bodies.
 func plain(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
