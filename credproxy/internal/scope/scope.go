@@ -6,8 +6,8 @@
 //     slash), a NUL, a ';' (path parameters, which some upstreams strip) or a
 //     malformed escape makes the path unmatchable: it is refused whenever the
 //     route has a scope;
-//   - empty segments ("//") and "." are dropped, ".." removes the previous
-//     segment, and ".." above the root is refused;
+//   - empty segments ("//") and "." are dropped; a ".." segment (also as
+//     %2e%2e) is refused, never resolved;
 //   - "*" in a pattern matches exactly one segment, "**" any number (zero
 //     included); other pattern segments match literally (case-sensitive).
 //
@@ -137,10 +137,10 @@ func Clean(escaped string) ([]string, error) {
 		switch seg {
 		case "", ".":
 		case "..":
-			if len(out) == 0 {
-				return nil, ErrUnmatchable
-			}
-			out = out[:len(out)-1]
+			// Refused, not resolved: an upstream that does not resolve
+			// it (or does not decode %2e%2e) would route the request by
+			// its literal prefix, so /allowed/.. could reach anything.
+			return nil, ErrUnmatchable
 		default:
 			out = append(out, seg)
 		}

@@ -42,7 +42,8 @@ func TestAllowed(t *testing.T) {
 		{"PUT", "/v1/models/m1/x", false},
 		{"GET", "//v1//messages/", true},
 		{"GET", "/v1/./messages", true},
-		{"GET", "/v1/admin/../messages", true},
+		{"GET", "/v1/admin/../messages", false},
+		{"GET", "/v1/admin/%2e%2e/messages", false},
 		{"GET", "/v1/models/../../admin", false},
 		{"GET", "/v1/%2e%2e/admin", false},
 		{"GET", "/repos/acme/x/pulls/%2e%2e/%2e%2e/secret/pulls", false},
@@ -97,8 +98,8 @@ func TestNewRejects(t *testing.T) {
 
 // refAllowed is the reference matcher written from the documented rules in
 // docs/credential-proxy.md, independent of Clean and matchSegs: it decodes
-// the whole path, cleans it with path.Clean under a sentinel root to spot
-// ".." above the root, and matches a regular expression built from the
+// the whole path, refuses any ".." segment, cleans the rest with path.Clean,
+// and matches a regular expression built from the
 // pattern. ok is false when the inputs are outside what it models.
 func refAllowed(rule Rule, deny bool, method, escaped string) (allowed, ok bool) {
 	lower := strings.ToLower(escaped)
@@ -117,10 +118,12 @@ func refAllowed(rule Rule, deny bool, method, escaped string) (allowed, ok bool)
 		if !utf8.ValidString(dec) {
 			return false, false
 		}
-		c := path.Clean("/sentinel" + dec)
-		if c != "/sentinel" && !strings.HasPrefix(c, "/sentinel/") {
-			unmatchable = true
+		for _, seg := range strings.Split(dec, "/") {
+			if seg == ".." {
+				unmatchable = true
+			}
 		}
+		c := path.Clean("/sentinel" + dec)
 		cleaned = strings.TrimPrefix(c, "/sentinel")
 	}
 	if unmatchable {
@@ -160,6 +163,7 @@ func refAllowed(rule Rule, deny bool, method, escaped string) (allowed, ok bool)
 func FuzzAllowedVsReference(f *testing.F) {
 	f.Add("GET", "GET", "/repos/*/pulls/**", "/repos/a/pulls/1", false)
 	f.Add("GET", "*", "/v1/**/x", "/v1/a/../x", true)
+	f.Add("GET", "GET", "/v1/models/**", "/v1/admin/%2e%2e/models/x", false)
 	f.Add("POST", "POST", "/a", "/%2e%2e/a", false)
 	f.Add("GET", "GET", "/a/*", "//a//b%2fc", false)
 	f.Add("GET", "GET", "/**", "/a;b", true)
