@@ -66,6 +66,11 @@ type Config struct {
 	// migrate` decrypts back.
 	CredentialsEncryption bool
 
+	// Audit (default true) makes the daemons write their audit records to
+	// AuditFile(channel) (docs/audit.md, Files); false turns every daemon's
+	// records off. The shield's own operator log is ShieldAudit.
+	Audit bool
+
 	// Source names where non-default values came from, for error messages.
 	Source string
 }
@@ -84,6 +89,7 @@ func Defaults(env Env) Config {
 		ShieldProfiles:        []string{DefaultProfile},
 		ShieldAudit:           true,
 		CredentialsEncryption: true,
+		Audit:                 true,
 		ShieldBypass:          false,
 		Source:                "defaults",
 	}
@@ -109,6 +115,7 @@ type fileConfig struct {
 	ShieldUpstream *string   `toml:"shield_upstream_dns"`
 	StaticMarker   *bool     `toml:"proxy_static_marker"`
 	CredEncryption *bool     `toml:"credentials_encryption"`
+	Audit          *bool     `toml:"audit"`
 }
 
 // Load builds the configuration of a standalone process: defaults, then the
@@ -210,12 +217,15 @@ func (c *Config) applyFile(env Env, path string, data []byte) error {
 	if fc.CredEncryption != nil {
 		c.CredentialsEncryption = *fc.CredEncryption
 	}
+	if fc.Audit != nil {
+		c.Audit = *fc.Audit
+	}
 	return nil
 }
 
 var fileKeys = []string{"state_dir", "runtime_dir", "credentials_dir", "gate_port", "proxy_port",
 	"ssh_agent_port", "shield_profiles", "shield_audit", "shield_bypass", "shield_upstream_dns",
-	"proxy_static_marker", "credentials_encryption"}
+	"proxy_static_marker", "credentials_encryption", "audit"}
 
 // NamePattern is what project ids and profile names must match.
 var NamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

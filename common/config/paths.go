@@ -51,3 +51,12 @@ func (c Config) ProxyLogFile() string {
 
 // ShieldStateDir is the per-task shield bundle directory.
 func ShieldStateDir(taskDir string) string { return filepath.Join(taskDir, "shield") }
+
+// AuditDir holds the daemons' audit files (docs/audit.md, Files).
+func (c Config) AuditDir() string { return filepath.Join(c.StateDir, "audit") }
+
+// AuditFile is the audit file of one channel ("proxy", "gate", "ssh"); the
+// shield's records live per container (docs/audit.md, Files).
+func (c Config) AuditFile(channel string) string {
+	return filepath.Join(c.AuditDir(), channel+".jsonl")
+}
