@@ -165,9 +165,9 @@ func (c InfoCache) Info(ctx context.Context, bin string) podmaninfo.Info {
 func (c InfoCache) query(ctx context.Context, bin string) podmaninfo.Info {
 	if c.EUID == 0 {
 		vctx, cancel := context.WithTimeout(ctx, versionTimeout)
-		out, err := exec.CommandContext(vctx, bin, "version", "--format", "{{.Client.Version}}").Output()
+		out, err := exec.CommandContext(vctx, bin, "version", "--format", "json").Output()
 		cancel()
-		if v := strings.TrimSpace(string(out)); err == nil && v != "" && !strings.ContainsAny(v, "\n{}") {
+		if v, ok := clientVersion(out); err == nil && ok {
 			// Root containers always use slirp4netns (docs/shield.md), so
 			// that is the mode this answer reports.
 			return podmaninfo.Info{Version: podmaninfo.ParseVersion(v), RawVersion: v, RootlessNetworkCmd: podmaninfo.Slirp4netns, OK: true}
@@ -176,6 +176,20 @@ func (c InfoCache) query(ctx context.Context, bin string) podmaninfo.Info {
 	qctx, cancel := context.WithTimeout(ctx, infoTimeout)
 	defer cancel()
 	return podmaninfo.Query(qctx, bin)
+}
+
+// clientVersion is .Client.Version of `podman version --format json`
+// (podman's state is read as JSON, docs/runner.md, Runtime helpers); ok is
+// false for anything else, so the caller falls back to podman info.
+func clientVersion(out []byte) (string, bool) {
+	var v struct {
+		Client struct{ Version string }
+	}
+	if json.Unmarshal(out, &v) != nil {
+		return "", false
+	}
+	s := strings.TrimSpace(v.Client.Version)
+	return s, s != "" && !strings.ContainsAny(s, "\n{} ")
 }
 
 // Memo returns the cached value of the fact name, or computes it with

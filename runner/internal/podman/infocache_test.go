@@ -99,7 +99,7 @@ func TestInfoCacheRootVersionFastPath(t *testing.T) {
 				versionExit = "1"
 			}
 			bin := filepath.Join(dir, "podman")
-			script := "#!/bin/sh\necho \"$1\" >> " + calls + "\ncase \"$1\" in\nversion) echo 4.3.1; exit " + versionExit + " ;;\n" +
+			script := "#!/bin/sh\necho \"$1\" >> " + calls + "\ncase \"$1\" in\nversion) echo '{\"Client\":{\"APIVersion\":\"4.3.1\",\"Version\":\"4.3.1\"}}'; exit " + versionExit + " ;;\n" +
 				"info) echo '{\"version\":{\"Version\":\"4.9.0\"},\"host\":{\"rootlessNetworkCmd\":\"pasta\"}}' ;;\nesac\n"
 			if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 				t.Fatal(err)
@@ -237,3 +237,25 @@ func appendFile(t *testing.T, p, s string) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestClientVersion: only podman's JSON answer counts; text (a template's
+// output, an error) is no version, so root falls back to podman info.
+func TestClientVersion(t *testing.T) {
+	for _, tt := range []struct {
+		out  string
+		want string
+		ok   bool
+	}{
+		{`{"Client":{"APIVersion":"4.3.1","Version":"4.3.1","GoVersion":"go1.19.8"}}`, "4.3.1", true},
+		{`{"Client":{"Version":"5.0.0-dev"},"Server":{"Version":"4.9.0"}}`, "5.0.0-dev", true},
+		{"4.3.1\n", "", false},
+		{`{"Client":{}}`, "", false},
+		{`{"Client":{"Version":"4.3 {x}"}}`, "", false},
+		{"", "", false},
+	} {
+		got, ok := clientVersion([]byte(tt.out))
+		if got != tt.want && tt.ok || ok != tt.ok {
+			t.Errorf("clientVersion(%q) = %q, %v; want %q, %v", tt.out, got, ok, tt.want, tt.ok)
+		}
+	}
+}

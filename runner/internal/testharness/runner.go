@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/runner/internal/podman"
 )
 
 // Runner runs commands as root or as the rootless test user, with the test
@@ -257,9 +259,13 @@ func (r *Runner) Cleanup() {
 // CleanupPrefix force-removes the containers named <prefix>-… in the
 // runner's podman storage.
 func CleanupPrefix(ctx context.Context, r *Runner, prefix string) {
-	res := r.Podman(ctx, "ps", "-a", "--format", "{{.Names}}", "--filter", "name=^"+prefix+"-")
-	for _, name := range strings.Fields(res.Stdout) {
-		if strings.HasPrefix(name, prefix+"-") {
+	res := r.Podman(ctx, "ps", "-a", "--format", "json", "--filter", podman.NameFilter(prefix))
+	entries, err := podman.ParsePs([]byte(res.Stdout))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if name := e.Name(); strings.HasPrefix(name, prefix+"-") {
 			r.Podman(ctx, "rm", "-f", "-t", "0", name)
 		}
 	}
