@@ -27,6 +27,7 @@ import (
 
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/gate/internal/auth"
+	"terok.dev/sandbox/gate/internal/pushcmd"
 	"terok.dev/sandbox/gate/internal/route"
 	"terok.dev/sandbox/gate/internal/tokens"
 )
@@ -336,6 +337,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		text(rec, http.StatusUnsupportedMediaType, err.Error())
 		return
 	}
+	if rt.Path == route.ReceivePack {
+		// The command list is read (bounded) before git starts; git still
+		// gets every byte (docs/gate.md, Push commands).
+		push, err := pushcmd.Read(body, pushcmd.Limits{})
+		if err != nil {
+			h.refuseCommands(rec, err)
+			return
+		}
+		body = io.NopCloser(io.MultiReader(bytes.NewReader(push.Raw), body))
+	}
 	st := &reqState{stderr: &capBuffer{max: stderrCap}}
 	r2 := r.Clone(context.WithValue(ctx, ctxKey{}, st))
 	r2.Body = body
@@ -354,6 +365,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if msg := strings.TrimRight(st.stderr.String(), " \t\r\n"); msg != "" {
 		h.opt.Log.Warn("git http-backend: "+msg, "repo", rt.Repo)
 	}
+}
+
+// refuseCommands answers a receive-pack request whose command list could
+// not be read: 400 for a malformed list, the body limit's own status (413)
+// when it was hit inside the list.
+func (h *Handler) refuseCommands(w http.ResponseWriter, err error) {
+	var be gitkit.BodyError
+	if errors.As(err, &be) {
+		text(w, be.HTTPStatus(), err.Error())
+		return
+	}
+	text(w, http.StatusBadRequest, err.Error())
 }
 
 // acquire takes one of the git process slots, waiting up to QueueWait; on
