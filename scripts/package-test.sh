@@ -37,7 +37,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-# Every root in a temporary directory (config-and-paths.md §3).
+# Every root in a temporary directory (docs/config.md, Base directories).
 run() {
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$tmp/home" \
     TEROK_SANDBOX_STATE_DIR="$tmp/state" TEROK_SANDBOX_RUNTIME_DIR="$tmp/run" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make systemd-test (docs/install.md, Hardening; docs/testing.md): proves the
+# make systemd-test (docs/install.md, Hardening of the units; docs/testing.md): proves the
 # package's units under a real systemd. Boots systemd as PID 1 in a rootful
 # podman container whose root is this host's own file system through an
 # overlay (--rootfs /:O: nothing it writes reaches the host), installs the

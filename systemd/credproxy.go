@@ -2,7 +2,7 @@ package systemd
 
 import _ "embed"
 
-// Credential proxy unit templates (credential-proxy.md §11). Placeholders:
+// Credential proxy unit templates (docs/credential-proxy.md, Operating it). Placeholders:
 // UNIT_VERSION, SOCKET_PATH, DB_PATH, ROUTES_PATH, PORT, SSH_AGENT_PORT,
 // SSH_KEYS_FILE, ALLOW_STATIC_MARKER (true or false: proxy_static_marker),
 // CREDENTIALS_DIR (the one directory the hardened service may write), BIN.

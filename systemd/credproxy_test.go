@@ -11,7 +11,7 @@ func TestProxyTemplates(t *testing.T) {
 			t.Errorf("%s: first line is not the version stamp", name)
 		}
 	}
-	// Descriptor 3 must be the Unix socket and 4 the TCP one (credential-proxy.md §3.1).
+	// Descriptor 3 must be the Unix socket and 4 the TCP one (docs/credential-proxy.md, Design).
 	var listens []string
 	for _, l := range strings.Split(ProxySocket, "\n") {
 		if strings.HasPrefix(l, "ListenStream=") {

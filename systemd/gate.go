@@ -8,9 +8,9 @@ import _ "embed"
 // installations are reported as outdated (8: hardening; 9: FileDescriptorName=
 // and Type=notify).
 //
-// Version 7 departs from gate-server.md §10 (version 6: Accept=yes and a
-// `terok-gate --inetd` process per connection) as §7.3 allows, with a
-// higher version: the socket hands its listener to one long-lived
+// Version 7 replaced the earlier units (version 6: Accept=yes and a
+// `terok-gate --inetd` process per connection; docs/gate.md, Operating it),
+// under a higher version: the socket hands its listener to one long-lived
 // terok-gate (LISTEN_FDS). A process per connection paid a process start
 // per clone and threw away the gate's answer caches (capability
 // advertisement, ls-refs, clone-like fetches) with every connection.

@@ -12,7 +12,7 @@ import (
 )
 
 // MaxExposure is the highest `systemd-analyze security --offline=yes`
-// exposure a service unit may have (docs/install.md, Hardening).
+// exposure a service unit may have (docs/install.md, Hardening of the units).
 const MaxExposure = 2.0
 
 // placeholder matches an unrendered {{NAME}}.

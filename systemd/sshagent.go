@@ -2,7 +2,7 @@ package systemd
 
 import _ "embed"
 
-// Standalone SSH agent unit templates (ssh-agent.md §1). Usually the
+// Standalone SSH agent unit templates (docs/ssh-agent.md, The server). Usually the
 // credential proxy supervises terok-ssh-agent; these units are for hosts
 // that run the agent on its own (never both on one port). Placeholders:
 // UNIT_VERSION, PORT, BIN, DB_PATH, SSH_KEYS_FILE, CREDENTIALS_DIR (the one

@@ -1,5 +1,5 @@
 // Package atomicfile replaces files so that a concurrent reader sees either the
-// old or the new complete content, never a mix (on-disk-formats.md §1).
+// old or the new complete content, never a mix (docs/formats.md, Conventions).
 package atomicfile
 
 import (
@@ -50,7 +50,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 }
 
 // MkdirPrivate creates dir and its parents and forces mode 0700 on dir itself,
-// whatever the umask (config-and-paths.md §7).
+// whatever the umask (docs/config.md, Creation and permissions).
 func MkdirPrivate(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)

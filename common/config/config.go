@@ -15,7 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// Default ports (config-and-paths.md §1).
+// Default ports (docs/config.md, The configuration).
 const (
 	DefaultGatePort     = 9418
 	DefaultProxyPort    = 18731
@@ -34,7 +34,7 @@ type Config struct {
 	ConfigDir      string
 	CredentialsDir string
 	// UmbrellaConfigDir is the tool family's config root; shield profiles live
-	// under it, never under ConfigDir (config-and-paths.md §7 note).
+	// under it, never under ConfigDir (docs/config.md, Base directories).
 	UmbrellaConfigDir string
 
 	GatePort     int
@@ -67,7 +67,7 @@ type Config struct {
 	CredentialsEncryption bool
 
 	// Audit (default true) makes the daemons write their audit records to
-	// AuditFile(channel) (docs/audit.md, Files); false turns every daemon's
+	// AuditFile(channel) (docs/audit.md, Files, rotation, modes); false turns every daemon's
 	// records off. The shield's own operator log is ShieldAudit.
 	Audit bool
 

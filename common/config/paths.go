@@ -2,7 +2,7 @@ package config
 
 import "path/filepath"
 
-// Derived paths (config-and-paths.md §2). Pure functions of the fields, so
+// Derived paths (docs/config.md, Derived paths). Pure functions of the fields, so
 // every component computes the same file for the same configuration.
 
 // GateBasePath is the root of the bare mirrors served by the gate.
@@ -52,11 +52,11 @@ func (c Config) ProxyLogFile() string {
 // ShieldStateDir is the per-task shield bundle directory.
 func ShieldStateDir(taskDir string) string { return filepath.Join(taskDir, "shield") }
 
-// AuditDir holds the daemons' audit files (docs/audit.md, Files).
+// AuditDir holds the daemons' audit files (docs/audit.md, Files, rotation, modes).
 func (c Config) AuditDir() string { return filepath.Join(c.StateDir, "audit") }
 
 // AuditFile is the audit file of one channel ("proxy", "gate", "ssh"); the
-// shield's records live per container (docs/audit.md, Files).
+// shield's records live per container (docs/audit.md, Files, rotation, modes).
 func (c Config) AuditFile(channel string) string {
 	return filepath.Join(c.AuditDir(), channel+".jsonl")
 }

@@ -66,38 +66,38 @@ func (e Env) resolve(override, rootPath string, xdg []xdgFallback, homeRel strin
 
 type xdgFallback struct{ env, rel string }
 
-// StateRoot resolves the state root (config-and-paths.md §3.1).
+// StateRoot resolves the state root (docs/config.md, Base directories).
 func (e Env) StateRoot() string {
 	return e.resolve("TEROK_SANDBOX_STATE_DIR", "/var/lib/terok/sandbox",
 		[]xdgFallback{{"XDG_DATA_HOME", "terok/sandbox"}}, ".local/share/terok/sandbox")
 }
 
-// RuntimeRoot resolves the runtime root (§3.2).
+// RuntimeRoot resolves the runtime root (docs/config.md, Base directories).
 func (e Env) RuntimeRoot() string {
 	return e.resolve("TEROK_SANDBOX_RUNTIME_DIR", "/run/terok/sandbox",
 		[]xdgFallback{{"XDG_RUNTIME_DIR", "terok/sandbox"}, {"XDG_STATE_HOME", "terok/sandbox"}},
 		".local/state/terok/sandbox")
 }
 
-// ConfigRoot resolves the sandbox config root (§3.3).
+// ConfigRoot resolves the sandbox config root (docs/config.md, Base directories).
 func (e Env) ConfigRoot() string {
 	return e.resolve("TEROK_SANDBOX_CONFIG_DIR", "/etc/terok/sandbox",
 		[]xdgFallback{{"XDG_CONFIG_HOME", "terok/sandbox"}}, ".config/terok/sandbox")
 }
 
-// CredentialsRoot resolves the shared credentials root (§3.4).
+// CredentialsRoot resolves the shared credentials root (docs/config.md, Base directories).
 func (e Env) CredentialsRoot() string {
 	return e.resolve("TEROK_CREDENTIALS_DIR", "/var/lib/terok/credentials",
 		[]xdgFallback{{"XDG_DATA_HOME", "terok/credentials"}}, ".local/share/terok/credentials")
 }
 
-// UmbrellaConfigRoot resolves the tool family's config root (§3.5).
+// UmbrellaConfigRoot resolves the tool family's config root (docs/config.md, Base directories).
 func (e Env) UmbrellaConfigRoot() string {
 	return e.resolve("TEROK_CONFIG_DIR", "/etc/terok",
 		[]xdgFallback{{"XDG_CONFIG_HOME", "terok"}}, ".config/terok")
 }
 
-// SystemdUserUnitDir is where user units go (config-and-paths.md §4).
+// SystemdUserUnitDir is where user units go (docs/config.md, Other locations).
 func (e Env) SystemdUserUnitDir() string {
 	if v := e.get("XDG_CONFIG_HOME"); v != "" {
 		return filepath.Join(e.Expand(v), "systemd", "user")
@@ -105,7 +105,7 @@ func (e Env) SystemdUserUnitDir() string {
 	return filepath.Join(e.Home, ".config", "systemd", "user")
 }
 
-// RunnerDebugLog is the runner library's best-effort debug log (§4).
+// RunnerDebugLog is the runner library's best-effort debug log (docs/config.md, Other locations).
 func (e Env) RunnerDebugLog() string {
 	if v := e.get("XDG_STATE_HOME"); v != "" {
 		return filepath.Join(e.Expand(v), "terok-sandbox", "terok-sandbox.log")

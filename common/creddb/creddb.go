@@ -1,4 +1,4 @@
-// Package creddb is the credentials database contract (on-disk-formats.md §3):
+// Package creddb is the credentials database contract (docs/formats.md, Credentials database):
 // stored credentials per (credential set, provider) and per-task phantom
 // tokens. Table and column names are fixed; other tools query them directly.
 package creddb
@@ -24,7 +24,7 @@ import (
 	"terok.dev/sandbox/common/tokenid"
 )
 
-// Schema is exactly the specified DDL (§3.2).
+// Schema is exactly the specified DDL (docs/formats.md, Credentials database).
 const Schema = `CREATE TABLE IF NOT EXISTS credentials (
     credential_set TEXT NOT NULL,
     provider       TEXT NOT NULL,
@@ -46,7 +46,7 @@ const DefaultSet = "default"
 const SSHProvider = "ssh"
 
 // StaticMarker is the fixed phantom value accepted as the default set's
-// claude credential (§3.5). It is never stored.
+// claude credential (docs/formats.md, Phantom tokens). It is never stored.
 const StaticMarker = "terok-proxy-phantom-token:credential-proxy-handles-real-auth"
 
 // ErrNotFound is returned by lookups that find no row.

@@ -1,5 +1,5 @@
 // Package filelock takes advisory flock(2) locks, the locking protocol every
-// reader and writer of the shared files agrees on (on-disk-formats.md §1).
+// reader and writer of the shared files agrees on (docs/formats.md, Conventions).
 package filelock
 
 import (

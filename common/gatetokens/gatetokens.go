@@ -1,4 +1,4 @@
-// Package gatetokens is the gate tokens file contract (on-disk-formats.md §2):
+// Package gatetokens is the gate tokens file contract (docs/formats.md, Gate tokens file):
 // the runner creates and revokes per-task tokens, the gate reads them.
 package gatetokens
 
@@ -29,7 +29,7 @@ type Entry struct {
 	Raw     json.RawMessage
 }
 
-// Parse reads a tokens file tolerantly (§2.2). Invalid JSON or a non-object
+// Parse reads a tokens file tolerantly (docs/formats.md, Gate tokens file). Invalid JSON or a non-object
 // top level returns an error (the caller then knows no tokens); entries whose
 // value is not an object or lacks a string project/task are dropped and
 // counted in skipped.

@@ -1,6 +1,6 @@
 // Package jsonobj reads and writes JSON objects with their member order kept,
 // which the shared files need: a rewrite keeps existing entries in their
-// original order and appends new ones (on-disk-formats.md §2.1).
+// original order and appends new ones (docs/formats.md, Gate tokens file).
 package jsonobj
 
 import (

@@ -11,7 +11,7 @@ import (
 // ParseScript recovers the Script whose Render output is exactly text, for
 // consumers that apply a ruleset without nft (the hook builds a netlink
 // batch from the result). It accepts only what this package generates:
-// the hook or bypass table, optionally preceded by the §7.4 `delete table`
+// the hook or bypass table, optionally preceded by the `delete table` of a replacement
 // and followed by `add element` lines. It is strict by construction: the
 // values it extracts are rendered again and the result must equal text byte
 // for byte, so a Script is returned only when its meaning is the meaning of

@@ -1,7 +1,8 @@
 // Package ruleset is the contract between the runner's shield (pre-start and
 // live operations) and the terok-shield-hook OCI hook: it renders the nftables
-// scripts of shield.md §7 from validated values, and verifies and classifies
-// a live ruleset (§8).
+// scripts (docs/shield-hook.md, The ruleset, rule by rule) from validated
+// values, and verifies and classifies
+// a live ruleset (docs/shield-hook.md, Verification and states).
 //
 // Everything here is pure text generation and inspection; running nft is the
 // caller's job. All inputs are validated before being written into a script:
@@ -16,7 +17,7 @@ import (
 	"strings"
 )
 
-// Constants of shield.md §2.
+// Constants of the rulesets (docs/shield-hook.md, The ruleset, rule by rule).
 const (
 	Family = "inet"
 	Table  = "terok_shield"
@@ -55,7 +56,7 @@ const (
 func BuiltinForwarders() []string { return []string{SlirpDNS, SlirpDNSV6, PastaDNS} }
 
 // SlirpGateways returns the fixed slirp4netns host-loopback gateway addresses
-// that pre-start writes into the gateway sets (§7.2).
+// that pre-start writes into the gateway sets (docs/shield-hook.md, The ruleset, rule by rule).
 func SlirpGateways() []string { return []string{SlirpGatewayV4, SlirpGatewayV6} }
 
 // Options are the values interpolated into the table definition.
@@ -73,7 +74,7 @@ type Options struct {
 	// other value is accepted: verification admits host-loopback rules for
 	// that address only.
 	HostLoopback string
-	// Interactive selects the QUEUED terminal rule (§7.5).
+	// Interactive selects the QUEUED terminal rule (docs/shield-hook.md, The ruleset, rule by rule).
 	Interactive bool
 }
 
@@ -284,7 +285,7 @@ func Bypass(o Options, allowAll bool) (string, error) {
 }
 
 // Replace prefixes script with the deletion of the existing table so that
-// the swap is one atomic nft transaction (§7.4). With tableExists false the
+// the swap is one atomic nft transaction (docs/shield.md, Live operations). With tableExists false the
 // script is returned unchanged (deleting a missing table is an error).
 func Replace(tableExists bool, script string) string {
 	if !tableExists {
@@ -300,7 +301,8 @@ const (
 	KindGateway = "gateway"
 )
 
-// AddElements renders the `add element` commands of §7.2 for kind ("allow",
+// AddElements renders the `add element` commands (docs/shield-hook.md, The
+// ruleset, rule by rule) for kind ("allow",
 // "deny", "gateway" or "dns"): one line per family, "" when no valid
 // address. Invalid addresses, addresses covered by another one of the list
 // (interval sets refuse overlapping elements) and, for the dns sets, CIDRs
@@ -487,7 +489,7 @@ type Script struct {
 	Learned  []string
 	Deny     []string // ignored in bypass mode (no deny sets)
 	Gateways []string // IPv4 and IPv6 gateway addresses
-	// ReplaceExisting prefixes `delete table` (§7.4).
+	// ReplaceExisting prefixes `delete table` (docs/shield.md, Live operations).
 	ReplaceExisting bool
 }
 

@@ -19,7 +19,7 @@ func golden(t *testing.T, name string) string {
 }
 
 // The golden files are the tables of docs/shield-hook.md ("The ruleset,
-// rule by rule"): the spec's §7.1/§7.3 examples with the IPv6
+// rule by rule"): the enforcing and bypass tables with the IPv6
 // neighbour-discovery rules (see ndOutput), closed DNS, the special-range
 // rejects and the learned-address sets. They were checked by hand against
 // the documented order; a change to the generator must change them

@@ -11,7 +11,7 @@ import (
 // Every value that ends up inside an nft script passes through one of these
 // validators first. nft parses its input as a language, so an unvalidated
 // profile entry such as "1.2.3.4; flush ruleset" would be a command injection
-// into a script that runs with network-admin rights (shield.md §7).
+// into a script that runs with network-admin rights (docs/shield-hook.md, The ruleset, rule by rule).
 
 // The package's regular expressions are compiled on first use, not at
 // package init: every terok-sandbox process links this package, and most
@@ -84,7 +84,7 @@ func ValidIdent(s string) error {
 }
 
 // ValidDomain trims and lowercases s and reports whether it is an acceptable
-// allowlist domain (shield.md §10): dot-separated labels ending in an
+// allowlist domain (docs/shield-resolver.md, Allowlist): dot-separated labels ending in an
 // alphabetic TLD of two or more letters, with an optional leading "*.". Bare
 // TLDs, IP literals, spaces and shell or nft metacharacters fail. The leading
 // "*." is kept in the result.

@@ -9,7 +9,7 @@ import (
 	"sync"
 )
 
-// State is the classification of a container's live ruleset (§8).
+// State is the classification of a container's live ruleset (docs/shield-hook.md, Verification and states).
 type State string
 
 const (
@@ -21,7 +21,7 @@ const (
 )
 
 // Classify maps the output of `nft list table inet terok_shield` (empty on
-// failure) to a State, in the order of the §8 table.
+// failure) to a State, in the order of docs/shield-hook.md, Verification and states.
 func Classify(listing string) State {
 	switch {
 	case strings.TrimSpace(listing) == "":
@@ -370,7 +370,7 @@ func checkJumps(t table, errs []string) []string {
 }
 
 // VerifyHook checks a listing against the enforcing ruleset. It returns the
-// §8 error strings for the minimum invariants and, beyond them, structural
+// error strings (docs/shield-hook.md, Verification and states) for the minimum invariants and, beyond them, structural
 // errors: hook/policy of both chains, no accept rule the generator does not
 // write, closed DNS (dnsChecks), deny sets before allow sets, every
 // special range rejected before the learned-address (dns) sets, the
@@ -459,7 +459,7 @@ func VerifyHook(listing string, interactive bool) []string {
 	return withAdvice(t, checkJumps(t, errs))
 }
 
-// VerifyBypass checks a listing against the bypass ruleset (§7.3): closed
+// VerifyBypass checks a listing against the bypass ruleset (docs/shield-hook.md, The ruleset, rule by rule): closed
 // DNS as in hook mode, no accept rules beyond the head's and, without
 // allowAll, every special range rejected.
 func VerifyBypass(listing string, allowAll bool) []string {

@@ -64,7 +64,7 @@ func CachedKEK(storeID string) ([]byte, error) {
 		// A hardened daemon runs in a user namespace of its own
 		// (PrivateUsers=yes), where @u is a new, empty keyring; its unit's
 		// KeyringMode=shared links the user's real @u into its session
-		// keyring, so the key is found there (docs/install.md, Hardening).
+		// keyring, so the key is found there (docs/install.md, Hardening of the units).
 		id, err = unix.KeyctlSearch(unix.KEY_SPEC_SESSION_KEYRING, "user", keyringDesc(storeID), 0)
 	}
 	if errors.Is(err, unix.ENOKEY) || errors.Is(err, unix.EKEYEXPIRED) || errors.Is(err, unix.EKEYREVOKED) {

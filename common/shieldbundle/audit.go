@@ -12,7 +12,7 @@ import (
 	"terok.dev/sandbox/common/filelock"
 )
 
-// Audit actions (shield.md §12).
+// Audit actions (docs/shield.md, Audit log).
 const (
 	ActionSetup      = "setup"
 	ActionAllowed    = "allowed"
@@ -24,7 +24,7 @@ const (
 // AuditTimeFormat is the ts format: UTC, seconds, explicit +00:00.
 const AuditTimeFormat = "2006-01-02T15:04:05+00:00"
 
-// Event is one audit.jsonl line (on-disk-formats.md §6.1). Field order is
+// Event is one audit.jsonl line (docs/formats.md, Shield audit log). Field order is
 // the on-disk key order.
 type Event struct {
 	TS        string `json:"ts"`
@@ -39,7 +39,7 @@ const maxAuditLine = 4096
 
 // AppendAudit appends ev to <stateDir>/audit.jsonl as one compact JSON line
 // (ts filled with the current UTC time when empty). Callers decide whether
-// auditing is enabled and treat an error as a warning (§6.1).
+// auditing is enabled and treat an error as a warning (docs/formats.md, Shield audit log).
 func AppendAudit(stateDir string, ev Event) error {
 	if ev.TS == "" {
 		ev.TS = time.Now().UTC().Format(AuditTimeFormat)

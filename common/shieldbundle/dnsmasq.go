@@ -30,7 +30,7 @@ func validStateDirPath(stateDir string) error {
 	return nil
 }
 
-// DnsmasqConf renders dnsmasq.conf (shield.md §10): upstream is the only
+// DnsmasqConf renders dnsmasq.conf (docs/formats.md, Shield state directory): upstream is the only
 // server, dnsmasq listens on 127.0.0.1:53 inside the container netns, query
 // logging goes to <stateDir>/dnsmasq.log, and every resolved A/AAAA address of
 // an allowed domain (or subdomain) is added to allow_v4/allow_v6. Invalid
@@ -71,7 +71,7 @@ func DnsmasqConf(upstream, stateDir string, domains []string, generatorPID int, 
 }
 
 // DnsmasqConfArg is the one argument that identifies the per-container
-// dnsmasq of stateDir (shield.md §9.6).
+// dnsmasq of stateDir (docs/shield-hook.md, poststop).
 func DnsmasqConfArg(stateDir string) string {
 	return "--conf-file=" + filepath.Join(stateDir, FileDnsmasqConf)
 }

@@ -1,5 +1,5 @@
 // Package shieldbundle is the contract of the per-container shield state
-// directory (on-disk-formats.md §6–§7): file names, bundle version,
+// directory (docs/formats.md, Shield state directory and Bundle version): file names, bundle version,
 // annotation keys, the line-file reading and writing rules, the effective
 // allowlist and domain list, the audit log, the OCI hook descriptors and the
 // per-container dnsmasq configuration. The runner's pre-start and live
@@ -27,7 +27,7 @@ import (
 // file format or annotation meaning changes incompatibly.
 const BundleVersion = 5
 
-// File names inside the state directory (on-disk-formats.md §6).
+// File names inside the state directory (docs/formats.md, Shield state directory).
 const (
 	FileRuleset        = "ruleset.nft"
 	FileProfileAllowed = "profile.allowed"
@@ -65,7 +65,7 @@ const (
 	lockFile = ".bundle.lock"
 )
 
-// Annotation keys (shield.md §6.1).
+// Annotation keys (docs/shield-hook.md, Invocation).
 const (
 	AnnProfiles      = "terok.shield.profiles"
 	AnnName          = "terok.shield.name"
@@ -78,7 +78,7 @@ const (
 	AnnInteractive   = "terok.shield.interactive"
 )
 
-// DNS tiers (shield.md §4.1).
+// DNS tiers (docs/shield.md, DNS: the per-container resolver).
 const (
 	// TierResolver is the default: the hook's own per-container resolver
 	// forwards only allowlisted names and learns their addresses.
@@ -310,7 +310,7 @@ func EffectiveDomains(stateDir string, warn func(string)) ([]string, error) {
 // loaded host and the rootless gateway wait.
 const HookTimeoutSeconds = 30
 
-// Descriptor renders the OCI hook descriptor of shield.md §9.1 for stage
+// Descriptor renders the OCI hook descriptor (docs/shield-hook.md, Invocation) for stage
 // (createRuntime or poststop) and the absolute hookPath, with the timeout
 // of HookTimeoutSeconds (docs/install.md, The OCI hook).
 func Descriptor(stage, hookPath string) ([]byte, error) {

@@ -20,7 +20,7 @@ const MaxPrivateKeyFile = 2 << 20
 // Private key files (the private_key paths of the map) are either the
 // key's PEM/OpenSSH text as ssh-keygen writes it (plaintext, older tools)
 // or one sealed value and a newline, bound to the file's path
-// (docs/secrets-at-rest.md, Key files).
+// (docs/secrets-at-rest.md, Value format).
 
 // ReadPrivateKey reads the private key file at path and returns its
 // plaintext, opening it with v when it is sealed. The plaintext is the

@@ -1,4 +1,4 @@
-// Package sshkeys is the ssh-keys.json contract (on-disk-formats.md §5): which
+// Package sshkeys is the ssh-keys.json contract (docs/formats.md, SSH key map): which
 // key pairs belong to which project. Writers lock the data file itself with
 // LOCK_EX and replace it atomically; readers hold LOCK_SH while reading.
 package sshkeys
@@ -29,7 +29,7 @@ type Entry struct {
 // Map is project id → key pairs in file order.
 type Map map[string][]Entry
 
-// Parse applies the reading rules of §5.1. Invalid JSON or a non-object top
+// Parse applies the reading rules of docs/formats.md, SSH key map. Invalid JSON or a non-object top
 // level returns an empty map and the error (callers log it and go on with no
 // keys); bad project values and elements are skipped.
 func Parse(data []byte) (Map, error) {
@@ -113,7 +113,7 @@ func Read(path string) (Map, error) {
 	return m, nil
 }
 
-// Update registers a key pair for project (§5.2): an entry with the same
+// Update registers a key pair for project (docs/formats.md, SSH key map): an entry with the same
 // private key path is replaced in place, otherwise the pair is appended; the
 // project's value is written back as a list and other projects are untouched.
 // An invalid file is left as it is and reported.
@@ -175,7 +175,7 @@ func Update(path, project, privateKey, publicKey string) error {
 	})
 }
 
-// modify runs the locked cycle of §5.3: open the data file, LOCK_EX, check the
+// modify runs the locked cycle of docs/formats.md, SSH key map: open the data file, LOCK_EX, check the
 // descriptor still names the path (another writer may have renamed a new file
 // over it), read, change, replace atomically, unlock by closing.
 func modify(path string, change func([]jsonobj.Member) ([]jsonobj.Member, error)) error {

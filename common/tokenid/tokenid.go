@@ -10,9 +10,9 @@ import (
 )
 
 const (
-	// GatePrefix starts every gate token (on-disk-formats.md §2.1).
+	// GatePrefix starts every gate token (docs/formats.md, Gate tokens file).
 	GatePrefix = "terok-g-"
-	// PhantomPrefix starts every phantom token (on-disk-formats.md §3.5).
+	// PhantomPrefix starts every phantom token (docs/formats.md, Phantom tokens).
 	PhantomPrefix = "terok-p-"
 	// HexLen is the number of hex digits after the prefix (16 random bytes).
 	HexLen = 32

@@ -33,7 +33,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 )
 
-// schema is on-disk-formats.md §3.2, verbatim.
+// schema is the DDL of docs/formats.md, Credentials database, verbatim.
 const schema = `CREATE TABLE IF NOT EXISTS credentials (
     credential_set TEXT NOT NULL,
     provider       TEXT NOT NULL,

@@ -5,7 +5,7 @@ package e2e
 // Regression tests for the escape routes of issue 11, each through
 // `terok-sandbox run` with real podman, rootful and rootless, against an
 // authoritative test DNS server of our own in our own outside netns
-// (docs/testing.md, "The rootful DNS harness"). One container per runner
+// (docs/testing.md, "The DNS harness"). One container per runner
 // serves the DNS subtests; the others start their own.
 
 import (
@@ -407,7 +407,7 @@ func TestEscape(t *testing.T) {
 		e := escSetup(t, ctx, r, out)
 		// A leftover whose container is long gone, for `shield check` in
 		// "leftovers": started first because the check calls only helpers
-		// older than a launch could be leaked (docs/shield.md, "Leftovers").
+		// older than a launch could be leaked (docs/shield.md, "Leftovers of failed starts").
 		oldTask := r.Name("olddns")
 		oldDir := filepath.Join(r.Dirs.State, "tasks", oldTask, "shield")
 		if err := r.WriteFile(filepath.Join(oldDir, "container.id"), []byte(strings.Repeat(shxRandID(t), 11)[:64]+"\n"), 0o600); err != nil {

@@ -7,7 +7,7 @@ import (
 	"terok.dev/sandbox/runner/internal/gatectl"
 )
 
-// GateServerStatus is gate-server.md §11.3: Mode is "systemd", "daemon" or
+// GateServerStatus is what `gate status` reports (docs/gate.md, Operating it): Mode is "systemd", "daemon" or
 // "none".
 type GateServerStatus struct {
 	Mode    string `json:"mode"`
@@ -17,13 +17,13 @@ type GateServerStatus struct {
 
 func (s *Sandbox) gate() *gatectl.Manager { return gatectl.New(s.cfg, s.env, s.log) }
 
-// EnsureGate checks that the gate can serve a new task (gate-server.md
-// §11.6): running, and in systemd mode with current units for this
+// EnsureGate checks that the gate can serve a new task
+// (docs/gate.md, Operating it): running, and in systemd mode with current units for this
 // configuration's base path. The error says what to run. The gate is never
 // started implicitly.
 func (s *Sandbox) EnsureGate(ctx context.Context) error { return s.gate().EnsureReachable(ctx) }
 
-// GateStatus reports how the gate runs (gate-server.md §11.3).
+// GateStatus reports how the gate runs (docs/gate.md, Operating it).
 func (s *Sandbox) GateStatus(ctx context.Context) GateServerStatus {
 	st := s.gate().Status(ctx)
 	return GateServerStatus{Mode: st.Mode, Running: st.Running, Port: st.Port}

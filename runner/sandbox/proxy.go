@@ -8,24 +8,24 @@ import (
 	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
-// ProxyStatus is credential-proxy.md §12.2: Mode is "systemd", "daemon" or
+// ProxyStatus is what `proxy status` reports (docs/credential-proxy.md, Operating it): Mode is "systemd", "daemon" or
 // "none".
 type ProxyStatus = proxyctl.Status
 
 func (s *Sandbox) proxy() *proxyctl.Manager { return proxyctl.New(s.cfg, s.env, s.log) }
 
 // EnsureProxy checks that the credential proxy and its SSH agent port are
-// reachable before a task that uses them is created (credential-proxy.md
-// §12.5). In systemd mode it starts the service; it never starts a daemon.
+// reachable before a task that uses them is created
+// (docs/credential-proxy.md, Operating it). In systemd mode it starts the service; it never starts a daemon.
 func (s *Sandbox) EnsureProxy(ctx context.Context) error { return s.proxy().EnsureReachable(ctx) }
 
 // ProxyStatus reports how the credential proxy runs.
 func (s *Sandbox) ProxyStatus(ctx context.Context) ProxyStatus { return s.proxy().Status(ctx) }
 
-// StartProxy starts the detached proxy daemon (credential-proxy.md §12.3).
+// StartProxy starts the detached proxy daemon (docs/credential-proxy.md, Operating it).
 func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().StartDaemon(ctx) }
 
-// StopProxy stops the proxy daemon, if ours runs (§12.4).
+// StopProxy stops the proxy daemon, if ours runs (docs/credential-proxy.md, Operating it).
 func (s *Sandbox) StopProxy() bool { return s.proxy().StopDaemon() }
 
 // PhantomTokenSpec says what a phantom token stands for. Named fields

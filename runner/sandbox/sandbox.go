@@ -1,4 +1,4 @@
-// Package sandbox is the public Go API of terok-sandbox (runner.md §1): a
+// Package sandbox is the public Go API of terok-sandbox (docs/runner.md, Go API (`terok.dev/sandbox/runner/sandbox`)): a
 // Sandbox facade holding one configuration, the run specification and
 // lifecycle hooks, and the runtime helpers. Every operation is also a plain
 // function taking the configuration explicitly.
@@ -48,7 +48,7 @@ var ErrPodmanNotFound = podman.ErrNotFound
 // EnvVar is one container environment variable.
 type EnvVar struct{ Name, Value string }
 
-// RunSpec is everything one `podman run` needs (runner.md §2).
+// RunSpec is everything one `podman run` needs (docs/runner.md, `run`).
 type RunSpec struct {
 	// ContainerName must be unique and follow the name rule of
 	// common/names (docs/runner.md, Names); Run and Command refuse any
@@ -164,7 +164,7 @@ func (s *Sandbox) podmanInfo(ctx context.Context) podmaninfo.Info {
 }
 
 // chooseFirewall is the shield adapter, or the explicit bypass when (and
-// only when) ShieldBypass is set (runner.md §4.3).
+// only when) ShieldBypass is set (docs/runner.md, Argument order).
 func (s *Sandbox) chooseFirewall(container string) firewall.Firewall {
 	if !s.cfg.ShieldBypass {
 		return s.firewall()
@@ -237,7 +237,7 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	return launch.Args(p), nil
 }
 
-// Run launches a detached hardened container (runner.md §3–§6) and returns
+// Run launches a detached hardened container (docs/runner.md, Argument order) and returns
 // its id. It prints `$ <redacted command>` to the facade's stdout first.
 // When the firewall can verify a started container (firewall.Verifier) and
 // that fails, the container is removed and Run fails: a container whose
@@ -535,7 +535,7 @@ func (s *Sandbox) CreateToken(project, task string) (string, error) {
 }
 
 // GateURL is the clone URL of a gate repository for a container
-// (runner.md §7.6): the token is the Basic-auth user name.
+// (docs/runner.md, Runtime helpers): the token is the Basic-auth user name.
 func (s *Sandbox) GateURL(repoPath, token string) (string, error) {
 	return GateURL(s.cfg, repoPath, token)
 }

@@ -1,7 +1,7 @@
 package sandbox
 
-// This file wires the egress firewall into the Sandbox (shield.md §15,
-// runner.md §1 pre_start_args / shield_down).
+// This file wires the egress firewall into the Sandbox (docs/shield.md, How a launch is protected;
+// docs/runner.md, Go API (`terok.dev/sandbox/runner/sandbox`)).
 
 import (
 	"context"
@@ -35,7 +35,7 @@ var (
 func (s *Sandbox) firewall() firewall.Firewall { return s.shieldAdapter() }
 
 // PreStartArgs returns the shield's podman arguments for a container about
-// to be created in taskDir (runner.md §1 pre_start_args). Under bypass it
+// to be created in taskDir (docs/runner.md, Go API (`terok.dev/sandbox/runner/sandbox`)). Under bypass it
 // warns and returns none.
 func (s *Sandbox) PreStartArgs(ctx context.Context, container, taskDir string) ([]string, error) {
 	return s.shieldAdapter().PreStart(ctx, container, taskDir)
@@ -77,10 +77,10 @@ func (s *Sandbox) ShieldDeny(ctx context.Context, container, taskDir, target str
 	return s.shieldAdapter().ShieldFor(taskDir).Deny(ctx, container, target)
 }
 
-// ShieldStatus is the shield configuration summary (shield.md §15).
+// ShieldStatus is the shield configuration summary (docs/shield.md, Status and check).
 func (s *Sandbox) ShieldStatus() shield.Status { return s.shieldAdapter().Status() }
 
-// ShieldCheck is the shield environment check (shield.md §14); it also
+// ShieldCheck is the shield environment check (docs/shield.md, Status and check); it also
 // stops resolvers that failed starts leaked (EnvCheck.Cleaned says which).
 func (s *Sandbox) ShieldCheck(ctx context.Context) shield.EnvCheck {
 	return s.shieldAdapter().Check(ctx)

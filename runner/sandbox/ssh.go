@@ -22,7 +22,7 @@ type SSHInitResult = sshmanager.InitResult
 type SSHKeyRow = sshmanager.Row
 
 // Environment variables the in-container bridge (terok-ssh-agent bridge)
-// reads (ssh-agent.md §7).
+// reads (docs/ssh-agent.md, The bridge (inside a container)).
 const (
 	EnvSSHAgentToken = "TEROK_SSH_AGENT_TOKEN"
 	EnvSSHAgentPort  = "TEROK_SSH_AGENT_PORT"

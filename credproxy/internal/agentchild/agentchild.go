@@ -1,5 +1,5 @@
 // Package agentchild runs the SSH agent next to the proxy as a supervised
-// terok-ssh-agent child (credential-proxy.md §3.2 and the team decision):
+// terok-ssh-agent child (docs/credential-proxy.md, Design and the team decision):
 // a daemon never imports another daemon's module, so the proxy starts the
 // agent binary with the same database, keys file and port, restarts it
 // with backoff when it dies, and forwards SIGTERM when the proxy stops.

@@ -1,5 +1,5 @@
 // Package inject decides how a stored credential is put on an upstream
-// request (credential-proxy.md §5 step 5, §6.2; on-disk-formats.md §3.4) and
+// request (docs/credential-proxy.md, Design; docs/formats.md, Credential values) and
 // applies it to the outgoing headers.
 package inject
 

@@ -1,4 +1,4 @@
-// Package listen opens the proxy's listeners (credential-proxy.md §3):
+// Package listen opens the proxy's listeners (docs/credential-proxy.md, Design):
 // systemd-inherited sockets (common/sdactivation), otherwise its own
 // Unix socket (mode 0600, never replacing a non-socket or a live socket)
 // and TCP on 127.0.0.1 only.

@@ -1,5 +1,5 @@
 // Package logline is the slog handler behind the daemons' log format
-// (credential-proxy.md §13): "<YYYY-MM-DD HH:MM:SS,mmm> <logger> <LEVEL> <message>",
+// (docs/credential-proxy.md, Operating it): "<YYYY-MM-DD HH:MM:SS,mmm> <logger> <LEVEL> <message>",
 // followed by the record's attributes as key=value pairs so operators get
 // the context without a second format to parse.
 package logline
@@ -19,7 +19,7 @@ import (
 const LevelCritical = slog.LevelError + 4
 
 // ParseLevel maps DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL,
-// case-insensitively; anything else is INFO (§1).
+// case-insensitively; anything else is INFO (docs/credential-proxy.md, Operating it).
 func ParseLevel(s string) slog.Level {
 	switch strings.ToUpper(strings.TrimSpace(s)) {
 	case "DEBUG":

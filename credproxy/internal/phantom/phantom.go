@@ -1,5 +1,5 @@
 // Package phantom extracts the phantom token a client presents
-// (credential-proxy.md §5 step 1) and knows which headers carry one, so the
+// (docs/credential-proxy.md, Design) and knows which headers carry one, so the
 // proxy can strip all of them before forwarding.
 package phantom
 

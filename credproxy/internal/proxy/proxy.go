@@ -1,5 +1,5 @@
 // Package proxy is the credential proxy's request path
-// (credential-proxy.md §4–§9): phantom token in, real credential out, the
+// (docs/credential-proxy.md, Design): phantom token in, real credential out, the
 // upstream response streamed back unchanged. It is an
 // httputil.ReverseProxy whose Rewrite swaps credentials and whose transport
 // enforces the retry and timeout rules.
@@ -32,7 +32,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/routes"
 )
 
-// Spec defaults (§6.3, §7).
+// Defaults (docs/credential-proxy.md, Design).
 const (
 	DefaultMaxBody         = 128 << 20
 	DefaultConnectTimeout  = 10 * time.Second
@@ -43,11 +43,11 @@ const (
 	smallBody = 16 << 10
 	// copyBuffer is the response streaming buffer.
 	copyBuffer = 128 << 10
-	// HealthPath answers without authentication (§4).
+	// HealthPath answers without authentication (docs/credential-proxy.md, Design).
 	HealthPath = "/-/health"
 )
 
-// Response bodies of §9.
+// Error response bodies (docs/credential-proxy.md, Design).
 const (
 	msgMissingAuth   = "Missing authentication"
 	msgInvalidToken  = "Invalid token"
@@ -413,7 +413,7 @@ func (p *Proxy) internal(w http.ResponseWriter, r *http.Request, what string, er
 	plain(w, http.StatusInternalServerError, msgInternal)
 }
 
-// replayable: GET, HEAD, OPTIONS, or an Idempotency-Key header (§7).
+// replayable: GET, HEAD, OPTIONS, or an Idempotency-Key header (docs/credential-proxy.md, Design).
 func replayable(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
@@ -427,7 +427,7 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-// rewrite builds the upstream request (§6).
+// rewrite builds the upstream request (docs/credential-proxy.md, Design).
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	st := stateOf(pr.In.Context())
 	in, out := pr.In, pr.Out
@@ -472,7 +472,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse applies §8 to the upstream response headers and arms the
+// modifyResponse applies the response rules (docs/credential-proxy.md, Design)
+// to the upstream response headers and arms the
 // read inactivity timeout on its body.
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	st := stateOf(res.Request.Context())
@@ -584,7 +585,7 @@ func outOfScope(w http.ResponseWriter, provider string, r *http.Request) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// plain writes one of the §9 error bodies.
+// plain writes one of the error bodies (docs/credential-proxy.md, Design).
 func plain(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")

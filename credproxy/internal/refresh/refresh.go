@@ -1,5 +1,5 @@
 // Package refresh keeps OAuth credentials fresh in the background
-// (credential-proxy.md §10): one pass at startup, then one per interval;
+// (docs/credential-proxy.md, Design): one pass at startup, then one per interval;
 // a credential close to expiry is refreshed at its route's token endpoint
 // and stored back with compare-and-swap, keeping every other member.
 package refresh
@@ -23,7 +23,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/routes"
 )
 
-// Spec values (§10).
+// Fixed values (docs/credential-proxy.md, Design).
 const (
 	DefaultInterval  = 300 * time.Second
 	ExpiryBuffer     = 600 * time.Second

@@ -1,5 +1,5 @@
 // Package routes loads and validates the proxy routes file
-// (on-disk-formats.md §4): provider name → upstream origin, header rules and
+// (docs/formats.md, Proxy routes file): provider name → upstream origin, header rules and
 // optional OAuth refresh settings. The file is read once at startup.
 package routes
 
@@ -38,7 +38,7 @@ type OAuthRefresh struct {
 type Route struct {
 	Provider string
 	// Scheme and Host ("host" or "host:port") of the upstream origin; the
-	// upstream value's path, query and fragment are dropped (§4.1).
+	// upstream value's path, query and fragment are dropped (docs/formats.md, Proxy routes file).
 	Scheme string
 	Host   string
 	// AuthHeader is the header that receives a non-OAuth credential.

@@ -97,7 +97,7 @@ func TestNewRejects(t *testing.T) {
 }
 
 // refAllowed is the reference matcher written from the documented rules in
-// docs/credential-proxy.md, independent of Clean and matchSegs: it decodes
+// docs/credential-proxy.md (Scopes), independent of Clean and matchSegs: it decodes
 // the whole path, refuses any ".." segment, cleans the rest with path.Clean,
 // and matches a regular expression built from the
 // pattern. ok is false when the inputs are outside what it models.

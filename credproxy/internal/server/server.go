@@ -1,6 +1,7 @@
-// Package server is terok-credential-proxy's process: flags (§1), startup
-// (§2), listeners (§3), the HTTP application, OAuth refresh, the SSH agent
-// child and graceful shutdown (§3.3).
+// Package server is terok-credential-proxy's process: flags
+// (docs/credential-proxy.md, Operating it), startup, listeners, the HTTP
+// application, OAuth refresh, the SSH agent child and graceful shutdown
+// (docs/credential-proxy.md, Design).
 package server
 
 import (

@@ -1,4 +1,4 @@
-// Package app is terok-gate's command line (gate-server.md §1, §7): flags,
+// Package app is terok-gate's command line (docs/gate.md, terok-gate flags): flags,
 // the choice of listening mode, the detach re-exec and signal handling.
 package app
 
@@ -315,7 +315,7 @@ func bind(o options) (net.Listener, error) {
 // detach binds, re-executes itself in a new session with the bound listener
 // as descriptor 3, waits until the child reports that it serves, writes the
 // PID file and returns. The child's argv keeps --pid-file=<path> so the
-// runner's /proc identity check recognises it (gate-server.md §11.2); the
+// runner's /proc identity check recognises it (docs/gate.md, Operating it); the
 // admin token travels only in its environment.
 func detach(o options, fs *flag.FlagSet, stderr io.Writer) int {
 	fail := func(err error) int {

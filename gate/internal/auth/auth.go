@@ -1,4 +1,4 @@
-// Package auth parses the gate's credentials (gate-server.md §3): the token
+// Package auth parses the gate's credentials (docs/gate.md, Request handling): the token
 // is the user name of HTTP Basic authentication; the password is ignored.
 package auth
 

@@ -1,5 +1,5 @@
-// Package listen runs the gate's HTTP server on the listening modes of
-// gate-server.md §7: a listener (foreground, detached child, systemd socket
+// Package listen runs the gate's HTTP server on its listening modes
+// (docs/gate.md, terok-gate flags): a listener (foreground, detached child, systemd socket
 // activation) or one inherited connection (inetd, Accept=yes units).
 package listen
 
@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Timeouts of the HTTP layer (gate-server.md §5). Bodies and responses of
+// Timeouts of the HTTP layer (docs/gate.md, terok-gate flags). Bodies and responses of
 // clones are long, so there is no whole-request read/write timeout here; the
 // handler bounds body idleness and the request as a whole.
 type Timeouts struct {

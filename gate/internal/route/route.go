@@ -1,4 +1,4 @@
-// Package route is the gate's strict request router (gate-server.md §2). It
+// Package route is the gate's strict request router (docs/gate.md, Request handling). It
 // matches the raw, undecoded request target, so percent-encoding, slashes
 // and dot segments can never smuggle a path outside the base path.
 package route

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// specPattern is gate-server.md §2 verbatim; the fuzz target checks Parse
+// specPattern is the routing pattern of docs/gate.md, Request handling, verbatim; the fuzz target checks Parse
 // against it.
 var specPattern = regexp.MustCompile(`^/([A-Za-z0-9._-]+\.git)(/info/refs|/git-upload-pack|/git-receive-pack|/HEAD)$`)
 

@@ -1,4 +1,4 @@
-// Package server is the gate's HTTP handler (gate-server.md §2–§5, §8): the
+// Package server is the gate's HTTP handler (docs/gate.md, Request handling; logs: docs/gate.md, Operating it): the
 // checks in the specified order (method, route, credentials, token scope),
 // limits, and the hand-off to the patched gitkit backend that runs
 // `git upload-pack` / `git receive-pack --stateless-rpc` with a clean
@@ -32,10 +32,10 @@ import (
 	"terok.dev/sandbox/gate/internal/tokens"
 )
 
-// ServerHeader identifies the gate (gate-server.md §8).
+// ServerHeader identifies the gate (docs/gate.md, Operating it).
 const ServerHeader = "terok-gate/1.0"
 
-// Defaults of the limits (gate-server.md §5).
+// Defaults of the limits (docs/gate.md, terok-gate flags).
 const (
 	DefaultMaxBackends    = 32
 	DefaultQueueWait      = 30 * time.Second
@@ -163,8 +163,8 @@ var hookConfig = [][2]string{
 	{"uploadpack.allowReachableSHA1InWant", "true"},
 }
 
-// backendEnv is the clean environment of gate-server.md §4.2 (the CGI-only
-// variables have no meaning for a direct upload-pack/receive-pack run).
+// backendEnv is the backend's clean environment (docs/gate.md, Request
+// handling; the CGI-only variables have no meaning for a direct upload-pack/receive-pack run).
 func backendEnv(getenv func(string) string) []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME", "GIT_EXEC_PATH"} {
@@ -231,7 +231,7 @@ func text(w http.ResponseWriter, status int, body string) {
 	io.WriteString(w, body+"\n")
 }
 
-// ServeHTTP implements the checks of gate-server.md §4.1 in order.
+// ServeHTTP implements the checks in the order of docs/gate.md, Request handling.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}

@@ -1,5 +1,5 @@
 // Package syslog is a minimal writer to the local syslog socket, used by the
-// detached gate whose stdio is the null device (gate-server.md §7.2). Every
+// detached gate whose stdio is the null device (docs/gate.md, Operating it). Every
 // Write is one message "<PRI>terok-gate: <line>".
 package syslog
 

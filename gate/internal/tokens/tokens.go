@@ -1,5 +1,5 @@
 // Package tokens is the gate's read-only, hot-reloading view of tokens.json
-// (gate-server.md §6, on-disk-formats.md §2). Every lookup stats the file and
+// (docs/gate.md, Request handling; docs/formats.md, Gate tokens file). Every lookup stats the file and
 // re-reads it when its identity changed, so a created token works and a
 // revoked one is refused on the very next request, without a restart.
 package tokens

@@ -1,4 +1,4 @@
-// Package cli is the terok-sandbox command tree (runner.md §9). Each command
+// Package cli is the terok-sandbox command tree (docs/runner.md, CLI). Each command
 // group lives in its own file; this file builds the app and owns the exit
 // code rules: no command → help and 1, group without subcommand → its help
 // and 0, usage error → 2, command error → message on stderr and 1.

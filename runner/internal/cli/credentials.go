@@ -26,7 +26,7 @@ import (
 const maxSecretInput = 1 << 20
 
 // credentialsCommand is `terok-sandbox credentials ...`: the stored
-// credentials the proxy injects (on-disk-formats.md §3). Secrets are read
+// credentials the proxy injects (docs/formats.md, Credentials database). Secrets are read
 // from stdin or a file, never from the command line (argv is visible to
 // every local user), and `get` prints them only with --show-secret.
 func credentialsCommand(d Deps) *ucli.Command {

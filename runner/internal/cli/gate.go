@@ -20,8 +20,8 @@ import (
 	"terok.dev/sandbox/runner/sandbox"
 )
 
-// gateCommand is `terok-sandbox gate ...` (runner.md §9.2, gate-server.md
-// §10–§12).
+// gateCommand is `terok-sandbox gate ...` (docs/gate.md, Operating it;
+// docs/gate.md, Mirror manager).
 func gateCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "gate",

@@ -12,8 +12,8 @@ import (
 	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
-// proxyCommand is `terok-sandbox proxy ...` (runner.md §9.3,
-// credential-proxy.md §11–§12) and the phantom token management.
+// proxyCommand is `terok-sandbox proxy ...` (docs/credential-proxy.md,
+// Operating it) and the phantom token management.
 func proxyCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "proxy",

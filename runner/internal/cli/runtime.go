@@ -226,7 +226,7 @@ func runCommand(d Deps) *ucli.Command {
 		Name:      "run",
 		Usage:     "launch a hardened detached container",
 		ArgsUsage: "[--] [COMMAND [ARG...]]",
-		Description: "Builds the run specification from --spec FILE.json (fields of runner.md §2; env is an object)\n" +
+		Description: "Builds the run specification from --spec FILE.json (fields of docs/runner.md, `run`; env is an object)\n" +
 			"and the flags (flags win: scalars replace, -e sets single variables, -v/--extra-arg/COMMAND replace the\n" +
 			"file's lists), prints the redacted podman command and runs it. Without the shield firewall the launch is\n" +
 			"refused unless shield_bypass is set in the config file or --shield-bypass is given.",
@@ -734,7 +734,7 @@ func freePortCommand(d Deps) *ucli.Command {
 	}
 }
 
-// doctorCommand is runner.md §8.3.
+// doctorCommand is docs/runner.md, Doctor.
 func doctorCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "doctor",

@@ -12,7 +12,7 @@ import (
 )
 
 // setupCommands are `terok-sandbox setup` and `uninstall`
-// (docs/operations.md, Setting up a host).
+// (docs/operations.md, Set up a host in one call).
 func setupCommands(d Deps) []*ucli.Command {
 	scopeFlags := func() []ucli.Flag {
 		return []ucli.Flag{

@@ -13,7 +13,7 @@ import (
 	"terok.dev/sandbox/runner/internal/shield"
 )
 
-// shieldCommand is `terok-sandbox shield …` (runner.md §9.1, shield.md §11–§15).
+// shieldCommand is `terok-sandbox shield …` (docs/shield.md, Live operations; docs/shield.md, Status and check).
 func shieldCommand(d Deps) *ucli.Command {
 	jsonFlag := &ucli.BoolFlag{Name: "json", Usage: "print JSON"}
 	return &ucli.Command{

@@ -10,7 +10,7 @@ import (
 	"terok.dev/sandbox/runner/internal/sshmanager"
 )
 
-// sshCommand is `terok-sandbox ssh ...` (runner.md §9.4, ssh-agent.md §8-§9):
+// sshCommand is `terok-sandbox ssh ...` (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)):
 // project SSH keys on the host and the phantom tokens of the SSH agent.
 func sshCommand(d Deps) *ucli.Command {
 	return &ucli.Command{

@@ -43,7 +43,7 @@ func TestSSHCommands(t *testing.T) {
 	if code, out, _ := e.run(t, "ssh", "list"); code != 0 || out != "No SSH keys registered.\n" {
 		t.Fatalf("empty list: %d %q", code, out)
 	}
-	// §9.6: a missing file is "no keys" before the --project check.
+	// ssh list: a missing file is "no keys" before the --project check.
 	if code, out, _ := e.run(t, "ssh", "list", "--project", "nope"); code != 0 || out != "No SSH keys registered.\n" {
 		t.Fatalf("list --project without a file: %d %q", code, out)
 	}

@@ -1,6 +1,6 @@
 // Package completion renders static bash and zsh completion scripts from
-// the terok-sandbox command tree at build time (docs/install.md, Shell
-// completion). Static scripts need no hidden completion flag in the product
+// the terok-sandbox command tree at build time (docs/install.md,
+// Generated files). Static scripts need no hidden completion flag in the product
 // binary (it is built without urfave/cli's completion and docs support) and
 // cost no process start per TAB; fish's script comes from urfave/cli's own
 // generator.

@@ -24,7 +24,7 @@ func ReadPID(path string) (int, error) {
 	return pid, nil
 }
 
-// Owned is the identity check of gate-server.md §11.2: the process's
+// Owned is the identity check of docs/gate.md, Operating it: the process's
 // cmdline has at least two arguments, one of them exactly
 // --pid-file=<pidFile>, and (when exeBase is set) argv[0]'s base name is
 // exeBase. Any read error means "not ours".

@@ -1,7 +1,7 @@
 // Package daemonctl manages the host daemons (gate, credential proxy) the
 // same way for each: systemd user units with a version stamp, or a detached
 // process tracked by a PID file whose identity is checked through /proc
-// (gate-server.md §10–§11, credential-proxy.md §11–§12).
+// (docs/gate.md, Operating it; docs/credential-proxy.md, Operating it).
 package daemonctl
 
 import (
@@ -26,7 +26,7 @@ type Systemd struct {
 	// Systemctl is the program to run; "" means "systemctl".
 	Systemctl string
 	// System talks to the system manager instead of the user's (root's
-	// units in /etc/systemd/system, docs/operations.md, Set up a host).
+	// units in /etc/systemd/system, docs/operations.md, Set up a host in one call).
 	System bool
 }
 
@@ -98,7 +98,7 @@ func (s Systemd) Call(ctx context.Context, args ...string) error {
 }
 
 // UserUnitDir is the systemd user unit directory, refused for root and when
-// XDG_CONFIG_HOME points outside the home directory (config-and-paths.md §4).
+// XDG_CONFIG_HOME points outside the home directory (docs/config.md, Other locations).
 func UserUnitDir(env config.Env) (string, error) {
 	if env.EUID == 0 {
 		return "", errors.New("refusing to install systemd user units as root; run as the user who runs the tasks, or use the daemon mode (--daemon)")
@@ -225,6 +225,6 @@ func FindBinary(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return filepath.Abs(p)
 	}
-	//lint:ignore ST1005 gate-server.md §10.1 fixes this message's wording
+	//lint:ignore ST1005 operators know this wording from the earlier tool; kept as is
 	return "", fmt.Errorf("Cannot find '%s' on PATH. Install terok-sandbox (make install) or put %s on PATH", name, name)
 }

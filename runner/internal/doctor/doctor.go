@@ -1,4 +1,4 @@
-// Package doctor holds the sandbox health checks (runner.md §8): each check
+// Package doctor holds the sandbox health checks (docs/runner.md, Doctor): each check
 // has a probe run inside a task container (or on the host for host-side
 // checks) and an evaluate function turning the probe result into a verdict.
 // The standalone `terok-sandbox doctor` runs them on the host with native
@@ -34,7 +34,7 @@ type Verdict struct {
 	Fixable  bool     `json:"fixable"`
 }
 
-// Check is one health check (runner.md §8.1).
+// Check is one health check (docs/runner.md, Doctor).
 type Check struct {
 	Category string
 	Label    string
@@ -58,7 +58,7 @@ func ValidDesiredState(s string) bool { return s == "up" || s == "down" || s == 
 // ContainerHost is how a task container names the host.
 const ContainerHost = "host.containers.internal"
 
-// ProbeTimeout bounds each standalone probe (runner.md §8.3).
+// ProbeTimeout bounds each standalone probe (docs/runner.md, Doctor).
 const ProbeTimeout = 5 * time.Second
 
 // SandboxChecks returns, in order: the proxy check (if proxyPort is set),
@@ -182,7 +182,7 @@ type Result struct {
 	Verdict
 }
 
-// RunStandalone runs checks on the host (runner.md §8.3): host-side checks
+// RunStandalone runs checks on the host (docs/runner.md, Doctor): host-side checks
 // get evaluate(0, "", ""); probe checks run their native probe within
 // timeout, a missing probe or a timeout giving evaluate(1, "", "probe
 // command unavailable or timed out").

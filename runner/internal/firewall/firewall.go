@@ -1,5 +1,5 @@
 // Package firewall is the seam between the launcher and the egress
-// firewall (runner.md §4.3): before podman runs, the launcher asks a
+// firewall (docs/runner.md, Argument order): before podman runs, the launcher asks a
 // Firewall for the podman arguments that put the container behind it. A
 // Firewall that cannot protect the container returns an error and the launch
 // is aborted; the only way to run without a firewall is the explicit Bypass.
@@ -46,19 +46,19 @@ func (f FailClosed) PreStart(context.Context, string, string) ([]string, error) 
 		"To run WITHOUT any egress firewall (dangerous), set shield_bypass = true in %s or pass --shield-bypass", ErrUnavailable, reason, where)
 }
 
-// Warning is the exact bypass banner of runner.md §4.3 (printed between two
-// blank lines).
+// Warning is the exact bypass banner, printed between two blank lines
+// (docs/runner.md, Argument order).
 const Warning = "!! SHIELD BYPASSED — egress firewall DISABLED (shield_bypass is set) !!"
 
 // Bypass is the explicit no-firewall mode: it prints the loud warning and
 // returns only the network wiring that lets host.containers.internal reach
-// the host's loopback services (runner.md §4.4).
+// the host's loopback services (docs/shield.md, Rootful and rootless network wiring (and why)).
 type Bypass struct {
 	// Out receives the warning (the launcher's stdout).
 	Out io.Writer
 	// Root is true when podman runs as effective uid 0.
 	Root bool
-	// Info queries podman for the rootless network mode (shield.md §5); nil
+	// Info queries podman for the rootless network mode (docs/shield.md, Rootful and rootless network wiring (and why)); nil
 	// means podmaninfo.Query with "podman".
 	Info func(ctx context.Context) podmaninfo.Info
 }
@@ -73,7 +73,8 @@ func (b Bypass) PreStart(ctx context.Context, _, _ string) ([]string, error) {
 
 // BypassArgs are the network arguments of bypass mode. Root uses the same
 // slirp4netns host-loopback wiring as rootless (the project's decision for
-// the shield.md §6.1 root caveat: host.containers.internal = 10.0.2.2 →
+// root caveat of docs/shield.md, Rootful and rootless network wiring (and why):
+// host.containers.internal = 10.0.2.2 →
 // host 127.0.0.1 for both); rootless follows podman's network mode with the
 // single detection rule of podmaninfo.
 func BypassArgs(ctx context.Context, root bool, info func(context.Context) podmaninfo.Info) []string {

@@ -1,5 +1,5 @@
 // Package gatectl is the runner side of the gate's lifecycle
-// (gate-server.md §10–§11): systemd user units with a version stamp and a
+// (docs/gate.md, Operating it): systemd user units with a version stamp and a
 // baked base path, or a detached daemon tracked by a PID file whose owner is
 // checked through /proc before it is trusted or signalled.
 package gatectl
@@ -40,7 +40,7 @@ const (
 	ModeNone    = "none"
 )
 
-// Status is gate-server.md §11.3.
+// Status is what `gate status` reports (docs/gate.md, Operating it).
 type Status struct {
 	Mode    string `json:"mode"`
 	Running bool   `json:"running"`
@@ -121,12 +121,12 @@ func (m *Manager) SocketInstalled() bool {
 	return err == nil
 }
 
-// DaemonPID returns the PID of our running daemon, if any (§11.1, §11.2).
+// DaemonPID returns the PID of our running daemon, if any (docs/gate.md, Operating it).
 func (m *Manager) DaemonPID() (int, bool) {
 	return daemonctl.Running(m.Cfg.GatePIDFile(), Binary)
 }
 
-// Status is the table of §11.3.
+// Status is the `gate status` table (docs/gate.md, Operating it).
 func (m *Manager) Status(ctx context.Context) Status {
 	st := Status{Mode: ModeNone, Port: m.Cfg.GatePort}
 	installed := m.SocketInstalled()
@@ -171,7 +171,7 @@ func (m *Manager) RenderUnits(bin string, port int) ([]daemonctl.Unit, error) {
 	return units, nil
 }
 
-// Install is §10.1: render and write both units, reload, enable and restart
+// Install is `gate install` (docs/gate.md, Operating it): render and write both units, reload, enable and restart
 // the socket.
 func (m *Manager) Install(ctx context.Context, port int) error {
 	bin, err := m.find()
@@ -197,7 +197,7 @@ func (m *Manager) Install(ctx context.Context, port int) error {
 	return m.Systemd.Install(ctx, dir, units, systemd.GateSocketName)
 }
 
-// Uninstall is §10.2.
+// Uninstall is `gate uninstall` (docs/gate.md, Operating it).
 func (m *Manager) Uninstall(ctx context.Context) error {
 	dir, err := daemonctl.UserUnitDir(m.Env)
 	if err != nil {
@@ -206,7 +206,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	return m.Systemd.Uninstall(ctx, dir, []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}, systemd.GateSocketName)
 }
 
-// DaemonArgs is the daemon command line of §11.5. The admin token is never
+// DaemonArgs is the daemon command line (docs/gate.md, Operating it). The admin token is never
 // on it; it reaches the daemon through the inherited environment only.
 func (m *Manager) DaemonArgs(port int) []string {
 	args := []string{
@@ -297,7 +297,7 @@ func (m *Manager) SystemdUsable(ctx context.Context) bool {
 	return m.unitDir() != "" && m.Systemd.Available(ctx)
 }
 
-// Start is §11.5 start. It reports which mode was used.
+// Start is `gate start` (docs/gate.md, Operating it). It reports which mode was used.
 func (m *Manager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {
 	if !forceDaemon && m.SystemdUsable(ctx) {
 		return ModeSystemd, m.Install(ctx, port)
@@ -351,7 +351,7 @@ func Outdated(installed int) bool {
 	return installed == daemonctl.StampUnversioned || (installed >= 0 && installed < UnitVersion)
 }
 
-// Divergence returns the §11.4 message when the installed base path and the
+// Divergence returns the base-path message (docs/gate.md, Operating it) when the installed base path and the
 // configured one differ after resolving symlinks, else "".
 func (m *Manager) Divergence() string {
 	inst := m.InstalledBasePath()
@@ -372,7 +372,8 @@ func resolve(p string) string {
 	return filepath.Clean(p)
 }
 
-// CheckUnitsOutdated is check_units_outdated of §11.4 ("" = nothing to say).
+// CheckUnitsOutdated is the outdated-unit warning of `gate status`
+// (docs/gate.md, Operating it; "" = nothing to say).
 func (m *Manager) CheckUnitsOutdated() string {
 	if !m.SocketInstalled() {
 		return ""
@@ -383,7 +384,7 @@ func (m *Manager) CheckUnitsOutdated() string {
 	return m.Divergence()
 }
 
-// EnsureReachable is §11.6: nil when the gate can serve a new task.
+// EnsureReachable is `gate ensure` (docs/gate.md, Operating it): nil when the gate can serve a new task.
 func (m *Manager) EnsureReachable(ctx context.Context) error {
 	st := m.Status(ctx)
 	if st.Running {

@@ -1,5 +1,5 @@
 // Package hostsetup is `terok-sandbox setup` and `uninstall`
-// (docs/operations.md, Setting up a host): everything a host needs, as a
+// (docs/operations.md, Set up a host in one call): everything a host needs, as a
 // list of steps that each first work out what would change and then change
 // only that. The plan-then-apply shape gives the three properties the
 // command promises: --dry-run prints the plan and touches nothing, a second

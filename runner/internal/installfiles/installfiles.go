@@ -114,7 +114,7 @@ func Render(o Options) (map[string][]byte, error) {
 
 // UserScope is the default configuration of any user, written with systemd
 // specifiers so one unit file serves every user: %h is the home directory,
-// %t $XDG_RUNTIME_DIR (config-and-paths.md §3: the roots without overrides).
+// %t $XDG_RUNTIME_DIR (docs/config.md, Base directories: the roots without overrides).
 func UserScope() config.Config {
 	c := config.Defaults(config.Env{EUID: 1000, Home: "/"})
 	c.StateDir = "%h/.local/share/terok/sandbox"
@@ -123,7 +123,7 @@ func UserScope() config.Config {
 	return c
 }
 
-// SystemScope is root's default configuration (config-and-paths.md §3).
+// SystemScope is root's default configuration (docs/config.md, Base directories).
 func SystemScope() config.Config {
 	return config.Defaults(config.Env{EUID: 0, Home: "/root"})
 }
@@ -149,7 +149,7 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 		"BIN":           filepath.Join(binDir, "terok-ssh-agent"),
 		"DB_PATH":       cfg.CredentialsDB(),
 		"SSH_KEYS_FILE": cfg.SSHKeysJSON(),
-		// The hardened service writes nothing else (docs/install.md, Hardening).
+		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
 		"CREDENTIALS_DIR": cfg.CredentialsDir,
 	}
 	for _, u := range []struct{ name, tmpl string }{

@@ -80,7 +80,7 @@ func CreatedBy(c podman.Container, args []string, stateDir string, started time.
 }
 
 // AnnStateDir is the shield's state-directory annotation
-// (docs/shield.md, annotations); repeated here so launch stays free of the
+// (docs/shield-hook.md, Invocation); repeated here so launch stays free of the
 // shield's packages.
 const AnnStateDir = "terok.shield.state_dir"
 

@@ -1,5 +1,5 @@
 // Package launch assembles, prints and executes the hardened `podman run -d`
-// of runner.md §3–§6. It knows nothing about where the firewall arguments
+// (docs/runner.md, Argument order). It knows nothing about where the firewall arguments
 // come from; the caller passes them in.
 package launch
 
@@ -18,16 +18,16 @@ type EnvVar struct{ Name, Value string }
 
 // Params is everything the argument list is built from.
 type Params struct {
-	// Rootless is true when podman runs as a non-root user (§4.1).
+	// Rootless is true when podman runs as a non-root user (docs/runner.md, Argument order).
 	Rootless bool
-	// Unrestricted drops --security-opt no-new-privileges (§4.2).
+	// Unrestricted drops --security-opt no-new-privileges (docs/runner.md, Argument order).
 	Unrestricted bool
 	// SeccompProfile is the sandbox's seccomp profile (docs/seccomp.md),
 	// passed as --security-opt seccomp=<path> on every launch, shielded or
 	// not: the socket families it refuses (AF_VSOCK first) are channels no
 	// firewall sees. The caller checks the file (seccomp.Load).
 	SeccompProfile string
-	// FirewallArgs come from the shield pre-start or bypass (§4.3).
+	// FirewallArgs come from the shield pre-start or bypass (docs/runner.md, Argument order).
 	FirewallArgs []string
 	GPU          bool
 	ExtraArgs    []string
@@ -133,13 +133,13 @@ func ValidEnvName(name string) error {
 	return nil
 }
 
-// GPUArgs are the CDI arguments of §4.5.
+// GPUArgs are the CDI arguments (docs/runner.md, Argument order).
 func GPUArgs() []string {
 	return []string{"--device", "nvidia.com/gpu=all", "-e", "NVIDIA_VISIBLE_DEVICES=all", "-e", "NVIDIA_DRIVER_CAPABILITIES=all"}
 }
 
 // Args is the podman argument list (without the program name) in the exact
-// order of §3, one flag or value per element.
+// order of docs/runner.md, Argument order: one flag or value per element.
 func Args(p Params) []string {
 	args := []string{"run", "-d"}
 	if p.Rootless {
@@ -221,7 +221,7 @@ func (e *LaunchError) Error() string {
 	return msg
 }
 
-// IsGPUError reports whether stderr names a CDI/GPU failure (§6.4:
+// IsGPUError reports whether stderr names a CDI/GPU failure (docs/runner.md, Execution and errors:
 // case-sensitive substrings).
 func IsGPUError(stderr string) bool {
 	for _, m := range [...]string{"cdi.k8s.io", "nvidia.com/gpu", "CDI"} {
@@ -232,7 +232,8 @@ func IsGPUError(stderr string) bool {
 	return false
 }
 
-// Classify turns a failed podman run into the error of §6.
+// Classify turns a failed podman run into its error (docs/runner.md,
+// Execution and errors).
 func Classify(res podman.Result, err error, name, image string) error {
 	if errors.Is(err, podman.ErrNotFound) {
 		return podman.ErrNotFound

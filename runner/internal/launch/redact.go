@@ -6,7 +6,7 @@ import "strings"
 const Redacted = "<redacted>"
 
 // SensitiveName reports whether an environment variable's value must not be
-// printed (§5): the name contains KEY, TOKEN, SECRET, API, PASSWORD or
+// printed (docs/runner.md, Redaction): the name contains KEY, TOKEN, SECRET, API, PASSWORD or
 // PRIVATE (case-insensitive), or is exactly CODE_REPO or CLONE_FROM (gate
 // URLs embed a token).
 func SensitiveName(name string) bool {

@@ -13,7 +13,7 @@ import (
 const MaxSpecBytes = 1 << 20
 
 // FileSpec is a run specification read from JSON (the field names of
-// runner.md §2). Env comes from a JSON object and is sorted by name so the
+// docs/runner.md, `run`). Env comes from a JSON object and is sorted by name so the
 // command line is deterministic.
 type FileSpec struct {
 	ContainerName string   `json:"container_name"`

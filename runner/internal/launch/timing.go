@@ -11,7 +11,7 @@ import (
 // TimingEnv names the environment variable that turns on the per-phase
 // timing of a launch: when it is set to a non-empty value, `terok-sandbox
 // run` writes one line per phase to stderr. It exists to find where a
-// launch spends its time (docs/runner.md §Performance); it prints nothing
+// launch spends its time (docs/runner.md, Performance); it prints nothing
 // secret, only phase names and durations.
 const TimingEnv = "TEROK_DEBUG_TIMING"
 

@@ -1,7 +1,7 @@
 // Package mirror maintains one host-side bare mirror per project: the
-// repositories the gate serves (gate-server.md §12). Upstream access uses
+// repositories the gate serves (docs/gate.md, Mirror manager). Upstream access uses
 // only the project's own SSH key; the operator's personal keys and agent are
-// never offered unless explicitly allowed (§12.1).
+// never offered unless explicitly allowed (docs/gate.md, Mirror manager).
 package mirror
 
 import (
@@ -30,7 +30,7 @@ const (
 	localTimeout    = 60 * time.Second
 )
 
-// Options are the constructor's plain values (§12).
+// Options are the constructor's plain values (docs/gate.md, Mirror manager).
 type Options struct {
 	ProjectID     string
 	GatePath      string // <gate base path>/<project>.git
@@ -88,7 +88,7 @@ type SyncResult struct {
 	Errors          []string `json:"errors"`
 }
 
-// Staleness is compare_vs_upstream's record (§12.4).
+// Staleness is compare_vs_upstream's record (docs/gate.md, Mirror manager).
 type Staleness struct {
 	Branch        *string `json:"branch"`
 	GateHead      *string `json:"gate_head"`
@@ -100,7 +100,7 @@ type Staleness struct {
 	Error         *string `json:"error"`
 }
 
-// Commit is last_commit's result (§12.5).
+// Commit is last_commit's result (docs/gate.md, Mirror manager).
 type Commit struct {
 	Hash    string `json:"commit_hash"`
 	Date    string `json:"commit_date"`
@@ -111,7 +111,7 @@ type Commit struct {
 // KeyPath is the project key file the SSH environment uses.
 func (m *Manager) KeyPath() string { return filepath.Join(m.o.SSHHostDir, m.o.SSHKeyName) }
 
-// SSHEnv is §12.1: the caller's environment plus the variables that pin
+// SSHEnv (docs/gate.md, Mirror manager) is the caller's environment plus the variables that pin
 // upstream SSH access to the project key (or to no key at all).
 func (m *Manager) SSHEnv() []string {
 	env := append([]string(nil), m.o.Environ...)
@@ -241,7 +241,7 @@ type specError string
 
 func (e specError) Error() string { return string(e) }
 
-// Sync is §12.2.
+// Sync is `gate sync` (docs/gate.md, Mirror manager).
 func (m *Manager) Sync(ctx context.Context, branches []string, forceReinit bool) (SyncResult, error) {
 	res := SyncResult{Path: m.o.GatePath, UpstreamURL: m.o.UpstreamURL, UpdatedBranches: []string{}, Errors: []string{}}
 	if m.o.UpstreamURL == "" {
@@ -289,7 +289,8 @@ func ValidBranch(b string) bool {
 	return b != "" && !strings.HasPrefix(b, "-") && !strings.ContainsAny(b, ":+*?[\\ \t\n\x00^~") && !strings.Contains(b, "..")
 }
 
-// SyncBranches is §12.3. With branches, exactly those are fetched (refspec
+// SyncBranches fetches branches into the mirror (docs/gate.md, Mirror
+// manager). With branches, exactly those are fetched (refspec
 // +refs/heads/<b>:refs/heads/<b>), so task branches not upstream survive;
 // without, the whole mirror is updated with pruning.
 func (m *Manager) SyncBranches(ctx context.Context, branches []string) SyncResult {
@@ -363,7 +364,7 @@ func (m *Manager) SyncBranches(ctx context.Context, branches []string) SyncResul
 func strp(s string) *string { return &s }
 func intp(i int) *int       { return &i }
 
-// Compare is §12.4 (branch "" = the default branch).
+// Compare is `gate compare` (docs/gate.md, Mirror manager; branch "" = the default branch).
 func (m *Manager) Compare(ctx context.Context, branch string) Staleness {
 	st := Staleness{LastChecked: time.Now().Format(time.RFC3339)}
 	if branch == "" {
@@ -428,7 +429,7 @@ func (m *Manager) Compare(ctx context.Context, branch string) Staleness {
 	return st
 }
 
-// LastCommit is §12.5; nil when there is nothing to report.
+// LastCommit is `gate last-commit` (docs/gate.md, Mirror manager); nil when there is nothing to report.
 func (m *Manager) LastCommit(ctx context.Context) *Commit {
 	if !m.exists() {
 		return nil

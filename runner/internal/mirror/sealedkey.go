@@ -14,8 +14,8 @@ import (
 	"terok.dev/sandbox/common/sshkeys"
 )
 
-// OpenSSH cannot read a sealed key file (docs/secrets-at-rest.md, Key
-// files). For a sealed project key the mirror opens it in memory and hands
+// OpenSSH cannot read a sealed key file (docs/secrets-at-rest.md, Value
+// format). For a sealed project key the mirror opens it in memory and hands
 // it to one git command through a private agent: a unix socket in a fresh
 // 0700 directory, served for the command's duration and removed after it,
 // with ssh pinned to that key by its public half (IdentitiesOnly).

@@ -13,7 +13,7 @@ import (
 )
 
 // ReadyMarker is the log line text a task container prints when its
-// workspace is ready (runner.md §2).
+// workspace is ready (docs/runner.md, `run`).
 const ReadyMarker = ">> init complete"
 
 // MaxLineBytes caps one log line: a container that never prints a newline
@@ -55,8 +55,8 @@ func ContainsMarker(marker string) func(string) bool {
 }
 
 // StreamLogs follows `podman logs -f` (stderr merged) and prints every
-// trimmed non-empty line to out until ready returns true for one (runner.md
-// §7.1). follow=false reads the logs once without -f (ready may be nil).
+// trimmed non-empty line to out until ready returns true for one
+// (docs/runner.md, Runtime helpers). follow=false reads the logs once without -f (ready may be nil).
 // timeout <= 0 waits indefinitely. Read errors go to the debug log.
 func (p Podman) StreamLogs(ctx context.Context, out io.Writer, name string, follow bool, timeout time.Duration, ready func(string) bool) (LogOutcome, error) {
 	return p.StreamLogsWith(ctx, out, name, LogOptions{Follow: follow, Tail: -1}, timeout, ready)
@@ -153,7 +153,7 @@ func (p Podman) StreamLogsWith(ctx context.Context, out io.Writer, name string, 
 	return LogEnded, nil
 }
 
-// scanLines applies the line rules of §7.1 to r: UTF-8 with invalid bytes
+// scanLines applies the line rules (docs/runner.md, Runtime helpers) to r: UTF-8 with invalid bytes
 // replaced, trimmed, empty lines skipped, printed, then checked. It returns
 // at the first match; at EOF a final unterminated line is processed too.
 func scanLines(r io.Reader, out io.Writer, ready func(string) bool) (bool, error) {

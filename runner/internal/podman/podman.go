@@ -1,5 +1,5 @@
 // Package podman wraps the podman CLI for the runner's lifecycle helpers
-// (runner.md §7): every call takes a context, a missing podman becomes the
+// (docs/runner.md, Runtime helpers): every call takes a context, a missing podman becomes the
 // one clear error ErrNotFound, and the helpers that must never fail a
 // caller (state queries, stop) turn every failure into their neutral result.
 package podman
@@ -28,7 +28,7 @@ var ErrNotFound = errors.New("podman not found; please install podman")
 const (
 	// ExitTimeout is wait's result when the timeout elapsed (like timeout(1)).
 	ExitTimeout = 124
-	// StopTimeout bounds each `podman rm -f` (runner.md §7.4).
+	// StopTimeout bounds each `podman rm -f` (docs/runner.md, Runtime helpers).
 	StopTimeout = 120 * time.Second
 )
 
@@ -112,7 +112,7 @@ func IsNotFound(err error) bool {
 
 // State is the container's lowercased .State.Status from `podman container
 // inspect` (JSON); ok is false when podman fails, is missing, knows no such
-// container or reports no status (runner.md §7.3).
+// container or reports no status (docs/runner.md, Runtime helpers).
 func (p Podman) State(ctx context.Context, name string) (state string, ok bool) {
 	c, err := p.Inspect(ctx, name)
 	if err != nil {
@@ -225,7 +225,7 @@ func NormalizeState(s string) string {
 }
 
 // Wait runs `podman wait` and returns the container's exit code
-// (runner.md §7.2): stdout's integer; podman's own status when stdout is
+// (docs/runner.md, Runtime helpers): stdout's integer; podman's own status when stdout is
 // empty; ExitTimeout when timeout (> 0) elapsed; 1 when podman is missing or
 // stdout is not an integer.
 func (p Podman) Wait(ctx context.Context, name string, timeout time.Duration) int {
@@ -266,7 +266,7 @@ func waitOutcome(res Result, err error, timedOut bool) int {
 
 // Stop force-removes each container with `podman rm -f` (StopTimeout each),
 // ignoring every error and output: a missing podman or an already removed
-// container must not fail task deletion (runner.md §7.4).
+// container must not fail task deletion (docs/runner.md, Runtime helpers).
 func (p Podman) Stop(ctx context.Context, names []string) {
 	for _, name := range names {
 		p.Debug.Debug("stop: removing container %s", name)

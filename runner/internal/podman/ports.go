@@ -8,7 +8,7 @@ import (
 
 // ReservePort binds a TCP listener to an OS-chosen free port on host
 // (default 127.0.0.1) and keeps it open; the caller closes it right before
-// binding the real service (runner.md §7.5).
+// binding the real service (docs/runner.md, Runtime helpers).
 func ReservePort(host string) (net.Listener, int, error) {
 	if host == "" {
 		host = "127.0.0.1"

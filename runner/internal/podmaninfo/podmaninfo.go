@@ -1,7 +1,7 @@
 // Package podmaninfo reads `podman info -f json` and derives the facts the
 // runner and the shield share: podman's version and the rootless network
-// mode (shield.md §5). One detection rule serves both shield and bypass
-// networking, so they can never disagree (runner.md §4.4).
+// mode (docs/shield.md, Rootful and rootless network wiring (and why)). One detection rule serves both shield and bypass
+// networking, so they can never disagree (docs/shield.md, Rootful and rootless network wiring (and why)).
 package podmaninfo
 
 import (
@@ -130,7 +130,7 @@ func (i Info) NetworkMode() string {
 
 // HostLoopbackArgs are the rootless network arguments that let a container
 // reach the host's loopback services as host.containers.internal
-// (shield.md §6.1, runner.md §4.4).
+// (docs/shield.md, Rootful and rootless network wiring (and why)).
 func HostLoopbackArgs(mode string) []string {
 	if mode == Slirp4netns {
 		return []string{"--network", "slirp4netns:allow_host_loopback=true",

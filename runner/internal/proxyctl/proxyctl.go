@@ -1,5 +1,5 @@
 // Package proxyctl is the runner side of the credential proxy's lifecycle
-// (credential-proxy.md §11–§12): systemd user units (socket activation,
+// (docs/credential-proxy.md, Operating it): systemd user units (socket activation,
 // unit version 4) or a detached daemon tracked by a PID file whose owner is
 // checked through /proc, plus the probes and the status object.
 package proxyctl
@@ -29,7 +29,7 @@ import (
 	"terok.dev/sandbox/systemd"
 )
 
-// Names and timings of §11–§12.
+// Names and timings (docs/credential-proxy.md, Operating it).
 const (
 	Binary       = "terok-credential-proxy"
 	UnitVersion  = systemd.ProxyUnitVersion
@@ -47,7 +47,7 @@ const (
 	ModeNone    = "none"
 )
 
-// Status is credential-proxy.md §12.2.
+// Status is what `proxy status` reports (docs/credential-proxy.md, Operating it).
 type Status struct {
 	Mode              string   `json:"mode"`
 	Running           bool     `json:"running"`
@@ -250,7 +250,7 @@ func (m *Manager) CredentialsStored(ctx context.Context) []string {
 	return names
 }
 
-// Status is §12.2. When the units are installed the daemon is not consulted.
+// Status is `proxy status` (docs/credential-proxy.md, Operating it). When the units are installed the daemon is not consulted.
 func (m *Manager) Status(ctx context.Context) Status {
 	st := Status{
 		Mode:              ModeNone,
@@ -304,7 +304,7 @@ func (m *Manager) prepareFiles() error {
 	return nil
 }
 
-// DaemonArgs is the daemon's command line after the program (§12.3).
+// DaemonArgs is the daemon's command line after the program (docs/credential-proxy.md, Operating it).
 func (m *Manager) DaemonArgs() []string {
 	level := m.LogLevel
 	if level == "" {
@@ -330,7 +330,7 @@ func (m *Manager) DaemonArgs() []string {
 }
 
 // StartDaemon launches the proxy in its own session and waits up to 5 s
-// for it to answer the health probe (§12.3).
+// for it to answer the health probe (docs/credential-proxy.md, Operating it).
 func (m *Manager) StartDaemon(ctx context.Context) error {
 	bin, err := m.find()
 	if err != nil {
@@ -387,7 +387,7 @@ func (m *Manager) StartDaemon(ctx context.Context) error {
 	return nil
 }
 
-// StopDaemon stops our daemon (§12.4) and reports whether one was signalled.
+// StopDaemon stops our daemon (docs/credential-proxy.md, Operating it) and reports whether one was signalled.
 func (m *Manager) StopDaemon() bool { return daemonctl.Stop(m.Cfg.ProxyPIDFile(), Binary) }
 
 // RenderUnits renders both unit templates for this configuration.
@@ -403,7 +403,7 @@ func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
 		// The compatibility switch of docs/credential-proxy.md ("The static
 		// marker"); changing it needs the units rendered again.
 		"ALLOW_STATIC_MARKER": strconv.FormatBool(m.Cfg.ProxyStaticMarker),
-		// The hardened service writes nothing else (docs/install.md, Hardening).
+		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
 		"CREDENTIALS_DIR": m.Cfg.CredentialsDir,
 		"BIN":             bin,
 	}
@@ -430,7 +430,7 @@ func (m *Manager) userUnitDir() (string, error) {
 // ErrNoSystemd is returned by Install when user services are unavailable.
 var ErrNoSystemd = message("systemd user services are not available on this host.")
 
-// Install writes the units and enables the socket (§11). The routes file
+// Install writes the units and enables the socket (docs/credential-proxy.md, Operating it). The routes file
 // and ssh-keys.json are created empty when missing, since the proxy
 // refuses to start without them.
 func (m *Manager) Install(ctx context.Context) error {
@@ -458,7 +458,7 @@ func (m *Manager) Install(ctx context.Context) error {
 // ErrNoSystemdUninstall is Uninstall's error without systemd.
 var ErrNoSystemdUninstall = message("systemd user services are not available. Nothing to uninstall.")
 
-// Uninstall disables the socket and removes both units (§11).
+// Uninstall disables the socket and removes both units (docs/credential-proxy.md, Operating it).
 func (m *Manager) Uninstall(ctx context.Context) error {
 	dir, err := m.userUnitDir()
 	if err != nil {
@@ -470,8 +470,8 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	return m.Systemd.Uninstall(ctx, dir, []string{SocketUnit, ServiceUnit}, SocketUnit)
 }
 
-// EnsureReachable is §12.5: called before creating a task that uses the
-// proxy. It never starts a daemon; in systemd mode it starts the service
+// EnsureReachable is `proxy ensure` (docs/credential-proxy.md, Operating it),
+// called before creating a task that uses the proxy. It never starts a daemon; in systemd mode it starts the service
 // so the TCP ports (proxy and SSH agent) come up.
 func (m *Manager) EnsureReachable(ctx context.Context) error {
 	socketActive := m.SocketActive(ctx)

@@ -1,5 +1,5 @@
 // Package rundebug is the runner library's best-effort debug log
-// (config-and-paths.md §4): append-only lines
+// (docs/config.md, Other locations): append-only lines
 // `[YYYY-MM-DD HH:MM:SS] LEVEL: message` in local time, levels DEBUG and
 // WARNING. Writing never fails the caller: errors are ignored by design, as
 // the log is a diagnostic aid, not a record anything depends on. Callers

@@ -19,7 +19,7 @@ import (
 // BypassWarning is logged whenever the firewall is skipped by the setting.
 const BypassWarning = "bypass_firewall_no_protection is set: the egress firewall is DISABLED and containers have unrestricted network access"
 
-// Adapter wraps the shield for the runner (shield.md §15): one
+// Adapter wraps the shield for the runner (docs/shield.md, Status and check): one
 // configuration, one Shield per task.
 type Adapter struct {
 	Cfg  config.Config
@@ -107,7 +107,7 @@ func (a *Adapter) State(ctx context.Context, container, taskDir string) string {
 	return a.ShieldFor(taskDir).State(ctx, container)
 }
 
-// Status is the adapter's configuration summary (§15).
+// Status is the adapter's configuration summary (docs/shield.md, Status and check).
 type Status struct {
 	Mode         string   `json:"mode"`
 	Profiles     []string `json:"profiles"`
@@ -154,7 +154,7 @@ func (a *Adapter) podmanInfo(ctx context.Context) podmaninfo.Info {
 	return s.podmanInfo(ctx)
 }
 
-// Setup installs the global hooks (§13).
+// Setup installs the global hooks (docs/shield.md, Global hooks and `shield setup`).
 func (a *Adapter) Setup(ctx context.Context, root, user bool) (SetupResult, error) {
 	return Setup(ctx, SetupOptions{Root: root, User: user, HookBinary: a.Opts.HookBinary, Paths: a.Opts.Paths, EUID: a.Opts.EUID, Tools: a.Opts.Tools,
 		SeccompProfile: seccomp.Path(a.Cfg.ConfigDir)})

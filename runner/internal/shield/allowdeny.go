@@ -38,7 +38,7 @@ func isAllDigitsAndDots(s string) bool {
 	return true
 }
 
-// Allow implements shield.md §11.2. An address or CIDR goes into the live
+// Allow is `shield allow` (docs/shield.md, Live operations). An address or CIDR goes into the live
 // allow set at once and into live.allowed, and is returned. A domain goes
 // into live.domains and the container's resolver is told to reload: its
 // addresses are learned (into the dns sets) when the container resolves
@@ -47,7 +47,7 @@ func (s *Shield) Allow(ctx context.Context, container, target string) ([]string,
 	return s.applyTarget(ctx, container, target, "allow", "allowed", s.allowIP, s.allowDomain)
 }
 
-// Deny implements shield.md §11.3. An address or CIDR leaves the allow and
+// Deny is `shield deny` (docs/shield.md, Live operations). An address or CIDR leaves the allow and
 // dns sets and goes into the deny set, and is returned; a domain leaves
 // the resolver's allowlist (the resolver refuses it from now on and drops
 // the addresses it learned for it), and nothing is returned.

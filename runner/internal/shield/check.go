@@ -15,7 +15,7 @@ import (
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
-// Hook installation kinds and health values (shield.md §14).
+// Hook installation kinds and health values (docs/shield.md, Status and check).
 const (
 	HooksPerContainer = "per-container"
 	HooksGlobalSystem = "global-system"
@@ -28,7 +28,7 @@ const (
 	HealthBypass      = "bypass"
 )
 
-// EnvCheck is the environment check result (shield.md §14).
+// EnvCheck is the environment check result (docs/shield.md, Status and check).
 type EnvCheck struct {
 	OK            bool     `json:"ok"`
 	PodmanVersion string   `json:"podman_version"`
@@ -45,14 +45,14 @@ type EnvCheck struct {
 	SetupHint  string   `json:"setup_hint"`
 }
 
-// SetupHint is the instruction of shield.md §6.2.
+// SetupHint is the setup instruction (docs/shield.md, Global hooks and `shield setup`).
 const SetupHint = "Per-container hook directories do not survive a container restart, so the shield's\n" +
 	"global OCI hooks must be installed once:\n" +
 	"  terok-sandbox shield setup --user    (rootless podman, this user)\n" +
 	"  terok-sandbox shield setup --root    (rootful podman, system-wide)"
 
 // hooksPersistFrom is the podman version from which a per-container
-// --hooks-dir would survive a restart: never (shield.md §5).
+// --hooks-dir would survive a restart: never (docs/shield.md, Global hooks and `shield setup`).
 var hooksPersistFrom = podmaninfo.Version{99, 0, 0}
 
 // legacyVersionLine matches the version marker of an old script hook.

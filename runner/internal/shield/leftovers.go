@@ -16,7 +16,7 @@ import (
 	"terok.dev/sandbox/runner/internal/podman"
 )
 
-// Leftovers of failed starts (docs/shield.md, "Leftovers"). The
+// Leftovers of failed starts (docs/shield.md, "Leftovers of failed starts"). The
 // createRuntime hook starts the container's resolver; when the start fails
 // after that (the command does not exist, runc fails), poststop never
 // runs, and the resolver would live on with CAP_NET_ADMIN over the netns.

@@ -11,7 +11,7 @@ import (
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
-// Live states (shield.md §8).
+// Live states (docs/shield-hook.md, Verification and states).
 const (
 	StateInactive = string(ruleset.StateInactive)
 	StateUp       = string(ruleset.StateUp)
@@ -50,7 +50,7 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// State classifies the live ruleset (shield.md §8); never fails.
+// State classifies the live ruleset (docs/shield-hook.md, Verification and states); never fails.
 func (s *Shield) State(ctx context.Context, container string) string {
 	pid, err := s.ContainerPID(ctx, container)
 	if err != nil {

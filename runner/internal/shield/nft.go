@@ -12,13 +12,13 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 )
 
-// nftFallbacks are tried when nft is not on the path (shield.md §11.1).
+// nftFallbacks are tried when nft is not on the path (docs/shield-hook.md, Entering the network namespace).
 var nftFallbacks = []string{"/usr/sbin/nft", "/sbin/nft"}
 
 // errNotRunning: the container has no process (exited, or removed).
 var errNotRunning = errors.New("container is not running")
 
-// nsenterTimeout bounds every command run in a container netns (§9.7).
+// nsenterTimeout bounds every command run in a container netns (docs/shield-hook.md, Entering the network namespace).
 const nsenterTimeout = 30 * time.Second
 
 func (s *Shield) nftPath() (string, error) {
@@ -41,7 +41,7 @@ func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error
 }
 
 // inNetns runs argv inside the network namespace of pid: directly through
-// nsenter as root, through `podman unshare nsenter` otherwise (§11.1).
+// nsenter as root, through `podman unshare nsenter` otherwise (docs/shield-hook.md, Entering the network namespace).
 func (s *Shield) inNetns(ctx context.Context, pid int, stdin string, argv ...string) (Result, error) {
 	nsenter := s.opts.Tools.LookPath("nsenter", "/usr/bin/nsenter")
 	if nsenter == "" {

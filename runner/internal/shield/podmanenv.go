@@ -18,7 +18,7 @@ import (
 // directories podman really reads count, and --root installs into one.
 var podmanDefaultHooksDirs = []string{"/usr/share/containers/oci/hooks.d"}
 
-// System containers.conf files, in lookup order (shield.md §5).
+// System containers.conf files, in lookup order (docs/config.md, Other locations).
 var systemContainersConfs = []string{"/etc/containers/containers.conf", "/usr/share/containers/containers.conf"}
 
 // HostPaths are the host locations the hooks logic reads and writes. Tests
@@ -40,7 +40,7 @@ type HostPaths struct {
 	SystemHooksDirs []string
 }
 
-// DefaultHostPaths uses the real files (config-and-paths.md §4).
+// DefaultHostPaths uses the real files (docs/config.md, Other locations).
 func DefaultHostPaths(home, xdgConfigHome, containersConf string, root bool) HostPaths {
 	confDir := filepath.Join(home, ".config")
 	if xdgConfigHome != "" && filepath.IsAbs(xdgConfigHome) {
@@ -74,7 +74,7 @@ func (h HostPaths) ExistingSystemHooksDirs() []string {
 }
 
 // configuredHooksDirs is the hooks_dir list of the containers.conf files
-// podman reads (shield.md §5 rules 1–2), nil when none sets one.
+// podman reads (docs/shield.md, Global hooks and `shield setup`), nil when none sets one.
 func (h HostPaths) configuredHooksDirs() []string {
 	if h.ContainersConfEnv != "" {
 		return h.confHooksDirs(h.ContainersConfEnv)
@@ -147,7 +147,7 @@ func (h HostPaths) confHooksDirsData(data []byte) []string {
 	return out
 }
 
-// HooksDirs are the directories podman reads hooks from (shield.md §5):
+// HooksDirs are the directories podman reads hooks from (docs/shield.md, Global hooks and `shield setup`):
 // the configured hooks_dir, else podman's built-in default. Two podman facts
 // refine the spec's lookup: $CONTAINERS_CONF replaces every other
 // containers.conf, and root's podman does not read a user containers.conf.

@@ -14,7 +14,7 @@ import (
 // (podman.InfoCache in the runtime directory), keyed by everything that can
 // change them; see its documentation for the keys and the root fast path.
 
-// queryPodman returns the facts pre-start needs (shield.md §5).
+// queryPodman returns the facts pre-start needs (docs/shield.md, Rootful and rootless network wiring (and why)).
 func (s *Shield) queryPodman(ctx context.Context) podmaninfo.Info {
 	facts := s.opts.Facts
 	if facts.LookPath == nil {

@@ -16,14 +16,14 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 )
 
-// The bundled profiles are part of the compatibility surface (shield.md
-// §3.3): the same names must yield the same entries, so they ship inside the
+// The bundled profiles are part of the compatibility surface
+// (docs/shield.md, Profiles): the same names must yield the same entries, so they ship inside the
 // binary rather than as files an installation could lose.
 //
 //go:embed bundled/*.txt
 var bundledFS embed.FS
 
-// profileNamePattern is shield.md §3.2. A name is used to build a file path,
+// profileNamePattern is the profile name rule (docs/config.md, The configuration). A name is used to build a file path,
 // so anything else (separators, a leading dot) is refused before any lookup.
 var profileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
@@ -38,7 +38,7 @@ var ErrProfileNotFound = errors.New("profile not found")
 func ValidProfileName(name string) bool { return profileNamePattern.MatchString(name) }
 
 // NormalizeDomain trims and lowercases d and reports whether it is a valid
-// allowlist domain (shield.md §10, shared with the hook through
+// allowlist domain (docs/shield-resolver.md, Allowlist, shared with the hook through
 // common/ruleset). The leading "*." is kept.
 func NormalizeDomain(d string) (string, bool) { return ruleset.ValidDomain(d) }
 
@@ -52,7 +52,7 @@ func IsAddrEntry(s string) bool {
 	return err == nil
 }
 
-// ParseProfile parses profile text (shield.md §3.1). Every entry must be a
+// ParseProfile parses profile text (docs/shield.md, Profiles). Every entry must be a
 // domain or an IP/CIDR: a profile line such as "1.2.3.4; flush ruleset" is
 // an error naming the source and the line, never something silently kept
 // or dropped, because the profile decides what a container may reach.
@@ -95,7 +95,7 @@ func truncate(s string, n int) string {
 }
 
 // Profiles looks profiles up in a user directory first and then among the
-// bundled ones (shield.md §3.2).
+// bundled ones (docs/shield.md, Profiles).
 type Profiles struct {
 	// UserDir is the user profile directory; "" means bundled profiles only.
 	UserDir string

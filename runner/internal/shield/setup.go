@@ -17,7 +17,7 @@ import (
 	"terok.dev/sandbox/runner/internal/seccomp"
 )
 
-// SetupOptions drive the global hook installation (shield.md §13).
+// SetupOptions drive the global hook installation (docs/shield.md, Global hooks and `shield setup`).
 type SetupOptions struct {
 	Root, User bool
 	// HookBinary is the installed terok-shield-hook executable the

@@ -28,7 +28,7 @@ import (
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
-// Config is the per-container shield configuration (shield.md §1).
+// Config is the per-container shield configuration (docs/shield.md, How a launch is protected).
 type Config struct {
 	StateDir        string
 	DefaultProfiles []string
@@ -90,7 +90,8 @@ func New(cfg Config, opts Options) *Shield {
 	return &Shield{cfg: cfg, opts: opts}
 }
 
-// SetupNeededError is the dedicated pre-start failure of shield.md §6.2.
+// SetupNeededError is the dedicated pre-start failure when the hooks are
+// missing (docs/shield.md, Global hooks and `shield setup`).
 type SetupNeededError struct{ PodmanVersion string }
 
 func (e *SetupNeededError) Error() string {
@@ -103,7 +104,7 @@ func IsSetupNeeded(err error) bool {
 	return errors.As(err, &s)
 }
 
-// podmanInfo queries podman once per Shield (§6 step 2).
+// podmanInfo queries podman once per Shield (docs/shield.md, How a launch is protected).
 func (s *Shield) podmanInfo(ctx context.Context) podmaninfo.Info {
 	s.infoOnce.Do(func() {
 		if s.opts.Info != nil {
@@ -184,11 +185,11 @@ func (s *Shield) modeFor(info podmaninfo.Info) (mode, dns string, err error) {
 	return mode, dns, nil
 }
 
-// NetworkArgs are the podman network arguments for a mode (§6.1 row 1).
+// NetworkArgs are the podman network arguments for a mode (docs/shield.md, How a launch is protected).
 func NetworkArgs(mode string) []string { return podmaninfo.HostLoopbackArgs(mode) }
 
 // PreStart prepares the state bundle for container and returns the extra
-// podman run arguments (shield.md §6). profiles nil → the defaults.
+// podman run arguments (docs/shield.md, How a launch is protected). profiles nil → the defaults.
 func (s *Shield) PreStart(ctx context.Context, container string, profiles []string) ([]string, error) {
 	if profiles == nil {
 		profiles = s.cfg.DefaultProfiles
@@ -380,7 +381,7 @@ func (s *Shield) rulesetOptions(dns, mode string, interactive bool) ruleset.Opti
 }
 
 // installLocalHook links the hook executable into the state directory and
-// writes the per-container descriptors (§6 step 4). A symlink keeps the
+// writes the per-container descriptors (docs/shield.md, How a launch is protected). A symlink keeps the
 // launch cheap; the spec allows a copy or a link.
 func (s *Shield) installLocalHook(stateDir, hooksDir string) error {
 	src := s.opts.HookBinary

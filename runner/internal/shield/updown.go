@@ -74,7 +74,7 @@ func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error)
 	return text, err
 }
 
-// Up re-applies the enforcing ruleset (shield.md §11.4) and closes the
+// Up re-applies the enforcing ruleset (docs/shield.md, Live operations) and closes the
 // container's DNS again: resolver.open goes, and the resolver, told to
 // reload, forwards only allowlisted names and drops what it learned for
 // the others while the shield was down.
@@ -82,7 +82,7 @@ func (s *Shield) Up(ctx context.Context, container string) error {
 	return s.switchMode(ctx, container, false, false)
 }
 
-// Down applies the bypass ruleset (shield.md §11.5) and opens the
+// Down applies the bypass ruleset (docs/shield.md, Live operations) and opens the
 // container's DNS: with resolver.open present the resolver forwards every
 // name (still only from its marked sockets, and still learning only
 // non-special addresses).

@@ -107,8 +107,8 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 
 // writePair writes a generated key pair without clobbering: if the public
 // key cannot be written the private key is removed again. The private key
-// is sealed when the store is encrypted (docs/secrets-at-rest.md, Key
-// files); a locked store refuses the write rather than leave a plaintext
+// is sealed when the store is encrypted (docs/secrets-at-rest.md, Value
+// format); a locked store refuses the write rather than leave a plaintext
 // key behind.
 func (m Manager) writePair(privPath, pubPath string, priv, pub []byte) error {
 	w, err := m.Vault.BeginWrite()

@@ -1,5 +1,5 @@
 // Package sshmanager manages the host-side SSH keys of projects
-// (ssh-agent.md §8-§9): init (the project's tk-main key and ssh config),
+// (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)): init (the project's tk-main key and ssh config),
 // add-key (numbered tk-side keys), import of an existing key pair, and the
 // listing of ssh-keys.json. Keys are generated in Go; ssh-keygen is not used.
 // Every registration goes through common/sshkeys.Update (locked, atomic).
@@ -30,7 +30,7 @@ import (
 	"terok.dev/sandbox/common/sshkeys"
 )
 
-// Comment prefixes of the two key roles (§8).
+// Comment prefixes of the two key roles (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)).
 const (
 	MainPrefix = "tk-main:"
 	SidePrefix = "tk-side:"
@@ -52,7 +52,7 @@ func New(cfg config.Config, env config.Env) Manager {
 		Vault: secretstore.OpenVault(cfg.CredentialsDir)}
 }
 
-// CheckProject applies the project id rule of §9.4.
+// CheckProject applies the project id rule (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)).
 func CheckProject(p string) error {
 	if !config.ValidName(p) {
 		return specErrorf("Invalid project ID '%s': must start with a letter or digit and contain only [A-Za-z0-9._-]", p)
@@ -60,7 +60,7 @@ func CheckProject(p string) error {
 	return nil
 }
 
-// DefaultKeyName is §9.1: the configured name, else id_<algo>_<project>.
+// DefaultKeyName (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)) is the configured name, else id_<algo>_<project>.
 func DefaultKeyName(project, keyType, configured string) string {
 	if configured != "" {
 		return configured
@@ -82,7 +82,7 @@ func (m Manager) projectDir(project string) (string, error) {
 }
 
 // ensureDir creates dir (0700, forced) and checks it is writable, failing
-// with the operator hint of config-and-paths.md §7.
+// with the operator hint of docs/config.md, Creation and permissions.
 func ensureDir(dir, label string) error {
 	err := atomicfile.MkdirPrivate(dir)
 	if err == nil {
@@ -96,7 +96,7 @@ func ensureDir(dir, label string) error {
 	return nil
 }
 
-// ---- init (§9.2) ----
+// ---- init ----
 
 // InitOptions are the inputs of Init.
 type InitOptions struct {
@@ -122,7 +122,8 @@ type InitResult struct {
 
 var reservedNames = []string{"authorized_keys", "config", "known_hosts"}
 
-// CheckKeyFileName is §9.2 step 3.
+// CheckKeyFileName checks an `ssh init --key-name` value (docs/ssh-agent.md,
+// Key management (`terok-sandbox ssh …`)).
 func CheckKeyFileName(name string) error {
 	bad := name == "" || filepath.IsAbs(name) || strings.ContainsAny(name, `/\`) || name == "." || name == ".."
 	if bad {
@@ -221,7 +222,8 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// regularOrMissing is §9.2 step 4.
+// regularOrMissing checks that a file ssh init would write is a regular
+// file or absent.
 func regularOrMissing(p string) error {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -257,7 +259,7 @@ func (m Manager) Register(project, priv, pub string) error {
 	return sshkeys.Update(m.KeysJSON, project, priv, pub)
 }
 
-// ---- add-key (§9.4) ----
+// ---- add-key ----
 
 var sideNamePattern = regexp.MustCompile(`^[a-zA-Z_-]+$`)
 
@@ -382,7 +384,7 @@ func nextNumber(dir string) (int, error) {
 	return high + 1, nil
 }
 
-// ---- import (§9.5) ----
+// ---- import ----
 
 // Copy is one copied file.
 type Copy struct {
@@ -573,7 +575,7 @@ func (m Manager) copyInto(dir, src string, data []byte, mode os.FileMode, privat
 	}
 }
 
-// ---- list (§9.6) ----
+// ---- list ----
 
 // Row is one listed key.
 type Row struct {
@@ -594,7 +596,7 @@ var ErrNoProject = errors.New("no keys registered for project")
 func (m Manager) List(project string) ([]Row, error) {
 	data, err := os.ReadFile(m.KeysJSON)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // §9.6 step 1 comes before the --project check
+		return nil, nil // a missing file is "no keys", before the --project check
 	}
 	if err != nil {
 		return nil, specErrorf("Cannot read %s: %v", m.KeysJSON, err)
@@ -660,7 +662,8 @@ func describe(project string, e sshkeys.Entry) Row {
 	return r
 }
 
-// FormatTable renders rows as §9.6's table.
+// FormatTable renders rows as the `ssh list` table (docs/ssh-agent.md,
+// Key management (`terok-sandbox ssh …`)).
 func FormatTable(rows []Row) string {
 	head := []string{"PROJECT", "KEY", "TYPE", "FINGERPRINT", "PATH"}
 	cells := [][]string{head}

@@ -40,7 +40,7 @@ type Runner struct {
 }
 
 // Dirs are the isolated roots handed to the binaries through the
-// environment (config-and-paths.md §5).
+// environment (docs/config.md, Environment variables).
 type Dirs struct {
 	State, Runtime, Config, Credentials, Umbrella, XDGState string
 }
@@ -151,7 +151,7 @@ func (r *Runner) WriteFile(path string, data []byte, perm os.FileMode) error {
 	return r.Chown(path)
 }
 
-// WriteConfig writes the sandbox config file (TOML, config-and-paths.md §6)
+// WriteConfig writes the sandbox config file (TOML, docs/config.md, The config file)
 // into the runner's config dir.
 func (r *Runner) WriteConfig(toml string) error {
 	if err := r.Mkdir(r.Dirs.Config, 0o755); err != nil {

@@ -1,5 +1,5 @@
 // Package gateway finds the default gateways of a network namespace through
-// netlink (shield.md §9.5 step 5).
+// netlink (docs/shield-hook.md, What createRuntime does).
 package gateway
 
 import (

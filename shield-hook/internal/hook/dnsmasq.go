@@ -17,7 +17,7 @@ import (
 )
 
 // startDnsmasq starts the per-container dnsmasq inside the container netns
-// (shield.md §9.5 step 6, §10); the caller has set loopback up. It runs
+// (docs/shield-hook.md, What createRuntime does); the caller has set loopback up. It runs
 // concurrently with the ruleset's application. dnsmasq lives in the host's PID and mount
 // namespaces, so the poststop stage must stop it.
 func startDnsmasq(ctx context.Context, ns *nsexec.NS, dir string) error {
@@ -72,7 +72,7 @@ func loopbackUp(h *netlink.Handle) error {
 }
 
 // poststop stops the container's resolver and, for a bundle of an older
-// tool, its dnsmasq (§9.6, docs/shield-resolver.md). A missing or
+// tool, its dnsmasq (docs/shield-hook.md, poststop). A missing or
 // unparseable PID file means there is nothing to do; a PID that is not
 // ours (the PID was recycled) is never signalled, only its stale file
 // removed.

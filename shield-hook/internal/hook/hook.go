@@ -1,4 +1,4 @@
-// Package hook is the terok-shield-hook OCI hook (shield.md §9): at
+// Package hook is the terok-shield-hook OCI hook (docs/shield-hook.md, Invocation): at
 // createRuntime it applies the container's pre-generated ruleset inside the
 // container's network namespace as one nft transaction, verifies what the
 // kernel now holds, fills the gateway sets and starts the per-container
@@ -36,7 +36,7 @@ import (
 // Program is the name used in messages.
 const Program = "terok-shield-hook"
 
-// msgPrefix starts every error line (shield.md §9.3).
+// msgPrefix starts every error line (docs/shield-hook.md, Invocation).
 const msgPrefix = "terok-shield hook: "
 
 // maxRuleset bounds ruleset.nft (a 100k-entry allowlist is ~2 MB).
@@ -110,7 +110,7 @@ func Main(ctx context.Context, opt Options) int {
 }
 
 // fixEnv fills HOME, XDG_RUNTIME_DIR and PATH when the runtime started the
-// hook with an (almost) empty environment (§9.2).
+// hook with an (almost) empty environment (docs/shield-hook.md, Invocation).
 func (r *run) fixEnv() {
 	get, set := r.opt.Getenv, r.opt.Setenv
 	if get == nil || set == nil {
@@ -218,7 +218,8 @@ func (r *run) main(ctx context.Context) error {
 	return err
 }
 
-// createRuntime implements §9.5 with two reorderings: the gateways are
+// createRuntime is the hook's first stage (docs/shield-hook.md, What
+// createRuntime does), with two reorderings: the gateways are
 // discovered before the ruleset is applied so that the table and its
 // gateway elements land in the same atomic transaction, and the DNS
 // service (the resolver, or dnsmasq for an old bundle) starts concurrently
@@ -377,7 +378,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 			// on the text whose exact meaning the plan carries; the
 			// read-back below then proves the kernel holds the plan.
 			if errs := ruleset.VerifyHook(string(script), interactive); len(errs) > 0 {
-				//lint:ignore ST1005 message text fixed by shield.md §11.4
+				//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 			}
 			t.mark("parse and plan")
@@ -405,7 +406,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 			case err != nil:
 				return fmt.Errorf("apply ruleset: %w", err)
 			case len(verrs) > 0:
-				//lint:ignore ST1005 message text fixed by shield.md §11.4
+				//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(verrs, "; "))
 			default:
 				return nil
@@ -427,7 +428,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 	}
 	t.mark("verify (nft list)")
 	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
-		//lint:ignore ST1005 message text fixed by shield.md §11.4
+		//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
 	return nil
@@ -437,7 +438,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 // rootless slirp4netns the route appears only after createRuntime, so
 // polling would always run to the deadline; pre-start writes the fixed
 // slirp4netns gateway elements into ruleset.nft for exactly that race
-// (shield.md §7.2), and then one look is enough. Other modes keep polling.
+// (docs/shield-hook.md, The ruleset, rule by rule), and then one look is enough. Other modes keep polling.
 func GatewayWait(rulesetNft []byte, wait time.Duration) time.Duration {
 	fixed := ruleset.AddElements(ruleset.KindGateway, []string{ruleset.SlirpGatewayV4}, false)
 	if bytes.Contains(rulesetNft, []byte(fixed)) {

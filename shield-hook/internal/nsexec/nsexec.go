@@ -86,7 +86,7 @@ func (n *NS) Netlink() (*netlink.Handle, error) {
 	return h, nil
 }
 
-// Timeout bounds every helper command (shield.md §9.7).
+// Timeout bounds every helper command (docs/shield-hook.md, Entering the network namespace).
 const Timeout = 30 * time.Second
 
 // LookPath finds a helper on PATH, then at the fallback locations.

@@ -1,5 +1,5 @@
 // Package ocistate parses the OCI state the runtime writes on the hook's
-// stdin and validates the shield annotations it carries (shield.md §9.2–§9.4).
+// stdin and validates the shield annotations it carries (docs/shield-hook.md, Invocation).
 // Everything here treats its input as hostile: the state JSON and the state
 // directory decide what a process with network-admin rights does next.
 package ocistate
@@ -36,7 +36,7 @@ func Read(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// Parse decodes the OCI state. The error texts are those of shield.md §9.3
+// Parse decodes the OCI state. The error texts are those of docs/shield-hook.md, Invocation
 // (without the "terok-shield hook: " prefix the caller adds).
 func Parse(data []byte) (*specs.State, error) {
 	var raw any
@@ -149,7 +149,7 @@ func ReadPrivateFile(path string, max int64) ([]byte, error) {
 func CheckVersion(annotations map[string]string) error {
 	v := annotations[shieldbundle.AnnVersion]
 	if n, err := strconv.Atoi(v); err != nil || n != shieldbundle.BundleVersion || v != strconv.Itoa(n) {
-		//lint:ignore ST1005 message text fixed by shield.md §9.4
+		//lint:ignore ST1005 message text fixed by docs/formats.md, Bundle version
 		return fmt.Errorf("bundle version '%s' != %d. Re-run the pre-start step.", v, shieldbundle.BundleVersion)
 	}
 	return nil

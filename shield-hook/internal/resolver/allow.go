@@ -19,7 +19,7 @@ const maxCNAMENames = 4096
 // maxCNAMEPerOrigin bounds the live CNAME admissions of one listed
 // domain, and maxCNAMEPerSecond the new admissions of all of them: a
 // listed name whose zone points into a zone the container's user controls
-// (docs/shield-resolver.md, CNAME targets) opens at most this many
+// (docs/shield-resolver.md, CNAME rule) opens at most this many
 // exact names, at this pace.
 const (
 	maxCNAMEPerOrigin = 16

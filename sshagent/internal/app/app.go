@@ -33,7 +33,7 @@ import (
 // Program is the binary and logger name.
 const Program = "terok-ssh-agent"
 
-// Environment variables of the bridge (ssh-agent.md §7).
+// Environment variables of the bridge (docs/ssh-agent.md, The bridge (inside a container)).
 const (
 	EnvToken  = "TEROK_SSH_AGENT_TOKEN"
 	EnvPort   = "TEROK_SSH_AGENT_PORT"

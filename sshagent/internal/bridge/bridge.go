@@ -1,4 +1,4 @@
-// Package bridge is the in-container side of the agent (ssh-agent.md §7): a
+// Package bridge is the in-container side of the agent (docs/ssh-agent.md, The bridge (inside a container)): a
 // unix socket for SSH_AUTH_SOCK whose every client is relayed to the host
 // agent over a fresh connection that starts with the phantom-token
 // handshake. It replaces the socat + shell bridge.

@@ -1,5 +1,5 @@
 // Package handshake is the phantom-token preamble every agent connection
-// starts with (ssh-agent.md §2): a big-endian uint32 length of 1..1024
+// starts with (docs/ssh-agent.md, Design choices and why): a big-endian uint32 length of 1..1024
 // followed by that many token bytes, each part read within a deadline.
 //
 // Any violation is reported as an error and the caller closes the connection

@@ -1,5 +1,5 @@
 // Package keys turns a project's entries in ssh-keys.json into signers
-// (ssh-agent.md §4). The map is re-read on every call so newly registered
+// (docs/ssh-agent.md, Design choices and why). The map is re-read on every call so newly registered
 // keys are seen without a restart; parsed keys are cached per project and
 // reloaded whenever a key file or the project's entry list changes.
 package keys

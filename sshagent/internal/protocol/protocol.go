@@ -1,4 +1,4 @@
-// Package protocol serves the SSH agent wire protocol (ssh-agent.md §5) for a
+// Package protocol serves the SSH agent wire protocol (docs/ssh-agent.md, Design choices and why) for a
 // restricted agent: strict framing (1..256 KiB), identities, signing and the
 // session-bind@openssh.com extension (verified bindings kept per connection),
 // FAILURE for everything else, and per-message deadlines.

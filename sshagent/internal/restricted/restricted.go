@@ -1,5 +1,5 @@
 // Package restricted is an SSH agent that can only list and sign with a
-// fixed set of keys (ssh-agent.md §5). It implements agent.ExtendedAgent so
+// fixed set of keys (docs/ssh-agent.md, Design choices and why). It implements agent.ExtendedAgent so
 // it plugs into anything built on golang.org/x/crypto/ssh/agent; every
 // operation that would change, reveal or lock the key set is refused.
 package restricted

@@ -1,6 +1,6 @@
 // Package server accepts agent connections (TCP or unix), authenticates each
 // with the phantom-token handshake and serves the token's project's keys
-// through a restricted agent (ssh-agent.md §2-§6).
+// through a restricted agent (docs/ssh-agent.md, Design choices and why).
 package server
 
 import (
