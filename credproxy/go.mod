@@ -5,6 +5,7 @@ go 1.24.0
 require terok.dev/sandbox/common v0.0.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
 	golang.org/x/crypto v0.48.0 // indirect
 	golang.org/x/sys v0.41.0 // indirect
 )

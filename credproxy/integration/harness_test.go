@@ -60,6 +60,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// No proxy started here may use the default state paths (the default
+	// --audit-file is under the state dir): every child inherits these;
+	// newEnv points them into its own directory.
+	for _, v := range []string{"TEROK_SANDBOX_STATE_DIR", "TEROK_SANDBOX_RUNTIME_DIR", "TEROK_SANDBOX_CONFIG_DIR",
+		"TEROK_CREDENTIALS_DIR", "TEROK_CONFIG_DIR"} {
+		os.Setenv(v, filepath.Join(dir, "roots", v))
+	}
 	binPath = filepath.Join(dir, "terok-credential-proxy")
 	if bd := os.Getenv("TEROK_BIN_DIR"); bd != "" {
 		if _, err := os.Stat(filepath.Join(bd, "terok-credential-proxy")); err == nil {
@@ -100,12 +107,14 @@ type env struct {
 	sock    string
 	logFile string
 	pidFile string
-	port    int
-	db      *sql.DB
-	cmd     *exec.Cmd
-	stderr  *syncBuf
-	exited  chan struct{}
-	exitErr error
+	// auditFile is the default --audit-file under the env's state dir.
+	auditFile string
+	port      int
+	db        *sql.DB
+	cmd       *exec.Cmd
+	stderr    *syncBuf
+	exited    chan struct{}
+	exitErr   error
 	// secrets must never appear in anything the proxy emits.
 	secrets []string
 	mu      sync.Mutex
@@ -153,6 +162,10 @@ func newEnv(t *testing.T, routesJSON string) *env {
 		pidFile: filepath.Join(dir, "run", "credential-proxy.pid"),
 		stderr:  &syncBuf{},
 	}
+	e.auditFile = filepath.Join(dir, "state", "audit", "proxy.jsonl") // config.AuditFile("proxy")
+	e.envVars = []string{"TEROK_SANDBOX_STATE_DIR=" + filepath.Join(dir, "state"),
+		"TEROK_SANDBOX_RUNTIME_DIR=" + filepath.Join(dir, "run"), "TEROK_SANDBOX_CONFIG_DIR=" + filepath.Join(dir, "config"),
+		"TEROK_CREDENTIALS_DIR=" + filepath.Join(dir, "cred"), "TEROK_CONFIG_DIR=" + filepath.Join(dir, "config")}
 	if err := os.MkdirAll(filepath.Dir(e.dbPath), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +281,22 @@ func (e *env) checkNoSecrets() {
 	e.mu.Lock()
 	seen := e.seen.String()
 	e.mu.Unlock()
-	all := map[string]string{"log file": e.log(), "stderr": e.stderr.String(), "responses": seen}
+	all := map[string]string{"stderr": e.stderr.String(), "responses": seen}
+	// Every file the proxy wrote (log, audit, PID...), everything but the
+	// credentials directory, which holds the secrets.
+	_ = filepath.WalkDir(e.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && path == filepath.Dir(e.dbPath) {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			b, _ := os.ReadFile(path)
+			all[path] = string(b)
+		}
+		return nil
+	})
 	for _, s := range e.secrets {
 		for where, text := range all {
 			if strings.Contains(text, s) {

@@ -241,7 +241,7 @@ func TestHTTPSUpstreamHTTP2WithTestCA(t *testing.T) {
 	e := newEnv(t, routesJSON("secure", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
 	e.cred("default", "secure", `{"type": "pat", "token": "`+e.secret("REAL-tls-secret")+`"}`)
 	tk := e.token(tok(7), "default", "secure")
-	e.envVars = []string{"SSL_CERT_FILE=" + ca.caFile}
+	e.envVars = append(e.envVars, "SSL_CERT_FILE="+ca.caFile)
 	e.start()
 	code, h, body := e.get("/api?q=1", "Authorization", "Bearer "+tk)
 	if code != 200 {
@@ -260,7 +260,7 @@ func TestHTTPSUpstreamHTTP2WithTestCA(t *testing.T) {
 	e2 := newEnv(t, routesJSON("secure", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
 	e2.cred("default", "secure", `{"type": "pat", "token": "`+e2.secret("REAL-tls-secret")+`"}`)
 	tk = e2.token(tok(8), "default", "secure")
-	e2.envVars = []string{"SSL_CERT_FILE=/nonexistent/ca.pem", "SSL_CERT_DIR=/nonexistent"}
+	e2.envVars = append(e2.envVars, "SSL_CERT_FILE=/nonexistent/ca.pem", "SSL_CERT_DIR=/nonexistent")
 	e2.start()
 	before := up.count()
 	if code, _, body := e2.get("/api", "Authorization", "Bearer "+tk); code != 502 || body != "Upstream request failed" {
@@ -731,10 +731,24 @@ func TestOAuthRefreshInBinary(t *testing.T) {
 	if got := up.last(t).Header.Get("Authorization"); got != "Bearer AT-REFRESHED-77" {
 		t.Errorf("upstream got %q", got)
 	}
+	if code, _, _ := e.get("/v1/messages", "Authorization", "Bearer "+tk); code != 200 {
+		t.Fatalf("second request: %d", code)
+	}
 	mu.Lock()
-	defer mu.Unlock()
 	if calls != 1 {
 		t.Errorf("token endpoint called %d times", calls)
+	}
+	mu.Unlock()
+	// The audit (docs/audit.md, Channel proxy): the refresh is on record,
+	// and the first request carrying the renewed token says so.
+	e.stop()
+	recs := e.auditRecords(e.auditFile)
+	if len(recs) != 3 || recs[0].Event != "oauth-refresh" || recs[0].Outcome != "ok" || recs[0].Fields["provider"] != "claude" ||
+		recs[0].Fields["credential_set"] != "default" {
+		t.Fatalf("records: %+v", recs)
+	}
+	if recs[1].Fields["oauth_refresh"] != true || recs[2].Fields["oauth_refresh"] != false {
+		t.Errorf("oauth_refresh members: %v then %v, want true then false", recs[1].Fields["oauth_refresh"], recs[2].Fields["oauth_refresh"])
 	}
 }
 

@@ -95,6 +95,12 @@ type Options struct {
 	// compatibility switch (docs/credential-proxy.md, "The static marker").
 	// Off, the marker is an unknown token like any other.
 	AllowStaticMarker bool
+	// Audit receives one record per request (docs/audit.md, Channel
+	// proxy); nil writes none.
+	Audit Recorder
+	// Refreshed marks OAuth credentials the background refresh renewed
+	// (member oauth_refresh of the audit record); may be nil.
+	Refreshed *RefreshMarks
 }
 
 // Proxy is an http.Handler serving the health endpoint and proxying every
@@ -112,6 +118,13 @@ type Proxy struct {
 	// refusal's operator hint a one-time line, not one per request.
 	allowStatic   bool
 	staticRefused sync.Once
+	audit         Recorder
+	refreshed     *RefreshMarks
+	anyMask       bool
+	// known maps tokens that resolved to their TokenInfo (at most
+	// knownCap): a later unknown answer for one of them is a revocation.
+	known  sync.Map
+	knownN atomic.Int64
 }
 
 // NewTransport builds the upstream transport: system TLS roots (Go honours
@@ -168,6 +181,13 @@ func New(o Options) *Proxy {
 		readTO:      o.ReadTimeout,
 		maxBody:     o.MaxBody,
 		allowStatic: o.AllowStaticMarker,
+		audit:       o.Audit,
+		refreshed:   o.Refreshed,
+	}
+	for _, rt := range o.Routes {
+		if !rt.Mask.Empty() {
+			p.anyMask = true
+		}
 	}
 	if o.DBConcurrency > 0 {
 		p.dbSem = make(chan struct{}, o.DBConcurrency)
@@ -208,7 +228,19 @@ type reqState struct {
 	exhausted  atomic.Bool  // the retry budget stopped an attempt
 	cancel     func()       // cancels the upstream exchange
 	start      time.Time
-	token      string // phantom token, for log-safe display only
+	token      string    // phantom token, for log-safe display only
+	ev         *exchange // the audit record in the making, nil with audit off
+}
+
+// sent is the request body bytes forwarded upstream.
+func (st *reqState) sent() int64 {
+	switch {
+	case st.buffered != nil:
+		return int64(len(st.buffered))
+	case st.limit != nil:
+		return st.limit.n.Load()
+	}
+	return 0
 }
 
 type stateKey struct{}
@@ -255,29 +287,63 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	var ev *exchange
+	var st *reqState
+	if p.audit != nil {
+		cw := &countingWriter{ResponseWriter: w}
+		w = cw
+		ev = &exchange{start: time.Now(), method: r.Method, escaped: r.URL.EscapedPath(), remote: r.RemoteAddr, cw: cw}
+		defer p.finish(ev, r, &st)
+	}
 	tok, ok := phantom.Extract(r.Header)
 	if !ok {
+		ev.refuse(ReasonMissingToken)
 		plain(w, http.StatusUnauthorized, msgMissingAuth)
 		return
+	}
+	if ev != nil {
+		ev.token = tok
 	}
 	info, cred, credErr, err := p.resolve(r.Context(), tok)
 	if err != nil {
 		if errors.Is(err, creddb.ErrNotFound) {
-			p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
+			if was, ok := p.revoked(tok); ok {
+				ev.refuse(ReasonRevoked)
+				if ev != nil {
+					ev.info = was
+				}
+				p.log.Debug("Rejected revoked phantom token", "token", tokenid.Show(tok),
+					"project", was.Project, "task", was.Task, "path", r.URL.Path)
+			} else {
+				ev.refuse(ReasonUnknownToken)
+				p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
+			}
 			plain(w, http.StatusUnauthorized, msgInvalidToken)
 			return
 		}
+		ev.fail(ReasonInternal)
 		p.internal(w, r, "look up phantom token", err)
 		return
 	}
+	if info.Project != StaticProject {
+		p.remember(tok, info)
+	}
+	if ev != nil {
+		ev.info = info
+	}
 	route, ok := p.routes[info.Provider]
 	if !ok {
+		ev.refuse(ReasonNoRoute)
 		p.log.Warn("No route for provider; add it to the routes file and restart the proxy",
 			"provider", info.Provider, "project", info.Project, "task", info.Task)
 		plain(w, http.StatusNotFound, msgNoRoute+info.Provider)
 		return
 	}
+	if ev != nil {
+		ev.route = &route
+	}
 	if !route.Scope.Allowed(r.Method, r.URL.EscapedPath()) {
+		ev.refuse(ReasonScope)
 		p.log.Warn("Request outside the route's scope refused",
 			"provider", info.Provider, "project", info.Project, "task", info.Task,
 			"method", r.Method, "path", r.URL.Path)
@@ -285,10 +351,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if credErr != nil {
+		ev.fail(ReasonInternal)
 		p.internal(w, r, "load credential "+info.CredentialSet+"/"+info.Provider, credErr)
 		return
 	}
 	if cred == nil {
+		ev.fail(ReasonNoCredential)
 		p.log.Warn("Credential not configured; store it with `terok-sandbox credentials set`",
 			"provider", info.Provider, "credential_set", info.CredentialSet)
 		plain(w, http.StatusBadGateway, msgNoCredential)
@@ -299,14 +367,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = inject.ErrMisconfigured
 	}
 	if err != nil {
+		ev.fail(ReasonMisconfig)
 		p.log.Warn("Credential has no usable secret; store it again with `terok-sandbox credentials set`",
 			"provider", info.Provider, "credential_set", info.CredentialSet)
 		plain(w, http.StatusBadGateway, msgMisconfigured)
 		return
 	}
 
-	st := &reqState{route: route, inj: inj, replayable: replayable(r), start: time.Now(), token: tok}
+	st = &reqState{route: route, inj: inj, replayable: replayable(r), start: time.Now(), token: tok}
 	if r.ContentLength > p.maxBody {
+		ev.refuse(ReasonTooLarge)
 		w.Header().Set("Connection", "close")
 		plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
 		return
@@ -316,11 +386,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A replayable request may be sent twice, so its body is kept.
 		b, err := io.ReadAll(io.LimitReader(r.Body, p.maxBody+1))
 		if err != nil {
+			ev.fail(ReasonBadBody)
 			p.log.Debug("Client request body read failed", "provider", route.Provider, "error", err)
 			plain(w, http.StatusBadRequest, "Bad request body")
 			return
 		}
 		if int64(len(b)) > p.maxBody {
+			ev.refuse(ReasonTooLarge)
 			plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
 			return
 		}
@@ -328,6 +400,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else if hasBody {
 		// Never replayed, so streamed: no copy of a large upload in memory.
 		st.limit = &limitReader{r: r.Body, left: p.maxBody}
+	}
+	if ev != nil {
+		ev.reqN = st.sent
+		if route.Refresh != nil {
+			ev.refresh = p.refreshed.Take(info.CredentialSet, info.Provider)
+		}
+		st.ev = ev
 	}
 
 	ctx, cancel := context.WithCancel(r.Context())
@@ -528,23 +607,28 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	cause := describe(err)
 	switch {
 	case st.limit != nil && st.limit.over.Load():
+		st.ev.refuse(ReasonTooLarge)
 		p.log.Warn("Request body over the limit; the client must send a smaller body",
 			"provider", st.route.Provider, "limit_bytes", p.maxBody)
 		plain(w, http.StatusRequestEntityTooLarge, msgTooLarge)
 	case st.watchdog.fired.Load():
+		st.ev.fail(ReasonTimeout)
 		p.log.Warn("Upstream request timed out; check the provider's status or the network",
 			"provider", st.route.Provider, "timeout", p.readTO.String())
 		plain(w, http.StatusBadGateway, msgFailed)
 	case st.exhausted.Load() || disconnected(err):
+		st.ev.fail(ReasonDisconnected)
 		p.log.Warn("Upstream disconnected before responding; the client may retry",
 			"provider", st.route.Provider, "attempts", st.attempts.Load(), "error", cause)
 		plain(w, http.StatusBadGateway, msgDisconnected)
 	case errors.Is(r.Context().Err(), context.Canceled):
 		// The client went away; nobody is left to answer, and an empty
 		// success must not be written: abort the connection.
+		st.ev.fail(ReasonClientGone)
 		p.log.Debug("Client went away before the upstream answered", "provider", st.route.Provider)
 		panic(http.ErrAbortHandler)
 	default:
+		st.ev.fail(ReasonUpstream)
 		p.log.Warn("Upstream request failed; check the route's upstream and the network",
 			"provider", st.route.Provider, "error", cause)
 		plain(w, http.StatusBadGateway, msgFailed)
@@ -611,6 +695,7 @@ func stripHeaders(h http.Header) {
 type limitReader struct {
 	r    io.ReadCloser
 	left int64
+	n    atomic.Int64 // bytes passed on, read by the audit record
 	over atomic.Bool
 	kick func()
 }
@@ -628,6 +713,7 @@ func (l *limitReader) Read(b []byte) (int, error) {
 		l.over.Store(true)
 		return 0, errors.New("request body too large")
 	}
+	l.n.Add(int64(n))
 	if n > 0 && l.kick != nil {
 		l.kick()
 	}

@@ -57,6 +57,7 @@ type Refresher struct {
 	client   *http.Client
 	interval time.Duration
 	now      func() time.Time
+	onDone   func(set, provider string, err error)
 
 	mu       sync.Mutex
 	inflight map[[2]string]bool
@@ -70,6 +71,10 @@ type Options struct {
 	Client   *http.Client
 	Interval time.Duration
 	Now      func() time.Time
+	// OnRefresh, when set, is told of every refresh attempt that reached
+	// the token endpoint or the store: err nil when the new token was
+	// stored (the audit record, docs/audit.md, Channel proxy).
+	OnRefresh func(set, provider string, err error)
 }
 
 // New builds a Refresher.
@@ -91,7 +96,7 @@ func New(o Options) *Refresher {
 	// A refresh token must never follow a redirect to another host.
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Refresher{store: o.Store, routes: o.Routes, log: o.Log, client: &c,
-		interval: o.Interval, now: o.Now, inflight: map[[2]string]bool{}}
+		interval: o.Interval, now: o.Now, onDone: o.OnRefresh, inflight: map[[2]string]bool{}}
 }
 
 // Run does a pass now and then every interval until ctx ends.
@@ -157,7 +162,11 @@ func (r *Refresher) Pass(ctx context.Context) error {
 			float64(r.now().UnixNano())/1e9 < exp-ExpiryBuffer.Seconds() {
 			continue
 		}
-		if err := r.refreshOne(ctx, row.Set, row.Provider, c, rt.Refresh); err != nil {
+		stored, err := r.refreshOne(ctx, row.Set, row.Provider, c, rt.Refresh)
+		if r.onDone != nil && (stored || err != nil) {
+			r.onDone(row.Set, row.Provider, err)
+		}
+		if err != nil {
 			r.log.Error(err.Error()+"; the stored credential is unchanged, log in again if this persists",
 				"provider", row.Provider, "credential_set", row.Set)
 		}
@@ -166,12 +175,12 @@ func (r *Refresher) Pass(ctx context.Context) error {
 }
 
 // refreshOne refreshes one credential unless a refresh of it is running.
-func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old creddb.Credential, cfg *routes.OAuthRefresh) error {
+func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old creddb.Credential, cfg *routes.OAuthRefresh) (stored bool, err error) {
 	key := [2]string{set, provider}
 	r.mu.Lock()
 	if r.inflight[key] {
 		r.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	r.inflight[key] = true
 	r.mu.Unlock()
@@ -195,13 +204,13 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return failuref("Token refresh failed: encode request: %w", err)
+		return false, failuref("Token refresh failed: encode request: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, cfg.TokenURL, bytes.NewReader(body))
 	if err != nil {
-		return failuref("Token refresh failed: build request: %w", err)
+		return false, failuref("Token refresh failed: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -211,26 +220,26 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 		if errors.As(err, &ue) && ue.Unwrap() != nil {
 			err = ue.Unwrap() // drop the URL from the message
 		}
-		return failuref("Token refresh failed: %v", err)
+		return false, failuref("Token refresh failed: %v", err)
 	}
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if err != nil {
-		return failuref("Token refresh failed (%d): read response: %v", resp.StatusCode, err)
+		return false, failuref("Token refresh failed (%d): read response: %v", resp.StatusCode, err)
 	}
 	secrets := []string{refreshTok, old.String("access_token"), cfg.ClientSecret}
 	if resp.StatusCode != http.StatusOK {
-		return failuref("Token refresh failed (%d): %s", resp.StatusCode, safeSnippet(respBody, secrets))
+		return false, failuref("Token refresh failed (%d): %s", resp.StatusCode, safeSnippet(respBody, secrets))
 	}
 	dec := json.NewDecoder(bytes.NewReader(respBody))
 	dec.UseNumber()
 	var got map[string]any
 	if err := dec.Decode(&got); err != nil || got == nil {
-		return failuref("Token refresh failed (200): response is not a JSON object")
+		return false, failuref("Token refresh failed (200): response is not a JSON object")
 	}
 	access, _ := got["access_token"].(string)
 	if access == "" {
-		return failuref("Token refresh failed (200): response has no access_token")
+		return false, failuref("Token refresh failed (200): response has no access_token")
 	}
 	expiresIn := float64(DefaultExpiresIn)
 	switch v := got["expires_in"].(type) {
@@ -251,16 +260,16 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 	next["expires_at"] = json.Number(strconv.FormatFloat(exp, 'f', -1, 64))
 	updated, err := r.store.UpdateCredential(ctx, set, provider, old, next)
 	if err != nil {
-		return failuref("Token refresh succeeded but storing it failed: %w", err)
+		return false, failuref("Token refresh succeeded but storing it failed: %w", err)
 	}
 	if !updated {
 		r.log.Info("OAuth credential changed while refreshing; keeping the newer stored one",
 			"provider", provider, "credential_set", set)
-		return nil
+		return false, nil
 	}
 	r.log.Info(fmt.Sprintf("Refreshed OAuth token for %s (expires in %ds)", provider, int64(expiresIn)),
 		"credential_set", set)
-	return nil
+	return true, nil
 }
 
 // safeSnippet is a response body fit for a log line: truncated, valid

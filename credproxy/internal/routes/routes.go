@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"terok.dev/sandbox/credproxy/internal/mask"
 	"terok.dev/sandbox/credproxy/internal/scope"
 )
 
@@ -50,6 +51,9 @@ type Route struct {
 	// Scope holds the optional allow/deny rules (docs/credential-proxy.md,
 	// "Scopes"); the zero Scope allows everything.
 	Scope scope.Scope
+	// Mask hides path segments in the audit records (docs/credential-proxy.md,
+	// "Audit records"); the zero Mask records paths unchanged.
+	Mask mask.Masks
 }
 
 // Origin is scheme://host of the upstream.
@@ -110,6 +114,7 @@ type rawRoute struct {
 	OAuthRefresh json.RawMessage `json:"oauth_refresh"`
 	Allow        []scope.Rule    `json:"allow"`
 	Deny         []scope.Rule    `json:"deny"`
+	Mask         []string        `json:"mask"`
 }
 
 type rawRefresh struct {
@@ -190,6 +195,9 @@ func parseRoute(name string, msg json.RawMessage) (Route, error) {
 	}
 	if r.Scope, err = scope.New(rr.Allow, rr.Deny); err != nil {
 		return Route{}, bad(name, "has a malformed scope rule: %w", err)
+	}
+	if r.Mask, err = mask.New(rr.Mask); err != nil {
+		return Route{}, bad(name, "has a malformed mask: %w", err)
 	}
 	return r, nil
 }

@@ -23,10 +23,13 @@ import (
 	"syscall"
 	"time"
 
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/credproxy/internal/agentchild"
+	"terok.dev/sandbox/credproxy/internal/auditq"
 	"terok.dev/sandbox/credproxy/internal/listen"
 	"terok.dev/sandbox/credproxy/internal/logline"
 	"terok.dev/sandbox/credproxy/internal/proxy"
@@ -70,7 +73,14 @@ type Flags struct {
 	// AllowStaticMarker accepts the static phantom marker (proxy.Options);
 	// the runner passes it when config.toml sets proxy_static_marker.
 	AllowStaticMarker bool
+	// AuditFile is where the audit records go (docs/audit.md, Files):
+	// "off" writes none; "" is config.AuditFile("proxy"), or none when
+	// config.toml sets audit = false.
+	AuditFile string
 }
+
+// AuditOff is the --audit-file value that turns the records off.
+const AuditOff = "off"
 
 type usageErr struct{ msg string }
 
@@ -93,13 +103,16 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	fs.StringVar(&f.LogFile, "log-file", "", "append log lines here instead of stderr")
 	fs.BoolVar(&f.AllowStaticMarker, "allow-static-marker", false,
 		"compatibility switch: accept the static phantom marker for the default credential (any container that reaches the proxy gets it)")
+	fs.StringVar(&f.AuditFile, "audit-file", "",
+		"append one audit record per request here, or \"off\" (default <state_dir>/audit/proxy.jsonl; off when config.toml sets audit = false)")
 	fs.DurationVar(&f.ConnectTimeout, "upstream-connect-timeout", proxy.DefaultConnectTimeout, "upstream connect timeout")
 	fs.DurationVar(&f.ReadTimeout, "upstream-read-timeout", proxy.DefaultReadTimeout, "upstream read inactivity timeout")
 	fs.DurationVar(&f.RefreshInterval, "oauth-refresh-interval", refresh.DefaultInterval, "OAuth refresh pass interval")
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: %s --socket-path=PATH --db-path=PATH --routes-file=PATH\n"+
 			"       [--port=N] [--ssh-agent-port=N --ssh-keys-file=PATH]\n"+
-			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--allow-static-marker]\n\n", Program)
+			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--allow-static-marker]\n"+
+			"       [--audit-file=PATH|off]\n\n", Program)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -143,6 +156,9 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 		if r.v == "" {
 			return fail(r.name + " is required")
 		}
+	}
+	if f.AuditFile != "" && f.AuditFile != AuditOff && !filepath.IsAbs(f.AuditFile) {
+		return fail("--audit-file must be an absolute path or off (example: --audit-file=/var/lib/terok/audit/proxy.jsonl)")
 	}
 	if f.ConnectTimeout <= 0 || f.ReadTimeout <= 0 || f.RefreshInterval <= 0 {
 		return fail("timeouts and intervals must be positive durations")
@@ -247,9 +263,34 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	// Token lookups go through a Resolver: as fresh as a query per request
 	// (checked against the database's data_version on every request) but
 	// without re-running the query while nothing changed.
+	auditPath, err := auditPath(f.AuditFile)
+	if err != nil {
+		return err
+	}
+	var aw *audit.Writer
+	if auditPath != "" {
+		if aw, err = audit.Open(auditPath, audit.Options{}); err != nil {
+			return fmt.Errorf("%w; fix the audit directory's permissions or pass --audit-file=off", err)
+		}
+		log.Info("Writing audit records to " + auditPath)
+	} else {
+		log.Info("Audit records are off")
+	}
+	// The queue outlives the HTTP server and the refresher (deferred
+	// first, closed last): every record of a clean shutdown is written.
+	q := auditq.New(aw, 0, log)
+	defer q.Close()
+	var rec proxy.Recorder
+	if aw != nil {
+		rec = q
+	}
+	marks := &proxy.RefreshMarks{}
+
 	res := db.NewResolver()
 	defer res.Close()
 	p := proxy.New(proxy.Options{
+		Audit:             rec,
+		Refreshed:         marks,
 		Store:             resolverStore{res, db},
 		DBConcurrency:     -1, // the Resolver serialises its lookups itself
 		Routes:            table,
@@ -285,7 +326,15 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 
 	bg, cancelBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
-	ref := refresh.New(refresh.Options{Store: refresh.DBStore{DB: db}, Routes: table, Log: log, Interval: f.RefreshInterval})
+	ref := refresh.New(refresh.Options{Store: refresh.DBStore{DB: db}, Routes: table, Log: log, Interval: f.RefreshInterval,
+		OnRefresh: func(set, provider string, err error) {
+			if err == nil {
+				marks.Mark(set, provider)
+			}
+			if rec != nil {
+				rec.Put(refreshRecord(set, provider, err))
+			}
+		}})
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); ref.Run(bg) }()
 	bgWG.Add(1)
@@ -330,6 +379,35 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		return fmt.Errorf("serve: %w", runErr)
 	}
 	return nil
+}
+
+// auditPath resolves --audit-file: "" when the records are off.
+func auditPath(flagValue string) (string, error) {
+	switch flagValue {
+	case AuditOff:
+		return "", nil
+	case "":
+		cfg, err := config.Load(config.FromOS(), "")
+		if err != nil {
+			return "", fmt.Errorf("read the configuration for the default audit file: %w; fix it or pass --audit-file=PATH|off", err)
+		}
+		if !cfg.Audit {
+			return "", nil
+		}
+		return cfg.AuditFile("proxy"), nil
+	}
+	return flagValue, nil
+}
+
+// refreshRecord is the audit record of one background OAuth refresh
+// (docs/audit.md, Channel proxy).
+func refreshRecord(set, provider string, err error) audit.Record {
+	r := audit.Record{Channel: "proxy", Event: "oauth-refresh", Outcome: "ok",
+		Fields: map[string]any{"provider": provider, "credential_set": set}}
+	if err != nil {
+		r.Outcome, r.Reason = "error", "refresh-failed"
+	}
+	return r
 }
 
 // resolverStore answers token lookups from the Resolver and the static
