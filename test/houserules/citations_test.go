@@ -192,6 +192,9 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// selfFile is this file, relative to the repository root.
+const selfFile = "test/houserules/citations_test.go"
+
 // TestCitations: no section-number citation, no reference outside the
 // repository, and every `docs/<file>.md, <Heading>` names a real heading.
 func TestCitations(t *testing.T) {
@@ -199,6 +202,9 @@ func TestCitations(t *testing.T) {
 	headings := docHeadings(t, root)
 	var probs []string
 	for _, f := range trackedFiles(t, root, ".go", ".md", ".sh") {
+		if f == selfFile {
+			continue // its rule tests hold broken citations on purpose
+		}
 		data, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			if os.IsNotExist(err) {
