@@ -135,6 +135,7 @@ func newApp(d Deps) *ucli.App {
 		sshCommand(d),
 		shieldCommand(d),
 		doctorCommand(d),
+		auditCommand(d),
 	)
 	app.Commands = append(app.Commands, setupCommands(d)...)
 	setUsageHandlers(app.Commands)

@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/config"
+)
+
+// auditEnv is a state tree under a temporary directory holding the example
+// records of docs/audit.md in the files their daemons write.
+type auditEnv struct {
+	t    *testing.T
+	dir  string
+	vars map[string]string
+	env  config.Env
+	cfg  config.Config
+}
+
+func newAuditEnv(t *testing.T) *auditEnv {
+	dir := t.TempDir()
+	vars := map[string]string{
+		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
+		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
+		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
+		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
+		"TEROK_CONFIG_DIR":          filepath.Join(dir, "umbrella"),
+		"PATH":                      os.Getenv("PATH"),
+		"HOME":                      dir,
+	}
+	env := config.Env{EUID: os.Geteuid(), Home: dir, Getenv: func(k string) string { return vars[k] }}
+	e := &auditEnv{t: t, dir: dir, vars: vars, env: env, cfg: config.Defaults(env)}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "audit.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, l := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.HasPrefix(l, "```jsonl"):
+			in = true
+		case strings.HasPrefix(l, "```"):
+			in = false
+		case in && strings.TrimSpace(l) != "":
+			r, err := audit.ParseLine([]byte(l))
+			if err != nil {
+				t.Fatalf("documented example %s: %v", l, err)
+			}
+			if r.Channel == "shield" {
+				// The example container's shield file; the container
+				// itself is gone, so it counts only with the task member.
+				e.appendLine(filepath.Join(e.cfg.StateDir, "tasks", r.Container, "shield", "refused.jsonl"), l)
+				continue
+			}
+			e.appendLine(e.cfg.AuditFile(r.Channel), l)
+		}
+	}
+	return e
+}
+
+func (e *auditEnv) appendLine(p, l string) {
+	e.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(l + "\n"); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *auditEnv) run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: e.env})
+	return code, out.String(), errb.String()
+}
+
+func TestAuditJSONTimeline(t *testing.T) {
+	e := newAuditEnv(t)
+	code, out, errOut := e.run("audit", "t1", "--project", "demo", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d records, want the 3 documented daemon examples of t1:\n%s", len(lines), out)
+	}
+	var prev time.Time
+	var chans []string
+	for _, l := range lines {
+		r, err := audit.ParseLine([]byte(l))
+		if err != nil {
+			t.Fatalf("output line %s: %v", l, err)
+		}
+		if r.Time.Before(prev) {
+			t.Fatalf("not in time order: %s", out)
+		}
+		prev = r.Time
+		chans = append(chans, r.Channel)
+	}
+	if strings.Join(chans, ",") != "gate,proxy,ssh" {
+		t.Fatalf("channels %v, want gate,proxy,ssh", chans)
+	}
+}
+
+func TestAuditShieldRecordsWithTaskMember(t *testing.T) {
+	e := newAuditEnv(t)
+	e.appendLine(filepath.Join(e.cfg.StateDir, "tasks", "demo-t9", "shield", "refused.jsonl"),
+		`{"v":1,"time":"2026-12-02T11:30:04Z","channel":"shield","event":"refused","outcome":"refused","reason":"private-range","project":"demo","task":"t1","container":"demo-t9","dest":"203.0.113.7"}`)
+	code, out, errOut := e.run("audit", "t1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	if len(rows) != 5 || !strings.HasPrefix(rows[0], "TIME") {
+		t.Fatalf("table:\n%s", out)
+	}
+	last := rows[4]
+	for _, want := range []string{"2026-12-02T11:30:04.000Z", "shield", "refused 203.0.113.7", "refused (private-range)"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last row %q lacks %q", last, want)
+		}
+	}
+	if !strings.Contains(rows[1], "refused (protected-ref)") || !strings.Contains(rows[1], "gate") {
+		t.Errorf("first row %q", rows[1])
+	}
+}
+
+func TestAuditSinceAndSummary(t *testing.T) {
+	e := newAuditEnv(t)
+	code, out, _ := e.run("audit", "t1", "--since", "2026-12-02T11:30:01Z", "--json")
+	if code != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("--since: exit %d, %q", code, out)
+	}
+	code, out, errOut := e.run("audit", "--summary", "--json", "t1")
+	if code != 0 {
+		t.Fatalf("summary: exit %d %s", code, errOut)
+	}
+	var s struct {
+		Records  int                       `json:"records"`
+		Outcomes map[string]map[string]int `json:"outcomes"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	if s.Records != 3 || s.Outcomes["gate"]["refused"] != 1 || s.Outcomes["ssh"]["ok"] != 1 {
+		t.Fatalf("summary %s", out)
+	}
+	code, out, _ = e.run("audit", "--summary", "t1", "--project", "demo")
+	if code != 0 || !strings.Contains(out, "Task demo/t1: 3 records") || !strings.Contains(out, "gate protected-ref") {
+		t.Fatalf("human summary: %d\n%s", code, out)
+	}
+}
+
+func TestAuditCorruptLineWarns(t *testing.T) {
+	e := newAuditEnv(t)
+	p := e.cfg.AuditFile("gate")
+	e.appendLine(p, `{"v":1,"time":"2026-12-02T11:30:05Z","channel":"gate"`)
+	e.appendLine(p, `{"v":1,"time":"2026-12-02T11:30:06Z","channel":"gate","event":"clone","outcome":"ok","task":"t1"}`)
+	code, out, errOut := e.run("audit", "t1", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Count(out, "\n") != 4 {
+		t.Fatalf("want 4 records around the corrupt line, got:\n%s", out)
+	}
+	if !strings.Contains(errOut, "Warning: "+p+":2:") {
+		t.Fatalf("stderr %q does not name %s:2", errOut, p)
+	}
+}
+
+func TestAuditUsageAndUnknown(t *testing.T) {
+	e := newAuditEnv(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"audit"}, ExitUsage, "audit needs one TASK"},
+		{[]string{"audit", "a", "b"}, ExitUsage, "audit needs one TASK"},
+		{[]string{"audit", "t1", "--since", "yesterday"}, ExitUsage, "--since"},
+		{[]string{"audit", "t1", "--summary", "--follow"}, ExitUsage, "does not combine"},
+		{[]string{"audit", "t1", "--bogus"}, ExitUsage, "bogus"},
+		{[]string{"audit", "../x"}, ExitUsage, "task"},
+		{[]string{"audit", "t1", "--project", "a/b"}, ExitUsage, "project"},
+		{[]string{"audit", "auditcli-nosuch-task"}, ExitError, "no audit record and no container for task auditcli-nosuch-task"},
+		{[]string{"audit", "t1", "--project", "other"}, ExitError, "of project other"},
+		{[]string{"audit", "t1", "--since", "2027-01-01"}, ExitError, "since 2027-01-01"},
+		{[]string{"audit", "auditcli-nosuch-task", "--follow"}, ExitError, "no audit record"},
+	} {
+		code, _, errOut := e.run(c.args...)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errOut, c.code, c.want)
+		}
+	}
+}
+
+// TestAuditFollowBinary runs the real terok-sandbox audit --follow: it
+// prints the history, then records as they land across a rotation, and
+// ends with status 0 on SIGINT.
+func TestAuditFollowBinary(t *testing.T) {
+	e := newAuditEnv(t)
+	bin := filepath.Join(e.dir, "terok-sandbox")
+	if out, err := exec.Command("go", "build", "-o", bin, "terok.dev/sandbox/runner/cmd/terok-sandbox").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "audit", "t1", "--follow", "--json")
+	for k, v := range e.vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() audit.Record {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended; stderr %s", stderr.String())
+			}
+			r, err := audit.ParseLine([]byte(l))
+			if err != nil {
+				t.Fatalf("line %q: %v", l, err)
+			}
+			return r
+		case <-time.After(60 * time.Second): // hang guard only
+			t.Fatalf("no record; stderr %s", stderr.String())
+		}
+		return audit.Record{}
+	}
+	for i := 0; i < 3; i++ {
+		next()
+	}
+	w, err := audit.Open(e.cfg.AuditFile("proxy"), audit.Options{MaxBytes: 300, Keep: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if err := w.Write(audit.Record{Channel: "proxy", Event: "request", Outcome: "ok", Project: "demo", Task: "t1",
+			Fields: map[string]any{"seq": i, "upstream_host": "api.example.com"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 6; i++ {
+		r := next()
+		if n, _ := r.Fields["seq"].(float64); int(n) != i {
+			t.Fatalf("live record %d: %+v", i, r)
+		}
+	}
+	if _, err := os.Stat(e.cfg.AuditFile("proxy") + ".1"); err != nil {
+		t.Fatalf("no rotation happened: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	_, _ = io.Copy(io.Discard, stdout)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGINT: %v; stderr %s", err, stderr.String())
+	}
+}
