@@ -16,7 +16,7 @@ import (
 )
 
 // DefaultPoll is how often Follow looks for new records when it has read
-// everything (docs/audit.md, Following).
+// everything (docs/audit.md, Reading: Merge and Follow).
 const DefaultPoll = 250 * time.Millisecond
 
 // maxLine bounds one record; a longer line is dropped with a warning so a

@@ -86,8 +86,8 @@ func docHeadings(t *testing.T, root string) map[string][]string {
 // parseHeadings returns the ATX headings of a markdown text, longest first
 // (so a citation matches the most specific heading), skipping fenced code.
 // A heading that ends in a parenthetical ("Key sources (first version and
-// later)") may also be cited without it, so it is listed both ways; a bold
-// paragraph lead counts as a heading.
+// later)") or its backticks may also be cited without them (headingForms);
+// a bold paragraph lead counts as a heading.
 func parseHeadings(text string) []string {
 	var hs []string
 	fence := false
@@ -103,14 +103,33 @@ func parseHeadings(text string) []string {
 			hs = append(hs, strings.TrimSuffix(m[1], "."))
 		}
 		if m := heading.FindStringSubmatch(l); m != nil {
-			hs = append(hs, m[1])
-			if short := parenthetical.ReplaceAllString(m[1], ""); short != m[1] && short != "" {
-				hs = append(hs, short)
-			}
+			hs = append(hs, headingForms(m[1])...)
 		}
 	}
 	sort.SliceStable(hs, func(i, j int) bool { return len(hs[i]) > len(hs[j]) })
 	return hs
+}
+
+// headingForms are the ways a heading may be cited: as written, without a
+// trailing parenthetical, and either of these without backticks
+// ("Channel `proxy` (credential proxy)" is also "Channel proxy").
+func headingForms(h string) []string {
+	forms := []string{h}
+	add := func(f string) {
+		for _, g := range forms {
+			if g == f {
+				return
+			}
+		}
+		if f != "" {
+			forms = append(forms, f)
+		}
+	}
+	short := parenthetical.ReplaceAllString(h, "")
+	add(short)
+	add(strings.ReplaceAll(h, "`", ""))
+	add(strings.ReplaceAll(short, "`", ""))
+	return forms
 }
 
 // continuation strips what starts a wrapped comment or markdown line so a
@@ -223,7 +242,7 @@ func TestCitations(t *testing.T) {
 func TestCitationRules(t *testing.T) {
 	headings := map[string][]string{
 		"gate.md": parseHeadings("# Gate\n\n## Request handling\n\n- **Routing.** the pattern\n\n```\n# not a heading\n```\n## Mirror manager\n"),
-		"sec.md":  parseHeadings("## Key sources (first version and later)\n"),
+		"sec.md":  parseHeadings("## Key sources (first version and later)\n## Channel `proxy` (credential proxy)\n"),
 	}
 	tests := []struct {
 		name, text string
@@ -235,6 +254,8 @@ func TestCitationRules(t *testing.T) {
 		{"quoted heading", `(docs/gate.md, "Mirror manager")`, 0},
 		{"heading without its parenthetical", "(docs/sec.md, Key sources)", 0},
 		{"parenthetical kept", "(docs/sec.md, Key sources (first version and later))", 0},
+		{"without backticks and parenthetical", "(docs/sec.md, Channel proxy)", 0},
+		{"with backticks", "(docs/sec.md, Channel `proxy`)", 0},
 		{"RFC section", "// built by hand (RFC 1035 " + sect + "4.1)", 0},
 		{"outside spec by number", "// the router (gate-server.md " + sect + "2)", 1},
 		{"bare section sign", "// the router (" + sect + "2)", 1},

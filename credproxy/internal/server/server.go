@@ -73,7 +73,7 @@ type Flags struct {
 	// AllowStaticMarker accepts the static phantom marker (proxy.Options);
 	// the runner passes it when config.toml sets proxy_static_marker.
 	AllowStaticMarker bool
-	// AuditFile is where the audit records go (docs/audit.md, Files):
+	// AuditFile is where the audit records go (docs/audit.md, Files, rotation, modes):
 	// "off" writes none; "" is config.AuditFile("proxy"), or none when
 	// config.toml sets audit = false.
 	AuditFile string

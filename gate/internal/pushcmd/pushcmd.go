@@ -270,7 +270,7 @@ func CheckRefName(ref string) error {
 }
 
 // Encode writes the command list again with caps as the capabilities of the
-// first command (the gate adds "atomic", docs/gate.md, Push policy).
+// first command (the gate adds "atomic", docs/gate.md, Push commands).
 func (r *Request) Encode(caps []string) []byte {
 	var b bytes.Buffer
 	for _, s := range r.Shallow {
