@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sdactivation"
@@ -171,6 +172,7 @@ func runServer(args []string, env Env) int {
 	maxConns := fs.Int("max-connections", server.DefaultMaxConns, "concurrent sessions")
 	idle := fs.Duration("idle-timeout", server.DefaultIdleTimeout, "close a session after this long without a request")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for sessions to end")
+	auditFile := fs.String("audit-file", "", "audit records (JSONL) go here, or off (default <state_dir>/audit/ssh.jsonl; docs/audit.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -214,6 +216,12 @@ func runServer(args []string, env Env) int {
 		return finish(env, err)
 	}
 
+	auditW, auditPath, err := openAudit(*auditFile, env)
+	if err != nil {
+		log.Error("cannot open the audit file; fix it or pass --audit-file=off", "err", err)
+		return finish(env, err)
+	}
+
 	db, err := creddb.Open(*dbPath)
 	if err != nil {
 		log.Error("cannot open the credentials database", "path", *dbPath, "err", err)
@@ -233,7 +241,7 @@ func runServer(args []string, env Env) int {
 
 	srv, err := server.New(server.Options{
 		Tokens: db, Keys: keyStore, Log: log,
-		MaxConns: *maxConns, IdleTimeout: *idle,
+		MaxConns: *maxConns, IdleTimeout: *idle, Audit: auditW,
 	})
 	if err != nil {
 		return finish(env, err)
@@ -255,7 +263,7 @@ func runServer(args []string, env Env) int {
 		}
 		defer removeOwnPIDFile(*pidFile)
 	}
-	log.Info("terok-ssh-agent listening", "addrs", fmt.Sprint(addrs), "keys_file", keysAbs, "version", version.Version)
+	log.Info("terok-ssh-agent listening", "addrs", fmt.Sprint(addrs), "keys_file", keysAbs, "audit_file", auditPath, "version", version.Version)
 
 	sig, stopSig := signals(env)
 	defer stopSig()
@@ -284,6 +292,42 @@ func runServer(args []string, env Env) int {
 	cancel()
 	log.Info("stopped")
 	return finish(env, runErr)
+}
+
+// openAudit opens the audit writer of --audit-file (docs/audit.md, Files):
+// "off" writes nothing; "" is the configuration's AuditFile("ssh"), or
+// nothing when the configuration says audit = false. The path returned is
+// what the start-up log names ("off" when disabled).
+func openAudit(flagValue string, env Env) (*audit.Writer, string, error) {
+	path := flagValue
+	switch path {
+	case "off":
+		return nil, "off", nil
+	case "":
+		cfg, err := config.Load(config.Env{Getenv: env.Getenv, EUID: os.Geteuid(), Home: homeDir(env)}, "")
+		if err != nil {
+			return nil, "", fmt.Errorf("default audit file: %w", err)
+		}
+		if !cfg.Audit {
+			return nil, "off", nil
+		}
+		path = cfg.AuditFile("ssh")
+	}
+	w, err := audit.Open(path, audit.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	return w, path, nil
+}
+
+func homeDir(env Env) string {
+	if h := env.Getenv("HOME"); h != "" {
+		return h
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return h
+	}
+	return "/"
 }
 
 func closeAll(lns []net.Listener) {

@@ -126,7 +126,7 @@ func (f benchFixture) startBridgeB(b *testing.B, port int) string {
 	return sock
 }
 
-func dialTerok(b *testing.B, port int, tok string) agent.ExtendedAgent {
+func dialTerok(b testing.TB, port int, tok string) agent.ExtendedAgent {
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		b.Fatal(err)
@@ -139,7 +139,7 @@ func dialTerok(b *testing.B, port int, tok string) agent.ExtendedAgent {
 	return agent.NewClient(c)
 }
 
-func dialUnix(b *testing.B, sock string) agent.ExtendedAgent {
+func dialUnix(b testing.TB, sock string) agent.ExtendedAgent {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		b.Fatal(err)

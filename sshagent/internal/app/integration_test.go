@@ -34,6 +34,17 @@ var agentBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
+		// Every agent this package starts inherits these, so none writes its
+		// default audit file (or anything else) under the real state dirs.
+		roots, err := os.MkdirTemp("", "terok-ssh-agent-roots-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(roots)
+		for _, v := range []string{"TEROK_SANDBOX_STATE_DIR", "TEROK_SANDBOX_RUNTIME_DIR", "TEROK_SANDBOX_CONFIG_DIR", "TEROK_CREDENTIALS_DIR"} {
+			os.Setenv(v, filepath.Join(roots, v))
+		}
 		if d := os.Getenv("TEROK_BIN_DIR"); d != "" {
 			if _, err := os.Stat(filepath.Join(d, "terok-ssh-agent")); err == nil {
 				agentBin = filepath.Join(d, "terok-ssh-agent")

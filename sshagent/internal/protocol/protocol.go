@@ -65,16 +65,58 @@ func (s *Session) bind(a *restricted.Agent, contents []byte) []byte {
 	return []byte{MsgSuccess}
 }
 
-// handle answers one message with the session's state.
+// Dest is where the connection's bindings say a signature goes: the host
+// key of the last binding, and whether any binding was a forwarding hop.
+func (s *Session) Dest() restricted.Dest {
+	var d restricted.Dest
+	for _, b := range s.Binds {
+		d.Fingerprint = b.Fingerprint
+		d.Forwarded = d.Forwarded || b.Forwarding
+	}
+	return d
+}
+
+// handle answers one message (type byte + payload) with the session's
+// state and returns the reply body. It never fails: anything it cannot or
+// may not do is FAILURE.
 func (s *Session) handle(a *restricted.Agent, msg []byte) []byte {
-	if len(msg) > 0 && msg[0] == MsgExtension {
+	if len(msg) == 0 {
+		return []byte{MsgFailure}
+	}
+	switch msg[0] {
+	case MsgExtension:
 		name, contents, err := sessionbind.ParseExtension(msg[1:])
 		if err == nil && name == sessionbind.Name {
 			return s.bind(a, contents)
 		}
 		return []byte{MsgFailure}
+	case MsgSignRequest:
+		return s.sign(a, msg[1:])
 	}
 	return Handle(a, msg)
+}
+
+// sign answers SIGN_REQUEST: every outcome is one audit record
+// (docs/audit.md, Channel ssh).
+func (s *Session) sign(a *restricted.Agent, p []byte) []byte {
+	d := s.Dest()
+	blob, data, flags, err := ParseSignRequest(p)
+	if err != nil {
+		a.Logger().Warn("malformed sign request answered with FAILURE", "len", len(p)+1)
+		a.Refuse("malformed", nil, nil, nil, d)
+		return []byte{MsgFailure}
+	}
+	k, ok := a.Lookup(blob)
+	if !ok {
+		a.Refused()
+		a.Refuse("no-key", blob, nil, data, d)
+		return []byte{MsgFailure}
+	}
+	sig, err := a.SignKey(k, data, agent.SignatureFlags(flags), d)
+	if err != nil {
+		return []byte{MsgFailure}
+	}
+	return wire.AppendString([]byte{MsgSignResponse}, ssh.Marshal(sig))
 }
 
 // MaxMessage is the largest accepted frame (type byte + payload).
@@ -159,8 +201,9 @@ func ServeSession(c Conn, a *restricted.Agent, lim Limits, sess *Session) error 
 	}
 }
 
-// Handle answers one message (type byte + payload) and returns the reply
-// body. It never fails: anything it cannot or may not do is FAILURE.
+// Handle answers one message (type byte + payload) of a connection without
+// session state and returns the reply body. It never fails: anything it
+// cannot or may not do is FAILURE.
 func Handle(a *restricted.Agent, msg []byte) []byte {
 	if len(msg) == 0 {
 		return []byte{MsgFailure}
@@ -175,22 +218,9 @@ func Handle(a *restricted.Agent, msg []byte) []byte {
 			out = wire.AppendString(out, []byte(k.Comment))
 		}
 		return out
-	case MsgSignRequest:
-		blob, data, flags, err := ParseSignRequest(msg[1:])
-		if err != nil {
-			a.Logger().Warn("malformed sign request answered with FAILURE", "len", len(msg))
-			return []byte{MsgFailure}
-		}
-		k, ok := a.Lookup(blob)
-		if !ok {
-			a.Refused()
-			return []byte{MsgFailure}
-		}
-		sig, err := a.SignKey(k, data, agent.SignatureFlags(flags))
-		if err != nil {
-			return []byte{MsgFailure}
-		}
-		return wire.AppendString([]byte{MsgSignResponse}, ssh.Marshal(sig))
+	case MsgSignRequest, MsgExtension:
+		var s Session
+		return s.handle(a, msg)
 	default:
 		return []byte{MsgFailure}
 	}

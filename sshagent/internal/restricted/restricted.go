@@ -7,6 +7,9 @@ package restricted
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/sshagent/internal/keys"
 )
 
@@ -23,10 +27,16 @@ var ErrRefused = errors.New("operation not permitted by terok-ssh-agent")
 // ErrUnknownKey is returned for a sign request naming a key not offered.
 var ErrUnknownKey = errors.New("key is not one of this session's identities")
 
+// ErrAudit is returned when the audit record of a signature cannot be
+// written: the signature is then withheld (docs/ssh-agent.md, Audit records).
+var ErrAudit = errors.New("audit record not written; signature withheld")
+
 // Agent serves one session: the keys of one project.
 type Agent struct {
-	keys []keys.Key
-	log  *slog.Logger // carries project, task and peer
+	keys  []keys.Key
+	log   *slog.Logger  // carries project, task and peer
+	audit *audit.Writer // nil: no records
+	base  audit.Record  // project, task, token prefix, remote of the session
 }
 
 var _ agent.ExtendedAgent = (*Agent)(nil)
@@ -38,6 +48,86 @@ func New(ks []keys.Key, log *slog.Logger) *Agent {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Agent{keys: ks, log: log}
+}
+
+// SetAudit makes the agent write one record per signature and per refused
+// sign request to w (docs/audit.md, Channel ssh). base carries the session's
+// project, task, token prefix and its "remote" member. Call it before use.
+func (a *Agent) SetAudit(w *audit.Writer, base audit.Record) {
+	a.audit = w
+	a.base = base
+}
+
+// Dest is what the connection's session-bind records say about where a
+// signature goes (docs/ssh-agent.md, Destination-bound keys).
+type Dest struct {
+	Fingerprint string // host key of the last binding, "" when unbound
+	Forwarded   bool   // some binding of the connection was a forwarding hop
+}
+
+// Fingerprint is OpenSSH's SHA256 fingerprint of a public key blob. It is
+// computed over the bytes, so an untrusted blob is never parsed.
+func Fingerprint(blob []byte) string {
+	sum := sha256.Sum256(blob)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
+}
+
+// Decision is one audited outcome of a sign request.
+type Decision struct {
+	Event, Outcome, Reason string
+	KeyBlob                []byte // the requested key's blob (known or not)
+	Comment                string
+	Data                   []byte // hashed, never recorded
+	Algorithm              string
+	Dest                   Dest
+}
+
+// Record writes the audit record of d; nil when auditing is off or the
+// record is on disk. Only the data's SHA-256 is recorded, never the data.
+func (a *Agent) Record(d Decision) error {
+	if a.audit == nil {
+		return nil
+	}
+	r := a.base
+	r.Channel, r.Event, r.Outcome, r.Reason = "ssh", d.Event, d.Outcome, d.Reason
+	f := make(map[string]any, len(a.base.Fields)+7)
+	for k, v := range a.base.Fields {
+		f[k] = v
+	}
+	if d.KeyBlob != nil {
+		f["key_fingerprint"] = Fingerprint(d.KeyBlob)
+	}
+	if d.Comment != "" {
+		f["key_comment"] = d.Comment
+	}
+	if d.Data != nil {
+		sum := sha256.Sum256(d.Data)
+		f["data_sha256"] = hex.EncodeToString(sum[:])
+	}
+	if d.Algorithm != "" {
+		f["sig_algorithm"] = d.Algorithm
+	}
+	if d.Dest.Fingerprint != "" {
+		f["dest_fingerprint"] = d.Dest.Fingerprint
+	}
+	if d.Dest.Forwarded {
+		f["forwarded"] = true
+	}
+	r.Fields = f
+	if err := a.audit.Write(r); err != nil {
+		a.log.Error("cannot write the audit record; check the audit file's directory and disk space", "err", err)
+		return fmt.Errorf("%w: %v", ErrAudit, err)
+	}
+	return nil
+}
+
+// Refuse records a refused sign request and logs it.
+func (a *Agent) Refuse(reason string, blob []byte, k *keys.Key, data []byte, d Dest) {
+	dec := Decision{Event: "refused", Outcome: "refused", Reason: reason, KeyBlob: blob, Data: data, Dest: d}
+	if k != nil {
+		dec.Comment = k.Comment
+	}
+	_ = a.Record(dec)
 }
 
 // List returns the identities in announce order.
@@ -76,16 +166,20 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // SignWithFlags signs data; for RSA keys SignatureFlagRsaSha512 selects
 // rsa-sha2-512, else SignatureFlagRsaSha256 rsa-sha2-256, else ssh-rsa.
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
-	k, ok := a.Lookup(key.Marshal())
+	blob := key.Marshal()
+	k, ok := a.Lookup(blob)
 	if !ok {
 		a.Refused()
+		a.Refuse("no-key", blob, nil, data, Dest{})
 		return nil, ErrUnknownKey
 	}
-	return a.SignKey(k, data, flags)
+	return a.SignKey(k, data, flags, Dest{})
 }
 
-// SignKey signs data with k, a key of this session.
-func (a *Agent) SignKey(k keys.Key, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+// SignKey signs data with k, a key of this session, and records the
+// signature (or its failure) with the destination d. When the record
+// cannot be written the signature is withheld (ErrAudit).
+func (a *Agent) SignKey(k keys.Key, data []byte, flags agent.SignatureFlags, d Dest) (*ssh.Signature, error) {
 	algo := Algorithm(k.Type(), flags)
 	var sig *ssh.Signature
 	var err error
@@ -96,7 +190,13 @@ func (a *Agent) SignKey(k keys.Key, data []byte, flags agent.SignatureFlags) (*s
 	}
 	if err != nil {
 		a.log.Error("signing failed", "key", k.Comment, "private_key", k.Private, "err", err)
+		_ = a.Record(Decision{Event: "sign", Outcome: "error", Reason: "sign-failed", KeyBlob: k.Blob,
+			Comment: k.Comment, Data: data, Algorithm: algo, Dest: d})
 		return nil, fmt.Errorf("sign with %s: %w", k.Private, err)
+	}
+	if err := a.Record(Decision{Event: "sign", Outcome: "ok", KeyBlob: k.Blob, Comment: k.Comment,
+		Data: data, Algorithm: sig.Format, Dest: d}); err != nil {
+		return nil, err
 	}
 	a.log.Info("signed", "key", k.Comment, "algorithm", sig.Format, "bytes", len(data))
 	return sig, nil

@@ -2,14 +2,19 @@ package restricted
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/sshagent/internal/keys"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
@@ -68,5 +73,49 @@ func TestOnlyListAndSign(t *testing.T) {
 	}
 	if _, err := a.Extension("x", nil); !errors.Is(err, agent.ErrExtensionUnsupported) {
 		t.Fatal("extension")
+	}
+}
+
+// A signature whose audit record cannot be written is withheld; the
+// records name the key by fingerprint and the data only by its hash.
+func TestAuditRecordOrWithhold(t *testing.T) {
+	dir := t.TempDir()
+	p := testkeys.New(t, dir, "k", "ed25519", "tk-main:p", testkeys.OpenSSH)
+	k, err := keys.LoadPair(p.Private, p.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "audit", "ssh.jsonl")
+	w, err := audit.Open(path, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New([]keys.Key{k}, nil)
+	a.SetAudit(w, audit.Record{Project: "p", Task: "t", Fields: map[string]any{"remote": "r"}})
+	data := []byte("data that is never recorded")
+	if _, err := a.SignKey(k, data, 0, Dest{Fingerprint: "SHA256:x", Forwarded: true}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := audit.ReadFile(path, func(m string) { t.Error(m) })
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("records %v %v", rs, err)
+	}
+	sum := sha256.Sum256(data)
+	r := rs[0]
+	if r.Event != "sign" || r.Outcome != "ok" || r.Project != "p" || r.Fields["remote"] != "r" ||
+		r.Fields["key_fingerprint"] != ssh.FingerprintSHA256(p.Signer.PublicKey()) ||
+		r.Fields["key_fingerprint"] != Fingerprint(k.Blob) || r.Fields["data_sha256"] != hex.EncodeToString(sum[:]) ||
+		r.Fields["dest_fingerprint"] != "SHA256:x" || r.Fields["forwarded"] != true {
+		t.Fatalf("record %+v", r)
+	}
+	// The audit directory turns into a file: no record, no signature.
+	if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Dir(path), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sig, err := a.SignKey(k, data, 0, Dest{}); !errors.Is(err, ErrAudit) || sig != nil {
+		t.Fatalf("signature without its record: %v %v", sig, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/sshagent/internal/handshake"
@@ -43,6 +44,9 @@ type Options struct {
 	IdleTimeout      time.Duration // between agent messages
 	BodyTimeout      time.Duration // rest of a frame, each reply write, token lookup
 	MaxMessage       int           // agent frame limit (256 KiB)
+	// Audit receives one record per signature and per refusal
+	// (docs/audit.md, Channel ssh); nil writes none.
+	Audit *audit.Writer
 }
 
 // Server serves sessions. Serve may be called for several listeners.
@@ -196,6 +200,15 @@ func (s *Server) health(c net.Conn, log *slog.Logger) {
 	_, _ = io.WriteString(c, reply)
 }
 
+// refuse writes the audit record of a connection refused before any agent
+// message was served.
+func (s *Server) refuse(base audit.Record, reason string) {
+	base.Channel, base.Event, base.Outcome, base.Reason = "ssh", "refused", "refused", reason
+	if err := s.o.Audit.Write(base); err != nil {
+		s.log.Error("cannot write the audit record; check the audit file's directory and disk space", "err", err)
+	}
+}
+
 func (s *Server) session(c net.Conn) {
 	peer := peerOf(c)
 	log := s.log.With("remote", peer)
@@ -208,8 +221,10 @@ func (s *Server) session(c net.Conn) {
 		s.health(c, log)
 		return
 	}
+	base := audit.Record{TokenPrefix: audit.TokenPrefix(tok), Fields: map[string]any{"remote": peer}}
 	if tok == creddb.StaticMarker || !tokenid.Valid(tokenid.PhantomPrefix, tok) {
 		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed", "token_prefix", tokenid.Show(tok))
+		s.refuse(base, "unknown-token")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.BodyTimeout)
@@ -218,6 +233,7 @@ func (s *Server) session(c net.Conn) {
 	if errors.Is(err, creddb.ErrNotFound) {
 		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed (the task's token may have been revoked)",
 			"token_prefix", tokenid.Show(tok))
+		s.refuse(base, "unknown-token")
 		return
 	}
 	if err != nil {
@@ -227,16 +243,21 @@ func (s *Server) session(c net.Conn) {
 	if info.Provider != creddb.SSHProvider {
 		s.warn.Warn(log, "provider", "token is not an SSH agent token; connection closed",
 			"token_prefix", tokenid.Show(tok), "provider", info.Provider, "project", info.Project)
+		base.Project, base.Task = info.Project, info.Task
+		s.refuse(base, "wrong-provider")
 		return
 	}
 	log = log.With("project", info.Project, "task", info.Task)
+	base.Project, base.Task = info.Project, info.Task
 	ks := s.o.Keys.Project(info.Project)
 	if len(ks) == 0 {
 		s.warn.Warn(log, "nokeys", "project has no loadable SSH key; connection closed (check ssh-keys.json and the key files, e.g. with 'terok-sandbox ssh list')")
+		s.refuse(base, "no-key")
 		return
 	}
 	log.Debug("session started", "keys", len(ks))
 	a := restricted.New(ks, log)
+	a.SetAudit(s.o.Audit, base)
 	err = protocol.Serve(c, a, protocol.Limits{
 		MaxMessage:  s.o.MaxMessage,
 		Idle:        s.o.IdleTimeout,
