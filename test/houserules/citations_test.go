@@ -112,7 +112,8 @@ func parseHeadings(text string) []string {
 
 // headingForms are the ways a heading may be cited: as written, without a
 // trailing parenthetical, and either of these without backticks
-// ("Channel `proxy` (credential proxy)" is also "Channel proxy").
+// ("Channel `proxy` (credential proxy)" is also "Channel proxy"), and the
+// part before the first comma ("Files, rotation, modes" is also "Files").
 func headingForms(h string) []string {
 	forms := []string{h}
 	add := func(f string) {
@@ -127,6 +128,9 @@ func headingForms(h string) []string {
 	}
 	short := parenthetical.ReplaceAllString(h, "")
 	add(short)
+	if i := strings.Index(short, ", "); i > 0 { // "Files, rotation, modes" is also "Files"
+		add(short[:i])
+	}
 	add(strings.ReplaceAll(h, "`", ""))
 	add(strings.ReplaceAll(short, "`", ""))
 	return forms
@@ -177,7 +181,10 @@ func citationProblems(name, text string, headings map[string][]string) []string 
 			}
 			// The heading may be quoted: docs/gate.md, "Request handling".
 			rest = strings.TrimPrefix(rest, `"`)
-			if !startsWithHeading(rest, hs) {
+			// Prose after the comma ("docs/audit.md, the contract ...") is
+			// no citation: a cited heading starts with a capital, a
+			// backtick or a quote, or is a heading as written.
+			if !startsWithHeading(rest, hs) && !startsLower(rest) {
 				probs = append(probs, fmt.Sprintf("%s: docs/%s, %q names no heading of docs/%s", at, file, clip(rest, 50), file))
 			}
 		}
@@ -203,6 +210,8 @@ func startsWithHeading(s string, hs []string) bool {
 	}
 	return false
 }
+
+func startsLower(s string) bool { return s != "" && s[0] >= 'a' && s[0] <= 'z' }
 
 func clip(s string, n int) string {
 	if len(s) <= n {
@@ -241,8 +250,8 @@ func TestCitations(t *testing.T) {
 // TestCitationRules proves each rule can fail, on texts made up here.
 func TestCitationRules(t *testing.T) {
 	headings := map[string][]string{
-		"gate.md": parseHeadings("# Gate\n\n## Request handling\n\n- **Routing.** the pattern\n\n```\n# not a heading\n```\n## Mirror manager\n"),
-		"sec.md":  parseHeadings("## Key sources (first version and later)\n## Channel `proxy` (credential proxy)\n"),
+		"gate.md": parseHeadings("# Gate\n\n## Request handling\n\n- **Routing.** the pattern\n\n```\n# Not a heading\n```\n## Mirror manager\n"),
+		"sec.md":  parseHeadings("## Key sources (first version and later)\n## Channel `proxy` (credential proxy)\n## Files, rotation, modes\n### poststop\n"),
 	}
 	tests := []struct {
 		name, text string
@@ -256,6 +265,9 @@ func TestCitationRules(t *testing.T) {
 		{"parenthetical kept", "(docs/sec.md, Key sources (first version and later))", 0},
 		{"without backticks and parenthetical", "(docs/sec.md, Channel proxy)", 0},
 		{"with backticks", "(docs/sec.md, Channel `proxy`)", 0},
+		{"first part of a heading with commas", "(docs/sec.md, Files)", 0},
+		{"prose after the comma", "see docs/sec.md, the contract", 0},
+		{"lower-case heading", "(docs/sec.md, poststop)", 0},
 		{"RFC section", "// built by hand (RFC 1035 " + sect + "4.1)", 0},
 		{"outside spec by number", "// the router (gate-server.md " + sect + "2)", 1},
 		{"bare section sign", "// the router (" + sect + "2)", 1},
@@ -264,7 +276,7 @@ func TestCitationRules(t *testing.T) {
 		{"missing page", "(docs/nothere.md, Request handling)", 1},
 		{"bold paragraph lead", "(docs/gate.md, Routing)", 0},
 		{"missing heading", "(docs/gate.md, Auth)", 1},
-		{"heading inside a code fence", "(docs/gate.md, not a heading)", 1},
+		{"heading inside a code fence", "(docs/gate.md, Not a heading)", 1},
 		{"heading prefix of a longer word", "(docs/gate.md, Mirror managers)", 1},
 	}
 	for _, tc := range tests {
