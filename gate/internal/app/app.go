@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/gate/internal/listen"
@@ -48,6 +49,7 @@ const (
 
 type options struct {
 	basePath, tokenFile, bind, pidFile, adminToken, logFile string
+	auditFile                                               string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
 	maxBackends                                             int
@@ -92,6 +94,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "hard limit for one request")
 	fs.DurationVar(&o.idle, "idle-timeout", listen.DefaultTimeouts.Idle, "keep-alive idle timeout")
 	fs.DurationVar(&o.grace, "shutdown-grace", listen.DefaultTimeouts.Grace, "on SIGTERM, how long in-flight requests may finish")
+	fs.StringVar(&o.auditFile, "audit-file", "", "audit records (JSONL) of every git operation and refusal, or off (default <base-path>/../audit/gate.jsonl)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -133,8 +136,8 @@ func Main(args []string, stderr io.Writer) int {
 
 	// Paths become absolute: the detached child runs in "/", and logs and
 	// the PID file should name real locations.
-	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file"} {
-		if v := fs.Lookup(name).Value.String(); v != "" && !filepath.IsAbs(v) {
+	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file", "audit-file"} {
+		if v := fs.Lookup(name).Value.String(); v != "" && v != "off" && !filepath.IsAbs(v) {
 			abs, err := filepath.Abs(v)
 			if err != nil {
 				return usage(fmt.Sprintf("--%s %q: %v", name, v, err))
@@ -219,9 +222,38 @@ func (o options) logger(stderr io.Writer, m mode) (*slog.Logger, func(), error) 
 	return slog.New(slog.NewTextHandler(stderr, hopt)), func() {}, nil
 }
 
+// auditPath is where the records go: --audit-file, or the audit directory
+// beside the base path, which for the runner's layout (<state>/gate) is
+// config.AuditFile("gate") (docs/audit.md, Files). "" is off.
+func (o options) auditPath() string {
+	switch o.auditFile {
+	case "off":
+		return ""
+	case "":
+		return filepath.Join(filepath.Dir(filepath.Clean(o.basePath)), "audit", "gate.jsonl")
+	}
+	return o.auditFile
+}
+
 func (o options) handler(log *slog.Logger) (*server.Handler, error) {
 	store := tokens.New(o.tokenFile, o.adminToken, log)
+	var aw *audit.Writer
+	if p := o.auditPath(); p != "" {
+		w, err := audit.Open(p, audit.Options{})
+		switch {
+		case err == nil:
+			aw = w
+		case o.auditFile != "":
+			return nil, fmt.Errorf("%w; fix the directory or pass --audit-file=PATH (or off)", err)
+		default:
+			// The default place may be outside what an older unit lets
+			// the gate write (ReadWritePaths): serve, but say so loudly.
+			log.Error("audit records are off: cannot open the default audit file", "error", err.Error(),
+				"next", "make its directory writable for the gate, or pass --audit-file=PATH (or off)")
+		}
+	}
 	return server.New(server.Options{
+		Audit:          aw,
 		BasePath:       o.basePath,
 		Store:          store,
 		MaxBackends:    o.maxBackends,

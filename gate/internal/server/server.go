@@ -25,6 +25,7 @@ import (
 
 	"github.com/sosedoff/gitkit"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/gate/internal/auth"
 	"terok.dev/sandbox/gate/internal/pushcmd"
@@ -66,6 +67,11 @@ type Options struct {
 
 	Log       *slog.Logger
 	AccessLog bool // log successful requests too (info level)
+
+	// Audit receives one record per git operation and per refusal of a
+	// request that presented a token (docs/audit.md, Channel gate); nil
+	// writes none.
+	Audit *audit.Writer
 }
 
 // Handler serves the gate. Create it with New.
@@ -237,7 +243,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set("Server", ServerHeader)
 	who := ""
-	defer func() { h.logRequest(r, rec, who, start) }()
+	o := &op{}
+	defer func() {
+		h.logRequest(r, rec, who, start)
+		h.audit(r, rec, o, start)
+	}()
 
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		text(rec, http.StatusNotImplemented, "Unsupported method")
@@ -257,12 +267,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who = tokenid.Show(user)
-	project, _, ok := h.opt.Store.Validate(user)
-	if !ok {
+	o.token, o.rt = user, rt
+	o.classify(r)
+	o.look = h.opt.Store.Lookup(user)
+	project := o.look.Project
+	if !o.look.OK {
+		o.reason = reasonUnknownToken
+		if o.look.Revoked {
+			o.reason = reasonRevoked
+		}
 		text(rec, http.StatusForbidden, "Forbidden")
 		return
 	}
 	if project != tokens.Wildcard && rt.Repo != project+".git" {
+		o.reason = reasonWrongProject
 		text(rec, http.StatusForbidden, "Forbidden")
 		return
 	}
@@ -299,6 +317,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opt.RequestTimeout)
 	defer cancel()
+	if r.Method == http.MethodPost {
+		o.in = &countReader{r: r.Body}
+		r.Body = o.in
+	}
 	if h.serveCachedAdvert(ctx, rec, r, rt, repoDir) {
 		return
 	}
@@ -316,6 +338,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(io.MultiReader(consumed, r.Body))
 	}
 	if small != nil {
+		o.scan.Write(small)
 		proto := r.Header.Get("Git-Protocol")
 		if h.serveCachedLsRefs(ctx, rec, proto, repoDir, small) {
 			return
@@ -346,6 +369,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		body = io.NopCloser(io.MultiReader(bytes.NewReader(push.Raw), body))
+		o.push = push
+	} else if o.scan != nil && small == nil {
+		body = io.NopCloser(io.TeeReader(body, o.scan))
 	}
 	st := &reqState{stderr: &capBuffer{max: stderrCap}}
 	r2 := r.Clone(context.WithValue(ctx, ctxKey{}, st))
@@ -354,14 +380,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r2.URL.Path = rt.PathInfo()
 	r2.URL.RawPath = ""
 	r2.URL.RawQuery = rt.Query
-	if capture != nil {
+	switch {
+	case capture != nil:
 		h.gk.ServeHTTP(&captureWriter{ResponseWriter: rec, c: capture}, r2)
 		if st.rpcDone && st.rpcErr == nil && rec.status == http.StatusOK {
 			h.storeFetch(capture)
 		}
-	} else {
+	case o.push != nil:
+		o.report = &headCapture{ResponseWriter: rec, max: reportCap}
+		h.gk.ServeHTTP(o.report, r2)
+	default:
 		h.gk.ServeHTTP(rec, r2)
 	}
+	o.rpcOK = st.rpcDone && st.rpcErr == nil
 	if msg := strings.TrimRight(st.stderr.String(), " \t\r\n"); msg != "" {
 		h.opt.Log.Warn("git http-backend: "+msg, "repo", rt.Repo)
 	}

@@ -44,6 +44,22 @@ type Store struct {
 	// byHash is keyed by sha256(token) so the map lookup does not compare
 	// secret bytes directly.
 	byHash map[[sha256.Size]byte]entry
+	// revoked remembers the tokens that left the file while this process
+	// ran, so an audit record can tell "revoked" from "unknown"
+	// (docs/audit.md, Channel gate). Bounded by maxRevoked.
+	revoked map[[sha256.Size]byte]entry
+}
+
+// maxRevoked bounds the memory of revoked tokens; past it the oldest
+// knowledge is dropped (they are then reported as unknown).
+const maxRevoked = 4096
+
+// Result is what a token lookup found.
+type Result struct {
+	Project, Task string
+	OK            bool // the token opens Project (Wildcard: every project)
+	Admin         bool
+	Revoked       bool // not OK: the token was in the file earlier in this process's life
 }
 
 // New returns a store for path. admin may be empty (no admin token).
@@ -62,18 +78,27 @@ func New(path, admin string, log *slog.Logger) *Store {
 // Validate returns the project the token opens (Wildcard for the admin
 // token) and the task, or ok false for an unknown token.
 func (s *Store) Validate(tok string) (project, task string, ok bool) {
+	r := s.Lookup(tok)
+	return r.Project, r.Task, r.OK
+}
+
+// Lookup is Validate with the detail an audit record needs: for a revoked
+// token, the project and task it belonged to.
+func (s *Store) Lookup(tok string) Result {
 	h := sha256.Sum256([]byte(tok))
 	if s.has && subtle.ConstantTimeCompare(h[:], s.admin[:]) == 1 {
-		return Wildcard, "", true
+		return Result{Project: Wildcard, OK: true, Admin: true}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refresh()
-	e, ok := s.byHash[h]
-	if !ok {
-		return "", "", false
+	if e, ok := s.byHash[h]; ok {
+		return Result{Project: e.project, Task: e.task, OK: true}
 	}
-	return e.project, e.task, true
+	if e, ok := s.revoked[h]; ok {
+		return Result{Project: e.project, Task: e.task, Revoked: true}
+	}
+	return Result{}
 }
 
 // refresh re-reads the file when its identity changed. Called with mu held.
@@ -118,6 +143,17 @@ func (s *Store) refresh() {
 	m := make(map[[sha256.Size]byte]entry, len(entries))
 	for _, e := range entries {
 		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task}
+	}
+	for h, e := range s.byHash {
+		if _, still := m[h]; !still {
+			if s.revoked == nil || len(s.revoked) >= maxRevoked {
+				s.revoked = map[[sha256.Size]byte]entry{}
+			}
+			s.revoked[h] = e
+		}
+	}
+	for h := range m {
+		delete(s.revoked, h)
 	}
 	s.byHash = m
 }

@@ -77,3 +77,38 @@ func TestNoAdmin(t *testing.T) {
 		t.Fatal("empty token matched an unset admin token")
 	}
 }
+
+func TestLookupRevoked(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	s := New(file, "", nil)
+	w := gatetokens.Open(file, file+".lock", nil)
+	tok, err := w.Create("proj", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Lookup(tok); !r.OK || r.Revoked || r.Project != "proj" || r.Task != "7" {
+		t.Fatalf("live token: %+v", r)
+	}
+	if _, err := w.Revoke("proj", "7"); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Lookup(tok); r.OK || !r.Revoked || r.Project != "proj" || r.Task != "7" {
+		t.Fatalf("revoked token: %+v", r)
+	}
+	if r := s.Lookup("terok-g-00000000000000000000000000000000"); r.OK || r.Revoked || r.Project != "" {
+		t.Fatalf("unknown token: %+v", r)
+	}
+	// A corrupt file refuses everything but revokes nothing.
+	tok2, err := w.Create("proj", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Lookup(tok2)
+	if err := os.WriteFile(file, []byte("{corrupt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Lookup(tok2); r.OK || r.Revoked {
+		t.Fatalf("token under a corrupt file: %+v", r)
+	}
+}
