@@ -28,7 +28,7 @@ var ErrRefused = errors.New("operation not permitted by terok-ssh-agent")
 var ErrUnknownKey = errors.New("key is not one of this session's identities")
 
 // ErrAudit is returned when the audit record of a signature cannot be
-// written: the signature is then withheld (docs/ssh-agent.md, Audit records).
+// written: the signature is then withheld (docs/audit.md, Channel ssh).
 var ErrAudit = errors.New("audit record not written; signature withheld")
 
 // Agent serves one session: the keys of one project.
