@@ -18,6 +18,7 @@ const (
 	StateDown     State = "down"     // bypass, private ranges still rejected
 	StateDownAll  State = "down_all" // bypass, everything allowed
 	StateError    State = "error"    // a table that is neither
+	// StateQuarantine (quarantine.go) is the table of `shield quarantine`.
 )
 
 // Classify maps the output of `nft list table inet terok_shield` (empty on
@@ -26,6 +27,8 @@ func Classify(listing string) State {
 	switch {
 	case strings.TrimSpace(listing) == "":
 		return StateInactive
+	case len(VerifyQuarantine(listing)) == 0:
+		return StateQuarantine
 	case len(VerifyBypass(listing, false)) == 0:
 		return StateDown
 	case len(VerifyBypass(listing, true)) == 0:

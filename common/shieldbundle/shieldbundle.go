@@ -55,6 +55,11 @@ const (
 	FileContainerID  = "container.id"
 	FileHookErrorLog = "hook-error.log"
 	FileAudit        = "audit.jsonl"
+	// FileQuarantine is the marker of `shield quarantine` (docs/shield.md,
+	// Quarantine): while it exists the hook applies the quarantine table
+	// instead of ruleset.nft, so a restart of the container stays
+	// quarantined; `shield up`/`down` remove it, a new launch too.
+	FileQuarantine = "quarantine"
 
 	HookBinary        = "terok-shield-hook"
 	HooksSubdir       = "hooks"

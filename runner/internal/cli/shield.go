@@ -52,6 +52,11 @@ func shieldCommand(d Deps) *ucli.Command {
 				Action: func(c *ucli.Context) error { return shieldUpDown(c, d, true) },
 			},
 			{
+				Name: "quarantine", Usage: "cut a running container off: one transaction refuses all its traffic (DNS and host services included) until shield up; survives restarts", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldQuarantine(c, d) },
+			},
+			{
 				Name: "allow", Usage: "allow an IP, CIDR or domain for a running container (at once and persisted; a domain's addresses as the container resolves it)", ArgsUsage: "CONTAINER TARGET",
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldAllowDeny(c, d, true) },
@@ -62,7 +67,7 @@ func shieldCommand(d Deps) *ucli.Command {
 				Action: func(c *ucli.Context) error { return shieldAllowDeny(c, d, false) },
 			},
 			{
-				Name: "state", Usage: "firewall state of a container: up, down, down_all, inactive or error", ArgsUsage: "CONTAINER",
+				Name: "state", Usage: "firewall state of a container: up, down, down_all, quarantine, inactive or error", ArgsUsage: "CONTAINER",
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldState(c, d) },
 			},
@@ -273,6 +278,35 @@ func shieldUpDown(c *ucli.Context, d Deps, down bool) error {
 	default:
 		fmt.Fprintf(d.Stdout, "Shield up for %s.\n", name)
 	}
+	return nil
+}
+
+func shieldQuarantine(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	name := a[0]
+	sh, err := ad.ForContainer(c.Context, name)
+	if err != nil {
+		return err
+	}
+	changed, err := sh.Quarantine(c.Context, name)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(d.Stdout, map[string]any{"container": name, "state": shield.StateQuarantine, "changed": changed})
+	}
+	if !changed {
+		fmt.Fprintf(d.Stdout, "%s is already quarantined: nothing changed.\n", name)
+		return nil
+	}
+	fmt.Fprintf(d.Stdout, "Quarantined %s: all its traffic is refused (DNS and host services included), also after a restart. 'terok-sandbox shield up %s' restores its ruleset.\n", name, name)
 	return nil
 }
 

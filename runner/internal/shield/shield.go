@@ -286,8 +286,11 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	launch.Mark(ctx, "shield: render ruleset")
 	// 10. resolv.conf, and nothing left of an older launch: the dnsmasq
 	// configuration and log of an old bundle (the hook would start a
-	// dnsmasq for a dnsmasq.conf), and a resolver.open of a `shield down`
-	// (a new launch starts with closed DNS, like its enforcing ruleset).
+	// dnsmasq for a dnsmasq.conf), a resolver.open of a `shield down`
+	// (a new launch starts with closed DNS, like its enforcing ruleset)
+	// and the marker of a `shield quarantine` of the previous container
+	// (a new launch is the operator's explicit choice; docs/shield.md,
+	// Quarantine).
 	// dnsmasq.pid stays: if it names a live dnsmasq of this directory, that
 	// one leaked from an old launch, and only the file lets Cleanup and
 	// `shield check` find and stop it (pre-start runs before podman
@@ -298,7 +301,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err := writeBundleFile(rc, []byte(shieldbundle.ResolvConf), 0o644, false); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen} {
+	for _, f := range []string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen, shieldbundle.FileQuarantine} {
 		if err := removeIfExists(filepath.Join(stateDir, f)); err != nil {
 			return nil, err
 		}

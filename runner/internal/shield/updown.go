@@ -141,22 +141,44 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 		if err := writeBundleFile(open, []byte("open\n"), 0o600, false); err != nil {
 			return fmt.Errorf("open the container's DNS: %w", err)
 		}
+		lifted, err := s.liftQuarantine(dir)
+		if err != nil {
+			return err
+		}
 		if err := s.reloadResolver(dir); err != nil {
 			return err
 		}
-		detail := ""
+		var detail []string
 		if allowAll {
-			detail = "allow_all=True"
+			detail = append(detail, "allow_all=True")
 		}
-		s.audit(container, "shield_down", "", detail)
+		if lifted {
+			detail = append(detail, quarantineLifted)
+		}
+		s.audit(container, "shield_down", "", strings.Join(detail, " "))
 		return nil
 	}
 	if errs := ruleset.VerifyHook(listed, exists(s.path(dir, shieldbundle.FileInteractive))); len(errs) > 0 {
 		return specErrorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
-	s.audit(container, "shield_up", "", "")
+	// The quarantine marker goes only now that the enforcing table is in
+	// place: a failure before leaves the container quarantined, restarts
+	// included.
+	lifted, err := s.liftQuarantine(dir)
+	if err != nil {
+		return err
+	}
+	detail := ""
+	if lifted {
+		detail = quarantineLifted
+	}
+	s.audit(container, "shield_up", "", detail)
 	return reloadErr
 }
+
+// quarantineLifted is the audit detail of the `shield up`/`down` that
+// ended a quarantine.
+const quarantineLifted = "quarantine_lifted=True"
 
 // Preview renders the ruleset Up (or Down) would apply, without applying.
 func (s *Shield) Preview(down, allowAll bool) (string, error) {

@@ -246,6 +246,18 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 	if err != nil {
 		return err
 	}
+	// A quarantined container stays quarantined when it is restarted: the
+	// marker replaces ruleset.nft by the quarantine table (docs/shield.md,
+	// Quarantine). ruleset.nft still decides how long to wait for the
+	// gateways.
+	quarantined, err := exists(filepath.Join(dir, shieldbundle.FileQuarantine))
+	if err != nil {
+		return err
+	}
+	table := script
+	if quarantined {
+		table = []byte(ruleset.Quarantine())
+	}
 	t.mark("read ruleset")
 	ns, err := nsexec.FromPID(pid)
 	if err != nil {
@@ -324,7 +336,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 		}
 		return nil
 	})
-	if err := r.apply(ctx, ns, nftPath, script, gwList, interactive, t); err != nil {
+	if err := r.apply(ctx, ns, nftPath, table, gwList, interactive, quarantined, t); err != nil {
 		return err
 	}
 	if dnsDone != nil {
@@ -370,8 +382,11 @@ func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann
 // other text, or a batch too large for the socket, goes through nft -f
 // and `nft list` as before. Both paths are one atomic transaction that
 // replaces a leftover table, and both fail closed.
-func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive bool, t *timer) error {
-	if s, ok := ruleset.ParseScript(string(script)); ok {
+//
+// The quarantine table always goes the nft way and is verified with
+// ruleset.VerifyQuarantine.
+func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive, quarantine bool, t *timer) error {
+	if s, ok := ruleset.ParseScript(string(script)); ok && !quarantine {
 		plan, err := nftnl.NewPlan(s, gwList)
 		if err == nil {
 			// The same invariants VerifyHook checks on the listing, here
@@ -427,6 +442,12 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 		return fmt.Errorf("list applied ruleset: %w", err)
 	}
 	t.mark("verify (nft list)")
+	if quarantine {
+		if errs := ruleset.VerifyQuarantine(listing); len(errs) > 0 {
+			return fmt.Errorf("quarantine ruleset verification failed: %s", strings.Join(errs, "; "))
+		}
+		return nil
+	}
 	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
 		//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))

@@ -539,3 +539,38 @@ func TestNoDefaultRoute(t *testing.T) {
 		t.Fatal("not enforcing")
 	}
 }
+
+// TestQuarantineMarker: a container restarted while quarantined (the
+// quarantine marker in its state directory) gets the quarantine table, not
+// its ruleset.nft: the allowlisted host, the service port on the gateway
+// and DNS on the forwarder are all refused; without the marker the next
+// start enforces ruleset.nft again.
+func TestQuarantineMarker(t *testing.T) {
+	tp := newTopo(t)
+	dir := stateDir(t)
+	writeBundle(t, dir, baseScript())
+	writeFile(t, dir, shieldbundle.FileQuarantine, "quarantine\n")
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
+		t.Fatalf("quarantined start: %+v\n%s", r, readFile(t, filepath.Join(dir, shieldbundle.FileHookErrorLog)))
+	}
+	listing, _ := tp.nft("list", "table", "inet", "terok_shield")
+	if st := ruleset.Classify(listing); st != ruleset.StateQuarantine {
+		t.Fatalf("state %s with the quarantine marker:\n%s", st, listing)
+	}
+	tp.mustReject("allowlisted v4 in quarantine", tp.tcp(allowV4, appPort))
+	tp.mustReject("allowlisted v6 in quarantine", tp.tcp(allowV6, appPort))
+	tp.mustReject("service port on the gateway in quarantine", tp.tcp(gwV4, svcPort))
+	tp.mustReject("dns to the forwarder in quarantine", tp.udp(dnsV4, 53))
+
+	if err := os.Remove(filepath.Join(dir, shieldbundle.FileQuarantine)); err != nil {
+		t.Fatal(err)
+	}
+	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
+		t.Fatalf("start after quarantine: %+v", r)
+	}
+	listing, _ = tp.nft("list", "table", "inet", "terok_shield")
+	if st := ruleset.Classify(listing); st != ruleset.StateUp {
+		t.Fatalf("state %s without the marker", st)
+	}
+	tp.mustReach("allowlisted v4 after quarantine", tp.tcp(allowV4, appPort))
+}
