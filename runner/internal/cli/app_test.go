@@ -49,6 +49,7 @@ func TestUsageErrorsExit2WithUsage(t *testing.T) {
 		{[]string{"shield", "frob", "x"}, `unknown command "frob"`, "Usage: terok-sandbox shield COMMAND"},
 		{[]string{"stop", "--bogus", "x"}, "flag provided but not defined: -bogus", "Usage: terok-sandbox stop [options] NAME..."},
 		{[]string{"gate", "sync", "--bogus"}, "flag provided but not defined: -bogus", "Usage: terok-sandbox gate sync [options] PROJECT"},
+		{[]string{"proxy", "start", "--log-level", "LOUD"}, `--log-level "LOUD" is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL`, "Usage: terok-sandbox proxy start [options]"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -59,6 +59,11 @@ func credentialsCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					// Checked before the secret is asked for, so a typo does
+					// not cost a paste.
+					if _, ok := credentialTypes()[fa.String("type")]; !ok {
+						return UsageErrorf("--type %q is not one of %s", fa.String("type"), strings.Join(credentialTypeNames(), ", "))
+					}
 					input, err := readSecretInput(fa, d)
 					if err != nil {
 						return err

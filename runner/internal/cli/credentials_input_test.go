@@ -41,6 +41,8 @@ func TestCredentialTypesAndMissingCredential(t *testing.T) {
 	}{
 		{"s3cret", []string{"credentials", "set", "claude", "--type", "bogus"}, ExitUsage, "", `--type "bogus" is not one of api_key, oauth, oauth_token, pat, token`},
 		{"s3cret", []string{"credentials", "set", "claude", "--type", ""}, ExitUsage, "", `--type "" is not one of`},
+		// Checked before the secret is read: no stdin, still the usage error.
+		{"", []string{"credentials", "set", "claude", "--type", "bogus"}, ExitUsage, "", `--type "bogus" is not one of`},
 		{"s3cret", []string{"credentials", "set", "claude", "--type", "pat"}, 0, "Stored credential claude in set default (type pat).", ""},
 		{"", []string{"credentials", "delete", "nosuch"}, ExitError, "", "Error: no credential nosuch in set default"},
 		{"", []string{"credentials", "delete", "claude", "--set", "other"}, ExitError, "", "Error: no credential claude in set other"},

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -85,13 +86,24 @@ func proxyManager(c *ucli.Context, d Deps) (*proxyctl.Manager, error) {
 	return proxyctl.New(cfg, d.Env, d.Log), nil
 }
 
+// proxyLogLevels are the credential proxy's --log-level names
+// (docs/credential-proxy.md).
+func proxyLogLevels() []string { return []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"} }
+
 func proxyStartCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "start",
 		Usage: "start the credential proxy as a detached daemon",
-		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: DEBUG, INFO, WARNING, ERROR"}},
+		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: " + strings.Join(proxyLogLevels(), ", ")}},
 		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
-			m.LogLevel = fa.String("log-level")
+			// The daemon reads an unknown level as INFO (its compatible
+			// behaviour); the CLI refuses it instead of starting a daemon
+			// that silently logs otherwise than asked.
+			level := strings.ToUpper(fa.String("log-level"))
+			if !slices.Contains(proxyLogLevels(), level) {
+				return UsageErrorf("--log-level %q is not one of %s", fa.String("log-level"), strings.Join(proxyLogLevels(), ", "))
+			}
+			m.LogLevel = level
 			st := m.Status(c.Context)
 			if st.Running {
 				fmt.Fprintln(d.Stdout, "Credential proxy is already running.")
