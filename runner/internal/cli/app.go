@@ -138,6 +138,7 @@ func newApp(d Deps) *ucli.App {
 		auditCommand(d),
 	)
 	app.Commands = append(app.Commands, setupCommands(d)...)
+	app.Commands = append(app.Commands, completeCommand(d))
 	setUsageHandlers(app.Commands)
 	return app
 }

@@ -84,13 +84,13 @@ func Render(o Options) (map[string][]byte, error) {
 		return nil, fmt.Errorf("man page: %w", err)
 	}
 	files[ManPage] = []byte(man)
-	fish, err := app.ToFishCompletion()
-	if err != nil {
-		return nil, fmt.Errorf("fish completion: %w", err)
-	}
-	files[FishScript] = []byte(fish)
 	tree := completion.Tree(app)
 	var b bytes.Buffer
+	if err := completion.Fish(&b, cli.Program, tree); err != nil {
+		return nil, fmt.Errorf("fish completion: %w", err)
+	}
+	files[FishScript] = append([]byte(nil), b.Bytes()...)
+	b.Reset()
 	if err := completion.Bash(&b, cli.Program, tree); err != nil {
 		return nil, fmt.Errorf("bash completion: %w", err)
 	}
