@@ -8,6 +8,10 @@ import "path/filepath"
 // GateBasePath is the root of the bare mirrors served by the gate.
 func (c Config) GateBasePath() string { return filepath.Join(c.StateDir, "gate") }
 
+// GatePolicyDir holds the projects' push policies (<project>.json), where
+// terok-gate looks by default (<base path>/policy; docs/gate.md, Push policy).
+func (c Config) GatePolicyDir() string { return filepath.Join(c.StateDir, "gate", "policy") }
+
 // GateTokenFile is tokens.json.
 func (c Config) GateTokenFile() string { return filepath.Join(c.StateDir, "gate", "tokens.json") }
 

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/gatepolicy"
 )
 
 // Hostile receive-pack command lists are answered 400 by the gate before
@@ -39,4 +44,130 @@ func TestPushCommandListRefused(t *testing.T) {
 	if refs := f.git(repo, "for-each-ref", "--format=%(refname)"); refs != "refs/heads/main" {
 		t.Fatalf("mirror refs changed: %q", refs)
 	}
+}
+
+// pushClone is a clone of proj.git through the gate with one new commit.
+func (f *fixture) pushClone(t *testing.T, g *gate, tok string) string {
+	t.Helper()
+	dst := t.TempDir()
+	f.git("", "clone", "-q", g.url(tok, "proj.git"), dst)
+	f.commit(dst, "work")
+	return dst
+}
+
+func (f *fixture) commit(dir, msg string) {
+	f.t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, msg+".txt"), []byte(msg), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.git(dir, "add", ".")
+	f.git(dir, "commit", "-q", "-m", msg)
+}
+
+func (f *fixture) mirrorRef(ref string) string {
+	out, _ := f.tryGit(filepath.Join(f.base, "proj.git"), "rev-parse", "-q", "--verify", ref)
+	return strings.TrimSpace(out)
+}
+
+// lastPush is the newest push record of the audit file.
+func (f *fixture) lastPush(t *testing.T) audit.Record {
+	t.Helper()
+	recs := f.records(t)
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Event == "push" {
+			return recs[i]
+		}
+	}
+	t.Fatal("no push record")
+	return audit.Record{}
+}
+
+// TestPushPolicy pushes with real git against the default policy and a
+// namespace policy (docs/gate.md, Push policy).
+func TestPushPolicy(t *testing.T) {
+	f := newFixture(t)
+	g := f.startGate(nil)
+	main0 := f.mirrorRef("refs/heads/main")
+	dst := f.pushClone(t, g, f.tokProj)
+	refused := func(name, wantReason, wantOut string, args ...string) {
+		t.Helper()
+		out, err := f.tryGit(dst, append([]string{"push", "origin"}, args...)...)
+		if err == nil {
+			t.Fatalf("%s: push succeeded:\n%s", name, out)
+		}
+		if !strings.Contains(out, "remote: terok gate: push refused") && wantReason != "non-fast-forward" {
+			t.Fatalf("%s: git shows no remote message:\n%s", name, out)
+		}
+		if !strings.Contains(out, wantOut) {
+			t.Fatalf("%s: output lacks %q:\n%s", name, wantOut, out)
+		}
+		if r := f.lastPush(t); r.Outcome != "refused" || r.Reason != wantReason || r.Task != "1" {
+			t.Fatalf("%s: audit record %+v, want refused %s", name, r, wantReason)
+		}
+	}
+
+	refused("default branch", "protected-ref", "[remote rejected] HEAD -> main (protected-ref: refs/heads/main is protected)", "HEAD:refs/heads/main")
+	if got := f.mirrorRef("refs/heads/main"); got != main0 {
+		t.Fatalf("main moved to %s", got)
+	}
+	f.git(dst, "tag", "v1")
+	refused("tag", "protected-ref", "refs/tags/v1 is protected", "refs/tags/v1")
+	// Atomic: an allowed ref in the same push as a protected one is not updated.
+	refused("atomic", "protected-ref", "refused with the rest of the push", "HEAD:refs/heads/side", "HEAD:refs/heads/main")
+	if f.mirrorRef("refs/heads/side") != "" {
+		t.Fatal("side branch created by a refused push")
+	}
+
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/task-1")
+	first := f.git(dst, "rev-parse", "HEAD")
+	if f.mirrorRef("refs/heads/task-1") != first {
+		t.Fatal("task branch not pushed")
+	}
+	if r := f.lastPush(t); r.Outcome != "ok" {
+		t.Fatalf("task branch push record %+v", r)
+	}
+	// Force push: git refuses it (receive.denyNonFastForwards), atomically.
+	f.git(dst, "reset", "-q", "--hard", "HEAD~1")
+	f.commit(dst, "rewritten")
+	refused("force", "non-fast-forward", "non-fast-forward", "--force", "HEAD:refs/heads/task-1", "HEAD:refs/heads/task-1b")
+	if f.mirrorRef("refs/heads/task-1") != first || f.mirrorRef("refs/heads/task-1b") != "" {
+		t.Fatal("a force push changed the mirror")
+	}
+	refused("delete", "deletion", "deleting refs/heads/task-1 is not allowed", ":refs/heads/task-1")
+	if f.mirrorRef("refs/heads/task-1") != first {
+		t.Fatal("task branch deleted")
+	}
+
+	// The operator allows force pushes and deletions for the project.
+	policyDir := filepath.Join(f.base, "policy")
+	if err := gatepolicy.Save(policyDir, "proj", gatepolicy.Policy{Protect: []string{"HEAD"}, AllowNonFastForward: true, AllowDeletions: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.git(dst, "push", "-q", "--force", "origin", "HEAD:refs/heads/task-1")
+	f.git(dst, "push", "-q", "origin", "refs/tags/v1") // tags no longer protected
+	f.git(dst, "push", "-q", "origin", ":refs/heads/task-1")
+	if f.mirrorRef("refs/heads/task-1") != "" || f.mirrorRef("refs/tags/v1") == "" {
+		t.Fatal("allowed force push / tag / deletion did not land")
+	}
+
+	// A namespace per task.
+	if err := gatepolicy.Save(policyDir, "proj", gatepolicy.Policy{Protect: []string{"HEAD"}, TaskNamespace: "refs/heads/terok/{task}/*"}); err != nil {
+		t.Fatal(err)
+	}
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/terok/1/fix")
+	refused("other task's namespace", "namespace", "outside task 1's namespace refs/heads/terok/1/*", "HEAD:refs/heads/terok/2/fix")
+	refused("outside namespace", "namespace", "outside task 1's namespace", "HEAD:refs/heads/feature")
+
+	// The admin token is the operator's: no policy.
+	adm := f.startGate(nil, "TEROK_GATE_ADMIN_TOKEN="+adminTok)
+	f.git(dst, "push", "-q", "--force", adm.url(adminTok, "proj.git"), "HEAD:refs/heads/main")
+	if f.mirrorRef("refs/heads/main") == main0 {
+		t.Fatal("admin push to main refused")
+	}
+
+	// A policy file the gate cannot use refuses task pushes.
+	if err := os.WriteFile(gatepolicy.File(policyDir, "proj"), []byte(`{"v":1,"protect":["main"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refused("bad policy", "policy-error", "push policy cannot be read", "HEAD:refs/heads/terok/1/fix2")
 }

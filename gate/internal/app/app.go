@@ -49,7 +49,7 @@ const (
 
 type options struct {
 	basePath, tokenFile, bind, pidFile, adminToken, logFile string
-	auditFile                                               string
+	auditFile, policyDir                                    string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
 	maxBackends                                             int
@@ -95,6 +95,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.idle, "idle-timeout", listen.DefaultTimeouts.Idle, "keep-alive idle timeout")
 	fs.DurationVar(&o.grace, "shutdown-grace", listen.DefaultTimeouts.Grace, "on SIGTERM, how long in-flight requests may finish")
 	fs.StringVar(&o.auditFile, "audit-file", "", "audit records (JSONL) of every git operation and refusal, or off (default <base-path>/../audit/gate.jsonl)")
+	fs.StringVar(&o.policyDir, "policy-dir", "", "directory of the projects' push policies <project>.json (default <base-path>/policy)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -136,7 +137,7 @@ func Main(args []string, stderr io.Writer) int {
 
 	// Paths become absolute: the detached child runs in "/", and logs and
 	// the PID file should name real locations.
-	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file", "audit-file"} {
+	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file", "audit-file", "policy-dir"} {
 		if v := fs.Lookup(name).Value.String(); v != "" && v != "off" && !filepath.IsAbs(v) {
 			abs, err := filepath.Abs(v)
 			if err != nil {
@@ -252,8 +253,13 @@ func (o options) handler(log *slog.Logger) (*server.Handler, error) {
 				"next", "make its directory writable for the gate, or pass --audit-file=PATH (or off)")
 		}
 	}
+	policyDir := o.policyDir
+	if policyDir == "" {
+		policyDir = filepath.Join(o.basePath, "policy")
+	}
 	return server.New(server.Options{
 		Audit:          aw,
+		PolicyDir:      policyDir,
 		BasePath:       o.basePath,
 		Store:          store,
 		MaxBackends:    o.maxBackends,

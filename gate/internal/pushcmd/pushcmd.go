@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"terok.dev/sandbox/common/gatepolicy"
 )
 
 // Limits bound what Read accepts. Zero values take the defaults.
@@ -237,37 +239,8 @@ func printable(s string) bool {
 	return true
 }
 
-// CheckRefName applies git's rules for a full ref name (git-check-ref-format,
-// plus "refs/" and at least two components): the gate matches policy
-// patterns against exactly the name git would update.
-func CheckRefName(ref string) error {
-	switch {
-	case ref == "":
-		return errors.New("empty ref name")
-	case len(ref) > 1024:
-		return errors.New("ref name longer than 1024 bytes")
-	case !strings.HasPrefix(ref, "refs/") || len(ref) == len("refs/"):
-		return fmt.Errorf("ref %q does not start with refs/", ref)
-	case strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, "."):
-		return fmt.Errorf("ref %q ends with a slash or a dot", ref)
-	case strings.Contains(ref, "..") || strings.Contains(ref, "//") || strings.Contains(ref, "@{"):
-		return fmt.Errorf("ref %q contains .., // or @{", ref)
-	case ref == "@":
-		return errors.New("ref @")
-	}
-	for i := 0; i < len(ref); i++ {
-		c := ref[i]
-		if c < 0x20 || c == 0x7f || strings.IndexByte(" ~^:?*[\\", c) >= 0 {
-			return fmt.Errorf("ref %q contains a forbidden character %q", ref, c)
-		}
-	}
-	for _, comp := range strings.Split(ref, "/") {
-		if strings.HasPrefix(comp, ".") || strings.HasSuffix(comp, ".lock") {
-			return fmt.Errorf("ref %q has a component starting with . or ending with .lock", ref)
-		}
-	}
-	return nil
-}
+// CheckRefName applies git's ref-name rules (common/gatepolicy).
+func CheckRefName(ref string) error { return gatepolicy.CheckRefName(ref) }
 
 // Encode writes the command list again with caps as the capabilities of the
 // first command (the gate adds "atomic", docs/gate.md, Push commands).

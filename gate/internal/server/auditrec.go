@@ -43,6 +43,7 @@ type op struct {
 	scan    *gitop.Scanner
 	in      *countReader
 	push    *pushcmd.Request
+	refErr  map[string]string // per ref, why the gate refused the push
 	report  *headCapture
 	rpcOK   bool
 }
@@ -119,10 +120,16 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) 
 	if o.push != nil {
 		refs := make([]refRecord, len(o.push.Commands))
 		for i, c := range o.push.Commands {
-			refs[i] = refRecord{Ref: c.Ref, Old: c.Old, New: c.New}
+			refs[i] = refRecord{Ref: c.Ref, Old: c.Old, New: c.New, Error: o.refErr[c.Ref]}
 		}
 		if ar.Outcome == "ok" {
 			h.pushOutcome(&ar, refs, o)
+		} else if o.refErr != nil {
+			for i := range refs {
+				if refs[i].Error == "" {
+					refs[i].Error = "refused with the rest of the push (atomic)"
+				}
+			}
 		}
 		f["refs"] = refs
 	}

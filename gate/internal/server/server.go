@@ -72,6 +72,9 @@ type Options struct {
 	// request that presented a token (docs/audit.md, Channel gate); nil
 	// writes none.
 	Audit *audit.Writer
+	// PolicyDir holds the projects' push policies (<dir>/<project>.json,
+	// docs/gate.md, Push policy); "" applies the default policy to all.
+	PolicyDir string
 }
 
 // Handler serves the gate. Create it with New.
@@ -94,6 +97,8 @@ type ctxKey struct{}
 // PrepareCommand hook.
 type reqState struct {
 	stderr *capBuffer
+	// config is git configuration for this request on top of hookConfig.
+	config [][2]string
 	// Set by gitkit's RPCDone: whether the RPC ended, and how.
 	rpcDone bool
 	rpcErr  error
@@ -137,7 +142,7 @@ func New(opt Options) (*Handler, error) {
 		return nil, fmt.Errorf("gate base path %s is not a directory; fix --base-path", real)
 	}
 	h := &Handler{opt: opt, realBase: real, slots: make(chan struct{}, opt.MaxBackends)}
-	h.baseEnv = backendEnv(opt.Getenv)
+	h.baseEnv = backendEnv(opt.Getenv, nil)
 	h.gitPath = h.resolveGit()
 	gitPath := h.gitPath
 	if gitPath == "" {
@@ -171,15 +176,16 @@ var hookConfig = [][2]string{
 
 // backendEnv is the backend's clean environment (docs/gate.md, Request
 // handling; the CGI-only variables have no meaning for a direct upload-pack/receive-pack run).
-func backendEnv(getenv func(string) string) []string {
+func backendEnv(getenv func(string) string, extra [][2]string) []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME", "GIT_EXEC_PATH"} {
 		if v := getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}
 	}
-	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(hookConfig)))
-	for i, kv := range hookConfig {
+	all := append(append([][2]string(nil), hookConfig...), extra...)
+	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(all)))
+	for i, kv := range all {
 		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
 	}
 	return env
@@ -223,6 +229,9 @@ func (h *Handler) prepare(cmd *exec.Cmd, r *gitkit.Request) {
 	cmd.Args[0] = "git"
 	cmd.Env = append([]string(nil), h.baseEnv...)
 	if st, ok := r.Context().Value(ctxKey{}).(*reqState); ok {
+		if len(st.config) > 0 {
+			cmd.Env = backendEnv(h.opt.Getenv, st.config)
+		}
 		cmd.Stderr = st.stderr
 	} else {
 		cmd.Stderr = io.Discard
@@ -360,6 +369,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		text(rec, http.StatusUnsupportedMediaType, err.Error())
 		return
 	}
+	var plan *pushPlan
 	if rt.Path == route.ReceivePack {
 		// The command list is read (bounded) before git starts; git still
 		// gets every byte (docs/gate.md, Push commands).
@@ -368,12 +378,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuseCommands(rec, err)
 			return
 		}
-		body = io.NopCloser(io.MultiReader(bytes.NewReader(push.Raw), body))
 		o.push = push
+		if plan = h.applyPolicy(rec, body, o, repoDir); plan == nil {
+			return
+		}
+		body = io.NopCloser(io.MultiReader(bytes.NewReader(plan.list), body))
 	} else if o.scan != nil && small == nil {
 		body = io.NopCloser(io.TeeReader(body, o.scan))
 	}
 	st := &reqState{stderr: &capBuffer{max: stderrCap}}
+	if plan != nil {
+		st.config = plan.config
+	}
 	r2 := r.Clone(context.WithValue(ctx, ctxKey{}, st))
 	r2.Body = body
 	r2.Header.Del("Content-Encoding") // decoded (and bounded) above
