@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +34,7 @@ const resolverReadyWait = 2 * time.Second
 // route socket in the host's namespace (to list the host's addresses). The
 // caller has set loopback up. It returns once the resolver reported ready
 // and resolver.pid names it; on any failure the child is killed.
-func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) error {
+func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann map[string]string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("start resolver: find the hook executable: %w", err)
@@ -74,6 +75,7 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) 
 		Path:        exe,
 		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
 		Dir:         "/",
+		Env:         resolverEnv(ann),
 		ExtraFiles:  []*os.File{initFile, pw, routeFile}, // fds 3, 4, 5 (resolver.FdInit, FdReady, FdHostRoute)
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
@@ -102,6 +104,24 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int) 
 	// Not waited for: it outlives the hook (its parent becomes the
 	// runtime's subreaper) until the container's init exits.
 	return cmd.Process.Release()
+}
+
+// resolverEnv is the hook's environment plus what the resolver's
+// refused-traffic records need (docs/shield-resolver.md, Refused traffic):
+// the container's name, and "off" when its audit log is off. Environment,
+// not arguments: the identity check wants the argv exactly.
+func resolverEnv(ann map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, resolver.EnvContainer+"=") && !strings.HasPrefix(kv, resolver.EnvRefusedLog+"=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, resolver.EnvContainer+"="+ann[shieldbundle.AnnName])
+	if on, err := strconv.ParseBool(ann[shieldbundle.AnnAuditEnabled]); err == nil && !on {
+		env = append(env, resolver.EnvRefusedLog+"=off")
+	}
+	return env
 }
 
 // readReady reads the resolver's readiness line, bounded in time and size.

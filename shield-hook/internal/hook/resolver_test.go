@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/hook"
@@ -724,6 +725,13 @@ func TestResolverRootless(t *testing.T) {
 	if m, err := tp.query("127.0.0.1", "blocked.shield.test", dns.TypeA, "udp"); err != nil || m.Rcode != dns.RcodeRefused || up.count("blocked.shield.test", dns.TypeA) != 0 {
 		t.Errorf("unlisted name: %v %v", m, err)
 	}
+	// Refused traffic is on record rootless too: the NFLOG bind works
+	// with the user namespace's CAP_NET_ADMIN alone.
+	tp.mustReject("not allowlisted, rootless", tp.tcp(otherV4, appPort))
+	waitRecord(t, dir, "rootless tcp", isRefused(otherV4, "tcp", fmt.Sprint(appPort)))
+	waitRecord(t, dir, "rootless dns", func(r audit.Record) bool {
+		return r.Event == "dns-refused" && field(r, "name") == "blocked.shield.test"
+	})
 	if err := ctr.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -217,7 +217,26 @@ func (r *Resolver) cached(q *query, limit int) []byte {
 }
 
 // finish adds the client's EDNS record, truncates to limit and packs.
+// The answer's addresses are remembered as the question name's, for the
+// refused-traffic records (a rebinding address is passed on but refused
+// when used: its record then names what resolved to it).
 func (r *Resolver) finish(q *query, m *dns.Msg, limit int) []byte {
+	if r.refused != nil {
+		var addrs []netip.Addr
+		for _, rr := range m.Answer {
+			switch v := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(v.A); ok {
+					addrs = append(addrs, a.Unmap())
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(v.AAAA); ok {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+		r.refused.remember(q.name, addrs)
+	}
 	if opt := q.req.IsEdns0(); opt != nil {
 		m.SetEdns0(ednsSize, opt.Do())
 	}

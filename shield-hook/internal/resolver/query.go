@@ -3,6 +3,7 @@ package resolver
 import (
 	"encoding/binary"
 	"log/slog"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -115,6 +116,7 @@ func (r *Resolver) logRefused(q dns.Question) {
 	}
 	r.log.log(slog.LevelInfo, "refused", slog.String("name", name),
 		slog.String("type", dns.Type(q.Qtype).String()), slog.String("class", dns.Class(q.Qclass).String()))
+	r.refused.dnsRefused(strings.TrimSuffix(name, "."), dns.Type(q.Qtype).String())
 }
 
 // localReply answers req without asking anyone. An EDNS client gets an

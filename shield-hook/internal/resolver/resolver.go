@@ -31,6 +31,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nflog"
 )
 
 // The descriptors the hook passes (exec.Cmd.ExtraFiles order).
@@ -75,7 +76,9 @@ type Resolver struct {
 	log    *boundedLog
 	// rate bounds the forwarded queries; nil (unit tests) is unbounded.
 	rate *rateLimiter
-	now  func() time.Time
+	// refused writes the refused-traffic records; nil when they are off.
+	refused *refusals
+	now     func() time.Time
 }
 
 // Main runs the resolver subcommand (args is the whole argv) and returns
@@ -152,6 +155,23 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 		return err
 	}
 	defer r.host.close()
+	if os.Getenv(EnvRefusedLog) != "off" {
+		if r.refused, err = newRefusals(dir, os.Getenv(EnvContainer), func(err error) {
+			r.log.log(slog.LevelError, "refused-traffic record", slog.String("error", err.Error()))
+		}); err != nil {
+			return err
+		}
+		defer r.refused.stop()
+		// The group is bound before the capabilities are dropped, like
+		// every other socket; the subscription then needs nothing more.
+		// A kernel without NFLOG costs the records, not the container's
+		// DNS: logged loudly, the resolver serves on.
+		if nl, err := nflog.Listen(ruleset.NFLogGroup); err != nil {
+			r.log.log(slog.LevelError, "no refused-traffic records: NFLOG group unavailable", slog.String("error", err.Error()))
+		} else {
+			defer startReader(nl, r.refused).stop()
+		}
+	}
 	tw, err := watchTables(r.tablesChanged)
 	if err != nil {
 		return err

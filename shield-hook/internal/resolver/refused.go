@@ -1,0 +1,465 @@
+package resolver
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nflog"
+)
+
+// Refused-traffic records (docs/shield-resolver.md, Refused traffic;
+// docs/audit.md, Channel shield). Bounds: a hostile container chooses the
+// rate and the variety of what it sends, so every table and every queue
+// below has a fixed size, and what does not fit is counted, not kept.
+const (
+	// refusedFile is the per-container record file in the state directory.
+	refusedFile = "refused.jsonl"
+	// refusedMaxBytes and refusedKeep bound its disk use: at most
+	// (1 + refusedKeep) × refusedMaxBytes = 3 MiB per container.
+	refusedMaxBytes = 1 << 20
+	refusedKeep     = 2
+	// recordInterval: a destination gets its first record at once, then
+	// at most one a second carrying the count of the attempts since.
+	recordInterval = time.Second
+	// maxDestinations bounds the table of destinations seen in the last
+	// second; attempts to a new destination past it are dropped (counted).
+	maxDestinations = 4096
+	// newRate, newBurst bound how many new destinations a second get a
+	// record (a flood of unique addresses or names): past it, dropped.
+	newRate  = 200
+	newBurst = 400
+	// recordQueue bounds the records waiting for the file.
+	recordQueue = 256
+	// maxNames bounds the memory of which name last resolved to which
+	// address.
+	maxNames = 4096
+	// flushTick is how often pending counts are looked at.
+	flushTick = 250 * time.Millisecond
+	// denyRecheck: deny.list is read again at most this often.
+	denyRecheck = time.Second
+)
+
+// Reasons of a refused record (docs/audit.md).
+const (
+	ReasonPrivate    = "private-range"
+	ReasonNotAllowed = "not-allowlisted"
+	ReasonDenied     = "denied"
+	ReasonQuarantine = "quarantine"
+)
+
+// refusedKey is one destination of the rate limit: an address and port
+// (with the rule that refused it), or a refused DNS name and type.
+type refusedKey struct {
+	event  string // audit event: refused, dns-refused
+	proto  string
+	dst    netip.Addr
+	dport  uint16
+	icmp   int // ICMP type + 1, 0 when none
+	prefix string
+	name   string // dns-refused: the normalized name
+	qtype  string
+}
+
+type refusedState struct {
+	pending int // attempts not yet in a record
+	last    time.Time
+}
+
+// refusals turns logged packets and refused names into audit records,
+// rate-limited per destination, and writes them with one goroutine.
+type refusals struct {
+	w         *audit.Writer
+	container string
+	dir       string
+	now       func() time.Time
+
+	mu     sync.Mutex
+	dests  map[refusedKey]*refusedState
+	newLim *rateLimiter
+	names  nameMemory
+	deny   []netip.Prefix
+	denyAt time.Time
+	denyMT time.Time
+	// quarantined is whether the quarantine marker existed at the last
+	// look (refreshDeny).
+	quarantined bool
+
+	dropped atomic.Uint64 // attempts in no record since the last written one
+	wrote   time.Time     // when the last record was written (loop only)
+	queue   chan audit.Record
+	done    chan struct{}
+	stopped chan struct{}
+	onError func(error)
+}
+
+// newRefusals opens <dir>/refused.jsonl and starts the writer goroutine;
+// stop ends it after writing what is pending.
+func newRefusals(dir, container string, onError func(error)) (*refusals, error) {
+	w, err := audit.Open(filepath.Join(dir, refusedFile), audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep})
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	f := &refusals{
+		w: w, container: container, dir: dir, now: now,
+		dests:  map[refusedKey]*refusedState{},
+		newLim: newRateLimiter(newRate, newBurst, now()),
+		names:  newNameMemory(maxNames),
+		queue:  make(chan audit.Record, recordQueue),
+		done:   make(chan struct{}), stopped: make(chan struct{}),
+		onError: onError,
+	}
+	go f.loop()
+	return f, nil
+}
+
+// packet records one logged packet; a prefix other than DENIED or PRIVATE
+// (an accepted connection's ALLOWED, a bypass's BYPASS) is no refusal.
+func (f *refusals) packet(prefix, proto string, dst netip.Addr, dport uint16, icmp int) {
+	if prefix != ruleset.PrefixDenied && prefix != ruleset.PrefixPrivate {
+		return
+	}
+	f.observe(refusedKey{event: "refused", proto: proto, dst: dst.Unmap(), dport: dport, icmp: icmp, prefix: prefix})
+}
+
+// dnsRefused records a name the resolver refused.
+func (f *refusals) dnsRefused(name, qtype string) {
+	if f == nil {
+		return
+	}
+	if len(name) > 255 {
+		name = name[:255]
+	}
+	f.observe(refusedKey{event: "dns-refused", name: strings.ToLower(name), qtype: qtype})
+}
+
+// overrun counts attempts the kernel dropped before the reader saw them
+// (one per ENOBUFS report: the kernel does not say how many).
+func (f *refusals) overrun() { f.dropped.Add(1) }
+
+func (f *refusals) observe(k refusedKey) {
+	now := f.now()
+	f.mu.Lock()
+	st, ok := f.dests[k]
+	if ok {
+		st.pending++
+		f.mu.Unlock()
+		return
+	}
+	if len(f.dests) >= maxDestinations {
+		f.mu.Unlock()
+		f.dropped.Add(1)
+		return
+	}
+	if ok, _ := f.newLim.allow(now); !ok {
+		f.mu.Unlock()
+		f.dropped.Add(1)
+		return
+	}
+	st = &refusedState{pending: 1}
+	f.dests[k] = st
+	f.emitLocked(k, st, now)
+	f.mu.Unlock()
+}
+
+// emitLocked queues the record of k's pending attempts. A full queue
+// leaves them pending for the next tick (the count is not lost).
+func (f *refusals) emitLocked(k refusedKey, st *refusedState, now time.Time) {
+	rec := f.record(k, st.pending, now)
+	select {
+	case f.queue <- rec:
+		st.pending, st.last = 0, now
+	default:
+	}
+}
+
+func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
+	rec := audit.Record{
+		Time: now, Channel: "shield", Event: k.event, Outcome: "refused", Container: f.container,
+		Fields: map[string]any{"count": count},
+	}
+	if k.event == "dns-refused" {
+		rec.Reason = ReasonNotAllowed
+		rec.Fields["name"] = k.name
+		rec.Fields["qtype"] = k.qtype
+		return rec
+	}
+	rec.Reason = f.reason(k, now)
+	rec.Fields["proto"] = k.proto
+	rec.Fields["dst"] = k.dst.String()
+	if k.dport != 0 {
+		rec.Fields["dport"] = k.dport
+	}
+	if k.icmp != 0 {
+		rec.Fields["icmp_type"] = k.icmp - 1
+	}
+	if name, ok := f.names.get(k.dst); ok {
+		rec.Fields["name"] = name
+	}
+	return rec
+}
+
+// reason classifies a refusal by its rule's log prefix: PRIVATE is a
+// special range (or a DNS forwarder other than the resolver); DENIED is
+// the quarantine table while the quarantine marker exists, the explicit
+// deny set when deny.list holds the address, otherwise the default-deny
+// end of the chain.
+func (f *refusals) reason(k refusedKey, now time.Time) string {
+	if k.prefix == ruleset.PrefixPrivate {
+		return ReasonPrivate
+	}
+	f.refreshDeny(now)
+	if f.quarantined {
+		return ReasonQuarantine
+	}
+	for _, p := range f.deny {
+		if p.Contains(k.dst) {
+			return ReasonDenied
+		}
+	}
+	return ReasonNotAllowed
+}
+
+// refreshDeny re-reads deny.list when it changed and looks for the
+// quarantine marker, at most once a second. Called with mu held.
+func (f *refusals) refreshDeny(now time.Time) {
+	if now.Sub(f.denyAt) < denyRecheck && !f.denyAt.IsZero() {
+		return
+	}
+	f.denyAt = now
+	_, err := os.Lstat(filepath.Join(f.dir, shieldbundle.FileQuarantine))
+	f.quarantined = err == nil
+	path := filepath.Join(f.dir, shieldbundle.FileDenyList)
+	st, err := os.Stat(path)
+	if err != nil {
+		f.deny, f.denyMT = nil, time.Time{}
+		return
+	}
+	if st.ModTime().Equal(f.denyMT) {
+		return
+	}
+	f.denyMT = st.ModTime()
+	lines, err := shieldbundle.ReadIPFile(path)
+	if err != nil {
+		return
+	}
+	f.deny = f.deny[:0]
+	for _, l := range lines {
+		if p, err := netip.ParsePrefix(l); err == nil {
+			f.deny = append(f.deny, p.Masked())
+		} else if a, err := netip.ParseAddr(l); err == nil {
+			f.deny = append(f.deny, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+}
+
+// tick writes the pending counts of destinations whose last record is a
+// second old, and forgets destinations quiet for that long.
+func (f *refusals) tick() {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, st := range f.dests {
+		if now.Sub(st.last) < recordInterval {
+			continue
+		}
+		if st.pending == 0 {
+			delete(f.dests, k)
+			continue
+		}
+		f.emitLocked(k, st, now)
+	}
+}
+
+// flushAll queues every pending count regardless of age (at stop).
+func (f *refusals) flushAll() {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, st := range f.dests {
+		if st.pending > 0 {
+			rec := f.record(k, st.pending, now)
+			st.pending = 0
+			select {
+			case f.queue <- rec:
+			default:
+				f.dropped.Add(uint64(rec.Fields["count"].(int)))
+			}
+		}
+	}
+}
+
+func (f *refusals) loop() {
+	defer close(f.stopped)
+	t := time.NewTicker(flushTick)
+	defer t.Stop()
+	for {
+		select {
+		case rec := <-f.queue:
+			f.write(rec)
+		case <-t.C:
+			f.tick()
+			// Drops with no record to carry them: a record of its own
+			// (no destination, count 0), at most one a second.
+			if f.dropped.Load() > 0 && len(f.queue) == 0 && f.now().Sub(f.wrote) >= recordInterval {
+				f.write(audit.Record{Time: f.now(), Channel: "shield", Event: "refused", Outcome: "refused",
+					Container: f.container, Fields: map[string]any{"count": 0}})
+			}
+		case <-f.done:
+			f.flushAll()
+			for {
+				select {
+				case rec := <-f.queue:
+					f.write(rec)
+				default:
+					if f.dropped.Load() > 0 {
+						f.write(audit.Record{Time: f.now(), Channel: "shield", Event: "refused", Outcome: "refused",
+							Container: f.container, Fields: map[string]any{"count": 0}})
+					}
+					return
+				}
+			}
+		}
+	}
+}
+
+func (f *refusals) write(rec audit.Record) {
+	if n := f.dropped.Swap(0); n > 0 {
+		rec.Fields["dropped"] = n
+	}
+	f.wrote = f.now()
+	if err := f.w.Write(rec); err != nil && f.onError != nil {
+		f.onError(err)
+	}
+}
+
+// stop writes what is pending and ends the writer goroutine.
+func (f *refusals) stop() {
+	if f == nil {
+		return
+	}
+	close(f.done)
+	<-f.stopped
+}
+
+// remember notes that name resolved to addrs (every address of an answer
+// passed to the client, learned or not).
+func (f *refusals) remember(name string, addrs []netip.Addr) {
+	if f == nil || len(addrs) == 0 {
+		return
+	}
+	f.mu.Lock()
+	for _, a := range addrs {
+		f.names.put(a.Unmap(), name)
+	}
+	f.mu.Unlock()
+}
+
+// nameMemory maps an address to the name that last resolved to it, for at
+// most max addresses; the oldest address is forgotten first.
+type nameMemory struct {
+	m    map[netip.Addr]string
+	ring []netip.Addr
+	next int
+}
+
+func newNameMemory(max int) nameMemory {
+	return nameMemory{m: map[netip.Addr]string{}, ring: make([]netip.Addr, max)}
+}
+
+func (n *nameMemory) put(a netip.Addr, name string) {
+	if _, ok := n.m[a]; ok {
+		n.m[a] = name
+		return
+	}
+	if old := n.ring[n.next]; old.IsValid() {
+		delete(n.m, old)
+	}
+	n.ring[n.next] = a
+	n.next = (n.next + 1) % len(n.ring)
+	n.m[a] = name
+}
+
+func (n *nameMemory) get(a netip.Addr) (string, bool) {
+	s, ok := n.m[a]
+	return s, ok
+}
+
+// Environment the hook passes to the resolver (docs/shield-resolver.md,
+// Refused traffic): the container's name for the records, and "off" when
+// the container's audit log is off (no records, no NFLOG subscription).
+const (
+	EnvContainer  = "TEROK_SHIELD_CONTAINER"
+	EnvRefusedLog = "TEROK_SHIELD_REFUSED_LOG"
+)
+
+// packetReader owns the NFLOG subscription's goroutine.
+type packetReader struct {
+	c    *nflog.Conn
+	done chan struct{}
+}
+
+// startReader reads logged packets until stop: the refusals (DENIED,
+// PRIVATE) go to f, other prefixes are skipped before decoding, a packet
+// that does not decode and every kernel overrun count as dropped.
+func startReader(c *nflog.Conn, f *refusals) *packetReader {
+	pr := &packetReader{c: c, done: make(chan struct{})}
+	handle := func(e nflog.Entry) {
+		if e.Prefix != ruleset.PrefixDenied && e.Prefix != ruleset.PrefixPrivate {
+			return
+		}
+		p, err := nflog.Decode(e.Payload)
+		if err != nil {
+			f.dropped.Add(1)
+			return
+		}
+		if p.Proto == "icmpv6" && isMLD(p.ICMPType) {
+			// The kernel's own multicast listener reports on joining
+			// a group: not an attempt of the container's.
+			return
+		}
+		icmp := 0
+		if p.HasICMP {
+			icmp = int(p.ICMPType) + 1
+		}
+		f.packet(e.Prefix, p.Proto, p.Dst, p.DPort, icmp)
+	}
+	go func() {
+		defer close(pr.done)
+		for {
+			err := c.Receive(handle)
+			if errors.Is(err, nflog.ErrOverrun) {
+				f.overrun()
+				continue
+			}
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) && f.onError != nil {
+					f.onError(err)
+				}
+				return
+			}
+		}
+	}()
+	return pr
+}
+
+// isMLD reports an MLD message type (query, report, done, v2 report).
+func isMLD(t uint8) bool { return t == 130 || t == 131 || t == 132 || t == 143 }
+
+func (pr *packetReader) stop() {
+	if pr == nil {
+		return
+	}
+	_ = pr.c.Close()
+	<-pr.done
+}

@@ -1,0 +1,215 @@
+package resolver
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+)
+
+// testRefusals is a refusals without its goroutine: the test drives the
+// clock, tick and the queue itself.
+func testRefusals(t *testing.T) (*refusals, *time.Time) {
+	t.Helper()
+	dir := t.TempDir()
+	w, err := audit.Open(filepath.Join(dir, refusedFile), audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
+	f := &refusals{
+		w: w, container: "c1", dir: dir, now: func() time.Time { return now },
+		dests: map[refusedKey]*refusedState{}, newLim: newRateLimiter(newRate, newBurst, now),
+		names: newNameMemory(4), queue: make(chan audit.Record, recordQueue),
+	}
+	return f, &now
+}
+
+func drain(f *refusals) []audit.Record {
+	var out []audit.Record
+	for {
+		select {
+		case r := <-f.queue:
+			out = append(out, r)
+		default:
+			return out
+		}
+	}
+}
+
+func TestRefusalsRecords(t *testing.T) {
+	dst := netip.MustParseAddr("198.51.100.20")
+	priv := netip.MustParseAddr("10.0.2.2")
+	denied := netip.MustParseAddr("198.51.100.31")
+	tests := []struct {
+		name   string
+		run    func(f *refusals)
+		fields map[string]any
+		reason string
+		event  string
+	}{
+		{"not allowlisted tcp", func(f *refusals) { f.packet(ruleset.PrefixDenied, "tcp", dst, 443, 0) },
+			map[string]any{"proto": "tcp", "dst": "198.51.100.20", "dport": uint16(443), "count": 1}, ReasonNotAllowed, "refused"},
+		{"private with a name", func(f *refusals) {
+			f.remember("rebind.example.test", []netip.Addr{priv})
+			f.packet(ruleset.PrefixPrivate, "udp", priv, 53, 0)
+		}, map[string]any{"proto": "udp", "dst": "10.0.2.2", "dport": uint16(53), "count": 1, "name": "rebind.example.test"}, ReasonPrivate, "refused"},
+		{"denied by deny.list", func(f *refusals) {
+			_ = os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDenyList), []byte("198.51.100.0/27\n"), 0o600)
+			f.packet(ruleset.PrefixDenied, "tcp", denied, 22, 0)
+		}, map[string]any{"proto": "tcp", "dst": "198.51.100.31", "dport": uint16(22), "count": 1}, ReasonDenied, "refused"},
+		{"quarantine", func(f *refusals) {
+			_ = os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDenyList), []byte("198.51.100.0/27\n"), 0o600)
+			_ = os.WriteFile(filepath.Join(f.dir, shieldbundle.FileQuarantine), nil, 0o600)
+			f.packet(ruleset.PrefixDenied, "udp", netip.MustParseAddr("127.0.0.1"), 53, 0)
+		}, map[string]any{"proto": "udp", "dst": "127.0.0.1", "dport": uint16(53), "count": 1}, ReasonQuarantine, "refused"},
+		{"icmp", func(f *refusals) { f.packet(ruleset.PrefixDenied, "icmp", dst, 0, 9) },
+			map[string]any{"proto": "icmp", "dst": "198.51.100.20", "icmp_type": 8, "count": 1}, ReasonNotAllowed, "refused"},
+		{"v4-mapped is v4", func(f *refusals) { f.packet(ruleset.PrefixDenied, "tcp", netip.AddrFrom16(dst.As16()), 80, 0) },
+			map[string]any{"proto": "tcp", "dst": "198.51.100.20", "dport": uint16(80), "count": 1}, ReasonNotAllowed, "refused"},
+		{"dns", func(f *refusals) { f.dnsRefused("Phone-Home.Example.TEST", "TXT") },
+			map[string]any{"name": "phone-home.example.test", "qtype": "TXT", "count": 1}, ReasonNotAllowed, "dns-refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, _ := testRefusals(t)
+			tt.run(f)
+			recs := drain(f)
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want 1", len(recs))
+			}
+			r := recs[0]
+			if r.Channel != "shield" || r.Event != tt.event || r.Outcome != "refused" || r.Reason != tt.reason || r.Container != "c1" {
+				t.Errorf("record %+v", r)
+			}
+			if len(r.Fields) != len(tt.fields) {
+				t.Errorf("fields %v, want %v", r.Fields, tt.fields)
+			}
+			for k, v := range tt.fields {
+				if r.Fields[k] != v {
+					t.Errorf("%s = %#v, want %#v", k, r.Fields[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestRefusalsOtherPrefixes: accepted (ALLOWED) and bypass (BYPASS) log
+// lines are no refusals.
+func TestRefusalsOtherPrefixes(t *testing.T) {
+	f, _ := testRefusals(t)
+	for _, p := range []string{ruleset.PrefixAllowed, ruleset.PrefixBypass, ruleset.PrefixQueued, "x"} {
+		f.packet(p, "tcp", netip.MustParseAddr("198.51.100.20"), 443, 0)
+	}
+	if recs := drain(f); len(recs) != 0 {
+		t.Errorf("records %v", recs)
+	}
+}
+
+// TestRefusalsRateLimit: the first attempt at once, then one record a
+// second with the count since; a quiet destination is forgotten.
+func TestRefusalsRateLimit(t *testing.T) {
+	f, now := testRefusals(t)
+	dst := netip.MustParseAddr("198.51.100.20")
+	hit := func(n int) {
+		for i := 0; i < n; i++ {
+			f.packet(ruleset.PrefixDenied, "tcp", dst, 443, 0)
+		}
+	}
+	counts := func() []any {
+		var out []any
+		for _, r := range drain(f) {
+			out = append(out, r.Fields["count"])
+		}
+		return out
+	}
+	hit(5)
+	if c := counts(); len(c) != 1 || c[0] != 1 {
+		t.Fatalf("first: %v", c)
+	}
+	*now = now.Add(500 * time.Millisecond)
+	f.tick()
+	if c := counts(); len(c) != 0 {
+		t.Fatalf("within the second: %v", c)
+	}
+	*now = now.Add(600 * time.Millisecond)
+	f.tick()
+	if c := counts(); len(c) != 1 || c[0] != 4 {
+		t.Fatalf("after a second: %v, want [4]", c)
+	}
+	*now = now.Add(1100 * time.Millisecond)
+	f.tick() // quiet for a second: forgotten
+	if len(f.dests) != 0 {
+		t.Fatalf("quiet destination kept: %v", f.dests)
+	}
+	hit(1)
+	if c := counts(); len(c) != 1 || c[0] != 1 {
+		t.Fatalf("again after a quiet second: %v", c)
+	}
+}
+
+// TestRefusalsBounds: new destinations past the limiter's burst and past
+// the table's size are dropped and counted; the count rides on the next
+// written record, or on a record of its own.
+func TestRefusalsBounds(t *testing.T) {
+	f, now := testRefusals(t)
+	for i := 0; i < newBurst+50; i++ {
+		f.packet(ruleset.PrefixDenied, "udp", netip.MustParseAddr("198.51.100.20"), uint16(1000+i), 0)
+	}
+	// The queue holds recordQueue; the rest of the burst stays pending
+	// (not lost) for the next tick.
+	pending := 0
+	for _, st := range f.dests {
+		pending += st.pending
+	}
+	if n := len(f.queue); n != recordQueue || pending != newBurst-recordQueue {
+		t.Errorf("%d records queued, %d pending; want %d and %d", n, pending, recordQueue, newBurst-recordQueue)
+	}
+	if n := f.dropped.Load(); n != 50 {
+		t.Errorf("dropped %d, want 50", n)
+	}
+	rec := <-f.queue
+	f.write(rec)
+	recs, err := audit.ReadFile(filepath.Join(f.dir, refusedFile), nil)
+	if err != nil || len(recs) != 1 || recs[0].Fields["dropped"] != float64(50) {
+		t.Fatalf("written %v %v, want dropped 50", recs, err)
+	}
+	if f.dropped.Load() != 0 {
+		t.Error("dropped not reset after it was written")
+	}
+	// The table's bound: past maxDestinations, new ones are dropped.
+	drain(f)
+	*now = now.Add(time.Hour) // the bucket is full again
+	f.newLim = newRateLimiter(1e9, 1e9, *now)
+	for i := 0; len(f.dests) < maxDestinations; i++ {
+		f.dnsRefused("n"+time.Duration(i).String()+".test", "A")
+		drain(f)
+	}
+	f.dnsRefused("one-more.test", "A")
+	if n := f.dropped.Load(); n != 1 {
+		t.Errorf("past the table: dropped %d, want 1", n)
+	}
+}
+
+func TestNameMemory(t *testing.T) {
+	m := newNameMemory(2)
+	a, b, c := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3")
+	m.put(a, "a.test")
+	m.put(b, "b.test")
+	m.put(a, "a2.test") // the last name wins, no new slot
+	m.put(c, "c.test")  // evicts the oldest slot (a)
+	for _, tt := range []struct {
+		addr netip.Addr
+		name string
+		ok   bool
+	}{{a, "", false}, {b, "b.test", true}, {c, "c.test", true}} {
+		if got, ok := m.get(tt.addr); got != tt.name || ok != tt.ok {
+			t.Errorf("get(%s) = %q %v, want %q %v", tt.addr, got, ok, tt.name, tt.ok)
+		}
+	}
+}
