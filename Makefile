@@ -34,6 +34,8 @@ endif
 # Generated install files (man page, completions, units, example config).
 GEN       := $(CURDIR)/build/gen
 DAEMONS   := terok-gate terok-credential-proxy terok-ssh-agent
+# Section 8 pages: the daemons and the OCI hook.
+MANPAGES8 := $(DAEMONS) terok-shield-hook
 UNITS     := terok-gate.socket terok-gate.service terok-credential-proxy.socket terok-credential-proxy.service \
 	terok-ssh-agent.socket terok-ssh-agent.service
 FUZZTIME  ?= 10s
@@ -92,17 +94,19 @@ tools:
 # Man page, completions, units (running the daemons from BINDIR) and the
 # example config, generated from the CLI definitions and unit templates by
 # a build tool that keeps urfave/cli's docs generator.
-gen:
+# The daemons' man pages come from the built binaries' -h output.
+gen: build
 	@rm -rf $(GEN)
-	cd runner && $(GO) run ./cmd/terok-sandbox-gen -out $(GEN) -bindir $(BINDIR)
+	cd runner && $(GO) run ./cmd/terok-sandbox-gen -out $(GEN) -bindir $(BINDIR) -built $(BIN)
 
 install: build gen
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSTEMDUSERUNITDIR)
 	install -m 0755 $(BIN)/terok-sandbox $(addprefix $(BIN)/,$(DAEMONS)) $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(BIN)/terok-shield-hook $(DESTDIR)$(LIBEXECDIR)/
 	gzip -9nc $(GEN)/man/terok-sandbox.1 > $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz
+	for p in $(MANPAGES8); do gzip -9nc $(GEN)/man/$$p.8 > $(DESTDIR)$(MANDIR)/man8/$$p.8.gz && chmod 0644 $(DESTDIR)$(MANDIR)/man8/$$p.8.gz || exit 1; done
 	install -m 0644 $(GEN)/completions/terok-sandbox.bash $(DESTDIR)$(BASHCOMPDIR)/terok-sandbox
 	install -m 0644 $(GEN)/completions/_terok-sandbox $(DESTDIR)$(ZSHCOMPDIR)/_terok-sandbox
 	install -m 0644 $(GEN)/completions/terok-sandbox.fish $(DESTDIR)$(FISHCOMPDIR)/terok-sandbox.fish
@@ -116,6 +120,7 @@ install: build gen
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,terok-sandbox $(DAEMONS) terok-shield-hook) \
 		$(DESTDIR)$(LIBEXECDIR)/terok-shield-hook $(DESTDIR)$(MANDIR)/man1/terok-sandbox.1.gz \
+		$(patsubst %,$(DESTDIR)$(MANDIR)/man8/%.8.gz,$(MANPAGES8)) \
 		$(DESTDIR)$(BASHCOMPDIR)/terok-sandbox $(DESTDIR)$(ZSHCOMPDIR)/_terok-sandbox $(DESTDIR)$(FISHCOMPDIR)/terok-sandbox.fish \
 		$(addprefix $(DESTDIR)$(SYSTEMDUSERUNITDIR)/,$(UNITS)) \
 		$(if $(SYSTEMDSYSTEMUNITDIR),$(addprefix $(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/,$(UNITS))) \

@@ -99,6 +99,10 @@ grep -q 'ran a hardened, firewalled sandbox end to end' <<<"$demo_out" || fail "
 echo "package-test: the demo ran with the installed binaries"
 
 man -w terok-sandbox >/dev/null || fail "man cannot find terok-sandbox(1)"
+for p in terok-gate terok-credential-proxy terok-ssh-agent terok-shield-hook; do
+  man -w 8 "$p" >/dev/null || fail "man cannot find $p(8)"
+  man 8 "$p" 2>&1 >/dev/null | grep . && fail "man $p(8) warned"
+done
 bash --norc -c '. /usr/share/bash-completion/completions/terok-sandbox && complete -p terok-sandbox' >/dev/null || fail "bash completion"
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify /usr/lib/systemd/system/terok-*.socket /usr/lib/systemd/system/terok-*.service 2>&1 | grep terok- && fail "systemd-analyze verify: system units"

@@ -17,14 +17,15 @@ func main() {
 	fs := flag.NewFlagSet("terok-sandbox-gen", flag.ContinueOnError)
 	out := fs.String("out", "", "output directory (required)")
 	bin := fs.String("bindir", "/usr/bin", "absolute directory the installed units run the daemons from")
+	built := fs.String("built", "", "directory of the built daemons whose -h output becomes their man pages (none without it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
 	if *out == "" || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: terok-sandbox-gen -out DIR [-bindir DIR]")
+		fmt.Fprintln(os.Stderr, "usage: terok-sandbox-gen -out DIR [-bindir DIR] [-built DIR]")
 		os.Exit(2)
 	}
-	if err := installfiles.Write(*out, installfiles.Options{BinDir: *bin}); err != nil {
+	if err := installfiles.Write(*out, installfiles.Options{BinDir: *bin, BuiltDir: *built}); err != nil {
 		fmt.Fprintln(os.Stderr, "terok-sandbox-gen:", err)
 		os.Exit(1)
 	}

@@ -51,6 +51,9 @@ const (
 type Options struct {
 	// BinDir holds the daemons (e.g. /usr/bin).
 	BinDir string
+	// BuiltDir, when set, holds the built daemons (a `make build` tree)
+	// whose -h output becomes their man pages (man/<daemon>.8).
+	BuiltDir string
 }
 
 // Write renders every file into out (created as needed).
@@ -100,6 +103,15 @@ func Render(o Options) (map[string][]byte, error) {
 		return nil, fmt.Errorf("zsh completion: %w", err)
 	}
 	files[ZshScript] = append([]byte(nil), b.Bytes()...)
+	if o.BuiltDir != "" {
+		pages, err := DaemonManPages(o.BuiltDir)
+		if err != nil {
+			return nil, fmt.Errorf("daemon man pages: %w", err)
+		}
+		for name, data := range pages {
+			files[name] = data
+		}
+	}
 	for dir, cfg := range map[string]config.Config{UserUnitDir: UserScope(), SystemUnitDir: SystemScope()} {
 		units, err := Units(cfg, o.BinDir)
 		if err != nil {

@@ -331,3 +331,69 @@ func TestCompletionsOfRealNames(t *testing.T) {
 		}
 	}
 }
+
+// The daemons' man pages, from the real binaries' -h, render with the real
+// man (man -l) without a groff warning and list every flag the binary has.
+func TestDaemonManPages(t *testing.T) {
+	dir := t.TempDir()
+	for name, pkg := range map[string]string{
+		"terok-gate":             "terok.dev/sandbox/gate/cmd/terok-gate",
+		"terok-credential-proxy": "terok.dev/sandbox/credproxy/cmd/terok-credential-proxy",
+		"terok-ssh-agent":        "terok.dev/sandbox/sshagent/cmd/terok-ssh-agent",
+		"terok-shield-hook":      "terok.dev/sandbox/shield-hook/cmd/terok-shield-hook",
+	} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	if _, err := Render(Options{BinDir: "/usr/bin", BuiltDir: t.TempDir()}); err == nil {
+		t.Fatal("rendered daemon pages without the daemons")
+	}
+	files, err := Render(Options{BinDir: "/usr/bin", BuiltDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	for _, d := range DaemonPages() {
+		page := files["man/"+d.Name+".8"]
+		if page == nil {
+			t.Fatalf("no page for %s", d.Name)
+		}
+		p := filepath.Join(out, d.Name+".8")
+		if err := os.WriteFile(p, page, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := exec.LookPath("groff"); err == nil {
+			cmd := exec.Command("groff", "-man", "-Tutf8", "-ww", "-z", p)
+			if msg, err := cmd.CombinedOutput(); err != nil || len(msg) > 0 {
+				t.Errorf("groff %s: %v\n%s", d.Name, err, msg)
+			}
+		}
+		if _, err := exec.LookPath("man"); err != nil {
+			continue
+		}
+		cmd := exec.Command("man", "-l", p)
+		cmd.Env = append(os.Environ(), "MANWIDTH=200", "MAN_KEEP_FORMATTING=", "MANPAGER=cat", "PAGER=cat", "LC_ALL=C.UTF-8")
+		text, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("man -l %s: %v", d.Name, err)
+		}
+		plain := strings.NewReplacer("\u2010", "-", "\u2212", "-").Replace(regexp.MustCompile(".\b").ReplaceAllString(string(text), ""))
+		if !strings.Contains(plain, d.Name+" - "+d.Summary) {
+			t.Errorf("%s: NAME line missing:\n%.300s", d.Name, plain)
+		}
+		help, err := exec.Command(filepath.Join(dir, d.Name), "-h").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s -h: %v", d.Name, err)
+		}
+		flags := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(help), -1)
+		if d.Name != "terok-shield-hook" && len(flags) < 5 {
+			t.Fatalf("%s: only %d flags in -h", d.Name, len(flags))
+		}
+		for _, f := range flags {
+			if !strings.Contains(plain, "--"+f[1]) {
+				t.Errorf("%s: page lacks --%s", d.Name, f[1])
+			}
+		}
+	}
+}
