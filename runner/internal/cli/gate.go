@@ -31,6 +31,7 @@ func gateCommand(d Deps) *ucli.Command {
 			gateInstallCommand(d), gateUninstallCommand(d), gateEnsureCommand(d),
 			gateTokenCommand(d), gateURLCommand(d),
 			gateSyncCommand(d), gateCompareCommand(d), gateLastCommitCommand(d),
+			gatePolicyCommand(d),
 		},
 	}
 }

@@ -134,6 +134,27 @@ func TestGateDaemonLifecycleCLI(t *testing.T) {
 	if b, err := clone.CombinedOutput(); err != nil {
 		t.Fatalf("clone through the daemon: %v %s", err, b)
 	}
+	// The daemon enforces the policy the CLI writes (docs/gate.md, Push policy).
+	push := func() (string, error) {
+		c := exec.Command("git", "-C", filepath.Join(g.dir, "c"), "push", "origin", "HEAD:refs/heads/main")
+		c.Env = gitEnv
+		b, err := c.CombinedOutput()
+		return string(b), err
+	}
+	commit := exec.Command("git", "-C", filepath.Join(g.dir, "c"), "commit", "-q", "--allow-empty", "-m", "second")
+	commit.Env = gitEnv
+	if b, err := commit.CombinedOutput(); err != nil {
+		t.Fatalf("commit: %v %s", err, b)
+	}
+	if b, err := push(); err == nil || !strings.Contains(b, "remote: terok gate: push refused") {
+		t.Fatalf("push to the default branch: %v %s", err, b)
+	}
+	if code, _, errOut := g.run("gate", "policy", "proj", "--unprotect", "HEAD"); code != 0 {
+		t.Fatalf("policy: %d %q", code, errOut)
+	}
+	if b, err := push(); err != nil {
+		t.Fatalf("push after --unprotect HEAD: %v %s", err, b)
+	}
 	if code, out, _ := g.run("gate", "token", "revoke", "proj", "7"); code != 0 || out != "Revoked 1 token(s) of proj/7.\n" {
 		t.Fatalf("revoke: %d %q", code, out)
 	}
