@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -272,11 +273,20 @@ func TestDoctorStandalone(t *testing.T) {
 			if err != nil {
 				return
 			}
+			// The agent's health handshake (docs/ssh-agent.md, Health):
+			// doctor's SSH agent health check sends it; the TCP check
+			// sends a newline and goes.
+			buf := make([]byte, 16)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if n, _ := io.ReadFull(c, buf); n == 16 && string(buf[4:]) == "terok-health" {
+				c.Write([]byte("ok\n"))
+			}
 			c.Close()
 		}
 	}()
 	hp, ap := health.Addr().(*net.TCPAddr).Port, agent.Addr().(*net.TCPAddr).Port
-	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", hp, ap)); err != nil {
+	// The health server stands in for the gate's /-/health too.
+	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\ngate_port = %d\n", hp, ap, hp)); err != nil {
 		t.Fatal(err)
 	}
 	res := mustOK(t, "doctor", r.Sandbox(ctx, "doctor"))

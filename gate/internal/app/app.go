@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,6 +25,7 @@ import (
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/version"
+	"terok.dev/sandbox/gate/internal/health"
 	"terok.dev/sandbox/gate/internal/listen"
 	"terok.dev/sandbox/gate/internal/server"
 	gsyslog "terok.dev/sandbox/gate/internal/syslog"
@@ -236,7 +238,9 @@ func (o options) auditPath() string {
 	return o.auditFile
 }
 
-func (o options) handler(log *slog.Logger) (*server.Handler, error) {
+// handler is the git server behind the unauthenticated health answer
+// (docs/gate.md, Health).
+func (o options) handler(log *slog.Logger) (http.Handler, error) {
 	store := tokens.New(o.tokenFile, o.adminToken, log)
 	var aw *audit.Writer
 	if p := o.auditPath(); p != "" {
@@ -257,7 +261,7 @@ func (o options) handler(log *slog.Logger) (*server.Handler, error) {
 	if policyDir == "" {
 		policyDir = filepath.Join(o.basePath, "policy")
 	}
-	return server.New(server.Options{
+	h, err := server.New(server.Options{
 		Audit:          aw,
 		PolicyDir:      policyDir,
 		BasePath:       o.basePath,
@@ -270,6 +274,11 @@ func (o options) handler(log *slog.Logger) (*server.Handler, error) {
 		Log:            log,
 		AccessLog:      o.accessLog,
 	})
+	if err != nil {
+		return nil, err
+	}
+	check := health.Checker{BasePath: o.basePath, TokenFile: o.tokenFile, Version: version.Version}
+	return health.Wrap(h, check, func(err error) { log.Error("health check failed", "error", err.Error()) }), nil
 }
 
 func (o options) timeouts() listen.Timeouts {

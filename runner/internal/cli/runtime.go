@@ -748,8 +748,7 @@ func doctorCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
-			proxy, ssh := cfg.ProxyPort, cfg.SSHAgentPort
-			checks := append(doctor.SandboxChecks(&proxy, &ssh, nil), doctor.HostChecks(cfg, d.Env.EUID)...)
+			checks := doctor.StandaloneChecks(cfg, d.Env.EUID)
 			results := doctor.RunStandalone(c.Context, checks, doctor.ProbeTimeout)
 			if c.Bool("json") {
 				if err := writeJSON(d.Stdout, results); err != nil {

@@ -96,8 +96,7 @@ func runSetup(c *ucli.Context, d Deps) error {
 	// doctor's verdict is setup's exit status: a host that is set up but
 	// whose services do not answer is not set up.
 	fmt.Fprintln(d.Stdout, "\nDoctor:")
-	proxy, ssh := o.Cfg.ProxyPort, o.Cfg.SSHAgentPort
-	checks := append(doctor.SandboxChecks(&proxy, &ssh, nil), doctor.HostChecks(o.Cfg, d.Env.EUID)...)
+	checks := doctor.StandaloneChecks(o.Cfg, d.Env.EUID)
 	results := doctor.RunStandalone(c.Context, checks, doctor.ProbeTimeout)
 	doctor.Format(d.Stdout, results)
 	if code := doctor.ExitCode(results); code != 0 {

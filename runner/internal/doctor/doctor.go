@@ -50,6 +50,9 @@ type Check struct {
 	// doctor (host.containers.internal → 127.0.0.1); nil for host-side
 	// checks.
 	Native func(ctx context.Context) (exit int, stdout, stderr string)
+	// HostFix is the host command that fixes a failed check, printed by
+	// the standalone doctor under the check's line; empty when none.
+	HostFix string
 }
 
 // ValidDesiredState reports whether s is up, down or down_all.
@@ -139,7 +142,7 @@ const unavailable = "probe command unavailable or timed out"
 
 // httpProbe GETs url like `wget -q --spider`: 0 for a 2xx/3xx answer, 8
 // (wget's "server issued an error response") for others, 4 (network
-// failure) when no answer came.
+// failure) when no answer came. stdout is the body (at most 64 KiB).
 func httpProbe(ctx context.Context, url string, timeout time.Duration) (int, string, string) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -155,12 +158,12 @@ func httpProbe(ctx context.Context, url string, timeout time.Duration) (int, str
 		}
 		return 4, "", err.Error()
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	_ = resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-		return 0, "", ""
+		return 0, string(body), ""
 	}
-	return 8, "", resp.Status
+	return 8, string(body), resp.Status
 }
 
 // tcpProbe connects like `echo | nc -w2`: 0 when the connection opens.
@@ -180,6 +183,8 @@ type Result struct {
 	Category string `json:"category"`
 	Label    string `json:"label"`
 	Verdict
+	// Fix is the check's HostFix when the verdict is not ok.
+	Fix string `json:"fix,omitempty"`
 }
 
 // RunStandalone runs checks on the host (docs/runner.md, Doctor): host-side checks
@@ -204,7 +209,11 @@ func RunStandalone(ctx context.Context, checks []Check, timeout time.Duration) [
 			cancel()
 			v = c.Evaluate(exit, out, errOut)
 		}
-		results = append(results, Result{Category: c.Category, Label: c.Label, Verdict: v})
+		r := Result{Category: c.Category, Label: c.Label, Verdict: v}
+		if v.Severity != OK {
+			r.Fix = c.HostFix
+		}
+		results = append(results, r)
 	}
 	return results
 }
@@ -221,10 +230,14 @@ func Tag(s Severity) string {
 	}
 }
 
-// Format prints one line per result: `  <label> .... <tag> (<detail>)`.
+// Format prints one line per result: `  <label> .... <tag> (<detail>)`,
+// followed by `      fix: <command>` for a failed check that has one.
 func Format(w io.Writer, results []Result) {
 	for _, r := range results {
 		fmt.Fprintf(w, "  %s .... %s (%s)\n", r.Label, Tag(r.Severity), r.Detail)
+		if r.Fix != "" {
+			fmt.Fprintf(w, "      fix: %s\n", r.Fix)
+		}
 	}
 }
 

@@ -168,3 +168,44 @@ func TestExitCodeAndTags(t *testing.T) {
 		t.Fatal("tags")
 	}
 }
+
+func TestDaemonCheckVerdicts(t *testing.T) {
+	gate, agent := GateCheck(9418), AgentHealthCheck(18732)
+	for _, c := range []struct {
+		check          Check
+		exit           int
+		stdout, stderr string
+		sev            Severity
+		detail         string
+	}{
+		{gate, 0, `{"status":"ok"}`, "", OK, "gate healthy at port 9418"},
+		{gate, 8, `{"status":"error","error":"tokens-file"}`, "503 Service Unavailable", Error, "gate at port 9418 answers but is unhealthy (tokens-file) — its log has the cause"},
+		{gate, 8, "not json", "503 Service Unavailable", Error, "gate at port 9418 answers but is unhealthy (503 Service Unavailable) — its log has the cause"},
+		{gate, 4, "", "connection refused", Error, "gate unreachable at http://host.containers.internal:9418/-/health — tasks cannot clone or push"},
+		{agent, 0, "ok", "", OK, "SSH agent healthy at port 18732"},
+		{agent, 8, "error database", "", Error, `SSH agent at port 18732 answers "error database" — its log (the proxy's) has the cause`},
+		{agent, 1, "", "no answer: EOF", Error, "SSH agent at port 18732 gave no health answer (no answer: EOF)"},
+	} {
+		v := c.check.Evaluate(c.exit, c.stdout, c.stderr)
+		if v.Severity != c.sev || v.Detail != c.detail {
+			t.Errorf("%s evaluate(%d, %q, %q) = %+v, want %s %q", c.check.Label, c.exit, c.stdout, c.stderr, v, c.sev, c.detail)
+		}
+	}
+}
+
+func TestFormatFix(t *testing.T) {
+	var buf bytes.Buffer
+	Format(&buf, []Result{
+		{Label: "Gate server (HTTP)", Verdict: Verdict{Severity: Error, Detail: "down"}, Fix: FixGate},
+		{Label: "Shield state", Verdict: Verdict{Severity: OK, Detail: "fine"}},
+	})
+	want := "  Gate server (HTTP) .... ERROR (down)\n      fix: terok-sandbox gate start\n  Shield state .... ok (fine)\n"
+	if buf.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+	res := RunStandalone(context.Background(), []Check{{Label: "x", HostSide: true, HostFix: "fix-it",
+		Evaluate: func(int, string, string) Verdict { return Verdict{Severity: OK} }}}, ProbeTimeout)
+	if res[0].Fix != "" {
+		t.Fatalf("an ok check carries its fix: %+v", res[0])
+	}
+}
