@@ -101,8 +101,15 @@ func TestCollectDocExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != len(lines) {
-		t.Fatalf("%d records of %d documented examples", len(recs), len(lines))
+	want := 0
+	for _, l := range lines {
+		r, _ := audit.ParseLine([]byte(l))
+		if (r.Task == "t1" && r.Project == "demo") || r.Channel == "shield" {
+			want++
+		}
+	}
+	if len(recs) != want {
+		t.Fatalf("%d records of the %d documented examples of demo/t1", len(recs), want)
 	}
 	chans := map[string]bool{}
 	for i, r := range recs {
@@ -254,8 +261,15 @@ func TestFollowHistoryThenLive(t *testing.T) {
 		}
 		return audit.Record{}
 	}
+	want := 0
+	for _, l := range lines {
+		r, _ := audit.ParseLine([]byte(l))
+		if r.Task == "t1" || r.Channel == "shield" {
+			want++
+		}
+	}
 	var prev time.Time
-	for range lines {
+	for i := 0; i < want; i++ {
 		r := next()
 		if r.Time.Before(prev) {
 			t.Fatalf("history out of order at %s", r.Time)

@@ -58,7 +58,11 @@ func What(r audit.Record) string {
 	shown := false
 	for _, k := range whatMembers[r.Channel] {
 		if v, ok := r.Fields[k]; ok {
-			parts = append(parts, scalar(v))
+			if k == "refs" {
+				parts = append(parts, refsText(v))
+			} else {
+				parts = append(parts, scalar(v))
+			}
 			shown = true
 		}
 	}
@@ -103,6 +107,34 @@ func scalar(v any) string {
 		}
 		return r
 	}, s)
+}
+
+// refsText shows the gate's refs member (docs/audit.md, Channel gate) as
+// "REF OLD..NEW" per ref with seven-digit ids; another shape prints as JSON.
+func refsText(v any) string {
+	list, ok := v.([]any)
+	if !ok {
+		return scalar(v)
+	}
+	short := func(id any) string {
+		s, _ := id.(string)
+		if len(s) > 7 {
+			s = s[:7]
+		}
+		if s == "" {
+			s = "-"
+		}
+		return s
+	}
+	var out []string
+	for _, e := range list {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return scalar(v)
+		}
+		out = append(out, scalar(m["ref"])+" "+short(m["old"])+".."+short(m["new"]))
+	}
+	return strings.Join(out, ", ")
 }
 
 func clip(s string, n int) string {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +27,11 @@ type auditEnv struct {
 	vars map[string]string
 	env  config.Env
 	cfg  config.Config
+	// t1 are the documented daemon records of task t1 of project demo, in
+	// time order: what `audit t1 --project demo` must print.
+	t1 []audit.Record
+	// gateLines is how many lines the gate file holds.
+	gateLines int
 }
 
 func newAuditEnv(t *testing.T) *auditEnv {
@@ -63,7 +70,17 @@ func newAuditEnv(t *testing.T) *auditEnv {
 				continue
 			}
 			e.appendLine(e.cfg.AuditFile(r.Channel), l)
+			if r.Channel == "gate" {
+				e.gateLines++
+			}
+			if r.Task == "t1" && r.Project == "demo" {
+				e.t1 = append(e.t1, r)
+			}
 		}
+	}
+	sort.SliceStable(e.t1, func(i, j int) bool { return e.t1[i].Time.Before(e.t1[j].Time) })
+	if len(e.t1) < 3 {
+		t.Fatalf("docs/audit.md has only %d daemon examples of demo/t1", len(e.t1))
 	}
 	return e
 }
@@ -96,24 +113,25 @@ func TestAuditJSONTimeline(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("%d records, want the 3 documented daemon examples of t1:\n%s", len(lines), out)
+	if len(lines) != len(e.t1) {
+		t.Fatalf("%d records, want the %d documented daemon examples of demo/t1:\n%s", len(lines), len(e.t1), out)
 	}
-	var prev time.Time
-	var chans []string
-	for _, l := range lines {
+	chans := map[string]bool{}
+	for i, l := range lines {
 		r, err := audit.ParseLine([]byte(l))
 		if err != nil {
 			t.Fatalf("output line %s: %v", l, err)
 		}
-		if r.Time.Before(prev) {
-			t.Fatalf("not in time order: %s", out)
+		if !r.Time.Equal(e.t1[i].Time) || r.Event != e.t1[i].Event || r.Channel != e.t1[i].Channel {
+			t.Fatalf("record %d is %s %s %s, want %s %s %s (time order)", i, r.Time, r.Channel, r.Event, e.t1[i].Time, e.t1[i].Channel, e.t1[i].Event)
 		}
-		prev = r.Time
-		chans = append(chans, r.Channel)
+		if len(r.Fields) != len(e.t1[i].Fields) {
+			t.Fatalf("record %d lost members: %s", i, l)
+		}
+		chans[r.Channel] = true
 	}
-	if strings.Join(chans, ",") != "gate,proxy,ssh" {
-		t.Fatalf("channels %v, want gate,proxy,ssh", chans)
+	if !chans["gate"] || !chans["proxy"] || !chans["ssh"] {
+		t.Fatalf("channels %v, want gate, proxy and ssh", chans)
 	}
 }
 
@@ -126,10 +144,10 @@ func TestAuditShieldRecordsWithTaskMember(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	rows := strings.Split(strings.TrimSpace(out), "\n")
-	if len(rows) != 5 || !strings.HasPrefix(rows[0], "TIME") {
+	if len(rows) != len(e.t1)+2 || !strings.HasPrefix(rows[0], "TIME") {
 		t.Fatalf("table:\n%s", out)
 	}
-	last := rows[4]
+	last := rows[len(rows)-1]
 	for _, want := range []string{"2026-12-02T11:30:04.000Z", "shield", "refused 203.0.113.7", "refused (private-range)"} {
 		if !strings.Contains(last, want) {
 			t.Errorf("last row %q lacks %q", last, want)
@@ -138,13 +156,18 @@ func TestAuditShieldRecordsWithTaskMember(t *testing.T) {
 	if !strings.Contains(rows[1], "refused (protected-ref)") || !strings.Contains(rows[1], "gate") {
 		t.Errorf("first row %q", rows[1])
 	}
+	// The push shows its repository and the ref it tried to update.
+	if !strings.Contains(rows[1], "push demo.git refs/heads/main 8a1f0c9..0b1c2d3") {
+		t.Errorf("push row %q", rows[1])
+	}
 }
 
 func TestAuditSinceAndSummary(t *testing.T) {
 	e := newAuditEnv(t)
-	code, out, _ := e.run("audit", "t1", "--since", "2026-12-02T11:30:01Z", "--json")
-	if code != 0 || strings.Count(out, "\n") != 2 {
-		t.Fatalf("--since: exit %d, %q", code, out)
+	since := e.t1[1].Time
+	code, out, _ := e.run("audit", "t1", "--project", "demo", "--since", since.Format(time.RFC3339Nano), "--json")
+	if code != 0 || strings.Count(out, "\n") != len(e.t1)-1 {
+		t.Fatalf("--since %s: exit %d, %q", since, code, out)
 	}
 	code, out, errOut := e.run("audit", "--summary", "--json", "t1")
 	if code != 0 {
@@ -153,15 +176,27 @@ func TestAuditSinceAndSummary(t *testing.T) {
 	var s struct {
 		Records  int                       `json:"records"`
 		Outcomes map[string]map[string]int `json:"outcomes"`
+		Bytes    map[string]map[string]int64
 	}
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("%s: %v", out, err)
 	}
-	if s.Records != 3 || s.Outcomes["gate"]["refused"] != 1 || s.Outcomes["ssh"]["ok"] != 1 {
-		t.Fatalf("summary %s", out)
+	want := map[string]map[string]int{}
+	var respBytes int64
+	for _, r := range e.t1 {
+		if want[r.Channel] == nil {
+			want[r.Channel] = map[string]int{}
+		}
+		want[r.Channel][r.Outcome]++
+		if n, ok := r.Fields["resp_bytes"].(float64); ok && r.Channel == "proxy" {
+			respBytes += int64(n)
+		}
+	}
+	if s.Records != len(e.t1) || fmt.Sprint(s.Outcomes) != fmt.Sprint(want) || s.Bytes["proxy"]["resp_bytes"] != respBytes {
+		t.Fatalf("summary %s, want outcomes %v and proxy resp_bytes %d", out, want, respBytes)
 	}
 	code, out, _ = e.run("audit", "--summary", "t1", "--project", "demo")
-	if code != 0 || !strings.Contains(out, "Task demo/t1: 3 records") || !strings.Contains(out, "gate protected-ref") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("Task demo/t1: %d records", len(e.t1))) || !strings.Contains(out, "gate protected-ref") {
 		t.Fatalf("human summary: %d\n%s", code, out)
 	}
 }
@@ -170,16 +205,16 @@ func TestAuditCorruptLineWarns(t *testing.T) {
 	e := newAuditEnv(t)
 	p := e.cfg.AuditFile("gate")
 	e.appendLine(p, `{"v":1,"time":"2026-12-02T11:30:05Z","channel":"gate"`)
-	e.appendLine(p, `{"v":1,"time":"2026-12-02T11:30:06Z","channel":"gate","event":"clone","outcome":"ok","task":"t1"}`)
-	code, out, errOut := e.run("audit", "t1", "--json")
+	e.appendLine(p, `{"v":1,"time":"2026-12-02T11:30:06Z","channel":"gate","event":"clone","outcome":"ok","project":"demo","task":"t1"}`)
+	code, out, errOut := e.run("audit", "t1", "--project", "demo", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if strings.Count(out, "\n") != 4 {
-		t.Fatalf("want 4 records around the corrupt line, got:\n%s", out)
+	if strings.Count(out, "\n") != len(e.t1)+1 {
+		t.Fatalf("want %d records around the corrupt line, got:\n%s", len(e.t1)+1, out)
 	}
-	if !strings.Contains(errOut, "Warning: "+p+":2:") {
-		t.Fatalf("stderr %q does not name %s:2", errOut, p)
+	if want := fmt.Sprintf("Warning: %s:%d:", p, e.gateLines+1); !strings.Contains(errOut, want) {
+		t.Fatalf("stderr %q does not name %s", errOut, want)
 	}
 }
 
@@ -218,7 +253,7 @@ func TestAuditFollowBinary(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "terok.dev/sandbox/runner/cmd/terok-sandbox").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "audit", "t1", "--follow", "--json")
+	cmd := exec.Command(bin, "audit", "t1", "--project", "demo", "--follow", "--json")
 	for k, v := range e.vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -256,7 +291,7 @@ func TestAuditFollowBinary(t *testing.T) {
 		}
 		return audit.Record{}
 	}
-	for i := 0; i < 3; i++ {
+	for range e.t1 {
 		next()
 	}
 	w, err := audit.Open(e.cfg.AuditFile("proxy"), audit.Options{MaxBytes: 300, Keep: 20})
