@@ -31,6 +31,7 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // schema is the DDL of docs/formats.md, Credentials database, verbatim.
@@ -140,16 +141,6 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // newEnv makes the database (raw SQL) and writes routesJSON.
 func newEnv(t *testing.T, routesJSON string) *env {
 	t.Helper()
@@ -211,7 +202,7 @@ func (e *env) secret(s string) string {
 func (e *env) start(args ...string) {
 	e.t.Helper()
 	if e.port == 0 {
-		e.port = freePort(e.t)
+		e.port = testkit.FreePort(e.t)
 	}
 	all := append([]string{
 		"--socket-path=" + e.sock, "--db-path=" + e.dbPath, "--routes-file=" + e.routes,

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func runProxy(t *testing.T, args ...string) (int, string) {
@@ -152,7 +154,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	e := newEnv(t, routesJSON("sa", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
 	e.cred("default", "sa", `{"type":"api_key","key":"`+e.secret("REAL-activated")+`"}`)
 	tk := e.token(tok(1), "default", "sa")
-	e.port = freePort(t)
+	e.port = testkit.FreePort(t)
 	os.MkdirAll(filepath.Dir(e.sock), 0o700)
 	cmd := exec.Command("systemd-socket-activate", "-l", e.sock, "-l", fmt.Sprintf("127.0.0.1:%d", e.port),
 		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
@@ -187,7 +189,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	// Wrong order (TCP first) is refused loudly rather than serving the
 	// wrong socket.
 	e2 := newEnv(t, "{}")
-	p2 := freePort(t)
+	p2 := testkit.FreePort(t)
 	os.MkdirAll(filepath.Dir(e2.sock), 0o700)
 	cmd2 := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", p2), "-l", e2.sock,
 		binPath, "--socket-path="+e2.sock, "--db-path="+e2.dbPath, "--routes-file="+e2.routes)
@@ -209,7 +211,7 @@ func TestSystemdSocketActivationNamed(t *testing.T) {
 	e := newEnv(t, routesJSON("sa", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
 	e.cred("default", "sa", `{"type":"api_key","key":"`+e.secret("REAL-named")+`"}`)
 	tk := e.token(tok(1), "default", "sa")
-	e.port = freePort(t)
+	e.port = testkit.FreePort(t)
 	os.MkdirAll(filepath.Dir(e.sock), 0o700)
 	notify := filepath.Join(filepath.Dir(e.sock), "notify")
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
@@ -329,7 +331,7 @@ func TestSSHAgentChild(t *testing.T) {
 	e := newEnv(t, "{}\n")
 	keys := filepath.Join(e.dir, "cred", "ssh-keys.json")
 	os.WriteFile(keys, []byte("{}\n"), 0o600)
-	sshPort := freePort(t)
+	sshPort := testkit.FreePort(t)
 	e.start(fmt.Sprintf("--ssh-agent-port=%d", sshPort), "--ssh-keys-file="+keys, "--log-level=bogus")
 	proxyPID := e.cmd.Process.Pid
 	waitDial(t, sshPort)

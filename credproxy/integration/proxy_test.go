@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func tok(n int) string { return fmt.Sprintf("terok-p-%032x", n) }
@@ -153,7 +155,7 @@ func TestInjectionPerCredentialType(t *testing.T) {
 func TestStatusCodes(t *testing.T) {
 	up := newUpstream(t)
 	o := fmt.Sprintf("%q", up.origin())
-	deadPort := freePort(t)
+	deadPort := testkit.FreePort(t)
 	e := newEnv(t, routesJSON(
 		"ok", `{"upstream": `+o+`}`,
 		"claude", `{"upstream": `+o+`, "auth_header": "dynamic"}`,

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // TestScopeWithCurl: the real binary with a scoped route; curl (over TCP)
@@ -64,7 +66,7 @@ func TestScopeWithCurl(t *testing.T) {
 func TestScopeMalformedRefusesStart(t *testing.T) {
 	e := newEnv(t, routesJSON("bad", `{"upstream": "http://127.0.0.1:1", "allow": [{"methods": ["get"], "path": "/x"}]}`))
 	out, err := exec.Command(binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
-		fmt.Sprintf("--port=%d", freePort(t))).CombinedOutput()
+		fmt.Sprintf("--port=%d", testkit.FreePort(t))).CombinedOutput()
 	if err == nil {
 		t.Fatalf("proxy started with a malformed scope: %s", out)
 	}

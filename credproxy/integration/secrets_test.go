@@ -21,6 +21,7 @@ import (
 
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/secretstore"
+	"terok.dev/sandbox/common/testkit"
 )
 
 var testKDF = secretstore.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
@@ -145,7 +146,7 @@ func TestLockedStoreRefusesToStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
-		fmt.Sprintf("--port=%d", freePort(t)), "--log-file="+e.logFile)
+		fmt.Sprintf("--port=%d", testkit.FreePort(t)), "--log-file="+e.logFile)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("proxy started with a locked store:\n%s", out)

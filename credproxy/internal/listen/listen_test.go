@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func TestUnixSocket(t *testing.T) {
@@ -74,7 +76,7 @@ func TestUnixSocket(t *testing.T) {
 }
 
 func TestTCPOnLoopbackOnly(t *testing.T) {
-	l, err := TCP(0 + freePort(t))
+	l, err := TCP(0 + testkit.FreePort(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,15 +120,6 @@ func TestWritePID(t *testing.T) {
 	if strings.TrimSpace(string(b)) != itoa(os.Getpid()) {
 		t.Errorf("pid file %q", b)
 	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

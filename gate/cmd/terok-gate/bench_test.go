@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/gate/internal/repogen"
 )
 
@@ -113,25 +114,16 @@ func setupBench(b *testing.B, repo string) *benchEnv {
 		b.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		return cmd
 	}
-	e.gatePort = freePortB(b)
+	e.gatePort = testkit.FreePort(b)
 	g := start(e.gateCG.argv(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))...)
 	e.gatePID = g.Process.Pid
-	e.daemon = freePortB(b)
+	e.daemon = testkit.FreePort(b)
 	d := start(e.daemonCG.argv("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
 		"--port="+strconv.Itoa(e.daemon), "--base-path="+e.base, e.base)...)
 	e.daemonPID = d.Process.Pid
 	waitPortB(b, e.gatePort)
 	waitPortB(b, e.daemon)
 	return e
-}
-
-func freePortB(b *testing.B) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func waitPortB(b *testing.B, port int) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // gateBin is the terok-gate binary built once for the tests in this package.
@@ -121,16 +122,6 @@ type gate struct {
 	done   chan error
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // waitPort waits until something accepts on 127.0.0.1:port.
 func waitPort(t *testing.T, port int, done <-chan error) {
 	t.Helper()
@@ -153,7 +144,7 @@ func waitPort(t *testing.T, port int, done <-chan error) {
 // startGate runs terok-gate --foreground with extra args and environment.
 func (f *fixture) startGate(extra []string, env ...string) *gate {
 	f.t.Helper()
-	g := &gate{port: freePort(f.t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	g := &gate{port: testkit.FreePort(f.t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	args := append([]string{"--base-path=" + f.base, "--token-file=" + f.tokfile, "--foreground",
 		"--port=" + strconv.Itoa(g.port)}, extra...)
 	g.cmd = exec.Command(gateBin, args...)

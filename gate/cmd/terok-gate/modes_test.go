@@ -11,11 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func TestDetachPIDFileAndAdminTokenFromEnv(t *testing.T) {
 	f := newFixture(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	pidFile := filepath.Join(f.dir, "run", "sub", "gate.pid")
 	cmd := exec.Command(gateBin, "--base-path="+f.base, "--token-file="+f.tokfile,
 		"--port="+strconv.Itoa(port), "--detach", "--pid-file="+pidFile)
@@ -84,7 +86,7 @@ func socketActivate(t *testing.T, f *fixture, activateArgs, gateArgs []string) i
 	if err != nil {
 		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	args := append([]string{"-l", "127.0.0.1:" + strconv.Itoa(port)}, activateArgs...)
 	args = append(args, gateBin, "--base-path="+f.base, "--token-file="+f.tokfile)
 	args = append(args, gateArgs...)
@@ -167,7 +169,7 @@ func TestSocketActivationUnwantedDescriptor(t *testing.T) {
 		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
 	}
 	f := newFixture(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	cmd := exec.Command(sa, "-l", "127.0.0.1:"+strconv.Itoa(port), "-l", filepath.Join(f.dir, "x.sock"), "--fdname=gate:extra", gateBin,
 		"--base-path="+f.base, "--token-file="+f.tokfile)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home}

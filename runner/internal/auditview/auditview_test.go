@@ -12,6 +12,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // docExamples are the example records of docs/audit.md, the contract the
@@ -43,13 +44,7 @@ func docExamples(t testing.TB) []string {
 // testConfig is a configuration whose state lives in a temporary directory.
 func testConfig(t testing.TB) config.Config {
 	dir := t.TempDir()
-	vars := map[string]string{
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
-	}
-	return config.Defaults(config.Env{EUID: 1000, Home: dir, Getenv: func(k string) string { return vars[k] }})
+	return config.Defaults(testkit.Env(testkit.RootVars(dir), 1000, dir))
 }
 
 // layOut writes the example lines into the files their channel's writer

@@ -17,6 +17,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // auditEnv is a state tree under a temporary directory holding the example
@@ -36,16 +37,9 @@ type auditEnv struct {
 
 func newAuditEnv(t *testing.T) *auditEnv {
 	dir := t.TempDir()
-	vars := map[string]string{
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
-		"TEROK_CONFIG_DIR":          filepath.Join(dir, "umbrella"),
-		"PATH":                      os.Getenv("PATH"),
-		"HOME":                      dir,
-	}
-	env := config.Env{EUID: os.Geteuid(), Home: dir, Getenv: func(k string) string { return vars[k] }}
+	vars := testkit.RootVars(dir)
+	vars["PATH"], vars["HOME"] = os.Getenv("PATH"), dir
+	env := testkit.Env(vars, os.Geteuid(), dir)
 	e := &auditEnv{t: t, dir: dir, vars: vars, env: env, cfg: config.Defaults(env)}
 	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "audit.md"))
 	if err != nil {

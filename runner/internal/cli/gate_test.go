@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // gateCLI runs terok-sandbox with state/runtime dirs under dir and PATH
@@ -33,17 +33,10 @@ func newGateCLI(t *testing.T) *gateCLI {
 		t.Fatalf("build terok-gate: %v\n%s", err, out)
 	}
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	vars := map[string]string{
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
-		"TEROK_CONFIG_DIR":          filepath.Join(dir, "umbrella"),
-		"PATH":                      os.Getenv("PATH"),
-		"HOME":                      dir,
-	}
+	vars := testkit.RootVars(dir)
+	vars["PATH"], vars["HOME"] = os.Getenv("PATH"), dir
 	// Root: user units are refused, so start always takes the daemon path.
-	env := config.Env{EUID: 0, Home: dir, Getenv: func(k string) string { return vars[k] }}
+	env := testkit.Env(vars, 0, dir)
 	return &gateCLI{t: t, dir: dir, env: env}
 }
 
@@ -53,18 +46,9 @@ func (g *gateCLI) run(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func freeTCPPort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestGateDaemonLifecycleCLI(t *testing.T) {
 	g := newGateCLI(t)
-	port := freeTCPPort(t)
+	port := testkit.FreePort(t)
 	if code, out, _ := g.run("gate", "stop"); code != 0 || out != "Gate server is not running.\n" {
 		t.Fatalf("stop when stopped: %d %q", code, out)
 	}

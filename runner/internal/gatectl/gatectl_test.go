@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/systemd"
 )
@@ -259,7 +260,7 @@ func TestEnsureNotRunningMessages(t *testing.T) {
 func TestDaemonLifecycleRealBinary(t *testing.T) {
 	m := testManager(t, &fakeSystemd{})
 	ctx := context.Background()
-	ln := freePort(t)
+	ln := testkit.FreePort(t)
 	adminTok := "terok-g-abababababababababababababababab"
 	getenv := m.Env.Getenv
 	m.Env.Getenv = func(k string) string {
@@ -337,16 +338,6 @@ func TestForeignPIDNeverSignalled(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // The rendered v7 service, run the way systemd runs it (the socket's
 // listener passed by LISTEN_FDS, through systemd-socket-activate without
 // --accept): one long-lived gate answers connection after connection.
@@ -357,7 +348,7 @@ func TestRenderedUnitsServeLongLived(t *testing.T) {
 	}
 	m := testManager(t, &fakeSystemd{})
 	bin := gateBinary(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	units, err := m.RenderUnits(bin, port)
 	if err != nil {
 		t.Fatal(err)
@@ -443,7 +434,7 @@ func TestInstallReplacesV6Template(t *testing.T) {
 	if err := os.WriteFile(legacy, []byte("# terok-gate-version: 6\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Start(ctx, freePort(t), false); err != nil {
+	if _, err := m.Start(ctx, testkit.FreePort(t), false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(legacy); !os.IsNotExist(err) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 )
 
@@ -85,16 +86,6 @@ func (f *fakeSystemd) Uninstall(ctx context.Context, dir string, names []string,
 	return f.Call(ctx, "uninstall", socket)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func newManager(t *testing.T) (*Manager, *fakeSystemd) {
 	t.Helper()
 	base := t.TempDir()
@@ -116,8 +107,8 @@ func newManager(t *testing.T) (*Manager, *fakeSystemd) {
 		return ""
 	}}
 	cfg := config.Defaults(env)
-	cfg.ProxyPort = freePort(t)
-	cfg.SSHAgentPort = freePort(t)
+	cfg.ProxyPort = testkit.FreePort(t)
+	cfg.SSHAgentPort = testkit.FreePort(t)
 	fs := &fakeSystemd{active: map[string]bool{}}
 	m := &Manager{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(name string) (string, error) {
 		return filepath.Join(binDir, name), nil

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
 
@@ -178,7 +179,7 @@ func TestAuditFileDefaultOffAndBroken(t *testing.T) {
 	f := newFixture(t)
 	state := t.TempDir()
 	p := startProc(t, []string{"TEROK_SANDBOX_STATE_DIR=" + state}, agentBin, "--db-path", f.dbPath,
-		"--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(freePort(t)), "--log-level", "DEBUG")
+		"--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(testkit.FreePort(t)), "--log-level", "DEBUG")
 	line := p.log.wait(t, "listening")
 	want := filepath.Join(state, "audit", "ssh.jsonl")
 	if !strings.Contains(line, "audit_file="+want) {
@@ -190,7 +191,7 @@ func TestAuditFileDefaultOffAndBroken(t *testing.T) {
 
 	offState := t.TempDir()
 	p = startProc(t, []string{"TEROK_SANDBOX_STATE_DIR=" + offState}, agentBin, "--db-path", f.dbPath,
-		"--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(freePort(t)), "--audit-file=off")
+		"--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(testkit.FreePort(t)), "--audit-file=off")
 	if line := p.log.wait(t, "listening"); !strings.Contains(line, "audit_file=off") {
 		t.Fatalf("listening line %q", line)
 	}
@@ -204,7 +205,7 @@ func TestAuditFileDefaultOffAndBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = startProc(t, []string{"TEROK_SANDBOX_STATE_DIR=" + offState2, "TEROK_SANDBOX_CONFIG_DIR=" + cfgDir}, agentBin,
-		"--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(freePort(t)))
+		"--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(testkit.FreePort(t)))
 	if line := p.log.wait(t, "listening"); !strings.Contains(line, "audit_file=off") {
 		t.Fatalf("audit = false: listening line %q", line)
 	}
@@ -213,7 +214,7 @@ func TestAuditFileDefaultOffAndBroken(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p = startProc(t, nil, agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(freePort(t)),
+	p = startProc(t, nil, agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", strconv.Itoa(testkit.FreePort(t)),
 		"--audit-file", filepath.Join(blocker, "ssh.jsonl"))
 	<-p.exited
 	if ee, ok := p.err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 || !strings.Contains(p.log.String(), "audit") {

@@ -14,6 +14,7 @@ import (
 
 	"terok.dev/sandbox/common/creddb"
 
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/handshake"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
@@ -111,7 +112,7 @@ func newFixtureKeys(b *testing.B, kind string) benchFixture {
 }
 
 func (f benchFixture) startAgentB(b *testing.B) (*proc, int) {
-	port := freePort(b)
+	port := testkit.FreePort(b)
 	p := startProc(b, nil, agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile,
 		"--port", strconv.Itoa(port), "--log-level", "INFO")
 	p.log.wait(b, "listening")

@@ -27,6 +27,7 @@ import (
 
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
 
@@ -205,21 +206,11 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startAgent runs the server binary on a free port and waits until it listens.
 func (f *fixture) startAgent(t *testing.T, extra ...string) (*proc, int) {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		port := freePort(t)
+		port := testkit.FreePort(t)
 		args := append([]string{agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile,
 			"--port", strconv.Itoa(port), "--log-level", "DEBUG"}, extra...)
 		p := startProc(t, nil, args...)
@@ -341,7 +332,7 @@ func startSSHD(t *testing.T, trusted ...testkeys.Pair) *sshd {
 		t.Fatal(err)
 	}
 	for attempt := 0; ; attempt++ {
-		s.port = freePort(t)
+		s.port = testkit.FreePort(t)
 		conf := filepath.Join(s.dir, "sshd_config")
 		cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
@@ -457,7 +448,7 @@ func TestSSHAndGitThroughTheBridge(t *testing.T) {
 
 func TestBridgeRetriesWhileAgentStarts(t *testing.T) {
 	f := newFixture(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	sock := filepath.Join(t.TempDir(), "b", "agent.sock")
 	b := startProc(t, []string{"TEROK_SSH_AGENT_TOKEN=" + f.tokA}, agentBin, "bridge", "--listen", sock,
 		"--agent-host", "127.0.0.1", "--agent-port", strconv.Itoa(port), "--interval", "100ms", "--attempts", "600", "--log-level", "INFO")
@@ -581,7 +572,7 @@ func TestSocketActivationNamedNotify(t *testing.T) {
 	}
 	defer nc.Close()
 	for attempt := 0; ; attempt++ {
-		port := freePort(t)
+		port := testkit.FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		p := startProc(t, nil, "systemd-socket-activate", "-l", addr, "--fdname=ssh-agent", "-E", "NOTIFY_SOCKET="+notify,
 			agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")
@@ -617,7 +608,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 	f := newFixture(t)
 	for attempt := 0; ; attempt++ {
-		port := freePort(t)
+		port := testkit.FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		p := startProc(t, nil, "systemd-socket-activate", "-l", addr, agentBin,
 			"--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")

@@ -1,0 +1,58 @@
+// Package testkit holds the helpers the tests of several modules share. It
+// is imported only from _test.go files (test/houserules checks that), so
+// nothing here reaches a product binary.
+package testkit
+
+import (
+	"net"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"terok.dev/sandbox/common/config"
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago: the
+// kernel picks it for a listener that is closed again at once. Another
+// process may take it before the caller binds it; tests that start a daemon
+// on it retry on "address in use" where that matters.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("pick a free loopback port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// RootVars are the environment variables that move every root the sandbox
+// resolves (docs/config.md, Base directories) under dir: state, run, cfg,
+// cred and umbrella. Nothing is created; the code under test creates what
+// it writes. Tests never use the user's real roots.
+func RootVars(dir string) map[string]string {
+	return map[string]string{
+		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
+		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
+		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "cfg"),
+		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "cred"),
+		"TEROK_CONFIG_DIR":          filepath.Join(dir, "umbrella"),
+	}
+}
+
+// Env is a config.Env that reads vars only (no variable of the test
+// process leaks in), with the given effective UID and home directory.
+func Env(vars map[string]string, euid int, home string) config.Env {
+	return config.Env{EUID: euid, Home: home, Getenv: func(k string) string { return vars[k] }}
+}
+
+// Environ turns vars into NAME=value entries for exec.Cmd.Env, sorted by
+// name so a command line in a failure message reads the same every run.
+func Environ(vars map[string]string) []string {
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

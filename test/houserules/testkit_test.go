@@ -1,0 +1,74 @@
+package houserules
+
+import (
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// testkitPath is the shared test-helper package (common/testkit). It may be
+// imported only from _test.go files, so no product binary links it.
+const testkitPath = prefix + "common/testkit"
+
+// testkitImporters returns "file:line" of every import of testkitPath in
+// src that is not allowed: in a non-test file outside the package itself.
+func testkitImporters(name string, src []byte) ([]string, error) {
+	if strings.HasSuffix(name, "_test.go") || strings.HasPrefix(name, "common/testkit/") {
+		return nil, nil
+	}
+	fs := token.NewFileSet()
+	f, err := parser.ParseFile(fs, name, src, parser.ImportsOnly)
+	if err != nil {
+		return nil, err
+	}
+	var bad []string
+	for _, imp := range f.Imports {
+		if p, _ := strconv.Unquote(imp.Path.Value); p == testkitPath {
+			bad = append(bad, fs.Position(imp.Pos()).String())
+		}
+	}
+	return bad, nil
+}
+
+// TestTestkitOnlyInTests: no non-test file imports common/testkit.
+func TestTestkitOnlyInTests(t *testing.T) {
+	root := repoRoot(t)
+	for _, f := range trackedFiles(t, root, ".go") {
+		src, err := readTracked(root, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src == nil {
+			continue
+		}
+		bad, err := testkitImporters(f, src)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		for _, b := range bad {
+			t.Errorf("%s: imports %s, which only _test.go files may import", b, testkitPath)
+		}
+	}
+}
+
+func TestTestkitRule(t *testing.T) {
+	src := []byte("package x\n\nimport (\n\t\"fmt\"\n\t\"" + testkitPath + "\"\n)\n")
+	tests := []struct {
+		name string
+		want int
+	}{
+		{"runner/internal/x/x.go", 1},
+		{"runner/internal/x/x_test.go", 0},
+		{"common/testkit/more.go", 0},
+		{filepath.Join("gate", "cmd", "terok-gate", "main.go"), 1},
+	}
+	for _, tc := range tests {
+		bad, err := testkitImporters(tc.name, src)
+		if err != nil || len(bad) != tc.want {
+			t.Errorf("%s: got %q (%v), want %d", tc.name, bad, err, tc.want)
+		}
+	}
+}
