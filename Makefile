@@ -127,12 +127,12 @@ uninstall:
 		$(DESTDIR)$(DOCDIR)/examples/config.toml $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md)
 	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
 
-# The .deb (nfpm, pinned in the script), versioned from git describe; it is
+# The .deb and the .rpm (nfpm, pinned in the script), versioned from git describe; they are
 # built from `make install DESTDIR=build/pkgroot PREFIX=/usr`.
 package:
 	flock /tmp/terok-build.lock scripts/package.sh $(CURDIR)/build
 
-# Build the .deb, dpkg -i it, run the installed binaries, dpkg -r it and
+# Build the packages, read the .rpm, dpkg -i the .deb, run the installed binaries, dpkg -r it and
 # check nothing of ours is left (root; the script holds the e2e lock while
 # the package is installed).
 package-test:

@@ -14,6 +14,8 @@ packages=(
   busybox-static netcat-openbsd wget iproute2 procps psmisc ca-certificates
   # shells whose generated completions the tests run
   zsh fish
+  # reads the .rpm make package builds (make package-test)
+  rpm
   # load generator for benchmarks
   wrk
 )

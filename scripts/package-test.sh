@@ -15,7 +15,25 @@ fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
 if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
   fail "$pkg is already installed on this machine; the test would remove it (dpkg -r $pkg first)"
 fi
-deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build")
+mapfile -t built < <(flock /tmp/terok-build.lock scripts/package.sh "$top/build")
+deb=${built[0]:-} rpmfile=${built[1]:-}
+[ -f "$deb" ] && [ -f "$rpmfile" ] || fail "scripts/package.sh did not build both packages: ${built[*]}"
+# The .rpm is only read here (this is a Debian machine): its metadata, its
+# digests, its dependencies and that it carries the .deb's files.
+if command -v rpm >/dev/null; then
+  rpm -K --nosignature "$rpmfile" | grep -q 'digests OK' || fail "rpm -K: $(rpm -K --nosignature "$rpmfile" 2>&1)"
+  [ "$(rpm -qp --qf '%{NAME} %{VERSION} %{LICENSE}' "$rpmfile")" = "$pkg $(dpkg-deb -f "$deb" Version) Apache-2.0" ] ||
+    fail "rpm -qip: $(rpm -qip "$rpmfile" 2>&1 | head -5)"
+  for dep in 'podman >= 4.3' nftables git-core 'glibc >= 2.34'; do
+    rpm -qp --requires "$rpmfile" | grep -qxF "$dep" || fail "the rpm does not require $dep"
+  done
+  debfiles=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print substr($6, 2)}' | sort)
+  rpmfiles=$(rpm -qlvp "$rpmfile" | awk '$1 !~ /^d/ {print $NF}' | grep -vxF /usr/share/zsh/site-functions/_terok-sandbox | sort)
+  [ "$debfiles" = "$rpmfiles" ] || fail "the rpm's files differ from the deb's: $(diff <(echo "$debfiles") <(echo "$rpmfiles") | tr '\n' ' ')"
+  echo "package-test: $(basename "$rpmfile"), $(stat -c %s "$rpmfile") bytes, same files as the deb"
+else
+  echo "package-test: rpm not installed; the .rpm was only built (nfpm)"
+fi
 # The installed binaries are briefly on everyone's PATH: only while no
 # end-to-end test runs (they take the same lock).
 exec 9>>/tmp/terok-e2e.lock

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the .deb (docs/install.md, The package): stages `make install` under
-# build/pkgroot with PREFIX=/usr and runs the pinned nfpm over it. Prints
-# the package's path. Usage: scripts/package.sh [OUTDIR]
+# Builds the .deb and the .rpm (docs/install.md, The package): stages `make
+# install` under build/pkgroot with PREFIX=/usr and runs the pinned nfpm over
+# it for each. Prints the .deb's path, then the .rpm's.
+# Usage: scripts/package.sh [OUTDIR]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -40,6 +41,10 @@ make --no-print-directory install DESTDIR="$root" PREFIX=/usr \
   ZSHCOMPDIR=/usr/share/zsh/vendor-completions VERSION="$ver" \
   LDFLAGS="-s -w -X terok.dev/sandbox/common/version.Version=$ver" >&2
 deb="$out/terok-sandbox_${PKG_VERSION}_${PKG_ARCH}.deb"
-rm -f "$deb"
+# nfpm names the rpm architecture itself (amd64 -> x86_64); release 1.
+rpm="$out/terok-sandbox-${PKG_VERSION}-1.$(uname -m).rpm"
+rm -f "$deb" "$rpm"
 "$nfpm" package --config packaging/nfpm.yaml --packager deb --target "$deb" >&2
+"$nfpm" package --config packaging/nfpm.yaml --packager rpm --target "$rpm" >&2
 echo "$deb"
+echo "$rpm"
