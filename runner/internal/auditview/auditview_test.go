@@ -191,6 +191,10 @@ func TestWhatAndRow(t *testing.T) {
 		{audit.Record{Channel: "proxy", Event: "request", Fields: map[string]any{"method": "GET", "upstream_host": "api.example.com", "path": "/v1/x", "status": float64(200)}}, "request GET api.example.com /v1/x 200"},
 		{audit.Record{Channel: "new", Event: "e", Fields: map[string]any{"b": "2", "a": true, "remote": "x"}}, "e a=true b=2"},
 		{audit.Record{Channel: "gate", Event: "push", Fields: map[string]any{"ref": "refs/heads/\x1b[31mmain\n"}}, "push refs/heads/?[31mmain?"},
+		{audit.Record{Channel: "shield", Event: "refused", Fields: map[string]any{"proto": "tcp", "dst": "2001:db8::1", "dport": float64(443), "name": "x.example.test", "count": float64(1)}}, "refused tcp [2001:db8::1]:443 x.example.test"},
+		{audit.Record{Channel: "shield", Event: "dns-refused", Fields: map[string]any{"name": "a.example.test", "qtype": "TXT", "count": float64(5)}}, "dns-refused a.example.test TXT x5"},
+		{audit.Record{Channel: "shield", Event: "refused", Fields: map[string]any{"count": float64(0), "dropped": float64(9)}}, "refused count=0 dropped=9"},
+		{audit.Record{Channel: "gate", Event: "push", Fields: map[string]any{"repo": "demo.git", "refs": []any{map[string]any{"ref": "refs/heads/x", "old": "0000000000", "new": "abcdef0123"}}}}, "push demo.git refs/heads/x 0000000..abcdef0"},
 	} {
 		if got := What(c.r); got != c.want {
 			t.Errorf("What(%+v) = %q, want %q", c.r, got, c.want)
@@ -204,7 +208,7 @@ func TestSummarize(t *testing.T) {
 		{Time: at, Channel: "proxy", Event: "request", Outcome: "ok", Fields: map[string]any{"upstream_host": "a.example", "request_bytes": float64(10), "response_bytes": float64(100)}},
 		{Time: at.Add(time.Second), Channel: "proxy", Event: "request", Outcome: "refused", Reason: "revoked", Fields: map[string]any{"upstream_host": "a.example"}},
 		{Time: at.Add(2 * time.Second), Channel: "proxy", Event: "request", Outcome: "ok", Fields: map[string]any{"upstream_host": "b.example", "response_bytes": float64(5)}},
-		{Time: at.Add(-time.Second), Channel: "shield", Event: "refused", Outcome: "refused", Reason: "not-allowlisted", Fields: map[string]any{"dest": "203.0.113.9"}},
+		{Time: at.Add(-time.Second), Channel: "shield", Event: "refused", Outcome: "refused", Reason: "not-allowlisted", Fields: map[string]any{"proto": "udp", "dst": "203.0.113.9", "dport": float64(53), "count": float64(412), "dropped": float64(37)}},
 	}
 	s := Summarize("t1", "demo", recs)
 	if s.Records != 4 || s.Outcomes["proxy"]["ok"] != 2 || s.Outcomes["proxy"]["refused"] != 1 || s.Outcomes["shield"]["refused"] != 1 {
@@ -219,6 +223,9 @@ func TestSummarize(t *testing.T) {
 	if s.Bytes["proxy"]["response_bytes"] != 105 || s.Bytes["proxy"]["request_bytes"] != 10 {
 		t.Fatalf("bytes %+v", s.Bytes)
 	}
+	if s.Attempts["shield"] != 412 || s.Unrecorded["shield"] != 37 {
+		t.Fatalf("attempts %v unrecorded %v", s.Attempts, s.Unrecorded)
+	}
 	if len(s.Reasons) != 2 {
 		t.Fatalf("reasons %+v", s.Reasons)
 	}
@@ -226,7 +233,7 @@ func TestSummarize(t *testing.T) {
 	if err := WriteSummary(&b, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Task demo/t1: 4 records", "proxy       3  ok 2, refused 1", "proxy a.example", "response_bytes", "proxy revoked"} {
+	for _, want := range []string{"Task demo/t1: 4 records", "proxy       3  ok 2, refused 1", "proxy a.example", "response_bytes", "proxy revoked", "shield  412 (37 more not recorded)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -22,7 +23,6 @@ var whatMembers = map[string][]string{
 	"proxy":  {"method", "upstream_host", "host", "path", "status"},
 	"gate":   {"repo", "ref", "refs", "kind"},
 	"ssh":    {"key_fingerprint", "key_comment", "dest_host", "dest_fingerprint"},
-	"shield": {"domain", "dest", "dst", "ip", "port", "proto", "target", "action"},
 }
 
 // destMembers name a record's destination for the summary, first present
@@ -31,7 +31,7 @@ var destMembers = map[string][]string{
 	"proxy":  {"upstream_host", "host"},
 	"gate":   {"repo", "project"},
 	"ssh":    {"dest_host", "dest_fingerprint"},
-	"shield": {"domain", "dest", "dst", "ip"},
+	"shield": {"name", "dst"},
 }
 
 // quiet members never shown in the generic name=value list: long digests
@@ -55,6 +55,11 @@ func RowOf(r audit.Record) Row {
 // What is the "what" column: the event and the channel's telling members.
 func What(r audit.Record) string {
 	parts := []string{r.Event}
+	if r.Channel == "shield" {
+		if w := shieldWhat(r); w != "" {
+			return clip(r.Event+" "+w, 100)
+		}
+	}
 	shown := false
 	for _, k := range whatMembers[r.Channel] {
 		if v, ok := r.Fields[k]; ok {
@@ -107,6 +112,44 @@ func scalar(v any) string {
 		}
 		return r
 	}, s)
+}
+
+// shieldWhat shows a shield record (docs/audit.md, Channel shield):
+// refused packets as "PROTO DST[:DPORT] [NAME] [xCOUNT]", refused names as
+// "NAME QTYPE [xCOUNT]"; "" when it has none of those members.
+func shieldWhat(r audit.Record) string {
+	str := func(k string) string {
+		if v, ok := r.Fields[k]; ok {
+			return scalar(v)
+		}
+		return ""
+	}
+	var parts []string
+	if p := str("proto"); p != "" {
+		parts = append(parts, p)
+	}
+	if d := str("dst"); d != "" {
+		if port := str("dport"); port != "" {
+			d = net.JoinHostPort(d, port)
+		}
+		parts = append(parts, d)
+	}
+	if n := str("name"); n != "" {
+		parts = append(parts, n)
+	}
+	if q := str("qtype"); q != "" {
+		parts = append(parts, q)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	if n, ok := r.Fields["count"].(float64); ok && n > 1 {
+		parts = append(parts, "x"+scalar(n))
+	}
+	if n, ok := r.Fields["dropped"].(float64); ok && n > 0 {
+		parts = append(parts, "(+"+scalar(n)+" unrecorded)")
+	}
+	return strings.Join(parts, " ")
 }
 
 // refsText shows the gate's refs member (docs/audit.md, Channel gate) as
@@ -190,6 +233,11 @@ type Summary struct {
 	// "bytes" (request and response bytes of the proxy, pack bytes of the
 	// gate).
 	Bytes map[string]map[string]int64 `json:"bytes"`
+	// Attempts sums, per channel, the count member (a shield record stands
+	// for count refused attempts) and Unrecorded the dropped member
+	// (attempts in no record).
+	Attempts   map[string]int64 `json:"attempts,omitempty"`
+	Unrecorded map[string]int64 `json:"unrecorded,omitempty"`
 }
 
 // TopN is how many destinations a summary ranks.
@@ -221,6 +269,18 @@ func Summarize(task, project string, recs []audit.Record) Summary {
 				dests[r.Channel+" "+scalar(v)]++
 				break
 			}
+		}
+		if n, ok := r.Fields["count"].(float64); ok {
+			if s.Attempts == nil {
+				s.Attempts = map[string]int64{}
+			}
+			s.Attempts[r.Channel] += int64(n)
+		}
+		if n, ok := r.Fields["dropped"].(float64); ok && n > 0 {
+			if s.Unrecorded == nil {
+				s.Unrecorded = map[string]int64{}
+			}
+			s.Unrecorded[r.Channel] += int64(n)
 		}
 		for k, v := range r.Fields {
 			n, ok := v.(float64)
@@ -295,6 +355,16 @@ func WriteSummary(w io.Writer, s Summary) error {
 			fmt.Fprintf(&b, "  %5d  %s\n", c.Count, c.Name)
 		}
 	}
+	if len(s.Attempts) > 0 {
+		b.WriteString("\nAttempts (records carrying a count):\n")
+		for _, c := range sortedKeys(s.Attempts) {
+			fmt.Fprintf(&b, "  %-7s %d", c, s.Attempts[c])
+			if u := s.Unrecorded[c]; u > 0 {
+				fmt.Fprintf(&b, " (%d more not recorded)", u)
+			}
+			b.WriteString("\n")
+		}
+	}
 	if len(s.Bytes) > 0 {
 		b.WriteString("\nBytes:\n")
 		bc := make([]string, 0, len(s.Bytes))
@@ -315,4 +385,13 @@ func WriteSummary(w io.Writer, s Summary) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func sortedKeys(m map[string]int64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -132,7 +132,7 @@ func TestAuditJSONTimeline(t *testing.T) {
 func TestAuditShieldRecordsWithTaskMember(t *testing.T) {
 	e := newAuditEnv(t)
 	e.appendLine(filepath.Join(e.cfg.StateDir, "tasks", "demo-t9", "shield", "refused.jsonl"),
-		`{"v":1,"time":"2026-12-02T11:30:04Z","channel":"shield","event":"refused","outcome":"refused","reason":"private-range","project":"demo","task":"t1","container":"demo-t9","dest":"203.0.113.7"}`)
+		`{"v":1,"time":"2026-12-02T11:30:04Z","channel":"shield","event":"refused","outcome":"refused","reason":"private-range","project":"demo","task":"t1","container":"demo-t9","proto":"tcp","dst":"203.0.113.7","dport":443,"count":3}`)
 	code, out, errOut := e.run("audit", "t1")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -142,7 +142,7 @@ func TestAuditShieldRecordsWithTaskMember(t *testing.T) {
 		t.Fatalf("table:\n%s", out)
 	}
 	last := rows[len(rows)-1]
-	for _, want := range []string{"2026-12-02T11:30:04.000Z", "shield", "refused 203.0.113.7", "refused (private-range)"} {
+	for _, want := range []string{"2026-12-02T11:30:04.000Z", "shield", "refused tcp 203.0.113.7:443 x3", "refused (private-range)"} {
 		if !strings.Contains(last, want) {
 			t.Errorf("last row %q lacks %q", last, want)
 		}
