@@ -20,9 +20,9 @@ const TimeLayout = "2006-01-02T15:04:05.000Z"
 // after the event, in this order (docs/audit.md, The audit command). A
 // record with none of them shows its other members as name=value.
 var whatMembers = map[string][]string{
-	"proxy":  {"method", "upstream_host", "host", "path", "status"},
-	"gate":   {"repo", "ref", "refs", "kind"},
-	"ssh":    {"key_fingerprint", "key_comment", "dest_host", "dest_fingerprint"},
+	"proxy": {"method", "upstream_host", "host", "path", "status"},
+	"gate":  {"repo", "ref", "refs", "kind"},
+	"ssh":   {"key_fingerprint", "key_comment", "dest_host", "dest_fingerprint"},
 }
 
 // destMembers name a record's destination for the summary, first present
