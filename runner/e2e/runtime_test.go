@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,12 +155,20 @@ func TestTimeouts(t *testing.T) {
 		if strings.TrimSpace(ps.Stdout) != name+" running" {
 			t.Fatalf("ps %q", ps.Stdout)
 		}
+		// Shell completion offers the runner's containers by name
+		// (docs/runner.md, Shell completion).
+		if comp := mustOK(t, "__complete", r.Sandbox(ctx, "__complete", "containers")); !slices.Contains(strings.Split(comp.Stdout, "\n"), name) {
+			t.Fatalf("__complete containers lacks %s: %q", name, comp.Stdout)
+		}
 		// A name that never existed is an error, after the others are stopped.
 		if res := r.Sandbox(ctx, "stop", name, r.Name("never-existed")); res.Code != 1 || !strings.Contains(res.Stderr, "no such container: "+r.Name("never-existed")) {
 			t.Fatalf("stop with a missing name: %s", res)
 		}
 		if ps := mustOK(t, "ps", r.Sandbox(ctx, "ps", "--prefix", r.Prefix)); strings.TrimSpace(ps.Stdout) != "" {
 			t.Fatalf("ps after stop %q", ps.Stdout)
+		}
+		if comp := mustOK(t, "__complete", r.Sandbox(ctx, "__complete", "containers")); slices.Contains(strings.Split(comp.Stdout, "\n"), name) {
+			t.Fatalf("__complete containers still offers %s after stop", name)
 		}
 	})
 }
