@@ -7,7 +7,9 @@
 #   2. one client, sequential requests: added p50 latency over direct
 #      (target <= 0.4 ms);
 #   3. a 100 MB streamed response: proxy vs direct (target >= 0.8x);
-#   4. idle RSS of the proxy (target <= 15 MiB).
+#   4. idle RSS of the proxy (target <= 15 MiB);
+#   5. audit records on vs off (issue 13): a second proxy writing its audit
+#      file, throughput and p50 interleaved with the first (target >= 0.95x).
 # Traffic stays on 127.0.0.1. Usage: scripts/bench-proxy.sh [DURATION_S]
 set -euo pipefail
 
@@ -61,13 +63,25 @@ INSERT INTO credentials VALUES ('default', 'bench', '{"type": "api_key", "key": 
 INSERT INTO proxy_tokens VALUES ('$TOKEN', 'bench', 'task', 'default', 'bench');
 SQL
 printf '{"bench": {"upstream": "http://%s", "auth_header": "dynamic"}}\n' "$UP" >"$WORK/cred/routes.json"
-PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 28731)
-"$PROXY" --socket-path="$WORK/run/p.sock" --db-path="$WORK/cred/credentials.db" \
-	--routes-file="$WORK/cred/routes.json" --port="$PPORT" --log-level=WARNING --log-file="$WORK/proxy.log" 2>>"$WORK/proxy.stderr" &
-PROXY_PID=$!
-PIDS+=($PROXY_PID)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PPORT/-/health" >/dev/null && break; sleep 0.05; done
+# No default state path: the proxies' roots are in $WORK.
+export TEROK_SANDBOX_STATE_DIR=$WORK/state TEROK_SANDBOX_RUNTIME_DIR=$WORK/run TEROK_SANDBOX_CONFIG_DIR=$WORK/config \
+	TEROK_CREDENTIALS_DIR=$WORK/cred TEROK_CONFIG_DIR=$WORK/config
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo "$1"; }
+start_proxy() { # name port audit-file
+	"$PROXY" --socket-path="$WORK/run/$1.sock" --db-path="$WORK/cred/credentials.db" \
+		--routes-file="$WORK/cred/routes.json" --port="$2" --log-level=WARNING --log-file="$WORK/$1.log" --audit-file="$3" 2>>"$WORK/$1.stderr" &
+	PIDS+=($!)
+	for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/-/health" >/dev/null && break; sleep 0.05; done
+}
+PPORT=$(free_port 28731)
+start_proxy proxy "$PPORT" off
+PROXY_PID=${PIDS[-1]}
 PROXY_URL=127.0.0.1:$PPORT
+APORT=$(free_port 28733)
+AUDIT_FILE=$WORK/state/audit/proxy.jsonl
+start_proxy audited "$APORT" "$AUDIT_FILE"
+AUDITED_PID=${PIDS[-1]}
+AUDITED_URL=127.0.0.1:$APORT
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 IDLE_FRESH=$(rss_kib "$PROXY_PID")
@@ -132,6 +146,26 @@ PROXY_MB=$(mbps "http://$PROXY_URL/big?mb=100" "$AUTH")
 awk -v d="$DIRECT_MB" -v b="$BARE_MB" -v p="$PROXY_MB" 'BEGIN {
 	printf "direct %.1f MB/s, bare revproxy %.1f MB/s (%.2fx direct), credproxy %.1f MB/s (%.2fx direct, target >= 0.80; %.2fx bare)\n", d, b, b / d, p, p / d, p / b }'
 
+echo "== audit records on vs off: small JSON, wrk -t2 -c64, ${DUR}s per run, $ROUNDS interleaved rounds, best of each"
+wrk -t1 -c8 -d2s -H "$AUTH" "http://$AUDITED_URL/json" >/dev/null
+OFF_RPS=0 ON_RPS=0 OFF_CPU=0 ON_CPU=0 OFF_N=0 ON_N=0
+for _ in $(seq "$ROUNDS"); do
+	t0=$(cpu_ticks "$PROXY_PID"); read -r r n < <(wrk_run "http://$PROXY_URL/json" "$AUTH"); t1=$(cpu_ticks "$PROXY_PID")
+	OFF_RPS=$(best "$OFF_RPS" "$r"); OFF_CPU=$((OFF_CPU + t1 - t0)); OFF_N=$((OFF_N + n))
+	t0=$(cpu_ticks "$AUDITED_PID"); read -r r n < <(wrk_run "http://$AUDITED_URL/json" "$AUTH"); t1=$(cpu_ticks "$AUDITED_PID")
+	ON_RPS=$(best "$ON_RPS" "$r"); ON_CPU=$((ON_CPU + t1 - t0)); ON_N=$((ON_N + n))
+done
+OFF50=$(p50_ms "http://$PROXY_URL/json" "$AUTH")
+ON50=$(p50_ms "http://$AUDITED_URL/json" "$AUTH")
+RECORDS=$(wc -l <"$AUDIT_FILE")
+awk -v f="$OFF_RPS" -v o="$ON_RPS" -v fc="$OFF_CPU" -v oc="$ON_CPU" -v fn="$OFF_N" -v on="$ON_N" -v us="$TICK_US" -v f50="$OFF50" -v o50="$ON50" -v rec="$RECORDS" 'BEGIN {
+	printf "audit off %10.0f req/s  %.1f us CPU/request  p50 %.3f ms\n", f, fc * us / fn, f50
+	printf "audit on  %10.0f req/s  %.1f us CPU/request  p50 %.3f ms  (%.2fx off, target >= 0.95; p50 %+.3f ms; %d records written)\n", o, oc * us / on, o50, o / f, o50 - f50, rec }'
+if grep -q bench-real-secret "$AUDIT_FILE"; then
+	echo "bench-proxy: the real secret appeared in the audit file" >&2
+	exit 1
+fi
+
 sleep 2
 BUSY_AFTER=$(rss_kib "$PROXY_PID")
 # Idle: pooled upstream connections retire after 30 s, then the proxy
@@ -140,7 +174,7 @@ sleep "${BENCH_IDLE_WAIT:-40}"
 IDLE_AFTER=$(rss_kib "$PROXY_PID")
 awk -v a="$IDLE_FRESH" -v c="$BUSY_AFTER" -v b="$IDLE_AFTER" 'BEGIN {
 	printf "== RSS: %.1f MiB idle after start, %.1f MiB right after the load, %.1f MiB idle after the load (target <= 15 MiB)\n", a / 1024, c / 1024, b / 1024 }'
-if grep -q bench-real-secret "$WORK/proxy.log"; then
+if grep -q bench-real-secret "$WORK/proxy.log" "$WORK/audited.log"; then
 	echo "bench-proxy: the real secret appeared in the proxy log" >&2
 	exit 1
 fi

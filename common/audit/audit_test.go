@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -181,5 +182,41 @@ func BenchmarkWrite(b *testing.B) {
 		if err := w.Write(r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestWriteLines: a batch lands whole and reads back record by record; an
+// unterminated batch is refused; a batch that would pass MaxBytes rotates
+// first.
+func TestWriteLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit", "proxy.jsonl")
+	w, err := Open(path, Options{MaxBytes: 400, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := `{"v":1,"time":"2026-12-02T11:30:00Z","channel":"proxy","event":"request","outcome":"ok"}` + "\n"
+	if err := w.WriteLines([]byte(line + line + line)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteLines([]byte(strings.TrimSuffix(line, "\n"))); err == nil {
+		t.Error("unterminated batch accepted")
+	}
+	if err := w.WriteLines([]byte(line + line)); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := ReadFile(path, func(m string) { t.Error(m) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := ReadFile(path+".1", func(m string) { t.Error(m) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cur) != 2 || len(old) != 3 {
+		t.Errorf("after rotation: %d current, %d rotated records; want 2 and 3", len(cur), len(old))
+	}
+	var nilW *Writer
+	if err := nilW.WriteLines([]byte(line)); err != nil {
+		t.Errorf("nil writer: %v", err)
 	}
 }

@@ -66,7 +66,22 @@ func (w *Writer) Write(r Record) error {
 	if err != nil {
 		return fmt.Errorf("audit record: %w", err)
 	}
-	b = append(b, '\n')
+	return w.WriteLines(append(b, '\n'))
+}
+
+// WriteLines appends b, one or more complete records each encoded as in
+// Write and ending in a newline, with one write(2) under the lock: a
+// batch lands whole, so a reader never sees half of it, and a daemon that
+// queues its records pays the lock and the open once per batch. Rotation
+// is checked for the batch as a whole. A nil or disabled Writer does
+// nothing.
+func (w *Writer) WriteLines(b []byte) error {
+	if w == nil || w.opt.Disabled || len(b) == 0 {
+		return nil
+	}
+	if b[len(b)-1] != '\n' {
+		return errors.New("audit write: a batch must end with a newline")
+	}
 	lk, err := filelock.Exclusive(w.path + ".lock")
 	if err != nil {
 		return fmt.Errorf("audit write: %w", err)

@@ -1,13 +1,27 @@
 package auditq
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/audit"
 )
+
+// rec is a record as a daemon makes it.
+type rec struct {
+	G, I int
+	Late bool
+}
+
+func enc(b []byte, r *rec) ([]byte, error) {
+	j, err := json.Marshal(audit.Record{V: 1, Time: time.Now(), Channel: "proxy", Event: "request", Outcome: "ok",
+		Fields: map[string]any{"g": r.G, "i": r.I, "late": r.Late}})
+	return append(append(b, j...), '\n'), err
+}
 
 // TestCloseLosesNothing: records put from many goroutines, through a queue
 // smaller than the burst, are all on disk once Close returns; a record put
@@ -20,7 +34,7 @@ func TestCloseLosesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			q := New(w, size, nil)
+			q := New(w, enc, size, nil)
 			var wg sync.WaitGroup
 			const workers, each = 8, 200
 			for g := 0; g < workers; g++ {
@@ -28,13 +42,13 @@ func TestCloseLosesNothing(t *testing.T) {
 				go func(g int) {
 					defer wg.Done()
 					for i := 0; i < each; i++ {
-						q.Put(audit.Record{Channel: "proxy", Event: "request", Outcome: "ok", Fields: map[string]any{"g": g, "i": i}})
+						q.Put(rec{G: g, I: i})
 					}
 				}(g)
 			}
 			wg.Wait()
 			q.Close()
-			q.Put(audit.Record{Channel: "proxy", Event: "request", Outcome: "ok", Fields: map[string]any{"late": true}})
+			q.Put(rec{Late: true})
 			q.Close()
 			recs, err := audit.ReadFile(path, func(m string) { t.Error(m) })
 			if err != nil {
@@ -56,8 +70,8 @@ func TestCloseLosesNothing(t *testing.T) {
 
 // TestNilWriter: a queue over a nil Writer (audit off) accepts and drops.
 func TestNilWriter(t *testing.T) {
-	q := New(nil, 0, nil)
-	q.Put(audit.Record{Channel: "proxy", Event: "request", Outcome: "ok"})
+	q := New(nil, enc, 0, nil)
+	q.Put(rec{})
 	q.Close()
 }
 
@@ -67,8 +81,8 @@ func BenchmarkPut(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q := New(w, 0, nil)
-	r := audit.Record{Channel: "proxy", Event: "request", Outcome: "ok", Fields: map[string]any{"path": "/v1/messages", "status": 200}}
+	q := New(w, enc, 0, nil)
+	r := rec{G: 1, I: 2}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"sync"
@@ -15,7 +17,7 @@ import (
 // Recorder receives one audit record per request (docs/audit.md, Channel
 // proxy). Put must not keep the request waiting longer than it has to (an
 // auditq.Queue hands the record to a writer goroutine).
-type Recorder interface{ Put(audit.Record) }
+type Recorder interface{ Put(Entry) }
 
 // Audit outcomes (docs/audit.md, Common members).
 const (
@@ -124,7 +126,7 @@ func (p *Proxy) finish(ev *exchange, r *http.Request, st **reqState) {
 	if ev.outcome == "" {
 		ev.outcome = outcomeOK
 	}
-	p.audit.Put(ev.record(p.pathOf(ev)))
+	p.audit.Put(ev.entry(p.pathOf(ev)))
 	if rec != nil {
 		panic(rec)
 	}
@@ -145,37 +147,75 @@ func (p *Proxy) pathOf(ev *exchange) string {
 	return ev.escaped
 }
 
-func (ev *exchange) record(path string) audit.Record {
-	f := map[string]any{
-		"method":      ev.method,
-		"path":        path,
-		"status":      ev.cw.status,
-		"req_bytes":   int64(0),
-		"resp_bytes":  ev.cw.n,
-		"duration_ms": math.Round(float64(time.Since(ev.start).Microseconds())) / 1000,
+func (ev *exchange) entry(path string) Entry {
+	e := Entry{
+		Time: ev.start, Event: "request", Outcome: ev.outcome, Reason: ev.reason,
+		Project: ev.info.Project, Task: ev.info.Task,
+		Provider: ev.info.Provider, CredentialSet: ev.info.CredentialSet,
+		Method: ev.method, Path: &path, Remote: ev.remote,
 	}
+	status, resp := ev.cw.status, ev.cw.n
+	e.Status, e.RespBytes = &status, &resp
+	var req int64
 	if ev.reqN != nil {
-		f["req_bytes"] = ev.reqN()
+		req = ev.reqN()
 	}
-	if ev.remote != "" && ev.remote != "@" {
-		f["remote"] = ev.remote
-	}
-	if ev.info.Provider != "" {
-		f["provider"] = ev.info.Provider
-		f["credential_set"] = ev.info.CredentialSet
-	}
-	if ev.route != nil {
-		f["host"] = ev.route.Host
-		f["oauth_refresh"] = ev.refresh
-	}
-	rec := audit.Record{
-		Time: ev.start, Channel: "proxy", Event: "request", Outcome: ev.outcome, Reason: ev.reason,
-		Project: ev.info.Project, Task: ev.info.Task, Fields: f,
+	e.ReqBytes = &req
+	ms := math.Round(float64(time.Since(ev.start).Microseconds())) / 1000
+	e.DurationMS = &ms
+	if e.Remote == "@" {
+		e.Remote = ""
 	}
 	if ev.token != "" {
-		rec.TokenPrefix = audit.TokenPrefix(ev.token)
+		e.TokenPrefix = audit.TokenPrefix(ev.token)
 	}
-	return rec
+	if ev.route != nil {
+		e.Host = ev.route.Host
+		refresh := ev.refresh
+		e.OAuthRefresh = &refresh
+	}
+	return e
+}
+
+// Entry is one audit record of channel proxy (docs/audit.md, Channel
+// proxy): the common members and the proxy's, flat, encoded without the
+// generic audit.Record's maps (it is made for every request).
+type Entry struct {
+	V             int       `json:"v"`
+	Time          time.Time `json:"time"`
+	Channel       string    `json:"channel"`
+	Event         string    `json:"event"`
+	Outcome       string    `json:"outcome"`
+	Reason        string    `json:"reason,omitempty"`
+	Project       string    `json:"project,omitempty"`
+	Task          string    `json:"task,omitempty"`
+	TokenPrefix   string    `json:"token_prefix,omitempty"`
+	Provider      string    `json:"provider,omitempty"`
+	CredentialSet string    `json:"credential_set,omitempty"`
+	Method        string    `json:"method,omitempty"`
+	Host          string    `json:"host,omitempty"`
+	Path          *string   `json:"path,omitempty"`
+	Status        *int      `json:"status,omitempty"`
+	ReqBytes      *int64    `json:"req_bytes,omitempty"`
+	RespBytes     *int64    `json:"resp_bytes,omitempty"`
+	DurationMS    *float64  `json:"duration_ms,omitempty"`
+	OAuthRefresh  *bool     `json:"oauth_refresh,omitempty"`
+	Remote        string    `json:"remote,omitempty"`
+}
+
+// EncodeEntry appends e as one JSON line; it fills v, channel and a zero
+// time. It is the auditq.Encode of the proxy's queue.
+func EncodeEntry(b []byte, e *Entry) ([]byte, error) {
+	e.V, e.Channel = audit.Version, "proxy"
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time = e.Time.UTC()
+	j, err := json.Marshal(e)
+	if err != nil {
+		return b, fmt.Errorf("audit record: %w", err)
+	}
+	return append(append(b, j...), '\n'), nil
 }
 
 // remember keeps a token that resolved, so its later refusal reads

@@ -278,7 +278,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	}
 	// The queue outlives the HTTP server and the refresher (deferred
 	// first, closed last): every record of a clean shutdown is written.
-	q := auditq.New(aw, 0, log)
+	q := auditq.New(aw, proxy.EncodeEntry, 0, log)
 	defer q.Close()
 	var rec proxy.Recorder
 	if aw != nil {
@@ -401,9 +401,8 @@ func auditPath(flagValue string) (string, error) {
 
 // refreshRecord is the audit record of one background OAuth refresh
 // (docs/audit.md, Channel proxy).
-func refreshRecord(set, provider string, err error) audit.Record {
-	r := audit.Record{Channel: "proxy", Event: "oauth-refresh", Outcome: "ok",
-		Fields: map[string]any{"provider": provider, "credential_set": set}}
+func refreshRecord(set, provider string, err error) proxy.Entry {
+	r := proxy.Entry{Event: "oauth-refresh", Outcome: "ok", Provider: provider, CredentialSet: set}
 	if err != nil {
 		r.Outcome, r.Reason = "error", "refresh-failed"
 	}
