@@ -100,6 +100,12 @@ systemctl restart terok-credential-proxy.service
 [ "$(systemctl is-active terok-credential-proxy.service)" = active ] || fail "proxy not active after its restart job"
 [ "$(curl -sS -m 10 -H "Authorization: Bearer $ptok" http://127.0.0.1:18731/v1/x)" = "auth=Bearer sk-sealed-system" ] || fail "proxy after restart"
 systemctl disable --now terok-credential-proxy.socket terok-credential-proxy.service >/dev/null 2>&1
+# The hardened proxy writes its audit records (docs/audit.md, Files): one
+# per request, never the secret; the stop flushed them.
+af=/var/lib/terok/sandbox/audit/proxy.jsonl
+[ "$(grep '"event":"request"' "$af" 2>/dev/null | grep -c '"outcome":"ok"')" -ge 3 ] || fail "system proxy audit records: $(cat "$af" 2>&1)"
+grep -q sk-sealed-system "$af" && fail "secret in the proxy's audit file"
+say "system proxy: audit records in $af under the hardening"
 
 # The standalone agent (the proxy's child is gone with the proxy); it
 # refuses to start while the store is locked, so before the lock.
@@ -149,6 +155,7 @@ out=\$(curl -sS -m 10 -H "Authorization: Bearer \$ptok" --unix-socket /run/user/
 pid=\$(systemctl --user show -p MainPID --value terok-credential-proxy.service)
 grep -q '^CapBnd:[[:space:]]*0000000000000000\$' /proc/\$pid/status || fail "user proxy keeps capabilities"
 systemctl --user disable --now terok-credential-proxy.socket terok-credential-proxy.service >/dev/null 2>&1
+grep '"event":"request"' \$HOME/.local/share/terok/sandbox/audit/proxy.jsonl | grep -q '"outcome":"ok"' || fail "user proxy wrote no audit record"
 \$R terok-sandbox credentials lock >/dev/null
 echo "systemd-test: user proxy: socket activation, sealed credential injected, hardening ok"
 EOF

@@ -21,7 +21,8 @@ func TestProxyTemplates(t *testing.T) {
 	if len(listens) != 2 || listens[0] != "ListenStream={{SOCKET_PATH}}" || listens[1] != "ListenStream=127.0.0.1:{{PORT}}" {
 		t.Errorf("ListenStream lines = %q", listens)
 	}
-	for _, ph := range []string{"{{BIN}}", "{{SOCKET_PATH}}", "{{DB_PATH}}", "{{ROUTES_PATH}}", "{{PORT}}", "{{SSH_AGENT_PORT}}", "{{SSH_KEYS_FILE}}", "{{CREDENTIALS_DIR}}"} {
+	for _, ph := range []string{"{{BIN}}", "{{SOCKET_PATH}}", "{{DB_PATH}}", "{{ROUTES_PATH}}", "{{PORT}}", "{{SSH_AGENT_PORT}}", "{{SSH_KEYS_FILE}}", "{{CREDENTIALS_DIR}}",
+		"--audit-file={{AUDIT_FILE}}", "{{AUDIT_DIR}}"} {
 		if !strings.Contains(ProxyService, ph) {
 			t.Errorf("service lacks %s", ph)
 		}

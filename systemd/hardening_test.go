@@ -28,6 +28,7 @@ func render(t *testing.T, tmpl, dir string) string {
 		"CREDENTIALS_DIR": filepath.Join(dir, "credentials"), "DB_PATH": filepath.Join(dir, "credentials", "credentials.db"),
 		"ROUTES_PATH": filepath.Join(dir, "credentials", "routes.json"), "SSH_KEYS_FILE": filepath.Join(dir, "credentials", "ssh-keys.json"),
 		"SOCKET_PATH": filepath.Join(dir, "run", "credential-proxy.sock"),
+		"AUDIT_DIR": filepath.Join(dir, "state", "audit"), "AUDIT_FILE": filepath.Join(dir, "state", "audit", "proxy.jsonl"),
 	}
 	out := placeholder.ReplaceAllStringFunc(tmpl, func(m string) string {
 		v, ok := vals[m[2:len(m)-2]]
@@ -110,7 +111,7 @@ func TestServiceExposure(t *testing.T) {
 func TestServiceHardeningBaseline(t *testing.T) {
 	writable := map[string]string{
 		GateServiceName:     "ReadWritePaths={{GATE_BASE_PATH}}\n",
-		ProxyServiceName:    "ReadWritePaths={{CREDENTIALS_DIR}}\n",
+		ProxyServiceName:    "ReadWritePaths={{CREDENTIALS_DIR}} {{AUDIT_DIR}}\n",
 		SSHAgentServiceName: "ReadWritePaths={{CREDENTIALS_DIR}}\n",
 	}
 	baseline := []string{"ProtectSystem=strict\n", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes\n", "PrivateTmp=yes\n",

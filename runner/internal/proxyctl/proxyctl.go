@@ -301,7 +301,19 @@ func (m *Manager) prepareFiles() error {
 	if err := atomicfile.MkdirPrivate(filepath.Dir(m.Cfg.ProxyLogFile())); err != nil {
 		return fmt.Errorf("create proxy log directory: %w", err)
 	}
+	if err := atomicfile.MkdirPrivate(m.Cfg.AuditDir()); err != nil {
+		return fmt.Errorf("create audit directory: %w", err)
+	}
 	return nil
+}
+
+// AuditArg is the proxy's --audit-file value: its audit file, or off when
+// config.toml sets audit = false (docs/audit.md, Files).
+func (m *Manager) AuditArg() string {
+	if !m.Cfg.Audit {
+		return "off"
+	}
+	return m.Cfg.AuditFile("proxy")
 }
 
 // DaemonArgs is the daemon's command line after the program (docs/credential-proxy.md, Operating it).
@@ -321,6 +333,7 @@ func (m *Manager) DaemonArgs() []string {
 		"--ssh-keys-file=" + c.SSHKeysJSON(),
 		"--log-file=" + c.ProxyLogFile(),
 		"--log-level=" + level,
+		"--audit-file=" + m.AuditArg(),
 	}
 	if c.ProxyStaticMarker {
 		// docs/credential-proxy.md, "The static marker".
@@ -405,7 +418,11 @@ func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
 		"ALLOW_STATIC_MARKER": strconv.FormatBool(m.Cfg.ProxyStaticMarker),
 		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
 		"CREDENTIALS_DIR": m.Cfg.CredentialsDir,
-		"BIN":             bin,
+		// Its audit records (docs/audit.md, Files); audit = false in
+		// config.toml needs the units rendered again, like the switch above.
+		"AUDIT_DIR":  m.Cfg.AuditDir(),
+		"AUDIT_FILE": m.AuditArg(),
+		"BIN":        bin,
 	}
 	var units []daemonctl.Unit
 	for _, u := range []struct{ name, tmpl string }{{SocketUnit, systemd.ProxySocket}, {ServiceUnit, systemd.ProxyService}} {

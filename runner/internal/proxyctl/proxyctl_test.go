@@ -235,26 +235,26 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	dir, _ := daemonctl.UserUnitDir(m.Env)
 	sock, _ := os.ReadFile(filepath.Join(dir, SocketUnit))
 	svc, _ := os.ReadFile(filepath.Join(dir, ServiceUnit))
-	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 8\n") ||
+	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 9\n") ||
 		!strings.Contains(string(sock), "ListenStream="+m.Cfg.ProxySocket()+"\nSocketMode=0600\nListenStream=127.0.0.1:"+fmt.Sprint(m.Cfg.ProxyPort)+"\n") {
 		t.Errorf("socket unit:\n%s", sock)
 	}
-	wantExec := fmt.Sprintf("ExecStart=%s --socket-path=%s --db-path=%s --routes-file=%s --port=%d --ssh-agent-port=%d --ssh-keys-file=%s --allow-static-marker=false\n",
-		filepath.Join(binDir, Binary), m.Cfg.ProxySocket(), m.Cfg.CredentialsDB(), m.Cfg.RoutesFile(), m.Cfg.ProxyPort, m.Cfg.SSHAgentPort, m.Cfg.SSHKeysJSON())
+	wantExec := fmt.Sprintf("ExecStart=%s --socket-path=%s --db-path=%s --routes-file=%s --port=%d --ssh-agent-port=%d --ssh-keys-file=%s --allow-static-marker=false --audit-file=%s\n",
+		filepath.Join(binDir, Binary), m.Cfg.ProxySocket(), m.Cfg.CredentialsDB(), m.Cfg.RoutesFile(), m.Cfg.ProxyPort, m.Cfg.SSHAgentPort, m.Cfg.SSHKeysJSON(), m.Cfg.AuditFile("proxy"))
 	if !strings.Contains(string(svc), wantExec) {
 		t.Errorf("service unit:\n%s\nwant %s", svc, wantExec)
 	}
-	if m.InstalledVersion() != 8 {
+	if m.InstalledVersion() != 9 {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
-	// Older stamps (v7: Type=simple, unnamed descriptors) are reported.
+	// Older stamps (v8: no --audit-file) are reported.
 	sockPath := filepath.Join(dir, SocketUnit)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-credential-proxy-version: 7", "Systemd units are outdated (installed v7, expected v8)."},
-		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v8)."},
-		{"# terok-credential-proxy-version: 9", ""},
+		{"# terok-credential-proxy-version: 8", "Systemd units are outdated (installed v8, expected v9)."},
+		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v9)."},
+		{"# terok-credential-proxy-version: 10", ""},
 	} {
-		os.WriteFile(sockPath, []byte(strings.Replace(string(sock), "# terok-credential-proxy-version: 8", tc.stamp, 1)), 0o644)
+		os.WriteFile(sockPath, []byte(strings.Replace(string(sock), "# terok-credential-proxy-version: 9", tc.stamp, 1)), 0o644)
 		if got := m.Status(ctx).Warning; got != tc.want {
 			t.Errorf("stamp %q: warning %q, want %q", tc.stamp, got, tc.want)
 		}

@@ -20,9 +20,9 @@ func TestStaticMarkerSwitchReachesTheDaemon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "--allow-static-marker=false\n"
+		want := "--allow-static-marker=false "
 		if on {
-			want = "--allow-static-marker=true\n"
+			want = "--allow-static-marker=true "
 		}
 		for _, u := range units {
 			if u.Name == ServiceUnit && !strings.Contains(u.Content, want) {
