@@ -28,7 +28,7 @@ func render(t *testing.T, tmpl, dir string) string {
 		"CREDENTIALS_DIR": filepath.Join(dir, "credentials"), "DB_PATH": filepath.Join(dir, "credentials", "credentials.db"),
 		"ROUTES_PATH": filepath.Join(dir, "credentials", "routes.json"), "SSH_KEYS_FILE": filepath.Join(dir, "credentials", "ssh-keys.json"),
 		"SOCKET_PATH": filepath.Join(dir, "run", "credential-proxy.sock"),
-		"AUDIT_DIR": filepath.Join(dir, "state", "audit"), "AUDIT_FILE": filepath.Join(dir, "state", "audit", "proxy.jsonl"),
+		"AUDIT_DIR":   filepath.Join(dir, "state", "audit"), "AUDIT_FILE": filepath.Join(dir, "state", "audit", "proxy.jsonl"),
 	}
 	out := placeholder.ReplaceAllStringFunc(tmpl, func(m string) string {
 		v, ok := vals[m[2:len(m)-2]]
