@@ -138,13 +138,13 @@ func TestShieldQuarantine(t *testing.T) {
 		reachable("dns", true)
 
 		// Audited.
-		log := shxSandboxOK(t, ctx, r, "shield", "log", name)
+		log := shxSandboxOK(t, ctx, r, "shield", "log", "--json", name)
 		var actions []string
 		sc := bufio.NewScanner(strings.NewReader(log))
 		for sc.Scan() {
-			var ev map[string]string
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				actions = append(actions, strings.TrimSpace(ev["action"]+" "+ev["detail"]))
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev["event"] == "action" {
+				actions = append(actions, strings.TrimSpace(str(ev["action"])+" "+str(ev["detail"])))
 			}
 		}
 		if j := strings.Join(actions, "|"); !strings.Contains(j, "|quarantine|shield_up quarantine_lifted=True") {

@@ -438,18 +438,21 @@ func TestShield(t *testing.T) {
 			if !strings.HasPrefix(rules, "State: up\ntable inet terok_shield {") || !strings.Contains(rules, shxOutsidePersist) {
 				t.Fatalf("rules:\n%s", rules)
 			}
-			log := shxSandboxOK(t, ctx, r, "shield", "log", name)
+			log := shxSandboxOK(t, ctx, r, "shield", "log", "--json", name)
 			var actions []string
 			sc := bufio.NewScanner(strings.NewReader(log))
 			for sc.Scan() {
-				var ev map[string]string
+				var ev map[string]any
 				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 					t.Fatalf("log line %q: %v", sc.Text(), err)
 				}
-				if ev["container"] != name || ev["ts"] == "" {
+				if ev["event"] != "action" {
+					continue // refused traffic of the reachability probes
+				}
+				if ev["container"] != name || ev["time"] == nil || ev["channel"] != "shield" {
 					t.Fatalf("log event %v", ev)
 				}
-				actions = append(actions, ev["action"]+":"+ev["dest"])
+				actions = append(actions, fmt.Sprint(ev["action"])+":"+str(ev["dest"]))
 			}
 			joined := strings.Join(actions, " ")
 			for _, w := range []string{"setup:", "allowed:" + shxOutsideIP, "denied:" + shxOutsideIP, "shield_down:", "shield_up:", "allowed:" + shxOutsidePersist} {

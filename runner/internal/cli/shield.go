@@ -4,13 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/runner/internal/auditview"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/shield"
+	"terok.dev/sandbox/runner/internal/shieldlog"
 )
 
 // shieldCommand is `terok-sandbox shield …` (docs/shield.md, Live operations; docs/shield.md, Status and check).
@@ -86,9 +92,18 @@ func shieldCommand(d Deps) *ucli.Command {
 				Action: func(c *ucli.Context) error { return shieldPreview(c, d) },
 			},
 			{
-				Name: "log", Usage: "print a container's audit log (JSON lines)", ArgsUsage: "CONTAINER",
-				Flags:  []ucli.Flag{&ucli.IntFlag{Name: "tail", Aliases: []string{"n"}, Usage: "only the last N events (0: all)"}},
+				Name: "log", Usage: "show a container's refused connections, refused DNS names and operator actions, by time", ArgsUsage: "CONTAINER",
+				Flags: []ucli.Flag{
+					&ucli.IntFlag{Name: "n", Aliases: []string{"tail"}, Usage: "only the last N records (0: all)"},
+					&ucli.StringFlag{Name: "since", Usage: "records at or after a time (RFC 3339, YYYY-MM-DD) or a duration before now (90m)"},
+					jsonFlag,
+				},
 				Action: func(c *ucli.Context) error { return shieldLog(c, d) },
+			},
+			{
+				Name: "watch", Usage: "stream a container's refused connections, refused DNS names and operator actions until interrupted", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldWatch(c, d) },
 			},
 		},
 	}
@@ -456,30 +471,75 @@ func shieldLog(c *ucli.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
-	n := c.Int("tail")
+	n := c.Int("n")
 	if n < 0 {
-		return UsageErrorf("--tail must be 0 (all) or positive")
+		return UsageErrorf("-n must be 0 (all) or positive (example: shield log -n 20 CONTAINER)")
 	}
-	if n == 0 {
-		n = math.MaxInt32
+	var q shieldlog.Query
+	q.Last = n
+	if v := c.String("since"); v != "" {
+		if q.Since, err = auditview.ParseSince(v, time.Now()); err != nil {
+			return UsageErrorf("--since: %v (example: --since 30m or --since 2026-12-03T07:00:00Z)", err)
+		}
 	}
-	ad, err := shieldAdapter(c, d)
+	dir, err := shieldStateDir(c, d, a[0])
 	if err != nil {
 		return err
 	}
-	sh, err := ad.ForContainer(c.Context, a[0])
+	recs, err := shieldlog.Read(dir, q, func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) })
 	if err != nil {
 		return err
 	}
-	events, err := sh.AuditTail(n)
-	if err != nil {
-		return err
+	asJSON := c.Bool("json")
+	if !asJSON {
+		fmt.Fprintln(d.Stdout, shieldlog.Header())
 	}
-	enc := json.NewEncoder(d.Stdout)
-	for _, ev := range events {
-		if err := enc.Encode(ev); err != nil {
+	for _, r := range recs {
+		if err := printShieldRecord(d, r, asJSON); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// shieldWatch streams the container's new records until SIGINT or SIGTERM
+// (exit 0).
+func shieldWatch(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	dir, err := shieldStateDir(c, d, a[0])
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	asJSON := c.Bool("json")
+	if !asJSON {
+		fmt.Fprintln(d.Stdout, shieldlog.Header())
+	}
+	return shieldlog.Watch(ctx, dir, 0, func(r audit.Record) error { return printShieldRecord(d, r, asJSON) },
+		func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) })
+}
+
+// shieldStateDir finds the container's shield state directory.
+func shieldStateDir(c *ucli.Context, d Deps, container string) (string, error) {
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return "", err
+	}
+	sh, err := ad.ForContainer(c.Context, container)
+	if err != nil {
+		return "", err
+	}
+	return sh.StateDir()
+}
+
+func printShieldRecord(d Deps, r audit.Record, asJSON bool) error {
+	if asJSON {
+		return auditview.WriteJSONLine(d.Stdout, r)
+	}
+	_, err := fmt.Fprintln(d.Stdout, shieldlog.Row(r))
+	return err
 }

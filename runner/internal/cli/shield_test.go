@@ -60,7 +60,13 @@ func TestShieldUsageErrors(t *testing.T) {
 		{[]string{"shield", "down", "a", "b"}, "CONTAINER"},
 		{[]string{"shield", "state", "-x"}, ""},
 		{[]string{"shield", "preview", "--all", "c"}, "--all requires --down"},
-		{[]string{"shield", "log", "--tail", "-1", "c"}, "--tail"},
+		{[]string{"shield", "log", "--tail", "-1", "c"}, "-n must be"},
+		{[]string{"shield", "log", "-n", "-1", "c"}, "-n must be"},
+		{[]string{"shield", "log", "--since", "yesterday-ish", "c"}, "--since"},
+		{[]string{"shield", "log"}, "CONTAINER"},
+		{[]string{"shield", "watch"}, "CONTAINER"},
+		{[]string{"shield", "watch", "a", "b"}, "CONTAINER"},
+		{[]string{"shield", "watch", "--since", "1h", "c"}, "flag provided but not defined"},
 		{[]string{"shield", "nope"}, "unknown command"},
 	}
 	for _, tt := range tests {
