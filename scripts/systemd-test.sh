@@ -15,7 +15,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/test/containers.conf}
 
-deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build")
+# package.sh prints the .deb's path first, then the .rpm's.
+deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build" | head -n 1)
 exec 9>>/tmp/terok-e2e.lock
 flock 9
 name=terok-systemd-test-$$
