@@ -115,7 +115,10 @@ func setupBench(b *testing.B, repo string) *benchEnv {
 		return cmd
 	}
 	e.gatePort = testkit.FreePort(b)
-	g := start(e.gateCG.argv(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort))...)
+	// The audit records go to the benchmark's own directory, not beside
+	// the shared repository cache.
+	g := start(e.gateCG.argv(gateBin, "--base-path="+e.base, "--token-file="+tokfile, "--foreground", "--port="+strconv.Itoa(e.gatePort),
+		"--audit-file="+filepath.Join(dir, "audit", "gate.jsonl"))...)
 	e.gatePID = g.Process.Pid
 	e.daemon = testkit.FreePort(b)
 	d := start(e.daemonCG.argv("git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",

@@ -31,7 +31,7 @@ func gateCommand(d Deps) *ucli.Command {
 			gateInstallCommand(d), gateUninstallCommand(d), gateEnsureCommand(d),
 			gateTokenCommand(d), gateURLCommand(d),
 			gateSyncCommand(d), gateCompareCommand(d), gateLastCommitCommand(d),
-			gatePolicyCommand(d),
+			gatePolicyCommand(d), gateReviewCommand(d), gatePromoteCommand(d), gateRejectCommand(d),
 		},
 	}
 }
@@ -381,13 +381,18 @@ func mirrorFlags() []ucli.Flag {
 	}
 }
 
-func mirrorFor(c *ucli.Context, d Deps) (*mirror.Manager, error) {
-	if c.NArg() != 1 {
-		return nil, UsageErrorf("expected one PROJECT argument")
-	}
-	project := c.Args().First()
-	if err := checkProject(project); err != nil {
-		return nil, err
+func mirrorFor(c *ucli.Context, d Deps, projectArg ...string) (*mirror.Manager, error) {
+	var project string
+	if len(projectArg) == 1 {
+		project = projectArg[0] // checked by the caller
+	} else {
+		if c.NArg() != 1 {
+			return nil, UsageErrorf("expected one PROJECT argument")
+		}
+		project = c.Args().First()
+		if err := checkProject(project); err != nil {
+			return nil, err
+		}
 	}
 	cfg, err := loadConfig(c, d)
 	if err != nil {
