@@ -5,6 +5,8 @@ package sshkeys
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"terok.dev/sandbox/common/atomicfile"
@@ -24,6 +27,90 @@ import (
 type Entry struct {
 	PrivateKey string `json:"private_key"`
 	PublicKey  string `json:"public_key"`
+	// Destinations, when the member is present, restrict the key to
+	// sessions bound to these hosts (docs/ssh-agent.md, Destination-bound
+	// keys): host patterns and/or host key fingerprints. Absent: no
+	// restriction. Readers that predate the member ignore it.
+	Destinations []string `json:"destinations,omitempty"`
+	// Problem is set when a destinations member is present but unusable
+	// (not a list of valid destinations). Such a key must not be served at
+	// all: serving it unrestricted would lift the operator's restriction.
+	Problem string `json:"-"`
+}
+
+// Restricted reports whether the entry carries a destinations member
+// (valid or not).
+func (e Entry) Restricted() bool { return e.Destinations != nil || e.Problem != "" }
+
+// MaxDestinations bounds an entry's destinations.
+const MaxDestinations = 64
+
+// FingerprintPrefix starts a host key fingerprint destination.
+const FingerprintPrefix = "SHA256:"
+
+// DestinationExample is shown with every refused destination.
+const DestinationExample = "e.g. github.com, *.example.org or SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+
+// ValidateDestination checks one destination: a host key fingerprint
+// `SHA256:` + 43 characters of unpadded base64 (a SHA-256, as ssh-keygen -l
+// prints it), or a host pattern of letters, digits, '.', '-', '_', ':'
+// (IPv6) and the wildcards '*' and '?', at most 253 characters, not
+// starting with '-' or '.' (docs/ssh-agent.md, Destination-bound keys).
+func ValidateDestination(d string) error {
+	if strings.HasPrefix(d, FingerprintPrefix) {
+		b64 := d[len(FingerprintPrefix):]
+		raw, err := base64.RawStdEncoding.DecodeString(b64)
+		if err != nil || len(raw) != sha256.Size {
+			return fmt.Errorf("destination %q: a fingerprint is SHA256: and 43 base64 characters (%s)", d, DestinationExample)
+		}
+		return nil
+	}
+	if d == "" || len(d) > 253 {
+		return fmt.Errorf("destination %q: a host pattern has 1..253 characters (%s)", d, DestinationExample)
+	}
+	if d[0] == '-' || d[0] == '.' || strings.Contains(d, "..") {
+		return fmt.Errorf("destination %q: a host pattern does not start with '-' or '.' nor contain '..' (%s)", d, DestinationExample)
+	}
+	for _, r := range d {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune(".-_:*?", r):
+		default:
+			return fmt.Errorf("destination %q: %q is not allowed in a host pattern (letters, digits, . - _ : * ?; %s)", d, r, DestinationExample)
+		}
+	}
+	return nil
+}
+
+// ValidateDestinations checks a destinations list: 1..MaxDestinations
+// valid entries.
+func ValidateDestinations(ds []string) error {
+	if len(ds) == 0 {
+		return fmt.Errorf("destinations is empty; remove the member to lift the restriction, or name at least one (%s)", DestinationExample)
+	}
+	if len(ds) > MaxDestinations {
+		return fmt.Errorf("%d destinations, at most %d", len(ds), MaxDestinations)
+	}
+	for _, d := range ds {
+		if err := ValidateDestination(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Check returns an error naming every entry of m whose destinations
+// member is unusable (the agent refuses to start on one).
+func Check(m Map) error {
+	var errs []error
+	for p, es := range m {
+		for _, e := range es {
+			if e.Problem != "" {
+				errs = append(errs, fmt.Errorf("project %s key %s: %s", p, e.PrivateKey, e.Problem))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Map is project id → key pairs in file order.
@@ -75,6 +162,19 @@ func entriesOf(raw json.RawMessage) []Entry {
 			json.Unmarshal(v["public_key"], &e.PublicKey) != nil {
 			continue
 		}
+		if raw, ok := v["destinations"]; ok {
+			var ds []string
+			switch err := json.Unmarshal(raw, &ds); {
+			case err != nil || ds == nil:
+				e.Problem = "destinations is not a list of strings"
+			default:
+				if err := ValidateDestinations(ds); err != nil {
+					e.Problem = err.Error()
+				} else {
+					e.Destinations = ds
+				}
+			}
+		}
 		out = append(out, e)
 	}
 	return out
@@ -117,7 +217,22 @@ func Read(path string) (Map, error) {
 // private key path is replaced in place, otherwise the pair is appended; the
 // project's value is written back as a list and other projects are untouched.
 // An invalid file is left as it is and reported.
+//
+// The other members of a replaced entry (destinations, and members this
+// version does not know) are kept.
 func Update(path, project, privateKey, publicKey string) error {
+	return Register(path, project, privateKey, publicKey, nil)
+}
+
+// Register is Update that also sets the entry's destinations: nil keeps
+// what the entry has (none for a new one), a non-nil list must be valid
+// and replaces them (docs/ssh-agent.md, Destination-bound keys).
+func Register(path, project, privateKey, publicKey string, destinations []string) error {
+	if destinations != nil {
+		if err := ValidateDestinations(destinations); err != nil {
+			return fmt.Errorf("update %s: %w", path, err)
+		}
+	}
 	// The project id also names the project's key directory (docs/runner.md,
 	// Names), so it follows the one name rule.
 	if err := names.ValidateProjectID(project); err != nil {
@@ -144,22 +259,25 @@ func Update(path, project, privateKey, publicKey string) error {
 				list = []json.RawMessage{members[idx].Value}
 			}
 		}
-		enc, err := json.Marshal(newEntry)
-		if err != nil {
-			return nil, err
-		}
 		replaced := false
 		for i, el := range list {
-			var v struct {
-				PrivateKey *string `json:"private_key"`
-			}
-			if json.Unmarshal(el, &v) == nil && v.PrivateKey != nil && *v.PrivateKey == privateKey {
+			var v map[string]json.RawMessage
+			var pk string
+			if json.Unmarshal(el, &v) == nil && v != nil && json.Unmarshal(v["private_key"], &pk) == nil && pk == privateKey {
+				enc, err := mergeEntry(v, newEntry, destinations)
+				if err != nil {
+					return nil, err
+				}
 				list[i] = enc
 				replaced = true
 				break
 			}
 		}
 		if !replaced {
+			enc, err := mergeEntry(map[string]json.RawMessage{}, newEntry, destinations)
+			if err != nil {
+				return nil, err
+			}
 			list = append(list, enc)
 		}
 		value, err := json.Marshal(list)
@@ -172,6 +290,81 @@ func Update(path, project, privateKey, publicKey string) error {
 			members = append(members, jsonobj.Member{Key: project, Value: value})
 		}
 		return members, nil
+	})
+}
+
+// mergeEntry writes e's paths (and destinations, when non-nil) over the
+// members of an existing entry object.
+func mergeEntry(v map[string]json.RawMessage, e Entry, destinations []string) (json.RawMessage, error) {
+	set := func(k string, x any) error {
+		b, err := json.Marshal(x)
+		v[k] = b
+		return err
+	}
+	if err := errors.Join(set("private_key", e.PrivateKey), set("public_key", e.PublicKey)); err != nil {
+		return nil, err
+	}
+	if destinations != nil {
+		if err := set("destinations", destinations); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(v)
+}
+
+// ErrNoEntry is returned by SetDestinations for a key that is not
+// registered for the project.
+var ErrNoEntry = errors.New("no such key registered for the project")
+
+// SetDestinations sets (non-empty, validated) or removes (empty or nil) the
+// destinations of project's entry whose private key path is privateKey.
+func SetDestinations(path, project, privateKey string, destinations []string) error {
+	if len(destinations) > 0 {
+		if err := ValidateDestinations(destinations); err != nil {
+			return fmt.Errorf("update %s: %w", path, err)
+		}
+	}
+	return modify(path, func(members []jsonobj.Member) ([]jsonobj.Member, error) {
+		for i, m := range members {
+			if m.Key != project {
+				continue
+			}
+			var list []json.RawMessage
+			switch firstByte(m.Value) {
+			case '[':
+				_ = json.Unmarshal(m.Value, &list)
+			case '{':
+				list = []json.RawMessage{m.Value}
+			}
+			for j, el := range list {
+				var v map[string]json.RawMessage
+				var pk string
+				if json.Unmarshal(el, &v) != nil || v == nil || json.Unmarshal(v["private_key"], &pk) != nil || pk != privateKey {
+					continue
+				}
+				if len(destinations) == 0 {
+					delete(v, "destinations")
+				} else {
+					b, err := json.Marshal(destinations)
+					if err != nil {
+						return nil, err
+					}
+					v["destinations"] = b
+				}
+				enc, err := json.Marshal(v)
+				if err != nil {
+					return nil, err
+				}
+				list[j] = enc
+				value, err := json.Marshal(list)
+				if err != nil {
+					return nil, err
+				}
+				members[i].Value = value
+				return members, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: project %s, private key %s", ErrNoEntry, project, privateKey)
 	})
 }
 

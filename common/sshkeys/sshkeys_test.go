@@ -2,6 +2,7 @@ package sshkeys
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -218,12 +219,128 @@ func TestConcurrentProcessesLoseNothing(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(specExample))
 	f.Add([]byte(`{"a": [{}], "b": null}`))
+	f.Add([]byte(`{"a": [{"private_key": "/a", "public_key": "/a.pub", "destinations": ["*.example.org", "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, _ := Parse(data)
 		for _, es := range m {
 			if len(es) == 0 {
 				t.Fatal("project with no entries kept")
 			}
+			for _, e := range es {
+				// A destinations member is either usable or flagged, never dropped.
+				if e.Destinations != nil && (e.Problem != "" || ValidateDestinations(e.Destinations) != nil) {
+					t.Fatalf("unusable destinations passed: %+v", e)
+				}
+			}
 		}
 	})
+}
+
+func TestValidateDestination(t *testing.T) {
+	for _, c := range []struct {
+		in string
+		ok bool
+	}{
+		{"github.com", true},
+		{"*.example.org", true},
+		{"host-?.example.org", true},
+		{"127.0.0.1", true},
+		{"2001:db8::1", true},
+		{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s", true},
+		{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2", false},   // 42 characters
+		{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s=", false}, // padded
+		{"SHA256:", false},
+		{"", false},
+		{"-oProxyCommand=x", false},
+		{".example.org", false},
+		{"a..b", false},
+		{"exa mple.org", false},
+		{"[host]:22", false},
+		{"host,other", false},
+		{"!host", false},
+		{"héllo.org", false},
+		{strings.Repeat("a", 254), false},
+	} {
+		if err := ValidateDestination(c.in); (err == nil) != c.ok {
+			t.Errorf("ValidateDestination(%q) = %v, want ok=%v", c.in, err, c.ok)
+		} else if err != nil && !strings.Contains(err.Error(), "e.g.") {
+			t.Errorf("error without an example: %v", err)
+		}
+	}
+	if ValidateDestinations(nil) == nil || ValidateDestinations(make([]string, MaxDestinations+1)) == nil {
+		t.Error("empty or oversized list accepted")
+	}
+}
+
+func TestParseDestinations(t *testing.T) {
+	m, err := Parse([]byte(`{"p": [
+	  {"private_key": "/a", "public_key": "/a.pub", "destinations": ["github.com", "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"]},
+	  {"private_key": "/b", "public_key": "/b.pub"},
+	  {"private_key": "/c", "public_key": "/c.pub", "destinations": "github.com"},
+	  {"private_key": "/d", "public_key": "/d.pub", "destinations": []},
+	  {"private_key": "/e", "public_key": "/e.pub", "destinations": ["bad host"]},
+	  {"private_key": "/f", "public_key": "/f.pub", "destinations": null}
+	]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := m["p"]
+	if len(es) != 6 {
+		t.Fatalf("entries %+v", es)
+	}
+	if !es[0].Restricted() || es[0].Problem != "" || len(es[0].Destinations) != 2 {
+		t.Errorf("valid destinations: %+v", es[0])
+	}
+	if es[1].Restricted() {
+		t.Errorf("no member, but restricted: %+v", es[1])
+	}
+	for _, e := range es[2:] {
+		if e.Problem == "" || !e.Restricted() || e.Destinations != nil {
+			t.Errorf("unusable destinations not flagged: %+v", e)
+		}
+	}
+	if err := Check(m); err == nil || !strings.Contains(err.Error(), "/e") || strings.Contains(err.Error(), "key /a") {
+		t.Errorf("Check = %v", err)
+	}
+}
+
+func TestRegisterAndSetDestinations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ssh-keys.json")
+	if err := os.WriteFile(path, []byte(`{"p": [{"private_key": "/a", "public_key": "/a.pub", "destinations": ["github.com"], "future": 7}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Re-registering keeps destinations and unknown members.
+	if err := Update(path, "p", "/a", "/a2.pub"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	var raw map[string][]map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil || raw["p"][0]["future"] != 7.0 ||
+		fmt.Sprint(raw["p"][0]["destinations"]) != "[github.com]" {
+		t.Fatalf("Update dropped members: %s", data)
+	}
+	if err := Register(path, "p", "/b", "/b.pub", []string{"*.example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Register(path, "p", "/c", "/c.pub", []string{"bad host"}); err == nil {
+		t.Fatal("invalid destination registered")
+	}
+	if err := SetDestinations(path, "p", "/a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetDestinations(path, "p", "/b", []string{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetDestinations(path, "p", "/zzz", []string{"github.com"}); !errors.Is(err, ErrNoEntry) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	m, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := m["p"]
+	if len(es) != 2 || es[0].Restricted() || es[0].PublicKey != "/a2.pub" ||
+		len(es[1].Destinations) != 1 || !strings.HasPrefix(es[1].Destinations[0], "SHA256:") {
+		t.Fatalf("entries %+v", es)
+	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -17,7 +18,7 @@ func sshCommand(d Deps) *ucli.Command {
 		Name:  "ssh",
 		Usage: "SSH keys of projects (served to containers by terok-ssh-agent)",
 		Subcommands: []*ucli.Command{
-			sshInitCommand(d), sshListCommand(d), sshImportCommand(d), sshAddKeyCommand(d), sshTokenCommand(d),
+			sshInitCommand(d), sshListCommand(d), sshImportCommand(d), sshAddKeyCommand(d), sshRestrictCommand(d), sshTokenCommand(d),
 		},
 	}
 }
@@ -28,6 +29,19 @@ func sshManager(c *ucli.Context, d Deps) (sshmanager.Manager, error) {
 		return sshmanager.Manager{}, err
 	}
 	return sshmanager.New(cfg, d.Env), nil
+}
+
+func destinationFlag() ucli.Flag {
+	return &ucli.GenericFlag{Name: "destination", Value: &listFlag{}, Usage: "sign only for this host pattern (github.com, *.example.org; resolved through ssh_known_hosts beside ssh-keys.json) or host key fingerprint (SHA256:...); repeatable"}
+}
+
+// destinations returns the validated --destination values (exit 2 on a bad one).
+func destinations(c *ucli.Context) ([]string, error) {
+	ds := listOf(c, "destination")
+	if err := sshmanager.CheckDestinations(ds); err != nil {
+		return nil, UsageErrorf("--destination: %v", err)
+	}
+	return ds, nil
 }
 
 func keyTypeFlag() ucli.Flag {
@@ -46,6 +60,7 @@ func sshInitCommand(d Deps) *ucli.Command {
 			&ucli.StringFlag{Name: "config-template", Usage: "SSH config template with {{KEY_NAME}}, {{IDENTITY_FILE}}, {{PROJECT_ID}}"},
 			&ucli.BoolFlag{Name: "force", Usage: "replace the existing key and config"},
 			&ucli.BoolFlag{Name: "no-register", Usage: "do not add the key to ssh-keys.json"},
+			destinationFlag(),
 			jsonFlag(),
 		},
 		Action: func(c *ucli.Context) error {
@@ -55,6 +70,13 @@ func sshInitCommand(d Deps) *ucli.Command {
 			}
 			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
 				return UsageErrorf("%v", err)
+			}
+			dests, err := destinations(c)
+			if err != nil {
+				return err
+			}
+			if len(dests) > 0 && fa.Bool("no-register") {
+				return UsageErrorf("--destination is stored in ssh-keys.json and needs registration; drop --no-register")
 			}
 			m, err := sshManager(c, d)
 			if err != nil {
@@ -71,7 +93,7 @@ func sshInitCommand(d Deps) *ucli.Command {
 				return err
 			}
 			if !fa.Bool("no-register") {
-				if err := m.Register(a[0], res.PrivateKey, res.PublicKey); err != nil {
+				if err := m.Register(a[0], res.PrivateKey, res.PublicKey, dests...); err != nil {
 					return fmt.Errorf("key created at %s but not registered: %w", res.PrivateKey, err)
 				}
 			}
@@ -130,6 +152,7 @@ func sshImportCommand(d Deps) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "private-key", Usage: "private key file (unencrypted)"},
 			&ucli.StringFlag{Name: "public-key", Usage: "public key file (default <private-key>.pub)"},
+			destinationFlag(),
 			jsonFlag(),
 		},
 		Action: func(c *ucli.Context) error {
@@ -140,6 +163,10 @@ func sshImportCommand(d Deps) *ucli.Command {
 			if fa.String("private-key") == "" {
 				return UsageErrorf("--private-key is required")
 			}
+			dests, err := destinations(c)
+			if err != nil {
+				return err
+			}
 			m, err := sshManager(c, d)
 			if err != nil {
 				return err
@@ -147,7 +174,7 @@ func sshImportCommand(d Deps) *ucli.Command {
 			if err := prepareSecretWrite(c, d); err != nil {
 				return err
 			}
-			res, err := m.Import(a[0], fa.String("private-key"), fa.String("public-key"))
+			res, err := m.Import(a[0], fa.String("private-key"), fa.String("public-key"), dests...)
 			if err != nil {
 				return err
 			}
@@ -175,6 +202,7 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "name", Usage: "key name (letters, '_' and '-'); default key-<N>"},
 			keyTypeFlag(),
+			destinationFlag(),
 			jsonFlag(),
 		},
 		Action: func(c *ucli.Context) error {
@@ -185,6 +213,10 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
 				return UsageErrorf("%v", err)
 			}
+			dests, err := destinations(c)
+			if err != nil {
+				return err
+			}
 			m, err := sshManager(c, d)
 			if err != nil {
 				return err
@@ -192,7 +224,7 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 			if err := prepareSecretWrite(c, d); err != nil {
 				return err
 			}
-			res, err := m.AddKey(a[0], fa.String("name"), fa.String("key-type"))
+			res, err := m.AddKey(a[0], fa.String("name"), fa.String("key-type"), dests...)
 			if err != nil {
 				return err
 			}
@@ -204,6 +236,51 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 			if res.PublicText != "" {
 				fmt.Fprintf(d.Stdout, "Public key (add as deploy key):\n%s\n", res.PublicText)
 			}
+			return nil
+		},
+	}
+}
+
+func sshRestrictCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "restrict",
+		Usage:     "bind a registered key to destinations (--destination ...), or lift the binding (--clear)",
+		ArgsUsage: "PROJECT KEY",
+		Description: "KEY is the KEY column of 'ssh list' (the key's comment), the key file's name or the private key's path.\n" +
+			"Example: terok-sandbox ssh restrict demo tk-main:demo --destination github.com --destination '*.example.org'",
+		Flags: []ucli.Flag{
+			destinationFlag(),
+			&ucli.BoolFlag{Name: "clear", Usage: "remove the destinations: the key signs for any host"},
+			jsonFlag(),
+		},
+		Action: func(c *ucli.Context) error {
+			fa, a, err := argsExactly(c, "project", "key")
+			if err != nil {
+				return err
+			}
+			dests, err := destinations(c)
+			if err != nil {
+				return err
+			}
+			if (len(dests) == 0) == !fa.Bool("clear") {
+				return UsageErrorf("give --destination (repeatable) or --clear, not both; e.g. terok-sandbox ssh restrict %s KEY --destination github.com", a[0])
+			}
+			m, err := sshManager(c, d)
+			if err != nil {
+				return err
+			}
+			row, err := m.Restrict(a[0], a[1], dests)
+			if err != nil {
+				return err
+			}
+			if fa.Bool("json") {
+				return writeJSON(d.Stdout, row)
+			}
+			if len(dests) == 0 {
+				fmt.Fprintf(d.Stdout, "Key %s of project '%s' signs for any host again.\n", row.Key, row.Project)
+				return nil
+			}
+			fmt.Fprintf(d.Stdout, "Key %s of project '%s' signs only for: %s\n", row.Key, row.Project, strings.Join(dests, ", "))
 			return nil
 		},
 	}

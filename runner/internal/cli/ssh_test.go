@@ -148,3 +148,65 @@ func TestSSHCommandErrors(t *testing.T) {
 		t.Fatal("invalid ssh-keys.json was modified")
 	}
 }
+
+// Destinations (docs/ssh-agent.md, Destination-bound keys): set at creation,
+// changed and lifted with `ssh restrict`, shown by `ssh list`; a bad pattern
+// exits 2 with an example and writes nothing.
+func TestSSHDestinations(t *testing.T) {
+	e := newSSHEnv(t)
+	keysJSON := filepath.Join(e.creds, "ssh-keys.json")
+	const fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+	if code, out, errs := e.run(t, "ssh", "init", "proj", "--destination", "github.com"); code != 0 {
+		t.Fatalf("init --destination: %d %q %q", code, out, errs)
+	}
+	// Flags after the positional argument, repeated.
+	code, out, errs := e.run(t, "ssh", "add-key", "proj", "--name", "bot", "--destination", "*.example.org", "--destination", fp, "--json")
+	var ak map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &ak) != nil {
+		t.Fatalf("add-key --destination: %d %q %q", code, out, errs)
+	}
+	km, err := sshkeys.Read(keysJSON)
+	if err != nil || len(km["proj"]) != 2 || strings.Join(km["proj"][0].Destinations, " ") != "github.com" ||
+		strings.Join(km["proj"][1].Destinations, " ") != "*.example.org "+fp {
+		t.Fatalf("registered: %+v %v", km, err)
+	}
+	for _, bad := range [][]string{
+		{"ssh", "add-key", "proj", "--destination", "bad host"},
+		{"ssh", "add-key", "proj", "--destination", "SHA256:short"},
+		{"ssh", "init", "p2", "--destination", "-oProxyCommand=x"},
+		{"ssh", "init", "p3", "--no-register", "--destination", "github.com"},
+		{"ssh", "restrict", "proj", "tk-main:proj"},
+		{"ssh", "restrict", "proj", "tk-main:proj", "--clear", "--destination", "github.com"},
+		{"ssh", "restrict", "proj", "tk-main:proj", "--destination", "a,b c"},
+	} {
+		code, _, errs := e.run(t, bad...)
+		if code != 2 || !strings.Contains(errs, "destination") && !strings.Contains(errs, "--clear") {
+			t.Errorf("%v: exit %d %q, want 2", bad, code, errs)
+		}
+	}
+	if km2, _ := sshkeys.Read(keysJSON); len(km2["proj"]) != 2 || len(km2) != 1 {
+		t.Fatalf("a refused command changed ssh-keys.json: %+v", km2)
+	}
+	code, out, _ = e.run(t, "ssh", "list")
+	if code != 0 || !strings.Contains(out, "DESTINATIONS") || !strings.Contains(out, "github.com") || !strings.Contains(out, "*.example.org,"+fp) {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
+	if code, out, errs := e.run(t, "ssh", "restrict", "proj", "tk-side:proj:bot", "--clear"); code != 0 || !strings.Contains(out, "any host") {
+		t.Fatalf("restrict --clear: %d %q %q", code, out, errs)
+	}
+	if code, out, errs := e.run(t, "ssh", "restrict", "proj", "id_ed25519_proj", "--destination", "gitlab.com"); code != 0 || !strings.Contains(out, "gitlab.com") {
+		t.Fatalf("restrict by file name: %d %q %q", code, out, errs)
+	}
+	if code, _, errs := e.run(t, "ssh", "restrict", "proj", "nope", "--destination", "gitlab.com"); code != ExitError || !strings.Contains(errs, "no key") {
+		t.Fatalf("restrict unknown key: %d %q", code, errs)
+	}
+	km, _ = sshkeys.Read(keysJSON)
+	if strings.Join(km["proj"][0].Destinations, " ") != "gitlab.com" || km["proj"][1].Restricted() {
+		t.Fatalf("after restrict: %+v", km["proj"])
+	}
+	code, out, _ = e.run(t, "ssh", "list", "--json")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 2 || rows[0]["destinations"] == nil || rows[1]["destinations"] != nil {
+		t.Fatalf("list --json: %d %s", code, out)
+	}
+}

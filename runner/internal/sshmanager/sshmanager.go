@@ -254,9 +254,63 @@ func (m Manager) absolute(p string) (string, error) {
 	return abs, nil
 }
 
-// Register adds a key pair to ssh-keys.json with the update rule.
-func (m Manager) Register(project, priv, pub string) error {
-	return sshkeys.Update(m.KeysJSON, project, priv, pub)
+// Register adds a key pair to ssh-keys.json with the update rule. With
+// destinations the key is bound to them (docs/ssh-agent.md,
+// Destination-bound keys); without, a re-registered key keeps the
+// destinations it had.
+func (m Manager) Register(project, priv, pub string, destinations ...string) error {
+	if len(destinations) == 0 {
+		return sshkeys.Update(m.KeysJSON, project, priv, pub)
+	}
+	return sshkeys.Register(m.KeysJSON, project, priv, pub, destinations)
+}
+
+// CheckDestinations validates destinations given on the command line
+// (none is fine: no restriction).
+func CheckDestinations(ds []string) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	return sshkeys.ValidateDestinations(ds)
+}
+
+// Restrict sets the destinations of a registered key, or removes them
+// (destinations empty: the key signs for any host again). key is the KEY
+// column of `ssh list` (the public key's comment), the key file's name, or
+// the private key's path.
+func (m Manager) Restrict(project, key string, destinations []string) (Row, error) {
+	if err := CheckProject(project); err != nil {
+		return Row{}, err
+	}
+	if err := CheckDestinations(destinations); err != nil {
+		return Row{}, err
+	}
+	rows, err := m.List(project)
+	if err != nil {
+		return Row{}, err
+	}
+	var match []Row
+	for _, r := range rows {
+		if r.Key == key || r.Path == key || filepath.Base(r.Path) == key {
+			match = append(match, r)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return Row{}, fmt.Errorf("no key %q registered for project '%s' (see terok-sandbox ssh list --project %s): %w", key, project, project, sshkeys.ErrNoEntry)
+	case 1:
+	default:
+		return Row{}, fmt.Errorf("%d keys of project '%s' match %q; name the private key's path", len(match), project, key)
+	}
+	if err := sshkeys.SetDestinations(m.KeysJSON, project, match[0].Path, destinations); err != nil {
+		return Row{}, err
+	}
+	r := match[0]
+	r.Destinations, r.DestinationsProblem = destinations, ""
+	if len(destinations) == 0 {
+		r.Destinations = nil
+	}
+	return r, nil
 }
 
 // ---- add-key ----
@@ -281,8 +335,11 @@ const counterFile = ".key-counter"
 // key-<N>, N one more than the highest number ever issued in the project
 // (any algorithm); numbers are never reused, also after deletion. The
 // directory lock makes concurrent add-key calls pick distinct numbers.
-func (m Manager) AddKey(project, name, keyType string) (AddKeyResult, error) {
+func (m Manager) AddKey(project, name, keyType string, destinations ...string) (AddKeyResult, error) {
 	if err := CheckProject(project); err != nil {
+		return AddKeyResult{}, err
+	}
+	if err := CheckDestinations(destinations); err != nil {
 		return AddKeyResult{}, err
 	}
 	if keyType == "" {
@@ -345,7 +402,7 @@ func (m Manager) AddKey(project, name, keyType string) (AddKeyResult, error) {
 	if err != nil {
 		return AddKeyResult{}, err
 	}
-	if err := m.Register(project, res.PrivateKey, res.PublicKey); err != nil {
+	if err := m.Register(project, res.PrivateKey, res.PublicKey, destinations...); err != nil {
 		// An unregistered key is useless and its name would block a retry.
 		os.Remove(res.PrivateKey)
 		os.Remove(res.PublicKey)
@@ -402,8 +459,11 @@ type ImportResult struct {
 
 // Import copies an existing key pair into the project's directory and
 // registers it. The public key must belong to the private key.
-func (m Manager) Import(project, privSrc, pubSrc string) (ImportResult, error) {
+func (m Manager) Import(project, privSrc, pubSrc string, destinations ...string) (ImportResult, error) {
 	if err := CheckProject(project); err != nil {
+		return ImportResult{}, err
+	}
+	if err := CheckDestinations(destinations); err != nil {
 		return ImportResult{}, err
 	}
 	priv, err := m.resolveSource(privSrc)
@@ -447,7 +507,7 @@ func (m Manager) Import(project, privSrc, pubSrc string) (ImportResult, error) {
 		*f.dst = dst
 		res.Copies = append(res.Copies, Copy{Src: f.src, Dst: dst})
 	}
-	if err := m.Register(project, res.PrivateKey, res.PublicKey); err != nil {
+	if err := m.Register(project, res.PrivateKey, res.PublicKey, destinations...); err != nil {
 		return ImportResult{}, err
 	}
 	return res, nil
@@ -584,6 +644,12 @@ type Row struct {
 	Type        string `json:"type"`
 	Fingerprint string `json:"fingerprint"`
 	Path        string `json:"path"`
+	// Destinations the key is bound to (docs/ssh-agent.md,
+	// Destination-bound keys); absent: any host.
+	Destinations []string `json:"destinations,omitempty"`
+	// DestinationsProblem: the member is present but unusable, so the
+	// agent does not serve the key.
+	DestinationsProblem string `json:"destinations_problem,omitempty"`
 }
 
 // ErrNoProject is returned by List for a --project that is not registered.
@@ -634,7 +700,7 @@ func stem(p string) string {
 }
 
 func describe(project string, e sshkeys.Entry) Row {
-	r := Row{Project: project, Path: e.PrivateKey}
+	r := Row{Project: project, Path: e.PrivateKey, Destinations: e.Destinations, DestinationsProblem: e.Problem}
 	data, err := os.ReadFile(e.PublicKey)
 	if err != nil {
 		r.Type, r.Key, r.Fingerprint = "?", stem(e.PrivateKey), "(pub missing)"
@@ -666,9 +732,30 @@ func describe(project string, e sshkeys.Entry) Row {
 // Key management (`terok-sandbox ssh …`)).
 func FormatTable(rows []Row) string {
 	head := []string{"PROJECT", "KEY", "TYPE", "FINGERPRINT", "PATH"}
+	// The DESTINATIONS column appears only when some key is bound, so the
+	// table of unrestricted keys stays as before (docs/ssh-agent.md, Key
+	// management (`terok-sandbox ssh …`)).
+	withDest := false
+	for _, r := range rows {
+		withDest = withDest || r.Destinations != nil || r.DestinationsProblem != ""
+	}
+	if withDest {
+		head = append(head, "DESTINATIONS")
+	}
 	cells := [][]string{head}
 	for _, r := range rows {
-		cells = append(cells, []string{r.Project, r.Key, r.Type, r.Fingerprint, r.Path})
+		row := []string{r.Project, r.Key, r.Type, r.Fingerprint, r.Path}
+		if withDest {
+			d := strings.Join(r.Destinations, ",")
+			switch {
+			case r.DestinationsProblem != "":
+				d = "(invalid: not served)"
+			case d == "":
+				d = "(any)"
+			}
+			row = append(row, d)
+		}
+		cells = append(cells, row)
 	}
 	width := make([]int, len(head))
 	for _, row := range cells {

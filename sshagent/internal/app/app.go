@@ -25,6 +25,7 @@ import (
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/secretstore"
+	"terok.dev/sandbox/common/sshkeys"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/sshagent/internal/bridge"
 	"terok.dev/sandbox/sshagent/internal/keys"
@@ -41,6 +42,10 @@ const (
 	EnvSocket = "TEROK_SSH_AGENT_SOCKET" // optional: a mounted agent socket instead of TCP
 	EnvHost   = "TEROK_SSH_AGENT_HOST"   // optional: host name override
 )
+
+// DefaultKnownHostsName is the known_hosts file beside ssh-keys.json that
+// resolves host-pattern destinations (docs/ssh-agent.md, Destination-bound keys).
+const DefaultKnownHostsName = "ssh_known_hosts"
 
 // DefaultAgentHost is where a container reaches the host's loopback.
 const DefaultAgentHost = "host.containers.internal"
@@ -172,6 +177,7 @@ func runServer(args []string, env Env) int {
 	maxConns := fs.Int("max-connections", server.DefaultMaxConns, "concurrent sessions")
 	idle := fs.Duration("idle-timeout", server.DefaultIdleTimeout, "close a session after this long without a request")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for sessions to end")
+	knownHosts := fs.String("known-hosts", "", "known_hosts file resolving the host patterns of key destinations (default ssh_known_hosts beside --ssh-keys-file)")
 	auditFile := fs.String("audit-file", "", "audit records (JSONL) go here, or off (default <state_dir>/audit/ssh.jsonl; docs/audit.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -236,8 +242,25 @@ func runServer(args []string, env Env) int {
 		log.Error("cannot start: "+err.Error(), "keystore", vault.KeystorePath())
 		return finish(env, err)
 	}
+	// Destination-bound keys (docs/ssh-agent.md): a key whose destinations
+	// cannot be used would have to be served unrestricted or not at all;
+	// the agent refuses to start so the operator sees it at once.
+	if m, err := sshkeys.Read(keysAbs); err == nil {
+		if err := sshkeys.Check(m); err != nil {
+			log.Error("cannot start: ssh-keys.json has unusable destinations; fix them (terok-sandbox ssh restrict)", "path", keysAbs, "err", err)
+			return finish(env, fmt.Errorf("unusable destinations in %s: %w", keysAbs, err))
+		}
+	}
+	khPath := *knownHosts
+	if khPath == "" {
+		khPath = filepath.Join(filepath.Dir(keysAbs), DefaultKnownHostsName)
+	} else if _, err := os.Stat(khPath); err != nil {
+		log.Error("cannot start: --known-hosts", "err", err)
+		return finish(env, fmt.Errorf("--known-hosts: %w", err))
+	}
 	keyStore := keys.NewStore(keysAbs, log)
 	keyStore.SetVault(vault)
+	keyStore.SetKnownHosts(khPath)
 
 	srv, err := server.New(server.Options{
 		Tokens: db, Keys: keyStore, Log: log,
@@ -263,7 +286,7 @@ func runServer(args []string, env Env) int {
 		}
 		defer removeOwnPIDFile(*pidFile)
 	}
-	log.Info("terok-ssh-agent listening", "addrs", fmt.Sprint(addrs), "keys_file", keysAbs, "audit_file", auditPath, "version", version.Version)
+	log.Info("terok-ssh-agent listening", "addrs", fmt.Sprint(addrs), "keys_file", keysAbs, "known_hosts", khPath, "audit_file", auditPath, "version", version.Version)
 
 	sig, stopSig := signals(env)
 	defer stopSig()

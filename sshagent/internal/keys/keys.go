@@ -26,6 +26,7 @@ import (
 
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/sshagent/internal/destination"
 )
 
 // MainPrefix marks a project's primary key; such keys are offered first.
@@ -43,6 +44,9 @@ type Key struct {
 	Blob    []byte // wire form of the public key, as announced
 	Comment string
 	Private string // private key path, for logs
+	// Dest restricts the key to sessions bound to its destinations
+	// (docs/ssh-agent.md, Destination-bound keys); nil: unrestricted.
+	Dest *destination.Policy
 }
 
 // Type is the public key algorithm (ssh-ed25519, ssh-rsa, ecdsa-sha2-…).
@@ -53,10 +57,16 @@ type Store struct {
 	path  string
 	log   *slog.Logger
 	vault *secretstore.Vault // nil: plaintext key files only
+	known string             // known_hosts resolving host patterns; "" none
 
-	mu    sync.Mutex
-	cache map[string]cached
+	mu        sync.Mutex
+	cache     map[string]cached
+	knownSt   string // stamp of the parsed known_hosts
+	knownKeys []destination.HostKey
 }
+
+// MaxKnownHostsSize bounds what is read of the known_hosts file.
+const MaxKnownHostsSize = 4 << 20
 
 type cached struct {
 	fingerprint string
@@ -75,6 +85,39 @@ func NewStore(path string, log *slog.Logger) *Store {
 // (docs/secrets-at-rest.md). Call it before the store is used.
 func (s *Store) SetVault(v *secretstore.Vault) { s.vault = v }
 
+// SetKnownHosts names the known_hosts file that resolves the host patterns
+// of key destinations (docs/ssh-agent.md, Destination-bound keys). Call it
+// before the store is used.
+func (s *Store) SetKnownHosts(path string) { s.known = path }
+
+// knownHosts returns the parsed known_hosts, re-read when its stamp
+// changes. A missing file is no host keys (patterns then match nothing);
+// bad lines are logged and skipped.
+func (s *Store) knownHosts(st string) []destination.HostKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == s.knownSt {
+		return s.knownKeys
+	}
+	s.knownSt, s.knownKeys = st, nil
+	if s.known == "" {
+		return nil
+	}
+	data, err := readLimitedN(s.known, MaxKnownHostsSize)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("cannot read the known_hosts file; host-pattern destinations match no host until it is fixed", "path", s.known, "err", err)
+		}
+		return nil
+	}
+	keys, errs := destination.ParseKnownHosts(data)
+	for _, e := range errs {
+		s.log.Warn("skipping a known_hosts line that does not parse", "path", s.known, "err", e)
+	}
+	s.knownKeys = keys
+	return keys
+}
+
 // Project returns project's loadable keys in announce order (tk-main: keys
 // first, otherwise file order). No keys is an empty slice, never an error:
 // the reasons are logged for the operator.
@@ -85,7 +128,11 @@ func (s *Store) Project(project string) []Key {
 			"path", s.path, "err", err)
 	}
 	entries := m[project]
-	fp := fingerprint(entries)
+	knownSt := ""
+	if s.known != "" {
+		knownSt = stamp(s.known)
+	}
+	fp := fingerprint(entries) + "|" + knownSt
 
 	s.mu.Lock()
 	for p := range s.cache {
@@ -102,11 +149,24 @@ func (s *Store) Project(project string) []Key {
 	// Parse outside the lock: RSA parsing is slow and projects are independent.
 	var loaded []Key
 	for _, e := range entries {
+		if e.Problem != "" {
+			// Serving it unrestricted would lift the operator's restriction.
+			s.log.Error("skipping SSH key with unusable destinations; fix them in ssh-keys.json (terok-sandbox ssh restrict)",
+				"project", project, "private_key", e.PrivateKey, "err", e.Problem)
+			continue
+		}
 		k, err := LoadSealedPair(s.vault, e.PrivateKey, e.PublicKey)
 		if err != nil {
 			s.log.Error("skipping SSH key that cannot be loaded; fix or re-register it in ssh-keys.json",
 				"project", project, "private_key", e.PrivateKey, "err", err)
 			continue
+		}
+		if e.Destinations != nil {
+			k.Dest = destination.Resolve(e.Destinations, s.knownHosts(knownSt))
+			if k.Dest.Allowed() == 0 {
+				s.log.Warn("destination-bound SSH key matches no host key; it signs for no host (add the hosts to the known_hosts file or name fingerprints)",
+					"project", project, "private_key", e.PrivateKey, "destinations", strings.Join(e.Destinations, ","), "known_hosts", s.known)
+			}
 		}
 		loaded = append(loaded, k)
 	}
@@ -138,6 +198,7 @@ func fingerprint(entries []sshkeys.Entry) string {
 		b.WriteString(stamp(e.PrivateKey))
 		b.WriteByte('|')
 		b.WriteString(stamp(e.PublicKey))
+		b.WriteString("|" + strings.Join(e.Destinations, ",") + "|" + e.Problem)
 	}
 	return b.String()
 }
@@ -194,18 +255,20 @@ func LoadSealedPair(v *secretstore.Vault, privPath, pubPath string) (Key, error)
 	return Key{Signer: signer, Blob: blob, Comment: comment, Private: privPath}, nil
 }
 
-func readLimited(path string) ([]byte, error) {
+func readLimited(path string) ([]byte, error) { return readLimitedN(path, MaxKeyFileSize) }
+
+func readLimitedN(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if len(data) > MaxKeyFileSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes, not a key file", path, MaxKeyFileSize)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return data, nil
 }

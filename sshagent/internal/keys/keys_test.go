@@ -231,3 +231,36 @@ func FuzzParsePrivate(f *testing.F) {
 		_, _ = ParsePrivate(in)
 	})
 }
+
+// Destinations: resolved through the known_hosts file (re-read when it
+// changes, also for a cached project); a key with an unusable member is not
+// served at all.
+func TestStoreDestinations(t *testing.T) {
+	dir := t.TempDir()
+	bound := testkeys.New(t, dir, "bound", "ed25519", "tk-main:p", testkeys.OpenSSH)
+	bad := testkeys.New(t, dir, "bad", "ed25519", "tk-side:p:bad", testkeys.OpenSSH)
+	free := testkeys.New(t, dir, "free", "ed25519", "tk-side:p:free", testkeys.OpenSSH)
+	host := testkeys.New(t, dir, "host", "ed25519", "host", testkeys.OpenSSH).Signer.PublicKey()
+	fp := ssh.FingerprintSHA256(host)
+	mapPath := filepath.Join(dir, "ssh-keys.json")
+	writeMap(t, mapPath, `{"p": [
+		{"private_key": "`+bound.Private+`", "public_key": "`+bound.Public+`", "destinations": ["*.example.org"]},
+		{"private_key": "`+bad.Private+`", "public_key": "`+bad.Public+`", "destinations": ["not a host"]},
+		{"private_key": "`+free.Private+`", "public_key": "`+free.Public+`"}]}`)
+	kh := filepath.Join(dir, "ssh_known_hosts")
+	s := NewStore(mapPath, nil)
+	s.SetKnownHosts(kh)
+	ks := s.Project("p")
+	if got := comments(ks); strings.Join(got, ",") != "tk-main:p,tk-side:p:free" {
+		t.Fatalf("served %v", got)
+	}
+	if ks[0].Dest == nil || ks[0].Dest.Allows(fp) || ks[1].Dest != nil {
+		t.Fatalf("without known_hosts: %+v %+v", ks[0].Dest, ks[1].Dest)
+	}
+	if err := os.WriteFile(kh, []byte("git.example.org "+string(ssh.MarshalAuthorizedKey(host))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ks := s.Project("p"); !ks[0].Dest.Allows(fp) {
+		t.Fatal("known_hosts change not picked up")
+	}
+}

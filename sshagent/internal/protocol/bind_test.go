@@ -11,7 +11,7 @@ import (
 	"terok.dev/sandbox/sshagent/internal/sessionbind"
 )
 
-func hostSigner(t *testing.T) ssh.Signer {
+func hostSigner(t testing.TB) ssh.Signer {
 	t.Helper()
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -24,7 +24,7 @@ func hostSigner(t *testing.T) ssh.Signer {
 	return s
 }
 
-func bindMsg(t *testing.T, host ssh.Signer, sid []byte, fwd bool) []byte {
+func bindMsg(t testing.TB, host ssh.Signer, sid []byte, fwd bool) []byte {
 	t.Helper()
 	sig, err := host.Sign(rand.Reader, sid)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"terok.dev/sandbox/sshagent/internal/destination"
 	"terok.dev/sandbox/sshagent/internal/restricted"
 	"terok.dev/sandbox/sshagent/internal/sessionbind"
 	"terok.dev/sandbox/sshagent/internal/wire"
@@ -110,6 +111,12 @@ func (s *Session) sign(a *restricted.Agent, p []byte) []byte {
 	if !ok {
 		a.Refused()
 		a.Refuse("no-key", blob, nil, data, d)
+		return []byte{MsgFailure}
+	}
+	if reason, why := destination.Check(k.Dest, s.Binds, k.Blob, data); reason != "" {
+		a.Logger().Warn("refused a signature by a destination-bound key: "+why,
+			"key", k.Comment, "reason", reason, "dest_fingerprint", d.Fingerprint)
+		a.Refuse(reason, blob, &k, data, d)
 		return []byte{MsgFailure}
 	}
 	sig, err := a.SignKey(k, data, agent.SignatureFlags(flags), d)

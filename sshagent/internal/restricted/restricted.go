@@ -27,6 +27,9 @@ var ErrRefused = errors.New("operation not permitted by terok-ssh-agent")
 // ErrUnknownKey is returned for a sign request naming a key not offered.
 var ErrUnknownKey = errors.New("key is not one of this session's identities")
 
+// ErrDestination is returned for a destination-bound key outside a bound session.
+var ErrDestination = errors.New("key is bound to destinations and this request is not in a session bound to one")
+
 // ErrAudit is returned when the audit record of a signature cannot be
 // written: the signature is then withheld (docs/audit.md, Channel ssh).
 var ErrAudit = errors.New("audit record not written; signature withheld")
@@ -172,6 +175,12 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		a.Refused()
 		a.Refuse("no-key", blob, nil, data, Dest{})
 		return nil, ErrUnknownKey
+	}
+	if k.Dest != nil {
+		// No connection, so no session-bind: a destination-bound key
+		// cannot sign here (docs/ssh-agent.md, Destination-bound keys).
+		a.Refuse("destination", blob, &k, data, Dest{})
+		return nil, ErrDestination
 	}
 	return a.SignKey(k, data, flags, Dest{})
 }
