@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"terok.dev/sandbox/common/config"
@@ -25,7 +24,7 @@ import (
 
 // Names and environment variables.
 const (
-	Binary        = "terok-gate"
+	Binary        = daemonctl.GateBinary
 	EnvAdminToken = "TEROK_GATE_ADMIN_TOKEN"
 	EnvBind       = "TEROK_GATE_BIND"
 	UnitVersion   = systemd.GateUnitVersion
@@ -35,9 +34,9 @@ const (
 
 // Modes of Status.
 const (
-	ModeSystemd = "systemd"
-	ModeDaemon  = "daemon"
-	ModeNone    = "none"
+	ModeSystemd = daemonctl.ModeSystemd
+	ModeDaemon  = daemonctl.ModeDaemon
+	ModeNone    = daemonctl.ModeNone
 )
 
 // Status is what `gate status` reports (docs/gate.md, Operating it).
@@ -81,12 +80,12 @@ func (m *Manager) getenv(k string) string {
 	return m.Env.Getenv(k)
 }
 
-func (m *Manager) find() (string, error) {
-	if m.FindBinary != nil {
-		return m.FindBinary(Binary)
-	}
-	return daemonctl.FindBinary(Binary)
+// inst is the gate of this configuration as daemonctl describes it.
+func (m *Manager) inst() daemonctl.Instance {
+	return daemonctl.Instance{Daemon: daemonctl.Gate(), Env: m.Env, PIDFile: m.Cfg.GatePIDFile(), FindBinary: m.FindBinary}
 }
+
+func (m *Manager) find() (string, error) { return m.inst().Find() }
 
 // unitDir is the user unit directory ("" when refused, e.g. for root).
 func (m *Manager) unitDir() string {
@@ -97,34 +96,11 @@ func (m *Manager) unitDir() string {
 	return dir
 }
 
-func (m *Manager) socketPath() string {
-	if d := m.unitDir(); d != "" {
-		return filepath.Join(d, systemd.GateSocketName)
-	}
-	return ""
-}
-
-func (m *Manager) servicePath() string {
-	if d := m.unitDir(); d != "" {
-		return filepath.Join(d, systemd.GateServiceName)
-	}
-	return ""
-}
-
 // SocketInstalled: terok-gate.socket exists in the unit directory.
-func (m *Manager) SocketInstalled() bool {
-	p := m.socketPath()
-	if p == "" {
-		return false
-	}
-	_, err := os.Stat(p)
-	return err == nil
-}
+func (m *Manager) SocketInstalled() bool { return m.inst().SocketInstalled() }
 
 // DaemonPID returns the PID of our running daemon, if any (docs/gate.md, Operating it).
-func (m *Manager) DaemonPID() (int, bool) {
-	return daemonctl.Running(m.Cfg.GatePIDFile(), Binary)
-}
+func (m *Manager) DaemonPID() (int, bool) { return m.inst().DaemonPID() }
 
 // Status is the `gate status` table (docs/gate.md, Operating it).
 func (m *Manager) Status(ctx context.Context) Status {
@@ -203,7 +179,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return m.Systemd.Uninstall(ctx, dir, []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}, systemd.GateSocketName)
+	return m.Systemd.Uninstall(ctx, dir, daemonctl.Gate().UnitNames(), systemd.GateSocketName)
 }
 
 // DaemonArgs is the daemon command line (docs/gate.md, Operating it). The admin token is never
@@ -273,22 +249,14 @@ func (m *Manager) daemonEnv() []string {
 // PID file and waits a little for the process to go.
 func (m *Manager) StopDaemon() bool {
 	pid, ok := m.DaemonPID()
-	stopped := daemonctl.Stop(m.Cfg.GatePIDFile(), Binary)
+	stopped := m.inst().StopDaemon()
 	if ok && stopped {
 		deadline := time.Now().Add(stopWait)
-		for time.Now().Before(deadline) && alive(pid) {
+		for time.Now().Before(deadline) && daemonctl.Alive(pid) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
 	return stopped
-}
-
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err == nil && !bytes.Contains(stat, []byte(") Z "))
 }
 
 // SystemdUsable: the user instance answers and user units may be installed
@@ -307,18 +275,12 @@ func (m *Manager) Start(ctx context.Context, port int, forceDaemon bool) (string
 
 // InstalledVersion is the stamp of the installed socket unit
 // (daemonctl.StampMissing / StampUnversioned or the number).
-func (m *Manager) InstalledVersion() int {
-	p := m.socketPath()
-	if p == "" {
-		return daemonctl.StampMissing
-	}
-	return daemonctl.InstalledVersion(p, systemd.GateStampPrefix)
-}
+func (m *Manager) InstalledVersion() int { return m.inst().InstalledVersion() }
 
 // InstalledBasePath is the --base-path baked into the installed service,
 // or "" when unknown.
 func (m *Manager) InstalledBasePath() string {
-	p := m.servicePath()
+	p := m.inst().UnitPath(systemd.GateServiceName)
 	if p == "" {
 		return ""
 	}
@@ -347,9 +309,7 @@ func ParseBasePath(unit string) string {
 }
 
 // Outdated reports whether installed (a stamp) is older than UnitVersion.
-func Outdated(installed int) bool {
-	return installed == daemonctl.StampUnversioned || (installed >= 0 && installed < UnitVersion)
-}
+func Outdated(installed int) bool { return daemonctl.Gate().Outdated(installed) }
 
 // Divergence returns the base-path message (docs/gate.md, Operating it) when the installed base path and the
 // configured one differ after resolving symlinks, else "".
@@ -378,8 +338,8 @@ func (m *Manager) CheckUnitsOutdated() string {
 	if !m.SocketInstalled() {
 		return ""
 	}
-	if v := m.InstalledVersion(); Outdated(v) {
-		return fmt.Sprintf("Systemd units are outdated (installed %s, expected v%d).", daemonctl.DescribeVersion(v), UnitVersion)
+	if w := m.inst().OutdatedWarning(); w != "" {
+		return w
 	}
 	return m.Divergence()
 }
@@ -390,11 +350,11 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 	if st.Running {
 		if st.Mode == ModeSystemd {
 			if v := m.InstalledVersion(); Outdated(v) {
-				return actionablef("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
+				return daemonctl.Messagef("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
 					daemonctl.DescribeVersion(v), UnitVersion)
 			}
 			if d := m.Divergence(); d != "" {
-				return actionablef("%s\nRun 'terok-sandbox gate start' to reinstall the units for the current configuration.", d)
+				return daemonctl.Messagef("%s\nRun 'terok-sandbox gate start' to reinstall the units for the current configuration.", d)
 			}
 		}
 		return nil
@@ -403,16 +363,6 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 	if m.SystemdUsable(ctx) {
 		hint = "Recommended: install and start the systemd socket.\n  terok-sandbox gate start"
 	}
-	return actionablef("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
+	return daemonctl.Messagef("Gate server is not running.\nThe gate serves the task's git repository to the container over the network (port %d); without it the task cannot clone or push.\n%s",
 		m.Cfg.GatePort, hint)
-}
-
-// actionable is an operator-facing message with the spec's wording
-// (capitalised sentences ending in the command to run).
-type actionable struct{ msg string }
-
-func (a actionable) Error() string { return a.msg }
-
-func actionablef(format string, args ...any) error {
-	return actionable{fmt.Sprintf(format, args...)}
 }

@@ -301,7 +301,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	if !m.StopDaemon() {
 		t.Fatal("stop reported nothing stopped")
 	}
-	if alive(pid) {
+	if daemonctl.Alive(pid) {
 		t.Fatal("daemon still alive after stop")
 	}
 	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
@@ -330,7 +330,7 @@ func TestForeignPIDNeverSignalled(t *testing.T) {
 		t.Fatal("stop claims to have signalled a foreign process")
 	}
 	time.Sleep(50 * time.Millisecond) // a wrongly sent SIGTERM would have landed by now
-	if !alive(sleeper.Process.Pid) {
+	if !daemonctl.Alive(sleeper.Process.Pid) {
 		t.Fatal("foreign process was signalled")
 	}
 	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {

@@ -369,7 +369,7 @@ func (m DaemonManagers) WaitServices(ctx context.Context, scope Scope) []string 
 		}
 	}
 	for _, port := range []int{p.Cfg.ProxyPort, p.Cfg.SSHAgentPort} {
-		if !proxyctl.WaitPort(ctx, port) {
+		if !daemonctl.WaitPort(ctx, port) {
 			problems = append(problems, fmt.Sprintf("nothing answers on 127.0.0.1:%d", port))
 		}
 	}

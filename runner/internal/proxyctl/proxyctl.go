@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,20 +29,18 @@ import (
 
 // Names and timings (docs/credential-proxy.md, Operating it).
 const (
-	Binary       = "terok-credential-proxy"
+	Binary       = daemonctl.ProxyBinary
 	UnitVersion  = systemd.ProxyUnitVersion
 	SocketUnit   = systemd.ProxySocketName
 	ServiceUnit  = systemd.ProxyServiceName
-	readyTotal   = 5 * time.Second
-	probeEvery   = 200 * time.Millisecond
 	probeTimeout = 2 * time.Second
 )
 
 // Modes of Status.
 const (
-	ModeSystemd = "systemd"
-	ModeDaemon  = "daemon"
-	ModeNone    = "none"
+	ModeSystemd = daemonctl.ModeSystemd
+	ModeDaemon  = daemonctl.ModeDaemon
+	ModeNone    = daemonctl.ModeNone
 )
 
 // Status is what `proxy status` reports (docs/credential-proxy.md, Operating it).
@@ -92,58 +88,27 @@ func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
 	return &Manager{Cfg: cfg, Env: env, Systemd: daemonctl.Systemd{}, Log: log}
 }
 
-func (m *Manager) find() (string, error) {
-	if m.FindBinary != nil {
-		return m.FindBinary(Binary)
-	}
-	return daemonctl.FindBinary(Binary)
+// inst is the proxy of this configuration as daemonctl describes it.
+func (m *Manager) inst() daemonctl.Instance {
+	return daemonctl.Instance{Daemon: daemonctl.Proxy(), Env: m.Env, PIDFile: m.Cfg.ProxyPIDFile(), FindBinary: m.FindBinary}
 }
 
-func (m *Manager) unitPath(name string) string {
-	dir, err := daemonctl.UserUnitDir(m.Env)
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(dir, name)
-}
+func (m *Manager) find() (string, error) { return m.inst().Find() }
 
 // SocketInstalled: the socket unit exists in the user unit directory.
-func (m *Manager) SocketInstalled() bool {
-	p := m.unitPath(SocketUnit)
-	if p == "" {
-		return false
-	}
-	_, err := os.Stat(p)
-	return err == nil
-}
+func (m *Manager) SocketInstalled() bool { return m.inst().SocketInstalled() }
 
 // InstalledVersion is the stamp of the installed socket unit.
-func (m *Manager) InstalledVersion() int {
-	p := m.unitPath(SocketUnit)
-	if p == "" {
-		return daemonctl.StampMissing
-	}
-	return daemonctl.InstalledVersion(p, systemd.ProxyStampPrefix)
-}
+func (m *Manager) InstalledVersion() int { return m.inst().InstalledVersion() }
 
 // Outdated reports whether installed (a stamp) is older than UnitVersion.
-func Outdated(installed int) bool {
-	return installed == daemonctl.StampUnversioned || (installed >= 0 && installed < UnitVersion)
-}
+func Outdated(installed int) bool { return daemonctl.Proxy().Outdated(installed) }
 
 // CheckUnitsOutdated is the warning for installed units older than
 // UnitVersion, or "". Older units keep working (the proxy takes unnamed
 // descriptors in order; docs/install.md, Socket activation and readiness),
 // but are Type=simple: active before the proxy serves.
-func (m *Manager) CheckUnitsOutdated() string {
-	if !m.SocketInstalled() {
-		return ""
-	}
-	if v := m.InstalledVersion(); Outdated(v) {
-		return fmt.Sprintf("Systemd units are outdated (installed %s, expected v%d).", daemonctl.DescribeVersion(v), UnitVersion)
-	}
-	return ""
-}
+func (m *Manager) CheckUnitsOutdated() string { return m.inst().OutdatedWarning() }
 
 // SocketActive: systemctl --user is-active on the socket unit.
 func (m *Manager) SocketActive(ctx context.Context) bool { return m.Systemd.IsActive(ctx, SocketUnit) }
@@ -155,62 +120,16 @@ func (m *Manager) ServiceActive(ctx context.Context) bool {
 
 // DaemonPID is the PID of our running daemon, if any (PID file, identity
 // check with this configuration's PID file path, signal 0).
-func (m *Manager) DaemonPID() (int, bool) { return daemonctl.Running(m.Cfg.ProxyPIDFile(), Binary) }
+func (m *Manager) DaemonPID() (int, bool) { return m.inst().DaemonPID() }
 
 // Healthy probes GET http://127.0.0.1:<proxy_port>/-/health.
-func (m *Manager) Healthy(ctx context.Context) bool { return probe(ctx, m.Cfg.ProxyPort, probeTimeout) }
-
-func probe(ctx context.Context, port int, timeout time.Duration) bool {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/-/health", port), nil)
-	if err != nil {
-		return false
-	}
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode == http.StatusOK
+func (m *Manager) Healthy(ctx context.Context) bool {
+	return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, probeTimeout)
 }
 
 // WaitReady repeats the health probe every 0.2 s for up to 5 s.
 func (m *Manager) WaitReady(ctx context.Context) bool {
-	return poll(ctx, func(ctx context.Context) bool { return probe(ctx, m.Cfg.ProxyPort, time.Second) })
-}
-
-// WaitPort tries to connect to 127.0.0.1:port every 0.2 s for up to 5 s.
-func WaitPort(ctx context.Context, port int) bool {
-	return poll(ctx, func(ctx context.Context) bool {
-		d := net.Dialer{Timeout: time.Second}
-		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			return false
-		}
-		_ = c.Close()
-		return true
-	})
-}
-
-func poll(ctx context.Context, try func(context.Context) bool) bool {
-	deadline := time.Now().Add(readyTotal)
-	for {
-		if try(ctx) {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(probeEvery):
-		}
-	}
+	return daemonctl.Poll(ctx, func(ctx context.Context) bool { return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, time.Second) })
 }
 
 // RoutesCount is the number of top-level keys of the routes file; 0 when
@@ -373,14 +292,14 @@ func (m *Manager) StartDaemon(ctx context.Context) error {
 		_ = cmd.Wait()
 		exited <- cmd.ProcessState.ExitCode()
 	}()
-	ready := poll(ctx, func(ctx context.Context) bool {
+	ready := daemonctl.Poll(ctx, func(ctx context.Context) bool {
 		select {
 		case code := <-exited:
 			exited <- code
 			return true // stop polling; checked below
 		default:
 		}
-		return probe(ctx, m.Cfg.ProxyPort, time.Second)
+		return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, time.Second)
 	})
 	select {
 	case code := <-exited:
@@ -390,18 +309,18 @@ func (m *Manager) StartDaemon(ctx context.Context) error {
 		if s := strings.TrimSpace(string(b)); s != "" {
 			msg += ":\n" + s
 		}
-		return message(msg)
+		return daemonctl.Message(msg)
 	default:
 	}
 	if !ready {
-		return messagef("Credential proxy process started but did not become ready within 5 s.\nCheck logs or try: curl http://127.0.0.1:%d/-/health", m.Cfg.ProxyPort)
+		return daemonctl.Messagef("Credential proxy process started but did not become ready within 5 s.\nCheck logs or try: curl http://127.0.0.1:%d/-/health", m.Cfg.ProxyPort)
 	}
 	m.Log.Info("credential proxy daemon started", "pid", cmd.Process.Pid, "log", m.Cfg.ProxyLogFile())
 	return nil
 }
 
 // StopDaemon stops our daemon (docs/credential-proxy.md, Operating it) and reports whether one was signalled.
-func (m *Manager) StopDaemon() bool { return daemonctl.Stop(m.Cfg.ProxyPIDFile(), Binary) }
+func (m *Manager) StopDaemon() bool { return m.inst().StopDaemon() }
 
 // RenderUnits renders both unit templates for this configuration.
 func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
@@ -445,7 +364,7 @@ func (m *Manager) userUnitDir() (string, error) {
 }
 
 // ErrNoSystemd is returned by Install when user services are unavailable.
-var ErrNoSystemd = message("systemd user services are not available on this host.")
+var ErrNoSystemd = daemonctl.Message("systemd user services are not available on this host.")
 
 // Install writes the units and enables the socket (docs/credential-proxy.md, Operating it). The routes file
 // and ssh-keys.json are created empty when missing, since the proxy
@@ -473,7 +392,7 @@ func (m *Manager) Install(ctx context.Context) error {
 }
 
 // ErrNoSystemdUninstall is Uninstall's error without systemd.
-var ErrNoSystemdUninstall = message("systemd user services are not available. Nothing to uninstall.")
+var ErrNoSystemdUninstall = daemonctl.Message("systemd user services are not available. Nothing to uninstall.")
 
 // Uninstall disables the socket and removes both units (docs/credential-proxy.md, Operating it).
 func (m *Manager) Uninstall(ctx context.Context) error {
@@ -484,7 +403,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if !m.Systemd.Available(ctx) {
 		return ErrNoSystemdUninstall
 	}
-	return m.Systemd.Uninstall(ctx, dir, []string{SocketUnit, ServiceUnit}, SocketUnit)
+	return m.Systemd.Uninstall(ctx, dir, daemonctl.Proxy().UnitNames(), SocketUnit)
 }
 
 // EnsureReachable is `proxy ensure` (docs/credential-proxy.md, Operating it),
@@ -494,7 +413,7 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 	socketActive := m.SocketActive(ctx)
 	_, daemon := m.DaemonPID()
 	if !socketActive && !daemon {
-		return messagef("Credential proxy is not reachable.\n"+
+		return daemonctl.Messagef("Credential proxy is not reachable.\n"+
 			"The credential proxy injects real API credentials into requests from task containers "+
 			"without exposing them to the containers.\n"+
 			"Start it in one of two ways:\n"+
@@ -506,18 +425,10 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 		_ = m.Systemd.Call(ctx, "start", ServiceUnit)
 	}
 	if !m.WaitReady(ctx) {
-		return messagef("Credential proxy service started but TCP port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.ProxyPort)
+		return daemonctl.Messagef("Credential proxy service started but TCP port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.ProxyPort)
 	}
-	if !WaitPort(ctx, m.Cfg.SSHAgentPort) {
-		return messagef("Credential proxy service started but SSH agent port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.SSHAgentPort)
+	if !daemonctl.WaitPort(ctx, m.Cfg.SSHAgentPort) {
+		return daemonctl.Messagef("Credential proxy service started but SSH agent port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.SSHAgentPort)
 	}
 	return nil
 }
-
-// message is an operator-facing error worded exactly as the spec words it
-// (capitalised, full sentences).
-type message string
-
-func (m message) Error() string { return string(m) }
-
-func messagef(format string, a ...any) error { return message(fmt.Sprintf(format, a...)) }
