@@ -28,7 +28,6 @@ import (
 	"terok.dev/sandbox/gate/internal/health"
 	"terok.dev/sandbox/gate/internal/listen"
 	"terok.dev/sandbox/gate/internal/server"
-	gsyslog "terok.dev/sandbox/gate/internal/syslog"
 	"terok.dev/sandbox/gate/internal/tokens"
 )
 
@@ -51,6 +50,7 @@ const (
 
 type options struct {
 	basePath, tokenFile, bind, pidFile, adminToken, logFile string
+	logFormat, logLevel, syslogSocket                       string
 	auditFile, policyDir                                    string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
@@ -88,7 +88,10 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.pidFile, "pid-file", "", "where --detach writes the background process id")
 	fs.StringVar(&o.adminToken, "admin-token", "", "token opening every repository (default $"+EnvAdminToken+")")
 	fs.StringVar(&o.logFile, "log-file", "", "append logs to this file instead of syslog (--detach) or stderr")
-	fs.BoolVar(&o.accessLog, "access-log", false, "log successful requests too (tokens only by prefix)")
+	fs.BoolVar(&o.accessLog, "access-log", false, "log successful requests too (tokens only by prefix; info level)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log line format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "least severe level logged: debug, info, warn or error")
+	fs.StringVar(&o.syslogSocket, "syslog-socket", "/dev/log", "syslog socket of the --detach gate without --log-file")
 	fs.IntVar(&o.maxBackends, "max-processes", server.DefaultMaxBackends, "concurrent git processes; more requests queue")
 	fs.DurationVar(&o.queueWait, "queue-wait", server.DefaultQueueWait, "how long a request waits for a git slot before 503")
 	fs.Int64Var(&o.maxBody, "max-body", server.DefaultMaxBody, "request body limit in bytes (also after gzip decoding); more is 413")
@@ -131,6 +134,12 @@ func Main(args []string, stderr io.Writer) int {
 	if o.maxBackends < 1 || o.maxBody < 1 {
 		return usage("--max-processes and --max-body must be positive")
 	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usage(fmt.Sprintf("--log-format %q is neither text nor json", o.logFormat))
+	}
+	if _, ok := parseLevel(o.logLevel); !ok {
+		return usage(fmt.Sprintf("--log-level %q is none of debug, info, warn, error", o.logLevel))
+	}
 	if o.adminToken == "" {
 		o.adminToken = os.Getenv(EnvAdminToken)
 	}
@@ -139,7 +148,7 @@ func Main(args []string, stderr io.Writer) int {
 
 	// Paths become absolute: the detached child runs in "/", and logs and
 	// the PID file should name real locations.
-	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file", "audit-file", "policy-dir"} {
+	for _, name := range []string{"base-path", "token-file", "pid-file", "log-file", "syslog-socket", "audit-file", "policy-dir"} {
 		if v := fs.Lookup(name).Value.String(); v != "" && v != "off" && !filepath.IsAbs(v) {
 			abs, err := filepath.Abs(v)
 			if err != nil {
@@ -200,30 +209,6 @@ const (
 	modeActivated
 	modeDetached
 )
-
-func (o options) logger(stderr io.Writer, m mode) (*slog.Logger, func(), error) {
-	level := slog.LevelWarn
-	if o.accessLog {
-		level = slog.LevelInfo
-	}
-	hopt := &slog.HandlerOptions{Level: level}
-	if o.logFile != "" {
-		f, err := os.OpenFile(o.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open log file %s: %w", o.logFile, err)
-		}
-		return slog.New(slog.NewTextHandler(f, hopt)), func() { f.Close() }, nil
-	}
-	if m == modeDetached {
-		w, err := gsyslog.Dial("/dev/log", "terok-gate")
-		if err != nil {
-			// No syslog on this host: nothing would ever see the logs.
-			return slog.New(slog.DiscardHandler), func() {}, nil
-		}
-		return slog.New(slog.NewTextHandler(w, hopt)), func() { w.Close() }, nil
-	}
-	return slog.New(slog.NewTextHandler(stderr, hopt)), func() {}, nil
-}
 
 // auditPath is where the records go: --audit-file, or the audit directory
 // beside the base path, which for the runner's layout (<state>/gate) is
@@ -310,9 +295,11 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 	case modeInetd:
 		conn, err := listen.InetdConn()
 		if err != nil {
+			log.Error("cannot start", "error", err.Error())
 			fmt.Fprintf(stderr, "terok-gate: %v\n", err)
 			return exitError
 		}
+		log.Debug("serving one connection", "mode", "inetd", "version", version.Version)
 		if err := listen.ServeConn(ctx, conn, h, o.timeouts(), log); err != nil {
 			log.Warn("connection ended with an error", "error", err.Error())
 		}
@@ -320,6 +307,7 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 	case modeForeground:
 		l, err := bind(o)
 		if err != nil {
+			log.Error("cannot start", "error", err.Error())
 			fmt.Fprintf(stderr, "terok-gate: %v\n", err)
 			return exitError
 		}
@@ -342,10 +330,26 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 		}
 	})
 	defer stopNotify()
+	mname := "foreground"
+	if m == modeActivated {
+		mname = "systemd"
+	}
+	return serve(ctx, o, ln, h, log, mname, nil)
+}
+
+// serve logs the start with the listen address, serves until ctx ends and
+// logs the end: the gate always says where it listens (docs/gate.md, Logs).
+// ready, when set, is called once the start is logged.
+func serve(ctx context.Context, o options, ln net.Listener, h http.Handler, log *slog.Logger, mode string, ready func()) int {
+	log.Info("serving", "addr", ln.Addr().String(), "mode", mode, "base_path", o.basePath, "version", version.Version)
+	if ready != nil {
+		ready()
+	}
 	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
 		log.Error("server stopped", "error", err.Error())
 		return exitError
 	}
+	log.Info("stopped", "addr", ln.Addr().String())
 	return exitOK
 }
 
@@ -471,16 +475,11 @@ func runDetachedChild(o options) int {
 	defer closeLog()
 	h, err := o.handler(log)
 	if err != nil {
+		log.Error("cannot start", "error", err.Error())
 		report("error: " + err.Error())
 		return exitError
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	log.Info("serving", "addr", ln.Addr().String(), "base_path", o.basePath)
-	report("ready")
-	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
-		log.Error("server stopped", "error", err.Error())
-		return exitError
-	}
-	return exitOK
+	return serve(ctx, o, ln, h, log, "detached", func() { report("ready") })
 }

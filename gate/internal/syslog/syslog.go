@@ -1,5 +1,5 @@
 // Package syslog is a minimal writer to the local syslog socket, used by the
-// detached gate whose stdio is the null device (docs/gate.md, Operating it). Every
+// detached gate whose stdio is the null device (docs/gate.md, Logs). Every
 // Write is one message "<PRI>terok-gate: <line>".
 package syslog
 
@@ -38,14 +38,25 @@ func dial(addr string) (net.Conn, error) {
 	return c, err
 }
 
-// severity maps the slog level in a text line to a syslog severity.
+// severity maps the slog level of a text or JSON line (level=WARN,
+// "level":"WARN") to a syslog severity. Only the first level member counts:
+// the handler writes it before the message, so a message that contains
+// "level=ERROR" cannot raise its own severity.
 func severity(p []byte) int {
+	lv := []byte(nil)
+	i, j := bytes.Index(p, []byte("level=")), bytes.Index(p, []byte(`"level":"`))
 	switch {
-	case bytes.Contains(p, []byte("level=ERROR")):
+	case i >= 0 && (j < 0 || i < j):
+		lv = p[i+len("level="):]
+	case j >= 0:
+		lv = p[j+len(`"level":"`):]
+	}
+	switch {
+	case bytes.HasPrefix(lv, []byte("ERROR")):
 		return 3
-	case bytes.Contains(p, []byte("level=WARN")):
+	case bytes.HasPrefix(lv, []byte("WARN")):
 		return 4
-	case bytes.Contains(p, []byte("level=DEBUG")):
+	case bytes.HasPrefix(lv, []byte("DEBUG")):
 		return 7
 	}
 	return 6

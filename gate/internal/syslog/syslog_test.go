@@ -23,6 +23,9 @@ func TestWriter(t *testing.T) {
 		{"time=x level=WARN msg=hi\n", "<28>terok-gate: time=x level=WARN msg=hi"},
 		{"level=INFO msg=a", "<30>terok-gate: level=INFO msg=a"},
 		{"level=ERROR msg=a", "<27>terok-gate: level=ERROR msg=a"},
+		{`{"level":"WARN","msg":"x"}`, `<28>terok-gate: {"level":"WARN","msg":"x"}`},
+		{`{"level":"DEBUG","msg":"level=ERROR"}`, `<31>terok-gate: {"level":"DEBUG","msg":"level=ERROR"}`},
+		{`level=INFO msg="saw level=ERROR"`, `<30>terok-gate: level=INFO msg="saw level=ERROR"`},
 	} {
 		if _, err := w.Write([]byte(tc.in)); err != nil {
 			t.Fatal(err)
