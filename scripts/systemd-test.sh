@@ -16,7 +16,7 @@ cd "$top"
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/test/containers.conf}
 
 # package.sh prints the .deb's path first, then the .rpm's.
-deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build" | head -n 1)
+deb=$(flock /tmp/terok-build.lock scripts/package.sh "$top/build" | sed -n 1p)
 exec 9>>/tmp/terok-e2e.lock
 flock 9
 name=terok-systemd-test-$$
