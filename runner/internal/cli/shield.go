@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -62,6 +63,16 @@ func shieldCommand(d Deps) *ucli.Command {
 				Name: "quarantine", Usage: "cut a running container off: one transaction refuses all its traffic (DNS and host services included) until shield up; survives restarts", ArgsUsage: "CONTAINER",
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldQuarantine(c, d) },
+			},
+			{
+				Name: "profiles", Usage: "list the bundled and user profiles with their entry counts and where each comes from",
+				Flags:  []ucli.Flag{jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldProfiles(c, d) },
+			},
+			{
+				Name: "resolve", Usage: "re-resolve a running container's allowlisted names now, through its own resolver", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "force", Usage: "drop the resolver's cached answers first"}, jsonFlag},
+				Action: func(c *ucli.Context) error { return shieldResolve(c, d) },
 			},
 			{
 				Name: "allow", Usage: "allow an IP, CIDR or domain for a running container (at once and persisted; a domain's addresses as the container resolves it)", ArgsUsage: "CONTAINER TARGET",
@@ -324,6 +335,105 @@ func shieldQuarantine(c *ucli.Context, d Deps) error {
 	}
 	fmt.Fprintf(d.Stdout, "Quarantined %s: all its traffic is refused (DNS and host services included), also after a restart. 'terok-sandbox shield up %s' restores its ruleset.\n", name, name)
 	return nil
+}
+
+func shieldProfiles(c *ucli.Context, d Deps) error {
+	if c.Args().Present() {
+		return UsageErrorf("shield profiles takes no arguments (e.g. terok-sandbox shield profiles --json)")
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	cat := shield.Profiles{UserDir: ad.Cfg.ShieldProfilesDir()}.Catalog(ad.Cfg.ShieldProfiles)
+	bad := 0
+	for _, p := range cat {
+		if p.Error != "" {
+			bad++
+		}
+	}
+	if c.Bool("json") {
+		if cat == nil {
+			cat = []shield.ProfileInfo{}
+		}
+		if err := printJSON(d.Stdout, cat); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(d.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSOURCE\tENTRIES\tDOMAINS\tADDRESSES\tWHERE")
+		for _, p := range cat {
+			name := p.Name
+			if p.Configured {
+				name += " *"
+			}
+			where := "built in"
+			if p.Path != "" {
+				where = p.Path
+				if p.Shadows {
+					where += " (shadows the bundled " + p.Name + ")"
+				}
+			}
+			if p.Error != "" {
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t%s: INVALID: %s\n", name, p.Source, where, p.Error)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", name, p.Source, p.Entries, p.Domains, p.Addresses, where)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(d.Stdout, "* in shield_profiles")
+	}
+	if bad > 0 {
+		return ExitWith(ExitError, fmt.Sprintf("shield profiles: %d profile(s) cannot be used; a launch naming one is refused", bad))
+	}
+	return nil
+}
+
+func shieldResolve(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return err
+	}
+	name := a[0]
+	sh, err := ad.ForContainer(c.Context, name)
+	if err != nil {
+		return err
+	}
+	res, err := sh.Resolve(c.Context, name, c.Bool("force"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(d.Stdout, map[string]any{"container": name, "force": res.Force, "names": res.Names})
+	}
+	how := "answers still cached were used"
+	if res.Force {
+		how = "cached answers dropped first"
+	}
+	fmt.Fprintf(d.Stdout, "Resolved %d name(s) for %s through its resolver (%s):\n", len(res.Names), name, how)
+	tw := tabwriter.NewWriter(d.Stdout, 0, 4, 2, ' ', 0)
+	for _, n := range res.Names {
+		addrs := strings.Join(n.Addresses, ", ")
+		if addrs == "" {
+			addrs = "-"
+		}
+		cached := ""
+		if n.Cached {
+			cached = " (cached)"
+		}
+		rc := n.Rcode
+		if n.RcodeAAAA != n.Rcode {
+			rc += "/" + n.RcodeAAAA + " (A/AAAA)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", n.Name, rc, addrs, cached)
+	}
+	return tw.Flush()
 }
 
 func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {

@@ -216,3 +216,55 @@ func SplitEntries(entries []string) (addrs, domains []string) {
 	}
 	return addrs, domains
 }
+
+// ProfileInfo describes one profile `shield profiles` lists.
+type ProfileInfo struct {
+	Name string `json:"name"`
+	// Source is "bundled" or "user".
+	Source string `json:"source"`
+	// Path is the user profile's file, "" for a bundled one.
+	Path string `json:"path,omitempty"`
+	// Shadows is true for a user profile that overrides the bundled
+	// profile of the same name (the bundled one is then not used).
+	Shadows bool `json:"shadows_bundled,omitempty"`
+	// Entries, Domains and Addresses count the valid entries.
+	Entries   int `json:"entries"`
+	Domains   int `json:"domains"`
+	Addresses int `json:"addresses"`
+	// Configured: the name is in shield_profiles.
+	Configured bool `json:"configured,omitempty"`
+	// Error is why the profile cannot be used (an invalid line, an
+	// unreadable file); the counts are then zero.
+	Error string `json:"error,omitempty"`
+}
+
+// Catalog lists every profile a launch could use, sorted by name: the
+// user profiles of UserDir and the bundled ones, a user profile shadowing
+// the bundled one of its name. configured marks the names in use. A
+// profile that does not load is listed with its Error, not left out.
+func (p Profiles) Catalog(configured []string) []ProfileInfo {
+	inUse := map[string]bool{}
+	for _, n := range configured {
+		inUse[n] = true
+	}
+	var out []ProfileInfo
+	for _, name := range p.List() {
+		info := ProfileInfo{Name: name, Source: "bundled", Configured: inUse[name]}
+		_, bundledErr := bundledFS.ReadFile("bundled/" + name + ".txt")
+		if p.UserDir != "" {
+			path := filepath.Join(p.UserDir, name+".txt")
+			if _, err := os.Lstat(path); err == nil {
+				info.Source, info.Path, info.Shadows = "user", path, bundledErr == nil
+			}
+		}
+		entries, err := p.Load(name)
+		if err != nil {
+			info.Error = err.Error()
+		} else {
+			addrs, domains := SplitEntries(entries)
+			info.Entries, info.Addresses, info.Domains = len(entries), len(addrs), len(domains)
+		}
+		out = append(out, info)
+	}
+	return out
+}

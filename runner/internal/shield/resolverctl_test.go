@@ -29,6 +29,13 @@ type fakeResolver struct {
 
 func startFakeResolver(t *testing.T, stateDir string, ignoreTerm bool) *fakeResolver {
 	t.Helper()
+	return startFakeResolverWith(t, stateDir, ignoreTerm, "")
+}
+
+// startFakeResolverWith is startFakeResolver with extra shell lines run
+// before the loop (more traps, files).
+func startFakeResolverWith(t *testing.T, stateDir string, ignoreTerm bool, extra string) *fakeResolver {
+	t.Helper()
 	dash, err := exec.LookPath("dash")
 	if err != nil {
 		t.Skip("dash not installed")
@@ -53,7 +60,7 @@ func startFakeResolver(t *testing.T, stateDir string, ignoreTerm bool) *fakeReso
 		term = `trap '' TERM`
 	}
 	hups := filepath.Join(stateDir, "hups")
-	script := "trap 'echo hup >> " + hups + "' HUP\n" + term + "\necho ready > " + filepath.Join(bin, "ready") + "\nwhile :; do sleep 0.05; done\n"
+	script := "trap 'echo hup >> " + hups + "' HUP\n" + term + "\n" + extra + "echo ready > " + filepath.Join(bin, "ready") + "\nwhile :; do sleep 0.05; done\n"
 	if err := os.WriteFile(filepath.Join(bin, "resolver"), []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}

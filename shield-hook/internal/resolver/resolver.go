@@ -143,7 +143,7 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 	// Signals first: SIGHUP's default action would kill a resolver that
 	// gets reloaded right after it reported ready.
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, shieldbundle.ResolveSignal)
 	defer signal.Stop(sigc)
 
 	r, err := newResolver(dir)
@@ -211,6 +211,8 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 	_ = ready.Close()
 	ready = nil
 	r.log.log(slog.LevelInfo, "started", slog.String("upstream", r.up.addr.String()))
+	rw := startResolveWorker(r)
+	defer rw.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,10 +224,14 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 			r.log.log(slog.LevelError, "serving failed", slog.String("error", err.Error()))
 			return err
 		case s := <-sigc:
-			if s != syscall.SIGHUP {
+			switch s {
+			case syscall.SIGHUP:
+				r.reload()
+			case shieldbundle.ResolveSignal:
+				rw.request()
+			default:
 				return nil
 			}
-			r.reload()
 		}
 	}
 }
