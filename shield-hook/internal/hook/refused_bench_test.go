@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,4 +126,41 @@ func BenchmarkRefusedReader(b *testing.B) {
 			b.ReportMetric(float64(refusedBytes(dir)), "log-bytes")
 		})
 	}
+}
+
+// BenchmarkRefusedRecordLatency measures the time from a refused
+// connection attempt (a new destination each time, so its record is due at
+// once) until its record is in refused.jsonl: the kernel's NFLOG batching
+// (at most 50 ms), the reader, the writer goroutine and the write. The
+// file is polled every millisecond.
+func BenchmarkRefusedRecordLatency(b *testing.B) {
+	tp := newTopo(b)
+	startBenchUpstream(b, tp)
+	dir := stateDir(b)
+	writeBundleTB(b, dir)
+	st := ociState(tp.pid, dir, resolverVer)
+	if r := runHookTB(b, "createRuntime", st); r.code != 0 {
+		b.Fatalf("hook: %+v", r)
+	}
+	b.Cleanup(func() { _ = runHookTB(b, "poststop", st) })
+	path := filepath.Join(dir, "refused.jsonl")
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		want := fmt.Sprintf(`"dport":%d,`, 30000+i%30000)
+		start := time.Now()
+		_ = tp.tcp(otherV4, 30000+i%30000)
+		for {
+			data, _ := os.ReadFile(path)
+			if strings.Contains(string(data), want) {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("no record with %s", want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-to-record")
 }
