@@ -3,12 +3,15 @@
 package e2e
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -90,5 +93,56 @@ echo '>> init complete'`
 			t.Fatalf("revoked token still works: %s", res)
 		}
 		mustOK(t, "gate stop", r.Sandbox(ctx, "gate", "stop"))
+		checkGateAudit(t, ctx, r, tok)
 	})
+}
+
+// checkGateAudit reads the task's timeline back through `terok-sandbox
+// audit` (docs/audit.md, The audit command): the clone, then the push of
+// from-container with its ref, then the refusals of the other project and
+// of the revoked token, each once in time order; the token only by prefix.
+func checkGateAudit(t *testing.T, ctx context.Context, r *testharness.Runner, tok string) {
+	t.Helper()
+	res := mustOK(t, "audit", r.Sandbox(ctx, "audit", "task-1", "--project", "proj", "--json"))
+	if strings.Contains(res.Stdout, tok) {
+		t.Fatalf("the gate token is in the audit output:\n%s", res.Stdout)
+	}
+	at := map[string]int{}
+	var prev time.Time
+	for i, l := range strings.Split(strings.TrimSpace(res.Stdout), "\n") {
+		rec, err := audit.ParseLine([]byte(l))
+		if err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		if rec.Time.Before(prev) {
+			t.Fatalf("audit output not in time order at %q", l)
+		}
+		prev = rec.Time
+		if rec.Channel != "gate" || rec.Task != "task-1" || rec.Project != "proj" || rec.TokenPrefix != audit.TokenPrefix(tok) {
+			t.Fatalf("audit record of another task or with the wrong token prefix: %s", l)
+		}
+		key := rec.Event + "/" + rec.Outcome + "/" + rec.Reason
+		if rec.Outcome == "refused" {
+			key = "refused/" + rec.Reason // ls-refs or clone, by how far git got
+		}
+		if rec.Event == "push" && rec.Outcome == "ok" && strings.Contains(l, `"ref":"refs/heads/from-container"`) {
+			key = "push-ref"
+		}
+		if _, seen := at[key]; !seen {
+			at[key] = i
+		}
+	}
+	order := []string{"clone/ok/", "push-ref", "refused/wrong-project", "refused/revoked"}
+	for i, k := range order {
+		if _, ok := at[k]; !ok {
+			t.Fatalf("no %s record in the timeline (have %v):\n%s", k, at, res.Stdout)
+		}
+		if i > 0 && at[order[i-1]] > at[k] {
+			t.Fatalf("%s before %s in the timeline:\n%s", k, order[i-1], res.Stdout)
+		}
+	}
+	sum := mustOK(t, "audit --summary", r.Sandbox(ctx, "audit", "task-1", "--summary"))
+	if !strings.Contains(sum.Stdout, "gate revoked") || !strings.Contains(sum.Stdout, "gate proj.git") {
+		t.Fatalf("summary:\n%s", sum.Stdout)
+	}
 }
