@@ -97,7 +97,7 @@ func gateStartCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
-			if mode == gatectl.ModeSystemd {
+			if mode == daemonctl.ModeSystemd {
 				fmt.Fprintln(d.Stdout, "Gate server started via systemd socket activation.")
 			} else {
 				fmt.Fprintln(d.Stdout, "Gate server daemon started.")
@@ -113,12 +113,12 @@ func gateStopCommand(d Deps) *ucli.Command {
 		Usage: "stop the gate (remove the systemd units, or stop the daemon)",
 		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
 			switch m.Status(c.Context).Mode {
-			case gatectl.ModeSystemd:
+			case daemonctl.ModeSystemd:
 				if err := m.Uninstall(c.Context); err != nil {
 					return err
 				}
 				fmt.Fprintln(d.Stdout, "Gate server systemd units removed.")
-			case gatectl.ModeDaemon:
+			case daemonctl.ModeDaemon:
 				m.StopDaemon()
 				fmt.Fprintln(d.Stdout, "Gate server daemon stopped.")
 			default:

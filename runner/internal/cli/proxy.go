@@ -10,6 +10,7 @@ import (
 
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/tokenid"
+	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
@@ -109,7 +110,7 @@ func proxyStartCommand(d Deps) *ucli.Command {
 				fmt.Fprintln(d.Stdout, "Credential proxy is already running.")
 				return nil
 			}
-			if st.Mode == proxyctl.ModeSystemd {
+			if st.Mode == daemonctl.ModeSystemd {
 				return fmt.Errorf("the credential proxy's systemd units are installed (it starts on demand through %s); "+
 					"not starting a second instance on the same ports. Use 'terok-sandbox proxy install' to reinstall and restart the units "+
 					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", proxyctl.SocketUnit)

@@ -31,6 +31,16 @@ const (
 	ProxyBinary = "terok-credential-proxy"
 )
 
+// SystemdControl is what a daemon's manager needs from systemctl; Systemd
+// implements it, tests substitute a recorder.
+type SystemdControl interface {
+	Available(ctx context.Context) bool
+	IsActive(ctx context.Context, unit string) bool
+	Call(ctx context.Context, args ...string) error
+	Install(ctx context.Context, dir string, units []Unit, socket string) error
+	Uninstall(ctx context.Context, dir string, names []string, socket string) error
+}
+
 // Daemon describes one host daemon the runner manages: its binary and its
 // systemd user units with their version stamp. Gate and Proxy are the two.
 type Daemon struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestDaemonDescriptions(t *testing.T) {
 			if tc.d.Binary != tc.binary {
 				t.Errorf("Binary = %q, want %q", tc.d.Binary, tc.binary)
 			}
-			if tc.units != nil && !equal(tc.d.UnitNames(), tc.units) {
+			if tc.units != nil && !slices.Equal(tc.d.UnitNames(), tc.units) {
 				t.Errorf("UnitNames = %q, want %q", tc.d.UnitNames(), tc.units)
 			}
 			if got := tc.d.Outdated(tc.installed); got != tc.outdated {
@@ -48,18 +49,6 @@ func TestDaemonDescriptions(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // An Instance finds its socket unit in the user unit directory of its

@@ -32,34 +32,19 @@ const (
 	stopWait      = 10 * time.Second
 )
 
-// Modes of Status.
-const (
-	ModeSystemd = daemonctl.ModeSystemd
-	ModeDaemon  = daemonctl.ModeDaemon
-	ModeNone    = daemonctl.ModeNone
-)
-
-// Status is what `gate status` reports (docs/gate.md, Operating it).
+// Status is what `gate status` reports (docs/gate.md, Operating it); Mode
+// is one of daemonctl.ModeSystemd, daemonctl.ModeDaemon, daemonctl.ModeNone.
 type Status struct {
 	Mode    string `json:"mode"`
 	Running bool   `json:"running"`
 	Port    int    `json:"port"`
 }
 
-// SystemdControl is what the manager needs from systemctl; daemonctl.Systemd
-// implements it, tests substitute a recorder.
-type SystemdControl interface {
-	Available(ctx context.Context) bool
-	IsActive(ctx context.Context, unit string) bool
-	Install(ctx context.Context, dir string, units []daemonctl.Unit, socket string) error
-	Uninstall(ctx context.Context, dir string, names []string, socket string) error
-}
-
 // Manager manages the gate of one configuration. Every path comes from Cfg.
 type Manager struct {
 	Cfg     config.Config
 	Env     config.Env
-	Systemd SystemdControl
+	Systemd daemonctl.SystemdControl
 	// FindBinary locates terok-gate; nil means daemonctl.FindBinary.
 	FindBinary func(name string) (string, error)
 	Log        *slog.Logger
@@ -104,18 +89,18 @@ func (m *Manager) DaemonPID() (int, bool) { return m.inst().DaemonPID() }
 
 // Status is the `gate status` table (docs/gate.md, Operating it).
 func (m *Manager) Status(ctx context.Context) Status {
-	st := Status{Mode: ModeNone, Port: m.Cfg.GatePort}
+	st := Status{Mode: daemonctl.ModeNone, Port: m.Cfg.GatePort}
 	installed := m.SocketInstalled()
 	if installed && m.Systemd.IsActive(ctx, systemd.GateSocketName) {
-		st.Mode, st.Running = ModeSystemd, true
+		st.Mode, st.Running = daemonctl.ModeSystemd, true
 		return st
 	}
 	if _, ok := m.DaemonPID(); ok {
-		st.Mode, st.Running = ModeDaemon, true
+		st.Mode, st.Running = daemonctl.ModeDaemon, true
 		return st
 	}
 	if installed {
-		st.Mode = ModeSystemd
+		st.Mode = daemonctl.ModeSystemd
 	}
 	return st
 }
@@ -268,9 +253,9 @@ func (m *Manager) SystemdUsable(ctx context.Context) bool {
 // Start is `gate start` (docs/gate.md, Operating it). It reports which mode was used.
 func (m *Manager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {
 	if !forceDaemon && m.SystemdUsable(ctx) {
-		return ModeSystemd, m.Install(ctx, port)
+		return daemonctl.ModeSystemd, m.Install(ctx, port)
 	}
-	return ModeDaemon, m.StartDaemon(ctx, port)
+	return daemonctl.ModeDaemon, m.StartDaemon(ctx, port)
 }
 
 // InstalledVersion is the stamp of the installed socket unit
@@ -348,7 +333,7 @@ func (m *Manager) CheckUnitsOutdated() string {
 func (m *Manager) EnsureReachable(ctx context.Context) error {
 	st := m.Status(ctx)
 	if st.Running {
-		if st.Mode == ModeSystemd {
+		if st.Mode == daemonctl.ModeSystemd {
 			if v := m.InstalledVersion(); Outdated(v) {
 				return daemonctl.Messagef("Gate server systemd units are outdated (installed %s, expected v%d).\nRun 'terok-sandbox gate start' to update them.",
 					daemonctl.DescribeVersion(v), UnitVersion)

@@ -29,6 +29,7 @@ type fakeSystemd struct {
 
 func (f *fakeSystemd) Available(context.Context) bool        { return f.available }
 func (f *fakeSystemd) IsActive(context.Context, string) bool { return f.active }
+func (f *fakeSystemd) Call(context.Context, ...string) error { return nil }
 func (f *fakeSystemd) Install(_ context.Context, dir string, units []daemonctl.Unit, _ string) error {
 	f.installed = units
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -167,21 +168,21 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	fs := &fakeSystemd{available: true}
 	m := testManager(t, fs)
 	ctx := context.Background()
-	if st := m.Status(ctx); st.Mode != ModeNone || st.Running {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone || st.Running {
 		t.Fatalf("initial status %+v", st)
 	}
 	mode, err := m.Start(ctx, 23456, false)
-	if err != nil || mode != ModeSystemd {
+	if err != nil || mode != daemonctl.ModeSystemd {
 		t.Fatalf("start: %s %v", mode, err)
 	}
 	if !strings.Contains(fs.installed[0].Content, "ListenStream=127.0.0.1:23456") {
 		t.Fatalf("--port not honoured in the socket unit:\n%s", fs.installed[0].Content)
 	}
-	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || st.Running {
 		t.Fatalf("installed, inactive: %+v", st)
 	}
 	fs.active = true
-	if st := m.Status(ctx); st.Mode != ModeSystemd || !st.Running || st.Port != m.Cfg.GatePort {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || !st.Running || st.Port != m.Cfg.GatePort {
 		t.Fatalf("installed, active: %+v", st)
 	}
 	if msg := m.CheckUnitsOutdated(); msg != "" {
@@ -274,7 +275,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 		t.Fatal("admin token in the daemon arguments")
 	}
 	mode, err := m.Start(ctx, ln, false)
-	if err != nil || mode != ModeDaemon {
+	if err != nil || mode != daemonctl.ModeDaemon {
 		t.Fatalf("start: %s %v", mode, err)
 	}
 	pid, ok := m.DaemonPID()
@@ -289,7 +290,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	if !bytes.Contains(cmdline, []byte("--port="+strconv.Itoa(ln))) {
 		t.Fatalf("--port not honoured in daemon mode: %q", cmdline)
 	}
-	if st := m.Status(ctx); st.Mode != ModeDaemon || !st.Running {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeDaemon || !st.Running {
 		t.Fatalf("status %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err != nil {
@@ -307,7 +308,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
 		t.Fatal("PID file left behind")
 	}
-	if st := m.Status(ctx); st.Mode != ModeNone {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone {
 		t.Fatalf("status after stop %+v", st)
 	}
 }

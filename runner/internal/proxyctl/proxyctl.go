@@ -36,14 +36,8 @@ const (
 	probeTimeout = 2 * time.Second
 )
 
-// Modes of Status.
-const (
-	ModeSystemd = daemonctl.ModeSystemd
-	ModeDaemon  = daemonctl.ModeDaemon
-	ModeNone    = daemonctl.ModeNone
-)
-
-// Status is what `proxy status` reports (docs/credential-proxy.md, Operating it).
+// Status is what `proxy status` reports (docs/credential-proxy.md, Operating
+// it); Mode is one of daemonctl.ModeSystemd, daemonctl.ModeDaemon, daemonctl.ModeNone.
 type Status struct {
 	Mode              string   `json:"mode"`
 	Running           bool     `json:"running"`
@@ -57,22 +51,12 @@ type Status struct {
 	Warning string `json:"warning,omitempty"`
 }
 
-// SystemdControl is what the manager needs from systemctl;
-// daemonctl.Systemd implements it.
-type SystemdControl interface {
-	Available(ctx context.Context) bool
-	IsActive(ctx context.Context, unit string) bool
-	Call(ctx context.Context, args ...string) error
-	Install(ctx context.Context, dir string, units []daemonctl.Unit, socket string) error
-	Uninstall(ctx context.Context, dir string, names []string, socket string) error
-}
-
 // Manager manages the credential proxy of one configuration; every path
 // comes from Cfg.
 type Manager struct {
 	Cfg     config.Config
 	Env     config.Env
-	Systemd SystemdControl
+	Systemd daemonctl.SystemdControl
 	// FindBinary locates terok-credential-proxy; nil means daemonctl.FindBinary.
 	FindBinary func(name string) (string, error)
 	Log        *slog.Logger
@@ -172,7 +156,7 @@ func (m *Manager) CredentialsStored(ctx context.Context) []string {
 // Status is `proxy status` (docs/credential-proxy.md, Operating it). When the units are installed the daemon is not consulted.
 func (m *Manager) Status(ctx context.Context) Status {
 	st := Status{
-		Mode:              ModeNone,
+		Mode:              daemonctl.ModeNone,
 		SocketPath:        m.Cfg.ProxySocket(),
 		DBPath:            m.Cfg.CredentialsDB(),
 		RoutesPath:        m.Cfg.RoutesFile(),
@@ -181,13 +165,13 @@ func (m *Manager) Status(ctx context.Context) Status {
 	}
 	switch {
 	case m.SocketInstalled():
-		st.Mode = ModeSystemd
+		st.Mode = daemonctl.ModeSystemd
 		st.Running = m.ServiceActive(ctx)
 		st.Healthy = st.Running && m.Healthy(ctx)
 		st.Warning = m.CheckUnitsOutdated()
 	default:
 		if _, ok := m.DaemonPID(); ok {
-			st.Mode, st.Running = ModeDaemon, true
+			st.Mode, st.Running = daemonctl.ModeDaemon, true
 			st.Healthy = m.Healthy(ctx)
 		}
 	}

@@ -136,7 +136,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	m, _ := newManager(t)
 	ctx := context.Background()
 	st := m.Status(ctx)
-	if st.Mode != ModeNone || st.Running || st.Healthy || st.RoutesConfigured != 0 || len(st.CredentialsStored) != 0 {
+	if st.Mode != daemonctl.ModeNone || st.Running || st.Healthy || st.RoutesConfigured != 0 || len(st.CredentialsStored) != 0 {
 		t.Errorf("before start: %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err == nil || !strings.HasPrefix(err.Error(), "Credential proxy is not reachable.") ||
@@ -158,7 +158,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("log dir: %v", err)
 	}
 	st = m.Status(ctx)
-	if st.Mode != ModeDaemon || !st.Running || !st.Healthy || st.SocketPath != m.Cfg.ProxySocket() || st.DBPath != m.Cfg.CredentialsDB() {
+	if st.Mode != daemonctl.ModeDaemon || !st.Running || !st.Healthy || st.SocketPath != m.Cfg.ProxySocket() || st.DBPath != m.Cfg.CredentialsDB() {
 		t.Errorf("after start: %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err != nil {
@@ -173,7 +173,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Error("StopDaemon did not signal")
 	}
 	waitGone(t, m)
-	if st := m.Status(ctx); st.Mode != ModeNone || st.Running {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone || st.Running {
 		t.Errorf("after stop: %+v", st)
 	}
 	if m.StopDaemon() {
@@ -264,7 +264,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 		t.Errorf("current units: warning %q", w)
 	}
 	// Installed: systemd mode; not running while the service is inactive.
-	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running || st.Healthy {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || st.Running || st.Healthy {
 		t.Errorf("installed, inactive: %+v", st)
 	}
 	// Socket active: ensure starts the service and then waits for both ports.
@@ -280,7 +280,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if !contains(fs.calls, "start "+ServiceUnit) {
 		t.Errorf("calls %v", fs.calls)
 	}
-	if st := m.Status(ctx); st.Mode != ModeSystemd || !st.Running || !st.Healthy {
+	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || !st.Running || !st.Healthy {
 		t.Errorf("installed, active: %+v", st)
 	}
 	m.StopDaemon()
