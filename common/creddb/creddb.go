@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -37,6 +38,15 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (
     task           TEXT NOT NULL,
     credential_set TEXT NOT NULL,
     provider       TEXT NOT NULL
+);`
+
+// ExpirySchema holds the optional expiry of tokens (docs/formats.md,
+// Credentials database): a table of its own, so proxy_tokens stays exactly
+// the DDL other tools read, and a tool that knows nothing of it still sees
+// every token (as never expiring).
+const ExpirySchema = `CREATE TABLE IF NOT EXISTS token_expiry (
+    token      TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
 );`
 
 // DefaultSet is the credential set used unless an orchestrator picks another.
@@ -121,6 +131,14 @@ type TokenInfo struct {
 	Task          string `db:"task" json:"task"`
 	CredentialSet string `db:"credential_set" json:"credential_set"`
 	Provider      string `db:"provider" json:"provider"`
+	// Expires is when the token stops working; zero: never. Only
+	// LookupToken fills it, and only the SSH agent enforces it so far.
+	Expires time.Time `db:"-" json:"expires,omitzero"`
+}
+
+// Expired reports whether the token has an expiry at or before now.
+func (ti TokenInfo) Expired(now time.Time) bool {
+	return !ti.Expires.IsZero() && !now.Before(ti.Expires)
 }
 
 // Open opens (creating it and its 0700 parent if needed) the database with
@@ -156,7 +174,7 @@ func Open(path string) (*DB, error) {
 	// every handle uses it, so no caller can write plaintext into an
 	// encrypted store by forgetting to ask for it.
 	db := &DB{x: x, path: path, vault: secretstore.OpenVault(filepath.Dir(path))}
-	if _, err := x.Exec(Schema); err != nil {
+	if _, err := x.Exec(Schema + "\n" + ExpirySchema); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
@@ -303,7 +321,16 @@ type TokenSpec struct {
 	Provider string
 	// Set is the credential set (DefaultSet unless the caller keeps several).
 	Set string
+	// Expires, when not zero, is when the token stops working (stored in
+	// token_expiry). Only SSH agent tokens take it for now: the proxy
+	// does not enforce it yet, so CreateToken refuses it for other
+	// providers rather than issue a token that outlives its stamp.
+	Expires time.Time
 }
+
+// ErrExpiryUnsupported is returned for an expiry on a token the daemons
+// do not check it for.
+var ErrExpiryUnsupported = errors.New("token expiry is enforced only for SSH agent tokens (provider ssh) so far")
 
 // CreateToken issues a phantom token for spec.Project/spec.Task that stands
 // for the credential spec.Set/spec.Provider.
@@ -323,29 +350,57 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 			return "", fmt.Errorf("create phantom token: %s must not be empty", f.name)
 		}
 	}
+	if !spec.Expires.IsZero() && provider != SSHProvider {
+		return "", fmt.Errorf("create phantom token for %s/%s (%s): %w", project, task, provider, ErrExpiryUnsupported)
+	}
 	tok, err := tokenid.New(tokenid.PhantomPrefix)
 	if err != nil {
 		return "", err
 	}
-	_, err = d.x.ExecContext(ctx,
-		`INSERT INTO proxy_tokens (token, project, task, credential_set, provider) VALUES (?, ?, ?, ?, ?)`,
-		tok, project, task, set, provider)
+	err = func() error {
+		tx, err := d.x.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO proxy_tokens (token, project, task, credential_set, provider) VALUES (?, ?, ?, ?, ?)`,
+			tok, project, task, set, provider); err != nil {
+			return err
+		}
+		if !spec.Expires.IsZero() {
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO token_expiry (token, expires_at) VALUES (?, ?)`,
+				tok, spec.Expires.Unix()); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	}()
 	if err != nil {
 		return "", fmt.Errorf("create phantom token for %s/%s (%s): %w", project, task, provider, err)
 	}
 	return tok, nil
 }
 
-// LookupToken returns what tok stands for, or ErrNotFound.
+// LookupToken returns what tok stands for, with its expiry (Expires; the
+// caller decides, see TokenInfo.Expired), or ErrNotFound.
 func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
-	var ti TokenInfo
-	err := d.x.GetContext(ctx, &ti,
-		`SELECT project, task, credential_set, provider FROM proxy_tokens WHERE token = ?`, tok)
+	var row struct {
+		TokenInfo
+		ExpiresAt sql.NullInt64 `db:"expires_at"`
+	}
+	err := d.x.GetContext(ctx, &row,
+		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at
+		   FROM proxy_tokens t LEFT JOIN token_expiry e ON e.token = t.token WHERE t.token = ?`, tok)
 	if errors.Is(err, sql.ErrNoRows) {
 		return TokenInfo{}, ErrNotFound
 	}
 	if err != nil {
 		return TokenInfo{}, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	ti := row.TokenInfo
+	if row.ExpiresAt.Valid {
+		ti.Expires = time.Unix(row.ExpiresAt.Int64, 0).UTC()
 	}
 	return ti, nil
 }
@@ -513,8 +568,21 @@ func (d *DB) ListTokens(ctx context.Context, project string) ([]TokenRow, error)
 // RevokeTokens deletes every token of project/task and returns the count.
 func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, error) {
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
-	res, err := d.x.ExecContext(ctx, `DELETE FROM proxy_tokens WHERE project = ? AND task = ?`, project, task)
+	// The expiry rows first (they name tokens of this task), in the
+	// same transaction as the tokens.
+	tx, err := d.x.BeginTxx(ctx, nil)
 	if err != nil {
+		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM token_expiry WHERE token IN (SELECT token FROM proxy_tokens WHERE project = ? AND task = ?)`, project, task); err != nil {
+		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM proxy_tokens WHERE project = ? AND task = ?`, project, task)
+	if err != nil {
+		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 	}
 	n, err := res.RowsAffected()

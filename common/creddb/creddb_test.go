@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/internal/proctest"
 	"terok.dev/sandbox/common/tokenid"
@@ -107,7 +108,7 @@ func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
 		t.Errorf("List = %v, %v", names, err)
 	}
 	ti, err := db.LookupToken(ctx, "terok-p-0123456789abcdef0123456789abcdef")
-	if err != nil || ti != (TokenInfo{"proj", "42", "default", "claude"}) {
+	if err != nil || ti != (TokenInfo{Project: "proj", Task: "42", CredentialSet: "default", Provider: "claude"}) {
 		t.Errorf("LookupToken = %+v, %v", ti, err)
 	}
 	var mode string
@@ -353,4 +354,46 @@ func FuzzDecodeCredential(f *testing.F) {
 			c.Number("expires_at")
 		}
 	})
+}
+
+// Token expiry (docs/formats.md, Credentials database): stored in
+// token_expiry, returned by LookupToken, refused for providers the proxy
+// serves, removed with the task's tokens; proxy_tokens keeps its DDL.
+func TestTokenExpiry(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(filepath.Join(t.TempDir(), "credentials.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exp := time.Now().Add(8 * time.Hour).Truncate(time.Second).UTC()
+	tok, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: SSHProvider, Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t2", Set: DefaultSet, Provider: SSHProvider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := db.LookupToken(ctx, tok)
+	if err != nil || !ti.Expires.Equal(exp) || ti.Expired(exp.Add(-time.Second)) || !ti.Expired(exp) {
+		t.Fatalf("LookupToken = %+v, %v", ti, err)
+	}
+	if ti, err := db.LookupToken(ctx, plain); err != nil || !ti.Expires.IsZero() || ti.Expired(time.Now().Add(1000*time.Hour)) {
+		t.Fatalf("token without expiry: %+v %v", ti, err)
+	}
+	if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: exp}); !errors.Is(err, ErrExpiryUnsupported) {
+		t.Fatalf("proxy token with expiry: %v", err)
+	}
+	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 1 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	var left int
+	if err := db.x.Get(&left, `SELECT count(*) FROM token_expiry`); err != nil || left != 0 {
+		t.Fatalf("expiry rows left: %d %v", left, err)
+	}
+	var ddl string
+	if err := db.x.Get(&ddl, `SELECT sql FROM sqlite_master WHERE name = 'proxy_tokens'`); err != nil || strings.Contains(ddl, "expire") {
+		t.Fatalf("proxy_tokens changed: %s %v", ddl, err)
+	}
 }

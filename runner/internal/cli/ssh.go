@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -241,6 +242,22 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 	}
 }
 
+// MaxTTL bounds a token's --ttl (a year, leap day included).
+const MaxTTL = 8784 * time.Hour
+
+// ParseTTL reads a token lifetime: a Go duration (8h, 90m, 1h30m) of at
+// least a minute and at most MaxTTL.
+func ParseTTL(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 8h, 90m, 1h30m)", v)
+	}
+	if d < time.Minute || d > MaxTTL {
+		return 0, fmt.Errorf("%s is out of range: 1m .. %s (e.g. 8h)", v, MaxTTL)
+	}
+	return d, nil
+}
+
 func sshRestrictCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "restrict",
@@ -294,7 +311,10 @@ func sshTokenCommand(d Deps) *ucli.Command {
 			Name:      "create",
 			Usage:     "issue the SSH agent token of a task (printed once; give it to the container as TEROK_SSH_AGENT_TOKEN)",
 			ArgsUsage: "PROJECT TASK",
-			Flags:     []ucli.Flag{jsonFlag()},
+			Flags: []ucli.Flag{
+				&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+				jsonFlag(),
+			},
 			Action: func(c *ucli.Context) error {
 				fa, a, err := argsExactly(c, "project", "task")
 				if err != nil {
@@ -302,6 +322,14 @@ func sshTokenCommand(d Deps) *ucli.Command {
 				}
 				if err := checkProjectTask(a[0], a[1]); err != nil {
 					return err
+				}
+				var expires time.Time
+				if v := fa.String("ttl"); v != "" {
+					ttl, err := ParseTTL(v)
+					if err != nil {
+						return UsageErrorf("--ttl: %v", err)
+					}
+					expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 				}
 				cfg, err := loadConfig(c, d)
 				if err != nil {
@@ -312,7 +340,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					return err
 				}
 				defer db.Close()
-				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider})
+				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider, Expires: expires})
 				if err != nil {
 					return err
 				}
@@ -320,7 +348,14 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					fmt.Fprintf(d.Stderr, "Warning: project '%s' has no registered SSH key; the agent will refuse this token until one is added (terok-sandbox ssh init %s).\n", a[0], a[0])
 				}
 				if fa.Bool("json") {
-					return writeJSON(d.Stdout, map[string]string{"token": tok, "project": a[0], "task": a[1], "provider": creddb.SSHProvider})
+					out := map[string]string{"token": tok, "project": a[0], "task": a[1], "provider": creddb.SSHProvider}
+					if !expires.IsZero() {
+						out["expires"] = expires.Format(time.RFC3339)
+					}
+					return writeJSON(d.Stdout, out)
+				}
+				if !expires.IsZero() {
+					fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
 				}
 				fmt.Fprintln(d.Stdout, tok)
 				return nil

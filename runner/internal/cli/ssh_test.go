@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
@@ -208,5 +209,41 @@ func TestSSHDestinations(t *testing.T) {
 	var rows []map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 2 || rows[0]["destinations"] == nil || rows[1]["destinations"] != nil {
 		t.Fatalf("list --json: %d %s", code, out)
+	}
+}
+
+// ssh token create --ttl stores an expiry (docs/ssh-agent.md, Token
+// expiry); a bad TTL exits 2 with an example and issues nothing.
+func TestSSHTokenTTL(t *testing.T) {
+	e := newSSHEnv(t)
+	code, out, errs := e.run(t, "ssh", "token", "create", "proj", "t1", "--ttl", "8h", "--json")
+	var got map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {
+		t.Fatalf("--ttl 8h: %d %q %q", code, out, errs)
+	}
+	exp, err := time.Parse(time.RFC3339, got["expires"])
+	if err != nil || time.Until(exp) < 7*time.Hour || time.Until(exp) > 9*time.Hour {
+		t.Fatalf("expires %q %v", got["expires"], err)
+	}
+	db, err := creddb.Open(filepath.Join(e.creds, "credentials.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ti, err := db.LookupToken(context.Background(), got["token"])
+	if err != nil || !ti.Expires.Equal(exp) {
+		t.Fatalf("stored expiry %+v %v", ti, err)
+	}
+	for _, bad := range []string{"8", "8x", "30s", "-1h", "9000h", ""} {
+		code, _, errs := e.run(t, "ssh", "token", "create", "proj", "t2", "--ttl="+bad)
+		if bad == "" {
+			continue // empty means no TTL
+		}
+		if code != 2 || !strings.Contains(errs, "--ttl") || !strings.Contains(errs, "e.g.") {
+			t.Errorf("--ttl %q: exit %d %q", bad, code, errs)
+		}
+	}
+	if rows, _ := db.ListTokens(context.Background(), "proj"); len(rows) != 2 {
+		t.Fatalf("tokens %+v: want t1 and the empty-TTL t2 only", rows)
 	}
 }

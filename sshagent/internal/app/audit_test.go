@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -9,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
@@ -219,5 +222,47 @@ func TestAuditFileDefaultOffAndBroken(t *testing.T) {
 	<-p.exited
 	if ee, ok := p.err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 || !strings.Contains(p.log.String(), "audit") {
 		t.Fatalf("broken audit file: %v\n%s", p.err, p.log)
+	}
+}
+
+// Token expiry (docs/ssh-agent.md, Token expiry): an expired token is
+// refused like a revoked one, and a session whose token expires while it is
+// open signs no more; both audited with reason expired.
+func TestExpiredToken(t *testing.T) {
+	f := newFixture(t)
+	auditPath := filepath.Join(t.TempDir(), "ssh.jsonl")
+	_, port := f.startAgent(t, "--audit-file", auditPath)
+	past, err := f.db.CreateToken(context.Background(), creddb.TokenSpec{Project: "a", Task: "old", Set: creddb.DefaultSet,
+		Provider: creddb.SSHProvider, Expires: time.Now().Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialTerok(t, port, past).List(); err == nil {
+		t.Fatal("expired token listed keys")
+	}
+	exp := time.Now().Add(2 * time.Second)
+	soon, err := f.db.CreateToken(context.Background(), creddb.TokenSpec{Project: "a", Task: "soon", Set: creddb.DefaultSet,
+		Provider: creddb.SSHProvider, Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := dialTerok(t, port, soon)
+	pub := f.mainA.Signer.PublicKey()
+	if _, err := cl.Sign(pub, []byte("before")); err != nil {
+		t.Fatalf("sign before expiry: %v", err)
+	}
+	// Wait for the clock to pass the stamp (stored in whole seconds).
+	time.Sleep(time.Until(exp.Truncate(time.Second).Add(100 * time.Millisecond)))
+	if _, err := cl.Sign(pub, []byte("after")); err == nil {
+		t.Fatal("signed after the token expired")
+	}
+	rs := readAudit(t, auditPath)
+	got := find(rs, "refused", "expired")
+	if len(got) != 2 || got[0].Task != "old" || got[0].TokenPrefix != past[:12] || got[1].Task != "soon" ||
+		got[1].Fields["key_fingerprint"] != ssh.FingerprintSHA256(pub) {
+		t.Fatalf("expired records %+v", got)
+	}
+	if len(find(rs, "sign", "")) != 1 {
+		t.Fatalf("records %+v", rs)
 	}
 }

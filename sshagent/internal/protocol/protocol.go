@@ -113,6 +113,12 @@ func (s *Session) sign(a *restricted.Agent, p []byte) []byte {
 		a.Refuse("no-key", blob, nil, data, d)
 		return []byte{MsgFailure}
 	}
+	if a.Expired(time.Now()) {
+		// A session outliving its token's expiry signs no more.
+		a.Logger().Warn("refused a signature: the session's token has expired; issue the task a new one", "key", k.Comment)
+		a.Refuse("expired", blob, &k, data, d)
+		return []byte{MsgFailure}
+	}
 	if reason, why := destination.Check(k.Dest, s.Binds, k.Blob, data); reason != "" {
 		a.Logger().Warn("refused a signature by a destination-bound key: "+why,
 			"key", k.Comment, "reason", reason, "dest_fingerprint", d.Fingerprint)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -27,6 +28,9 @@ var ErrRefused = errors.New("operation not permitted by terok-ssh-agent")
 // ErrUnknownKey is returned for a sign request naming a key not offered.
 var ErrUnknownKey = errors.New("key is not one of this session's identities")
 
+// ErrExpired is returned once the session's token has expired.
+var ErrExpired = errors.New("the session's token has expired")
+
 // ErrDestination is returned for a destination-bound key outside a bound session.
 var ErrDestination = errors.New("key is bound to destinations and this request is not in a session bound to one")
 
@@ -40,7 +44,15 @@ type Agent struct {
 	log   *slog.Logger  // carries project, task and peer
 	audit *audit.Writer // nil: no records
 	base  audit.Record  // project, task, token prefix, remote of the session
+	exp   time.Time     // the session token's expiry; zero: none
 }
+
+// SetExpiry makes the agent refuse to sign from t on (the session token's
+// expiry, docs/ssh-agent.md, Token expiry); zero: never.
+func (a *Agent) SetExpiry(t time.Time) { a.exp = t }
+
+// Expired reports whether the session's token has expired at now.
+func (a *Agent) Expired(now time.Time) bool { return !a.exp.IsZero() && !now.Before(a.exp) }
 
 var _ agent.ExtendedAgent = (*Agent)(nil)
 
@@ -175,6 +187,10 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		a.Refused()
 		a.Refuse("no-key", blob, nil, data, Dest{})
 		return nil, ErrUnknownKey
+	}
+	if a.Expired(time.Now()) {
+		a.Refuse("expired", blob, &k, data, Dest{})
+		return nil, ErrExpired
 	}
 	if k.Dest != nil {
 		// No connection, so no session-bind: a destination-bound key

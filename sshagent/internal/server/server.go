@@ -249,6 +249,12 @@ func (s *Server) session(c net.Conn) {
 	}
 	log = log.With("project", info.Project, "task", info.Task)
 	base.Project, base.Task = info.Project, info.Task
+	if info.Expired(time.Now()) {
+		s.warn.Warn(log, "expired", "SSH agent token has expired; connection closed (issue the task a new one with 'terok-sandbox ssh token create')",
+			"token_prefix", tokenid.Show(tok), "expired_at", info.Expires.Format(time.RFC3339))
+		s.refuse(base, "expired")
+		return
+	}
 	ks := s.o.Keys.Project(info.Project)
 	if len(ks) == 0 {
 		s.warn.Warn(log, "nokeys", "project has no loadable SSH key; connection closed (check ssh-keys.json and the key files, e.g. with 'terok-sandbox ssh list')")
@@ -258,6 +264,7 @@ func (s *Server) session(c net.Conn) {
 	log.Debug("session started", "keys", len(ks))
 	a := restricted.New(ks, log)
 	a.SetAudit(s.o.Audit, base)
+	a.SetExpiry(info.Expires)
 	err = protocol.Serve(c, a, protocol.Limits{
 		MaxMessage:  s.o.MaxMessage,
 		Idle:        s.o.IdleTimeout,
