@@ -21,7 +21,7 @@ import (
 const resolveWait = 60 * time.Second
 
 // Resolve re-resolves the container's allowlisted names now, through its
-// own resolver (docs/shield.md, "Resolve"): the resolver looks each name
+// own resolver (docs/shield-resolver.md, "Resolve now"): the resolver looks each name
 // up as a container query would be (learned into the dns sets with the
 // answer's TTL clamped to the documented bounds, cached), with force
 // after dropping its answer cache. Nothing is resolved on the host.
