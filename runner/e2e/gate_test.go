@@ -64,6 +64,7 @@ g="git -c user.name=task -c user.email=task@example.invalid"
 $g clone -q "$GATE_URL" work || { echo CLONE-FAILED; exit 1; }
 cd work; $g commit -q --allow-empty -m "from the container"
 $g push -q origin HEAD:refs/heads/from-container && echo PUSH-OK || echo PUSH-FAILED
+if $g push origin HEAD:refs/heads/main 2>main.txt; then echo MAIN-PUSHED; else echo MAIN-REFUSED; cat main.txt; fi
 cd /tmp
 if $g clone -q "$OTHER_URL" other 2>err.txt; then echo OTHER-CLONED; else echo OTHER-REFUSED; cat err.txt; fi
 echo '>> init complete'`
@@ -73,18 +74,40 @@ echo '>> init complete'`
 		if wait := r.Sandbox(ctx, "wait", name, "--timeout", "120"); wait.Code != 0 {
 			t.Fatalf("container exit: %s\nlogs:\n%s", wait, logs.Stdout)
 		}
-		for _, w := range []string{"PUSH-OK", "OTHER-REFUSED", "403"} {
+		// The default push policy protects the default branch: git in the
+		// container prints the gate's reason (docs/gate.md, Push policy).
+		for _, w := range []string{"PUSH-OK", "OTHER-REFUSED", "403", "MAIN-REFUSED", "remote: terok gate: push refused",
+			"(protected-ref: refs/heads/main is protected)"} {
 			if !strings.Contains(logs.Stdout+logs.Stderr, w) {
 				t.Errorf("container output lacks %q:\n%s\n%s", w, logs.Stdout, logs.Stderr)
 			}
 		}
-		if strings.Contains(logs.Stdout, "OTHER-CLONED") || strings.Contains(logs.Stdout, "CLONE-FAILED") {
+		if strings.Contains(logs.Stdout, "OTHER-CLONED") || strings.Contains(logs.Stdout, "CLONE-FAILED") || strings.Contains(logs.Stdout, "MAIN-PUSHED") {
 			t.Fatalf("container output:\n%s", logs.Stdout)
 		}
 		mirror := filepath.Join(r.Dirs.State, "gate", "proj.git")
 		res := mustOK(t, "mirror rev-parse", r.Run(ctx, "git", "-C", mirror, "log", "-1", "--format=%s", "refs/heads/from-container"))
 		if strings.TrimSpace(res.Stdout) != "from the container" {
 			t.Fatalf("pushed branch in the mirror: %q", res.Stdout)
+		}
+		res = mustOK(t, "mirror main", r.Run(ctx, "git", "-C", mirror, "log", "-1", "--format=%s", "refs/heads/main"))
+		if strings.TrimSpace(res.Stdout) != "upstream commit" {
+			t.Fatalf("the refused push moved main: %q", res.Stdout)
+		}
+		// The gate's audit records name the task, its pushes and the refusal
+		// (docs/audit.md, Channel gate).
+		recs, err := audit.ReadFile(filepath.Join(r.Dirs.State, "audit", "gate.jsonl"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []string
+		for _, rec := range recs {
+			if rec.Task == "task-1" {
+				seen = append(seen, rec.Event+" "+rec.Outcome+" "+rec.Reason)
+			}
+		}
+		if got := strings.Join(seen, ","); !strings.Contains(got, "clone ok ,") || !strings.Contains(got, "push ok ,push refused protected-ref") {
+			t.Fatalf("task-1's gate records: %s", got)
 		}
 		// Revoking the token closes the gate for the task.
 		mustOK(t, "token revoke", r.Sandbox(ctx, "gate", "token", "revoke", "proj", "task-1"))
