@@ -55,6 +55,10 @@ systemctl restart terok-gate.service
 git -C /tmp/clone fetch -q origin || fail "fetch after restart"
 systemctl stop terok-gate.service terok-gate.socket
 say "system gate: socket activation, clone, push, restart, stop ok"
+# The hardened gate writes its audit records (docs/audit.md, Files, rotation, modes).
+grep '"channel":"gate"' /var/lib/terok/sandbox/audit/gate.jsonl 2>/dev/null | grep -q '"event":"push"' ||
+  fail "system gate wrote no push record: $(cat /var/lib/terok/sandbox/audit/gate.jsonl 2>&1)"
+say "system gate: audit records under the hardening"
 
 # Type=notify (docs/install.md, Socket activation and readiness): a start
 # job ends only on READY=1, which the gate sends once its listener is up and

@@ -4,9 +4,10 @@ import _ "embed"
 
 // Gate unit templates. Placeholders: UNIT_VERSION, PORT, TEROK_GATE_BIN,
 // GATE_BASE_PATH (also the one directory the hardened service may write),
-// TOKEN_FILE. Bump GateUnitVersion whenever a template changes so
+// TOKEN_FILE, AUDIT_DIR (also writable) and AUDIT_FILE (--audit-file: a path
+// or off). Bump GateUnitVersion whenever a template changes so
 // installations are reported as outdated (8: hardening; 9: FileDescriptorName=
-// and Type=notify).
+// and Type=notify; 10: --audit-file and the writable audit directory).
 //
 // Version 7 replaced the earlier units (version 6: Accept=yes and a
 // `terok-gate --inetd` process per connection; docs/gate.md, Operating it),
@@ -15,7 +16,7 @@ import _ "embed"
 // per clone and threw away the gate's answer caches (capability
 // advertisement, ls-refs, clone-like fetches) with every connection.
 const (
-	GateUnitVersion = 9
+	GateUnitVersion = 10
 	GateSocketName  = "terok-gate.socket"
 	GateServiceName = "terok-gate.service"
 	GateStampPrefix = "# terok-gate-version:"

@@ -17,7 +17,7 @@ func TestSSHAgentTemplates(t *testing.T) {
 	if strings.Count(SSHAgentSocket, "ListenStream=") != 1 || !strings.Contains(SSHAgentSocket, "ListenStream=127.0.0.1:{{PORT}}\n") {
 		t.Error("the socket must pass exactly one loopback TCP listener")
 	}
-	for _, ph := range []string{"{{BIN}}", "{{DB_PATH}}", "{{SSH_KEYS_FILE}}", "{{PORT}}", "{{CREDENTIALS_DIR}}"} {
+	for _, ph := range []string{"{{BIN}}", "{{DB_PATH}}", "{{SSH_KEYS_FILE}}", "{{PORT}}", "{{CREDENTIALS_DIR}}", "{{AUDIT_DIR}}", "--audit-file={{AUDIT_FILE}}"} {
 		if !strings.Contains(SSHAgentService, ph) {
 			t.Errorf("service lacks %s", ph)
 		}
@@ -36,7 +36,7 @@ func TestSSHAgentUnitsVerify(t *testing.T) {
 	}
 	r := strings.NewReplacer("{{UNIT_VERSION}}", "1", "{{PORT}}", "18732", "{{BIN}}", "/bin/true",
 		"{{DB_PATH}}", filepath.Join(dir, "credentials.db"), "{{SSH_KEYS_FILE}}", filepath.Join(dir, "ssh-keys.json"),
-		"{{CREDENTIALS_DIR}}", dir)
+		"{{CREDENTIALS_DIR}}", dir, "{{AUDIT_DIR}}", filepath.Join(dir, "audit"), "{{AUDIT_FILE}}", filepath.Join(dir, "audit", "ssh.jsonl"))
 	var paths []string
 	for name, tmpl := range map[string]string{SSHAgentSocketName: SSHAgentSocket, SSHAgentServiceName: SSHAgentService} {
 		p := filepath.Join(dir, name)

@@ -32,8 +32,11 @@ type Config struct {
 	Port     int
 	LogLevel string
 	LogFile  string // "" = inherit the proxy's stderr
-	Stderr   io.Writer
-	Log      *slog.Logger
+	// AuditFile is the child's --audit-file (a path or off); "" lets the
+	// agent take its default.
+	AuditFile string
+	Stderr    io.Writer
+	Log       *slog.Logger
 	// Backoff bounds; zero values mean 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// StopTimeout is how long a SIGTERMed child may take before SIGKILL.
@@ -71,6 +74,9 @@ func (c Config) Args() []string {
 	}
 	if c.LogFile != "" {
 		a = append(a, "--log-file="+c.LogFile)
+	}
+	if c.AuditFile != "" {
+		a = append(a, "--audit-file="+c.AuditFile)
 	}
 	return a
 }

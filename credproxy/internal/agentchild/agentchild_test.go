@@ -10,8 +10,8 @@ import (
 )
 
 func TestArgsAndEnv(t *testing.T) {
-	c := Config{DBPath: "/d/c.db", KeysFile: "/k.json", Port: 18732, LogLevel: "INFO", LogFile: "/l.log"}
-	if got := strings.Join(c.Args(), " "); got != "--db-path=/d/c.db --ssh-keys-file=/k.json --port=18732 --bind=127.0.0.1 --log-level=INFO --log-file=/l.log" {
+	c := Config{DBPath: "/d/c.db", KeysFile: "/k.json", Port: 18732, LogLevel: "INFO", LogFile: "/l.log", AuditFile: "/s/audit/ssh.jsonl"}
+	if got := strings.Join(c.Args(), " "); got != "--db-path=/d/c.db --ssh-keys-file=/k.json --port=18732 --bind=127.0.0.1 --log-level=INFO --log-file=/l.log --audit-file=/s/audit/ssh.jsonl" {
 		t.Errorf("args %s", got)
 	}
 	env := childEnv([]string{"A=1", "LISTEN_PID=5", "LISTEN_FDS=2", "LISTEN_FDNAMES=x", "NOTIFY_SOCKET=/run/n", "B=2"})

@@ -346,6 +346,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 			agentchild.Run(bg, agentchild.Config{
 				Path: agentPath, DBPath: f.DBPath, KeysFile: f.SSHKeysFile, Port: f.SSHAgentPort,
 				LogLevel: childLevel(f.LogLevel), LogFile: f.LogFile, Stderr: stderr, Log: log,
+				AuditFile: agentAuditFile(auditPath),
 			})
 		}()
 	}
@@ -397,6 +398,16 @@ func auditPath(flagValue string) (string, error) {
 		return cfg.AuditFile("proxy"), nil
 	}
 	return flagValue, nil
+}
+
+// agentAuditFile is the SSH agent child's --audit-file: ssh.jsonl beside
+// the proxy's own audit file (both are config.AuditFile(channel) by
+// default), off when the proxy's records are off (docs/audit.md, Files).
+func agentAuditFile(proxyAudit string) string {
+	if proxyAudit == "" {
+		return AuditOff
+	}
+	return filepath.Join(filepath.Dir(proxyAudit), "ssh.jsonl")
 }
 
 // refreshRecord is the audit record of one background OAuth refresh

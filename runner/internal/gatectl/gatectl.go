@@ -117,6 +117,10 @@ func (m *Manager) RenderUnits(bin string, port int) ([]daemonctl.Unit, error) {
 		"TEROK_GATE_BIN": bin,
 		"GATE_BASE_PATH": m.Cfg.GateBasePath(),
 		"TOKEN_FILE":     m.Cfg.GateTokenFile(),
+		// Its audit records (docs/audit.md, Files, rotation, modes); audit =
+		// false in config.toml needs the units rendered again.
+		"AUDIT_DIR":  m.Cfg.AuditDir(),
+		"AUDIT_FILE": m.AuditArg(),
 	}
 	var units []daemonctl.Unit
 	for _, u := range []struct{ name, tmpl string }{
@@ -167,6 +171,15 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	return m.Systemd.Uninstall(ctx, dir, daemonctl.Gate().UnitNames(), systemd.GateSocketName)
 }
 
+// AuditArg is the gate's --audit-file value: its audit file, or off when
+// config.toml sets audit = false (docs/audit.md, Files, rotation, modes).
+func (m *Manager) AuditArg() string {
+	if !m.Cfg.Audit {
+		return "off"
+	}
+	return m.Cfg.AuditFile("gate")
+}
+
 // DaemonArgs is the daemon command line (docs/gate.md, Operating it). The admin token is never
 // on it; it reaches the daemon through the inherited environment only.
 func (m *Manager) DaemonArgs(port int) []string {
@@ -176,6 +189,7 @@ func (m *Manager) DaemonArgs(port int) []string {
 		"--port=" + strconv.Itoa(port),
 		"--detach",
 		"--pid-file=" + m.Cfg.GatePIDFile(),
+		"--audit-file=" + m.AuditArg(),
 	}
 	if b := m.getenv(EnvBind); b != "" {
 		args = append(args, "--bind="+b)

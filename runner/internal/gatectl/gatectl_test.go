@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,13 +114,22 @@ func TestRenderUnitsAndSystemdVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, svc := units[0].Content, units[1].Content
-	if !strings.HasPrefix(sock, "# terok-gate-version: 9\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
+	if !strings.HasPrefix(sock, "# terok-gate-version: 10\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
 		t.Fatalf("socket unit:\n%s", sock)
 	}
-	wantExec := fmt.Sprintf("ExecStart=%s --base-path=%s --token-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile())
+	wantExec := fmt.Sprintf("ExecStart=%s --base-path=%s --token-file=%s --audit-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile(), m.Cfg.AuditFile("gate"))
 	if !strings.Contains(svc, wantExec) || strings.Contains(svc+sock, "{{") {
 		t.Fatalf("service unit:\n%s", svc)
 	}
+	if !strings.Contains(svc, "ReadWritePaths="+m.Cfg.GateBasePath()+" "+m.Cfg.AuditDir()+"\n") ||
+		!strings.Contains(svc, "ExecStartPre=+/usr/bin/mkdir -p -m 0700 "+m.Cfg.AuditDir()+"\n") {
+		t.Fatalf("the service cannot write its audit directory:\n%s", svc)
+	}
+	m.Cfg.Audit = false
+	if a := m.DaemonArgs(1); !slices.Contains(a, "--audit-file=off") {
+		t.Errorf("audit = false: daemon args %q", a)
+	}
+	m.Cfg.Audit = true
 	if ParseBasePath(svc) != m.Cfg.GateBasePath() {
 		t.Fatalf("ParseBasePath = %q", ParseBasePath(svc))
 	}
@@ -195,13 +205,13 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	sockPath := filepath.Join(unitDir, systemd.GateSocketName)
 	orig, _ := os.ReadFile(sockPath)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v9)."},
-		{"# terok-gate-version: 8", "Systemd units are outdated (installed v8, expected v9)."}, // Type=simple, no descriptor name
-		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v9)."},
-		{"# something else", "Systemd units are outdated (installed unversioned, expected v9)."},
+		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v10)."},
+		{"# terok-gate-version: 9", "Systemd units are outdated (installed v9, expected v10)."}, // no --audit-file
+		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v10)."},
+		{"# something else", "Systemd units are outdated (installed unversioned, expected v10)."},
 		{"# terok-gate-version: 10", ""},
 	} {
-		content := strings.Replace(string(orig), "# terok-gate-version: 9", tc.stamp, 1)
+		content := strings.Replace(string(orig), "# terok-gate-version: 10", tc.stamp, 1)
 		os.WriteFile(sockPath, []byte(content), 0o644)
 		if got := m.CheckUnitsOutdated(); got != tc.want {
 			t.Errorf("stamp %q: %q, want %q", tc.stamp, got, tc.want)
@@ -289,6 +299,10 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	}
 	if !bytes.Contains(cmdline, []byte("--port="+strconv.Itoa(ln))) {
 		t.Fatalf("--port not honoured in daemon mode: %q", cmdline)
+	}
+	// The real gate runs with its audit file (docs/audit.md, Files, rotation, modes).
+	if !bytes.Contains(cmdline, []byte("--audit-file="+m.Cfg.AuditFile("gate")+"\x00")) {
+		t.Fatalf("--audit-file not passed: %q", cmdline)
 	}
 	if st := m.Status(ctx); st.Mode != daemonctl.ModeDaemon || !st.Running {
 		t.Fatalf("status %+v", st)

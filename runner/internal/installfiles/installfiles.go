@@ -163,6 +163,9 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 		"SSH_KEYS_FILE": cfg.SSHKeysJSON(),
 		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
 		"CREDENTIALS_DIR": cfg.CredentialsDir,
+		// Its audit records (docs/audit.md, Files, rotation, modes).
+		"AUDIT_DIR":  cfg.AuditDir(),
+		"AUDIT_FILE": sshAuditArg(cfg),
 	}
 	for _, u := range []struct{ name, tmpl string }{
 		{systemd.SSHAgentSocketName, systemd.SSHAgentSocket},
@@ -175,6 +178,15 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 		units = append(units, daemonctl.Unit{Name: u.name, Content: s})
 	}
 	return units, nil
+}
+
+// sshAuditArg is the standalone agent's --audit-file: its audit file, or
+// off when config.toml sets audit = false.
+func sshAuditArg(cfg config.Config) string {
+	if !cfg.Audit {
+		return "off"
+	}
+	return cfg.AuditFile("ssh")
 }
 
 // manPage renders app's man page (section 1). urfave/cli goes through
