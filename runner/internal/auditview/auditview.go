@@ -17,6 +17,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/runner/internal/shieldlog"
 )
 
 // Channels are the daemons whose files config.AuditFile names.
@@ -29,6 +30,11 @@ const ShieldFile = "refused.jsonl"
 // Source is one audit file of a timeline.
 type Source struct {
 	Path string
+	// ShieldDir, when set, is the shield state directory Path lies in: the
+	// operator's actions of its audit log (audit.jsonl) belong to the
+	// timeline too (docs/shield.md, Refused traffic: shield log and shield
+	// watch).
+	ShieldDir string
 	// Whole means every record of the file belongs to the task (the shield
 	// file of one of the task's containers); otherwise a record belongs to
 	// the task by its task (and project) member.
@@ -52,10 +58,11 @@ func ShieldSources(cfg config.Config, taskDirs []string, scanAll bool) []Source 
 	seen := map[string]bool{}
 	var out []Source
 	for _, d := range taskDirs {
-		p := filepath.Join(config.ShieldStateDir(d), ShieldFile)
+		sd := config.ShieldStateDir(d)
+		p := filepath.Join(sd, ShieldFile)
 		if !seen[p] {
 			seen[p] = true
-			out = append(out, Source{Path: p, Whole: true})
+			out = append(out, Source{Path: p, ShieldDir: sd, Whole: true})
 		}
 	}
 	if scanAll {
@@ -98,7 +105,13 @@ func (f Filter) Match(s Source, r audit.Record) bool {
 func Collect(srcs []Source, f Filter, warn func(string)) ([]audit.Record, error) {
 	var all []audit.Record
 	for _, s := range srcs {
-		recs, err := audit.Merge(warn, s.Path)
+		var recs []audit.Record
+		var err error
+		if s.ShieldDir != "" {
+			recs, err = shieldlog.Read(s.ShieldDir, shieldlog.Query{}, warn)
+		} else {
+			recs, err = audit.Merge(warn, s.Path)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -139,7 +152,7 @@ func Follow(ctx context.Context, srcs []Source, f Filter, emit func(audit.Record
 		caught bool
 	}
 	items := make(chan item, 256)
-	errs := make(chan error, len(srcs))
+	errs := make(chan error, 2*len(srcs))
 	send := func(it item) error {
 		select {
 		case items <- it:
@@ -165,8 +178,46 @@ func Follow(ctx context.Context, srcs []Source, f Filter, emit func(audit.Record
 			}
 		}()
 	}
+	// A shield directory's actions: those written so far join the history,
+	// later ones stream (shieldlog.Watch; its refused records are the
+	// follower's above, so only actions are taken from it). An action
+	// written between the read and the watch's start is missed.
+	actionSrcs := 0
+	for _, s := range srcs {
+		if s.ShieldDir == "" {
+			continue
+		}
+		actionSrcs++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			isAction := func(r audit.Record) bool { return r.Event == "action" && f.Match(s, r) }
+			recs, err := shieldlog.Read(s.ShieldDir, shieldlog.Query{}, safeWarn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for _, r := range recs {
+				if isAction(r) && send(item{r: r}) != nil {
+					return
+				}
+			}
+			if send(item{caught: true}) != nil {
+				return
+			}
+			err = shieldlog.Watch(ctx, s.ShieldDir, 0, func(r audit.Record) error {
+				if !isAction(r) {
+					return nil
+				}
+				return send(item{r: r})
+			}, func(string) {}) // the refused file's warnings come from its follower
+			if err != nil && !errors.Is(err, context.Canceled) {
+				errs <- err
+			}
+		}()
+	}
 	var history []audit.Record
-	pending := len(srcs)
+	pending := len(srcs) + actionSrcs
 	if pending == 0 {
 		<-ctx.Done()
 		return nil

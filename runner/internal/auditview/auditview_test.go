@@ -12,6 +12,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/common/testkit"
 )
 
@@ -369,4 +370,66 @@ func BenchmarkCollect(b *testing.B) {
 		}
 	}
 	b.ReportMetric(10000, "records_read/op")
+}
+
+// TestShieldActions: the operator's actions of a task container's shield
+// audit log are part of its timeline, after the fact and followed.
+func TestShieldActions(t *testing.T) {
+	cfg := testConfig(t)
+	td := filepath.Join(cfg.StateDir, "tasks", "demo-t1")
+	sd := config.ShieldStateDir(td)
+	appendLine(t, filepath.Join(sd, ShieldFile), `{"v":1,"time":"2026-12-02T11:30:03Z","channel":"shield","event":"refused","outcome":"refused","reason":"not-allowlisted","container":"demo-t1","proto":"tcp","dst":"203.0.113.5","dport":443,"count":1}`)
+	if err := shieldbundle.AppendAudit(sd, shieldbundle.Event{TS: "2026-12-02T11:30:02Z", Container: "demo-t1", Action: "allowed", Dest: "198.51.100.7"}); err != nil {
+		t.Fatal(err)
+	}
+	srcs := ShieldSources(cfg, []string{td}, false)
+	recs, err := Collect(srcs, Filter{Task: "t1"}, func(m string) { t.Errorf("warning %s", m) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].Event != "action" || recs[1].Event != "refused" {
+		t.Fatalf("records %+v, want the action then the refusal", recs)
+	}
+	if w := What(recs[0]); w != "action allowed 198.51.100.7" {
+		t.Fatalf("action row %q", w)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan audit.Record, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- Follow(ctx, srcs, Filter{Task: "t1"}, func(r audit.Record) error { got <- r; return nil }, nil)
+	}()
+	next := func() audit.Record {
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(30 * time.Second): // hang guard only
+			t.Fatal("no record")
+		}
+		return audit.Record{}
+	}
+	if a, b := next(), next(); a.Event != "action" || b.Event != "refused" {
+		t.Fatalf("history %s %s, want action then refused", a.Event, b.Event)
+	}
+	// A later action streams; a written action can only reach the stream
+	// once the watch runs, so it is repeated until one arrives.
+	for {
+		if err := shieldbundle.AppendAudit(sd, shieldbundle.Event{Container: "demo-t1", Action: "denied", Dest: "198.51.100.7"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-got:
+			if r.Event != "action" || r.Fields["action"] != "denied" {
+				t.Fatalf("live record %+v", r)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

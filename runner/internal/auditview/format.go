@@ -116,7 +116,8 @@ func scalar(v any) string {
 
 // shieldWhat shows a shield record (docs/audit.md, Channel shield):
 // refused packets as "PROTO DST[:DPORT] [NAME] [xCOUNT]", refused names as
-// "NAME QTYPE [xCOUNT]"; "" when it has none of those members.
+// "NAME QTYPE [xCOUNT]", operator actions as "ACTION [DEST] [DETAIL]"; ""
+// when it has none of those members.
 func shieldWhat(r audit.Record) string {
 	str := func(k string) string {
 		if v, ok := r.Fields[k]; ok {
@@ -125,6 +126,14 @@ func shieldWhat(r audit.Record) string {
 		return ""
 	}
 	var parts []string
+	if r.Event == "action" {
+		for _, k := range []string{"action", "dest", "detail"} {
+			if v := str(k); v != "" {
+				parts = append(parts, v)
+			}
+		}
+		return strings.Join(parts, " ")
+	}
 	if p := str("proto"); p != "" {
 		parts = append(parts, p)
 	}
