@@ -120,18 +120,22 @@ func credentialNames(c *ucli.Context, cfg config.Config, set string) ([]string, 
 	return db.ListCredentials(c.Context, set)
 }
 
-// shieldProfilesCommand is `shield profiles [PROFILE...]`: the profile
-// names (bundled and user), or the entries the named ones compose to.
-func shieldProfilesCommand(d Deps) *ucli.Command {
+// shieldEntriesCommand is `shield entries PROFILE...`: the entries the
+// named profiles compose to, in the order a launch uses them (`shield
+// profiles` lists the profiles themselves).
+func shieldEntriesCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
-		Name:      "profiles",
-		Usage:     "list the shield profiles (bundled and user), or print the entries of the named ones composed in order",
-		ArgsUsage: "[PROFILE...]",
+		Name:      "entries",
+		Usage:     "print the entries the named profiles compose to, in the order a launch uses them",
+		ArgsUsage: "PROFILE...",
 		Flags:     []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
 			fa, err := parseArgs(c)
 			if err != nil {
 				return err
+			}
+			if len(fa.pos) == 0 {
+				return UsageErrorf("name at least one profile (e.g. terok-sandbox shield entries dev-standard); shield profiles lists them")
 			}
 			for _, n := range fa.pos {
 				if !shield.ValidProfileName(n) {
@@ -142,12 +146,9 @@ func shieldProfilesCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
-			p := shield.Profiles{UserDir: cfg.ShieldProfilesDir()}
-			list := p.List()
-			if len(fa.pos) > 0 {
-				if list, err = p.Compose(fa.pos); err != nil {
-					return err
-				}
+			list, err := shield.Profiles{UserDir: cfg.ShieldProfilesDir()}.Compose(fa.pos)
+			if err != nil {
+				return err
 			}
 			if fa.Bool("json") {
 				return writeJSON(d.Stdout, nonNil(list))

@@ -10,7 +10,7 @@ import (
 	"terok.dev/sandbox/common/config"
 )
 
-// __complete and shield profiles: names from the temporary roots, usage
+// __complete and shield entries: names from the temporary roots, usage
 // errors exit 2, a missing profile exit 1, and completion creates nothing.
 func TestCompleteAndProfiles(t *testing.T) {
 	home := t.TempDir()
@@ -63,10 +63,11 @@ func TestCompleteAndProfiles(t *testing.T) {
 		{[]string{"__complete", "credentials", "--set", "other"}, 0, "", ""},
 		{[]string{"__complete", "bogus"}, ExitUsage, "", `KIND "bogus" is not one of containers, projects, profiles, credentials`},
 		{[]string{"__complete"}, ExitUsage, "", "Usage: terok-sandbox __complete [options] KIND"},
-		{[]string{"shield", "profiles"}, 0, "base\ndev-node\ndev-python\ndev-standard\nmine\nnvidia-hpc\n", ""},
-		{[]string{"shield", "profiles", "mine", "--json"}, 0, "[\n  \"example.org\",\n  \"203.0.113.7\"\n]\n", ""},
-		{[]string{"shield", "profiles", "nosuch"}, ExitError, "", "Profile not found: 'nosuch'"},
-		{[]string{"shield", "profiles", "../etc"}, ExitUsage, "", `"../etc" is not a profile name`},
+		{[]string{"shield", "entries", "mine", "--json"}, 0, "[\n  \"example.org\",\n  \"203.0.113.7\"\n]\n", ""},
+		{[]string{"shield", "entries", "mine", "mine"}, 0, "example.org\n203.0.113.7\n", ""},
+		{[]string{"shield", "entries", "nosuch"}, ExitError, "", "Profile not found: 'nosuch'"},
+		{[]string{"shield", "entries", "../etc"}, ExitUsage, "", `"../etc" is not a profile name`},
+		{[]string{"shield", "entries"}, ExitUsage, "", "name at least one profile"},
 	}
 	for _, c := range cases {
 		code, out, errOut := run("", c.args...)

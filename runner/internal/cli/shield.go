@@ -48,7 +48,7 @@ func shieldCommand(d Deps) *ucli.Command {
 				Flags:  []ucli.Flag{jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldCheck(c, d) },
 			},
-			shieldProfilesCommand(d),
+			shieldEntriesCommand(d),
 			{
 				Name: "up", Usage: "re-enable the firewall of a running container", ArgsUsage: "CONTAINER",
 				Flags:  []ucli.Flag{jsonFlag},

@@ -40,7 +40,7 @@ func ArgKind(word string) (kind string, known bool) {
 		return KindProfile, true
 	case "PROVIDER":
 		return KindCredential, true
-	case "TASK", "TARGET", "COMMAND", "ARG", "REPO_PATH", "KIND":
+	case "TASK", "TARGET", "COMMAND", "ARG", "REPO_PATH", "KIND", "REF", "KEY":
 		return "", true
 	}
 	return "", false

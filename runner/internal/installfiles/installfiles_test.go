@@ -219,7 +219,7 @@ func TestEveryArgumentHasACompletionDecision(t *testing.T) {
 		"logs": {completion.KindContainer}, "stop": {completion.KindContainer}, "shield allow": {completion.KindContainer},
 		"gate sync": {completion.KindProject}, "ssh init": {completion.KindProject}, "gate token revoke": {completion.KindProject},
 		"credentials get": {completion.KindCredential}, "credentials delete": {completion.KindCredential},
-		"shield profiles": {completion.KindProfile},
+		"shield entries": {completion.KindProfile},
 	} {
 		if got := byPath[path].Args; !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: argument kinds %q, want %q", path, got, want)
@@ -289,8 +289,8 @@ func TestCompletionsOfRealNames(t *testing.T) {
 		{[]string{"gate", "sync", ""}, []string{"alpha", "beta"}},
 		{[]string{"gate", "token", "revoke", "b"}, []string{"beta"}},
 		{[]string{"ps", "--project", ""}, []string{"alpha", "beta"}},
-		{[]string{"shield", "profiles", "base", ""}, []string{"base", "dev-node", "dev-python", "dev-standard", "mine", "nvidia-hpc"}},
-		{[]string{"shield", "profiles", "m"}, []string{"mine"}},
+		{[]string{"shield", "entries", "base", ""}, []string{"base", "dev-node", "dev-python", "dev-standard", "mine", "nvidia-hpc"}},
+		{[]string{"shield", "entries", "m"}, []string{"mine"}},
 		{[]string{"credentials", "get", ""}, []string{"claude"}},
 		{[]string{"credentials", "delete", "--set", "default", "c"}, []string{"claude"}},
 	} {
