@@ -97,6 +97,7 @@ type refusals struct {
 	dropped atomic.Uint64 // attempts in no record since the last written one
 	wrote   time.Time     // when the last record was written (loop only)
 	queue   chan audit.Record
+	kick    chan struct{} // drop's wake-up of an idle writer goroutine
 	done    chan struct{}
 	stopped chan struct{}
 	onError func(error)
@@ -115,8 +116,8 @@ func newRefusals(dir, container string, onError func(error)) (*refusals, error) 
 		dests:  map[refusedKey]*refusedState{},
 		newLim: newRateLimiter(newRate, newBurst, now()),
 		names:  newNameMemory(maxNames),
-		queue:  make(chan audit.Record, recordQueue),
-		done:   make(chan struct{}), stopped: make(chan struct{}),
+		queue:  make(chan audit.Record, recordQueue), kick: make(chan struct{}, 1),
+		done: make(chan struct{}), stopped: make(chan struct{}),
 		onError: onError,
 	}
 	go f.loop()
@@ -145,7 +146,17 @@ func (f *refusals) dnsRefused(name, qtype string) {
 
 // overrun counts attempts the kernel dropped before the reader saw them
 // (one per ENOBUFS report: the kernel does not say how many).
-func (f *refusals) overrun() { f.dropped.Add(1) }
+func (f *refusals) overrun() { f.drop(1) }
+
+// drop counts n attempts in no record and wakes the writer goroutine,
+// which then writes the count within a second.
+func (f *refusals) drop(n uint64) {
+	f.dropped.Add(n)
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
 
 func (f *refusals) observe(k refusedKey) {
 	now := f.now()
@@ -158,12 +169,12 @@ func (f *refusals) observe(k refusedKey) {
 	}
 	if len(f.dests) >= maxDestinations {
 		f.mu.Unlock()
-		f.dropped.Add(1)
+		f.drop(1)
 		return
 	}
 	if ok, _ := f.newLim.allow(now); !ok {
 		f.mu.Unlock()
-		f.dropped.Add(1)
+		f.drop(1)
 		return
 	}
 	st = &refusedState{pending: 1}
@@ -264,8 +275,9 @@ func (f *refusals) refreshDeny(now time.Time) {
 }
 
 // tick writes the pending counts of destinations whose last record is a
-// second old, and forgets destinations quiet for that long.
-func (f *refusals) tick() {
+// second old, and forgets destinations quiet for that long; idle reports
+// that the table is empty afterwards.
+func (f *refusals) tick() (idle bool) {
 	now := f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -279,6 +291,7 @@ func (f *refusals) tick() {
 		}
 		f.emitLocked(k, st, now)
 	}
+	return len(f.dests) == 0
 }
 
 // flushAll queues every pending count regardless of age (at stop).
@@ -293,27 +306,48 @@ func (f *refusals) flushAll() {
 			select {
 			case f.queue <- rec:
 			default:
-				f.dropped.Add(uint64(rec.Fields["count"].(int)))
+				f.dropped.Add(uint64(rec.Fields["count"].(int))) // written below, at stop
 			}
 		}
 	}
 }
 
+// loop writes the queued records. Its ticker runs only while there is
+// something to look at (destinations in the table, a dropped count), so
+// an idle container's resolver does not wake up for it.
 func (f *refusals) loop() {
 	defer close(f.stopped)
-	t := time.NewTicker(flushTick)
-	defer t.Stop()
+	var t *time.Ticker
+	var tc <-chan time.Time
+	wake := func() {
+		if t == nil {
+			t = time.NewTicker(flushTick)
+			tc = t.C
+		}
+	}
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		select {
 		case rec := <-f.queue:
 			f.write(rec)
-		case <-t.C:
-			f.tick()
+			wake()
+		case <-f.kick:
+			wake()
+		case <-tc:
+			idle := f.tick()
 			// Drops with no record to carry them: a record of its own
 			// (no destination, count 0), at most one a second.
 			if f.dropped.Load() > 0 && len(f.queue) == 0 && f.now().Sub(f.wrote) >= recordInterval {
 				f.write(audit.Record{Time: f.now(), Channel: "shield", Event: "refused", Outcome: "refused",
 					Container: f.container, Fields: map[string]any{"count": 0}})
+			}
+			if idle && f.dropped.Load() == 0 && len(f.queue) == 0 {
+				t.Stop()
+				t, tc = nil, nil
 			}
 		case <-f.done:
 			f.flushAll()
@@ -420,7 +454,7 @@ func startReader(c *nflog.Conn, f *refusals) *packetReader {
 		}
 		p, err := nflog.Decode(e.Payload)
 		if err != nil {
-			f.dropped.Add(1)
+			f.drop(1)
 			return
 		}
 		if p.Proto == "icmpv6" && isMLD(p.ICMPType) {

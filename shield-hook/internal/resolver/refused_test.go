@@ -25,7 +25,7 @@ func testRefusals(t *testing.T) (*refusals, *time.Time) {
 	f := &refusals{
 		w: w, container: "c1", dir: dir, now: func() time.Time { return now },
 		dests: map[refusedKey]*refusedState{}, newLim: newRateLimiter(newRate, newBurst, now),
-		names: newNameMemory(4), queue: make(chan audit.Record, recordQueue),
+		names: newNameMemory(4), queue: make(chan audit.Record, recordQueue), kick: make(chan struct{}, 1),
 	}
 	return f, &now
 }
@@ -211,5 +211,40 @@ func TestNameMemory(t *testing.T) {
 		if got, ok := m.get(tt.addr); got != tt.name || ok != tt.ok {
 			t.Errorf("get(%s) = %q %v, want %q %v", tt.addr, got, ok, tt.name, tt.ok)
 		}
+	}
+}
+
+// TestRefusalsDropsOnlyRecord: drops alone (undecodable packets, a kernel
+// overrun) wake the idle writer goroutine, which writes them as a record
+// of their own; stop writes what is pending.
+func TestRefusalsDropsOnlyRecord(t *testing.T) {
+	dir := t.TempDir()
+	f, err := newRefusals(dir, "c1", func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.drop(3)
+	path := filepath.Join(dir, refusedFile)
+	deadline := time.Now().Add(10 * time.Second)
+	var recs []audit.Record
+	for len(recs) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		recs, _ = audit.ReadFile(path, nil)
+	}
+	if len(recs) != 1 || recs[0].Fields["dropped"] != float64(3) || recs[0].Fields["count"] != float64(0) || recs[0].Fields["dst"] != nil {
+		t.Fatalf("records %+v, want one with count 0 and dropped 3", recs)
+	}
+	f.dnsRefused("a.test", "A")
+	f.dnsRefused("a.test", "A") // pending until the next second, or stop
+	f.stop()
+	recs, _ = audit.ReadFile(path, nil)
+	n := 0
+	for _, r := range recs {
+		if r.Event == "dns-refused" {
+			n += int(r.Fields["count"].(float64))
+		}
+	}
+	if n != 2 {
+		t.Errorf("dns-refused counts add up to %d after stop, want 2: %+v", n, recs)
 	}
 }
