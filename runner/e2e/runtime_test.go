@@ -134,6 +134,60 @@ func TestRunSpecFile(t *testing.T) {
 	})
 }
 
+// Labels, ps and logs against real podman (docs/runner.md, Labels): run
+// --project/--task labels the container; ps without --prefix finds it by
+// label, --project narrows to it, --json is podman's own ps objects; logs
+// --tail and --since select lines.
+func TestLabelsPsAndLogs(t *testing.T) {
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
+		ctx := e2eCtx(t)
+		name := r.Name("lbl")
+		project := r.Prefix + "-proj"
+		mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image, "--project", project, "--task", "t1",
+			"--extra-arg", "--stop-timeout=1", "--", "sh", "-c", "echo one; echo two; echo '>> init complete'; trap 'exit 0' TERM; while :; do sleep 1; done"))
+		mustOK(t, "logs --until-ready", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "120"))
+		if ps := mustOK(t, "ps", r.Sandbox(ctx, "ps")); !slices.Contains(strings.Split(ps.Stdout, "\n"), name+" running") {
+			t.Fatalf("ps by label lacks %s:\n%s", name, ps.Stdout)
+		}
+		if ps := mustOK(t, "ps --project", r.Sandbox(ctx, "ps", "--project", project)); strings.TrimSpace(ps.Stdout) != name+" running" {
+			t.Fatalf("ps --project %q", ps.Stdout)
+		}
+		if ps := mustOK(t, "ps --project other", r.Sandbox(ctx, "ps", "--project", project+"-other")); ps.Stdout != "" {
+			t.Fatalf("ps --project of another project %q", ps.Stdout)
+		}
+		var ours []map[string]any
+		if err := json.Unmarshal([]byte(mustOK(t, "ps --json", r.Sandbox(ctx, "ps", "--json", "--project", project)).Stdout), &ours); err != nil || len(ours) != 1 {
+			t.Fatalf("ps --json: %v %v", err, ours)
+		}
+		var podmans []map[string]any
+		if err := json.Unmarshal([]byte(r.Podman(ctx, "ps", "-a", "--format", "json", "--filter", "name=^"+name+"$").Stdout), &podmans); err != nil || len(podmans) != 1 {
+			t.Fatalf("podman ps: %v %v", err, podmans)
+		}
+		if ours[0]["Id"] != podmans[0]["Id"] || len(ours[0]) != len(podmans[0]) {
+			t.Fatalf("ps --json is not podman's object:\n%v\n%v", ours[0], podmans[0])
+		}
+		labels, _ := ours[0]["Labels"].(map[string]any)
+		for k, v := range map[string]string{"dev.terok.sandbox.project": project, "dev.terok.sandbox.task": "t1"} {
+			if labels[k] != v {
+				t.Errorf("label %s = %v, want %s (labels %v)", k, labels[k], v, labels)
+			}
+		}
+		if labels["dev.terok.sandbox.runner-version"] == nil {
+			t.Errorf("no runner-version label: %v", labels)
+		}
+		if lg := mustOK(t, "logs --tail", r.Sandbox(ctx, "logs", "--tail", "1", name)); strings.TrimSpace(lg.Stdout) != ">> init complete" {
+			t.Errorf("logs --tail 1 %q", lg.Stdout)
+		}
+		if lg := mustOK(t, "logs --since", r.Sandbox(ctx, "logs", "--since", "2030-01-01T00:00:00Z", name)); strings.TrimSpace(lg.Stdout) != "" {
+			t.Errorf("logs --since the future %q", lg.Stdout)
+		}
+		if lg := mustOK(t, "logs --since", r.Sandbox(ctx, "logs", "--since", "1h", name)); !strings.Contains(lg.Stdout, "one") {
+			t.Errorf("logs --since 1h %q", lg.Stdout)
+		}
+		mustOK(t, "stop", r.Sandbox(ctx, "stop", name))
+	})
+}
+
 // Timeouts: logs --until-ready and wait give 124 when the container does not
 // deliver in time; a container still runs meanwhile and stop removes it.
 func TestTimeouts(t *testing.T) {
