@@ -102,7 +102,7 @@ func TestShieldRefusedRecords(t *testing.T) {
 		}
 		escBuildProbe(t, ctx, "udpflood", filepath.Join(probeDir, "udpflood"))
 		name := r.Name("rf")
-		shxSandboxOK(t, ctx, r, "run", "--name", name, "--image", env.Image, "-v", probeDir+":/probe:ro", "--", "sleep", "600")
+		shxSandboxOK(t, ctx, r, "run", "--name", name, "--project", "rfp", "--task", "rf-task", "--image", env.Image, "-v", probeDir+":/probe:ro", "--", "sleep", "600")
 		shieldDir := filepath.Join(r.Dirs.State, "tasks", name, "shield")
 
 		// watch sees an attempt: it streams from its start, so attempts
@@ -184,6 +184,20 @@ func TestShieldRefusedRecords(t *testing.T) {
 			}
 			return true
 		})
+		// The same records in the task's timeline (docs/audit.md, The
+		// audit command): found through the container's task label, the
+		// operator's actions included.
+		au := shxSandboxOK(t, ctx, r, "audit", "rf-task", "--project", "rfp", "--json")
+		auLines := jsonLines(t, au)
+		for what, ok := range want {
+			found := false
+			for _, m := range auLines {
+				found = found || (ok(m) && m["channel"] == "shield")
+			}
+			if !found {
+				t.Errorf("terok-sandbox audit rf-task lacks the %s record:\n%s", what, au)
+			}
+		}
 		table := shxSandboxOK(t, ctx, r, "shield", "log", "-n", "3", name)
 		if rows := strings.Split(strings.TrimSpace(table), "\n"); len(rows) != 4 || !strings.HasPrefix(rows[0], "TIME") {
 			t.Errorf("shield log -n 3: %s", table)
