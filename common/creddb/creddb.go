@@ -120,9 +120,10 @@ func encodeData(w *secretstore.Writer, set, provider string, c Credential) (stri
 }
 
 // resolveQuery is the one query behind Resolve: token and credential.
-const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data
+const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at
 		FROM proxy_tokens t LEFT JOIN credentials c
 		ON c.credential_set = t.credential_set AND c.provider = t.provider
+		LEFT JOIN token_expiry e ON e.token = t.token
 		WHERE t.token = ?`
 
 // TokenInfo is what a phantom token stands for.
@@ -131,8 +132,8 @@ type TokenInfo struct {
 	Task          string `db:"task" json:"task"`
 	CredentialSet string `db:"credential_set" json:"credential_set"`
 	Provider      string `db:"provider" json:"provider"`
-	// Expires is when the token stops working; zero: never. Only
-	// LookupToken fills it, and only the SSH agent enforces it so far.
+	// Expires is when the token stops working; zero: never. LookupToken
+	// and Resolve fill it; Resolve refuses an expired token (ErrExpired).
 	Expires time.Time `db:"-" json:"expires,omitzero"`
 }
 
@@ -322,15 +323,22 @@ type TokenSpec struct {
 	// Set is the credential set (DefaultSet unless the caller keeps several).
 	Set string
 	// Expires, when not zero, is when the token stops working (stored in
-	// token_expiry). Only SSH agent tokens take it for now: the proxy
-	// does not enforce it yet, so CreateToken refuses it for other
-	// providers rather than issue a token that outlives its stamp.
+	// token_expiry; docs/formats.md, Credentials database).
 	Expires time.Time
 }
 
-// ErrExpiryUnsupported is returned for an expiry on a token the daemons
-// do not check it for.
-var ErrExpiryUnsupported = errors.New("token expiry is enforced only for SSH agent tokens (provider ssh) so far")
+// ErrExpired is returned by Resolve for a token whose expiry has passed.
+// It is an ErrNotFound, so a caller that knows only that refuses it like
+// a revoked token.
+var ErrExpired = fmt.Errorf("%w: phantom token expired", ErrNotFound)
+
+// expiresAt converts a token_expiry value (Unix seconds; NULL: none).
+func expiresAt(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.Unix(v.Int64, 0).UTC()
+}
 
 // CreateToken issues a phantom token for spec.Project/spec.Task that stands
 // for the credential spec.Set/spec.Provider.
@@ -349,9 +357,6 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 		if f.v == "" {
 			return "", fmt.Errorf("create phantom token: %s must not be empty", f.name)
 		}
-	}
-	if !spec.Expires.IsZero() && provider != SSHProvider {
-		return "", fmt.Errorf("create phantom token for %s/%s (%s): %w", project, task, provider, ErrExpiryUnsupported)
 	}
 	tok, err := tokenid.New(tokenid.PhantomPrefix)
 	if err != nil {
@@ -399,9 +404,7 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 		return TokenInfo{}, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	ti := row.TokenInfo
-	if row.ExpiresAt.Valid {
-		ti.Expires = time.Unix(row.ExpiresAt.Int64, 0).UTC()
-	}
+	ti.Expires = expiresAt(row.ExpiresAt)
 	return ti, nil
 }
 
@@ -516,14 +519,16 @@ func (d *DB) Compact(ctx context.Context) (complete bool, err error) {
 }
 
 // Resolve answers in one query what a phantom token stands for and the
-// credential it selects. ErrNotFound means an unknown token; a known token
+// credential it selects. ErrNotFound means an unknown token (ErrExpired,
+// also an ErrNotFound, an expired one); a known token
 // whose credential row is missing returns a nil Credential and no error; a
 // row whose data is not a JSON object is an error. Nothing is cached, so a
 // revocation or a changed credential acts on the next call.
 func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, error) {
 	var row struct {
 		TokenInfo
-		Data sql.NullString `db:"data"`
+		Data      sql.NullString `db:"data"`
+		ExpiresAt sql.NullInt64  `db:"expires_at"`
 	}
 	err := d.resolveStmt.GetContext(ctx, &row, tok)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -531,6 +536,12 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 	}
 	if err != nil {
 		return TokenInfo{}, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	row.TokenInfo.Expires = expiresAt(row.ExpiresAt)
+	if row.TokenInfo.Expired(time.Now()) {
+		// Nothing of it: callers treat a TokenInfo with an error as a
+		// known token whose credential failed.
+		return TokenInfo{}, nil, ErrExpired
 	}
 	if !row.Data.Valid {
 		return row.TokenInfo, nil, nil

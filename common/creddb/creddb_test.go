@@ -357,8 +357,8 @@ func FuzzDecodeCredential(f *testing.F) {
 }
 
 // Token expiry (docs/formats.md, Credentials database): stored in
-// token_expiry, returned by LookupToken, refused for providers the proxy
-// serves, removed with the task's tokens; proxy_tokens keeps its DDL.
+// token_expiry, returned by LookupToken, enforced by Resolve, removed with
+// the task's tokens; proxy_tokens keeps its DDL.
 func TestTokenExpiry(t *testing.T) {
 	ctx := context.Background()
 	db, err := Open(filepath.Join(t.TempDir(), "credentials.db"))
@@ -382,10 +382,42 @@ func TestTokenExpiry(t *testing.T) {
 	if ti, err := db.LookupToken(ctx, plain); err != nil || !ti.Expires.IsZero() || ti.Expired(time.Now().Add(1000*time.Hour)) {
 		t.Fatalf("token without expiry: %+v %v", ti, err)
 	}
-	if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: exp}); !errors.Is(err, ErrExpiryUnsupported) {
-		t.Fatalf("proxy token with expiry: %v", err)
+	// Phantom tokens of the proxy: Resolve (and the caching Resolver, also
+	// on a cache hit) refuses an expired one as ErrExpired, an ErrNotFound.
+	if err := db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"}); err != nil {
+		t.Fatal(err)
 	}
-	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 1 {
+	live, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: time.Now().Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := db.NewResolver()
+	defer res.Close()
+	for name, resolve := range map[string]func(context.Context, string) (TokenInfo, Credential, error){"DB": db.Resolve, "Resolver": res.Resolve} {
+		if ti, c, err := resolve(ctx, live); err != nil || c == nil || !ti.Expires.Equal(exp) {
+			t.Fatalf("%s: live token: %+v %v %v", name, ti, c, err)
+		}
+		if ti, c, err := resolve(ctx, dead); !errors.Is(err, ErrExpired) || !errors.Is(err, ErrNotFound) || c != nil || ti != (TokenInfo{}) {
+			t.Fatalf("%s: expired token: %+v %v %v", name, ti, c, err)
+		}
+	}
+	// A cached live entry whose stamp passes without any write.
+	soon, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: time.Now().Add(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := res.Resolve(ctx, soon); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if _, _, err := res.Resolve(ctx, soon); !errors.Is(err, ErrExpired) {
+		t.Fatalf("cached token past its expiry: %v", err)
+	}
+	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 4 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
 	var left int

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/mattn/go-sqlite3"
 
@@ -73,7 +74,7 @@ func (d *DB) NewResolver() *Resolver {
 		db:    d,
 		dsn:   "file:" + (&url.URL{Path: d.path}).EscapedPath() + "?" + q.Encode(),
 		cache: make(map[string]resolved),
-		cols:  make([]driver.Value, 5),
+		cols:  make([]driver.Value, 6),
 		args:  make([]driver.NamedValue, 1),
 	}
 }
@@ -160,6 +161,10 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 		clear(r.cache)
 		r.ver, r.gen = ver, gen
 	} else if hit, ok := r.cache[tok]; ok {
+		// Expiry passes without a write: checked on every hit.
+		if hit.info.Expired(time.Now()) {
+			return TokenInfo{}, nil, ErrExpired
+		}
 		return hit.info, hit.cred, nil
 	}
 	info, data, found, err := r.queryLocked(tok)
@@ -171,6 +176,9 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 		// Unknown tokens are not cached: a flood of garbage must not
 		// push out the live ones.
 		return TokenInfo{}, nil, ErrNotFound
+	}
+	if info.Expired(time.Now()) {
+		return TokenInfo{}, nil, ErrExpired
 	}
 	var cred Credential
 	if data != nil {
@@ -212,7 +220,7 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, found b
 		return info, nil, false, err
 	}
 	defer rows.Close()
-	dest := r.cols[:5]
+	dest := r.cols[:6]
 	if err := rows.Next(dest); err != nil {
 		if errors.Is(err, io.EOF) {
 			return info, nil, false, nil
@@ -234,6 +242,13 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, found b
 		data = append([]byte(nil), v...) // the driver may reuse its buffer
 	default:
 		return info, nil, false, fmt.Errorf("credential data has type %T", v)
+	}
+	switch v := dest[5].(type) {
+	case nil:
+	case int64:
+		info.Expires = time.Unix(v, 0).UTC()
+	default:
+		return info, nil, false, fmt.Errorf("token expiry has type %T", v)
 	}
 	return info, data, true, nil
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -231,19 +232,35 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "provider", Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
+					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
 					jsonFlag(),
 				},
 				Action: projectTaskFirst(withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					if fa.String("provider") == "" {
 						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
 					}
-					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider")})
+					var expires time.Time
+					if v := fa.String("ttl"); v != "" {
+						ttl, err := ParseTTL(v)
+						if err != nil {
+							return UsageErrorf("--ttl: %v", err)
+						}
+						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
+					}
+					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"), Expires: expires})
 					if err != nil {
 						return err
 					}
 					if fa.Bool("json") {
-						return writeJSON(d.Stdout, map[string]string{"token": tok, "project": a[0], "task": a[1],
-							"credential_set": fa.String("set"), "provider": fa.String("provider")})
+						out := map[string]string{"token": tok, "project": a[0], "task": a[1],
+							"credential_set": fa.String("set"), "provider": fa.String("provider")}
+						if !expires.IsZero() {
+							out["expires"] = expires.Format(time.RFC3339)
+						}
+						return writeJSON(d.Stdout, out)
+					}
+					if !expires.IsZero() {
+						fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
 					}
 					fmt.Fprintln(d.Stdout, tok)
 					return nil

@@ -212,8 +212,9 @@ func TestSSHDestinations(t *testing.T) {
 	}
 }
 
-// ssh token create --ttl stores an expiry (docs/ssh-agent.md, Token
-// expiry); a bad TTL exits 2 with an example and issues nothing.
+// ssh token create --ttl and proxy token create --ttl store an expiry
+// (docs/ssh-agent.md, Token expiry); a bad TTL exits 2 with an example and
+// issues nothing.
 func TestSSHTokenTTL(t *testing.T) {
 	e := newSSHEnv(t)
 	code, out, errs := e.run(t, "ssh", "token", "create", "proj", "t1", "--ttl", "8h", "--json")
@@ -245,5 +246,16 @@ func TestSSHTokenTTL(t *testing.T) {
 	}
 	if rows, _ := db.ListTokens(context.Background(), "proj"); len(rows) != 2 {
 		t.Fatalf("tokens %+v: want t1 and the empty-TTL t2 only", rows)
+	}
+	// Phantom tokens of the proxy take the same --ttl.
+	code, out, errs = e.run(t, "proxy", "token", "create", "proj", "t3", "--provider", "claude", "--ttl", "90m", "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got["expires"] == "" {
+		t.Fatalf("proxy token --ttl: %d %q %q", code, out, errs)
+	}
+	if ti, err := db.LookupToken(context.Background(), got["token"]); err != nil || ti.Expires.IsZero() || time.Until(ti.Expires) > 91*time.Minute {
+		t.Fatalf("proxy token expiry %+v %v", ti, err)
+	}
+	if code, _, errs := e.run(t, "proxy", "token", "create", "proj", "t4", "--provider", "claude", "--ttl", "1d"); code != 2 || !strings.Contains(errs, "e.g.") {
+		t.Fatalf("proxy token --ttl 1d: %d %q", code, errs)
 	}
 }
