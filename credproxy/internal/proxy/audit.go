@@ -126,7 +126,16 @@ func (p *Proxy) finish(ev *exchange, r *http.Request, st **reqState) {
 	if ev.outcome == "" {
 		ev.outcome = outcomeOK
 	}
-	p.audit.Put(ev.entry(p.pathOf(ev)))
+	if p.metrics != nil {
+		var req int64
+		if ev.reqN != nil {
+			req = ev.reqN()
+		}
+		p.metrics.Request(ev.outcome, ev.reason, req, ev.cw.n, time.Since(ev.start))
+	}
+	if p.audit != nil {
+		p.audit.Put(ev.entry(p.pathOf(ev)))
+	}
 	if rec != nil {
 		panic(rec)
 	}

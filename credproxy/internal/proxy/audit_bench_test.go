@@ -14,12 +14,13 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/credproxy/internal/auditq"
+	"terok.dev/sandbox/credproxy/internal/metrics"
 	"terok.dev/sandbox/credproxy/internal/routes"
 )
 
 // auditBenchProxy is the bench proxy with the audit off, or on through the
 // server's queue and a real audit file.
-func auditBenchProxy(b *testing.B, on bool) string {
+func auditBenchProxy(b *testing.B, on bool, met ...*metrics.Metrics) string {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"id":"msg_01","type":"message","content":[{"type":"text","text":"ok"}]}`)
@@ -40,6 +41,9 @@ func auditBenchProxy(b *testing.B, on bool) string {
 		b.Cleanup(q.Close)
 		o.Audit = q
 	}
+	if len(met) > 0 {
+		o.Metrics = met[0]
+	}
 	p := New(o)
 	b.Cleanup(p.Close)
 	srv := httptest.NewServer(p)
@@ -47,8 +51,8 @@ func auditBenchProxy(b *testing.B, on bool) string {
 	return srv.URL
 }
 
-// BenchmarkProxyAudit: throughput (32 concurrent clients) and sequential
-// p50 with the audit off and on, in one run so the figures compare (goal:
+// BenchmarkProxyAudit: throughput (32 concurrent clients; also with the
+// metrics on) and sequential p50 with the audit off and on, in one run so the figures compare (goal:
 // on >= 0.95x of off). Run with -benchtime long enough for the writer
 // goroutine's backlog to count: the queue is closed (drained) inside the
 // measured time of the "on" runs' cleanup only, so the parallel figure
@@ -65,6 +69,12 @@ func BenchmarkProxyAudit(b *testing.B) {
 			benchGet(b, target, true)
 			// Process CPU (client, proxy, upstream and the audit writer
 			// share it) per request: steadier than ns/op on a busy host.
+			b.ReportMetric(float64((cpuTime()-c0).Microseconds())/float64(b.N), "cpu-us/op")
+		})
+		b.Run("parallel/"+name+"+metrics", func(b *testing.B) {
+			target := auditBenchProxy(b, on, metrics.New())
+			c0 := cpuTime()
+			benchGet(b, target, true)
 			b.ReportMetric(float64((cpuTime()-c0).Microseconds())/float64(b.N), "cpu-us/op")
 		})
 		b.Run("sequential/"+name, func(b *testing.B) {

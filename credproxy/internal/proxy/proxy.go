@@ -28,6 +28,7 @@ import (
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/credproxy/internal/inject"
+	"terok.dev/sandbox/credproxy/internal/metrics"
 	"terok.dev/sandbox/credproxy/internal/phantom"
 	"terok.dev/sandbox/credproxy/internal/routes"
 )
@@ -98,6 +99,9 @@ type Options struct {
 	// Audit receives one record per request (docs/audit.md, Channel
 	// proxy); nil writes none.
 	Audit Recorder
+	// Metrics counts requests, bytes, latency and token lookups
+	// (docs/credential-proxy.md, Metrics); nil counts nothing.
+	Metrics *metrics.Metrics
 	// Refreshed marks OAuth credentials the background refresh renewed
 	// (member oauth_refresh of the audit record); may be nil.
 	Refreshed *RefreshMarks
@@ -119,6 +123,7 @@ type Proxy struct {
 	allowStatic   bool
 	staticRefused sync.Once
 	audit         Recorder
+	metrics       *metrics.Metrics
 	refreshed     *RefreshMarks
 	anyMask       bool
 	// known maps tokens that resolved to their TokenInfo (at most
@@ -182,6 +187,7 @@ func New(o Options) *Proxy {
 		maxBody:     o.MaxBody,
 		allowStatic: o.AllowStaticMarker,
 		audit:       o.Audit,
+		metrics:     o.Metrics,
 		refreshed:   o.Refreshed,
 	}
 	for _, rt := range o.Routes {
@@ -289,7 +295,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var ev *exchange
 	var st *reqState
-	if p.audit != nil {
+	if p.metrics != nil {
+		p.metrics.InFlight(1)
+		defer p.metrics.InFlight(-1)
+	}
+	if p.audit != nil || p.metrics != nil {
 		cw := &countingWriter{ResponseWriter: w}
 		w = cw
 		ev = &exchange{start: time.Now(), method: r.Method, escaped: r.URL.EscapedPath(), remote: r.RemoteAddr, cw: cw}
@@ -308,6 +318,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.Is(err, creddb.ErrNotFound) {
 			if was, ok := p.revoked(tok); ok {
+				p.metrics.Lookup("revoked")
 				ev.refuse(ReasonRevoked)
 				if ev != nil {
 					ev.info = was
@@ -315,16 +326,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				p.log.Debug("Rejected revoked phantom token", "token", tokenid.Show(tok),
 					"project", was.Project, "task", was.Task, "path", r.URL.Path)
 			} else {
+				p.metrics.Lookup("unknown")
 				ev.refuse(ReasonUnknownToken)
 				p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
 			}
 			plain(w, http.StatusUnauthorized, msgInvalidToken)
 			return
 		}
+		p.metrics.Lookup("error")
 		ev.fail(ReasonInternal)
 		p.internal(w, r, "look up phantom token", err)
 		return
 	}
+	p.metrics.Lookup("found")
 	if info.Project != StaticProject {
 		p.remember(tok, info)
 	}

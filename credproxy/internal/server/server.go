@@ -32,6 +32,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/auditq"
 	"terok.dev/sandbox/credproxy/internal/listen"
 	"terok.dev/sandbox/credproxy/internal/logline"
+	"terok.dev/sandbox/credproxy/internal/metrics"
 	"terok.dev/sandbox/credproxy/internal/proxy"
 	"terok.dev/sandbox/credproxy/internal/refresh"
 	"terok.dev/sandbox/credproxy/internal/routes"
@@ -77,6 +78,9 @@ type Flags struct {
 	// "off" writes none; "" is config.AuditFile("proxy"), or none when
 	// config.toml sets audit = false.
 	AuditFile string
+	// MetricsListen is the loopback address of the Prometheus metrics
+	// (docs/credential-proxy.md, Metrics); "" serves none.
+	MetricsListen string
 }
 
 // AuditOff is the --audit-file value that turns the records off.
@@ -105,6 +109,7 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 		"compatibility switch: accept the static phantom marker for the default credential (any container that reaches the proxy gets it)")
 	fs.StringVar(&f.AuditFile, "audit-file", "",
 		"append one audit record per request here, or \"off\" (default <state_dir>/audit/proxy.jsonl; off when config.toml sets audit = false)")
+	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, a loopback IP:PORT only (default: off)")
 	fs.DurationVar(&f.ConnectTimeout, "upstream-connect-timeout", proxy.DefaultConnectTimeout, "upstream connect timeout")
 	fs.DurationVar(&f.ReadTimeout, "upstream-read-timeout", proxy.DefaultReadTimeout, "upstream read inactivity timeout")
 	fs.DurationVar(&f.RefreshInterval, "oauth-refresh-interval", refresh.DefaultInterval, "OAuth refresh pass interval")
@@ -112,7 +117,7 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 		fmt.Fprintf(stderr, "usage: %s --socket-path=PATH --db-path=PATH --routes-file=PATH\n"+
 			"       [--port=N] [--ssh-agent-port=N --ssh-keys-file=PATH]\n"+
 			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--allow-static-marker]\n"+
-			"       [--audit-file=PATH|off]\n\n", Program)
+			"       [--audit-file=PATH|off] [--metrics-listen=127.0.0.1:PORT]\n\n", Program)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -159,6 +164,11 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	}
 	if f.AuditFile != "" && f.AuditFile != AuditOff && !filepath.IsAbs(f.AuditFile) {
 		return fail("--audit-file must be an absolute path or off (example: --audit-file=/var/lib/terok/audit/proxy.jsonl)")
+	}
+	if f.MetricsListen != "" {
+		if err := metrics.CheckListen(f.MetricsListen); err != nil {
+			return fail(err.Error())
+		}
 	}
 	if f.ConnectTimeout <= 0 || f.ReadTimeout <= 0 || f.RefreshInterval <= 0 {
 		return fail("timeouts and intervals must be positive durations")
@@ -285,11 +295,22 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		rec = q
 	}
 	marks := &proxy.RefreshMarks{}
+	var met *metrics.Metrics
+	var metricsL net.Listener
+	if f.MetricsListen != "" {
+		met = metrics.New()
+		if metricsL, err = net.Listen("tcp", f.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listener: %w; free the port or choose another --metrics-listen", err)
+		}
+		defer metricsL.Close()
+		log.Info("Serving metrics on http://" + metricsL.Addr().String() + "/metrics")
+	}
 
 	res := db.NewResolver()
 	defer res.Close()
 	p := proxy.New(proxy.Options{
 		Audit:             rec,
+		Metrics:           met,
 		Refreshed:         marks,
 		Store:             resolverStore{res, db},
 		DBConcurrency:     -1, // the Resolver serialises its lookups itself
@@ -307,6 +328,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if met != nil {
+		srv.ConnState = met.ConnState
 	}
 
 	var wg sync.WaitGroup
@@ -331,6 +355,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 			if err == nil {
 				marks.Mark(set, provider)
 			}
+			met.Refresh(err == nil)
 			if rec != nil {
 				rec.Put(refreshRecord(set, provider, err))
 			}
@@ -339,6 +364,15 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	go func() { defer bgWG.Done(); ref.Run(bg) }()
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); act.trimWhenIdle(bg, idleTrimEvery) }()
+	if metricsL != nil {
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			if err := metrics.Serve(bg, met.Server(), metricsL); err != nil {
+				log.Error("Metrics listener failed; metrics are unavailable until the proxy restarts", "error", err.Error())
+			}
+		}()
+	}
 	if agentPath != "" {
 		bgWG.Add(1)
 		go func() {
