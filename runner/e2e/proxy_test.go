@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -165,5 +166,25 @@ func pxFromContainer(t *testing.T, r *testharness.Runner, shielded bool) {
 			t.Errorf("proxy log contains the secret or the phantom token")
 		}
 		mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
+
+		// The task's timeline (docs/audit.md, The audit command; the proxy
+		// flushes its records on shutdown): the call, then the refusal of
+		// the revoked token, the query string dropped, neither the secret
+		// nor the phantom token beyond its prefix.
+		au := mustOK(t, "audit", r.Sandbox(ctx, "audit", "task1", "--project", "proj", "--json"))
+		if strings.Contains(au.Stdout, secret) || strings.Contains(au.Stdout, tok) || strings.Contains(au.Stdout, "q=e2e") {
+			t.Fatalf("audit output holds the secret, the token or the query:\n%s", au.Stdout)
+		}
+		var got []string
+		for _, m := range jsonLines(t, au.Stdout) {
+			if m["channel"] != "proxy" || m["token_prefix"] != audit.TokenPrefix(tok) {
+				t.Fatalf("audit record of another channel or token: %v", m)
+			}
+			got = append(got, fmt.Sprintf("%v %v %v %v %v", m["outcome"], m["reason"], m["method"], m["path"], m["status"]))
+		}
+		want := []string{"ok <nil> GET /v1/messages 200", "refused revoked GET /v1/messages 401"}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("proxy timeline %q, want %q:\n%s", got, want, au.Stdout)
+		}
 	}
 }
