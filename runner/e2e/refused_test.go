@@ -206,6 +206,21 @@ func TestShieldRefusedRecords(t *testing.T) {
 			t.Errorf("--since in the future: %s", s)
 		}
 
+		// A suggested profile: the refused name and the test host's
+		// address (refused as not allowlisted before the deny), a
+		// profile `shield entries` reads.
+		sugg := filepath.Join(profiles, "rf-suggested.txt")
+		shxSandboxOK(t, ctx, r, "shield", "profile", "suggest", "--output", sugg, name)
+		entries := shxSandboxOK(t, ctx, r, "shield", "entries", "rf-suggested")
+		for _, w := range []string{"phone-home.rf-e2e.example", host} {
+			if !strings.Contains(entries, w+"\n") {
+				t.Errorf("suggested profile lacks %s:\n%s", w, entries)
+			}
+		}
+		if res := r.Sandbox(ctx, "shield", "profile", "suggest", "--output", sugg, name); res.Code != 1 {
+			t.Errorf("suggest over an existing file: %s", res)
+		}
+
 		// A 10,000-attempt flood: the record files stay within their
 		// bound (3 MiB), and the container and its resolver still answer.
 		res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/udpflood", "-host", host, "-n", "10000")

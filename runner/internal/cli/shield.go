@@ -70,6 +70,14 @@ func shieldCommand(d Deps) *ucli.Command {
 				Action: func(c *ucli.Context) error { return shieldProfiles(c, d) },
 			},
 			{
+				Name: "profile", Usage: "work with profiles built from what a container did",
+				Subcommands: []*ucli.Command{{
+					Name: "suggest", Usage: "print (or --output) a profile of the names and addresses a container was refused as not allowlisted", ArgsUsage: "CONTAINER",
+					Flags:  []ucli.Flag{&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write it to FILE (created, never overwritten)"}},
+					Action: func(c *ucli.Context) error { return shieldProfileSuggest(c, d) },
+				}},
+			},
+			{
 				Name: "resolve", Usage: "re-resolve a running container's allowlisted names now, through its own resolver", ArgsUsage: "CONTAINER",
 				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "force", Usage: "drop the resolver's cached answers first"}, jsonFlag},
 				Action: func(c *ucli.Context) error { return shieldResolve(c, d) },
@@ -631,6 +639,47 @@ func shieldWatch(c *ucli.Context, d Deps) error {
 	}
 	return shieldlog.Watch(ctx, dir, 0, func(r audit.Record) error { return printShieldRecord(d, r, asJSON) },
 		func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) })
+}
+
+// shieldProfileSuggest writes a profile suggested by the container's
+// refused records (docs/shield.md, Suggesting a profile).
+func shieldProfileSuggest(c *ucli.Context, d Deps) error {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return err
+	}
+	out := c.String("output")
+	if c.IsSet("output") && strings.TrimSpace(out) == "" {
+		return UsageErrorf("--output needs a file name (example: shield profile suggest --output mine.txt CONTAINER)")
+	}
+	dir, err := shieldStateDir(c, d, a[0])
+	if err != nil {
+		return err
+	}
+	recs, err := shieldlog.Read(dir, shieldlog.Query{}, func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) })
+	if err != nil {
+		return err
+	}
+	s := shieldlog.Suggest(recs)
+	text := s.Profile(a[0], time.Now())
+	if out == "" {
+		_, err := fmt.Fprint(d.Stdout, text)
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("write the suggested profile: %w (choose another file; an existing one is never overwritten)", err)
+	}
+	_, werr := f.WriteString(text)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(out)
+		return fmt.Errorf("write the suggested profile %s: %w", out, werr)
+	}
+	fmt.Fprintf(d.Stdout, "Wrote %d entries to %s: review them, then save it as a user profile (docs/shield.md, Profiles).\n", len(s.Entries), out)
+	return nil
 }
 
 // shieldStateDir finds the container's shield state directory.
