@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func golden(t *testing.T, name string) string {
+func golden(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {

@@ -188,8 +188,12 @@ func (r *run) main(ctx context.Context) error {
 	if r.stage == shieldbundle.StagePoststop {
 		return poststop(dir)
 	}
+	legacy := false
 	if err := ocistate.CheckVersion(st.Annotations); err != nil {
-		return err
+		if !ocistate.IsLegacyVersion(st.Annotations) {
+			return err
+		}
+		legacy = true
 	}
 	if st.Pid == 0 {
 		return errors.New("missing pid in OCI state")
@@ -210,7 +214,7 @@ func (r *run) main(ctx context.Context) error {
 		bg.goDo(func() error { return writeRuntimeFile(filepath.Join(dir, shieldbundle.FileContainerID), id+"\n") })
 	}
 	t.mark("oci state")
-	if err := r.createRuntime(ctx, dir, st.Pid, t, bg); err != nil {
+	if err := r.createRuntime(ctx, dir, st.Pid, legacy, t, bg); err != nil {
 		return err
 	}
 	err = bg.wait()
@@ -227,7 +231,7 @@ func (r *run) main(ctx context.Context) error {
 // not started at this stage, so nothing runs unfiltered or queries DNS in
 // the meantime; any failure makes the hook exit non-zero (and stops the
 // service it started).
-func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, bg *background) error {
+func (r *run) createRuntime(ctx context.Context, dir string, pid int, legacy bool, t *timer, bg *background) error {
 	// nft stays a hard requirement even when the netlink path applies the
 	// ruleset: it is the fallback for any ruleset.nft the strict parser
 	// does not understand, and `shield rules`/live operations use it.
@@ -255,8 +259,16 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 		return err
 	}
 	table := script
-	if quarantined {
+	switch {
+	case quarantined:
 		table = []byte(ruleset.Quarantine())
+	case legacy:
+		// A 0.6.5 bundle: its table is repaired before it is applied
+		// (docs/shield-hook.md, "Bundles of terok-shield 0.6.5"), and
+		// every repair is reported loudly.
+		fixed, changes := ruleset.NormalizeLegacy(string(script))
+		table = []byte(fixed)
+		r.warnLegacy(dir, changes)
 	}
 	t.mark("read ruleset")
 	ns, err := nsexec.FromPID(pid)
@@ -336,7 +348,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, t *timer, 
 		}
 		return nil
 	})
-	if err := r.apply(ctx, ns, nftPath, table, gwList, interactive, quarantined, t); err != nil {
+	if err := r.apply(ctx, ns, nftPath, table, gwList, interactive, quarantined, legacy, t); err != nil {
 		return err
 	}
 	if dnsDone != nil {
@@ -385,8 +397,8 @@ func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann
 //
 // The quarantine table always goes the nft way and is verified with
 // ruleset.VerifyQuarantine.
-func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive, quarantine bool, t *timer) error {
-	if s, ok := ruleset.ParseScript(string(script)); ok && !quarantine {
+func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive, quarantine, legacy bool, t *timer) error {
+	if s, ok := ruleset.ParseScript(string(script)); ok && !quarantine && !legacy {
 		plan, err := nftnl.NewPlan(s, gwList)
 		if err == nil {
 			// The same invariants VerifyHook checks on the listing, here
@@ -442,6 +454,12 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 		return fmt.Errorf("list applied ruleset: %w", err)
 	}
 	t.mark("verify (nft list)")
+	if legacy {
+		if errs := ruleset.VerifyLegacy(listing); len(errs) > 0 {
+			return fmt.Errorf("0.6.5 bundle: ruleset verification failed: %s", strings.Join(errs, "; "))
+		}
+		return nil
+	}
 	if quarantine {
 		if errs := ruleset.VerifyQuarantine(listing); len(errs) > 0 {
 			return fmt.Errorf("quarantine ruleset verification failed: %s", strings.Join(errs, "; "))
@@ -453,6 +471,31 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// warnLegacy reports what NormalizeLegacy changed in a 0.6.5 bundle:
+// on stderr, as a "warning:" line in hook-error.log and, when the bundle
+// audits, as one audit event "compat". The start goes on.
+func (r *run) warnLegacy(dir string, changes []string) {
+	msg := "warning: started a terok-shield 0.6.5 bundle (version 4) without closed DNS; run the container again with this terok-sandbox for the current ruleset"
+	if len(changes) > 0 {
+		msg += "; its ruleset was repaired: " + strings.Join(changes, "; ")
+	}
+	fmt.Fprintln(r.opt.Stderr, msgPrefix+msg)
+	if err := appendErrorLog(dir, r.stage, msgPrefix+msg); err != nil {
+		fmt.Fprintln(r.opt.Stderr, msgPrefix+"cannot write hook-error.log: "+err.Error())
+	}
+	if on, _ := strconv.ParseBool(r.ann[shieldbundle.AnnAuditEnabled]); on && r.ann[shieldbundle.AnnName] != "" {
+		_ = shieldbundle.AppendAudit(dir, shieldbundle.Event{TS: time.Now().UTC().Format("2006-01-02T15:04:05+00:00"),
+			Container: r.ann[shieldbundle.AnnName], Action: "compat", Detail: truncateDetail(msg)})
+	}
+}
+
+func truncateDetail(s string) string {
+	if len(s) > 1000 {
+		return s[:1000] + "…"
+	}
+	return s
 }
 
 // GatewayWait is how long to poll for the container's default route. Under

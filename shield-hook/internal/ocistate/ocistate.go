@@ -144,6 +144,17 @@ func ReadPrivateFile(path string, max int64) ([]byte, error) {
 	return data, nil
 }
 
+// LegacyBundleVersion is the bundle version terok-shield 0.6.5 wrote; the
+// hook still starts such a bundle (docs/shield-hook.md, "Bundles of
+// terok-shield 0.6.5").
+const LegacyBundleVersion = 4
+
+// IsLegacyVersion reports whether the annotation names exactly
+// LegacyBundleVersion.
+func IsLegacyVersion(annotations map[string]string) bool {
+	return annotations[shieldbundle.AnnVersion] == strconv.Itoa(LegacyBundleVersion)
+}
+
 // CheckVersion compares the terok.shield.version annotation with the
 // compiled-in bundle version.
 func CheckVersion(annotations map[string]string) error {
