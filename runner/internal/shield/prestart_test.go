@@ -340,7 +340,7 @@ func TestPodmanFactsCache(t *testing.T) {
 			calls := filepath.Join(t.TempDir(), "calls")
 			fakeBin(t, e.tools.Path, "podman", `echo "$1" >> `+calls+`
 case "$1" in
-version) echo 4.3.1 ;;
+version) echo '{"Client":{"Version":"4.3.1"}}' ;;
 info) echo '{"version":{"Version":"4.3.1"},"host":{"rootlessNetworkCmd":"slirp4netns"}}' ;;
 esac
 `)
