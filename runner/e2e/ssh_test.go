@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -126,6 +127,25 @@ echo '>> init complete'`
 		}
 		if l := agentLog(); !strings.Contains(l, "project=proj") || !strings.Contains(l, "key=tk-main:proj") || strings.Contains(l, tok[9:]) {
 			t.Fatalf("agent log:\n%s", l)
+		}
+		// The task's timeline (docs/audit.md, The audit command): the
+		// signatures with proj's token, by prefix only; the other
+		// project's are not this project's.
+		au := mustOK(t, "audit", r.Sandbox(ctx, "audit", "task-1", "--project", "proj", "--json"))
+		if strings.Contains(au.Stdout, tok) || strings.Contains(au.Stdout, otherTok) {
+			t.Fatalf("a token in the audit output:\n%s", au.Stdout)
+		}
+		signs := 0
+		for _, m := range jsonLines(t, au.Stdout) {
+			if m["channel"] != "ssh" || m["project"] != "proj" || m["token_prefix"] != audit.TokenPrefix(tok) {
+				t.Fatalf("audit record of another channel, project or token: %v", m)
+			}
+			if m["event"] == "sign" && m["outcome"] == "ok" && strings.HasPrefix(str(m["key_fingerprint"]), "SHA256:") && len(str(m["data_sha256"])) == 64 {
+				signs++
+			}
+		}
+		if signs < 2 { // the ssh login and the git clone
+			t.Fatalf("%d signatures in the timeline, want at least 2:\n%s", signs, au.Stdout)
 		}
 	})
 }
