@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -247,5 +248,37 @@ func TestAuditOff(t *testing.T) {
 	if code, out := runProxy(t, "--socket-path=/tmp/x.sock", "--db-path=/tmp/x.db", "--routes-file=/tmp/r.json", "--audit-file=rel.jsonl"); code != 2 ||
 		!strings.Contains(out, "--audit-file must be an absolute path or off") {
 		t.Errorf("relative --audit-file: %d %q", code, out)
+	}
+}
+
+// TestLogFormats: --log-format=json writes one JSON object per line with
+// the shared field names; an unknown format is a usage error.
+func TestLogFormats(t *testing.T) {
+	e := newEnv(t, "{}\n")
+	e.start("--log-format=json")
+	if code, _, _ := e.get("/v1/x", "Authorization", "Bearer "+tok(730)); code != 401 {
+		t.Fatalf("status %d", code)
+	}
+	e.stop()
+	lines := strings.Split(strings.TrimSpace(e.log()), "\n")
+	sawToken := false
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		if m["logger"] != "terok-credential-proxy" || m["level"] == nil || m["msg"] == nil || m["time"] == nil {
+			t.Errorf("members: %v", m)
+		}
+		if m["token_prefix"] != nil {
+			sawToken = true
+		}
+	}
+	if !sawToken {
+		t.Errorf("no token_prefix field in the DEBUG refusal line:\n%s", e.log())
+	}
+	if code, out := runProxy(t, "--socket-path=/tmp/x.sock", "--db-path=/tmp/x.db", "--routes-file=/tmp/r.json", "--log-format=xml"); code != 2 ||
+		!strings.Contains(out, "--log-format") {
+		t.Errorf("--log-format=xml: %d %q", code, out)
 	}
 }

@@ -346,7 +346,7 @@ func TestSSHAgentChild(t *testing.T) {
 	})
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", first))
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	want := []string{agentPath, "--db-path=" + e.dbPath, "--ssh-keys-file=" + keys, fmt.Sprintf("--port=%d", sshPort), "--bind=127.0.0.1", "--log-level=INFO", "--log-file=" + e.logFile,
+	want := []string{agentPath, "--db-path=" + e.dbPath, "--ssh-keys-file=" + keys, fmt.Sprintf("--port=%d", sshPort), "--bind=127.0.0.1", "--log-level=INFO", "--log-file=" + e.logFile, "--log-format=text",
 		// ssh.jsonl beside the proxy's own audit file (docs/credential-proxy.md, Audit records).
 		"--audit-file=" + filepath.Join(filepath.Dir(e.auditFile), "ssh.jsonl")}
 	if strings.Join(args, " ") != strings.Join(want, " ") {

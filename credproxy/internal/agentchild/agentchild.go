@@ -35,6 +35,8 @@ type Config struct {
 	// AuditFile is the child's --audit-file (a path or off); "" lets the
 	// agent take its default.
 	AuditFile string
+	// LogFormat is the child's --log-format (text or json); "" its default.
+	LogFormat string
 	Stderr    io.Writer
 	Log       *slog.Logger
 	// Backoff bounds; zero values mean 500 ms and 30 s.
@@ -74,6 +76,9 @@ func (c Config) Args() []string {
 	}
 	if c.LogFile != "" {
 		a = append(a, "--log-file="+c.LogFile)
+	}
+	if c.LogFormat != "" {
+		a = append(a, "--log-format="+c.LogFormat)
 	}
 	if c.AuditFile != "" {
 		a = append(a, "--audit-file="+c.AuditFile)

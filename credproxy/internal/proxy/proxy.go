@@ -323,12 +323,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if ev != nil {
 					ev.info = was
 				}
-				p.log.Debug("Rejected revoked phantom token", "token", tokenid.Show(tok),
+				p.log.Debug("Rejected revoked phantom token", "token_prefix", tokenid.Show(tok),
 					"project", was.Project, "task", was.Task, "path", r.URL.Path)
 			} else {
 				p.metrics.Lookup("unknown")
 				ev.refuse(ReasonUnknownToken)
-				p.log.Debug("Rejected unknown phantom token", "token", tokenid.Show(tok), "path", r.URL.Path)
+				p.log.Debug("Rejected unknown phantom token", "token_prefix", tokenid.Show(tok), "path", r.URL.Path)
 			}
 			plain(w, http.StatusUnauthorized, msgInvalidToken)
 			return
@@ -456,7 +456,7 @@ func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo,
 			p.staticRefused.Do(func() {
 				p.log.Warn("Refused the static phantom marker (answered like an unknown token); containers must use their own phantom token. "+
 					"Only for old containers: set proxy_static_marker = true in config.toml and restart the proxy",
-					"token", tokenid.Show(tok))
+					"token_prefix", tokenid.Show(tok))
 			})
 			return info, nil, nil, err
 		}
@@ -464,7 +464,7 @@ func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo,
 			CredentialSet: creddb.DefaultSet, Provider: "claude"}
 		// Every use, so an operator can see who still relies on it.
 		p.log.Warn("Static phantom marker used: injecting the default credential (compatibility switch --allow-static-marker)",
-			"project", info.Project, "task", info.Task, "token", tokenid.Show(tok),
+			"project", info.Project, "task", info.Task, "token_prefix", tokenid.Show(tok),
 			"credential_set", info.CredentialSet, "provider", info.Provider)
 		cred, err = p.store.LoadCredential(ctx, info.CredentialSet, info.Provider)
 		if errors.Is(err, creddb.ErrNotFound) {

@@ -31,6 +31,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/agentchild"
 	"terok.dev/sandbox/credproxy/internal/auditq"
 	"terok.dev/sandbox/credproxy/internal/listen"
+	"terok.dev/sandbox/credproxy/internal/logfmt"
 	"terok.dev/sandbox/credproxy/internal/logline"
 	"terok.dev/sandbox/credproxy/internal/metrics"
 	"terok.dev/sandbox/credproxy/internal/proxy"
@@ -66,6 +67,7 @@ type Flags struct {
 	PIDFile      string
 	LogLevel     string
 	LogFile      string
+	LogFormat    string // text, json or classic (logfmt.Parse)
 	// Tuning (defaults are the spec's): upstream connect and read
 	// inactivity timeouts, refresh interval.
 	ConnectTimeout  time.Duration
@@ -105,6 +107,7 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	fs.StringVar(&f.PIDFile, "pid-file", "", "write the PID here; removed on clean exit")
 	fs.StringVar(&f.LogLevel, "log-level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
 	fs.StringVar(&f.LogFile, "log-file", "", "append log lines here instead of stderr")
+	fs.StringVar(&f.LogFormat, "log-format", "text", "text, json or classic (the earlier proxy's line format)")
 	fs.BoolVar(&f.AllowStaticMarker, "allow-static-marker", false,
 		"compatibility switch: accept the static phantom marker for the default credential (any container that reaches the proxy gets it)")
 	fs.StringVar(&f.AuditFile, "audit-file", "",
@@ -116,7 +119,8 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: %s --socket-path=PATH --db-path=PATH --routes-file=PATH\n"+
 			"       [--port=N] [--ssh-agent-port=N --ssh-keys-file=PATH]\n"+
-			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--allow-static-marker]\n"+
+			"       [--pid-file=PATH] [--log-level=LEVEL] [--log-file=PATH] [--log-format=text|json|classic]\n"+
+			"       [--allow-static-marker]\n"+
 			"       [--audit-file=PATH|off] [--metrics-listen=127.0.0.1:PORT]\n\n", Program)
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
@@ -164,6 +168,10 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 	}
 	if f.AuditFile != "" && f.AuditFile != AuditOff && !filepath.IsAbs(f.AuditFile) {
 		return fail("--audit-file must be an absolute path or off (example: --audit-file=/var/lib/terok/audit/proxy.jsonl)")
+	}
+	var err error
+	if f.LogFormat, err = logfmt.Parse(f.LogFormat); err != nil {
+		return fail(err.Error())
 	}
 	if f.MetricsListen != "" {
 		if err := metrics.CheckListen(f.MetricsListen); err != nil {
@@ -213,7 +221,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		defer lf.Close()
 		logOut = lf
 	}
-	log := slog.New(logline.New(logOut, Program, logline.ParseLevel(f.LogLevel)))
+	// Under systemd stderr is the journal, which stamps records itself.
+	journal := f.LogFile == "" && os.Getenv("JOURNAL_STREAM") != ""
+	log := logfmt.New(logOut, f.LogFormat, Program, logline.ParseLevel(f.LogLevel), journal)
 	defer func() {
 		if err != nil && f.LogFile != "" {
 			log.Error("Startup failed: " + err.Error())
@@ -380,7 +390,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 			agentchild.Run(bg, agentchild.Config{
 				Path: agentPath, DBPath: f.DBPath, KeysFile: f.SSHKeysFile, Port: f.SSHAgentPort,
 				LogLevel: childLevel(f.LogLevel), LogFile: f.LogFile, Stderr: stderr, Log: log,
-				AuditFile: agentAuditFile(auditPath),
+				AuditFile: agentAuditFile(auditPath), LogFormat: childFormat(f.LogFormat),
 			})
 		}()
 	}
@@ -467,6 +477,15 @@ func (s resolverStore) Resolve(ctx context.Context, tok string) (creddb.TokenInf
 
 func (s resolverStore) LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error) {
 	return s.db.LoadCredential(ctx, set, provider)
+}
+
+// childFormat is the SSH agent child's --log-format: the agent knows text
+// and json (classic is the proxy's own).
+func childFormat(f string) string {
+	if f == "json" {
+		return "json"
+	}
+	return "text"
 }
 
 // childLevel normalises the level for terok-ssh-agent, which knows DEBUG,
