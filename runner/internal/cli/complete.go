@@ -16,7 +16,7 @@ import (
 	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/runner/internal/completion"
 	"terok.dev/sandbox/runner/internal/launch"
-	"terok.dev/sandbox/runner/internal/shield"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 // CompleteCommand is the hidden command the shell completion scripts run
@@ -64,7 +64,7 @@ func completeCommand(d Deps) *ucli.Command {
 			case completion.KindProject:
 				words, err = projectNames(cfg)
 			case completion.KindProfile:
-				words = shield.Profiles{UserDir: cfg.ShieldProfilesDir()}.List()
+				words = profile.Store{UserDir: cfg.ShieldProfilesDir()}.List()
 			case completion.KindCredential:
 				words, err = credentialNames(c, cfg, fa.String("set"))
 			}
@@ -138,7 +138,7 @@ func shieldEntriesCommand(d Deps) *ucli.Command {
 				return UsageErrorf("name at least one profile (e.g. terok-sandbox shield entries dev-standard); shield profiles lists them")
 			}
 			for _, n := range fa.pos {
-				if !shield.ValidProfileName(n) {
+				if !profile.ValidName(n) {
 					return UsageErrorf("%q is not a profile name (letters, digits, '.', '_', '-')", n)
 				}
 			}
@@ -146,7 +146,7 @@ func shieldEntriesCommand(d Deps) *ucli.Command {
 			if err != nil {
 				return err
 			}
-			list, err := shield.Profiles{UserDir: cfg.ShieldProfilesDir()}.Compose(fa.pos)
+			list, err := profile.Store{UserDir: cfg.ShieldProfilesDir()}.Compose(fa.pos)
 			if err != nil {
 				return err
 			}

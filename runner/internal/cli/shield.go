@@ -16,6 +16,7 @@ import (
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/runner/internal/auditview"
 	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/internal/profile"
 	"terok.dev/sandbox/runner/internal/shield"
 	"terok.dev/sandbox/runner/internal/shieldlog"
 )
@@ -353,7 +354,7 @@ func shieldProfiles(c *ucli.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
-	cat := shield.Profiles{UserDir: ad.Cfg.ShieldProfilesDir()}.Catalog(ad.Cfg.ShieldProfiles)
+	cat := profile.Store{UserDir: ad.Cfg.ShieldProfilesDir()}.Catalog(ad.Cfg.ShieldProfiles)
 	bad := 0
 	for _, p := range cat {
 		if p.Error != "" {
@@ -362,7 +363,7 @@ func shieldProfiles(c *ucli.Context, d Deps) error {
 	}
 	if c.Bool("json") {
 		if cat == nil {
-			cat = []shield.ProfileInfo{}
+			cat = []profile.Info{}
 		}
 		if err := printJSON(d.Stdout, cat); err != nil {
 			return err

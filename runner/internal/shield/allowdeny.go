@@ -17,13 +17,13 @@ func ParseTarget(target string) (addr, domain string, err error) {
 	if t == "" {
 		return "", "", errors.New("empty target: give an IP address, a CIDR or a domain")
 	}
-	if c, err := CanonicalAddr(t); err == nil {
+	if c, err := ruleset.CanonicalIP(t); err == nil {
 		return c, "", nil
 	}
 	if strings.ContainsAny(t, "/:") || isAllDigitsAndDots(t) {
 		return "", "", specErrorf("Invalid IP/CIDR: '%s'", truncate(t, 80))
 	}
-	if d, ok := NormalizeDomain(t); ok {
+	if d, ok := ruleset.ValidDomain(t); ok {
 		return "", d, nil
 	}
 	return "", "", fmt.Errorf("invalid target %q: not an IP address, CIDR or domain name", truncate(t, 80))
@@ -136,7 +136,7 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 }
 
 func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) error {
-	ip, err := CanonicalAddr(ip)
+	ip, err := ruleset.CanonicalIP(ip)
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) er
 // allowDomain puts domain on the resolver's allowlist: out of
 // denied.domains, into live.domains, and a reload.
 func (s *Shield) allowDomain(dir, domain string) error {
-	d, ok := NormalizeDomain(domain)
+	d, ok := ruleset.ValidDomain(domain)
 	if !ok {
 		return fmt.Errorf("invalid domain %q", domain)
 	}
@@ -189,7 +189,7 @@ func (s *Shield) allowDomain(dir, domain string) error {
 }
 
 func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) error {
-	ip, err := CanonicalAddr(ip)
+	ip, err := ruleset.CanonicalIP(ip)
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func (s *Shield) denyIP(ctx context.Context, dir string, pid int, ip string) err
 // denying a subdomain of a listed domain would change nothing, and saying
 // so beats reporting success.
 func (s *Shield) denyDomain(dir, domain string) error {
-	d, ok := NormalizeDomain(domain)
+	d, ok := ruleset.ValidDomain(domain)
 	if !ok {
 		return fmt.Errorf("invalid domain %q", domain)
 	}

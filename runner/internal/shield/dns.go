@@ -7,6 +7,7 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 // DNS tiers (docs/shield.md, "DNS: the per-container resolver"). Every
@@ -39,11 +40,11 @@ const fileNetworkMode = "network.mode"
 // domain is resolved on the host: what the container may reach is what its
 // own resolver learns, for as long as the answer lives.
 func writeProfileLists(stateDir string, entries []string) error {
-	addrs, domains := SplitEntries(entries)
+	addrs, domains := profile.SplitEntries(entries)
 	canon := make([]string, 0, len(addrs))
 	seen := map[string]bool{}
 	for _, a := range addrs {
-		c, err := CanonicalAddr(a)
+		c, err := ruleset.CanonicalIP(a)
 		if err != nil {
 			// Compose validated every entry; a failure here is a bug.
 			return fmt.Errorf("profile entry %q: %w", a, err)
@@ -55,7 +56,7 @@ func writeProfileLists(stateDir string, entries []string) error {
 	}
 	norm := make([]string, 0, len(domains))
 	for _, d := range domains {
-		n, ok := NormalizeDomain(d)
+		n, ok := ruleset.ValidDomain(d)
 		if !ok {
 			return fmt.Errorf("profile entry %q is not a valid domain", d)
 		}

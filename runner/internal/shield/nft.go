@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 // nftFallbacks are tried when nft is not on the path (docs/shield-hook.md, Entering the network namespace).
@@ -174,9 +175,9 @@ func parseSetElements(text string) []string {
 		if len(f) == 0 {
 			continue
 		}
-		if c, err := CanonicalAddr(f[0]); err == nil {
+		if c, err := ruleset.CanonicalIP(f[0]); err == nil {
 			out = append(out, c)
-		} else if lo, hi, ok := strings.Cut(f[0], "-"); ok && IsAddrEntry(lo) && IsAddrEntry(hi) {
+		} else if lo, hi, ok := strings.Cut(f[0], "-"); ok && profile.IsAddrEntry(lo) && profile.IsAddrEntry(hi) {
 			out = append(out, f[0])
 		}
 	}
@@ -209,7 +210,7 @@ func addrBounds(s string) (lo, hi netip.Addr, ok bool) {
 		}
 		return la.Unmap(), hb.Unmap(), true
 	}
-	c, err := CanonicalAddr(s)
+	c, err := ruleset.CanonicalIP(s)
 	if err != nil {
 		return lo, hi, false
 	}

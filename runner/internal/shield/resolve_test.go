@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 func TestProfilesCatalog(t *testing.T) {
@@ -18,8 +19,8 @@ func TestProfilesCatalog(t *testing.T) {
 	writeText(t, filepath.Join(dir, "broken.txt"), "ok.example\n1.2.3.4; flush ruleset\n")
 	writeText(t, filepath.Join(dir, "not a profile.txt"), "x.example\n")
 	writeText(t, filepath.Join(dir, "notes.md"), "x.example\n")
-	cat := Profiles{UserDir: dir}.Catalog([]string{"mine", "base"})
-	got := map[string]ProfileInfo{}
+	cat := profile.Store{UserDir: dir}.Catalog([]string{"mine", "base"})
+	got := map[string]profile.Info{}
 	var names []string
 	for _, p := range cat {
 		got[p.Name] = p
@@ -50,7 +51,7 @@ func TestProfilesCatalog(t *testing.T) {
 		t.Errorf("base: %+v", base)
 	}
 	// Bundled only.
-	if cat := (Profiles{}).Catalog(nil); len(cat) != 5 || cat[0].Source != "bundled" {
+	if cat := (profile.Store{}).Catalog(nil); len(cat) != 5 || cat[0].Source != "bundled" {
 		t.Fatalf("bundled catalog %+v", cat)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podman"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 // Config is the per-container shield configuration (docs/shield.md, How a launch is protected).
@@ -198,7 +199,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	for _, p := range profiles {
-		if !ValidProfileName(p) {
+		if !profile.ValidName(p) {
 			return nil, specErrorf("Unsafe name: '%s'", p)
 		}
 	}
@@ -239,7 +240,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return nil, err
 	}
 	// 6. Profiles.
-	entries, err := Profiles{UserDir: s.cfg.ProfilesDir}.Compose(profiles)
+	entries, err := profile.Store{UserDir: s.cfg.ProfilesDir}.Compose(profiles)
 	if err != nil {
 		return nil, err
 	}

@@ -161,3 +161,10 @@ func (t Tools) RunInNetns(ctx context.Context, timeout time.Duration, pid int, a
 	o := <-ch
 	return o.res, o.err
 }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -31,7 +31,7 @@ func (s *Shield) liveGateways(dir, mode string) []string {
 	var gw []string
 	for _, f := range []string{shieldbundle.FileGateway, shieldbundle.FileGatewayV6} {
 		if g := readTrim(s.path(dir, f)); g != "" {
-			if c, err := CanonicalAddr(g); err == nil {
+			if c, err := ruleset.CanonicalIP(g); err == nil {
 				gw = append(gw, c)
 			}
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/audit"
-	"terok.dev/sandbox/runner/internal/shield"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 func rec(event, reason string, fields map[string]any) audit.Record {
@@ -33,7 +33,7 @@ func TestSuggest(t *testing.T) {
 		t.Errorf("entries %q, want %q", got, want)
 	}
 	text := s.Profile("demo-t1", t0)
-	entries, err := shield.ParseProfile("suggested.txt", []byte(text))
+	entries, err := profile.Parse("suggested.txt", []byte(text))
 	if err != nil || len(entries) != 3 {
 		t.Fatalf("the suggestion is no valid profile: %v %v\n%s", entries, err, text)
 	}

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"terok.dev/sandbox/runner/internal/shield"
+	"terok.dev/sandbox/runner/internal/profile"
 )
 
 // builtinTemplate is the default SSH config (docs/ssh-agent.md, Key management (`terok-sandbox ssh …`)); GITHOST is replaced by
@@ -32,11 +32,11 @@ Host GITHOST
 
 // primaryGitHost is the first domain of the bundled dev-standard profile.
 func primaryGitHost() (string, error) {
-	entries, err := shield.Profiles{}.Load("dev-standard")
+	entries, err := profile.Store{}.Load("dev-standard")
 	if err != nil {
 		return "", fmt.Errorf("built-in SSH config: %w", err)
 	}
-	_, domains := shield.SplitEntries(entries)
+	_, domains := profile.SplitEntries(entries)
 	if len(domains) == 0 {
 		return "", errors.New("built-in SSH config: the dev-standard profile names no domain")
 	}

@@ -1,4 +1,9 @@
-package shield
+// Package profile is the shield's allowlist profiles (docs/shield.md,
+// Profiles): the bundled ones embedded in the binary, user profiles that
+// shadow them, the strict parser, composition and the catalog. It needs
+// nothing of the shield itself, so the SSH manager can read a bundled
+// profile's git host without linking the firewall code.
+package profile
 
 import (
 	"bufio"
@@ -31,11 +36,11 @@ var profileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // huge file is a mistake we report instead of reading into memory.
 const maxProfileSize = 4 << 20
 
-// ErrProfileNotFound is wrapped by Profiles.Load when no file has the name.
-var ErrProfileNotFound = errors.New("profile not found")
+// ErrNotFound is wrapped by Store.Load when no file has the name.
+var ErrNotFound = errors.New("profile not found")
 
-// ValidProfileName reports whether name is a safe profile name.
-func ValidProfileName(name string) bool { return profileNamePattern.MatchString(name) }
+// ValidName reports whether name is a safe profile name.
+func ValidName(name string) bool { return profileNamePattern.MatchString(name) }
 
 // NormalizeDomain trims and lowercases d and reports whether it is a valid
 // allowlist domain (docs/shield-resolver.md, Allowlist, shared with the hook through
@@ -52,11 +57,11 @@ func IsAddrEntry(s string) bool {
 	return err == nil
 }
 
-// ParseProfile parses profile text (docs/shield.md, Profiles). Every entry must be a
+// Parse parses profile text (docs/shield.md, Profiles). Every entry must be a
 // domain or an IP/CIDR: a profile line such as "1.2.3.4; flush ruleset" is
 // an error naming the source and the line, never something silently kept
 // or dropped, because the profile decides what a container may reach.
-func ParseProfile(source string, data []byte) ([]string, error) {
+func Parse(source string, data []byte) ([]string, error) {
 	var entries []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), maxProfileSize)
@@ -87,6 +92,15 @@ func ParseProfile(source string, data []byte) ([]string, error) {
 	return entries, nil
 }
 
+// message keeps an operator-facing message as worded (capitalised, as the
+// shield's other messages are); %w wraps as with fmt.Errorf.
+type message struct{ err error }
+
+func (e *message) Error() string { return e.err.Error() }
+func (e *message) Unwrap() error { return e.err }
+
+func messagef(format string, a ...any) error { return &message{fmt.Errorf(format, a...)} }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -94,37 +108,37 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// Profiles looks profiles up in a user directory first and then among the
+// Store looks profiles up in a user directory first and then among the
 // bundled ones (docs/shield.md, Profiles).
-type Profiles struct {
+type Store struct {
 	// UserDir is the user profile directory; "" means bundled profiles only.
 	UserDir string
 }
 
 // Load returns the entries of one profile.
-func (p Profiles) Load(name string) ([]string, error) {
-	if !ValidProfileName(name) {
-		return nil, specErrorf("Unsafe name: '%s'", name)
+func (p Store) Load(name string) ([]string, error) {
+	if !ValidName(name) {
+		return nil, messagef("Unsafe name: '%s'", name)
 	}
 	if p.UserDir != "" {
 		path := filepath.Join(p.UserDir, name+".txt")
 		data, err := readBounded(path)
 		switch {
 		case err == nil:
-			return ParseProfile(path, data)
+			return Parse(path, data)
 		case !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("read profile %s: %w", path, err)
 		}
 	}
 	data, err := bundledFS.ReadFile("bundled/" + name + ".txt")
 	if err != nil {
-		return nil, specErrorf("Profile not found: '%s' (known profiles: %s; user profiles go to %s): %w",
-			name, strings.Join(p.List(), ", "), p.userDirHint(), ErrProfileNotFound)
+		return nil, messagef("Profile not found: '%s' (known profiles: %s; user profiles go to %s): %w",
+			name, strings.Join(p.List(), ", "), p.userDirHint(), ErrNotFound)
 	}
-	return ParseProfile("bundled:"+name, data)
+	return Parse("bundled:"+name, data)
 }
 
-func (p Profiles) userDirHint() string {
+func (p Store) userDirHint() string {
 	if p.UserDir == "" {
 		return "<no user profile directory configured>"
 	}
@@ -157,7 +171,7 @@ func readBounded(path string) ([]byte, error) {
 // Compose concatenates the entries of names in order, dropping exact
 // duplicates (first occurrence wins). Any invalid or missing profile fails
 // the whole composition: a launch must never go ahead with a partial list.
-func (p Profiles) Compose(names []string) ([]string, error) {
+func (p Store) Compose(names []string) ([]string, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("no shield profiles given; name at least one (e.g. dev-standard)")
 	}
@@ -179,7 +193,7 @@ func (p Profiles) Compose(names []string) ([]string, error) {
 }
 
 // List is the sorted union of bundled and user profile names.
-func (p Profiles) List() []string {
+func (p Store) List() []string {
 	set := map[string]bool{}
 	if ents, err := fs.ReadDir(bundledFS, "bundled"); err == nil {
 		for _, e := range ents {
@@ -191,7 +205,7 @@ func (p Profiles) List() []string {
 	if p.UserDir != "" {
 		if ents, err := os.ReadDir(p.UserDir); err == nil {
 			for _, e := range ents {
-				if n, ok := strings.CutSuffix(e.Name(), ".txt"); ok && !e.IsDir() && ValidProfileName(n) {
+				if n, ok := strings.CutSuffix(e.Name(), ".txt"); ok && !e.IsDir() && ValidName(n) {
 					set[n] = true
 				}
 			}
@@ -217,8 +231,8 @@ func SplitEntries(entries []string) (addrs, domains []string) {
 	return addrs, domains
 }
 
-// ProfileInfo describes one profile `shield profiles` lists.
-type ProfileInfo struct {
+// Info describes one profile `shield profiles` lists.
+type Info struct {
 	Name string `json:"name"`
 	// Source is "bundled" or "user".
 	Source string `json:"source"`
@@ -242,14 +256,14 @@ type ProfileInfo struct {
 // user profiles of UserDir and the bundled ones, a user profile shadowing
 // the bundled one of its name. configured marks the names in use. A
 // profile that does not load is listed with its Error, not left out.
-func (p Profiles) Catalog(configured []string) []ProfileInfo {
+func (p Store) Catalog(configured []string) []Info {
 	inUse := map[string]bool{}
 	for _, n := range configured {
 		inUse[n] = true
 	}
-	var out []ProfileInfo
+	var out []Info
 	for _, name := range p.List() {
-		info := ProfileInfo{Name: name, Source: "bundled", Configured: inUse[name]}
+		info := Info{Name: name, Source: "bundled", Configured: inUse[name]}
 		_, bundledErr := bundledFS.ReadFile("bundled/" + name + ".txt")
 		if p.UserDir != "" {
 			path := filepath.Join(p.UserDir, name+".txt")

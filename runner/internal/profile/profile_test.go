@@ -1,4 +1,4 @@
-package shield
+package profile
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func TestParseProfile(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
@@ -33,7 +33,7 @@ func TestParseProfile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseProfile("test", []byte(tt.in))
+			got, err := Parse("test", []byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
@@ -53,7 +53,7 @@ func TestParseProfile(t *testing.T) {
 func TestBundledProfilesMatchReferenceData(t *testing.T) {
 	// Every bundled profile parses, and is exactly the shipped domain list.
 	for _, name := range []string{"base", "dev-standard", "dev-python", "dev-node", "nvidia-hpc"} {
-		entries, err := Profiles{}.Load(name)
+		entries, err := Store{}.Load(name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -68,7 +68,7 @@ func TestBundledProfilesMatchReferenceData(t *testing.T) {
 			}
 		}
 	}
-	entries, _ := Profiles{}.Load("dev-standard")
+	entries, _ := Store{}.Load("dev-standard")
 	if entries[0] != "github.com" {
 		t.Errorf("dev-standard starts with %q", entries[0])
 	}
@@ -86,7 +86,7 @@ func TestProfilesLookupAndCompose(t *testing.T) {
 	write("base.txt", "override.example.com\n") // user overrides bundled
 	write("broken.txt", "ok.example.com\nnot valid!\n")
 	write("notes.md", "x\n")
-	p := Profiles{UserDir: dir}
+	p := Store{UserDir: dir}
 
 	tests := []struct {
 		name    string
@@ -121,15 +121,15 @@ func TestProfilesLookupAndCompose(t *testing.T) {
 			}
 		})
 	}
-	if _, err := p.Load("nope"); !errors.Is(err, ErrProfileNotFound) {
-		t.Errorf("missing profile error %v does not wrap ErrProfileNotFound", err)
+	if _, err := p.Load("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing profile error %v does not wrap ErrNotFound", err)
 	}
 	got := p.List()
 	want := []string{"base", "broken", "dev-node", "dev-python", "dev-standard", "mine", "nvidia-hpc"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("List = %q, want %q", got, want)
 	}
-	if got := (Profiles{}).List(); len(got) != 5 {
+	if got := (Store{}).List(); len(got) != 5 {
 		t.Errorf("bundled List = %q", got)
 	}
 }
@@ -140,7 +140,7 @@ func TestProfileTooLarge(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "big.txt"), []byte(big), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (Profiles{UserDir: dir}).Load("big"); err == nil || !strings.Contains(err.Error(), "limit") {
+	if _, err := (Store{UserDir: dir}).Load("big"); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -152,12 +152,12 @@ func TestSplitEntries(t *testing.T) {
 	}
 }
 
-func FuzzParseProfile(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"example.com\n", "# c\n10.0.0.0/8\n", "1.2.3.4; flush ruleset", "*.a.b.cd\n\n", "\ufeffx.io\r\n", "::1\nfe80::/10"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, err := ParseProfile("fuzz", data)
+		entries, err := Parse("fuzz", data)
 		if err != nil {
 			return
 		}
