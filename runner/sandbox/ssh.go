@@ -36,6 +36,9 @@ func (s *Sandbox) ssh() sshmanager.Manager { return sshmanager.New(s.cfg, s.env)
 // o.Project is set from project.
 func (s *Sandbox) InitSSH(project string, o SSHInitOptions) (SSHInitResult, error) {
 	o.Project = project
+	if err := sshmanager.CheckDestinations(o.Destinations); err != nil {
+		return SSHInitResult{}, err
+	}
 	// Encryption at rest on by default (docs/secrets-at-rest.md, Modes):
 	// the first secret written creates the keystore where a source allows.
 	setup, err := secretsctl.FromConfig(s.cfg).EnsureEncrypted(context.Background())
@@ -55,10 +58,19 @@ func (s *Sandbox) InitSSH(project string, o SSHInitOptions) (SSHInitResult, erro
 	if err != nil {
 		return SSHInitResult{}, err
 	}
-	if err := m.Register(project, res.PrivateKey, res.PublicKey); err != nil {
+	if err := m.Register(project, res.PrivateKey, res.PublicKey, o.Destinations...); err != nil {
 		return SSHInitResult{}, fmt.Errorf("SSH key created at %s but not registered: %w", res.PrivateKey, err)
 	}
 	return res, nil
+}
+
+// RestrictSSHKey binds a registered key of project to destinations (host
+// patterns and SHA256 host key fingerprints; docs/ssh-agent.md,
+// Destination-bound keys), or lifts the binding when destinations is
+// empty. key is the KEY column of ListSSHKeys, the key file's name or the
+// private key's path.
+func (s *Sandbox) RestrictSSHKey(project, key string, destinations []string) (SSHKeyRow, error) {
+	return s.ssh().Restrict(project, key, destinations)
 }
 
 // ListSSHKeys lists the registered keys (all projects when project is "").

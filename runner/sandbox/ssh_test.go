@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,5 +43,36 @@ func TestInitSSHAndAgentEnv(t *testing.T) {
 	defer db.Close()
 	if info, err := db.LookupToken(context.Background(), env[0].Value); err != nil || info.Provider != "ssh" || info.Project != "proj" {
 		t.Fatalf("token: %+v %v", info, err)
+	}
+}
+
+// InitSSH with Destinations registers a bound key; a bad destination fails
+// before any file exists; RestrictSSHKey changes and lifts the binding.
+func TestInitSSHDestinations(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Config{StateDir: filepath.Join(dir, "state"), CredentialsDir: filepath.Join(dir, "creds"),
+		RuntimeDir: filepath.Join(dir, "run")}
+	s := New(cfg, Options{Env: config.Env{Home: dir, Getenv: func(string) string { return "" }}})
+	if _, err := s.InitSSH("bad", SSHInitOptions{Destinations: []string{"not a host"}}); err == nil {
+		t.Fatal("bad destination accepted")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "ssh-keys", "bad")); !os.IsNotExist(err) {
+		t.Fatalf("a refused init created the key directory: %v", err)
+	}
+	if _, err := s.InitSSH("proj", SSHInitOptions{Destinations: []string{"github.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.ListSSHKeys("proj")
+	if err != nil || len(rows) != 1 || strings.Join(rows[0].Destinations, ",") != "github.com" {
+		t.Fatalf("list: %+v %v", rows, err)
+	}
+	if r, err := s.RestrictSSHKey("proj", "tk-main:proj", []string{"*.example.org"}); err != nil || r.Destinations[0] != "*.example.org" {
+		t.Fatalf("restrict: %+v %v", r, err)
+	}
+	if _, err := s.RestrictSSHKey("proj", "tk-main:proj", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := s.ListSSHKeys("proj"); rows[0].Destinations != nil {
+		t.Fatalf("binding not lifted: %+v", rows[0])
 	}
 }

@@ -89,6 +89,7 @@ func sshInitCommand(d Deps) *ucli.Command {
 			res, err := m.Init(sshmanager.InitOptions{
 				Project: a[0], KeyType: fa.String("key-type"), KeyName: fa.String("key-name"),
 				Dir: fa.String("dir"), ConfigTemplate: fa.String("config-template"), Force: fa.Bool("force"),
+				Destinations: dests,
 			})
 			if err != nil {
 				return err

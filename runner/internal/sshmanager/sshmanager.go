@@ -107,6 +107,10 @@ type InitOptions struct {
 	KeyType        string // ed25519 (default) or rsa
 	KeyName        string // explicit name, wins over ConfiguredName
 	Force          bool
+	// Destinations bind the key to these hosts when it is registered
+	// (docs/ssh-agent.md, Destination-bound keys); Init checks them before
+	// it creates anything. None: any host.
+	Destinations []string
 }
 
 // InitResult is what Init produced (absolute paths).
@@ -147,6 +151,9 @@ func (m Manager) Init(o InitOptions) (InitResult, error) {
 		return InitResult{}, err
 	}
 	if err := CheckProject(o.Project); err != nil {
+		return InitResult{}, err
+	}
+	if err := CheckDestinations(o.Destinations); err != nil {
 		return InitResult{}, err
 	}
 	dir := o.Dir
