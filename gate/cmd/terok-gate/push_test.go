@@ -171,3 +171,99 @@ func TestPushPolicy(t *testing.T) {
 	}
 	refused("bad policy", "policy-error", "push policy cannot be read", "HEAD:refs/heads/terok/1/fix2")
 }
+
+// TestSecretScan pushes credentials with real git (docs/gate.md, Secret
+// scanning): refused with path and line, nothing updated, the secret in no
+// output, record or log; a clean push and an old secret already in the
+// mirror pass.
+func TestSecretScan(t *testing.T) {
+	f := newFixture(t)
+	logFile := filepath.Join(f.dir, "gate.log")
+	g := f.startGate([]string{"--log-file=" + logFile, "--access-log"})
+	dst := f.pushClone(t, g, f.tokProj)
+	secret := "terok-g-" + strings.Repeat("5a", 16)
+	objects0, _ := filepath.Glob(filepath.Join(f.base, "proj.git", "objects", "pack", "*.pack"))
+	// The secret sits in the first of two new commits, in a subdirectory.
+	os.MkdirAll(filepath.Join(dst, "conf"), 0o755)
+	os.WriteFile(filepath.Join(dst, "conf", "app.env"), []byte("A=1\nB=2\nGATE="+secret+"\n"), 0o644)
+	f.git(dst, "add", ".")
+	f.git(dst, "commit", "-q", "-m", "with secret")
+	os.Remove(filepath.Join(dst, "conf", "app.env"))
+	f.commit(dst, "secret removed again")
+	out, err := f.tryGit(dst, "push", "origin", "HEAD:refs/heads/task-s")
+	if err == nil {
+		t.Fatalf("push with a secret succeeded:\n%s", out)
+	}
+	for _, want := range []string{"remote: terok gate: push refused: the pushed commits contain a credential at conf/app.env:3 (terok-gate-token)",
+		"[remote rejected] HEAD -> task-s (secret-found: conf/app.env:3 (terok-gate-token))"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if f.mirrorRef("refs/heads/task-s") != "" {
+		t.Fatal("refused push created the branch")
+	}
+	if objects, _ := filepath.Glob(filepath.Join(f.base, "proj.git", "objects", "pack", "*.pack")); len(objects) != len(objects0) {
+		t.Fatalf("refused push left packs in the mirror: %v", objects)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.base, "proj.git", "terok-push-*")); len(left) != 0 {
+		t.Fatalf("staging repositories left: %v", left)
+	}
+	r := f.lastPush(t)
+	if r.Outcome != "refused" || r.Reason != "secret-found" {
+		t.Fatalf("record %+v", r)
+	}
+	if s, _ := r.Fields["secret"].(map[string]any); s["path"] != "conf/app.env" || s["line"] != float64(3) || s["kind"] != "terok-gate-token" {
+		t.Fatalf("record's secret member %+v", r.Fields["secret"])
+	}
+	for _, p := range []string{filepath.Join(f.dir, "audit", "gate.jsonl"), logFile} {
+		if data, _ := os.ReadFile(p); strings.Contains(string(data), secret) || strings.Contains(out, secret) {
+			t.Fatalf("the secret is in %s or the client output", p)
+		}
+	}
+
+	// Rewritten without the secret: lands, also as a thin pack on top.
+	f.git(dst, "reset", "-q", "--hard", "HEAD~2")
+	f.commit(dst, "clean")
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/task-s")
+	want := f.git(dst, "rev-parse", "HEAD")
+	if f.mirrorRef("refs/heads/task-s") != want {
+		t.Fatal("clean push did not land")
+	}
+	f.commit(dst, "clean 2")
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/task-s", "HEAD:refs/heads/task-t")
+	if f.mirrorRef("refs/heads/task-t") != f.git(dst, "rev-parse", "HEAD") || f.mirrorRef("refs/heads/task-s") != f.git(dst, "rev-parse", "HEAD") {
+		t.Fatal("second clean push did not land")
+	}
+	if n := f.git(filepath.Join(f.base, "proj.git"), "fsck", "--connectivity-only", "--no-dangling"); strings.Contains(n, "missing") {
+		t.Fatalf("mirror not connected: %s", n)
+	}
+	// A private key block and an AWS key id.
+	for name, content := range map[string]string{
+		"id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+		"aws.cfg":    "[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n",
+	} {
+		os.WriteFile(filepath.Join(dst, name), []byte(content), 0o600)
+		f.git(dst, "add", ".")
+		f.git(dst, "commit", "-q", "-m", name)
+		if out, err := f.tryGit(dst, "push", "origin", "HEAD:refs/heads/task-k"); err == nil || !strings.Contains(out, "credential at "+name+":") {
+			t.Fatalf("%s: %v\n%s", name, err, out)
+		}
+		f.git(dst, "reset", "-q", "--hard", "HEAD~1")
+	}
+	// The admin token's pushes are not scanned; a secret that is in the
+	// mirror already is not new and does not block a task's push on top.
+	adm := f.startGate(nil, "TEROK_GATE_ADMIN_TOKEN="+adminTok)
+	os.WriteFile(filepath.Join(dst, "old.env"), []byte(secret+"\n"), 0o644)
+	f.git(dst, "add", ".")
+	f.git(dst, "commit", "-q", "-m", "operator's old secret")
+	f.git(dst, "push", "-q", adm.url(adminTok, "proj.git"), "HEAD:refs/heads/operator")
+	f.commit(dst, "on top")
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/task-u")
+	// --secret-scan=false lets a secret through.
+	off := f.startGate([]string{"--secret-scan=false"})
+	os.WriteFile(filepath.Join(dst, "new.env"), []byte("X="+strings.Replace(secret, "5a", "6b", 1)+"\n"), 0o644)
+	f.git(dst, "add", ".")
+	f.git(dst, "commit", "-q", "-m", "new secret")
+	f.git(dst, "push", "-q", off.url(f.tokProj, "proj.git"), "HEAD:refs/heads/task-v")
+}

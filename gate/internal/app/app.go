@@ -54,6 +54,7 @@ type options struct {
 	auditFile, policyDir                                    string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
+	secretScan                                              bool
 	maxBackends                                             int
 	maxBody                                                 int64
 	queueWait, bodyIdle, requestTimeout, grace, idle        time.Duration
@@ -100,6 +101,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.idle, "idle-timeout", listen.DefaultTimeouts.Idle, "keep-alive idle timeout")
 	fs.DurationVar(&o.grace, "shutdown-grace", listen.DefaultTimeouts.Grace, "on SIGTERM, how long in-flight requests may finish")
 	fs.StringVar(&o.auditFile, "audit-file", "", "audit records (JSONL) of every git operation and refusal, or off (default <base-path>/../audit/gate.jsonl)")
+	fs.BoolVar(&o.secretScan, "secret-scan", true, "refuse task pushes whose new files hold a credential (--secret-scan=false turns it off)")
 	fs.StringVar(&o.policyDir, "policy-dir", "", "directory of the projects' push policies <project>.json (default <base-path>/policy)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -249,6 +251,7 @@ func (o options) handler(log *slog.Logger) (http.Handler, error) {
 	h, err := server.New(server.Options{
 		Audit:          aw,
 		PolicyDir:      policyDir,
+		SecretScan:     o.secretScan,
 		BasePath:       o.basePath,
 		Store:          store,
 		MaxBackends:    o.maxBackends,

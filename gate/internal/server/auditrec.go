@@ -11,6 +11,7 @@ import (
 	"terok.dev/sandbox/gate/internal/gitop"
 	"terok.dev/sandbox/gate/internal/pushcmd"
 	"terok.dev/sandbox/gate/internal/route"
+	"terok.dev/sandbox/gate/internal/secretscan"
 	"terok.dev/sandbox/gate/internal/tokens"
 )
 
@@ -44,6 +45,7 @@ type op struct {
 	in      *countReader
 	push    *pushcmd.Request
 	refErr  map[string]string // per ref, why the gate refused the push
+	secret  *secretscan.Finding
 	report  *headCapture
 	rpcOK   bool
 }
@@ -132,6 +134,9 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) 
 			}
 		}
 		f["refs"] = refs
+	}
+	if o.secret != nil {
+		f["secret"] = o.secret // where and what kind, never the text
 	}
 	ar.Fields = f
 	if err := h.opt.Audit.Write(ar); err != nil {

@@ -23,6 +23,7 @@ const reasonPolicyError = "policy-error"
 type pushPlan struct {
 	config [][2]string
 	list   []byte
+	staged bool // received into a staging repository and scanned for secrets first
 }
 
 // applyPolicy checks a task's push against its project's policy
@@ -76,6 +77,7 @@ func (h *Handler) applyPolicy(w http.ResponseWriter, body io.Reader, o *op, repo
 		caps = append(append([]string(nil), caps...), "atomic")
 	}
 	plan.list = push.Encode(caps)
+	plan.staged = h.opt.SecretScan
 	return plan
 }
 

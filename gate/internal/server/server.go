@@ -75,6 +75,10 @@ type Options struct {
 	// PolicyDir holds the projects' push policies (<dir>/<project>.json,
 	// docs/gate.md, Push policy); "" applies the default policy to all.
 	PolicyDir string
+	// SecretScan receives task pushes into a staging repository and
+	// refuses those whose new blobs hold a credential (docs/gate.md,
+	// Secret scanning).
+	SecretScan bool
 }
 
 // Handler serves the gate. Create it with New.
@@ -402,6 +406,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.rpcDone && st.rpcErr == nil && rec.status == http.StatusOK {
 			h.storeFetch(capture)
 		}
+	case plan != nil && plan.staged:
+		h.stagedPush(ctx, rec, body, o, plan, repoDir, st)
 	case o.push != nil:
 		o.report = &headCapture{ResponseWriter: rec, max: reportCap}
 		h.gk.ServeHTTP(o.report, r2)
