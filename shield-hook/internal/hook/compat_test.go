@@ -3,10 +3,12 @@ package hook_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,12 +70,24 @@ add element inet terok_shield deny_v4 { %[4]s }
 // source port 53, as anyone on the path can.
 func fromPort53(tp *topo, port int) error {
 	return tp.outNS.Do(func() error {
-		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(gwV4), Port: 53}}
+		// SO_REUSEADDR, and the server closes first (the client waits
+		// for its EOF): the source port is not left in TIME_WAIT for the
+		// next attempt.
+		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(gwV4), Port: 53},
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) }); err != nil {
+					return err
+				}
+				return serr
+			}}
 		c, err := d.Dial("tcp", net.JoinHostPort(ctrV4, strconv.Itoa(port)))
-		if err == nil {
-			c.Close()
+		if err != nil {
+			return err
 		}
-		return err
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.Copy(io.Discard, c)
+		return c.Close()
 	})
 }
 
