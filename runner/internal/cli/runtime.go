@@ -4,16 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/exec"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -22,198 +19,8 @@ import (
 	"terok.dev/sandbox/runner/internal/doctor"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podman"
-	"terok.dev/sandbox/runner/internal/rundebug"
 	"terok.dev/sandbox/runner/sandbox"
 )
-
-// listFlag collects every occurrence of a repeated flag verbatim. (urfave's
-// StringSliceFlag splits at commas, which would break volume options such
-// as "ro,z" and env values.)
-type listFlag struct{ vals []string }
-
-func (l *listFlag) Set(v string) error { l.vals = append(l.vals, v); return nil }
-func (l *listFlag) String() string     { return strings.Join(l.vals, ", ") }
-
-func listOf(c *ucli.Context, name string) []string {
-	if l, ok := c.Generic(name).(*listFlag); ok && l != nil {
-		return append([]string(nil), l.vals...)
-	}
-	return nil
-}
-
-// cmdArgs lets positional arguments come before flags, as in
-// `logs NAME --until-ready --timeout 60` (urfave/cli v2 stops parsing flags
-// at the first argument). Flags after the positionals win.
-type cmdArgs struct {
-	c       *ucli.Context
-	set     *flag.FlagSet
-	pos     []string
-	tailSet map[string]bool
-}
-
-func parseArgs(c *ucli.Context) (*cmdArgs, error) {
-	a := &cmdArgs{c: c, set: flag.NewFlagSet(c.Command.Name, flag.ContinueOnError), tailSet: map[string]bool{}}
-	a.set.SetOutput(io.Discard)
-	for _, f := range c.Command.Flags {
-		if err := f.Apply(a.set); err != nil {
-			return nil, err
-		}
-	}
-	args := c.Args().Slice()
-	for len(args) > 0 {
-		if args[0] == "--" {
-			a.pos = append(a.pos, args[1:]...)
-			break
-		}
-		if strings.HasPrefix(args[0], "-") && args[0] != "-" {
-			if err := a.set.Parse(args); err != nil {
-				if errors.Is(err, flag.ErrHelp) {
-					return nil, ucli.ShowCommandHelp(c, c.Command.Name)
-				}
-				return nil, UsageErrorf("%v", err)
-			}
-			rest := a.set.Args()
-			consumed := args[:len(args)-len(rest)]
-			args = rest
-			if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
-				a.pos = append(a.pos, rest...)
-				break
-			}
-			continue
-		}
-		a.pos = append(a.pos, args[0])
-		args = args[1:]
-	}
-	a.set.Visit(func(f *flag.Flag) { a.tailSet[f.Name] = true })
-	return a, nil
-}
-
-// tail returns the value of a flag given after the positionals, if any.
-func (a *cmdArgs) tail(name string) (any, bool) {
-	for _, f := range a.c.Command.Flags {
-		names := f.Names()
-		if !slices.Contains(names, name) {
-			continue
-		}
-		for _, n := range names {
-			if a.tailSet[n] {
-				if g, ok := a.set.Lookup(n).Value.(flag.Getter); ok {
-					return g.Get(), true
-				}
-			}
-		}
-	}
-	return nil, false
-}
-
-func (a *cmdArgs) Bool(name string) bool {
-	if v, ok := a.tail(name); ok {
-		b, _ := v.(bool)
-		return b
-	}
-	return a.c.Bool(name)
-}
-
-func (a *cmdArgs) String(name string) string {
-	if v, ok := a.tail(name); ok {
-		s, _ := v.(string)
-		return s
-	}
-	return a.c.String(name)
-}
-
-func (a *cmdArgs) Int(name string) int {
-	if v, ok := a.tail(name); ok {
-		i, _ := v.(int)
-		return i
-	}
-	return a.c.Int(name)
-}
-
-func (a *cmdArgs) IsSet(name string) bool {
-	_, ok := a.tail(name)
-	return ok || a.c.IsSet(name)
-}
-
-// Seconds reads a "--timeout S" value: seconds, 0 or absent = none.
-func (a *cmdArgs) Seconds(name string) (time.Duration, error) {
-	v := a.c.Float64(name)
-	if t, ok := a.tail(name); ok {
-		v, _ = t.(float64)
-	}
-	if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || v > 365*24*3600 {
-		return 0, UsageErrorf("--%s must be a number of seconds >= 0, got %v", name, v)
-	}
-	return time.Duration(v * float64(time.Second)), nil
-}
-
-// oneName is the single container name argument.
-func (a *cmdArgs) oneName() (string, error) {
-	if len(a.pos) != 1 {
-		return "", UsageErrorf("%s needs exactly one container name", a.c.Command.Name)
-	}
-	return checkName(a.pos[0])
-}
-
-// checkName applies the container name rule (docs/runner.md, Names); a bad
-// name is a usage error.
-func checkName(name string) (string, error) {
-	if err := names.ValidateContainerName(name); err != nil {
-		return "", UsageErrorf("%v", err)
-	}
-	return name, nil
-}
-
-// checkProjectTask applies the project and task id rules (docs/runner.md,
-// Names) to a token's PROJECT TASK arguments; bad ids are usage errors.
-func checkProjectTask(project, task string) error {
-	if err := names.ValidateProjectID(project); err != nil {
-		return UsageErrorf("%v", err)
-	}
-	if err := names.ValidateTaskID(task); err != nil {
-		return UsageErrorf("%v", err)
-	}
-	return nil
-}
-
-// checkProject applies the project id rule; a bad id is a usage error.
-func checkProject(project string) error {
-	if err := names.ValidateProjectID(project); err != nil {
-		return UsageErrorf("%v", err)
-	}
-	return nil
-}
-
-// projectTaskFirst checks a token command's PROJECT TASK before next opens
-// anything on disk (a wrong argument count is left to next to report).
-func projectTaskFirst(next ucli.ActionFunc) ucli.ActionFunc {
-	return func(c *ucli.Context) error {
-		if c.NArg() == 2 {
-			if err := checkProjectTask(c.Args().Get(0), c.Args().Get(1)); err != nil {
-				return err
-			}
-		}
-		return next(c)
-	}
-}
-
-func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"} }
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// newSandbox builds the facade for a command; out receives the command line
-// and warnings.
-func newSandbox(cfg config.Config, d Deps, out io.Writer) *sandbox.Sandbox {
-	return sandbox.New(cfg, sandbox.Options{Env: d.Env, Log: d.Log, Stdout: out})
-}
-
-func debugLog(d Deps) *rundebug.Log { return rundebug.New(d.Env.RunnerDebugLog()) }
-
-func podmanFor(d Deps) podman.Podman { return podman.Podman{Debug: debugLog(d)} }
 
 // runtimeCommands are run, logs, wait, stop, state, ps, free-port.
 func runtimeCommands(d Deps) []*ucli.Command {

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -159,12 +157,6 @@ func shieldArgs(c *ucli.Context, names ...string) ([]string, error) {
 	return a, nil
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func shieldSetup(c *ucli.Context, d Deps) error {
 	if c.Args().Present() {
 		return UsageErrorf("shield setup takes no arguments")
@@ -207,7 +199,7 @@ func shieldStatus(c *ucli.Context, d Deps) error {
 	st := a.Status()
 	env := a.Environment(c.Context)
 	if c.Bool("json") {
-		return printJSON(d.Stdout, struct {
+		return writeJSON(d.Stdout, struct {
 			shield.Status
 			Environment shield.EnvCheck `json:"environment"`
 		}{st, env})
@@ -237,7 +229,7 @@ func shieldCheck(c *ucli.Context, d Deps) error {
 	}
 	env := a.Check(c.Context)
 	if c.Bool("json") {
-		if err := printJSON(d.Stdout, env); err != nil {
+		if err := writeJSON(d.Stdout, env); err != nil {
 			return err
 		}
 	} else {
@@ -304,7 +296,7 @@ func shieldUpDown(c *ucli.Context, d Deps, down bool) error {
 	}
 	state := sh.State(c.Context, name)
 	if c.Bool("json") {
-		return printJSON(d.Stdout, map[string]any{"container": name, "state": state})
+		return writeJSON(d.Stdout, map[string]any{"container": name, "state": state})
 	}
 	switch {
 	case down && allowAll:
@@ -336,7 +328,7 @@ func shieldQuarantine(c *ucli.Context, d Deps) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(d.Stdout, map[string]any{"container": name, "state": shield.StateQuarantine, "changed": changed})
+		return writeJSON(d.Stdout, map[string]any{"container": name, "state": shield.StateQuarantine, "changed": changed})
 	}
 	if !changed {
 		fmt.Fprintf(d.Stdout, "%s is already quarantined: nothing changed.\n", name)
@@ -365,7 +357,7 @@ func shieldProfiles(c *ucli.Context, d Deps) error {
 		if cat == nil {
 			cat = []profile.Info{}
 		}
-		if err := printJSON(d.Stdout, cat); err != nil {
+		if err := writeJSON(d.Stdout, cat); err != nil {
 			return err
 		}
 	} else {
@@ -419,7 +411,7 @@ func shieldResolve(c *ucli.Context, d Deps) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(d.Stdout, map[string]any{"container": name, "force": res.Force, "names": res.Names})
+		return writeJSON(d.Stdout, map[string]any{"container": name, "force": res.Force, "names": res.Names})
 	}
 	how := "answers still cached were used"
 	if res.Force {
@@ -480,7 +472,7 @@ func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
 			if allow {
 				key = "allowed"
 			}
-			return printJSON(d.Stdout, map[string]any{"container": name, "target": target, "domain": domain, key: []string{}})
+			return writeJSON(d.Stdout, map[string]any{"container": name, "target": target, "domain": domain, key: []string{}})
 		}
 		if allow {
 			fmt.Fprintf(d.Stdout, "Allowed %s for %s: its addresses are allowed as the container's resolver looks them up\n", domain, name)
@@ -494,7 +486,7 @@ func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
 		if allow {
 			key = "allowed"
 		}
-		return printJSON(d.Stdout, map[string]any{"container": name, "target": target, key: ips})
+		return writeJSON(d.Stdout, map[string]any{"container": name, "target": target, key: ips})
 	}
 	if allow {
 		fmt.Fprintf(d.Stdout, "Allowed %s -> %s for %s\n", target, strings.Join(ips, ", "), name)
@@ -523,7 +515,7 @@ func shieldState(c *ucli.Context, d Deps) error {
 		}
 	}
 	if c.Bool("json") {
-		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st})
+		return writeJSON(d.Stdout, map[string]string{"container": a[0], "state": st})
 	}
 	fmt.Fprintln(d.Stdout, st)
 	return nil
@@ -547,7 +539,7 @@ func shieldRules(c *ucli.Context, d Deps) error {
 	}
 	rules := sh.Rules(c.Context, a[0])
 	if c.Bool("json") {
-		return printJSON(d.Stdout, map[string]string{"container": a[0], "state": st, "rules": rules})
+		return writeJSON(d.Stdout, map[string]string{"container": a[0], "state": st, "rules": rules})
 	}
 	fmt.Fprintf(d.Stdout, "State: %s\n", st)
 	if strings.TrimSpace(rules) == "" {
