@@ -17,6 +17,17 @@ import (
 	"terok.dev/sandbox/common/testkit"
 )
 
+// keepEnv passes the env's state roots through systemd-socket-activate,
+// which starts its command with an empty environment (the proxy would
+// otherwise write its default audit file under the real state dir).
+func (e *env) keepEnv() []string {
+	var a []string
+	for _, kv := range e.envVars {
+		a = append(a, "-E", kv)
+	}
+	return a
+}
+
 func runProxy(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(binPath, args...)
@@ -156,9 +167,9 @@ func TestSystemdSocketActivation(t *testing.T) {
 	tk := e.token(tok(1), "default", "sa")
 	e.port = testkit.FreePort(t)
 	os.MkdirAll(filepath.Dir(e.sock), 0o700)
-	cmd := exec.Command("systemd-socket-activate", "-l", e.sock, "-l", fmt.Sprintf("127.0.0.1:%d", e.port),
-		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
-		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)
+	cmd := exec.Command("systemd-socket-activate", append(append([]string{"-l", e.sock, "-l", fmt.Sprintf("127.0.0.1:%d", e.port)},
+		e.keepEnv()...), binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
+		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)...)
 	cmd.Stderr = e.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -191,8 +202,8 @@ func TestSystemdSocketActivation(t *testing.T) {
 	e2 := newEnv(t, "{}")
 	p2 := testkit.FreePort(t)
 	os.MkdirAll(filepath.Dir(e2.sock), 0o700)
-	cmd2 := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", p2), "-l", e2.sock,
-		binPath, "--socket-path="+e2.sock, "--db-path="+e2.dbPath, "--routes-file="+e2.routes)
+	cmd2 := exec.Command("systemd-socket-activate", append(append([]string{"-l", fmt.Sprintf("127.0.0.1:%d", p2), "-l", e2.sock},
+		e2.keepEnv()...), binPath, "--socket-path="+e2.sock, "--db-path="+e2.dbPath, "--routes-file="+e2.routes)...)
 	out2, _ := startAndPoke(t, cmd2, p2)
 	if !strings.Contains(out2, "descriptor 3 (credential-proxy): a tcp socket, want unix") {
 		t.Errorf("wrong socket order: %q", out2)
@@ -219,10 +230,10 @@ func TestSystemdSocketActivationNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	cmd := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", e.port), "-l", e.sock,
-		"--fdname=credential-proxy:credential-proxy", "-E", "NOTIFY_SOCKET="+notify,
+	cmd := exec.Command("systemd-socket-activate", append(append([]string{"-l", fmt.Sprintf("127.0.0.1:%d", e.port), "-l", e.sock,
+		"--fdname=credential-proxy:credential-proxy", "-E", "NOTIFY_SOCKET=" + notify}, e.keepEnv()...),
 		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
-		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)
+		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)...)
 	cmd.Stderr = e.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
