@@ -7,6 +7,8 @@
 // stops the scan.
 package gitop
 
+import "terok.dev/sandbox/gate/internal/pktline"
+
 // Events.
 const (
 	LsRefs = "ls-refs"
@@ -43,7 +45,7 @@ func (s *Scanner) Write(p []byte) (int, error) {
 				break
 			}
 			s.nhdr = 0
-			l, ok := pktLen(s.hdr)
+			l, ok := pktline.Len(s.hdr[:])
 			switch {
 			case !ok:
 				s.broken = true
@@ -106,22 +108,3 @@ func (s *Scanner) Event() string {
 // "done" (the last round of a negotiation).
 func (s *Scanner) Haves() int { return s.haves }
 func (s *Scanner) Done() bool { return s.done }
-
-func pktLen(h [4]byte) (int, bool) {
-	n := 0
-	for _, c := range h {
-		var d byte
-		switch {
-		case c >= '0' && c <= '9':
-			d = c - '0'
-		case c >= 'a' && c <= 'f':
-			d = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int(d)
-	}
-	return n, true
-}

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"terok.dev/sandbox/common/gatepolicy"
+	"terok.dev/sandbox/gate/internal/pktline"
 )
 
 // Limits bound what Read accepts. Zero values take the defaults.
@@ -94,7 +95,7 @@ func Read(r io.Reader, lim Limits) (*Request, error) {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return nil, readErr(err, raw.Len())
 		}
-		n, ok := pktLen(hdr[:])
+		n, ok := pktline.Len(hdr[:])
 		if !ok {
 			return nil, bad("bad pkt-line length %q at byte %d", hdr[:], raw.Len())
 		}
@@ -192,26 +193,6 @@ func (req *Request) addLine(line []byte, lim Limits) error {
 	}
 	req.Commands = append(req.Commands, Command{Old: old, New: nw, Ref: ref})
 	return nil
-}
-
-// pktLen decodes a 4-digit hex pkt-line length.
-func pktLen(h []byte) (int, bool) {
-	n := 0
-	for _, c := range h {
-		var d byte
-		switch {
-		case c >= '0' && c <= '9':
-			d = c - '0'
-		case c >= 'a' && c <= 'f':
-			d = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int(d)
-	}
-	return n, true
 }
 
 // isHexID accepts a SHA-1 (40) or SHA-256 (64) object id in lower-case hex.

@@ -3,6 +3,8 @@ package pushcmd
 import (
 	"bytes"
 	"strings"
+
+	"terok.dev/sandbox/gate/internal/pktline"
 )
 
 // Sideband reports whether the client asked for side-band framing of the
@@ -84,7 +86,7 @@ func ParseReport(b []byte, sideband bool) (Report, bool) {
 	if sideband {
 		var demux bytes.Buffer
 		for len(b) >= 4 {
-			n, ok := pktLen(b[:4])
+			n, ok := pktline.Len(b[:4])
 			if !ok {
 				return Report{}, false
 			}
@@ -104,7 +106,7 @@ func ParseReport(b []byte, sideband bool) (Report, bool) {
 	rep := Report{Refs: map[string]string{}}
 	seenUnpack := false
 	for len(b) >= 4 {
-		n, ok := pktLen(b[:4])
+		n, ok := pktline.Len(b[:4])
 		if !ok {
 			return Report{}, false
 		}

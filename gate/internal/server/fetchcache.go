@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"terok.dev/sandbox/gate/internal/pktline"
 )
 
 // Protocol v2 fetch responses to clone-like requests are cached too. Every
@@ -49,7 +51,7 @@ func fetchCacheable(body []byte) bool {
 		if state == ended || len(body) < 4 {
 			return false
 		}
-		n, ok := pktLen(body[:4])
+		n, ok := pktline.Len(body[:4])
 		if !ok {
 			return false
 		}
@@ -126,26 +128,6 @@ func isHexID(s string) bool {
 		}
 	}
 	return true
-}
-
-// pktLen decodes a pkt-line length (four lower- or upper-case hex digits).
-func pktLen(b []byte) (int, bool) {
-	n := 0
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int(d)
-	}
-	return n, true
 }
 
 // fetchKey is the cache key of a cacheable fetch request; ok is false when

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/gate/internal/pktline"
 	"terok.dev/sandbox/gate/internal/tokens"
 )
 
@@ -92,7 +93,7 @@ func FuzzFetchCacheable(f *testing.F) {
 			t.Fatalf("accepted %q", body)
 		}
 		for rest := body; len(rest) >= 4; {
-			n, _ := pktLen(rest[:4])
+			n, _ := pktline.Len(rest[:4])
 			if n < 4 {
 				rest = rest[4:]
 				continue
@@ -251,7 +252,7 @@ func demux(t *testing.T, resp []byte) string {
 	var head, pack, progress strings.Builder
 	inPack := false
 	for len(resp) > 0 {
-		n, ok := pktLen(resp[:4])
+		n, ok := pktline.Len(resp[:4])
 		if !ok || n > len(resp) {
 			t.Fatalf("bad pkt-line in %q", resp)
 		}
