@@ -9,7 +9,9 @@ import (
 // TestTokenExpiry: the real binary refuses a phantom token whose
 // token_expiry stamp has passed like a revoked one (401, not forwarded),
 // also one it resolved (and cached) while it was live, with no write to the
-// database in between (docs/formats.md, Credentials database).
+// database in between (docs/formats.md, Credentials database). Its audit
+// records say reason expired, with the project and task of a token that
+// resolved while it was live (docs/audit.md, Channel proxy).
 func TestTokenExpiry(t *testing.T) {
 	up := newUpstream(t)
 	e := newEnv(t, routesJSON("exp", `{"upstream": "`+up.origin()+`"}`))
@@ -36,6 +38,33 @@ func TestTokenExpiry(t *testing.T) {
 	time.Sleep(time.Until(time.Unix(now.Add(2*time.Second).Unix(), 0).Add(200 * time.Millisecond)))
 	if c := get(soon); c != http.StatusUnauthorized {
 		t.Fatalf("token after its expiry: %d", c)
+	}
+	e.stop() // a clean shutdown flushes the audit queue
+	recs := e.auditRecords(e.auditFile)
+	want := []struct {
+		tk, outcome, reason, project string
+		status                       float64
+	}{
+		{live, "ok", "", "proj", 200},
+		{dead, "refused", "expired", "", 401},
+		{soon, "ok", "", "proj", 200},
+		{soon, "refused", "expired", "proj", 401},
+	}
+	if len(recs) != len(want) {
+		for _, r := range recs {
+			t.Logf("%+v", r)
+		}
+		t.Fatalf("%d audit records, want %d", len(recs), len(want))
+	}
+	for i, w := range want {
+		r := recs[i]
+		if r.TokenPrefix != w.tk[:12] || r.Outcome != w.outcome || r.Reason != w.reason || r.Project != w.project || r.Fields["status"] != w.status {
+			t.Errorf("record %d: token %q outcome %q reason %q project %q status %v; want %q %q %q %q %v",
+				i, r.TokenPrefix, r.Outcome, r.Reason, r.Project, r.Fields["status"], w.tk[:12], w.outcome, w.reason, w.project, w.status)
+		}
+	}
+	if r := recs[3]; r.Task != "task1" || r.Fields["provider"] != "exp" {
+		t.Errorf("expired record lacks what the token stood for: %+v", r)
 	}
 	e.checkNoSecrets()
 }

@@ -33,6 +33,7 @@ const (
 	ReasonMissingToken = "missing-token"
 	ReasonUnknownToken = "unknown-token"
 	ReasonRevoked      = "revoked"
+	ReasonExpired      = "expired"
 	ReasonNoRoute      = "no-route"
 	ReasonScope        = "scope"
 	ReasonTooLarge     = "too-large"

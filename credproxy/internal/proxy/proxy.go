@@ -316,6 +316,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info, cred, credErr, err := p.resolve(r.Context(), tok)
 	if err != nil {
+		if errors.Is(err, creddb.ErrExpired) {
+			// Before ErrNotFound: ErrExpired is one. What the token stood
+			// for is known if it resolved while it was live
+			// (docs/credential-proxy.md, Audit records).
+			p.metrics.Lookup("expired")
+			ev.refuse(ReasonExpired)
+			was, _ := p.revoked(tok)
+			if ev != nil {
+				ev.info = was
+			}
+			p.log.Debug("Rejected expired phantom token", "token_prefix", tokenid.Show(tok),
+				"project", was.Project, "task", was.Task, "path", r.URL.Path)
+			plain(w, http.StatusUnauthorized, msgInvalidToken)
+			return
+		}
 		if errors.Is(err, creddb.ErrNotFound) {
 			if was, ok := p.revoked(tok); ok {
 				p.metrics.Lookup("revoked")
