@@ -137,6 +137,16 @@ func shieldAdapter(c *ucli.Context, d Deps) (*shield.Adapter, error) {
 	return shield.NewAdapter(cfg, d.Env, hook, d.Log), nil
 }
 
+// shieldFor builds the adapter and the shield of one container (an error
+// when the container does not exist or is not shielded).
+func shieldFor(c *ucli.Context, d Deps, container string) (*shield.Shield, error) {
+	ad, err := shieldAdapter(c, d)
+	if err != nil {
+		return nil, err
+	}
+	return ad.ForContainer(c.Context, container)
+}
+
 // args checks the positional arguments of a per-container command.
 func shieldArgs(c *ucli.Context, names ...string) ([]string, error) {
 	a := c.Args().Slice()
@@ -314,12 +324,8 @@ func shieldQuarantine(c *ucli.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return err
-	}
 	name := a[0]
-	sh, err := ad.ForContainer(c.Context, name)
+	sh, err := shieldFor(c, d, name)
 	if err != nil {
 		return err
 	}
@@ -397,12 +403,8 @@ func shieldResolve(c *ucli.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return err
-	}
 	name := a[0]
-	sh, err := ad.ForContainer(c.Context, name)
+	sh, err := shieldFor(c, d, name)
 	if err != nil {
 		return err
 	}
@@ -446,11 +448,7 @@ func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
 	if _, _, err := shield.ParseTarget(target); err != nil {
 		return UsageErrorf("%v", err)
 	}
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return err
-	}
-	sh, err := ad.ForContainer(c.Context, name)
+	sh, err := shieldFor(c, d, name)
 	if err != nil {
 		return err
 	}
@@ -561,11 +559,7 @@ func shieldPreview(c *ucli.Context, d Deps) error {
 	if c.Bool("all") && !c.Bool("down") {
 		return UsageErrorf("--all requires --down")
 	}
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return err
-	}
-	sh, err := ad.ForContainer(c.Context, a[0])
+	sh, err := shieldFor(c, d, a[0])
 	if err != nil {
 		return err
 	}
@@ -677,11 +671,7 @@ func shieldProfileSuggest(c *ucli.Context, d Deps) error {
 
 // shieldStateDir finds the container's shield state directory.
 func shieldStateDir(c *ucli.Context, d Deps, container string) (string, error) {
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return "", err
-	}
-	sh, err := ad.ForContainer(c.Context, container)
+	sh, err := shieldFor(c, d, container)
 	if err != nil {
 		return "", err
 	}
