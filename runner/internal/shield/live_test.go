@@ -170,11 +170,16 @@ func (l liveNetns) nft(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-func TestLiveOperations(t *testing.T) {
-	ctx := context.Background()
+// newLiveShield is the setup of the live tests: a liveNetns standing in for
+// container c1, a prestartEnv whose tools are the netns's fake podman and
+// the host's real nft and nsenter, and c1's shield after PreStart. It
+// returns the netns, the env, the shield and c1's state directory (links
+// resolved); applying ruleset.nft and starting a resolver are left to the
+// test.
+func newLiveShield(t *testing.T) (liveNetns, prestartEnv, *Shield, string) {
+	t.Helper()
 	ns := newLiveNetns(t)
 	e := newPrestartEnv(t, true)
-	// Real nft/nsenter from the host, a fake podman from the test.
 	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
 	for _, tool := range []string{"nft", "nsenter"} {
 		p, err := exec.LookPath(tool)
@@ -186,10 +191,16 @@ func TestLiveOperations(t *testing.T) {
 		}
 	}
 	s := e.shield(0, infoSlirp, true)
-	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
+	if _, err := s.PreStart(context.Background(), "c1", nil); err != nil {
 		t.Fatal(err)
 	}
 	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	return ns, e, s, dir
+}
+
+func TestLiveOperations(t *testing.T) {
+	ctx := context.Background()
+	ns, e, s, dir := newLiveShield(t)
 	// What the hook does at createRuntime: apply ruleset.nft, start the
 	// resolver (here a process that passes the identity check).
 	if st := s.State(ctx, "c1"); st != StateInactive {

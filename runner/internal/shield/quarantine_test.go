@@ -2,7 +2,6 @@ package shield
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,23 +17,7 @@ import (
 // scripted) and the fake resolver.
 func TestQuarantine(t *testing.T) {
 	ctx := context.Background()
-	ns := newLiveNetns(t)
-	e := newPrestartEnv(t, true)
-	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
-	for _, tool := range []string{"nft", "nsenter"} {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-		if err := os.Symlink(p, filepath.Join(e.tools.Path, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := e.shield(0, infoSlirp, true)
-	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
-		t.Fatal(err)
-	}
-	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	ns, e, s, dir := newLiveShield(t)
 	marker := filepath.Join(dir, shieldbundle.FileQuarantine)
 	if out, err := exec.Command("ip", "netns", "exec", ns.name, "nft", "-f", filepath.Join(dir, "ruleset.nft")).CombinedOutput(); err != nil {
 		t.Fatalf("apply ruleset.nft: %v %s", err, out)

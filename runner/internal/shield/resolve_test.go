@@ -2,8 +2,6 @@ package shield
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,23 +61,7 @@ func TestProfilesCatalog(t *testing.T) {
 // would kill it).
 func TestResolveProtocol(t *testing.T) {
 	ctx := context.Background()
-	ns := newLiveNetns(t)
-	e := newPrestartEnv(t, true)
-	fakeBin(t, e.tools.Path, "podman", readFile(t, filepath.Join(ns.bin, "podman")))
-	for _, tool := range []string{"nft", "nsenter"} {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-		if err := os.Symlink(p, filepath.Join(e.tools.Path, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := e.shield(0, infoSlirp, true)
-	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
-		t.Fatal(err)
-	}
-	dir, _ := filepath.EvalSymlinks(e.stateDir)
+	_, e, s, dir := newLiveShield(t)
 
 	old := startFakeResolver(t, dir, false)
 	if _, err := s.Resolve(ctx, "c1", false); err == nil || !strings.Contains(err.Error(), "older terok-shield-hook") {
