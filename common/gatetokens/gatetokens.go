@@ -26,7 +26,29 @@ type Entry struct {
 	Token   string
 	Project string
 	Task    string
+	// Expires is the optional `expires` member (docs/formats.md, Gate
+	// tokens file); zero: the token works until revoked.
+	Expires time.Time
 	Raw     json.RawMessage
+}
+
+// Expired reports whether the entry's expiry has passed at now.
+func (e Entry) Expired(now time.Time) bool {
+	return !e.Expires.IsZero() && !now.Before(e.Expires)
+}
+
+// parseExpires reads the optional expires member: absent or null is no
+// expiry; anything but an RFC 3339 string is an error, so the entry is
+// skipped (a token whose expiry cannot be read does not work).
+func parseExpires(raw json.RawMessage) (time.Time, error) {
+	if raw == nil || string(raw) == "null" {
+		return time.Time{}, nil
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339, v)
 }
 
 // Parse reads a tokens file tolerantly (docs/formats.md, Gate tokens file). Invalid JSON or a non-object
@@ -49,7 +71,12 @@ func Parse(data []byte) (entries []Entry, skipped int, err error) {
 			skipped++
 			continue
 		}
-		entries = append(entries, Entry{Token: m.Key, Project: project, Task: task, Raw: m.Value})
+		expires, err := parseExpires(v["expires"])
+		if err != nil {
+			skipped++
+			continue
+		}
+		entries = append(entries, Entry{Token: m.Key, Project: project, Task: task, Expires: expires, Raw: m.Value})
 	}
 	return entries, skipped, nil
 }
@@ -83,6 +110,12 @@ func ValidTask(task string) bool { return names.ValidateTaskID(task) == nil }
 
 // Create adds a token for project/task under the exclusive lock and returns it.
 func (s *Store) Create(project, task string) (string, error) {
+	return s.CreateExpiring(project, task, time.Time{})
+}
+
+// CreateExpiring is Create with an expiry (zero: none), stored as the
+// entry's `expires` member in RFC 3339, UTC, whole seconds.
+func (s *Store) CreateExpiring(project, task string, expires time.Time) (string, error) {
 	if err := names.ValidateProjectID(project); err != nil {
 		return "", fmt.Errorf("create gate token: %w", err)
 	}
@@ -93,12 +126,17 @@ func (s *Store) Create(project, task string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	value, err := json.Marshal(map[string]string{"project": project, "task": task})
+	fields := map[string]string{"project": project, "task": task}
+	if !expires.IsZero() {
+		expires = expires.Truncate(time.Second).UTC()
+		fields["expires"] = expires.Format(time.RFC3339)
+	}
+	value, err := json.Marshal(fields)
 	if err != nil {
 		return "", err
 	}
 	err = s.modify(func(entries []Entry) ([]Entry, bool) {
-		return append(entries, Entry{Token: tok, Project: project, Task: task, Raw: value}), true
+		return append(entries, Entry{Token: tok, Project: project, Task: task, Expires: expires, Raw: value}), true
 	})
 	if err != nil {
 		return "", fmt.Errorf("create gate token for %s/%s: %w", project, task, err)

@@ -148,6 +148,10 @@ func TestTolerantParse(t *testing.T) {
 		{"project not string", `{"t1": {"project": 1, "task": "1"}}`, 0, 1, false},
 		{"task missing", `{"t1": {"project": "p"}}`, 0, 1, false},
 		{"null value", `{"t1": null}`, 0, 1, false},
+		{"expires", `{"t1": {"project": "p", "task": "1", "expires": "2026-12-03T16:00:00Z"}}`, 1, 0, false},
+		{"expires null", `{"t1": {"project": "p", "task": "1", "expires": null}}`, 1, 0, false},
+		{"expires not a time", `{"t1": {"project": "p", "task": "1", "expires": "tomorrow"}}`, 0, 1, false},
+		{"expires a number", `{"t1": {"project": "p", "task": "1", "expires": 1796313600}}`, 0, 1, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,6 +160,48 @@ func TestTolerantParse(t *testing.T) {
 				t.Errorf("Parse = %d entries, %d skipped, err %v", len(e), sk, err)
 			}
 		})
+	}
+}
+
+// TestCreateExpiring: the expiry is stored as the entry's expires member
+// (RFC 3339, UTC, whole seconds), read back, and Expired tells it.
+func TestCreateExpiring(t *testing.T) {
+	dir := t.TempDir()
+	s := Open(filepath.Join(dir, "tokens.json"), filepath.Join(dir, "tokens.json.lock"), nil)
+	at := time.Date(2026, 12, 3, 16, 0, 0, 500, time.FixedZone("X", 3600))
+	tok, err := s.CreateExpiring("p", "1", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := s.Create("p", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(s.Path())
+	if !strings.Contains(string(b), `"expires": "2026-12-03T15:00:00Z"`) {
+		t.Errorf("file %s lacks the expires member", b)
+	}
+	entries, err := s.List()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("List = %v, %v", entries, err)
+	}
+	for _, tc := range []struct {
+		e             Entry
+		tok           string
+		before, after bool
+	}{
+		{entries[0], tok, false, true},
+		{entries[1], plain, false, false},
+	} {
+		if tc.e.Token != tc.tok {
+			t.Fatalf("entry %s, want %s", tc.e.Token, tc.tok)
+		}
+		if got := tc.e.Expired(at.Add(-time.Second)); got != tc.before {
+			t.Errorf("%s expired before: %v", tc.tok[:12], got)
+		}
+		if got := tc.e.Expired(at); got != tc.after {
+			t.Errorf("%s expired at: %v", tc.tok[:12], got)
+		}
 	}
 }
 
@@ -254,6 +300,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"terok-g-0123456789abcdef0123456789abcdef": {"project": "p", "task": "1"}}`))
 	f.Add([]byte(`{"a": [], "b": {"project": "x"}}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"t": {"project": "p", "task": "1", "expires": "2026-12-03T16:00:00Z"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries, _, err := Parse(data)
 		if err != nil && len(entries) > 0 {

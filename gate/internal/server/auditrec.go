@@ -19,6 +19,7 @@ import (
 const (
 	reasonUnknownToken   = "unknown-token"
 	reasonRevoked        = "revoked"
+	reasonExpired        = "expired"
 	reasonWrongProject   = "wrong-project"
 	reasonProtected      = "protected-ref"
 	reasonNonFastForward = "non-fast-forward"

@@ -289,6 +289,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if o.look.Revoked {
 			o.reason = reasonRevoked
 		}
+		if o.look.Expired {
+			o.reason = reasonExpired
+		}
 		text(rec, http.StatusForbidden, "Forbidden")
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
 )
@@ -29,6 +30,7 @@ type fileID struct {
 
 type entry struct {
 	project, task string
+	expires       time.Time // zero: none (docs/formats.md, Gate tokens file)
 }
 
 // Store validates tokens. It is safe for concurrent use.
@@ -60,6 +62,7 @@ type Result struct {
 	OK            bool // the token opens Project (Wildcard: every project)
 	Admin         bool
 	Revoked       bool // not OK: the token was in the file earlier in this process's life
+	Expired       bool // not OK: the token is in the file and its expiry has passed
 }
 
 // New returns a store for path. admin may be empty (no admin token).
@@ -93,6 +96,11 @@ func (s *Store) Lookup(tok string) Result {
 	defer s.mu.Unlock()
 	s.refresh()
 	if e, ok := s.byHash[h]; ok {
+		// Expiry passes without a change of the file: checked on every
+		// lookup, like a revoked token refused (docs/gate.md, Token expiry).
+		if !e.expires.IsZero() && !time.Now().Before(e.expires) {
+			return Result{Project: e.project, Task: e.task, Expired: true}
+		}
 		return Result{Project: e.project, Task: e.task, OK: true}
 	}
 	if e, ok := s.revoked[h]; ok {
@@ -142,7 +150,7 @@ func (s *Store) refresh() {
 	}
 	m := make(map[[sha256.Size]byte]entry, len(entries))
 	for _, e := range entries {
-		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task}
+		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task, expires: e.Expires}
 	}
 	for h, e := range s.byHash {
 		if _, still := m[h]; !still {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
 )
@@ -110,5 +111,34 @@ func TestLookupRevoked(t *testing.T) {
 	}
 	if r := s.Lookup(tok2); r.OK || r.Revoked {
 		t.Fatalf("token under a corrupt file: %+v", r)
+	}
+}
+
+// TestLookupExpired: a token whose expiry has passed is not OK, Expired,
+// with its project and task; one before its expiry is OK.
+func TestLookupExpired(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	s := New(file, "", nil)
+	w := gatetokens.Open(file, file+".lock", nil)
+	for _, tc := range []struct {
+		name    string
+		expires time.Time
+		ok      bool
+	}{
+		{"passed", time.Now().Add(-time.Second), false},
+		{"future", time.Now().Add(time.Hour), true},
+		{"none", time.Time{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := w.CreateExpiring("proj", tc.name, tc.expires)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.Lookup(tok)
+			if r.OK != tc.ok || r.Expired == tc.ok || r.Revoked || r.Project != "proj" || r.Task != tc.name {
+				t.Fatalf("lookup: %+v", r)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -235,25 +236,48 @@ func gateTokenCommand(d Deps) *ucli.Command {
 				Name:      "create",
 				Usage:     "create a token opening PROJECT's repository for TASK; prints the token",
 				ArgsUsage: "PROJECT TASK",
-				Flags:     []ucli.Flag{jsonFlag()},
+				Flags: []ucli.Flag{
+					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+					jsonFlag(),
+				},
 				Action: func(c *ucli.Context) error {
-					project, task, err := twoArgs(c)
+					// Flags may follow PROJECT TASK (gate token create p t --ttl 8h).
+					fa, err := parseArgs(c)
 					if err != nil {
 						return err
 					}
+					if len(fa.pos) != 2 {
+						return UsageErrorf("expected PROJECT TASK, got %d argument(s) (e.g. gate token create myproj 42 --ttl 8h)", len(fa.pos))
+					}
+					project, task := fa.pos[0], fa.pos[1]
 					if err := checkProjectTask(project, task); err != nil {
 						return err
+					}
+					var expires time.Time
+					if v := fa.String("ttl"); v != "" {
+						ttl, err := ParseTTL(v)
+						if err != nil {
+							return UsageErrorf("--ttl: %v", err)
+						}
+						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 					}
 					s, err := store(c)
 					if err != nil {
 						return err
 					}
-					tok, err := s.Create(project, task)
+					tok, err := s.CreateExpiring(project, task, expires)
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
-						return writeJSON(d.Stdout, map[string]string{"token": tok, "project": project, "task": task})
+					if fa.Bool("json") {
+						out := map[string]string{"token": tok, "project": project, "task": task}
+						if !expires.IsZero() {
+							out["expires"] = expires.Format(time.RFC3339)
+						}
+						return writeJSON(d.Stdout, out)
+					}
+					if !expires.IsZero() {
+						fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
 					}
 					fmt.Fprintln(d.Stdout, tok)
 					return nil
@@ -315,7 +339,11 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if c.Bool("json") {
 						out := make([]map[string]string, 0, len(entries))
 						for _, e := range entries {
-							out = append(out, map[string]string{"token": show(e.Token), "project": e.Project, "task": e.Task})
+							row := map[string]string{"token": show(e.Token), "project": e.Project, "task": e.Task}
+							if !e.Expires.IsZero() {
+								row["expires"] = e.Expires.UTC().Format(time.RFC3339)
+							}
+							out = append(out, row)
 						}
 						return writeJSON(d.Stdout, out)
 					}
@@ -324,9 +352,17 @@ func gateTokenCommand(d Deps) *ucli.Command {
 						return nil
 					}
 					tw := tabwriter.NewWriter(d.Stdout, 0, 0, 2, ' ', 0)
-					fmt.Fprintln(tw, "TOKEN\tPROJECT\tTASK")
+					fmt.Fprintln(tw, "TOKEN\tPROJECT\tTASK\tEXPIRES")
+					now := time.Now()
 					for _, e := range entries {
-						fmt.Fprintf(tw, "%s\t%s\t%s\n", show(e.Token), e.Project, e.Task)
+						exp := "-"
+						if !e.Expires.IsZero() {
+							exp = e.Expires.UTC().Format(time.RFC3339)
+							if e.Expired(now) {
+								exp += " (expired)"
+							}
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", show(e.Token), e.Project, e.Task, exp)
 					}
 					return tw.Flush()
 				},

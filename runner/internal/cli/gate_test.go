@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
@@ -191,5 +192,56 @@ func TestGateUsageErrors(t *testing.T) {
 		if code, _, errOut := g.run(c.args...); code != ExitUsage || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: code %d err %q, want %q", c.args, code, errOut, c.want)
 		}
+	}
+}
+
+// gate token create --ttl stores the entry's expires member
+// (docs/formats.md, Gate tokens file), flags before or after PROJECT TASK;
+// list shows it; a bad TTL exits 2 with an example (the ssh/proxy parser)
+// and issues nothing.
+func TestGateTokenTTL(t *testing.T) {
+	g := newGateCLI(t)
+	code, out, errs := g.run("gate", "token", "create", "proj", "t1", "--ttl", "8h", "--json")
+	var got map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {
+		t.Fatalf("--ttl 8h: %d %q %q", code, out, errs)
+	}
+	exp, err := time.Parse(time.RFC3339, got["expires"])
+	if err != nil || time.Until(exp) < 7*time.Hour || time.Until(exp) > 9*time.Hour {
+		t.Fatalf("expires %q %v", got["expires"], err)
+	}
+	if code, out, errs := g.run("gate", "token", "create", "--ttl=90m", "proj", "t2"); code != 0 || !strings.HasPrefix(out, "terok-g-") || !strings.Contains(errs, "expires at") {
+		t.Fatalf("--ttl before the arguments: %d %q %q", code, out, errs)
+	}
+	for _, bad := range []string{"8", "8x", "30s", "-1h", "9000h", "1d"} {
+		code, out, errs := g.run("gate", "token", "create", "proj", "bad", "--ttl", bad)
+		if code != ExitUsage || out != "" || !strings.Contains(errs, "--ttl") || !strings.Contains(errs, "e.g.") {
+			t.Errorf("--ttl %q: exit %d %q %q", bad, code, out, errs)
+		}
+	}
+	if code, out, errs := g.run("gate", "token", "create", "proj", "t3"); code != 0 || errs != "" || !strings.HasPrefix(out, "terok-g-") {
+		t.Fatalf("no --ttl: %d %q %q", code, out, errs)
+	}
+	entries, err := gatetokens.Open(filepath.Join(g.dir, "state", "gate", "tokens.json"), filepath.Join(g.dir, "x.lock"), nil).List()
+	if err != nil || len(entries) != 3 {
+		t.Fatalf("entries %+v %v: want t1, t2, t3", entries, err)
+	}
+	if e := entries[0]; e.Token != got["token"] || !e.Expires.Equal(exp) {
+		t.Errorf("stored t1 %+v, want expiry %v", e, exp)
+	}
+	if e := entries[1]; e.Task != "t2" || e.Expires.IsZero() || time.Until(e.Expires) > 91*time.Minute {
+		t.Errorf("stored t2 %+v", e)
+	}
+	if e := entries[2]; e.Task != "t3" || !e.Expires.IsZero() {
+		t.Errorf("stored t3 %+v", e)
+	}
+	code, out, _ = g.run("gate", "token", "list")
+	if code != 0 || !strings.Contains(out, "EXPIRES") || !strings.Contains(out, got["expires"]) {
+		t.Fatalf("list: %d %q", code, out)
+	}
+	code, out, _ = g.run("gate", "token", "list", "--json")
+	var rows []map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || rows[0]["expires"] != got["expires"] || rows[2]["expires"] != "" {
+		t.Fatalf("list --json: %d %q", code, out)
 	}
 }
