@@ -6,30 +6,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // TestDocExamples parses every example record of docs/audit.md (lines of
 // its ```jsonl blocks) and reads them back through ReadFile.
 func TestDocExamples(t *testing.T) {
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "audit.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	in := false
-	for _, l := range strings.Split(string(doc), "\n") {
-		switch {
-		case strings.HasPrefix(l, "```jsonl"):
-			in = true
-		case strings.HasPrefix(l, "```"):
-			in = false
-		case in && strings.TrimSpace(l) != "":
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) < 3 {
-		t.Fatalf("only %d example records in docs/audit.md", len(lines))
-	}
+	lines := testkit.DocExamples(t, filepath.Join("..", "..", "docs", "audit.md"), 3)
 	p := filepath.Join(t.TempDir(), "x.jsonl")
 	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n{torn\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -5,8 +5,10 @@ package testkit
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"terok.dev/sandbox/common/config"
@@ -55,4 +57,33 @@ func Environ(vars map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// DocExamples returns the example records of a docs file: the non-blank
+// lines of its ```jsonl blocks (docs/audit.md, Examples), in file order.
+// path is relative to the test's package directory. It fails tb when the
+// file cannot be read or holds fewer than atLeast examples, so a test
+// against the documented contract cannot pass on an emptied doc.
+func DocExamples(tb testing.TB, path string, atLeast int) []string {
+	tb.Helper()
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var lines []string
+	in := false
+	for _, l := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.HasPrefix(l, "```jsonl"):
+			in = true
+		case strings.HasPrefix(l, "```"):
+			in = false
+		case in && strings.TrimSpace(l) != "":
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) < atLeast {
+		tb.Fatalf("only %d example records in %s (want at least %d)", len(lines), path, atLeast)
+	}
+	return lines
 }

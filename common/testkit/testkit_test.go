@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,5 +51,46 @@ func TestEnvironSorted(t *testing.T) {
 	got := Environ(map[string]string{"B": "2", "A": "1=x", "C": ""})
 	if want := "A=1=x B=2 C="; strings.Join(got, " ") != want {
 		t.Fatalf("Environ = %q, want %q", got, want)
+	}
+}
+
+// failRecorder records a Fatal instead of stopping the test.
+type failRecorder struct {
+	testing.TB
+	failed bool
+}
+
+func (f *failRecorder) Helper()                           {}
+func (f *failRecorder) Fatal(args ...any)                 { f.failed = true }
+func (f *failRecorder) Fatalf(format string, args ...any) { f.failed = true }
+
+func TestDocExamples(t *testing.T) {
+	doc := "# T\n\n```json\n{\"not\":1}\n```\n\n```jsonl\n{\"a\":1}\n\n  \n{\"b\":2}\n```\ntext {\"c\":3}\n```jsonl\n{\"d\":4}\n```\n"
+	p := filepath.Join(t.TempDir(), "doc.md")
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		path    string
+		atLeast int
+		want    []string
+		fails   bool
+	}{
+		{"all jsonl lines in order", p, 3, []string{`{"a":1}`, `{"b":2}`, `{"d":4}`}, false},
+		{"fewer than asked", p, 4, []string{`{"a":1}`, `{"b":2}`, `{"d":4}`}, true},
+		{"missing file", filepath.Join(t.TempDir(), "none.md"), 0, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &failRecorder{TB: t}
+			got := DocExamples(rec, tt.path, tt.atLeast)
+			if rec.failed != tt.fails {
+				t.Fatalf("failed = %v, want %v", rec.failed, tt.fails)
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

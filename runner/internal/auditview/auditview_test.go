@@ -20,26 +20,7 @@ import (
 // readers are written against (not the writers' code).
 func docExamples(t testing.TB) []string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "audit.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	in := false
-	for _, l := range strings.Split(string(doc), "\n") {
-		switch {
-		case strings.HasPrefix(l, "```jsonl"):
-			in = true
-		case strings.HasPrefix(l, "```"):
-			in = false
-		case in && strings.TrimSpace(l) != "":
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) < 4 {
-		t.Fatalf("only %d example records in docs/audit.md", len(lines))
-	}
-	return lines
+	return testkit.DocExamples(t, filepath.Join("..", "..", "..", "docs", "audit.md"), 4)
 }
 
 // testConfig is a configuration whose state lives in a temporary directory.

@@ -41,35 +41,23 @@ func newAuditEnv(t *testing.T) *auditEnv {
 	vars["PATH"], vars["HOME"] = os.Getenv("PATH"), dir
 	env := testkit.Env(vars, os.Geteuid(), dir)
 	e := &auditEnv{t: t, dir: dir, vars: vars, env: env, cfg: config.Defaults(env)}
-	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "audit.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := false
-	for _, l := range strings.Split(string(doc), "\n") {
-		switch {
-		case strings.HasPrefix(l, "```jsonl"):
-			in = true
-		case strings.HasPrefix(l, "```"):
-			in = false
-		case in && strings.TrimSpace(l) != "":
-			r, err := audit.ParseLine([]byte(l))
-			if err != nil {
-				t.Fatalf("documented example %s: %v", l, err)
-			}
-			if r.Channel == "shield" {
-				// The example container's shield file; the container
-				// itself is gone, so it counts only with the task member.
-				e.appendLine(filepath.Join(e.cfg.StateDir, "tasks", r.Container, "shield", "refused.jsonl"), l)
-				continue
-			}
-			e.appendLine(e.cfg.AuditFile(r.Channel), l)
-			if r.Channel == "gate" {
-				e.gateLines++
-			}
-			if r.Task == "t1" && r.Project == "demo" {
-				e.t1 = append(e.t1, r)
-			}
+	for _, l := range testkit.DocExamples(t, filepath.Join("..", "..", "..", "docs", "audit.md"), 1) {
+		r, err := audit.ParseLine([]byte(l))
+		if err != nil {
+			t.Fatalf("documented example %s: %v", l, err)
+		}
+		if r.Channel == "shield" {
+			// The example container's shield file; the container
+			// itself is gone, so it counts only with the task member.
+			e.appendLine(filepath.Join(e.cfg.StateDir, "tasks", r.Container, "shield", "refused.jsonl"), l)
+			continue
+		}
+		e.appendLine(e.cfg.AuditFile(r.Channel), l)
+		if r.Channel == "gate" {
+			e.gateLines++
+		}
+		if r.Task == "t1" && r.Project == "demo" {
+			e.t1 = append(e.t1, r)
 		}
 	}
 	sort.SliceStable(e.t1, func(i, j int) bool { return e.t1[i].Time.Before(e.t1[j].Time) })
