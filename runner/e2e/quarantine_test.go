@@ -10,9 +10,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,31 +24,14 @@ func TestShieldQuarantine(t *testing.T) {
 	env := H(t)
 	out, _, addrs := shxNewNetnsHost(t, 1)
 	host := addrs[0]
-	out.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+qrReply)
-	shxWaitFor(t, 10*time.Second, "outside TCP server", func() bool {
-		c, err := net.DialTimeout("tcp", host+":"+shxOutsidePort, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	out.tcpEcho(t, host, qrReply)
 	env.Each(t, func(t *testing.T, r *testharness.Runner) {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
 		shxShieldRunner(t, ctx, r)
 		gate := shxNewHostService(t)
-		profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
-		if err := r.Mkdir(profiles, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		// The test host is allowed explicitly: reachable unless quarantined.
-		if err := r.WriteFile(filepath.Join(profiles, "qr.txt"), []byte(host+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [\"qr\"]\n",
-			gate.port, shxFreePort(t), shxFreePort(t))); err != nil {
-			t.Fatal(err)
-		}
+		shxProfileConfig(t, r, gate.port, "qr", host+"\n")
 		name := r.Name("qr")
 		shxSandboxOK(t, ctx, r, "run", "--name", name, "--image", env.Image, "--", "sleep", "600")
 		state := func() string { return strings.TrimSpace(shxSandboxOK(t, ctx, r, "shield", "state", name)) }

@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,31 +70,14 @@ func TestShieldRefusedRecords(t *testing.T) {
 	env := H(t)
 	out, _, addrs := shxNewNetnsHost(t, 1)
 	host := addrs[0]
-	out.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo refused-e2e")
-	shxWaitFor(t, 10*time.Second, "outside TCP server", func() bool {
-		c, err := net.DialTimeout("tcp", host+":"+shxOutsidePort, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	out.tcpEcho(t, host, "refused-e2e")
 	env.Each(t, func(t *testing.T, r *testharness.Runner) {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
 		shxShieldRunner(t, ctx, r)
 		gate := shxNewHostService(t)
-		profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
-		if err := r.Mkdir(profiles, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		// A profile that does not list the test host.
-		if err := r.WriteFile(filepath.Join(profiles, "rf.txt"), []byte("listed.rf-e2e.example\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [\"rf\"]\n",
-			gate.port, shxFreePort(t), shxFreePort(t))); err != nil {
-			t.Fatal(err)
-		}
+		profiles := shxProfileConfig(t, r, gate.port, "rf", "listed.rf-e2e.example\n")
 		probeDir := filepath.Join(r.Base, "probe")
 		if err := r.Mkdir(probeDir, 0o755); err != nil {
 			t.Fatal(err)

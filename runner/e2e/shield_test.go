@@ -136,6 +136,41 @@ func (o *shxOutsideHost) daemon(t *testing.T, name string, args ...string) {
 	})
 }
 
+// tcpEcho runs a TCP server on shxOutsidePort of the outside netns that
+// answers every connection with reply, and waits until it answers at ip
+// (an address of the netns) from the host.
+func (o *shxOutsideHost) tcpEcho(t *testing.T, ip, reply string) {
+	t.Helper()
+	o.daemon(t, "socat", "TCP-LISTEN:"+shxOutsidePort+",reuseaddr,fork", "SYSTEM:echo "+reply)
+	shxWaitFor(t, 10*time.Second, "outside TCP server", func() bool {
+		c, err := net.DialTimeout("tcp", ip+":"+shxOutsidePort, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// shxProfileConfig writes the runner's shield profile name (name.txt in the
+// user profiles directory, holding entries) and a config that selects only
+// it, with gatePort as the gate's port and free ports for the proxy and the
+// SSH agent (docs/shield.md, Profiles). It returns the profiles directory.
+func shxProfileConfig(t *testing.T, r *testharness.Runner, gatePort int, name, entries string) (profiles string) {
+	t.Helper()
+	profiles = filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
+	if err := r.Mkdir(profiles, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(filepath.Join(profiles, name+".txt"), []byte(entries), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [%q]\n",
+		gatePort, shxFreePort(t), shxFreePort(t), name)); err != nil {
+		t.Fatal(err)
+	}
+	return profiles
+}
+
 // shxFreeSubnet returns the first host number of a /28 in 198.51.100.0/24
 // that no route of this host covers yet.
 func shxFreeSubnet(t *testing.T) int {
@@ -304,17 +339,7 @@ func TestShield(t *testing.T) {
 		defer cancel()
 		hooksDir := shxShieldRunner(t, ctx, r)
 		gate, other := shxNewHostService(t), shxNewHostService(t)
-		profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
-		if err := r.Mkdir(profiles, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.WriteFile(filepath.Join(profiles, "e2e.txt"), []byte("# e2e profile\n"+shxListedDomain+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [\"e2e\"]\n",
-			gate.port, shxFreePort(t), shxFreePort(t))); err != nil {
-			t.Fatal(err)
-		}
+		profiles := shxProfileConfig(t, r, gate.port, "e2e", "# e2e profile\n"+shxListedDomain+"\n")
 
 		t.Run("status", func(t *testing.T) {
 			if res := r.Sandbox(ctx, "shield", "check"); !strings.Contains(res.Stdout, "DNS tier:       resolver\n") {
