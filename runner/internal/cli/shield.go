@@ -147,6 +147,17 @@ func shieldFor(c *ucli.Context, d Deps, container string) (*shield.Shield, error
 	return ad.ForContainer(c.Context, container)
 }
 
+// shieldNamed checks that the command names one container (shieldArgs) and
+// returns the name and the container's shield (shieldFor).
+func shieldNamed(c *ucli.Context, d Deps) (string, *shield.Shield, error) {
+	a, err := shieldArgs(c, "CONTAINER")
+	if err != nil {
+		return "", nil, err
+	}
+	sh, err := shieldFor(c, d, a[0])
+	return a[0], sh, err
+}
+
 // args checks the positional arguments of a per-container command.
 func shieldArgs(c *ucli.Context, names ...string) ([]string, error) {
 	a := c.Args().Slice()
@@ -320,12 +331,7 @@ func shieldUpDown(c *ucli.Context, d Deps, down bool) error {
 }
 
 func shieldQuarantine(c *ucli.Context, d Deps) error {
-	a, err := shieldArgs(c, "CONTAINER")
-	if err != nil {
-		return err
-	}
-	name := a[0]
-	sh, err := shieldFor(c, d, name)
+	name, sh, err := shieldNamed(c, d)
 	if err != nil {
 		return err
 	}
@@ -399,12 +405,7 @@ func shieldProfiles(c *ucli.Context, d Deps) error {
 }
 
 func shieldResolve(c *ucli.Context, d Deps) error {
-	a, err := shieldArgs(c, "CONTAINER")
-	if err != nil {
-		return err
-	}
-	name := a[0]
-	sh, err := shieldFor(c, d, name)
+	name, sh, err := shieldNamed(c, d)
 	if err != nil {
 		return err
 	}
