@@ -1,0 +1,199 @@
+package nfqueue_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/shield-hook/internal/nflog"
+	"terok.dev/sandbox/shield-hook/internal/nfqueue"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
+)
+
+const (
+	kQueue = 7
+	kPort  = 9999
+)
+
+// kernelNS is a scratch network namespace whose output chain queues UDP
+// to 127.0.0.1:kPort to queue kQueue without bypass (as the interactive
+// ruleset does), with a receiver and a sender socket made inside it.
+type kernelNS struct {
+	name   string
+	ns     *nsexec.NS
+	rx, tx *net.UDPConn
+}
+
+func newKernelNS(t *testing.T) *kernelNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	k := &kernelNS{name: fmt.Sprintf("hknq-%d", os.Getpid())}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", k.name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", k.name).Run() })
+	run("ip", "netns", "exec", k.name, "ip", "link", "set", "lo", "up")
+	// The NFQUEUE target without --queue-bypass, through nft's xtables
+	// compatibility (this kernel may lack the native queue expression).
+	run("ip", "netns", "exec", k.name, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
+		"--dport", fmt.Sprint(kPort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(kQueue))
+	ns, err := nsexec.FromPath("/run/netns/" + k.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	k.ns = ns
+	err = ns.Do(func() error {
+		var err error
+		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: kPort}); err != nil {
+			return err
+		}
+		k.tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: kPort})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.rx.Close(); _ = k.tx.Close() })
+	return k
+}
+
+// open binds the queue inside the namespace.
+func (k *kernelNS) open(t *testing.T) *nfqueue.Conn {
+	t.Helper()
+	var q *nfqueue.Conn
+	if err := k.ns.Do(func() (err error) { q, err = nfqueue.Open(kQueue); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	return q
+}
+
+func (k *kernelNS) send(t *testing.T, msg string) {
+	t.Helper()
+	if _, err := k.tx.Write([]byte(msg)); err != nil {
+		t.Fatalf("send %q: %v", msg, err)
+	}
+}
+
+// next is the next datagram the receiver gets ("" if none within wait).
+func (k *kernelNS) next(t *testing.T, wait time.Duration) string {
+	t.Helper()
+	_ = k.rx.SetReadDeadline(time.Now().Add(wait))
+	b := make([]byte, 64)
+	n, err := k.rx.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b[:n])
+}
+
+// held receives the next held packet and checks it is our datagram.
+func held(t *testing.T, q *nfqueue.Conn) nfqueue.Packet {
+	t.Helper()
+	_ = q.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []nfqueue.Packet
+	for len(got) == 0 {
+		if err := q.Receive(func(p nfqueue.Packet) { got = append(got, p) }); err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d packets held, want 1", len(got))
+	}
+	p := got[0]
+	d, err := nflog.Decode(p.Payload)
+	if err != nil {
+		t.Fatalf("held packet does not decode: %v", err)
+	}
+	if p.HWProto != 0x0800 || d.Dst != netip.MustParseAddr("127.0.0.1") || d.Proto != "udp" || d.DPort != kPort {
+		t.Fatalf("held packet %+v decodes as %+v", p, d)
+	}
+	return p
+}
+
+// TestKernelVerdicts runs against the kernel: an accepted packet arrives,
+// a dropped one never does (the receiver's next datagram is the one after
+// it), and with no process holding the queue, or one closed with a packet
+// held, packets are dropped rather than passed (no bypass, no fail-open).
+func TestKernelVerdicts(t *testing.T) {
+	k := newKernelNS(t)
+	q := k.open(t)
+
+	k.send(t, "one")
+	if err := q.Accept(held(t, q).ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.next(t, 5*time.Second); got != "one" {
+		t.Fatalf("after accept: got %q, want one", got)
+	}
+
+	k.send(t, "two")
+	if err := q.Drop(held(t, q).ID); err != nil {
+		t.Fatal(err)
+	}
+	k.send(t, "three")
+	if err := q.Accept(held(t, q).ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.next(t, 5*time.Second); got != "three" {
+		t.Fatalf("after drop, accept: got %q, want three (two dropped)", got)
+	}
+
+	// Held when the queue's holder goes away: the kernel drops it.
+	k.send(t, "four")
+	held(t, q)
+	_ = q.Close()
+	// Nobody holds the queue: dropped, not bypassed.
+	k.send(t, "five")
+
+	q = k.open(t)
+	k.send(t, "six")
+	if err := q.Accept(held(t, q).ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.next(t, 5*time.Second); got != "six" {
+		t.Fatalf("after the holder closed: got %q, want six (four and five dropped)", got)
+	}
+}
+
+// TestKernelMaxHeld: a flood with no verdicts leaves at most MaxHeld
+// packets held; the rest are dropped by the kernel, not passed.
+func TestKernelMaxHeld(t *testing.T) {
+	k := newKernelNS(t)
+	q := k.open(t)
+	for i := 0; i < nfqueue.MaxHeld+50; i++ {
+		k.send(t, "flood")
+	}
+	var n int
+	_ = q.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		err := q.Receive(func(nfqueue.Packet) { n++ })
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != nfqueue.MaxHeld {
+		t.Fatalf("%d packets held, want MaxHeld = %d", n, nfqueue.MaxHeld)
+	}
+	if got := k.next(t, 200*time.Millisecond); got != "" {
+		t.Fatalf("a packet beyond the queue passed: %q", got)
+	}
+}
