@@ -2,9 +2,11 @@ package audit
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -219,4 +221,91 @@ func TestWriteLines(t *testing.T) {
 	if err := nilW.WriteLines([]byte(line)); err != nil {
 		t.Errorf("nil writer: %v", err)
 	}
+}
+
+// benchLine is a typical gate push record: the common members plus a few
+// channel fields, one of them nested.
+const benchLine = `{"v":1,"time":"2026-12-02T11:30:00.123456789Z","channel":"gate","event":"push","outcome":"ok","project":"demo","task":"t-0001","token_prefix":"terok-g-0123","repo":"demo","bytes":18234,"refs":[{"ref":"refs/heads/main","old":"1111111111111111111111111111111111111111","new":"2222222222222222222222222222222222222222"}]}`
+
+func BenchmarkParseLine(b *testing.B) {
+	line := []byte(benchLine)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if _, err := ParseLine(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// parseTwoPass is the reader before the one-pass UnmarshalJSON: a struct
+// decode for the common members and a map decode for the rest. The fuzz
+// test below holds the one-pass reader to its results.
+func parseTwoPass(b []byte) (Record, error) {
+	var c common
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Record{}, err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(b, &all); err != nil {
+		return Record{}, err
+	}
+	r := Record(c)
+	for k, v := range all {
+		if commonNames[k] {
+			continue
+		}
+		if r.Fields == nil {
+			r.Fields = map[string]any{}
+		}
+		r.Fields[k] = v
+	}
+	return r, nil
+}
+
+// foldsToCommon reports a key that encoding/json's struct decode would match
+// to a common member case-insensitively, the one documented difference.
+func foldsToCommon(b []byte) bool {
+	var all map[string]json.RawMessage
+	if json.Unmarshal(b, &all) != nil {
+		return false
+	}
+	for k := range all {
+		for c := range commonNames {
+			if k != c && strings.EqualFold(k, c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func FuzzUnmarshalMatchesTwoPass(f *testing.F) {
+	f.Add([]byte(benchLine))
+	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:30:00Z","channel":"g\u00e9","event":"e","outcome":"ok","x":"\ud800","n":1e400}`))
+	f.Add([]byte(`{"v":1.5,"channel":null,"time":null,"a":[1,{"b":null}],"a":true}`))
+	f.Add([]byte(`{"v":"1","task":7}`))
+	f.Add([]byte("{\"channel\":\"\xff\",\"k\":\"\xfe\"}"))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if foldsToCommon(b) {
+			return
+		}
+		var got Record
+		gotErr := got.UnmarshalJSON(b)
+		want, wantErr := parseTwoPass(b)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("%q: one pass err %v, two pass err %v", b, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			return
+		}
+		if !got.Time.Equal(want.Time) || got.Time.Location().String() != want.Time.Location().String() {
+			t.Fatalf("%q: time %v, want %v", b, got.Time, want.Time)
+		}
+		got.Time, want.Time = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n one pass %#v\n two pass %#v", b, got, want)
+		}
+	})
 }

@@ -3,9 +3,12 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Version is the record format version written in member v.
@@ -61,33 +64,134 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// UnmarshalJSON reads a flat object; members that are not common go to Fields.
+// UnmarshalJSON reads a flat object in one pass over the line: the object is
+// split into raw members once and each member is decoded from its own bytes,
+// so a reader of a large audit file pays one scan per line, not one per view
+// of it. Members that are not common go to Fields. Common members match by
+// exact name (docs/audit.md, Common members (format version 1)), unlike
+// encoding/json's case-insensitive struct matching: "Channel" is a field.
 func (r *Record) UnmarshalJSON(b []byte) error {
-	var c common
-	if err := json.Unmarshal(b, &c); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
 	}
-	var all map[string]any
-	if err := json.Unmarshal(b, &all); err != nil {
-		return err
-	}
-	*r = Record(c)
-	for k, v := range all {
-		if commonNames[k] {
-			continue
+	var out Record
+	for k, v := range raw {
+		var err error
+		switch k {
+		case "v":
+			err = decodeInt(v, &out.V)
+		case "time":
+			err = out.Time.UnmarshalJSON(v)
+		case "channel":
+			err = decodeString(v, &out.Channel)
+		case "event":
+			err = decodeString(v, &out.Event)
+		case "outcome":
+			err = decodeString(v, &out.Outcome)
+		case "reason":
+			err = decodeString(v, &out.Reason)
+		case "project":
+			err = decodeString(v, &out.Project)
+		case "task":
+			err = decodeString(v, &out.Task)
+		case "container":
+			err = decodeString(v, &out.Container)
+		case "token_prefix":
+			err = decodeString(v, &out.TokenPrefix)
+		default:
+			var fv any
+			fv, err = decodeAny(v)
+			if err == nil {
+				if out.Fields == nil {
+					out.Fields = make(map[string]any, len(raw))
+				}
+				out.Fields[k] = fv
+			}
 		}
-		if r.Fields == nil {
-			r.Fields = map[string]any{}
+		if err != nil {
+			return fmt.Errorf("member %q: %w", k, err)
 		}
-		r.Fields[k] = v
 	}
+	*r = out
 	return nil
+}
+
+// The decoders below take raw values json.Unmarshal has already validated,
+// so they only convert; each falls back to encoding/json for what its fast
+// path does not cover (escapes, invalid UTF-8, nested values), which keeps
+// the results identical to encoding/json's.
+
+func decodeInt(v json.RawMessage, dst *int) error {
+	if string(v) == "null" {
+		return nil
+	}
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+		return fmt.Errorf("%s is not a number", v)
+	}
+	n, err := strconv.ParseInt(string(v), 10, 0)
+	if err != nil {
+		return fmt.Errorf("%s is not an int", v)
+	}
+	*dst = int(n)
+	return nil
+}
+
+func decodeString(v json.RawMessage, dst *string) error {
+	if string(v) == "null" {
+		return nil
+	}
+	if s, ok := plainString(v); ok {
+		*dst = s
+		return nil
+	}
+	return json.Unmarshal(v, dst)
+}
+
+// plainString returns the text of a quoted JSON string that needs no
+// unescaping and no UTF-8 repair.
+func plainString(v json.RawMessage) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return "", false
+	}
+	in := v[1 : len(v)-1]
+	if bytes.IndexByte(in, '\\') >= 0 || !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
+}
+
+func decodeAny(v json.RawMessage) (any, error) {
+	switch {
+	case len(v) == 0:
+		return nil, fmt.Errorf("empty value")
+	case string(v) == "null":
+		return nil, nil
+	case string(v) == "true":
+		return true, nil
+	case string(v) == "false":
+		return false, nil
+	case v[0] == '-' || (v[0] >= '0' && v[0] <= '9'):
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil {
+			return nil, fmt.Errorf("number %s: %w", v, err)
+		}
+		return f, nil
+	}
+	if s, ok := plainString(v); ok {
+		return s, nil
+	}
+	var out any
+	err := json.Unmarshal(v, &out)
+	return out, err
 }
 
 // ParseLine parses one line of an audit file and checks the required members.
 func ParseLine(line []byte) (Record, error) {
 	var r Record
-	if err := json.Unmarshal(line, &r); err != nil {
+	// UnmarshalJSON directly: json.Unmarshal(line, &r) would validate the
+	// whole line once more before handing it over.
+	if err := r.UnmarshalJSON(line); err != nil {
 		return Record{}, fmt.Errorf("audit record: %w", err)
 	}
 	if r.V < 1 || r.Channel == "" || r.Event == "" || r.Outcome == "" || r.Time.IsZero() {
