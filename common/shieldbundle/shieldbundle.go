@@ -39,10 +39,14 @@ const (
 	FileUpstreamDNS    = "upstream.dns"
 	FileDNSTier        = "dns.tier"
 	FileInteractive    = "interactive"
-	FileDnsmasqConf    = "dnsmasq.conf"
-	FileDnsmasqPID     = "dnsmasq.pid"
-	FileDnsmasqLog     = "dnsmasq.log"
-	FileResolvConf     = "resolv.conf"
+	// FileMode holds the shield mode of the launch (ModeEnforce,
+	// ModeLearn, ModeInteractive); missing means enforce (bundles of
+	// older runners).
+	FileMode        = "shield.mode"
+	FileDnsmasqConf = "dnsmasq.conf"
+	FileDnsmasqPID  = "dnsmasq.pid"
+	FileDnsmasqLog  = "dnsmasq.log"
+	FileResolvConf  = "resolv.conf"
 	// The per-container resolver (tier "resolver", docs/shield-hook.md):
 	// its PID (written by the hook that started it), its bounded log of
 	// refused names, and the marker that makes it forward every name
@@ -81,6 +85,11 @@ const (
 	AnnUpstreamDNS   = "terok.shield.upstream_dns"
 	AnnDNSTier       = "terok.shield.dns_tier"
 	AnnInteractive   = "terok.shield.interactive"
+	AnnMode          = "terok.shield.mode"
+	// AnnProject and AnnTask carry the launch's project and task ids
+	// (when set) to the hook, which writes them into its audit records.
+	AnnProject = "terok.shield.project"
+	AnnTask    = "terok.shield.task"
 )
 
 // DNS tiers (docs/shield.md, DNS: the per-container resolver).
@@ -94,6 +103,45 @@ const (
 	TierDig     = "dig"
 	TierGetent  = "getent"
 )
+
+// Shield modes (docs/shield.md, Shield modes): what the terminal rule
+// of the enforcing ruleset does with a new connection to a destination no
+// list names.
+const (
+	// ModeEnforce refuses it (the default).
+	ModeEnforce = "enforce"
+	// ModeLearn lets a public destination through and records it; the
+	// special ranges, the host and closed DNS stay refused.
+	ModeLearn = "learn"
+	// ModeInteractive holds it for the operator's decision.
+	ModeInteractive = "interactive"
+)
+
+// ParseMode validates a shield mode; "" is ModeEnforce.
+func ParseMode(s string) (string, error) {
+	switch s {
+	case "", ModeEnforce:
+		return ModeEnforce, nil
+	case ModeLearn, ModeInteractive:
+		return s, nil
+	}
+	return "", fmt.Errorf("unknown shield mode '%s' (want %s, %s or %s)", s, ModeEnforce, ModeLearn, ModeInteractive)
+}
+
+// ReadMode returns the shield mode recorded in stateDir: ModeEnforce when
+// shield.mode is missing, an error for an unknown value (the hook must
+// not guess which ruleset an operator asked for).
+func ReadMode(stateDir string) (string, error) {
+	v, err := ReadValue(filepath.Join(stateDir, FileMode))
+	if err != nil {
+		return "", err
+	}
+	m, err := ParseMode(v)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", FileMode, err)
+	}
+	return m, nil
+}
 
 // Hook stages.
 const (

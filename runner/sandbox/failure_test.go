@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/launch"
 )
 
@@ -22,8 +23,8 @@ type cleaningFirewall struct {
 	err     error
 }
 
-func (f cleaningFirewall) PreStart(_ context.Context, container, taskDir string) ([]string, error) {
-	return []string{"--annotation", launch.AnnStateDir + "=" + filepath.Join(taskDir, "shield")}, nil
+func (f cleaningFirewall) PreStart(_ context.Context, l firewall.Launch) ([]string, error) {
+	return []string{"--annotation", launch.AnnStateDir + "=" + filepath.Join(l.TaskDir, "shield")}, nil
 }
 
 func (f cleaningFirewall) Cleanup(_ context.Context, container, taskDir string) error {
@@ -236,8 +237,8 @@ type fwWithVerify struct {
 	}
 }
 
-func (f fwWithVerify) PreStart(ctx context.Context, c, d string) ([]string, error) {
-	return f.f.verifyingFirewall.PreStart(ctx, c, d)
+func (f fwWithVerify) PreStart(ctx context.Context, l firewall.Launch) ([]string, error) {
+	return f.f.verifyingFirewall.PreStart(ctx, l)
 }
 func (f fwWithVerify) VerifyStarted(ctx context.Context, c, d, id string) error {
 	return f.f.verifyingFirewall.VerifyStarted(ctx, c, d, id)

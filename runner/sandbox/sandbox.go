@@ -25,6 +25,7 @@ import (
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/runner/internal/firewall"
@@ -75,7 +76,22 @@ type RunSpec struct {
 	// common/names) label the container, so `ps --project` finds it
 	// (docs/runner.md, Labels).
 	Project, Task string
+	// ShieldMode is the shield's mode for this launch (docs/shield.md,
+	// Shield modes); the zero value is ShieldEnforce.
+	ShieldMode ShieldMode
 }
+
+// ShieldMode says what the shield does with a connection to a destination
+// no list names: refuse it (enforce), let a public one through and record
+// it (learn), or hold it for the operator (interactive).
+type ShieldMode string
+
+// The shield modes.
+const (
+	ShieldEnforce     ShieldMode = shieldbundle.ModeEnforce
+	ShieldLearn       ShieldMode = shieldbundle.ModeLearn
+	ShieldInteractive ShieldMode = shieldbundle.ModeInteractive
+)
 
 // LifecycleHooks are optional callbacks. Run fires PreStart after the
 // command is assembled and printed (an error aborts the launch) and
@@ -228,7 +244,14 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 		return nil, fmt.Errorf("launch of %s refused: %w", spec.ContainerName, err)
 	}
 	launch.Mark(ctx, "seccomp profile")
-	args, err := fw.PreStart(ctx, spec.ContainerName, spec.TaskDir)
+	mode, err := shieldbundle.ParseMode(string(spec.ShieldMode))
+	if err != nil {
+		return nil, fmt.Errorf("run spec: %w", err)
+	}
+	if mode != shieldbundle.ModeEnforce && s.cfg.ShieldBypass {
+		return nil, fmt.Errorf("run spec: shield mode %s needs the shield, but shield_bypass is set", mode)
+	}
+	args, err := fw.PreStart(ctx, firewall.Launch{Container: spec.ContainerName, TaskDir: spec.TaskDir, Mode: mode, Project: spec.Project, Task: spec.Task})
 	if err != nil {
 		return nil, fmt.Errorf("shield pre-start for %s: %w", spec.ContainerName, err)
 	}

@@ -240,7 +240,7 @@ type verifyingFirewall struct {
 	verified  *[]string
 }
 
-func (f verifyingFirewall) PreStart(context.Context, string, string) ([]string, error) {
+func (f verifyingFirewall) PreStart(context.Context, firewall.Launch) ([]string, error) {
 	return []string{"--annotation", "fw=1"}, nil
 }
 

@@ -38,7 +38,7 @@ func (s *Sandbox) firewall() firewall.Firewall { return s.shieldAdapter() }
 // to be created in taskDir (docs/runner.md, Go API (`terok.dev/sandbox/runner/sandbox`)). Under bypass it
 // warns and returns none.
 func (s *Sandbox) PreStartArgs(ctx context.Context, container, taskDir string) ([]string, error) {
-	return s.shieldAdapter().PreStart(ctx, container, taskDir)
+	return s.shieldAdapter().PreStart(ctx, firewall.Launch{Container: container, TaskDir: taskDir})
 }
 
 // ShieldDown switches a running container's firewall to bypass mode

@@ -16,6 +16,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/doctor"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podman"
@@ -54,6 +55,7 @@ func runCommand(d Deps) *ucli.Command {
 			&ucli.BoolFlag{Name: "gpu", Usage: "add the NVIDIA CDI GPU arguments"},
 			&ucli.BoolFlag{Name: "unrestricted", Usage: "drop --security-opt no-new-privileges"},
 			&ucli.BoolFlag{Name: "shield-bypass", Usage: "DANGEROUS: run without any egress firewall"},
+			&ucli.StringFlag{Name: "shield-mode", Value: string(sandbox.ShieldEnforce), Usage: "shield mode: enforce (default-deny), learn (public destinations allowed and recorded) or interactive"},
 			&ucli.StringFlag{Name: "pre-start-exec", Usage: "shell command run before podman (failure aborts the launch)"},
 			&ucli.StringFlag{Name: "post-start-exec", Usage: "shell command run after a successful launch"},
 			quietFlag(),
@@ -77,6 +79,11 @@ func runAction(c *ucli.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
+	mode, err := shieldbundle.ParseMode(c.String("shield-mode"))
+	if err != nil {
+		return UsageErrorf("--shield-mode: %v", err)
+	}
+	spec.ShieldMode = sandbox.ShieldMode(mode)
 	out := d.Stdout
 	if c.Bool("json") {
 		out = d.Stderr // keep stdout pure JSON

@@ -460,3 +460,15 @@ esac`)
 		})
 	}
 }
+
+func TestRunShieldModeFlag(t *testing.T) {
+	fakePodmanOnPath(t, "")
+	code, _, errOut := runAs(t, 1000, "run", "--shield-mode", "permissive", "--name", "n", "--image", "i")
+	if code != ExitUsage || !strings.Contains(errOut, "--shield-mode") || !strings.Contains(errOut, "unknown shield mode 'permissive'") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runAs(t, 1000, "run", "--shield-bypass", "--shield-mode", "learn", "--name", "n", "--image", "i")
+	if code == 0 || !strings.Contains(errOut, "shield_bypass is set") {
+		t.Fatalf("learn under bypass: exit %d: %s", code, errOut)
+	}
+}

@@ -17,7 +17,17 @@ import (
 // Firewall returns the podman arguments that apply the egress firewall to
 // the container about to be created. An error aborts the launch.
 type Firewall interface {
-	PreStart(ctx context.Context, container, taskDir string) ([]string, error)
+	PreStart(ctx context.Context, l Launch) ([]string, error)
+}
+
+// Launch is what a firewall knows of the container about to be created.
+type Launch struct {
+	Container, TaskDir string
+	// Mode is the shield mode (common/shieldbundle Mode*; "" is enforce).
+	Mode string
+	// Project and Task are the launch's ids ("" when unset), which the
+	// shield writes into its audit records.
+	Project, Task string
 }
 
 // ErrUnavailable is wrapped by FailClosed's error.
@@ -33,7 +43,7 @@ type FailClosed struct {
 }
 
 // PreStart always fails, naming the cause and the explicit way out.
-func (f FailClosed) PreStart(context.Context, string, string) ([]string, error) {
+func (f FailClosed) PreStart(context.Context, Launch) ([]string, error) {
 	reason := f.Reason
 	if reason == "" {
 		reason = "no shield firewall is configured"
@@ -64,7 +74,7 @@ type Bypass struct {
 }
 
 // PreStart prints the warning and returns the bypass network arguments.
-func (b Bypass) PreStart(ctx context.Context, _, _ string) ([]string, error) {
+func (b Bypass) PreStart(ctx context.Context, _ Launch) ([]string, error) {
 	if b.Out != nil {
 		fmt.Fprintf(b.Out, "\n%s\n\n", Warning)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 func TestFailClosedAlwaysRefuses(t *testing.T) {
-	args, err := FailClosed{Reason: "shield not built", ConfigFile: "/x/config.toml"}.PreStart(context.Background(), "c", "/t")
+	args, err := FailClosed{Reason: "shield not built", ConfigFile: "/x/config.toml"}.PreStart(context.Background(), Launch{Container: "c", TaskDir: "/t"})
 	if err == nil || args != nil {
 		t.Fatalf("FailClosed returned %v, %v", args, err)
 	}
@@ -47,7 +47,7 @@ func TestBypassArgs(t *testing.T) {
 			var out bytes.Buffer
 			queried := false
 			b := Bypass{Out: &out, Root: c.root, Info: func(context.Context) podmaninfo.Info { queried = true; return c.info }}
-			got, err := b.PreStart(context.Background(), "c", "/t")
+			got, err := b.PreStart(context.Background(), Launch{Container: "c", TaskDir: "/t"})
 			if err != nil {
 				t.Fatal(err)
 			}

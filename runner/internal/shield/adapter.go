@@ -71,7 +71,8 @@ func (a *Adapter) shieldAt(stateDir string) *Shield {
 
 // PreStart returns the firewall arguments for a launch. Under bypass it
 // warns loudly and returns none; any other failure aborts the launch.
-func (a *Adapter) PreStart(ctx context.Context, container, taskDir string) ([]string, error) {
+func (a *Adapter) PreStart(ctx context.Context, l firewall.Launch) ([]string, error) {
+	container, taskDir := l.Container, l.TaskDir
 	if a.Cfg.ShieldBypass {
 		if a.Opts.Log != nil {
 			a.Opts.Log.Warn(BypassWarning)
@@ -82,7 +83,13 @@ func (a *Adapter) PreStart(ctx context.Context, container, taskDir string) ([]st
 		return nil, fmt.Errorf("no task directory given for %s: the shield needs one for its state", container)
 	}
 	// Errors go back unchanged: the launcher names the container and aborts.
-	return a.ShieldFor(taskDir).PreStart(ctx, container, nil)
+	s := a.ShieldFor(taskDir)
+	mode, err := shieldbundle.ParseMode(l.Mode)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Mode, s.cfg.Project, s.cfg.Task = mode, l.Project, l.Task
+	return s.PreStart(ctx, container, nil)
 }
 
 // Down switches a container's firewall to bypass; no-op under bypass.

@@ -10,6 +10,7 @@ import (
 
 	"terok.dev/sandbox/common/shieldbundle"
 
+	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 )
 
@@ -100,7 +101,7 @@ func TestAdapterBypass(t *testing.T) {
 	a := &Adapter{}
 	a.Cfg.ShieldBypass = true
 	a.Cfg.ShieldProfiles = []string{"dev-standard"}
-	args, err := a.PreStart(context.Background(), "c", t.TempDir())
+	args, err := a.PreStart(context.Background(), firewall.Launch{Container: "c", TaskDir: t.TempDir()})
 	if err != nil || args != nil {
 		t.Fatalf("bypass pre-start: %q %v", args, err)
 	}

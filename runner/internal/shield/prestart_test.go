@@ -107,6 +107,7 @@ func TestPreStartArgs(t *testing.T) {
 				"--annotation", "terok.shield.upstream_dns="+tt.wantDNS,
 				"--annotation", "terok.shield.dns_tier=resolver",
 				"--annotation", "terok.shield.interactive=false",
+				"--annotation", "terok.shield.mode=enforce",
 				"--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
 			if !reflect.DeepEqual(args, want) {
 				t.Fatalf("args:\n got %q\nwant %q", args, want)

@@ -40,8 +40,23 @@ type Config struct {
 	// UpstreamDNS is the forwarder the container's resolver uses
 	// (shield_upstream_dns); "" → the network mode's own.
 	UpstreamDNS string
-	Interactive bool
+	// Mode is the shield mode of the launch (shieldbundle.Mode*; ""
+	// is enforce), written to shield.mode and the annotation.
+	Mode string
+	// Project and Task label the hook's audit records ("" → none).
+	Project, Task string
 }
+
+// mode is the configured mode, "" read as enforce.
+func (c Config) mode() string {
+	if c.Mode == "" {
+		return shieldbundle.ModeEnforce
+	}
+	return c.Mode
+}
+
+// interactive reports whether the launch holds unlisted connections.
+func (c Config) interactive() bool { return c.mode() == shieldbundle.ModeInteractive }
 
 // Options are the host facts a Shield works with. Zero values mean "the
 // real host": $PATH tools, `podman`, the real containers.conf files.
@@ -203,6 +218,24 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 			return nil, specErrorf("Unsafe name: '%s'", p)
 		}
 	}
+	if _, err := shieldbundle.ParseMode(s.cfg.Mode); err != nil {
+		return nil, err
+	}
+	if m := s.cfg.mode(); m != shieldbundle.ModeEnforce {
+		// Neither ruleset variant is built yet: a mode the hook cannot
+		// apply must refuse the launch, not fall back to another one.
+		return nil, fmt.Errorf("shield mode %s is not yet available; use enforce", m)
+	}
+	if s.cfg.Project != "" {
+		if err := names.ValidateProjectID(s.cfg.Project); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.Task != "" {
+		if err := names.ValidateTaskID(s.cfg.Task); err != nil {
+			return nil, err
+		}
+	}
 	for _, port := range s.cfg.LoopbackPorts {
 		if port < 1 || port > 65535 {
 			return nil, fmt.Errorf("loopback port %d out of range 1..65535", port)
@@ -249,8 +282,8 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err := writeProfileLists(stateDir, entries); err != nil {
 		return nil, err
 	}
-	// 8. upstream.dns, dns.tier, network.mode.
-	for _, f := range [][2]string{{shieldbundle.FileUpstreamDNS, dns}, {shieldbundle.FileDNSTier, tier}, {fileNetworkMode, mode}} {
+	// 8. upstream.dns, dns.tier, network.mode, shield.mode.
+	for _, f := range [][2]string{{shieldbundle.FileUpstreamDNS, dns}, {shieldbundle.FileDNSTier, tier}, {fileNetworkMode, mode}, {shieldbundle.FileMode, s.cfg.mode()}} {
 		if err := writeBundleFile(filepath.Join(stateDir, f[0]), []byte(f[1]+"\n"), 0o600, false); err != nil {
 			return nil, err
 		}
@@ -276,7 +309,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		return <-rulesetDone
 	}
 	defer func() { _ = waitRuleset() }() // error paths: only join
-	if s.cfg.Interactive {
+	if s.cfg.interactive() {
 		err = writeFile(stateDir, shieldbundle.FileInteractive, "nflog\n")
 	} else {
 		err = removeIfExists(filepath.Join(stateDir, shieldbundle.FileInteractive))
@@ -320,9 +353,15 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		{shieldbundle.AnnAuditEnabled, strconv.FormatBool(s.cfg.AuditEnabled)},
 		{shieldbundle.AnnUpstreamDNS, dns},
 		{shieldbundle.AnnDNSTier, tier},
-		{shieldbundle.AnnInteractive, strconv.FormatBool(s.cfg.Interactive)},
+		{shieldbundle.AnnInteractive, strconv.FormatBool(s.cfg.interactive())},
+		{shieldbundle.AnnMode, s.cfg.mode()},
 	} {
 		args = append(args, "--annotation", kv[0]+"="+kv[1])
+	}
+	for _, kv := range [][2]string{{shieldbundle.AnnProject, s.cfg.Project}, {shieldbundle.AnnTask, s.cfg.Task}} {
+		if kv[1] != "" {
+			args = append(args, "--annotation", kv[0]+"="+kv[1])
+		}
 	}
 	// 12. Hooks: per-container hooks never persist, so global ones must exist.
 	if !info.Version.Less(hooksPersistFrom) {
@@ -340,6 +379,9 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	launch.Mark(ctx, "shield: args, hooks check, ruleset.nft durable")
 	// 14. Audit.
 	s.audit(container, "setup", "", "profiles="+strings.Join(profiles, ","))
+	if m := s.cfg.mode(); m != shieldbundle.ModeEnforce {
+		s.audit(container, "mode", "", m)
+	}
 	return args, nil
 }
 
@@ -356,7 +398,7 @@ func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 		return "", fmt.Errorf("read deny list: %w", err)
 	}
 	sc := ruleset.Script{
-		Options: s.rulesetOptions(dns, mode, s.cfg.Interactive),
+		Options: s.rulesetOptions(dns, mode, s.cfg.interactive()),
 		Allow:   allow,
 		Deny:    s.withHostDeny(deny, allow),
 	}
