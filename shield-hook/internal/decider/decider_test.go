@@ -1,0 +1,261 @@
+package decider
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/shieldbundle"
+)
+
+func newServer(t *testing.T, timeout time.Duration, uid int) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), shieldbundle.FileDeciderSocket)
+	s, err := listen(path, timeout, uid, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, path
+}
+
+// client is a decider attached to the socket.
+type client struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func attach(t *testing.T, s *Server, path string) *client {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	// Attaching is asynchronous: wait until the server holds the session.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		ok := s.cur != nil
+		s.mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("decider not attached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return &client{c: c, r: bufio.NewReader(c)}
+}
+
+func (c *client) question(t *testing.T) shieldbundle.Held {
+	t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := shieldbundle.ParseHeld(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (c *client) answer(t *testing.T, id uint64, verdict string) {
+	t.Helper()
+	line, _ := shieldbundle.MarshalLine(shieldbundle.Decision{ID: id, Verdict: verdict})
+	if _, err := c.c.Write(line); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var held = shieldbundle.Held{Proto: "tcp", Dst: "198.51.100.20", Port: 443, Name: "example.test"}
+
+// ask runs Ask in the background.
+func ask(s *Server) <-chan Answer {
+	ch := make(chan Answer, 1)
+	go func() { ch <- s.Ask(context.Background(), held) }()
+	return ch
+}
+
+func TestAnswers(t *testing.T) {
+	for _, v := range []string{shieldbundle.VerdictOnce, shieldbundle.VerdictAlways, shieldbundle.VerdictRefuse} {
+		t.Run(v, func(t *testing.T) {
+			s, path := newServer(t, 5*time.Second, os.Geteuid())
+			c := attach(t, s, path)
+			got := ask(s)
+			q := c.question(t)
+			if q.Dst != held.Dst || q.Port != held.Port || q.Name != held.Name || q.Proto != "tcp" || q.TimeoutMS != 5000 || q.ID == 0 {
+				t.Fatalf("question %+v", q)
+			}
+			c.answer(t, q.ID, v)
+			if a := <-got; a != (Answer{v, ReasonDecided}) {
+				t.Fatalf("answer %+v, want %s decided", a, v)
+			}
+		})
+	}
+}
+
+func TestSocketMode(t *testing.T) {
+	_, path := newServer(t, time.Second, os.Geteuid())
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v, want 0600 socket", st.Mode())
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	t.Run("no decider", func(t *testing.T) {
+		s, _ := newServer(t, time.Second, os.Geteuid())
+		if a := s.Ask(context.Background(), held); a != (Answer{shieldbundle.VerdictRefuse, ReasonNoDecider}) {
+			t.Fatalf("%+v", a)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		s, path := newServer(t, 200*time.Millisecond, os.Geteuid())
+		c := attach(t, s, path)
+		got := ask(s)
+		q := c.question(t)
+		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonTimeout}) {
+			t.Fatalf("%+v", a)
+		}
+		// A late answer is for a question no longer open: ignored, and the
+		// decider stays attached for the next one.
+		c.answer(t, q.ID, shieldbundle.VerdictOnce)
+		got = ask(s)
+		c.answer(t, c.question(t).ID, shieldbundle.VerdictOnce)
+		if a := <-got; a.Reason != ReasonDecided {
+			t.Fatalf("after a late answer: %+v", a)
+		}
+	})
+	t.Run("decider gone", func(t *testing.T) {
+		s, path := newServer(t, time.Minute, os.Geteuid())
+		c := attach(t, s, path)
+		got := ask(s)
+		c.question(t)
+		_ = c.c.Close()
+		select {
+		case a := <-got:
+			if a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
+				t.Fatalf("%+v", a)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("question still open after its decider went away")
+		}
+	})
+	t.Run("bad line detaches", func(t *testing.T) {
+		s, path := newServer(t, time.Minute, os.Geteuid())
+		c := attach(t, s, path)
+		got := ask(s)
+		c.question(t)
+		if _, err := c.c.Write([]byte(`{"id":1,"verdict":"maybe"}` + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
+			t.Fatalf("%+v", a)
+		}
+	})
+	t.Run("over-long line detaches", func(t *testing.T) {
+		s, path := newServer(t, time.Minute, os.Geteuid())
+		c := attach(t, s, path)
+		got := ask(s)
+		c.question(t)
+		if _, err := c.c.Write([]byte(strings.Repeat("x", 2*shieldbundle.MaxDeciderLine))); err != nil {
+			t.Fatal(err)
+		}
+		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
+			t.Fatalf("%+v", a)
+		}
+	})
+	t.Run("wrong owner", func(t *testing.T) {
+		s, path := newServer(t, time.Second, os.Geteuid()+1)
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadBytes('\n')
+		if _, err := shieldbundle.ParseHeld(line); err == nil || !strings.Contains(err.Error(), "owner") {
+			t.Fatalf("wrong owner told %q (%v)", line, err)
+		}
+		if a := s.Ask(context.Background(), held); a.Reason != ReasonNoDecider {
+			t.Fatalf("a refused peer became the decider: %+v", a)
+		}
+	})
+	t.Run("second decider", func(t *testing.T) {
+		s, path := newServer(t, time.Second, os.Geteuid())
+		attach(t, s, path)
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadBytes('\n')
+		if _, err := shieldbundle.ParseHeld(line); err == nil || !strings.Contains(err.Error(), "another decider") {
+			t.Fatalf("second decider told %q (%v)", line, err)
+		}
+	})
+}
+
+// TestMaxPending: a flood of held connections opens at most MaxPending
+// questions; the rest are refused at once.
+func TestMaxPending(t *testing.T) {
+	s, path := newServer(t, time.Minute, os.Geteuid())
+	c := attach(t, s, path)
+	var wg sync.WaitGroup
+	answers := make(chan Answer, MaxPending+10)
+	for i := 0; i < MaxPending; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); answers <- s.Ask(context.Background(), held) }()
+	}
+	ids := make([]uint64, 0, MaxPending)
+	for i := 0; i < MaxPending; i++ {
+		ids = append(ids, c.question(t).ID)
+	}
+	for i := 0; i < 10; i++ {
+		if a := s.Ask(context.Background(), held); a != (Answer{shieldbundle.VerdictRefuse, ReasonBusy}) {
+			t.Fatalf("question beyond MaxPending: %+v", a)
+		}
+	}
+	for _, id := range ids {
+		c.answer(t, id, shieldbundle.VerdictOnce)
+	}
+	wg.Wait()
+	close(answers)
+	for a := range answers {
+		if a.Reason != ReasonDecided {
+			t.Fatalf("%+v", a)
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	s, path := newServer(t, time.Minute, os.Geteuid())
+	c := attach(t, s, path)
+	got := ask(s)
+	c.question(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
+		t.Fatalf("%+v", a)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
