@@ -1,15 +1,11 @@
 package cli
 
-// Argument helpers every command uses: repeated flags, positionals before
-// flags (cmdArgs), and the name and id checks that make a bad argument a
-// usage error.
+// Argument helpers every command uses: repeated flags, the positionals
+// (cmdArgs; flag placement is reorderArgs' job), and the name and id checks
+// that make a bad argument a usage error.
 
 import (
-	"errors"
-	"flag"
-	"io"
 	"math"
-	"slices"
 	"strings"
 	"time"
 
@@ -33,106 +29,27 @@ func listOf(c *ucli.Context, name string) []string {
 	return nil
 }
 
-// cmdArgs lets positional arguments come before flags, as in
-// `logs NAME --until-ready --timeout 60` (urfave/cli v2 stops parsing flags
-// at the first argument). Flags after the positionals win.
+// cmdArgs is a command's parsed arguments. Flags may follow the positionals
+// (`logs NAME --until-ready --timeout 60`): reorderArgs, the one place that
+// handles that, has moved them in front before urfave/cli parses, so the
+// context's flag values are already final here and pos is what is left.
 type cmdArgs struct {
-	c       *ucli.Context
-	set     *flag.FlagSet
-	pos     []string
-	tailSet map[string]bool
+	c   *ucli.Context
+	pos []string
 }
 
-func parseArgs(c *ucli.Context) (*cmdArgs, error) {
-	a := &cmdArgs{c: c, set: flag.NewFlagSet(c.Command.Name, flag.ContinueOnError), tailSet: map[string]bool{}}
-	a.set.SetOutput(io.Discard)
-	for _, f := range c.Command.Flags {
-		if err := f.Apply(a.set); err != nil {
-			return nil, err
-		}
-	}
-	args := c.Args().Slice()
-	for len(args) > 0 {
-		if args[0] == "--" {
-			a.pos = append(a.pos, args[1:]...)
-			break
-		}
-		if strings.HasPrefix(args[0], "-") && args[0] != "-" {
-			if err := a.set.Parse(args); err != nil {
-				if errors.Is(err, flag.ErrHelp) {
-					return nil, ucli.ShowCommandHelp(c, c.Command.Name)
-				}
-				return nil, UsageErrorf("%v", err)
-			}
-			rest := a.set.Args()
-			consumed := args[:len(args)-len(rest)]
-			args = rest
-			if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
-				a.pos = append(a.pos, rest...)
-				break
-			}
-			continue
-		}
-		a.pos = append(a.pos, args[0])
-		args = args[1:]
-	}
-	a.set.Visit(func(f *flag.Flag) { a.tailSet[f.Name] = true })
-	return a, nil
+func parseArgs(c *ucli.Context) *cmdArgs {
+	return &cmdArgs{c: c, pos: c.Args().Slice()}
 }
 
-// tail returns the value of a flag given after the positionals, if any.
-func (a *cmdArgs) tail(name string) (any, bool) {
-	for _, f := range a.c.Command.Flags {
-		names := f.Names()
-		if !slices.Contains(names, name) {
-			continue
-		}
-		for _, n := range names {
-			if a.tailSet[n] {
-				if g, ok := a.set.Lookup(n).Value.(flag.Getter); ok {
-					return g.Get(), true
-				}
-			}
-		}
-	}
-	return nil, false
-}
-
-func (a *cmdArgs) Bool(name string) bool {
-	if v, ok := a.tail(name); ok {
-		b, _ := v.(bool)
-		return b
-	}
-	return a.c.Bool(name)
-}
-
-func (a *cmdArgs) String(name string) string {
-	if v, ok := a.tail(name); ok {
-		s, _ := v.(string)
-		return s
-	}
-	return a.c.String(name)
-}
-
-func (a *cmdArgs) Int(name string) int {
-	if v, ok := a.tail(name); ok {
-		i, _ := v.(int)
-		return i
-	}
-	return a.c.Int(name)
-}
-
-func (a *cmdArgs) IsSet(name string) bool {
-	_, ok := a.tail(name)
-	return ok || a.c.IsSet(name)
-}
+func (a *cmdArgs) Bool(name string) bool     { return a.c.Bool(name) }
+func (a *cmdArgs) String(name string) string { return a.c.String(name) }
+func (a *cmdArgs) Int(name string) int       { return a.c.Int(name) }
+func (a *cmdArgs) IsSet(name string) bool    { return a.c.IsSet(name) }
 
 // Seconds reads a "--timeout S" value: seconds, 0 or absent = none.
 func (a *cmdArgs) Seconds(name string) (time.Duration, error) {
 	v := a.c.Float64(name)
-	if t, ok := a.tail(name); ok {
-		v, _ = t.(float64)
-	}
 	if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || v > 365*24*3600 {
 		return 0, UsageErrorf("--%s must be a number of seconds >= 0, got %v", name, v)
 	}

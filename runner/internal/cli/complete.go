@@ -130,10 +130,7 @@ func shieldEntriesCommand(d Deps) *ucli.Command {
 		ArgsUsage: "PROFILE...",
 		Flags:     []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
-			fa, err := parseArgs(c)
-			if err != nil {
-				return err
-			}
+			fa := parseArgs(c)
 			if len(fa.pos) == 0 {
 				return UsageErrorf("name at least one profile (e.g. terok-sandbox shield entries dev-standard); shield profiles lists them")
 			}

@@ -48,10 +48,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 					jsonFlag(),
 				},
 				Action: func(c *ucli.Context) error {
-					fa, err := parseArgs(c)
-					if err != nil {
-						return err
-					}
+					fa := parseArgs(c)
 					if len(fa.pos) > 1 {
 						return UsageErrorf("unexpected argument after PROVIDER; secrets are never taken from the command line: pipe them on stdin or use --from-file")
 					}

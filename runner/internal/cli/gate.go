@@ -242,10 +242,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 				},
 				Action: func(c *ucli.Context) error {
 					// Flags may follow PROJECT TASK (gate token create p t --ttl 8h).
-					fa, err := parseArgs(c)
-					if err != nil {
-						return err
-					}
+					fa := parseArgs(c)
 					if len(fa.pos) != 2 {
 						return UsageErrorf("expected PROJECT TASK, got %d argument(s) (e.g. gate token create myproj 42 --ttl 8h)", len(fa.pos))
 					}

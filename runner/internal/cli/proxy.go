@@ -29,13 +29,10 @@ func proxyCommand(d Deps) *ucli.Command {
 	}
 }
 
-// argsExactly parses the command's flags wherever they appear (before or
-// after the positionals) and checks the positional arguments.
+// argsExactly checks the command's positional arguments (flags after them
+// were moved in front by reorderArgs).
 func argsExactly(c *ucli.Context, names ...string) (*cmdArgs, []string, error) {
-	fa, err := parseArgs(c)
-	if err != nil {
-		return nil, nil, err
-	}
+	fa := parseArgs(c)
 	a := fa.pos
 	if len(a) > len(names) {
 		return nil, nil, UsageErrorf("unexpected argument %q", a[len(names)])

@@ -251,10 +251,7 @@ func logsCommand(d Deps) *ucli.Command {
 			jsonFlag(),
 		},
 		Action: func(c *ucli.Context) error {
-			a, err := parseArgs(c)
-			if err != nil {
-				return err
-			}
+			a := parseArgs(c)
 			name, err := a.oneName()
 			if err != nil {
 				return err
@@ -313,10 +310,7 @@ func waitCommand(d Deps) *ucli.Command {
 		ArgsUsage: "NAME",
 		Flags:     []ucli.Flag{&ucli.Float64Flag{Name: "timeout", Usage: "seconds to wait (0: no limit)"}, jsonFlag()},
 		Action: func(c *ucli.Context) error {
-			a, err := parseArgs(c)
-			if err != nil {
-				return err
-			}
+			a := parseArgs(c)
 			name, err := a.oneName()
 			if err != nil {
 				return err
@@ -365,10 +359,7 @@ func stopCommand(d Deps) *ucli.Command {
 			"is not (task deletion must not fail on it).",
 		Flags: []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
-			a, err := parseArgs(c)
-			if err != nil {
-				return err
-			}
+			a := parseArgs(c)
 			if len(a.pos) == 0 {
 				return UsageErrorf("stop needs at least one container name")
 			}
@@ -412,10 +403,7 @@ func stateCommand(d Deps) *ucli.Command {
 		ArgsUsage: "NAME",
 		Flags:     []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
-			a, err := parseArgs(c)
-			if err != nil {
-				return err
-			}
+			a := parseArgs(c)
 			name, err := a.oneName()
 			if err != nil {
 				return err
