@@ -29,7 +29,13 @@ type Entry struct {
 	// Expires is the optional `expires` member (docs/formats.md, Gate
 	// tokens file); zero: the token works until revoked.
 	Expires time.Time
-	Raw     json.RawMessage
+	// Container and BoundAt are the optional binding (members `container`
+	// and `bound_at`, docs/formats.md, Gate tokens file): the token dies
+	// when that container's end is recorded at or after BoundAt
+	// (common/taskend). Empty: no binding.
+	Container string
+	BoundAt   time.Time
+	Raw       json.RawMessage
 }
 
 // Expired reports whether the entry's expiry has passed at now.
@@ -49,6 +55,29 @@ func parseExpires(raw json.RawMessage) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.Parse(time.RFC3339, v)
+}
+
+// parseBinding reads the optional binding: both members absent (or null) is
+// none; a valid container name with an RFC 3339 bound_at is one; anything
+// else is an error, so the entry is skipped (a token whose binding cannot be
+// read does not work).
+func parseBinding(rawContainer, rawBound json.RawMessage) (string, time.Time, error) {
+	absent := func(r json.RawMessage) bool { return r == nil || string(r) == "null" }
+	if absent(rawContainer) && absent(rawBound) {
+		return "", time.Time{}, nil
+	}
+	var container, bound string
+	if json.Unmarshal(rawContainer, &container) != nil || json.Unmarshal(rawBound, &bound) != nil {
+		return "", time.Time{}, errors.New("binding: container and bound_at must both be strings")
+	}
+	if err := names.ValidateContainerName(container); err != nil {
+		return "", time.Time{}, err
+	}
+	at, err := time.Parse(time.RFC3339Nano, bound)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return container, at, nil
 }
 
 // Parse reads a tokens file tolerantly (docs/formats.md, Gate tokens file). Invalid JSON or a non-object
@@ -76,7 +105,13 @@ func Parse(data []byte) (entries []Entry, skipped int, err error) {
 			skipped++
 			continue
 		}
-		entries = append(entries, Entry{Token: m.Key, Project: project, Task: task, Expires: expires, Raw: m.Value})
+		container, bound, err := parseBinding(v["container"], v["bound_at"])
+		if err != nil {
+			skipped++
+			continue
+		}
+		entries = append(entries, Entry{Token: m.Key, Project: project, Task: task, Expires: expires,
+			Container: container, BoundAt: bound, Raw: m.Value})
 	}
 	return entries, skipped, nil
 }
@@ -116,6 +151,19 @@ func (s *Store) Create(project, task string) (string, error) {
 // CreateExpiring is Create with an expiry (zero: none), stored as the
 // entry's `expires` member in RFC 3339, UTC, whole seconds.
 func (s *Store) CreateExpiring(project, task string, expires time.Time) (string, error) {
+	return s.CreateBound(project, task, "", expires)
+}
+
+// CreateBound is CreateExpiring with a binding to container ("" : none):
+// the entry gets `container` and `bound_at` (now, UTC, nanoseconds), so the
+// token dies with that container (docs/security-model.md, Tokens that die
+// with their task).
+func (s *Store) CreateBound(project, task, container string, expires time.Time) (string, error) {
+	if container != "" {
+		if err := names.ValidateContainerName(container); err != nil {
+			return "", fmt.Errorf("create gate token: %w", err)
+		}
+	}
 	if err := names.ValidateProjectID(project); err != nil {
 		return "", fmt.Errorf("create gate token: %w", err)
 	}
@@ -131,12 +179,19 @@ func (s *Store) CreateExpiring(project, task string, expires time.Time) (string,
 		expires = expires.Truncate(time.Second).UTC()
 		fields["expires"] = expires.Format(time.RFC3339)
 	}
+	var bound time.Time
+	if container != "" {
+		bound = time.Now().UTC()
+		fields["container"] = container
+		fields["bound_at"] = bound.Format(time.RFC3339Nano)
+	}
 	value, err := json.Marshal(fields)
 	if err != nil {
 		return "", err
 	}
 	err = s.modify(func(entries []Entry) ([]Entry, bool) {
-		return append(entries, Entry{Token: tok, Project: project, Task: task, Expires: expires, Raw: value}), true
+		return append(entries, Entry{Token: tok, Project: project, Task: task, Expires: expires,
+			Container: container, BoundAt: bound, Raw: value}), true
 	})
 	if err != nil {
 		return "", fmt.Errorf("create gate token for %s/%s: %w", project, task, err)

@@ -313,3 +313,51 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The binding members: both or none; a bad one makes the entry malformed.
+func TestParseBinding(t *testing.T) {
+	for _, c := range []struct {
+		name, value string
+		ok          bool
+		container   string
+	}{
+		{"none", `{"project":"p","task":"t"}`, true, ""},
+		{"nulls", `{"project":"p","task":"t","container":null,"bound_at":null}`, true, ""},
+		{"bound", `{"project":"p","task":"t","container":"p-t","bound_at":"2026-12-03T12:00:00.123456789Z"}`, true, "p-t"},
+		{"no bound_at", `{"project":"p","task":"t","container":"p-t"}`, false, ""},
+		{"no container", `{"project":"p","task":"t","bound_at":"2026-12-03T12:00:00Z"}`, false, ""},
+		{"bad name", `{"project":"p","task":"t","container":"../x","bound_at":"2026-12-03T12:00:00Z"}`, false, ""},
+		{"bad time", `{"project":"p","task":"t","container":"p-t","bound_at":"noon"}`, false, ""},
+		{"number", `{"project":"p","task":"t","container":1,"bound_at":"2026-12-03T12:00:00Z"}`, false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			entries, skipped, err := Parse([]byte(`{"terok-g-0123456789abcdef0123456789abcdef":` + c.value + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ok != (len(entries) == 1 && skipped == 0) {
+				t.Fatalf("entries %+v skipped %d, want ok %v", entries, skipped, c.ok)
+			}
+			if c.ok && entries[0].Container != c.container {
+				t.Fatalf("container %q, want %q", entries[0].Container, c.container)
+			}
+		})
+	}
+}
+
+func TestCreateBound(t *testing.T) {
+	dir := t.TempDir()
+	s := Open(filepath.Join(dir, "tokens.json"), filepath.Join(dir, "tokens.json.lock"), nil)
+	before := time.Now()
+	tok, err := s.CreateBound("p", "t", "p-t", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := s.Lookup(tok)
+	if !ok || e.Container != "p-t" || e.BoundAt.Before(before) || !e.Expires.IsZero() {
+		t.Fatalf("lookup %+v %v", e, ok)
+	}
+	if _, err := s.CreateBound("p", "t", "../x", time.Time{}); err == nil {
+		t.Fatal("bad container name accepted")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/runner/internal/firewall"
 	"terok.dev/sandbox/runner/internal/launch"
 )
@@ -293,6 +294,21 @@ func TestStopCleansUp(t *testing.T) {
 		"container inspect -- b\nrm -f b\ncleanup b " + tasks + "/b\n"
 	if string(data) != want {
 		t.Fatalf("calls\n%s\nwant\n%s", data, want)
+	}
+	// Both ends are recorded, so tokens bound to a or b die
+	// (docs/security-model.md, Tokens that die with their task); the bad
+	// name writes nothing.
+	w := taskend.NewWatcher(taskend.Dir(cfg), nil)
+	for _, name := range []string{"a", "b"} {
+		if e, gone := w.Gone(name, time.Now().Add(-time.Minute)); !gone || e.Reason != taskend.ReasonStopped {
+			t.Errorf("end of %s: %+v %v", name, e, gone)
+		}
+	}
+	if e, _ := w.Gone("a", time.Now().Add(-time.Minute)); e.ID != "1" {
+		t.Errorf("end of a has id %q, want podman's 1", e.ID)
+	}
+	if ents, _ := os.ReadDir(taskend.Dir(cfg)); len(ents) != 3 { // a, b and the lock
+		t.Errorf("task-ends holds %v", ents)
 	}
 	// Shield state left in b's task directory is something to remove: b
 	// is not missing then.

@@ -26,6 +26,7 @@ import (
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/runner/internal/firewall"
@@ -493,6 +494,13 @@ func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cle
 			missing = append(missing, name)
 		}
 		s.podman.Stop(ctx, []string{name})
+		// Recorded whatever podman said: the operator asked for the task to
+		// end, so the tokens bound to it die now (docs/security-model.md,
+		// Tokens that die with their task).
+		if err := taskend.Record(taskend.Dir(s.cfg), taskend.End{Container: name, Reason: taskend.ReasonStopped, ID: c.ID}); err != nil {
+			s.log.Error("stop: could not record the task's end; its bound tokens keep working until revoked", "container", name, "err", err)
+			s.debug.Warning("stop %s: recording the task's end failed: %v", name, err)
+		}
 		if cl == nil {
 			continue
 		}
@@ -554,6 +562,18 @@ func (s *Sandbox) CreateToken(project, task string) (string, error) {
 		return "", err
 	}
 	s.debug.Debug("gate token %s created for %s/%s", tokenid.Show(tok), project, task)
+	return tok, nil
+}
+
+// CreateBoundToken is CreateToken for a token that dies with container: once
+// its end is recorded (Stop, or the shield hook's poststop) the gate refuses
+// it (docs/security-model.md, Tokens that die with their task).
+func (s *Sandbox) CreateBoundToken(project, task, container string) (string, error) {
+	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(project, task, container, time.Time{})
+	if err != nil {
+		return "", err
+	}
+	s.debug.Debug("gate token %s created for %s/%s, bound to container %s", tokenid.Show(tok), project, task, container)
 	return tok, nil
 }
 

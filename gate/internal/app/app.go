@@ -24,6 +24,7 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/sdactivation"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/gate/internal/health"
 	"terok.dev/sandbox/gate/internal/listen"
@@ -51,7 +52,7 @@ const (
 type options struct {
 	basePath, tokenFile, bind, pidFile, adminToken, logFile string
 	logFormat, logLevel, syslogSocket                       string
-	auditFile, policyDir                                    string
+	auditFile, policyDir, taskEnds                          string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
 	secretScan                                              bool
@@ -103,6 +104,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.auditFile, "audit-file", "", "audit records (JSONL) of every git operation and refusal, or off (default <base-path>/../audit/gate.jsonl)")
 	fs.BoolVar(&o.secretScan, "secret-scan", true, "refuse task pushes whose new files hold a credential (--secret-scan=false turns it off)")
 	fs.StringVar(&o.policyDir, "policy-dir", "", "directory of the projects' push policies <project>.json (default <base-path>/policy)")
+	fs.StringVar(&o.taskEnds, "task-ends", "", "task-ends directory: tokens bound to a container whose end is recorded there are refused (default <base-path>/../task-ends)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -228,7 +230,11 @@ func (o options) auditPath() string {
 // handler is the git server behind the unauthenticated health answer
 // (docs/gate.md, Health).
 func (o options) handler(log *slog.Logger) (http.Handler, error) {
-	store := tokens.New(o.tokenFile, o.adminToken, log)
+	taskEnds := o.taskEnds
+	if taskEnds == "" {
+		taskEnds = filepath.Join(filepath.Dir(filepath.Clean(o.basePath)), "task-ends")
+	}
+	store := tokens.New(o.tokenFile, o.adminToken, log).WithTaskEnds(taskend.NewWatcher(taskEnds, log))
 	var aw *audit.Writer
 	if p := o.auditPath(); p != "" {
 		w, err := audit.Open(p, audit.Options{})

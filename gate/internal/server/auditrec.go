@@ -20,6 +20,7 @@ const (
 	reasonUnknownToken   = "unknown-token"
 	reasonRevoked        = "revoked"
 	reasonExpired        = "expired"
+	reasonTaskGone       = "task-gone"
 	reasonWrongProject   = "wrong-project"
 	reasonProtected      = "protected-ref"
 	reasonNonFastForward = "non-fast-forward"
@@ -111,6 +112,9 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) 
 	}
 	if o.in != nil {
 		f["req_bytes"] = o.in.n
+	}
+	if o.look.Gone {
+		ar.Container = o.look.Container
 	}
 	switch {
 	case o.reason != "":

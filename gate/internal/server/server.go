@@ -292,6 +292,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if o.look.Expired {
 			o.reason = reasonExpired
 		}
+		if o.look.Gone {
+			o.reason = reasonTaskGone
+		}
 		text(rec, http.StatusForbidden, "Forbidden")
 		return
 	}

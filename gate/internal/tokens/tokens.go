@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/taskend"
 )
 
 // Wildcard is the project returned for the admin token: every repository.
@@ -31,6 +32,8 @@ type fileID struct {
 type entry struct {
 	project, task string
 	expires       time.Time // zero: none (docs/formats.md, Gate tokens file)
+	container     string    // binding; "": none
+	boundAt       time.Time
 }
 
 // Store validates tokens. It is safe for concurrent use.
@@ -39,6 +42,7 @@ type Store struct {
 	admin [sha256.Size]byte // sha256 of the admin token; zero when none
 	has   bool
 	log   *slog.Logger
+	ends  *taskend.Watcher // nil: bindings are not checked (tests only)
 
 	mu     sync.Mutex
 	loaded bool
@@ -63,6 +67,10 @@ type Result struct {
 	Admin         bool
 	Revoked       bool // not OK: the token was in the file earlier in this process's life
 	Expired       bool // not OK: the token is in the file and its expiry has passed
+	// Gone: not OK, the container the token is bound to has ended since
+	// (docs/gate.md, Tokens bound to a container).
+	Gone      bool
+	Container string // the binding of a Gone token
 }
 
 // New returns a store for path. admin may be empty (no admin token).
@@ -75,6 +83,13 @@ func New(path, admin string, log *slog.Logger) *Store {
 		s.admin = sha256.Sum256([]byte(admin))
 		s.has = true
 	}
+	return s
+}
+
+// WithTaskEnds makes the store refuse tokens whose container's end is
+// recorded in w (common/taskend). Returns s.
+func (s *Store) WithTaskEnds(w *taskend.Watcher) *Store {
+	s.ends = w
 	return s
 }
 
@@ -100,6 +115,15 @@ func (s *Store) Lookup(tok string) Result {
 		// lookup, like a revoked token refused (docs/gate.md, Token expiry).
 		if !e.expires.IsZero() && !time.Now().Before(e.expires) {
 			return Result{Project: e.project, Task: e.task, Expired: true}
+		}
+		if e.container != "" {
+			if s.ends == nil {
+				// A binding nobody checks would mislead: fail closed.
+				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container}
+			}
+			if _, gone := s.ends.Gone(e.container, e.boundAt); gone {
+				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container}
+			}
 		}
 		return Result{Project: e.project, Task: e.task, OK: true}
 	}
@@ -150,7 +174,8 @@ func (s *Store) refresh() {
 	}
 	m := make(map[[sha256.Size]byte]entry, len(entries))
 	for _, e := range entries {
-		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task, expires: e.Expires}
+		m[sha256.Sum256([]byte(e.Token))] = entry{project: e.Project, task: e.Task, expires: e.Expires,
+			container: e.Container, boundAt: e.BoundAt}
 	}
 	for h, e := range s.byHash {
 		if _, still := m[h]; !still {

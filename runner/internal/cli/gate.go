@@ -13,6 +13,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
@@ -238,6 +239,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROJECT TASK",
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+					&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
 					jsonFlag(),
 				},
 				Action: func(c *ucli.Context) error {
@@ -258,11 +260,17 @@ func gateTokenCommand(d Deps) *ucli.Command {
 						}
 						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 					}
+					container := fa.String("container")
+					if container != "" {
+						if err := names.ValidateContainerName(container); err != nil {
+							return UsageErrorf("--container: %v", err)
+						}
+					}
 					s, err := store(c)
 					if err != nil {
 						return err
 					}
-					tok, err := s.CreateExpiring(project, task, expires)
+					tok, err := s.CreateBound(project, task, container, expires)
 					if err != nil {
 						return err
 					}
@@ -270,6 +278,9 @@ func gateTokenCommand(d Deps) *ucli.Command {
 						out := map[string]string{"token": tok, "project": project, "task": task}
 						if !expires.IsZero() {
 							out["expires"] = expires.Format(time.RFC3339)
+						}
+						if container != "" {
+							out["container"] = container
 						}
 						return writeJSON(d.Stdout, out)
 					}

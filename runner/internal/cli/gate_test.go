@@ -245,3 +245,29 @@ func TestGateTokenTTL(t *testing.T) {
 		t.Fatalf("list --json: %d %q", code, out)
 	}
 }
+
+// gate token create --container binds the token (members container and
+// bound_at, docs/formats.md, Gate tokens file); a name that breaks the name
+// rule exits 2 with an example and issues nothing.
+func TestGateTokenContainer(t *testing.T) {
+	g := newGateCLI(t)
+	before := time.Now()
+	code, out, errs := g.run("gate", "token", "create", "proj", "t1", "--container", "proj-t1", "--json")
+	var got map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got["container"] != "proj-t1" {
+		t.Fatalf("--container: %d %q %q", code, out, errs)
+	}
+	for _, bad := range []string{"../x", "-x", "a/b"} {
+		code, out, errs := g.run("gate", "token", "create", "proj", "bad", "--container", bad)
+		if code != ExitUsage || out != "" || !strings.Contains(errs, "--container") {
+			t.Errorf("--container %q: exit %d %q %q", bad, code, out, errs)
+		}
+	}
+	entries, err := gatetokens.Open(filepath.Join(g.dir, "state", "gate", "tokens.json"), filepath.Join(g.dir, "x.lock"), nil).List()
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("entries %+v %v: want t1 only", entries, err)
+	}
+	if e := entries[0]; e.Container != "proj-t1" || e.BoundAt.Before(before) || time.Since(e.BoundAt) > time.Minute {
+		t.Errorf("stored %+v, want container proj-t1 bound now", e)
+	}
+}
