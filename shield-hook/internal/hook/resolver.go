@@ -22,7 +22,8 @@ import (
 )
 
 // resolverReadyWait bounds the resolver's start (read its files, open its
-// netlink socket, bind 127.0.0.1:53): a few milliseconds normally.
+// netlink sockets, adopt the listeners bindDNS made): a few milliseconds
+// normally.
 const resolverReadyWait = 2 * time.Second
 
 // startResolver starts the container's resolver (docs/shield-resolver.md,
@@ -30,8 +31,9 @@ const resolverReadyWait = 2 * time.Second
 // --state-dir=<dir>`, forked from a thread inside the container netns so
 // that every socket it ever opens is in that namespace, in its own
 // session with stdio on /dev/null, holding a pidfd of the container's init
-// (its exit ends the resolver), the write end of a readiness pipe and a
-// route socket in the host's namespace (to list the host's addresses). The
+// (its exit ends the resolver), the write end of a readiness pipe, a
+// route socket in the host's namespace (to list the host's addresses) and
+// the DNS listeners bound here (bindDNS). The
 // caller has set loopback up. It returns once the resolver reported ready
 // and resolver.pid names it; on any failure the child is killed.
 func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann map[string]string) error {
@@ -66,6 +68,12 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, 
 	}
 	routeFile := os.NewFile(uintptr(rfd), "host-route")
 	defer routeFile.Close()
+	var udp, tcp *os.File
+	if err := ns.Do(func() (err error) { udp, tcp, err = bindDNS(); return err }); err != nil {
+		return fmt.Errorf("start resolver: %w", err)
+	}
+	defer udp.Close()
+	defer tcp.Close()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("start resolver: readiness pipe: %w", err)
@@ -76,7 +84,7 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, 
 		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
 		Dir:         "/",
 		Env:         resolverEnv(ann),
-		ExtraFiles:  []*os.File{initFile, pw, routeFile}, // fds 3, 4, 5 (resolver.FdInit, FdReady, FdHostRoute)
+		ExtraFiles:  []*os.File{initFile, pw, routeFile, udp, tcp}, // fds 3-7 (resolver.FdInit, FdReady, FdHostRoute, FdUDP, FdTCP)
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = ns.Do(cmd.Start)
@@ -104,6 +112,48 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, 
 	// Not waited for: it outlives the hook (its parent becomes the
 	// runtime's subreaper) until the container's init exits.
 	return cmd.Process.Release()
+}
+
+// bindDNS binds the resolver's listeners, UDP and TCP on 127.0.0.1:53,
+// in the calling thread's network namespace (the container's, under
+// ns.Do). The hook binds them rather than the resolver so that they exist
+// the moment the child is forked: a query is queued until the resolver
+// reads it, never refused by a closed port. Plain sockets, not net
+// listeners: they are only handed on, and the resolver adopts them.
+func bindDNS() (udp, tcp *os.File, err error) {
+	addr := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{127, 0, 0, 1}}
+	ufd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("udp socket: %w", err)
+	}
+	udp = os.NewFile(uintptr(ufd), "dns-udp")
+	if err := unix.Bind(ufd, addr); err != nil {
+		_ = udp.Close()
+		return nil, nil, fmt.Errorf("bind 127.0.0.1:53/udp: %w", err)
+	}
+	tfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		_ = udp.Close()
+		return nil, nil, fmt.Errorf("tcp socket: %w", err)
+	}
+	tcp = os.NewFile(uintptr(tfd), "dns-tcp")
+	fail := func(what string, err error) (*os.File, *os.File, error) {
+		_ = udp.Close()
+		_ = tcp.Close()
+		return nil, nil, fmt.Errorf("%s 127.0.0.1:53/tcp: %w", what, err)
+	}
+	// As net.Listen does: a restarted container's resolver can bind while
+	// the previous one's connections linger in TIME_WAIT.
+	if err := unix.SetsockoptInt(tfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("SO_REUSEADDR on", err)
+	}
+	if err := unix.Bind(tfd, addr); err != nil {
+		return fail("bind", err)
+	}
+	if err := unix.Listen(tfd, unix.SOMAXCONN); err != nil {
+		return fail("listen on", err)
+	}
+	return udp, tcp, nil
 }
 
 // resolverEnv is the hook's environment plus what the resolver's

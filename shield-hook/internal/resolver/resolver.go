@@ -45,6 +45,12 @@ const (
 	// FdHostRoute is a NETLINK_ROUTE socket in the host's network
 	// namespace, to list the host's addresses (hostAddrs).
 	FdHostRoute = 5
+	// FdUDP and FdTCP are the listeners on 127.0.0.1:53 in the
+	// container netns, bound by the hook (docs/shield-resolver.md,
+	// Lifetime): a query sent before the resolver reads waits in the
+	// socket's queue instead of meeting a closed port.
+	FdUDP = 6
+	FdTCP = 7
 )
 
 // ReadyOK is the readiness line.
@@ -103,6 +109,53 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// inheritedListeners adopts the hook's listeners (FdUDP, FdTCP) after
+// checking that each is the socket type the resolver serves on and bound
+// to listen: a descriptor that is anything else fails the start rather
+// than serving somewhere resolv.conf does not point.
+func inheritedListeners(listen netip.AddrPort) (*net.UDPConn, *net.TCPListener, error) {
+	uf := os.NewFile(FdUDP, "dns-udp")
+	tf := os.NewFile(FdTCP, "dns-tcp")
+	defer uf.Close()
+	defer tf.Close()
+	pc, err := net.FilePacketConn(uf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listener on fd %d (%s/udp, bound by the hook): %w", FdUDP, listen, err)
+	}
+	udp, ok := pc.(*net.UDPConn)
+	if !ok || !boundTo(udp.LocalAddr(), listen) {
+		_ = pc.Close()
+		return nil, nil, fmt.Errorf("fd %d is not a UDP socket bound to %s", FdUDP, listen)
+	}
+	ln, err := net.FileListener(tf)
+	if err != nil {
+		_ = udp.Close()
+		return nil, nil, fmt.Errorf("listener on fd %d (%s/tcp, bound by the hook): %w", FdTCP, listen, err)
+	}
+	tcp, ok := ln.(*net.TCPListener)
+	if !ok || !boundTo(tcp.Addr(), listen) {
+		_ = ln.Close()
+		_ = udp.Close()
+		return nil, nil, fmt.Errorf("fd %d is not a TCP listener bound to %s", FdTCP, listen)
+	}
+	return udp, tcp, nil
+}
+
+// boundTo reports whether a socket's local address is want (IPv4 in its
+// plain form).
+func boundTo(a net.Addr, want netip.AddrPort) bool {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) == want
 }
 
 func parseArgs(args []string) (string, error) {
@@ -182,14 +235,9 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 		return err
 	}
 	defer stopWatch()
-	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+	udp, tcp, err := inheritedListeners(listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s/udp: %w", listen, err)
-	}
-	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(listen))
-	if err != nil {
-		_ = udp.Close()
-		return fmt.Errorf("listen on %s/tcp: %w", listen, err)
+		return err
 	}
 	// Everything that needs more than CAP_NET_ADMIN is done: the sockets
 	// are bound, the netlink sockets (learned sets, table notifications,
