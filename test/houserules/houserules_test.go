@@ -40,11 +40,7 @@ var binaries = []binary{
 		allow: []string{"github.com/BurntSushi/toml", "github.com/coreos/go-systemd/v22", "github.com/sosedoff/gitkit", "golang.org/x/sys"}},
 	{module: "credproxy", main: "./cmd/terok-credential-proxy",
 		allow: []string{"github.com/BurntSushi/toml", "github.com/coreos/go-systemd/v22", "github.com/jmoiron/sqlx", "github.com/mattn/go-sqlite3",
-			"golang.org/x/crypto", "golang.org/x/sys",
-			// --metrics-listen (docs/credential-proxy.md, Metrics): client_golang and what it links.
-			"github.com/beorn7/perks", "github.com/cespare/xxhash/v2", "github.com/munnerz/goautoneg",
-			"github.com/prometheus/client_golang", "github.com/prometheus/client_model", "github.com/prometheus/common",
-			"github.com/prometheus/procfs", "go.yaml.in/yaml/v2", "google.golang.org/protobuf"}},
+			"golang.org/x/crypto", "golang.org/x/sys"}},
 	{module: "sshagent", main: "./cmd/terok-ssh-agent", tags: "netgo osusergo sqlite_omit_load_extension",
 		allow: []string{"github.com/BurntSushi/toml", "github.com/coreos/go-systemd/v22", "github.com/jmoiron/sqlx",
 			"github.com/mattn/go-sqlite3", "golang.org/x/crypto", "golang.org/x/sys"}},

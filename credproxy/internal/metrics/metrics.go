@@ -5,66 +5,46 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	cm "terok.dev/sandbox/common/metrics"
 )
 
-// Metrics holds the proxy's collectors, registered on a registry of its
-// own (no global state). A nil *Metrics records nothing.
+// Metrics holds the proxy's families, registered on a registry of its own
+// (no global state). A nil *Metrics records nothing.
 type Metrics struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	reqBytes  prometheus.Counter
-	respBytes prometheus.Counter
-	latency   *prometheus.HistogramVec
-	open      prometheus.Gauge
-	inflight  prometheus.Gauge
-	lookups   *prometheus.CounterVec
-	refreshes *prometheus.CounterVec
+	reg       *cm.Registry
+	requests  *cm.CounterVec
+	reqBytes  *cm.Counter
+	respBytes *cm.Counter
+	latency   *cm.HistogramVec
+	open      *cm.Gauge
+	inflight  *cm.Gauge
+	lookups   *cm.CounterVec
+	refreshes *cm.CounterVec
 }
 
-// New builds the collectors.
+// New builds the families.
 func New() *Metrics {
+	r := cm.NewRegistry()
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "terok_proxy_requests_total",
-			Help: "Requests by outcome (ok, refused, error) and reason (as in the audit record; empty for ok).",
-		}, []string{"outcome", "reason"}),
-		reqBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "terok_proxy_request_bytes_total", Help: "Request body bytes forwarded upstream.",
-		}),
-		respBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "terok_proxy_response_bytes_total", Help: "Response body bytes sent to clients.",
-		}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "terok_proxy_request_duration_seconds",
-			Help:    "From a request's arrival to the end of its response (a streamed one when it ends), by outcome.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
-		}, []string{"outcome"}),
-		open: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "terok_proxy_open_connections", Help: "Client connections open now.",
-		}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "terok_proxy_requests_in_flight", Help: "Requests being served now.",
-		}),
-		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "terok_proxy_token_lookups_total",
-			Help: "Phantom token lookups by result (found, unknown, revoked, error).",
-		}, []string{"result"}),
-		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "terok_proxy_oauth_refreshes_total", Help: "Background OAuth refreshes by outcome (ok, error).",
-		}, []string{"outcome"}),
+		reg: r,
+		requests: r.Counter("terok_proxy_requests_total",
+			"Requests by outcome (ok, refused, error) and reason (as in the audit record; empty for ok).", "outcome", "reason"),
+		reqBytes:  r.Counter("terok_proxy_request_bytes_total", "Request body bytes forwarded upstream.").With(),
+		respBytes: r.Counter("terok_proxy_response_bytes_total", "Response body bytes sent to clients.").With(),
+		latency: r.Histogram("terok_proxy_request_duration_seconds",
+			"From a request's arrival to the end of its response (a streamed one when it ends), by outcome.",
+			[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}, "outcome"),
+		open:     r.Gauge("terok_proxy_open_connections", "Client connections open now.").With(),
+		inflight: r.Gauge("terok_proxy_requests_in_flight", "Requests being served now.").With(),
+		lookups: r.Counter("terok_proxy_token_lookups_total",
+			"Phantom token lookups by result (found, unknown, revoked, expired, error).", "result"),
+		refreshes: r.Counter("terok_proxy_oauth_refreshes_total", "Background OAuth refreshes by outcome (ok, error).", "outcome"),
 	}
-	m.reg.MustRegister(m.requests, m.reqBytes, m.respBytes, m.latency, m.open, m.inflight, m.lookups, m.refreshes,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.RegisterProcess()
 	return m
 }
 
@@ -73,16 +53,16 @@ func (m *Metrics) Request(outcome, reason string, reqBytes, respBytes int64, d t
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(outcome, reason).Inc()
+	m.requests.With(outcome, reason).Inc()
 	m.reqBytes.Add(float64(reqBytes))
 	m.respBytes.Add(float64(respBytes))
-	m.latency.WithLabelValues(outcome).Observe(d.Seconds())
+	m.latency.With(outcome).Observe(d.Seconds())
 }
 
 // Lookup records one token lookup result.
 func (m *Metrics) Lookup(result string) {
 	if m != nil {
-		m.lookups.WithLabelValues(result).Inc()
+		m.lookups.With(result).Inc()
 	}
 }
 
@@ -95,7 +75,7 @@ func (m *Metrics) Refresh(ok bool) {
 	if !ok {
 		o = "error"
 	}
-	m.refreshes.WithLabelValues(o).Inc()
+	m.refreshes.With(o).Inc()
 }
 
 // InFlight adds d to the requests being served.
@@ -112,52 +92,17 @@ func (m *Metrics) ConnState(_ net.Conn, s http.ConnState) {
 	}
 	switch s {
 	case http.StateNew:
-		m.open.Inc()
+		m.open.Add(1)
 	case http.StateClosed, http.StateHijacked:
-		m.open.Dec()
+		m.open.Add(-1)
 	}
 }
 
-// CheckListen accepts only a loopback IP and a port ("127.0.0.1:9464",
-// "[::1]:9464"): the metrics name projects and outcomes, which a task
-// container must not read.
-func CheckListen(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("--metrics-listen %q: %v (example: --metrics-listen 127.0.0.1:9464)", addr, err)
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("--metrics-listen %q: only a loopback address (127.0.0.1 or ::1) is allowed (example: --metrics-listen 127.0.0.1:9464)", addr)
-	}
-	if port == "" || port == "0" {
-		return fmt.Errorf("--metrics-listen %q: give a port (example: --metrics-listen 127.0.0.1:9464)", addr)
-	}
-	return nil
-}
+// CheckListen accepts only a loopback IP and a port (common/metrics).
+func CheckListen(addr string) error { return cm.CheckListen(addr) }
 
-// Server serves /metrics on l until Shutdown.
-func (m *Metrics) Server() *http.Server {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-}
+// Server serves /metrics until Shutdown.
+func (m *Metrics) Server() *http.Server { return m.reg.Server() }
 
 // Serve runs srv on l until ctx ends; the caller owns both.
-func Serve(ctx context.Context, srv *http.Server, l net.Listener) error {
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-done
-		return nil
-	case err := <-done:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	}
-}
+func Serve(ctx context.Context, srv *http.Server, l net.Listener) error { return cm.Serve(ctx, srv, l) }
