@@ -1,6 +1,11 @@
 package sandbox
 
-import "terok.dev/sandbox/runner/internal/launch"
+import (
+	"context"
+
+	"terok.dev/sandbox/runner/internal/firewall"
+	"terok.dev/sandbox/runner/internal/launch"
+)
 
 // GPURunArgs are the podman arguments that give a container the host's
 // NVIDIA GPUs through CDI (docs/runner.md); none when enabled is false.
@@ -17,3 +22,23 @@ func GPURunArgs(enabled bool) []string {
 // in the forms -e NAME=value, --env NAME=value, -e=… and --env=…; it is
 // what Run prints. Other arguments are unchanged.
 func RedactEnvArgs(argv []string) []string { return launch.Redact(argv) }
+
+// UsernsArgs are the podman arguments Run adds under rootless podman so
+// that the host user is the container's uid/gid 1000, the dev user of the
+// task images; none when podman runs as root.
+func (s *Sandbox) UsernsArgs() []string {
+	if !s.rootless() {
+		return nil
+	}
+	return launch.UsernsArgs()
+}
+
+// BypassNetworkArgs are the only firewall arguments Run adds under shield
+// bypass: the network wiring that lets host.containers.internal reach the
+// host's loopback services, with no egress filtering at all
+// (docs/shield.md, Rootful and rootless network wiring (and why)).
+// Rootless, it follows podman's network mode (podman info, cached).
+// Unlike Run it prints no warning: the caller decides to bypass.
+func (s *Sandbox) BypassNetworkArgs(ctx context.Context) []string {
+	return firewall.BypassArgs(ctx, !s.rootless(), s.podmanInfo)
+}

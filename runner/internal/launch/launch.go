@@ -138,12 +138,16 @@ func GPUArgs() []string {
 	return []string{"--device", "nvidia.com/gpu=all", "-e", "NVIDIA_VISIBLE_DEVICES=all", "-e", "NVIDIA_DRIVER_CAPABILITIES=all"}
 }
 
+// UsernsArgs map the host user to the container's uid/gid 1000 (the dev
+// user of the task images) under rootless podman (docs/runner.md, Argument order).
+func UsernsArgs() []string { return []string{"--userns=keep-id:uid=1000,gid=1000"} }
+
 // Args is the podman argument list (without the program name) in the exact
 // order of docs/runner.md, Argument order: one flag or value per element.
 func Args(p Params) []string {
 	args := []string{"run", "-d"}
 	if p.Rootless {
-		args = append(args, "--userns=keep-id:uid=1000,gid=1000")
+		args = append(args, UsernsArgs()...)
 	}
 	if !p.Unrestricted {
 		args = append(args, "--security-opt", "no-new-privileges")
