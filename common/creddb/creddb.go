@@ -21,6 +21,7 @@ import (
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 )
@@ -47,6 +48,16 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (
 const ExpirySchema = `CREATE TABLE IF NOT EXISTS token_expiry (
     token      TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
+);`
+
+// ScopeSchema holds a token's own allow/deny rules (docs/formats.md,
+// Credentials database), which narrow its route's scope: a table of its
+// own for the same reason as token_expiry. allow and deny are JSON arrays
+// of routes.json scope entries.
+const ScopeSchema = `CREATE TABLE IF NOT EXISTS token_scope (
+    token TEXT PRIMARY KEY,
+    allow TEXT NOT NULL,
+    deny  TEXT NOT NULL
 );`
 
 // DefaultSet is the credential set used unless an orchestrator picks another.
@@ -120,10 +131,11 @@ func encodeData(w *secretstore.Writer, set, provider string, c Credential) (stri
 }
 
 // resolveQuery is the one query behind Resolve: token and credential.
-const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at
+const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at, s.allow, s.deny
 		FROM proxy_tokens t LEFT JOIN credentials c
 		ON c.credential_set = t.credential_set AND c.provider = t.provider
 		LEFT JOIN token_expiry e ON e.token = t.token
+		LEFT JOIN token_scope s ON s.token = t.token
 		WHERE t.token = ?`
 
 // TokenInfo is what a phantom token stands for.
@@ -135,6 +147,34 @@ type TokenInfo struct {
 	// Expires is when the token stops working; zero: never. LookupToken
 	// and Resolve fill it; Resolve refuses an expired token (ErrExpired).
 	Expires time.Time `db:"-" json:"expires,omitzero"`
+	// Allow and Deny are the token's own scope rules (token_scope; none:
+	// the route's scope alone); Scope is them compiled. LookupToken and
+	// Resolve fill them; a row that does not parse is ErrBadScope.
+	Allow []scope.Rule `db:"-" json:"allow,omitempty"`
+	Deny  []scope.Rule `db:"-" json:"deny,omitempty"`
+	Scope scope.Scope  `db:"-" json:"-"`
+}
+
+// ErrBadScope is returned (with the TokenInfo filled) for a token whose
+// token_scope row cannot be parsed: callers refuse the token rather than
+// run it with its route's wider scope.
+var ErrBadScope = errors.New("phantom token's scope row is malformed")
+
+// decodeScope parses a token_scope row (both NULL: no row).
+func decodeScope(allow, deny sql.NullString) (a, d []scope.Rule, s scope.Scope, err error) {
+	if !allow.Valid && !deny.Valid {
+		return nil, nil, scope.Scope{}, nil
+	}
+	if err := json.Unmarshal([]byte(allow.String), &a); err != nil {
+		return nil, nil, scope.Scope{}, fmt.Errorf("%w: allow: %v", ErrBadScope, err)
+	}
+	if err := json.Unmarshal([]byte(deny.String), &d); err != nil {
+		return nil, nil, scope.Scope{}, fmt.Errorf("%w: deny: %v", ErrBadScope, err)
+	}
+	if s, err = scope.New(a, d); err != nil {
+		return nil, nil, scope.Scope{}, fmt.Errorf("%w: %v", ErrBadScope, err)
+	}
+	return a, d, s, nil
 }
 
 // Expired reports whether the token has an expiry at or before now.
@@ -175,7 +215,7 @@ func Open(path string) (*DB, error) {
 	// every handle uses it, so no caller can write plaintext into an
 	// encrypted store by forgetting to ask for it.
 	db := &DB{x: x, path: path, vault: secretstore.OpenVault(filepath.Dir(path))}
-	if _, err := x.Exec(Schema + "\n" + ExpirySchema); err != nil {
+	if _, err := x.Exec(Schema + "\n" + ExpirySchema + "\n" + ScopeSchema); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
@@ -325,6 +365,9 @@ type TokenSpec struct {
 	// Expires, when not zero, is when the token stops working (stored in
 	// token_expiry; docs/formats.md, Credentials database).
 	Expires time.Time
+	// Allow and Deny, when any is set, narrow the route's scope for this
+	// token (stored in token_scope; docs/credential-proxy.md, Scopes).
+	Allow, Deny []scope.Rule
 }
 
 // ErrExpired is returned by Resolve for a token whose expiry has passed.
@@ -358,6 +401,16 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 			return "", fmt.Errorf("create phantom token: %s must not be empty", f.name)
 		}
 	}
+	// Refused here, not at the proxy: a token whose rules do not compile
+	// would be refused on every request.
+	if _, err := scope.New(spec.Allow, spec.Deny); err != nil {
+		return "", fmt.Errorf("create phantom token: scope: %w", err)
+	}
+	var allowJSON, denyJSON []byte
+	if len(spec.Allow)+len(spec.Deny) > 0 {
+		allowJSON, _ = json.Marshal(nonNil(spec.Allow))
+		denyJSON, _ = json.Marshal(nonNil(spec.Deny))
+	}
 	tok, err := tokenid.New(tokenid.PhantomPrefix)
 	if err != nil {
 		return "", err
@@ -379,6 +432,12 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 				return err
 			}
 		}
+		if allowJSON != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO token_scope (token, allow, deny) VALUES (?, ?, ?)`,
+				tok, string(allowJSON), string(denyJSON)); err != nil {
+				return err
+			}
+		}
 		return tx.Commit()
 	}()
 	if err != nil {
@@ -387,16 +446,28 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 	return tok, nil
 }
 
+// nonNil keeps an empty list "[]" in JSON, never "null".
+func nonNil(r []scope.Rule) []scope.Rule {
+	if r == nil {
+		return []scope.Rule{}
+	}
+	return r
+}
+
 // LookupToken returns what tok stands for, with its expiry (Expires; the
-// caller decides, see TokenInfo.Expired), or ErrNotFound.
+// caller decides, see TokenInfo.Expired) and scope, or ErrNotFound; a
+// malformed scope row is ErrBadScope with the rest of the TokenInfo.
 func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	var row struct {
 		TokenInfo
-		ExpiresAt sql.NullInt64 `db:"expires_at"`
+		ExpiresAt sql.NullInt64  `db:"expires_at"`
+		Allow     sql.NullString `db:"allow"`
+		Deny      sql.NullString `db:"deny"`
 	}
 	err := d.x.GetContext(ctx, &row,
-		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at
-		   FROM proxy_tokens t LEFT JOIN token_expiry e ON e.token = t.token WHERE t.token = ?`, tok)
+		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at, s.allow, s.deny
+		   FROM proxy_tokens t LEFT JOIN token_expiry e ON e.token = t.token
+		   LEFT JOIN token_scope s ON s.token = t.token WHERE t.token = ?`, tok)
 	if errors.Is(err, sql.ErrNoRows) {
 		return TokenInfo{}, ErrNotFound
 	}
@@ -405,6 +476,9 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	}
 	ti := row.TokenInfo
 	ti.Expires = expiresAt(row.ExpiresAt)
+	if ti.Allow, ti.Deny, ti.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
+		return ti, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
+	}
 	return ti, nil
 }
 
@@ -529,6 +603,8 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 		TokenInfo
 		Data      sql.NullString `db:"data"`
 		ExpiresAt sql.NullInt64  `db:"expires_at"`
+		Allow     sql.NullString `db:"allow"`
+		Deny      sql.NullString `db:"deny"`
 	}
 	err := d.resolveStmt.GetContext(ctx, &row, tok)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -542,6 +618,9 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 		// Nothing of it: callers treat a TokenInfo with an error as a
 		// known token whose credential failed.
 		return TokenInfo{}, nil, ErrExpired
+	}
+	if row.TokenInfo.Allow, row.TokenInfo.Deny, row.TokenInfo.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
+		return row.TokenInfo, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	if !row.Data.Valid {
 		return row.TokenInfo, nil, nil
@@ -586,8 +665,10 @@ func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, err
 		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM token_expiry WHERE token IN (SELECT token FROM proxy_tokens WHERE project = ? AND task = ?)`, project, task); err != nil {
-		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+	for _, table := range []string{"token_expiry", "token_scope"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE token IN (SELECT token FROM proxy_tokens WHERE project = ? AND task = ?)`, project, task); err != nil {
+			return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
+		}
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM proxy_tokens WHERE project = ? AND task = ?`, project, task)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,7 +109,7 @@ func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
 		t.Errorf("List = %v, %v", names, err)
 	}
 	ti, err := db.LookupToken(ctx, "terok-p-0123456789abcdef0123456789abcdef")
-	if err != nil || ti != (TokenInfo{Project: "proj", Task: "42", CredentialSet: "default", Provider: "claude"}) {
+	if err != nil || !reflect.DeepEqual(ti, TokenInfo{Project: "proj", Task: "42", CredentialSet: "default", Provider: "claude"}) {
 		t.Errorf("LookupToken = %+v, %v", ti, err)
 	}
 	var mode string
@@ -401,7 +402,7 @@ func TestTokenExpiry(t *testing.T) {
 		if ti, c, err := resolve(ctx, live); err != nil || c == nil || !ti.Expires.Equal(exp) {
 			t.Fatalf("%s: live token: %+v %v %v", name, ti, c, err)
 		}
-		if ti, c, err := resolve(ctx, dead); !errors.Is(err, ErrExpired) || !errors.Is(err, ErrNotFound) || c != nil || ti != (TokenInfo{}) {
+		if ti, c, err := resolve(ctx, dead); !errors.Is(err, ErrExpired) || !errors.Is(err, ErrNotFound) || c != nil || !reflect.DeepEqual(ti, TokenInfo{}) {
 			t.Fatalf("%s: expired token: %+v %v %v", name, ti, c, err)
 		}
 	}

@@ -2,6 +2,7 @@ package creddb
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func (d *DB) NewResolver() *Resolver {
 		db:    d,
 		dsn:   "file:" + (&url.URL{Path: d.path}).EscapedPath() + "?" + q.Encode(),
 		cache: make(map[string]resolved),
-		cols:  make([]driver.Value, 6),
+		cols:  make([]driver.Value, 8),
 		args:  make([]driver.NamedValue, 1),
 	}
 }
@@ -167,7 +168,7 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 		}
 		return hit.info, hit.cred, nil
 	}
-	info, data, found, err := r.queryLocked(tok)
+	info, data, rules, found, err := r.queryLocked(tok)
 	if err != nil {
 		_ = r.dropLocked()
 		return TokenInfo{}, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
@@ -179,6 +180,11 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	}
 	if info.Expired(time.Now()) {
 		return TokenInfo{}, nil, ErrExpired
+	}
+	// Not cached when malformed: the proxy refuses the token on every
+	// request and logs it each time, until the row is fixed or revoked.
+	if info.Allow, info.Deny, info.Scope, err = decodeScope(rules[0], rules[1]); err != nil {
+		return info, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	var cred Credential
 	if data != nil {
@@ -213,24 +219,24 @@ func (r *Resolver) dataVersionLocked() (int64, error) {
 
 // queryLocked runs the resolve query; data is nil when the token has no
 // credential row.
-func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, found bool, err error) {
+func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [2]sql.NullString, found bool, err error) {
 	r.args[0] = driver.NamedValue{Ordinal: 1, Value: tok}
 	rows, err := r.resStmt.QueryContext(context.Background(), r.args)
 	if err != nil {
-		return info, nil, false, err
+		return info, nil, rules, false, err
 	}
 	defer rows.Close()
-	dest := r.cols[:6]
+	dest := r.cols[:8]
 	if err := rows.Next(dest); err != nil {
 		if errors.Is(err, io.EOF) {
-			return info, nil, false, nil
+			return info, nil, rules, false, nil
 		}
-		return info, nil, false, err
+		return info, nil, rules, false, err
 	}
 	var strs [4]string
 	for i := range strs {
 		if strs[i], err = text(dest[i]); err != nil {
-			return info, nil, false, err
+			return info, nil, rules, false, err
 		}
 	}
 	info = TokenInfo{Project: strs[0], Task: strs[1], CredentialSet: strs[2], Provider: strs[3]}
@@ -241,16 +247,26 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, found b
 	case []byte:
 		data = append([]byte(nil), v...) // the driver may reuse its buffer
 	default:
-		return info, nil, false, fmt.Errorf("credential data has type %T", v)
+		return info, nil, rules, false, fmt.Errorf("credential data has type %T", v)
 	}
 	switch v := dest[5].(type) {
 	case nil:
 	case int64:
 		info.Expires = time.Unix(v, 0).UTC()
 	default:
-		return info, nil, false, fmt.Errorf("token expiry has type %T", v)
+		return info, nil, rules, false, fmt.Errorf("token expiry has type %T", v)
 	}
-	return info, data, true, nil
+	for i := range rules {
+		if dest[6+i] == nil {
+			continue
+		}
+		s, err := text(dest[6+i])
+		if err != nil {
+			return info, nil, rules, false, err
+		}
+		rules[i] = sql.NullString{String: s, Valid: true}
+	}
+	return info, data, rules, true, nil
 }
 
 func text(v driver.Value) (string, error) {

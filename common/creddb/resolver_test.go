@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,7 +267,7 @@ func TestResolverMatchesResolve(t *testing.T) {
 	for _, tok := range []string{resolverTok, "terok-p-00000000000000000000000000000001", "terok-p-nope"} {
 		wi, wc, werr := db.Resolve(ctx, tok)
 		gi, gc, gerr := r.Resolve(ctx, tok)
-		if wi != gi || fmt.Sprint(wc) != fmt.Sprint(gc) || (werr == nil) != (gerr == nil) || errors.Is(werr, ErrNotFound) != errors.Is(gerr, ErrNotFound) {
+		if !reflect.DeepEqual(wi, gi) || fmt.Sprint(wc) != fmt.Sprint(gc) || (werr == nil) != (gerr == nil) || errors.Is(werr, ErrNotFound) != errors.Is(gerr, ErrNotFound) {
 			t.Errorf("%s: resolver %+v %v %v, db %+v %v %v", tok, gi, gc, gerr, wi, wc, werr)
 		}
 	}

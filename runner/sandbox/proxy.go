@@ -5,6 +5,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
@@ -38,6 +39,10 @@ type PhantomTokenSpec struct {
 	Provider string
 	// Set is the credential set; "" is the default set.
 	Set string
+	// Allow and Deny, when any is set, narrow the route's scope for this
+	// token: a request must pass both, deny wins (docs/credential-proxy.md,
+	// Scopes). scope.ParseRule reads the command-line form.
+	Allow, Deny []scope.Rule
 }
 
 // CreatePhantomToken issues the phantom token a task's container uses
@@ -54,7 +59,8 @@ func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec)
 		return "", err
 	}
 	defer db.Close()
-	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider})
+	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider,
+		Allow: spec.Allow, Deny: spec.Deny})
 }
 
 // RevokePhantomTokens deletes every phantom token of project/task and

@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"strings"
 
-	"terok.dev/sandbox/credproxy/internal/scope"
+	"terok.dev/sandbox/common/scope"
 )
 
 // Placeholder is the segment that matches any one segment and hides it.

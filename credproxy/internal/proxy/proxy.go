@@ -371,11 +371,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ev != nil {
 		ev.route = &route
 	}
-	if !route.Scope.Allowed(r.Method, r.URL.EscapedPath()) {
+	if errors.Is(credErr, creddb.ErrBadScope) {
+		// Fail closed: the token's narrowing is unknown, so the route's
+		// wider scope must not stand in for it.
 		ev.refuse(ReasonScope)
-		p.log.Warn("Request outside the route's scope refused",
+		p.log.Error("Phantom token refused: its token_scope row in the credentials database cannot be parsed; "+
+			"revoke the task's tokens and create them again",
+			"token_prefix", tokenid.Show(tok), "provider", info.Provider, "project", info.Project, "task", info.Task,
+			"error", credErr.Error())
+		outOfScope(w, info.Provider, r)
+		return
+	}
+	if escaped := r.URL.EscapedPath(); !route.Scope.Allowed(r.Method, escaped) || !info.Scope.Allowed(r.Method, escaped) {
+		ev.refuse(ReasonScope)
+		p.log.Warn("Request outside the route's or the token's scope refused",
 			"provider", info.Provider, "project", info.Project, "task", info.Task,
-			"method", r.Method, "path", r.URL.Path)
+			"token_prefix", tokenid.Show(tok), "method", r.Method, "path", r.URL.Path)
 		outOfScope(w, info.Provider, r)
 		return
 	}

@@ -8,8 +8,8 @@ import (
 	"net/url"
 	"testing"
 
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/credproxy/internal/routes"
-	"terok.dev/sandbox/credproxy/internal/scope"
 )
 
 // BenchmarkProxyScope: proxy throughput with no scope vs a 20-rule scope

@@ -13,8 +13,8 @@ import (
 	"sort"
 	"strings"
 
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/credproxy/internal/mask"
-	"terok.dev/sandbox/credproxy/internal/scope"
 )
 
 // Defaults of a route's header rules.

@@ -10,6 +10,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/proxyctl"
@@ -230,6 +231,8 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					&ucli.StringFlag{Name: "provider", Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
 					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+					&ucli.GenericFlag{Name: "allow", Value: &listFlag{}, Usage: "narrow the route's scope: 'METHODS PATH', e.g. 'GET /v1/models' or 'GET,POST /v1/messages/**' (repeatable)"},
+					&ucli.GenericFlag{Name: "deny", Value: &listFlag{}, Usage: "refuse these requests even when allowed: 'METHODS PATH' (repeatable)"},
 					jsonFlag(),
 				},
 				Action: projectTaskFirst(withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
@@ -244,15 +247,30 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						}
 						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 					}
-					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"), Expires: expires})
+					allow, err := scopeRules(c, "allow")
+					if err != nil {
+						return err
+					}
+					deny, err := scopeRules(c, "deny")
+					if err != nil {
+						return err
+					}
+					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"),
+						Expires: expires, Allow: allow, Deny: deny})
 					if err != nil {
 						return err
 					}
 					if fa.Bool("json") {
-						out := map[string]string{"token": tok, "project": a[0], "task": a[1],
+						out := map[string]any{"token": tok, "project": a[0], "task": a[1],
 							"credential_set": fa.String("set"), "provider": fa.String("provider")}
 						if !expires.IsZero() {
 							out["expires"] = expires.Format(time.RFC3339)
+						}
+						if len(allow) > 0 {
+							out["allow"] = allow
+						}
+						if len(deny) > 0 {
+							out["deny"] = deny
 						}
 						return writeJSON(d.Stdout, out)
 					}
@@ -286,6 +304,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					return nil
 				}),
 			},
+			proxyTokenShowCommand(d),
 			{
 				Name:  "list",
 				Usage: "list phantom tokens (shown only by prefix)",
@@ -323,4 +342,93 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 			},
 		},
 	}
+}
+
+// scopeRules parses the repeated --allow or --deny values; a malformed one
+// is a usage error (exit 2) naming the flag, the value and an example.
+func scopeRules(c *ucli.Context, flag string) ([]scope.Rule, error) {
+	var out []scope.Rule
+	for _, v := range listOf(c, flag) {
+		r, err := scope.ParseRule(v)
+		if err != nil {
+			return nil, UsageErrorf("--%s: %v", flag, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// proxyTokenShowCommand is `proxy token show TOKEN-or-PREFIX`: what one
+// token stands for, its scope and expiry, the token only by prefix.
+func proxyTokenShowCommand(d Deps) *ucli.Command {
+	return &ucli.Command{
+		Name:      "show",
+		Usage:     "show one phantom token's task, provider, scope and expiry (the token only by prefix)",
+		ArgsUsage: "TOKEN-or-PREFIX",
+		Flags:     []ucli.Flag{jsonFlag()},
+		Action: withCredDB(d, []string{"token"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
+			tok, err := findPhantomToken(c, db, strings.TrimSuffix(a[0], "…"))
+			if err != nil {
+				return err
+			}
+			ti, err := db.LookupToken(c.Context, tok)
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Token string `json:"token"`
+				creddb.TokenInfo
+				Expired bool `json:"expired"`
+			}{tokenid.Show(tok), ti, ti.Expired(time.Now())}
+			if fa.Bool("json") {
+				return writeJSON(d.Stdout, out)
+			}
+			tw := tabwriter.NewWriter(d.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "Token:\t%s\nProject:\t%s\nTask:\t%s\nCredential set:\t%s\nProvider:\t%s\n",
+				out.Token, ti.Project, ti.Task, ti.CredentialSet, ti.Provider)
+			switch {
+			case ti.Expires.IsZero():
+				fmt.Fprintln(tw, "Expires:\tnever (until revoked)")
+			case out.Expired:
+				fmt.Fprintf(tw, "Expires:\t%s (expired)\n", ti.Expires.Format(time.RFC3339))
+			default:
+				fmt.Fprintf(tw, "Expires:\t%s\n", ti.Expires.Format(time.RFC3339))
+			}
+			if len(ti.Allow)+len(ti.Deny) == 0 {
+				fmt.Fprintln(tw, "Scope:\tthe route's")
+			}
+			for _, r := range ti.Allow {
+				fmt.Fprintf(tw, "Allow:\t%s %s\n", strings.Join(r.Methods, ","), r.Path)
+			}
+			for _, r := range ti.Deny {
+				fmt.Fprintf(tw, "Deny:\t%s %s\n", strings.Join(r.Methods, ","), r.Path)
+			}
+			return tw.Flush()
+		}),
+	}
+}
+
+// findPhantomToken resolves a whole token or a unique prefix of one (at
+// least the 12 characters `list` shows) to the stored token.
+func findPhantomToken(c *ucli.Context, db *creddb.DB, arg string) (string, error) {
+	if !strings.HasPrefix(arg, tokenid.PhantomPrefix) || len(arg) < 12 {
+		return "", UsageErrorf("%q is not a phantom token or a prefix of one (at least 12 characters, e.g. terok-p-1a2b as `proxy token list` shows it)", tokenid.Show(arg))
+	}
+	rows, err := db.ListTokens(c.Context, "")
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, r := range rows {
+		if strings.HasPrefix(r.Token, arg) {
+			found = append(found, r.Token)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("no phantom token starts with %s", tokenid.Show(arg))
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("%d phantom tokens start with %s; give more of it", len(found), tokenid.Show(arg))
 }

@@ -216,3 +216,26 @@ func matchSegs(pat, path []string) bool {
 	}
 	return len(path) == 0
 }
+
+// ParseRule reads the command-line form of a rule, "METHODS PATH": one or
+// more methods joined by ',' ("*" for any), one space, then the pattern,
+// e.g. "GET /v1/models" or "GET,POST /v1/messages/**". The rule is
+// validated like a routes.json entry; errors carry an example.
+func ParseRule(s string) (Rule, error) {
+	const example = ` (example: 'GET /v1/models' or 'GET,POST /v1/messages/**')`
+	methods, path, ok := strings.Cut(strings.TrimSpace(s), " ")
+	path = strings.TrimSpace(path)
+	if !ok || methods == "" || path == "" {
+		return Rule{}, fmt.Errorf("rule %q is not \"METHODS PATH\"%s", s, example)
+	}
+	r := Rule{Methods: strings.Split(methods, ","), Path: path}
+	for _, m := range r.Methods {
+		if m == "" {
+			return Rule{}, fmt.Errorf("rule %q has an empty method%s", s, example)
+		}
+	}
+	if _, err := compile(r); err != nil {
+		return Rule{}, fmt.Errorf("rule %q: %w%s", s, err, example)
+	}
+	return r, nil
+}
