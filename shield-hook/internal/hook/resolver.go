@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 	"terok.dev/sandbox/shield-hook/internal/resolver"
@@ -163,15 +164,35 @@ func bindDNS() (udp, tcp *os.File, err error) {
 func resolverEnv(ann map[string]string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, resolver.EnvContainer+"=") && !strings.HasPrefix(kv, resolver.EnvRefusedLog+"=") {
+		if !ownEnv(kv) {
 			env = append(env, kv)
 		}
 	}
 	env = append(env, resolver.EnvContainer+"="+ann[shieldbundle.AnnName])
+	// The runner checked both by the id rules of common/names; the hook
+	// checks again (an annotation is anyone's podman argument) and drops
+	// a value that fails rather than failing the start over a label.
+	if p := ann[shieldbundle.AnnProject]; p != "" && names.ValidateProjectID(p) == nil {
+		env = append(env, resolver.EnvProject+"="+p)
+	}
+	if t := ann[shieldbundle.AnnTask]; t != "" && names.ValidateTaskID(t) == nil {
+		env = append(env, resolver.EnvTask+"="+t)
+	}
 	if on, err := strconv.ParseBool(ann[shieldbundle.AnnAuditEnabled]); err == nil && !on {
 		env = append(env, resolver.EnvRefusedLog+"=off")
 	}
 	return env
+}
+
+// ownEnv reports a variable resolverEnv sets itself (an inherited value
+// must not stand in for the container's).
+func ownEnv(kv string) bool {
+	for _, k := range []string{resolver.EnvContainer, resolver.EnvProject, resolver.EnvTask, resolver.EnvRefusedLog} {
+		if strings.HasPrefix(kv, k+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // readReady reads the resolver's readiness line, bounded in time and size.

@@ -78,9 +78,9 @@ type refusedState struct {
 // refusals turns logged packets and refused names into audit records,
 // rate-limited per destination, and writes them with one goroutine.
 type refusals struct {
-	w         *audit.Writer
-	container string
-	dir       string
+	w   *audit.Writer
+	id  RecordID
+	dir string
 	now       func() time.Time
 
 	mu     sync.Mutex
@@ -105,14 +105,24 @@ type refusals struct {
 
 // newRefusals opens <dir>/refused.jsonl and starts the writer goroutine;
 // stop ends it after writing what is pending.
-func newRefusals(dir, container string, onError func(error)) (*refusals, error) {
+// RecordID names the container in its records: its name, and the
+// launch's project and task ids when it has them.
+type RecordID struct{ Container, Project, Task string }
+
+// base is a record of event at now, carrying the container's ids.
+func (f *refusals) base(event, outcome string, now time.Time) audit.Record {
+	return audit.Record{Time: now, Channel: "shield", Event: event, Outcome: outcome,
+		Container: f.id.Container, Project: f.id.Project, Task: f.id.Task, Fields: map[string]any{"count": 0}}
+}
+
+func newRefusals(dir string, id RecordID, onError func(error)) (*refusals, error) {
 	w, err := audit.Open(filepath.Join(dir, refusedFile), audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep})
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now
 	f := &refusals{
-		w: w, container: container, dir: dir, now: now,
+		w: w, id: id, dir: dir, now: now,
 		dests:  map[refusedKey]*refusedState{},
 		newLim: newRateLimiter(newRate, newBurst, now()),
 		names:  newNameMemory(maxNames),
@@ -195,10 +205,8 @@ func (f *refusals) emitLocked(k refusedKey, st *refusedState, now time.Time) {
 }
 
 func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
-	rec := audit.Record{
-		Time: now, Channel: "shield", Event: k.event, Outcome: "refused", Container: f.container,
-		Fields: map[string]any{"count": count},
-	}
+	rec := f.base(k.event, "refused", now)
+	rec.Fields["count"] = count
 	if k.event == "dns-refused" {
 		rec.Reason = ReasonNotAllowed
 		rec.Fields["name"] = k.name
@@ -342,8 +350,7 @@ func (f *refusals) loop() {
 			// Drops with no record to carry them: a record of its own
 			// (no destination, count 0), at most one a second.
 			if f.dropped.Load() > 0 && len(f.queue) == 0 && f.now().Sub(f.wrote) >= recordInterval {
-				f.write(audit.Record{Time: f.now(), Channel: "shield", Event: "refused", Outcome: "refused",
-					Container: f.container, Fields: map[string]any{"count": 0}})
+				f.write(f.base("refused", "refused", f.now()))
 			}
 			if idle && f.dropped.Load() == 0 && len(f.queue) == 0 {
 				t.Stop()
@@ -357,8 +364,7 @@ func (f *refusals) loop() {
 					f.write(rec)
 				default:
 					if f.dropped.Load() > 0 {
-						f.write(audit.Record{Time: f.now(), Channel: "shield", Event: "refused", Outcome: "refused",
-							Container: f.container, Fields: map[string]any{"count": 0}})
+						f.write(f.base("refused", "refused", f.now()))
 					}
 					return
 				}
@@ -434,6 +440,8 @@ func (n *nameMemory) get(a netip.Addr) (string, bool) {
 // the container's audit log is off (no records, no NFLOG subscription).
 const (
 	EnvContainer  = "TEROK_SHIELD_CONTAINER"
+	EnvProject    = "TEROK_SHIELD_PROJECT"
+	EnvTask       = "TEROK_SHIELD_TASK"
 	EnvRefusedLog = "TEROK_SHIELD_REFUSED_LOG"
 )
 

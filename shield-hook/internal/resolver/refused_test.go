@@ -23,7 +23,7 @@ func testRefusals(t *testing.T) (*refusals, *time.Time) {
 	}
 	now := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
 	f := &refusals{
-		w: w, container: "c1", dir: dir, now: func() time.Time { return now },
+		w: w, id: RecordID{Container: "c1", Project: "demo", Task: "t1"}, dir: dir, now: func() time.Time { return now },
 		dests: map[refusedKey]*refusedState{}, newLim: newRateLimiter(newRate, newBurst, now),
 		names: newNameMemory(4), queue: make(chan audit.Record, recordQueue), kick: make(chan struct{}, 1),
 	}
@@ -84,7 +84,7 @@ func TestRefusalsRecords(t *testing.T) {
 				t.Fatalf("%d records, want 1", len(recs))
 			}
 			r := recs[0]
-			if r.Channel != "shield" || r.Event != tt.event || r.Outcome != "refused" || r.Reason != tt.reason || r.Container != "c1" {
+			if r.Channel != "shield" || r.Event != tt.event || r.Outcome != "refused" || r.Reason != tt.reason || r.Container != "c1" || r.Project != "demo" || r.Task != "t1" {
 				t.Errorf("record %+v", r)
 			}
 			if len(r.Fields) != len(tt.fields) {
@@ -219,7 +219,7 @@ func TestNameMemory(t *testing.T) {
 // of their own; stop writes what is pending.
 func TestRefusalsDropsOnlyRecord(t *testing.T) {
 	dir := t.TempDir()
-	f, err := newRefusals(dir, "c1", func(err error) { t.Error(err) })
+	f, err := newRefusals(dir, RecordID{Container: "c1"}, func(err error) { t.Error(err) })
 	if err != nil {
 		t.Fatal(err)
 	}

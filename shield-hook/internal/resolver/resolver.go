@@ -209,7 +209,7 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 	}
 	defer r.host.close()
 	if os.Getenv(EnvRefusedLog) != "off" {
-		if r.refused, err = newRefusals(dir, os.Getenv(EnvContainer), func(err error) {
+		if r.refused, err = newRefusals(dir, RecordID{Container: os.Getenv(EnvContainer), Project: os.Getenv(EnvProject), Task: os.Getenv(EnvTask)}, func(err error) {
 			r.log.log(slog.LevelError, "refused-traffic record", slog.String("error", err.Error()))
 		}); err != nil {
 			return err
