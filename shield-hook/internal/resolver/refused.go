@@ -81,7 +81,7 @@ type refusals struct {
 	w   *audit.Writer
 	id  RecordID
 	dir string
-	now       func() time.Time
+	now func() time.Time
 
 	mu     sync.Mutex
 	dests  map[refusedKey]*refusedState
