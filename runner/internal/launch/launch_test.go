@@ -116,6 +116,13 @@ func TestRedact(t *testing.T) {
 		{"dangling -e", []string{"run", "-e"}, []string{"run", "-e"}},
 		{"other args untouched", []string{"-v", "API_KEY=x:/y", "--name", "SECRET=1", "-eAPI_KEY=x"}, []string{"-v", "API_KEY=x:/y", "--name", "SECRET=1", "-eAPI_KEY=x"}},
 		{"value of -e not reinterpreted", []string{"-e", "-e", "KEY=1"}, []string{"-e", "-e", "KEY=1"}},
+		{"URL user info in any variable", []string{"-e", "GATE_URL=http://terok-g-1234abcd@host.containers.internal:9418/proj.git"},
+			[]string{"-e", "GATE_URL=http://<redacted>@host.containers.internal:9418/proj.git"}},
+		{"URL user and password", []string{"-e", "UPSTREAM=https://u:p%40ss@h"}, []string{"-e", "UPSTREAM=https://<redacted>@h"}},
+		{"URL in a command argument", []string{"sh", "-c", "git clone http://tok@h/r.git x && curl https://a:b@h2?q=1"},
+			[]string{"sh", "-c", "git clone http://<redacted>@h/r.git x && curl https://<redacted>@h2?q=1"}},
+		{"@ after the authority kept", []string{"-e", "U=http://h/p@v", "ssh://git@h:22/r", "a@b"}, []string{"-e", "U=http://h/p@v", "ssh://<redacted>@h:22/r", "a@b"}},
+		{"scheme without authority", []string{"-e", "X=://", "-e", "Y=http://"}, []string{"-e", "X=://", "-e", "Y=http://"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -230,8 +237,10 @@ func FuzzRedact(f *testing.F) {
 	f.Add("CODE_REPO", "http://t@h/r", 1)
 	f.Add("PATH", "/usr/bin", 2)
 	f.Add("db_Password", "x=y", 3)
+	f.Add("GATE_URL", "http://terok-g-1@h:1/p.git", 0)
+	f.Add("U", "http://a@b@c/d http://e@f", 2)
 	f.Fuzz(func(t *testing.T, name, value string, form int) {
-		if strings.Contains(name, "=") {
+		if strings.Contains(name, "=") || strings.Contains(name, "://") {
 			return
 		}
 		var argv, redacted []string
@@ -251,10 +260,17 @@ func FuzzRedact(f *testing.F) {
 		}
 		got := Redact(argv)
 		// Element by element: a sensitive value is replaced entirely, anything
-		// else passes through unchanged.
-		want := argv
+		// else passes through with only its URLs' user information replaced.
+		want := make([]string, len(argv))
+		for i, a := range argv {
+			want[i] = redactUserinfo(a)
+		}
 		if SensitiveName(name) {
 			want = redacted
+		}
+		if u, _, _ := strings.Cut(value, "@"); strings.HasPrefix(value, "http://") && len(u) > len("http://") &&
+			!strings.ContainsAny(u[len("http://"):], "/?# \t\n'\"") && u != "http://"+Redacted && strings.Contains(strings.Join(got, " "), u+"@") {
+			t.Fatalf("Redact(%q) = %q keeps the URL's user information", argv, got)
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("Redact(%q) = %q, want %q", argv, got, want)

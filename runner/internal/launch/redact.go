@@ -31,12 +31,41 @@ func redactPair(kv string) string {
 	return kv
 }
 
+// redactUserinfo replaces the user information of every URL in s
+// (`scheme://USER[:PASS]@host`): a gate URL carries the task's token there,
+// whatever the variable or argument holding it is called.
+func redactUserinfo(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		// The authority ends at the path, query, fragment or the end of the
+		// word; its user information at its last '@'.
+		end := strings.IndexAny(s, "/?# \t\n'\"")
+		if end < 0 {
+			end = len(s)
+		}
+		if at := strings.LastIndexByte(s[:end], '@'); at >= 0 {
+			b.WriteString(Redacted)
+			s = s[at:]
+		}
+	}
+}
+
 // Redact returns a copy of argv with the values of sensitive environment
 // variables replaced, for the forms `-e NAME=value`, `--env NAME=value`,
-// `-e=NAME=value` and `--env=NAME=value`. Other arguments are unchanged.
+// `-e=NAME=value` and `--env=NAME=value`, and the user information of
+// every URL in any argument. Other arguments are unchanged.
 func Redact(argv []string) []string {
 	out := make([]string, len(argv))
-	copy(out, argv)
+	for i, a := range argv {
+		out[i] = redactUserinfo(a)
+	}
 	for i := 0; i < len(out); i++ {
 		switch a := out[i]; {
 		case (a == "-e" || a == "--env") && i+1 < len(out):
