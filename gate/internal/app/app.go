@@ -18,16 +18,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/audit"
+	cm "terok.dev/sandbox/common/metrics"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/gate/internal/health"
 	"terok.dev/sandbox/gate/internal/listen"
+	"terok.dev/sandbox/gate/internal/metrics"
 	"terok.dev/sandbox/gate/internal/server"
 	"terok.dev/sandbox/gate/internal/tokens"
 )
@@ -53,6 +56,7 @@ type options struct {
 	basePath, tokenFile, bind, pidFile, adminToken, logFile string
 	logFormat, logLevel, syslogSocket                       string
 	auditFile, policyDir, taskEnds                          string
+	metricsListen                                           string
 	port                                                    int
 	inetd, detach, foreground, accessLog, showVersion       bool
 	secretScan                                              bool
@@ -105,6 +109,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.BoolVar(&o.secretScan, "secret-scan", true, "refuse task pushes whose new files hold a credential (--secret-scan=false turns it off)")
 	fs.StringVar(&o.policyDir, "policy-dir", "", "directory of the projects' push policies <project>.json (default <base-path>/policy)")
 	fs.StringVar(&o.taskEnds, "task-ends", "", "task-ends directory: tokens bound to a container whose end is recorded there are refused (default <base-path>/../task-ends)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, ADDR a loopback IP and port (off by default)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -143,6 +148,15 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	if _, ok := parseLevel(o.logLevel); !ok {
 		return usage(fmt.Sprintf("--log-level %q is none of debug, info, warn, error", o.logLevel))
+	}
+	if o.metricsListen != "" {
+		if err := cm.CheckListen(o.metricsListen); err != nil {
+			return usage(err.Error())
+		}
+		if o.inetd {
+			// One process per connection: its counters would die with it.
+			return usage("--metrics-listen needs a long-running gate (--foreground, --detach or socket activation), not --inetd")
+		}
 	}
 	if o.adminToken == "" {
 		o.adminToken = os.Getenv(EnvAdminToken)
@@ -229,7 +243,7 @@ func (o options) auditPath() string {
 
 // handler is the git server behind the unauthenticated health answer
 // (docs/gate.md, Health).
-func (o options) handler(log *slog.Logger) (http.Handler, error) {
+func (o options) handler(log *slog.Logger, met *metrics.Metrics) (http.Handler, error) {
 	taskEnds := o.taskEnds
 	if taskEnds == "" {
 		taskEnds = filepath.Join(filepath.Dir(filepath.Clean(o.basePath)), "task-ends")
@@ -267,6 +281,7 @@ func (o options) handler(log *slog.Logger) (http.Handler, error) {
 		RequestTimeout: o.requestTimeout,
 		Log:            log,
 		AccessLog:      o.accessLog,
+		Metrics:        met,
 	})
 	if err != nil {
 		return nil, err
@@ -275,8 +290,25 @@ func (o options) handler(log *slog.Logger) (http.Handler, error) {
 	return health.Wrap(h, check, func(err error) { log.Error("health check failed", "error", err.Error()) }), nil
 }
 
-func (o options) timeouts() listen.Timeouts {
-	return listen.Timeouts{ReadHeader: listen.DefaultTimeouts.ReadHeader, Idle: o.idle, Grace: o.grace}
+func (o options) timeouts(met *metrics.Metrics) listen.Timeouts {
+	t := listen.Timeouts{ReadHeader: listen.DefaultTimeouts.ReadHeader, Idle: o.idle, Grace: o.grace}
+	if met != nil {
+		t.ConnState = met.ConnState
+	}
+	return t
+}
+
+// metricsListener binds --metrics-listen before the gate reports ready, so
+// a taken port fails the start loudly. Without the flag both are nil.
+func (o options) metricsListener() (*metrics.Metrics, net.Listener, error) {
+	if o.metricsListen == "" {
+		return nil, nil, nil
+	}
+	l, err := net.Listen("tcp", o.metricsListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listener: %w; free the port or choose another --metrics-listen", err)
+	}
+	return metrics.New(), l, nil
 }
 
 // signalContext is cancelled by SIGTERM or SIGINT.
@@ -292,8 +324,17 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 		return exitError
 	}
 	defer closeLog()
-	h, err := o.handler(log)
+	met, ml, err := o.metricsListener()
 	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
+		return exitError
+	}
+	h, err := o.handler(log, met)
+	if err != nil {
+		if ml != nil {
+			ml.Close()
+		}
 		log.Error("cannot start", "error", err.Error())
 		fmt.Fprintf(stderr, "terok-gate: %v\n", err)
 		return exitError
@@ -309,7 +350,7 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 			return exitError
 		}
 		log.Debug("serving one connection", "mode", "inetd", "version", version.Version)
-		if err := listen.ServeConn(ctx, conn, h, o.timeouts(), log); err != nil {
+		if err := listen.ServeConn(ctx, conn, h, o.timeouts(nil), log); err != nil {
 			log.Warn("connection ended with an error", "error", err.Error())
 		}
 		return exitOK
@@ -343,18 +384,35 @@ func run(o options, stderr io.Writer, m mode, ln net.Listener) int {
 	if m == modeActivated {
 		mname = "systemd"
 	}
-	return serve(ctx, o, ln, h, log, mname, nil)
+	return serve(ctx, o, ln, h, log, mname, nil, met, ml)
 }
 
 // serve logs the start with the listen address, serves until ctx ends and
 // logs the end: the gate always says where it listens (docs/gate.md, Logs).
 // ready, when set, is called once the start is logged.
-func serve(ctx context.Context, o options, ln net.Listener, h http.Handler, log *slog.Logger, mode string, ready func()) int {
+//
+// With met, the metrics listener ml is served beside it and stopped with it.
+func serve(ctx context.Context, o options, ln net.Listener, h http.Handler, log *slog.Logger, mode string, ready func(),
+	met *metrics.Metrics, ml net.Listener) int {
 	log.Info("serving", "addr", ln.Addr().String(), "mode", mode, "base_path", o.basePath, "version", version.Version)
+	if met != nil {
+		mctx, stopMetrics := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cm.Serve(mctx, met.Server(), ml); err != nil {
+				log.Error("metrics listener failed; metrics are unavailable until the gate restarts", "error", err.Error())
+			}
+		}()
+		defer wg.Wait()
+		defer stopMetrics()
+		log.Info("serving metrics", "addr", "http://"+ml.Addr().String()+"/metrics")
+	}
 	if ready != nil {
 		ready()
 	}
-	if err := listen.Serve(ctx, ln, h, o.timeouts(), log); err != nil {
+	if err := listen.Serve(ctx, ln, h, o.timeouts(met), log); err != nil {
 		log.Error("server stopped", "error", err.Error())
 		return exitError
 	}
@@ -482,13 +540,22 @@ func runDetachedChild(o options) int {
 		return exitError
 	}
 	defer closeLog()
-	h, err := o.handler(log)
+	met, ml, err := o.metricsListener()
 	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		report("error: " + err.Error())
+		return exitError
+	}
+	h, err := o.handler(log, met)
+	if err != nil {
+		if ml != nil {
+			ml.Close()
+		}
 		log.Error("cannot start", "error", err.Error())
 		report("error: " + err.Error())
 		return exitError
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	return serve(ctx, o, ln, h, log, "detached", func() { report("ready") })
+	return serve(ctx, o, ln, h, log, "detached", func() { report("ready") }, met, ml)
 }

@@ -23,6 +23,9 @@ type Timeouts struct {
 	ReadHeader time.Duration // request line + headers
 	Idle       time.Duration // keep-alive wait for the next request
 	Grace      time.Duration // SIGTERM: how long in-flight requests may run on
+	// ConnState, when set, sees every connection's state changes (the
+	// open-connections metric).
+	ConnState func(net.Conn, http.ConnState)
 }
 
 // Defaults for Timeouts.
@@ -41,6 +44,7 @@ func newServer(h http.Handler, t Timeouts, log *slog.Logger) *http.Server {
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         t.ConnState,
 	}
 }
 

@@ -86,25 +86,72 @@ type refRecord struct {
 	Error string `json:"error,omitempty"`
 }
 
-// audit writes the request's record when it is one (see op).
-func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) {
-	if h.opt.Audit == nil || o.token == "" || o.event == "" {
+// finish settles the request's outcome once, for its audit record (when
+// it is one, see op) and its metrics, so both say the same.
+func (h *Handler) finish(r *http.Request, rec *recorder, o *op, start time.Time) {
+	if h.opt.Audit == nil && h.opt.Metrics == nil {
 		return
 	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if status < 400 && !o.opEvent {
-		return
+	var refs []refRecord
+	if o.push != nil {
+		refs = make([]refRecord, len(o.push.Commands))
+		for i, c := range o.push.Commands {
+			refs[i] = refRecord{Ref: c.Ref, Old: c.Old, New: c.New, Error: o.refErr[c.Ref]}
+		}
 	}
+	outcome, reason := h.outcome(o, status, refs)
 	event := o.event
 	if o.scan != nil {
 		event = o.scan.Event()
 	}
-	ar := audit.Record{Channel: "gate", Event: event, Outcome: "ok", Reason: o.reason,
+	var in int64
+	if o.in != nil {
+		in = o.in.n
+	}
+	h.opt.Metrics.Request(event, outcome, reason, in, rec.bytes, time.Since(start))
+	h.audit(r, rec, o, start, auditOutcome{status: status, event: event, outcome: outcome, reason: reason, refs: refs})
+}
+
+// outcome is the audit vocabulary's outcome and reason of a finished
+// request (docs/audit.md, Channel gate).
+func (h *Handler) outcome(o *op, status int, refs []refRecord) (outcome, reason string) {
+	ar := audit.Record{Outcome: "ok", Reason: o.reason}
+	switch {
+	case o.reason != "":
+		ar.Outcome = "refused"
+	case status >= 500:
+		ar.Outcome, ar.Reason = "error", "server-error"
+	case status >= 400:
+		ar.Outcome, ar.Reason = "refused", httpReason(status)
+	}
+	if o.push != nil && ar.Outcome == "ok" {
+		h.pushOutcome(&ar, refs, o)
+	}
+	return ar.Outcome, ar.Reason
+}
+
+type auditOutcome struct {
+	status          int
+	event           string
+	outcome, reason string
+	refs            []refRecord
+}
+
+// audit writes the request's record when it is one (see op).
+func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time, res auditOutcome) {
+	if h.opt.Audit == nil || o.token == "" || o.event == "" {
+		return
+	}
+	if res.status < 400 && !o.opEvent {
+		return
+	}
+	ar := audit.Record{Channel: "gate", Event: res.event, Outcome: res.outcome, Reason: res.reason,
 		TokenPrefix: audit.TokenPrefix(o.token), Project: o.look.Project, Task: o.look.Task}
-	f := map[string]any{"repo": o.rt.Repo, "status": status, "resp_bytes": rec.bytes,
+	f := map[string]any{"repo": o.rt.Repo, "status": res.status, "resp_bytes": rec.bytes,
 		"duration_ms": time.Since(start).Milliseconds(), "remote": r.RemoteAddr, "protocol": o.proto}
 	if o.look.Admin {
 		ar.Project = o.rt.Project()
@@ -116,22 +163,10 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) 
 	if o.look.Gone {
 		ar.Container = o.look.Container
 	}
-	switch {
-	case o.reason != "":
-		ar.Outcome = "refused"
-	case status >= 500:
-		ar.Outcome, ar.Reason = "error", "server-error"
-	case status >= 400:
-		ar.Outcome, ar.Reason = "refused", httpReason(status)
-	}
-	if o.push != nil {
-		refs := make([]refRecord, len(o.push.Commands))
-		for i, c := range o.push.Commands {
-			refs[i] = refRecord{Ref: c.Ref, Old: c.Old, New: c.New, Error: o.refErr[c.Ref]}
-		}
-		if ar.Outcome == "ok" {
-			h.pushOutcome(&ar, refs, o)
-		} else if o.refErr != nil {
+	if refs := res.refs; o.push != nil {
+		// Refused before git ran (the gate's own outcome): every ref
+		// shares the refusal.
+		if (o.reason != "" || res.status >= 400) && o.refErr != nil {
 			for i := range refs {
 				if refs[i].Error == "" {
 					refs[i].Error = "refused with the rest of the push (atomic)"
@@ -147,6 +182,21 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time) 
 	if err := h.opt.Audit.Write(ar); err != nil {
 		h.opt.Log.Warn("cannot write audit record", "error", err.Error(), "next", "check the audit file's directory and free space")
 	}
+}
+
+// lookupResult names a token lookup for the metrics.
+func lookupResult(l tokens.Result) string {
+	switch {
+	case l.OK:
+		return "found"
+	case l.Gone:
+		return reasonTaskGone
+	case l.Expired:
+		return reasonExpired
+	case l.Revoked:
+		return reasonRevoked
+	}
+	return "unknown" // the proxy's name for the same result (docs/operations.md, Metrics)
 }
 
 // pushOutcome reads git's report-status: every ref "ok" is a successful
@@ -198,6 +248,8 @@ func gitReason(why string) string {
 
 func httpReason(status int) string {
 	switch status {
+	case http.StatusUnauthorized:
+		return "no-credentials" // metrics only: the audit records token holders
 	case http.StatusNotFound:
 		return "not-found"
 	case http.StatusMethodNotAllowed:

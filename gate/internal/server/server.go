@@ -28,6 +28,7 @@ import (
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/gate/internal/auth"
+	"terok.dev/sandbox/gate/internal/metrics"
 	"terok.dev/sandbox/gate/internal/pushcmd"
 	"terok.dev/sandbox/gate/internal/route"
 	"terok.dev/sandbox/gate/internal/tokens"
@@ -79,6 +80,9 @@ type Options struct {
 	// refuses those whose new blobs hold a credential (docs/gate.md,
 	// Secret scanning).
 	SecretScan bool
+	// Metrics counts requests, bytes, latency, git processes and token
+	// lookups (docs/gate.md, Metrics); nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Handler serves the gate. Create it with New.
@@ -259,7 +263,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o := &op{}
 	defer func() {
 		h.logRequest(r, rec, who, start)
-		h.audit(r, rec, o, start)
+		h.finish(r, rec, o, start)
 	}()
 
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
@@ -271,6 +275,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		text(rec, http.StatusNotFound, "Not Found")
 		return
 	}
+	// Named before authentication, so the metrics count a request without
+	// credentials by its kind too (the audit records only token holders).
+	o.rt = rt
+	o.classify(r)
 	user, ok := auth.BasicUser(r.Header.Get("Authorization"))
 	if !ok {
 		rec.Header()["WWW-Authenticate"] = []string{`Basic realm="terok gate"`} // spec spelling
@@ -280,9 +288,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who = tokenid.Show(user)
-	o.token, o.rt = user, rt
-	o.classify(r)
+	o.token = user
 	o.look = h.opt.Store.Lookup(user)
+	h.opt.Metrics.Lookup(lookupResult(o.look))
 	project := o.look.Project
 	if !o.look.OK {
 		o.reason = reasonUnknownToken
@@ -445,7 +453,8 @@ func (h *Handler) acquire(ctx context.Context, w http.ResponseWriter) (release f
 	defer t.Stop()
 	select {
 	case h.slots <- struct{}{}:
-		return func() { <-h.slots }, true
+		h.opt.Metrics.Git(1)
+		return func() { <-h.slots; h.opt.Metrics.Git(-1) }, true
 	case <-t.C:
 		w.Header().Set("Retry-After", "5")
 		text(w, http.StatusServiceUnavailable, "Too many concurrent git operations; retry later")
