@@ -37,6 +37,9 @@ const (
 	SlirpGatewayV6    = "fd00::2"
 
 	NFLogGroup = 100
+	// NFQueueNum is the NFQUEUE queue of interactive mode, held by the
+	// container's resolver (docs/shield-resolver.md, Interactive approval).
+	NFQueueNum = 100
 
 	PrefixDenied  = "TEROK_SHIELD_DENIED"
 	PrefixPrivate = "TEROK_SHIELD_PRIVATE"

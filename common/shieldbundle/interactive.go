@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The decider protocol of interactive mode (docs/shield.md, Interactive
@@ -20,7 +22,47 @@ import (
 const (
 	FileDeciderSocket = "interactive.sock"
 	MaxDeciderLine    = 1024
+	// FileDecideTimeout optionally holds how long a held connection waits
+	// for its answer (a Go duration, e.g. "30s"); DefaultDecideTimeout
+	// when missing, MinDecideTimeout..MaxDecideTimeout.
+	FileDecideTimeout = "decide.timeout"
 )
+
+// Bounds of the decision timeout.
+const (
+	DefaultDecideTimeout = 30 * time.Second
+	MinDecideTimeout     = 100 * time.Millisecond
+	MaxDecideTimeout     = 10 * time.Minute
+)
+
+// ParseDecideTimeout validates a decision timeout ("" is the default).
+func ParseDecideTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return DefaultDecideTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("decision timeout: %w", err)
+	}
+	if d < MinDecideTimeout || d > MaxDecideTimeout {
+		return 0, fmt.Errorf("decision timeout %s: out of %v..%v", truncateForMsg(v), MinDecideTimeout, MaxDecideTimeout)
+	}
+	return d, nil
+}
+
+// ReadDecideTimeout reads FileDecideTimeout in stateDir; an unparsable or
+// out-of-bounds value is an error (the operator asked for something else).
+func ReadDecideTimeout(stateDir string) (time.Duration, error) {
+	v, err := ReadValue(filepath.Join(stateDir, FileDecideTimeout))
+	if err != nil {
+		return 0, err
+	}
+	d, err := ParseDecideTimeout(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", FileDecideTimeout, err)
+	}
+	return d, nil
+}
 
 // Verdicts a decider may answer.
 const (

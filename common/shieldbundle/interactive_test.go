@@ -1,9 +1,32 @@
 package shieldbundle
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
+
+func TestDecideTimeout(t *testing.T) {
+	dir := t.TempDir()
+	if d, err := ReadDecideTimeout(dir); err != nil || d != DefaultDecideTimeout {
+		t.Fatalf("missing file: %v, %v", d, err)
+	}
+	for v, want := range map[string]time.Duration{"2s": 2 * time.Second, "10m": 10 * time.Minute, "100ms": 100 * time.Millisecond} {
+		if err := os.WriteFile(filepath.Join(dir, FileDecideTimeout), []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ReadDecideTimeout(dir); err != nil || got != want {
+			t.Errorf("%q: %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"x", "0", "-1s", "50ms", "11m"} {
+		if _, err := ParseDecideTimeout(v); err == nil {
+			t.Errorf("%q accepted", v)
+		}
+	}
+}
 
 func TestParseDecision(t *testing.T) {
 	tests := []struct {

@@ -277,7 +277,10 @@ func Row(r audit.Record) string {
 	var what []string
 	count := s("count")
 	switch r.Event {
-	case "refused":
+	case "refused", "decision":
+		if v := s("verdict"); v != "" {
+			what = append(what, v)
+		}
 		dst := s("dst")
 		if p := s("dport"); p != "" {
 			if strings.Contains(dst, ":") {

@@ -171,6 +171,8 @@ func TestRow(t *testing.T) {
 	ctl := dnsRef
 	ctl.Fields = map[string]any{"name": "evil\x1b[2J.test", "qtype": "A", "count": 1}
 	only := audit.Record{Time: t0, Channel: "shield", Event: "refused", Outcome: "refused", Fields: map[string]any{"count": 0, "dropped": 12}}
+	dec := audit.Record{Time: t0, Channel: "shield", Event: "decision", Outcome: "ok", Reason: "decided", Container: "demo-t1",
+		Fields: map[string]any{"verdict": "once", "proto": "tcp", "dst": "203.0.113.40", "dport": 443, "name": "api.example.test", "count": 1}}
 	for _, tt := range []struct {
 		r    audit.Record
 		want []string
@@ -181,6 +183,7 @@ func TestRow(t *testing.T) {
 		{act, []string{"action", "denied 198.51.100.30", "ok"}},
 		{ctl, []string{"A evil?[2J.test"}},
 		{only, []string{"(attempts not described)", "0 +12 dropped"}},
+		{dec, []string{"decision", "once tcp 203.0.113.40:443 (api.example.test)", "decided", "1"}},
 	} {
 		row := Row(tt.r)
 		for _, w := range tt.want {

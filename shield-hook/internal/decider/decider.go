@@ -41,13 +41,16 @@ type Answer struct {
 	Reason  string
 }
 
+// Logf is where the server logs (the resolver's bounded dns.log).
+type Logf func(level slog.Level, msg string, attrs ...slog.Attr)
+
 // Server is the listening socket and the attached decider, if any.
 type Server struct {
 	ln      *net.UnixListener
 	path    string
 	timeout time.Duration
 	uid     int // the only peer uid let in
-	log     *slog.Logger
+	log     Logf
 
 	mu      sync.Mutex
 	cur     *session
@@ -65,11 +68,11 @@ type session struct {
 // Listen creates the socket at path (replacing a stale one) with mode
 // 0600, for peers of the helper's own effective uid. timeout is how long a
 // question waits for its answer.
-func Listen(path string, timeout time.Duration, log *slog.Logger) (*Server, error) {
+func Listen(path string, timeout time.Duration, log Logf) (*Server, error) {
 	return listen(path, timeout, os.Geteuid(), log)
 }
 
-func listen(path string, timeout time.Duration, uid int, log *slog.Logger) (*Server, error) {
+func listen(path string, timeout time.Duration, uid int, log Logf) (*Server, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("decider: timeout %v is not positive", timeout)
 	}
@@ -151,7 +154,7 @@ func refuseConn(c *net.UnixConn, why string) {
 func (s *Server) attach(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || uid != s.uid {
-		s.log.Warn("decider refused: wrong owner", slog.Int("peer_uid", uid), slog.Int("want_uid", s.uid))
+		s.log(slog.LevelWarn, "decider refused: wrong owner", slog.Int("peer_uid", uid), slog.Int("want_uid", s.uid))
 		refuseConn(c, "not the container's owner")
 		return
 	}
@@ -164,7 +167,7 @@ func (s *Server) attach(c *net.UnixConn) {
 	ss := &session{c: c, gone: make(chan struct{})}
 	s.cur = ss
 	s.mu.Unlock()
-	s.log.Info("decider attached")
+	s.log(slog.LevelInfo, "decider attached")
 	s.wg.Add(1)
 	go s.read(ss)
 }
@@ -178,13 +181,13 @@ func (s *Server) read(ss *session) {
 		s.mu.Unlock()
 		close(ss.gone)
 		_ = ss.c.Close()
-		s.log.Info("decider detached")
+		s.log(slog.LevelInfo, "decider detached")
 	}()
 	r := bufio.NewReaderSize(ss.c, shieldbundle.MaxDeciderLine)
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			s.log.Warn("decider sent an over-long line; detached")
+			s.log(slog.LevelWarn, "decider sent an over-long line; detached")
 			return
 		}
 		if err != nil {
@@ -194,7 +197,7 @@ func (s *Server) read(ss *session) {
 		if err != nil {
 			// A decider that cannot speak the protocol must not keep the
 			// questions waiting until their timeout: detach it.
-			s.log.Warn("decider sent a bad line; detached", slog.String("error", err.Error()))
+			s.log(slog.LevelWarn, "decider sent a bad line; detached", slog.String("error", err.Error()))
 			return
 		}
 		s.mu.Lock()
@@ -236,7 +239,7 @@ func (s *Server) Ask(ctx context.Context, h shieldbundle.Held) Answer {
 
 	line, err := shieldbundle.MarshalLine(h)
 	if err != nil {
-		s.log.Warn("held connection not shown", slog.String("error", err.Error()))
+		s.log(slog.LevelWarn, "held connection not shown", slog.String("error", err.Error()))
 		return Answer{shieldbundle.VerdictRefuse, ReasonGone}
 	}
 	timer := time.NewTimer(s.timeout)

@@ -3,7 +3,6 @@ package decider
 import (
 	"bufio"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -19,7 +18,7 @@ import (
 func newServer(t *testing.T, timeout time.Duration, uid int) (*Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), shieldbundle.FileDeciderSocket)
-	s, err := listen(path, timeout, uid, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := listen(path, timeout, uid, func(slog.Level, string, ...slog.Attr) {})
 	if err != nil {
 		t.Fatal(err)
 	}

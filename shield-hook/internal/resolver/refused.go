@@ -68,6 +68,9 @@ type refusedKey struct {
 	prefix string
 	name   string // dns-refused: the normalized name
 	qtype  string
+	// decision: the verdict and why (the decider chose, or a reason it
+	// did not: timeout, no-decider, ...).
+	verdict, why string
 }
 
 type refusedState struct {
@@ -207,13 +210,22 @@ func (f *refusals) emitLocked(k refusedKey, st *refusedState, now time.Time) {
 func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
 	rec := f.base(k.event, "refused", now)
 	rec.Fields["count"] = count
+	if k.event == "decision" {
+		if k.verdict != shieldbundle.VerdictRefuse {
+			rec.Outcome = "ok"
+		}
+		rec.Reason = k.why
+		rec.Fields["verdict"] = k.verdict
+	}
 	if k.event == "dns-refused" {
 		rec.Reason = ReasonNotAllowed
 		rec.Fields["name"] = k.name
 		rec.Fields["qtype"] = k.qtype
 		return rec
 	}
-	rec.Reason = f.reason(k, now)
+	if k.event != "decision" {
+		rec.Reason = f.reason(k, now)
+	}
 	rec.Fields["proto"] = k.proto
 	rec.Fields["dst"] = k.dst.String()
 	if k.dport != 0 {

@@ -225,6 +225,21 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 			defer startReader(nl, r.refused).stop()
 		}
 	}
+	// Interactive mode: the queue is bound and the decider socket made
+	// before the capabilities are dropped. Unlike NFLOG this is not
+	// optional: without a holder every queued packet is dropped, so a
+	// resolver that cannot hold the queue fails the start loudly.
+	if mode, err := shieldbundle.ReadMode(dir); err != nil {
+		return err
+	} else if mode == shieldbundle.ModeInteractive {
+		ap, err := openApprover(dir, r.refused, func(err error) {
+			r.log.log(slog.LevelError, "interactive approval", slog.String("error", err.Error()))
+		}, r.log.log)
+		if err != nil {
+			return err
+		}
+		defer ap.stop()
+	}
 	tw, err := watchTables(r.tablesChanged)
 	if err != nil {
 		return err

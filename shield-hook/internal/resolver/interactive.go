@@ -1,0 +1,186 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/decider"
+	"terok.dev/sandbox/shield-hook/internal/nflog"
+	"terok.dev/sandbox/shield-hook/internal/nfqueue"
+)
+
+// Interactive approval (docs/shield-resolver.md, Interactive approval):
+// the resolver holds the queue, asks the attached decider about each held
+// packet and gives the kernel the verdict; every decision is a record
+// (event "decision", docs/audit.md), rate-limited per destination like a
+// refusal.
+
+// approver owns the queue's reader goroutine and one goroutine per open
+// question (at most nfqueue.MaxHeld).
+type approver struct {
+	q       *nfqueue.Conn
+	srv     *decider.Server
+	f       *refusals // nil when records are off
+	sem     chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	done    chan struct{}
+	onError func(error)
+}
+
+// openApprover binds the queue in the calling thread's namespace and makes
+// the decider socket in dir.
+func openApprover(dir string, f *refusals, onError func(error), logf decider.Logf) (*approver, error) {
+	timeout, err := shieldbundle.ReadDecideTimeout(dir)
+	if err != nil {
+		return nil, err
+	}
+	q, err := nfqueue.Open(ruleset.NFQueueNum)
+	if err != nil {
+		return nil, fmt.Errorf("interactive mode: %w", err)
+	}
+	srv, err := decider.Listen(filepath.Join(dir, shieldbundle.FileDeciderSocket), timeout, logf)
+	if err != nil {
+		_ = q.Close()
+		return nil, fmt.Errorf("interactive mode: %w", err)
+	}
+	return startApprover(q, srv, f, onError), nil
+}
+
+func startApprover(q *nfqueue.Conn, srv *decider.Server, f *refusals, onError func(error)) *approver {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &approver{q: q, srv: srv, f: f, sem: make(chan struct{}, nfqueue.MaxHeld),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), onError: onError}
+	go a.read()
+	return a
+}
+
+func (a *approver) read() {
+	defer close(a.done)
+	for {
+		err := a.q.Receive(a.held)
+		var ve *nfqueue.VerdictError
+		switch {
+		case err == nil:
+		case errors.Is(err, nfqueue.ErrOverrun), errors.As(err, &ve):
+			// An overrun leaves packets held in the kernel until the
+			// queue is closed (see nfqueue.ReadBuffer); a refused verdict
+			// is for a packet the kernel no longer holds. Neither stops
+			// the reader.
+			a.error(err)
+		case errors.Is(err, net.ErrClosed):
+			return
+		default:
+			a.error(err)
+			return
+		}
+	}
+}
+
+func (a *approver) error(err error) {
+	if a.onError != nil {
+		a.onError(err)
+	}
+}
+
+// held handles one held packet: it is decoded, then asked about on a
+// goroutine of its own, so a slow decider does not stop the next packet
+// from being shown.
+func (a *approver) held(p nfqueue.Packet) {
+	d, err := decodeHeld(p)
+	if err != nil {
+		a.verdict(p.ID, false)
+		if a.f != nil {
+			a.f.drop(1)
+		}
+		return
+	}
+	select {
+	case a.sem <- struct{}{}:
+	default:
+		// The kernel holds at most MaxHeld, so this is a safety net.
+		a.f.decision(d, shieldbundle.VerdictRefuse, decider.ReasonBusy)
+		a.verdict(p.ID, false)
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() { <-a.sem }()
+		h := shieldbundle.Held{Proto: d.proto, Dst: d.dst.String(), Port: d.dport, Name: a.f.nameOf(d.dst)}
+		ans := a.srv.Ask(a.ctx, h)
+		// On record before it takes effect.
+		a.f.decision(d, ans.Verdict, ans.Reason)
+		a.verdict(p.ID, ans.Verdict == shieldbundle.VerdictOnce || ans.Verdict == shieldbundle.VerdictAlways)
+	}()
+}
+
+func (a *approver) verdict(id uint32, accept bool) {
+	var err error
+	if accept {
+		err = a.q.Accept(id)
+	} else {
+		err = a.q.Drop(id)
+	}
+	// After stop the queue is closed and the kernel has dropped what it
+	// held: nothing to report.
+	if err != nil && a.ctx.Err() == nil {
+		a.error(err)
+	}
+}
+
+// stop closes the queue (the kernel drops what is still held), refuses
+// the open questions and waits for every goroutine.
+func (a *approver) stop() {
+	if a == nil {
+		return
+	}
+	a.cancel()
+	_ = a.q.Close()
+	<-a.done
+	a.wg.Wait()
+	_ = a.srv.Close()
+}
+
+type heldDest struct {
+	proto string
+	dst   netip.Addr
+	dport uint16
+}
+
+func decodeHeld(p nfqueue.Packet) (heldDest, error) {
+	d, err := nflog.Decode(p.Payload)
+	if err != nil {
+		return heldDest{}, err
+	}
+	return heldDest{proto: d.Proto, dst: d.Dst.Unmap(), dport: d.DPort}, nil
+}
+
+// nameOf is the name that last resolved to a in this container ("" if
+// none, or records are off: the memory lives with them).
+func (f *refusals) nameOf(a netip.Addr) string {
+	if f == nil {
+		return ""
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, _ := f.names.get(a)
+	return n
+}
+
+// decision records one decision, rate-limited per destination, verdict
+// and reason like the refusals.
+func (f *refusals) decision(d heldDest, verdict, reason string) {
+	if f == nil {
+		return
+	}
+	f.observe(refusedKey{event: "decision", proto: d.proto, dst: d.dst, dport: d.dport, verdict: verdict, why: reason})
+}

@@ -1,0 +1,237 @@
+package resolver
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
+)
+
+const approvePort = 9999
+
+// approveNS is a scratch network namespace whose output chain queues UDP
+// to 127.0.0.1:approvePort to ruleset.NFQueueNum without bypass, the
+// approver holding the queue there, and a receiver and a sender inside it.
+type approveNS struct {
+	dir    string
+	f      *refusals
+	ap     *approver
+	rx, tx *net.UDPConn
+	errs   chan error
+}
+
+func newApproveNS(t *testing.T, timeout string) *approveNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	name := fmt.Sprintf("hkap-%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+	// The NFQUEUE target without --queue-bypass, through nft's xtables
+	// compatibility (this kernel may lack the native queue expression).
+	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
+		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
+	ns, err := nsexec.FromPath("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	f, _ := testRefusals(t)
+	if err := os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDecideTimeout), []byte(timeout+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := &approveNS{dir: f.dir, f: f, errs: make(chan error, 16)}
+	err = ns.Do(func() error {
+		var err error
+		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: approvePort}); err != nil {
+			return err
+		}
+		if k.tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: approvePort}); err != nil {
+			return err
+		}
+		k.ap, err = openApprover(k.dir, f, func(err error) {
+			select {
+			case k.errs <- err:
+			default:
+			}
+		}, func(slog.Level, string, ...slog.Attr) {})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.ap.stop(); _ = k.rx.Close(); _ = k.tx.Close() })
+	return k
+}
+
+func (k *approveNS) send(t *testing.T, msg string) {
+	t.Helper()
+	if _, err := k.tx.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next is the next datagram received ("" if none within wait).
+func (k *approveNS) next(t *testing.T, wait time.Duration) string {
+	t.Helper()
+	_ = k.rx.SetReadDeadline(time.Now().Add(wait))
+	b := make([]byte, 64)
+	n, err := k.rx.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b[:n])
+}
+
+// record waits for the decision record with verdict and reason.
+func (k *approveNS) record(t *testing.T, verdict, reason string) audit.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range drain(k.f) {
+			if r.Event == "decision" && r.Fields["verdict"] == verdict && r.Reason == reason {
+				return r
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no decision record %s/%s", verdict, reason)
+	return audit.Record{}
+}
+
+type deciderClient struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (k *approveNS) attach(t *testing.T) *deciderClient {
+	t.Helper()
+	c, err := net.Dial("unix", filepath.Join(k.dir, shieldbundle.FileDeciderSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &deciderClient{c: c, r: bufio.NewReader(c)}
+}
+
+func (d *deciderClient) question(t *testing.T) shieldbundle.Held {
+	t.Helper()
+	_ = d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := d.r.ReadBytes('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := shieldbundle.ParseHeld(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (d *deciderClient) answer(t *testing.T, id uint64, verdict string) {
+	t.Helper()
+	line, _ := shieldbundle.MarshalLine(shieldbundle.Decision{ID: id, Verdict: verdict})
+	if _, err := d.c.Write(line); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestApproverKernel: held packets in a real kernel queue, a real decider
+// on the socket. Each verdict takes effect (a refused datagram never
+// arrives: the next one received is the one after it) and is on record
+// with the destination and the name that resolved to it; with no decider,
+// no answer in time, or the decider gone, the packet is refused.
+func TestApproverKernel(t *testing.T) {
+	k := newApproveNS(t, "500ms")
+	k.f.remember("app.example.test", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+
+	k.send(t, "no-decider")
+	k.record(t, shieldbundle.VerdictRefuse, "no-decider")
+
+	d := k.attach(t)
+	// The first question also proves the decider is attached.
+	k.send(t, "once")
+	q := d.question(t)
+	if q.Proto != "udp" || q.Dst != "127.0.0.1" || q.Port != approvePort || q.Name != "app.example.test" || q.TimeoutMS != 500 {
+		t.Fatalf("question %+v", q)
+	}
+	d.answer(t, q.ID, shieldbundle.VerdictOnce)
+	if got := k.next(t, 5*time.Second); got != "once" {
+		t.Fatalf("allowed once: received %q (no-decider must have been dropped)", got)
+	}
+	r := k.record(t, shieldbundle.VerdictOnce, "decided")
+	if r.Outcome != "ok" || r.Channel != "shield" || r.Container != "c1" || r.Fields["dst"] != "127.0.0.1" ||
+		r.Fields["dport"] != uint16(approvePort) || r.Fields["name"] != "app.example.test" || r.Fields["proto"] != "udp" {
+		t.Fatalf("record %+v", r)
+	}
+
+	k.send(t, "refused")
+	d.answer(t, d.question(t).ID, shieldbundle.VerdictRefuse)
+	k.record(t, shieldbundle.VerdictRefuse, "decided")
+
+	k.send(t, "timed-out")
+	d.question(t)
+	k.record(t, shieldbundle.VerdictRefuse, "timeout")
+
+	k.send(t, "always")
+	d.answer(t, d.question(t).ID, shieldbundle.VerdictAlways)
+	if got := k.next(t, 5*time.Second); got != "always" {
+		t.Fatalf("allowed always: received %q (refused and timed-out must have been dropped)", got)
+	}
+	k.record(t, shieldbundle.VerdictAlways, "decided")
+
+	// The decider killed with a question open: refused at once, and so is
+	// the next connection.
+	k.send(t, "gone")
+	d.question(t)
+	_ = d.c.Close()
+	k.record(t, shieldbundle.VerdictRefuse, "decider-gone")
+	k.send(t, "after")
+	// Same destination, verdict and reason as the first refusal within
+	// the record interval: counted for the next record, not a new one.
+	key := refusedKey{event: "decision", proto: "udp", dst: netip.MustParseAddr("127.0.0.1"), dport: approvePort,
+		verdict: shieldbundle.VerdictRefuse, why: "no-decider"}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		k.f.mu.Lock()
+		st := k.f.dests[key]
+		pending := st != nil && st.pending == 1
+		k.f.mu.Unlock()
+		if pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection after the decider went away was not refused as no-decider")
+		}
+	}
+	if got := k.next(t, 300*time.Millisecond); got != "" {
+		t.Fatalf("received %q after the decider went away", got)
+	}
+	select {
+	case err := <-k.errs:
+		t.Fatalf("approver error: %v", err)
+	default:
+	}
+}
