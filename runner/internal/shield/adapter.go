@@ -180,12 +180,21 @@ func (a *Adapter) ForContainer(ctx context.Context, container string) (*Shield, 
 	}
 	dir := c.Annotations[shieldbundle.AnnStateDir]
 	if dir == "" {
-		return nil, fmt.Errorf("container %s was not started with the shield (no %s annotation)", container, shieldbundle.AnnStateDir)
+		return nil, &NotShieldedError{Container: container}
 	}
 	if err := checkStateDir(dir, a.Opts.EUID); err != nil {
 		return nil, fmt.Errorf("container %s: %w", container, err)
 	}
 	return a.shieldAt(dir), nil
+}
+
+// NotShieldedError: the container was not started with the shield (it has
+// no terok.shield.state_dir annotation: started under bypass, or outside
+// terok-sandbox), so there is no firewall of ours to change.
+type NotShieldedError struct{ Container string }
+
+func (e *NotShieldedError) Error() string {
+	return fmt.Sprintf("container %s was not started with the shield (no %s annotation)", e.Container, shieldbundle.AnnStateDir)
 }
 
 // checkStateDir refuses a state directory the shield must not act on: a

@@ -19,6 +19,18 @@ var nftFallbacks = []string{"/usr/sbin/nft", "/sbin/nft"}
 // errNotRunning: the container has no process (exited, or removed).
 var errNotRunning = errors.New("container is not running")
 
+// ContainerNotRunningError: a live operation (up, down, allow, deny) asked
+// for a container that has no process (exited, or removed). It matches
+// errNotRunning with errors.Is.
+type ContainerNotRunningError struct{ Container string }
+
+func (e *ContainerNotRunningError) Error() string {
+	return fmt.Sprintf("container %s: %v", e.Container, errNotRunning)
+}
+
+// Is makes the typed error and the sentinel the same condition.
+func (e *ContainerNotRunningError) Is(target error) bool { return target == errNotRunning }
+
 // nsenterTimeout bounds every command run in a container netns (docs/shield-hook.md, Entering the network namespace).
 const nsenterTimeout = 30 * time.Second
 
@@ -36,7 +48,7 @@ func (s *Shield) ContainerPID(ctx context.Context, container string) (int, error
 		return 0, err
 	}
 	if !found || c.Pid <= 0 {
-		return 0, fmt.Errorf("container %s: %w", container, errNotRunning)
+		return 0, &ContainerNotRunningError{Container: container}
 	}
 	return c.Pid, nil
 }

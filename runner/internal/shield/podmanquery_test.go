@@ -57,8 +57,9 @@ func TestContainerPID(t *testing.T) {
 			pid, err := podmanShield(t, tt.script).ContainerPID(ctx, "c1")
 			switch {
 			case tt.notRunning:
-				if !errors.Is(err, errNotRunning) {
-					t.Fatalf("err = %v, want not running", err)
+				var nr *ContainerNotRunningError
+				if !errors.Is(err, errNotRunning) || !errors.As(err, &nr) || nr.Container != "c1" {
+					t.Fatalf("err = %v, want a ContainerNotRunningError for c1", err)
 				}
 			case tt.wantErr != "":
 				if err == nil || errors.Is(err, errNotRunning) || !strings.Contains(err.Error(), tt.wantErr) {
@@ -134,6 +135,33 @@ func TestForContainerReadsTheAnnotation(t *testing.T) {
 			}
 			if err != nil || s == nil {
 				t.Fatalf("shield %v err %v", s, err)
+			}
+		})
+	}
+}
+
+// A container without the shield's annotation is a NotShieldedError (the
+// caller's errors.As), one podman does not know is not.
+func TestForContainerNotShielded(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, script string
+		notShielded  bool
+	}{
+		{"started without the shield", `echo '` + inspectJSON(4242, map[string]string{"other": "x"}) + `'`, true},
+		{"no such container", `echo '[]'; exit 125`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bin := t.TempDir()
+			fakeBin(t, bin, "podman", tt.script)
+			a := &Adapter{Opts: Options{Tools: Tools{Path: bin}, EUID: os.Geteuid()}}
+			_, err := a.ForContainer(ctx, "c1")
+			var ns *NotShieldedError
+			if err == nil || errors.As(err, &ns) != tt.notShielded {
+				t.Fatalf("err = %v, want NotShieldedError: %v", err, tt.notShielded)
+			}
+			if tt.notShielded && (ns.Container != "c1" || !strings.Contains(err.Error(), shieldbundle.AnnStateDir)) {
+				t.Fatalf("err = %v", err)
 			}
 		})
 	}
