@@ -34,8 +34,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/runner/internal/testharness"
 )
 
+// TestAuditTimelineAllChannels runs the task rootful and rootless.
 func TestAuditTimelineAllChannels(t *testing.T) {
 	env := H(t)
 	// Two addresses of a test host outside: sshd on the first (listed in
@@ -43,7 +45,11 @@ func TestAuditTimelineAllChannels(t *testing.T) {
 	out, _, addrs := shxNewNetnsHost(t, 2)
 	sshHost, refusedHost := addrs[0], addrs[1]
 	out.tcpEcho(t, refusedHost, "timeline-refused")
-	r := env.Root(t)
+	env.Each(t, func(t *testing.T, r *testharness.Runner) { tlRun(t, r, out, sshHost, refusedHost) })
+}
+
+func tlRun(t *testing.T, r *testharness.Runner, out *shxOutsideHost, sshHost, refusedHost string) {
+	env := H(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	shxShieldRunner(t, ctx, r)
