@@ -23,6 +23,7 @@ import (
 	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/secretstore"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/tokenid"
 )
 
@@ -60,6 +61,15 @@ const ScopeSchema = `CREATE TABLE IF NOT EXISTS token_scope (
     deny  TEXT NOT NULL
 );`
 
+// BindingSchema holds the optional binding of a token to its task's
+// container (docs/formats.md, Credentials database): a table of its own for
+// the reason ExpirySchema is one. bound_at is Unix nanoseconds.
+const BindingSchema = `CREATE TABLE IF NOT EXISTS token_binding (
+    token     TEXT PRIMARY KEY,
+    container TEXT NOT NULL,
+    bound_at  INTEGER NOT NULL
+);`
+
 // DefaultSet is the credential set used unless an orchestrator picks another.
 const DefaultSet = "default"
 
@@ -87,6 +97,28 @@ type DB struct {
 	// one of the database's directory unless SetVault replaced it; nil is
 	// plaintext mode.
 	vault *secretstore.Vault
+	// ends is where task ends are recorded (SetTaskEnds); nil: every
+	// bound token counts as gone (a binding nobody checks would mislead).
+	ends *taskend.Watcher
+}
+
+// SetTaskEnds makes Resolve (and Resolvers of d) and TaskGone consult w for
+// tokens bound to a container (docs/security-model.md, Tokens that die
+// with their task). Call it right after Open, before the handle is shared.
+func (d *DB) SetTaskEnds(w *taskend.Watcher) { d.ends = w }
+
+// TaskGone reports whether ti is bound to a container whose end is on
+// record since the binding (always true for a bound token when no
+// watcher was set). An unbound token is never gone.
+func (d *DB) TaskGone(ti TokenInfo) bool {
+	if ti.Container == "" {
+		return false
+	}
+	if d.ends == nil {
+		return true
+	}
+	_, gone := d.ends.Gone(ti.Container, ti.BoundAt)
+	return gone
 }
 
 // SetVault replaces the vault Open attached (the keystore of the
@@ -131,11 +163,13 @@ func encodeData(w *secretstore.Writer, set, provider string, c Credential) (stri
 }
 
 // resolveQuery is the one query behind Resolve: token and credential.
-const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at, s.allow, s.deny
+const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at, s.allow, s.deny,
+		b.container, b.bound_at
 		FROM proxy_tokens t LEFT JOIN credentials c
 		ON c.credential_set = t.credential_set AND c.provider = t.provider
 		LEFT JOIN token_expiry e ON e.token = t.token
 		LEFT JOIN token_scope s ON s.token = t.token
+		LEFT JOIN token_binding b ON b.token = t.token
 		WHERE t.token = ?`
 
 // TokenInfo is what a phantom token stands for.
@@ -153,6 +187,11 @@ type TokenInfo struct {
 	Allow []scope.Rule `db:"-" json:"allow,omitempty"`
 	Deny  []scope.Rule `db:"-" json:"deny,omitempty"`
 	Scope scope.Scope  `db:"-" json:"-"`
+	// Container and BoundAt are the token's binding (token_binding); ""
+	// none. LookupToken and Resolve fill them; Resolve refuses a token
+	// whose container is gone (ErrTaskGone, see DB.TaskGone).
+	Container string    `db:"-" json:"container,omitempty"`
+	BoundAt   time.Time `db:"-" json:"bound_at,omitzero"`
 }
 
 // ErrBadScope is returned (with the TokenInfo filled) for a token whose
@@ -175,6 +214,18 @@ func decodeScope(allow, deny sql.NullString) (a, d []scope.Rule, s scope.Scope, 
 		return nil, nil, scope.Scope{}, fmt.Errorf("%w: %v", ErrBadScope, err)
 	}
 	return a, d, s, nil
+}
+
+// bindingRow holds token_binding's nullable columns of a join.
+type bindingRow struct {
+	Container sql.NullString `db:"container"`
+	BoundAt   sql.NullInt64  `db:"bound_at"`
+}
+
+func (b bindingRow) apply(ti *TokenInfo) {
+	if b.Container.Valid && b.BoundAt.Valid {
+		ti.Container, ti.BoundAt = b.Container.String, time.Unix(0, b.BoundAt.Int64).UTC()
+	}
 }
 
 // Expired reports whether the token has an expiry at or before now.
@@ -215,7 +266,7 @@ func Open(path string) (*DB, error) {
 	// every handle uses it, so no caller can write plaintext into an
 	// encrypted store by forgetting to ask for it.
 	db := &DB{x: x, path: path, vault: secretstore.OpenVault(filepath.Dir(path))}
-	if _, err := x.Exec(Schema + "\n" + ExpirySchema + "\n" + ScopeSchema); err != nil {
+	if _, err := x.Exec(Schema + "\n" + ExpirySchema + "\n" + ScopeSchema + "\n" + BindingSchema); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
@@ -368,7 +419,15 @@ type TokenSpec struct {
 	// Allow and Deny, when any is set, narrow the route's scope for this
 	// token (stored in token_scope; docs/credential-proxy.md, Scopes).
 	Allow, Deny []scope.Rule
+	// Container, when not empty, binds the token to that container: it
+	// dies when the container's end is recorded (token_binding;
+	// docs/security-model.md, Tokens that die with their task).
+	Container string
 }
+
+// ErrTaskGone is returned by Resolve for a token bound to a container whose
+// end is on record. Like ErrExpired it is an ErrNotFound.
+var ErrTaskGone = fmt.Errorf("%w: phantom token's container is gone", ErrNotFound)
 
 // ErrExpired is returned by Resolve for a token whose expiry has passed.
 // It is an ErrNotFound, so a caller that knows only that refuses it like
@@ -395,6 +454,11 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 	}
 	if err := names.ValidateTaskID(task); err != nil {
 		return "", fmt.Errorf("create phantom token: %w", err)
+	}
+	if spec.Container != "" {
+		if err := names.ValidateContainerName(spec.Container); err != nil {
+			return "", fmt.Errorf("create phantom token: %w", err)
+		}
 	}
 	for _, f := range []struct{ name, v string }{{"credential set", set}, {"provider", provider}} {
 		if f.v == "" {
@@ -438,6 +502,12 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 				return err
 			}
 		}
+		if spec.Container != "" {
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO token_binding (token, container, bound_at) VALUES (?, ?, ?)`,
+				tok, spec.Container, time.Now().UnixNano()); err != nil {
+				return err
+			}
+		}
 		return tx.Commit()
 	}()
 	if err != nil {
@@ -460,14 +530,16 @@ func nonNil(r []scope.Rule) []scope.Rule {
 func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	var row struct {
 		TokenInfo
+		bindingRow
 		ExpiresAt sql.NullInt64  `db:"expires_at"`
 		Allow     sql.NullString `db:"allow"`
 		Deny      sql.NullString `db:"deny"`
 	}
 	err := d.x.GetContext(ctx, &row,
-		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at, s.allow, s.deny
+		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at, s.allow, s.deny, b.container, b.bound_at
 		   FROM proxy_tokens t LEFT JOIN token_expiry e ON e.token = t.token
-		   LEFT JOIN token_scope s ON s.token = t.token WHERE t.token = ?`, tok)
+		   LEFT JOIN token_scope s ON s.token = t.token
+		   LEFT JOIN token_binding b ON b.token = t.token WHERE t.token = ?`, tok)
 	if errors.Is(err, sql.ErrNoRows) {
 		return TokenInfo{}, ErrNotFound
 	}
@@ -476,6 +548,7 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	}
 	ti := row.TokenInfo
 	ti.Expires = expiresAt(row.ExpiresAt)
+	row.bindingRow.apply(&ti)
 	if ti.Allow, ti.Deny, ti.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
 		return ti, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
 	}
@@ -601,6 +674,7 @@ func (d *DB) Compact(ctx context.Context) (complete bool, err error) {
 func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, error) {
 	var row struct {
 		TokenInfo
+		bindingRow
 		Data      sql.NullString `db:"data"`
 		ExpiresAt sql.NullInt64  `db:"expires_at"`
 		Allow     sql.NullString `db:"allow"`
@@ -618,6 +692,10 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 		// Nothing of it: callers treat a TokenInfo with an error as a
 		// known token whose credential failed.
 		return TokenInfo{}, nil, ErrExpired
+	}
+	row.bindingRow.apply(&row.TokenInfo)
+	if d.TaskGone(row.TokenInfo) {
+		return TokenInfo{}, nil, ErrTaskGone
 	}
 	if row.TokenInfo.Allow, row.TokenInfo.Deny, row.TokenInfo.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
 		return row.TokenInfo, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
@@ -665,7 +743,7 @@ func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, err
 		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, table := range []string{"token_expiry", "token_scope"} {
+	for _, table := range []string{"token_expiry", "token_scope", "token_binding"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE token IN (SELECT token FROM proxy_tokens WHERE project = ? AND task = ?)`, project, task); err != nil {
 			return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 		}

@@ -75,7 +75,7 @@ func (d *DB) NewResolver() *Resolver {
 		db:    d,
 		dsn:   "file:" + (&url.URL{Path: d.path}).EscapedPath() + "?" + q.Encode(),
 		cache: make(map[string]resolved),
-		cols:  make([]driver.Value, 8),
+		cols:  make([]driver.Value, 10),
 		args:  make([]driver.NamedValue, 1),
 	}
 }
@@ -166,6 +166,10 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 		if hit.info.Expired(time.Now()) {
 			return TokenInfo{}, nil, ErrExpired
 		}
+		// So does a task's end (a file, not a write to the database).
+		if r.db.TaskGone(hit.info) {
+			return TokenInfo{}, nil, ErrTaskGone
+		}
 		return hit.info, hit.cred, nil
 	}
 	info, data, rules, found, err := r.queryLocked(tok)
@@ -180,6 +184,9 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	}
 	if info.Expired(time.Now()) {
 		return TokenInfo{}, nil, ErrExpired
+	}
+	if r.db.TaskGone(info) {
+		return TokenInfo{}, nil, ErrTaskGone
 	}
 	// Not cached when malformed: the proxy refuses the token on every
 	// request and logs it each time, until the row is fixed or revoked.
@@ -226,7 +233,7 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [
 		return info, nil, rules, false, err
 	}
 	defer rows.Close()
-	dest := r.cols[:8]
+	dest := r.cols[:10]
 	if err := rows.Next(dest); err != nil {
 		if errors.Is(err, io.EOF) {
 			return info, nil, rules, false, nil
@@ -265,6 +272,17 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [
 			return info, nil, rules, false, err
 		}
 		rules[i] = sql.NullString{String: s, Valid: true}
+	}
+	if dest[8] != nil {
+		c, err := text(dest[8])
+		if err != nil {
+			return info, nil, rules, false, err
+		}
+		at, ok := dest[9].(int64)
+		if !ok {
+			return info, nil, rules, false, fmt.Errorf("token binding time has type %T", dest[9])
+		}
+		info.Container, info.BoundAt = c, time.Unix(0, at).UTC()
 	}
 	return info, data, rules, true, nil
 }

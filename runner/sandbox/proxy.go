@@ -43,6 +43,10 @@ type PhantomTokenSpec struct {
 	// token: a request must pass both, deny wins (docs/credential-proxy.md,
 	// Scopes). scope.ParseRule reads the command-line form.
 	Allow, Deny []scope.Rule
+	// Container, when set, binds the token to that container: it stops
+	// working once the container's end is recorded (docs/security-model.md,
+	// Tokens that die with their task).
+	Container string
 }
 
 // CreatePhantomToken issues the phantom token a task's container uses
@@ -60,7 +64,7 @@ func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec)
 	}
 	defer db.Close()
 	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider,
-		Allow: spec.Allow, Deny: spec.Deny})
+		Allow: spec.Allow, Deny: spec.Deny, Container: spec.Container})
 }
 
 // RevokePhantomTokens deletes every phantom token of project/task and

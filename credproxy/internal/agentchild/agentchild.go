@@ -35,6 +35,9 @@ type Config struct {
 	// AuditFile is the child's --audit-file (a path or off); "" lets the
 	// agent take its default.
 	AuditFile string
+	// TaskEnds is the child's --task-ends, the proxy's own directory, so
+	// both refuse the same tokens.
+	TaskEnds string
 	// LogFormat is the child's --log-format (text or json); "" its default.
 	LogFormat string
 	Stderr    io.Writer
@@ -82,6 +85,9 @@ func (c Config) Args() []string {
 	}
 	if c.AuditFile != "" {
 		a = append(a, "--audit-file="+c.AuditFile)
+	}
+	if c.TaskEnds != "" {
+		a = append(a, "--task-ends="+c.TaskEnds)
 	}
 	return a
 }

@@ -34,6 +34,7 @@ const (
 	ReasonUnknownToken = "unknown-token"
 	ReasonRevoked      = "revoked"
 	ReasonExpired      = "expired"
+	ReasonTaskGone     = "task-gone"
 	ReasonNoRoute      = "no-route"
 	ReasonScope        = "scope"
 	ReasonTooLarge     = "too-large"

@@ -316,6 +316,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info, cred, credErr, err := p.resolve(r.Context(), tok)
 	if err != nil {
+		if errors.Is(err, creddb.ErrTaskGone) {
+			// Also before ErrNotFound: the token's container has ended
+			// (docs/security-model.md, Tokens that die with their task).
+			p.metrics.Lookup("task-gone")
+			ev.refuse(ReasonTaskGone)
+			was, _ := p.revoked(tok)
+			if ev != nil {
+				ev.info = was
+			}
+			p.log.Debug("Rejected phantom token of an ended container", "token_prefix", tokenid.Show(tok),
+				"project", was.Project, "task", was.Task, "path", r.URL.Path)
+			plain(w, http.StatusUnauthorized, msgInvalidToken)
+			return
+		}
 		if errors.Is(err, creddb.ErrExpired) {
 			// Before ErrNotFound: ErrExpired is one. What the token stood
 			// for is known if it resolved while it was live

@@ -27,6 +27,7 @@ import (
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sdactivation"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/credproxy/internal/agentchild"
 	"terok.dev/sandbox/credproxy/internal/auditq"
@@ -83,6 +84,9 @@ type Flags struct {
 	// MetricsListen is the loopback address of the Prometheus metrics
 	// (docs/credential-proxy.md, Metrics); "" serves none.
 	MetricsListen string
+	// TaskEnds is the task-ends directory (common/taskend); "" is
+	// <state_dir>/task-ends of the configuration.
+	TaskEnds string
 }
 
 // AuditOff is the --audit-file value that turns the records off.
@@ -112,6 +116,7 @@ func ParseFlags(args []string, stderr io.Writer) (Flags, error) {
 		"compatibility switch: accept the static phantom marker for the default credential (any container that reaches the proxy gets it)")
 	fs.StringVar(&f.AuditFile, "audit-file", "",
 		"append one audit record per request here, or \"off\" (default <state_dir>/audit/proxy.jsonl; off when config.toml sets audit = false)")
+	fs.StringVar(&f.TaskEnds, "task-ends", "", "task-ends directory: tokens bound to a container whose end is recorded there are refused (default <state_dir>/task-ends)")
 	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, a loopback IP:PORT only (default: off)")
 	fs.DurationVar(&f.ConnectTimeout, "upstream-connect-timeout", proxy.DefaultConnectTimeout, "upstream connect timeout")
 	fs.DurationVar(&f.ReadTimeout, "upstream-read-timeout", proxy.DefaultReadTimeout, "upstream read inactivity timeout")
@@ -245,6 +250,11 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		return err
 	}
 	defer db.Close()
+	ends, err := taskEndsDir(f.TaskEnds)
+	if err != nil {
+		return err
+	}
+	db.SetTaskEnds(taskend.NewWatcher(ends, log))
 	// Sealed credentials are opened in memory only; a locked store would
 	// answer every request with an error, so the proxy does not start
 	// (docs/secrets-at-rest.md, Daemons).
@@ -390,7 +400,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 			agentchild.Run(bg, agentchild.Config{
 				Path: agentPath, DBPath: f.DBPath, KeysFile: f.SSHKeysFile, Port: f.SSHAgentPort,
 				LogLevel: childLevel(f.LogLevel), LogFile: f.LogFile, Stderr: stderr, Log: log,
-				AuditFile: agentAuditFile(auditPath), LogFormat: childFormat(f.LogFormat),
+				AuditFile: agentAuditFile(auditPath), LogFormat: childFormat(f.LogFormat), TaskEnds: ends,
 			})
 		}()
 	}
@@ -424,6 +434,19 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		return fmt.Errorf("serve: %w", runErr)
 	}
 	return nil
+}
+
+// taskEndsDir resolves --task-ends (docs/security-model.md, Tokens that
+// die with their task).
+func taskEndsDir(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	cfg, err := config.Load(config.FromOS(), "")
+	if err != nil {
+		return "", fmt.Errorf("read the configuration for the task-ends directory: %w; fix it or pass --task-ends=DIR", err)
+	}
+	return taskend.Dir(cfg), nil
 }
 
 // auditPath resolves --audit-file: "" when the records are off.

@@ -38,6 +38,19 @@ type cmdArgs struct {
 	pos []string
 }
 
+// containerFlag is the --container of the token create commands: "" or a
+// container name (docs/runner.md, Names); a bad one is a usage error.
+func containerFlag(fa *cmdArgs) (string, error) {
+	v := fa.String("container")
+	if v == "" {
+		return "", nil
+	}
+	if err := names.ValidateContainerName(v); err != nil {
+		return "", UsageErrorf("--container: %v", err)
+	}
+	return v, nil
+}
+
 func parseArgs(c *ucli.Context) *cmdArgs {
 	return &cmdArgs{c: c, pos: c.Args().Slice()}
 }

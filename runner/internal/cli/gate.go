@@ -13,7 +13,6 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/gatetokens"
-	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
@@ -260,11 +259,9 @@ func gateTokenCommand(d Deps) *ucli.Command {
 						}
 						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 					}
-					container := fa.String("container")
-					if container != "" {
-						if err := names.ValidateContainerName(container); err != nil {
-							return UsageErrorf("--container: %v", err)
-						}
+					container, err := containerFlag(fa)
+					if err != nil {
+						return err
 					}
 					s, err := store(c)
 					if err != nil {

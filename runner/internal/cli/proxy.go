@@ -233,6 +233,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
 					&ucli.GenericFlag{Name: "allow", Value: &listFlag{}, Usage: "narrow the route's scope: 'METHODS PATH', e.g. 'GET /v1/models' or 'GET,POST /v1/messages/**' (repeatable)"},
 					&ucli.GenericFlag{Name: "deny", Value: &listFlag{}, Usage: "refuse these requests even when allowed: 'METHODS PATH' (repeatable)"},
+					&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
 					jsonFlag(),
 				},
 				Action: projectTaskFirst(withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
@@ -255,8 +256,12 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					container, err := containerFlag(fa)
+					if err != nil {
+						return err
+					}
 					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"),
-						Expires: expires, Allow: allow, Deny: deny})
+						Expires: expires, Allow: allow, Deny: deny, Container: container})
 					if err != nil {
 						return err
 					}
@@ -271,6 +276,9 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						}
 						if len(deny) > 0 {
 							out["deny"] = deny
+						}
+						if container != "" {
+							out["container"] = container
 						}
 						return writeJSON(d.Stdout, out)
 					}

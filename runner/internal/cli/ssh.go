@@ -314,6 +314,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 			ArgsUsage: "PROJECT TASK",
 			Flags: []ucli.Flag{
 				&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+				&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
 				jsonFlag(),
 			},
 			Action: func(c *ucli.Context) error {
@@ -332,6 +333,10 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					}
 					expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
 				}
+				container, err := containerFlag(fa)
+				if err != nil {
+					return err
+				}
 				cfg, err := loadConfig(c, d)
 				if err != nil {
 					return err
@@ -341,7 +346,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					return err
 				}
 				defer db.Close()
-				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider, Expires: expires})
+				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider, Expires: expires, Container: container})
 				if err != nil {
 					return err
 				}
@@ -352,6 +357,9 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					out := map[string]string{"token": tok, "project": a[0], "task": a[1], "provider": creddb.SSHProvider}
 					if !expires.IsZero() {
 						out["expires"] = expires.Format(time.RFC3339)
+					}
+					if container != "" {
+						out["container"] = container
 					}
 					return writeJSON(d.Stdout, out)
 				}

@@ -259,3 +259,46 @@ func TestSSHTokenTTL(t *testing.T) {
 		t.Fatalf("proxy token --ttl 1d: %d %q", code, errs)
 	}
 }
+
+// ssh token create --container and proxy token create --container store the
+// binding (token_binding, docs/formats.md, Credentials database); a bad name
+// exits 2 and issues nothing.
+func TestTokenContainerFlag(t *testing.T) {
+	e := newSSHEnv(t)
+	before := time.Now()
+	for _, args := range [][]string{
+		{"ssh", "token", "create", "proj", "t1", "--container", "proj-t1", "--json"},
+		{"proxy", "token", "create", "proj", "t2", "--provider", "claude", "--container", "proj-t2", "--json"},
+	} {
+		code, out, errs := e.run(t, args...)
+		var got map[string]string
+		if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got["container"] != args[len(args)-2] {
+			t.Fatalf("%v: %d %q %q", args, code, out, errs)
+		}
+		db, err := creddb.Open(filepath.Join(e.creds, "credentials.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, err := db.LookupToken(context.Background(), got["token"])
+		db.Close()
+		if err != nil || ti.Container != args[len(args)-2] || ti.BoundAt.Before(before) {
+			t.Fatalf("%v: stored %+v %v", args, ti, err)
+		}
+	}
+	for _, args := range [][]string{
+		{"ssh", "token", "create", "proj", "t3", "--container", "../x"},
+		{"proxy", "token", "create", "proj", "t3", "--provider", "claude", "--container", "a/b"},
+	} {
+		if code, out, errs := e.run(t, args...); code != 2 || out != "" || !strings.Contains(errs, "--container") {
+			t.Errorf("%v: %d %q %q", args, code, out, errs)
+		}
+	}
+	db, err := creddb.Open(filepath.Join(e.creds, "credentials.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if rows, _ := db.ListTokens(context.Background(), "proj"); len(rows) != 2 {
+		t.Fatalf("tokens %+v: want t1 and t2 only", rows)
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/sshagent/internal/bridge"
 	"terok.dev/sandbox/sshagent/internal/keys"
@@ -178,6 +179,7 @@ func runServer(args []string, env Env) int {
 	idle := fs.Duration("idle-timeout", server.DefaultIdleTimeout, "close a session after this long without a request")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for sessions to end")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file resolving the host patterns of key destinations (default ssh_known_hosts beside --ssh-keys-file)")
+	taskEnds := fs.String("task-ends", "", "task-ends directory: tokens bound to a container whose end is recorded there are refused (default <state_dir>/task-ends)")
 	auditFile := fs.String("audit-file", "", "audit records (JSONL) go here, or off (default <state_dir>/audit/ssh.jsonl; docs/audit.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -234,6 +236,16 @@ func runServer(args []string, env Env) int {
 		return finish(env, err)
 	}
 	defer db.Close()
+	endsDir := *taskEnds
+	if endsDir == "" {
+		cfg, err := config.Load(config.Env{Getenv: env.Getenv, EUID: os.Geteuid(), Home: homeDir(env)}, "")
+		if err != nil {
+			log.Error("cannot read the configuration for the task-ends directory; fix it or pass --task-ends=DIR", "err", err)
+			return finish(env, err)
+		}
+		endsDir = taskend.Dir(cfg)
+	}
+	db.SetTaskEnds(taskend.NewWatcher(endsDir, log))
 	// The keystore lives beside the database (docs/secrets-at-rest.md):
 	// with one present the key files are sealed, and a locked store means
 	// no key could be served, so the agent does not start.
@@ -263,7 +275,7 @@ func runServer(args []string, env Env) int {
 	keyStore.SetKnownHosts(khPath)
 
 	srv, err := server.New(server.Options{
-		Tokens: db, Keys: keyStore, Log: log,
+		Tokens: db, TaskGone: db.TaskGone, Keys: keyStore, Log: log,
 		MaxConns: *maxConns, IdleTimeout: *idle, Audit: auditW,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
@@ -263,6 +264,53 @@ func TestExpiredToken(t *testing.T) {
 		t.Fatalf("expired records %+v", got)
 	}
 	if len(find(rs, "sign", "")) != 1 {
+		t.Fatalf("records %+v", rs)
+	}
+}
+
+// Tokens that die with their task (docs/security-model.md): a token bound to
+// a container signs while the container runs; once its end is recorded in
+// the task-ends directory the open session signs no more and a new
+// handshake is refused, both audited with reason task-gone and the
+// container; an unbound token of the project keeps signing.
+func TestTaskGoneToken(t *testing.T) {
+	f := newFixture(t)
+	auditPath := filepath.Join(t.TempDir(), "ssh.jsonl")
+	ends := filepath.Join(t.TempDir(), "task-ends")
+	_, port := f.startAgent(t, "--audit-file", auditPath, "--task-ends", ends)
+	mk := func(task, container string) string {
+		tok, err := f.db.CreateToken(context.Background(), creddb.TokenSpec{Project: "a", Task: task, Set: creddb.DefaultSet,
+			Provider: creddb.SSHProvider, Container: container})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	bound, free := mk("t1", "a-t1"), mk("t2", "")
+	pub := f.mainA.Signer.PublicKey()
+	cl := dialTerok(t, port, bound)
+	if _, err := cl.Sign(pub, []byte("running")); err != nil {
+		t.Fatalf("sign while the container runs: %v", err)
+	}
+	if err := taskend.Record(ends, taskend.End{Container: "a-t1", Reason: taskend.ReasonStopped}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Sign(pub, []byte("after")); err == nil {
+		t.Fatal("open session signed after its container ended")
+	}
+	if _, err := dialTerok(t, port, bound).List(); err == nil {
+		t.Fatal("token of an ended container listed keys")
+	}
+	if _, err := dialTerok(t, port, free).Sign(pub, []byte("free")); err != nil {
+		t.Fatalf("unbound token: %v", err)
+	}
+	rs := readAudit(t, auditPath)
+	got := find(rs, "refused", "task-gone")
+	if len(got) != 2 || got[0].Task != "t1" || got[0].Fields["key_fingerprint"] != ssh.FingerprintSHA256(pub) ||
+		got[1].Task != "t1" || got[1].Container != "a-t1" || got[1].TokenPrefix != bound[:12] {
+		t.Fatalf("task-gone records %+v", got)
+	}
+	if len(find(rs, "sign", "")) != 2 {
 		t.Fatalf("records %+v", rs)
 	}
 }

@@ -119,6 +119,12 @@ func (s *Session) sign(a *restricted.Agent, p []byte) []byte {
 		a.Refuse("expired", blob, &k, data, d)
 		return []byte{MsgFailure}
 	}
+	if a.Gone() {
+		// Nor one whose task's container has ended.
+		a.Logger().Warn("refused a signature: the session token's container has ended", "key", k.Comment)
+		a.Refuse("task-gone", blob, &k, data, d)
+		return []byte{MsgFailure}
+	}
 	if reason, why := destination.Check(k.Dest, s.Binds, k.Blob, data); reason != "" {
 		a.Logger().Warn("refused a signature by a destination-bound key: "+why,
 			"key", k.Comment, "reason", reason, "dest_fingerprint", d.Fingerprint)

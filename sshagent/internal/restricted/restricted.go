@@ -31,6 +31,9 @@ var ErrUnknownKey = errors.New("key is not one of this session's identities")
 // ErrExpired is returned once the session's token has expired.
 var ErrExpired = errors.New("the session's token has expired")
 
+// ErrTaskGone is returned once the session token's container has ended.
+var ErrTaskGone = errors.New("the session token's container has ended")
+
 // ErrDestination is returned for a destination-bound key outside a bound session.
 var ErrDestination = errors.New("key is bound to destinations and this request is not in a session bound to one")
 
@@ -45,11 +48,20 @@ type Agent struct {
 	audit *audit.Writer // nil: no records
 	base  audit.Record  // project, task, token prefix, remote of the session
 	exp   time.Time     // the session token's expiry; zero: none
+	gone  func() bool   // the session token's container has ended; nil: never
 }
 
 // SetExpiry makes the agent refuse to sign from t on (the session token's
 // expiry, docs/ssh-agent.md, Token expiry); zero: never.
 func (a *Agent) SetExpiry(t time.Time) { a.exp = t }
+
+// SetGone makes the agent refuse to sign once gone reports true (the
+// session token's container has ended, docs/security-model.md, Tokens
+// that die with their task); nil: never.
+func (a *Agent) SetGone(gone func() bool) { a.gone = gone }
+
+// Gone reports whether the session token's container has ended.
+func (a *Agent) Gone() bool { return a.gone != nil && a.gone() }
 
 // Expired reports whether the session's token has expired at now.
 func (a *Agent) Expired(now time.Time) bool { return !a.exp.IsZero() && !now.Before(a.exp) }
@@ -191,6 +203,10 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 	if a.Expired(time.Now()) {
 		a.Refuse("expired", blob, &k, data, Dest{})
 		return nil, ErrExpired
+	}
+	if a.Gone() {
+		a.Refuse("task-gone", blob, &k, data, Dest{})
+		return nil, ErrTaskGone
 	}
 	if k.Dest != nil {
 		// No connection, so no session-bind: a destination-bound key

@@ -36,7 +36,10 @@ const (
 
 // Options configure a Server.
 type Options struct {
-	Tokens           TokenLookup
+	Tokens TokenLookup
+	// TaskGone reports whether a token's container has ended
+	// (creddb.DB.TaskGone); nil: bound tokens are refused.
+	TaskGone         func(creddb.TokenInfo) bool
 	Keys             *keys.Store
 	Log              *slog.Logger
 	MaxConns         int           // concurrent sessions; excess connections are closed at once
@@ -255,6 +258,19 @@ func (s *Server) session(c net.Conn) {
 		s.refuse(base, "expired")
 		return
 	}
+	gone := func() bool {
+		if info.Container == "" {
+			return false
+		}
+		return s.o.TaskGone == nil || s.o.TaskGone(info)
+	}
+	if gone() {
+		s.warn.Warn(log, "task-gone", "SSH agent token's container has ended; connection closed",
+			"token_prefix", tokenid.Show(tok), "container", info.Container)
+		base.Container = info.Container
+		s.refuse(base, "task-gone")
+		return
+	}
 	ks := s.o.Keys.Project(info.Project)
 	if len(ks) == 0 {
 		s.warn.Warn(log, "nokeys", "project has no loadable SSH key; connection closed (check ssh-keys.json and the key files, e.g. with 'terok-sandbox ssh list')")
@@ -265,6 +281,7 @@ func (s *Server) session(c net.Conn) {
 	a := restricted.New(ks, log)
 	a.SetAudit(s.o.Audit, base)
 	a.SetExpiry(info.Expires)
+	a.SetGone(gone)
 	err = protocol.Serve(c, a, protocol.Limits{
 		MaxMessage:  s.o.MaxMessage,
 		Idle:        s.o.IdleTimeout,
