@@ -14,7 +14,7 @@ import (
 // (docs/library.md, Packages) carries a doc comment, so an alias of an
 // internal type is never exposed without saying what it is.
 func TestPublicNamesDocumented(t *testing.T) {
-	for _, dir := range []string{".", "../gitgate", "../daemons", "../shield"} {
+	for _, dir := range []string{".", "../gitgate", "../daemons", "../shield", "../doctor"} {
 		fset := token.NewFileSet()
 		entries, err := os.ReadDir(dir)
 		if err != nil {
