@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/runner/internal/auditview"
 	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/internal/interactive"
 	"terok.dev/sandbox/runner/internal/profile"
 	"terok.dev/sandbox/runner/internal/shield"
 	"terok.dev/sandbox/runner/internal/shieldlog"
@@ -117,6 +119,11 @@ func shieldCommand(d Deps) *ucli.Command {
 					jsonFlag,
 				},
 				Action: func(c *ucli.Context) error { return shieldLog(c, d) },
+			},
+			{
+				Name: "interactive", Usage: "attach as the decider of a container in interactive mode: allow each held connection once, always (persisted like shield allow) or refuse", ArgsUsage: "CONTAINER",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "json", Usage: "print held connections as JSON lines and read JSON answers from stdin (docs/shield.md, Interactive decider protocol)"}},
+				Action: func(c *ucli.Context) error { return shieldInteractive(c, d) },
 			},
 			{
 				Name: "watch", Usage: "stream a container's refused connections, refused DNS names and operator actions until interrupted", ArgsUsage: "CONTAINER",
@@ -627,6 +634,34 @@ func shieldWatch(c *ucli.Context, d Deps) error {
 	}
 	return shieldlog.Watch(ctx, dir, 0, func(r audit.Record) error { return printShieldRecord(d, r, asJSON) },
 		func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) })
+}
+
+// shieldInteractive attaches to the container resolver's decider socket
+// until the input ends, SIGINT or SIGTERM (exit 0) or the resolver goes
+// away (an error).
+func shieldInteractive(c *ucli.Context, d Deps) error {
+	name, sh, err := shieldNamed(c, d)
+	if err != nil {
+		return err
+	}
+	dir, err := sh.StateDir()
+	if err != nil {
+		return err
+	}
+	conn, err := interactive.Dial(dir)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return interactive.Run(ctx, conn, d.Stdin, d.Stdout, interactive.Options{
+		JSON: c.Bool("json"),
+		Allow: func(ctx context.Context, dst string) error {
+			_, err := sh.Allow(ctx, name, dst)
+			return err
+		},
+		Warn: func(m string) { fmt.Fprintf(d.Stderr, "Warning: %s\n", m) },
+	})
 }
 
 // shieldProfileSuggest writes a profile suggested by the container's

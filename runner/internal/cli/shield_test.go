@@ -68,6 +68,8 @@ func TestShieldUsageErrors(t *testing.T) {
 		{[]string{"shield", "profile", "suggest"}, "CONTAINER"},
 		{[]string{"shield", "profile", "suggest", "--output", "", "c"}, "--output needs"},
 		{[]string{"shield", "watch", "a", "b"}, "CONTAINER"},
+		{[]string{"shield", "interactive"}, "CONTAINER"},
+		{[]string{"shield", "interactive", "a", "b"}, "CONTAINER"},
 		{[]string{"shield", "watch", "--since", "1h", "c"}, "flag provided but not defined"},
 		{[]string{"shield", "nope"}, "unknown command"},
 	}
