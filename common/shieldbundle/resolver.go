@@ -1,6 +1,7 @@
 package shieldbundle
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,4 +58,48 @@ func ResolverPID(stateDir string) (int, bool) {
 		return 0, false
 	}
 	return pid, true
+}
+
+// ResolverReadyOK is the content of resolver.ready once the resolver
+// serves; a start that failed writes "error: <why>" instead.
+const ResolverReadyOK = "ok"
+
+// WriteResolverReady records the resolver's start outcome (ok, or the
+// reason it gave up) in resolver.ready, atomically: a reader sees the old
+// state or the whole new one, never half a line.
+func WriteResolverReady(stateDir, line string) (err error) {
+	path := filepath.Join(stateDir, FileResolverReady)
+	f, err := os.CreateTemp(stateDir, "."+FileResolverReady+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.WriteString(strings.ReplaceAll(line, "\n", " ") + "\n"); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadResolverReady returns resolver.ready's line ("" while the file does
+// not exist: the resolver is still starting).
+func ReadResolverReady(stateDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, FileResolverReady))
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

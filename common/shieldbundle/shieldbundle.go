@@ -51,14 +51,17 @@ const (
 	// its PID (written by the hook that started it), its bounded log of
 	// refused names, and the marker that makes it forward every name
 	// while the shield is down.
-	FileResolverPID  = "resolver.pid"
-	FileDNSLog       = "dns.log"
-	FileResolverOpen = "resolver.open"
-	FileGateway      = "gateway"
-	FileGatewayV6    = "gateway_v6"
-	FileContainerID  = "container.id"
-	FileHookErrorLog = "hook-error.log"
-	FileAudit        = "audit.jsonl"
+	FileResolverPID = "resolver.pid"
+	// FileResolverReady is the resolver's own report of its start
+	// (ReadResolverReady): written once it serves, or when it gives up.
+	FileResolverReady = "resolver.ready"
+	FileDNSLog        = "dns.log"
+	FileResolverOpen  = "resolver.open"
+	FileGateway       = "gateway"
+	FileGatewayV6     = "gateway_v6"
+	FileContainerID   = "container.id"
+	FileHookErrorLog  = "hook-error.log"
+	FileAudit         = "audit.jsonl"
 	// FileQuarantine is the marker of `shield quarantine` (docs/shield.md,
 	// Quarantine): while it exists the hook applies the quarantine table
 	// instead of ruleset.nft, so a restart of the container stays

@@ -205,7 +205,16 @@ func (p *Pending) Finish(ctx context.Context, containerID string) error {
 	}
 	if r := p.res; r != nil && p.matches(r, containerID) {
 		launch.Mark(ctx, "verify: early check (during podman run)")
-		return nil
+		if procStart(r.pid) == "" {
+			return nil // ended, and its resolver with it
+		}
+		dir, err := p.s.stateDir()
+		if err != nil {
+			return err
+		}
+		err = verifyResolver(ctx, dir, p.container, r.pid)
+		launch.Mark(ctx, "verify: resolver ready")
+		return err
 	}
 	return p.s.VerifyStarted(ctx, p.container, containerID)
 }

@@ -68,7 +68,58 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	if errs := ruleset.VerifyHook(text, interactive); len(errs) > 0 {
 		return fmt.Errorf("container %s: Ruleset verification failed: %s", container, strings.Join(errs, "; "))
 	}
-	return nil
+	err = verifyResolver(ctx, dir, container, pid)
+	launch.Mark(ctx, "verify: resolver ready")
+	return err
+}
+
+// resolverStartWait bounds how long the verification waits for the
+// resolver's own start, which the hook no longer waits for
+// (docs/shield-resolver.md, Lifetime): a few milliseconds normally, long
+// over by the time podman returns.
+const resolverStartWait = 2 * time.Second
+
+// verifyResolver requires, for the resolver tier, that the container's
+// resolver reported a successful start in resolver.ready and still runs:
+// a resolver that gave up or died leaves the container without DNS, and
+// the start fails with its reason instead. initPID is the container's
+// process: once it has ended, so has its resolver, and nothing is left
+// to check.
+func verifyResolver(ctx context.Context, dir, container string, initPID int) error {
+	tier, err := shieldbundle.ReadTier(dir)
+	if err != nil {
+		return err
+	}
+	if tier != shieldbundle.TierResolver {
+		return nil
+	}
+	deadline := time.Now().Add(resolverStartWait)
+	for {
+		line, err := shieldbundle.ReadResolverReady(dir)
+		if err != nil {
+			return fmt.Errorf("container %s: read the resolver's start report: %w", container, err)
+		}
+		_, alive := shieldbundle.ResolverPID(dir)
+		switch {
+		case line == shieldbundle.ResolverReadyOK && alive:
+			return nil
+		case line != "" && line != shieldbundle.ResolverReadyOK:
+			return fmt.Errorf("container %s: its resolver did not start: %s (see %s)", container, line, filepath.Join(dir, shieldbundle.FileDNSLog))
+		case !alive && procStart(initPID) == "":
+			return nil
+		case !alive:
+			return fmt.Errorf("container %s: its resolver is not running (no live process in %s; see %s)", container, shieldbundle.FileResolverPID, filepath.Join(dir, shieldbundle.FileDNSLog))
+		}
+		// Still starting: only under heavy load does this loop at all.
+		if time.Now().After(deadline) {
+			return fmt.Errorf("container %s: its resolver did not report ready within %s (see %s)", container, resolverStartWait, filepath.Join(dir, shieldbundle.FileDNSLog))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 var containerIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)

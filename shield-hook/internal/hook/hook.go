@@ -377,7 +377,7 @@ func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann
 		if err := closeResolverMarker(dir, ann); err != nil {
 			return nil, nil, "", err
 		}
-		return func() error { return startResolver(ctx, ns, dir, initPID, ann) },
+		return func() error { return startResolver(ns, dir, initPID, ann) },
 			func() { stopResolver(dir, 2*time.Second) }, "resolver", nil
 	}
 	ok, err := exists(filepath.Join(dir, shieldbundle.FileDnsmasqConf))

@@ -1,13 +1,11 @@
 package hook
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,22 +20,20 @@ import (
 	"terok.dev/sandbox/shield-hook/internal/resolver"
 )
 
-// resolverReadyWait bounds the resolver's start (read its files, open its
-// netlink sockets, adopt the listeners bindDNS made): a few milliseconds
-// normally.
-const resolverReadyWait = 2 * time.Second
-
 // startResolver starts the container's resolver (docs/shield-resolver.md,
 // Lifetime): this executable as `terok-shield-hook resolver
 // --state-dir=<dir>`, forked from a thread inside the container netns so
 // that every socket it ever opens is in that namespace, in its own
 // session with stdio on /dev/null, holding a pidfd of the container's init
-// (its exit ends the resolver), the write end of a readiness pipe, a
-// route socket in the host's namespace (to list the host's addresses) and
-// the DNS listeners bound here (bindDNS). The
-// caller has set loopback up. It returns once the resolver reported ready
-// and resolver.pid names it; on any failure the child is killed.
-func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann map[string]string) error {
+// (its exit ends the resolver), a route socket in the host's namespace (to
+// list the host's addresses) and the DNS listeners bound here (bindDNS).
+// The caller has set loopback up. It returns once the child is forked and
+// resolver.pid names it, without waiting for the child's own start: the
+// listeners already queue queries, and the child reports the outcome in
+// resolver.ready, which the runner's post-start verification requires.
+// What the hook can check cheaply itself (the upstream forwarder) fails
+// the hook as before.
+func startResolver(ns *nsexec.NS, dir string, initPID int, ann map[string]string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("start resolver: find the hook executable: %w", err)
@@ -47,12 +43,22 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, 
 		// recognise it, so nothing could signal or stop it.
 		return fmt.Errorf("start resolver: the hook executable %s is not named %s", exe, shieldbundle.HookBinary)
 	}
+	// The child would give up on the same file; found here, the
+	// container does not start at all.
+	if up, err := shieldbundle.ReadUpstreamDNS(dir); err != nil || up == "" {
+		if err == nil {
+			err = fmt.Errorf("%s missing: the resolver has no upstream forwarder", filepath.Join(dir, shieldbundle.FileUpstreamDNS))
+		}
+		return fmt.Errorf("start resolver: %w", err)
+	}
 	pidPath := filepath.Join(dir, shieldbundle.FileResolverPID)
 	// A resolver of an earlier start of this container (restart without
-	// poststop) is stopped, and its file forgotten, first.
+	// poststop) is stopped, and its files forgotten, first.
 	stopResolver(dir, 2*time.Second)
-	if err := shieldbundle.RemoveIfExists(pidPath); err != nil {
-		return err
+	for _, f := range []string{pidPath, filepath.Join(dir, shieldbundle.FileResolverReady)} {
+		if err := shieldbundle.RemoveIfExists(f); err != nil {
+			return err
+		}
 	}
 	pidfd, err := unix.PidfdOpen(initPID, 0)
 	if err != nil {
@@ -75,39 +81,27 @@ func startResolver(ctx context.Context, ns *nsexec.NS, dir string, initPID int, 
 	}
 	defer udp.Close()
 	defer tcp.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("start resolver: readiness pipe: %w", err)
-	}
-	defer pr.Close()
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
 		Dir:         "/",
 		Env:         resolverEnv(ann),
-		ExtraFiles:  []*os.File{initFile, pw, routeFile, udp, tcp}, // fds 3-7 (resolver.FdInit, FdReady, FdHostRoute, FdUDP, FdTCP)
+		ExtraFiles:  []*os.File{initFile, routeFile, udp, tcp}, // fds 3-6 (resolver.FdInit, FdHostRoute, FdUDP, FdTCP)
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
-	err = ns.Do(cmd.Start)
-	_ = pw.Close()
-	if err != nil {
+	// A reload (SIGHUP) or resolve request (SIGUSR1) may now arrive
+	// before the child has registered its handlers; SIGHUP's default
+	// action would kill it. Ignored here, they are ignored in the child
+	// across exec until it asks for them (os/signal keeps an inherited
+	// SIG_IGN until Notify), and a request that early loses nothing: the
+	// child reads the allowlist and markers after registering.
+	signal.Ignore(syscall.SIGHUP, shieldbundle.ResolveSignal)
+	if err := ns.Do(cmd.Start); err != nil {
 		return fmt.Errorf("start resolver: %w", err)
 	}
-	kill := func() {
+	if err := writeRuntimeFile(pidPath, strconv.Itoa(cmd.Process.Pid)+"\n"); err != nil {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
-	}
-	line, err := readReady(ctx, pr)
-	if err != nil {
-		kill()
-		return fmt.Errorf("start resolver: %w (see %s)", err, filepath.Join(dir, shieldbundle.FileDNSLog))
-	}
-	if line != resolver.ReadyOK {
-		kill()
-		return fmt.Errorf("start resolver: %s", bytes.TrimSpace([]byte(line)))
-	}
-	if err := writeRuntimeFile(pidPath, strconv.Itoa(cmd.Process.Pid)+"\n"); err != nil {
-		kill()
 		return err
 	}
 	// Not waited for: it outlives the hook (its parent becomes the
@@ -193,36 +187,6 @@ func ownEnv(kv string) bool {
 		}
 	}
 	return false
-}
-
-// readReady reads the resolver's readiness line, bounded in time and size.
-func readReady(ctx context.Context, pr *os.File) (string, error) {
-	deadline := time.Now().Add(resolverReadyWait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := pr.SetReadDeadline(deadline); err != nil {
-		return "", err
-	}
-	var buf [512]byte
-	n := 0
-	for n < len(buf) {
-		m, err := pr.Read(buf[n:])
-		n += m
-		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
-			return string(buf[:i+1]), nil
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return "", fmt.Errorf("not ready within %s", resolverReadyWait)
-		}
-		if errors.Is(err, io.EOF) {
-			return "", errors.New("exited before it was ready")
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	return string(buf[:n]), nil
 }
 
 // closeResolverMarker removes a resolver.open left from a `shield down`

@@ -235,11 +235,34 @@ func startedResolver(t *testing.T, tp *topo, dir string) int {
 		t.Fatalf("resolver.pid does not name our resolver: %q", readFile(t, filepath.Join(dir, shieldbundle.FileResolverPID)))
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if line := resolverReport(t, dir); line != shieldbundle.ResolverReadyOK {
+		t.Fatalf("resolver.ready: %q", line)
+	}
 	ctrNS, _ := os.Stat("/run/netns/" + tp.ctr)
 	if got, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil || !os.SameFile(ctrNS, got) {
 		t.Fatalf("resolver does not run in the container netns")
 	}
 	return pid
+}
+
+// resolverReport waits, as the runner's post-start verification does,
+// for the resolver's start report (the hook does not wait for it).
+func resolverReport(t *testing.T, dir string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		line, err := shieldbundle.ReadResolverReady(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line != "" {
+			return line
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no resolver.ready within 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // onlyNetAdmin checks every thread of the resolver: CAP_NET_ADMIN (bit
@@ -587,6 +610,36 @@ func TestResolverStartFailure(t *testing.T) {
 	}
 }
 
+// TestResolverLateStartFailure: a failure the hook cannot see before the
+// fork (here dns.log is a directory) does not fail the hook, which no
+// longer waits; the resolver records why in resolver.ready and exits, and
+// the runner's verification fails the start on that line.
+func TestResolverLateStartFailure(t *testing.T) {
+	tp := newTopo(t)
+	dir := stateDir(t)
+	resolverBundle(t, dir)
+	if err := os.Mkdir(filepath.Join(dir, shieldbundle.FileDNSLog), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := runHook(t, "createRuntime", ociState(tp.pid, dir, resolverVer))
+	if r.code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if line := resolverReport(t, dir); !strings.HasPrefix(line, "error: ") || !strings.Contains(line, shieldbundle.FileDNSLog) {
+		t.Fatalf("resolver.ready: %q", line)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := shieldbundle.ResolverPID(dir); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("resolver still running after reporting its failure")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestResolverStoppedWhenRulesetFails: the resolver starts while the
 // ruleset is applied; when the ruleset fails, the hook fails and no
 // resolver is left running.
@@ -715,6 +768,9 @@ func TestResolverRootless(t *testing.T) {
 		t.Fatal("resolver.pid does not name our resolver")
 	}
 	t.Cleanup(func() { _ = syscall.Kill(rpid, syscall.SIGKILL) })
+	if line := resolverReport(t, dir); line != shieldbundle.ResolverReadyOK {
+		t.Fatalf("resolver.ready: %q", line)
+	}
 	onlyNetAdmin(t, rpid)
 	if m, err := tp.query("127.0.0.1", nameListed, dns.TypeA, "udp"); err != nil || strings.Join(answerAddrs(m), ",") != allowV4 {
 		t.Fatalf("listed A through the rootless resolver: %v %v", m, err)

@@ -39,22 +39,16 @@ const (
 	// FdInit is a pidfd of the container's init process: readable once it
 	// has exited, which ends the resolver.
 	FdInit = 3
-	// FdReady is the write end of the readiness pipe: "ok\n" once the
-	// resolver serves, "error: …\n" when it gives up starting.
-	FdReady = 4
 	// FdHostRoute is a NETLINK_ROUTE socket in the host's network
 	// namespace, to list the host's addresses (hostAddrs).
-	FdHostRoute = 5
+	FdHostRoute = 4
 	// FdUDP and FdTCP are the listeners on 127.0.0.1:53 in the
 	// container netns, bound by the hook (docs/shield-resolver.md,
 	// Lifetime): a query sent before the resolver reads waits in the
 	// socket's queue instead of meeting a closed port.
-	FdUDP = 6
-	FdTCP = 7
+	FdUDP = 5
+	FdTCP = 6
 )
-
-// ReadyOK is the readiness line.
-const ReadyOK = "ok\n"
 
 // listenAddr is where the resolver serves inside the container netns
 // (resolv.conf's nameserver, shieldbundle.ResolvConf).
@@ -91,18 +85,19 @@ type Resolver struct {
 // the process exit status.
 func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	dir, err := parseArgs(args)
-	ready := os.NewFile(FdReady, "ready")
-	if err == nil && !isFd(FdReady) {
-		err = errors.New("no readiness pipe on fd 4: the resolver is started by the createRuntime hook")
-	}
 	if err == nil && !isPidfd(FdInit) {
 		err = errors.New("no pidfd of the container's init on fd 3: the resolver is started by the createRuntime hook")
 	}
 	if err == nil && !isFd(FdHostRoute) {
-		err = errors.New("no host route socket on fd 5: the resolver is started by the createRuntime hook")
+		err = errors.New("no host route socket on fd 4: the resolver is started by the createRuntime hook")
 	}
 	if err == nil {
-		err = run(ctx, dir, listenAddr(), FdInit, FdHostRoute, ready)
+		// The hook does not wait for the start (docs/shield-resolver.md,
+		// Lifetime): its outcome goes to resolver.ready, which the
+		// runner's post-start verification reads.
+		err = run(ctx, dir, listenAddr(), FdInit, FdHostRoute, func(line string) error {
+			return shieldbundle.WriteResolverReady(dir, line)
+		})
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "terok-shield-hook resolver: "+err.Error())
@@ -183,14 +178,11 @@ func isPidfd(fd int) bool {
 // run starts the resolver, reports readiness on ready (or why it could not
 // start) and serves until ctx ends, SIGTERM/SIGINT arrives or the process
 // behind initFd exits.
-func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRouteFd int, ready *os.File) (err error) {
+func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRouteFd int, ready func(string) error) (err error) {
 	readySent := false
 	defer func() {
-		if !readySent && ready != nil {
-			_, _ = fmt.Fprintf(ready, "error: %s\n", strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
-		}
-		if ready != nil {
-			_ = ready.Close()
+		if !readySent {
+			_ = ready("error: " + fmt.Sprint(err))
 		}
 	}()
 	// Signals first: SIGHUP's default action would kill a resolver that
@@ -267,12 +259,10 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 	srv.start(errc)
 	defer srv.stop()
 	defer r.forgetPID()
-	if _, err := io.WriteString(ready, ReadyOK); err != nil {
+	if err := ready(shieldbundle.ResolverReadyOK); err != nil {
 		return fmt.Errorf("report readiness: %w", err)
 	}
 	readySent = true
-	_ = ready.Close()
-	ready = nil
 	r.log.log(slog.LevelInfo, "started", slog.String("upstream", r.up.addr.String()))
 	rw := startResolveWorker(r)
 	defer rw.stop()
