@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/shieldbundle"
 )
 
 // TestEarlyVerification runs the early post-start check against a real
@@ -66,6 +68,13 @@ func TestEarlyVerification(t *testing.T) {
 			switch tt.table {
 			case "hook", "bypass":
 				ns.nft(t, "-f", filepath.Join(dir, "ruleset.nft"))
+			}
+			if tt.table == "hook" {
+				// The hook started the resolver, which reported its start.
+				startFakeResolver(t, dir, false)
+			}
+			if err := shieldbundle.WriteResolverReady(dir, shieldbundle.ResolverReadyOK); err != nil {
+				t.Fatal(err)
 			}
 			if tt.table == "bypass" {
 				startFakeResolver(t, dir, false) // down tells it to open DNS

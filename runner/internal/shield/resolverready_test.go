@@ -16,8 +16,8 @@ import (
 // own report of its start, since the hook no longer waits for it. A
 // resolver that gave up fails the start with its reason; one that is gone
 // while the container runs fails it too; an ended container and the
-// static tiers need nothing. (A live resolver passing is covered by the
-// e2e shield tests, which run the real one.)
+// static tiers need nothing. (The real resolver writing its report is
+// covered by the hook's resolver tests and the e2e shield tests.)
 func TestVerifyResolver(t *testing.T) {
 	ended := exec.Command("true")
 	if err := ended.Run(); err != nil {
@@ -38,6 +38,7 @@ func TestVerifyResolver(t *testing.T) {
 		{"no report, no process", shieldbundle.TierResolver, "", "", os.Getpid(), "resolver is not running"},
 		{"pid names a foreign process", shieldbundle.TierResolver, "ok\n", strconv.Itoa(os.Getpid()) + "\n", os.Getpid(), "resolver is not running"},
 		{"container ended", shieldbundle.TierResolver, "ok\n", "", ended.Process.Pid, ""},
+		{"live and ready", shieldbundle.TierResolver, "ok\n", "fake", os.Getpid(), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -51,7 +52,12 @@ func TestVerifyResolver(t *testing.T) {
 			}
 			write(shieldbundle.FileDNSTier, tc.tier+"\n")
 			write(shieldbundle.FileResolverReady, tc.ready)
-			write(shieldbundle.FileResolverPID, tc.pidFile)
+			if tc.pidFile == "fake" {
+				// A process with the resolver's exact argv (resolverctl_test).
+				startFakeResolver(t, dir, false)
+			} else {
+				write(shieldbundle.FileResolverPID, tc.pidFile)
+			}
 			err := verifyResolver(context.Background(), dir, "ctr", tc.initPID)
 			switch {
 			case tc.want == "" && err != nil:

@@ -53,6 +53,11 @@ func startNamedResolver(t *testing.T, tp *topo, dir, name string) int {
 		t.Fatal("resolver.pid does not name our resolver")
 	}
 	t.Cleanup(func() { _ = exitsWithin(t, pid, 0) })
+	// As the runner's post-start verification does: the hook does not
+	// wait for the resolver's start.
+	if line := resolverReport(t, dir); line != shieldbundle.ResolverReadyOK {
+		t.Fatalf("resolver.ready: %q", line)
+	}
 	return pid
 }
 

@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nflog"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 	"terok.dev/sandbox/shield-hook/internal/resolver"
 )
@@ -75,18 +77,38 @@ func startResolver(ns *nsexec.NS, dir string, initPID int, ann map[string]string
 	}
 	routeFile := os.NewFile(uintptr(rfd), "host-route")
 	defer routeFile.Close()
-	var udp, tcp *os.File
-	if err := ns.Do(func() (err error) { udp, tcp, err = bindDNS(); return err }); err != nil {
+	var udp, tcp, nlf *os.File
+	if err := ns.Do(func() (err error) {
+		if udp, tcp, err = bindDNS(); err != nil || !refusedLogOn(ann) {
+			return err
+		}
+		// The NFLOG group is bound here too, so that what the container
+		// sends before the resolver reads is queued, not unlogged. A
+		// kernel without NFLOG: the resolver tries itself and logs why.
+		if nl, err := nflog.Listen(ruleset.NFLogGroup); err == nil {
+			nlf, err = nl.File()
+			_ = nl.Close()
+			if err != nil {
+				nlf = nil
+			}
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("start resolver: %w", err)
 	}
 	defer udp.Close()
 	defer tcp.Close()
+	files := []*os.File{initFile, routeFile, udp, tcp} // fds 3-6 (resolver.FdInit, FdHostRoute, FdUDP, FdTCP)
+	if nlf != nil {
+		defer nlf.Close()
+		files = append(files, nlf) // fd 7 (resolver.FdNFLog)
+	}
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        append([]string{exe}, shieldbundle.ResolverArgs(dir)...),
 		Dir:         "/",
 		Env:         resolverEnv(ann),
-		ExtraFiles:  []*os.File{initFile, routeFile, udp, tcp}, // fds 3-6 (resolver.FdInit, FdHostRoute, FdUDP, FdTCP)
+		ExtraFiles:  files,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	// A reload (SIGHUP) or resolve request (SIGUSR1) may now arrive
@@ -172,10 +194,17 @@ func resolverEnv(ann map[string]string) []string {
 	if t := ann[shieldbundle.AnnTask]; t != "" && names.ValidateTaskID(t) == nil {
 		env = append(env, resolver.EnvTask+"="+t)
 	}
-	if on, err := strconv.ParseBool(ann[shieldbundle.AnnAuditEnabled]); err == nil && !on {
+	if !refusedLogOn(ann) {
 		env = append(env, resolver.EnvRefusedLog+"=off")
 	}
 	return env
+}
+
+// refusedLogOn reports whether the container's refused-traffic records
+// are on: unless its audit log is explicitly off.
+func refusedLogOn(ann map[string]string) bool {
+	on, err := strconv.ParseBool(ann[shieldbundle.AnnAuditEnabled])
+	return err != nil || on
 }
 
 // ownEnv reports a variable resolverEnv sets itself (an inherited value

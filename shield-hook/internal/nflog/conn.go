@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -65,6 +67,72 @@ var ErrOverrun = errors.New("nflog: messages dropped by the kernel (receive buff
 // namespace.
 type Conn struct {
 	c *netlink.Conn
+	// f and buf replace c for a subscription inherited from another
+	// process (FromFile): mdlayher/netlink cannot adopt a descriptor.
+	f   *os.File
+	buf []byte
+}
+
+// File returns a duplicate of the subscription's socket, to hand to a
+// child process (FromFile there): the group stays bound to the socket, so
+// nothing logged in between is lost.
+func (n *Conn) File() (*os.File, error) {
+	rc, err := n.c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("nflog: socket: %w", err)
+	}
+	var dup int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("nflog: socket: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("nflog: duplicate the socket: %w", derr)
+	}
+	return os.NewFile(uintptr(dup), "nflog"), nil
+}
+
+// FromFile adopts a subscription made by another process (File) and
+// takes f over (it is closed). It must be a NETLINK_NETFILTER socket;
+// which group it is bound to is the parent's business (it bound it
+// through Listen).
+func FromFile(f *os.File) (*Conn, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("nflog: inherited socket: %w", err)
+	}
+	var dup int
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		dom, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err != nil {
+			cerr = err
+			return
+		}
+		proto, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		if err != nil {
+			cerr = err
+			return
+		}
+		if dom != unix.AF_NETLINK || proto != unix.NETLINK_NETFILTER {
+			cerr = fmt.Errorf("not a netfilter netlink socket (domain %d, protocol %d)", dom, proto)
+			return
+		}
+		dup, cerr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("nflog: inherited socket: %w", err)
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("nflog: inherited socket: %w", cerr)
+	}
+	// Non-blocking before os.NewFile, so that the runtime's poller waits
+	// and Close ends a Receive in progress.
+	if err := unix.SetNonblock(dup, true); err != nil {
+		_ = unix.Close(dup)
+		return nil, fmt.Errorf("nflog: inherited socket: %w", err)
+	}
+	return &Conn{f: os.NewFile(uintptr(dup), "nflog"), buf: make([]byte, 2*nlBufSize)}, nil
 }
 
 // Listen binds group in the current network namespace. It needs
@@ -128,6 +196,9 @@ func (n *Conn) configure(group uint16) error {
 // each. It returns ErrOverrun when the kernel dropped messages (call it
 // again), net.ErrClosed after Close, or another error for good.
 func (n *Conn) Receive(fn func(Entry)) error {
+	if n.f != nil {
+		return n.receiveFile(fn)
+	}
 	msgs, err := n.c.Receive()
 	if err != nil {
 		var op *netlink.OpError
@@ -141,6 +212,30 @@ func (n *Conn) Receive(fn func(Entry)) error {
 	}
 	for _, m := range msgs {
 		if e, ok := ParseMessage(uint16(m.Header.Type), m.Data); ok {
+			fn(e)
+		}
+	}
+	return nil
+}
+
+// receiveFile is Receive for an inherited socket: one datagram (a batch of
+// up to nlBufSize octets, which the buffer holds twice over) per read.
+func (n *Conn) receiveFile(fn func(Entry)) error {
+	m, err := n.f.Read(n.buf)
+	switch {
+	case errors.Is(err, unix.ENOBUFS):
+		return ErrOverrun
+	case errors.Is(err, os.ErrClosed):
+		return net.ErrClosed
+	case err != nil:
+		return fmt.Errorf("nflog: receive: %w", err)
+	}
+	msgs, err := syscall.ParseNetlinkMessage(n.buf[:m])
+	if err != nil {
+		return fmt.Errorf("nflog: receive: %w", err)
+	}
+	for _, msg := range msgs {
+		if e, ok := ParseMessage(msg.Header.Type, msg.Data); ok {
 			fn(e)
 		}
 	}
@@ -174,4 +269,9 @@ func ParseMessage(typ uint16, data []byte) (Entry, bool) {
 }
 
 // Close ends the subscription; a Receive in progress returns net.ErrClosed.
-func (n *Conn) Close() error { return n.c.Close() }
+func (n *Conn) Close() error {
+	if n.f != nil {
+		return n.f.Close()
+	}
+	return n.c.Close()
+}

@@ -48,6 +48,10 @@ const (
 	// socket's queue instead of meeting a closed port.
 	FdUDP = 5
 	FdTCP = 6
+	// FdNFLog, when open, is the NFLOG subscription (Refused traffic)
+	// the hook bound in the container netns, so that nothing refused
+	// before the resolver reads goes unrecorded.
+	FdNFLog = 7
 )
 
 // listenAddr is where the resolver serves inside the container netns
@@ -138,6 +142,15 @@ func inheritedListeners(listen netip.AddrPort) (*net.UDPConn, *net.TCPListener, 
 	return udp, tcp, nil
 }
 
+// subscribeNFLog adopts the hook's NFLOG subscription (FdNFLog) or, when
+// the hook passed none (it could not bind the group), binds it here.
+func subscribeNFLog() (*nflog.Conn, error) {
+	if !isFd(FdNFLog) {
+		return nflog.Listen(ruleset.NFLogGroup)
+	}
+	return nflog.FromFile(os.NewFile(FdNFLog, "nflog"))
+}
+
 // boundTo reports whether a socket's local address is want (IPv4 in its
 // plain form).
 func boundTo(a net.Addr, want netip.AddrPort) bool {
@@ -211,7 +224,7 @@ func run(ctx context.Context, dir string, listen netip.AddrPort, initFd, hostRou
 		// every other socket; the subscription then needs nothing more.
 		// A kernel without NFLOG costs the records, not the container's
 		// DNS: logged loudly, the resolver serves on.
-		if nl, err := nflog.Listen(ruleset.NFLogGroup); err != nil {
+		if nl, err := subscribeNFLog(); err != nil {
 			r.log.log(slog.LevelError, "no refused-traffic records: NFLOG group unavailable", slog.String("error", err.Error()))
 		} else {
 			defer startReader(nl, r.refused).stop()
