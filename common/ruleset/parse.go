@@ -33,6 +33,7 @@ func ParseScript(text string) (s Script, ok bool) {
 
 	s.Bypass = strings.Contains(table, "; policy accept;")
 	s.Interactive = !s.Bypass && strings.Contains(table, PrefixQueued)
+	s.Learn = !s.Bypass && strings.Contains(table, PrefixLearned)
 	s.AllowAll = s.Bypass && !strings.Contains(table, "\n        ip daddr "+specialV4[0]+" ")
 	m := parseRes().dns.FindStringSubmatch(table)
 	if m == nil {

@@ -25,6 +25,7 @@ func parseCases() map[string]Script {
 		"hook pasta":             {Options: pasta, Allow: allow, Learned: learned, Deny: deny},
 		"hook pasta learned v6":  {Options: pasta, Learned: learned[2:]},
 		"hook interactive v6":    {Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow, Learned: learned},
+		"hook learn slirp":       {Options: Options{DNS: SlirpDNS, Learn: true, LoopbackPorts: []int{9418}}, Allow: allow, Learned: learned, Gateways: SlirpGateways()},
 		"hook v6 fwd ports":      {Options: Options{DNS: "2001:db8::53", LoopbackPorts: ports}, Learned: learned, Gateways: gws},
 		"hook replace":           {Options: Options{DNS: SlirpDNS}, Allow: allow, ReplaceExisting: true},
 		"bypass":                 {Options: slirp, Bypass: true, Allow: allow, Learned: learned, Gateways: gws},
@@ -59,7 +60,7 @@ func TestParseScriptRoundTrip(t *testing.T) {
 			if len(s.LoopbackPorts) == 0 {
 				wantLo = "" // nothing rendered, nothing to recover
 			}
-			if got.Bypass != s.Bypass || got.AllowAll != s.AllowAll || got.Interactive != s.Interactive || got.DNS != s.DNS ||
+			if got.Bypass != s.Bypass || got.AllowAll != s.AllowAll || got.Interactive != s.Interactive || got.Learn != s.Learn || got.DNS != s.DNS ||
 				got.HostLoopback != wantLo || len(got.Allow) != len(s.Allow) || len(got.Learned) != len(s.Learned) || len(got.Deny) != len(s.Deny)*boolInt(!s.Bypass) {
 				t.Fatalf("fields differ: %+v vs %+v", got, s)
 			}

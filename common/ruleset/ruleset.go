@@ -46,6 +46,7 @@ const (
 	PrefixAllowed = "TEROK_SHIELD_ALLOWED"
 	PrefixBypass  = "TEROK_SHIELD_BYPASS"
 	PrefixQueued  = "TEROK_SHIELD_QUEUED"
+	PrefixLearned = "TEROK_SHIELD_LEARNED"
 
 	RejectStmt = "reject with icmpx admin-prohibited"
 )
@@ -79,6 +80,14 @@ type Options struct {
 	HostLoopback string
 	// Interactive selects the QUEUED terminal rule (docs/shield-hook.md, The ruleset, rule by rule).
 	Interactive bool
+	// Learn selects the LEARNED terminal rule of learn mode
+	// (docs/shield-hook.md, The ruleset, rule by rule): a new connection
+	// that reached the end of the chain is logged and accepted instead
+	// of refused. Everything before it is the enforcing chain unchanged:
+	// closed DNS, the deny sets, the special-range rejects (the host's
+	// gateway, private ranges, metadata) and the host's own addresses in
+	// the deny sets, so only public destinations get through.
+	Learn bool
 }
 
 type checked struct {
@@ -113,6 +122,9 @@ func otherForwarders(dns string) []string {
 
 func (o Options) check() (checked, error) {
 	var c checked
+	if o.Interactive && o.Learn {
+		return c, fmt.Errorf("learn and interactive exclude each other")
+	}
 	dns, err := CanonicalIP(o.DNS)
 	if err != nil || strings.Contains(dns, "/") {
 		return c, fmt.Errorf("upstream DNS: Invalid IP/CIDR: '%s' (must be a single address)", o.DNS)
@@ -253,9 +265,12 @@ func Hook(o Options) (string, error) {
 	specialRejects(&b)
 	fmt.Fprintf(&b, "        ip daddr @%s %s counter accept\n", SetDNSV4, logStmt(PrefixAllowed))
 	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter accept\n", SetDNSV6, logStmt(PrefixAllowed))
-	if o.Interactive {
+	switch {
+	case o.Interactive:
 		fmt.Fprintf(&b, "        %s counter %s\n", logStmt(PrefixQueued), RejectStmt)
-	} else {
+	case o.Learn:
+		fmt.Fprintf(&b, "        %s counter accept\n", logStmt(PrefixLearned))
+	default:
 		fmt.Fprintf(&b, "        %s counter\n", logStmt(PrefixDenied))
 		fmt.Fprintf(&b, "        %s\n", RejectStmt)
 	}
@@ -269,7 +284,7 @@ func Hook(o Options) (string, error) {
 // connection logged, DNS still closed (only the resolver reaches the
 // forwarder; with resolver.open it forwards every name), the special
 // ranges still rejected unless allowAll.
-// Options.Interactive is ignored.
+// Options.Interactive and Options.Learn are ignored.
 func Bypass(o Options, allowAll bool) (string, error) {
 	c, err := o.check()
 	if err != nil {

@@ -73,6 +73,12 @@ func TestHookVariants(t *testing.T) {
 		{"interactive", Options{DNS: "10.0.2.3", Interactive: true}, []string{
 			"        log group 100 prefix \"TEROK_SHIELD_QUEUED: \" counter reject with icmpx admin-prohibited\n    }"},
 			[]string{"log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n"}},
+		{"learn: log-and-accept last, the enforcing chain before it", Options{DNS: "10.0.2.3", Learn: true}, []string{
+			"        ip daddr @deny_v4 log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter reject with icmpx admin-prohibited\n",
+			"        ip daddr 10.0.0.0/8 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
+			"        ip6 daddr @dns_v6 log group 100 prefix \"TEROK_SHIELD_ALLOWED: \" counter accept\n" +
+				"        log group 100 prefix \"TEROK_SHIELD_LEARNED: \" counter accept\n    }"},
+			[]string{"log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n", "QUEUED"}},
 		{"duplicate ports collapse", Options{DNS: "10.0.2.3", LoopbackPorts: []int{22, 22}}, []string{"tcp dport 22 ip daddr @gateway_v4 accept\n        tcp dport 22 ip6"}, nil},
 	}
 	for _, tc := range tests {
@@ -366,6 +372,7 @@ func TestRealNftAcceptsAndVerifies(t *testing.T) {
 		{"hook pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418, 18731, 18732}, HostLoopback: PastaHostLoopback}, Allow: allow, Learned: learned, Deny: []string{"203.0.113.5"}}, StateUp},
 		{"hook slirp", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateUp},
 		{"hook interactive ipv6 dns", Script{Options: Options{DNS: "2001:db8::53", Interactive: true}, Allow: allow, Learned: learned}, StateUp},
+		{"learn slirp", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}, Learn: true}, Allow: allow, Learned: learned, Deny: []string{"203.0.113.5"}, Gateways: SlirpGateways()}, StateLearn},
 		{"bypass", Script{Options: Options{DNS: SlirpDNS, LoopbackPorts: []int{9418}}, Bypass: true, Allow: allow, Learned: learned, Gateways: SlirpGateways()}, StateDown},
 		{"bypass pasta", Script{Options: Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback}, Bypass: true, Allow: allow}, StateDown},
 		{"bypass all", Script{Options: Options{DNS: SlirpDNS}, Bypass: true, AllowAll: true, Allow: allow, Learned: learned}, StateDownAll},
@@ -502,6 +509,34 @@ func TestVerifyTextOnly(t *testing.T) {
 	}
 	if Classify(inter) != StateUp {
 		t.Fatal("interactive should be up")
+	}
+	learn, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{9418}, HostLoopback: PastaHostLoopback, Learn: true})
+	if errs := VerifyLearn(learn); len(errs) != 0 {
+		t.Fatalf("learn: %v", errs)
+	}
+	if Classify(learn) != StateLearn {
+		t.Fatalf("learn classified %s", Classify(learn))
+	}
+	// A learn table is no enforcing one, and an enforcing one no learn one:
+	// verification at start uses the bundle's mode, never either.
+	if errs := VerifyHook(learn, false); len(errs) == 0 {
+		t.Fatal("learn ruleset verified as enforcing")
+	}
+	if errs := VerifyLearn(good); len(errs) == 0 {
+		t.Fatal("enforcing ruleset verified as learn")
+	}
+	// The LEARNED accept anywhere but last, or a second one, is a hole.
+	early := strings.Replace(learn, "        ip daddr @deny_v4 ", "        log group 100 prefix \"TEROK_SHIELD_LEARNED: \" counter accept\n        ip daddr @deny_v4 ", 1)
+	if errs := VerifyLearn(early); !strings.Contains(strings.Join(errs, "|"), "unexpected accept rule") {
+		t.Fatalf("early learned accept not flagged: %v", errs)
+	}
+	// Without the special-range rejects learn would open the host.
+	noSpecial := strings.Replace(learn, "        ip daddr 10.0.0.0/8 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n", "", 1)
+	if errs := VerifyLearn(noSpecial); len(errs) == 0 {
+		t.Fatal("learn table without a special-range reject verified")
+	}
+	if _, err := Hook(Options{DNS: PastaDNS, Learn: true, Interactive: true}); err == nil {
+		t.Fatal("learn and interactive together accepted")
 	}
 	errs := VerifyHook("garbage", false)
 	for _, want := range []string{"policy is not drop", "output chain missing", "input chain missing", "reject type missing", "allow_v4 set missing", "dns_v4 set missing", "deny_v6 set missing", "terminal deny-all rule missing"} {

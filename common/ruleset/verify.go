@@ -15,6 +15,7 @@ type State string
 const (
 	StateInactive State = "inactive" // no table (or container not running)
 	StateUp       State = "up"       // enforcing
+	StateLearn    State = "learn"    // enforcing, but public destinations are let through and logged
 	StateDown     State = "down"     // bypass, private ranges still rejected
 	StateDownAll  State = "down_all" // bypass, everything allowed
 	StateError    State = "error"    // a table that is neither
@@ -35,6 +36,8 @@ func Classify(listing string) State {
 		return StateDownAll
 	case len(VerifyHook(listing, false)) == 0, len(VerifyHook(listing, true)) == 0:
 		return StateUp
+	case len(VerifyLearn(listing)) == 0:
+		return StateLearn
 	default:
 		return StateError
 	}
@@ -382,6 +385,27 @@ func checkJumps(t table, errs []string) []string {
 // enforcing; a table of the previous generator gets ErrOldShape among its
 // errors.
 func VerifyHook(listing string, interactive bool) []string {
+	if interactive {
+		return verifyEnforcing(listing, termQueued)
+	}
+	return verifyEnforcing(listing, termDeny)
+}
+
+// VerifyLearn checks a listing against the learn-mode table: the
+// enforcing chain of VerifyHook with the LEARNED log-and-accept as its
+// last rule, and no other accept.
+func VerifyLearn(listing string) []string { return verifyEnforcing(listing, termLearn) }
+
+// terminal is the last rule of an enforcing chain.
+type terminal int
+
+const (
+	termDeny terminal = iota
+	termQueued
+	termLearn
+)
+
+func verifyEnforcing(listing string, term terminal) []string {
 	t := parse(listing)
 	text := t.text
 	var errs []string
@@ -402,12 +426,19 @@ func VerifyHook(listing string, interactive bool) []string {
 			errs = append(errs, s+" set missing")
 		}
 	}
-	if interactive {
+	switch term {
+	case termQueued:
 		if !strings.Contains(text, PrefixQueued) {
 			errs = append(errs, "queued nflog prefix missing")
 		}
-	} else if !verifyRes().terminalLog.MatchString(text) {
-		errs = append(errs, "terminal deny-all rule missing")
+	case termLearn:
+		if !strings.Contains(text, PrefixLearned) {
+			errs = append(errs, "learned nflog prefix missing")
+		}
+	default:
+		if !verifyRes().terminalLog.MatchString(text) {
+			errs = append(errs, "terminal deny-all rule missing")
+		}
 	}
 
 	out := t.chains["output"]
@@ -421,7 +452,11 @@ func VerifyHook(listing string, interactive bool) []string {
 	}
 	denyIdx, allowIdx := -1, -1
 	learned := map[string]int{}
+	learnAccept := logPat(PrefixLearned) + " counter accept"
 	for i, r := range out.rules {
+		if term == termLearn && i == len(out.rules)-1 && r == learnAccept {
+			continue // the one accept of learn mode, checked below
+		}
 		if strings.HasPrefix(r, "ip daddr @deny_v4 ") && denyIdx < 0 {
 			denyIdx = i
 		}
@@ -452,8 +487,11 @@ func VerifyHook(listing string, interactive bool) []string {
 		}
 	}
 	wantLast := RejectStmt
-	if interactive {
+	switch term {
+	case termQueued:
 		wantLast = logPat(PrefixQueued) + " counter " + RejectStmt
+	case termLearn:
+		wantLast = learnAccept
 	}
 	if n := len(out.rules); n == 0 || out.rules[n-1] != wantLast {
 		errs = append(errs, "terminal reject is not the last output rule")

@@ -82,6 +82,10 @@ type RunSpec struct {
 	ShieldMode ShieldMode
 }
 
+// LearnWarning is the banner of a learn-mode launch: the egress firewall
+// lets public destinations through (docs/shield.md, Shield modes).
+const LearnWarning = "!! SHIELD IN LEARN MODE — public destinations are ALLOWED and recorded (private ranges and the host stay refused) !!"
+
 // ShieldMode says what the shield does with a connection to a destination
 // no list names: refuse it (enforce), let a public one through and record
 // it (learn), or hold it for the operator (interactive).
@@ -251,6 +255,10 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	}
 	if mode != shieldbundle.ModeEnforce && s.cfg.ShieldBypass {
 		return nil, fmt.Errorf("run spec: shield mode %s needs the shield, but shield_bypass is set", mode)
+	}
+	if mode == shieldbundle.ModeLearn {
+		s.log.Warn("shield in learn mode: public destinations are allowed and recorded",
+			"container", spec.ContainerName, "fix", "suggest a profile (shield profile suggest) and run again without --shield-mode learn")
 	}
 	args, err := fw.PreStart(ctx, firewall.Launch{Container: spec.ContainerName, TaskDir: spec.TaskDir, Mode: mode, Project: spec.Project, Task: spec.Task})
 	if err != nil {

@@ -84,6 +84,10 @@ func runAction(c *ucli.Context, d Deps) error {
 		return UsageErrorf("--shield-mode: %v", err)
 	}
 	spec.ShieldMode = sandbox.ShieldMode(mode)
+	if spec.ShieldMode == sandbox.ShieldLearn {
+		// On stderr even with --json: the operator must see it.
+		fmt.Fprintf(d.Stderr, "\n%s\n\n", sandbox.LearnWarning)
+	}
 	out := d.Stdout
 	if c.Bool("json") {
 		out = d.Stderr // keep stdout pure JSON

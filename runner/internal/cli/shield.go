@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -689,19 +690,42 @@ func shieldProfileSuggest(c *ucli.Context, d Deps) error {
 		_, err := fmt.Fprint(d.Stdout, text)
 		return err
 	}
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("write the suggested profile: %w (choose another file; an existing one is never overwritten)", err)
-	}
-	_, werr := f.WriteString(text)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		_ = os.Remove(out)
-		return fmt.Errorf("write the suggested profile %s: %w", out, werr)
+	if err := writeNewAtomic(out, []byte(text)); err != nil {
+		return err
 	}
 	fmt.Fprintf(d.Stdout, "Wrote %d entries to %s: review them, then save it as a user profile (docs/shield.md, Profiles).\n", len(s.Entries), out)
+	return nil
+}
+
+// writeNewAtomic writes data to path, which must not exist yet: a
+// temporary file beside it, synced, then hard-linked to path (link never
+// replaces an existing file, and a reader sees the whole file or none).
+func writeNewAtomic(path string, data []byte) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("write the suggested profile: %s exists (choose another file; an existing one is never overwritten)", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write the suggested profile: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("write the suggested profile %s: %w (an existing file is never overwritten)", path, err)
+	}
 	return nil
 }
 

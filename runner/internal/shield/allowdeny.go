@@ -116,11 +116,14 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 		return errors.New("cannot persist the change for restarts: upstream DNS not persisted in state")
 	}
 	mode := networkModeOf(dir, dns)
-	sc := ruleset.Script{Options: s.rulesetOptions(dns, mode, exists(s.path(dir, shieldbundle.FileInteractive)))}
+	smode, err := bundleMode(dir)
+	if err != nil {
+		return err
+	}
+	sc := ruleset.Script{Options: s.rulesetOptions(dns, mode, smode)}
 	if mode != podmaninfo.Pasta {
 		sc.Gateways = ruleset.SlirpGateways()
 	}
-	var err error
 	if sc.Allow, err = shieldbundle.EffectiveAllowlist(dir); err != nil {
 		return fmt.Errorf("read allowlists: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/launch"
 )
@@ -158,7 +157,7 @@ func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *
 	if text == "" || ctx.Err() != nil {
 		return nil
 	}
-	if errs := ruleset.VerifyHook(text, exists(filepath.Join(dir, shieldbundle.FileInteractive))); len(errs) > 0 {
+	if errs := verifyEnforcing(dir, text); len(errs) > 0 {
 		return nil
 	}
 	if procStart(pid) != start {

@@ -15,6 +15,7 @@ import (
 const (
 	StateInactive = string(ruleset.StateInactive)
 	StateUp       = string(ruleset.StateUp)
+	StateLearn    = string(ruleset.StateLearn)
 	StateDown     = string(ruleset.StateDown)
 	StateDownAll  = string(ruleset.StateDownAll)
 	StateError    = string(ruleset.StateError)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
@@ -29,6 +30,8 @@ func TestPreStartModeAndIDs(t *testing.T) {
 		{"enforce with ids", "enforce", "demo", "t1", "", shieldbundle.ModeEnforce,
 			[]string{shieldbundle.AnnProject + "=demo", shieldbundle.AnnTask + "=t1"}, nil},
 		{"unknown mode", "permissive", "", "", "unknown shield mode 'permissive'", "", nil, nil},
+		{"learn", "learn", "", "", "", shieldbundle.ModeLearn,
+			[]string{shieldbundle.AnnMode + "=learn", shieldbundle.AnnInteractive + "=false"}, nil},
 		{"interactive not yet", "interactive", "", "", "not yet available", "", nil, nil},
 		{"bad project id", "", "../x", "", "project", "", nil, nil},
 	}
@@ -53,6 +56,25 @@ func TestPreStartModeAndIDs(t *testing.T) {
 			got, err := shieldbundle.ReadMode(e.stateDir)
 			if err != nil || got != tt.wantMode {
 				t.Fatalf("shield.mode = %q, %v; want %q", got, err, tt.wantMode)
+			}
+			// ruleset.nft is the table of the mode, and only that one.
+			rs := readState(t, e.stateDir, shieldbundle.FileRuleset)
+			learnErrs, hookErrs := ruleset.VerifyLearn(rs), ruleset.VerifyHook(rs, false)
+			if tt.wantMode == shieldbundle.ModeLearn && (len(learnErrs) != 0 || len(hookErrs) == 0) {
+				t.Fatalf("learn bundle: learn errs %v, enforcing errs %v", learnErrs, hookErrs)
+			}
+			if tt.wantMode == shieldbundle.ModeEnforce && (len(hookErrs) != 0 || len(learnErrs) == 0) {
+				t.Fatalf("enforce bundle: enforcing errs %v, learn errs %v", hookErrs, learnErrs)
+			}
+			if tt.wantMode == shieldbundle.ModeLearn {
+				if !strings.Contains(readState(t, e.stateDir, shieldbundle.FileAudit), `"action":"mode","detail":"learn"`) {
+					t.Error("learn launch not audited")
+				}
+				// shield up re-applies the learn table, not the enforcing one.
+				live, err := s.buildLive(e.stateDir, "10.0.2.3", false, false)
+				if err != nil || len(ruleset.VerifyLearn(live)) != 0 {
+					t.Fatalf("live ruleset of a learn bundle: %v %v", err, ruleset.VerifyLearn(live))
+				}
 			}
 			for _, a := range tt.wantAnn {
 				if !slices.Contains(args, a) {

@@ -221,10 +221,10 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if _, err := shieldbundle.ParseMode(s.cfg.Mode); err != nil {
 		return nil, err
 	}
-	if m := s.cfg.mode(); m != shieldbundle.ModeEnforce {
-		// Neither ruleset variant is built yet: a mode the hook cannot
-		// apply must refuse the launch, not fall back to another one.
-		return nil, fmt.Errorf("shield mode %s is not yet available; use enforce", m)
+	if s.cfg.interactive() {
+		// The decider (NFQUEUE reader) is not built yet: a held
+		// connection nobody can release must not be the silent result.
+		return nil, errors.New("shield mode interactive is not yet available; use enforce or learn")
 	}
 	if s.cfg.Project != "" {
 		if err := names.ValidateProjectID(s.cfg.Project); err != nil {
@@ -398,7 +398,7 @@ func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 		return "", fmt.Errorf("read deny list: %w", err)
 	}
 	sc := ruleset.Script{
-		Options: s.rulesetOptions(dns, mode, s.cfg.interactive()),
+		Options: s.rulesetOptions(dns, mode, s.cfg.mode()),
 		Allow:   allow,
 		Deny:    s.withHostDeny(deny, allow),
 	}
@@ -416,14 +416,43 @@ func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 }
 
 // rulesetOptions are the table options of a bundle: its forwarder, the
-// host-service ports and, in pasta mode only, the host-loopback address.
-func (s *Shield) rulesetOptions(dns, mode string, interactive bool) ruleset.Options {
+// host-service ports, in pasta mode only the host-loopback address, and
+// the terminal rule of its shield mode.
+func (s *Shield) rulesetOptions(dns, netMode, shieldMode string) ruleset.Options {
 	return ruleset.Options{
 		DNS:           dns,
 		LoopbackPorts: append([]int(nil), s.cfg.LoopbackPorts...),
-		Interactive:   interactive,
-		HostLoopback:  hostLoopbackFor(mode),
+		Interactive:   shieldMode == shieldbundle.ModeInteractive,
+		Learn:         shieldMode == shieldbundle.ModeLearn,
+		HostLoopback:  hostLoopbackFor(netMode),
 	}
+}
+
+// bundleMode is the shield mode a state directory was launched in:
+// shield.mode, or interactive for an older bundle with only the
+// interactive marker.
+func bundleMode(dir string) (string, error) {
+	m, err := shieldbundle.ReadMode(dir)
+	if err != nil {
+		return "", err
+	}
+	if m == shieldbundle.ModeEnforce && exists(filepath.Join(dir, shieldbundle.FileInteractive)) {
+		return shieldbundle.ModeInteractive, nil
+	}
+	return m, nil
+}
+
+// verifyEnforcing checks a listed table against the enforcing table of
+// the bundle's mode; an unreadable mode is an error, never a guess.
+func verifyEnforcing(dir, listing string) []string {
+	m, err := bundleMode(dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	if m == shieldbundle.ModeLearn {
+		return ruleset.VerifyLearn(listing)
+	}
+	return ruleset.VerifyHook(listing, m == shieldbundle.ModeInteractive)
 }
 
 // installLocalHook links the hook executable into the state directory and

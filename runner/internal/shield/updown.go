@@ -49,9 +49,12 @@ func (s *Shield) liveGateways(dir, mode string) []string {
 // buildLive renders the ruleset Up/Down/Preview apply.
 func (s *Shield) buildLive(dir, dns string, down, allowAll bool) (string, error) {
 	mode := networkModeOf(dir, dns)
-	interactive := exists(s.path(dir, shieldbundle.FileInteractive))
+	smode, err := bundleMode(dir)
+	if err != nil {
+		return "", err
+	}
 	sc := ruleset.Script{
-		Options:  s.rulesetOptions(dns, mode, interactive),
+		Options:  s.rulesetOptions(dns, mode, smode),
 		Bypass:   down,
 		AllowAll: allowAll,
 		Gateways: s.liveGateways(dir, mode),
@@ -158,7 +161,7 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 		s.audit(container, "shield_down", "", strings.Join(detail, " "))
 		return nil
 	}
-	if errs := ruleset.VerifyHook(listed, exists(s.path(dir, shieldbundle.FileInteractive))); len(errs) > 0 {
+	if errs := verifyEnforcing(dir, listed); len(errs) > 0 {
 		return specErrorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}
 	// The quarantine marker goes only now that the enforcing table is in

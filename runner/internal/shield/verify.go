@@ -64,8 +64,7 @@ func (s *Shield) VerifyStarted(ctx context.Context, container, containerID strin
 	if text == "" {
 		return fmt.Errorf("container %s runs without the shield table in its network namespace; %s", container, hint)
 	}
-	interactive := exists(filepath.Join(dir, shieldbundle.FileInteractive))
-	if errs := ruleset.VerifyHook(text, interactive); len(errs) > 0 {
+	if errs := verifyEnforcing(dir, text); len(errs) > 0 {
 		return fmt.Errorf("container %s: Ruleset verification failed: %s", container, strings.Join(errs, "; "))
 	}
 	err = verifyResolver(ctx, dir, container, pid)

@@ -277,7 +277,7 @@ func Row(r audit.Record) string {
 	var what []string
 	count := s("count")
 	switch r.Event {
-	case "refused", "decision":
+	case "refused", "decision", "learned":
 		if v := s("verdict"); v != "" {
 			what = append(what, v)
 		}
@@ -300,6 +300,15 @@ func Row(r audit.Record) string {
 		}
 	case "dns-refused":
 		what = append(what, s("qtype"), s("name"))
+	case "seen":
+		what = append(what, s("qtype"), s("name"))
+		if as, ok := r.Fields["addrs"].([]any); ok && len(as) > 0 {
+			var list []string
+			for _, a := range as {
+				list = append(list, fmt.Sprint(a))
+			}
+			what = append(what, "->", strings.Join(list, ","))
+		}
 	case "action":
 		what = append(what, s("action"), s("dest"), s("detail"))
 		count = ""

@@ -25,8 +25,9 @@ type Suggestion struct {
 }
 
 // Suggest collects what the container was refused for not being on its
-// allowlist: the names it looked up (A and AAAA questions of dns-refused
-// records), the names of refused connections, and the addresses it
+// allowlist, and what learn mode let through: the names it looked up (A
+// and AAAA questions of dns-refused records, the names of seen records),
+// the names of refused and learned connections, and the addresses it
 // reached without a name. Private ranges, the deny list and quarantine are
 // decisions already taken, not missing entries: they are left out, as are
 // names that are no valid profile domain.
@@ -47,10 +48,18 @@ func Suggest(recs []audit.Record) Suggestion {
 		return s
 	}
 	for _, r := range recs {
-		if r.Channel != "shield" || r.Reason != "not-allowlisted" {
+		if r.Channel != "shield" {
+			continue
+		}
+		learn := r.Event == "learned" || r.Event == "seen"
+		if !learn && r.Reason != "not-allowlisted" {
 			continue
 		}
 		switch r.Event {
+		case "seen":
+			if d, ok := ruleset.ValidDomain(str(r, "name")); ok {
+				names[d] += count(r)
+			}
 		case "dns-refused":
 			if q := str(r, "qtype"); q != "A" && q != "AAAA" {
 				continue
@@ -58,7 +67,7 @@ func Suggest(recs []audit.Record) Suggestion {
 			if d, ok := ruleset.ValidDomain(str(r, "name")); ok {
 				names[d] += count(r)
 			}
-		case "refused":
+		case "refused", "learned":
 			if d, ok := ruleset.ValidDomain(str(r, "name")); ok {
 				names[d] += count(r)
 				continue
@@ -115,8 +124,9 @@ func (s Suggestion) Profile(container string, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Suggested by terok-sandbox shield profile suggest for container %s at %s,\n", container, now.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# from %d records: names it looked up or connected to and addresses it reached\n", s.Records)
-	b.WriteString("# without a name, that the shield refused as not allowlisted (private ranges,\n")
-	b.WriteString("# denied and quarantined destinations left out). Every entry opens egress:\n")
+	b.WriteString("# without a name, that the shield refused as not allowlisted or learn mode let\n")
+	b.WriteString("# through (private ranges, denied and quarantined destinations left out).\n")
+	b.WriteString("# Every entry opens egress:\n")
 	b.WriteString("# review it before saving it as a user profile.\n")
 	if s.Omitted > 0 {
 		fmt.Fprintf(&b, "# %d less attempted entries left out (at most %d are suggested).\n", s.Omitted, MaxSuggested)

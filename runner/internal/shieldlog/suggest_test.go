@@ -56,3 +56,27 @@ func TestSuggestBounded(t *testing.T) {
 		t.Error("the omission is not said")
 	}
 }
+
+// A learn-mode run's records: seen names and learned connections (named
+// ones count for their name, unnamed ones for their address) make the
+// profile; an unnamed special address never does.
+func TestSuggestFromLearn(t *testing.T) {
+	ok := func(event string, fields map[string]any) audit.Record {
+		return audit.Record{Time: t0, Channel: "shield", Event: event, Outcome: "ok", Fields: fields}
+	}
+	recs := []audit.Record{
+		ok("seen", map[string]any{"name": "pkg.example.test", "qtype": "A", "addrs": []any{"203.0.113.10"}, "count": float64(4)}),
+		ok("seen", map[string]any{"name": "-bad-.example.test", "qtype": "A", "addrs": []any{"203.0.113.11"}, "count": float64(1)}),
+		ok("learned", map[string]any{"proto": "tcp", "dst": "203.0.113.10", "dport": float64(443), "name": "pkg.example.test", "count": float64(2)}),
+		ok("learned", map[string]any{"proto": "tcp", "dst": "198.51.100.77", "dport": float64(8080), "count": float64(1)}),
+		ok("learned", map[string]any{"proto": "udp", "dst": "2001:db8::77", "dport": float64(443), "count": float64(3)}),
+		ok("learned", map[string]any{"proto": "tcp", "dst": "10.1.2.3", "dport": float64(80), "count": float64(9)}),
+	}
+	s := Suggest(recs)
+	if got, want := strings.Join(s.Entries, " "), "pkg.example.test 2001:db8::77 198.51.100.77"; got != want {
+		t.Errorf("entries %q, want %q", got, want)
+	}
+	if _, err := profile.Parse("learned.txt", []byte(s.Profile("demo-t1", t0))); err != nil {
+		t.Fatalf("the suggestion is no valid profile: %v", err)
+	}
+}

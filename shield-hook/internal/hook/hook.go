@@ -250,6 +250,18 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, legacy boo
 	if err != nil {
 		return err
 	}
+	// The mode decides which enforcing table ruleset.nft must be: a
+	// learn table in an enforce bundle (or the reverse) fails verification.
+	mode, err := shieldbundle.ReadMode(dir)
+	if err != nil {
+		return err
+	}
+	verify := func(listing string) []string {
+		if mode == shieldbundle.ModeLearn {
+			return ruleset.VerifyLearn(listing)
+		}
+		return ruleset.VerifyHook(listing, interactive || mode == shieldbundle.ModeInteractive)
+	}
 	// A quarantined container stays quarantined when it is restarted: the
 	// marker replaces ruleset.nft by the quarantine table (docs/shield.md,
 	// Quarantine). ruleset.nft still decides how long to wait for the
@@ -348,7 +360,7 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, legacy boo
 		}
 		return nil
 	})
-	if err := r.apply(ctx, ns, nftPath, table, gwList, interactive, quarantined, legacy, t); err != nil {
+	if err := r.apply(ctx, ns, nftPath, table, gwList, verify, quarantined, legacy, t); err != nil {
 		return err
 	}
 	if dnsDone != nil {
@@ -397,14 +409,14 @@ func dnsService(ctx context.Context, ns *nsexec.NS, dir string, initPID int, ann
 //
 // The quarantine table always goes the nft way and is verified with
 // ruleset.VerifyQuarantine.
-func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, interactive, quarantine, legacy bool, t *timer) error {
+func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script []byte, gwList []string, verify func(string) []string, quarantine, legacy bool, t *timer) error {
 	if s, ok := ruleset.ParseScript(string(script)); ok && !quarantine && !legacy {
 		plan, err := nftnl.NewPlan(s, gwList)
 		if err == nil {
 			// The same invariants VerifyHook checks on the listing, here
 			// on the text whose exact meaning the plan carries; the
 			// read-back below then proves the kernel holds the plan.
-			if errs := ruleset.VerifyHook(string(script), interactive); len(errs) > 0 {
+			if errs := verify(string(script)); len(errs) > 0 {
 				//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 				return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 			}
@@ -466,7 +478,7 @@ func (r *run) apply(ctx context.Context, ns *nsexec.NS, nftPath string, script [
 		}
 		return nil
 	}
-	if errs := ruleset.VerifyHook(listing, interactive); len(errs) > 0 {
+	if errs := verify(listing); len(errs) > 0 {
 		//lint:ignore ST1005 message text fixed by docs/shield-hook.md, Verification and states
 		return fmt.Errorf("Ruleset verification failed: %s", strings.Join(errs, "; "))
 	}

@@ -224,9 +224,12 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 		}
 		o.add(nil, nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(dns4), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
 		o.add(nil, nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(dns6), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
-		if s.Interactive {
+		switch {
+		case s.Interactive:
 			o.add(nil, logExpr(ruleset.PrefixQueued), &expr.Counter{}, reject())
-		} else {
+		case s.Learn:
+			o.add(nil, logExpr(ruleset.PrefixLearned), &expr.Counter{}, verdict(expr.VerdictAccept))
+		default:
 			o.add(nil, logExpr(ruleset.PrefixDenied), &expr.Counter{})
 			o.add(nil, reject())
 		}

@@ -157,6 +157,7 @@ func equivCases() map[string]ruleset.Script {
 		"v6 forwarder":                {Options: v6fwd, Allow: mixed, Learned: learned, Gateways: gws},
 		"slirp v6 forwarder":          {Options: ruleset.Options{DNS: ruleset.SlirpDNSV6, LoopbackPorts: ports}, Allow: append([]string{"10.0.0.0/8", "fc00::/7"}, mixed...), Gateways: gws},
 		"interactive v6 dns no ports": {Options: ruleset.Options{DNS: "2001:db8::53", Interactive: true}, Allow: mixed},
+		"learn slirp":                 {Options: ruleset.Options{DNS: ruleset.SlirpDNS, Learn: true, LoopbackPorts: ports[:1]}, Allow: mixed[:3], Learned: learned, Gateways: ruleset.SlirpGateways()},
 		"interactive pasta":           {Options: ruleset.Options{DNS: ruleset.PastaDNS, Interactive: true, LoopbackPorts: ports[:1], HostLoopback: ruleset.PastaHostLoopback}, Allow: mixed[:3], Learned: learned},
 		"bypass":                      {Options: slirp, Bypass: true, Allow: mixed, Learned: learned, Gateways: gws},
 		"bypass pasta":                {Options: pasta, Bypass: true, Allow: mixed},

@@ -236,6 +236,9 @@ func (r *Resolver) finish(q *query, m *dns.Msg, limit int) []byte {
 			}
 		}
 		r.refused.remember(q.name, addrs)
+		if r.learning {
+			r.refused.seen(q.name, dns.Type(q.qtype).String(), addrs)
+		}
 	}
 	if opt := q.req.IsEdns0(); opt != nil {
 		m.SetEdns0(ednsSize, opt.Do())

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,12 +67,21 @@ type refusedKey struct {
 	dport  uint16
 	icmp   int // ICMP type + 1, 0 when none
 	prefix string
-	name   string // dns-refused: the normalized name
+	name   string // dns-refused, seen: the normalized name
 	qtype  string
 	// decision: the verdict and why (the decider chose, or a reason it
 	// did not: timeout, no-decider, ...).
 	verdict, why string
+	addrs  string // seen: the answer's addresses, sorted, comma-joined
 }
+
+// Events of learn mode (docs/audit.md, Channel shield): a connection the
+// LEARNED rule let through, and a name the resolver forwarded with the
+// addresses it resolved to.
+const (
+	EventLearned = "learned"
+	EventSeen    = "seen"
+)
 
 type refusedState struct {
 	pending int // attempts not yet in a record
@@ -137,14 +147,46 @@ func newRefusals(dir string, id RecordID, onError func(error)) (*refusals, error
 	return f, nil
 }
 
-// packet records one logged packet; a prefix other than DENIED or PRIVATE
-// (an accepted connection's ALLOWED, a bypass's BYPASS) is no refusal.
+// packet records one logged packet: DENIED and PRIVATE are refusals,
+// LEARNED a connection learn mode let through; any other prefix (an
+// accepted connection's ALLOWED, a bypass's BYPASS) is not recorded.
 func (f *refusals) packet(prefix, proto string, dst netip.Addr, dport uint16, icmp int) {
-	if prefix != ruleset.PrefixDenied && prefix != ruleset.PrefixPrivate {
+	event := "refused"
+	switch prefix {
+	case ruleset.PrefixDenied, ruleset.PrefixPrivate:
+	case ruleset.PrefixLearned:
+		event = EventLearned
+	default:
 		return
 	}
-	f.observe(refusedKey{event: "refused", proto: proto, dst: dst.Unmap(), dport: dport, icmp: icmp, prefix: prefix})
+	f.observe(refusedKey{event: event, proto: proto, dst: dst.Unmap(), dport: dport, icmp: icmp, prefix: prefix})
 }
+
+// seen records (learn mode) a name the resolver answered and the
+// addresses of the answer; an answer without addresses (NODATA, a CNAME
+// chain cut short) is no destination and not recorded.
+func (f *refusals) seen(name, qtype string, addrs []netip.Addr) {
+	if f == nil || len(addrs) == 0 {
+		return
+	}
+	if len(name) > 255 {
+		name = name[:255]
+	}
+	list := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		list = append(list, a.Unmap().String())
+	}
+	slices.Sort(list)
+	list = slices.Compact(list)
+	if len(list) > maxSeenAddrs {
+		list = list[:maxSeenAddrs]
+	}
+	f.observe(refusedKey{event: EventSeen, name: strings.ToLower(name), qtype: qtype, addrs: strings.Join(list, ",")})
+}
+
+// maxSeenAddrs bounds the addresses of one seen record (an answer can
+// carry hundreds).
+const maxSeenAddrs = 16
 
 // dnsRefused records a name the resolver refused.
 func (f *refusals) dnsRefused(name, qtype string) {
@@ -208,7 +250,11 @@ func (f *refusals) emitLocked(k refusedKey, st *refusedState, now time.Time) {
 }
 
 func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
-	rec := f.base(k.event, "refused", now)
+	outcome := "refused"
+	if k.event == EventLearned || k.event == EventSeen {
+		outcome = "ok"
+	}
+	rec := f.base(k.event, outcome, now)
 	rec.Fields["count"] = count
 	if k.event == "decision" {
 		if k.verdict != shieldbundle.VerdictRefuse {
@@ -217,13 +263,19 @@ func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
 		rec.Reason = k.why
 		rec.Fields["verdict"] = k.verdict
 	}
+	if k.event == EventSeen {
+		rec.Fields["name"] = k.name
+		rec.Fields["qtype"] = k.qtype
+		rec.Fields["addrs"] = strings.Split(k.addrs, ",")
+		return rec
+	}
 	if k.event == "dns-refused" {
 		rec.Reason = ReasonNotAllowed
 		rec.Fields["name"] = k.name
 		rec.Fields["qtype"] = k.qtype
 		return rec
 	}
-	if k.event != "decision" {
+	if k.event != "decision" && k.event != EventLearned {
 		rec.Reason = f.reason(k, now)
 	}
 	rec.Fields["proto"] = k.proto
@@ -469,7 +521,7 @@ type packetReader struct {
 func startReader(c *nflog.Conn, f *refusals) *packetReader {
 	pr := &packetReader{c: c, done: make(chan struct{})}
 	handle := func(e nflog.Entry) {
-		if e.Prefix != ruleset.PrefixDenied && e.Prefix != ruleset.PrefixPrivate {
+		if e.Prefix != ruleset.PrefixDenied && e.Prefix != ruleset.PrefixPrivate && e.Prefix != ruleset.PrefixLearned {
 			return
 		}
 		p, err := nflog.Decode(e.Payload)

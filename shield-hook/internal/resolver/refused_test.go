@@ -248,3 +248,38 @@ func TestRefusalsDropsOnlyRecord(t *testing.T) {
 		t.Errorf("dns-refused counts add up to %d after stop, want 2: %+v", n, recs)
 	}
 }
+
+// TestLearnRecords: learn mode's LEARNED packets and answered names are
+// records of their own (outcome ok, no reason), rate-limited like refusals.
+func TestLearnRecords(t *testing.T) {
+	f, now := testRefusals(t)
+	dst := netip.MustParseAddr("203.0.113.40")
+	f.remember("api.example.test", []netip.Addr{dst})
+	f.seen("API.Example.TEST", "A", []netip.Addr{dst, netip.MustParseAddr("203.0.113.41"), dst})
+	f.seen("empty.example.test", "AAAA", nil) // NODATA: no destination
+	for i := 0; i < 3; i++ {
+		f.packet(ruleset.PrefixLearned, "tcp", dst, 443, 0)
+	}
+	recs := drain(f)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want seen + learned: %+v", len(recs), recs)
+	}
+	seen, learned := recs[0], recs[1]
+	if seen.Event != EventSeen || seen.Outcome != "ok" || seen.Reason != "" || seen.Project != "demo" ||
+		seen.Fields["name"] != "api.example.test" || seen.Fields["qtype"] != "A" || seen.Fields["count"] != 1 {
+		t.Errorf("seen %+v", seen)
+	}
+	if got := seen.Fields["addrs"].([]string); len(got) != 2 || got[0] != "203.0.113.40" || got[1] != "203.0.113.41" {
+		t.Errorf("seen addrs %v", got)
+	}
+	if learned.Event != EventLearned || learned.Outcome != "ok" || learned.Reason != "" || learned.Task != "t1" ||
+		learned.Fields["dst"] != "203.0.113.40" || learned.Fields["dport"] != uint16(443) ||
+		learned.Fields["name"] != "api.example.test" || learned.Fields["count"] != 1 {
+		t.Errorf("learned %+v", learned)
+	}
+	*now = now.Add(recordInterval)
+	f.tick()
+	if recs := drain(f); len(recs) != 1 || recs[0].Event != EventLearned || recs[0].Fields["count"] != 2 {
+		t.Fatalf("after a second: %+v, want one learned record of count 2", recs)
+	}
+}

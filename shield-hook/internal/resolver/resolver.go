@@ -82,7 +82,11 @@ type Resolver struct {
 	rate *rateLimiter
 	// refused writes the refused-traffic records; nil when they are off.
 	refused *refusals
-	now     func() time.Time
+	// learning is learn mode (shield.mode): the table lets public
+	// destinations through, so the resolver forwards every name, and it
+	// records each answered name as seen.
+	learning bool
+	now      func() time.Time
 }
 
 // Main runs the resolver subcommand (args is the whole argv) and returns
@@ -323,6 +327,12 @@ func newResolver(dir string) (*Resolver, error) {
 		return nil, fmt.Errorf("upstream forwarder %q: %w", up, err)
 	}
 	r.up = &upstream{addr: netip.AddrPortFrom(ua, 53), mark: ruleset.ResolverMark, timeout: upstreamTimeout, tries: upstreamTries}
+	mode, err := shieldbundle.ReadMode(dir)
+	if err != nil {
+		lg.close()
+		return nil, err
+	}
+	r.learning = mode == shieldbundle.ModeLearn
 	domains, marker, err := r.readPolicy()
 	if err != nil {
 		lg.close()
@@ -423,6 +433,12 @@ func (r *Resolver) tablesChanged(replaced bool) {
 // up`) would otherwise turn the resolver into an open tunnel that the
 // table cannot see. A table that cannot be read counts as enforcing.
 func (r *Resolver) openWith(marker bool) bool {
+	if r.learning {
+		// Learn mode's table lets every public destination through: a
+		// closed resolver would only hide the names it is there to
+		// record. Quarantine's table refuses the resolver's DNS too.
+		return true
+	}
 	if !marker {
 		return false
 	}
