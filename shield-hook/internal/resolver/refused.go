@@ -72,7 +72,7 @@ type refusedKey struct {
 	// decision: the verdict and why (the decider chose, or a reason it
 	// did not: timeout, no-decider, ...).
 	verdict, why string
-	addrs  string // seen: the answer's addresses, sorted, comma-joined
+	addrs        string // seen: the answer's addresses, sorted, comma-joined
 }
 
 // Events of learn mode (docs/audit.md, Channel shield): a connection the
