@@ -23,6 +23,7 @@ import (
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
+	cm "terok.dev/sandbox/common/metrics"
 	"terok.dev/sandbox/common/sdactivation"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
@@ -30,6 +31,7 @@ import (
 	"terok.dev/sandbox/common/version"
 	"terok.dev/sandbox/sshagent/internal/bridge"
 	"terok.dev/sandbox/sshagent/internal/keys"
+	"terok.dev/sandbox/sshagent/internal/metrics"
 	"terok.dev/sandbox/sshagent/internal/server"
 )
 
@@ -181,6 +183,7 @@ func runServer(args []string, env Env) int {
 	knownHosts := fs.String("known-hosts", "", "known_hosts file resolving the host patterns of key destinations (default ssh_known_hosts beside --ssh-keys-file)")
 	taskEnds := fs.String("task-ends", "", "task-ends directory: tokens bound to a container whose end is recorded there are refused (default <state_dir>/task-ends)")
 	auditFile := fs.String("audit-file", "", "audit records (JSONL) go here, or off (default <state_dir>/audit/ssh.jsonl; docs/audit.md)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, ADDR a loopback IP and port (off by default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -200,6 +203,11 @@ func runServer(args []string, env Env) int {
 		return finish(env, usage("--max-connections must be positive"))
 	case *idle <= 0 || *grace < 0:
 		return finish(env, usage("--idle-timeout must be positive and --shutdown-grace not negative"))
+	}
+	if *metricsListen != "" {
+		if err := cm.CheckListen(*metricsListen); err != nil {
+			return finish(env, usage("%v", err))
+		}
 	}
 	level, err := ParseLevel(*logLevel)
 	if err != nil {
@@ -274,9 +282,21 @@ func runServer(args []string, env Env) int {
 	keyStore.SetVault(vault)
 	keyStore.SetKnownHosts(khPath)
 
+	// The metrics listener is bound before the agent reports ready, so a
+	// taken port fails the start loudly.
+	var met *metrics.Metrics
+	var metricsL net.Listener
+	if *metricsListen != "" {
+		if metricsL, err = net.Listen("tcp", *metricsListen); err != nil {
+			log.Error("cannot listen for metrics; free the port or choose another --metrics-listen", "err", err)
+			return finish(env, fmt.Errorf("metrics listener: %w", err))
+		}
+		defer metricsL.Close()
+		met = metrics.New()
+	}
 	srv, err := server.New(server.Options{
 		Tokens: db, TaskGone: db.TaskGone, Keys: keyStore, Log: log,
-		MaxConns: *maxConns, IdleTimeout: *idle, Audit: auditW,
+		MaxConns: *maxConns, IdleTimeout: *idle, Audit: auditW, Metrics: met,
 	})
 	if err != nil {
 		return finish(env, err)
@@ -305,6 +325,18 @@ func runServer(args []string, env Env) int {
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()
+	}
+	if met != nil {
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		mdone := make(chan struct{})
+		go func() {
+			defer close(mdone)
+			if err := cm.Serve(mctx, met.Server(), metricsL); err != nil {
+				log.Error("metrics listener failed; metrics are unavailable until the agent restarts", "err", err)
+			}
+		}()
+		defer func() { stopMetrics(); <-mdone }()
+		log.Info("serving metrics", "addr", "http://"+metricsL.Addr().String()+"/metrics")
 	}
 	// Type=notify (terok-ssh-agent.service): active once the listeners
 	// are up and the database and keystore are open.

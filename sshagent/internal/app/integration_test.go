@@ -506,6 +506,8 @@ func TestServerFlagErrors(t *testing.T) {
 		{[]string{"--db-path", "x", "--ssh-keys-file", "y", "--port", "0"}, 2, "--port"},
 		{[]string{"--db-path", "x", "--ssh-keys-file", "y", "--log-level", "LOUD"}, 2, "log level"},
 		{[]string{"--nope"}, 2, "flag provided but not defined"},
+		{[]string{"--db-path", "x", "--ssh-keys-file", "y", "--metrics-listen", "0.0.0.0:9464"}, 2, "only a loopback address"},
+		{[]string{"--db-path", "x", "--ssh-keys-file", "y", "--metrics-listen", "localhost:9464"}, 2, "--metrics-listen"},
 	}
 	for _, c := range cases {
 		out, err := exec.Command(agentBin, c.args...).CombinedOutput()

@@ -20,6 +20,7 @@ import (
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/sshagent/internal/keys"
+	"terok.dev/sandbox/sshagent/internal/metrics"
 )
 
 // ErrRefused is returned for every operation other than list and sign.
@@ -49,7 +50,11 @@ type Agent struct {
 	base  audit.Record  // project, task, token prefix, remote of the session
 	exp   time.Time     // the session token's expiry; zero: none
 	gone  func() bool   // the session token's container has ended; nil: never
+	met   *metrics.Metrics
 }
+
+// SetMetrics makes the agent count its sign requests on m (nil: none).
+func (a *Agent) SetMetrics(m *metrics.Metrics) { a.met = m }
 
 // SetExpiry makes the agent refuse to sign from t on (the session token's
 // expiry, docs/ssh-agent.md, Token expiry); zero: never.
@@ -150,6 +155,7 @@ func (a *Agent) Record(d Decision) error {
 
 // Refuse records a refused sign request and logs it.
 func (a *Agent) Refuse(reason string, blob []byte, k *keys.Key, data []byte, d Dest) {
+	a.met.Sign("refused", reason, 0)
 	dec := Decision{Event: "refused", Outcome: "refused", Reason: reason, KeyBlob: blob, Data: data, Dest: d}
 	if k != nil {
 		dec.Comment = k.Comment
@@ -221,6 +227,7 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 // signature (or its failure) with the destination d. When the record
 // cannot be written the signature is withheld (ErrAudit).
 func (a *Agent) SignKey(k keys.Key, data []byte, flags agent.SignatureFlags, d Dest) (*ssh.Signature, error) {
+	start := time.Now()
 	algo := Algorithm(k.Type(), flags)
 	var sig *ssh.Signature
 	var err error
@@ -233,12 +240,15 @@ func (a *Agent) SignKey(k keys.Key, data []byte, flags agent.SignatureFlags, d D
 		a.log.Error("signing failed", "key", k.Comment, "private_key", k.Private, "err", err)
 		_ = a.Record(Decision{Event: "sign", Outcome: "error", Reason: "sign-failed", KeyBlob: k.Blob,
 			Comment: k.Comment, Data: data, Algorithm: algo, Dest: d})
+		a.met.Sign("error", "sign-failed", time.Since(start))
 		return nil, fmt.Errorf("sign with %s: %w", k.Private, err)
 	}
 	if err := a.Record(Decision{Event: "sign", Outcome: "ok", KeyBlob: k.Blob, Comment: k.Comment,
 		Data: data, Algorithm: sig.Format, Dest: d}); err != nil {
+		a.met.Sign("error", "audit", time.Since(start)) // withheld
 		return nil, err
 	}
+	a.met.Sign("ok", "", time.Since(start))
 	a.log.Info("signed", "key", k.Comment, "algorithm", sig.Format, "bytes", len(data))
 	return sig, nil
 }

@@ -18,6 +18,7 @@ import (
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/sshagent/internal/handshake"
 	"terok.dev/sandbox/sshagent/internal/keys"
+	"terok.dev/sandbox/sshagent/internal/metrics"
 	"terok.dev/sandbox/sshagent/internal/protocol"
 	"terok.dev/sandbox/sshagent/internal/restricted"
 )
@@ -50,6 +51,9 @@ type Options struct {
 	// Audit receives one record per signature and per refusal
 	// (docs/audit.md, Channel ssh); nil writes none.
 	Audit *audit.Writer
+	// Metrics counts connections, token lookups, signatures and refusals
+	// (docs/ssh-agent.md, Metrics); nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Server serves sessions. Serve may be called for several listeners.
@@ -126,8 +130,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return nil
 		}
+		s.o.Metrics.Conn(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.o.Metrics.Conn(-1)
 			defer func() { <-s.slots }()
 			defer s.track(c, false)
 			defer c.Close()
@@ -206,6 +212,7 @@ func (s *Server) health(c net.Conn, log *slog.Logger) {
 // refuse writes the audit record of a connection refused before any agent
 // message was served.
 func (s *Server) refuse(base audit.Record, reason string) {
+	s.o.Metrics.Refuse(reason)
 	base.Channel, base.Event, base.Outcome, base.Reason = "ssh", "refused", "refused", reason
 	if err := s.o.Audit.Write(base); err != nil {
 		s.log.Error("cannot write the audit record; check the audit file's directory and disk space", "err", err)
@@ -226,6 +233,7 @@ func (s *Server) session(c net.Conn) {
 	}
 	base := audit.Record{TokenPrefix: audit.TokenPrefix(tok), Fields: map[string]any{"remote": peer}}
 	if tok == creddb.StaticMarker || !tokenid.Valid(tokenid.PhantomPrefix, tok) {
+		s.o.Metrics.Lookup("unknown") // not even the form of a phantom token
 		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed", "token_prefix", tokenid.Show(tok))
 		s.refuse(base, "unknown-token")
 		return
@@ -233,6 +241,16 @@ func (s *Server) session(c net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.BodyTimeout)
 	info, err := s.o.Tokens.LookupToken(ctx, tok)
 	cancel()
+	switch {
+	case errors.Is(err, creddb.ErrNotFound):
+		s.o.Metrics.Lookup("unknown")
+	case err != nil:
+		s.o.Metrics.Lookup("error")
+	case info.Expired(time.Now()):
+		s.o.Metrics.Lookup("expired")
+	default:
+		s.o.Metrics.Lookup("found")
+	}
 	if errors.Is(err, creddb.ErrNotFound) {
 		s.warn.Warn(log, "unknown", "unknown SSH agent token; connection closed (the task's token may have been revoked)",
 			"token_prefix", tokenid.Show(tok))
@@ -282,6 +300,7 @@ func (s *Server) session(c net.Conn) {
 	a.SetAudit(s.o.Audit, base)
 	a.SetExpiry(info.Expires)
 	a.SetGone(gone)
+	a.SetMetrics(s.o.Metrics)
 	err = protocol.Serve(c, a, protocol.Limits{
 		MaxMessage:  s.o.MaxMessage,
 		Idle:        s.o.IdleTimeout,
