@@ -126,11 +126,16 @@ func tlRun(t *testing.T, r *testharness.Runner, out *shxOutsideHost, sshHost, re
 
 	// The task: shield on (no bypass), every credential in its environment.
 	name := r.Name("timeline")
-	mustOK(t, "run", r.Sandbox(ctx, "run", "--name", name, "--project", "proj", "--task", "task-1", "--image", env.Image,
+	run := mustOK(t, "run", r.Sandbox(ctx, "run", "--name", name, "--project", "proj", "--task", "task-1", "--image", env.Image,
 		"-v", agentBin+":/opt/terok/terok-ssh-agent:ro",
 		"-e", "GATE_URL="+gateURL, "-e", "ANTHROPIC_API_KEY="+proxyTok,
 		"-e", "TEROK_SSH_AGENT_TOKEN="+sshTok, "-e", "TEROK_SSH_AGENT_PORT="+strconv.Itoa(agentPort),
 		"--", "sleep", "600"))
+	// The printed command line names the gate URL without its token
+	// (docs/runner.md, Redaction).
+	if !strings.Contains(run.Stdout, "GATE_URL=http://<redacted>@host.containers.internal:") {
+		t.Errorf("run's command line:\n%s", run.Stdout)
+	}
 	in := func(what, script string) string {
 		t.Helper()
 		res := r.Podman(ctx, "exec", name, "bash", "-c", "set -u; export HOME=/tmp GIT_TERMINAL_PROMPT=0; cd /tmp; "+script)
@@ -226,6 +231,7 @@ $g clone -q "$GATE_URL" work && cd work && $g commit -q --allow-empty -m "from t
 	haystacks := map[string][]byte{
 		"audit --json":    []byte(au.Stdout),
 		"audit --summary": []byte(sres.Stdout),
+		"run's output":    []byte(run.Stdout + run.Stderr),
 	}
 	files := 0
 	for _, root := range []string{r.Dirs.State, r.Dirs.Runtime, r.Dirs.Config, r.Dirs.XDGState, r.Dirs.Umbrella} {
