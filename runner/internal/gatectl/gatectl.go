@@ -41,45 +41,17 @@ type Status struct {
 }
 
 // Manager manages the gate of one configuration. Every path comes from Cfg.
-type Manager struct {
-	Cfg     config.Config
-	Env     config.Env
-	Systemd daemonctl.SystemdControl
-	// FindBinary locates terok-gate; nil means daemonctl.FindBinary.
-	FindBinary func(name string) (string, error)
-	Log        *slog.Logger
-}
+type Manager struct{ daemonctl.Base }
 
 // New returns a manager using the real systemctl.
 func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Manager{Cfg: cfg, Env: env, Systemd: daemonctl.Systemd{}, Log: log}
-}
-
-func (m *Manager) getenv(k string) string {
-	if m.Env.Getenv == nil {
-		return ""
-	}
-	return m.Env.Getenv(k)
+	return &Manager{daemonctl.NewBase(cfg, env, log)}
 }
 
 // inst is the gate of this configuration as daemonctl describes it.
-func (m *Manager) inst() daemonctl.Instance {
-	return daemonctl.Instance{Daemon: daemonctl.Gate(), Env: m.Env, PIDFile: m.Cfg.GatePIDFile(), FindBinary: m.FindBinary}
-}
+func (m *Manager) inst() daemonctl.Instance { return m.Instance(daemonctl.Gate(), m.Cfg.GatePIDFile()) }
 
 func (m *Manager) find() (string, error) { return m.inst().Find() }
-
-// unitDir is the user unit directory ("" when refused, e.g. for root).
-func (m *Manager) unitDir() string {
-	dir, err := daemonctl.UserUnitDir(m.Env)
-	if err != nil {
-		return ""
-	}
-	return dir
-}
 
 // SocketInstalled: terok-gate.socket exists in the unit directory.
 func (m *Manager) SocketInstalled() bool { return m.inst().SocketInstalled() }
@@ -108,8 +80,8 @@ func (m *Manager) Status(ctx context.Context) Status {
 // RenderUnits renders the socket and service for port (the explicit
 // override or gate_port: honoured in systemd mode as in daemon mode).
 func (m *Manager) RenderUnits(bin string, port int) ([]daemonctl.Unit, error) {
-	if port < 1 || port > 65535 {
-		return nil, fmt.Errorf("gate port %d is out of range (1-65535)", port)
+	if err := daemonctl.CheckPort("gate", port); err != nil {
+		return nil, err
 	}
 	vals := map[string]string{
 		"UNIT_VERSION":   strconv.Itoa(UnitVersion),
@@ -171,14 +143,8 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	return m.Systemd.Uninstall(ctx, dir, daemonctl.Gate().UnitNames(), systemd.GateSocketName)
 }
 
-// AuditArg is the gate's --audit-file value: its audit file, or off when
-// config.toml sets audit = false (docs/audit.md, Files, rotation, modes).
-func (m *Manager) AuditArg() string {
-	if !m.Cfg.Audit {
-		return "off"
-	}
-	return m.Cfg.AuditFile("gate")
-}
+// AuditArg is the gate's --audit-file value (docs/audit.md, Files, rotation, modes).
+func (m *Manager) AuditArg() string { return m.Base.AuditArg("gate") }
 
 // DaemonArgs is the daemon command line (docs/gate.md, Operating it). The admin token is never
 // on it; it reaches the daemon through the inherited environment only.
@@ -191,7 +157,7 @@ func (m *Manager) DaemonArgs(port int) []string {
 		"--pid-file=" + m.Cfg.GatePIDFile(),
 		"--audit-file=" + m.AuditArg(),
 	}
-	if b := m.getenv(EnvBind); b != "" {
+	if b := m.Getenv(EnvBind); b != "" {
 		args = append(args, "--bind="+b)
 	}
 	return args
@@ -199,8 +165,8 @@ func (m *Manager) DaemonArgs(port int) []string {
 
 // StartDaemon starts the detached daemon on port.
 func (m *Manager) StartDaemon(ctx context.Context, port int) error {
-	if port < 1 || port > 65535 {
-		return fmt.Errorf("gate port %d is out of range (1-65535)", port)
+	if err := daemonctl.CheckPort("gate", port); err != nil {
+		return err
 	}
 	if pid, ok := m.DaemonPID(); ok {
 		return fmt.Errorf("gate daemon already running (PID %d); stop it first with 'terok-sandbox gate stop'", pid)
@@ -237,7 +203,7 @@ func (m *Manager) StartDaemon(ctx context.Context, port int) error {
 func (m *Manager) daemonEnv() []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME", "GIT_EXEC_PATH", "LANG", "TZ", EnvAdminToken} {
-		if v := m.getenv(k); v != "" {
+		if v := m.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}
 	}
@@ -256,12 +222,6 @@ func (m *Manager) StopDaemon() bool {
 		}
 	}
 	return stopped
-}
-
-// SystemdUsable: the user instance answers and user units may be installed
-// here (never as root, never outside the home directory).
-func (m *Manager) SystemdUsable(ctx context.Context) bool {
-	return m.unitDir() != "" && m.Systemd.Available(ctx)
 }
 
 // Start is `gate start` (docs/gate.md, Operating it). It reports which mode was used.

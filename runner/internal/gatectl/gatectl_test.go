@@ -68,7 +68,7 @@ func testManager(t *testing.T, fs *fakeSystemd) *Manager {
 		return ""
 	}}
 	cfg := config.Defaults(env)
-	return &Manager{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(string) (string, error) { return gateBinary(t), nil }}
+	return &Manager{daemonctl.Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(string) (string, error) { return gateBinary(t), nil }}}
 }
 
 var builtGate string

@@ -146,11 +146,11 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 	if strings.ContainsAny(binDir, " \t\n") {
 		return nil, errors.New("bin directory must not contain whitespace")
 	}
-	gate, err := (&gatectl.Manager{Cfg: cfg}).RenderUnits(filepath.Join(binDir, "terok-gate"), cfg.GatePort)
+	gate, err := (&gatectl.Manager{Base: daemonctl.Base{Cfg: cfg}}).RenderUnits(filepath.Join(binDir, "terok-gate"), cfg.GatePort)
 	if err != nil {
 		return nil, err
 	}
-	proxy, err := (&proxyctl.Manager{Cfg: cfg}).RenderUnits(filepath.Join(binDir, "terok-credential-proxy"))
+	proxy, err := (&proxyctl.Manager{Base: daemonctl.Base{Cfg: cfg}}).RenderUnits(filepath.Join(binDir, "terok-credential-proxy"))
 	if err != nil {
 		return nil, err
 	}

@@ -54,27 +54,19 @@ type Status struct {
 // Manager manages the credential proxy of one configuration; every path
 // comes from Cfg.
 type Manager struct {
-	Cfg     config.Config
-	Env     config.Env
-	Systemd daemonctl.SystemdControl
-	// FindBinary locates terok-credential-proxy; nil means daemonctl.FindBinary.
-	FindBinary func(name string) (string, error)
-	Log        *slog.Logger
+	daemonctl.Base
 	// LogLevel of a started daemon ("" = INFO).
 	LogLevel string
 }
 
 // New returns a manager using the real systemctl.
 func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Manager{Cfg: cfg, Env: env, Systemd: daemonctl.Systemd{}, Log: log}
+	return &Manager{Base: daemonctl.NewBase(cfg, env, log)}
 }
 
 // inst is the proxy of this configuration as daemonctl describes it.
 func (m *Manager) inst() daemonctl.Instance {
-	return daemonctl.Instance{Daemon: daemonctl.Proxy(), Env: m.Env, PIDFile: m.Cfg.ProxyPIDFile(), FindBinary: m.FindBinary}
+	return m.Instance(daemonctl.Proxy(), m.Cfg.ProxyPIDFile())
 }
 
 func (m *Manager) find() (string, error) { return m.inst().Find() }
@@ -210,14 +202,8 @@ func (m *Manager) prepareFiles() error {
 	return nil
 }
 
-// AuditArg is the proxy's --audit-file value: its audit file, or off when
-// config.toml sets audit = false (docs/audit.md, Files).
-func (m *Manager) AuditArg() string {
-	if !m.Cfg.Audit {
-		return "off"
-	}
-	return m.Cfg.AuditFile("proxy")
-}
+// AuditArg is the proxy's --audit-file value (docs/audit.md, Files).
+func (m *Manager) AuditArg() string { return m.Base.AuditArg("proxy") }
 
 // DaemonArgs is the daemon's command line after the program (docs/credential-proxy.md, Operating it).
 func (m *Manager) DaemonArgs() []string {

@@ -110,9 +110,9 @@ func newManager(t *testing.T) (*Manager, *fakeSystemd) {
 	cfg.ProxyPort = testkit.FreePort(t)
 	cfg.SSHAgentPort = testkit.FreePort(t)
 	fs := &fakeSystemd{active: map[string]bool{}}
-	m := &Manager{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(name string) (string, error) {
+	m := &Manager{Base: daemonctl.Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(name string) (string, error) {
 		return filepath.Join(binDir, name), nil
-	}}
+	}}}
 	m.Log = discard()
 	t.Cleanup(func() { m.StopDaemon(); waitGone(t, m) })
 	return m, fs
