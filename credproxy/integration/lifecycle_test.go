@@ -359,7 +359,10 @@ func TestSSHAgentChild(t *testing.T) {
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 	want := []string{agentPath, "--db-path=" + e.dbPath, "--ssh-keys-file=" + keys, fmt.Sprintf("--port=%d", sshPort), "--bind=127.0.0.1", "--log-level=INFO", "--log-file=" + e.logFile, "--log-format=text",
 		// ssh.jsonl beside the proxy's own audit file (docs/credential-proxy.md, Audit records).
-		"--audit-file=" + filepath.Join(filepath.Dir(e.auditFile), "ssh.jsonl")}
+		"--audit-file=" + filepath.Join(filepath.Dir(e.auditFile), "ssh.jsonl"),
+		// The proxy's own task-ends directory, so both refuse the same ended tasks' tokens
+		// (docs/security-model.md, Tokens that die with their task).
+		"--task-ends=" + filepath.Join(filepath.Dir(filepath.Dir(e.auditFile)), "task-ends")}
 	if strings.Join(args, " ") != strings.Join(want, " ") {
 		t.Errorf("child command line:\n got %q\nwant %q", args, want)
 	}
