@@ -53,6 +53,10 @@ func (c Config) ProxyLogFile() string {
 	return filepath.Join(c.StateDir, "proxy", "credential-proxy.log")
 }
 
+// TaskEndsDir is where the ends of task containers are recorded
+// (common/taskend; docs/formats.md, Task ends).
+func (c Config) TaskEndsDir() string { return filepath.Join(c.StateDir, "task-ends") }
+
 // ShieldStateDir is the per-task shield bundle directory.
 func ShieldStateDir(taskDir string) string { return filepath.Join(taskDir, "shield") }
 

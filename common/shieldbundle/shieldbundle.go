@@ -93,6 +93,10 @@ const (
 	// (when set) to the hook, which writes them into its audit records.
 	AnnProject = "terok.shield.project"
 	AnnTask    = "terok.shield.task"
+	// AnnTaskEnds is the task-ends directory where poststop records the
+	// container's end (common/taskend; docs/security-model.md, Tokens that
+	// die with their task). Optional: absent, poststop records nothing.
+	AnnTaskEnds = "terok.shield.task_ends"
 )
 
 // DNS tiers (docs/shield.md, DNS: the per-container resolver).

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/atomicfile"
-	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/filelock"
 	"terok.dev/sandbox/common/names"
 )
@@ -38,9 +37,6 @@ const Suffix = ".json"
 // maxRecord bounds what a reader takes from one file: a record is well under
 // it, and anything larger is not ours.
 const maxRecord = 4096
-
-// Dir is cfg's task-ends directory, <state_dir>/task-ends.
-func Dir(cfg config.Config) string { return filepath.Join(cfg.StateDir, "task-ends") }
 
 // End is one container's end.
 type End struct {

@@ -298,7 +298,7 @@ func TestStopCleansUp(t *testing.T) {
 	// Both ends are recorded, so tokens bound to a or b die
 	// (docs/security-model.md, Tokens that die with their task); the bad
 	// name writes nothing.
-	w := taskend.NewWatcher(taskend.Dir(cfg), nil)
+	w := taskend.NewWatcher(cfg.TaskEndsDir(), nil)
 	for _, name := range []string{"a", "b"} {
 		if e, gone := w.Gone(name, time.Now().Add(-time.Minute)); !gone || e.Reason != taskend.ReasonStopped {
 			t.Errorf("end of %s: %+v %v", name, e, gone)
@@ -307,7 +307,7 @@ func TestStopCleansUp(t *testing.T) {
 	if e, _ := w.Gone("a", time.Now().Add(-time.Minute)); e.ID != "1" {
 		t.Errorf("end of a has id %q, want podman's 1", e.ID)
 	}
-	if ents, _ := os.ReadDir(taskend.Dir(cfg)); len(ents) != 3 { // a, b and the lock
+	if ents, _ := os.ReadDir(cfg.TaskEndsDir()); len(ents) != 3 { // a, b and the lock
 		t.Errorf("task-ends holds %v", ents)
 	}
 	// Shield state left in b's task directory is something to remove: b

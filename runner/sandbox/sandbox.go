@@ -505,7 +505,7 @@ func (s *Sandbox) stop(ctx context.Context, containers []string, cl firewall.Cle
 		// Recorded whatever podman said: the operator asked for the task to
 		// end, so the tokens bound to it die now (docs/security-model.md,
 		// Tokens that die with their task).
-		if err := taskend.Record(taskend.Dir(s.cfg), taskend.End{Container: name, Reason: taskend.ReasonStopped, ID: c.ID}); err != nil {
+		if err := taskend.Record(s.cfg.TaskEndsDir(), taskend.End{Container: name, Reason: taskend.ReasonStopped, ID: c.ID}); err != nil {
 			s.log.Error("stop: could not record the task's end; its bound tokens keep working until revoked", "container", name, "err", err)
 			s.debug.Warning("stop %s: recording the task's end failed: %v", name, err)
 		}

@@ -446,7 +446,7 @@ func taskEndsDir(flagValue string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the configuration for the task-ends directory: %w; fix it or pass --task-ends=DIR", err)
 	}
-	return taskend.Dir(cfg), nil
+	return cfg.TaskEndsDir(), nil
 }
 
 // auditPath resolves --audit-file: "" when the records are off.

@@ -45,6 +45,9 @@ type Config struct {
 	Mode string
 	// Project and Task label the hook's audit records ("" → none).
 	Project, Task string
+	// TaskEnds is where the hook's poststop records the container's end
+	// ("" → nowhere).
+	TaskEnds string
 }
 
 // mode is the configured mode, "" read as enforce.
@@ -358,7 +361,7 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	} {
 		args = append(args, "--annotation", kv[0]+"="+kv[1])
 	}
-	for _, kv := range [][2]string{{shieldbundle.AnnProject, s.cfg.Project}, {shieldbundle.AnnTask, s.cfg.Task}} {
+	for _, kv := range [][2]string{{shieldbundle.AnnProject, s.cfg.Project}, {shieldbundle.AnnTask, s.cfg.Task}, {shieldbundle.AnnTaskEnds, s.cfg.TaskEnds}} {
 		if kv[1] != "" {
 			args = append(args, "--annotation", kv[0]+"="+kv[1])
 		}

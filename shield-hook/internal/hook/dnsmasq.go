@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
@@ -79,6 +80,27 @@ func loopbackUp(h *netlink.Handle) error {
 func poststop(dir string) error {
 	stopResolver(dir, 3*time.Second)
 	stopOurs(dir, 3*time.Second)
+	return nil
+}
+
+// recordEnd records the container's end in the task-ends directory its
+// annotation names (docs/security-model.md, Tokens that die with their
+// task): absent, nothing to do; one that is not an absolute path ending in
+// task-ends is an error, so a typo never scatters records.
+func recordEnd(ann map[string]string, id string) error {
+	dir := ann[shieldbundle.AnnTaskEnds]
+	if dir == "" {
+		return nil
+	}
+	if !filepath.IsAbs(dir) || filepath.Base(filepath.Clean(dir)) != "task-ends" {
+		return fmt.Errorf("annotation %s=%q is not an absolute path to a task-ends directory", shieldbundle.AnnTaskEnds, dir)
+	}
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	if err := taskend.Record(filepath.Clean(dir), taskend.End{Container: ann[shieldbundle.AnnName], Reason: taskend.ReasonExited, ID: id}); err != nil {
+		return fmt.Errorf("poststop: %w", err)
+	}
 	return nil
 }
 

@@ -186,7 +186,13 @@ func (r *run) main(ctx context.Context) error {
 	r.stateDir = dir
 	r.ann = st.Annotations
 	if r.stage == shieldbundle.StagePoststop {
-		return poststop(dir)
+		// The end first: the task's bound tokens die before anything else
+		// of the container is cleaned up.
+		endErr := recordEnd(st.Annotations, st.ID)
+		if err := poststop(dir); err != nil {
+			return err
+		}
+		return endErr
 	}
 	legacy := false
 	if err := ocistate.CheckVersion(st.Annotations); err != nil {

@@ -251,7 +251,7 @@ func runServer(args []string, env Env) int {
 			log.Error("cannot read the configuration for the task-ends directory; fix it or pass --task-ends=DIR", "err", err)
 			return finish(env, err)
 		}
-		endsDir = taskend.Dir(cfg)
+		endsDir = cfg.TaskEndsDir()
 	}
 	db.SetTaskEnds(taskend.NewWatcher(endsDir, log))
 	// The keystore lives beside the database (docs/secrets-at-rest.md):
