@@ -153,6 +153,7 @@ type Watcher struct {
 	mu     sync.Mutex
 	loaded bool
 	id     dirID
+	readAt time.Time
 	ends   map[string]End
 }
 
@@ -165,6 +166,12 @@ type dirID struct {
 // a directory's mtime comes from the coarse clock (a jiffy), so a second
 // rename within the same tick would leave it unchanged.
 const settle = 2 * time.Second
+
+// reread bounds how often the records are re-read inside the settle
+// window: a full read costs about 1-2 ms per hundred records, so a busy
+// daemon re-reads at most ten times a second, and a change in the same
+// clock tick as the previous one is seen within 100 ms.
+const reread = 100 * time.Millisecond
 
 // NewWatcher returns a watcher of dir (a missing directory: no ends yet).
 func NewWatcher(dir string, log *slog.Logger) *Watcher {
@@ -211,7 +218,8 @@ func (w *Watcher) refresh() {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		id.ino, id.dev = st.Ino, uint64(st.Dev)
 	}
-	if w.loaded && id == w.id && w.now().Sub(fi.ModTime()) > settle {
+	now := w.now()
+	if w.loaded && id == w.id && (now.Sub(fi.ModTime()) > settle || now.Sub(w.readAt) < reread) {
 		return
 	}
 	ents, err := os.ReadDir(w.dir)
@@ -237,5 +245,5 @@ func (w *Watcher) refresh() {
 		}
 		ends[e.Container] = e
 	}
-	w.id, w.loaded, w.ends = id, true, ends
+	w.id, w.loaded, w.ends, w.readAt = id, true, ends, now
 }
