@@ -162,3 +162,40 @@ func TestShieldLearnMode(t *testing.T) {
 		shxSandboxOK(t, ctx, r, "stop", name2)
 	})
 }
+
+// BenchmarkShieldLearnVsEnforce: shielded start (`sleep 60`, so the
+// post-start verification lists the table) in learn mode against the
+// default enforce mode, interleaved pairs, medians and ratio as in
+// benchShieldStart (docs/shield.md, Performance).
+func BenchmarkShieldLearnVsEnforce(b *testing.B) {
+	for _, kind := range []string{"root", "rootless"} {
+		b.Run(kind, func(b *testing.B) {
+			env := H(b)
+			r := env.Root(b)
+			if kind == "rootless" {
+				r = env.Rootless(b)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+			defer cancel()
+			shxShieldRunner(b, ctx, r)
+			if err := r.WriteConfig("shield_profiles = [\"dev-standard\"]\n"); err != nil {
+				b.Fatal(err)
+			}
+			const pairs = 15
+			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("lnb%s-%d-%d", side, i, j)) }
+			start := func(side string, mode string) func(i, j int) {
+				return func(i, j int) {
+					res := r.Sandbox(ctx, "run", "--shield-mode", mode, "--name", name(side, i, j), "--image", env.Image, "--", "sleep", "60")
+					if res.Code != 0 {
+						b.Fatalf("run --shield-mode %s: %s", mode, res)
+					}
+				}
+			}
+			remove := func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("l", i, j), name("e", i, j)) }
+			start("l", "learn")(-1, 0)
+			start("e", "enforce")(-1, 0)
+			remove(-1, 0)
+			timeInterleaved(b, pairs, "learn", start("l", "learn"), start("e", "enforce"), remove)
+		})
+	}
+}
