@@ -19,9 +19,13 @@ import (
 // through the gate daemon. `terok-sandbox stop` ends one (the runner
 // records the end), `podman kill` another (the shield hook's poststop
 // records it); both tokens are refused within a few seconds and audited as
-// task-gone, while the running task's token keeps working. Rootful.
+// task-gone, while the running task's token keeps working. Root and
+// rootless.
 func TestTokensDieWithTask(t *testing.T) {
-	r := H(t).Root(t)
+	H(t).Each(t, func(t *testing.T, r *testharness.Runner) { tokensDieWithTask(t, r) })
+}
+
+func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 	ctx := e2eCtx(t)
 	shxShieldRunner(t, ctx, r)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
