@@ -8,18 +8,30 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
 // BenchmarkInteractiveResolver compares a resolver started in
 // interactive mode (holding the NFQUEUE queue and the decider socket) with
-// one in enforce mode: idle resident set and the createRuntime hook's time.
+// one in enforce mode: idle resident set and the time from the createRuntime hook's start
+// to the resolver's ready report.
 func BenchmarkInteractiveResolver(b *testing.B) {
 	start := func(b *testing.B, mode string) (int, time.Duration) {
 		tp := newTopo(b)
 		startBenchUpstream(b, tp)
 		dir := stateDir(b)
 		writeBundleTB(b, dir)
+		if mode == shieldbundle.ModeInteractive {
+			// The hook verifies the ruleset the bundle's mode asks for.
+			text, _, err := ruleset.Script{Options: ruleset.Options{DNS: dnsV4, LoopbackPorts: []int{svcPort}, Interactive: true}}.Render()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, shieldbundle.FileRuleset), []byte(text), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
 		if err := os.WriteFile(filepath.Join(dir, shieldbundle.FileMode), []byte(mode+"\n"), 0o600); err != nil {
 			b.Fatal(err)
 		}
@@ -33,6 +45,20 @@ func BenchmarkInteractiveResolver(b *testing.B) {
 		t0 := time.Now()
 		if r := runHookTB(b, "createRuntime", st); r.code != 0 {
 			b.Fatalf("hook: %+v", r)
+		}
+		// The hook does not wait for the resolver: the start ends with its
+		// report in resolver.ready, as the runner's verification waits.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			line, err := shieldbundle.ReadResolverReady(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if line == shieldbundle.ResolverReadyOK {
+				break
+			}
+			if line != "" || time.Now().After(deadline) {
+				b.Fatalf("resolver.ready: %q", line)
+			}
 		}
 		took := time.Since(t0)
 		b.Cleanup(func() { _ = runHookTB(b, "poststop", st) })
