@@ -372,7 +372,7 @@ func proxyTokenShowCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "show",
 		Usage:     "show one phantom token's task, provider, scope and expiry (the token only by prefix)",
-		ArgsUsage: "TOKEN-or-PREFIX",
+		ArgsUsage: "TOKEN|PREFIX",
 		Flags:     []ucli.Flag{jsonFlag()},
 		Action: withCredDB(d, []string{"token"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 			tok, err := findPhantomToken(c, db, strings.TrimSuffix(a[0], "…"))

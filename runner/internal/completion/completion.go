@@ -42,6 +42,10 @@ func ArgKind(word string) (kind string, known bool) {
 		return KindCredential, true
 	case "TASK", "TARGET", "COMMAND", "ARG", "REPO_PATH", "KIND", "REF", "KEY":
 		return "", true
+	case "TOKEN", "PREFIX":
+		// Never completed: listing tokens (or their prefixes) into a shell's
+		// completion would put credentials into terminals and history.
+		return "", true
 	}
 	return "", false
 }
