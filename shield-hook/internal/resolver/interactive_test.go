@@ -165,7 +165,7 @@ func (d *deciderClient) answer(t *testing.T, id uint64, verdict string) {
 // with the destination and the name that resolved to it; with no decider,
 // no answer in time, or the decider gone, the packet is refused.
 func TestApproverKernel(t *testing.T) {
-	k := newApproveNS(t, "500ms")
+	k := newApproveNS(t, "2s")
 	k.f.remember("app.example.test", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
 
 	k.send(t, "no-decider")
@@ -175,7 +175,7 @@ func TestApproverKernel(t *testing.T) {
 	// The first question also proves the decider is attached.
 	k.send(t, "once")
 	q := d.question(t)
-	if q.Proto != "udp" || q.Dst != "127.0.0.1" || q.Port != approvePort || q.Name != "app.example.test" || q.TimeoutMS != 500 {
+	if q.Proto != "udp" || q.Dst != "127.0.0.1" || q.Port != approvePort || q.Name != "app.example.test" || q.TimeoutMS != 2000 {
 		t.Fatalf("question %+v", q)
 	}
 	d.answer(t, q.ID, shieldbundle.VerdictOnce)
