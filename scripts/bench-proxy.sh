@@ -9,7 +9,11 @@
 #   3. a 100 MB streamed response: proxy vs direct (target >= 0.8x);
 #   4. idle RSS of the proxy (target <= 15 MiB);
 #   5. audit records on vs off (issue 13): a second proxy writing its audit
-#      file, throughput and p50 interleaved with the first (target >= 0.95x).
+#      file, throughput and p50 interleaved with the first (target >= 0.95x);
+#   6. nginx as a reverse proxy in front of the same upstream (2 workers,
+#      keep-alive to the upstream, the header set as ours sets it), when
+#      nginx is installed (apt-get install nginx-light); skipped loudly
+#      otherwise. No target: a reference point (issue 13).
 # Traffic stays on 127.0.0.1. Usage: scripts/bench-proxy.sh [DURATION_S]
 set -euo pipefail
 
@@ -164,6 +168,56 @@ awk -v f="$OFF_RPS" -v o="$ON_RPS" -v fc="$OFF_CPU" -v oc="$ON_CPU" -v fn="$OFF_
 if grep -q bench-real-secret "$AUDIT_FILE"; then
 	echo "bench-proxy: the real secret appeared in the audit file" >&2
 	exit 1
+fi
+
+echo "== nginx as a reverse proxy (2 workers, keep-alive upstream): small JSON, wrk -t2 -c64, ${DUR}s per run, $ROUNDS interleaved rounds, best of each"
+if command -v nginx >/dev/null; then
+	NPORT=$(free_port 28735)
+	mkdir -p "$WORK/nginx/logs"
+	# Everything under $WORK: own pid file, logs and temp paths, nothing of
+	# the host's nginx configuration is read.
+	cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $WORK/nginx/body;
+	proxy_temp_path $WORK/nginx/proxy;
+	upstream up { server $UP; keepalive 64; }
+	server {
+		listen 127.0.0.1:$NPORT;
+		location / {
+			proxy_pass http://up;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header Authorization "Bearer bench-real-secret";
+			proxy_buffering off;
+		}
+	}
+}
+NGINX
+	nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx/logs/stderr" &
+	NGINX_PID=$!
+	PIDS+=($NGINX_PID)
+	for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$NPORT/json" && break; sleep 0.05; done
+	wrk -t1 -c8 -d2s "http://127.0.0.1:$NPORT/json" >/dev/null
+	nginx_cpu() { local t=0 p; for p in $(pgrep -P "$NGINX_PID") "$NGINX_PID"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
+	NG_RPS=0 US_RPS=0 NG_CPU=0 US_CPU=0 NG_N=0 US_N=0
+	for _ in $(seq "$ROUNDS"); do
+		t0=$(nginx_cpu); read -r r n < <(wrk_run "http://127.0.0.1:$NPORT/json"); t1=$(nginx_cpu)
+		NG_RPS=$(best "$NG_RPS" "$r"); NG_CPU=$((NG_CPU + t1 - t0)); NG_N=$((NG_N + n))
+		t0=$(cpu_ticks "$PROXY_PID"); read -r r n < <(wrk_run "http://$PROXY_URL/json" "$AUTH"); t1=$(cpu_ticks "$PROXY_PID")
+		US_RPS=$(best "$US_RPS" "$r"); US_CPU=$((US_CPU + t1 - t0)); US_N=$((US_N + n))
+	done
+	NG50=$(p50_ms "http://127.0.0.1:$NPORT/json")
+	US50=$(p50_ms "http://$PROXY_URL/json" "$AUTH")
+	awk -v g="$NG_RPS" -v u="$US_RPS" -v gc="$NG_CPU" -v uc="$US_CPU" -v gn="$NG_N" -v un="$US_N" -v us="$TICK_US" -v g50="$NG50" -v u50="$US50" 'BEGIN {
+		printf "nginx     %10.0f req/s  %.1f us CPU/request  p50 %.3f ms\n", g, gc * us / gn, g50
+		printf "credproxy %10.0f req/s  %.1f us CPU/request  p50 %.3f ms  (%.2fx nginx)\n", u, uc * us / un, u50, u / g }'
+else
+	echo "bench-proxy: nginx comparison SKIPPED: nginx is not installed (apt-get install nginx-light)"
 fi
 
 sleep 2
