@@ -214,6 +214,10 @@ func TestLiveOperations(t *testing.T) {
 		t.Fatalf("state = %s\n%s", st, s.Rules(ctx, "c1"))
 	}
 	res := startFakeResolver(t, dir, false)
+	// What the real resolver reports once it serves; VerifyStarted waits for it.
+	if err := shieldbundle.WriteResolverReady(dir, shieldbundle.ResolverReadyOK); err != nil {
+		t.Fatal(err)
+	}
 	hups := 0
 	wantHUP := func(what string) {
 		t.Helper()
