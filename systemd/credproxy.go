@@ -14,7 +14,7 @@ import _ "embed"
 // hardening; 7: the shared keyring; 8: FileDescriptorName= and Type=notify;
 // 9: --audit-file and the writable audit directory).
 const (
-	ProxyUnitVersion = 9
+	ProxyUnitVersion = 10
 	ProxySocketName  = "terok-credential-proxy.socket"
 	ProxyServiceName = "terok-credential-proxy.service"
 	ProxyStampPrefix = "# terok-credential-proxy-version:"

@@ -16,7 +16,7 @@ import _ "embed"
 // per clone and threw away the gate's answer caches (capability
 // advertisement, ls-refs, clone-like fetches) with every connection.
 const (
-	GateUnitVersion = 10
+	GateUnitVersion = 11
 	GateSocketName  = "terok-gate.socket"
 	GateServiceName = "terok-gate.service"
 	GateStampPrefix = "# terok-gate-version:"

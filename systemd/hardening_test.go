@@ -110,9 +110,9 @@ func TestServiceExposure(t *testing.T) {
 // every service the same baseline.
 func TestServiceHardeningBaseline(t *testing.T) {
 	writable := map[string]string{
-		GateServiceName:     "ReadWritePaths={{GATE_BASE_PATH}} {{AUDIT_DIR}}\n",
-		ProxyServiceName:    "ReadWritePaths={{CREDENTIALS_DIR}} {{AUDIT_DIR}}\n",
-		SSHAgentServiceName: "ReadWritePaths={{CREDENTIALS_DIR}} {{AUDIT_DIR}}\n",
+		GateServiceName:     "ReadWritePaths={{GATE_BASE_PATH}} -{{AUDIT_DIR}}\n",
+		ProxyServiceName:    "ReadWritePaths={{CREDENTIALS_DIR}} -{{AUDIT_DIR}}\n",
+		SSHAgentServiceName: "ReadWritePaths={{CREDENTIALS_DIR}} -{{AUDIT_DIR}}\n",
 	}
 	baseline := []string{"ProtectSystem=strict\n", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes\n", "PrivateTmp=yes\n",
 		"SystemCallFilter=@system-service\n", "MemoryDenyWriteExecute=yes\n", "RestrictNamespaces=yes\n", "UMask=0077\n"}

@@ -14,7 +14,7 @@ import _ "embed"
 // FileDescriptorName= and Type=notify; 5: --audit-file and the writable
 // audit directory).
 const (
-	SSHAgentUnitVersion = 5
+	SSHAgentUnitVersion = 6
 	SSHAgentSocketName  = "terok-ssh-agent.socket"
 	SSHAgentServiceName = "terok-ssh-agent.service"
 	SSHAgentStampPrefix = "# terok-ssh-agent-version:"

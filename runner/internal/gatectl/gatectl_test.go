@@ -114,14 +114,14 @@ func TestRenderUnitsAndSystemdVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, svc := units[0].Content, units[1].Content
-	if !strings.HasPrefix(sock, "# terok-gate-version: 10\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
+	if !strings.HasPrefix(sock, "# terok-gate-version: 11\n") || !strings.Contains(sock, "ListenStream=127.0.0.1:12345\n") || strings.Contains(sock, "Accept=") {
 		t.Fatalf("socket unit:\n%s", sock)
 	}
 	wantExec := fmt.Sprintf("ExecStart=%s --base-path=%s --token-file=%s --audit-file=%s\n", bin, m.Cfg.GateBasePath(), m.Cfg.GateTokenFile(), m.Cfg.AuditFile("gate"))
 	if !strings.Contains(svc, wantExec) || strings.Contains(svc+sock, "{{") {
 		t.Fatalf("service unit:\n%s", svc)
 	}
-	if !strings.Contains(svc, "ReadWritePaths="+m.Cfg.GateBasePath()+" "+m.Cfg.AuditDir()+"\n") ||
+	if !strings.Contains(svc, "ReadWritePaths="+m.Cfg.GateBasePath()+" -"+m.Cfg.AuditDir()+"\n") ||
 		!strings.Contains(svc, "ExecStartPre=+/usr/bin/mkdir -p -m 0700 "+m.Cfg.AuditDir()+"\n") {
 		t.Fatalf("the service cannot write its audit directory:\n%s", svc)
 	}
@@ -205,13 +205,13 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	sockPath := filepath.Join(unitDir, systemd.GateSocketName)
 	orig, _ := os.ReadFile(sockPath)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v10)."},
-		{"# terok-gate-version: 9", "Systemd units are outdated (installed v9, expected v10)."}, // no --audit-file
-		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v10)."},
-		{"# something else", "Systemd units are outdated (installed unversioned, expected v10)."},
-		{"# terok-gate-version: 10", ""},
+		{"# terok-gate-version: 6", "Systemd units are outdated (installed v6, expected v11)."},
+		{"# terok-gate-version: 10", "Systemd units are outdated (installed v10, expected v11)."}, // the audit dir had to exist before the first start
+		{"# terok-gate-version: x", "Systemd units are outdated (installed unversioned, expected v11)."},
+		{"# something else", "Systemd units are outdated (installed unversioned, expected v11)."},
+		{"# terok-gate-version: 11", ""},
 	} {
-		content := strings.Replace(string(orig), "# terok-gate-version: 10", tc.stamp, 1)
+		content := strings.Replace(string(orig), "# terok-gate-version: 11", tc.stamp, 1)
 		os.WriteFile(sockPath, []byte(content), 0o644)
 		if got := m.CheckUnitsOutdated(); got != tc.want {
 			t.Errorf("stamp %q: %q, want %q", tc.stamp, got, tc.want)

@@ -33,7 +33,7 @@ func TestAuditFileReachesTheDaemon(t *testing.T) {
 			if !strings.Contains(u.Content, " "+want+"\n") {
 				t.Errorf("audit %v: service unit lacks %q:\n%s", on, want, u.Content)
 			}
-			if !strings.Contains(u.Content, "ReadWritePaths="+m.Cfg.CredentialsDir+" "+m.Cfg.AuditDir()+"\n") ||
+			if !strings.Contains(u.Content, "ReadWritePaths="+m.Cfg.CredentialsDir+" -"+m.Cfg.AuditDir()+"\n") ||
 				!strings.Contains(u.Content, "ExecStartPre=+/usr/bin/mkdir -p -m 0700 "+m.Cfg.AuditDir()+"\n") {
 				t.Errorf("audit %v: the service cannot write %s:\n%s", on, m.Cfg.AuditDir(), u.Content)
 			}

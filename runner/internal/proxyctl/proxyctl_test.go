@@ -235,7 +235,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	dir, _ := daemonctl.UserUnitDir(m.Env)
 	sock, _ := os.ReadFile(filepath.Join(dir, SocketUnit))
 	svc, _ := os.ReadFile(filepath.Join(dir, ServiceUnit))
-	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 9\n") ||
+	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 10\n") ||
 		!strings.Contains(string(sock), "ListenStream="+m.Cfg.ProxySocket()+"\nSocketMode=0600\nListenStream=127.0.0.1:"+fmt.Sprint(m.Cfg.ProxyPort)+"\n") {
 		t.Errorf("socket unit:\n%s", sock)
 	}
@@ -244,17 +244,17 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if !strings.Contains(string(svc), wantExec) {
 		t.Errorf("service unit:\n%s\nwant %s", svc, wantExec)
 	}
-	if m.InstalledVersion() != 9 {
+	if m.InstalledVersion() != 10 {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
-	// Older stamps (v8: no --audit-file) are reported.
+	// Older stamps (v9: the audit dir had to exist before the first start) are reported.
 	sockPath := filepath.Join(dir, SocketUnit)
 	for _, tc := range []struct{ stamp, want string }{
-		{"# terok-credential-proxy-version: 8", "Systemd units are outdated (installed v8, expected v9)."},
-		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v9)."},
-		{"# terok-credential-proxy-version: 10", ""},
+		{"# terok-credential-proxy-version: 9", "Systemd units are outdated (installed v9, expected v10)."},
+		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v10)."},
+		{"# terok-credential-proxy-version: 11", ""},
 	} {
-		os.WriteFile(sockPath, []byte(strings.Replace(string(sock), "# terok-credential-proxy-version: 9", tc.stamp, 1)), 0o644)
+		os.WriteFile(sockPath, []byte(strings.Replace(string(sock), "# terok-credential-proxy-version: 10", tc.stamp, 1)), 0o644)
 		if got := m.Status(ctx).Warning; got != tc.want {
 			t.Errorf("stamp %q: warning %q, want %q", tc.stamp, got, tc.want)
 		}
