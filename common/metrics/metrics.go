@@ -184,6 +184,18 @@ func (g *Gauge) Add(d float64) { g.v.add(d) }
 // Set sets the value.
 func (g *Gauge) Set(x float64) { g.v.bits.Store(math.Float64bits(x)) }
 
+// TrackConn is an http.Server.ConnState step counting open connections in
+// g: up when one is accepted, down when it closes or is hijacked (both
+// daemons' "open connections" gauges).
+func (g *Gauge) TrackConn(s http.ConnState) {
+	switch s {
+	case http.StateNew:
+		g.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		g.Add(-1)
+	}
+}
+
 // GaugeVec is a gauge family with labels.
 type GaugeVec struct{ v *vec[Gauge] }
 

@@ -75,14 +75,8 @@ func (m *Metrics) Git(d float64) {
 
 // ConnState is an http.Server.ConnState hook counting open connections.
 func (m *Metrics) ConnState(_ net.Conn, s http.ConnState) {
-	if m == nil {
-		return
-	}
-	switch s {
-	case http.StateNew:
-		m.open.Add(1)
-	case http.StateClosed, http.StateHijacked:
-		m.open.Add(-1)
+	if m != nil {
+		m.open.TrackConn(s)
 	}
 }
 
