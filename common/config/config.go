@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"terok.dev/sandbox/common/shieldbundle"
 )
 
 // Default ports (docs/config.md, The configuration).
@@ -49,6 +51,12 @@ type Config struct {
 	// allowlisted names to; "" means the network mode's user-mode forwarder
 	// (slirp4netns 10.0.2.3, pasta 169.254.1.1). Only the resolver can reach it.
 	ShieldUpstreamDNS string
+	// ShieldDecideTimeout is how long a connection held in interactive
+	// mode waits for the decider's answer before it is refused (a Go
+	// duration within shieldbundle.MinDecideTimeout..MaxDecideTimeout);
+	// "" means shieldbundle.DefaultDecideTimeout (docs/shield-resolver.md,
+	// Interactive approval).
+	ShieldDecideTimeout string
 
 	// ProxyStaticMarker is a compatibility switch: when true the credential
 	// proxy accepts the fixed static phantom marker for the default
@@ -113,6 +121,7 @@ type fileConfig struct {
 	ShieldAudit    *bool     `toml:"shield_audit"`
 	ShieldBypass   *bool     `toml:"shield_bypass"`
 	ShieldUpstream *string   `toml:"shield_upstream_dns"`
+	ShieldDecide   *string   `toml:"shield_decide_timeout"`
 	StaticMarker   *bool     `toml:"proxy_static_marker"`
 	CredEncryption *bool     `toml:"credentials_encryption"`
 	Audit          *bool     `toml:"audit"`
@@ -211,6 +220,9 @@ func (c *Config) applyFile(env Env, path string, data []byte) error {
 	if fc.ShieldUpstream != nil {
 		c.ShieldUpstreamDNS = strings.TrimSpace(*fc.ShieldUpstream)
 	}
+	if fc.ShieldDecide != nil {
+		c.ShieldDecideTimeout = strings.TrimSpace(*fc.ShieldDecide)
+	}
 	if fc.StaticMarker != nil {
 		c.ProxyStaticMarker = *fc.StaticMarker
 	}
@@ -225,6 +237,7 @@ func (c *Config) applyFile(env Env, path string, data []byte) error {
 
 var fileKeys = []string{"state_dir", "runtime_dir", "credentials_dir", "gate_port", "proxy_port",
 	"ssh_agent_port", "shield_profiles", "shield_audit", "shield_bypass", "shield_upstream_dns",
+	"shield_decide_timeout",
 	"proxy_static_marker", "credentials_encryption", "audit"}
 
 // NamePattern is what project ids and profile names must match.
@@ -262,6 +275,11 @@ func (c Config) Validate() error {
 		}
 		if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
 			return fmt.Errorf("%s: key \"shield_upstream_dns\": %s cannot be a forwarder (unspecified, loopback or multicast); give the address of a DNS server the container's network reaches", src, a)
+		}
+	}
+	if c.ShieldDecideTimeout != "" {
+		if _, err := shieldbundle.ParseDecideTimeout(c.ShieldDecideTimeout); err != nil {
+			return fmt.Errorf("%s: key \"shield_decide_timeout\": %v; give a duration such as \"30s\" or remove the key for the default", src, err)
 		}
 	}
 	for _, p := range []struct{ key, v string }{

@@ -96,6 +96,7 @@ shield_profiles = ["base", "dev-node"]
 shield_audit = false
 shield_bypass = true
 shield_upstream_dns = "2001:db8::53"
+shield_decide_timeout = "2s"
 proxy_static_marker = true
 credentials_encryption = false
 state_dir = "/srv/terok"
@@ -106,7 +107,7 @@ state_dir = "/srv/terok"
 	}
 	if c.GatePort != 19418 || c.ProxyPort != 28731 || c.SSHAgentPort != 28732 || c.ShieldAudit || !c.ShieldBypass ||
 		strings.Join(c.ShieldProfiles, ",") != "base,dev-node" || c.StateDir != "/srv/terok" ||
-		c.ShieldUpstreamDNS != "2001:db8::53" || !c.ProxyStaticMarker || c.CredentialsEncryption {
+		c.ShieldUpstreamDNS != "2001:db8::53" || c.ShieldDecideTimeout != "2s" || !c.ProxyStaticMarker || c.CredentialsEncryption {
 		t.Errorf("file not applied: %+v", c)
 	}
 }
@@ -148,6 +149,9 @@ func TestLoadErrorsNameFileKeyAndFix(t *testing.T) {
 		{"upstream CIDR", `shield_upstream_dns = "10.0.2.0/24"`, []string{"shield_upstream_dns", "not an IP address"}},
 		{"upstream loopback", `shield_upstream_dns = "127.0.0.1"`, []string{"shield_upstream_dns", "loopback"}},
 		{"upstream unspecified", `shield_upstream_dns = "::"`, []string{"shield_upstream_dns", "unspecified"}},
+		{"decide timeout not a duration", `shield_decide_timeout = "soon"`, []string{"shield_decide_timeout", "30s"}},
+		{"decide timeout too short", `shield_decide_timeout = "10ms"`, []string{"shield_decide_timeout", "100ms"}},
+		{"decide timeout too long", `shield_decide_timeout = "1h"`, []string{"shield_decide_timeout", "10m"}},
 		{"static marker not a bool", `proxy_static_marker = "yes"`, []string{FileName}},
 		{"encryption not a bool", `credentials_encryption = "no"`, []string{FileName}},
 	}

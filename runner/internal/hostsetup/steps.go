@@ -157,6 +157,7 @@ func DefaultConfig(c config.Config) []byte {
 	fmt.Fprintf(&b, "# shield_profiles = [%q]\n", config.DefaultProfile)
 	b.WriteString("# shield_audit = true\n")
 	b.WriteString("# shield_upstream_dns = \"\"          # \"\": the network mode's forwarder\n")
+	b.WriteString("# shield_decide_timeout = \"30s\"     # interactive mode: a held connection waits this long for an answer\n")
 	b.WriteString("# proxy_static_marker = false\n")
 	b.WriteString("# credentials_encryption = true\n")
 	fmt.Fprintf(&b, "# state_dir = %q\n", c.StateDir)

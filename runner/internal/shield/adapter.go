@@ -66,6 +66,7 @@ func (a *Adapter) shieldAt(stateDir string) *Shield {
 		AuditEnabled:    a.Cfg.ShieldAudit,
 		ProfilesDir:     a.Cfg.ShieldProfilesDir(),
 		UpstreamDNS:     a.Cfg.ShieldUpstreamDNS,
+		DecideTimeout:   a.Cfg.ShieldDecideTimeout,
 		TaskEnds:        a.Cfg.TaskEndsDir(),
 	}, a.Opts)
 }

@@ -2,6 +2,8 @@ package shield
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -89,5 +91,35 @@ func TestPreStartModeAndIDs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// shield_decide_timeout: a value the resolver would refuse refuses the
+// launch before anything is written; outside interactive mode no
+// decide.timeout is left in the bundle (a stale one is removed).
+func TestPreStartDecideTimeout(t *testing.T) {
+	ctx := context.Background()
+	e := newPrestartEnv(t, true)
+	s := e.shield(1000, infoSlirp, true)
+	s.cfg.DecideTimeout = "10ms"
+	if _, err := s.PreStart(ctx, "c1", nil); err == nil || !strings.Contains(err.Error(), "decision timeout") {
+		t.Fatalf("PreStart with decide timeout 10ms: err = %v", err)
+	}
+	if exists(filepath.Join(e.stateDir, shieldbundle.FileRuleset)) {
+		t.Fatal("refused launch wrote a ruleset")
+	}
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(e.stateDir, shieldbundle.FileDecideTimeout)
+	if err := os.WriteFile(stale, []byte("5s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cfg.DecideTimeout = "2s"
+	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if exists(stale) {
+		t.Fatal("an enforce launch left decide.timeout in the bundle")
 	}
 }

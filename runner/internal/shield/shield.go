@@ -40,6 +40,10 @@ type Config struct {
 	// UpstreamDNS is the forwarder the container's resolver uses
 	// (shield_upstream_dns); "" → the network mode's own.
 	UpstreamDNS string
+	// DecideTimeout is how long interactive mode holds a connection for
+	// the decider's answer (shield_decide_timeout; "" → the resolver's
+	// default), written to decide.timeout.
+	DecideTimeout string
 	// Mode is the shield mode of the launch (shieldbundle.Mode*; ""
 	// is enforce), written to shield.mode and the annotation.
 	Mode string
@@ -224,6 +228,9 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if _, err := shieldbundle.ParseMode(s.cfg.Mode); err != nil {
 		return nil, err
 	}
+	if _, err := shieldbundle.ParseDecideTimeout(s.cfg.DecideTimeout); err != nil {
+		return nil, err
+	}
 	if s.cfg.interactive() {
 		// The decider (NFQUEUE reader) is not built yet: a held
 		// connection nobody can release must not be the silent result.
@@ -316,6 +323,16 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 		err = writeFile(stateDir, shieldbundle.FileInteractive, "nflog\n")
 	} else {
 		err = removeIfExists(filepath.Join(stateDir, shieldbundle.FileInteractive))
+	}
+	if err != nil {
+		return nil, err
+	}
+	// decide.timeout only when interactive and configured: the resolver
+	// reads it at start (docs/shield-resolver.md, Interactive approval).
+	if s.cfg.interactive() && s.cfg.DecideTimeout != "" {
+		err = writeBundleFile(filepath.Join(stateDir, shieldbundle.FileDecideTimeout), []byte(s.cfg.DecideTimeout+"\n"), 0o600, false)
+	} else {
+		err = removeIfExists(filepath.Join(stateDir, shieldbundle.FileDecideTimeout))
 	}
 	if err != nil {
 		return nil, err
