@@ -2,6 +2,7 @@ package shield
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"terok.dev/sandbox/runner/internal/firewall"
@@ -147,4 +148,16 @@ func (s *Shield) Setup(ctx context.Context, scope Scope) (SetupResult, error) {
 	default:
 		return SetupResult{}, fmt.Errorf("unknown setup scope %d: use shield.ScopeUser or shield.ScopeRoot", int(scope))
 	}
+}
+
+// Cleanup stops the per-container resolver a task left behind when its
+// container no longer runs (after a failed start, or a container removed
+// outside terok-sandbox), and removes its PID files. It needs c.TaskDir (a
+// removed container has no annotation left to find it by); without one
+// there is nothing to clean. A running container's helpers are left alone.
+func (s *Shield) Cleanup(ctx context.Context, c Container) error {
+	if c.Name == "" {
+		return errors.New("no container name given")
+	}
+	return s.a.Cleanup(ctx, c.Name, c.TaskDir)
 }
