@@ -10,25 +10,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"terok.dev/sandbox/common/testkit/scrape"
 )
-
-func parse(t testing.TB, b []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("expfmt rejects our exposition: %v\n%s", err, b)
-	}
-	return fams
-}
-
-func labels(m *dto.Metric) map[string]string {
-	out := map[string]string{}
-	for _, l := range m.GetLabel() {
-		out[l.GetName()] = l.GetValue()
-	}
-	return out
-}
 
 // TestExpositionParses: every kind, with labels that need escaping, is read
 // back by Prometheus' own text parser with the values recorded.
@@ -53,7 +37,7 @@ func TestExpositionParses(t *testing.T) {
 	if err := r.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	fams := parse(t, buf.Bytes())
+	fams := scrape.Parse(t, buf.Bytes())
 
 	rq := fams["terok_test_requests_total"]
 	if rq.GetType() != dto.MetricType_COUNTER || rq.GetHelp() != "Requests by outcome.\nSecond \\ line." {
@@ -61,7 +45,7 @@ func TestExpositionParses(t *testing.T) {
 	}
 	got := map[string]float64{}
 	for _, m := range rq.GetMetric() {
-		l := labels(m)
+		l := scrape.Labels(m)
 		got[l["outcome"]+"/"+l["reason"]] = m.GetCounter().GetValue()
 	}
 	if got["ok/"] != 3 || got["refused/quote\" back\\ nl\n"] != 1 || len(got) != 2 {
@@ -162,8 +146,8 @@ func FuzzLabelValue(f *testing.F) {
 		if err := r.WriteText(&buf); err != nil {
 			t.Fatal(err)
 		}
-		fams := parse(t, buf.Bytes())
-		if got := labels(fams["terok_fuzz_total"].GetMetric()[0])["v"]; got != s {
+		fams := scrape.Parse(t, buf.Bytes())
+		if got := scrape.Labels(fams["terok_fuzz_total"].GetMetric()[0])["v"]; got != s {
 			t.Fatalf("label %q came back as %q", s, got)
 		}
 	})

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,67 +10,9 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"terok.dev/sandbox/common/testkit"
+	"terok.dev/sandbox/common/testkit/scrape"
 )
-
-// scrape reads the gate's /metrics with Prometheus' own text parser and
-// returns the families and the raw text.
-func scrape(t *testing.T, port int) (map[string]*dto.MetricFamily, string) {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-	return fams, string(body)
-}
-
-// sample is the value of the one sample of name whose labels are exactly
-// want (counters, gauges; a histogram's count); -1 when there is none.
-func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f, ok := fams[name]
-	if !ok {
-		return -1
-	}
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		if len(got) != len(want) {
-			continue
-		}
-		match := true
-		for k, v := range want {
-			match = match && got[k] == v
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return -1
-}
 
 // TestMetrics runs real git through the gate started with --metrics-listen
 // and reads the counts back with expfmt: requests by kind, outcome and
@@ -105,12 +43,12 @@ func TestMetrics(t *testing.T) {
 	}
 	defer held.Close()
 
-	var fams map[string]*dto.MetricFamily
+	var fams scrape.Families
 	var text string
 	// The server sees the held connection once it accepted it.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		fams, text = scrape(t, mport)
-		if sample(fams, "terok_gate_open_connections", map[string]string{}) >= 1 || time.Now().After(deadline) {
+		fams, text = scrape.Port(t, mport)
+		if fams.Value("terok_gate_open_connections", map[string]string{}) >= 1 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -119,7 +57,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal("a token is in the exposition")
 	}
 	req := func(kind, outcome, reason string) float64 {
-		return sample(fams, "terok_gate_requests_total", map[string]string{"kind": kind, "outcome": outcome, "reason": reason})
+		return fams.Value("terok_gate_requests_total", map[string]string{"kind": kind, "outcome": outcome, "reason": reason})
 	}
 	for _, c := range []struct {
 		kind, outcome, reason string
@@ -136,28 +74,28 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("requests{kind=%s,outcome=%s,reason=%s} = %v, want >= %v", c.kind, c.outcome, c.reason, got, c.min)
 		}
 	}
-	if got := sample(fams, "terok_gate_token_lookups_total", map[string]string{"result": "unknown"}); got != 1 {
+	if got := fams.Value("terok_gate_token_lookups_total", map[string]string{"result": "unknown"}); got != 1 {
 		t.Errorf("unknown lookups = %v, want 1", got)
 	}
-	if got := sample(fams, "terok_gate_token_lookups_total", map[string]string{"result": "found"}); got < 4 {
+	if got := fams.Value("terok_gate_token_lookups_total", map[string]string{"result": "found"}); got < 4 {
 		t.Errorf("found lookups = %v, want >= 4 (clone, push, wrong project)", got)
 	}
-	if got := sample(fams, "terok_gate_response_bytes_total", map[string]string{"kind": "clone"}); got < 200 {
+	if got := fams.Value("terok_gate_response_bytes_total", map[string]string{"kind": "clone"}); got < 200 {
 		t.Errorf("clone response bytes = %v, want a pack", got)
 	}
-	if got := sample(fams, "terok_gate_request_bytes_total", map[string]string{"kind": "push"}); got < 100 {
+	if got := fams.Value("terok_gate_request_bytes_total", map[string]string{"kind": "push"}); got < 100 {
 		t.Errorf("push request bytes = %v, want the pushed pack", got)
 	}
-	if got := sample(fams, "terok_gate_request_duration_seconds", map[string]string{"kind": "clone", "outcome": "ok"}); got < 1 {
+	if got := fams.Value("terok_gate_request_duration_seconds", map[string]string{"kind": "clone", "outcome": "ok"}); got < 1 {
 		t.Errorf("clone latency observations = %v", got)
 	}
-	if got := sample(fams, "terok_gate_git_processes", map[string]string{}); got != 0 {
+	if got := fams.Value("terok_gate_git_processes", map[string]string{}); got != 0 {
 		t.Errorf("git processes after the operations = %v, want 0", got)
 	}
-	if got := sample(fams, "terok_gate_open_connections", map[string]string{}); got < 1 {
+	if got := fams.Value("terok_gate_open_connections", map[string]string{}); got < 1 {
 		t.Errorf("open connections with one held = %v, want >= 1", got)
 	}
-	if got := sample(fams, "process_resident_memory_bytes", map[string]string{}); got <= 0 {
+	if got := fams.Value("process_resident_memory_bytes", map[string]string{}); got <= 0 {
 		t.Errorf("process_resident_memory_bytes = %v", got)
 	}
 }

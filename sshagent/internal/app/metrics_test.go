@@ -1,68 +1,15 @@
 package app_test
 
 import (
-	"bytes"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"terok.dev/sandbox/common/testkit"
+	"terok.dev/sandbox/common/testkit/scrape"
 )
-
-func scrapeAgent(t *testing.T, port int) (map[string]*dto.MetricFamily, string) {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-	return fams, string(body)
-}
-
-// metricValue is the sample of name with exactly the labels want (a
-// histogram's count); -1 when there is none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	for _, m := range fams[name].GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		match := len(got) == len(want)
-		for k, v := range want {
-			match = match && got[k] == v
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return -1
-}
 
 // TestMetrics: the real agent with --metrics-listen, a real ssh-keygen
 // signature through the bridge, a refused key and an unknown token, read
@@ -92,7 +39,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fams, text := scrapeAgent(t, mport)
+	fams, text := scrape.Port(t, mport)
 	if strings.Contains(text, f.tokA) || strings.Contains(text, "terok-p-ffff") {
 		t.Fatal("a token is in the exposition")
 	}
@@ -111,11 +58,11 @@ func TestMetrics(t *testing.T) {
 		{"terok_agent_open_connections", map[string]string{}, 1},
 		{"process_resident_memory_bytes", map[string]string{}, 1},
 	} {
-		if got := metricValue(fams, c.name, c.labels); got < c.min {
+		if got := fams.Value(c.name, c.labels); got < c.min {
 			t.Errorf("%s%v = %v, want >= %v", c.name, c.labels, got, c.min)
 		}
 	}
-	if got := metricValue(fams, "terok_agent_signatures_total", map[string]string{"outcome": "ok", "reason": ""}); got != 1 {
+	if got := fams.Value("terok_agent_signatures_total", map[string]string{"outcome": "ok", "reason": ""}); got != 1 {
 		t.Errorf("ok signatures = %v, want exactly 1", got)
 	}
 }
