@@ -21,6 +21,7 @@ import (
 
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/quota"
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/taskend"
@@ -68,6 +69,19 @@ const BindingSchema = `CREATE TABLE IF NOT EXISTS token_binding (
     token     TEXT PRIMARY KEY,
     container TEXT NOT NULL,
     bound_at  INTEGER NOT NULL
+);`
+
+// QuotaSchema holds a token's optional quota and the usage the proxy
+// counted against it (docs/formats.md, Credentials database): a table of
+// its own for the reason ExpirySchema is one. A NULL limit is no limit of
+// that kind; updated_at is Unix seconds of the last usage write.
+const QuotaSchema = `CREATE TABLE IF NOT EXISTS token_quota (
+    token              TEXT PRIMARY KEY,
+    max_requests       INTEGER,
+    max_response_bytes INTEGER,
+    used_requests      INTEGER NOT NULL DEFAULT 0,
+    used_bytes         INTEGER NOT NULL DEFAULT 0,
+    updated_at         INTEGER NOT NULL
 );`
 
 // DefaultSet is the credential set used unless an orchestrator picks another.
@@ -164,13 +178,47 @@ func encodeData(w *secretstore.Writer, set, provider string, c Credential) (stri
 
 // resolveQuery is the one query behind Resolve: token and credential.
 const resolveQuery = `SELECT t.project, t.task, t.credential_set, t.provider, c.data, e.expires_at, s.allow, s.deny,
-		b.container, b.bound_at
+		b.container, b.bound_at, ` + quotaColumns + `
 		FROM proxy_tokens t LEFT JOIN credentials c
 		ON c.credential_set = t.credential_set AND c.provider = t.provider
 		LEFT JOIN token_expiry e ON e.token = t.token
 		LEFT JOIN token_scope s ON s.token = t.token
 		LEFT JOIN token_binding b ON b.token = t.token
+		LEFT JOIN token_quota q ON q.token = t.token
 		WHERE t.token = ?`
+
+// quotaColumns are token_quota's columns in a join on alias q; q_token is
+// NULL when the token has no row.
+const quotaColumns = `q.token AS q_token, q.max_requests, q.max_response_bytes, q.used_requests, q.used_bytes, q.updated_at`
+
+// quotaRow holds token_quota's columns of a join as the driver returns
+// them: another tool may have written anything, and quota.Check says
+// whether it is usable.
+type quotaRow struct {
+	Token        any `db:"q_token"`
+	MaxRequests  any `db:"max_requests"`
+	MaxBytes     any `db:"max_response_bytes"`
+	UsedRequests any `db:"used_requests"`
+	UsedBytes    any `db:"used_bytes"`
+	UpdatedAt    any `db:"updated_at"`
+}
+
+// ErrBadQuota is returned (with the TokenInfo filled) for a token whose
+// token_quota row is malformed: callers refuse the token rather than let
+// it run without a limit.
+var ErrBadQuota = errors.New("phantom token's quota row is malformed")
+
+// decode returns the row's quota (nil: no row).
+func (q quotaRow) decode() (*quota.State, error) {
+	if q.Token == nil {
+		return nil, nil
+	}
+	st, err := quota.Check(q.MaxRequests, q.MaxBytes, q.UsedRequests, q.UsedBytes, q.UpdatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadQuota, err)
+	}
+	return &st, nil
+}
 
 // TokenInfo is what a phantom token stands for.
 type TokenInfo struct {
@@ -192,6 +240,11 @@ type TokenInfo struct {
 	// whose container is gone (ErrTaskGone, see DB.TaskGone).
 	Container string    `db:"-" json:"container,omitempty"`
 	BoundAt   time.Time `db:"-" json:"bound_at,omitzero"`
+	// Quota is the token's quota with the usage last written
+	// (token_quota); nil: none. LookupToken and Resolve fill it; a row
+	// that does not pass quota.Check is ErrBadQuota. The proxy counts the
+	// live usage in memory (docs/credential-proxy.md, Token quotas).
+	Quota *quota.State `db:"-" json:"quota,omitempty"`
 }
 
 // ErrBadScope is returned (with the TokenInfo filled) for a token whose
@@ -266,7 +319,7 @@ func Open(path string) (*DB, error) {
 	// every handle uses it, so no caller can write plaintext into an
 	// encrypted store by forgetting to ask for it.
 	db := &DB{x: x, path: path, vault: secretstore.OpenVault(filepath.Dir(path))}
-	if _, err := x.Exec(Schema + "\n" + ExpirySchema + "\n" + ScopeSchema + "\n" + BindingSchema); err != nil {
+	if _, err := x.Exec(Schema + "\n" + ExpirySchema + "\n" + ScopeSchema + "\n" + BindingSchema + "\n" + QuotaSchema); err != nil {
 		_ = x.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
@@ -423,6 +476,10 @@ type TokenSpec struct {
 	// dies when the container's end is recorded (token_binding;
 	// docs/security-model.md, Tokens that die with their task).
 	Container string
+	// Quota, when set, limits the requests and/or response bytes the
+	// proxy lets the token use (token_quota; docs/credential-proxy.md,
+	// Token quotas). Negative limits are refused.
+	Quota quota.Limits
 }
 
 // ErrTaskGone is returned by Resolve for a token bound to a container whose
@@ -470,6 +527,9 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 	if _, err := scope.New(spec.Allow, spec.Deny); err != nil {
 		return "", fmt.Errorf("create phantom token: scope: %w", err)
 	}
+	if err := spec.Quota.Validate(); err != nil {
+		return "", fmt.Errorf("create phantom token: quota: %w", err)
+	}
 	var allowJSON, denyJSON []byte
 	if len(spec.Allow)+len(spec.Deny) > 0 {
 		allowJSON, _ = json.Marshal(nonNil(spec.Allow))
@@ -502,6 +562,13 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 				return err
 			}
 		}
+		if spec.Quota.Set() {
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO token_quota
+				(token, max_requests, max_response_bytes, used_requests, used_bytes, updated_at) VALUES (?, ?, ?, 0, 0, ?)`,
+				tok, nullIfZero(spec.Quota.MaxRequests), nullIfZero(spec.Quota.MaxResponseBytes), time.Now().Unix()); err != nil {
+				return err
+			}
+		}
 		if spec.Container != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO token_binding (token, container, bound_at) VALUES (?, ?, ?)`,
 				tok, spec.Container, time.Now().UnixNano()); err != nil {
@@ -514,6 +581,14 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 		return "", fmt.Errorf("create phantom token for %s/%s (%s): %w", project, task, provider, err)
 	}
 	return tok, nil
+}
+
+// nullIfZero stores 0 (no limit) as NULL.
+func nullIfZero(n int64) any {
+	if n == 0 {
+		return nil
+	}
+	return n
 }
 
 // nonNil keeps an empty list "[]" in JSON, never "null".
@@ -531,15 +606,17 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	var row struct {
 		TokenInfo
 		bindingRow
+		quotaRow
 		ExpiresAt sql.NullInt64  `db:"expires_at"`
 		Allow     sql.NullString `db:"allow"`
 		Deny      sql.NullString `db:"deny"`
 	}
 	err := d.x.GetContext(ctx, &row,
-		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at, s.allow, s.deny, b.container, b.bound_at
+		`SELECT t.project, t.task, t.credential_set, t.provider, e.expires_at, s.allow, s.deny, b.container, b.bound_at, `+quotaColumns+`
 		   FROM proxy_tokens t LEFT JOIN token_expiry e ON e.token = t.token
 		   LEFT JOIN token_scope s ON s.token = t.token
-		   LEFT JOIN token_binding b ON b.token = t.token WHERE t.token = ?`, tok)
+		   LEFT JOIN token_binding b ON b.token = t.token
+		   LEFT JOIN token_quota q ON q.token = t.token WHERE t.token = ?`, tok)
 	if errors.Is(err, sql.ErrNoRows) {
 		return TokenInfo{}, ErrNotFound
 	}
@@ -550,6 +627,9 @@ func (d *DB) LookupToken(ctx context.Context, tok string) (TokenInfo, error) {
 	ti.Expires = expiresAt(row.ExpiresAt)
 	row.bindingRow.apply(&ti)
 	if ti.Allow, ti.Deny, ti.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
+		return ti, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	if ti.Quota, err = row.quotaRow.decode(); err != nil {
 		return ti, fmt.Errorf("look up phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	return ti, nil
@@ -675,6 +755,7 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 	var row struct {
 		TokenInfo
 		bindingRow
+		quotaRow
 		Data      sql.NullString `db:"data"`
 		ExpiresAt sql.NullInt64  `db:"expires_at"`
 		Allow     sql.NullString `db:"allow"`
@@ -698,6 +779,9 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 		return TokenInfo{}, nil, ErrTaskGone
 	}
 	if row.TokenInfo.Allow, row.TokenInfo.Deny, row.TokenInfo.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
+		return row.TokenInfo, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	if row.TokenInfo.Quota, err = row.quotaRow.decode(); err != nil {
 		return row.TokenInfo, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	if !row.Data.Valid {
@@ -743,7 +827,7 @@ func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, err
 		return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, table := range []string{"token_expiry", "token_scope", "token_binding"} {
+	for _, table := range []string{"token_expiry", "token_scope", "token_binding", "token_quota"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE token IN (SELECT token FROM proxy_tokens WHERE project = ? AND task = ?)`, project, task); err != nil {
 			return 0, fmt.Errorf("revoke phantom tokens of %s/%s: %w", project, task, err)
 		}

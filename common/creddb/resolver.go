@@ -59,6 +59,9 @@ type stmt interface {
 	driver.StmtQueryContext
 }
 
+// resolveColumns is the number of columns resolveQuery returns.
+const resolveColumns = 16
+
 type resolved struct {
 	info TokenInfo
 	cred Credential // nil: no credential row
@@ -75,7 +78,7 @@ func (d *DB) NewResolver() *Resolver {
 		db:    d,
 		dsn:   "file:" + (&url.URL{Path: d.path}).EscapedPath() + "?" + q.Encode(),
 		cache: make(map[string]resolved),
-		cols:  make([]driver.Value, 10),
+		cols:  make([]driver.Value, resolveColumns),
 		args:  make([]driver.NamedValue, 1),
 	}
 }
@@ -172,7 +175,7 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 		}
 		return hit.info, hit.cred, nil
 	}
-	info, data, rules, found, err := r.queryLocked(tok)
+	info, data, rules, qrow, found, err := r.queryLocked(tok)
 	if err != nil {
 		_ = r.dropLocked()
 		return TokenInfo{}, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
@@ -191,6 +194,10 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	// Not cached when malformed: the proxy refuses the token on every
 	// request and logs it each time, until the row is fixed or revoked.
 	if info.Allow, info.Deny, info.Scope, err = decodeScope(rules[0], rules[1]); err != nil {
+		return info, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
+	}
+	// Likewise: a token whose limits cannot be read never runs unlimited.
+	if info.Quota, err = qrow.decode(); err != nil {
 		return info, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)
 	}
 	var cred Credential
@@ -224,26 +231,34 @@ func (r *Resolver) dataVersionLocked() (int64, error) {
 	return v, nil
 }
 
+// own copies a driver value that may alias the driver's buffer.
+func own(v driver.Value) any {
+	if b, ok := v.([]byte); ok {
+		return append([]byte(nil), b...)
+	}
+	return v
+}
+
 // queryLocked runs the resolve query; data is nil when the token has no
 // credential row.
-func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [2]sql.NullString, found bool, err error) {
+func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [2]sql.NullString, q quotaRow, found bool, err error) {
 	r.args[0] = driver.NamedValue{Ordinal: 1, Value: tok}
 	rows, err := r.resStmt.QueryContext(context.Background(), r.args)
 	if err != nil {
-		return info, nil, rules, false, err
+		return info, nil, rules, q, false, err
 	}
 	defer rows.Close()
-	dest := r.cols[:10]
+	dest := r.cols[:resolveColumns]
 	if err := rows.Next(dest); err != nil {
 		if errors.Is(err, io.EOF) {
-			return info, nil, rules, false, nil
+			return info, nil, rules, q, false, nil
 		}
-		return info, nil, rules, false, err
+		return info, nil, rules, q, false, err
 	}
 	var strs [4]string
 	for i := range strs {
 		if strs[i], err = text(dest[i]); err != nil {
-			return info, nil, rules, false, err
+			return info, nil, rules, q, false, err
 		}
 	}
 	info = TokenInfo{Project: strs[0], Task: strs[1], CredentialSet: strs[2], Provider: strs[3]}
@@ -254,14 +269,14 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [
 	case []byte:
 		data = append([]byte(nil), v...) // the driver may reuse its buffer
 	default:
-		return info, nil, rules, false, fmt.Errorf("credential data has type %T", v)
+		return info, nil, rules, q, false, fmt.Errorf("credential data has type %T", v)
 	}
 	switch v := dest[5].(type) {
 	case nil:
 	case int64:
 		info.Expires = time.Unix(v, 0).UTC()
 	default:
-		return info, nil, rules, false, fmt.Errorf("token expiry has type %T", v)
+		return info, nil, rules, q, false, fmt.Errorf("token expiry has type %T", v)
 	}
 	for i := range rules {
 		if dest[6+i] == nil {
@@ -269,22 +284,26 @@ func (r *Resolver) queryLocked(tok string) (info TokenInfo, data []byte, rules [
 		}
 		s, err := text(dest[6+i])
 		if err != nil {
-			return info, nil, rules, false, err
+			return info, nil, rules, q, false, err
 		}
 		rules[i] = sql.NullString{String: s, Valid: true}
 	}
 	if dest[8] != nil {
 		c, err := text(dest[8])
 		if err != nil {
-			return info, nil, rules, false, err
+			return info, nil, rules, q, false, err
 		}
 		at, ok := dest[9].(int64)
 		if !ok {
-			return info, nil, rules, false, fmt.Errorf("token binding time has type %T", dest[9])
+			return info, nil, rules, q, false, fmt.Errorf("token binding time has type %T", dest[9])
 		}
 		info.Container, info.BoundAt = c, time.Unix(0, at).UTC()
 	}
-	return info, data, rules, true, nil
+	// Copied before the rows close: the driver may reuse its buffers.
+	c := dest[10:resolveColumns]
+	q = quotaRow{Token: own(c[0]), MaxRequests: own(c[1]), MaxBytes: own(c[2]),
+		UsedRequests: own(c[3]), UsedBytes: own(c[4]), UpdatedAt: own(c[5])}
+	return info, data, rules, q, true, nil
 }
 
 func text(v driver.Value) (string, error) {
