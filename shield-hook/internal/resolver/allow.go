@@ -31,6 +31,13 @@ const (
 // for it, so it goes when the marker does.
 const originOpen = ""
 
+// originAsk is the origin of an unlisted name answered in interactive mode
+// (docs/shield-resolver.md, Interactive approval): its answer is passed on
+// and remembered for the held connection's name, never learned, so a
+// connection to it is held for the decider. No domain name is empty or
+// contains a space.
+const originAsk = " interactive"
+
 // normalizeName returns name (miekg/dns presentation form, as unpacked
 // from the wire) lowercased and without its trailing dot. Only letters,
 // digits, '-', '_' and '.' are accepted: anything else is presented with a
@@ -110,7 +117,10 @@ type cnameEntry struct {
 // policy decides which names are forwarded. It is not safe for concurrent
 // use; the resolver guards it with its mutex.
 type policy struct {
-	open    bool
+	open bool
+	// ask is interactive mode: unlisted names are answered under
+	// originAsk (address types only) instead of refused.
+	ask     bool
 	domains domainSet
 	cnames  map[string]cnameEntry
 	// rateSec and rateN count the new CNAME admissions of the current
@@ -138,6 +148,9 @@ func (p *policy) admit(name string, now time.Time) (string, bool) {
 	}
 	if p.open {
 		return originOpen, true
+	}
+	if p.ask {
+		return originAsk, true
 	}
 	return "", false
 }
@@ -189,6 +202,9 @@ func (p *policy) admitCNAME(target, origin string, ttl time.Duration, now time.T
 func (p *policy) stillAllowed(origin string) bool {
 	if origin == originOpen {
 		return p.open
+	}
+	if origin == originAsk {
+		return p.ask
 	}
 	_, ok := p.domains.match(origin)
 	return ok

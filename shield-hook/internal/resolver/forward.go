@@ -162,6 +162,12 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 		}
 	}
 	res.learn = learn
+	if q.origin == originAsk {
+		// Interactive mode, an unlisted name: the answer is passed on
+		// (and remembered as the addresses' name by finish), but a
+		// connection to it waits for the decider.
+		res.learn = nil
+	}
 	if err := r.learn.add(res.learn, q.origin); err != nil {
 		r.log.log(slog.LevelError, "learn failed", slog.String("name", q.name), slog.String("error", err.Error()))
 		return r.localReply(q.req, dns.RcodeServerFailure, false)

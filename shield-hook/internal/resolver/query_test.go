@@ -313,3 +313,34 @@ func TestBoundedLog(t *testing.T) {
 }
 
 func readOr(p string) string { b, _ := os.ReadFile(p); return string(b) }
+
+// TestInteractiveAsk: in interactive mode an unlisted name is answered
+// under originAsk (so the held connection can show it) for the address
+// types only; a listed one keeps its own origin and so is learned.
+func TestInteractiveAsk(t *testing.T) {
+	r := testResolver(t, []string{"listed.test"}, false)
+	if _, q := r.decide(pack(t, question("unlisted.test.", dns.TypeA))); q != nil {
+		t.Fatal("enforce: an unlisted name was forwarded")
+	}
+	r.pol.ask = true
+	_, q := r.decide(pack(t, question("unlisted.test.", dns.TypeA)))
+	if q == nil || q.origin != originAsk || q.listed {
+		t.Fatalf("interactive: unlisted A = %+v, want forwarded under originAsk", q)
+	}
+	if _, q := r.decide(pack(t, question("unlisted.test.", dns.TypeAAAA))); q == nil {
+		t.Fatal("interactive: unlisted AAAA not forwarded")
+	}
+	if reply, q := r.decide(pack(t, question("unlisted.test.", dns.TypeTXT))); q != nil || reply == nil {
+		t.Fatal("interactive: an unlisted TXT must be answered locally (NODATA), never forwarded")
+	}
+	if _, q := r.decide(pack(t, question("www.listed.test.", dns.TypeA))); q == nil || q.origin != "listed.test" || !q.listed {
+		t.Fatalf("interactive: listed name = %+v, want its own origin", q)
+	}
+	if !r.pol.stillAllowed(originAsk) {
+		t.Fatal("originAsk not allowed while asking")
+	}
+	r.pol.ask = false
+	if r.pol.stillAllowed(originAsk) {
+		t.Fatal("originAsk allowed outside interactive mode")
+	}
+}

@@ -340,6 +340,7 @@ func newResolver(dir string) (*Resolver, error) {
 	}
 	r.marker = marker
 	r.pol = newPolicy(domains, r.openWith(marker))
+	r.pol.ask = mode == shieldbundle.ModeInteractive
 	if r.learn, err = newLearner(); err != nil {
 		lg.close()
 		return nil, err
