@@ -165,5 +165,5 @@ func VerifyLegacy(listing string) []string {
 	if n := len(out.rules); n == 0 || out.rules[n-1] != RejectStmt {
 		errs = append(errs, "terminal reject is not the last output rule")
 	}
-	return checkJumps(t, errs)
+	return checkJumps(t, errs, nil)
 }

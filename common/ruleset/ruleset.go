@@ -49,7 +49,30 @@ const (
 	PrefixLearned = "TEROK_SHIELD_LEARNED"
 
 	RejectStmt = "reject with icmpx admin-prohibited"
+
+	// QueueStmt is the verdict of interactive mode's queue rules: queue
+	// NFQueueNum, one queue, no bypass and no fanout. Without bypass the
+	// kernel drops a packet when nobody holds the queue (docs/shield-hook.md,
+	// The ruleset, rule by rule). nft lists the native expression as
+	// `queue to 100` and the xtables NFQUEUE target through nft's
+	// compatibility layer as `queue num 100`; verification accepts both.
+	QueueStmt = "queue num 100"
 )
+
+// QueueMatches are the new connections interactive mode hands to the
+// queue, in the table's order: a TCP SYN (no ACK, RST or FIN), any UDP
+// packet and an ICMP or ICMPv6 echo request. Only packets no earlier rule
+// decided reach them: established flows were accepted, the deny sets,
+// special ranges and host ports other than the terok services rejected.
+// Written the way nft 1.0.x lists them.
+func QueueMatches() []string {
+	return []string{
+		"tcp flags syn / fin,syn,rst,ack",
+		"meta l4proto udp",
+		"icmp type echo-request",
+		"icmpv6 type echo-request",
+	}
+}
 
 // BuiltinForwarders returns the DNS forwarders the network modes provide
 // inside every container (slirp4netns's IPv4 and IPv6 forwarder, pasta's).
@@ -78,7 +101,9 @@ type Options struct {
 	// other value is accepted: verification admits host-loopback rules for
 	// that address only.
 	HostLoopback string
-	// Interactive selects the QUEUED terminal rule (docs/shield-hook.md, The ruleset, rule by rule).
+	// Interactive adds the queue rules of interactive mode (QueueMatches,
+	// QueueStmt, logged TEROK_SHIELD_QUEUED) before the terminal
+	// reject (docs/shield-hook.md, The ruleset, rule by rule).
 	Interactive bool
 	// Learn selects the LEARNED terminal rule of learn mode
 	// (docs/shield-hook.md, The ruleset, rule by rule): a new connection
@@ -265,9 +290,12 @@ func Hook(o Options) (string, error) {
 	specialRejects(&b)
 	fmt.Fprintf(&b, "        ip daddr @%s %s counter accept\n", SetDNSV4, logStmt(PrefixAllowed))
 	fmt.Fprintf(&b, "        ip6 daddr @%s %s counter accept\n", SetDNSV6, logStmt(PrefixAllowed))
+	if o.Interactive {
+		for _, m := range QueueMatches() {
+			fmt.Fprintf(&b, "        %s %s counter %s\n", m, logStmt(PrefixQueued), QueueStmt)
+		}
+	}
 	switch {
-	case o.Interactive:
-		fmt.Fprintf(&b, "        %s counter %s\n", logStmt(PrefixQueued), RejectStmt)
 	case o.Learn:
 		fmt.Fprintf(&b, "        %s counter accept\n", logStmt(PrefixLearned))
 	default:

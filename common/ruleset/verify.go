@@ -356,23 +356,81 @@ func checkInput(t table, errs []string) []string {
 	return errs
 }
 
-func checkJumps(t table, errs []string) []string {
+// checkJumps flags extra chains, jumps and queue verdicts. queued are
+// the indices of the output rules verified as interactive mode's queue
+// rules (queueChecks), the only queue verdicts allowed.
+func checkJumps(t table, errs []string, queued map[int]bool) []string {
 	for _, name := range t.order {
 		if name != "output" && name != "input" {
 			errs = append(errs, fmt.Sprintf("unexpected chain %s", name))
 		}
-		for _, r := range t.chains[name].rules {
+		for i, r := range t.chains[name].rules {
 			if strings.Contains(r, "jump ") || strings.Contains(r, "goto ") {
 				errs = append(errs, fmt.Sprintf("unexpected jump in chain %s: %s", name, r))
 			}
 			// A queue verdict hands the packet to a userspace program that
 			// may accept it: as good as an accept rule.
-			if strings.HasPrefix(r, "queue") || strings.Contains(r, " queue") {
+			if isQueue(r) && !(name == "output" && queued[i]) {
 				errs = append(errs, fmt.Sprintf("unexpected queue verdict in chain %s: %s", name, r))
 			}
 		}
 	}
 	return errs
+}
+
+func isQueue(r string) bool { return strings.HasPrefix(r, "queue") || strings.Contains(r, " queue") }
+
+// queueVerdicts are the listed forms of QueueStmt: nft lists the native
+// queue expression as `queue to 100`, the xtables NFQUEUE target (the
+// fallback for kernels without nft_queue) as `queue num 100`. Either
+// without bypass or fanout.
+var queueVerdicts = []string{QueueStmt, "queue to 100"}
+
+// queueChecks verifies interactive mode's queue rules: exactly
+// QueueMatches, each logged QUEUED, counted and queued to NFQueueNum
+// without bypass, in order and right before the terminal deny log and
+// reject, so after every special-range reject and the deny sets. It
+// returns the indices of the rules it accepted.
+func queueChecks(out *chain, lastSpecial, denyIdx int, errs []string) ([]string, map[int]bool) {
+	queued := map[int]bool{}
+	for _, r := range out.rules {
+		if !isQueue(r) {
+			continue
+		}
+		verdict := r[strings.LastIndex(" "+r, " queue"):]
+		if strings.Contains(verdict, "bypass") || strings.Contains(verdict, "fanout") || strings.Contains(verdict, "flags") {
+			errs = append(errs, fmt.Sprintf("queue rule with bypass or fanout (a packet nobody decides must be dropped): %s", r))
+		}
+	}
+	matches := QueueMatches()
+	n := len(out.rules)
+	first := n - 2 - len(matches)
+	if first < 0 {
+		return append(errs, "interactive queue rules missing"), queued
+	}
+	for k, m := range matches {
+		i := first + k
+		r := out.rules[i]
+		ok := false
+		for _, v := range queueVerdicts {
+			if r == m+" "+logPat(PrefixQueued)+" counter "+v {
+				ok = true
+			}
+		}
+		if !ok {
+			errs = append(errs, fmt.Sprintf("interactive queue rule for %q missing before the terminal reject", m))
+			continue
+		}
+		if i < lastSpecial || i < denyIdx {
+			errs = append(errs, fmt.Sprintf("queue rule precedes a special-range or deny reject: %s", r))
+			continue
+		}
+		queued[i] = true
+	}
+	if out.rules[n-2] != logPat(PrefixDenied)+" counter" {
+		errs = append(errs, "terminal deny log missing after the queue rules")
+	}
+	return errs, queued
 }
 
 // VerifyHook checks a listing against the enforcing ruleset. It returns the
@@ -435,10 +493,9 @@ func verifyEnforcing(listing string, term terminal) []string {
 		if !strings.Contains(text, PrefixLearned) {
 			errs = append(errs, "learned nflog prefix missing")
 		}
-	default:
-		if !verifyRes().terminalLog.MatchString(text) {
-			errs = append(errs, "terminal deny-all rule missing")
-		}
+	}
+	if term != termLearn && !verifyRes().terminalLog.MatchString(text) {
+		errs = append(errs, "terminal deny-all rule missing")
 	}
 
 	out := t.chains["output"]
@@ -487,17 +544,18 @@ func verifyEnforcing(listing string, term terminal) []string {
 		}
 	}
 	wantLast := RejectStmt
-	switch term {
-	case termQueued:
-		wantLast = logPat(PrefixQueued) + " counter " + RejectStmt
-	case termLearn:
+	if term == termLearn {
 		wantLast = learnAccept
 	}
 	if n := len(out.rules); n == 0 || out.rules[n-1] != wantLast {
 		errs = append(errs, "terminal reject is not the last output rule")
 	}
+	var queued map[int]bool
+	if term == termQueued {
+		errs, queued = queueChecks(out, lastSpecial, denyIdx, errs)
+	}
 	errs = checkInput(t, errs)
-	return withAdvice(t, checkJumps(t, errs))
+	return withAdvice(t, checkJumps(t, errs, queued))
 }
 
 // VerifyBypass checks a listing against the bypass ruleset (docs/shield-hook.md, The ruleset, rule by rule): closed
@@ -544,5 +602,5 @@ func VerifyBypass(listing string, allowAll bool) []string {
 		}
 	}
 	errs = checkInput(t, errs)
-	return withAdvice(t, checkJumps(t, errs))
+	return withAdvice(t, checkJumps(t, errs, nil))
 }

@@ -34,7 +34,8 @@ func TestPreStartModeAndIDs(t *testing.T) {
 		{"unknown mode", "permissive", "", "", "unknown shield mode 'permissive'", "", nil, nil},
 		{"learn", "learn", "", "", "", shieldbundle.ModeLearn,
 			[]string{shieldbundle.AnnMode + "=learn", shieldbundle.AnnInteractive + "=false"}, nil},
-		{"interactive not yet", "interactive", "", "", "not yet available", "", nil, nil},
+		{"interactive", "interactive", "", "", "", shieldbundle.ModeInteractive,
+			[]string{shieldbundle.AnnMode + "=interactive", shieldbundle.AnnInteractive + "=true"}, nil},
 		{"bad project id", "", "../x", "", "project", "", nil, nil},
 	}
 	for _, tt := range tests {
@@ -67,6 +68,21 @@ func TestPreStartModeAndIDs(t *testing.T) {
 			}
 			if tt.wantMode == shieldbundle.ModeEnforce && (len(hookErrs) != 0 || len(learnErrs) == 0) {
 				t.Fatalf("enforce bundle: enforcing errs %v, learn errs %v", hookErrs, learnErrs)
+			}
+			if tt.wantMode == shieldbundle.ModeInteractive {
+				// The queue rules, and only in an interactive table: the
+				// enforce checks refuse them.
+				if errs := ruleset.VerifyHook(rs, true); len(errs) != 0 || len(hookErrs) == 0 || len(learnErrs) == 0 {
+					t.Fatalf("interactive bundle: interactive errs %v, enforcing errs %v, learn errs %v", errs, hookErrs, learnErrs)
+				}
+				if !strings.Contains(rs, "counter "+ruleset.QueueStmt+"\n") || strings.Contains(rs, "bypass") {
+					t.Fatalf("interactive ruleset without the queue rules, or with bypass:\n%s", rs)
+				}
+				// shield up re-applies the interactive table.
+				live, err := s.buildLive(e.stateDir, "10.0.2.3", false, false)
+				if err != nil || len(ruleset.VerifyHook(live, true)) != 0 {
+					t.Fatalf("live ruleset of an interactive bundle: %v %v", err, ruleset.VerifyHook(live, true))
+				}
 			}
 			if tt.wantMode == shieldbundle.ModeLearn {
 				if !strings.Contains(readState(t, e.stateDir, shieldbundle.FileAudit), `"action":"mode","detail":"learn"`) {

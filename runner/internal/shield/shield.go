@@ -231,11 +231,6 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if _, err := shieldbundle.ParseDecideTimeout(s.cfg.DecideTimeout); err != nil {
 		return nil, err
 	}
-	if s.cfg.interactive() {
-		// The decider (NFQUEUE reader) is not built yet: a held
-		// connection nobody can release must not be the silent result.
-		return nil, errors.New("shield mode interactive is not yet available; use enforce or learn")
-	}
 	if s.cfg.Project != "" {
 		if err := names.ValidateProjectID(s.cfg.Project); err != nil {
 			return nil, err

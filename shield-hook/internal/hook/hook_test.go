@@ -494,7 +494,10 @@ func TestTransaction(t *testing.T) {
 }
 
 // TestInteractiveMarker: with the interactive marker the hook verifies the
-// interactive (QUEUED) ruleset, and refuses a ruleset of the other mode.
+// interactive ruleset (the queue rules), and refuses a ruleset of the
+// other mode. This bundle starts no resolver, so nobody holds the queue:
+// an unlisted connection is dropped (no bypass), an allowlisted one
+// reached, a private one still rejected at once.
 func TestInteractiveMarker(t *testing.T) {
 	tp := newTopo(t)
 	dir := stateDir(t)
@@ -505,8 +508,10 @@ func TestInteractiveMarker(t *testing.T) {
 	if r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer())); r.code != 0 {
 		t.Fatalf("interactive: %+v", r)
 	}
-	tp.mustReject("unlisted with interactive terminal", tp.tcp(otherV4, appPort))
+	tp.mustDrop("unlisted, queue not held", otherV4, appPort, time.Second)
 	tp.mustReach("allowlisted with interactive terminal", tp.tcp(allowV4, appPort))
+	tp.mustReject("private range, never queued", tp.tcp(privV4, appPort))
+	tp.mustReject("denied, never queued", tp.tcp(deniedV4, appPort))
 	writeBundle(t, dir, baseScript())
 	r := runHook(t, "createRuntime", ociState(tp.pid, dir, curVer()))
 	if r.code == 0 || !strings.Contains(r.stderr, "queued nflog prefix missing") {

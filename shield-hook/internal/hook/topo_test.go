@@ -297,6 +297,24 @@ func (tp *topo) mustReach(what string, o outcome) {
 	}
 }
 
+// mustDrop requires a connect that gets no answer at all: a SYN the
+// kernel dropped (interactive mode's queue with nobody holding it) leaves
+// the dial to time out after wait, where a reject fails it at once.
+func (tp *topo) mustDrop(what, host string, port int, wait time.Duration) {
+	tp.t.Helper()
+	err := tp.ctrNS.Do(func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, fmt.Sprint(port)), wait)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	})
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		tp.t.Errorf("%s: want dropped (dial timeout), got %v", what, err)
+	}
+}
+
 // mustReject requires a fast, explicit refusal: ICMP admin-prohibited turns
 // into EHOSTUNREACH/ECONNREFUSED/EACCES/EPERM, never a timeout.
 func (tp *topo) mustReject(what string, o outcome) {

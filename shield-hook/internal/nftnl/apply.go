@@ -99,7 +99,27 @@ func (p *Plan) estimate() int {
 // Apply sends the whole table as one nftables transaction: the table
 // (replacing a leftover one), then the sets, chains, rules and elements.
 // The kernel commits all of it or none of it.
+//
+// A plan with interactive mode's queue rules is sent with the native
+// queue expression first; a kernel without nft_queue refuses that batch
+// (ENOENT: no such expression type; EOPNOTSUPP), nothing of it is
+// committed, and the same batch goes again with the xtables NFQUEUE
+// target (docs/shield-hook.md, The ruleset, rule by rule). Either way
+// the queue has no bypass. Queue tells which form is in force.
 func (p *Plan) Apply(c *nftables.Conn, sndbuf int) error {
+	p.queue = QueueNative
+	err := p.apply(c, sndbuf)
+	if p.queued && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
+		p.queue = QueueCompat
+		if cerr := p.apply(c, sndbuf); cerr != nil {
+			return fmt.Errorf("%w (the native queue expression was refused: %v)", cerr, err)
+		}
+		return nil
+	}
+	return err
+}
+
+func (p *Plan) apply(c *nftables.Conn, sndbuf int) error {
 	if sndbuf > 0 && p.estimate() > sndbuf-32 {
 		return ErrTooLarge
 	}
@@ -132,7 +152,7 @@ func (p *Plan) Apply(c *nftables.Conn, sndbuf int) error {
 					return fmt.Errorf("anonymous set: %w", err)
 				}
 			}
-			c.AddRule(&nftables.Rule{Table: p.table, Chain: ch.chain, Exprs: flatten(r)})
+			c.AddRule(&nftables.Rule{Table: p.table, Chain: ch.chain, Exprs: flatten(r, p.queue)})
 		}
 	}
 	for _, s := range p.sets {
@@ -195,7 +215,7 @@ func (p *Plan) Verify(c *nftables.Conn) ([]string, error) {
 			continue
 		}
 		for i, r := range rules {
-			if d := exprDiff(flatten(want.rules[i]), r.Exprs); d != "" {
+			if d := exprDiff(flatten(want.rules[i], p.queue), r.Exprs); d != "" {
 				errs = append(errs, fmt.Sprintf("%s rule %d differs: %s", ch.Name, i+1, d))
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/ruleset"
@@ -32,7 +33,36 @@ type Plan struct {
 	sets   []*planSet
 	output chainPlan
 	input  chainPlan
+	// queued: the plan has interactive mode's queue rules; queue is the
+	// form their verdict takes in the next batch (Apply falls back from
+	// the native expression to the xtables target) and in Verify.
+	queued bool
+	queue  QueueForm
 }
+
+// QueueForm is how a queue rule's verdict reaches the kernel
+// (docs/shield-hook.md, The ruleset, rule by rule).
+type QueueForm int
+
+const (
+	// QueueNative is nft's queue expression (module nft_queue).
+	QueueNative QueueForm = iota
+	// QueueCompat is the xtables NFQUEUE target (revision 3) through
+	// nft's compatibility expression (nft_compat, xt_NFQUEUE), for
+	// kernels built without nft_queue.
+	QueueCompat
+)
+
+func (f QueueForm) String() string {
+	if f == QueueCompat {
+		return "xt NFQUEUE"
+	}
+	return "native queue"
+}
+
+// Queue is the form the queue rules took in the last Apply (QueueNative
+// for a plan without them).
+func (p *Plan) Queue() QueueForm { return p.queue }
 
 type planSet struct {
 	set   *nftables.Set
@@ -224,9 +254,19 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 		}
 		o.add(nil, nfproto(unix.NFPROTO_IPV4), daddr4(), lookup(dns4), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
 		o.add(nil, nfproto(unix.NFPROTO_IPV6), daddr6(), lookup(dns6), logExpr(ruleset.PrefixAllowed), &expr.Counter{}, verdict(expr.VerdictAccept))
+		if s.Interactive {
+			// ruleset.QueueMatches, as nft 1.0.x emits them.
+			p.queued = true
+			o.add(nil, l4proto(unix.IPPROTO_TCP), payload(expr.PayloadBaseTransportHeader, 13, 1),
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{tcpFIN | tcpSYN | tcpRST | tcpACK}, Xor: []byte{0}},
+				cmpEq([]byte{tcpSYN}), logExpr(ruleset.PrefixQueued), &expr.Counter{}, queueRef{})
+			o.add(nil, l4proto(unix.IPPROTO_UDP), logExpr(ruleset.PrefixQueued), &expr.Counter{}, queueRef{})
+			o.add(nil, nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_ICMP), payload(expr.PayloadBaseTransportHeader, 0, 1),
+				cmpEq([]byte{icmpEchoRequest}), logExpr(ruleset.PrefixQueued), &expr.Counter{}, queueRef{})
+			o.add(nil, nfproto(unix.NFPROTO_IPV6), l4proto(unix.IPPROTO_ICMPV6), payload(expr.PayloadBaseTransportHeader, 0, 1),
+				cmpEq([]byte{icmp6EchoRequest}), logExpr(ruleset.PrefixQueued), &expr.Counter{}, queueRef{})
+		}
 		switch {
-		case s.Interactive:
-			o.add(nil, logExpr(ruleset.PrefixQueued), &expr.Counter{}, reject())
 		case s.Learn:
 			o.add(nil, logExpr(ruleset.PrefixLearned), &expr.Counter{}, verdict(expr.VerdictAccept))
 		default:
@@ -462,6 +502,41 @@ func reject() any {
 
 func verdict(k expr.VerdictKind) any { return &expr.Verdict{Kind: k} }
 
+const (
+	tcpFIN           = 0x01
+	tcpSYN           = 0x02
+	tcpRST           = 0x04
+	tcpACK           = 0x10
+	icmpEchoRequest  = 8
+	icmp6EchoRequest = 128
+)
+
+// queueRef is ruleset.QueueStmt, filled in with the plan's QueueForm
+// when the rule is flattened.
+type queueRef struct{}
+
+// queueExpr is the verdict queueRef stands for: queue ruleset.NFQueueNum,
+// one queue, no flags. Without NFT_QUEUE_FLAG_BYPASS (native) or
+// NFQ_FLAG_BYPASS (xt) the kernel drops a packet nobody holds the queue
+// for; without fanout every packet goes to that one queue.
+func queueExpr(f QueueForm) expr.Any {
+	if f == QueueCompat {
+		return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: nfqInfoV3(ruleset.NFQueueNum)}
+	}
+	return &expr.Queue{Num: ruleset.NFQueueNum, Total: 1}
+}
+
+// nfqInfoV3 is struct xt_NFQ_info_v3 {u16 queuenum, queues_total, flags}
+// in host byte order, padded to XT_ALIGN (8 bytes) as nft_compat checks:
+// queues_total 1 (the target refuses 0), flags 0 (no bypass, no fanout).
+func nfqInfoV3(num uint16) *xt.Unknown {
+	info := make([]byte, 8)
+	copy(info[0:2], binaryutil.NativeEndian.PutUint16(num))
+	copy(info[2:4], binaryutil.NativeEndian.PutUint16(1))
+	u := xt.Unknown(info)
+	return &u
+}
+
 // multi and anonRef are placeholders flattened by exprs: multi groups the
 // expressions of one selector, anonRef becomes a Lookup once the anonymous
 // set has its batch-local ID.
@@ -469,13 +544,16 @@ type multi struct{ e []any }
 
 type anonRef struct{ ps *planSet }
 
-// flatten expands the placeholders into the rule's expressions.
-func flatten(in []any) []expr.Any {
+// flatten expands the placeholders into the rule's expressions, a queue
+// verdict in form q.
+func flatten(in []any, q QueueForm) []expr.Any {
 	var out []expr.Any
 	for _, e := range in {
 		switch v := e.(type) {
 		case *multi:
-			out = append(out, flatten(v.e)...)
+			out = append(out, flatten(v.e, q)...)
+		case queueRef:
+			out = append(out, queueExpr(q))
 		case *anonRef:
 			out = append(out, &expr.Lookup{SourceRegister: 1, SetID: v.ps.set.ID, SetName: v.ps.set.Name})
 		case expr.Any:

@@ -45,11 +45,45 @@ func (s *scratchNS) nft(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", s.name, "nft"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
+	// Standard output only: nft warns on standard error about a table
+	// holding an xtables target (the queue fallback of interactive mode).
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("nft %v: %v\n%s", args, err, out)
+		t.Fatalf("nft %v: %v\n%s%s", args, err, out, stderr.String())
 	}
 	return string(out)
+}
+
+// nativeQueue reports whether the kernel takes nft's queue expression
+// (nft -c checks a batch with the kernel without committing it). Debian's
+// kernels have nft_queue; a kernel built without CONFIG_NFT_QUEUE does not,
+// and the plan then falls back to the xtables NFQUEUE target.
+func (s *scratchNS) nativeQueue() bool {
+	cmd := exec.Command("ip", "netns", "exec", s.name, "nft", "-c", "-f", "-")
+	cmd.Stdin = strings.NewReader("table inet terok_probe {\n    chain c {\n        " + ruleset.QueueStmt + "\n    }\n}\n")
+	return cmd.Run() == nil
+}
+
+// nftText is what nft -f is given for text on this kernel: without native
+// queue support the queue verdicts are swapped for drop (the netlink
+// listing is swapped the same way before the comparison, see
+// fromCompat).
+func (s *scratchNS) nftText(text string, native bool) string {
+	if native {
+		return text
+	}
+	return strings.ReplaceAll(text, " "+ruleset.QueueStmt+"\n", " drop\n")
+}
+
+// fromCompat is a listing of the netlink-made table with the queue
+// verdicts as nftText writes them for nft.
+func fromCompat(listing string, native bool) string {
+	if native {
+		return listing
+	}
+	return strings.ReplaceAll(listing, " "+ruleset.QueueStmt+"\n", " drop\n")
 }
 
 // apply runs the netlink path the way the hook does: the socket is made
@@ -187,8 +221,15 @@ func learnedN(n int) []string {
 // over netlink (each time over a leftover table, as on a container
 // restart) and requires identical `nft list table` output, elements
 // included, and a clean read-back verification.
+//
+// Interactive cases on a kernel without nft_queue: nft cannot write the
+// xtables target the plan then uses, so nft applies the text with drop
+// for the queue verdicts and the netlink listing is compared with the
+// queue verdicts read as drop; the netlink listing itself must show the
+// queue without bypass and pass ruleset.VerifyHook.
 func TestNetlinkEquivalentToNft(t *testing.T) {
 	s := newScratch(t, "eq")
+	native := s.nativeQueue()
 	discovered := []string{"10.0.2.2", "fd00::2"}
 	for name, sc := range equivCases() {
 		t.Run(name, func(t *testing.T) {
@@ -200,7 +241,7 @@ func TestNetlinkEquivalentToNft(t *testing.T) {
 			if !ok {
 				t.Fatal("generator output not parsed")
 			}
-			s.nft(t, nftTransaction(text, discovered), "-f", "-")
+			s.nft(t, nftTransaction(s.nftText(text, native), discovered), "-f", "-")
 			want := s.listing(t)
 			plan, err := nftnl.NewPlan(parsed, discovered)
 			if err != nil {
@@ -213,11 +254,29 @@ func TestNetlinkEquivalentToNft(t *testing.T) {
 			if len(verrs) > 0 {
 				t.Fatalf("verification: %v", verrs)
 			}
-			if got := s.listing(t); got != want {
+			got := s.listing(t)
+			if sc.Interactive {
+				wantForm := nftnl.QueueNative
+				if !native {
+					wantForm = nftnl.QueueCompat
+				}
+				if plan.Queue() != wantForm {
+					t.Fatalf("queue form %s, want %s", plan.Queue(), wantForm)
+				}
+				if n := strings.Count(got, " counter packets 0 bytes 0 "+ruleset.QueueStmt+"\n") +
+					strings.Count(got, " counter packets 0 bytes 0 queue to 100\n"); n != len(ruleset.QueueMatches()) {
+					t.Fatalf("%d queue rules listed, want %d:\n%s", n, len(ruleset.QueueMatches()), got)
+				}
+				if errs := ruleset.VerifyHook(got, true); len(errs) > 0 {
+					t.Fatalf("listing of the %s table fails VerifyHook: %v\n%s", plan.Queue(), errs, got)
+				}
+				got = fromCompat(got, native)
+			}
+			if got != want {
 				t.Fatalf("netlink result differs from nft -f:\n--- netlink\n%s\n--- nft\n%s", got, want)
 			}
 			// And the other way round: nft over the netlink-made table.
-			s.nft(t, nftTransaction(text, discovered), "-f", "-")
+			s.nft(t, nftTransaction(s.nftText(text, native), discovered), "-f", "-")
 			if got := s.listing(t); got != want {
 				t.Fatalf("nft over the netlink table differs:\n%s", got)
 			}
