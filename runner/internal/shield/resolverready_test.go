@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/shieldbundle"
 )
@@ -23,6 +24,14 @@ func TestVerifyResolver(t *testing.T) {
 	if err := ended.Run(); err != nil {
 		t.Fatal(err)
 	}
+	// A container init that exited but is not reaped yet: /proc still
+	// lists it (state Z), and its resolver has already stopped.
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = zombie.Wait() })
+	waitZombie(t, zombie.Process.Pid)
 	for _, tc := range []struct {
 		name    string
 		tier    string
@@ -38,6 +47,8 @@ func TestVerifyResolver(t *testing.T) {
 		{"no report, no process", shieldbundle.TierResolver, "", "", os.Getpid(), "resolver is not running"},
 		{"pid names a foreign process", shieldbundle.TierResolver, "ok\n", strconv.Itoa(os.Getpid()) + "\n", os.Getpid(), "resolver is not running"},
 		{"container ended", shieldbundle.TierResolver, "ok\n", "", ended.Process.Pid, ""},
+		{"container ended, init not reaped", shieldbundle.TierResolver, "ok\n", "", zombie.Process.Pid, ""},
+		{"gave up, init not reaped", shieldbundle.TierResolver, "error: boom\n", "", zombie.Process.Pid, "did not start: error: boom"},
 		{"live and ready", shieldbundle.TierResolver, "ok\n", "fake", os.Getpid(), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,4 +100,16 @@ func TestResolverReadyRoundTrip(t *testing.T) {
 	if len(ents) != 1 {
 		t.Fatalf("temporary files left: %v", ents)
 	}
+}
+
+// waitZombie waits until pid has exited but is not reaped (state Z).
+func waitZombie(t *testing.T, pid int) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if procStart(pid) != "" && !processAlive(pid) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("process %d did not become a zombie", pid)
 }

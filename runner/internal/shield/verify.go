@@ -83,7 +83,9 @@ const resolverStartWait = 2 * time.Second
 // a resolver that gave up or died leaves the container without DNS, and
 // the start fails with its reason instead. initPID is the container's
 // process: once it has ended, so has its resolver, and nothing is left
-// to check.
+// to check. Ended includes a zombie: the resolver stops as soon as init
+// exits, while conmon may not have reaped it yet (a `true` container
+// failed its start that way in about one launch of eight).
 func verifyResolver(ctx context.Context, dir, container string, initPID int) error {
 	tier, err := shieldbundle.ReadTier(dir)
 	if err != nil {
@@ -104,7 +106,7 @@ func verifyResolver(ctx context.Context, dir, container string, initPID int) err
 			return nil
 		case line != "" && line != shieldbundle.ResolverReadyOK:
 			return fmt.Errorf("container %s: its resolver did not start: %s (see %s)", container, line, filepath.Join(dir, shieldbundle.FileDNSLog))
-		case !alive && procStart(initPID) == "":
+		case !alive && !processAlive(initPID):
 			return nil
 		case !alive:
 			return fmt.Errorf("container %s: its resolver is not running (no live process in %s; see %s)", container, shieldbundle.FileResolverPID, filepath.Join(dir, shieldbundle.FileDNSLog))
