@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // envChild makes the test binary a socket-activated child: it takes the
@@ -22,7 +24,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envChild); spec != "" {
 		os.Exit(child(spec))
 	}
-	os.Exit(m.Run())
+	os.Exit(testkit.Run(m))
 }
 
 func child(spec string) int {

@@ -61,13 +61,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// No proxy started here may use the default state paths (the default
-	// --audit-file is under the state dir): every child inherits these;
-	// newEnv points them into its own directory.
-	for _, v := range []string{"TEROK_SANDBOX_STATE_DIR", "TEROK_SANDBOX_RUNTIME_DIR", "TEROK_SANDBOX_CONFIG_DIR",
-		"TEROK_CREDENTIALS_DIR", "TEROK_CONFIG_DIR"} {
-		os.Setenv(v, filepath.Join(dir, "roots", v))
-	}
 	binPath = filepath.Join(dir, "terok-credential-proxy")
 	if bd := os.Getenv("TEROK_BIN_DIR"); bd != "" {
 		if _, err := os.Stat(filepath.Join(bd, "terok-credential-proxy")); err == nil {
@@ -94,7 +87,11 @@ func TestMain(m *testing.M) {
 			agentBuildErr = fmt.Sprintf("%v: %s", err, out)
 		}
 	}
-	code := m.Run()
+	// No proxy started here may use the default state paths (the default
+	// --audit-file is under the state dir): testkit.Run gives every child
+	// fresh roots (newEnv points them into its own directory) and fails the
+	// run if one wrote under a default root anyway.
+	code := testkit.Run(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

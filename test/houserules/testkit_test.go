@@ -4,6 +4,8 @@ import (
 	"go/parser"
 	"go/token"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,5 +82,76 @@ func TestTestkitRule(t *testing.T) {
 	}
 	if bad, err := testkitImporters("runner/x.go", near); err != nil || len(bad) != 0 {
 		t.Errorf("a package merely named like testkit: got %q (%v)", bad, err)
+	}
+}
+
+// startsBinaries matches a test that builds or starts a program of its own:
+// `go build`, a daemon's main package, systemd-socket-activate.
+var startsBinaries = regexp.MustCompile(`"go", "build"|"build", "-o"|systemd-socket-activate|/cmd/terok-`)
+
+// guardExempt are the test packages that start binaries without
+// testkit.Run: the e2e tests give every runner its own roots through
+// runner/internal/testharness, and some of them install system-wide on
+// purpose (shield setup --root); this module only reads source.
+var guardExempt = map[string]string{
+	"runner/e2e":      "roots per runner from testharness; installs system-wide on purpose",
+	"test/houserules": "builds nothing it runs",
+}
+
+// unguarded returns the test package directories among files (path ->
+// source of each tracked _test.go) whose tests build or start a binary but
+// whose TestMain does not go through testkit.Run.
+func unguarded(files map[string][]byte) []string {
+	starts, guarded := map[string]bool{}, map[string]bool{}
+	for name, src := range files {
+		dir := filepath.ToSlash(filepath.Dir(name))
+		if startsBinaries.Match(src) {
+			starts[dir] = true
+		}
+		if strings.Contains(string(src), "testkit.Run(m)") {
+			guarded[dir] = true
+		}
+	}
+	var bad []string
+	for dir := range starts {
+		if _, ok := guardExempt[dir]; !ok && !guarded[dir] {
+			bad = append(bad, dir)
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
+// TestBinaryStartingTestsGuardDefaultRoots: a test package that starts
+// the project's binaries runs through testkit.Run, which gives every child
+// fresh roots and fails the run when one wrote under a default root
+// (docs/testing.md, Shared test helpers) — as a child started through
+// systemd-socket-activate did, with an empty environment.
+func TestBinaryStartingTestsGuardDefaultRoots(t *testing.T) {
+	root := repoRoot(t)
+	files := map[string][]byte{}
+	for _, f := range trackedFiles(t, root, "_test.go") {
+		src, err := readTracked(root, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[f] = src
+	}
+	for _, dir := range unguarded(files) {
+		t.Errorf("%s: its tests build or start a binary, but no TestMain there calls testkit.Run(m) "+
+			"(add `func TestMain(m *testing.M) { os.Exit(testkit.Run(m)) }`)", dir)
+	}
+}
+
+func TestGuardRule(t *testing.T) {
+	files := map[string][]byte{
+		"a/x_test.go":          []byte(`exec.Command("go", "build", "-o", bin, ".")`),
+		"a/main_test.go":       []byte(`func TestMain(m *testing.M) { os.Exit(testkit.Run(m)) }`),
+		"b/x_test.go":          []byte(`exec.Command("systemd-socket-activate", "-l", addr, bin)`),
+		"c/x_test.go":          []byte(`exec.Command("ls")`),
+		"runner/e2e/x_test.go": []byte(`exec.Command("go", "build", "-o", bin, ".")`),
+	}
+	if got := strings.Join(unguarded(files), " "); got != "b" {
+		t.Errorf("unguarded = %q, want b", got)
 	}
 }

@@ -99,7 +99,7 @@ func gateBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testkit.Run(m)
 	if builtGate != "" && strings.HasPrefix(builtGate, os.TempDir()) {
 		os.RemoveAll(filepath.Dir(builtGate))
 	}

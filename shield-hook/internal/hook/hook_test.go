@@ -16,6 +16,7 @@ import (
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/shield-hook/internal/hook"
 )
 
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 		if d := os.Getenv("TEROK_BIN_DIR"); d != "" {
 			hookBin = filepath.Join(d, "terok-shield-hook")
 			if _, err := os.Stat(hookBin); err == nil {
-				return m.Run()
+				return testkit.Run(m)
 			}
 		}
 		tmp, err := os.MkdirTemp("", "hkbin-")
@@ -44,7 +45,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build hook: %v\n%s", err, out)
 			return 1
 		}
-		return m.Run()
+		return testkit.Run(m)
 	}()
 	os.Exit(code)
 }

@@ -35,21 +35,13 @@ var agentBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		// Every agent this package starts inherits these, so none writes its
-		// default audit file (or anything else) under the real state dirs.
-		roots, err := os.MkdirTemp("", "terok-ssh-agent-roots-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(roots)
-		for _, v := range []string{"TEROK_SANDBOX_STATE_DIR", "TEROK_SANDBOX_RUNTIME_DIR", "TEROK_SANDBOX_CONFIG_DIR", "TEROK_CREDENTIALS_DIR"} {
-			os.Setenv(v, filepath.Join(roots, v))
-		}
+		// testkit.Run: every agent this package starts inherits fresh roots,
+		// so none writes its default audit file (or anything else) under the
+		// real state dirs, and the run fails if one did anyway.
 		if d := os.Getenv("TEROK_BIN_DIR"); d != "" {
 			if _, err := os.Stat(filepath.Join(d, "terok-ssh-agent")); err == nil {
 				agentBin = filepath.Join(d, "terok-ssh-agent")
-				return m.Run()
+				return testkit.Run(m)
 			}
 		}
 		dir, err := os.MkdirTemp("", "terok-ssh-agent-bin-")
@@ -64,7 +56,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build terok-ssh-agent: %v\n%s", err, out)
 			return 1
 		}
-		return m.Run()
+		return testkit.Run(m)
 	}())
 }
 
@@ -576,8 +568,12 @@ func TestSocketActivationNamedNotify(t *testing.T) {
 	for attempt := 0; ; attempt++ {
 		port := testkit.FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p := startProc(t, nil, "systemd-socket-activate", "-l", addr, "--fdname=ssh-agent", "-E", "NOTIFY_SOCKET="+notify,
-			agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")
+		// systemd-socket-activate clears the environment: the roots go
+		// through -E, or the agent writes its default audit file under
+		// /var/lib/terok.
+		args := append([]string{"systemd-socket-activate", "-l", addr, "--fdname=ssh-agent", "-E", "NOTIFY_SOCKET=" + notify}, testkit.ActivateEnv()...)
+		p := startProc(t, nil, append(args,
+			agentBin, "--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")...)
 		p.log.wait(t, "Listening on")
 		if !strings.Contains(p.log.String(), addr) {
 			if attempt < 3 {
@@ -612,8 +608,9 @@ func TestSocketActivation(t *testing.T) {
 	for attempt := 0; ; attempt++ {
 		port := testkit.FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p := startProc(t, nil, "systemd-socket-activate", "-l", addr, agentBin,
-			"--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")
+		args := append([]string{"systemd-socket-activate", "-l", addr}, testkit.ActivateEnv()...)
+		p := startProc(t, nil, append(args, agentBin,
+			"--db-path", f.dbPath, "--ssh-keys-file", f.keysFile, "--port", "1", "--log-level", "DEBUG")...)
 		p.log.wait(t, "Listening on")
 		if !strings.Contains(p.log.String(), addr) {
 			if attempt < 3 {
