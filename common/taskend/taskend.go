@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/filelock"
 	"terok.dev/sandbox/common/names"
@@ -129,32 +131,50 @@ func Record(dir string, e End) error {
 }
 
 func readRecord(path string) (End, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return End{}, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	data, err := readLimited(path)
 	if err != nil {
 		return End{}, err
 	}
 	return Parse(data)
 }
 
+// readLimited reads at most maxRecord+1 bytes of path (Parse refuses more).
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxRecord+1))
+}
+
 // Watcher is a daemon's cached view of the directory. A lookup costs one
 // stat of the directory; the records are re-read only when its identity
 // changed (every record write renames into it) or when the last change was
-// too recent to trust the timestamp's granularity. Safe for concurrent use.
+// too recent to trust the timestamp's granularity. A running container's
+// start record adds one poll(2) of a pidfd the watcher holds for its
+// process. Safe for concurrent use; Close releases the pidfds.
 type Watcher struct {
-	dir string
-	log *slog.Logger
-	now func() time.Time
+	dir   string
+	log   *slog.Logger
+	now   func() time.Time
+	pidns string
 
 	mu     sync.Mutex
 	loaded bool
 	id     dirID
 	readAt time.Time
 	ends   map[string]End
+	starts map[string]*proc
+	warned bool // a start record of another PID namespace was logged
+}
+
+// proc is the watcher's view of one start record's process.
+type proc struct {
+	st     Start
+	fd     int  // pidfd, -1: none (not opened yet, or kill(2) fallback)
+	opened bool // the pidfd was tried
+	dead   bool
 }
 
 type dirID struct {
@@ -178,15 +198,35 @@ func NewWatcher(dir string, log *slog.Logger) *Watcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{dir: dir, log: log, now: time.Now}
+	return &Watcher{dir: dir, log: log, now: time.Now, pidns: PIDNamespace()}
+}
+
+// Close releases the pidfds the watcher holds; it keeps working (with new
+// ones) if used again.
+func (w *Watcher) Close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.starts {
+		p.close()
+	}
+	w.starts = nil
+	w.loaded = false
 }
 
 // Dir is the watched directory.
 func (w *Watcher) Dir() string { return w.dir }
 
-// Gone reports the end of container that makes a token bound at since dead:
-// one recorded at or after since. A zero since (a token without a binding)
-// is never gone.
+// Gone reports the end of container that makes a token bound at since dead
+// (docs/security-model.md, Tokens that die with their task):
+//   - an end recorded at or after since (its reason: stopped, exited);
+//   - else, when a start is on record and not ended since: alive while its
+//     process is; a process gone after a start claimed at or after since
+//     is an end (start-failed for a runner, process-gone for a container),
+//     one gone before since belongs to an earlier run (pending, below);
+//   - else (pending: no start since the binding) alive for StartLease
+//     after since, then lease-expired.
+//
+// A zero since (a token without a binding) is never gone.
 func (w *Watcher) Gone(container string, since time.Time) (End, bool) {
 	if container == "" || since.IsZero() {
 		return End{}, false
@@ -194,11 +234,81 @@ func (w *Watcher) Gone(container string, since time.Time) (End, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.refresh()
-	e, ok := w.ends[container]
-	if !ok || e.Ended.Before(since) {
+	e, ended := w.ends[container]
+	if ended && !e.Ended.Before(since) {
+		return e, true
+	}
+	if p := w.starts[container]; p != nil && (!ended || p.st.Started.After(e.Ended)) {
+		if w.alive(p) {
+			return End{}, false
+		}
+		if !p.st.Started.Before(since) {
+			reason := ReasonProcessGone
+			if p.st.Phase == PhaseStarting {
+				reason = ReasonStartFailed
+			}
+			return End{Container: container, Ended: w.now().UTC(), Reason: reason, ID: p.st.ID}, true
+		}
+	}
+	if w.now().Sub(since) < StartLease {
 		return End{}, false
 	}
-	return e, true
+	return End{Container: container, Ended: since.Add(StartLease).UTC(), Reason: ReasonLeaseExpired}, true
+}
+
+// alive checks p's process: once a pidfd (the start time compared when
+// /proc shows it), then a poll of it per call; without pidfds, kill(2).
+// Called with mu held.
+func (w *Watcher) alive(p *proc) bool {
+	if p.dead {
+		return false
+	}
+	if p.st.PIDNS != "" && w.pidns != "" && p.st.PIDNS != w.pidns {
+		if !w.warned {
+			w.warned = true
+			w.log.Warn("a start record of another PID namespace: its process cannot be checked, so only end records and stop end its tokens",
+				"container", p.st.Container, "record_pidns", p.st.PIDNS, "pidns", w.pidns,
+				"next", "run the daemons in the host's PID namespace")
+		}
+		return true
+	}
+	if !p.opened {
+		p.opened = true
+		fd, err := unix.PidfdOpen(p.st.PID, 0)
+		switch {
+		case errors.Is(err, unix.ESRCH):
+			p.dead = true
+			return false
+		case err == nil:
+			p.fd = fd
+			if p.st.PIDStart != 0 {
+				if now := ProcStart(p.st.PID); now != 0 && now != p.st.PIDStart {
+					p.close()
+					p.dead = true // the PID was recycled
+					return false
+				}
+			}
+		}
+	}
+	if p.fd >= 0 {
+		fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			p.close()
+			p.dead = true
+		}
+		return !p.dead
+	}
+	if !Alive(p.st) {
+		p.dead = true
+	}
+	return !p.dead
+}
+
+func (p *proc) close() {
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+		p.fd = -1
+	}
 }
 
 // refresh re-reads the records when the directory changed. Called with mu held.
@@ -210,7 +320,10 @@ func (w *Watcher) refresh() {
 				"dir", w.dir, "error", err.Error(), "next", "check the directory's permissions")
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			w.loaded, w.ends = false, nil
+			for _, p := range w.starts {
+				p.close()
+			}
+			w.loaded, w.ends, w.starts = false, nil, nil
 		}
 		return
 	}
@@ -229,9 +342,28 @@ func (w *Watcher) refresh() {
 		return
 	}
 	ends := make(map[string]End, len(ents))
+	starts := make(map[string]*proc)
 	for _, de := range ents {
 		name := de.Name()
-		if !strings.HasSuffix(name, Suffix) || strings.HasPrefix(name, ".") || !de.Type().IsRegular() {
+		if strings.HasPrefix(name, ".") || !de.Type().IsRegular() {
+			continue
+		}
+		if strings.HasSuffix(name, StartSuffix) {
+			st, err := readStart(filepath.Join(w.dir, name))
+			if err != nil || st.Container+StartSuffix != name {
+				if !errors.Is(err, fs.ErrNotExist) {
+					w.log.Warn("task-ends start record skipped", "file", name, "error", fmt.Sprint(err))
+				}
+				continue
+			}
+			if old := w.starts[st.Container]; old != nil && old.st.same(st) {
+				starts[st.Container] = old
+			} else {
+				starts[st.Container] = &proc{st: st, fd: -1}
+			}
+			continue
+		}
+		if !strings.HasSuffix(name, Suffix) {
 			continue
 		}
 		e, err := readRecord(filepath.Join(w.dir, name))
@@ -245,5 +377,15 @@ func (w *Watcher) refresh() {
 		}
 		ends[e.Container] = e
 	}
-	w.id, w.loaded, w.ends, w.readAt = id, true, ends, now
+	for c, p := range w.starts {
+		if starts[c] != p {
+			p.close()
+		}
+	}
+	w.id, w.loaded, w.ends, w.starts, w.readAt = id, true, ends, starts, now
+}
+
+// same reports whether two start records name the same process.
+func (s Start) same(o Start) bool {
+	return s.Started.Equal(o.Started) && s.Phase == o.Phase && s.PID == o.PID && s.PIDStart == o.PIDStart && s.PIDNS == o.PIDNS
 }

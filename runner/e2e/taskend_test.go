@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +21,11 @@ import (
 // through the gate daemon. `terok-sandbox stop` ends one (the runner
 // records the end), `podman kill` another (the shield hook's poststop
 // records it); both tokens are refused within a few seconds and audited as
-// task-gone, while the running task's token keeps working. Root and
-// rootless.
+// task-gone, while the running task's token keeps working. The ends that
+// nobody records: the runner SIGKILLed mid-start (its claim's process is
+// gone), conmon SIGKILLed with the container (the init's process is gone,
+// no poststop) and a bypass container that exits (no hook at all). Root
+// and rootless.
 func TestTokensDieWithTask(t *testing.T) {
 	H(t).Each(t, func(t *testing.T, r *testharness.Runner) { tokensDieWithTask(t, r) })
 }
@@ -80,6 +85,87 @@ func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 	t.Logf("podman kill: refused after %v", refused("killed"))
 	mustOK(t, "ls-remote of the running task", lsRemote("running"))
 
+	// The runner killed mid-start: paused by the test hook point after it
+	// claimed the start (docs/testing.md, Test hook points), its token
+	// works while it lives and is refused once it is SIGKILLed.
+	{
+		name := r.Name("td-midstart")
+		toks["midstart"] = strings.TrimSpace(mustOK(t, "token create midstart",
+			r.Sandbox(ctx, "gate", "token", "create", "proj", "midstart", "--container", name)).Stdout)
+		t.Cleanup(func() { r.Sandbox(e2eCtx(t), "stop", name) })
+		markDir := filepath.Join(r.Base, "midstart")
+		if err := r.Mkdir(markDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		marker := filepath.Join(markDir, "runner.pid")
+		bin, err := H(t).Bin("terok-sandbox")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := r.Command(ctx, bin, "run", "--name", name, "--image", H(t).Image, "--", "sleep", "600")
+		cmd.Env = append(cmd.Env, "TEROK_SANDBOX_TEST_PAUSE_AFTER_CLAIM="+marker)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(waited) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-waited })
+		pid := waitPIDFile(t, marker, 60*time.Second)
+		mustOK(t, "ls-remote while the runner is paused mid-start", lsRemote("midstart"))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-waited
+		t.Logf("runner SIGKILLed mid-start: refused after %v", refused("midstart"))
+		if res := r.Podman(ctx, "container", "exists", name); res.Code == 0 {
+			t.Fatalf("the paused runner started %s", name)
+		}
+	}
+
+	// conmon killed together with the container: no poststop runs, so no
+	// end is recorded; the container's init process holds the token.
+	{
+		name := r.Name("td-conmon")
+		toks["conmon"] = strings.TrimSpace(mustOK(t, "token create conmon",
+			r.Sandbox(ctx, "gate", "token", "create", "proj", "conmon", "--container", name)).Stdout)
+		mustOK(t, "run conmon", r.Sandbox(ctx, "run", "--name", name, "--image", H(t).Image, "--", "sleep", "600"))
+		t.Cleanup(func() { r.Podman(e2eCtx(t), "rm", "-f", "-t", "0", name) })
+		mustOK(t, "ls-remote conmon while it runs", lsRemote("conmon"))
+		pids := strings.Fields(mustOK(t, "inspect pids", r.Podman(ctx, "container", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", name)).Stdout)
+		if len(pids) != 2 {
+			t.Fatalf("conmon and init pids: %q", pids)
+		}
+		for _, p := range pids {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 1 {
+				t.Fatalf("pid %q", p)
+			}
+			if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %d: %v", n, err)
+			}
+		}
+		t.Logf("conmon and the container SIGKILLed: refused after %v", refused("conmon"))
+		if _, err := os.Stat(filepath.Join(r.Dirs.State, "task-ends", name+".json")); err == nil {
+			t.Fatal("an end was recorded: the test did not exercise the liveness check")
+		}
+	}
+	mustOK(t, "ls-remote of the running task", lsRemote("running"))
+
+	// A bypass launch (no hook): the runner hands the token to the
+	// container's init; the container exits, and the token dies with it.
+	{
+		name := r.Name("td-bypass")
+		toks["bypass"] = strings.TrimSpace(mustOK(t, "token create bypass",
+			r.Sandbox(ctx, "gate", "token", "create", "proj", "bypass", "--container", name)).Stdout)
+		mustOK(t, "run bypass", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image, "--",
+			"sh", "-c", "while [ ! -e /tmp/exit ]; do sleep 0.1; done"))
+		t.Cleanup(func() { r.Podman(e2eCtx(t), "rm", "-f", "-t", "0", name) })
+		mustOK(t, "ls-remote bypass while it runs", lsRemote("bypass"))
+		mustOK(t, "podman exec touch", r.Podman(ctx, "exec", name, "touch", "/tmp/exit"))
+		t.Logf("bypass container exited: refused after %v (from podman exec's return)", refused("bypass"))
+	}
+	mustOK(t, "ls-remote of the running task", lsRemote("running"))
+
 	recs, err := audit.ReadFile(filepath.Join(r.Dirs.State, "audit", "gate.jsonl"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +176,29 @@ func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 			gone[rec.Task] = rec.Container
 		}
 	}
-	if gone["stopped"] != r.Name("td-stopped") || gone["killed"] != r.Name("td-killed") || gone["running"] != "" {
-		t.Fatalf("task-gone records by task: %v", gone)
+	for _, task := range []string{"stopped", "killed", "midstart", "conmon", "bypass"} {
+		if gone[task] != r.Name("td-"+task) {
+			t.Fatalf("task-gone records by task: %v", gone)
+		}
 	}
+	if gone["running"] != "" {
+		t.Fatalf("the running task's token was refused: %v", gone)
+	}
+}
+
+// waitPIDFile waits for a file holding a PID (written by the test hook
+// point) and returns the PID.
+func waitPIDFile(t *testing.T, path string, limit time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
+				return pid
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not written within %v", path, limit)
+	return 0
 }

@@ -284,10 +284,27 @@ func (s *Sandbox) Run(ctx context.Context, spec RunSpec, hooks LifecycleHooks) (
 }
 
 func (s *Sandbox) run(ctx context.Context, spec RunSpec, hooks LifecycleHooks, fw firewall.Firewall) (string, error) {
+	// This process holds the container's bound tokens alive while it
+	// starts the container (docs/security-model.md, Tokens that die with
+	// their task): claimed while the command is assembled, joined before
+	// podman runs.
+	claim := s.claimStart(ctx, spec.ContainerName)
 	args, err := s.command(ctx, spec, fw)
+	claimed := claim()
 	if err != nil {
+		s.releaseStart(spec.ContainerName, claimed)
 		return "", err
 	}
+	id, err := s.runClaimed(ctx, spec, hooks, fw, args)
+	if err != nil && id == "" {
+		s.releaseStart(spec.ContainerName, claimed)
+		return "", err
+	}
+	s.confirmStart(ctx, spec.ContainerName, claimed)
+	return id, err
+}
+
+func (s *Sandbox) runClaimed(ctx context.Context, spec RunSpec, hooks LifecycleHooks, fw firewall.Firewall, args []string) (string, error) {
 	line := launch.CommandLine("podman", args)
 	fmt.Fprintf(s.out, "$ %s\n", line)
 	s.debug.Debug("run %s: %s", spec.ContainerName, line)

@@ -88,20 +88,46 @@ func poststop(dir string) error {
 // task): absent, nothing to do; one that is not an absolute path ending in
 // task-ends is an error, so a typo never scatters records.
 func recordEnd(ann map[string]string, id string) error {
-	dir := ann[shieldbundle.AnnTaskEnds]
-	if dir == "" {
-		return nil
-	}
-	if !filepath.IsAbs(dir) || filepath.Base(filepath.Clean(dir)) != "task-ends" {
-		return fmt.Errorf("annotation %s=%q is not an absolute path to a task-ends directory", shieldbundle.AnnTaskEnds, dir)
+	dir, err := taskEndsDir(ann)
+	if err != nil || dir == "" {
+		return err
 	}
 	if len(id) > 12 {
 		id = id[:12]
 	}
-	if err := taskend.Record(filepath.Clean(dir), taskend.End{Container: ann[shieldbundle.AnnName], Reason: taskend.ReasonExited, ID: id}); err != nil {
+	if err := taskend.Record(dir, taskend.End{Container: ann[shieldbundle.AnnName], Reason: taskend.ReasonExited, ID: id}); err != nil {
 		return fmt.Errorf("poststop: %w", err)
 	}
 	return nil
+}
+
+// confirmStart records at createRuntime that the container's init (pid,
+// from the OCI state) holds the container's bound tokens alive: when it
+// ends without a poststop (conmon killed with it), the daemons see it
+// (docs/security-model.md, Tokens that die with their task).
+func confirmStart(ann map[string]string, pid int, id string) error {
+	dir, err := taskEndsDir(ann)
+	if err != nil || dir == "" {
+		return err
+	}
+	if err := taskend.Confirm(dir, taskend.NewStart(ann[shieldbundle.AnnName], taskend.PhaseRunning, pid, id)); err != nil {
+		return fmt.Errorf("createRuntime: %w", err)
+	}
+	return nil
+}
+
+// taskEndsDir is the directory the annotation names ("" when absent); one
+// that is not an absolute path ending in task-ends is an error, so a typo
+// never scatters records.
+func taskEndsDir(ann map[string]string) (string, error) {
+	dir := ann[shieldbundle.AnnTaskEnds]
+	if dir == "" {
+		return "", nil
+	}
+	if !filepath.IsAbs(dir) || filepath.Base(filepath.Clean(dir)) != "task-ends" {
+		return "", fmt.Errorf("annotation %s=%q is not an absolute path to a task-ends directory", shieldbundle.AnnTaskEnds, dir)
+	}
+	return filepath.Clean(dir), nil
 }
 
 // stopOurs stops the per-container dnsmasq of dir (stopPIDFile).

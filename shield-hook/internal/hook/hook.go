@@ -219,6 +219,11 @@ func (r *run) main(ctx context.Context) error {
 		}
 		bg.goDo(func() error { return writeRuntimeFile(filepath.Join(dir, shieldbundle.FileContainerID), id+"\n") })
 	}
+	// The container's init holds its bound tokens from now on
+	// (docs/security-model.md, Tokens that die with their task); written
+	// before the hook returns, so before the task's first instruction.
+	pid := st.Pid
+	bg.goDo(func() error { return confirmStart(st.Annotations, pid, st.ID) })
 	t.mark("oci state")
 	if err := r.createRuntime(ctx, dir, st.Pid, legacy, t, bg); err != nil {
 		return err

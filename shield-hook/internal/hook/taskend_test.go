@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,5 +40,24 @@ func TestRecordEnd(t *testing.T) {
 	}
 	if _, gone := taskend.NewWatcher(dir, nil).Gone("p-t2", since); gone {
 		t.Fatal("a refused record was written")
+	}
+}
+
+// createRuntime's start record: the container's init (here this test
+// process) holds the bound tokens; a bad directory is an error.
+func TestConfirmStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "task-ends")
+	if err := confirmStart(map[string]string{shieldbundle.AnnName: "p-t1"}, os.Getpid(), "x"); err != nil {
+		t.Fatalf("without the annotation: %v", err)
+	}
+	if err := confirmStart(map[string]string{shieldbundle.AnnName: "p-t1", shieldbundle.AnnTaskEnds: dir}, os.Getpid(), "0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := taskend.ReadStart(dir, "p-t1")
+	if err != nil || st.Phase != taskend.PhaseRunning || st.PID != os.Getpid() || st.ID != "0123456789ab" || st.PIDStart == 0 {
+		t.Fatalf("start %+v %v", st, err)
+	}
+	if err := confirmStart(map[string]string{shieldbundle.AnnName: "p-t2", shieldbundle.AnnTaskEnds: "relative/task-ends"}, 1, "x"); err == nil {
+		t.Fatal("a relative directory was accepted")
 	}
 }
