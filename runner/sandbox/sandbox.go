@@ -181,7 +181,13 @@ func (s *Sandbox) rootless() bool { return s.env.EUID != 0 }
 // podmanInfo is `podman info` through the on-disk cache in the runtime dir
 // (rootless podman info costs as much as the launch itself).
 func (s *Sandbox) podmanInfo(ctx context.Context) podmaninfo.Info {
-	return podman.NewInfoCache(s.cfg.RuntimeDir, s.env.Getenv, s.env.EUID).Info(ctx, s.podman.Bin)
+	return s.facts().Info(ctx, s.podman.Bin)
+}
+
+// facts is the runner's host-facts cache in the runtime dir (podman's
+// facts, and which seccomp profile content was already verified).
+func (s *Sandbox) facts() podman.InfoCache {
+	return podman.NewInfoCache(s.cfg.RuntimeDir, s.env.Getenv, s.env.EUID)
 }
 
 // chooseFirewall is the shield adapter, or the explicit bypass when (and
@@ -245,7 +251,7 @@ func (s *Sandbox) command(ctx context.Context, spec RunSpec, fw firewall.Firewal
 	// Fail closed, before the firewall writes anything: every launch,
 	// bypass included, carries the seccomp profile (docs/seccomp.md).
 	p.SeccompProfile = seccomp.Path(s.cfg.ConfigDir)
-	if err := seccomp.Load(p.SeccompProfile, s.env.EUID); err != nil {
+	if err := seccomp.LoadMemo(p.SeccompProfile, s.env.EUID, s.facts()); err != nil {
 		return nil, fmt.Errorf("launch of %s refused: %w", spec.ContainerName, err)
 	}
 	launch.Mark(ctx, "seccomp profile")

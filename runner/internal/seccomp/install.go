@@ -1,6 +1,8 @@
 package seccomp
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,7 +89,24 @@ var ErrMissing = errors.New("seccomp profile not installed")
 // (not a link), owned by euid or root, not writable by group or others, in
 // a directory of the same kind, and a profile Verify accepts. Every
 // failure names the fix.
-func Load(path string, euid int) error {
+func Load(path string, euid int) error { return LoadMemo(path, euid, nil) }
+
+// VerifiedMemo remembers a derived fact keyed by the files it depends on
+// (podman.InfoCache.Memo, the runner's host-facts cache): valid accepts
+// or rejects a cached value, compute derives it on a miss and says
+// whether to keep it.
+type VerifiedMemo interface {
+	Memo(name string, deps []string, valid func(string) bool, compute func() (string, bool)) string
+}
+
+// LoadMemo is Load that skips Verify, the ~2-6 ms of a launch spent
+// parsing and evaluating the profile, for a content Verify already
+// accepted: memo keeps the SHA-256 of the last accepted content per path,
+// keyed by this executable (a new build, whose rules may be stricter,
+// verifies again). The file is still read and every ownership and mode
+// check still runs on every launch; any other content is verified and
+// only an accepted one is remembered. nil memo verifies every time.
+func LoadMemo(path string, euid int, memo VerifiedMemo) error {
 	st, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w at %s: %s", ErrMissing, path, SetupHint)
@@ -108,10 +127,26 @@ func Load(path string, euid int) error {
 	if err != nil {
 		return fmt.Errorf("read seccomp profile %s: %w; %s", path, err, SetupHint)
 	}
-	if err := Verify(data); err != nil {
+	if err := verifyMemo(data, path, memo); err != nil {
 		return fmt.Errorf("seccomp profile %s is not usable: %v; %s", path, err, SetupHint)
 	}
 	return nil
+}
+
+// verifyMemo is Verify(data) through memo (see LoadMemo).
+func verifyMemo(data []byte, path string, memo VerifiedMemo) error {
+	exe, err := os.Executable()
+	if memo == nil || err != nil {
+		return Verify(data)
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	var verr error
+	memo.Memo("seccomp-verified:"+path, []string{exe}, func(v string) bool { return v == digest }, func() (string, bool) {
+		verr = Verify(data)
+		return digest, verr == nil
+	})
+	return verr
 }
 
 // safeOwner refuses a file or directory others could change.

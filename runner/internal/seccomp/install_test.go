@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/runner/internal/podman"
 )
 
 func TestInstallAndLoad(t *testing.T) {
@@ -68,15 +70,76 @@ func TestInstallAndLoad(t *testing.T) {
 			if err := Install(podmanDefault, p); err != nil {
 				t.Fatal(err)
 			}
-			c.setup(t, p)
-			err := Load(p, euid)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("Load: %v; want %q", err, c.want)
+			// A memo that accepted the installed content must not let the
+			// changed file (or its changed mode) through.
+			memo := &countingMemo{c: podman.NewInfoCache(t.TempDir(), func(string) string { return "" }, euid)}
+			if err := LoadMemo(p, euid, memo); err != nil {
+				t.Fatal(err)
 			}
-			if !strings.Contains(err.Error(), "shield setup") && !strings.Contains(err.Error(), "chmod go-w") {
-				t.Fatalf("error names no fix: %v", err)
+			c.setup(t, p)
+			for _, m := range []VerifiedMemo{nil, memo} {
+				err := LoadMemo(p, euid, m)
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("Load (memo %v): %v; want %q", m != nil, err, c.want)
+				}
+				if !strings.Contains(err.Error(), "shield setup") && !strings.Contains(err.Error(), "chmod go-w") {
+					t.Fatalf("error names no fix: %v", err)
+				}
 			}
 		})
+	}
+}
+
+// countingMemo is the runner's real host-facts cache, counting how often
+// it had to compute (i.e. run Verify).
+type countingMemo struct {
+	c        podman.InfoCache
+	computed int
+}
+
+func (m *countingMemo) Memo(name string, deps []string, valid func(string) bool, compute func() (string, bool)) string {
+	return m.c.Memo(name, deps, valid, func() (string, bool) { m.computed++; return compute() })
+}
+
+// TestLoadMemo: a content Verify accepted is not verified again by the
+// same executable; another content is, and only an accepted one is
+// remembered.
+func TestLoadMemo(t *testing.T) {
+	readPodmanDefault(t)
+	euid := os.Geteuid()
+	p := Path(filepath.Join(t.TempDir(), "config"))
+	must(t, Install(podmanDefault, p))
+	memo := &countingMemo{c: podman.NewInfoCache(t.TempDir(), func(string) string { return "" }, euid)}
+	for i := 0; i < 3; i++ {
+		if err := LoadMemo(p, euid, memo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if memo.computed != 1 {
+		t.Fatalf("Verify ran %d times for one content, want 1", memo.computed)
+	}
+	good, err := os.ReadFile(p)
+	must(t, err)
+	// Podman's own profile (AF_VSOCK allowed) is refused, every time.
+	bad, err := os.ReadFile(podmanDefault)
+	must(t, err)
+	must(t, os.WriteFile(p, bad, 0o644))
+	for i := 0; i < 2; i++ {
+		if err := LoadMemo(p, euid, memo); err == nil || !strings.Contains(err.Error(), "AF_VSOCK") {
+			t.Fatalf("refused content %d: %v", i, err)
+		}
+	}
+	if memo.computed != 3 {
+		t.Fatalf("Verify ran %d times, want 3 (a refusal is not remembered)", memo.computed)
+	}
+	// Back to the accepted content: a hit by its digest (the refusals
+	// were not remembered).
+	must(t, os.WriteFile(p, good, 0o644))
+	if err := LoadMemo(p, euid, memo); err != nil {
+		t.Fatal(err)
+	}
+	if memo.computed != 3 {
+		t.Fatalf("Verify ran %d times, want 3 (the accepted content is remembered by its digest)", memo.computed)
 	}
 }
 
@@ -112,7 +175,9 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// BenchmarkLoad is the cost Load adds to every launch.
+// BenchmarkLoad is the cost Load adds to every launch: "verify" without
+// a memo (a first launch, or a new executable), "memo" with the runner's
+// host-facts cache holding the accepted content (every other launch).
 func BenchmarkLoad(b *testing.B) {
 	readPodmanDefault(b)
 	p := Path(b.TempDir())
@@ -120,10 +185,17 @@ func BenchmarkLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	euid := os.Geteuid()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := Load(p, euid); err != nil {
-			b.Fatal(err)
-		}
+	facts := podman.NewInfoCache(b.TempDir(), func(string) string { return "" }, euid)
+	for _, bc := range []struct {
+		name string
+		memo VerifiedMemo
+	}{{"verify", nil}, {"memo", facts}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if err := LoadMemo(p, euid, bc.memo); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
