@@ -31,6 +31,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/metrics"
 	"terok.dev/sandbox/credproxy/internal/phantom"
 	"terok.dev/sandbox/credproxy/internal/routes"
+	"terok.dev/sandbox/credproxy/internal/usage"
 )
 
 // Defaults (docs/credential-proxy.md, Design).
@@ -105,6 +106,10 @@ type Options struct {
 	// Refreshed marks OAuth credentials the background refresh renewed
 	// (member oauth_refresh of the audit record); may be nil.
 	Refreshed *RefreshMarks
+	// Usage counts the requests and response bytes of tokens with a
+	// quota (docs/credential-proxy.md, Token quotas); nil counts in
+	// memory only (quotas are still enforced, nothing is written).
+	Usage *usage.Tracker
 }
 
 // Proxy is an http.Handler serving the health endpoint and proxying every
@@ -125,6 +130,7 @@ type Proxy struct {
 	audit         Recorder
 	metrics       *metrics.Metrics
 	refreshed     *RefreshMarks
+	usage         *usage.Tracker
 	anyMask       bool
 	// known maps tokens that resolved to their TokenInfo (at most
 	// knownCap): a later unknown answer for one of them is a revocation.
@@ -189,6 +195,10 @@ func New(o Options) *Proxy {
 		audit:       o.Audit,
 		metrics:     o.Metrics,
 		refreshed:   o.Refreshed,
+		usage:       o.Usage,
+	}
+	if p.usage == nil {
+		p.usage = usage.New(nil, o.Log)
 	}
 	for _, rt := range o.Routes {
 		if !rt.Mask.Empty() {
@@ -234,8 +244,9 @@ type reqState struct {
 	exhausted  atomic.Bool  // the retry budget stopped an attempt
 	cancel     func()       // cancels the upstream exchange
 	start      time.Time
-	token      string    // phantom token, for log-safe display only
-	ev         *exchange // the audit record in the making, nil with audit off
+	token      string         // phantom token, for log-safe display only
+	ev         *exchange      // the audit record in the making, nil with audit off
+	quota      *usage.Counter // the token's usage, nil without a quota
 }
 
 // sent is the request body bytes forwarded upstream.
@@ -396,6 +407,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		outOfScope(w, info.Provider, r)
 		return
 	}
+	if errors.Is(credErr, creddb.ErrBadQuota) {
+		// Fail closed: a token whose limits cannot be read never runs
+		// unlimited (docs/credential-proxy.md, Token quotas).
+		ev.refuse(ReasonQuota)
+		p.log.Error("Phantom token refused: its token_quota row in the credentials database is malformed; "+
+			"fix the row or revoke the task's tokens and create them again",
+			"token_prefix", tokenid.Show(tok), "provider", info.Provider, "project", info.Project, "task", info.Task,
+			"error", credErr.Error())
+		overQuota(w, info.Provider, nil)
+		return
+	}
 	if escaped := r.URL.EscapedPath(); !route.Scope.Allowed(r.Method, escaped) || !info.Scope.Allowed(r.Method, escaped) {
 		ev.refuse(ReasonScope)
 		p.log.Warn("Request outside the route's or the token's scope refused",
@@ -454,6 +476,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else if hasBody {
 		// Never replayed, so streamed: no copy of a large upload in memory.
 		st.limit = &limitReader{r: r.Body, left: p.maxBody}
+	}
+	if info.Quota != nil {
+		// Last, right before forwarding: only a forwarded request counts.
+		c := p.usage.Counter(tok, info.Quota)
+		if ref := c.Admit(); ref != nil {
+			ev.refuse(ReasonQuota)
+			p.log.Warn("Phantom token over its quota; request refused (the quota does not reset: issue a new token or raise the limit)",
+				"provider", info.Provider, "project", info.Project, "task", info.Task,
+				"token_prefix", tokenid.Show(tok), "quota", string(ref.Kind), "limit", ref.Limit, "used", ref.Used)
+			overQuota(w, info.Provider, ref)
+			return
+		}
+		st.quota = c
 	}
 	if ev != nil {
 		ev.reqN = st.sent
@@ -623,8 +658,14 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			res.Header.Set("Location", loc)
 		}
 	}
-	if res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil {
-		res.Body = &watchedBody{ReadCloser: res.Body, w: &st.watchdog}
+	switch {
+	case res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil:
+		res.Body = &watchedBody{ReadCloser: res.Body, w: &st.watchdog, q: st.quota}
+	case st.quota != nil:
+		// An upgraded connection's upstream-to-client bytes count too.
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+			res.Body = countedConn{rwc, st.quota}
+		}
 	}
 	return nil
 }
@@ -720,6 +761,30 @@ func outOfScope(w http.ResponseWriter, provider string, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusForbidden)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// quotaBody is the 429 answer's JSON (docs/credential-proxy.md, Token quotas).
+type quotaBody struct {
+	Error string `json:"error"`
+	Route string `json:"route"`
+	Quota string `json:"quota"`
+	Limit *int64 `json:"limit,omitempty"`
+	Used  *int64 `json:"used,omitempty"`
+}
+
+// overQuota answers 429 without Retry-After (a quota does not reset by
+// itself); ref nil: the token's quota row is malformed. The request is not
+// forwarded.
+func overQuota(w http.ResponseWriter, provider string, ref *usage.Refusal) {
+	b := quotaBody{Error: "quota", Route: provider, Quota: "malformed"}
+	if ref != nil {
+		b.Quota, b.Limit, b.Used = string(ref.Kind), &ref.Limit, &ref.Used
+	}
+	body, _ := json.Marshal(b)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusTooManyRequests)
 	_, _ = w.Write(append(body, '\n'))
 }
 
@@ -820,17 +885,34 @@ func (w *watchdog) stop() {
 	w.t.Stop()
 }
 
-// watchedBody restarts the inactivity timer on every read that brings data.
+// watchedBody restarts the inactivity timer on every read that brings
+// data, and counts the bytes against the token's quota (q, may be nil).
 type watchedBody struct {
 	io.ReadCloser
 	w *watchdog
+	q *usage.Counter
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.w.kick()
+		if b.q != nil {
+			b.q.AddBytes(int64(n))
+		}
 	}
+	return n, err
+}
+
+// countedConn counts what an upgraded upstream connection sends.
+type countedConn struct {
+	io.ReadWriteCloser
+	q *usage.Counter
+}
+
+func (c countedConn) Read(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Read(p)
+	c.q.AddBytes(int64(n))
 	return n, err
 }
 

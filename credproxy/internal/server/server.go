@@ -38,6 +38,7 @@ import (
 	"terok.dev/sandbox/credproxy/internal/proxy"
 	"terok.dev/sandbox/credproxy/internal/refresh"
 	"terok.dev/sandbox/credproxy/internal/routes"
+	"terok.dev/sandbox/credproxy/internal/usage"
 )
 
 // Program is the binary and logger name.
@@ -326,9 +327,22 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 		log.Info("Serving metrics on http://" + metricsL.Addr().String() + "/metrics")
 	}
 
+	// Quota usage is read back (a restart keeps counting where the last
+	// write left off); a malformed row is named here and its token
+	// refused on every request (docs/credential-proxy.md, Token quotas).
+	qrows, err := db.QuotaRows(ctx)
+	if err != nil {
+		return err
+	}
+	tracker := usage.New(db, log)
+	if bad := tracker.Load(qrows); len(qrows) > 0 {
+		log.Info("Token quotas loaded", "tokens", len(qrows), "malformed", bad)
+	}
+
 	res := db.NewResolver()
 	defer res.Close()
 	p := proxy.New(proxy.Options{
+		Usage:             tracker,
 		Audit:             rec,
 		Metrics:           met,
 		Refreshed:         marks,
@@ -384,6 +398,10 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) (err error) {
 	go func() { defer bgWG.Done(); ref.Run(bg) }()
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); act.trimWhenIdle(bg, idleTrimEvery) }()
+	// Stopped after the HTTP server drained, so its final write has every
+	// request's count.
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); tracker.Run(bg, usage.DefaultFlushEvery) }()
 	if metricsL != nil {
 		bgWG.Add(1)
 		go func() {
