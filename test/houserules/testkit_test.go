@@ -85,9 +85,11 @@ func TestTestkitRule(t *testing.T) {
 	}
 }
 
-// startsBinaries matches a test that builds or starts a program of its own:
-// `go build`, a daemon's main package, systemd-socket-activate.
-var startsBinaries = regexp.MustCompile(`"go", "build"|"build", "-o"|systemd-socket-activate|/cmd/terok-`)
+// startsBinaries matches a test that builds or starts a program of its own
+// (`go build`, a daemon's main package, systemd-socket-activate) or
+// resolves the sandbox's roots in-process (a config.Env made by hand, whose
+// EUID 0 means /var/lib/terok when a variable is missing).
+var startsBinaries = regexp.MustCompile(`"go", "build"|"build", "-o"|systemd-socket-activate|/cmd/terok-|config\.Env\{|testkit\.Env\(|config\.FromOS\(\)`)
 
 // guardExempt are the test packages that start binaries without
 // testkit.Run: the e2e tests give every runner its own roots through
@@ -96,6 +98,7 @@ var startsBinaries = regexp.MustCompile(`"go", "build"|"build", "-o"|systemd-soc
 var guardExempt = map[string]string{
 	"runner/e2e":      "roots per runner from testharness; installs system-wide on purpose",
 	"test/houserules": "builds nothing it runs",
+	"common/config":   "common/testkit imports it; its tests only resolve roots, they write none",
 }
 
 // unguarded returns the test package directories among files (path ->
@@ -138,7 +141,7 @@ func TestBinaryStartingTestsGuardDefaultRoots(t *testing.T) {
 		files[f] = src
 	}
 	for _, dir := range unguarded(files) {
-		t.Errorf("%s: its tests build or start a binary, but no TestMain there calls testkit.Run(m) "+
+		t.Errorf("%s: its tests build or start a binary or resolve the roots, but no TestMain there calls testkit.Run(m) "+
 			"(add `func TestMain(m *testing.M) { os.Exit(testkit.Run(m)) }`)", dir)
 	}
 }
@@ -149,9 +152,10 @@ func TestGuardRule(t *testing.T) {
 		"a/main_test.go":       []byte(`func TestMain(m *testing.M) { os.Exit(testkit.Run(m)) }`),
 		"b/x_test.go":          []byte(`exec.Command("systemd-socket-activate", "-l", addr, bin)`),
 		"c/x_test.go":          []byte(`exec.Command("ls")`),
+		"d/x_test.go":          []byte(`env := config.Env{EUID: 0, Home: dir}`),
 		"runner/e2e/x_test.go": []byte(`exec.Command("go", "build", "-o", bin, ".")`),
 	}
-	if got := strings.Join(unguarded(files), " "); got != "b" {
-		t.Errorf("unguarded = %q, want b", got)
+	if got := strings.Join(unguarded(files), " "); got != "b d" {
+		t.Errorf("unguarded = %q, want b d", got)
 	}
 }

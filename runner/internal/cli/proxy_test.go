@@ -261,8 +261,8 @@ func TestProxyAndCredentialsCommands(t *testing.T) {
 }
 
 func proxyURLFromConfig(t *testing.T, p *proxyCLI) string {
-	for _, e := range p.env {
-		if strings.HasPrefix(e, "TEROK_SANDBOX_CONFIG_DIR=") {
+	for i := len(p.env) - 1; i >= 0; i-- { // the last one wins, as in exec
+		if e := p.env[i]; strings.HasPrefix(e, "TEROK_SANDBOX_CONFIG_DIR=") {
 			b, _ := os.ReadFile(filepath.Join(strings.TrimPrefix(e, "TEROK_SANDBOX_CONFIG_DIR="), "config.toml"))
 			var port int
 			fmt.Sscanf(string(b), "proxy_port = %d", &port)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // fakePodmanOnPath installs a podman stand-in that records each call's argv
@@ -55,9 +55,9 @@ func runAs(t *testing.T, euid int, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	home := t.TempDir()
-	vars := map[string]string{"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(home, "cfg"), "TEROK_SANDBOX_STATE_DIR": filepath.Join(home, "state")}
+	vars := testkit.RootVars(home) // every root: as root the defaults are /var/lib/terok, /run/terok, /etc/terok
 	installTestProfile(t, vars["TEROK_SANDBOX_CONFIG_DIR"])
-	env := config.Env{EUID: euid, Home: home, Getenv: func(k string) string { return vars[k] }}
+	env := testkit.Env(vars, euid, home)
 	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
 	return code, out.String(), errb.String()
 }
@@ -132,12 +132,9 @@ func TestRunBypassFromConfigFileAndJSON(t *testing.T) {
 	os.MkdirAll(cfgDir, 0o755)
 	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("shield_bypass = true\n"), 0o644)
 	installTestProfile(t, cfgDir)
-	env := config.Env{EUID: 0, Home: home, Getenv: func(k string) string {
-		if k == "TEROK_SANDBOX_CONFIG_DIR" {
-			return cfgDir
-		}
-		return ""
-	}}
+	vars := testkit.RootVars(home)
+	vars["TEROK_SANDBOX_CONFIG_DIR"] = cfgDir
+	env := testkit.Env(vars, 0, home)
 	code := Run([]string{Program, "run", "--json", "--name", "n", "--image", "i"}, Deps{Stdout: &out, Stderr: &errb, Env: env})
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
@@ -312,12 +309,9 @@ func TestDoctorExitCode(t *testing.T) {
 	os.MkdirAll(cfgDir, 0o755)
 	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("proxy_port = 1\nssh_agent_port = 1\n"), 0o644)
 	var out, errb bytes.Buffer
-	env := config.Env{EUID: 0, Home: home, Getenv: func(k string) string {
-		if k == "TEROK_SANDBOX_CONFIG_DIR" {
-			return cfgDir
-		}
-		return ""
-	}}
+	vars := testkit.RootVars(home)
+	vars["TEROK_SANDBOX_CONFIG_DIR"] = cfgDir
+	env := testkit.Env(vars, 0, home)
 	code := Run([]string{Program, "doctor"}, Deps{Stdout: &out, Stderr: &errb, Env: env})
 	if code != 2 || !strings.Contains(out.String(), "  Credential proxy (TCP) .... ERROR (proxy unreachable at http://host.containers.internal:1/-/health") ||
 		!strings.Contains(out.String(), "  Shield state .... ok (no desired state configured") {
@@ -330,8 +324,9 @@ func TestDoctorExitCode(t *testing.T) {
 func TestRunAndHelpersRefuseBadNames(t *testing.T) {
 	home := t.TempDir()
 	log := fakePodmanOnPath(t, "")
-	vars := map[string]string{"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(home, "cfg"), "TEROK_SANDBOX_STATE_DIR": filepath.Join(home, "a", "b", "state")}
-	env := config.Env{EUID: 0, Home: home, Getenv: func(k string) string { return vars[k] }}
+	vars := testkit.RootVars(home)
+	vars["TEROK_SANDBOX_STATE_DIR"] = filepath.Join(home, "a", "b", "state")
+	env := testkit.Env(vars, 0, home)
 	run := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
 		code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
