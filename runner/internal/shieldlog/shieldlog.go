@@ -264,7 +264,8 @@ func Header() string { return row("TIME", "EVENT", "WHAT", "REASON", "COUNT") }
 
 // Row is one record as a line of the human table: time (UTC, ms), event,
 // what (refused: protocol, destination[:port], ICMP type, name;
-// dns-refused: type and name; action: action, dest, detail), reason
+// dns-refused: type and name; seen, dns-forwarded: type, name, rcode and
+// addresses; action: action, dest, detail), reason
 // (outcome for an action) and count (with dropped).
 func Row(r audit.Record) string {
 	s := func(k string) string {
@@ -300,8 +301,8 @@ func Row(r audit.Record) string {
 		}
 	case "dns-refused":
 		what = append(what, s("qtype"), s("name"))
-	case "seen":
-		what = append(what, s("qtype"), s("name"))
+	case "seen", "dns-forwarded":
+		what = append(what, s("qtype"), s("name"), s("rcode"))
 		if as, ok := r.Fields["addrs"].([]any); ok && len(as) > 0 {
 			var list []string
 			for _, a := range as {

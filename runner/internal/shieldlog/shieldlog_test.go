@@ -166,6 +166,15 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+// Interactive mode's forwarded unlisted names (docs/audit.md, Channel
+// shield): a tunnel's NXDOMAIN question and a name that resolved.
+var (
+	fwdNX = audit.Record{Time: t0, Channel: "shield", Event: "dns-forwarded", Outcome: "ok", Container: "demo-t1",
+		Fields: map[string]any{"name": "zgf0ys1vdxq.exfil.example.test", "qtype": "A", "rcode": "NXDOMAIN", "count": 1}}
+	fwdOK = audit.Record{Time: t0, Channel: "shield", Event: "dns-forwarded", Outcome: "ok", Container: "demo-t1",
+		Fields: map[string]any{"name": "api.example.test", "qtype": "A", "rcode": "NOERROR", "addrs": []any{"203.0.113.40"}, "count": 2}}
+)
+
 func TestRow(t *testing.T) {
 	act, _ := Action(shieldbundle.Event{TS: "2026-12-03T07:00:05+00:00", Container: "demo-t1", Action: "denied", Dest: "198.51.100.30"})
 	ctl := dnsRef
@@ -184,6 +193,8 @@ func TestRow(t *testing.T) {
 		{ctl, []string{"A evil?[2J.test"}},
 		{only, []string{"(attempts not described)", "0 +12 dropped"}},
 		{dec, []string{"decision", "once tcp 203.0.113.40:443 (api.example.test)", "decided", "1"}},
+		{fwdNX, []string{"dns-forwarded", "A zgf0ys1vdxq.exfil.example.test NXDOMAIN", "ok", "1"}},
+		{fwdOK, []string{"dns-forwarded", "A api.example.test NOERROR -> 203.0.113.40"}},
 	} {
 		row := Row(tt.r)
 		for _, w := range tt.want {

@@ -51,12 +51,25 @@ func Suggest(recs []audit.Record) Suggestion {
 		if r.Channel != "shield" {
 			continue
 		}
-		learn := r.Event == "learned" || r.Event == "seen"
+		learn := r.Event == "learned" || r.Event == "seen" || r.Event == "dns-forwarded"
 		if !learn && r.Reason != "not-allowlisted" {
 			continue
 		}
 		switch r.Event {
 		case "seen":
+			if d, ok := ruleset.ValidDomain(str(r, "name")); ok {
+				names[d] += count(r)
+			}
+		case "dns-forwarded":
+			// Interactive mode's unlisted names: only those that
+			// resolved to an address are a destination (a tunnel's
+			// NXDOMAIN names are not).
+			if q := str(r, "qtype"); q != "A" && q != "AAAA" {
+				continue
+			}
+			if as, ok := r.Fields["addrs"].([]any); !ok || len(as) == 0 {
+				continue
+			}
 			if d, ok := ruleset.ValidDomain(str(r, "name")); ok {
 				names[d] += count(r)
 			}

@@ -80,3 +80,16 @@ func TestSuggestFromLearn(t *testing.T) {
 		t.Fatalf("the suggestion is no valid profile: %v", err)
 	}
 }
+
+// TestSuggestForwarded: interactive mode's dns-forwarded records suggest
+// the names that resolved to an address, never a tunnel's NXDOMAIN names
+// nor other types.
+func TestSuggestForwarded(t *testing.T) {
+	s := Suggest([]audit.Record{fwdNX, fwdOK,
+		{Time: t0, Channel: "shield", Event: "dns-forwarded", Outcome: "ok",
+			Fields: map[string]any{"name": "txt.example.test", "qtype": "TXT", "rcode": "NOERROR", "addrs": []any{"203.0.113.41"}, "count": 5}},
+	})
+	if got := strings.Join(s.Entries, " "); got != "api.example.test" {
+		t.Errorf("entries %q, want api.example.test only", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/miekg/dns"
@@ -131,6 +132,7 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 			if n > 0 {
 				r.log.log(slog.LevelWarn, "rate-limited", slog.Int("queries", n), slog.Int("per_second", forwardRate))
 			}
+			r.noteForwarded(q, dns.RcodeServerFailure, nil)
 			return r.localReply(q.req, dns.RcodeServerFailure, false)
 		}
 	}
@@ -150,6 +152,7 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 	resp, err := r.up.exchange(ctx, out)
 	if err != nil {
 		r.log.log(slog.LevelWarn, "upstream failed", slog.String("name", q.name), slog.String("error", err.Error()))
+		r.noteForwarded(q, dns.RcodeServerFailure, nil)
 		return r.localReply(q.req, dns.RcodeServerFailure, false)
 	}
 	res := walkChain(q.name, resp.Answer)
@@ -170,6 +173,7 @@ func (r *Resolver) forward(ctx context.Context, q *query, limit int) []byte {
 	}
 	if err := r.learn.add(res.learn, q.origin); err != nil {
 		r.log.log(slog.LevelError, "learn failed", slog.String("name", q.name), slog.String("error", err.Error()))
+		r.noteForwarded(q, dns.RcodeServerFailure, nil)
 		return r.localReply(q.req, dns.RcodeServerFailure, false)
 	}
 	now := r.now()
@@ -242,9 +246,7 @@ func (r *Resolver) finish(q *query, m *dns.Msg, limit int) []byte {
 			}
 		}
 		r.refused.remember(q.name, addrs)
-		if r.learning {
-			r.refused.seen(q.name, dns.Type(q.qtype).String(), addrs)
-		}
+		r.noteForwarded(q, m.Rcode, addrs)
 	}
 	if opt := q.req.IsEdns0(); opt != nil {
 		m.SetEdns0(ednsSize, opt.Do())
@@ -257,4 +259,28 @@ func (r *Resolver) finish(q *query, m *dns.Msg, limit int) []byte {
 		return r.localReply(q.req, dns.RcodeServerFailure, false)
 	}
 	return b
+}
+
+// noteForwarded puts a forwarded question on record (docs/audit.md,
+// Channel shield): in learn mode every answer with addresses is a seen
+// record, and an unlisted name's question that is none (interactive mode,
+// or learn mode without an address) is a dns-forwarded record, so that a
+// DNS channel to the upstream is on record however it is answered. rcode
+// is what the client got (SERVFAIL also when the forward rate limit kept
+// the question back).
+func (r *Resolver) noteForwarded(q *query, rcode int, addrs []netip.Addr) {
+	if r.refused == nil {
+		return
+	}
+	qtype := dns.Type(q.qtype).String()
+	switch {
+	case r.learning && len(addrs) > 0:
+		r.refused.seen(q.name, qtype, addrs)
+	case q.origin == originAsk || (r.learning && q.origin == originOpen):
+		rc, ok := dns.RcodeToString[rcode]
+		if !ok {
+			rc = strconv.Itoa(rcode)
+		}
+		r.refused.forwarded(q.name, qtype, rc, addrs)
+	}
 }

@@ -103,6 +103,13 @@ func (r *Resolver) decide(pkt []byte) (reply []byte, q *query) {
 		return r.localReply(req, dns.RcodeRefused, true), nil
 	}
 	if !forwardedType(qn.Qtype, open) {
+		if origin == originAsk {
+			// Interactive mode forwards an unlisted name's address
+			// questions only: any other type of it (TXT, NULL: the
+			// tunnel's types) is refused as in enforce mode, and on
+			// record as such.
+			r.refused.dnsRefused(name, dns.Type(qn.Qtype).String())
+		}
 		// NODATA: the name may exist, this type is not served.
 		return r.localReply(req, dns.RcodeSuccess, false), nil
 	}

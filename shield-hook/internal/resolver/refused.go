@@ -72,7 +72,8 @@ type refusedKey struct {
 	// decision: the verdict and why (the decider chose, or a reason it
 	// did not: timeout, no-decider, ...).
 	verdict, why string
-	addrs        string // seen: the answer's addresses, sorted, comma-joined
+	addrs        string // seen, dns-forwarded: the answer's addresses, sorted, comma-joined
+	rcode        string // dns-forwarded: the answer's rcode
 }
 
 // Events of learn mode (docs/audit.md, Channel shield): a connection the
@@ -82,6 +83,14 @@ const (
 	EventLearned = "learned"
 	EventSeen    = "seen"
 )
+
+// EventForwarded is a question the resolver sent upstream although no
+// allowlist entry admitted its name (docs/audit.md, Channel shield): an
+// unlisted name in interactive mode, and in learn mode an answer that is
+// no seen record (no address: NXDOMAIN, NODATA, a TXT answer). Without it
+// such a question would be a DNS channel out of the container that
+// nothing records.
+const EventForwarded = "dns-forwarded"
 
 type refusedState struct {
 	pending int // attempts not yet in a record
@@ -172,6 +181,25 @@ func (f *refusals) seen(name, qtype string, addrs []netip.Addr) {
 	if len(name) > 255 {
 		name = name[:255]
 	}
+	f.observe(refusedKey{event: EventSeen, name: strings.ToLower(name), qtype: qtype, addrs: addrList(addrs)})
+}
+
+// forwarded records (EventForwarded) an unlisted question the resolver
+// forwarded, the rcode its client got and the answer's addresses (none
+// for NXDOMAIN, NODATA, a failure).
+func (f *refusals) forwarded(name, qtype, rcode string, addrs []netip.Addr) {
+	if f == nil {
+		return
+	}
+	if len(name) > 255 {
+		name = name[:255]
+	}
+	f.observe(refusedKey{event: EventForwarded, name: strings.ToLower(name), qtype: qtype, rcode: rcode, addrs: addrList(addrs)})
+}
+
+// addrList is addrs unmapped, sorted, deduplicated, at most maxSeenAddrs,
+// comma-joined (a refusedKey member).
+func addrList(addrs []netip.Addr) string {
 	list := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		list = append(list, a.Unmap().String())
@@ -181,7 +209,7 @@ func (f *refusals) seen(name, qtype string, addrs []netip.Addr) {
 	if len(list) > maxSeenAddrs {
 		list = list[:maxSeenAddrs]
 	}
-	f.observe(refusedKey{event: EventSeen, name: strings.ToLower(name), qtype: qtype, addrs: strings.Join(list, ",")})
+	return strings.Join(list, ",")
 }
 
 // maxSeenAddrs bounds the addresses of one seen record (an answer can
@@ -251,7 +279,7 @@ func (f *refusals) emitLocked(k refusedKey, st *refusedState, now time.Time) {
 
 func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
 	outcome := "refused"
-	if k.event == EventLearned || k.event == EventSeen {
+	if k.event == EventLearned || k.event == EventSeen || k.event == EventForwarded {
 		outcome = "ok"
 	}
 	rec := f.base(k.event, outcome, now)
@@ -267,6 +295,15 @@ func (f *refusals) record(k refusedKey, count int, now time.Time) audit.Record {
 		rec.Fields["name"] = k.name
 		rec.Fields["qtype"] = k.qtype
 		rec.Fields["addrs"] = strings.Split(k.addrs, ",")
+		return rec
+	}
+	if k.event == EventForwarded {
+		rec.Fields["name"] = k.name
+		rec.Fields["qtype"] = k.qtype
+		rec.Fields["rcode"] = k.rcode
+		if k.addrs != "" {
+			rec.Fields["addrs"] = strings.Split(k.addrs, ",")
+		}
 		return rec
 	}
 	if k.event == "dns-refused" {
