@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -281,6 +282,43 @@ func TestShieldInteractive(t *testing.T) {
 				t.Fatalf("test host accepted %d connections, want 1", c)
 			}
 			d2.detach(t)
+		})
+
+		ia.step("resolver killed", func(t *testing.T) {
+			// The queue's holder gone: the kernel drops what it held and
+			// every new packet for the queue, since the rule queues
+			// without bypass. (Last of this container's cases: its DNS is
+			// gone too.)
+			pid, err := strconv.Atoi(strings.TrimSpace(readFileOr(filepath.Join(stateDir, shieldbundle.FileResolverPID))))
+			if err != nil || !shieldbundle.IsOurResolver(pid, stateDir) {
+				t.Fatalf("resolver.pid does not name the container's resolver: %d %v", pid, err)
+			}
+			d := ia.decider(t)
+			res := ia.connect(dst["refuse"], 6)
+			h := d.next(t)
+			ia.checkHeld(t, h, dst["refuse"], "", res, 0)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-d.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatal("decider still running after the resolver was killed")
+			}
+			if d.err == nil || !strings.Contains(d.stderr.String(), "closed the decider connection") {
+				t.Fatalf("decider exit %v after the resolver was killed, want an error:\n%s", d.err, d.stderr.String())
+			}
+			if got := <-res; got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
+				t.Fatalf("held connection went through after the resolver was killed: %s", got)
+			}
+			for _, a := range []string{dst["refuse"], dst["timeout"]} {
+				if got := <-ia.connect(a, 3); got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
+					t.Fatalf("connection to %s went through with nobody holding the queue: %s", a, got)
+				}
+				if c := conns(a); c != 0 {
+					t.Fatalf("test host accepted %d connections to %s with nobody holding the queue", c, a)
+				}
+			}
 		})
 
 		ia.step("enforce mode queues nothing", func(t *testing.T) {
