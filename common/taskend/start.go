@@ -178,10 +178,22 @@ func withLock(dir, container string, f func() error) error {
 	return nil
 }
 
+// FileStartsSince marks when start records came into use in a directory
+// (the first claim or confirmation): bindings from before it keep the rule
+// of their time — only an end record ends them — so tokens of tasks that
+// run across an upgrade are not taken for unclaimed ones.
+const FileStartsSince = ".starts-since"
+
 func writeStart(dir string, st Start) error {
 	st.Started = st.Started.UTC()
 	if _, err := ParseStart(mustJSON(st)); err != nil {
 		return err
+	}
+	marker := filepath.Join(dir, FileStartsSince)
+	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
+		if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+			return err
+		}
 	}
 	return atomicfile.WriteFile(filepath.Join(dir, st.Container+StartSuffix), append(mustJSON(st), '\n'), 0o600)
 }
@@ -234,4 +246,41 @@ func Release(dir, container string) error {
 		}
 		return nil
 	})
+}
+
+// readStartsSince is the directory's FileStartsSince time (zero: none).
+func readStartsSince(dir string) time.Time {
+	data, err := readLimited(filepath.Join(dir, FileStartsSince))
+	if err != nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(data)))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// MarkStarts writes dir's FileStartsSince when it is missing: the runner
+// calls it before it binds a token, so the binding is never taken for one
+// from before start records (on a host whose first claim comes later).
+func MarkStarts(dir string) error {
+	if !readStartsSince(dir).IsZero() {
+		return nil
+	}
+	if err := atomicfile.MkdirPrivate(dir); err != nil {
+		return fmt.Errorf("mark start records: %w", err)
+	}
+	lk, err := filelock.Exclusive(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return fmt.Errorf("mark start records: %w", err)
+	}
+	defer lk.Close()
+	if !readStartsSince(dir).IsZero() {
+		return nil
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, FileStartsSince), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("mark start records: %w", err)
+	}
+	return nil
 }

@@ -21,6 +21,48 @@ func sleeper(t testing.TB) *exec.Cmd {
 	return cmd
 }
 
+// startsDir is a task-ends directory whose start records came into use an
+// hour ago (FileStartsSince).
+func startsDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileStartsSince), []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A binding from before start records came into use (an upgrade with tasks
+// running) keeps the old rule: no lease, only an end record ends it.
+func TestStartsSinceExemptsOlderBindings(t *testing.T) {
+	dir := t.TempDir()
+	w := NewWatcher(dir, nil)
+	defer w.Close()
+	old := time.Now().Add(-time.Hour)
+	if r, g := gone(t, w, "p-t1", old); g {
+		t.Fatalf("no start records yet, an old binding is gone: %s", r)
+	}
+	if ok, err := Claim(dir, "p-t2"); err != nil || !ok {
+		t.Fatalf("Claim: %v %v", ok, err)
+	}
+	if readStartsSince(dir).IsZero() {
+		t.Fatal("the first claim wrote no marker")
+	}
+	if r, g := gone(t, w, "p-t1", old); g {
+		t.Fatalf("a binding from before the marker is gone: %s", r)
+	}
+	w.now = func() time.Time { return time.Now().Add(time.Hour) }
+	if r, g := gone(t, w, "p-t1", time.Now()); !g || r != ReasonLeaseExpired {
+		t.Fatalf("a binding after the marker, unclaimed past its lease: %s %v", r, g)
+	}
+	if err := Record(dir, End{Container: "p-t1", Reason: ReasonStopped}); err != nil {
+		t.Fatal(err)
+	}
+	if r, g := gone(t, w, "p-t1", old); !g || r != ReasonStopped {
+		t.Fatalf("an old binding after its end: %s %v", r, g)
+	}
+}
+
 func kill(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
 	_ = cmd.Process.Kill()
@@ -34,7 +76,7 @@ func gone(t *testing.T, w *Watcher, c string, since time.Time) (string, bool) {
 }
 
 func TestStartLease(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -48,7 +90,7 @@ func TestStartLease(t *testing.T) {
 }
 
 func TestStartClaimedByARunnerThatDies(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -67,7 +109,7 @@ func TestStartClaimedByARunnerThatDies(t *testing.T) {
 }
 
 func TestStartRunningContainer(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -114,7 +156,7 @@ func TestStartRunningContainer(t *testing.T) {
 }
 
 func TestStartEndWins(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -141,7 +183,7 @@ func TestStartEndWins(t *testing.T) {
 }
 
 func TestStartRecycledPID(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -160,7 +202,7 @@ func TestStartRecycledPID(t *testing.T) {
 }
 
 func TestStartOtherPIDNamespace(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	w := NewWatcher(dir, nil)
 	defer w.Close()
 	bound := time.Now()
@@ -188,7 +230,7 @@ func TestStartOtherPIDNamespace(t *testing.T) {
 }
 
 func TestWatcherSkipsBadStartRecords(t *testing.T) {
-	dir := t.TempDir()
+	dir := startsDir(t)
 	since := time.Now().Add(-time.Hour) // past the lease: only a live start keeps a token
 	init := sleeper(t)
 	good := string(mustJSON(NewStart("p-a", PhaseRunning, init.Process.Pid, "")))

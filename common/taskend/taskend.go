@@ -166,7 +166,9 @@ type Watcher struct {
 	readAt time.Time
 	ends   map[string]End
 	starts map[string]*proc
-	warned bool // a start record of another PID namespace was logged
+	// startsSince is the directory's FileStartsSince (zero: none yet).
+	startsSince time.Time
+	warned      bool // a start record of another PID namespace was logged
 }
 
 // proc is the watcher's view of one start record's process.
@@ -219,6 +221,8 @@ func (w *Watcher) Dir() string { return w.dir }
 // Gone reports the end of container that makes a token bound at since dead
 // (docs/security-model.md, Tokens that die with their task):
 //   - an end recorded at or after since (its reason: stopped, exited);
+//   - else, for a binding from before start records came into use
+//     (FileStartsSince), nothing;
 //   - else, when a start is on record and not ended since: alive while its
 //     process is; a process gone after a start claimed at or after since
 //     is an end (start-failed for a runner, process-gone for a container),
@@ -237,6 +241,9 @@ func (w *Watcher) Gone(container string, since time.Time) (End, bool) {
 	e, ended := w.ends[container]
 	if ended && !e.Ended.Before(since) {
 		return e, true
+	}
+	if w.startsSince.IsZero() || since.Before(w.startsSince) {
+		return End{}, false // a binding from before start records (FileStartsSince)
 	}
 	if p := w.starts[container]; p != nil && (!ended || p.st.Started.After(e.Ended)) {
 		if w.alive(p) {
@@ -383,6 +390,7 @@ func (w *Watcher) refresh() {
 		}
 	}
 	w.id, w.loaded, w.ends, w.starts, w.readAt = id, true, ends, starts, now
+	w.startsSince = readStartsSince(w.dir)
 }
 
 // same reports whether two start records name the same process.

@@ -6,6 +6,7 @@ import (
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/scope"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
@@ -63,6 +64,11 @@ func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec)
 		return "", err
 	}
 	defer db.Close()
+	if spec.Container != "" {
+		if err := taskend.MarkStarts(s.cfg.TaskEndsDir()); err != nil {
+			return "", err
+		}
+	}
 	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider,
 		Allow: spec.Allow, Deny: spec.Deny, Container: spec.Container})
 }

@@ -600,6 +600,9 @@ func (s *Sandbox) CreateToken(project, task string) (string, error) {
 // its end is recorded (Stop, or the shield hook's poststop) the gate refuses
 // it (docs/security-model.md, Tokens that die with their task).
 func (s *Sandbox) CreateBoundToken(project, task, container string) (string, error) {
+	if err := taskend.MarkStarts(s.cfg.TaskEndsDir()); err != nil {
+		return "", err
+	}
 	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(project, task, container, time.Time{})
 	if err != nil {
 		return "", err

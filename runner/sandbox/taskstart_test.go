@@ -43,6 +43,10 @@ func TestRunConfirmsStartWithoutHook(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = init.Process.Kill(); _ = init.Wait() })
 	s := startSandbox(t, "echo 4f2c9a0b1c2d3e", init.Process.Pid)
+	// The runner marks the directory before it binds a token.
+	if err := taskend.MarkStarts(s.Config().TaskEndsDir()); err != nil {
+		t.Fatal(err)
+	}
 	bound := time.Now()
 	if _, err := s.Run(context.Background(), RunSpec{ContainerName: "p-t1", Image: "i", TaskDir: t.TempDir()}, LifecycleHooks{}); err != nil {
 		t.Fatal(err)

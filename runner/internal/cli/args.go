@@ -12,6 +12,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"terok.dev/sandbox/common/names"
+	"terok.dev/sandbox/common/taskend"
 )
 
 // listFlag collects every occurrence of a repeated flag verbatim. (urfave's
@@ -117,4 +118,18 @@ func projectTaskFirst(next ucli.ActionFunc) ucli.ActionFunc {
 		}
 		return next(c)
 	}
+}
+
+// markStarts prepares the task-ends directory before a token is bound to
+// container (taskend.MarkStarts; docs/security-model.md, Tokens that die
+// with their task); nothing for an unbound token.
+func markStarts(c *ucli.Context, d Deps, container string) error {
+	if container == "" {
+		return nil
+	}
+	cfg, err := loadConfig(c, d)
+	if err != nil {
+		return err
+	}
+	return taskend.MarkStarts(cfg.TaskEndsDir())
 }

@@ -267,6 +267,9 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					if err := markStarts(c, d, container); err != nil {
+						return err
+					}
 					tok, err := s.CreateBound(project, task, container, expires)
 					if err != nil {
 						return err

@@ -260,6 +260,9 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					if err := markStarts(c, d, container); err != nil {
+						return err
+					}
 					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"),
 						Expires: expires, Allow: allow, Deny: deny, Container: container})
 					if err != nil {

@@ -346,6 +346,9 @@ func sshTokenCommand(d Deps) *ucli.Command {
 					return err
 				}
 				defer db.Close()
+				if err := markStarts(c, d, container); err != nil {
+					return err
+				}
 				tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: creddb.DefaultSet, Provider: creddb.SSHProvider, Expires: expires, Container: container})
 				if err != nil {
 					return err
