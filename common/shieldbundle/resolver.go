@@ -103,3 +103,17 @@ func ReadResolverReady(stateDir string) (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// ApplySubcommand is the terok-shield-hook subcommand that applies a
+// ruleset read from stdin to the network namespace it runs in, the way
+// the createRuntime hook does (netlink builder, nft as the fallback,
+// read-back verification): `terok-shield-hook apply-ruleset --mode=MODE`.
+// The runner's `shield up` runs it inside the container's netns for an
+// interactive bundle, whose queue rules only the netlink builder can
+// write on a kernel without nft_queue (docs/shield.md, Interactive mode:
+// the queue rule).
+const ApplySubcommand = "apply-ruleset"
+
+// ApplyModeArg is the argument naming the shield mode whose checks verify
+// the applied table.
+func ApplyModeArg(mode string) string { return "--mode=" + mode }

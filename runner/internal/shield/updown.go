@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"terok.dev/sandbox/common/ruleset"
@@ -129,8 +130,7 @@ func (s *Shield) switchMode(ctx context.Context, container string, down, allowAl
 		}
 		reloadErr = s.reloadResolver(dir)
 	}
-	script := ruleset.Replace(s.liveTable(ctx, pid) != "", text)
-	if err := s.nftScript(ctx, pid, script); err != nil {
+	if err := s.applyLive(ctx, dir, pid, text, down); err != nil {
 		return fmt.Errorf("apply ruleset to %s: %w", container, err)
 	}
 	listed, err := s.nft(ctx, pid, "", "list", "ruleset")
@@ -197,4 +197,31 @@ func (s *Shield) Preview(down, allowAll bool) (string, error) {
 		return "", err
 	}
 	return s.buildLive(dir, dns, down, allowAll)
+}
+
+// applyLive puts text in force in the netns of pid as one transaction
+// that replaces the live table. The enforcing table of an interactive
+// bundle goes through the container's own hook executable
+// (`terok-shield-hook apply-ruleset`, run in the netns like nft): its
+// queue rules need the hook's netlink builder on a kernel without
+// nft_queue, where nft cannot write the xtables NFQUEUE fallback
+// (docs/shield.md, Interactive mode: the queue rule). Everything else is
+// applied with nft -f.
+func (s *Shield) applyLive(ctx context.Context, dir string, pid int, text string, down bool) error {
+	mode, err := bundleMode(dir)
+	if err != nil {
+		return err
+	}
+	if down || mode != shieldbundle.ModeInteractive {
+		return s.nftScript(ctx, pid, ruleset.Replace(s.liveTable(ctx, pid) != "", text))
+	}
+	exe := s.path(dir, shieldbundle.HookBinary)
+	if _, err := os.Stat(exe); err != nil {
+		if s.opts.HookBinary == "" {
+			return fmt.Errorf("the container's hook executable is missing (%w) and no terok-shield-hook is installed", err)
+		}
+		exe = s.opts.HookBinary
+	}
+	_, err = s.inNetns(ctx, pid, text, exe, shieldbundle.ApplySubcommand, shieldbundle.ApplyModeArg(mode))
+	return err
 }
