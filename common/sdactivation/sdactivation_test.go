@@ -72,12 +72,7 @@ func activate(t *testing.T, spec string, extra ...string) (out, sock string, por
 	}
 	dir := t.TempDir()
 	sock = filepath.Join(dir, "s.sock")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port = testkit.FreePort(t)
 	notify := filepath.Join(dir, "notify")
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func TestSandboxChecksRefusesBadInput(t *testing.T) {
@@ -41,12 +43,7 @@ func TestRunAgainstRealListeners(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadPort := closed.Addr().(*net.TCPAddr).Port
-	closed.Close()
+	deadPort := testkit.FreePort(t)
 
 	checks, err := SandboxChecks(InContainer{ProxyPort: ln.Addr().(*net.TCPAddr).Port, SSHAgentPort: deadPort, DesiredShield: "up"})
 	if err != nil {

@@ -35,6 +35,7 @@ import (
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -167,7 +168,7 @@ func escSetup(t *testing.T, ctx context.Context, r *testharness.Runner, out *esc
 	t.Helper()
 	shxShieldRunner(t, ctx, r)
 	e := &escRunner{r: r, out: out, gate: shxNewHostService(t), other: shxNewHostService(t),
-		proxyPort: shxFreePort(t), agentPort: shxFreePort(t), probeDir: filepath.Join(r.Base, "probe")}
+		proxyPort: testkit.FreePort(t), agentPort: testkit.FreePort(t), probeDir: filepath.Join(r.Base, "probe")}
 	profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
 	if err := r.Mkdir(profiles, 0o755); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -22,12 +22,7 @@ import (
 func TestGateCloneAndPushFromContainer(t *testing.T) {
 	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
 		ctx := e2eCtx(t)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		port := testkit.FreePort(t)
 		if err := r.WriteConfig("gate_port = " + strconv.Itoa(port) + "\n"); err != nil {
 			t.Fatal(err)
 		}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -97,7 +98,7 @@ func TestShieldInteractive(t *testing.T) {
 		gate := shxNewHostService(t)
 		shxProfileConfig(t, r, gate.port, "ia", "listed.ia-e2e.example\n")
 		if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [\"ia\"]\nshield_upstream_dns = %q\nshield_decide_timeout = %q\n",
-			gate.port, shxFreePort(t), shxFreePort(t), dnsIP, iaTimeout)); err != nil {
+			gate.port, testkit.FreePort(t), testkit.FreePort(t), dnsIP, iaTimeout)); err != nil {
 			t.Fatal(err)
 		}
 		name := r.Name("ia")

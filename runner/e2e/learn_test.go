@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 	"terok.dev/sandbox/runner/sandbox"
 )
@@ -51,7 +52,7 @@ func TestShieldLearnMode(t *testing.T) {
 		config := func(profile string) {
 			t.Helper()
 			if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [%q]\nshield_upstream_dns = %q\n",
-				gate.port, shxFreePort(t), shxFreePort(t), profile, dnsIP)); err != nil {
+				gate.port, testkit.FreePort(t), testkit.FreePort(t), profile, dnsIP)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -16,19 +16,9 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
-
-// pxFreePort picks a free loopback port.
-func pxFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // pxUpstream is the provider: a local server on 127.0.0.1 that records
 // the credential it received and never echoes it.
@@ -94,7 +84,7 @@ func pxFromContainer(t *testing.T, r *testharness.Runner, shielded bool) {
 			runFlags = nil
 		}
 		up := newPxUpstream(t)
-		proxyPort, agentPort := pxFreePort(t), pxFreePort(t)
+		proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
 		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // TestUnattendedStoreFromContainer: encryption at rest on by default
@@ -37,7 +39,7 @@ func TestUnattendedStoreFromContainer(t *testing.T) {
 	r.ExtraEnv = append(r.ExtraEnv, "SYSTEMD_CREDENTIAL_SECRET="+filepath.Join(r.Base, "credential.secret"))
 	mustOK(t, "systemd-creds setup", r.Run(ctx, "systemd-creds", "setup"))
 	up := newPxUpstream(t)
-	proxyPort, agentPort := pxFreePort(t), sshFreePort(t)
+	proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
 	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -29,7 +30,7 @@ func TestEncryptedStoreFromContainer(t *testing.T) {
 			t.Fatal(err)
 		}
 		up := newPxUpstream(t)
-		proxyPort, agentPort := pxFreePort(t), sshFreePort(t)
+		proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
 		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +129,7 @@ echo '>> init complete'`
 			t.Fatalf("proxy start while locked: %s", res)
 		}
 		res := r.Run(ctx, agentBin, "--db-path", filepath.Join(r.Dirs.Credentials, "credentials.db"),
-			"--ssh-keys-file", filepath.Join(r.Dirs.Credentials, "ssh-keys.json"), "--port", strconv.Itoa(pxFreePort(t)))
+			"--ssh-keys-file", filepath.Join(r.Dirs.Credentials, "ssh-keys.json"), "--port", strconv.Itoa(testkit.FreePort(t)))
 		if res.Code == 0 || !strings.Contains(res.Stderr, "credentials unlock") {
 			t.Fatalf("agent start while locked: %s", res)
 		}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/launch"
 	"terok.dev/sandbox/runner/internal/podmaninfo"
 	"terok.dev/sandbox/runner/internal/testharness"
@@ -165,7 +166,7 @@ func shxProfileConfig(t *testing.T, r *testharness.Runner, gatePort int, name, e
 		t.Fatal(err)
 	}
 	if err := r.WriteConfig(fmt.Sprintf("gate_port = %d\nproxy_port = %d\nssh_agent_port = %d\nshield_profiles = [%q]\n",
-		gatePort, shxFreePort(t), shxFreePort(t), name)); err != nil {
+		gatePort, testkit.FreePort(t), testkit.FreePort(t), name)); err != nil {
 		t.Fatal(err)
 	}
 	return profiles
@@ -236,16 +237,6 @@ func shxNewHostService(t *testing.T) *shxHostService {
 		t.Fatalf("listener address %q: %v %v", c.addr, err, perr)
 	}
 	return &shxHostService{port: port, escCount: c}
-}
-
-func shxFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // shxShieldRunner prepares a runner for shield launches: global hooks

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -39,7 +39,7 @@ func TestSSHAgentFromContainer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		agentPort := sshFreePort(t)
+		agentPort := testkit.FreePort(t)
 		if err := r.WriteConfig("ssh_agent_port = " + strconv.Itoa(agentPort) + "\n"); err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +169,7 @@ func TestSSHAgentThroughShield(t *testing.T) {
 		if err := r.WriteFile(filepath.Join(profiles, "ssh-e2e.txt"), []byte("# ssh e2e\n198.51.100.77\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		agentPort := sshFreePort(t)
+		agentPort := testkit.FreePort(t)
 		if err := r.WriteConfig(fmt.Sprintf("ssh_agent_port = %d\nshield_profiles = [\"ssh-e2e\"]\n", agentPort)); err != nil {
 			t.Fatal(err)
 		}
@@ -201,16 +201,6 @@ echo '>> init complete'`
 			t.Fatalf("ssh-add -L through the shield: %q\nfull output:\n%s\n%s\nagent:\n%s", got, logs.Stdout, logs.Stderr, agentLog())
 		}
 	})
-}
-
-func sshFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // sshBetween returns the lines between two marker lines.
@@ -302,7 +292,7 @@ func sshStartSSHD(t *testing.T, trusted string) int {
 		t.Fatal(err)
 	}
 	hostKey, ak, conf := filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd_config")
-	port := sshFreePort(t)
+	port := testkit.FreePort(t)
 	for path, data := range map[string]string{
 		hostKey: string(pem.EncodeToMemory(block)),
 		ak:      trusted + "\n",

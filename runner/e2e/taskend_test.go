@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -33,12 +33,7 @@ func TestTokensDieWithTask(t *testing.T) {
 func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 	ctx := e2eCtx(t)
 	shxShieldRunner(t, ctx, r)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testkit.FreePort(t)
 	if err := r.WriteConfig("gate_port = " + strconv.Itoa(port) + "\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -58,7 +59,7 @@ func tlRun(t *testing.T, r *testharness.Runner, out *shxOutsideHost, sshHost, re
 		t.Fatal(err)
 	}
 
-	gatePort, proxyPort, agentPort := shxFreePort(t), shxFreePort(t), shxFreePort(t)
+	gatePort, proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
 	if err := r.Mkdir(profiles, 0o755); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // TestDoctorDaemonHealthRealBinaries starts the real credential proxy (with
@@ -30,7 +32,7 @@ func TestDoctorDaemonHealthRealBinaries(t *testing.T) {
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pp, ap, gp := proxyFreePort(t), proxyFreePort(t), proxyFreePort(t)
+	pp, ap, gp := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"),
 		[]byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\ngate_port = %d\n", pp, ap, gp)), 0o600); err != nil {
 		t.Fatal(err)

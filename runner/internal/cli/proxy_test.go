@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // proxyCLI runs the real terok-sandbox binary, with the real
@@ -42,7 +44,7 @@ func newProxyCLI(t *testing.T) *proxyCLI {
 	p := &proxyCLI{t: t, bin: filepath.Join(bin, "terok-sandbox"), cred: filepath.Join(base, "cred"), run: filepath.Join(base, "run")}
 	cfgDir := filepath.Join(base, "config")
 	os.MkdirAll(cfgDir, 0o700)
-	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyFreePort(t), proxyFreePort(t))), 0o600)
+	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", testkit.FreePort(t), testkit.FreePort(t))), 0o600)
 	p.env = append(os.Environ(),
 		"TEROK_SANDBOX_STATE_DIR="+filepath.Join(base, "state"),
 		"TEROK_SANDBOX_RUNTIME_DIR="+p.run,
@@ -54,15 +56,6 @@ func newProxyCLI(t *testing.T) *proxyCLI {
 	)
 	t.Cleanup(func() { p.sandbox("", "proxy", "stop") })
 	return p
-}
-
-func proxyFreePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (p *proxyCLI) sandbox(stdin string, args ...string) (int, string, string) {

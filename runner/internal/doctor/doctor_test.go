@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -98,9 +100,7 @@ func TestStandaloneAgainstRealServices(t *testing.T) {
 	}()
 	sp := ln.Addr().(*net.TCPAddr).Port
 	// A closed port: bind and release.
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	dp := dead.Addr().(*net.TCPAddr).Port
-	dead.Close()
+	dp := testkit.FreePort(t)
 
 	res := RunStandalone(context.Background(), SandboxChecks(&hp, &sp, nil), ProbeTimeout)
 	if ExitCode(res) != 0 {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // sealedKeyManager writes a sealed project key (and its .pub) and returns a
@@ -140,12 +140,7 @@ func startSSHD(t *testing.T, trusted string) int {
 	dir := t.TempDir()
 	_, hk, _ := ed25519.GenerateKey(rand.Reader)
 	block, _ := ssh.MarshalPrivateKey(hk, "host")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testkit.FreePort(t)
 	hostKey, ak, conf := filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd_config")
 	for p, data := range map[string]string{
 		hostKey: string(pem.EncodeToMemory(block)),

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // TestOpenSSHSessionBind: the real OpenSSH client, logging in to a real sshd
@@ -41,12 +43,7 @@ func TestOpenSSHSessionBind(t *testing.T) {
 	if err := os.WriteFile(auth, ssh.MarshalAuthorizedKey(f.ed.Signer.PublicKey()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testkit.FreePort(t)
 	conf := filepath.Join(dir, "sshd_config")
 	cfg := strings.Join([]string{
 		"Port " + strconv.Itoa(port), "ListenAddress 127.0.0.1", "HostKey " + hostKey,
