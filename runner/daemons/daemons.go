@@ -20,8 +20,7 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/runner/internal/gatectl"
-	"terok.dev/sandbox/runner/internal/proxyctl"
+	"terok.dev/sandbox/systemd"
 )
 
 // Mode is how a daemon runs (or would run): the "mode" of its status.
@@ -79,13 +78,13 @@ type Message = daemonctl.Message
 // ErrNoSystemd is Proxy.Install's error where systemd user services are
 // unavailable; Proxy.Uninstall returns ErrNoSystemdUninstall there.
 var (
-	ErrNoSystemd          = proxyctl.ErrNoSystemd
-	ErrNoSystemdUninstall = proxyctl.ErrNoSystemdUninstall
+	ErrNoSystemd          = daemonctl.ErrNoSystemd
+	ErrNoSystemdUninstall = daemonctl.ErrNoSystemdUninstall
 )
 
 // The unit versions this release installs; older installed units are
 // reported by UnitsOutdated.
 const (
-	GateUnitVersion  = gatectl.UnitVersion
-	ProxyUnitVersion = proxyctl.UnitVersion
+	GateUnitVersion  = systemd.GateUnitVersion
+	ProxyUnitVersion = systemd.ProxyUnitVersion
 )

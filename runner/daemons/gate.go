@@ -4,16 +4,16 @@ import (
 	"context"
 
 	"terok.dev/sandbox/common/config"
-	"terok.dev/sandbox/runner/internal/gatectl"
+	"terok.dev/sandbox/runner/internal/daemonctl"
 )
 
 // Gate manages the gate of one configuration. It holds no state of its
 // own: every call reads the units, the PID file and systemd afresh.
-type Gate struct{ m *gatectl.Manager }
+type Gate struct{ m *daemonctl.GateManager }
 
 // NewGate returns the gate lifecycle of cfg, using the real systemctl.
 func NewGate(cfg config.Config, opts Options) *Gate {
-	m := gatectl.New(cfg.Clone(), opts.env(), opts.Log)
+	m := daemonctl.NewGateManager(cfg.Clone(), opts.env(), opts.Log)
 	m.FindBinary = opts.findBinary()
 	return &Gate{m: m}
 }

@@ -4,23 +4,23 @@ import (
 	"context"
 
 	"terok.dev/sandbox/common/config"
-	"terok.dev/sandbox/runner/internal/proxyctl"
+	"terok.dev/sandbox/runner/internal/daemonctl"
 )
 
 // Proxy manages the credential proxy (and with it the SSH agent) of one
 // configuration. It holds no state of its own.
-type Proxy struct{ m *proxyctl.Manager }
+type Proxy struct{ m *daemonctl.ProxyManager }
 
 // NewProxy returns the proxy lifecycle of cfg, using the real systemctl.
 func NewProxy(cfg config.Config, opts Options) *Proxy {
-	m := proxyctl.New(cfg.Clone(), opts.env(), opts.Log)
+	m := daemonctl.NewProxyManager(cfg.Clone(), opts.env(), opts.Log)
 	m.FindBinary = opts.findBinary()
 	return &Proxy{m: m}
 }
 
 // ProxyStatus is what `proxy status --json` prints; Mode is one of the
 // Mode constants as a string, Warning is UnitsOutdated's.
-type ProxyStatus = proxyctl.Status
+type ProxyStatus = daemonctl.ProxyStatus
 
 // Status reports how the proxy runs, whether it answers its health probe,
 // and what it serves (routes, providers of the default credential set).

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"terok.dev/sandbox/common/config"
-	"terok.dev/sandbox/runner/internal/gatectl"
+	"terok.dev/sandbox/runner/daemons"
 )
 
 // GateServerStatus is what `gate status` reports (docs/gate.md, Operating it): Mode is "systemd", "daemon" or
@@ -15,18 +15,21 @@ type GateServerStatus struct {
 	Port    int    `json:"port"`
 }
 
-func (s *Sandbox) gate() *gatectl.Manager { return gatectl.New(s.cfg, s.env, s.log) }
+// gate is the public gate lifecycle (runner/daemons) of this facade.
+func (s *Sandbox) gate() *daemons.Gate {
+	return daemons.NewGate(s.cfg, daemons.Options{Env: s.env, Log: s.log})
+}
 
 // EnsureGate checks that the gate can serve a new task
 // (docs/gate.md, Operating it): running, and in systemd mode with current units for this
 // configuration's base path. The error says what to run. The gate is never
 // started implicitly.
-func (s *Sandbox) EnsureGate(ctx context.Context) error { return s.gate().EnsureReachable(ctx) }
+func (s *Sandbox) EnsureGate(ctx context.Context) error { return s.gate().Ensure(ctx) }
 
 // GateStatus reports how the gate runs (docs/gate.md, Operating it).
 func (s *Sandbox) GateStatus(ctx context.Context) GateServerStatus {
 	st := s.gate().Status(ctx)
-	return GateServerStatus{Mode: st.Mode, Running: st.Running, Port: st.Port}
+	return GateServerStatus{Mode: string(st.Mode), Running: st.Running, Port: st.Port}
 }
 
 // EnsureGate is Sandbox.EnsureGate for cfg.

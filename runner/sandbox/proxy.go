@@ -7,28 +7,31 @@ import (
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/taskend"
-	"terok.dev/sandbox/runner/internal/proxyctl"
+	"terok.dev/sandbox/runner/daemons"
 )
 
 // ProxyStatus is what `proxy status` reports (docs/credential-proxy.md, Operating it): Mode is "systemd", "daemon" or
 // "none".
-type ProxyStatus = proxyctl.Status
+type ProxyStatus = daemons.ProxyStatus
 
-func (s *Sandbox) proxy() *proxyctl.Manager { return proxyctl.New(s.cfg, s.env, s.log) }
+// proxy is the public proxy lifecycle (runner/daemons) of this facade.
+func (s *Sandbox) proxy() *daemons.Proxy {
+	return daemons.NewProxy(s.cfg, daemons.Options{Env: s.env, Log: s.log})
+}
 
 // EnsureProxy checks that the credential proxy and its SSH agent port are
 // reachable before a task that uses them is created
 // (docs/credential-proxy.md, Operating it). In systemd mode it starts the service; it never starts a daemon.
-func (s *Sandbox) EnsureProxy(ctx context.Context) error { return s.proxy().EnsureReachable(ctx) }
+func (s *Sandbox) EnsureProxy(ctx context.Context) error { return s.proxy().Ensure(ctx) }
 
 // ProxyStatus reports how the credential proxy runs.
 func (s *Sandbox) ProxyStatus(ctx context.Context) ProxyStatus { return s.proxy().Status(ctx) }
 
 // StartProxy starts the detached proxy daemon (docs/credential-proxy.md, Operating it).
-func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().StartDaemon(ctx) }
+func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().Start(ctx, daemons.ProxyStart{}) }
 
 // StopProxy stops the proxy daemon, if ours runs (docs/credential-proxy.md, Operating it).
-func (s *Sandbox) StopProxy() bool { return s.proxy().StopDaemon() }
+func (s *Sandbox) StopProxy() bool { return s.proxy().Stop() }
 
 // PhantomTokenSpec says what a phantom token stands for. Named fields
 // because provider and set are both plain strings: positional, they were

@@ -16,7 +16,6 @@ import (
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/runner/internal/gatectl"
 	"terok.dev/sandbox/runner/internal/mirror"
 	"terok.dev/sandbox/runner/sandbox"
 )
@@ -37,18 +36,18 @@ func gateCommand(d Deps) *ucli.Command {
 	}
 }
 
-func gateManager(c *ucli.Context, d Deps) (*gatectl.Manager, error) {
+func gateManager(c *ucli.Context, d Deps) (*daemonctl.GateManager, error) {
 	cfg, err := loadConfig(c, d)
 	if err != nil {
 		return nil, err
 	}
-	return gatectl.New(cfg, d.Env, d.Log), nil
+	return daemonctl.NewGateManager(cfg, d.Env, d.Log), nil
 }
 
 // withGateManager is the action skeleton of the commands without
 // positional arguments: refuse extra arguments, build the manager of the
 // configuration, then fn.
-func withGateManager(d Deps, fn func(c *ucli.Context, m *gatectl.Manager) error) ucli.ActionFunc {
+func withGateManager(d Deps, fn func(c *ucli.Context, m *daemonctl.GateManager) error) ucli.ActionFunc {
 	return func(c *ucli.Context) error {
 		if err := noArgs(c); err != nil {
 			return err
@@ -89,7 +88,7 @@ func gateStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the gate: systemd socket activation when available, else a daemon",
 		Flags: []ucli.Flag{portFlag(), &ucli.BoolFlag{Name: "daemon", Usage: "start the detached daemon even when systemd is available"}},
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			port, err := portOverride(c, m.Cfg)
 			if err != nil {
 				return err
@@ -112,7 +111,7 @@ func gateStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the gate (remove the systemd units, or stop the daemon)",
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			switch m.Status(c.Context).Mode {
 			case daemonctl.ModeSystemd:
 				if err := m.Uninstall(c.Context); err != nil {
@@ -135,7 +134,7 @@ func gateStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show how the gate runs",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			st := m.Status(c.Context)
 			warn := m.CheckUnitsOutdated()
 			if c.Bool("json") {
@@ -163,7 +162,7 @@ func gateInstallCommand(d Deps) *ucli.Command {
 		Name:  "install",
 		Usage: "install and start the systemd socket units (version-stamped, base path baked in)",
 		Flags: []ucli.Flag{portFlag()},
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			port, err := portOverride(c, m.Cfg)
 			if err != nil {
 				return err
@@ -187,7 +186,7 @@ func gateUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			if !m.SystemdUsable(c.Context) {
 				return errors.New("systemd user services are not available. Nothing to uninstall")
 			}
@@ -204,7 +203,7 @@ func gateEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the gate is running with current units (what task creation requires)",
-		Action: withGateManager(d, func(c *ucli.Context, m *gatectl.Manager) error {
+		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
 			if err := m.EnsureReachable(c.Context); err != nil {
 				return err
 			}

@@ -13,7 +13,6 @@ import (
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/runner/internal/proxyctl"
 )
 
 // proxyCommand is `terok-sandbox proxy ...` (docs/credential-proxy.md,
@@ -46,7 +45,7 @@ func argsExactly(c *ucli.Context, names ...string) (*cmdArgs, []string, error) {
 
 // withProxyManager is the action skeleton of the lifecycle commands: no
 // positional arguments, a manager for the loaded configuration, then fn.
-func withProxyManager(d Deps, fn func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error) ucli.ActionFunc {
+func withProxyManager(d Deps, fn func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error) ucli.ActionFunc {
 	return func(c *ucli.Context) error {
 		fa, _, err := argsExactly(c)
 		if err != nil {
@@ -78,12 +77,12 @@ func withCredDB(d Deps, names []string, fn func(c *ucli.Context, fa *cmdArgs, ar
 	}
 }
 
-func proxyManager(c *ucli.Context, d Deps) (*proxyctl.Manager, error) {
+func proxyManager(c *ucli.Context, d Deps) (*daemonctl.ProxyManager, error) {
 	cfg, err := loadConfig(c, d)
 	if err != nil {
 		return nil, err
 	}
-	return proxyctl.New(cfg, d.Env, d.Log), nil
+	return daemonctl.NewProxyManager(cfg, d.Env, d.Log), nil
 }
 
 // proxyLogLevels are the credential proxy's --log-level names
@@ -95,7 +94,7 @@ func proxyStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the credential proxy as a detached daemon",
 		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: " + strings.Join(proxyLogLevels(), ", ")}},
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			// The daemon reads an unknown level as INFO (its compatible
 			// behaviour); the CLI refuses it instead of starting a daemon
 			// that silently logs otherwise than asked.
@@ -112,7 +111,7 @@ func proxyStartCommand(d Deps) *ucli.Command {
 			if st.Mode == daemonctl.ModeSystemd {
 				return fmt.Errorf("the credential proxy's systemd units are installed (it starts on demand through %s); "+
 					"not starting a second instance on the same ports. Use 'terok-sandbox proxy install' to reinstall and restart the units "+
-					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", proxyctl.SocketUnit)
+					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", daemonctl.Proxy().SocketUnit)
 			}
 			if err := m.StartDaemon(c.Context); err != nil {
 				return err
@@ -127,7 +126,7 @@ func proxyStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the credential proxy daemon",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			if _, ok := m.DaemonPID(); !ok {
 				fmt.Fprintln(d.Stdout, "Credential proxy is not running.")
 				return nil
@@ -144,7 +143,7 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show whether the credential proxy runs and what it serves",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			st := m.Status(c.Context)
 			if fa.Bool("json") {
 				return writeJSON(d.Stdout, st)
@@ -172,7 +171,7 @@ func proxyInstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "install",
 		Usage: "install and start the systemd socket units (socket activation)",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			if err := m.Install(c.Context); err != nil {
 				return err
 			}
@@ -186,7 +185,7 @@ func proxyUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			if err := m.Uninstall(c.Context); err != nil {
 				return err
 			}
@@ -200,7 +199,7 @@ func proxyEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the proxy and its SSH agent port are reachable (starts the systemd service if installed)",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *proxyctl.Manager) error {
+		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
 			if err := m.EnsureReachable(c.Context); err != nil {
 				return err
 			}

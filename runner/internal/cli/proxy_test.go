@@ -226,7 +226,7 @@ func TestProxyAndCredentialsCommands(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// No user systemd here (and user units are refused for root): install
-	// and uninstall fail loudly. The proxyctl tests cover the messages of
+	// and uninstall fail loudly. The daemonctl proxy tests cover the messages of
 	// a non-root user without systemd.
 	for _, cmd := range []string{"install", "uninstall"} {
 		code, _, errOut := p.sandbox("", "proxy", cmd)

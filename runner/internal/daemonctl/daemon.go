@@ -25,10 +25,11 @@ const (
 	ModeNone    = "none"
 )
 
-// The binaries of the two daemons the runner manages.
+// The binaries of the three daemons the runner renders units for.
 const (
 	GateBinary  = "terok-gate"
 	ProxyBinary = "terok-credential-proxy"
+	AgentBinary = "terok-ssh-agent"
 )
 
 // SystemdControl is what a daemon's manager needs from systemctl; Systemd
@@ -41,9 +42,14 @@ type SystemdControl interface {
 	Uninstall(ctx context.Context, dir string, names []string, socket string) error
 }
 
-// Daemon describes one host daemon the runner manages: its binary and its
-// systemd user units with their version stamp. Gate and Proxy are the two.
+// Daemon describes one host daemon as data: its binary, its systemd user
+// units with their templates and version stamp, where its PID file and
+// port come from, and the template values of its own. Gate, Proxy and
+// Agent are the three; the lifecycle (Manager) is the same for each.
 type Daemon struct {
+	// Name is the daemon's short name in messages ("gate port 0 is out of
+	// range").
+	Name        string
 	Binary      string
 	SocketUnit  string
 	ServiceUnit string
@@ -52,29 +58,147 @@ type Daemon struct {
 	Legacy      []string
 	StampPrefix string
 	UnitVersion int
+	// SocketTemplate and ServiceTemplate are the unit templates (package
+	// systemd); BinKey is the placeholder of the binary in them.
+	SocketTemplate, ServiceTemplate string
+	BinKey                          string
+	// AuditChannel names the daemon's audit file (docs/audit.md, Files,
+	// rotation, modes).
+	AuditChannel string
+	// PIDFile is the daemon's PID file and Port its configured TCP port.
+	PIDFile func(config.Config) string
+	Port    func(config.Config) int
+	// Values are the template placeholders of this daemon beyond those
+	// every daemon has (UNIT_VERSION, PORT, BinKey, AUDIT_DIR, AUDIT_FILE).
+	Values func(config.Config) map[string]string
 }
 
 // Gate is terok-gate.
 func Gate() Daemon {
 	return Daemon{
-		Binary:      GateBinary,
-		SocketUnit:  systemd.GateSocketName,
-		ServiceUnit: systemd.GateServiceName,
-		Legacy:      []string{systemd.LegacyGateServiceName},
-		StampPrefix: systemd.GateStampPrefix,
-		UnitVersion: systemd.GateUnitVersion,
+		Name:            "gate",
+		Binary:          GateBinary,
+		SocketUnit:      systemd.GateSocketName,
+		ServiceUnit:     systemd.GateServiceName,
+		Legacy:          []string{systemd.LegacyGateServiceName},
+		StampPrefix:     systemd.GateStampPrefix,
+		UnitVersion:     systemd.GateUnitVersion,
+		SocketTemplate:  systemd.GateSocket,
+		ServiceTemplate: systemd.GateService,
+		BinKey:          "TEROK_GATE_BIN",
+		AuditChannel:    "gate",
+		PIDFile:         config.Config.GatePIDFile,
+		Port:            func(c config.Config) int { return c.GatePort },
+		Values: func(c config.Config) map[string]string {
+			return map[string]string{"GATE_BASE_PATH": c.GateBasePath(), "TOKEN_FILE": c.GateTokenFile()}
+		},
 	}
 }
 
-// Proxy is terok-credential-proxy.
+// Proxy is terok-credential-proxy (which supervises the SSH agent on
+// SSHAgentPort).
 func Proxy() Daemon {
 	return Daemon{
-		Binary:      ProxyBinary,
-		SocketUnit:  systemd.ProxySocketName,
-		ServiceUnit: systemd.ProxyServiceName,
-		StampPrefix: systemd.ProxyStampPrefix,
-		UnitVersion: systemd.ProxyUnitVersion,
+		Name:            "proxy",
+		Binary:          ProxyBinary,
+		SocketUnit:      systemd.ProxySocketName,
+		ServiceUnit:     systemd.ProxyServiceName,
+		StampPrefix:     systemd.ProxyStampPrefix,
+		UnitVersion:     systemd.ProxyUnitVersion,
+		SocketTemplate:  systemd.ProxySocket,
+		ServiceTemplate: systemd.ProxyService,
+		BinKey:          "BIN",
+		AuditChannel:    "proxy",
+		PIDFile:         config.Config.ProxyPIDFile,
+		Port:            func(c config.Config) int { return c.ProxyPort },
+		Values: func(c config.Config) map[string]string {
+			return map[string]string{
+				"SOCKET_PATH":    c.ProxySocket(),
+				"DB_PATH":        c.CredentialsDB(),
+				"ROUTES_PATH":    c.RoutesFile(),
+				"SSH_AGENT_PORT": strconv.Itoa(c.SSHAgentPort),
+				"SSH_KEYS_FILE":  c.SSHKeysJSON(),
+				// The compatibility switch of docs/credential-proxy.md ("The
+				// static marker"); changing it needs the units rendered again.
+				"ALLOW_STATIC_MARKER": strconv.FormatBool(c.ProxyStaticMarker),
+				// The hardened service writes nothing else (docs/install.md,
+				// Hardening of the units).
+				"CREDENTIALS_DIR": c.CredentialsDir,
+			}
+		},
 	}
+}
+
+// Agent is the standalone terok-ssh-agent (docs/ssh-agent.md, The server):
+// its units are for hosts that run the agent without the proxy; it has no
+// PID-file daemon mode of its own (the proxy supervises it otherwise).
+func Agent() Daemon {
+	return Daemon{
+		Name:            "ssh-agent",
+		Binary:          AgentBinary,
+		SocketUnit:      systemd.SSHAgentSocketName,
+		ServiceUnit:     systemd.SSHAgentServiceName,
+		StampPrefix:     systemd.SSHAgentStampPrefix,
+		UnitVersion:     systemd.SSHAgentUnitVersion,
+		SocketTemplate:  systemd.SSHAgentSocket,
+		ServiceTemplate: systemd.SSHAgentService,
+		BinKey:          "BIN",
+		AuditChannel:    "ssh",
+		PIDFile:         func(config.Config) string { return "" },
+		Port:            func(c config.Config) int { return c.SSHAgentPort },
+		Values: func(c config.Config) map[string]string {
+			return map[string]string{
+				"DB_PATH":       c.CredentialsDB(),
+				"SSH_KEYS_FILE": c.SSHKeysJSON(),
+				// The hardened service writes nothing else (docs/install.md,
+				// Hardening of the units).
+				"CREDENTIALS_DIR": c.CredentialsDir,
+			}
+		},
+	}
+}
+
+// AuditArg is a daemon's --audit-file value: the file of its audit channel,
+// or off when config.toml sets audit = false (docs/audit.md, Files,
+// rotation, modes).
+func (d Daemon) AuditArg(cfg config.Config) string {
+	if !cfg.Audit {
+		return "off"
+	}
+	return cfg.AuditFile(d.AuditChannel)
+}
+
+// RenderUnits renders d's socket and service for cfg, bin as its binary
+// and port as its TCP port (an explicit override or d.Port(cfg)). Its audit
+// records go to AUDIT_FILE in AUDIT_DIR (docs/audit.md, Files, rotation,
+// modes); audit = false in config.toml needs the units rendered again.
+func (d Daemon) RenderUnits(cfg config.Config, bin string, port int) ([]Unit, error) {
+	if err := CheckPort(d.Name, port); err != nil {
+		return nil, err
+	}
+	vals := d.Values(cfg)
+	vals["UNIT_VERSION"] = strconv.Itoa(d.UnitVersion)
+	vals["PORT"] = strconv.Itoa(port)
+	vals[d.BinKey] = bin
+	vals["AUDIT_DIR"] = cfg.AuditDir()
+	vals["AUDIT_FILE"] = d.AuditArg(cfg)
+	var units []Unit
+	for _, u := range []struct{ name, tmpl string }{{d.SocketUnit, d.SocketTemplate}, {d.ServiceUnit, d.ServiceTemplate}} {
+		out, err := Render(u.tmpl, vals)
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", u.name, err)
+		}
+		units = append(units, Unit{Name: u.name, Content: out})
+	}
+	return units, nil
+}
+
+// CheckPort refuses a port outside 1-65535, naming whose it is.
+func CheckPort(whose string, port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("%s port %d is out of range (1-65535)", whose, port)
+	}
+	return nil
 }
 
 // UnitNames are every unit file of d: socket, service, then the legacy ones.
@@ -164,15 +288,6 @@ func Alive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && !bytes.Contains(stat, []byte(") Z "))
 }
-
-// Message is an operator-facing error: capitalised full sentences that end
-// in what to run. Its text is the whole message, printed as is.
-type Message string
-
-func (m Message) Error() string { return string(m) }
-
-// Messagef formats a Message.
-func Messagef(format string, a ...any) error { return Message(fmt.Sprintf(format, a...)) }
 
 // Readiness polling: every ProbeEvery for up to ReadyTotal.
 const (

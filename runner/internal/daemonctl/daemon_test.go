@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ func TestDaemonDescriptions(t *testing.T) {
 		{"proxy current", Proxy(), "terok-credential-proxy", []string{systemd.ProxySocketName, systemd.ProxyServiceName}, systemd.ProxyUnitVersion, false},
 		{"proxy older", Proxy(), "terok-credential-proxy", nil, 6, true},
 		{"proxy newer", Proxy(), "terok-credential-proxy", nil, systemd.ProxyUnitVersion + 1, false},
+		{"agent current", Agent(), "terok-ssh-agent", []string{systemd.SSHAgentSocketName, systemd.SSHAgentServiceName}, systemd.SSHAgentUnitVersion, false},
+		{"agent older", Agent(), "terok-ssh-agent", nil, systemd.SSHAgentUnitVersion - 1, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,5 +183,29 @@ func TestMessage(t *testing.T) {
 	var m Message
 	if !errors.As(err, &m) || err.Error() != "Gate server is not running.\nterok-sandbox gate start" {
 		t.Fatalf("Messagef = %#v", err)
+	}
+}
+
+// Every daemon's data renders both its units with no placeholder left, its
+// binary and port in them, and refuses a port out of range.
+func TestEveryDaemonRenders(t *testing.T) {
+	cfg := config.Defaults(config.Env{EUID: 1000, Home: t.TempDir()})
+	for _, d := range []Daemon{Gate(), Proxy(), Agent()} {
+		units, err := d.RenderUnits(cfg, "/opt/bin/"+d.Binary, d.Port(cfg))
+		if err != nil {
+			t.Fatalf("%s: %v", d.Name, err)
+		}
+		if len(units) != 2 || units[0].Name != d.SocketUnit || units[1].Name != d.ServiceUnit {
+			t.Fatalf("%s: units %v", d.Name, units)
+		}
+		if !strings.Contains(units[0].Content, "127.0.0.1:"+strconv.Itoa(d.Port(cfg))) || !strings.Contains(units[1].Content, "/opt/bin/"+d.Binary) {
+			t.Errorf("%s: port or binary missing:\n%s\n%s", d.Name, units[0].Content, units[1].Content)
+		}
+		if !strings.HasPrefix(units[0].Content, d.StampPrefix+" "+strconv.Itoa(d.UnitVersion)+"\n") {
+			t.Errorf("%s: socket unit stamp:\n%s", d.Name, units[0].Content)
+		}
+		if _, err := d.RenderUnits(cfg, "/opt/bin/"+d.Binary, 0); err == nil || !strings.Contains(err.Error(), d.Name+" port 0") {
+			t.Errorf("%s: port 0: %v", d.Name, err)
+		}
 	}
 }

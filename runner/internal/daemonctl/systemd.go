@@ -1,7 +1,12 @@
-// Package daemonctl manages the host daemons (gate, credential proxy) the
-// same way for each: systemd user units with a version stamp, or a detached
-// process tracked by a PID file whose identity is checked through /proc
-// (docs/gate.md, Operating it; docs/credential-proxy.md, Operating it).
+// Package daemonctl is the one lifecycle of the host daemons (gate,
+// credential proxy, standalone SSH agent): systemd user units with a
+// version stamp, or a detached process tracked by a PID file whose identity
+// is checked through /proc (docs/gate.md, Operating it;
+// docs/credential-proxy.md, Operating it). What differs between the daemons
+// is data (Daemon: binary, units, templates, values, PID file, port); the
+// skeleton is Manager, with GateManager and ProxyManager adding their own
+// status, start and ensure; the operator-facing errors are Message,
+// ErrNoSystemd and ErrNoSystemdUninstall.
 package daemonctl
 
 import (

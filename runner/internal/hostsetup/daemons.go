@@ -12,8 +12,6 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/runner/internal/gatectl"
-	"terok.dev/sandbox/runner/internal/proxyctl"
 	"terok.dev/sandbox/systemd"
 )
 
@@ -125,8 +123,8 @@ func (p pidDaemon) Remove(context.Context) error {
 // (which also serves the SSH agent port), built once so tests substitute
 // systemctl and the binaries.
 type DaemonManagers struct {
-	Gate  *gatectl.Manager
-	Proxy *proxyctl.Manager
+	Gate  *daemonctl.GateManager
+	Proxy *daemonctl.ProxyManager
 	// System is root's systemd manager and SystemUnitDir where root's
 	// units go (the system scope's socket units).
 	System        daemonctl.Systemd
@@ -143,7 +141,7 @@ const SystemUnitDir = "/etc/systemd/system"
 
 // NewDaemonManagers uses the real systemctl and binaries.
 func NewDaemonManagers(cfg config.Config, env config.Env, log *slog.Logger) DaemonManagers {
-	return DaemonManagers{Gate: gatectl.New(cfg, env, log), Proxy: proxyctl.New(cfg, env, log),
+	return DaemonManagers{Gate: daemonctl.NewGateManager(cfg, env, log), Proxy: daemonctl.NewProxyManager(cfg, env, log),
 		System: daemonctl.Systemd{System: true}, SystemUnitDir: SystemUnitDir,
 		PrivateTmpDirs: []string{"/tmp", "/var/tmp"}}
 }
@@ -209,20 +207,20 @@ func (m DaemonManagers) RemovalDaemons(_ context.Context, scope Scope) []Daemon 
 func (m DaemonManagers) systemUnitDaemons() []Daemon {
 	g, p, sd, dir := m.Gate, m.Proxy, m.System, m.SystemUnitDir
 	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName}
-	proxyNames := []string{proxyctl.SocketUnit, proxyctl.ServiceUnit}
+	proxyNames := []string{systemd.ProxySocketName, systemd.ProxyServiceName}
 	gateUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := m.findForUnit(g.FindBinary, gatectl.Binary)
+		bin, err := m.findForUnit(g.FindBinary, daemonctl.GateBinary)
 		if err != nil {
 			return nil, err
 		}
 		return g.RenderUnits(bin, g.Cfg.GatePort)
 	}
 	proxyUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := m.findForUnit(p.FindBinary, proxyctl.Binary)
+		bin, err := m.findForUnit(p.FindBinary, daemonctl.ProxyBinary)
 		if err != nil {
 			return nil, err
 		}
-		return p.RenderUnits(bin)
+		return p.RenderUnits(bin, p.Cfg.ProxyPort)
 	}
 	remove := func(names []string, socket string) func(context.Context) error {
 		return func(ctx context.Context) error {
@@ -249,7 +247,7 @@ func (m DaemonManagers) systemUnitDaemons() []Daemon {
 			remove: remove(gateNames, systemd.GateSocketName),
 		},
 		unitDaemon{
-			name: "credential proxy system units", dir: dir, socket: proxyctl.SocketUnit, names: proxyNames,
+			name: "credential proxy system units", dir: dir, socket: systemd.ProxySocketName, names: proxyNames,
 			render: proxyUnits, active: sd.IsActive,
 			install: func(ctx context.Context) error {
 				units, err := proxyUnits()
@@ -263,10 +261,10 @@ func (m DaemonManagers) systemUnitDaemons() []Daemon {
 						return fmt.Errorf("create %s: %w", f, err)
 					}
 				}
-				return sd.Install(ctx, dir, units, proxyctl.SocketUnit)
+				return sd.Install(ctx, dir, units, systemd.ProxySocketName)
 			},
 			remove: func(ctx context.Context) error {
-				if err := remove(proxyNames, proxyctl.SocketUnit)(ctx); err != nil {
+				if err := remove(proxyNames, systemd.ProxySocketName)(ctx); err != nil {
 					return err
 				}
 				return removeSocketFile(p.Cfg.ProxySocket())
@@ -278,12 +276,12 @@ func (m DaemonManagers) systemUnitDaemons() []Daemon {
 func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 	g, p := m.Gate, m.Proxy
 	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}
-	proxyNames := []string{proxyctl.SocketUnit, proxyctl.ServiceUnit}
+	proxyNames := []string{systemd.ProxySocketName, systemd.ProxyServiceName}
 	return []Daemon{
 		unitDaemon{
 			name: "gate units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
 			render: func() ([]daemonctl.Unit, error) {
-				bin, err := m.findForUnit(g.FindBinary, gatectl.Binary)
+				bin, err := m.findForUnit(g.FindBinary, daemonctl.GateBinary)
 				if err != nil {
 					return nil, err
 				}
@@ -299,13 +297,13 @@ func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 			},
 		},
 		unitDaemon{
-			name: "credential proxy units", dir: dir, socket: proxyctl.SocketUnit, names: proxyNames,
+			name: "credential proxy units", dir: dir, socket: systemd.ProxySocketName, names: proxyNames,
 			render: func() ([]daemonctl.Unit, error) {
-				bin, err := m.findForUnit(p.FindBinary, proxyctl.Binary)
+				bin, err := m.findForUnit(p.FindBinary, daemonctl.ProxyBinary)
 				if err != nil {
 					return nil, err
 				}
-				return p.RenderUnits(bin)
+				return p.RenderUnits(bin, p.Cfg.ProxyPort)
 			},
 			active:  p.Systemd.IsActive,
 			install: p.Install,
@@ -363,8 +361,8 @@ func (m DaemonManagers) WaitServices(ctx context.Context, scope Scope) []string 
 		sd = m.System
 	}
 	var problems []string
-	if sd != nil && sd.IsActive(ctx, proxyctl.SocketUnit) {
-		if err := sd.Call(ctx, "start", proxyctl.ServiceUnit); err != nil {
+	if sd != nil && sd.IsActive(ctx, systemd.ProxySocketName) {
+		if err := sd.Call(ctx, "start", systemd.ProxyServiceName); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 
 	ucli "github.com/urfave/cli/v2"
@@ -25,9 +24,6 @@ import (
 	"terok.dev/sandbox/runner/internal/cli"
 	"terok.dev/sandbox/runner/internal/completion"
 	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/runner/internal/gatectl"
-	"terok.dev/sandbox/runner/internal/proxyctl"
-	"terok.dev/sandbox/systemd"
 )
 
 // ExampleConfig is the annotated example config.toml; its values are the
@@ -146,47 +142,15 @@ func Units(cfg config.Config, binDir string) ([]daemonctl.Unit, error) {
 	if strings.ContainsAny(binDir, " \t\n") {
 		return nil, errors.New("bin directory must not contain whitespace")
 	}
-	gate, err := (&gatectl.Manager{Base: daemonctl.Base{Cfg: cfg}}).RenderUnits(filepath.Join(binDir, "terok-gate"), cfg.GatePort)
-	if err != nil {
-		return nil, err
-	}
-	proxy, err := (&proxyctl.Manager{Base: daemonctl.Base{Cfg: cfg}}).RenderUnits(filepath.Join(binDir, "terok-credential-proxy"))
-	if err != nil {
-		return nil, err
-	}
-	units := append(gate, proxy...)
-	vals := map[string]string{
-		"UNIT_VERSION":  strconv.Itoa(systemd.SSHAgentUnitVersion),
-		"PORT":          strconv.Itoa(cfg.SSHAgentPort),
-		"BIN":           filepath.Join(binDir, "terok-ssh-agent"),
-		"DB_PATH":       cfg.CredentialsDB(),
-		"SSH_KEYS_FILE": cfg.SSHKeysJSON(),
-		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
-		"CREDENTIALS_DIR": cfg.CredentialsDir,
-		// Its audit records (docs/audit.md, Files, rotation, modes).
-		"AUDIT_DIR":  cfg.AuditDir(),
-		"AUDIT_FILE": sshAuditArg(cfg),
-	}
-	for _, u := range []struct{ name, tmpl string }{
-		{systemd.SSHAgentSocketName, systemd.SSHAgentSocket},
-		{systemd.SSHAgentServiceName, systemd.SSHAgentService},
-	} {
-		s, err := daemonctl.Render(u.tmpl, vals)
+	var units []daemonctl.Unit
+	for _, d := range []daemonctl.Daemon{daemonctl.Gate(), daemonctl.Proxy(), daemonctl.Agent()} {
+		u, err := d.RenderUnits(cfg, filepath.Join(binDir, d.Binary), d.Port(cfg))
 		if err != nil {
-			return nil, fmt.Errorf("render %s: %w", u.name, err)
+			return nil, err
 		}
-		units = append(units, daemonctl.Unit{Name: u.name, Content: s})
+		units = append(units, u...)
 	}
 	return units, nil
-}
-
-// sshAuditArg is the standalone agent's --audit-file: its audit file, or
-// off when config.toml sets audit = false.
-func sshAuditArg(cfg config.Config) string {
-	if !cfg.Audit {
-		return "off"
-	}
-	return cfg.AuditFile("ssh")
 }
 
 // manPage renders app's man page (section 1). urfave/cli goes through

@@ -1,8 +1,9 @@
-// Package proxyctl is the runner side of the credential proxy's lifecycle
-// (docs/credential-proxy.md, Operating it): systemd user units (socket activation,
-// unit version 4) or a detached daemon tracked by a PID file whose owner is
-// checked through /proc, plus the probes and the status object.
-package proxyctl
+package daemonctl
+
+// The credential proxy's lifecycle (docs/credential-proxy.md, Operating
+// it): systemd user units (socket activation) or a detached daemon tracked
+// by a PID file whose owner is checked through /proc, plus the probes and
+// the status object.
 
 import (
 	"context"
@@ -23,22 +24,14 @@ import (
 	"terok.dev/sandbox/common/atomicfile"
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
-	"terok.dev/sandbox/runner/internal/daemonctl"
-	"terok.dev/sandbox/systemd"
 )
 
-// Names and timings (docs/credential-proxy.md, Operating it).
-const (
-	Binary       = daemonctl.ProxyBinary
-	UnitVersion  = systemd.ProxyUnitVersion
-	SocketUnit   = systemd.ProxySocketName
-	ServiceUnit  = systemd.ProxyServiceName
-	probeTimeout = 2 * time.Second
-)
+// proxyProbeTimeout bounds one health probe of `proxy status`.
+const proxyProbeTimeout = 2 * time.Second
 
-// Status is what `proxy status` reports (docs/credential-proxy.md, Operating
-// it); Mode is one of daemonctl.ModeSystemd, daemonctl.ModeDaemon, daemonctl.ModeNone.
-type Status struct {
+// ProxyStatus is what `proxy status` reports (docs/credential-proxy.md,
+// Operating it); Mode is one of ModeSystemd, ModeDaemon, ModeNone.
+type ProxyStatus struct {
 	Mode              string   `json:"mode"`
 	Running           bool     `json:"running"`
 	Healthy           bool     `json:"healthy"`
@@ -51,61 +44,42 @@ type Status struct {
 	Warning string `json:"warning,omitempty"`
 }
 
-// Manager manages the credential proxy of one configuration; every path
-// comes from Cfg.
-type Manager struct {
-	daemonctl.Base
+// ProxyManager manages the credential proxy of one configuration: the
+// shared Manager with Proxy() as its data, plus the proxy's probes,
+// status, start and ensure. Every path comes from Cfg.
+type ProxyManager struct {
+	Manager
 	// LogLevel of a started daemon ("" = INFO).
 	LogLevel string
 }
 
-// New returns a manager using the real systemctl.
-func New(cfg config.Config, env config.Env, log *slog.Logger) *Manager {
-	return &Manager{Base: daemonctl.NewBase(cfg, env, log)}
+// NewProxyManager returns the proxy's manager using the real systemctl.
+func NewProxyManager(cfg config.Config, env config.Env, log *slog.Logger) *ProxyManager {
+	return &ProxyManager{Manager: NewManager(Proxy(), cfg, env, log)}
 }
-
-// inst is the proxy of this configuration as daemonctl describes it.
-func (m *Manager) inst() daemonctl.Instance {
-	return m.Instance(daemonctl.Proxy(), m.Cfg.ProxyPIDFile())
-}
-
-func (m *Manager) find() (string, error) { return m.inst().Find() }
-
-// SocketInstalled: the socket unit exists in the user unit directory.
-func (m *Manager) SocketInstalled() bool { return m.inst().SocketInstalled() }
-
-// InstalledVersion is the stamp of the installed socket unit.
-func (m *Manager) InstalledVersion() int { return m.inst().InstalledVersion() }
-
-// Outdated reports whether installed (a stamp) is older than UnitVersion.
-func Outdated(installed int) bool { return daemonctl.Proxy().Outdated(installed) }
 
 // CheckUnitsOutdated is the warning for installed units older than
 // UnitVersion, or "". Older units keep working (the proxy takes unnamed
 // descriptors in order; docs/install.md, Socket activation and readiness),
 // but are Type=simple: active before the proxy serves.
-func (m *Manager) CheckUnitsOutdated() string { return m.inst().OutdatedWarning() }
+func (m *ProxyManager) CheckUnitsOutdated() string { return m.Instance().OutdatedWarning() }
 
 // SocketActive: systemctl --user is-active on the socket unit.
-func (m *Manager) SocketActive(ctx context.Context) bool { return m.Systemd.IsActive(ctx, SocketUnit) }
+func (m *ProxyManager) SocketActive(ctx context.Context) bool { return m.Systemd.IsActive(ctx, m.Daemon.SocketUnit) }
 
 // ServiceActive: the service unit is active (does not trigger activation).
-func (m *Manager) ServiceActive(ctx context.Context) bool {
-	return m.Systemd.IsActive(ctx, ServiceUnit)
+func (m *ProxyManager) ServiceActive(ctx context.Context) bool {
+	return m.Systemd.IsActive(ctx, m.Daemon.ServiceUnit)
 }
 
-// DaemonPID is the PID of our running daemon, if any (PID file, identity
-// check with this configuration's PID file path, signal 0).
-func (m *Manager) DaemonPID() (int, bool) { return m.inst().DaemonPID() }
-
 // Healthy probes GET http://127.0.0.1:<proxy_port>/-/health.
-func (m *Manager) Healthy(ctx context.Context) bool {
-	return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, probeTimeout)
+func (m *ProxyManager) Healthy(ctx context.Context) bool {
+	return Healthy(ctx, m.Cfg.ProxyPort, proxyProbeTimeout)
 }
 
 // WaitReady repeats the health probe every 0.2 s for up to 5 s.
-func (m *Manager) WaitReady(ctx context.Context) bool {
-	return daemonctl.Poll(ctx, func(ctx context.Context) bool { return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, time.Second) })
+func (m *ProxyManager) WaitReady(ctx context.Context) bool {
+	return Poll(ctx, func(ctx context.Context) bool { return Healthy(ctx, m.Cfg.ProxyPort, time.Second) })
 }
 
 // RoutesCount is the number of top-level keys of the routes file; 0 when
@@ -124,7 +98,7 @@ func RoutesCount(path string) int {
 
 // CredentialsStored lists the providers of the default set; empty when the
 // database does not exist, and on a database error (logged).
-func (m *Manager) CredentialsStored(ctx context.Context) []string {
+func (m *ProxyManager) CredentialsStored(ctx context.Context) []string {
 	out := []string{}
 	path := m.Cfg.CredentialsDB()
 	if _, err := os.Stat(path); err != nil {
@@ -146,9 +120,9 @@ func (m *Manager) CredentialsStored(ctx context.Context) []string {
 }
 
 // Status is `proxy status` (docs/credential-proxy.md, Operating it). When the units are installed the daemon is not consulted.
-func (m *Manager) Status(ctx context.Context) Status {
-	st := Status{
-		Mode:              daemonctl.ModeNone,
+func (m *ProxyManager) Status(ctx context.Context) ProxyStatus {
+	st := ProxyStatus{
+		Mode:              ModeNone,
 		SocketPath:        m.Cfg.ProxySocket(),
 		DBPath:            m.Cfg.CredentialsDB(),
 		RoutesPath:        m.Cfg.RoutesFile(),
@@ -157,13 +131,13 @@ func (m *Manager) Status(ctx context.Context) Status {
 	}
 	switch {
 	case m.SocketInstalled():
-		st.Mode = daemonctl.ModeSystemd
+		st.Mode = ModeSystemd
 		st.Running = m.ServiceActive(ctx)
 		st.Healthy = st.Running && m.Healthy(ctx)
 		st.Warning = m.CheckUnitsOutdated()
 	default:
 		if _, ok := m.DaemonPID(); ok {
-			st.Mode, st.Running = daemonctl.ModeDaemon, true
+			st.Mode, st.Running = ModeDaemon, true
 			st.Healthy = m.Healthy(ctx)
 		}
 	}
@@ -173,7 +147,7 @@ func (m *Manager) Status(ctx context.Context) Status {
 // prepareFiles creates what the proxy needs to start: the runtime
 // directory, an empty routes file and ssh-keys.json when missing, and the
 // log directory.
-func (m *Manager) prepareFiles() error {
+func (m *ProxyManager) prepareFiles() error {
 	if err := os.MkdirAll(m.Cfg.RuntimeDir, 0o700); err != nil {
 		return fmt.Errorf("create runtime directory %s: %w", m.Cfg.RuntimeDir, err)
 	}
@@ -202,11 +176,8 @@ func (m *Manager) prepareFiles() error {
 	return nil
 }
 
-// AuditArg is the proxy's --audit-file value (docs/audit.md, Files).
-func (m *Manager) AuditArg() string { return m.Base.AuditArg("proxy") }
-
 // DaemonArgs is the daemon's command line after the program (docs/credential-proxy.md, Operating it).
-func (m *Manager) DaemonArgs() []string {
+func (m *ProxyManager) DaemonArgs() []string {
 	level := m.LogLevel
 	if level == "" {
 		level = "INFO"
@@ -233,8 +204,8 @@ func (m *Manager) DaemonArgs() []string {
 
 // StartDaemon launches the proxy in its own session and waits up to 5 s
 // for it to answer the health probe (docs/credential-proxy.md, Operating it).
-func (m *Manager) StartDaemon(ctx context.Context) error {
-	bin, err := m.find()
+func (m *ProxyManager) StartDaemon(ctx context.Context) error {
+	bin, err := m.Find()
 	if err != nil {
 		return err
 	}
@@ -262,14 +233,14 @@ func (m *Manager) StartDaemon(ctx context.Context) error {
 		_ = cmd.Wait()
 		exited <- cmd.ProcessState.ExitCode()
 	}()
-	ready := daemonctl.Poll(ctx, func(ctx context.Context) bool {
+	ready := Poll(ctx, func(ctx context.Context) bool {
 		select {
 		case code := <-exited:
 			exited <- code
 			return true // stop polling; checked below
 		default:
 		}
-		return daemonctl.Healthy(ctx, m.Cfg.ProxyPort, time.Second)
+		return Healthy(ctx, m.Cfg.ProxyPort, time.Second)
 	})
 	select {
 	case code := <-exited:
@@ -279,67 +250,33 @@ func (m *Manager) StartDaemon(ctx context.Context) error {
 		if s := strings.TrimSpace(string(b)); s != "" {
 			msg += ":\n" + s
 		}
-		return daemonctl.Message(msg)
+		return Message(msg)
 	default:
 	}
 	if !ready {
-		return daemonctl.Messagef("Credential proxy process started but did not become ready within 5 s.\nCheck logs or try: curl http://127.0.0.1:%d/-/health", m.Cfg.ProxyPort)
+		return Messagef("Credential proxy process started but did not become ready within 5 s.\nCheck logs or try: curl http://127.0.0.1:%d/-/health", m.Cfg.ProxyPort)
 	}
 	m.Log.Info("credential proxy daemon started", "pid", cmd.Process.Pid, "log", m.Cfg.ProxyLogFile())
 	return nil
 }
 
-// StopDaemon stops our daemon (docs/credential-proxy.md, Operating it) and reports whether one was signalled.
-func (m *Manager) StopDaemon() bool { return m.inst().StopDaemon() }
-
-// RenderUnits renders both unit templates for this configuration.
-func (m *Manager) RenderUnits(bin string) ([]daemonctl.Unit, error) {
-	vals := map[string]string{
-		"UNIT_VERSION":   strconv.Itoa(UnitVersion),
-		"SOCKET_PATH":    m.Cfg.ProxySocket(),
-		"DB_PATH":        m.Cfg.CredentialsDB(),
-		"ROUTES_PATH":    m.Cfg.RoutesFile(),
-		"PORT":           strconv.Itoa(m.Cfg.ProxyPort),
-		"SSH_AGENT_PORT": strconv.Itoa(m.Cfg.SSHAgentPort),
-		"SSH_KEYS_FILE":  m.Cfg.SSHKeysJSON(),
-		// The compatibility switch of docs/credential-proxy.md ("The static
-		// marker"); changing it needs the units rendered again.
-		"ALLOW_STATIC_MARKER": strconv.FormatBool(m.Cfg.ProxyStaticMarker),
-		// The hardened service writes nothing else (docs/install.md, Hardening of the units).
-		"CREDENTIALS_DIR": m.Cfg.CredentialsDir,
-		// Its audit records (docs/audit.md, Files); audit = false in
-		// config.toml needs the units rendered again, like the switch above.
-		"AUDIT_DIR":  m.Cfg.AuditDir(),
-		"AUDIT_FILE": m.AuditArg(),
-		"BIN":        bin,
-	}
-	var units []daemonctl.Unit
-	for _, u := range []struct{ name, tmpl string }{{SocketUnit, systemd.ProxySocket}, {ServiceUnit, systemd.ProxyService}} {
-		s, err := daemonctl.Render(u.tmpl, vals)
-		if err != nil {
-			return nil, fmt.Errorf("render %s: %w", u.name, err)
-		}
-		units = append(units, daemonctl.Unit{Name: u.name, Content: s})
-	}
-	return units, nil
-}
+// StopDaemon stops our daemon (docs/credential-proxy.md, Operating it) and
+// reports whether one was signalled; it does not wait for the process.
+func (m *ProxyManager) StopDaemon() bool { return m.Manager.StopDaemon(0) }
 
 // userUnitDir is the user unit directory, refused for root with the
 // proxy's alternative named.
-func (m *Manager) userUnitDir() (string, error) {
+func (m *ProxyManager) userUnitDir() (string, error) {
 	if m.Env.EUID == 0 {
 		return "", errors.New("refusing to manage systemd user units as root; run as the user who runs the tasks, or use the manual daemon: terok-sandbox proxy start")
 	}
-	return daemonctl.UserUnitDir(m.Env)
+	return UserUnitDir(m.Env)
 }
-
-// ErrNoSystemd is returned by Install when user services are unavailable.
-var ErrNoSystemd = daemonctl.Message("systemd user services are not available on this host.")
 
 // Install writes the units and enables the socket (docs/credential-proxy.md, Operating it). The routes file
 // and ssh-keys.json are created empty when missing, since the proxy
 // refuses to start without them.
-func (m *Manager) Install(ctx context.Context) error {
+func (m *ProxyManager) Install(ctx context.Context) error {
 	dir, err := m.userUnitDir()
 	if err != nil {
 		return err
@@ -347,25 +284,11 @@ func (m *Manager) Install(ctx context.Context) error {
 	if !m.Systemd.Available(ctx) {
 		return ErrNoSystemd
 	}
-	bin, err := m.find()
-	if err != nil {
-		return err
-	}
-	units, err := m.RenderUnits(bin)
-	if err != nil {
-		return err
-	}
-	if err := m.prepareFiles(); err != nil {
-		return err
-	}
-	return m.Systemd.Install(ctx, dir, units, SocketUnit)
+	return m.InstallUnits(ctx, dir, m.Cfg.ProxyPort, m.prepareFiles)
 }
 
-// ErrNoSystemdUninstall is Uninstall's error without systemd.
-var ErrNoSystemdUninstall = daemonctl.Message("systemd user services are not available. Nothing to uninstall.")
-
 // Uninstall disables the socket and removes both units (docs/credential-proxy.md, Operating it).
-func (m *Manager) Uninstall(ctx context.Context) error {
+func (m *ProxyManager) Uninstall(ctx context.Context) error {
 	dir, err := m.userUnitDir()
 	if err != nil {
 		return err
@@ -373,17 +296,17 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if !m.Systemd.Available(ctx) {
 		return ErrNoSystemdUninstall
 	}
-	return m.Systemd.Uninstall(ctx, dir, daemonctl.Proxy().UnitNames(), SocketUnit)
+	return m.UninstallUnits(ctx, dir)
 }
 
 // EnsureReachable is `proxy ensure` (docs/credential-proxy.md, Operating it),
 // called before creating a task that uses the proxy. It never starts a daemon; in systemd mode it starts the service
 // so the TCP ports (proxy and SSH agent) come up.
-func (m *Manager) EnsureReachable(ctx context.Context) error {
+func (m *ProxyManager) EnsureReachable(ctx context.Context) error {
 	socketActive := m.SocketActive(ctx)
 	_, daemon := m.DaemonPID()
 	if !socketActive && !daemon {
-		return daemonctl.Messagef("Credential proxy is not reachable.\n"+
+		return Messagef("Credential proxy is not reachable.\n"+
 			"The credential proxy injects real API credentials into requests from task containers "+
 			"without exposing them to the containers.\n"+
 			"Start it in one of two ways:\n"+
@@ -392,13 +315,13 @@ func (m *Manager) EnsureReachable(ctx context.Context) error {
 			"Socket: %s\nDB:     %s", m.Cfg.ProxySocket(), m.Cfg.CredentialsDB())
 	}
 	if socketActive {
-		_ = m.Systemd.Call(ctx, "start", ServiceUnit)
+		_ = m.Systemd.Call(ctx, "start", m.Daemon.ServiceUnit)
 	}
 	if !m.WaitReady(ctx) {
-		return daemonctl.Messagef("Credential proxy service started but TCP port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.ProxyPort)
+		return Messagef("Credential proxy service started but TCP port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.ProxyPort)
 	}
-	if !daemonctl.WaitPort(ctx, m.Cfg.SSHAgentPort) {
-		return daemonctl.Messagef("Credential proxy service started but SSH agent port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.SSHAgentPort)
+	if !WaitPort(ctx, m.Cfg.SSHAgentPort) {
+		return Messagef("Credential proxy service started but SSH agent port %d is not reachable. Check: journalctl --user -u terok-credential-proxy", m.Cfg.SSHAgentPort)
 	}
 	return nil
 }

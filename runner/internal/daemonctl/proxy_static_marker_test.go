@@ -1,4 +1,4 @@
-package proxyctl
+package daemonctl
 
 import (
 	"slices"
@@ -11,12 +11,12 @@ import (
 // nothing when off (docs/credential-proxy.md, "The static marker").
 func TestStaticMarkerSwitchReachesTheDaemon(t *testing.T) {
 	for _, on := range []bool{false, true} {
-		m, _ := newManager(t)
+		m, _ := newProxyManager(t)
 		m.Cfg.ProxyStaticMarker = on
 		if got := slices.Contains(m.DaemonArgs(), "--allow-static-marker"); got != on {
 			t.Errorf("switch %v: daemon args %q", on, m.DaemonArgs())
 		}
-		units, err := m.RenderUnits("/usr/bin/terok-credential-proxy")
+		units, err := m.RenderUnits("/usr/bin/terok-credential-proxy", m.Cfg.ProxyPort)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -25,7 +25,7 @@ func TestStaticMarkerSwitchReachesTheDaemon(t *testing.T) {
 			want = "--allow-static-marker=true "
 		}
 		for _, u := range units {
-			if u.Name == ServiceUnit && !strings.Contains(u.Content, want) {
+			if u.Name == m.Daemon.ServiceUnit && !strings.Contains(u.Content, want) {
 				t.Errorf("switch %v: service unit lacks %q:\n%s", on, want, u.Content)
 			}
 		}

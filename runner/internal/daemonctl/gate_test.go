@@ -1,4 +1,4 @@
-package gatectl
+package daemonctl
 
 import (
 	"bytes"
@@ -17,42 +17,11 @@ import (
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/testkit"
-	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/systemd"
 )
 
-// fakeSystemd records calls and writes units like the real Install does.
-type fakeSystemd struct {
-	available, active bool
-	installed         []daemonctl.Unit
-	uninstalled       bool
-}
-
-func (f *fakeSystemd) Available(context.Context) bool        { return f.available }
-func (f *fakeSystemd) IsActive(context.Context, string) bool { return f.active }
-func (f *fakeSystemd) Call(context.Context, ...string) error { return nil }
-func (f *fakeSystemd) Install(_ context.Context, dir string, units []daemonctl.Unit, _ string) error {
-	f.installed = units
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, u := range units {
-		if err := os.WriteFile(filepath.Join(dir, u.Name), []byte(u.Content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-func (f *fakeSystemd) Uninstall(_ context.Context, dir string, names []string, _ string) error {
-	f.uninstalled = true
-	for _, n := range names {
-		os.Remove(filepath.Join(dir, n))
-	}
-	return nil
-}
-
 // testManager is a non-root user's manager with its own home and state.
-func testManager(t *testing.T, fs *fakeSystemd) *Manager {
+func testGateManager(t *testing.T, fs *fakeSystemd) *GateManager {
 	t.Helper()
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
@@ -68,47 +37,12 @@ func testManager(t *testing.T, fs *fakeSystemd) *Manager {
 		return ""
 	}}
 	cfg := config.Defaults(env)
-	return &Manager{daemonctl.Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(string) (string, error) { return gateBinary(t), nil }}}
-}
-
-var builtGate string
-
-// gateBinary builds the real terok-gate once (TEROK_BIN_DIR wins).
-func gateBinary(t *testing.T) string {
-	t.Helper()
-	if builtGate != "" {
-		return builtGate
-	}
-	if d := os.Getenv("TEROK_BIN_DIR"); d != "" {
-		if _, err := os.Stat(filepath.Join(d, Binary)); err == nil {
-			builtGate = filepath.Join(d, Binary)
-			return builtGate
-		}
-	}
-	dir, err := os.MkdirTemp("", "gatectl-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, Binary)
-	cmd := exec.Command("go", "build", "-o", out, "terok.dev/sandbox/gate/cmd/terok-gate")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build terok-gate: %v\n%s", err, b)
-	}
-	builtGate = out
-	return out
-}
-
-func TestMain(m *testing.M) {
-	code := testkit.Run(m)
-	if builtGate != "" && strings.HasPrefix(builtGate, os.TempDir()) {
-		os.RemoveAll(filepath.Dir(builtGate))
-	}
-	os.Exit(code)
+	return &GateManager{Manager{Base: Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: findTestBin, Log: discard()}, Daemon: Gate()}}
 }
 
 func TestRenderUnitsAndSystemdVerify(t *testing.T) {
-	m := testManager(t, &fakeSystemd{})
-	bin := gateBinary(t)
+	m := testGateManager(t, &fakeSystemd{})
+	bin := testBin(t, GateBinary)
 	units, err := m.RenderUnits(bin, 12345)
 	if err != nil {
 		t.Fatal(err)
@@ -176,23 +110,23 @@ func TestRenderUnitsAndSystemdVerify(t *testing.T) {
 
 func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 	fs := &fakeSystemd{available: true}
-	m := testManager(t, fs)
+	m := testGateManager(t, fs)
 	ctx := context.Background()
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone || st.Running {
+	if st := m.Status(ctx); st.Mode != ModeNone || st.Running {
 		t.Fatalf("initial status %+v", st)
 	}
 	mode, err := m.Start(ctx, 23456, false)
-	if err != nil || mode != daemonctl.ModeSystemd {
+	if err != nil || mode != ModeSystemd {
 		t.Fatalf("start: %s %v", mode, err)
 	}
 	if !strings.Contains(fs.installed[0].Content, "ListenStream=127.0.0.1:23456") {
 		t.Fatalf("--port not honoured in the socket unit:\n%s", fs.installed[0].Content)
 	}
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || st.Running {
+	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running {
 		t.Fatalf("installed, inactive: %+v", st)
 	}
-	fs.active = true
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || !st.Running || st.Port != m.Cfg.GatePort {
+	fs.allActive = true
+	if st := m.Status(ctx); st.Mode != ModeSystemd || !st.Running || st.Port != m.Cfg.GatePort {
 		t.Fatalf("installed, active: %+v", st)
 	}
 	if msg := m.CheckUnitsOutdated(); msg != "" {
@@ -250,13 +184,13 @@ func TestStartSystemdHonoursPortAndStatus(t *testing.T) {
 
 func TestEnsureNotRunningMessages(t *testing.T) {
 	ctx := context.Background()
-	m := testManager(t, &fakeSystemd{available: true})
+	m := testGateManager(t, &fakeSystemd{available: true})
 	err := m.EnsureReachable(ctx)
 	if err == nil || !strings.HasPrefix(err.Error(), "Gate server is not running.") ||
 		!strings.HasSuffix(err.Error(), "Recommended: install and start the systemd socket.\n  terok-sandbox gate start") {
 		t.Fatalf("systemd available: %v", err)
 	}
-	m = testManager(t, &fakeSystemd{})
+	m = testGateManager(t, &fakeSystemd{})
 	err = m.EnsureReachable(ctx)
 	if err == nil || !strings.HasSuffix(err.Error(), "Start the gate daemon.\n  terok-sandbox gate start --daemon") {
 		t.Fatalf("no systemd: %v", err)
@@ -269,13 +203,13 @@ func TestEnsureNotRunningMessages(t *testing.T) {
 }
 
 func TestDaemonLifecycleRealBinary(t *testing.T) {
-	m := testManager(t, &fakeSystemd{})
+	m := testGateManager(t, &fakeSystemd{})
 	ctx := context.Background()
 	ln := testkit.FreePort(t)
 	adminTok := "terok-g-abababababababababababababababab"
 	getenv := m.Env.Getenv
 	m.Env.Getenv = func(k string) string {
-		if k == EnvAdminToken {
+		if k == EnvGateAdminToken {
 			return adminTok
 		}
 		return getenv(k)
@@ -285,7 +219,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 		t.Fatal("admin token in the daemon arguments")
 	}
 	mode, err := m.Start(ctx, ln, false)
-	if err != nil || mode != daemonctl.ModeDaemon {
+	if err != nil || mode != ModeDaemon {
 		t.Fatalf("start: %s %v", mode, err)
 	}
 	pid, ok := m.DaemonPID()
@@ -304,7 +238,7 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	if !bytes.Contains(cmdline, []byte("--audit-file="+m.Cfg.AuditFile("gate")+"\x00")) {
 		t.Fatalf("--audit-file not passed: %q", cmdline)
 	}
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeDaemon || !st.Running {
+	if st := m.Status(ctx); st.Mode != ModeDaemon || !st.Running {
 		t.Fatalf("status %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err != nil {
@@ -316,19 +250,19 @@ func TestDaemonLifecycleRealBinary(t *testing.T) {
 	if !m.StopDaemon() {
 		t.Fatal("stop reported nothing stopped")
 	}
-	if daemonctl.Alive(pid) {
+	if Alive(pid) {
 		t.Fatal("daemon still alive after stop")
 	}
 	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
 		t.Fatal("PID file left behind")
 	}
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone {
+	if st := m.Status(ctx); st.Mode != ModeNone {
 		t.Fatalf("status after stop %+v", st)
 	}
 }
 
 func TestForeignPIDNeverSignalled(t *testing.T) {
-	m := testManager(t, &fakeSystemd{})
+	m := testGateManager(t, &fakeSystemd{})
 	sleeper := exec.Command("sleep", "300")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
@@ -345,7 +279,7 @@ func TestForeignPIDNeverSignalled(t *testing.T) {
 		t.Fatal("stop claims to have signalled a foreign process")
 	}
 	time.Sleep(50 * time.Millisecond) // a wrongly sent SIGTERM would have landed by now
-	if !daemonctl.Alive(sleeper.Process.Pid) {
+	if !Alive(sleeper.Process.Pid) {
 		t.Fatal("foreign process was signalled")
 	}
 	if _, err := os.Stat(m.Cfg.GatePIDFile()); !os.IsNotExist(err) {
@@ -361,8 +295,8 @@ func TestRenderedUnitsServeLongLived(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
 	}
-	m := testManager(t, &fakeSystemd{})
-	bin := gateBinary(t)
+	m := testGateManager(t, &fakeSystemd{})
+	bin := testBin(t, GateBinary)
 	port := testkit.FreePort(t)
 	units, err := m.RenderUnits(bin, port)
 	if err != nil {
@@ -439,7 +373,7 @@ func TestRenderedUnitsServeLongLived(t *testing.T) {
 // removes whichever is there.
 func TestInstallReplacesV6Template(t *testing.T) {
 	fs := &fakeSystemd{available: true}
-	m := testManager(t, fs)
+	m := testGateManager(t, fs)
 	ctx := context.Background()
 	dir := filepath.Join(m.Env.Home, ".config", "systemd", "user")
 	legacy := filepath.Join(dir, systemd.LegacyGateServiceName)

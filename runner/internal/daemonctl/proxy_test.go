@@ -1,92 +1,22 @@
-package proxyctl
+package daemonctl
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/testkit"
-	"terok.dev/sandbox/runner/internal/daemonctl"
 )
 
-var binDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "proxyctl-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	for name, pkg := range map[string]string{
-		"terok-credential-proxy": "terok.dev/sandbox/credproxy/cmd/terok-credential-proxy",
-		"terok-ssh-agent":        "terok.dev/sandbox/sshagent/cmd/terok-ssh-agent",
-	} {
-		if pre := os.Getenv("TEROK_BIN_DIR"); pre != "" {
-			if b, err := os.ReadFile(filepath.Join(pre, name)); err == nil {
-				_ = os.WriteFile(filepath.Join(dir, name), b, 0o755)
-				continue
-			}
-		}
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.Exit(1)
-		}
-	}
-	code := testkit.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// fakeSystemd records calls; it stands in for systemctl, which cannot run
-// here (systemd is not PID 1). Unit files are really written and removed.
-type fakeSystemd struct {
-	mu        sync.Mutex
-	available bool
-	active    map[string]bool
-	calls     []string
-}
-
-func (f *fakeSystemd) Available(context.Context) bool { return f.available }
-func (f *fakeSystemd) IsActive(_ context.Context, u string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.active[u]
-}
-func (f *fakeSystemd) Call(_ context.Context, args ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, strings.Join(args, " "))
-	return nil
-}
-func (f *fakeSystemd) Install(ctx context.Context, dir string, units []daemonctl.Unit, socket string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, u := range units {
-		if err := os.WriteFile(filepath.Join(dir, u.Name), []byte(u.Content), 0o644); err != nil {
-			return err
-		}
-	}
-	return f.Call(ctx, "install", socket)
-}
-func (f *fakeSystemd) Uninstall(ctx context.Context, dir string, names []string, socket string) error {
-	for _, n := range names {
-		os.Remove(filepath.Join(dir, n))
-	}
-	return f.Call(ctx, "uninstall", socket)
-}
-
-func newManager(t *testing.T) (*Manager, *fakeSystemd) {
+func newProxyManager(t *testing.T) (*ProxyManager, *fakeSystemd) {
 	t.Helper()
 	base := t.TempDir()
 	home := filepath.Join(base, "home")
@@ -110,15 +40,13 @@ func newManager(t *testing.T) (*Manager, *fakeSystemd) {
 	cfg.ProxyPort = testkit.FreePort(t)
 	cfg.SSHAgentPort = testkit.FreePort(t)
 	fs := &fakeSystemd{active: map[string]bool{}}
-	m := &Manager{Base: daemonctl.Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: func(name string) (string, error) {
-		return filepath.Join(binDir, name), nil
-	}}}
+	m := &ProxyManager{Manager: Manager{Base: Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: findTestBin}, Daemon: Proxy()}}
 	m.Log = discard()
 	t.Cleanup(func() { m.StopDaemon(); waitGone(t, m) })
 	return m, fs
 }
 
-func waitGone(t *testing.T, m *Manager) {
+func waitGone(t *testing.T, m *ProxyManager) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := os.Stat(m.Cfg.ProxySocket()); os.IsNotExist(err) {
@@ -133,10 +61,10 @@ func waitGone(t *testing.T, m *Manager) {
 }
 
 func TestDaemonLifecycle(t *testing.T) {
-	m, _ := newManager(t)
+	m, _ := newProxyManager(t)
 	ctx := context.Background()
 	st := m.Status(ctx)
-	if st.Mode != daemonctl.ModeNone || st.Running || st.Healthy || st.RoutesConfigured != 0 || len(st.CredentialsStored) != 0 {
+	if st.Mode != ModeNone || st.Running || st.Healthy || st.RoutesConfigured != 0 || len(st.CredentialsStored) != 0 {
 		t.Errorf("before start: %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err == nil || !strings.HasPrefix(err.Error(), "Credential proxy is not reachable.") ||
@@ -158,7 +86,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("log dir: %v", err)
 	}
 	st = m.Status(ctx)
-	if st.Mode != daemonctl.ModeDaemon || !st.Running || !st.Healthy || st.SocketPath != m.Cfg.ProxySocket() || st.DBPath != m.Cfg.CredentialsDB() {
+	if st.Mode != ModeDaemon || !st.Running || !st.Healthy || st.SocketPath != m.Cfg.ProxySocket() || st.DBPath != m.Cfg.CredentialsDB() {
 		t.Errorf("after start: %+v", st)
 	}
 	if err := m.EnsureReachable(ctx); err != nil {
@@ -173,7 +101,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Error("StopDaemon did not signal")
 	}
 	waitGone(t, m)
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeNone || st.Running {
+	if st := m.Status(ctx); st.Mode != ModeNone || st.Running {
 		t.Errorf("after stop: %+v", st)
 	}
 	if m.StopDaemon() {
@@ -182,7 +110,7 @@ func TestDaemonLifecycle(t *testing.T) {
 }
 
 func TestStartFailureReportsStderr(t *testing.T) {
-	m, _ := newManager(t)
+	m, _ := newProxyManager(t)
 	os.MkdirAll(m.Cfg.CredentialsDir, 0o700)
 	os.WriteFile(m.Cfg.RoutesFile(), []byte(`{"claude": {"auth_header": "dynamic"}}`), 0o600)
 	err := m.StartDaemon(context.Background())
@@ -196,7 +124,7 @@ func TestStartFailureReportsStderr(t *testing.T) {
 }
 
 func TestStartNotReadyButRunning(t *testing.T) {
-	m, _ := newManager(t)
+	m, _ := newProxyManager(t)
 	// A stand-in that runs but never listens.
 	sd := t.TempDir()
 	script := filepath.Join(sd, "terok-credential-proxy")
@@ -212,7 +140,7 @@ func TestStartNotReadyButRunning(t *testing.T) {
 	if time.Since(start) < 4*time.Second {
 		t.Error("gave up before the 5 s window")
 	}
-	if pid, err := daemonctl.ReadPID(pidFile); err == nil {
+	if pid, err := ReadPID(pidFile); err == nil {
 		if p, err := os.FindProcess(pid); err == nil {
 			_ = p.Kill()
 		}
@@ -220,7 +148,7 @@ func TestStartNotReadyButRunning(t *testing.T) {
 }
 
 func TestSystemdInstallStatusEnsure(t *testing.T) {
-	m, fs := newManager(t)
+	m, fs := newProxyManager(t)
 	ctx := context.Background()
 	if err := m.Install(ctx); !errors.Is(err, ErrNoSystemd) || err.Error() != "systemd user services are not available on this host." {
 		t.Errorf("install without systemd: %v", err)
@@ -232,15 +160,15 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if err := m.Install(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := daemonctl.UserUnitDir(m.Env)
-	sock, _ := os.ReadFile(filepath.Join(dir, SocketUnit))
-	svc, _ := os.ReadFile(filepath.Join(dir, ServiceUnit))
+	dir, _ := UserUnitDir(m.Env)
+	sock, _ := os.ReadFile(filepath.Join(dir, m.Daemon.SocketUnit))
+	svc, _ := os.ReadFile(filepath.Join(dir, m.Daemon.ServiceUnit))
 	if !strings.HasPrefix(string(sock), "# terok-credential-proxy-version: 10\n") ||
 		!strings.Contains(string(sock), "ListenStream="+m.Cfg.ProxySocket()+"\nSocketMode=0600\nListenStream=127.0.0.1:"+fmt.Sprint(m.Cfg.ProxyPort)+"\n") {
 		t.Errorf("socket unit:\n%s", sock)
 	}
 	wantExec := fmt.Sprintf("ExecStart=%s --socket-path=%s --db-path=%s --routes-file=%s --port=%d --ssh-agent-port=%d --ssh-keys-file=%s --allow-static-marker=false --audit-file=%s\n",
-		filepath.Join(binDir, Binary), m.Cfg.ProxySocket(), m.Cfg.CredentialsDB(), m.Cfg.RoutesFile(), m.Cfg.ProxyPort, m.Cfg.SSHAgentPort, m.Cfg.SSHKeysJSON(), m.Cfg.AuditFile("proxy"))
+		testBin(t, ProxyBinary), m.Cfg.ProxySocket(), m.Cfg.CredentialsDB(), m.Cfg.RoutesFile(), m.Cfg.ProxyPort, m.Cfg.SSHAgentPort, m.Cfg.SSHKeysJSON(), m.Cfg.AuditFile("proxy"))
 	if !strings.Contains(string(svc), wantExec) {
 		t.Errorf("service unit:\n%s\nwant %s", svc, wantExec)
 	}
@@ -248,7 +176,7 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 		t.Errorf("installed version %d", m.InstalledVersion())
 	}
 	// Older stamps (v9: the audit dir had to exist before the first start) are reported.
-	sockPath := filepath.Join(dir, SocketUnit)
+	sockPath := filepath.Join(dir, m.Daemon.SocketUnit)
 	for _, tc := range []struct{ stamp, want string }{
 		{"# terok-credential-proxy-version: 9", "Systemd units are outdated (installed v9, expected v10)."},
 		{"# terok-credential-proxy-version: x", "Systemd units are outdated (installed unversioned, expected v10)."},
@@ -264,23 +192,23 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 		t.Errorf("current units: warning %q", w)
 	}
 	// Installed: systemd mode; not running while the service is inactive.
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || st.Running || st.Healthy {
+	if st := m.Status(ctx); st.Mode != ModeSystemd || st.Running || st.Healthy {
 		t.Errorf("installed, inactive: %+v", st)
 	}
 	// Socket active: ensure starts the service and then waits for both ports.
 	// The real binary plays the service here.
-	fs.active[SocketUnit] = true
-	fs.active[ServiceUnit] = true
+	fs.active[m.Daemon.SocketUnit] = true
+	fs.active[m.Daemon.ServiceUnit] = true
 	if err := m.StartDaemon(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.EnsureReachable(ctx); err != nil {
 		t.Errorf("ensure: %v", err)
 	}
-	if !contains(fs.calls, "start "+ServiceUnit) {
+	if !contains(fs.calls, "start "+m.Daemon.ServiceUnit) {
 		t.Errorf("calls %v", fs.calls)
 	}
-	if st := m.Status(ctx); st.Mode != daemonctl.ModeSystemd || !st.Running || !st.Healthy {
+	if st := m.Status(ctx); st.Mode != ModeSystemd || !st.Running || !st.Healthy {
 		t.Errorf("installed, active: %+v", st)
 	}
 	m.StopDaemon()
@@ -291,14 +219,14 @@ func TestSystemdInstallStatusEnsure(t *testing.T) {
 	if err := m.Uninstall(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SocketUnit)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, m.Daemon.SocketUnit)); !os.IsNotExist(err) {
 		t.Error("socket unit left")
 	}
 }
 
 func TestSSHPortUnreachable(t *testing.T) {
-	m, fs := newManager(t)
-	fs.active[SocketUnit] = true
+	m, fs := newProxyManager(t)
+	fs.active[m.Daemon.SocketUnit] = true
 	// Only the proxy port answers: a health endpoint without an SSH agent.
 	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", m.Cfg.ProxyPort))
 	if err != nil {
@@ -328,8 +256,8 @@ func TestRenderedUnitsVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Skip("systemd-analyze not installed")
 	}
-	m, _ := newManager(t)
-	units, err := m.RenderUnits(filepath.Join(binDir, Binary))
+	m, _ := newProxyManager(t)
+	units, err := m.RenderUnits(testBin(t, ProxyBinary), m.Cfg.ProxyPort)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +283,7 @@ func TestRenderedUnitsVerify(t *testing.T) {
 	}
 	// Values that could inject directives are refused.
 	m.Cfg.CredentialsDir = "/tmp/x\nExecStartPre=/bin/evil"
-	if _, err := m.RenderUnits("/bin/true"); err == nil {
+	if _, err := m.RenderUnits("/bin/true", m.Cfg.ProxyPort); err == nil {
 		t.Error("line break rendered into a unit")
 	}
 }
@@ -383,4 +311,3 @@ func contains(xs []string, s string) bool {
 	return false
 }
 
-func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,4 +1,4 @@
-package proxyctl
+package daemonctl
 
 import (
 	"os"
@@ -13,7 +13,7 @@ import (
 // (docs/audit.md, Files).
 func TestAuditFileReachesTheDaemon(t *testing.T) {
 	for _, on := range []bool{true, false} {
-		m, _ := newManager(t)
+		m, _ := newProxyManager(t)
 		m.Cfg.Audit = on
 		want := "--audit-file=off"
 		if on {
@@ -22,12 +22,12 @@ func TestAuditFileReachesTheDaemon(t *testing.T) {
 		if !slices.Contains(m.DaemonArgs(), want) {
 			t.Errorf("audit %v: daemon args %q lack %q", on, m.DaemonArgs(), want)
 		}
-		units, err := m.RenderUnits("/usr/bin/terok-credential-proxy")
+		units, err := m.RenderUnits("/usr/bin/terok-credential-proxy", m.Cfg.ProxyPort)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, u := range units {
-			if u.Name != ServiceUnit {
+			if u.Name != m.Daemon.ServiceUnit {
 				continue
 			}
 			if !strings.Contains(u.Content, " "+want+"\n") {
@@ -39,7 +39,7 @@ func TestAuditFileReachesTheDaemon(t *testing.T) {
 			}
 		}
 	}
-	m, _ := newManager(t)
+	m, _ := newProxyManager(t)
 	if err := m.prepareFiles(); err != nil {
 		t.Fatal(err)
 	}
