@@ -28,7 +28,9 @@ func (s *Sandbox) EnsureProxy(ctx context.Context) error { return s.proxy().Ensu
 func (s *Sandbox) ProxyStatus(ctx context.Context) ProxyStatus { return s.proxy().Status(ctx) }
 
 // StartProxy starts the detached proxy daemon (docs/credential-proxy.md, Operating it).
-func (s *Sandbox) StartProxy(ctx context.Context) error { return s.proxy().Start(ctx, daemons.ProxyStart{}) }
+func (s *Sandbox) StartProxy(ctx context.Context) error {
+	return s.proxy().Start(ctx, daemons.ProxyStart{})
+}
 
 // StopProxy stops the proxy daemon, if ours runs (docs/credential-proxy.md, Operating it).
 func (s *Sandbox) StopProxy() bool { return s.proxy().Stop() }

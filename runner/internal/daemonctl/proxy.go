@@ -65,7 +65,9 @@ func NewProxyManager(cfg config.Config, env config.Env, log *slog.Logger) *Proxy
 func (m *ProxyManager) CheckUnitsOutdated() string { return m.Instance().OutdatedWarning() }
 
 // SocketActive: systemctl --user is-active on the socket unit.
-func (m *ProxyManager) SocketActive(ctx context.Context) bool { return m.Systemd.IsActive(ctx, m.Daemon.SocketUnit) }
+func (m *ProxyManager) SocketActive(ctx context.Context) bool {
+	return m.Systemd.IsActive(ctx, m.Daemon.SocketUnit)
+}
 
 // ServiceActive: the service unit is active (does not trigger activation).
 func (m *ProxyManager) ServiceActive(ctx context.Context) bool {

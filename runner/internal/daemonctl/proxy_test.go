@@ -310,4 +310,3 @@ func contains(xs []string, s string) bool {
 	}
 	return false
 }
-
