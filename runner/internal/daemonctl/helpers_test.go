@@ -128,6 +128,9 @@ func buildBin(name string) (string, error) {
 	return out, nil
 }
 
+// TestMain: these tests resolve the sandbox's roots; testkit.Run gives
+// them fresh ones and fails the run if anything was written under a default
+// root (docs/testing.md, Shared test helpers). The built daemons go after.
 func TestMain(m *testing.M) {
 	code := testkit.Run(m)
 	if testBins.dir != "" {
