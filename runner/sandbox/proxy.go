@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"time"
 
 	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/quota"
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/runner/daemons"
@@ -53,6 +55,14 @@ type PhantomTokenSpec struct {
 	// working once the container's end is recorded (docs/security-model.md,
 	// Tokens that die with their task).
 	Container string
+	// Quota, when set, limits the requests and/or response body bytes the
+	// proxy forwards for this token; over it the proxy answers 429
+	// (docs/credential-proxy.md, Token quotas). quota.ParseCount and
+	// quota.ParseSize read the command-line forms.
+	Quota quota.Limits
+	// Expires, when not zero, is when the token stops working (refused
+	// like a revoked one; `proxy token create --ttl`).
+	Expires time.Time
 }
 
 // CreatePhantomToken issues the phantom token a task's container uses
@@ -75,7 +85,7 @@ func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec)
 		}
 	}
 	return db.CreateToken(ctx, creddb.TokenSpec{Project: spec.Project, Task: spec.Task, Set: spec.Set, Provider: spec.Provider,
-		Allow: spec.Allow, Deny: spec.Deny, Container: spec.Container})
+		Allow: spec.Allow, Deny: spec.Deny, Container: spec.Container, Quota: spec.Quota, Expires: spec.Expires})
 }
 
 // RevokePhantomTokens deletes every phantom token of project/task and

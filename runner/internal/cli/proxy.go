@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -10,7 +12,9 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/quota"
 	"terok.dev/sandbox/common/scope"
+	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 )
@@ -233,6 +237,8 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					&ucli.GenericFlag{Name: "allow", Value: &listFlag{}, Usage: "narrow the route's scope: 'METHODS PATH', e.g. 'GET /v1/models' or 'GET,POST /v1/messages/**' (repeatable)"},
 					&ucli.GenericFlag{Name: "deny", Value: &listFlag{}, Usage: "refuse these requests even when allowed: 'METHODS PATH' (repeatable)"},
 					&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
+					&ucli.StringFlag{Name: "max-requests", Usage: "quota: the proxy forwards at most N requests with this token, then answers 429 (e.g. --max-requests 1000); default: no limit"},
+					&ucli.StringFlag{Name: "max-response-bytes", Usage: "quota: at most SIZE response body bytes (e.g. 50MB, 512KiB, 1048576); the request that crosses it completes, later ones get 429; default: no limit"},
 					jsonFlag(),
 				},
 				Action: projectTaskFirst(withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
@@ -259,11 +265,15 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					limits, err := quotaFlags(fa)
+					if err != nil {
+						return err
+					}
 					if err := markStarts(c, d, container); err != nil {
 						return err
 					}
 					tok, err := db.CreateToken(c.Context, creddb.TokenSpec{Project: a[0], Task: a[1], Set: fa.String("set"), Provider: fa.String("provider"),
-						Expires: expires, Allow: allow, Deny: deny, Container: container})
+						Expires: expires, Allow: allow, Deny: deny, Container: container, Quota: limits})
 					if err != nil {
 						return err
 					}
@@ -281,6 +291,9 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 						}
 						if container != "" {
 							out["container"] = container
+						}
+						if limits.Set() {
+							out["quota"] = limits
 						}
 						return writeJSON(d.Stdout, out)
 					}
@@ -368,12 +381,31 @@ func scopeRules(c *ucli.Context, flag string) ([]scope.Rule, error) {
 	return out, nil
 }
 
+// quotaFlags reads --max-requests and --max-response-bytes; a malformed
+// value (0, negative, a fraction, an unknown unit, past 2^63-1) is a usage
+// error (exit 2) naming the flag, with an example.
+func quotaFlags(fa *cmdArgs) (quota.Limits, error) {
+	var l quota.Limits
+	var err error
+	if fa.IsSet("max-requests") {
+		if l.MaxRequests, err = quota.ParseCount(fa.String("max-requests")); err != nil {
+			return l, UsageErrorf("--max-requests: %v", err)
+		}
+	}
+	if fa.IsSet("max-response-bytes") {
+		if l.MaxResponseBytes, err = quota.ParseSize(fa.String("max-response-bytes")); err != nil {
+			return l, UsageErrorf("--max-response-bytes: %v", err)
+		}
+	}
+	return l, nil
+}
+
 // proxyTokenShowCommand is `proxy token show TOKEN-or-PREFIX`: what one
 // token stands for, its scope and expiry, the token only by prefix.
 func proxyTokenShowCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "show",
-		Usage:     "show one phantom token's task, provider, scope and expiry (the token only by prefix)",
+		Usage:     "show one phantom token's task, provider, scope, expiry, binding and quota usage (the token only by prefix)",
 		ArgsUsage: "TOKEN|PREFIX",
 		Flags:     []ucli.Flag{jsonFlag()},
 		Action: withCredDB(d, []string{"token"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
@@ -382,14 +414,33 @@ func proxyTokenShowCommand(d Deps) *ucli.Command {
 				return err
 			}
 			ti, err := db.LookupToken(c.Context, tok)
-			if err != nil {
+			// A malformed quota row is shown (the proxy refuses the
+			// token), not an error of the command.
+			badQuota := errors.Is(err, creddb.ErrBadQuota)
+			if err != nil && !badQuota {
 				return err
 			}
 			out := struct {
 				Token string `json:"token"`
 				creddb.TokenInfo
 				Expired bool `json:"expired"`
-			}{tokenid.Show(tok), ti, ti.Expired(time.Now())}
+				// QuotaError says why the proxy refuses the token's
+				// quota row (docs/credential-proxy.md, Token quotas).
+				QuotaError string `json:"quota_error,omitempty"`
+				// Binding is the state of a bound token's container.
+				Binding *bindingState `json:"binding,omitempty"`
+			}{Token: tokenid.Show(tok), TokenInfo: ti, Expired: ti.Expired(time.Now())}
+			if badQuota {
+				out.QuotaError = err.Error()
+			}
+			if ti.Container != "" {
+				cfg, err := loadConfig(c, d)
+				if err != nil {
+					return err
+				}
+				b := readBinding(cfg.TaskEndsDir(), ti.Container, ti.BoundAt)
+				out.Binding = &b
+			}
 			if fa.Bool("json") {
 				return writeJSON(d.Stdout, out)
 			}
@@ -413,9 +464,93 @@ func proxyTokenShowCommand(d Deps) *ucli.Command {
 			for _, r := range ti.Deny {
 				fmt.Fprintf(tw, "Deny:\t%s %s\n", strings.Join(r.Methods, ","), r.Path)
 			}
+			if ti.Container == "" {
+				fmt.Fprintln(tw, "Bound to:\tno container (until revoked or expired)")
+			} else {
+				fmt.Fprintf(tw, "Bound to:\t%s (since %s)\n", ti.Container, ti.BoundAt.Format(time.RFC3339))
+				fmt.Fprintf(tw, "Binding:\t%s\n", out.Binding.describe())
+			}
+			showQuota(tw, ti.Quota, out.QuotaError)
 			return tw.Flush()
 		}),
 	}
+}
+
+// bindingState is what the task-ends directory says about a bound token's
+// container (docs/security-model.md, Tokens that die with their task).
+type bindingState struct {
+	// State is live, lease or gone.
+	State string `json:"state"`
+	// Phase and PID name the process holding the token alive (a start
+	// record), when there is one.
+	Phase string `json:"phase,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	// LeaseUntil is when an unclaimed binding's start lease runs out.
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Reason and Ended say why and when a gone token died.
+	Reason string    `json:"reason,omitempty"`
+	Ended  time.Time `json:"ended,omitzero"`
+}
+
+// readBinding asks the daemons' own check (taskend.Watcher.Gone) about
+// container, bound at boundAt.
+func readBinding(dir, container string, boundAt time.Time) bindingState {
+	w := taskend.NewWatcher(dir, nil)
+	defer w.Close()
+	if e, gone := w.Gone(container, boundAt); gone {
+		return bindingState{State: "gone", Reason: e.Reason, Ended: e.Ended}
+	}
+	if st, err := taskend.ReadStart(dir, container); err == nil && taskend.Alive(st) {
+		return bindingState{State: "live", Phase: st.Phase, PID: st.PID}
+	}
+	return bindingState{State: "lease", LeaseUntil: boundAt.Add(taskend.StartLease).UTC()}
+}
+
+func (b *bindingState) describe() string {
+	switch b.State {
+	case "gone":
+		return fmt.Sprintf("gone (%s at %s): refused like a revoked token", b.Reason, b.Ended.Format(time.RFC3339))
+	case "live":
+		if b.Phase == taskend.PhaseStarting {
+			return fmt.Sprintf("live, held by the runner starting it (PID %d)", b.PID)
+		}
+		return fmt.Sprintf("live, held by the container's init (PID %d)", b.PID)
+	}
+	return fmt.Sprintf("start lease until %s (no start claimed yet)", b.LeaseUntil.Format(time.RFC3339))
+}
+
+// showQuota prints a token's limits against the usage the proxy last
+// wrote (about a second behind its count).
+func showQuota(w io.Writer, q *quota.State, bad string) {
+	switch {
+	case bad != "":
+		fmt.Fprintf(w, "Quota:\tunreadable, the proxy refuses the token (%s)\n", bad)
+		return
+	case q == nil:
+		fmt.Fprintln(w, "Quota:\tnone")
+		return
+	}
+	if q.MaxRequests > 0 {
+		fmt.Fprintf(w, "Requests:\t%d of %d%s\n", q.UsedRequests, q.MaxRequests, overMark(q.UsedRequests, q.MaxRequests))
+	} else {
+		fmt.Fprintf(w, "Requests:\t%d (no limit)\n", q.UsedRequests)
+	}
+	if q.MaxResponseBytes > 0 {
+		fmt.Fprintf(w, "Response bytes:\t%s of %s%s\n", quota.FormatSize(q.UsedBytes), quota.FormatSize(q.MaxResponseBytes),
+			overMark(q.UsedBytes, q.MaxResponseBytes))
+	} else {
+		fmt.Fprintf(w, "Response bytes:\t%s (no limit)\n", quota.FormatSize(q.UsedBytes))
+	}
+	if q.UpdatedAt > 0 {
+		fmt.Fprintf(w, "Usage as of:\t%s\n", time.Unix(q.UpdatedAt, 0).UTC().Format(time.RFC3339))
+	}
+}
+
+func overMark(used, limit int64) string {
+	if used >= limit {
+		return " (used up: the proxy answers 429)"
+	}
+	return ""
 }
 
 // findPhantomToken resolves a whole token or a unique prefix of one (at
