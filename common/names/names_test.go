@@ -129,3 +129,42 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestLowerHex: LowerHex agrees with the regexps it replaced.
+func TestLowerHex(t *testing.T) {
+	for _, tc := range []struct {
+		s        string
+		min, max int
+		want     bool
+	}{
+		{"0123456789ab", 12, 12, true},
+		{"0123456789abc", 12, 12, false},
+		{"0123456789a", 12, 12, false},
+		{"0123456789aB", 12, 12, false},
+		{"0123456789ag", 12, 12, false},
+		{"deadbeef", 8, 64, true},
+		{"deadbee", 8, 64, false},
+		{strings.Repeat("f", 64), 8, 64, true},
+		{strings.Repeat("f", 65), 8, 64, false},
+		{"", 0, 4, true},
+		{"dead beef", 8, 64, false},
+		{"deadbeef\n", 8, 64, false},
+	} {
+		if got := LowerHex(tc.s, tc.min, tc.max); got != tc.want {
+			t.Errorf("LowerHex(%q, %d, %d) = %v, want %v", tc.s, tc.min, tc.max, got, tc.want)
+		}
+	}
+}
+
+// FuzzLowerHex compares LowerHex with the regexp `^[0-9a-f]{8,64}$`.
+func FuzzLowerHex(f *testing.F) {
+	re := regexp.MustCompile(`^[0-9a-f]{8,64}$`)
+	for _, s := range []string{"deadbeef", "DEADBEEF", strings.Repeat("a", 64), "0123456\n8", "ü1234567"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := LowerHex(s, 8, 64), re.MatchString(s); got != want {
+			t.Fatalf("LowerHex(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
+}

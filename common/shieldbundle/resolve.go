@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"terok.dev/sandbox/common/names"
 )
 
 // `shield resolve` (docs/shield-resolver.md, Resolve now): the runner
@@ -60,11 +61,12 @@ type ResolveRequest struct {
 	Force bool
 }
 
-var resolveIDPattern = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
+// validResolveID: 8 to 64 lowercase hex digits.
+func validResolveID(id string) bool { return names.LowerHex(id, 8, 64) }
 
 // Format renders the request file: "<id>\n" or "<id> force\n".
 func (r ResolveRequest) Format() (string, error) {
-	if !resolveIDPattern.MatchString(r.ID) {
+	if !validResolveID(r.ID) {
 		return "", fmt.Errorf("resolve request id %q: want 8-64 lowercase hex digits", r.ID)
 	}
 	if r.Force {
@@ -81,7 +83,7 @@ func ParseResolveRequest(data []byte) (ResolveRequest, error) {
 		return ResolveRequest{}, errors.New("resolve request: not one line")
 	}
 	id, flag, hasFlag := strings.Cut(s, " ")
-	if !resolveIDPattern.MatchString(id) {
+	if !validResolveID(id) {
 		return ResolveRequest{}, errors.New("resolve request: bad id")
 	}
 	if hasFlag && flag != "force" {
@@ -134,7 +136,7 @@ func ParseResolveResult(data []byte) (ResolveResult, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return ResolveResult{}, fmt.Errorf("resolve result: %w", err)
 	}
-	if !resolveIDPattern.MatchString(r.ID) {
+	if !validResolveID(r.ID) {
 		return ResolveResult{}, errors.New("resolve result: bad id")
 	}
 	return r, nil

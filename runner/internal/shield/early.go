@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/launch"
 )
@@ -112,8 +112,6 @@ func (p *Pending) release(w *dirWatcher) {
 	})
 }
 
-var shortIDPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
-
 // watch waits for the hook's container.id, then for the runtime's pidfile,
 // then lists and verifies the table; nil when anything is missing.
 func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *earlyResult {
@@ -123,7 +121,7 @@ func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *
 	}
 	var short string
 	for {
-		if id := readTrim(filepath.Join(dir, shieldbundle.FileContainerID)); id != stale && shortIDPattern.MatchString(id) {
+		if id := readTrim(filepath.Join(dir, shieldbundle.FileContainerID)); id != stale && names.LowerHex(id, 12, 12) {
 			short = id
 			break
 		}
@@ -221,7 +219,7 @@ func (p *Pending) Finish(ctx context.Context, containerID string) error {
 // matches ties the early result to podman's answer (see the file comment).
 func (p *Pending) matches(r *earlyResult, containerID string) bool {
 	full := strings.TrimSpace(containerID)
-	if !containerIDPattern.MatchString(full) || full[:12] != r.short {
+	if !names.LowerHex(full, 64, 64) || full[:12] != r.short {
 		return false
 	}
 	dir, err := p.s.stateDir()

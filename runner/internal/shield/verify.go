@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"terok.dev/sandbox/common/names"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/runner/internal/launch"
@@ -123,15 +123,13 @@ func verifyResolver(ctx context.Context, dir, container string, initPID int) err
 	}
 }
 
-var containerIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // fastPID reads the container's PID from the pidfile the OCI runtime writes
 // into podman's run root (<runroot>/<driver>-containers/<id>/userdata), which
 // costs nothing, where `podman inspect` costs ~40 ms per launch. Any
 // surprise (custom run root, missing file) falls back to podman inspect.
 func (s *Shield) fastPID(short, full string) (int, error) {
 	full = strings.TrimSpace(full)
-	if !containerIDPattern.MatchString(full) || !strings.HasPrefix(full, short) {
+	if !names.LowerHex(full, 64, 64) || !strings.HasPrefix(full, short) {
 		return 0, errors.New("no full container id")
 	}
 	pid, err := s.runtimePID(full)
