@@ -1,0 +1,276 @@
+package resolver
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"terok.dev/sandbox/common/ruleset"
+	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/nftnl"
+	"terok.dev/sandbox/shield-hook/internal/nsexec"
+)
+
+// The queue-rule topology: a container netns whose only route leads over
+// a veth to an outside netns that holds the test host.
+const (
+	qrCtrAddr = "203.0.113.2"
+	qrGwAddr  = "203.0.113.1"
+	qrHost    = "198.51.100.77" // unlisted, public (documentation range)
+	qrAllowed = "198.51.100.78" // on the allowlist
+	qrPort    = 8080
+)
+
+type queueRuleNS struct {
+	ctr, out string
+	ns       *nsexec.NS
+	accepted atomic.Int64 // connections the outside host accepted
+	plan     *nftnl.Plan
+}
+
+func newQueueRuleNS(t *testing.T) *queueRuleNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	k := &queueRuleNS{ctr: fmt.Sprintf("hkqr-c-%d", os.Getpid()), out: fmt.Sprintf("hkqr-o-%d", os.Getpid())}
+	vc, vo := fmt.Sprintf("qrc%d", os.Getpid()%100000), fmt.Sprintf("qro%d", os.Getpid()%100000)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	for _, n := range []string{k.ctr, k.out} {
+		run("ip", "netns", "add", n)
+		n := n
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
+	}
+	run("ip", "link", "add", vc, "netns", k.ctr, "type", "veth", "peer", "name", vo, "netns", k.out)
+	c, o := []string{"ip", "netns", "exec", k.ctr}, []string{"ip", "netns", "exec", k.out}
+	run(append(c, "ip", "link", "set", "lo", "up")...)
+	run(append(c, "ip", "addr", "add", qrCtrAddr+"/24", "dev", vc)...)
+	run(append(c, "ip", "link", "set", vc, "up")...)
+	run(append(c, "ip", "route", "add", "default", "via", qrGwAddr)...)
+	run(append(o, "ip", "link", "set", "lo", "up")...)
+	run(append(o, "ip", "addr", "add", qrGwAddr+"/24", "dev", vo)...)
+	run(append(o, "ip", "addr", "add", qrHost+"/32", "dev", "lo")...)
+	run(append(o, "ip", "addr", "add", qrAllowed+"/32", "dev", "lo")...)
+	run(append(o, "ip", "link", "set", vo, "up")...)
+	// The test host is reached through our veth, nothing else.
+	for _, a := range []string{qrHost, qrAllowed} {
+		if r := run(append(c, "ip", "route", "get", a)...); !strings.Contains(r, "dev "+vc+" ") {
+			t.Fatalf("route to %s does not use the test veth %s: %s", a, vc, r)
+		}
+	}
+	var err error
+	if k.ns, err = nsexec.FromPath("/run/netns/" + k.ctr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.ns.Close() })
+	outNS, err := nsexec.FromPath("/run/netns/" + k.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outNS.Close()
+	var ln net.Listener
+	if err := outNS.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", qrPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			k.accepted.Add(1)
+			_, _ = conn.Write([]byte("ok\n"))
+			_ = conn.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+
+	// The interactive table, by the hook's own builder, as createRuntime
+	// applies it.
+	text, _, err := ruleset.Script{Options: ruleset.Options{DNS: "198.51.100.53", Interactive: true},
+		Allow: []string{qrAllowed}, Gateways: []string{qrGwAddr}}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := ruleset.ParseScript(text)
+	if !ok {
+		t.Fatal("interactive script not parsed")
+	}
+	if k.plan, err = nftnl.NewPlan(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	conn, sndbuf, closeFn, err := nftnl.OpenIn(k.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	if err := k.plan.Apply(conn, sndbuf); err != nil {
+		t.Fatal(err)
+	}
+	if verrs, err := k.plan.Verify(conn); err != nil || len(verrs) > 0 {
+		t.Fatalf("read-back: %v %v", err, verrs)
+	}
+	listing, err := exec.Command("ip", "netns", "exec", k.ctr, "nft", "list", "table", "inet", ruleset.Table).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := ruleset.VerifyHook(string(listing), true); len(errs) > 0 {
+		t.Fatalf("listing fails VerifyHook: %v\n%s", errs, listing)
+	}
+	t.Logf("queue rules applied as %s", k.plan.Queue())
+	return k
+}
+
+// dial connects from the container netns to addr:qrPort within wait and
+// reads the host's line: nil means the connection went through.
+func (k *queueRuleNS) dial(addr string, wait time.Duration) error {
+	return k.ns.Do(func() error {
+		c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", addr, qrPort), wait)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(wait))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && line != "ok\n" {
+			err = fmt.Errorf("unexpected reply %q", line)
+		}
+		return err
+	})
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestQueueRuleKernel: the interactive table from the hook's netlink
+// builder (native queue expression, or the xt NFQUEUE fallback on a
+// kernel without nft_queue), the resolver's real approver holding queue
+// 100 and a decider on its socket, a TCP connect to a test host in a
+// second netns: nothing held goes through while nobody holds the queue
+// (no bypass), allow-once lets exactly that connection through, refuse
+// and no decider drop it, and an allowlisted destination is never asked
+// about.
+func TestQueueRuleKernel(t *testing.T) {
+	k := newQueueRuleNS(t)
+
+	// Nobody holds the queue yet: the SYN is dropped, the host sees nothing.
+	if err := k.dial(qrHost, time.Second); err == nil || !isTimeout(err) {
+		t.Fatalf("connect with the queue not held: %v, want a timeout", err)
+	}
+	if err := k.dial(qrAllowed, 5*time.Second); err != nil {
+		t.Fatalf("allowlisted destination: %v", err)
+	}
+	if n := k.accepted.Load(); n != 1 {
+		t.Fatalf("host accepted %d connections, want 1 (the allowlisted one)", n)
+	}
+
+	f, _ := testRefusals(t)
+	if err := os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDecideTimeout), []byte("5s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.remember("host.example.test", []netip.Addr{netip.MustParseAddr(qrHost)})
+	var ap *approver
+	if err := k.ns.Do(func() error {
+		var err error
+		ap, err = openApprover(f.dir, f, func(err error) { t.Errorf("approver: %v", err) }, func(slog.Level, string, ...slog.Attr) {})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			ap.stop()
+		}
+	})
+	qk := &approveNS{dir: f.dir, f: f}
+
+	// No decider attached: refused (dropped) at once, on record.
+	if err := k.dial(qrHost, 1500*time.Millisecond); err == nil {
+		t.Fatal("connect without a decider went through")
+	}
+	qk.record(t, shieldbundle.VerdictRefuse, "no-decider")
+
+	d := qk.attach(t)
+	// Allow once.
+	res := make(chan error, 1)
+	go func() { res <- k.dial(qrHost, 10*time.Second) }()
+	q := d.question(t)
+	if q.Proto != "tcp" || q.Dst != qrHost || q.Port != qrPort || q.Name != "host.example.test" {
+		t.Fatalf("question %+v", q)
+	}
+	d.answer(t, q.ID, shieldbundle.VerdictOnce)
+	if err := <-res; err != nil {
+		t.Fatalf("allowed once: %v", err)
+	}
+	qk.record(t, shieldbundle.VerdictOnce, "decided")
+	if n := k.accepted.Load(); n != 2 {
+		t.Fatalf("host accepted %d connections, want 2", n)
+	}
+
+	// Refuse: the SYN is dropped; its retransmissions are new questions,
+	// refused too, until the connect gives up.
+	go func() { res <- k.dial(qrHost, 2500*time.Millisecond) }()
+	refusing := make(chan struct{})
+	go func() {
+		defer close(refusing)
+		for {
+			_ = d.c.SetReadDeadline(time.Now().Add(4 * time.Second))
+			line, err := d.r.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			h, err := shieldbundle.ParseHeld(line)
+			if err != nil {
+				return
+			}
+			out, _ := shieldbundle.MarshalLine(shieldbundle.Decision{ID: h.ID, Verdict: shieldbundle.VerdictRefuse})
+			if _, err := d.c.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	if err := <-res; err == nil || !isTimeout(err) {
+		t.Fatalf("refused connect: %v, want a timeout", err)
+	}
+	qk.record(t, shieldbundle.VerdictRefuse, "decided")
+	<-refusing
+	if n := k.accepted.Load(); n != 2 {
+		t.Fatalf("host accepted %d connections after a refusal, want 2", n)
+	}
+
+	// The holder gone (the resolver stopped): dropped again, no bypass.
+	ap.stop()
+	stopped = true
+	if err := k.dial(qrHost, time.Second); err == nil || !isTimeout(err) {
+		t.Fatalf("connect after the holder closed the queue: %v, want a timeout", err)
+	}
+	if n := k.accepted.Load(); n != 2 {
+		t.Fatalf("host accepted %d connections, want 2", n)
+	}
+}
