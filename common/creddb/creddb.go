@@ -125,14 +125,21 @@ func (d *DB) SetTaskEnds(w *taskend.Watcher) { d.ends = w }
 // record since the binding (always true for a bound token when no
 // watcher was set). An unbound token is never gone.
 func (d *DB) TaskGone(ti TokenInfo) bool {
+	_, gone := d.TaskEnd(ti)
+	return gone
+}
+
+// TaskEnd is TaskGone with how the task ended (taskend reasons;
+// "unchecked" when no watcher was set).
+func (d *DB) TaskEnd(ti TokenInfo) (string, bool) {
 	if ti.Container == "" {
-		return false
+		return "", false
 	}
 	if d.ends == nil {
-		return true
+		return "unchecked", true
 	}
-	_, gone := d.ends.Gone(ti.Container, ti.BoundAt)
-	return gone
+	e, gone := d.ends.Gone(ti.Container, ti.BoundAt)
+	return e.Reason, gone
 }
 
 // SetVault replaces the vault Open attached (the keystore of the
@@ -486,6 +493,16 @@ type TokenSpec struct {
 // end is on record. Like ErrExpired it is an ErrNotFound.
 var ErrTaskGone = fmt.Errorf("%w: phantom token's container is gone", ErrNotFound)
 
+// TaskGoneError is the ErrTaskGone Resolve returns, with how the task
+// ended (taskend reasons; docs/security-model.md, Tokens that die with
+// their task).
+type TaskGoneError struct{ End string }
+
+func (e *TaskGoneError) Error() string { return ErrTaskGone.Error() + " (" + e.End + ")" }
+
+// Is makes a TaskGoneError an ErrTaskGone (and so an ErrNotFound).
+func (e *TaskGoneError) Is(target error) bool { return errors.Is(ErrTaskGone, target) }
+
 // ErrExpired is returned by Resolve for a token whose expiry has passed.
 // It is an ErrNotFound, so a caller that knows only that refuses it like
 // a revoked token.
@@ -775,8 +792,8 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 		return TokenInfo{}, nil, ErrExpired
 	}
 	row.bindingRow.apply(&row.TokenInfo)
-	if d.TaskGone(row.TokenInfo) {
-		return TokenInfo{}, nil, ErrTaskGone
+	if end, gone := d.TaskEnd(row.TokenInfo); gone {
+		return TokenInfo{}, nil, &TaskGoneError{End: end}
 	}
 	if row.TokenInfo.Allow, row.TokenInfo.Deny, row.TokenInfo.Scope, err = decodeScope(row.Allow, row.Deny); err != nil {
 		return row.TokenInfo, nil, fmt.Errorf("resolve phantom token %s: %w", tokenid.Show(tok), err)

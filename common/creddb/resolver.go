@@ -170,8 +170,8 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 			return TokenInfo{}, nil, ErrExpired
 		}
 		// So does a task's end (a file, not a write to the database).
-		if r.db.TaskGone(hit.info) {
-			return TokenInfo{}, nil, ErrTaskGone
+		if end, gone := r.db.TaskEnd(hit.info); gone {
+			return TokenInfo{}, nil, &TaskGoneError{End: end}
 		}
 		return hit.info, hit.cred, nil
 	}
@@ -188,8 +188,8 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	if info.Expired(time.Now()) {
 		return TokenInfo{}, nil, ErrExpired
 	}
-	if r.db.TaskGone(info) {
-		return TokenInfo{}, nil, ErrTaskGone
+	if end, gone := r.db.TaskEnd(info); gone {
+		return TokenInfo{}, nil, &TaskGoneError{End: end}
 	}
 	// Not cached when malformed: the proxy refuses the token on every
 	// request and logs it each time, until the row is fixed or revoked.

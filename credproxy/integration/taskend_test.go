@@ -45,7 +45,7 @@ func TestTokenDiesWithContainer(t *testing.T) {
 	if len(recs) != 3 {
 		t.Fatalf("%d audit records, want 3: %+v", len(recs), recs)
 	}
-	if r := recs[1]; r.Outcome != "refused" || r.Reason != "task-gone" || r.Project != "proj" || r.Task != "task1" || r.Fields["status"] != float64(401) {
+	if r := recs[1]; r.Outcome != "refused" || r.Reason != "task-gone" || r.Project != "proj" || r.Task != "task1" || r.Fields["status"] != float64(401) || r.Fields["task_end"] != "stopped" {
 		t.Errorf("refusal record: %+v", r)
 	}
 	if recs[0].Outcome != "ok" || recs[2].Outcome != "ok" {

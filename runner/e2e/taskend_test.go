@@ -165,10 +165,16 @@ func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone := map[string]string{}
+	gone, ends := map[string]string{}, map[string]any{}
 	for _, rec := range recs {
 		if rec.Reason == "task-gone" {
 			gone[rec.Task] = rec.Container
+			ends[rec.Task] = rec.Fields["task_end"]
+		}
+	}
+	for task, want := range map[string]string{"stopped": "stopped", "killed": "exited", "midstart": "start-failed", "conmon": "process-gone", "bypass": "process-gone"} {
+		if ends[task] != want {
+			t.Errorf("task_end of %s: %v, want %s (all: %v)", task, ends[task], want, ends)
 		}
 	}
 	for _, task := range []string{"stopped", "killed", "midstart", "conmon", "bypass"} {

@@ -98,6 +98,7 @@ type exchange struct {
 	route   *routes.Route
 	outcome string
 	reason  string
+	taskEnd string // a task-gone token's end (creddb.TaskGoneError)
 	refresh bool
 	reqN    func() int64
 	cw      *countingWriter
@@ -166,7 +167,7 @@ func (ev *exchange) entry(path string) Entry {
 		Time: ev.start, Event: "request", Outcome: ev.outcome, Reason: ev.reason,
 		Project: ev.info.Project, Task: ev.info.Task,
 		Provider: ev.info.Provider, CredentialSet: ev.info.CredentialSet,
-		Method: ev.method, Path: &path, Remote: ev.remote,
+		Method: ev.method, Path: &path, Remote: ev.remote, TaskEnd: ev.taskEnd,
 	}
 	status, resp := ev.cw.status, ev.cw.n
 	e.Status, e.RespBytes = &status, &resp
@@ -215,6 +216,8 @@ type Entry struct {
 	DurationMS    *float64  `json:"duration_ms,omitempty"`
 	OAuthRefresh  *bool     `json:"oauth_refresh,omitempty"`
 	Remote        string    `json:"remote,omitempty"`
+	// TaskEnd is how the task of a task-gone token ended (taskend reasons).
+	TaskEnd string `json:"task_end,omitempty"`
 }
 
 // EncodeEntry appends e as one JSON line; it fills v, channel and a zero
@@ -272,6 +275,7 @@ func EncodeEntry(b []byte, e *Entry) ([]byte, error) {
 		b = strconv.AppendBool(append(b, `,"oauth_refresh":`...), *e.OAuthRefresh)
 	}
 	b = appendMember(b, "remote", e.Remote, false)
+	b = appendMember(b, "task_end", e.TaskEnd, false)
 	return append(b, '}', '\n'), nil
 }
 

@@ -332,6 +332,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// (docs/security-model.md, Tokens that die with their task).
 			p.metrics.Lookup("task-gone")
 			ev.refuse(ReasonTaskGone)
+			var tg *creddb.TaskGoneError
+			if ev != nil && errors.As(err, &tg) {
+				ev.taskEnd = tg.End
+			}
 			was, _ := p.revoked(tok)
 			if ev != nil {
 				ev.info = was

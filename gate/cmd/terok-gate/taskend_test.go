@@ -52,7 +52,7 @@ func TestTokenDiesWithContainer(t *testing.T) {
 		t.Fatalf("records:\n%s\nwant:\n%s", got, want)
 	}
 	r := recs[2]
-	if r.Project != "proj" || r.Task != "t1" || r.Fields["status"] != float64(403) || r.Container != "proj-t1" {
+	if r.Project != "proj" || r.Task != "t1" || r.Fields["status"] != float64(403) || r.Container != "proj-t1" || r.Fields["task_end"] != "stopped" {
 		t.Errorf("refusal record: project %q task %q fields %v; want proj/t1 403 container proj-t1", r.Project, r.Task, r.Fields)
 	}
 }

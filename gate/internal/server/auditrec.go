@@ -162,6 +162,7 @@ func (h *Handler) audit(r *http.Request, rec *recorder, o *op, start time.Time, 
 	}
 	if o.look.Gone {
 		ar.Container = o.look.Container
+		f["task_end"] = o.look.End
 	}
 	if refs := res.refs; o.push != nil {
 		// Refused before git ran (the gate's own outcome): every ref

@@ -71,6 +71,10 @@ type Result struct {
 	// (docs/gate.md, Tokens bound to a container).
 	Gone      bool
 	Container string // the binding of a Gone token
+	// End is how a Gone token's task ended (taskend reasons: stopped,
+	// exited, start-failed, process-gone, lease-expired; "unchecked" when
+	// no task-ends watcher is set).
+	End string
 }
 
 // New returns a store for path. admin may be empty (no admin token).
@@ -119,10 +123,10 @@ func (s *Store) Lookup(tok string) Result {
 		if e.container != "" {
 			if s.ends == nil {
 				// A binding nobody checks would mislead: fail closed.
-				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container}
+				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container, End: "unchecked"}
 			}
-			if _, gone := s.ends.Gone(e.container, e.boundAt); gone {
-				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container}
+			if end, gone := s.ends.Gone(e.container, e.boundAt); gone {
+				return Result{Project: e.project, Task: e.task, Gone: true, Container: e.container, End: end.Reason}
 			}
 		}
 		return Result{Project: e.project, Task: e.task, OK: true}

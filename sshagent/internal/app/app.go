@@ -295,7 +295,7 @@ func runServer(args []string, env Env) int {
 		met = metrics.New()
 	}
 	srv, err := server.New(server.Options{
-		Tokens: db, TaskGone: db.TaskGone, Keys: keyStore, Log: log,
+		Tokens: db, TaskGone: db.TaskGone, TaskEnd: db.TaskEnd, Keys: keyStore, Log: log,
 		MaxConns: *maxConns, IdleTimeout: *idle, Audit: auditW, Metrics: met,
 	})
 	if err != nil {

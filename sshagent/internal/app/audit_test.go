@@ -307,7 +307,7 @@ func TestTaskGoneToken(t *testing.T) {
 	rs := readAudit(t, auditPath)
 	got := find(rs, "refused", "task-gone")
 	if len(got) != 2 || got[0].Task != "t1" || got[0].Fields["key_fingerprint"] != ssh.FingerprintSHA256(pub) ||
-		got[1].Task != "t1" || got[1].Container != "a-t1" || got[1].TokenPrefix != bound[:12] {
+		got[1].Task != "t1" || got[1].Container != "a-t1" || got[1].TokenPrefix != bound[:12] || got[1].Fields["task_end"] != "stopped" {
 		t.Fatalf("task-gone records %+v", got)
 	}
 	if len(find(rs, "sign", "")) != 2 {

@@ -40,7 +40,10 @@ type Options struct {
 	Tokens TokenLookup
 	// TaskGone reports whether a token's container has ended
 	// (creddb.DB.TaskGone); nil: bound tokens are refused.
-	TaskGone         func(creddb.TokenInfo) bool
+	TaskGone func(creddb.TokenInfo) bool
+	// TaskEnd, when set, says how a gone token's task ended
+	// (creddb.DB.TaskEnd), for the handshake's task-gone record.
+	TaskEnd          func(creddb.TokenInfo) (string, bool)
 	Keys             *keys.Store
 	Log              *slog.Logger
 	MaxConns         int           // concurrent sessions; excess connections are closed at once
@@ -286,6 +289,11 @@ func (s *Server) session(c net.Conn) {
 		s.warn.Warn(log, "task-gone", "SSH agent token's container has ended; connection closed",
 			"token_prefix", tokenid.Show(tok), "container", info.Container)
 		base.Container = info.Container
+		if s.o.TaskEnd != nil {
+			if end, ok := s.o.TaskEnd(info); ok {
+				base.Fields["task_end"] = end
+			}
+		}
 		s.refuse(base, "task-gone")
 		return
 	}
