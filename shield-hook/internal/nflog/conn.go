@@ -11,6 +11,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/shield-hook/internal/nfnetlink"
 )
 
 // The NFLOG netlink protocol (linux/netfilter/nfnetlink_log.h); x/sys/unix
@@ -28,9 +30,8 @@ const (
 	cfgTimeout = 4 // NFULA_CFG_TIMEOUT (1/100 s)
 	cfgQThresh = 5 // NFULA_CFG_QTHRESH
 
-	cmdBind     = 1 // NFULNL_CFG_CMD_BIND
-	copyPacket  = 2 // NFULNL_COPY_PACKET
-	nfnetlinkV0 = 0
+	cmdBind    = 1 // NFULNL_CFG_CMD_BIND
+	copyPacket = 2 // NFULNL_COPY_PACKET
 )
 
 // Settings of the subscription (docs/shield-resolver.md, Refused traffic).
@@ -139,41 +140,20 @@ func FromFile(f *os.File) (*Conn, error) {
 // CAP_NET_ADMIN over that namespace and fails with EBUSY when another
 // socket has bound the group there.
 func Listen(group uint16) (*Conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	c, err := nfnetlink.Dial("nflog", ReadBuffer, func(c *netlink.Conn) error { return configure(c, group) })
 	if err != nil {
-		return nil, fmt.Errorf("nflog: netlink socket: %w", err)
-	}
-	n := &Conn{c: c}
-	if err := n.configure(group); err != nil {
-		_ = c.Close()
 		return nil, err
 	}
-	if err := c.SetReadBuffer(ReadBuffer); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("nflog: receive buffer: %w", err)
-	}
-	return n, nil
+	return &Conn{c: c}, nil
 }
 
-func (n *Conn) configure(group uint16) error {
+func configure(c *netlink.Conn, group uint16) error {
 	send := func(what string, attrs func(ae *netlink.AttributeEncoder)) error {
-		ae := netlink.NewAttributeEncoder()
-		ae.ByteOrder = binary.BigEndian
-		attrs(ae)
-		b, err := ae.Encode()
+		m, err := nfnetlink.Message(unix.NFNL_SUBSYS_ULOG, msgConfig, group, netlink.Request|netlink.Acknowledge, attrs)
 		if err != nil {
 			return fmt.Errorf("nflog: %s: %w", what, err)
 		}
-		hdr := []byte{unix.AF_UNSPEC, nfnetlinkV0, 0, 0}
-		binary.BigEndian.PutUint16(hdr[2:], group)
-		_, err = n.c.Execute(netlink.Message{
-			Header: netlink.Header{
-				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8 | msgConfig),
-				Flags: netlink.Request | netlink.Acknowledge,
-			},
-			Data: append(hdr, b...),
-		})
-		if err != nil {
+		if _, err := c.Execute(m); err != nil {
 			return fmt.Errorf("nflog: %s group %d: %w", what, group, err)
 		}
 		return nil
@@ -201,11 +181,10 @@ func (n *Conn) Receive(fn func(Entry)) error {
 	}
 	msgs, err := n.c.Receive()
 	if err != nil {
-		var op *netlink.OpError
-		if errors.Is(err, unix.ENOBUFS) || errors.As(err, &op) && errors.Is(op.Err, unix.ENOBUFS) {
+		if nfnetlink.Overrun(err) {
 			return ErrOverrun
 		}
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF) || strings.Contains(err.Error(), "use of closed") {
+		if nfnetlink.Closed(err) {
 			return net.ErrClosed
 		}
 		return fmt.Errorf("nflog: receive: %w", err)

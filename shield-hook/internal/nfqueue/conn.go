@@ -19,11 +19,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/shield-hook/internal/nfnetlink"
 )
 
 // The NFQUEUE netlink protocol (linux/netfilter/nfnetlink_queue.h); x/sys/unix
@@ -50,8 +51,6 @@ const (
 
 	verdictDrop   = 0 // NF_DROP
 	verdictAccept = 1 // NF_ACCEPT
-
-	nfnetlinkV0 = 0
 )
 
 // Settings of the binding (docs/shield-resolver.md, Interactive approval).
@@ -104,36 +103,15 @@ type Conn struct {
 // without fail-open. It needs CAP_NET_ADMIN over that namespace and fails
 // with EBUSY when another socket holds the queue there.
 func Open(queue uint16) (*Conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, fmt.Errorf("nfqueue: netlink socket: %w", err)
-	}
-	q := &Conn{c: c, queue: queue}
-	if err := q.configure(); err != nil {
-		_ = c.Close()
+	q := &Conn{queue: queue}
+	if _, err := nfnetlink.Dial("nfqueue", ReadBuffer, func(c *netlink.Conn) error { q.c = c; return q.configure() }); err != nil {
 		return nil, err
-	}
-	if err := c.SetReadBuffer(ReadBuffer); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("nfqueue: receive buffer: %w", err)
 	}
 	return q, nil
 }
 
 func (q *Conn) message(typ int, flags netlink.HeaderFlags, attrs func(ae *netlink.AttributeEncoder)) (netlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	attrs(ae)
-	b, err := ae.Encode()
-	if err != nil {
-		return netlink.Message{}, err
-	}
-	hdr := []byte{unix.AF_UNSPEC, nfnetlinkV0, 0, 0}
-	binary.BigEndian.PutUint16(hdr[2:], q.queue)
-	return netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_QUEUE<<8 | typ), Flags: flags},
-		Data:   append(hdr, b...),
-	}, nil
+	return nfnetlink.Message(unix.NFNL_SUBSYS_QUEUE, typ, q.queue, flags, attrs)
 }
 
 func (q *Conn) configure() error {
@@ -172,16 +150,16 @@ func (q *Conn) configure() error {
 func (q *Conn) Receive(fn func(Packet)) error {
 	msgs, err := q.c.Receive()
 	if err != nil {
-		var op *netlink.OpError
-		if errors.Is(err, unix.ENOBUFS) || errors.As(err, &op) && errors.Is(op.Err, unix.ENOBUFS) {
+		if nfnetlink.Overrun(err) {
 			return ErrOverrun
 		}
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF) || strings.Contains(err.Error(), "use of closed") {
+		if nfnetlink.Closed(err) {
 			return net.ErrClosed
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("nfqueue: receive: %w", os.ErrDeadlineExceeded)
 		}
+		var op *netlink.OpError
 		if errors.As(err, &op) {
 			// A verdict is sent without waiting for an acknowledgement;
 			// the kernel's error for it arrives here.
