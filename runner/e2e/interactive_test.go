@@ -118,7 +118,7 @@ func TestShieldInteractive(t *testing.T) {
 			d := ia.decider(t)
 			before := conns(dst["once"])
 			res := ia.connect(iaDomain, 8)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["once"], iaDomain, res, before)
 			d.answer(t, h.ID, shieldbundle.VerdictOnce)
 			if got := <-res; got.Code != 0 || !strings.Contains(got.Stdout, iaReply) {
@@ -130,7 +130,7 @@ func TestShieldInteractive(t *testing.T) {
 			d.settle(t)
 			// A second new connection is held again: once is not always.
 			res = ia.connect(dst["once"], 4)
-			h2 := d.next(t)
+			h2 := d.next(t, res)
 			if h2.ID <= h.ID {
 				t.Fatalf("second question id %d, first %d", h2.ID, h.ID)
 			}
@@ -146,6 +146,10 @@ func TestShieldInteractive(t *testing.T) {
 			ia.record(t, "decision once", func(m map[string]any) bool {
 				return m["event"] == "decision" && m["verdict"] == "once" && m["reason"] == "decided" && m["dst"] == dst["once"] && m["name"] == iaDomain && m["outcome"] == "ok"
 			})
+			// The unlisted name the task resolved is on record as forwarded.
+			ia.record(t, "dns-forwarded "+iaDomain, func(m map[string]any) bool {
+				return m["event"] == "dns-forwarded" && m["name"] == iaDomain && m["qtype"] == "A" && m["rcode"] == "NOERROR" && strings.Contains(fmt.Sprint(m["addrs"]), dst["once"])
+			})
 			d.detach(t)
 		})
 
@@ -153,7 +157,7 @@ func TestShieldInteractive(t *testing.T) {
 			d := ia.decider(t)
 			before := conns(dst["always"])
 			res := ia.connect(dst["always"], 8)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["always"], "", res, before)
 			d.answer(t, h.ID, shieldbundle.VerdictAlways)
 			if got := <-res; got.Code != 0 || !strings.Contains(got.Stdout, iaReply) {
@@ -191,7 +195,7 @@ func TestShieldInteractive(t *testing.T) {
 		ia.step("refuse", func(t *testing.T) {
 			d := ia.decider(t)
 			res := ia.connect(dst["refuse"], 4)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["refuse"], "", res, 0)
 			got, n := d.refuseUntil(t, res, dst["refuse"], h)
 			if got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
@@ -210,7 +214,7 @@ func TestShieldInteractive(t *testing.T) {
 		ia.step("timeout", func(t *testing.T) {
 			d := ia.decider(t)
 			res := ia.connect(dst["timeout"], 5)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["timeout"], "", res, 0)
 			// No answer: every question (the SYN and its retransmissions)
 			// waits out the 2 s timeout.
@@ -250,7 +254,7 @@ func TestShieldInteractive(t *testing.T) {
 		ia.step("decider killed", func(t *testing.T) {
 			d := ia.decider(t)
 			res := ia.connect(dst["killed"], 6)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["killed"], "", res, 0)
 			d.kill(t)
 			// The held packet, its retransmissions and a new connection made
@@ -273,7 +277,7 @@ func TestShieldInteractive(t *testing.T) {
 			// A new decider can attach and decide.
 			d2 := ia.decider(t)
 			res = ia.connect(dst["killed"], 8)
-			h2 := d2.next(t)
+			h2 := d2.next(t, res)
 			ia.checkHeld(t, h2, dst["killed"], "", res, 0)
 			d2.answer(t, h2.ID, shieldbundle.VerdictOnce)
 			if got := <-res; got.Code != 0 || !strings.Contains(got.Stdout, iaReply) {
@@ -296,7 +300,7 @@ func TestShieldInteractive(t *testing.T) {
 			}
 			d := ia.decider(t)
 			res := ia.connect(dst["refuse"], 6)
-			h := d.next(t)
+			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["refuse"], "", res, 0)
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -495,8 +499,9 @@ type iaDecider struct {
 	stateDir string
 }
 
-// next is the next question; none within iaAsk fails the test.
-func (d *iaDecider) next(t *testing.T) shieldbundle.Held {
+// next is the next question, asked while the connection res is pending;
+// res ending first, or no question within iaAsk, fails the test.
+func (d *iaDecider) next(t *testing.T, res <-chan testharness.Result) shieldbundle.Held {
 	t.Helper()
 	select {
 	case h, ok := <-d.held:
@@ -504,6 +509,8 @@ func (d *iaDecider) next(t *testing.T) shieldbundle.Held {
 			t.Fatalf("decider exited: %v\n%s", d.err, d.stderr.String())
 		}
 		return h
+	case got := <-res:
+		t.Fatalf("the connection ended before the decider was asked: %s", got)
 	case <-time.After(iaAsk):
 		t.Fatalf("no held connection shown within %v; decider stderr:\n%s", iaAsk, d.stderr.String())
 	}
