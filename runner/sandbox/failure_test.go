@@ -330,10 +330,10 @@ func TestTokenAPIsRefuseBadIDsFirst(t *testing.T) {
 		if _, err := s.CreatePhantomToken(ctx, PhantomTokenSpec{Project: c[0], Task: c[1], Provider: "claude"}); err == nil || !strings.Contains(err.Error(), "create phantom token: invalid") {
 			t.Errorf("CreatePhantomToken(%q, %q): %v", c[0], c[1], err)
 		}
-		if _, err := s.SSHAgentEnv(ctx, c[0], c[1]); err == nil || !strings.Contains(err.Error(), "create SSH agent token: invalid") {
+		if _, err := s.SSHAgentEnv(ctx, TaskRef{Project: c[0], Task: c[1]}); err == nil || !strings.Contains(err.Error(), "create SSH agent token: invalid") {
 			t.Errorf("SSHAgentEnv(%q, %q): %v", c[0], c[1], err)
 		}
-		if _, err := s.CreateToken(c[0], c[1]); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
+		if _, err := s.CreateToken(TaskRef{Project: c[0], Task: c[1]}); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
 			t.Errorf("CreateToken(%q, %q): %v", c[0], c[1], err)
 		}
 	}

@@ -90,13 +90,13 @@ func (s *Sandbox) CreatePhantomToken(ctx context.Context, spec PhantomTokenSpec)
 
 // RevokePhantomTokens deletes every phantom token of project/task and
 // returns how many there were; the proxy refuses them from the next request.
-func (s *Sandbox) RevokePhantomTokens(ctx context.Context, project, task string) (int64, error) {
+func (s *Sandbox) RevokePhantomTokens(ctx context.Context, t TaskRef) (int64, error) {
 	db, err := creddb.Open(s.cfg.CredentialsDB())
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	return db.RevokeTokens(ctx, project, task)
+	return db.RevokeTokens(ctx, t.Project, t.Task)
 }
 
 // EnsureProxy is Sandbox.EnsureProxy for cfg.
@@ -115,6 +115,6 @@ func CreatePhantomToken(ctx context.Context, cfg config.Config, spec PhantomToke
 }
 
 // RevokePhantomTokens is Sandbox.RevokePhantomTokens for cfg.
-func RevokePhantomTokens(ctx context.Context, cfg config.Config, project, task string) (int64, error) {
-	return New(cfg, Options{}).RevokePhantomTokens(ctx, project, task)
+func RevokePhantomTokens(ctx context.Context, cfg config.Config, t TaskRef) (int64, error) {
+	return New(cfg, Options{}).RevokePhantomTokens(ctx, t)
 }

@@ -585,35 +585,47 @@ func (s *Sandbox) ProjectContainerStates(ctx context.Context, prefix string) map
 	return s.podman.ProjectStates(ctx, prefix)
 }
 
-// CreateToken creates a gate token for project then task (in that order:
-// swapped, the token would open the wrong repository).
-func (s *Sandbox) CreateToken(project, task string) (string, error) {
-	tok, err := gatetokens.NewStore(s.cfg, s.log).Create(project, task)
+// TaskRef names one task: its project and its task id (each checked by
+// the id rules of common/names). A value rather than two strings, so the
+// two cannot be swapped (swapped, a gate token would open the wrong
+// repository).
+type TaskRef struct {
+	Project, Task string
+}
+
+// GateToken is a gate access token (the Basic-auth user name of a gate
+// URL); a type of its own so that GateURL's repository path and token
+// cannot be swapped.
+type GateToken string
+
+// CreateToken creates a gate token for t.
+func (s *Sandbox) CreateToken(t TaskRef) (GateToken, error) {
+	tok, err := gatetokens.NewStore(s.cfg, s.log).Create(t.Project, t.Task)
 	if err != nil {
 		return "", err
 	}
-	s.debug.Debug("gate token %s created for %s/%s", tokenid.Show(tok), project, task)
-	return tok, nil
+	s.debug.Debug("gate token %s created for %s/%s", tokenid.Show(tok), t.Project, t.Task)
+	return GateToken(tok), nil
 }
 
 // CreateBoundToken is CreateToken for a token that dies with container: once
 // its end is recorded (Stop, or the shield hook's poststop) the gate refuses
 // it (docs/security-model.md, Tokens that die with their task).
-func (s *Sandbox) CreateBoundToken(project, task, container string) (string, error) {
+func (s *Sandbox) CreateBoundToken(t TaskRef, container string) (GateToken, error) {
 	if err := taskend.MarkStarts(s.cfg.TaskEndsDir()); err != nil {
 		return "", err
 	}
-	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(project, task, container, time.Time{})
+	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(t.Project, t.Task, container, time.Time{})
 	if err != nil {
 		return "", err
 	}
-	s.debug.Debug("gate token %s created for %s/%s, bound to container %s", tokenid.Show(tok), project, task, container)
-	return tok, nil
+	s.debug.Debug("gate token %s created for %s/%s, bound to container %s", tokenid.Show(tok), t.Project, t.Task, container)
+	return GateToken(tok), nil
 }
 
 // GateURL is the clone URL of a gate repository for a container
 // (docs/runner.md, Runtime helpers): the token is the Basic-auth user name.
-func (s *Sandbox) GateURL(repoPath, token string) (string, error) {
+func (s *Sandbox) GateURL(repoPath string, token GateToken) (string, error) {
 	return GateURL(s.cfg, repoPath, token)
 }
 
@@ -622,9 +634,9 @@ func Run(ctx context.Context, cfg config.Config, spec RunSpec, hooks LifecycleHo
 	return New(cfg, Options{}).Run(ctx, spec, hooks)
 }
 
-// CreateToken creates a gate token for project then task in cfg's store.
-func CreateToken(cfg config.Config, project, task string) (string, error) {
-	return New(cfg, Options{}).CreateToken(project, task)
+// CreateToken creates a gate token for t in cfg's store.
+func CreateToken(cfg config.Config, t TaskRef) (GateToken, error) {
+	return New(cfg, Options{}).CreateToken(t)
 }
 
 // checkProjectTask applies the project and task id rules (docs/runner.md,
@@ -653,7 +665,8 @@ func DefaultTaskDir(cfg config.Config, name string) (string, error) {
 // GateURL builds `http://<token>@host.containers.internal:<gate port>/<repo
 // path relative to the gate base path>`. repoPath must lie strictly inside
 // cfg.GateBasePath(); the token must be URL-safe (gate tokens are).
-func GateURL(cfg config.Config, repoPath, token string) (string, error) {
+func GateURL(cfg config.Config, repoPath string, gateToken GateToken) (string, error) {
+	token := string(gateToken)
 	if token == "" || strings.ContainsFunc(token, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '~')
 	}) {

@@ -85,7 +85,7 @@ func TestGateURL(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := GateURL(cfg, c.repo, c.token)
+			got, err := GateURL(cfg, c.repo, GateToken(c.token))
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("got %q, %v; want error %q", got, err, c.err)
@@ -101,26 +101,26 @@ func TestGateURL(t *testing.T) {
 		})
 	}
 	cfg.GatePort = 12345
-	if got, _ := New(cfg, Options{}).GateURL(filepath.Join(base, "p.git"), tok); got != "http://"+tok+"@host.containers.internal:12345/p.git" {
+	if got, _ := New(cfg, Options{}).GateURL(filepath.Join(base, "p.git"), GateToken(tok)); got != "http://"+tok+"@host.containers.internal:12345/p.git" {
 		t.Fatalf("port: %q", got)
 	}
 }
 
 func TestCreateTokenProjectThenTask(t *testing.T) {
 	cfg, env := coreTestConfig(t)
-	tok, err := New(cfg, Options{Env: env}).CreateToken("proj-a", "task-7")
+	tok, err := New(cfg, Options{Env: env}).CreateToken(TaskRef{Project: "proj-a", Task: "task-7"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, ok := gatetokens.NewStore(cfg, nil).Lookup(tok)
+	e, ok := gatetokens.NewStore(cfg, nil).Lookup(string(tok))
 	if !ok || e.Project != "proj-a" || e.Task != "task-7" {
 		t.Fatalf("stored %+v (found %v)", e, ok)
 	}
-	tok2, err := CreateToken(cfg, "proj-b", "t")
+	tok2, err := CreateToken(cfg, TaskRef{Project: "proj-b", Task: "t"})
 	if err != nil || tok2 == tok {
 		t.Fatalf("%q %v", tok2, err)
 	}
-	if _, err := CreateToken(cfg, "bad project!", "t"); err == nil {
+	if _, err := CreateToken(cfg, TaskRef{Project: "bad project!", Task: "t"}); err == nil {
 		t.Fatal("invalid project accepted")
 	}
 }

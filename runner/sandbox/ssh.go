@@ -64,13 +64,18 @@ func (s *Sandbox) InitSSH(project string, o SSHInitOptions) (SSHInitResult, erro
 	return res, nil
 }
 
-// RestrictSSHKey binds a registered key of project to destinations (host
-// patterns and SHA256 host key fingerprints; docs/ssh-agent.md,
-// Destination-bound keys), or lifts the binding when destinations is
-// empty. key is the KEY column of ListSSHKeys, the key file's name or the
-// private key's path.
-func (s *Sandbox) RestrictSSHKey(project, key string, destinations []string) (SSHKeyRow, error) {
-	return s.ssh().Restrict(project, key, destinations)
+// SSHKeyRef names a registered SSH key: its project and the key (the KEY
+// column of ListSSHKeys, the key file's name or the private key's path).
+// A value rather than two strings, so the two cannot be swapped.
+type SSHKeyRef struct {
+	Project, Key string
+}
+
+// RestrictSSHKey binds a registered key to destinations (host patterns and
+// SHA256 host key fingerprints; docs/ssh-agent.md, Destination-bound keys),
+// or lifts the binding when destinations is empty.
+func (s *Sandbox) RestrictSSHKey(key SSHKeyRef, destinations []string) (SSHKeyRow, error) {
+	return s.ssh().Restrict(key.Project, key.Key, destinations)
 }
 
 // ListSSHKeys lists the registered keys (all projects when project is "").
@@ -78,7 +83,8 @@ func (s *Sandbox) ListSSHKeys(project string) ([]SSHKeyRow, error) { return s.ss
 
 // SSHAgentEnv issues the task's SSH agent phantom token and returns the
 // container environment for the bridge: the token and the agent port.
-func (s *Sandbox) SSHAgentEnv(ctx context.Context, project, task string) ([]EnvVar, error) {
+func (s *Sandbox) SSHAgentEnv(ctx context.Context, t TaskRef) ([]EnvVar, error) {
+	project, task := t.Project, t.Task
 	if err := checkProjectTask("create SSH agent token", project, task); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func TestInitSSHAndAgentEnv(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].Key != "tk-main:proj" || rows[0].Type != "rsa" {
 		t.Fatalf("list: %+v %v", rows, err)
 	}
-	env, err := s.SSHAgentEnv(context.Background(), "proj", "t1")
+	env, err := s.SSHAgentEnv(context.Background(), TaskRef{Project: "proj", Task: "t1"})
 	if err != nil || len(env) != 2 || env[1] != (EnvVar{EnvSSHAgentPort, "18999"}) || !strings.HasPrefix(env[0].Value, "terok-p-") {
 		t.Fatalf("env: %+v %v", env, err)
 	}
@@ -66,10 +66,10 @@ func TestInitSSHDestinations(t *testing.T) {
 	if err != nil || len(rows) != 1 || strings.Join(rows[0].Destinations, ",") != "github.com" {
 		t.Fatalf("list: %+v %v", rows, err)
 	}
-	if r, err := s.RestrictSSHKey("proj", "tk-main:proj", []string{"*.example.org"}); err != nil || r.Destinations[0] != "*.example.org" {
+	if r, err := s.RestrictSSHKey(SSHKeyRef{Project: "proj", Key: "tk-main:proj"}, []string{"*.example.org"}); err != nil || r.Destinations[0] != "*.example.org" {
 		t.Fatalf("restrict: %+v %v", r, err)
 	}
-	if _, err := s.RestrictSSHKey("proj", "tk-main:proj", nil); err != nil {
+	if _, err := s.RestrictSSHKey(SSHKeyRef{Project: "proj", Key: "tk-main:proj"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rows, _ := s.ListSSHKeys("proj"); rows[0].Destinations != nil {

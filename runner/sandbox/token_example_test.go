@@ -23,7 +23,8 @@ func ExampleSandbox_CreatePhantomToken() {
 	sb := sandbox.New(cfg, sandbox.Options{Env: config.Env{Getenv: func(string) string { return "" }, Home: root, EUID: os.Geteuid()}})
 	ctx := context.Background()
 
-	gateTok, err := sb.CreateToken("demo", "t1")
+	task := sandbox.TaskRef{Project: "demo", Task: "t1"}
+	gateTok, err := sb.CreateToken(task)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -31,9 +32,9 @@ func ExampleSandbox_CreatePhantomToken() {
 	url, err := sb.GateURL(filepath.Join(cfg.GateBasePath(), "demo.git"), gateTok)
 	fmt.Println(len(url) > 0, err)
 
-	_, err = sb.CreatePhantomToken(ctx, sandbox.PhantomTokenSpec{Project: "demo", Task: "t1", Provider: "claude"})
+	_, err = sb.CreatePhantomToken(ctx, sandbox.PhantomTokenSpec{Project: task.Project, Task: task.Task, Provider: "claude"})
 	fmt.Println("phantom token:", err)
-	n, err := sb.RevokePhantomTokens(ctx, "demo", "t1")
+	n, err := sb.RevokePhantomTokens(ctx, task)
 	fmt.Println("revoked:", n, err)
 	// Output:
 	// true <nil>

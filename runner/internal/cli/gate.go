@@ -400,7 +400,7 @@ func gateURLCommand(d Deps) *ucli.Command {
 				}
 				repo = filepath.Join(cfg.GateBasePath(), strings.TrimSuffix(arg, ".git")+".git")
 			}
-			u, err := sandbox.GateURL(cfg, repo, c.String("token"))
+			u, err := sandbox.GateURL(cfg, repo, sandbox.GateToken(c.String("token")))
 			if err != nil {
 				return err
 			}
