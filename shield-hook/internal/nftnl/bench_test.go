@@ -48,3 +48,54 @@ func BenchmarkApplyVerify1000(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkApplyVerifyMode is the hook's netlink step for a new container
+// (as BenchmarkApplyVerify1000, with the dev-standard-sized allowlist of
+// 50 entries) in enforce and in interactive mode. On a kernel without
+// nft_queue the interactive side includes the refused native batch before
+// the xt NFQUEUE one (Plan.Apply).
+func BenchmarkApplyVerifyMode(b *testing.B) {
+	for _, mode := range []string{"enforce", "interactive"} {
+		b.Run(mode, func(b *testing.B) {
+			s := newScratch(b, "bm"+mode[:1])
+			text, _, err := ruleset.Script{
+				Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}, Interactive: mode == "interactive"},
+				Allow:    testaddrs.Allowlist(50),
+				Gateways: ruleset.SlirpGateways(),
+			}.Render()
+			if err != nil {
+				b.Fatal(err)
+			}
+			parsed, ok := ruleset.ParseScript(text)
+			if !ok {
+				b.Fatal("not parsed")
+			}
+			plan, err := nftnl.NewPlan(parsed, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
+					b.Fatal(err, verrs)
+				}
+				b.StopTimer()
+				s.conn(b, func(c *nftables.Conn) {
+					c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table})
+					if err := c.Flush(); err != nil {
+						b.Fatal(err)
+					}
+				})
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkKernelQueueForm is the queue-form hint every interactive apply
+// reads: /proc/config.gz up to its CONFIG_NFT_QUEUE line.
+func BenchmarkKernelQueueForm(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		_ = nftnl.KernelQueueForm("/proc/config.gz")
+	}
+}

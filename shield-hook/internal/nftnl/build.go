@@ -38,6 +38,8 @@ type Plan struct {
 	// the native expression to the xtables target) and in Verify.
 	queued bool
 	queue  QueueForm
+	// kernelConfig replaces /proc/config.gz in tests ("" = the real one).
+	kernelConfig string
 }
 
 // QueueForm is how a queue rule's verdict reaches the kernel
