@@ -56,8 +56,28 @@ type Server struct {
 	cur     *session
 	next    uint64
 	pending map[uint64]chan string
-	closed  bool
-	wg      sync.WaitGroup
+	// open is the open question of each destination: a packet to a
+	// destination already asked about waits for that answer instead of
+	// becoming a question of its own (a SYN's retransmissions, or a task
+	// that repeats one connection to bury the operator in questions).
+	open   map[heldKey]*question
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// heldKey is a destination as the decider is asked about it.
+type heldKey struct {
+	proto, dst string
+	port       uint16
+}
+
+// question is one open question; ans is set before done is closed.
+// joined counts the packets waiting for it besides the first (under the
+// server's mutex).
+type question struct {
+	done   chan struct{}
+	ans    Answer
+	joined int
 }
 
 type session struct {
@@ -88,7 +108,7 @@ func listen(path string, timeout time.Duration, uid int, log Logf) (*Server, err
 		_ = ln.Close()
 		return nil, fmt.Errorf("decider: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, path: path, timeout: timeout, uid: uid, log: log, pending: map[uint64]chan string{}}
+	s := &Server{ln: ln, path: path, timeout: timeout, uid: uid, log: log, pending: map[uint64]chan string{}, open: map[heldKey]*question{}}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -213,9 +233,22 @@ func (s *Server) read(ss *session) {
 }
 
 // Ask shows h (its ID and TimeoutMS are filled in) to the attached decider
-// and waits for the answer, at most the server's timeout.
-func (s *Server) Ask(ctx context.Context, h shieldbundle.Held) Answer {
+// and waits for the answer, at most the server's timeout. While a question
+// about h's destination (protocol, address, port) is open, h is not shown
+// again: it gets that question's answer.
+func (s *Server) Ask(ctx context.Context, h shieldbundle.Held) (ans Answer) {
+	key := heldKey{h.Proto, h.Dst, h.Port}
 	s.mu.Lock()
+	if q := s.open[key]; q != nil {
+		q.joined++
+		s.mu.Unlock()
+		select {
+		case <-q.done:
+			return q.ans
+		case <-ctx.Done():
+			return Answer{shieldbundle.VerdictRefuse, ReasonGone}
+		}
+	}
 	ss := s.cur
 	if ss == nil || s.closed {
 		s.mu.Unlock()
@@ -230,11 +263,20 @@ func (s *Server) Ask(ctx context.Context, h shieldbundle.Held) Answer {
 	h.TimeoutMS = s.timeout.Milliseconds()
 	ch := make(chan string, 1)
 	s.pending[h.ID] = ch
+	q := &question{done: make(chan struct{})}
+	s.open[key] = q
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.pending, h.ID)
+		delete(s.open, key)
+		joined := q.joined
 		s.mu.Unlock()
+		q.ans = ans
+		close(q.done)
+		if joined > 0 {
+			s.log(slog.LevelInfo, "repeats joined an open question", slog.Uint64("id", h.ID), slog.Int("packets", joined))
+		}
 	}()
 
 	line, err := shieldbundle.MarshalLine(h)

@@ -220,14 +220,18 @@ func TestMaxPending(t *testing.T) {
 	answers := make(chan Answer, MaxPending+10)
 	for i := 0; i < MaxPending; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); answers <- s.Ask(context.Background(), held) }()
+		h := held
+		h.Port = uint16(1000 + i) // distinct destinations: each its own question
+		go func() { defer wg.Done(); answers <- s.Ask(context.Background(), h) }()
 	}
 	ids := make([]uint64, 0, MaxPending)
 	for i := 0; i < MaxPending; i++ {
 		ids = append(ids, c.question(t).ID)
 	}
 	for i := 0; i < 10; i++ {
-		if a := s.Ask(context.Background(), held); a != (Answer{shieldbundle.VerdictRefuse, ReasonBusy}) {
+		h := held
+		h.Port = uint16(2000 + i)
+		if a := s.Ask(context.Background(), h); a != (Answer{shieldbundle.VerdictRefuse, ReasonBusy}) {
 			t.Fatalf("question beyond MaxPending: %+v", a)
 		}
 	}
@@ -256,5 +260,72 @@ func TestClose(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+// TestRepeatsJoinTheOpenQuestion: packets to a destination that already
+// has an open question (a SYN's retransmissions, a task repeating one
+// connection to flood the operator) are not shown again and get that
+// question's answer; another destination is a question of its own, and
+// once answered the destination is asked about afresh.
+func TestRepeatsJoinTheOpenQuestion(t *testing.T) {
+	s, path := newServer(t, time.Minute, os.Geteuid())
+	c := attach(t, s, path)
+	first := ask(s)
+	q := c.question(t)
+	const repeats = 50
+	joined := make(chan Answer, repeats)
+	for i := 0; i < repeats; i++ {
+		go func() { joined <- s.Ask(context.Background(), held) }()
+	}
+	other := held
+	other.Port = 8443
+	otherAns := make(chan Answer, 1)
+	go func() { otherAns <- s.Ask(context.Background(), other) }()
+	// The next line the decider gets is the other destination's: none of
+	// the repeats was shown.
+	if q2 := c.question(t); q2.Port != 8443 {
+		t.Fatalf("a repeat of an open question was shown: %+v", q2)
+	} else {
+		c.answer(t, q2.ID, shieldbundle.VerdictRefuse)
+	}
+	// Every repeat waits on the open question before it is answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := 0
+		if oq := s.open[heldKey{held.Proto, held.Dst, held.Port}]; oq != nil {
+			n = oq.joined
+		}
+		s.mu.Unlock()
+		if n == repeats {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d repeats joined the open question", n, repeats)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.answer(t, q.ID, shieldbundle.VerdictOnce)
+	if a := <-first; a != (Answer{shieldbundle.VerdictOnce, ReasonDecided}) {
+		t.Fatalf("first: %+v", a)
+	}
+	for i := 0; i < repeats; i++ {
+		if a := <-joined; a != (Answer{shieldbundle.VerdictOnce, ReasonDecided}) {
+			t.Fatalf("repeat %d: %+v", i, a)
+		}
+	}
+	if a := <-otherAns; a != (Answer{shieldbundle.VerdictRefuse, ReasonDecided}) {
+		t.Fatalf("other: %+v", a)
+	}
+	// Answered: the destination is a new question again.
+	again := ask(s)
+	q3 := c.question(t)
+	if q3.Port != held.Port || q3.ID == q.ID {
+		t.Fatalf("after the answer: %+v", q3)
+	}
+	c.answer(t, q3.ID, shieldbundle.VerdictRefuse)
+	if a := <-again; a.Verdict != shieldbundle.VerdictRefuse {
+		t.Fatalf("again: %+v", a)
 	}
 }
