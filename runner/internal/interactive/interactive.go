@@ -15,6 +15,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode"
 
 	"terok.dev/sandbox/common/shieldbundle"
@@ -93,18 +94,58 @@ func Run(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer, o Opti
 	}()
 
 	open := map[uint64]shieldbundle.Held{}
+	// expires is when the helper refuses each open question on its own
+	// (its TimeoutMS from arrival): past it an answer would be ignored, so
+	// the question is dropped rather than asked, and a task that floods
+	// the queue with destinations cannot leave the operator a backlog of
+	// dead questions burying the live one.
+	expires := map[uint64]time.Time{}
 	var queue []uint64 // text mode: the questions in the order shown
+	// headTimer fires when the question at the head of the queue expires.
+	headTimer := time.NewTimer(time.Hour)
+	headTimer.Stop()
+	defer headTimer.Stop()
+	forget := func(id uint64) {
+		delete(open, id)
+		delete(expires, id)
+	}
+	// expire drops the questions whose time is up: from the text queue's
+	// head (said on the output), and any in JSON mode.
+	expire := func() {
+		now := time.Now()
+		if o.JSON {
+			for id, at := range expires {
+				if !now.Before(at) {
+					forget(id)
+				}
+			}
+			return
+		}
+		for len(queue) > 0 && !now.Before(expires[queue[0]]) {
+			fmt.Fprintf(out, "\nexpired: %s (refused by the shield after %d ms)\n", Describe(open[queue[0]]), open[queue[0]].TimeoutMS)
+			forget(queue[0])
+			queue = queue[1:]
+		}
+		// Behind the head the order of arrival is the order of
+		// expiry, give or take: those are dropped when they come up.
+	}
 	prompt := func() {
+		expire()
 		if o.JSON || len(queue) == 0 {
 			return
 		}
 		h := open[queue[0]]
+		headTimer.Reset(time.Until(expires[queue[0]]))
 		fmt.Fprintf(out, "held: %s (waits %d ms); allow [o]nce, [a]lways or [r]efuse? ", Describe(h), h.TimeoutMS)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-headTimer.C:
+			if len(queue) > 0 && !time.Now().Before(expires[queue[0]]) {
+				prompt()
+			}
 		case err := <-helperErr:
 			return err
 		case err := <-inDone:
@@ -113,7 +154,11 @@ func Run(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer, o Opti
 			}
 			return nil
 		case h := <-helds:
+			if o.JSON {
+				expire()
+			}
 			open[h.ID] = h
+			expires[h.ID] = time.Now().Add(time.Duration(h.TimeoutMS) * time.Millisecond)
 			if o.JSON {
 				b, err := shieldbundle.MarshalLine(h)
 				if err != nil {
@@ -140,12 +185,21 @@ func Run(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer, o Opti
 			}
 			h, known := open[d.ID]
 			if !known {
-				o.Warn(fmt.Sprintf("no held connection %d (answered already?)", d.ID))
+				o.Warn(fmt.Sprintf("no held connection %d (answered already, or expired?)", d.ID))
 				continue
 			}
-			delete(open, d.ID)
+			late := !time.Now().Before(expires[d.ID])
+			forget(d.ID)
 			if !o.JSON {
 				queue = queue[1:]
+			}
+			if late {
+				// The helper has refused it already: an answer now would
+				// be ignored, and "always" would allow an address for a
+				// connection that never passed.
+				o.Warn(fmt.Sprintf("held connection %d (%s) expired before the answer: the shield refused it", d.ID, Describe(h)))
+				prompt()
+				continue
 			}
 			if d.Verdict == shieldbundle.VerdictAlways {
 				if err := o.Allow(ctx, h.Dst); err != nil {

@@ -219,3 +219,51 @@ func TestDialMissing(t *testing.T) {
 		t.Fatalf("Dial = %v", err)
 	}
 }
+
+// TestExpiredQuestions: a question the helper has refused by its timeout
+// is dropped from the text queue (said on the output) and no longer asked,
+// so a flood of held destinations leaves no backlog of dead questions in
+// front of a live one; an answer that comes too late is not sent (and
+// "always" allows nothing).
+func TestExpiredQuestions(t *testing.T) {
+	s := newSession(t, false, nil)
+	for i := uint64(1); i <= 20; i++ {
+		s.hold(t, shieldbundle.Held{ID: i, Proto: "udp", Dst: "198.51.100.9", Port: uint16(20000 + i), TimeoutMS: 1})
+	}
+	live := shieldbundle.Held{ID: 21, Proto: "tcp", Dst: "203.0.113.40", Port: 443, Name: "api.example.test", TimeoutMS: 60000}
+	s.hold(t, live)
+	waitOut(t, s, "held: tcp 203.0.113.40:443 (api.example.test)")
+	if n := strings.Count(s.out.String(), "expired: udp 198.51.100.9:"); n != 20 {
+		t.Fatalf("%d expired questions said, want 20:\n%s", n, s.out.String())
+	}
+	// The live question is the one asked now: nothing after its prompt.
+	if out := s.out.String(); !strings.HasSuffix(out, "allow [o]nce, [a]lways or [r]efuse? ") ||
+		!strings.Contains(out[strings.LastIndex(out, "held: "):], "203.0.113.40:443") {
+		t.Fatalf("the live question is not the one asked:\n%s", out)
+	}
+	s.input(t, "o")
+	if d := s.answer(t); d != (shieldbundle.Decision{ID: 21, Verdict: "once"}) {
+		t.Fatalf("answer %+v, want the live question's", d)
+	}
+
+	// JSON mode: a late answer is not sent and allows nothing.
+	j := newSession(t, true, nil)
+	j.hold(t, shieldbundle.Held{ID: 5, Proto: "tcp", Dst: "198.51.100.9", Port: 22, TimeoutMS: 1})
+	waitOut(t, j, `"id":5`)
+	time.Sleep(5 * time.Millisecond) // past its 1 ms
+	j.input(t, `{"id":5,"verdict":"always"}`)
+	if w := <-j.warns; !strings.Contains(w, "expired") {
+		t.Fatalf("warning %q", w)
+	}
+	select {
+	case dst := <-j.allowed:
+		t.Fatalf("a late always allowed %s", dst)
+	default:
+	}
+	j.hold(t, live)
+	waitOut(t, j, `"id":21`)
+	j.input(t, `{"id":21,"verdict":"refuse"}`)
+	if d := j.answer(t); d.ID != 21 {
+		t.Fatalf("answer %+v: the late one was sent", d)
+	}
+}
