@@ -650,6 +650,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	st := stateOf(res.Request.Context())
 	st.watchdog.kick()
+	if st.quota != nil && st.quota.OverBytes() != nil {
+		// Another stream of the token used up its byte quota while this
+		// request was on its way: nothing of it reached the client yet,
+		// so it is refused like the next request (errorHandler).
+		return errQuotaCut
+	}
 	res.Header.Del("Content-Length")
 	if res.ContentLength < 0 || res.ContentLength > smallBody {
 		// Makes the reverse proxy flush after every read: SSE, chunked and
@@ -664,11 +670,17 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 	switch {
 	case res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil:
-		res.Body = &watchedBody{ReadCloser: res.Body, w: &st.watchdog, q: st.quota}
+		res.Body = &watchedBody{ReadCloser: res.Body, w: &st.watchdog, q: st.quota, cut: p.quotaCut(st)}
 	case st.quota != nil:
 		// An upgraded connection's upstream-to-client bytes count too.
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
-			res.Body = countedConn{rwc, st.quota}
+			// Its copy goroutines may outlive the record: the cut only
+			// logs.
+			provider, tok := st.route.Provider, st.token
+			res.Body = countedConn{rwc, st.quota, func() {
+				p.log.Warn("Upgraded connection closed: the phantom token reached its response byte quota",
+					"provider", provider, "token_prefix", tokenid.Show(tok))
+			}}
 		}
 	}
 	return nil
@@ -705,6 +717,15 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	cause := describe(err)
 	switch {
+	case errors.Is(err, errQuotaCut):
+		st.ev.refuse(ReasonQuota)
+		ref := st.quota.OverBytes()
+		p.log.Warn("Phantom token over its quota; response refused (the quota does not reset: issue a new token or raise the limit)",
+			"provider", st.route.Provider, "token_prefix", tokenid.Show(st.token), "quota", string(usage.ResponseBytes))
+		if ref == nil {
+			ref = &usage.Refusal{Kind: usage.ResponseBytes}
+		}
+		overQuota(w, st.route.Provider, ref)
 	case st.limit != nil && st.limit.over.Load():
 		st.ev.refuse(ReasonTooLarge)
 		p.log.Warn("Request body over the limit; the client must send a smaller body",
@@ -889,32 +910,63 @@ func (w *watchdog) stop() {
 	w.t.Stop()
 }
 
+// errQuotaCut ends a response stream of a token past its byte limit.
+var errQuotaCut = errors.New("token over its response byte quota")
+
+// quotaCut is what a cut stream does first: the request's record gets
+// reason quota and a warning is logged (the reverse proxy then aborts the
+// response, which the client sees as a truncated body).
+func (p *Proxy) quotaCut(st *reqState) func() {
+	return func() {
+		st.ev.refuse(ReasonQuota)
+		p.log.Warn("Response cut: the phantom token reached its response byte quota during another stream",
+			"provider", st.route.Provider, "token_prefix", tokenid.Show(st.token))
+	}
+}
+
 // watchedBody restarts the inactivity timer on every read that brings
 // data, and counts the bytes against the token's quota (q, may be nil).
+// The stream whose bytes cross the byte limit completes (docs/credential-
+// proxy.md, Token quotas); every other stream of the token still running
+// then is cut at its next read, so parallel streams cannot each run past
+// the limit.
 type watchedBody struct {
 	io.ReadCloser
-	w *watchdog
-	q *usage.Counter
+	w        *watchdog
+	q        *usage.Counter
+	cut      func()
+	crossing bool // this stream crossed the byte limit
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
+	if b.q != nil && !b.crossing && b.q.OverBytes() != nil {
+		b.cut()
+		return 0, errQuotaCut
+	}
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.w.kick()
-		if b.q != nil {
-			b.q.AddBytes(int64(n))
+		if b.q != nil && b.q.AddBytes(int64(n)) {
+			b.crossing = true
 		}
 	}
 	return n, err
 }
 
-// countedConn counts what an upgraded upstream connection sends.
+// countedConn counts what an upgraded upstream connection sends, and
+// ends it once the token's byte limit is reached: a connection has no
+// end of its own to complete at.
 type countedConn struct {
 	io.ReadWriteCloser
-	q *usage.Counter
+	q   *usage.Counter
+	cut func()
 }
 
 func (c countedConn) Read(p []byte) (int, error) {
+	if c.q.OverBytes() != nil {
+		c.cut()
+		return 0, errQuotaCut
+	}
 	n, err := c.ReadWriteCloser.Read(p)
 	c.q.AddBytes(int64(n))
 	return n, err

@@ -156,3 +156,132 @@ func TestQuotaMalformedRow(t *testing.T) {
 		t.Fatalf("%d %s, forwarded %d", resp.StatusCode, b, forwarded.Load())
 	}
 }
+
+// TestQuotaBytesParallelStreams: the attack on a byte quota is many
+// streams at once, each admitted while the token is still under its
+// limit. The stream that crosses the limit completes; every other one is
+// cut at its next read, so what the token receives stays near one body
+// past the limit instead of one body per stream (20 MiB here before the
+// cut). The others are cut mid-body, or refused with 429 when the
+// limit was reached before their response began; each is recorded with
+// reason quota.
+func TestQuotaBytesParallelStreams(t *testing.T) {
+	const (
+		streams = 20
+		chunk   = 16 << 10
+		chunks  = 64 // 1 MiB a stream
+		limit   = 100 << 10
+	)
+	arrived := make(chan struct{}, streams)
+	all := make(chan struct{})
+	var once sync.Once
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		if len(arrived) == streams {
+			once.Do(func() { close(all) })
+		}
+		select { // every stream admitted before any byte flows
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
+		buf := make([]byte, chunk)
+		for i := 0; i < chunks; i++ {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(up.Close)
+	db := benchDB(t)
+	raw, err := sql.Open("sqlite3", db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	if _, err := raw.Exec(`INSERT INTO token_quota (token, max_requests, max_response_bytes, used_requests, used_bytes, updated_at)
+		VALUES (?, NULL, ?, 0, 0, 0)`, benchToken, limit); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(up.URL)
+	res := db.NewResolver()
+	t.Cleanup(func() { res.Close() })
+	var recs recordingAudit
+	p := New(Options{Store: benchStore{res, db}, DBConcurrency: -1, Usage: usage.New(db, nil), Audit: &recs,
+		Routes: routes.Table{"bench": {Provider: "bench", Scheme: "http", Host: u.Host, AuthHeader: "dynamic"}}})
+	t.Cleanup(p.Close)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: streams, MaxConnsPerHost: streams}}
+	var wg sync.WaitGroup
+	var total, whole, cut atomic.Int64
+	for i := 0; i < streams; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", srv.URL+"/stream", nil)
+			req.Header.Set("Authorization", "Bearer "+benchToken)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode == 429 {
+				// Refused before its first byte: the quota was used up
+				// while it was on its way.
+				cut.Add(1)
+				return
+			}
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			total.Add(n)
+			switch {
+			case err == nil && n == chunk*chunks:
+				whole.Add(1)
+			case err != nil:
+				cut.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d streams: %d bytes received (limit %d), %d whole, %d cut", streams, total.Load(), limit, whole.Load(), cut.Load())
+	if bound := int64(chunk*chunks + limit + streams*2*chunk); total.Load() > bound {
+		t.Fatalf("the token received %d bytes with a %d-byte quota; want at most %d (one whole stream past the limit)", total.Load(), limit, bound)
+	}
+	if whole.Load() != 1 || cut.Load() != streams-1 {
+		t.Fatalf("%d whole, %d cut; want the crossing stream whole and the other %d cut", whole.Load(), cut.Load(), streams-1)
+	}
+	p.Close()
+	quota := 0
+	for _, e := range recs.entries() {
+		if e.Reason == ReasonQuota {
+			quota++
+		}
+	}
+	if quota != streams-1 {
+		t.Fatalf("%d records with reason quota, want %d", quota, streams-1)
+	}
+}
+
+// recordingAudit keeps the proxy's audit entries.
+type recordingAudit struct {
+	mu sync.Mutex
+	es []Entry
+}
+
+func (r *recordingAudit) Put(e Entry) {
+	r.mu.Lock()
+	r.es = append(r.es, e)
+	r.mu.Unlock()
+}
+
+func (r *recordingAudit) entries() []Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Entry(nil), r.es...)
+}

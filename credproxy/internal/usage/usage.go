@@ -71,8 +71,26 @@ func (c *Counter) Admit() *Refusal {
 	}
 }
 
-// AddBytes counts response body bytes streamed to the client.
-func (c *Counter) AddBytes(n int64) { c.bytes.Add(n) }
+// AddBytes counts response body bytes streamed to the client and reports
+// whether this call took the usage across the byte limit (from under it
+// to at or over it: exactly one call per crossing, however many streams
+// add at once).
+func (c *Counter) AddBytes(n int64) (crossed bool) {
+	after := c.bytes.Add(n)
+	limit := c.maxBytes.Load()
+	return limit > 0 && after >= limit && after-n < limit
+}
+
+// OverBytes says whether the byte limit is reached (nil: not): a stream
+// of the token other than the one that crossed it is cut, a response that
+// has not started is refused (docs/credential-proxy.md, Token quotas).
+func (c *Counter) OverBytes() *Refusal {
+	limit := c.maxBytes.Load()
+	if used := c.bytes.Load(); limit > 0 && used >= limit {
+		return &Refusal{Kind: ResponseBytes, Limit: limit, Used: used}
+	}
+	return nil
+}
 
 // Used is the live usage.
 func (c *Counter) Used() (requests, bytes int64) { return c.requests.Load(), c.bytes.Load() }
