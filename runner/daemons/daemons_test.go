@@ -93,6 +93,9 @@ func TestGateDaemonLifecycle(t *testing.T) {
 	if st := g.Status(ctx); st != (GateStatus{Mode: ModeDaemon, Running: true, Port: cfg.GatePort}) {
 		t.Fatalf("Status = %+v", st)
 	}
+	if pid, ok := g.DaemonPID(); !ok || pid <= 0 || g.SocketInstalled() {
+		t.Fatalf("DaemonPID = %d %v, SocketInstalled = %v", pid, ok, g.SocketInstalled())
+	}
 	if err := g.Ensure(ctx); err != nil {
 		t.Fatalf("Ensure while running: %v", err)
 	}
@@ -107,6 +110,9 @@ func TestGateDaemonLifecycle(t *testing.T) {
 	}
 	if g.Stop() {
 		t.Fatal("a second Stop signalled something")
+	}
+	if _, ok := g.DaemonPID(); ok {
+		t.Fatal("DaemonPID after Stop")
 	}
 }
 
@@ -132,7 +138,26 @@ func TestProxyDaemonLifecycle(t *testing.T) {
 	if err := p.Ensure(ctx); err != nil {
 		t.Fatalf("Ensure while running: %v", err)
 	}
+	if pid, ok := p.DaemonPID(); !ok || pid <= 0 || p.SocketInstalled() {
+		t.Fatalf("DaemonPID = %d %v, SocketInstalled = %v", pid, ok, p.SocketInstalled())
+	}
 	if !p.Stop() {
 		t.Fatal("Stop signalled nothing")
+	}
+}
+
+// As root no user units may be installed: neither daemon reports systemd
+// usable, whatever the user manager would say, and none is installed.
+func TestSystemdNotUsableAsRoot(t *testing.T) {
+	env := testEnv(t)
+	env.EUID = 0
+	cfg := config.Defaults(env)
+	ctx := context.Background()
+	g, p := NewGate(cfg, Options{Env: env}), NewProxy(cfg, Options{Env: env})
+	if g.SystemdUsable(ctx) || p.SystemdUsable(ctx) {
+		t.Error("systemd user units reported usable as root")
+	}
+	if g.SocketInstalled() || p.SocketInstalled() {
+		t.Error("a socket unit reported installed for root")
 	}
 }

@@ -80,3 +80,16 @@ func (g *Gate) Uninstall(ctx context.Context) error { return g.m.Uninstall(ctx) 
 // older than GateUnitVersion or baked with another base path; "" when
 // there is nothing to say (or no units).
 func (g *Gate) UnitsOutdated() string { return g.m.CheckUnitsOutdated() }
+
+// SystemdUsable reports whether Start would install systemd user units:
+// the user manager answers and user units may be installed here (never as
+// root, never outside the home directory).
+func (g *Gate) SystemdUsable(ctx context.Context) bool { return g.m.SystemdUsable(ctx) }
+
+// SocketInstalled reports whether the gate's socket unit is in the user
+// unit directory (active or not).
+func (g *Gate) SocketInstalled() bool { return g.m.SocketInstalled() }
+
+// DaemonPID is the PID of our detached gate daemon, if one runs (its PID
+// file, identity-checked through /proc).
+func (g *Gate) DaemonPID() (int, bool) { return g.m.DaemonPID() }

@@ -62,3 +62,25 @@ func (p *Proxy) Uninstall(ctx context.Context) error { return p.m.Uninstall(ctx)
 // UnitsOutdated is the warning for installed units older than
 // ProxyUnitVersion, or "".
 func (p *Proxy) UnitsOutdated() string { return p.m.CheckUnitsOutdated() }
+
+// SystemdUsable reports whether Install can work: the user manager answers
+// and user units may be installed here (never as root, never outside the
+// home directory).
+func (p *Proxy) SystemdUsable(ctx context.Context) bool { return p.m.SystemdUsable(ctx) }
+
+// SocketInstalled reports whether the proxy's socket unit is in the user
+// unit directory (active or not).
+func (p *Proxy) SocketInstalled() bool { return p.m.SocketInstalled() }
+
+// SocketActive reports whether the proxy's socket unit is active (systemd
+// listens for it).
+func (p *Proxy) SocketActive(ctx context.Context) bool { return p.m.SocketActive(ctx) }
+
+// ServiceActive reports whether the proxy's service unit is active (the
+// proxy itself runs and its TCP ports are bound); it does not trigger
+// socket activation.
+func (p *Proxy) ServiceActive(ctx context.Context) bool { return p.m.ServiceActive(ctx) }
+
+// DaemonPID is the PID of our detached proxy daemon, if one runs (its PID
+// file, identity-checked through /proc).
+func (p *Proxy) DaemonPID() (int, bool) { return p.m.DaemonPID() }

@@ -623,6 +623,21 @@ func (s *Sandbox) CreateBoundToken(t TaskRef, container string) (GateToken, erro
 	return GateToken(tok), nil
 }
 
+// RevokeToken removes every gate token of t and returns how many there
+// were; the gate refuses them from the next request. Revoking a task
+// without tokens is no error.
+func (s *Sandbox) RevokeToken(t TaskRef) (int, error) {
+	if err := checkProjectTask("revoke gate tokens", t.Project, t.Task); err != nil {
+		return 0, err
+	}
+	n, err := gatetokens.NewStore(s.cfg, s.log).Revoke(t.Project, t.Task)
+	if err != nil {
+		return 0, err
+	}
+	s.debug.Debug("%d gate token(s) of %s/%s revoked", n, t.Project, t.Task)
+	return n, nil
+}
+
 // GateURL is the clone URL of a gate repository for a container
 // (docs/runner.md, Runtime helpers): the token is the Basic-auth user name.
 func (s *Sandbox) GateURL(repoPath string, token GateToken) (string, error) {
@@ -637,6 +652,11 @@ func Run(ctx context.Context, cfg config.Config, spec RunSpec, hooks LifecycleHo
 // CreateToken creates a gate token for t in cfg's store.
 func CreateToken(cfg config.Config, t TaskRef) (GateToken, error) {
 	return New(cfg, Options{}).CreateToken(t)
+}
+
+// RevokeToken is Sandbox.RevokeToken for cfg.
+func RevokeToken(cfg config.Config, t TaskRef) (int, error) {
+	return New(cfg, Options{}).RevokeToken(t)
 }
 
 // checkProjectTask applies the project and task id rules (docs/runner.md,

@@ -123,6 +123,21 @@ func TestCreateTokenProjectThenTask(t *testing.T) {
 	if _, err := CreateToken(cfg, TaskRef{Project: "bad project!", Task: "t"}); err == nil {
 		t.Fatal("invalid project accepted")
 	}
+	if n, err := New(cfg, Options{Env: env}).RevokeToken(TaskRef{Project: "proj-a", Task: "task-7"}); err != nil || n != 1 {
+		t.Fatalf("RevokeToken = %d, %v", n, err)
+	}
+	if _, ok := gatetokens.NewStore(cfg, nil).Lookup(string(tok)); ok {
+		t.Fatal("revoked token still found")
+	}
+	if _, ok := gatetokens.NewStore(cfg, nil).Lookup(string(tok2)); !ok {
+		t.Fatal("another task's token revoked too")
+	}
+	if n, err := RevokeToken(cfg, TaskRef{Project: "proj-a", Task: "task-7"}); err != nil || n != 0 {
+		t.Fatalf("second RevokeToken = %d, %v", n, err)
+	}
+	if _, err := RevokeToken(cfg, TaskRef{Project: "p", Task: "a/b"}); err == nil {
+		t.Fatal("RevokeToken accepted an invalid task id")
+	}
 }
 
 func coreBypassSandbox(t *testing.T, euid int, runBody string) (*Sandbox, *bytes.Buffer, string) {
