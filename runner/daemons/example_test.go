@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/daemons"
 )
 
@@ -19,14 +20,9 @@ func exampleEnv() (config.Env, func()) {
 	if err != nil {
 		panic(err)
 	}
-	vars := map[string]string{
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "config"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "credentials"),
-		"XDG_CONFIG_HOME":           filepath.Join(dir, "home", ".config"),
-	}
-	env := config.Env{EUID: 1000, Home: filepath.Join(dir, "home"), Getenv: func(k string) string { return vars[k] }}
+	vars := testkit.RootVars(dir)
+	vars["XDG_CONFIG_HOME"] = filepath.Join(dir, "home", ".config")
+	env := testkit.Env(vars, 1000, filepath.Join(dir, "home"))
 	return env, func() { os.RemoveAll(dir) }
 }
 

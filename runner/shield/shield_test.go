@@ -8,21 +8,16 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // testEnv is a user with a home, config and state of their own.
 func testEnv(t *testing.T) config.Env {
 	t.Helper()
 	dir := t.TempDir()
-	vars := map[string]string{
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(dir, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(dir, "run"),
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(dir, "config"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(dir, "credentials"),
-		"XDG_CONFIG_HOME":           filepath.Join(dir, "home", ".config"),
-		"PATH":                      os.Getenv("PATH"),
-	}
-	return config.Env{EUID: os.Geteuid(), Home: filepath.Join(dir, "home"), Getenv: func(k string) string { return vars[k] }}
+	vars := testkit.RootVars(dir)
+	vars["XDG_CONFIG_HOME"], vars["PATH"] = filepath.Join(dir, "home", ".config"), os.Getenv("PATH")
+	return testkit.Env(vars, os.Geteuid(), filepath.Join(dir, "home"))
 }
 
 // A user setup writes the hook descriptors naming the hook executable into

@@ -8,19 +8,14 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // __complete and shield entries: names from the temporary roots, usage
 // errors exit 2, a missing profile exit 1, and completion creates nothing.
 func TestCompleteAndProfiles(t *testing.T) {
 	home := t.TempDir()
-	vars := map[string]string{
-		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(home, "cfg"),
-		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(home, "state"),
-		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(home, "run"),
-		"TEROK_CREDENTIALS_DIR":     filepath.Join(home, "cred"),
-		"TEROK_CONFIG_DIR":          filepath.Join(home, "umbrella"),
-	}
+	vars := testkit.RootVars(home)
 	for _, d := range []string{"state/gate/alpha.git", "state/gate/notamirror", "state/gate/.hidden.git", "state/ssh-keys/beta", "umbrella/shield/profiles", "cfg"} {
 		if err := os.MkdirAll(filepath.Join(home, d), 0o700); err != nil {
 			t.Fatal(err)
@@ -37,7 +32,7 @@ func TestCompleteAndProfiles(t *testing.T) {
 	}
 	run := func(stdin string, args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
-		env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string { return vars[k] }}
+		env := testkit.Env(vars, 1000, home)
 		code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(stdin), Env: env})
 		return code, out.String(), errb.String()
 	}

@@ -8,16 +8,14 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // credentials set checks --type against the types the proxy knows, and
 // delete of a credential that is not stored is an error.
 func TestCredentialTypesAndMissingCredential(t *testing.T) {
 	home := t.TempDir()
-	vars := map[string]string{
-		"TEROK_SANDBOX_CONFIG_DIR": filepath.Join(home, "cfg"),
-		"TEROK_SANDBOX_STATE_DIR":  filepath.Join(home, "state"),
-	}
+	vars := testkit.RootVars(home)
 	// Plaintext store: this test is about the CLI's checks, not the
 	// keystore.
 	if err := os.MkdirAll(vars["TEROK_SANDBOX_CONFIG_DIR"], 0o700); err != nil {
@@ -28,7 +26,7 @@ func TestCredentialTypesAndMissingCredential(t *testing.T) {
 	}
 	run := func(stdin string, args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
-		env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string { return vars[k] }}
+		env := testkit.Env(vars, 1000, home)
 		code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(stdin), Env: env})
 		return code, out.String(), errb.String()
 	}

@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 )
 
 func runSetupCLI(t *testing.T, euid int, home string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	vars := map[string]string{"XDG_RUNTIME_DIR": filepath.Join(home, "run")}
-	env := config.Env{EUID: euid, Home: home, Getenv: func(k string) string { return vars[k] }}
+	env := testkit.Env(vars, euid, home)
 	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
 	return code, out.String(), errb.String()
 }

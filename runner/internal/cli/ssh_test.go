@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // sshEnv is an isolated home whose state and credentials roots the ssh
@@ -34,7 +34,7 @@ func (e *sshEnv) run(t *testing.T, args ...string) (int, string, string) {
 		"TEROK_SANDBOX_STATE_DIR":  e.state,
 		"TEROK_CREDENTIALS_DIR":    e.creds,
 	}
-	env := config.Env{EUID: os.Geteuid(), Home: e.home, Getenv: func(k string) string { return vars[k] }}
+	env := testkit.Env(vars, os.Geteuid(), e.home)
 	code := Run(append([]string{Program}, args...), Deps{Stdout: &out, Stderr: &errb, Env: env})
 	return code, out.String(), errb.String()
 }

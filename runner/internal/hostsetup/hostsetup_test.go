@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/config"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/daemonctl"
 	"terok.dev/sandbox/runner/internal/seccomp"
 	"terok.dev/sandbox/runner/internal/shield"
@@ -55,7 +56,7 @@ func newHost(t *testing.T) *host {
 		"XDG_RUNTIME_DIR": filepath.Join(root, "run"),
 		"PATH":            filepath.Join(root, "bin"),
 	}
-	env := config.Env{Getenv: func(k string) string { return vars[k] }, EUID: 1000, Home: h.home}
+	env := testkit.Env(vars, 1000, h.home)
 	cfg := config.Defaults(env)
 	bin := filepath.Join(root, "bin")
 	writeExec(t, filepath.Join(bin, "terok-shield-hook"), "exit 0\n")
@@ -530,7 +531,7 @@ func newSystemHost(t *testing.T) *host {
 		"TEROK_CREDENTIALS_DIR":     filepath.Join(r, "var/lib/terok/credentials"),
 		"TEROK_CONFIG_DIR":          filepath.Join(r, "etc/terok"),
 	}
-	env := config.Env{Getenv: func(k string) string { return vars[k] }, EUID: 0, Home: h.home}
+	env := testkit.Env(vars, 0, h.home)
 	cfg := config.Defaults(env)
 	for k, v := range vars {
 		if !strings.HasPrefix(v, r) {

@@ -702,24 +702,8 @@ func TestResolverRootless(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	ctr := exec.Command("unshare", "--user", "--map-root-user", "--net", "sleep", "600")
-	if err := ctr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ctr.Process.Kill(); _ = ctr.Wait() })
+	ctr := rootlessContainer(t)
 	pid := strconv.Itoa(ctr.Process.Pid)
-	hostNS, _ := os.Stat("/proc/self/ns/net")
-	for i := 0; ; i++ {
-		got, err := os.Stat("/proc/" + pid + "/ns/net")
-		b, _ := os.ReadFile("/proc/" + pid + "/comm")
-		if err == nil && !os.SameFile(hostNS, got) && strings.TrimSpace(string(b)) == "sleep" {
-			break
-		}
-		if i > 500 {
-			t.Fatal("container process never got its namespaces")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	// The outside: a peer netns holding the gateway and the upstream.
 	peer := fmt.Sprintf("hkr%d", os.Getpid()%100000)
 	sh(t, "ip", "netns", "add", peer)

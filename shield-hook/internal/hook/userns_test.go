@@ -15,17 +15,12 @@ import (
 	"terok.dev/sandbox/common/shieldbundle"
 )
 
-// TestRootlessUserNamespace runs the hook the way rootless podman does: as
-// uid 0 of a user namespace that owns the container's network namespace but
-// not the namespace the hook starts in. Entering the container netns is
-// allowed there, switching back is not (EPERM), so the hook must never need
-// to switch back.
-func TestRootlessUserNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	// The "container": a process in a new user namespace (root mapped) with
-	// its own network namespace owned by that user namespace.
+// rootlessContainer starts the "container" of a rootless test: a process
+// in a new user namespace (root mapped) with its own network namespace
+// owned by that user namespace, returned once it has both. It is killed
+// when t ends, if it has not been before.
+func rootlessContainer(t *testing.T) *exec.Cmd {
+	t.Helper()
 	ctr := exec.Command("unshare", "--user", "--map-root-user", "--net", "sleep", "600")
 	if err := ctr.Start(); err != nil {
 		t.Fatal(err)
@@ -44,6 +39,20 @@ func TestRootlessUserNamespace(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return ctr
+}
+
+// TestRootlessUserNamespace runs the hook the way rootless podman does: as
+// uid 0 of a user namespace that owns the container's network namespace but
+// not the namespace the hook starts in. Entering the container netns is
+// allowed there, switching back is not (EPERM), so the hook must never need
+// to switch back.
+func TestRootlessUserNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctr := rootlessContainer(t)
+	pid := strconv.Itoa(ctr.Process.Pid)
 	// A link and a default route so that gateway discovery finds one.
 	peer := fmt.Sprintf("hku%d", os.Getpid()%100000)
 	sh(t, "ip", "netns", "add", peer)
