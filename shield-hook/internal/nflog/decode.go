@@ -27,6 +27,10 @@ type Packet struct {
 	// other transport protocol N.
 	Proto string
 	Dst   netip.Addr
+	// Src and SPort are the source address and TCP or UDP source port
+	// (SPort 0 as DPort): with Proto and DPort they name the flow.
+	Src   netip.Addr
+	SPort uint16
 	// DPort is the TCP or UDP destination port; 0 when the packet has none
 	// (ICMP, another protocol, a non-first fragment).
 	DPort uint16
@@ -77,7 +81,7 @@ func decode4(b []byte) (Packet, error) {
 	if len(b) < ihl {
 		return Packet{}, ErrShort
 	}
-	p := Packet{Dst: netip.AddrFrom4([4]byte(b[16:20]))}
+	p := Packet{Dst: netip.AddrFrom4([4]byte(b[16:20])), Src: netip.AddrFrom4([4]byte(b[12:16]))}
 	proto := b[9]
 	// Only the first fragment carries the transport header.
 	if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
@@ -92,7 +96,7 @@ func decode6(b []byte) (Packet, error) {
 	if len(b) < 40 {
 		return Packet{}, ErrShort
 	}
-	p := Packet{Dst: netip.AddrFrom16([16]byte(b[24:40]))}
+	p := Packet{Dst: netip.AddrFrom16([16]byte(b[24:40])), Src: netip.AddrFrom16([16]byte(b[8:24]))}
 	next := b[6]
 	rest := b[40:]
 	for i := 0; ; i++ {
@@ -149,14 +153,14 @@ func transport(p *Packet, proto uint8, b []byte) {
 	switch proto {
 	case protoTCP:
 		if len(b) >= 4 {
-			p.DPort = binary.BigEndian.Uint16(b[2:4])
+			p.SPort, p.DPort = binary.BigEndian.Uint16(b[0:2]), binary.BigEndian.Uint16(b[2:4])
 		}
 		if len(b) >= 14 {
 			p.SYN = b[13]&0x02 != 0 && b[13]&0x10 == 0
 		}
 	case protoUDP:
 		if len(b) >= 4 {
-			p.DPort = binary.BigEndian.Uint16(b[2:4])
+			p.SPort, p.DPort = binary.BigEndian.Uint16(b[0:2]), binary.BigEndian.Uint16(b[2:4])
 		}
 	case protoICMP, protoICMPv6:
 		if len(b) >= 1 {

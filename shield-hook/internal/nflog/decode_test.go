@@ -56,17 +56,17 @@ func TestDecode(t *testing.T) {
 		want Packet
 		err  error
 	}{
-		{"tcp syn v4", ip4("198.51.100.20", protoTCP, 0, tcpHdr(443, 0x02)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("198.51.100.20"), DPort: 443, SYN: true}, nil},
-		{"tcp syn-ack v4", ip4("198.51.100.20", protoTCP, 0, tcpHdr(443, 0x12)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("198.51.100.20"), DPort: 443}, nil},
-		{"udp v4", ip4("198.51.100.20", protoUDP, 0, udpHdr(5353)), Packet{Proto: "udp", Dst: netip.MustParseAddr("198.51.100.20"), DPort: 5353}, nil},
+		{"tcp syn v4", ip4("198.51.100.20", protoTCP, 0, tcpHdr(443, 0x02)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("198.51.100.20"), SPort: 40000, DPort: 443, SYN: true}, nil},
+		{"tcp syn-ack v4", ip4("198.51.100.20", protoTCP, 0, tcpHdr(443, 0x12)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("198.51.100.20"), SPort: 40000, DPort: 443}, nil},
+		{"udp v4", ip4("198.51.100.20", protoUDP, 0, udpHdr(5353)), Packet{Proto: "udp", Dst: netip.MustParseAddr("198.51.100.20"), SPort: 40000, DPort: 5353}, nil},
 		{"icmp echo v4", ip4("10.0.0.1", protoICMP, 0, []byte{8, 0, 0, 0}), Packet{Proto: "icmp", Dst: netip.MustParseAddr("10.0.0.1"), ICMPType: 8, HasICMP: true}, nil},
 		{"v4 non-first fragment", ip4("198.51.100.20", protoUDP, 5, udpHdr(53)), Packet{Proto: "udp", Dst: netip.MustParseAddr("198.51.100.20")}, nil},
 		{"v4 transport cut off", ip4("198.51.100.20", protoTCP, 0, []byte{1, 2}), Packet{Proto: "tcp", Dst: netip.MustParseAddr("198.51.100.20")}, nil},
 		{"v4 other protocol", ip4("198.51.100.20", 132, 0, nil), Packet{Proto: "ip-proto-132", Dst: netip.MustParseAddr("198.51.100.20")}, nil},
-		{"tcp syn v6", ip6("2001:db8:2::20", protoTCP, tcpHdr(80, 0x02)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("2001:db8:2::20"), DPort: 80, SYN: true}, nil},
-		{"udp v6", ip6("2001:db8:2::20", protoUDP, udpHdr(123)), Packet{Proto: "udp", Dst: netip.MustParseAddr("2001:db8:2::20"), DPort: 123}, nil},
+		{"tcp syn v6", ip6("2001:db8:2::20", protoTCP, tcpHdr(80, 0x02)), Packet{Proto: "tcp", Dst: netip.MustParseAddr("2001:db8:2::20"), SPort: 40000, DPort: 80, SYN: true}, nil},
+		{"udp v6", ip6("2001:db8:2::20", protoUDP, udpHdr(123)), Packet{Proto: "udp", Dst: netip.MustParseAddr("2001:db8:2::20"), SPort: 40000, DPort: 123}, nil},
 		{"icmpv6 echo", ip6("fd99::1", protoICMPv6, []byte{128, 0, 0, 0}), Packet{Proto: "icmpv6", Dst: netip.MustParseAddr("fd99::1"), ICMPType: 128, HasICMP: true}, nil},
-		{"v6 hop-by-hop then tcp", ip6("2001:db8:2::20", 0, hop), Packet{Proto: "tcp", Dst: netip.MustParseAddr("2001:db8:2::20"), DPort: 443, SYN: true}, nil},
+		{"v6 hop-by-hop then tcp", ip6("2001:db8:2::20", 0, hop), Packet{Proto: "tcp", Dst: netip.MustParseAddr("2001:db8:2::20"), SPort: 40000, DPort: 443, SYN: true}, nil},
 		{"v6 non-first fragment", ip6("2001:db8:2::20", 44, append(frag, udpHdr(53)...)), Packet{Proto: "udp", Dst: netip.MustParseAddr("2001:db8:2::20")}, nil},
 		{"v6 extension cut off", ip6("2001:db8:2::20", 60, []byte{6, 4}), Packet{Proto: "tcp", Dst: netip.MustParseAddr("2001:db8:2::20")}, nil},
 		{"empty", nil, Packet{}, ErrShort},
@@ -79,6 +79,12 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil { // the source address of ip4 and ip6
+				tt.want.Src = netip.IPv6Unspecified()
+				if tt.in[0]>>4 == 4 {
+					tt.want.Src = netip.MustParseAddr("203.0.113.2")
+				}
+			}
 			got, err := Decode(tt.in)
 			if err != tt.err || got != tt.want {
 				t.Errorf("Decode = %+v, %v; want %+v, %v", got, err, tt.want, tt.err)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
@@ -22,6 +23,26 @@ import (
 // (event "decision", docs/audit.md), rate-limited per destination like a
 // refusal.
 
+// A TCP connection attempt is one question however often its SYN comes
+// (docs/shield-resolver.md, Interactive approval). The kernel does not
+// retransmit a SYN while the queue still holds it, so the retransmissions
+// come after the answer: one the decider refused is refused at once for
+// refusedFlowTTL, which covers Linux's default SYN retries
+// (tcp_syn_retries 6: the last one 127 s after the first). Should one come
+// while its question is open, it waits for the same answer. Only a
+// refusal is remembered: a new connection has a new source port, and an
+// accepted one reused would get past a "once".
+const (
+	refusedFlowTTL  = 130 * time.Second
+	maxRefusedFlows = 1024
+)
+
+// flowKey names a TCP connection attempt.
+type flowKey struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
 // approver owns the queue's reader goroutine and one goroutine per open
 // question (at most nfqueue.MaxHeld).
 type approver struct {
@@ -34,6 +55,14 @@ type approver struct {
 	wg      sync.WaitGroup
 	done    chan struct{}
 	onError func(error)
+	now     func() time.Time
+
+	mu sync.Mutex
+	// waiting holds, per SYN with an open question, the packet IDs of its
+	// retransmissions (at most nfqueue.MaxHeld in all: the kernel's bound).
+	waiting map[flowKey][]uint32
+	// refused holds the SYNs the decider refused, until when.
+	refused map[flowKey]time.Time
 }
 
 // openApprover binds the queue in the calling thread's namespace and makes
@@ -58,7 +87,8 @@ func openApprover(dir string, f *refusals, onError func(error), logf decider.Log
 func startApprover(q *nfqueue.Conn, srv *decider.Server, f *refusals, onError func(error)) *approver {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &approver{q: q, srv: srv, f: f, sem: make(chan struct{}, nfqueue.MaxHeld),
-		ctx: ctx, cancel: cancel, done: make(chan struct{}), onError: onError}
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), onError: onError, now: time.Now,
+		waiting: map[flowKey][]uint32{}, refused: map[flowKey]time.Time{}}
 	go a.read()
 	return a
 }
@@ -103,12 +133,14 @@ func (a *approver) held(p nfqueue.Packet) {
 		}
 		return
 	}
+	if d.syn && !a.openFlow(p.ID, d) {
+		return // a retransmission: answered with its first SYN, or refused
+	}
 	select {
 	case a.sem <- struct{}{}:
 	default:
 		// The kernel holds at most MaxHeld, so this is a safety net.
-		a.f.decision(d, shieldbundle.VerdictRefuse, decider.ReasonBusy)
-		a.verdict(p.ID, false)
+		a.answer(p.ID, d, decider.Answer{Verdict: shieldbundle.VerdictRefuse, Reason: decider.ReasonBusy})
 		return
 	}
 	a.wg.Add(1)
@@ -116,11 +148,72 @@ func (a *approver) held(p nfqueue.Packet) {
 		defer a.wg.Done()
 		defer func() { <-a.sem }()
 		h := shieldbundle.Held{Proto: d.proto, Dst: d.dst.String(), Port: d.dport, Name: a.f.nameOf(d.dst)}
-		ans := a.srv.Ask(a.ctx, h)
-		// On record before it takes effect.
-		a.f.decision(d, ans.Verdict, ans.Reason)
-		a.verdict(p.ID, ans.Verdict == shieldbundle.VerdictOnce || ans.Verdict == shieldbundle.VerdictAlways)
+		a.answer(p.ID, d, a.srv.Ask(a.ctx, h))
 	}()
+}
+
+// openFlow reports whether the SYN id needs a question of its own: not
+// when its question is already open (the retransmission waits for that
+// answer) nor when the decider refused it lately (refused here).
+func (a *approver) openFlow(id uint32, d heldDest) bool {
+	a.mu.Lock()
+	if ids, open := a.waiting[d.flow]; open {
+		a.waiting[d.flow] = append(ids, id)
+		a.mu.Unlock()
+		return false
+	}
+	if until, ok := a.refused[d.flow]; ok {
+		if a.now().Before(until) {
+			a.mu.Unlock()
+			a.f.decision(d, shieldbundle.VerdictRefuse, decider.ReasonDecided)
+			a.verdict(id, false)
+			return false
+		}
+		delete(a.refused, d.flow)
+	}
+	a.waiting[d.flow] = nil
+	a.mu.Unlock()
+	return true
+}
+
+// answer gives packet id, and for a SYN its retransmissions that waited,
+// the answer's verdict, each on record before it takes effect.
+func (a *approver) answer(id uint32, d heldDest, ans decider.Answer) {
+	ids := []uint32{id}
+	if d.syn {
+		a.mu.Lock()
+		ids = append(ids, a.waiting[d.flow]...)
+		delete(a.waiting, d.flow)
+		if ans.Verdict == shieldbundle.VerdictRefuse && ans.Reason == decider.ReasonDecided {
+			a.rememberRefused(d.flow)
+		}
+		a.mu.Unlock()
+	}
+	accept := ans.Verdict == shieldbundle.VerdictOnce || ans.Verdict == shieldbundle.VerdictAlways
+	for _, id := range ids {
+		a.f.decision(d, ans.Verdict, ans.Reason)
+		a.verdict(id, accept)
+	}
+}
+
+// rememberRefused notes a refused SYN (a.mu held), within maxRefusedFlows:
+// the expired go first, then any other.
+func (a *approver) rememberRefused(k flowKey) {
+	now := a.now()
+	if len(a.refused) >= maxRefusedFlows {
+		for f, until := range a.refused {
+			if !now.Before(until) {
+				delete(a.refused, f)
+			}
+		}
+	}
+	for f := range a.refused {
+		if len(a.refused) < maxRefusedFlows {
+			break
+		}
+		delete(a.refused, f)
+	}
+	a.refused[k] = now.Add(refusedFlowTTL)
 }
 
 func (a *approver) verdict(id uint32, accept bool) {
@@ -154,6 +247,9 @@ type heldDest struct {
 	proto string
 	dst   netip.Addr
 	dport uint16
+	// syn is a TCP connection attempt with both ports, named by flow.
+	syn  bool
+	flow flowKey
 }
 
 func decodeHeld(p nfqueue.Packet) (heldDest, error) {
@@ -161,7 +257,12 @@ func decodeHeld(p nfqueue.Packet) (heldDest, error) {
 	if err != nil {
 		return heldDest{}, err
 	}
-	return heldDest{proto: d.Proto, dst: d.Dst.Unmap(), dport: d.DPort}, nil
+	h := heldDest{proto: d.Proto, dst: d.Dst.Unmap(), dport: d.DPort}
+	if d.SYN && d.SPort != 0 && d.DPort != 0 {
+		h.syn = true
+		h.flow = flowKey{src: d.Src.Unmap(), dst: h.dst, sport: d.SPort, dport: d.DPort}
+	}
+	return h, nil
 }
 
 // nameOf is the name that last resolved to a in this container ("" if

@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"terok.dev/sandbox/common/audit"
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/decider"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
@@ -25,6 +27,7 @@ const approvePort = 9999
 // to 127.0.0.1:approvePort to ruleset.NFQueueNum without bypass, the
 // approver holding the queue there, and a receiver and a sender inside it.
 type approveNS struct {
+	ns     *nsexec.NS
 	dir    string
 	f      *refusals
 	ap     *approver
@@ -51,6 +54,8 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 	// compatibility (this kernel may lack the native queue expression).
 	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
 		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
+	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--syn", "-d", "127.0.0.1",
+		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
 	ns, err := nsexec.FromPath("/run/netns/" + name)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +65,7 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 	if err := os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDecideTimeout), []byte(timeout+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k := &approveNS{dir: f.dir, f: f, errs: make(chan error, 16)}
+	k := &approveNS{ns: ns, dir: f.dir, f: f, errs: make(chan error, 16)}
 	err = ns.Do(func() error {
 		var err error
 		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: approvePort}); err != nil {
@@ -228,6 +233,97 @@ func TestApproverKernel(t *testing.T) {
 	}
 	if got := k.next(t, 300*time.Millisecond); got != "" {
 		t.Fatalf("received %q after the decider went away", got)
+	}
+	select {
+	case err := <-k.errs:
+		t.Fatalf("approver error: %v", err)
+	default:
+	}
+}
+
+// TestApproverSYNRetransmissions: one TCP connection attempt is one
+// question. While the SYN is held no second question comes (the kernel
+// does not retransmit a SYN the queue still holds); after a refusal its
+// retransmissions are refused at once without asking (without the memory
+// they were each a new question), every one on record. A new connection
+// (another source port) is asked about again.
+func TestApproverSYNRetransmissions(t *testing.T) {
+	k := newApproveNS(t, "10s")
+	var ln net.Listener
+	if err := k.ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", approvePort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	dial := func(timeout time.Duration) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			ch <- k.ns.Do(func() error {
+				c, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", approvePort), timeout)
+				if err == nil {
+					_ = c.Close()
+				}
+				return err
+			})
+		}()
+		return ch
+	}
+	d := k.attach(t)
+	res := dial(6 * time.Second)
+	q := d.question(t)
+	if q.Proto != "tcp" || q.Port != approvePort {
+		t.Fatalf("question %+v", q)
+	}
+	count := func() (n int) {
+		for _, r := range drain(k.f) {
+			if r.Event == "decision" && r.Fields["proto"] == "tcp" {
+				c, _ := strconv.Atoi(fmt.Sprint(r.Fields["count"]))
+				n += c
+			}
+		}
+		return n
+	}
+	_ = d.c.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
+	if line, err := d.r.ReadBytes('\n'); err == nil {
+		t.Fatalf("a retransmitted SYN was asked about again: %s", line)
+	}
+	d.answer(t, q.ID, shieldbundle.VerdictRefuse)
+	if err := <-res; err == nil {
+		t.Fatal("refused connection connected")
+	}
+	_ = d.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if line, err := d.r.ReadBytes('\n'); err == nil {
+		t.Fatalf("a refused SYN's retransmission was asked about: %s", line)
+	}
+	// The first SYN and at least two retransmissions, refused at once;
+	// records are rate-limited, so attempts are counted.
+	key := refusedKey{event: "decision", proto: "tcp", dst: netip.MustParseAddr("127.0.0.1"), dport: approvePort,
+		verdict: shieldbundle.VerdictRefuse, why: decider.ReasonDecided}
+	n, recorded := 0, 0
+	for deadline := time.Now().Add(10 * time.Second); n < 3 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		recorded += count()
+		k.f.mu.Lock()
+		n = recorded
+		if st := k.f.dests[key]; st != nil {
+			n += st.pending
+		}
+		k.f.mu.Unlock()
+	}
+	if n < 3 {
+		t.Fatalf("%d decision attempts on record, want the SYN and its 2 retransmissions", n)
+	}
+	// A new connection: a new question, allowed once.
+	res = dial(6 * time.Second)
+	q2 := d.question(t)
+	if q2.ID <= q.ID {
+		t.Fatalf("second question %+v", q2)
+	}
+	d.answer(t, q2.ID, shieldbundle.VerdictOnce)
+	if err := <-res; err != nil {
+		t.Fatalf("allowed once: %v", err)
 	}
 	select {
 	case err := <-k.errs:
