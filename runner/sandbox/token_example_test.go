@@ -36,8 +36,11 @@ func ExampleSandbox_CreatePhantomToken() {
 	fmt.Println("phantom token:", err)
 	n, err := sb.RevokePhantomTokens(ctx, task)
 	fmt.Println("revoked:", n, err)
+	g, err := sb.RevokeToken(task)
+	fmt.Println("gate tokens revoked:", g, err)
 	// Output:
 	// true <nil>
 	// phantom token: <nil>
 	// revoked: 1 <nil>
+	// gate tokens revoked: 1 <nil>
 }
