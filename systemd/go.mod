@@ -1,3 +1,3 @@
 module terok.dev/sandbox/systemd
 
-go 1.24
+go 1.24.0

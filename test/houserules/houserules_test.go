@@ -225,6 +225,7 @@ func TestModulesTidyOnTheirOwn(t *testing.T) {
 }
 
 type goMod struct {
+	Go      string
 	Require []struct {
 		Path     string
 		Version  string
@@ -235,11 +236,13 @@ type goMod struct {
 func TestOneVersionPerDependency(t *testing.T) {
 	root := repoRoot(t)
 	versions := map[string]map[string][]string{} // module path -> version -> go.mod folders
+	goLines := map[string][]string{}             // go directive -> go.mod folders
 	for _, m := range modules(t, root) {
 		var gm goMod
 		if err := json.Unmarshal(goCmd(t, filepath.Join(root, m), []string{"GOWORK=off"}, "mod", "edit", "-json"), &gm); err != nil {
 			t.Fatalf("%s/go.mod: %v", m, err)
 		}
+		goLines[gm.Go] = append(goLines[gm.Go], m)
 		for _, r := range gm.Require {
 			if strings.HasPrefix(r.Path, prefix) {
 				continue
@@ -249,6 +252,9 @@ func TestOneVersionPerDependency(t *testing.T) {
 			}
 			versions[r.Path][r.Version] = append(versions[r.Path][r.Version], m)
 		}
+	}
+	if len(goLines) > 1 {
+		t.Errorf("the modules say different go versions: %v; one go line everywhere (go mod edit -go=VERSION)", goLines)
 	}
 	var paths []string
 	for p := range versions {
