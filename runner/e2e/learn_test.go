@@ -168,7 +168,18 @@ func TestShieldLearnMode(t *testing.T) {
 // post-start verification lists the table) in learn mode against the
 // default enforce mode, interleaved pairs, medians and ratio as in
 // benchShieldStart (docs/shield.md, Performance).
-func BenchmarkShieldLearnVsEnforce(b *testing.B) {
+func BenchmarkShieldLearnVsEnforce(b *testing.B) { benchModeVsEnforce(b, "learn", "lnb") }
+
+// BenchmarkShieldInteractiveVsEnforce is BenchmarkShieldLearnVsEnforce for
+// interactive mode: its start adds the queue rules (the xt NFQUEUE form on
+// a kernel without nft_queue) and the resolver's queue and decider socket
+// (docs/shield.md, Interactive mode: the queue rule).
+func BenchmarkShieldInteractiveVsEnforce(b *testing.B) { benchModeVsEnforce(b, "interactive", "iqb") }
+
+// benchModeVsEnforce times `run --shield-mode mode … sleep 60` against the
+// enforce mode, rootful and rootless, 15 interleaved pairs; tag prefixes
+// the container names.
+func benchModeVsEnforce(b *testing.B, mode, tag string) {
 	for _, kind := range []string{"root", "rootless"} {
 		b.Run(kind, func(b *testing.B) {
 			env := H(b)
@@ -183,7 +194,7 @@ func BenchmarkShieldLearnVsEnforce(b *testing.B) {
 				b.Fatal(err)
 			}
 			const pairs = 15
-			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("lnb%s-%d-%d", side, i, j)) }
+			name := func(side string, i, j int) string { return r.Name(fmt.Sprintf("%s%s-%d-%d", tag, side, i, j)) }
 			start := func(side string, mode string) func(i, j int) {
 				return func(i, j int) {
 					res := r.Sandbox(ctx, "run", "--shield-mode", mode, "--name", name(side, i, j), "--image", env.Image, "--", "sleep", "60")
@@ -192,11 +203,11 @@ func BenchmarkShieldLearnVsEnforce(b *testing.B) {
 					}
 				}
 			}
-			remove := func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("l", i, j), name("e", i, j)) }
-			start("l", "learn")(-1, 0)
+			remove := func(i, j int) { r.Podman(ctx, "rm", "-f", "-t", "0", name("m", i, j), name("e", i, j)) }
+			start("m", mode)(-1, 0)
 			start("e", "enforce")(-1, 0)
 			remove(-1, 0)
-			timeInterleaved(b, pairs, "learn", start("l", "learn"), start("e", "enforce"), remove)
+			timeInterleaved(b, pairs, mode, start("m", mode), start("e", "enforce"), remove)
 		})
 	}
 }
