@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/big"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,25 @@ func FuzzParseSize(f *testing.F) {
 		}
 		if err != nil && !strings.Contains(err.Error(), SizeExample) {
 			t.Fatalf("ParseSize(%q) error without the example: %v", s, err)
+		}
+	})
+}
+
+// FuzzParseCount: ParseCount accepts exactly the digit strings whose value
+// is 1..MaxInt64 (strconv as the reference), with the example on refusal.
+func FuzzParseCount(f *testing.F) {
+	for _, s := range []string{"1", "1000", "0", "-1", "+1", "1k", "9223372036854775807", "9223372036854775808", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseCount(s)
+		want, perr := strconv.ParseInt(s, 10, 64)
+		ok := perr == nil && want > 0 && regexp.MustCompile(`^[0-9]+$`).MatchString(s)
+		if ok != (err == nil) || (ok && got != want) {
+			t.Fatalf("ParseCount(%q) = %d, %v; reference %d, %v", s, got, err, want, ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), CountExample) {
+			t.Fatalf("ParseCount(%q) error without the example: %v", s, err)
 		}
 	})
 }

@@ -486,7 +486,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c := p.usage.Counter(tok, info.Quota)
 		if ref := c.Admit(); ref != nil {
 			ev.refuse(ReasonQuota)
-			p.log.Warn("Phantom token over its quota; request refused (the quota does not reset: issue a new token or raise the limit)",
+			// WARNING once per token, then DEBUG (every refusal is audited).
+			level := slog.LevelDebug
+			if c.FirstRefusal() {
+				level = slog.LevelWarn
+			}
+			p.log.Log(r.Context(), level, "Phantom token over its quota; request refused (the quota does not reset: issue a new token or raise the limit)",
 				"provider", info.Provider, "project", info.Project, "task", info.Task,
 				"token_prefix", tokenid.Show(tok), "quota", string(ref.Kind), "limit", ref.Limit, "used", ref.Used)
 			overQuota(w, info.Provider, ref)

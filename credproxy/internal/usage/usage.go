@@ -46,6 +46,9 @@ type Counter struct {
 	maxBytes    atomic.Int64
 	requests    atomic.Int64
 	bytes       atomic.Int64
+	// warned is set by the first refusal that was logged at WARNING
+	// (FirstRefusal): a client looping on 429 does not flood the log.
+	warned atomic.Bool
 	// written are the counts already in the database; only the flusher
 	// (under Tracker.flushMu) touches them.
 	writtenRequests, writtenBytes int64
@@ -70,6 +73,9 @@ func (c *Counter) Admit() *Refusal {
 		}
 	}
 }
+
+// FirstRefusal reports true once per counter: for the first refusal.
+func (c *Counter) FirstRefusal() bool { return !c.warned.Swap(true) }
 
 // AddBytes counts response body bytes streamed to the client and reports
 // whether this call took the usage across the byte limit (from under it
