@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
@@ -137,5 +138,21 @@ func TestPreStartDecideTimeout(t *testing.T) {
 	}
 	if exists(stale) {
 		t.Fatal("an enforce launch left decide.timeout in the bundle")
+	}
+	// An interactive launch writes it, for the resolver to read.
+	s.cfg.Mode = shieldbundle.ModeInteractive
+	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := shieldbundle.ReadDecideTimeout(e.stateDir); err != nil || d != 2*time.Second {
+		t.Fatalf("decide.timeout of an interactive launch: %v %v, want 2s", d, err)
+	}
+	// Not configured: the resolver's default, no file.
+	s.cfg.DecideTimeout = ""
+	if _, err := s.PreStart(ctx, "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if exists(stale) {
+		t.Fatal("decide.timeout left without shield_decide_timeout")
 	}
 }
