@@ -4,11 +4,13 @@
 package testkit
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"terok.dev/sandbox/common/config"
@@ -86,4 +88,26 @@ func DocExamples(tb testing.TB, path string, atLeast int) []string {
 		tb.Fatalf("only %d example records in %s (want at least %d)", len(lines), path, atLeast)
 	}
 	return lines
+}
+
+// Buffer is a bytes.Buffer that a running command or server may write
+// while the test reads it: Write and String take a lock. The zero value
+// is ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String is what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -94,3 +94,23 @@ func TestDocExamples(t *testing.T) {
 		})
 	}
 }
+
+func TestBufferConcurrentWrites(t *testing.T) {
+	var b Buffer
+	done := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := 0; j < 100; j++ {
+				b.Write([]byte("ab"))
+				_ = b.String()
+			}
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		<-done
+	}
+	if got := b.String(); got != strings.Repeat("ab", 400) {
+		t.Errorf("%d bytes, want 800 of ab", len(got))
+	}
+}

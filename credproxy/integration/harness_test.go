@@ -110,7 +110,7 @@ type env struct {
 	port      int
 	db        *sql.DB
 	cmd       *exec.Cmd
-	stderr    *syncBuf
+	stderr    *testkit.Buffer
 	exited    chan struct{}
 	exitErr   error
 	// secrets must never appear in anything the proxy emits.
@@ -119,23 +119,6 @@ type env struct {
 	seen    bytes.Buffer // every response header and body the clients got
 	client  *http.Client
 	envVars []string
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newEnv makes the database (raw SQL) and writes routesJSON.
@@ -148,7 +131,7 @@ func newEnv(t *testing.T, routesJSON string) *env {
 		sock:    filepath.Join(dir, "run", "credential-proxy.sock"),
 		logFile: filepath.Join(dir, "state", "proxy", "credential-proxy.log"),
 		pidFile: filepath.Join(dir, "run", "credential-proxy.pid"),
-		stderr:  &syncBuf{},
+		stderr:  &testkit.Buffer{},
 	}
 	e.auditFile = filepath.Join(dir, "state", "audit", "proxy.jsonl") // config.AuditFile("proxy")
 	e.envVars = []string{"TEROK_SANDBOX_STATE_DIR=" + filepath.Join(dir, "state"),

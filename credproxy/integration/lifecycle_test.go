@@ -263,7 +263,7 @@ func TestSystemdSocketActivationNamed(t *testing.T) {
 // proxy, and returns its combined output after it exits.
 func startAndPoke(t *testing.T, cmd *exec.Cmd, port int) (string, error) {
 	t.Helper()
-	var buf syncBuf
+	var buf testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -499,7 +499,7 @@ type iaDecider struct {
 	held     chan shieldbundle.Held // closed when the process ended
 	exited   chan struct{}
 	err      error // of Wait, set before exited is closed
-	stderr   lockedBuffer
+	stderr   testkit.Buffer
 	stateDir string
 }
 

@@ -10,18 +10,17 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/runner/internal/testharness"
 )
 
@@ -31,24 +30,6 @@ func str(v any) string {
 		return ""
 	}
 	return fmt.Sprint(v)
-}
-
-// lockedBuffer is an io.Writer a running command writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // jsonLines parses every JSON line of s.
@@ -97,7 +78,7 @@ func TestShieldRefusedRecords(t *testing.T) {
 		wctx, wcancel := context.WithCancel(ctx)
 		defer wcancel()
 		watch := r.Command(wctx, bin, "shield", "watch", "--json", name)
-		var wout, werr lockedBuffer
+		var wout, werr testkit.Buffer
 		watch.Stdout, watch.Stderr = &wout, &werr
 		if err := watch.Start(); err != nil {
 			t.Fatal(err)

@@ -8,11 +8,11 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/common/testkit"
 )
 
 // session runs Run against the helper's side of a unix socket pair the
@@ -21,27 +21,10 @@ type session struct {
 	helper  net.Conn
 	hr      *bufio.Reader
 	inW     *io.PipeWriter
-	out     *syncBuf
+	out     *testkit.Buffer
 	allowed chan string
 	warns   chan string
 	done    chan error
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newSession(t *testing.T, asJSON bool, allowErr error) *session {
@@ -62,7 +45,7 @@ func newSession(t *testing.T, asJSON bool, allowErr error) *session {
 	}
 	t.Cleanup(func() { _ = helper.Close() })
 	inR, inW := io.Pipe()
-	s := &session{helper: helper, hr: bufio.NewReader(helper), inW: inW, out: &syncBuf{},
+	s := &session{helper: helper, hr: bufio.NewReader(helper), inW: inW, out: &testkit.Buffer{},
 		allowed: make(chan string, 8), warns: make(chan string, 8), done: make(chan error, 1)}
 	o := Options{JSON: asJSON,
 		Allow: func(_ context.Context, dst string) error { s.allowed <- dst; return allowErr },

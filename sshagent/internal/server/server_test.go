@@ -21,28 +21,11 @@ import (
 
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/sshkeys"
+	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/sshagent/internal/handshake"
 	"terok.dev/sandbox/sshagent/internal/keys"
 	"terok.dev/sandbox/sshagent/internal/testkeys"
 )
-
-// syncBuffer is a log sink safe for concurrent sessions.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type env struct {
 	addr       string
@@ -52,13 +35,13 @@ type env struct {
 	a1, a2, b1 testkeys.Pair
 	tokA, tokB string
 	tokOther   string
-	logs       *syncBuffer
+	logs       *testkit.Buffer
 	srv        *Server
 }
 
 func start(t *testing.T, o Options) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), logs: &syncBuffer{}}
+	e := &env{dir: t.TempDir(), logs: &testkit.Buffer{}}
 	var err error
 	e.db, err = creddb.Open(filepath.Join(e.dir, "credentials.db"))
 	if err != nil {
