@@ -15,29 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/testkit"
 	"terok.dev/sandbox/systemd"
 )
 
-// testManager is a non-root user's manager with its own home and state.
+// testGateManager is a non-root user's gate manager with its own home and
+// state.
 func testGateManager(t *testing.T, fs *fakeSystemd) *GateManager {
 	t.Helper()
-	dir := t.TempDir()
-	home := filepath.Join(dir, "home")
-	env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string {
-		switch k {
-		case "TEROK_SANDBOX_STATE_DIR":
-			return filepath.Join(dir, "state")
-		case "TEROK_SANDBOX_RUNTIME_DIR":
-			return filepath.Join(dir, "run")
-		case "PATH":
-			return os.Getenv("PATH")
-		}
-		return ""
-	}}
-	cfg := config.Defaults(env)
-	return &GateManager{Manager{Base: Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: findTestBin, Log: discard()}, Daemon: Gate()}}
+	return &GateManager{testManager(t, fs, Gate())}
 }
 
 func TestRenderUnitsAndSystemdVerify(t *testing.T) {

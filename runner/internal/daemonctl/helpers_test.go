@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/testkit"
 )
 
@@ -137,6 +138,28 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(testBins.dir)
 	}
 	os.Exit(code)
+}
+
+// testManager is d's manager for a non-root user with a home, state,
+// runtime, config and credentials directories of its own, fs as systemctl
+// and the built daemons.
+func testManager(t *testing.T, fs *fakeSystemd, d Daemon) Manager {
+	t.Helper()
+	base := t.TempDir()
+	home := filepath.Join(base, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"TEROK_SANDBOX_STATE_DIR":   filepath.Join(base, "state"),
+		"TEROK_SANDBOX_RUNTIME_DIR": filepath.Join(base, "run"),
+		"TEROK_SANDBOX_CONFIG_DIR":  filepath.Join(base, "config"),
+		"TEROK_CREDENTIALS_DIR":     filepath.Join(base, "cred"),
+		"TEROK_CONFIG_DIR":          filepath.Join(base, "umbrella"),
+		"PATH":                      os.Getenv("PATH"),
+	}
+	env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string { return vars[k] }}
+	return Manager{Base: Base{Cfg: config.Defaults(env), Env: env, Systemd: fs, FindBinary: findTestBin, Log: discard()}, Daemon: d}
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

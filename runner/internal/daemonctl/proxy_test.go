@@ -12,36 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/testkit"
 )
 
 func newProxyManager(t *testing.T) (*ProxyManager, *fakeSystemd) {
 	t.Helper()
-	base := t.TempDir()
-	home := filepath.Join(base, "home")
-	os.MkdirAll(home, 0o755)
-	env := config.Env{EUID: 1000, Home: home, Getenv: func(k string) string {
-		switch k {
-		case "TEROK_SANDBOX_STATE_DIR":
-			return filepath.Join(base, "state")
-		case "TEROK_SANDBOX_RUNTIME_DIR":
-			return filepath.Join(base, "run")
-		case "TEROK_SANDBOX_CONFIG_DIR":
-			return filepath.Join(base, "config")
-		case "TEROK_CREDENTIALS_DIR":
-			return filepath.Join(base, "cred")
-		case "TEROK_CONFIG_DIR":
-			return filepath.Join(base, "umbrella")
-		}
-		return ""
-	}}
-	cfg := config.Defaults(env)
-	cfg.ProxyPort = testkit.FreePort(t)
-	cfg.SSHAgentPort = testkit.FreePort(t)
 	fs := &fakeSystemd{active: map[string]bool{}}
-	m := &ProxyManager{Manager: Manager{Base: Base{Cfg: cfg, Env: env, Systemd: fs, FindBinary: findTestBin}, Daemon: Proxy()}}
-	m.Log = discard()
+	m := &ProxyManager{Manager: testManager(t, fs, Proxy())}
+	m.Cfg.ProxyPort = testkit.FreePort(t)
+	m.Cfg.SSHAgentPort = testkit.FreePort(t)
 	t.Cleanup(func() { m.StopDaemon(); waitGone(t, m) })
 	return m, fs
 }
