@@ -14,7 +14,19 @@ import (
 // 0600, so a secret is never briefly world-readable), fsyncs it, applies perm
 // and renames it over path. The directory is fsynced too so the rename survives
 // a crash. Parent directories must exist.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// Replace is WriteFile without the fsyncs: readers still see the old or
+// the new content, but a crash may lose the update. For records that do
+// not outlive what they describe (a start record names a process, which a
+// crash ends too) and sit on a launch's path.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -33,14 +45,19 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err = tmp.Chmod(perm); err != nil {
 		return fmt.Errorf("atomic write %s: chmod: %w", path, err)
 	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("atomic write %s: fsync: %w", path, err)
+	if sync {
+		if err = tmp.Sync(); err != nil {
+			return fmt.Errorf("atomic write %s: fsync: %w", path, err)
+		}
 	}
 	if err = tmp.Close(); err != nil {
 		return fmt.Errorf("atomic write %s: close: %w", path, err)
 	}
 	if err = os.Rename(tmpName, path); err != nil {
 		return fmt.Errorf("atomic write %s: rename: %w", path, err)
+	}
+	if !sync {
+		return nil
 	}
 	if d, derr := os.Open(dir); derr == nil {
 		_ = d.Sync()

@@ -30,6 +30,15 @@ func TestWriteFileModesAndNoLeftovers(t *testing.T) {
 	if err := WriteFile(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
 		t.Error("write into a missing directory succeeded")
 	}
+	// Replace: the same without fsyncs.
+	if err := Replace(p, []byte("three"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(p)
+	fi, _ = os.Stat(p)
+	if entries, _ := os.ReadDir(dir); string(data) != "three" || fi.Mode().Perm() != 0o600 || len(entries) != 1 {
+		t.Errorf("Replace: content %q mode %v entries %v", data, fi.Mode().Perm(), entries)
+	}
 }
 
 func TestMkdirPrivateAndCreateIfMissing(t *testing.T) {
@@ -53,5 +62,19 @@ func TestMkdirPrivateAndCreateIfMissing(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(p); string(data) != `{"x":{}}` {
 		t.Errorf("existing file overwritten: %q", data)
+	}
+}
+
+// BenchmarkWriteFile and BenchmarkReplace: the cost of the fsyncs.
+func BenchmarkWriteFile(b *testing.B) { benchWrite(b, WriteFile) }
+func BenchmarkReplace(b *testing.B)   { benchWrite(b, Replace) }
+
+func benchWrite(b *testing.B, write func(string, []byte, os.FileMode) error) {
+	p := filepath.Join(b.TempDir(), "f.json")
+	data := []byte(`{"container":"p-t1","started":"2026-12-03T12:39:58.5Z","phase":"running","pid":48211}` + "\n")
+	for i := 0; i < b.N; i++ {
+		if err := write(p, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

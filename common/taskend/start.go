@@ -195,7 +195,10 @@ func writeStart(dir string, st Start) error {
 			return err
 		}
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, st.Container+StartSuffix), append(mustJSON(st), '\n'), 0o600)
+	// Not fsynced (atomicfile.Replace): it sits on the launch's path, and a
+	// crash that loses it ends the process it names as well (a binding
+	// without a record is pending, then lease-expired).
+	return atomicfile.Replace(filepath.Join(dir, st.Container+StartSuffix), append(mustJSON(st), '\n'), 0o600)
 }
 
 func mustJSON(v any) []byte {

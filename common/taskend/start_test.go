@@ -302,3 +302,15 @@ func BenchmarkGoneRunning(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConfirm is the write of a start record (the hook's createRuntime
+// step, the runner's claim): lock, temporary file, rename.
+func BenchmarkConfirm(b *testing.B) {
+	dir := b.TempDir()
+	st := NewStart("p-run", PhaseRunning, os.Getpid(), "")
+	for i := 0; i < b.N; i++ {
+		if err := Confirm(dir, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
