@@ -93,6 +93,20 @@ func TestLiveInteractiveUpDown(t *testing.T) {
 	}
 	check("hook's apply")
 	startFakeResolver(t, dir, false)
+	// allow and deny change elements with nft over a table that holds the
+	// xtables target (on this kernel): the queue rules stay as they are.
+	if _, err := s.Allow(ctx, "c1", "203.0.113.7"); err != nil {
+		t.Fatalf("allow: %v", err)
+	}
+	if _, err := s.Deny(ctx, "c1", "203.0.113.8"); err != nil {
+		t.Fatalf("deny: %v", err)
+	}
+	for set, addr := range map[string]string{"allow_v4": "203.0.113.7", "deny_v4": "203.0.113.8"} {
+		if out, _ := exec.Command("ip", "netns", "exec", ns.name, "nft", "list", "set", "inet", ruleset.Table, set).Output(); !strings.Contains(string(out), addr) {
+			t.Fatalf("%s not in %s:\n%s", addr, set, out)
+		}
+	}
+	check("allow and deny")
 	if err := s.Down(ctx, "c1", false); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +117,17 @@ func TestLiveInteractiveUpDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("shield up")
+	// Quarantine replaces the queue table; up brings the queue rules back.
+	if _, err := s.Quarantine(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.State(ctx, "c1"); st != StateQuarantine {
+		t.Fatalf("after quarantine: %s", st)
+	}
+	if err := s.Up(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	check("shield up after quarantine")
 	// Up over an up table (a leftover replaced, not merged into).
 	if err := s.Up(ctx, "c1"); err != nil {
 		t.Fatal(err)
