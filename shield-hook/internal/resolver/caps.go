@@ -59,6 +59,31 @@ func dropPrivileges() error {
 	return nil
 }
 
+// NarrowThreadBoundingSet drops every capability but CAP_NET_ADMIN from
+// the bounding set of the calling thread only, which must be locked to
+// its goroutine and discarded afterwards (nsexec.NS.Do's threads are; the
+// runtime creates no thread from a locked one). The hook calls it on the
+// thread that forks the resolver: the child inherits that bounding set,
+// so its exec (as uid 0, whose permitted set after exec is the bounding
+// set) leaves it with CAP_NET_ADMIN alone from its first instruction, and
+// dropPrivileges finds no bounding-set entry left to drop. Each such drop
+// is one syscall.AllThreadsSyscall, which stops the world and signals
+// every thread: the ~40 of them were about half of the resolver's start-up
+// CPU (docs/shield-resolver.md, Privileges). Best effort: without
+// CAP_SETPCAP nothing is dropped here, and dropPrivileges, which checks
+// and drops whatever is left on every thread, stays the authority.
+func NarrowThreadBoundingSet() {
+	last, err := lastCap()
+	if err != nil {
+		return
+	}
+	for c := 0; c <= last; c++ {
+		if c != unix.CAP_NET_ADMIN {
+			_ = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		}
+	}
+}
+
 // lastCap is the highest capability number the running kernel knows.
 func lastCap() (int, error) {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
