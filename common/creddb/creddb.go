@@ -547,6 +547,10 @@ func (d *DB) CreateToken(ctx context.Context, spec TokenSpec) (string, error) {
 	if err := spec.Quota.Validate(); err != nil {
 		return "", fmt.Errorf("create phantom token: quota: %w", err)
 	}
+	if spec.Quota.Set() && provider == SSHProvider {
+		// A limit nobody enforces would mislead: the agent counts nothing.
+		return "", errors.New("create phantom token: quota: the SSH agent does not enforce quotas; only proxied HTTP requests are counted")
+	}
 	var allowJSON, denyJSON []byte
 	if len(spec.Allow)+len(spec.Deny) > 0 {
 		allowJSON, _ = json.Marshal(nonNil(spec.Allow))

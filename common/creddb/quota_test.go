@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +107,10 @@ func TestTokenQuota(t *testing.T) {
 	if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude",
 		Quota: quota.Limits{MaxResponseBytes: -1}}); err == nil {
 		t.Error("negative limit accepted")
+	}
+	if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: SSHProvider,
+		Quota: quota.Limits{MaxRequests: 5}}); err == nil || !strings.Contains(err.Error(), "SSH agent does not enforce quotas") {
+		t.Errorf("quota on an SSH token: %v", err)
 	}
 	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 2 {
 		t.Fatalf("revoke = %d, %v", n, err)

@@ -269,6 +269,9 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
+					if limits.Set() && fa.String("provider") == creddb.SSHProvider {
+						return UsageErrorf("--max-requests/--max-response-bytes: the SSH agent does not enforce quotas; only proxied HTTP requests are counted (e.g. --max-requests 1000 with --provider claude)")
+					}
 					if err := markStarts(c, d, container); err != nil {
 						return err
 					}

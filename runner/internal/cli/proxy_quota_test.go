@@ -126,6 +126,7 @@ func TestProxyTokenQuotaCommands(t *testing.T) {
 		{[]string{"--max-response-bytes", "-1MB"}, "not a positive whole number"},
 		{[]string{"--max-response-bytes", "9300000TB"}, "too large"},
 		{[]string{"--max-response-bytes", "1.5GB"}, "unknown unit"},
+		{[]string{"--max-requests", "5", "--provider", "ssh"}, "the SSH agent does not enforce quotas"},
 	} {
 		args := append([]string{"proxy", "token", "create", "proj", "t3", "--provider", "claude"}, c.args...)
 		code, out, errOut := p.sandbox("", args...)
