@@ -96,17 +96,22 @@ func (m *Manager) RenderUnits(bin string, port int) ([]Unit, error) {
 	return m.Daemon.RenderUnits(m.Cfg, bin, port)
 }
 
+// Units finds the daemon's binary and renders its units for port.
+func (m *Manager) Units(port int) ([]Unit, error) {
+	bin, err := m.Find()
+	if err != nil {
+		return nil, err
+	}
+	return m.RenderUnits(bin, port)
+}
+
 // InstallUnits is the install skeleton: find the binary, render the units
 // for port, prepare (what the daemon needs before it can start; nil =
 // nothing), remove the units of older versions (systemd would keep an old
 // template next to the new service), write both, reload, enable and
 // restart the socket.
 func (m *Manager) InstallUnits(ctx context.Context, dir string, port int, prepare func() error) error {
-	bin, err := m.Find()
-	if err != nil {
-		return err
-	}
-	units, err := m.RenderUnits(bin, port)
+	units, err := m.Units(port)
 	if err != nil {
 		return err
 	}

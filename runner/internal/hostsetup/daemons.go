@@ -205,72 +205,56 @@ func (m DaemonManagers) RemovalDaemons(_ context.Context, scope Scope) []Daemon 
 // the SSH agent port itself, so the standalone agent's units are not
 // needed), run by root's systemd.
 func (m DaemonManagers) systemUnitDaemons() []Daemon {
-	g, p, sd, dir := m.Gate, m.Proxy, m.System, m.SystemUnitDir
-	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName}
-	proxyNames := []string{systemd.ProxySocketName, systemd.ProxyServiceName}
-	gateUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := m.findForUnit(g.FindBinary, daemonctl.GateBinary)
-		if err != nil {
-			return nil, err
-		}
-		return g.RenderUnits(bin, g.Cfg.GatePort)
+	sd, dir := m.System, m.SystemUnitDir
+	// forSystem is a daemon's lifecycle run by root's systemd, its binary
+	// found as a unit's ExecStart must be (findForUnit).
+	forSystem := func(mg daemonctl.Manager) daemonctl.Manager {
+		find := mg.FindBinary
+		mg.Systemd = sd
+		mg.FindBinary = func(name string) (string, error) { return m.findForUnit(find, name) }
+		return mg
 	}
-	proxyUnits := func() ([]daemonctl.Unit, error) {
-		bin, err := m.findForUnit(p.FindBinary, daemonctl.ProxyBinary)
-		if err != nil {
-			return nil, err
-		}
-		return p.RenderUnits(bin, p.Cfg.ProxyPort)
-	}
-	remove := func(names []string, socket string) func(context.Context) error {
-		return func(ctx context.Context) error {
-			if !sd.Available(ctx) {
-				return removeUnitFiles(dir, names)
-			}
-			return sd.Uninstall(ctx, dir, names, socket)
-		}
-	}
-	return []Daemon{
-		unitDaemon{
-			name: "gate system units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
-			render: gateUnits, active: sd.IsActive,
-			install: func(ctx context.Context) error {
-				units, err := gateUnits()
-				if err != nil {
-					return err
-				}
-				if err := os.MkdirAll(g.Cfg.GateBasePath(), 0o700); err != nil {
-					return fmt.Errorf("create gate base path: %w", err)
-				}
-				return sd.Install(ctx, dir, units, systemd.GateSocketName)
-			},
-			remove: remove(gateNames, systemd.GateSocketName),
-		},
-		unitDaemon{
-			name: "credential proxy system units", dir: dir, socket: systemd.ProxySocketName, names: proxyNames,
-			render: proxyUnits, active: sd.IsActive,
-			install: func(ctx context.Context) error {
-				units, err := proxyUnits()
-				if err != nil {
-					return err
-				}
-				// The proxy refuses to start without these (as `proxy
-				// install` creates them for the user units).
-				for _, f := range []string{p.Cfg.RoutesFile(), p.Cfg.SSHKeysJSON()} {
-					if err := atomicfile.CreateIfMissing(f, []byte("{}\n"), 0o600); err != nil {
-						return fmt.Errorf("create %s: %w", f, err)
-					}
-				}
-				return sd.Install(ctx, dir, units, systemd.ProxySocketName)
-			},
+	unit := func(name string, mg daemonctl.Manager, prepare func() error) unitDaemon {
+		port := mg.Daemon.Port(mg.Cfg)
+		names := []string{mg.Daemon.SocketUnit, mg.Daemon.ServiceUnit}
+		return unitDaemon{
+			name: name, dir: dir, socket: mg.Daemon.SocketUnit, names: names,
+			render:  func() ([]daemonctl.Unit, error) { return mg.Units(port) },
+			active:  sd.IsActive,
+			install: func(ctx context.Context) error { return mg.InstallUnits(ctx, dir, port, prepare) },
 			remove: func(ctx context.Context) error {
-				if err := remove(proxyNames, systemd.ProxySocketName)(ctx); err != nil {
-					return err
+				if !sd.Available(ctx) {
+					return removeUnitFiles(dir, names)
 				}
-				return removeSocketFile(p.Cfg.ProxySocket())
+				return sd.Uninstall(ctx, dir, names, mg.Daemon.SocketUnit)
 			},
-		},
+		}
 	}
+	g, p := forSystem(m.Gate.Manager), forSystem(m.Proxy.Manager)
+	gate := unit("gate system units", g, func() error {
+		if err := os.MkdirAll(g.Cfg.GateBasePath(), 0o700); err != nil {
+			return fmt.Errorf("create gate base path: %w", err)
+		}
+		return nil
+	})
+	// The proxy refuses to start without these (as `proxy install` creates
+	// them for the user units).
+	proxy := unit("credential proxy system units", p, func() error {
+		for _, f := range []string{p.Cfg.RoutesFile(), p.Cfg.SSHKeysJSON()} {
+			if err := atomicfile.CreateIfMissing(f, []byte("{}\n"), 0o600); err != nil {
+				return fmt.Errorf("create %s: %w", f, err)
+			}
+		}
+		return nil
+	})
+	removeUnits := proxy.remove
+	proxy.remove = func(ctx context.Context) error {
+		if err := removeUnits(ctx); err != nil {
+			return err
+		}
+		return removeSocketFile(p.Cfg.ProxySocket())
+	}
+	return []Daemon{gate, proxy}
 }
 
 func (m DaemonManagers) unitDaemons(dir string) []Daemon {
