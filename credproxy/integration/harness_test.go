@@ -179,6 +179,21 @@ func (e *env) secret(s string) string {
 }
 
 // start runs the proxy and waits until its health endpoint answers.
+// launch starts cmd as the env's proxy process, directly or through
+// systemd-socket-activate: its stderr goes to the env's, e.exited closes
+// when it exits, and it is stopped when the test ends.
+func (e *env) launch(cmd *exec.Cmd) {
+	e.t.Helper()
+	cmd.Stderr = e.stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.cmd = cmd
+	e.exited = make(chan struct{})
+	go func() { e.exitErr = cmd.Wait(); close(e.exited) }()
+	e.t.Cleanup(e.stop)
+}
+
 func (e *env) start(args ...string) {
 	e.t.Helper()
 	if e.port == 0 {
@@ -189,16 +204,10 @@ func (e *env) start(args ...string) {
 		"--port=" + strconv.Itoa(e.port), "--pid-file=" + e.pidFile,
 		"--log-level=DEBUG", "--log-file=" + e.logFile,
 	}, args...)
-	e.cmd = exec.Command(binPath, all...)
-	e.cmd.Stderr = e.stderr
-	e.cmd.Stdout = e.stderr
-	e.cmd.Env = append(os.Environ(), e.envVars...)
-	if err := e.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.exited = make(chan struct{})
-	go func() { e.exitErr = e.cmd.Wait(); close(e.exited) }()
-	e.t.Cleanup(e.stop)
+	cmd := exec.Command(binPath, all...)
+	cmd.Stdout = e.stderr
+	cmd.Env = append(os.Environ(), e.envVars...)
+	e.launch(cmd)
 	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 60 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

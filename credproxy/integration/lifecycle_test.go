@@ -170,14 +170,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	cmd := exec.Command("systemd-socket-activate", append(append([]string{"-l", e.sock, "-l", fmt.Sprintf("127.0.0.1:%d", e.port)},
 		e.keepEnv()...), binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
 		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)...)
-	cmd.Stderr = e.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.cmd = cmd
-	e.exited = make(chan struct{})
-	go func() { e.exitErr = cmd.Wait(); close(e.exited) }()
-	t.Cleanup(e.stop)
+	e.launch(cmd)
 	e.client = &http.Client{Timeout: 30 * time.Second}
 	// The sockets listen before the proxy runs: the first request starts it.
 	waitDial(t, e.port)
@@ -234,14 +227,7 @@ func TestSystemdSocketActivationNamed(t *testing.T) {
 		"--fdname=credential-proxy:credential-proxy", "-E", "NOTIFY_SOCKET=" + notify}, e.keepEnv()...),
 		binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
 		fmt.Sprintf("--port=%d", e.port), "--log-file="+e.logFile)...)
-	cmd.Stderr = e.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.cmd = cmd
-	e.exited = make(chan struct{})
-	go func() { e.exitErr = cmd.Wait(); close(e.exited) }()
-	t.Cleanup(e.stop)
+	e.launch(cmd)
 	e.client = &http.Client{Timeout: 30 * time.Second}
 	waitDial(t, e.port)
 	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
