@@ -197,3 +197,27 @@ func TestKernelMaxHeld(t *testing.T) {
 		t.Fatalf("a packet beyond the queue passed: %q", got)
 	}
 }
+
+// TestKernelDropCount: the packets the kernel drops for a full queue are
+// counted in the namespace's stats table, which Stats reads; before the
+// queue is bound there is no line for it.
+func TestKernelDropCount(t *testing.T) {
+	k := newKernelNS(t)
+	var st *nfqueue.Stats
+	if err := k.ns.Do(func() (err error) { st, err = nfqueue.OpenStats(kQueue); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if _, ok, err := st.Dropped(); err != nil || ok {
+		t.Fatalf("before the bind: ok %v, err %v; want no line", ok, err)
+	}
+	k.open(t)
+	const extra = 50
+	for i := 0; i < nfqueue.MaxHeld+extra; i++ {
+		k.send(t, "flood")
+	}
+	n, ok, err := st.Dropped()
+	if err != nil || !ok || n != extra {
+		t.Fatalf("dropped %d (line %v, %v), want %d", n, ok, err, extra)
+	}
+}

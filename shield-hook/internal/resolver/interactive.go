@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -63,6 +64,12 @@ type approver struct {
 	waiting map[flowKey][]uint32
 	// refused holds the SYNs the decider refused, until when.
 	refused map[flowKey]time.Time
+	// stats counts what the kernel dropped from the full queue (nil when
+	// its table cannot be read); dropSeen is the count already put in
+	// the records' dropped (watchDrops only), kick wakes watchDrops.
+	stats    *nfqueue.Stats
+	dropSeen uint64
+	kick     chan struct{}
 }
 
 // openApprover binds the queue in the calling thread's namespace and makes
@@ -81,16 +88,72 @@ func openApprover(dir string, f *refusals, onError func(error), logf decider.Log
 		_ = q.Close()
 		return nil, fmt.Errorf("interactive mode: %w", err)
 	}
-	return startApprover(q, srv, f, onError), nil
+	// Opened before the capabilities are dropped, like the sockets.
+	stats, err := nfqueue.OpenStats(ruleset.NFQueueNum)
+	if err != nil {
+		logf(slog.LevelWarn, "packets dropped from a full queue will not be counted", slog.String("error", err.Error()))
+		stats = nil
+	}
+	return startApprover(q, srv, f, onError, stats), nil
 }
 
-func startApprover(q *nfqueue.Conn, srv *decider.Server, f *refusals, onError func(error)) *approver {
+func startApprover(q *nfqueue.Conn, srv *decider.Server, f *refusals, onError func(error), stats *nfqueue.Stats) *approver {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &approver{q: q, srv: srv, f: f, sem: make(chan struct{}, nfqueue.MaxHeld),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}), onError: onError, now: time.Now,
-		waiting: map[flowKey][]uint32{}, refused: map[flowKey]time.Time{}}
+		waiting: map[flowKey][]uint32{}, refused: map[flowKey]time.Time{},
+		stats: stats, kick: make(chan struct{}, 1)}
 	go a.read()
+	if stats != nil && f != nil {
+		a.wg.Add(1)
+		go a.watchDrops()
+	}
 	return a
+}
+
+// watchDrops puts the packets the kernel dropped from the full queue (a
+// flood of held destinations past nfqueue.MaxHeld) on record as dropped
+// attempts (docs/shield-resolver.md, Interactive approval): it reads the
+// kernel's counters once a second while packets are held, and sleeps
+// while none are, so an idle container's resolver does not wake for it.
+func (a *approver) watchDrops() {
+	defer a.wg.Done()
+	var t *time.Ticker
+	var tc <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-a.ctx.Done():
+			a.countDrops()
+			return
+		case <-a.kick:
+			if t == nil {
+				t = time.NewTicker(time.Second)
+				tc = t.C
+			}
+		case <-tc:
+			a.countDrops()
+			if len(a.sem) == 0 {
+				t.Stop()
+				t, tc = nil, nil
+			}
+		}
+	}
+}
+
+func (a *approver) countDrops() {
+	n, ok, err := a.stats.Dropped()
+	if err != nil || !ok {
+		return
+	}
+	if n > a.dropSeen {
+		a.f.drop(n - a.dropSeen)
+	}
+	a.dropSeen = n
 }
 
 func (a *approver) read() {
@@ -125,6 +188,10 @@ func (a *approver) error(err error) {
 // goroutine of its own, so a slow decider does not stop the next packet
 // from being shown.
 func (a *approver) held(p nfqueue.Packet) {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 	d, err := decodeHeld(p)
 	if err != nil {
 		a.verdict(p.ID, false)
@@ -241,6 +308,9 @@ func (a *approver) stop() {
 	<-a.done
 	a.wg.Wait()
 	_ = a.srv.Close()
+	if a.stats != nil {
+		_ = a.stats.Close()
+	}
 }
 
 type heldDest struct {

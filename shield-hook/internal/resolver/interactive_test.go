@@ -18,6 +18,7 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/decider"
+	"terok.dev/sandbox/shield-hook/internal/nfqueue"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
 
@@ -329,5 +330,32 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 	case err := <-k.errs:
 		t.Fatalf("approver error: %v", err)
 	default:
+	}
+}
+
+// TestApproverCountsQueueDrops: a flood past the kernel's queue length
+// while the decider sits on its questions: the packets the kernel drops
+// (no fail-open) are counted as dropped attempts, so the flood is on
+// record though no question was asked about them.
+func TestApproverCountsQueueDrops(t *testing.T) {
+	k := newApproveNS(t, "10s")
+	if k.ap.stats == nil {
+		t.Fatal("the approver could not open the queue's stats table")
+	}
+	d := k.attach(t)
+	const extra = 50
+	for i := 0; i < nfqueue.MaxHeld+extra; i++ {
+		k.send(t, "flood")
+	}
+	d.question(t) // held and asked: the decider never answers
+	deadline := time.Now().Add(10 * time.Second)
+	for k.f.dropped.Load() < extra {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts counted as dropped, want %d (the kernel's drops)", k.f.dropped.Load(), extra)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := k.f.dropped.Load(); n != extra {
+		t.Fatalf("%d dropped, want exactly the kernel's %d", n, extra)
 	}
 }
