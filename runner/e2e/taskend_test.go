@@ -154,11 +154,14 @@ func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 		toks["bypass"] = strings.TrimSpace(mustOK(t, "token create bypass",
 			r.Sandbox(ctx, "gate", "token", "create", "proj", "bypass", "--container", name)).Stdout)
 		mustOK(t, "run bypass", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image, "--",
-			"sh", "-c", "while [ ! -e /tmp/exit ]; do sleep 0.1; done"))
+			"sh", "-c", "while [ ! -e /tmp/exit ]; do sleep 0.1; done; sleep 1"))
 		t.Cleanup(func() { r.Podman(e2eCtx(t), "rm", "-f", "-t", "0", name) })
 		mustOK(t, "ls-remote bypass while it runs", lsRemote("bypass"))
+		// The container exits a second after the file appears, so the exec
+		// is not killed with it.
 		mustOK(t, "podman exec touch", r.Podman(ctx, "exec", name, "touch", "/tmp/exit"))
-		t.Logf("bypass container exited: refused after %v (from podman exec's return)", refused("bypass"))
+		mustOK(t, "podman wait", r.Podman(ctx, "wait", name))
+		t.Logf("bypass container exited: refused after %v (from podman wait's return)", refused("bypass"))
 	}
 	mustOK(t, "ls-remote of the running task", lsRemote("running"))
 
