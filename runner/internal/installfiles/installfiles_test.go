@@ -40,8 +40,8 @@ func TestExampleConfig(t *testing.T) {
 	}
 	keyLine := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
 	uncommented := keyLine.ReplaceAll(ExampleConfig, []byte("$1"))
-	if n := len(keyLine.FindAll(ExampleConfig, -1)); n != 4 {
-		t.Fatalf("%d commented keys, want 4 (three roots and shield_upstream_dns)", n)
+	if n := len(keyLine.FindAll(ExampleConfig, -1)); n != 5 {
+		t.Fatalf("%d commented keys, want 5 (three roots, shield_upstream_dns, shield_decide_timeout)", n)
 	}
 	if err := os.WriteFile(p, uncommented, 0o644); err != nil {
 		t.Fatal(err)
