@@ -1,6 +1,8 @@
 package houserules
 
 import (
+	"bytes"
+	"fmt"
 	"go/parser"
 	"go/token"
 	"path/filepath"
@@ -157,5 +159,58 @@ func TestGuardRule(t *testing.T) {
 	}
 	if got := strings.Join(unguarded(files), " "); got != "b d" {
 		t.Errorf("unguarded = %q, want b d", got)
+	}
+}
+
+// freePortPick is a test picking a free port by hand: listen on port 0,
+// read the port, close. testkit.FreePort is the one copy (docs/testing.md,
+// Shared test helpers); there were eleven.
+var freePortPick = regexp.MustCompile(`defer \w+\.Close\(\)\s*\n\s*return \w+\.Addr\(\)\.\(\*net\.TCPAddr\)\.Port|\w+\.Addr\(\)\.\(\*net\.TCPAddr\)\.Port\s*\n\s*\w+\.Close\(\)`)
+
+// freePortCopies returns "file:line" of every hand-made free-port pick in
+// a _test.go file outside common/testkit.
+func freePortCopies(name string, src []byte) []string {
+	if !strings.HasSuffix(name, "_test.go") || strings.HasPrefix(name, "common/testkit/") {
+		return nil
+	}
+	var out []string
+	for _, m := range freePortPick.FindAllIndex(src, -1) {
+		out = append(out, fmt.Sprintf("%s:%d", name, bytes.Count(src[:m[0]], []byte("\n"))+1))
+	}
+	return out
+}
+
+// TestOneFreePortHelper: tests take a free port from testkit.FreePort.
+func TestOneFreePortHelper(t *testing.T) {
+	root := repoRoot(t)
+	for _, f := range trackedFiles(t, root, "_test.go") {
+		src, err := readTracked(root, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, at := range freePortCopies(f, src) {
+			t.Errorf("%s: picks a free port by hand; use testkit.FreePort(t)", at)
+		}
+	}
+}
+
+func TestFreePortRule(t *testing.T) {
+	inline := []byte("l, _ := net.Listen(\"tcp\", \"127.0.0.1:0\")\nport := l.Addr().(*net.TCPAddr).Port\nl.Close()\n")
+	helper := []byte("func p(t *testing.T) int {\n\tl, _ := net.Listen(\"tcp\", \"127.0.0.1:0\")\n\tdefer l.Close()\n\treturn l.Addr().(*net.TCPAddr).Port\n}\n")
+	serving := []byte("l, _ := net.Listen(\"tcp\", \"127.0.0.1:0\")\nport := l.Addr().(*net.TCPAddr).Port\ngo srv.Serve(l)\n")
+	for _, c := range []struct {
+		name string
+		src  []byte
+		want int
+	}{
+		{"a/x_test.go", inline, 1},
+		{"a/x_test.go", helper, 1},
+		{"a/x_test.go", serving, 0},
+		{"a/x.go", inline, 0},
+		{"common/testkit/testkit.go", helper, 0},
+	} {
+		if got := freePortCopies(c.name, c.src); len(got) != c.want {
+			t.Errorf("%s %q: %v, want %d", c.name, c.src, got, c.want)
+		}
 	}
 }
