@@ -87,15 +87,19 @@ func FuzzVerify(f *testing.F) {
 	good, _ := Hook(Options{DNS: PastaDNS, LoopbackPorts: []int{1}, HostLoopback: PastaHostLoopback})
 	by, _ := Bypass(Options{DNS: PastaDNS}, true)
 	by6, _ := Bypass(Options{DNS: "2001:db8::53", LoopbackPorts: []int{1}}, false)
+	inter, _ := Hook(Options{DNS: SlirpDNS, LoopbackPorts: []int{1}, Interactive: true})
 	f.Add(good)
 	f.Add(by)
 	f.Add(by6)
+	f.Add(inter)
+	f.Add(strings.ReplaceAll(inter, QueueStmt, "queue flags bypass to 100"))
 	f.Add("table inet terok_shield {\n chain output {\n}}}}{{")
 	f.Fuzz(func(t *testing.T, listing string) {
 		_ = VerifyHook(listing, false)
+		_ = VerifyHook(listing, true)
 		_ = VerifyBypass(listing, true)
 		switch Classify(listing) {
-		case StateInactive, StateUp, StateDown, StateDownAll, StateError:
+		case StateInactive, StateUp, StateLearn, StateQuarantine, StateDown, StateDownAll, StateError:
 		default:
 			t.Fatal("unknown state")
 		}
