@@ -4,6 +4,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/shield-hook/internal/nftnl"
 )
@@ -57,5 +62,68 @@ func TestQueueFallback(t *testing.T) {
 		if errs := ruleset.VerifyHook(s.listing(t), true); len(errs) > 0 {
 			t.Fatalf("apply %d: %v", i, errs)
 		}
+	}
+}
+
+// TestVerifyDetectsQueueBypass: a queue rule changed in place to queue
+// with bypass (either form) fails the hook's read-back and the listing's
+// VerifyHook.
+func TestVerifyDetectsQueueBypass(t *testing.T) {
+	s := newScratch(t, "qb")
+	text, _, err := ruleset.Script{Options: ruleset.Options{DNS: ruleset.SlirpDNS, Interactive: true}, Gateways: ruleset.SlirpGateways()}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := ruleset.ParseScript(text)
+	plan, err := nftnl.NewPlan(parsed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
+		t.Fatalf("clean apply: %v %v", err, verrs)
+	}
+	s.conn(t, func(c *nftables.Conn) {
+		tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table}
+		rules, err := c.GetRules(tbl, &nftables.Chain{Name: "output", Table: tbl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed := 0
+		for _, r := range rules {
+			for i, e := range r.Exprs {
+				switch v := e.(type) {
+				case *expr.Queue:
+					r.Exprs[i] = &expr.Queue{Num: v.Num, Total: 1, Flag: expr.QueueFlagBypass}
+				case *expr.Target:
+					info := append(xt.Unknown{}, *(v.Info.(*xt.Unknown))...)
+					flags := binaryutil.NativeEndian.Uint16(info[4:6]) | 0x01 // NFQ_FLAG_BYPASS
+					copy(info[4:6], binaryutil.NativeEndian.PutUint16(flags))
+					r.Exprs[i] = &expr.Target{Name: v.Name, Rev: v.Rev, Info: &info}
+				default:
+					continue
+				}
+				r.Table, r.Chain = tbl, &nftables.Chain{Name: "output", Table: tbl}
+				c.ReplaceRule(r)
+				changed++
+				break
+			}
+			if changed > 0 {
+				break
+			}
+		}
+		if changed == 0 {
+			t.Fatal("no queue rule found")
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		verrs, err := plan.Verify(c)
+		if err != nil || len(verrs) == 0 {
+			t.Fatalf("bypass not detected by the read-back: %v %v", err, verrs)
+		}
+	})
+	errs := ruleset.VerifyHook(s.listing(t), true)
+	if !strings.Contains(strings.Join(errs, "|"), "bypass") {
+		t.Fatalf("bypass not detected in the listing: %v\n%s", errs, s.listing(t))
 	}
 }
