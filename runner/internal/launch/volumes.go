@@ -63,6 +63,22 @@ func within(a, b string) bool {
 // a missing part that contains ".." or starts with a dangling link cannot
 // be judged that way and is an error.
 func resolveHostPath(p string) (string, error) {
+	// A part that appears while p is resolved (the launch's own
+	// background claim makes <state_dir>/task-ends, and so the state
+	// dir, at the same time) is no dangling link: resolve again.
+	for range 3 {
+		real, err := resolveHostPathOnce(p)
+		if !errors.Is(err, errAppeared) {
+			return real, err
+		}
+	}
+	return resolveHostPathOnce(p)
+}
+
+// errAppeared: a missing part of the path exists now and is no link.
+var errAppeared = errors.New("a part of the path appeared while it was resolved")
+
+func resolveHostPathOnce(p string) (string, error) {
 	real, err := filepath.EvalSymlinks(p)
 	if err == nil {
 		return real, nil
@@ -96,7 +112,10 @@ func resolveHostPath(p string) (string, error) {
 			}
 		}
 		if len(tail) > 0 {
-			if _, err := os.Lstat(filepath.Join(real, tail[0])); err == nil {
+			if fi, err := os.Lstat(filepath.Join(real, tail[0])); err == nil {
+				if fi.Mode()&fs.ModeSymlink == 0 {
+					return "", errAppeared
+				}
 				return "", fmt.Errorf("%s is a dangling symbolic link", filepath.Join(real, tail[0]))
 			}
 		}
