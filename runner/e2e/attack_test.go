@@ -17,7 +17,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,10 +82,43 @@ func atkHasRecord(t *testing.T, stateDir string, ok func(m map[string]any) bool)
 	return false
 }
 
+// atkResolverPID is the pid of the container's resolver (its argv names
+// the shield state directory).
+func atkResolverPID(t *testing.T, stateDir string) int {
+	t.Helper()
+	for _, p := range escProcs(stateDir) {
+		f := strings.Fields(p)
+		if len(f) > 2 && filepath.Base(f[1]) == "terok-shield-hook" && strings.Contains(p, " resolver ") {
+			if pid, err := strconv.Atoi(strings.TrimSuffix(f[0], ":")); err == nil {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no resolver process for %s", stateDir)
+	return 0
+}
+
+// atkRSS is a process's resident set in KiB.
+func atkRSS(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
 func TestAttackModes(t *testing.T) {
 	env := H(t)
-	out, _, addrs := shxNewNetnsHost(t, 1)
-	dnsIP := addrs[0]
+	out, _, addrs := shxNewNetnsHost(t, 2)
+	dnsIP, sinkIP := addrs[0], addrs[1]
 	queryLog := filepath.Join(t.TempDir(), "queries.log")
 	out.daemon(t, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--listen-address="+dnsIP, "--bind-interfaces", "--port=53", "--pid-file=",
@@ -125,6 +160,36 @@ func TestAttackModes(t *testing.T) {
 				// the same for every launch.
 				t.Run("socket families", func(t *testing.T) {
 					escSocketFamilies(t, ctx, &escRunner{r: r, probeDir: probeDir}, name)
+				})
+
+				// Netfilter from inside: binding the queue that holds
+				// connections for the decider (a task holding it would
+				// accept its own), the NFLOG group of the records,
+				// deleting the shield's table, a raw socket. All need
+				// CAP_NET_ADMIN / CAP_NET_RAW over the container's netns,
+				// which its root must not have, whatever the mode.
+				t.Run("netfilter from inside", func(t *testing.T) {
+					escBuildProbe(t, ctx, "nfprobe", filepath.Join(probeDir, "nfprobe"))
+					for _, user := range []string{"0:0", "1000:1000"} {
+						res := r.Podman(ctx, "exec", "--user", user, name, "/probe/nfprobe")
+						var got map[string]string
+						if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &got) != nil || len(got) != 4 {
+							t.Fatalf("nfprobe as %s: %s", user, res)
+						}
+						for what, outcome := range got {
+							// Refused by the kernel for want of the
+							// capability, or before that: the seccomp
+							// profile refuses a NETLINK_NETFILTER socket.
+							if outcome != "EPERM" && !strings.HasPrefix(outcome, "socket: ") {
+								t.Errorf("as %s: %s = %s, want EPERM or no socket", user, what, outcome)
+							}
+						}
+						t.Logf("as %s: %v", user, got)
+					}
+					rules := shxSandboxOK(t, ctx, r, "shield", "rules", name)
+					if !strings.Contains(rules, "terok_shield") || (mode == shieldbundle.ModeInteractive && !iaQueues(rules)) {
+						t.Errorf("the shield's table is changed after the probe:\n%s", rules)
+					}
 				})
 
 				// A DNS channel: data in the labels of a name under the
@@ -198,6 +263,95 @@ func TestAttackModes(t *testing.T) {
 					if res := shxInContainer(ctx, r, name, "echo nameserver 198.51.100.254 >> /etc/resolv.conf"); res.Code == 0 {
 						t.Errorf("the container's root wrote the shield's resolv.conf: %s", res)
 					}
+				})
+
+				// Queue flooding: 10,000 datagrams to distinct destinations
+				// while a decider is attached that never answers. The held
+				// packets are bounded by the queue (64), so are the open
+				// questions, the resolver's memory and the record file;
+				// every datagram is on record (decided or dropped); the
+				// resolver keeps answering, and a connection made after the
+				// flood is still shown.
+				t.Run("queue flood", func(t *testing.T) {
+					escBuildProbe(t, ctx, "udpflood", filepath.Join(probeDir, "udpflood"))
+					pid := atkResolverPID(t, stateDir)
+					rss0 := atkRSS(t, pid)
+					ia := &iaEnv{t: t, ctx: ctx, r: r, name: name, stateDir: stateDir}
+					d := ia.decider(t)
+					var mu sync.Mutex
+					var shown []shieldbundle.Held
+					go func() {
+						for h := range d.held {
+							mu.Lock()
+							shown = append(shown, h)
+							mu.Unlock()
+						}
+					}()
+					start := time.Now()
+					res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/udpflood", "-host", sinkIP, "-n", "10000")
+					if res.Code != 0 {
+						t.Fatalf("flood: %s", res)
+					}
+					elapsed := time.Since(start)
+					// Every question of the flood is past its 2 s timeout.
+					time.Sleep(3 * time.Second)
+					mu.Lock()
+					n := len(shown)
+					mu.Unlock()
+					rounds := int(elapsed/(2*time.Second)) + 2
+					t.Logf("flood: %s in %v; %d questions shown (bound %d x %d); resolver RSS %d -> %d KiB",
+						strings.TrimSpace(res.Stdout), elapsed.Round(time.Millisecond), n, 64, rounds, rss0, atkRSS(t, pid))
+					if n > 64*rounds {
+						t.Errorf("%d questions shown during a %v flood: more than 64 open at a time", n, elapsed)
+					}
+					if rss := atkRSS(t, pid); rss > rss0+32<<10 {
+						t.Errorf("resolver RSS grew from %d to %d KiB under the flood", rss0, rss)
+					}
+					var size int64
+					for _, f := range []string{"refused.jsonl", "refused.jsonl.1", "refused.jsonl.2"} {
+						if st, err := os.Stat(filepath.Join(stateDir, f)); err == nil {
+							size += st.Size()
+						}
+					}
+					if size > 3<<20 {
+						t.Errorf("refused.jsonl and its rotations hold %d bytes, bound 3 MiB", size)
+					}
+					// Every datagram is on record: the 64 held as timed-out
+					// decisions, what the kernel dropped from the full queue
+					// as dropped attempts.
+					var decided, dropped float64
+					shxWaitFor(t, 15*time.Second, "the flood on record", func() bool {
+						decided, dropped = 0, 0
+						for _, m := range atkRecords(t, stateDir) {
+							if d, ok := m["dropped"].(float64); ok {
+								dropped += d
+							}
+							if m["event"] == "decision" && m["dst"] == sinkIP {
+								c, _ := m["count"].(float64)
+								decided += c
+							}
+						}
+						return decided+dropped >= 10000
+					})
+					t.Logf("flood on record: %v decided, %v dropped", decided, dropped)
+					if q := shxInContainer(ctx, r, name, "timeout 15 nslookup after-flood."+atkZone); !strings.Contains(q.Stdout+q.Stderr, "NXDOMAIN") {
+						t.Errorf("the resolver does not answer after the flood: %s", q)
+					}
+					conn := r.Podman(ctx, "exec", "-d", name, "sh", "-c", "nc -w 3 "+sinkIP+" 4711 </dev/null")
+					if conn.Code != 0 {
+						t.Fatalf("connect: %s", conn)
+					}
+					shxWaitFor(t, 20*time.Second, "the connection after the flood shown to the decider", func() bool {
+						mu.Lock()
+						defer mu.Unlock()
+						for _, h := range shown[n:] {
+							if h.Dst == sinkIP && h.Port == 4711 && h.Proto == "tcp" {
+								return true
+							}
+						}
+						return false
+					})
+					d.detach(t)
 				})
 
 				// Another local user attaching a decider of its own.
