@@ -24,7 +24,7 @@ func TestTokenBinding(t *testing.T) {
 	}
 	defer db.Close()
 	ends := filepath.Join(dir, "task-ends")
-	if err := db.StoreCredential(ctx, DefaultSet, "gh", Credential{"type": "pat", "token": "x"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "gh"}, Credential{"type": "pat", "token": "x"}); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(task, container string) string {

@@ -398,8 +398,20 @@ func DecodeCredential(data []byte) (Credential, error) {
 	return c, nil
 }
 
-// StoreCredential inserts or replaces the row of set/provider.
-func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Credential) error {
+// CredentialKey names one credential row. A struct, not two strings side by
+// side: the provider and the set were once swapped across one call hop
+// without any compiler noticing (see TokenSpec).
+type CredentialKey struct {
+	Set      string // credential set, e.g. DefaultSet
+	Provider string // provider name, e.g. "claude"
+}
+
+// String renders the key as set/provider, the form errors and logs use.
+func (k CredentialKey) String() string { return k.Set + "/" + k.Provider }
+
+// StoreCredential inserts or replaces the row of key.
+func (d *DB) StoreCredential(ctx context.Context, key CredentialKey, data Credential) error {
+	set, provider := key.Set, key.Provider
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	if set == "" || provider == "" {
 		return errors.New("store credential: credential set and provider must not be empty")
@@ -425,8 +437,9 @@ func (d *DB) StoreCredential(ctx context.Context, set, provider string, data Cre
 	return nil
 }
 
-// LoadCredential returns the credential of set/provider or ErrNotFound.
-func (d *DB) LoadCredential(ctx context.Context, set, provider string) (Credential, error) {
+// LoadCredential returns the credential of key or ErrNotFound.
+func (d *DB) LoadCredential(ctx context.Context, key CredentialKey) (Credential, error) {
+	set, provider := key.Set, key.Provider
 	var data string
 	err := d.loadStmt.GetContext(ctx, &data, set, provider)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -453,8 +466,9 @@ func (d *DB) ListCredentials(ctx context.Context, set string) ([]string, error) 
 	return out, nil
 }
 
-// DeleteCredential removes set/provider; deleting a missing row is fine.
-func (d *DB) DeleteCredential(ctx context.Context, set, provider string) error {
+// DeleteCredential removes key's row; deleting a missing row is fine.
+func (d *DB) DeleteCredential(ctx context.Context, key CredentialKey) error {
+	set, provider := key.Set, key.Provider
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	_, err := d.x.ExecContext(ctx,
 		`DELETE FROM credentials WHERE credential_set = ? AND provider = ?`, set, provider)
@@ -867,11 +881,12 @@ func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, err
 	return n, nil
 }
 
-// UpdateCredential replaces set/provider's data only if it still equals old
+// UpdateCredential replaces key's data only if it still equals old
 // (compare-and-swap on the stored text), so a background refresh never
 // overwrites a credential an operator changed meanwhile. It reports whether
 // the row was updated.
-func (d *DB) UpdateCredential(ctx context.Context, set, provider string, old, next Credential) (bool, error) {
+func (d *DB) UpdateCredential(ctx context.Context, key CredentialKey, old, next Credential) (bool, error) {
+	set, provider := key.Set, key.Provider
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	ob, err := json.Marshal(old)
 	if err != nil {

@@ -90,7 +90,7 @@ func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 	}
-	c, err := db.LoadCredential(ctx, "default", "claude")
+	c, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,14 +122,14 @@ func TestReadsDatabaseWrittenFromSpec(t *testing.T) {
 func TestCredentialRoundTrip(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
-	if _, err := db.LoadCredential(ctx, "default", "x"); !errors.Is(err, ErrNotFound) {
+	if _, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "x"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing row: %v", err)
 	}
 	in, _ := DecodeCredential([]byte(`{"type":"oauth","access_token":"a","expires_at":12345678901234567890,"opaque":{"x":1}}`))
-	if err := db.StoreCredential(ctx, "default", "claude", in); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, in); err != nil {
 		t.Fatal(err)
 	}
-	out, err := db.LoadCredential(ctx, "default", "claude")
+	out, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,22 +137,22 @@ func TestCredentialRoundTrip(t *testing.T) {
 		t.Errorf("large number changed: %v", out["expires_at"])
 	}
 	// Replace, then delete twice (idempotent).
-	if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": "k2"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": "k2"}); err != nil {
 		t.Fatal(err)
 	}
-	out, _ = db.LoadCredential(ctx, "default", "claude")
+	out, _ = db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	if out.String("key") != "k2" {
 		t.Errorf("replace failed: %v", out)
 	}
 	for i := 0; i < 2; i++ {
-		if err := db.DeleteCredential(ctx, "default", "claude"); err != nil {
+		if err := db.DeleteCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if names, _ := db.ListCredentials(ctx, "default"); len(names) != 0 {
 		t.Errorf("left: %v", names)
 	}
-	if err := db.StoreCredential(ctx, "", "p", Credential{}); err == nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "", Provider: "p"}, Credential{}); err == nil {
 		t.Error("empty set accepted")
 	}
 }
@@ -212,7 +212,7 @@ func TestTokens(t *testing.T) {
 func TestResolve(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
-	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"})
+	db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, Credential{"type": "api_key", "key": "k"})
 	db.x.MustExec(`INSERT INTO credentials VALUES ('default', 'broken', '[1]')`)
 	withCred, _ := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "claude"})
 	noCred, _ := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "1", Set: DefaultSet, Provider: "gh"})
@@ -241,7 +241,7 @@ func TestResolve(t *testing.T) {
 func BenchmarkResolve(b *testing.B) {
 	db, _ := openTemp(b)
 	ctx := context.Background()
-	db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "oauth", "access_token": "a"})
+	db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, Credential{"type": "oauth", "access_token": "a"})
 	toks := make([]string, 1000)
 	for i := range toks {
 		toks[i], _ = db.CreateToken(ctx, TokenSpec{Project: "p", Task: fmt.Sprint(i), Set: DefaultSet, Provider: "claude"})
@@ -258,14 +258,14 @@ func TestUpdateCredentialIsCompareAndSwap(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
 	old := Credential{"type": "oauth", "access_token": "a1", "refresh_token": "r1", "keep": "me"}
-	db.StoreCredential(ctx, "default", "claude", old)
-	loaded, _ := db.LoadCredential(ctx, "default", "claude")
+	db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, old)
+	loaded, _ := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	next := Credential{}
 	for k, v := range loaded {
 		next[k] = v
 	}
 	next["access_token"] = "a2"
-	ok, err := db.UpdateCredential(ctx, "default", "claude", loaded, next)
+	ok, err := db.UpdateCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, loaded, next)
 	if err != nil || !ok {
 		t.Fatalf("Update = %v, %v", ok, err)
 	}
@@ -275,11 +275,11 @@ func TestUpdateCredentialIsCompareAndSwap(t *testing.T) {
 		stale[k] = v
 	}
 	stale["access_token"] = "a3"
-	ok, err = db.UpdateCredential(ctx, "default", "claude", loaded, stale)
+	ok, err = db.UpdateCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, loaded, stale)
 	if err != nil || ok {
 		t.Fatalf("stale Update = %v, %v", ok, err)
 	}
-	cur, _ := db.LoadCredential(ctx, "default", "claude")
+	cur, _ := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	if cur.String("access_token") != "a2" || cur.String("keep") != "me" {
 		t.Errorf("current = %v", cur)
 	}
@@ -385,7 +385,7 @@ func TestTokenExpiry(t *testing.T) {
 	}
 	// Phantom tokens of the proxy: Resolve (and the caching Resolver, also
 	// on a cache hit) refuses an expired one as ErrExpired, an ErrNotFound.
-	if err := db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, Credential{"type": "api_key", "key": "k"}); err != nil {
 		t.Fatal(err)
 	}
 	live, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude", Expires: exp})

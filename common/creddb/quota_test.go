@@ -24,7 +24,7 @@ func TestTokenQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, Credential{"type": "api_key", "key": "k"}); err != nil {
 		t.Fatal(err)
 	}
 	limited, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t", Set: DefaultSet, Provider: "claude",

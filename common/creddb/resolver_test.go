@@ -144,7 +144,7 @@ func TestResolverSeesOwnWrites(t *testing.T) {
 		db, _, r := resolverFixture(t)
 		_, old, _ := r.Resolve(ctx, resolverTok)
 		next := Credential{"type": "api_key", "key": "k3"}
-		if ok, err := db.UpdateCredential(ctx, DefaultSet, "claude", old, next); err != nil || !ok {
+		if ok, err := db.UpdateCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, old, next); err != nil || !ok {
 			t.Fatalf("update: %v %v", ok, err)
 		}
 		if _, c, err := r.Resolve(ctx, resolverTok); err != nil || c.String("key") != "k3" {

@@ -22,7 +22,7 @@ func TestTokenScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.StoreCredential(ctx, DefaultSet, "claude", Credential{"type": "api_key", "key": "k"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: DefaultSet, Provider: "claude"}, Credential{"type": "api_key", "key": "k"}); err != nil {
 		t.Fatal(err)
 	}
 	allow := []scope.Rule{{Methods: []string{"GET"}, Path: "/v1/models"}, {Methods: []string{"POST"}, Path: "/v1/messages"}}

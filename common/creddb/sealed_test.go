@@ -99,7 +99,7 @@ func TestLegacyPlaintextKeepsWorkingAndMigrates(t *testing.T) {
 	db.SetVault(unlockedVault(t, dir))
 
 	// Plaintext rows are read as they are, by every read path.
-	c, err := db.LoadCredential(ctx, "default", "claude")
+	c, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"})
 	if err != nil || c.String("key") != legacySecret {
 		t.Fatalf("load legacy: %v %v", c, err)
 	}
@@ -111,7 +111,7 @@ func TestLegacyPlaintextKeepsWorkingAndMigrates(t *testing.T) {
 	}
 
 	// The next write of a row seals it.
-	if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": legacySecret}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": legacySecret}); err != nil {
 		t.Fatal(err)
 	}
 	if v := rawData(t, db, "default", "claude"); !strings.HasPrefix(v, "terok-enc:v1:") || strings.Contains(v, legacySecret) {
@@ -126,7 +126,7 @@ func TestLegacyPlaintextKeepsWorkingAndMigrates(t *testing.T) {
 	if n := migrate(t, db); n != 1 {
 		t.Fatalf("migrate changed %d rows, want 1 (the other was sealed already)", n)
 	}
-	c, err = db.LoadCredential(ctx, "default", "gh")
+	c, err = db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "gh"})
 	if err != nil || c.String("refresh_token") != "ghr_legacyREFRESH456" {
 		t.Fatalf("load migrated: %v", err)
 	}
@@ -162,10 +162,10 @@ func TestSealedValueErrors(t *testing.T) {
 	}
 	defer db.Close()
 	db.SetVault(unlockedVault(t, dir))
-	if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": legacySecret}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": legacySecret}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.StoreCredential(ctx, "default", "openai", Credential{"type": "api_key", "key": "sk-other"}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "openai"}, Credential{"type": "api_key", "key": "sk-other"}); err != nil {
 		t.Fatal(err)
 	}
 	sealedClaude := rawData(t, db, "default", "claude")
@@ -174,7 +174,7 @@ func TestSealedValueErrors(t *testing.T) {
 		if _, err := db.x.Exec(`UPDATE credentials SET data = ? WHERE provider = 'openai'`, sealedClaude); err != nil {
 			t.Fatal(err)
 		}
-		_, err := db.LoadCredential(ctx, "default", "openai")
+		_, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "openai"})
 		if !errors.Is(err, secretstore.ErrOpen) || strings.Contains(err.Error(), legacySecret) {
 			t.Fatalf("moved value: %v", err)
 		}
@@ -196,7 +196,7 @@ func TestSealedValueErrors(t *testing.T) {
 		if _, err := db.x.Exec(`UPDATE credentials SET data = ? WHERE provider = 'openai'`, bad); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.LoadCredential(ctx, "default", "openai"); !errors.Is(err, secretstore.ErrOpen) {
+		if _, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "openai"}); !errors.Is(err, secretstore.ErrOpen) {
 			t.Fatalf("corrupt value: %v", err)
 		}
 	})
@@ -224,14 +224,14 @@ func TestSealedValueErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer other.Close()
-		if _, err := other.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrLocked) {
+		if _, err := other.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}); !errors.Is(err, secretstore.ErrLocked) {
 			t.Fatalf("sealed value, locked: %v", err)
 		}
-		if err := other.StoreCredential(ctx, "default", "x", Credential{"key": "plain?"}); !errors.Is(err, secretstore.ErrLocked) {
+		if err := other.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "x"}, Credential{"key": "plain?"}); !errors.Is(err, secretstore.ErrLocked) {
 			t.Fatalf("a handle that was not given the key wrote into the encrypted store: %v", err)
 		}
 		other.SetVault(nil)
-		if _, err := other.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrNoKeystore) {
+		if _, err := other.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}); !errors.Is(err, secretstore.ErrNoKeystore) {
 			t.Fatalf("sealed value without vault: %v", err)
 		}
 	})
@@ -247,7 +247,7 @@ func TestLockedStore(t *testing.T) {
 	}
 	defer db.Close()
 	db.SetVault(unlockedVault(t, dir))
-	if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": legacySecret}); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": legacySecret}); err != nil {
 		t.Fatal(err)
 	}
 	// A fresh process without a cached key: locked.
@@ -255,17 +255,17 @@ func TestLockedStore(t *testing.T) {
 	if st := db.Vault().State(); st != secretstore.Locked {
 		t.Fatalf("state %v", st)
 	}
-	if _, err := db.LoadCredential(ctx, "default", "claude"); !errors.Is(err, secretstore.ErrLocked) {
+	if _, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}); !errors.Is(err, secretstore.ErrLocked) {
 		t.Fatalf("load while locked: %v", err)
 	}
-	if c, err := db.LoadCredential(ctx, "default", "plain"); err != nil || c.String("key") != "sk-plain" {
+	if c, err := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "plain"}); err != nil || c.String("key") != "sk-plain" {
 		t.Fatalf("plaintext row while locked: %v", err)
 	}
-	err = db.StoreCredential(ctx, "default", "new", Credential{"type": "api_key", "key": "sk-new"})
+	err = db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "new"}, Credential{"type": "api_key", "key": "sk-new"})
 	if !errors.Is(err, secretstore.ErrLocked) {
 		t.Fatalf("store while locked: %v", err)
 	}
-	if ok, err := db.UpdateCredential(ctx, "default", "claude", Credential{}, Credential{"key": "x"}); ok || !errors.Is(err, secretstore.ErrLocked) {
+	if ok, err := db.UpdateCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{}, Credential{"key": "x"}); ok || !errors.Is(err, secretstore.ErrLocked) {
 		t.Fatalf("update while locked: %v %v", ok, err)
 	}
 	if names, _ := db.ListCredentials(ctx, "default"); len(names) != 2 {
@@ -283,18 +283,18 @@ func TestUpdateCredentialSealed(t *testing.T) {
 	defer db.Close()
 	db.SetVault(unlockedVault(t, dir))
 	old := Credential{"type": "oauth", "access_token": "at-1", "refresh_token": "rt-1"}
-	if err := db.StoreCredential(ctx, "default", "gh", old); err != nil {
+	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "gh"}, old); err != nil {
 		t.Fatal(err)
 	}
-	cur, _ := db.LoadCredential(ctx, "default", "gh")
-	ok, err := db.UpdateCredential(ctx, "default", "gh", cur, Credential{"type": "oauth", "access_token": "at-2", "refresh_token": "rt-2"})
+	cur, _ := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "gh"})
+	ok, err := db.UpdateCredential(ctx, CredentialKey{Set: "default", Provider: "gh"}, cur, Credential{"type": "oauth", "access_token": "at-2", "refresh_token": "rt-2"})
 	if err != nil || !ok {
 		t.Fatalf("update: %v %v", ok, err)
 	}
 	if v := rawData(t, db, "default", "gh"); !strings.HasPrefix(v, secretstore.Prefix) || strings.Contains(v, "at-2") {
 		t.Fatal("update wrote plaintext")
 	}
-	if c, _ := db.LoadCredential(ctx, "default", "gh"); c.String("access_token") != "at-2" {
+	if c, _ := db.LoadCredential(ctx, CredentialKey{Set: "default", Provider: "gh"}); c.String("access_token") != "at-2" {
 		t.Fatalf("after update: %v", c)
 	}
 }
@@ -315,7 +315,7 @@ func BenchmarkResolveSealedVsPlain(b *testing.B) {
 			defer db.Close()
 			if mode == "sealed" {
 				db.SetVault(unlockedVault(b, dir))
-				if err := db.StoreCredential(ctx, "default", "claude", Credential{"type": "api_key", "key": legacySecret}); err != nil {
+				if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": legacySecret}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -76,10 +76,10 @@ func TestEncryptedStoreEndToEnd(t *testing.T) {
 	e.secret("RT-SEALED-NEW-5")
 	db := e.encrypt(true)
 	ctx := context.Background()
-	if err := db.StoreCredential(ctx, "default", "claude", creddb.Credential{"type": "api_key", "key": e.secret("sk-sealed-claude-5")}); err != nil {
+	if err := db.StoreCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "claude"}, creddb.Credential{"type": "api_key", "key": e.secret("sk-sealed-claude-5")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.StoreCredential(ctx, "default", "gh", creddb.Credential{"type": "oauth", "access_token": e.secret("AT-SEALED-OLD-5"),
+	if err := db.StoreCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "gh"}, creddb.Credential{"type": "oauth", "access_token": e.secret("AT-SEALED-OLD-5"),
 		"refresh_token": e.secret("RT-SEALED-OLD-5"), "expires_at": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestEncryptedStoreEndToEnd(t *testing.T) {
 func TestLockedStoreRefusesToStart(t *testing.T) {
 	e := newEnv(t, routesJSON("claude", `{"upstream": "http://127.0.0.1:1", "auth_header": "dynamic"}`))
 	db := e.encrypt(false) // keystore, but no cached key: locked
-	if err := db.StoreCredential(context.Background(), "default", "claude", creddb.Credential{"type": "api_key", "key": e.secret("sk-locked-6")}); err != nil {
+	if err := db.StoreCredential(context.Background(), creddb.CredentialKey{Set: "default", Provider: "claude"}, creddb.Credential{"type": "api_key", "key": e.secret("sk-locked-6")}); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binPath, "--socket-path="+e.sock, "--db-path="+e.dbPath, "--routes-file="+e.routes,
@@ -168,7 +168,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	e := newEnv(t, routesJSON("claude", fmt.Sprintf(`{"upstream": %q, "auth_header": "dynamic"}`, up.origin())))
 	db := e.encrypt(true)
 	ctx := context.Background()
-	if err := db.StoreCredential(ctx, "default", "claude", creddb.Credential{"type": "api_key", "key": e.secret("sk-rotating-8")}); err != nil {
+	if err := db.StoreCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "claude"}, creddb.Credential{"type": "api_key", "key": e.secret("sk-rotating-8")}); err != nil {
 		t.Fatal(err)
 	}
 	tk := e.token(tok(801), "default", "claude")

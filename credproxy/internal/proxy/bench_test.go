@@ -44,8 +44,8 @@ type benchStore struct {
 	db *creddb.DB
 }
 
-func (s benchStore) LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error) {
-	return s.db.LoadCredential(ctx, set, provider)
+func (s benchStore) LoadCredential(ctx context.Context, key creddb.CredentialKey) (creddb.Credential, error) {
+	return s.db.LoadCredential(ctx, key)
 }
 
 func benchGet(b *testing.B, target string, auth bool) {

@@ -70,7 +70,7 @@ type Store interface {
 	// Resolve returns what tok stands for and its credential (nil when
 	// none is stored); creddb.ErrNotFound for an unknown token.
 	Resolve(ctx context.Context, tok string) (creddb.TokenInfo, creddb.Credential, error)
-	LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error)
+	LoadCredential(ctx context.Context, key creddb.CredentialKey) (creddb.Credential, error)
 }
 
 // Options configure a Proxy. Zero durations and sizes take the spec defaults.
@@ -550,7 +550,7 @@ func (p *Proxy) resolve(ctx context.Context, tok string) (info creddb.TokenInfo,
 		p.log.Warn("Static phantom marker used: injecting the default credential (compatibility switch --allow-static-marker)",
 			"project", info.Project, "task", info.Task, "token_prefix", tokenid.Show(tok),
 			"credential_set", info.CredentialSet, "provider", info.Provider)
-		cred, err = p.store.LoadCredential(ctx, info.CredentialSet, info.Provider)
+		cred, err = p.store.LoadCredential(ctx, creddb.CredentialKey{Set: info.CredentialSet, Provider: info.Provider})
 		if errors.Is(err, creddb.ErrNotFound) {
 			return info, nil, nil, nil
 		}

@@ -30,7 +30,7 @@ func (m memStore) Resolve(_ context.Context, tok string) (creddb.TokenInfo, cred
 	return creddb.TokenInfo{Project: "p", Task: "t", CredentialSet: "default", Provider: "up"}, m.cred, nil
 }
 
-func (m memStore) LoadCredential(context.Context, string, string) (creddb.Credential, error) {
+func (m memStore) LoadCredential(context.Context, creddb.CredentialKey) (creddb.Credential, error) {
 	return m.cred, nil
 }
 

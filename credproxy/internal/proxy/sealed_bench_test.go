@@ -29,11 +29,11 @@ func sealedProxy(b *testing.B, upstream string, sealed bool) string {
 		}
 		db.SetVault(secretstore.OpenVaultWithKEK(dir, kek))
 		ctx := context.Background()
-		c, err := db.LoadCredential(ctx, "default", "bench")
+		c, err := db.LoadCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := db.StoreCredential(ctx, "default", "bench", c); err != nil { // re-sealed
+		if err := db.StoreCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "bench"}, c); err != nil { // re-sealed
 			b.Fatal(err)
 		}
 		rows, _ := db.RawCredentials(ctx)
@@ -138,7 +138,7 @@ func BenchmarkLookupResolverSealed(b *testing.B) {
 	}
 	db.SetVault(secretstore.OpenVaultWithKEK(dir, kek))
 	ctx := context.Background()
-	if err := db.StoreCredential(ctx, "default", "bench", creddb.Credential{"type": "api_key", "key": "bench-secret"}); err != nil {
+	if err := db.StoreCredential(ctx, creddb.CredentialKey{Set: "default", Provider: "bench"}, creddb.Credential{"type": "api_key", "key": "bench-secret"}); err != nil {
 		b.Fatal(err)
 	}
 	res := db.NewResolver()

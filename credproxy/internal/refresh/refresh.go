@@ -46,7 +46,7 @@ type Row struct {
 type Store interface {
 	// Rows returns every credentials row of every set.
 	Rows(ctx context.Context) ([]Row, error)
-	UpdateCredential(ctx context.Context, set, provider string, old, next creddb.Credential) (bool, error)
+	UpdateCredential(ctx context.Context, key creddb.CredentialKey, old, next creddb.Credential) (bool, error)
 }
 
 // Refresher runs the refresh passes. Create it with New.
@@ -258,7 +258,7 @@ func (r *Refresher) refreshOne(ctx context.Context, set, provider string, old cr
 	}
 	exp := float64(r.now().Unix()) + expiresIn
 	next["expires_at"] = json.Number(strconv.FormatFloat(exp, 'f', -1, 64))
-	updated, err := r.store.UpdateCredential(ctx, set, provider, old, next)
+	updated, err := r.store.UpdateCredential(ctx, creddb.CredentialKey{Set: set, Provider: provider}, old, next)
 	if err != nil {
 		return false, failuref("Token refresh succeeded but storing it failed: %w", err)
 	}
@@ -308,8 +308,8 @@ func (s DBStore) Rows(ctx context.Context) ([]Row, error) {
 }
 
 // UpdateCredential implements Store.
-func (s DBStore) UpdateCredential(ctx context.Context, set, provider string, old, next creddb.Credential) (bool, error) {
-	return s.DB.UpdateCredential(ctx, set, provider, old, next)
+func (s DBStore) UpdateCredential(ctx context.Context, key creddb.CredentialKey, old, next creddb.Credential) (bool, error) {
+	return s.DB.UpdateCredential(ctx, key, old, next)
 }
 
 // failure is a refresh failure worded as the spec's log message.

@@ -516,8 +516,8 @@ func (s resolverStore) Resolve(ctx context.Context, tok string) (creddb.TokenInf
 	return s.res.Resolve(ctx, tok)
 }
 
-func (s resolverStore) LoadCredential(ctx context.Context, set, provider string) (creddb.Credential, error) {
-	return s.db.LoadCredential(ctx, set, provider)
+func (s resolverStore) LoadCredential(ctx context.Context, key creddb.CredentialKey) (creddb.Credential, error) {
+	return s.db.LoadCredential(ctx, key)
 }
 
 // childFormat is the SSH agent child's --log-format: the agent knows text

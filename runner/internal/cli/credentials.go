@@ -77,7 +77,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 						return err
 					}
 					defer db.Close()
-					if err := db.StoreCredential(c.Context, fa.String("set"), a[0], data); err != nil {
+					if err := db.StoreCredential(c.Context, creddb.CredentialKey{Set: fa.String("set"), Provider: a[0]}, data); err != nil {
 						return err
 					}
 					if fa.Bool("json") {
@@ -94,7 +94,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 				Flags:     []ucli.Flag{setFlag, &ucli.BoolFlag{Name: "show-secret", Usage: "print the secret values (they end up in your terminal history)"}, jsonFlag()},
 				Action: withCredDB(d, []string{"provider"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
 					useVault(db)
-					cred, err := db.LoadCredential(c.Context, fa.String("set"), a[0])
+					cred, err := db.LoadCredential(c.Context, creddb.CredentialKey{Set: fa.String("set"), Provider: a[0]})
 					if errors.Is(err, creddb.ErrNotFound) {
 						return fmt.Errorf("no credential %s in set %s; store one with 'terok-sandbox credentials set %s'", a[0], fa.String("set"), a[0])
 					}
@@ -160,7 +160,7 @@ func credentialsCommand(d Deps) *ucli.Command {
 					if !slices.Contains(stored, a[0]) {
 						return fmt.Errorf("no credential %s in set %s", a[0], fa.String("set"))
 					}
-					if err := db.DeleteCredential(c.Context, fa.String("set"), a[0]); err != nil {
+					if err := db.DeleteCredential(c.Context, creddb.CredentialKey{Set: fa.String("set"), Provider: a[0]}); err != nil {
 						return err
 					}
 					fmt.Fprintf(d.Stdout, "Deleted credential %s from set %s.\n", a[0], fa.String("set"))

@@ -102,7 +102,7 @@ func TestSecretsCheckOnByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.StoreCredential(context.Background(), creddb.DefaultSet, "claude", creddb.Credential{"type": "api_key", "key": "sk-doctor-1"}); err != nil {
+	if err := db.StoreCredential(context.Background(), creddb.CredentialKey{Set: creddb.DefaultSet, Provider: "claude"}, creddb.Credential{"type": "api_key", "key": "sk-doctor-1"}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
