@@ -319,6 +319,17 @@ func TestAttackModes(t *testing.T) {
 					// Every datagram is on record: the 64 held as timed-out
 					// decisions, what the kernel dropped from the full queue
 					// as dropped attempts.
+					// Rootless, the kernel's queue table belongs to the
+					// host's root and cannot be read (docs/shield-resolver.md,
+					// Interactive approval): the resolver says so, and the
+					// drops are in no record.
+					want := 10000.0
+					if r.User != nil {
+						want = 64
+						if iaLogCount(stateDir, "packets dropped from a full queue will not be counted") == 0 {
+							t.Errorf("rootless: drops are neither counted nor said to be uncounted")
+						}
+					}
 					var decided, dropped float64
 					shxWaitFor(t, 15*time.Second, "the flood on record", func() bool {
 						decided, dropped = 0, 0
@@ -331,7 +342,7 @@ func TestAttackModes(t *testing.T) {
 								decided += c
 							}
 						}
-						return decided+dropped >= 10000
+						return decided+dropped >= want
 					})
 					t.Logf("flood on record: %v decided, %v dropped", decided, dropped)
 					if q := shxInContainer(ctx, r, name, "timeout 15 nslookup after-flood."+atkZone); !strings.Contains(q.Stdout+q.Stderr, "NXDOMAIN") {
