@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -72,7 +73,7 @@ func TestTokenBinding(t *testing.T) {
 	if _, err := db.CreateToken(ctx, TokenSpec{Project: "p", Task: "t3", Provider: "gh", Set: DefaultSet, Container: "../x"}); err == nil {
 		t.Fatal("bad container name accepted")
 	}
-	if n, err := db.RevokeTokens(ctx, "p", "t1"); err != nil || n != 2 {
+	if n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "t1"}); err != nil || n != 2 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
 	var left int

@@ -852,8 +852,9 @@ func (d *DB) ListTokens(ctx context.Context, project string) ([]TokenRow, error)
 	return out, nil
 }
 
-// RevokeTokens deletes every token of project/task and returns the count.
-func (d *DB) RevokeTokens(ctx context.Context, project, task string) (int64, error) {
+// RevokeTokens deletes every token of the task t and returns the count.
+func (d *DB) RevokeTokens(ctx context.Context, t names.TaskRef) (int64, error) {
+	project, task := t.Project, t.Task
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	// The expiry rows first (they name tokens of this task), in the
 	// same transaction as the tokens.

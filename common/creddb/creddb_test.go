@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -184,7 +185,7 @@ func TestTokens(t *testing.T) {
 	if len(rows) != 3 {
 		t.Errorf("ListTokens = %d", len(rows))
 	}
-	n, err := db.RevokeTokens(ctx, "p", "1")
+	n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "1"})
 	if err != nil || n != 2 {
 		t.Fatalf("Revoke = %d, %v", n, err)
 	}
@@ -232,7 +233,7 @@ func TestResolve(t *testing.T) {
 	if _, _, err := db.Resolve(ctx, "terok-p-00000000000000000000000000000000"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown token: %v", err)
 	}
-	db.RevokeTokens(ctx, "p", "1")
+	db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "1"})
 	if _, _, err := db.Resolve(ctx, withCred); !errors.Is(err, ErrNotFound) {
 		t.Errorf("revoked token resolved: %v", err)
 	}
@@ -418,7 +419,7 @@ func TestTokenExpiry(t *testing.T) {
 	if _, _, err := res.Resolve(ctx, soon); !errors.Is(err, ErrExpired) {
 		t.Fatalf("cached token past its expiry: %v", err)
 	}
-	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 4 {
+	if n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "t"}); err != nil || n != 4 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
 	var left int

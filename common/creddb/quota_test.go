@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestTokenQuota(t *testing.T) {
 		Quota: quota.Limits{MaxRequests: 5}}); err == nil || !strings.Contains(err.Error(), "SSH agent does not enforce quotas") {
 		t.Errorf("quota on an SSH token: %v", err)
 	}
-	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 2 {
+	if n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "t"}); err != nil || n != 2 {
 		t.Fatalf("revoke = %d, %v", n, err)
 	}
 	var left int

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"terok.dev/sandbox/common/names"
 	"testing"
 
 	"terok.dev/sandbox/common/internal/proctest"
@@ -133,7 +134,7 @@ func TestResolverSeesOwnWrites(t *testing.T) {
 	t.Run("revoke", func(t *testing.T) {
 		db, _, r := resolverFixture(t)
 		_, _, _ = r.Resolve(ctx, resolverTok)
-		if n, err := db.RevokeTokens(ctx, "proj", "task"); err != nil || n != 1 {
+		if n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "proj", Task: "task"}); err != nil || n != 1 {
 			t.Fatalf("revoke: %d %v", n, err)
 		}
 		if _, _, err := r.Resolve(ctx, resolverTok); !errors.Is(err, ErrNotFound) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 
 	"terok.dev/sandbox/common/scope"
@@ -95,7 +96,7 @@ func TestTokenScope(t *testing.T) {
 		Allow: []scope.Rule{{Methods: []string{"get"}, Path: "/v1"}}}); err == nil || !strings.Contains(err.Error(), "allow[0]") {
 		t.Errorf("bad rule accepted: %v", err)
 	}
-	if n, err := db.RevokeTokens(ctx, "p", "t"); err != nil || n != 3 {
+	if n, err := db.RevokeTokens(ctx, names.TaskRef{Project: "p", Task: "t"}); err != nil || n != 3 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
 	var left int

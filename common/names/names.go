@@ -135,3 +135,13 @@ func LowerHex(s string, min, max int) bool {
 	}
 	return true
 }
+
+// TaskRef names one task: its project and its task id (each checked by
+// ValidateProjectID and ValidateTaskID where it is stored). A value rather
+// than two strings side by side, so the two cannot be swapped across a call.
+type TaskRef struct {
+	Project, Task string
+}
+
+// String renders the reference as project/task, the form errors use.
+func (t TaskRef) String() string { return t.Project + "/" + t.Task }

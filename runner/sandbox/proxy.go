@@ -96,7 +96,7 @@ func (s *Sandbox) RevokePhantomTokens(ctx context.Context, t TaskRef) (int64, er
 		return 0, err
 	}
 	defer db.Close()
-	return db.RevokeTokens(ctx, t.Project, t.Task)
+	return db.RevokeTokens(ctx, t)
 }
 
 // EnsureProxy is Sandbox.EnsureProxy for cfg.

@@ -589,9 +589,7 @@ func (s *Sandbox) ProjectContainerStates(ctx context.Context, prefix string) map
 // the id rules of common/names). A value rather than two strings, so the
 // two cannot be swapped (swapped, a gate token would open the wrong
 // repository).
-type TaskRef struct {
-	Project, Task string
-}
+type TaskRef = names.TaskRef
 
 // GateToken is a gate access token (the Basic-auth user name of a gate
 // URL); a type of its own so that GateURL's repository path and token

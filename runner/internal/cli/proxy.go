@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"text/tabwriter"
 	"time"
 
@@ -313,7 +314,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				ArgsUsage: "PROJECT TASK",
 				Flags:     []ucli.Flag{jsonFlag()},
 				Action: withCredDB(d, []string{"project", "task"}, func(c *ucli.Context, fa *cmdArgs, a []string, db *creddb.DB) error {
-					n, err := db.RevokeTokens(c.Context, a[0], a[1])
+					n, err := db.RevokeTokens(c.Context, names.TaskRef{Project: a[0], Task: a[1]})
 					if err != nil {
 						return err
 					}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -173,7 +174,7 @@ func TestRefusedTokens(t *testing.T) {
 		closedSilently(t, e.dial(t, c.tok), c.name)
 	}
 	// A revoked token stops working for new connections.
-	if _, err := e.db.RevokeTokens(context.Background(), "b", "task1"); err != nil {
+	if _, err := e.db.RevokeTokens(context.Background(), names.TaskRef{Project: "b", Task: "task1"}); err != nil {
 		t.Fatal(err)
 	}
 	closedSilently(t, e.dial(t, e.tokB), "revoked")
