@@ -143,22 +143,23 @@ func (s *Store) Path() string { return s.file }
 // and podman names elsewhere.
 func ValidTask(task string) bool { return names.ValidateTaskID(task) == nil }
 
-// Create adds a token for project/task under the exclusive lock and returns it.
-func (s *Store) Create(project, task string) (string, error) {
-	return s.CreateExpiring(project, task, time.Time{})
+// Create adds a token for the task t under the exclusive lock and returns it.
+func (s *Store) Create(t names.TaskRef) (string, error) {
+	return s.CreateExpiring(t, time.Time{})
 }
 
 // CreateExpiring is Create with an expiry (zero: none), stored as the
 // entry's `expires` member in RFC 3339, UTC, whole seconds.
-func (s *Store) CreateExpiring(project, task string, expires time.Time) (string, error) {
-	return s.CreateBound(project, task, "", expires)
+func (s *Store) CreateExpiring(t names.TaskRef, expires time.Time) (string, error) {
+	return s.CreateBound(t, "", expires)
 }
 
 // CreateBound is CreateExpiring with a binding to container ("" : none):
 // the entry gets `container` and `bound_at` (now, UTC, nanoseconds), so the
 // token dies with that container (docs/security-model.md, Tokens that die
 // with their task).
-func (s *Store) CreateBound(project, task, container string, expires time.Time) (string, error) {
+func (s *Store) CreateBound(t names.TaskRef, container string, expires time.Time) (string, error) {
+	project, task := t.Project, t.Task
 	if container != "" {
 		if err := names.ValidateContainerName(container); err != nil {
 			return "", fmt.Errorf("create gate token: %w", err)

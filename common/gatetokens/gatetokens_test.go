@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) {
 		"create": func() error {
 			s := Open(os.Getenv("TOKENS_FILE"), os.Getenv("TOKENS_FILE")+".lock", nil)
 			for i := 0; i < 100; i++ {
-				if _, err := s.Create("proj", fmt.Sprintf("w%s-%d", os.Getenv("WORKER_INDEX"), i)); err != nil {
+				if _, err := s.Create(names.TaskRef{Project: "proj", Task: fmt.Sprintf("w%s-%d", os.Getenv("WORKER_INDEX"), i)}); err != nil {
 					return err
 				}
 			}
@@ -50,7 +51,7 @@ func TestReadsFileWrittenFromSpec(t *testing.T) {
 		t.Fatalf("Lookup = %+v %v", e, ok)
 	}
 	// A rewrite keeps order, extra members and appends the new token last.
-	tok, err := s.Create("third", "1")
+	tok, err := s.Create(names.TaskRef{Project: "third", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,15 +73,15 @@ func TestReadsFileWrittenFromSpec(t *testing.T) {
 
 func TestCreateRevoke(t *testing.T) {
 	s := newStore(t)
-	a, err := s.Create("p", "1")
+	a, err := s.Create(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !tokenid.Valid(tokenid.GatePrefix, a) || len(a) != 40 {
 		t.Errorf("bad token %q", a)
 	}
-	b, _ := s.Create("p", "2")
-	c, _ := s.Create("p", "1")
+	b, _ := s.Create(names.TaskRef{Project: "p", Task: "2"})
+	c, _ := s.Create(names.TaskRef{Project: "p", Task: "1"})
 	fi, err := os.Stat(s.Path())
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v err %v", fi.Mode(), err)
@@ -124,7 +125,7 @@ func TestCreateRejectsBadIDs(t *testing.T) {
 	s := newStore(t)
 	for _, c := range []struct{ p, t string }{{"", "1"}, {"../x", "1"}, {"a/b", "1"}, {".hidden", "1"}, {"p", ""}, {"p", "a b"}, {"p", "a\nb"},
 		{"p", "../x"}, {"p", "a/b"}, {"p", "-x"}, {"p", "."}, {"-p", "1"}, {"p", strings.Repeat("t", 129)}} {
-		if _, err := s.Create(c.p, c.t); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
+		if _, err := s.Create(names.TaskRef{Project: c.p, Task: c.t}); err == nil || !strings.Contains(err.Error(), "create gate token: invalid") {
 			t.Errorf("Create(%q, %q): %v", c.p, c.t, err)
 		}
 	}
@@ -169,11 +170,11 @@ func TestCreateExpiring(t *testing.T) {
 	dir := t.TempDir()
 	s := Open(filepath.Join(dir, "tokens.json"), filepath.Join(dir, "tokens.json.lock"), nil)
 	at := time.Date(2026, 12, 3, 16, 0, 0, 500, time.FixedZone("X", 3600))
-	tok, err := s.CreateExpiring("p", "1", at)
+	tok, err := s.CreateExpiring(names.TaskRef{Project: "p", Task: "1"}, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := s.Create("p", "2")
+	plain, err := s.Create(names.TaskRef{Project: "p", Task: "2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestCorruptFileIsPreserved(t *testing.T) {
 	if _, ok := s.Lookup("terok-g-0123456789abcdef0123456789abcdef"); ok {
 		t.Error("corrupt file validated a token")
 	}
-	tok, err := s.Create("p", "1")
+	tok, err := s.Create(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,11 +282,11 @@ func BenchmarkCreate(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "gate")
 	s := Open(filepath.Join(dir, "tokens.json"), filepath.Join(dir, "tokens.json.lock"), nil)
 	for i := 0; i < 100; i++ { // a realistic number of live tasks
-		s.Create("p", fmt.Sprint("pre", i))
+		s.Create(names.TaskRef{Project: "p", Task: fmt.Sprint("pre", i)})
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		tok, err := s.Create("p", "bench")
+		tok, err := s.Create(names.TaskRef{Project: "p", Task: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -349,7 +350,7 @@ func TestCreateBound(t *testing.T) {
 	dir := t.TempDir()
 	s := Open(filepath.Join(dir, "tokens.json"), filepath.Join(dir, "tokens.json.lock"), nil)
 	before := time.Now()
-	tok, err := s.CreateBound("p", "t", "p-t", time.Time{})
+	tok, err := s.CreateBound(names.TaskRef{Project: "p", Task: "t"}, "p-t", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +358,7 @@ func TestCreateBound(t *testing.T) {
 	if !ok || e.Container != "p-t" || e.BoundAt.Before(before) || !e.Expires.IsZero() {
 		t.Fatalf("lookup %+v %v", e, ok)
 	}
-	if _, err := s.CreateBound("p", "t", "../x", time.Time{}); err == nil {
+	if _, err := s.CreateBound(names.TaskRef{Project: "p", Task: "t"}, "../x", time.Time{}); err == nil {
 		t.Fatal("bad container name accepted")
 	}
 }

@@ -598,7 +598,7 @@ type GateToken string
 
 // CreateToken creates a gate token for t.
 func (s *Sandbox) CreateToken(t TaskRef) (GateToken, error) {
-	tok, err := gatetokens.NewStore(s.cfg, s.log).Create(t.Project, t.Task)
+	tok, err := gatetokens.NewStore(s.cfg, s.log).Create(t)
 	if err != nil {
 		return "", err
 	}
@@ -613,7 +613,7 @@ func (s *Sandbox) CreateBoundToken(t TaskRef, container string) (GateToken, erro
 	if err := taskend.MarkStarts(s.cfg.TaskEndsDir()); err != nil {
 		return "", err
 	}
-	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(t.Project, t.Task, container, time.Time{})
+	tok, err := gatetokens.NewStore(s.cfg, s.log).CreateBound(t, container, time.Time{})
 	if err != nil {
 		return "", err
 	}

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -95,7 +96,7 @@ func setupBench(b *testing.B, repo string) *benchEnv {
 	dir := b.TempDir()
 	e := &benchEnv{b: b, dir: dir, base: filepath.Dir(repo)}
 	tokfile := filepath.Join(dir, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(strings.TrimSuffix(filepath.Base(repo), ".git"), "bench")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: strings.TrimSuffix(filepath.Base(repo), ".git"), Task: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

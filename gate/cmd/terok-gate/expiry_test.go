@@ -3,6 +3,7 @@ package main
 import (
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 )
@@ -16,15 +17,15 @@ func TestTokenExpiry(t *testing.T) {
 	f := newFixture(t)
 	now := time.Now()
 	soonAt := time.Unix(now.Add(2*time.Second).Unix(), 0)
-	soon, err := f.store.CreateExpiring("proj", "soon", soonAt)
+	soon, err := f.store.CreateExpiring(names.TaskRef{Project: "proj", Task: "soon"}, soonAt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := f.store.CreateExpiring("proj", "dead", now.Add(-time.Minute))
+	dead, err := f.store.CreateExpiring(names.TaskRef{Project: "proj", Task: "dead"}, now.Add(-time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	live, err := f.store.CreateExpiring("proj", "live", now.Add(time.Hour))
+	live, err := f.store.CreateExpiring(names.TaskRef{Project: "proj", Task: "live"}, now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 )
@@ -143,7 +144,7 @@ func TestDenials(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(f.base, "evil.git")); err != nil {
 		t.Fatal(err)
 	}
-	evilTok, err := f.store.Create("evil", "3")
+	evilTok, err := f.store.Create(names.TaskRef{Project: "evil", Task: "3"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestTokenLifecycleHotReload(t *testing.T) {
 		return code
 	}
 	// Created after the gate started: works on the next request.
-	tok, err := f.store.Create("proj", "late")
+	tok, err := f.store.Create(names.TaskRef{Project: "proj", Task: "late"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -73,10 +74,10 @@ func newFixture(t *testing.T) *fixture {
 	f.git("", "clone", "-q", "--mirror", src, filepath.Join(f.base, "other.git"))
 	f.store = gatetokens.Open(f.tokfile, f.tokfile+".lock", nil)
 	var err error
-	if f.tokProj, err = f.store.Create("proj", "1"); err != nil {
+	if f.tokProj, err = f.store.Create(names.TaskRef{Project: "proj", Task: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	if f.tokOther, err = f.store.Create("other", "2"); err != nil {
+	if f.tokOther, err = f.store.Create(names.TaskRef{Project: "other", Task: "2"}); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func BenchmarkPushPolicy(b *testing.B) {
 	os.MkdirAll(base, 0o700)
 	git(dir, "clone", "-q", "--bare", work, filepath.Join(base, "proj.git"))
 	tokfile := filepath.Join(base, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("proj", "bench")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "proj", Task: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func BenchmarkSmallClonesAudit(b *testing.B) {
 	dir := b.TempDir()
 	base := filepath.Dir(repo)
 	tokfile := filepath.Join(dir, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(strings.TrimSuffix(filepath.Base(repo), ".git"), "bench")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: strings.TrimSuffix(filepath.Base(repo), ".git"), Task: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func BenchmarkPushSecretScan(b *testing.B) {
 	base := filepath.Join(dir, "gate")
 	os.MkdirAll(base, 0o700)
 	tokfile := filepath.Join(base, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("p", "bench")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "p", Task: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -17,11 +18,11 @@ import (
 // run) keep working (docs/gate.md, Tokens bound to a container).
 func TestTokenDiesWithContainer(t *testing.T) {
 	f := newFixture(t)
-	bound, err := f.store.CreateBound("proj", "t1", "proj-t1", time.Time{})
+	bound, err := f.store.CreateBound(names.TaskRef{Project: "proj", Task: "t1"}, "proj-t1", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := f.store.CreateBound("proj", "t2", "proj-t2", time.Time{})
+	other, err := f.store.CreateBound(names.TaskRef{Project: "proj", Task: "t2"}, "proj-t2", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestTokenDiesWithContainer(t *testing.T) {
 	}
 	f.git("", "ls-remote", g.url(other, "proj.git"))
 	f.git("", "ls-remote", g.url(f.tokProj, "proj.git"))
-	rerun, err := f.store.CreateBound("proj", "t1", "proj-t1", time.Time{})
+	rerun, err := f.store.CreateBound(names.TaskRef{Project: "proj", Task: "t1"}, "proj-t1", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

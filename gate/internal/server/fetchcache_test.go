@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -169,7 +170,7 @@ func newCacheRig(t *testing.T, wrapperTail string) *cacheRig {
 	// so the gate's answers can be compared with a direct git run.
 	r.git("-C", r.repo, "config", "pack.threads", "1")
 	tokfile := filepath.Join(dir, "gate", "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("p", "1")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"testing"
 
 	"terok.dev/sandbox/common/gatetokens"
@@ -28,7 +29,7 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 	}
 	tokfile := filepath.Join(base, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("proj", "1")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "proj", Task: "1"})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestCachedAdvertisementsStayCorrect(t *testing.T) {
 	git("-C", src, "commit", "-q", "--allow-empty", "-m", "one")
 	git("clone", "-q", "--mirror", src, filepath.Join(base, "p.git"))
 	tokfile := filepath.Join(base, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("p", "1")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestGitMissingAndQueueFull(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	tokfile := filepath.Join(base, "tokens.json")
-	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create("p", "1")
+	tok, err := gatetokens.Open(tokfile, tokfile+".lock", nil).Create(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}

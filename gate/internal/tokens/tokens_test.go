@@ -3,6 +3,7 @@ package tokens
 import (
 	"os"
 	"path/filepath"
+	"terok.dev/sandbox/common/names"
 	"testing"
 	"time"
 
@@ -22,14 +23,14 @@ func TestValidateHotReload(t *testing.T) {
 	if p, _, ok := s.Validate(admin); !ok || p != Wildcard {
 		t.Fatalf("admin = %q %v", p, ok)
 	}
-	tok, err := w.Create("proj", "1")
+	tok, err := w.Create(names.TaskRef{Project: "proj", Task: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p, task, ok := s.Validate(tok); !ok || p != "proj" || task != "1" {
 		t.Fatalf("created token: %q %q %v", p, task, ok)
 	}
-	tok2, err := w.Create("other", "2")
+	tok2, err := w.Create(names.TaskRef{Project: "other", Task: "2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestLookupRevoked(t *testing.T) {
 	file := filepath.Join(dir, "tokens.json")
 	s := New(file, "", nil)
 	w := gatetokens.Open(file, file+".lock", nil)
-	tok, err := w.Create("proj", "7")
+	tok, err := w.Create(names.TaskRef{Project: "proj", Task: "7"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestLookupRevoked(t *testing.T) {
 		t.Fatalf("unknown token: %+v", r)
 	}
 	// A corrupt file refuses everything but revokes nothing.
-	tok2, err := w.Create("proj", "8")
+	tok2, err := w.Create(names.TaskRef{Project: "proj", Task: "8"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestLookupExpired(t *testing.T) {
 		{"none", time.Time{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := w.CreateExpiring("proj", tc.name, tc.expires)
+			tok, err := w.CreateExpiring(names.TaskRef{Project: "proj", Task: tc.name}, tc.expires)
 			if err != nil {
 				t.Fatal(err)
 			}

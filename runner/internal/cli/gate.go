@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"terok.dev/sandbox/common/names"
 	"text/tabwriter"
 	"time"
 
@@ -269,7 +270,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err := markStarts(c, d, container); err != nil {
 						return err
 					}
-					tok, err := s.CreateBound(project, task, container, expires)
+					tok, err := s.CreateBound(names.TaskRef{Project: project, Task: task}, container, expires)
 					if err != nil {
 						return err
 					}
