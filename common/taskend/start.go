@@ -186,19 +186,26 @@ const FileStartsSince = ".starts-since"
 
 func writeStart(dir string, st Start) error {
 	st.Started = st.Started.UTC()
-	if _, err := ParseStart(mustJSON(st)); err != nil {
+	data := mustJSON(st)
+	if _, err := ParseStart(data); err != nil {
 		return err
 	}
-	marker := filepath.Join(dir, FileStartsSince)
-	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
-		if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
-			return err
-		}
+	if err := markLocked(dir); err != nil {
+		return err
 	}
 	// Not fsynced (atomicfile.Replace): it sits on the launch's path, and a
 	// crash that loses it ends the process it names as well (a binding
 	// without a record is pending, then lease-expired).
-	return atomicfile.Replace(filepath.Join(dir, st.Container+StartSuffix), append(mustJSON(st), '\n'), 0o600)
+	return atomicfile.Replace(filepath.Join(dir, st.Container+StartSuffix), append(data, '\n'), 0o600)
+}
+
+// markLocked writes dir's FileStartsSince when it is missing (or does not
+// parse). Called with the directory's lock held.
+func markLocked(dir string) error {
+	if !readStartsSince(dir).IsZero() {
+		return nil
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, FileStartsSince), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600)
 }
 
 func mustJSON(v any) []byte {
@@ -279,10 +286,7 @@ func MarkStarts(dir string) error {
 		return fmt.Errorf("mark start records: %w", err)
 	}
 	defer lk.Close()
-	if !readStartsSince(dir).IsZero() {
-		return nil
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, FileStartsSince), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+	if err := markLocked(dir); err != nil {
 		return fmt.Errorf("mark start records: %w", err)
 	}
 	return nil
