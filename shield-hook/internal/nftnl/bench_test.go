@@ -16,12 +16,28 @@ import (
 // back and compare. The table is deleted between rounds outside the
 // timer, so each round creates it afresh as for a new container.
 func BenchmarkApplyVerify1000(b *testing.B) {
-	s := newScratch(b, "bn")
-	text, _, err := ruleset.Script{
-		Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}},
-		Allow:    testaddrs.Allowlist(1000),
-		Gateways: ruleset.SlirpGateways(),
-	}.Render()
+	benchApplyVerify(b, newScratch(b, "bn"), ruleset.Options{}, 1000)
+}
+
+// BenchmarkApplyVerifyMode is the hook's netlink step for a new container
+// (as BenchmarkApplyVerify1000, with the dev-standard-sized allowlist of
+// 50 entries) in enforce and in interactive mode. On a kernel without
+// nft_queue the interactive side includes the refused native batch before
+// the xt NFQUEUE one (Plan.Apply).
+func BenchmarkApplyVerifyMode(b *testing.B) {
+	for _, mode := range []string{"enforce", "interactive"} {
+		b.Run(mode, func(b *testing.B) {
+			benchApplyVerify(b, newScratch(b, "bm"+mode[:1]), ruleset.Options{Interactive: mode == "interactive"}, 50)
+		})
+	}
+}
+
+// benchApplyVerify times applying and reading back the table of opts
+// (slirp DNS and the terok ports filled in) with n allowlist entries,
+// deleting it outside the timer between rounds.
+func benchApplyVerify(b *testing.B, s *scratchNS, opts ruleset.Options, n int) {
+	opts.DNS, opts.LoopbackPorts = ruleset.SlirpDNS, []int{9418, 18731, 18732}
+	text, _, err := ruleset.Script{Options: opts, Allow: testaddrs.Allowlist(n), Gateways: ruleset.SlirpGateways()}.Render()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,49 +62,6 @@ func BenchmarkApplyVerify1000(b *testing.B) {
 			}
 		})
 		b.StartTimer()
-	}
-}
-
-// BenchmarkApplyVerifyMode is the hook's netlink step for a new container
-// (as BenchmarkApplyVerify1000, with the dev-standard-sized allowlist of
-// 50 entries) in enforce and in interactive mode. On a kernel without
-// nft_queue the interactive side includes the refused native batch before
-// the xt NFQUEUE one (Plan.Apply).
-func BenchmarkApplyVerifyMode(b *testing.B) {
-	for _, mode := range []string{"enforce", "interactive"} {
-		b.Run(mode, func(b *testing.B) {
-			s := newScratch(b, "bm"+mode[:1])
-			text, _, err := ruleset.Script{
-				Options:  ruleset.Options{DNS: ruleset.SlirpDNS, LoopbackPorts: []int{9418, 18731, 18732}, Interactive: mode == "interactive"},
-				Allow:    testaddrs.Allowlist(50),
-				Gateways: ruleset.SlirpGateways(),
-			}.Render()
-			if err != nil {
-				b.Fatal(err)
-			}
-			parsed, ok := ruleset.ParseScript(text)
-			if !ok {
-				b.Fatal("not parsed")
-			}
-			plan, err := nftnl.NewPlan(parsed, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
-					b.Fatal(err, verrs)
-				}
-				b.StopTimer()
-				s.conn(b, func(c *nftables.Conn) {
-					c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table})
-					if err := c.Flush(); err != nil {
-						b.Fatal(err)
-					}
-				})
-				b.StartTimer()
-			}
-		})
 	}
 }
 
