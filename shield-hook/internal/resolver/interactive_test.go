@@ -34,6 +34,10 @@ type approveNS struct {
 	ap     *approver
 	rx, tx *net.UDPConn
 	errs   chan error
+	// attached has a value each time the decider server has taken a
+	// decider on: until then a held packet is refused (no-decider) at
+	// once, which frees its queue slot and skews what a test counts.
+	attached chan struct{}
 }
 
 func newApproveNS(t *testing.T, timeout string) *approveNS {
@@ -66,7 +70,7 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 	if err := os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDecideTimeout), []byte(timeout+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k := &approveNS{ns: ns, dir: f.dir, f: f, errs: make(chan error, 16)}
+	k := &approveNS{ns: ns, dir: f.dir, f: f, errs: make(chan error, 16), attached: make(chan struct{}, 4)}
 	err = ns.Do(func() error {
 		var err error
 		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: approvePort}); err != nil {
@@ -80,7 +84,7 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 			case k.errs <- err:
 			default:
 			}
-		}, func(slog.Level, string, ...slog.Attr) {})
+		}, k.logf)
 		return err
 	})
 	if err != nil {
@@ -88,6 +92,16 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 	}
 	t.Cleanup(func() { k.ap.stop(); _ = k.rx.Close(); _ = k.tx.Close() })
 	return k
+}
+
+// logf is the approver's log: it notes when the decider is taken on.
+func (k *approveNS) logf(_ slog.Level, msg string, _ ...slog.Attr) {
+	if msg == "decider attached" {
+		select {
+		case k.attached <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (k *approveNS) send(t *testing.T, msg string) {
@@ -140,6 +154,11 @@ func (k *approveNS) attach(t *testing.T) *deciderClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	select {
+	case <-k.attached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the decider server did not take the decider on within 10 s")
+	}
 	return &deciderClient{c: c, r: bufio.NewReader(c)}
 }
 

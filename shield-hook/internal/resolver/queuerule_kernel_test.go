@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -194,10 +193,11 @@ func TestQueueRuleKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.remember("host.example.test", []netip.Addr{netip.MustParseAddr(qrHost)})
+	qk := &approveNS{dir: f.dir, f: f, attached: make(chan struct{}, 4)}
 	var ap *approver
 	if err := k.ns.Do(func() error {
 		var err error
-		ap, err = openApprover(f.dir, f, func(err error) { t.Errorf("approver: %v", err) }, func(slog.Level, string, ...slog.Attr) {})
+		ap, err = openApprover(f.dir, f, func(err error) { t.Errorf("approver: %v", err) }, qk.logf)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,6 @@ func TestQueueRuleKernel(t *testing.T) {
 			ap.stop()
 		}
 	})
-	qk := &approveNS{dir: f.dir, f: f}
 
 	// No decider attached: refused (dropped) at once, on record.
 	if err := k.dial(qrHost, 1500*time.Millisecond); err == nil {
