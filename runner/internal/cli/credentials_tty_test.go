@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/common/testkit"
 )
 
 // openPTY returns the master and slave of a new pseudo-terminal.
@@ -33,12 +36,34 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
+// awaitQuietPrompt returns once stderr shows prompt and the terminal's echo
+// is off: readPassphrase prints each prompt with echo on and turns it off
+// only then, so a line typed before both would be echoed (and a fixed sleep
+// is no guarantee under load). The deadline is a liveness bound only.
+func awaitQuietPrompt(t *testing.T, slave *os.File, stderr *testkit.Buffer, prompt string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if strings.Contains(stderr.String(), prompt) {
+			tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tio.Lflag&unix.ECHO == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no prompt %q with echo off; stderr %q", prompt, stderr.String())
+		}
+	}
+}
+
 func TestPassphraseFromTerminal(t *testing.T) {
 	master, slave := openPTY(t)
 	if !isTerminal(slave) {
 		t.Fatal("the pty is not seen as a terminal")
 	}
-	var stderr bytes.Buffer
+	var stderr testkit.Buffer
 	d := Deps{Stdin: slave, Stderr: &stderr}
 	done := make(chan struct{})
 	var got []byte
@@ -47,9 +72,9 @@ func TestPassphraseFromTerminal(t *testing.T) {
 		defer close(done)
 		got, err = readPassphrase(d, "", true)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	awaitQuietPrompt(t, slave, &stderr, "New passphrase")
 	master.Write([]byte("tty passphrase 1\n"))
-	time.Sleep(100 * time.Millisecond)
+	awaitQuietPrompt(t, slave, &stderr, "Repeat it")
 	master.Write([]byte("tty passphrase 1\n"))
 	select {
 	case <-done:
@@ -70,21 +95,22 @@ func TestPassphraseFromTerminal(t *testing.T) {
 	if err != nil || tio.Lflag&unix.ECHO == 0 {
 		t.Fatalf("echo not restored: %v", err)
 	}
-	if !bytes.Contains(stderr.Bytes(), []byte("New passphrase")) || !bytes.Contains(stderr.Bytes(), []byte("Repeat it")) {
+	if !strings.Contains(stderr.String(), "New passphrase") || !strings.Contains(stderr.String(), "Repeat it") {
 		t.Fatalf("prompts: %q", stderr.String())
 	}
 }
 
 func TestPassphraseMismatch(t *testing.T) {
 	master, slave := openPTY(t)
+	var stderr testkit.Buffer
 	done := make(chan error, 1)
 	go func() {
-		_, err := readPassphrase(Deps{Stdin: slave, Stderr: &bytes.Buffer{}}, "", true)
+		_, err := readPassphrase(Deps{Stdin: slave, Stderr: &stderr}, "", true)
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	awaitQuietPrompt(t, slave, &stderr, "New passphrase")
 	master.Write([]byte("first passphrase\n"))
-	time.Sleep(100 * time.Millisecond)
+	awaitQuietPrompt(t, slave, &stderr, "Repeat it")
 	master.Write([]byte("other passphrase\n"))
 	select {
 	case err := <-done:
