@@ -37,6 +37,7 @@ const (
 	ReasonTaskGone     = "task-gone"
 	ReasonNoRoute      = "no-route"
 	ReasonScope        = "scope"
+	ReasonMethod       = "method"
 	ReasonQuota        = "quota"
 	ReasonTooLarge     = "too-large"
 	ReasonBadBody      = "bad-body"

@@ -60,6 +60,7 @@ const (
 	msgDisconnected  = "Upstream disconnected"
 	msgFailed        = "Upstream request failed"
 	msgInternal      = "Internal error"
+	msgMethod        = "Method not allowed"
 )
 
 // Store is the part of the credentials database the proxy reads. Every
@@ -422,6 +423,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		overQuota(w, info.Provider, nil)
 		return
 	}
+	if neverForwarded(r.Method) {
+		// Whatever the scope says: an upstream that answers
+		// TRACE echoes the request, the injected credential included
+		// (docs/credential-proxy.md, Methods never forwarded).
+		ev.refuse(ReasonMethod)
+		p.log.Warn("Request with a method the proxy never forwards refused",
+			"provider", info.Provider, "project", info.Project, "task", info.Task,
+			"token_prefix", tokenid.Show(tok), "method", r.Method)
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		plain(w, http.StatusMethodNotAllowed, msgMethod)
+		return
+	}
 	if escaped := r.URL.EscapedPath(); !route.Scope.Allowed(r.Method, escaped) || !info.Scope.Allowed(r.Method, escaped) {
 		ev.refuse(ReasonScope)
 		p.log.Warn("Request outside the route's or the token's scope refused",
@@ -519,6 +532,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = httptrace.WithClientTrace(st, &st.trace)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// neverForwarded reports whether method is one the proxy refuses whatever
+// the scope (docs/credential-proxy.md, Methods never forwarded): TRACE and
+// IIS's TRACK make an upstream that supports them send the request back as
+// it received it, the real credential the proxy injected included; CONNECT
+// asks the upstream for a tunnel, which no route is for. Methods are
+// case-sensitive, but upstreams that are not must not be reached by "trace".
+func neverForwarded(method string) bool {
+	for _, m := range [...]string{http.MethodTrace, "TRACK", http.MethodConnect} {
+		if strings.EqualFold(method, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolve answers who a token stands for and loads its credential, fresh

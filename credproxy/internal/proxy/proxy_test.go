@@ -264,3 +264,63 @@ func TestWatchdogExpiry(t *testing.T) {
 		})
 	}
 }
+
+// An upstream that answers TRACE the way Apache httpd does by default
+// (TraceEnable On): the request it received, headers included, as the
+// body. Forwarded, TRACE would hand the container the real credential
+// the proxy injected (docs/credential-proxy.md, Methods never forwarded).
+func TestReflectingMethodsNeverForwarded(t *testing.T) {
+	var seen sync.Map
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Method, true)
+		w.Header().Set("Content-Type", "message/http")
+		fmt.Fprintf(w, "%s %s %s\r\n", r.Method, r.RequestURI, r.Proto)
+		_ = r.Header.Write(w)
+	}))
+	defer up.Close()
+	srv := newProxy(t, up.URL, Options{})
+	for _, m := range []string{"TRACE", "TRACK", "trace", "Trace", "CONNECT"} {
+		t.Run(m, func(t *testing.T) {
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			target := "/v1/messages"
+			if m == "CONNECT" {
+				target = srv.Listener.Addr().String()
+			}
+			fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nMax-Forwards: 1\r\n\r\n", m, target)
+			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			if strings.Contains(string(b), "secret-k") {
+				t.Fatalf("%s reflected the real credential: %q", m, b)
+			}
+			if resp.StatusCode != http.StatusMethodNotAllowed {
+				t.Errorf("%s: status %d %q, want 405", m, resp.StatusCode, b)
+			}
+		})
+	}
+	for _, m := range []string{"TRACE", "TRACK", "trace", "Trace", "CONNECT"} {
+		if _, ok := seen.Load(m); ok {
+			t.Errorf("%s reached the upstream", m)
+		}
+	}
+	// Control: the same upstream does reflect an ordinary method, so the
+	// test would see a leak.
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/x", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "Bearer secret-k") {
+		t.Fatalf("control: the upstream did not see the credential: %q", b)
+	}
+}
