@@ -119,7 +119,39 @@ func TestWatch(t *testing.T) {
 		}, func(m string) { t.Errorf("warning: %s", m) })
 	}()
 	<-started
-	time.Sleep(100 * time.Millisecond) // let both followers take their start
+	// Both followers start at the end of their file when their goroutine
+	// first runs, which may be late under load (a fixed sleep lost records
+	// written before it). Probes, a refused record and an action to
+	// probeDst, are written until one of each has come through: from then
+	// on both followers read what lands.
+	const probeDst = "203.0.113.99"
+	probe := refused6
+	probe.Fields = map[string]any{"proto": "udp", "dst": probeDst, "dport": 9, "count": 1}
+	seen := func() (bool, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		var r, a bool
+		for _, x := range got {
+			r = r || x.Event == "refused" && x.Fields["dst"] == probeDst
+			a = a || x.Event == "action" && x.Fields["dest"] == probeDst
+		}
+		return r, a
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r, a := seen()
+		if !r {
+			writeRecords(t, dir, audit.Options{MaxBytes: 1000, Keep: 20}, probe)
+		}
+		if !a {
+			writeAction(t, dir, t0.Add(30*time.Second), "allowed", probeDst)
+		}
+		if r && a {
+			break
+		}
+		if time.Now().After(deadline) { // a liveness bound only
+			t.Fatalf("the followers did not start (refused probe seen %v, action probe seen %v)", r, a)
+		}
+	}
 	const n = 40
 	for i := 0; i < n; i++ {
 		writeRecords(t, dir, audit.Options{MaxBytes: 1000, Keep: 20}, refused6)
@@ -131,6 +163,9 @@ func TestWatch(t *testing.T) {
 		defer mu.Unlock()
 		r, a := 0, 0
 		for _, x := range got {
+			if x.Fields["dst"] == probeDst || x.Fields["dest"] == probeDst {
+				continue
+			}
 			if x.Event == "refused" {
 				r++
 			} else if x.Event == "action" {
@@ -157,6 +192,9 @@ func TestWatch(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, x := range got {
+		if x.Fields["dst"] == probeDst || x.Fields["dest"] == probeDst {
+			continue
+		}
 		if x.Event == "action" && x.Fields["dest"] != "198.51.100.10" {
 			t.Errorf("old action streamed: %+v", x)
 		}
