@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -308,4 +310,122 @@ func FuzzUnmarshalMatchesTwoPass(f *testing.F) {
 			t.Fatalf("%q:\n one pass %#v\n two pass %#v", b, got, want)
 		}
 	})
+}
+
+// TestKeepFirst: a flood of records through a KeepFirst writer keeps the
+// first file for good, rotates only the tail, stays within (1+Keep) ×
+// MaxBytes, and Merge and Follow read the survivors in order: the first
+// records, then the newest, with the middle rotated away.
+func TestKeepFirst(t *testing.T) {
+	for _, keep := range []int{1, 2, 3} {
+		t.Run(strconv.Itoa(keep), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "refused.jsonl")
+			const maxBytes = 1000
+			w, err := Open(path, Options{MaxBytes: maxBytes, Keep: keep, KeepFirst: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var followed []int
+			followDone := make(chan error, 1)
+			caught := make(chan struct{})
+			var mu sync.Mutex
+			go func() {
+				followDone <- FollowWith(ctx, path, FollowOptions{FromStart: true, Poll: time.Millisecond,
+					CaughtUp: func() { close(caught) }}, func(r Record) error {
+					mu.Lock()
+					followed = append(followed, int(r.Fields["n"].(float64)))
+					mu.Unlock()
+					return nil
+				})
+			}()
+			<-caught
+			const n = 500
+			t0 := time.Date(2026, 12, 3, 19, 0, 0, 0, time.UTC)
+			for i := 0; i < n; i++ {
+				if err := w.Write(Record{Time: t0.Add(time.Duration(i) * time.Millisecond), Channel: "shield", Event: "refused", Outcome: "refused", Fields: map[string]any{"n": i}}); err != nil {
+					t.Fatal(err)
+				}
+				if i%25 == 0 { // let the follower keep up at times, as a real one polls
+					time.Sleep(3 * time.Millisecond)
+				}
+			}
+			var total int64
+			for _, name := range append([]string{path}, rotatedNames(path, keep)...) {
+				st, err := os.Stat(name)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				total += st.Size()
+			}
+			if _, err := os.Stat(path + "." + strconv.Itoa(keep+1)); err == nil {
+				t.Errorf("%s.%d exists", path, keep+1)
+			}
+			if total > int64(1+keep)*maxBytes {
+				t.Errorf("%d bytes on disk, bound %d", total, (1+keep)*maxBytes)
+			}
+			first, err := ReadFile(path+"."+strconv.Itoa(keep), nil)
+			if err != nil || len(first) == 0 || first[0].Fields["n"] != float64(0) {
+				t.Fatalf("first file %s.%d does not start with record 0: %v %v", path, keep, err, first)
+			}
+			recs, err := Merge(func(m string) { t.Error(m) }, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]int, len(recs))
+			for i, r := range recs {
+				got[i] = int(r.Fields["n"].(float64))
+			}
+			// 0 .. k (the first file), a gap, then m .. n-1 (the tail).
+			gap := 0
+			for i := 1; i < len(got); i++ {
+				switch d := got[i] - got[i-1]; {
+				case d <= 0:
+					t.Fatalf("out of order at %d: %v", i, got)
+				case d > 1:
+					gap++
+				}
+			}
+			if got[0] != 0 || got[len(got)-1] != n-1 || gap != 1 {
+				t.Fatalf("Merge: want the first records, one gap, the newest; got %v", got)
+			}
+			// The follower sees every record it was in time for, in order,
+			// the first ones and the last ones included.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				mu.Lock()
+				l := len(followed)
+				last := -1
+				if l > 0 {
+					last = followed[l-1]
+				}
+				mu.Unlock()
+				if last == n-1 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			if err := <-followDone; err != nil {
+				t.Fatal(err)
+			}
+			if len(followed) == 0 || followed[0] != 0 || followed[len(followed)-1] != n-1 {
+				t.Fatalf("Follow: %v", followed)
+			}
+			for i := 1; i < len(followed); i++ {
+				if followed[i] <= followed[i-1] {
+					t.Fatalf("Follow out of order at %d: %v", i, followed)
+				}
+			}
+		})
+	}
+}
+
+func rotatedNames(path string, keep int) []string {
+	var out []string
+	for i := 1; i <= keep; i++ {
+		out = append(out, path+"."+strconv.Itoa(i))
+	}
+	return out
 }

@@ -16,7 +16,13 @@ import (
 type Options struct {
 	MaxBytes int64 // rotate when the file would grow past this; default 16 MiB
 	Keep     int   // rotated files kept (path.1 .. path.Keep); default 3
-	Disabled bool  // Write is a no-op
+	// KeepFirst keeps the first file written for good: once it has been
+	// rotated up to path.Keep it is never dropped, and later rotations
+	// shift only path .. path.Keep-1, dropping path.Keep-1 (docs/audit.md,
+	// Files, rotation, modes). The bound stays (1+Keep) × MaxBytes; what
+	// a flood rotates away is the middle, never the earliest records.
+	KeepFirst bool
+	Disabled  bool // Write is a no-op
 }
 
 // Writer appends records to one audit file, safe across processes.
@@ -104,10 +110,26 @@ func (w *Writer) WriteLines(b []byte) error {
 	return nil
 }
 
-// rotate shifts path.N-1 -> path.N ... path -> path.1, dropping path.Keep.
-// Called with the lock held.
+// rotate shifts path.N-1 -> path.N ... path -> path.1, dropping path.Keep;
+// with KeepFirst and path.Keep present (the first file) it shifts only up
+// to path.Keep-1, dropping that one, and with Keep 1 it then drops path
+// itself. Called with the lock held.
 func (w *Writer) rotate() error {
-	for i := w.opt.Keep - 1; i >= 1; i-- {
+	top := w.opt.Keep
+	if w.opt.KeepFirst {
+		if _, err := os.Lstat(w.path + "." + strconv.Itoa(top)); err == nil {
+			top--
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("audit rotate: %w", err)
+		}
+	}
+	if top == 0 {
+		if err := os.Remove(w.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("audit rotate: %w", err)
+		}
+		return nil
+	}
+	for i := top - 1; i >= 1; i-- {
 		from := w.path + "." + strconv.Itoa(i)
 		if err := os.Rename(from, w.path+"."+strconv.Itoa(i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("audit rotate: %w", err)

@@ -26,7 +26,10 @@ const (
 	// refusedFile is the per-container record file in the state directory.
 	refusedFile = "refused.jsonl"
 	// refusedMaxBytes and refusedKeep bound its disk use: at most
-	// (1 + refusedKeep) × refusedMaxBytes = 3 MiB per container.
+	// (1 + refusedKeep) × refusedMaxBytes = 3 MiB per container. The
+	// first file is kept for good (audit.Options.KeepFirst): a flood
+	// rotates the middle away, never the container's first records
+	// (docs/shield-resolver.md, Refused traffic).
 	refusedMaxBytes = 1 << 20
 	refusedKeep     = 2
 	// recordInterval: a destination gets its first record at once, then
@@ -49,6 +52,10 @@ const (
 	// denyRecheck: deny.list is read again at most this often.
 	denyRecheck = time.Second
 )
+
+// refusedFileOptions are refused.jsonl's bounds: 1 MiB a file, the first
+// file kept for good, two more for the newest records.
+var refusedFileOptions = audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep, KeepFirst: true}
 
 // Reasons of a refused record (docs/audit.md).
 const (
@@ -138,7 +145,7 @@ func (f *refusals) base(event, outcome string, now time.Time) audit.Record {
 }
 
 func newRefusals(dir string, id RecordID, onError func(error)) (*refusals, error) {
-	w, err := audit.Open(filepath.Join(dir, refusedFile), audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep})
+	w, err := audit.Open(filepath.Join(dir, refusedFile), refusedFileOptions)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 func testRefusals(t *testing.T) (*refusals, *time.Time) {
 	t.Helper()
 	dir := t.TempDir()
-	w, err := audit.Open(filepath.Join(dir, refusedFile), audit.Options{MaxBytes: refusedMaxBytes, Keep: refusedKeep})
+	w, err := audit.Open(filepath.Join(dir, refusedFile), refusedFileOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,5 +281,71 @@ func TestLearnRecords(t *testing.T) {
 	f.tick()
 	if recs := drain(f); len(recs) != 1 || recs[0].Event != EventLearned || recs[0].Fields["count"] != 2 {
 		t.Fatalf("after a second: %+v, want one learned record of count 2", recs)
+	}
+}
+
+// TestRefusedFloodKeepsFirst: a flood of distinct destinations at the
+// limiter's sustained rate (200 new a second after the burst of 400) for
+// three simulated minutes writes far more than the file's bound; the
+// container's first records survive in refused.jsonl.2, the newest in
+// refused.jsonl and .1, within 3 MiB, and a merged read is in order.
+func TestRefusedFloodKeepsFirst(t *testing.T) {
+	f, now := testRefusals(t)
+	const seconds = 180
+	sent := 0
+	for s := 0; s < seconds; s++ {
+		for i := 0; i < 1000; i++ { // more than the limiter lets through
+			a := netip.AddrFrom4([4]byte{198, 51, byte(100 + sent>>16&1), byte(sent >> 8)})
+			f.packet(ruleset.PrefixDenied, "udp", a, uint16(1+sent%60000), 0)
+			sent++
+			if i%200 == 199 {
+				for _, r := range drain(f) {
+					f.write(r)
+				}
+			}
+		}
+		*now = now.Add(time.Second)
+		f.tick()
+		for _, r := range drain(f) {
+			f.write(r)
+		}
+	}
+	path := filepath.Join(f.dir, refusedFile)
+	var total int64
+	for _, n := range []string{path, path + ".1", path + ".2"} {
+		st, err := os.Stat(n)
+		if err != nil {
+			t.Fatalf("%s: %v (the flood should have rotated twice)", n, err)
+		}
+		total += st.Size()
+	}
+	if total > (1+refusedKeep)*refusedMaxBytes {
+		t.Fatalf("%d bytes, bound %d", total, (1+refusedKeep)*refusedMaxBytes)
+	}
+	first, err := audit.ReadFile(path+".2", nil)
+	if err != nil || len(first) == 0 {
+		t.Fatal(err)
+	}
+	if got := first[0].Fields["dport"]; got != float64(1) {
+		t.Fatalf("refused.jsonl.2 starts with dport %v, want the flood's first destination (1)", got)
+	}
+	all, err := audit.Merge(func(m string) { t.Error(m) }, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := 0
+	for i, r := range all {
+		if i > 0 && r.Time.Before(all[i-1].Time) {
+			t.Fatalf("record %d out of order", i)
+		}
+		if r.Fields["dst"] != nil {
+			written++
+		}
+	}
+	last := all[len(all)-1].Time
+	t.Logf("%d attempts in %d s: %d records kept (%d of them in the first file), %d bytes; first %s, last %s",
+		sent, seconds, written, len(first), total, all[0].Time.Format(time.TimeOnly), last.Format(time.TimeOnly))
+	if last.Before(now.Add(-2 * time.Second)) {
+		t.Fatalf("the newest record is from %s, the flood ended %s", last, *now)
 	}
 }
