@@ -39,7 +39,7 @@ func TestTiming(t *testing.T) {
 				t.Fatalf("lines %q", got)
 			}
 			for i, p := range tt.phases {
-				if !strings.HasPrefix(got[i], "timing: "+p+" ") || !strings.Contains(got[i], " ms") {
+				if !strings.HasPrefix(got[i], "timing: "+p+" ") || !strings.Contains(got[i], " ms") || !strings.Contains(got[i], " cpu ") {
 					t.Fatalf("line %d %q", i, got[i])
 				}
 			}
