@@ -153,30 +153,30 @@ func (d *DB) Vault() *secretstore.Vault { return d.vault }
 
 // decodeData turns a data column value into a Credential, opening it first
 // when it is sealed. Errors never carry the value.
-func (d *DB) decodeData(set, provider string, data []byte) (Credential, error) {
+func (d *DB) decodeData(key CredentialKey, data []byte) (Credential, error) {
 	if secretstore.IsSealed(data) {
-		plain, err := d.vault.Open(data, secretstore.CredentialAD(set, provider))
+		plain, err := d.vault.Open(data, secretstore.CredentialAD(key))
 		if err != nil {
-			return nil, fmt.Errorf("credential %s/%s is encrypted: %w", set, provider, err)
+			return nil, fmt.Errorf("credential %s is encrypted: %w", key, err)
 		}
 		defer clear(plain)
 		data = plain
 	}
 	c, err := DecodeCredential(data)
 	if err != nil {
-		return nil, fmt.Errorf("credential %s/%s: %w", set, provider, err)
+		return nil, fmt.Errorf("credential %s: %w", key, err)
 	}
 	return c, nil
 }
 
-// encodeData is the data column value of c for set/provider under w:
+// encodeData is the data column value of c for the row key under w:
 // sealed when the store is encrypted, JSON text in plaintext mode.
-func encodeData(w *secretstore.Writer, set, provider string, c Credential) (string, error) {
+func encodeData(w *secretstore.Writer, key CredentialKey, c Credential) (string, error) {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return "", err
 	}
-	out, err := w.Encode(b, secretstore.CredentialAD(set, provider))
+	out, err := w.Encode(b, secretstore.CredentialAD(key))
 	if err != nil {
 		return "", err
 	}
@@ -400,14 +400,9 @@ func DecodeCredential(data []byte) (Credential, error) {
 
 // CredentialKey names one credential row. A struct, not two strings side by
 // side: the provider and the set were once swapped across one call hop
-// without any compiler noticing (see TokenSpec).
-type CredentialKey struct {
-	Set      string // credential set, e.g. DefaultSet
-	Provider string // provider name, e.g. "claude"
-}
-
-// String renders the key as set/provider, the form errors and logs use.
-func (k CredentialKey) String() string { return k.Set + "/" + k.Provider }
+// without any compiler noticing (see TokenSpec). It is names.CredentialKey,
+// the type secretstore.CredentialAD binds a sealed value to.
+type CredentialKey = names.CredentialKey
 
 // StoreCredential inserts or replaces the row of key.
 func (d *DB) StoreCredential(ctx context.Context, key CredentialKey, data Credential) error {
@@ -424,7 +419,7 @@ func (d *DB) StoreCredential(ctx context.Context, key CredentialKey, data Creden
 		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
 	}
 	defer w.Close() // after the write: a key rotation waits for it
-	value, err := encodeData(w, set, provider, data)
+	value, err := encodeData(w, key, data)
 	if err != nil {
 		return fmt.Errorf("store credential %s/%s: %w", set, provider, err)
 	}
@@ -448,7 +443,7 @@ func (d *DB) LoadCredential(ctx context.Context, key CredentialKey) (Credential,
 	if err != nil {
 		return nil, fmt.Errorf("load credential %s/%s: %w", set, provider, err)
 	}
-	c, err := d.decodeData(set, provider, []byte(data))
+	c, err := d.decodeData(key, []byte(data))
 	if err != nil {
 		return nil, fmt.Errorf("load %w", err)
 	}
@@ -694,7 +689,7 @@ func (d *DB) AllCredentials(ctx context.Context) ([]CredentialRow, error) {
 		if !secretstore.IsSealed([]byte(r.Data)) {
 			continue
 		}
-		plain, err := d.vault.Open([]byte(r.Data), secretstore.CredentialAD(r.Set, r.Provider))
+		plain, err := d.vault.Open([]byte(r.Data), secretstore.CredentialAD(CredentialKey{Set: r.Set, Provider: r.Provider}))
 		if err != nil {
 			r.Data, r.Err = "", fmt.Errorf("credential %s/%s is encrypted: %w", r.Set, r.Provider, err)
 			continue
@@ -724,7 +719,7 @@ func (d *DB) RawCredentials(ctx context.Context) ([]CredentialRow, error) {
 // and leave the others, so any error aborts the whole rewrite. The count
 // of changed rows is returned. Used by `credentials migrate` and
 // `credentials rotate-key` (docs/secrets-at-rest.md, Rotation).
-func (d *DB) RewriteAll(ctx context.Context, change func(set, provider string, value []byte) ([]byte, bool, error)) (int, error) {
+func (d *DB) RewriteAll(ctx context.Context, change func(key CredentialKey, value []byte) ([]byte, bool, error)) (int, error) {
 	defer d.writes.Add(1) // after the commit: invalidates Resolver caches
 	tx, err := d.x.BeginTxx(ctx, nil)
 	if err != nil {
@@ -737,7 +732,7 @@ func (d *DB) RewriteAll(ctx context.Context, change func(set, provider string, v
 	}
 	n := 0
 	for _, r := range rows {
-		out, changed, err := change(r.Set, r.Provider, []byte(r.Data))
+		out, changed, err := change(CredentialKey{Set: r.Set, Provider: r.Provider}, []byte(r.Data))
 		if err != nil {
 			return 0, fmt.Errorf("credential %s/%s: %w; nothing was changed", r.Set, r.Provider, err)
 		}
@@ -822,7 +817,7 @@ func (d *DB) Resolve(ctx context.Context, tok string) (TokenInfo, Credential, er
 	if !row.Data.Valid {
 		return row.TokenInfo, nil, nil
 	}
-	c, err := d.decodeData(row.CredentialSet, row.Provider, []byte(row.Data.String))
+	c, err := d.decodeData(CredentialKey{Set: row.CredentialSet, Provider: row.Provider}, []byte(row.Data.String))
 	if err != nil {
 		return row.TokenInfo, nil, err
 	}
@@ -898,7 +893,7 @@ func (d *DB) UpdateCredential(ctx context.Context, key CredentialKey, old, next 
 		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
 	defer w.Close() // after the commit: a key rotation waits for it
-	nv, err := encodeData(w, set, provider, next)
+	nv, err := encodeData(w, key, next)
 	if err != nil {
 		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
@@ -915,7 +910,7 @@ func (d *DB) UpdateCredential(ctx context.Context, key CredentialKey, old, next 
 	if err != nil {
 		return false, fmt.Errorf("update credential %s/%s: %w", set, provider, err)
 	}
-	curC, err := d.decodeData(set, provider, []byte(cur))
+	curC, err := d.decodeData(key, []byte(cur))
 	if err != nil {
 		if secretstore.IsSealed([]byte(cur)) {
 			return false, fmt.Errorf("update %w", err)

@@ -204,7 +204,7 @@ func (r *Resolver) Resolve(_ context.Context, tok string) (TokenInfo, Credential
 	if data != nil {
 		// Sealed values are opened here, once per change of the database,
 		// not per request: the decrypted Credential is what is cached.
-		if cred, err = r.db.decodeData(info.CredentialSet, info.Provider, data); err != nil {
+		if cred, err = r.db.decodeData(CredentialKey{Set: info.CredentialSet, Provider: info.Provider}, data); err != nil {
 			return info, nil, err
 		}
 	}

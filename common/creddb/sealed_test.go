@@ -72,8 +72,8 @@ func migrate(t *testing.T, db *DB) int {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	n, err := db.RewriteAll(context.Background(), func(set, provider string, v []byte) ([]byte, bool, error) {
-		return b.Reseal(v, secretstore.CredentialAD(set, provider))
+	n, err := db.RewriteAll(context.Background(), func(key CredentialKey, v []byte) ([]byte, bool, error) {
+		return b.Reseal(v, secretstore.CredentialAD(key))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +207,8 @@ func TestSealedValueErrors(t *testing.T) {
 		}
 		defer b.Close()
 		before := rawData(t, db, "default", "claude")
-		_, err = db.RewriteAll(ctx, func(set, provider string, v []byte) ([]byte, bool, error) {
-			return b.Reseal(v, secretstore.CredentialAD(set, provider))
+		_, err = db.RewriteAll(ctx, func(key CredentialKey, v []byte) ([]byte, bool, error) {
+			return b.Reseal(v, secretstore.CredentialAD(key))
 		})
 		if err == nil || !strings.Contains(err.Error(), "nothing was changed") {
 			t.Fatalf("rewrite with a corrupt row: %v", err)

@@ -145,3 +145,16 @@ type TaskRef struct {
 
 // String renders the reference as project/task, the form errors use.
 func (t TaskRef) String() string { return t.Project + "/" + t.Task }
+
+// CredentialKey names one credential row: its credential set and its
+// provider. A struct, not two strings side by side: the provider and the
+// set were once swapped across one call hop without any compiler noticing.
+// creddb.CredentialKey is this type; secretstore.CredentialAD binds a
+// sealed value to it.
+type CredentialKey struct {
+	Set      string // credential set, e.g. creddb.DefaultSet
+	Provider string // provider name, e.g. "claude"
+}
+
+// String renders the key as set/provider, the form errors and logs use.
+func (k CredentialKey) String() string { return k.Set + "/" + k.Provider }

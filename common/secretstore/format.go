@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"terok.dev/sandbox/common/names"
 )
 
 // Prefix starts every sealed value, whatever its version: a value that does
@@ -110,8 +112,10 @@ func (s sealed) format() []byte {
 type AD []byte
 
 // CredentialAD binds a credentials-table value to its row (credential set
-// and provider).
-func CredentialAD(set, provider string) AD { return bind("credential", set, provider) }
+// and provider, one value so the two cannot be swapped).
+func CredentialAD(key names.CredentialKey) AD {
+	return bind("credential", key.Set, key.Provider)
+}
 
 // KeyFileAD binds a private key file's content to its path (cleaned); the
 // project is part of the path (<ssh-keys>/<project>/<name>).

@@ -12,7 +12,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"terok.dev/sandbox/common/names"
 )
+
+// credAD is the CredentialAD of the row set/provider.
+func credAD(set, provider string) AD {
+	return CredentialAD(names.CredentialKey{Set: set, Provider: provider})
+}
 
 // testKDF keeps the tests fast; real keystores use DefaultKDF.
 var testKDF = KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
@@ -57,28 +64,28 @@ func TestSealOpenRoundTripAndBinding(t *testing.T) {
 		t.Fatalf("state %v, want unlocked", st)
 	}
 	secret := "sk-live-0123456789abcdef"
-	val := seal(t, v, secret, CredentialAD("default", "claude"))
+	val := seal(t, v, secret, credAD("default", "claude"))
 	if !IsSealed(val) || !strings.HasPrefix(string(val), "terok-enc:v1:") {
 		t.Fatalf("value %q lacks the versioned prefix", val)
 	}
 	if bytes.Contains(val, []byte(secret)) {
 		t.Fatal("sealed value contains the secret")
 	}
-	got, err := v.Open(val, CredentialAD("default", "claude"))
+	got, err := v.Open(val, credAD("default", "claude"))
 	if err != nil || string(got) != secret {
 		t.Fatalf("open: %q, %v", got, err)
 	}
 	// Two seals of one secret differ (random nonces).
-	if bytes.Equal(val, seal(t, v, secret, CredentialAD("default", "claude"))) {
+	if bytes.Equal(val, seal(t, v, secret, credAD("default", "claude"))) {
 		t.Error("two seals of one value are identical")
 	}
 	for _, tc := range []struct {
 		name string
 		ad   AD
 	}{
-		{"other provider", CredentialAD("default", "openai")},
-		{"other set", CredentialAD("work", "claude")},
-		{"split moved", CredentialAD("defaultc", "laude")},
+		{"other provider", credAD("default", "openai")},
+		{"other set", credAD("work", "claude")},
+		{"split moved", credAD("defaultc", "laude")},
 		{"key file", KeyFileAD("/default/claude")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,16 +155,16 @@ func TestStates(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer w.Close()
-		if out, _ := w.Encode([]byte("x"), CredentialAD("a", "b")); w.Sealing() || string(out) != "x" {
+		if out, _ := w.Encode([]byte("x"), credAD("a", "b")); w.Sealing() || string(out) != "x" {
 			t.Fatal("plaintext mode sealed a value")
 		}
-		if _, err := v.Open([]byte("terok-enc:v1:"+strings.Repeat("A", 80)), CredentialAD("a", "b")); !errors.Is(err, ErrNoKeystore) {
+		if _, err := v.Open([]byte("terok-enc:v1:"+strings.Repeat("A", 80)), credAD("a", "b")); !errors.Is(err, ErrNoKeystore) {
 			t.Fatalf("open without keystore: %v", err)
 		}
 	})
 	t.Run("locked refuses to write and to start", func(t *testing.T) {
 		dir, id, _ := newStore(t)
-		val := seal(t, OpenVault(dir), "s3cret-value", CredentialAD("a", "b"))
+		val := seal(t, OpenVault(dir), "s3cret-value", credAD("a", "b"))
 		if ok, err := ForgetKEK(id); !ok || err != nil {
 			t.Fatalf("forget: %v %v", ok, err)
 		}
@@ -172,16 +179,16 @@ func TestStates(t *testing.T) {
 		if _, err := v.BeginWrite(); !errors.Is(err, ErrLocked) {
 			t.Fatalf("write while locked: %v", err)
 		}
-		if _, err := v.Open(val, CredentialAD("a", "b")); !errors.Is(err, ErrLocked) {
+		if _, err := v.Open(val, credAD("a", "b")); !errors.Is(err, ErrLocked) {
 			t.Fatalf("open while locked: %v", err)
 		}
 	})
 	t.Run("a running process keeps its key after lock", func(t *testing.T) {
 		dir, id, _ := newStore(t)
 		v := OpenVault(dir)
-		val := seal(t, v, "s3cret-value", CredentialAD("a", "b"))
+		val := seal(t, v, "s3cret-value", credAD("a", "b"))
 		_, _ = ForgetKEK(id)
-		if got, err := v.Open(val, CredentialAD("a", "b")); err != nil || string(got) != "s3cret-value" {
+		if got, err := v.Open(val, credAD("a", "b")); err != nil || string(got) != "s3cret-value" {
 			t.Fatalf("open after lock: %q %v", got, err)
 		}
 	})
@@ -291,7 +298,7 @@ func TestKeyringCache(t *testing.T) {
 func TestRotationCrashLeavesEverythingReadable(t *testing.T) {
 	dir, _, _ := newStore(t)
 	v := OpenVault(dir)
-	ads := []AD{CredentialAD("default", "a"), CredentialAD("default", "b"), KeyFileAD("/k/1")}
+	ads := []AD{credAD("default", "a"), credAD("default", "b"), KeyFileAD("/k/1")}
 	vals := make([][]byte, len(ads))
 	for i, ad := range ads {
 		vals[i] = seal(t, v, "secret-"+string(rune('0'+i)), ad)
@@ -445,11 +452,11 @@ func BenchmarkOpen(b *testing.B) {
 	_ = id
 	v := OpenVaultWithKEK(dir, kek)
 	w, _ := v.BeginWrite()
-	val, _ := w.Encode([]byte(`{"type":"api_key","key":"sk-0123456789abcdef0123456789abcdef"}`), CredentialAD("default", "claude"))
+	val, _ := w.Encode([]byte(`{"type":"api_key","key":"sk-0123456789abcdef0123456789abcdef"}`), credAD("default", "claude"))
 	w.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := v.Open(val, CredentialAD("default", "claude")); err != nil {
+		if _, err := v.Open(val, credAD("default", "claude")); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -485,7 +492,7 @@ func TestKeyringFoundFromAnotherSession(t *testing.T) {
 func TestChangePassphrase(t *testing.T) {
 	dir, id, _ := newStore(t)
 	running := OpenVault(dir) // a daemon started before the change
-	ad := CredentialAD("default", "claude")
+	ad := credAD("default", "claude")
 	val := seal(t, running, "sk-before-change", ad)
 	b, err := OpenVault(dir).Exclusive()
 	if err != nil {

@@ -77,7 +77,7 @@ func TestCreateUnattended(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ad := CredentialAD("default", "claude")
+	ad := credAD("default", "claude")
 	sealedVal, err := w.Encode([]byte(`{"key":"sk-unattended"}`), ad)
 	w.Close()
 	if err != nil || !IsSealed(sealedVal) {

@@ -215,8 +215,8 @@ func TestRotationUnderLoad(t *testing.T) {
 		if err := b.StartRotation(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.RewriteAll(ctx, func(set, provider string, v []byte) ([]byte, bool, error) {
-			return b.Reseal(v, secretstore.CredentialAD(set, provider))
+		if _, err := db.RewriteAll(ctx, func(key creddb.CredentialKey, v []byte) ([]byte, bool, error) {
+			return b.Reseal(v, secretstore.CredentialAD(key))
 		}); err != nil {
 			t.Fatal(err)
 		}

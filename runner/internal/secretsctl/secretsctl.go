@@ -483,8 +483,8 @@ func (s Store) rewrite(ctx context.Context, change func([]byte, secretstore.AD) 
 		return res, err
 	}
 	defer db.Close()
-	if res.Credentials, err = db.RewriteAll(ctx, func(set, provider string, value []byte) ([]byte, bool, error) {
-		return change(value, secretstore.CredentialAD(set, provider))
+	if res.Credentials, err = db.RewriteAll(ctx, func(key creddb.CredentialKey, value []byte) ([]byte, bool, error) {
+		return change(value, secretstore.CredentialAD(key))
 	}); err != nil {
 		return res, err
 	}
