@@ -118,9 +118,9 @@ func startResolver(ns *nsexec.NS, dir string, initPID int, ann map[string]string
 	// SIG_IGN until Notify), and a request that early loses nothing: the
 	// child reads the allowlist and markers after registering.
 	signal.Ignore(syscall.SIGHUP, shieldbundle.ResolveSignal)
-	// The forking thread's bounding set is narrowed first, so that the
-	// resolver starts with CAP_NET_ADMIN alone (resolver.NarrowThreadBoundingSet).
-	if err := ns.Do(func() error { resolver.NarrowThreadBoundingSet(); return cmd.Start() }); err != nil {
+	// The forking thread's privileges are narrowed first, so that the
+	// resolver starts with CAP_NET_ADMIN alone (resolver.NarrowForkThread).
+	if err := ns.Do(func() error { resolver.NarrowForkThread(); return cmd.Start() }); err != nil {
 		return fmt.Errorf("start resolver: %w", err)
 	}
 	if err := writeRuntimeFile(pidPath, strconv.Itoa(cmd.Process.Pid)+"\n"); err != nil {

@@ -28,11 +28,22 @@ func dropPrivileges() error {
 	if err != nil {
 		return err
 	}
-	if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
-		return fmt.Errorf("set no_new_privs: %w", e)
+	// Each step below is skipped when the calling thread already has
+	// what it would set. All threads do then: each was cloned from the
+	// one the exec started, which the hook's forking thread prepared
+	// (NarrowForkThread), and nothing in this process changes a
+	// thread's credentials before this point. Every step that is not
+	// skipped is one syscall.AllThreadsSyscall (a stop of the world that
+	// signals every thread).
+	if on, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || on != 1 {
+		if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
+			return fmt.Errorf("set no_new_privs: %w", e)
+		}
 	}
-	if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); e != 0 {
-		return fmt.Errorf("clear the ambient capabilities: %w", e)
+	if ambientSet(last) {
+		if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); e != 0 {
+			return fmt.Errorf("clear the ambient capabilities: %w", e)
+		}
 	}
 	// The bounding set first: dropping from it needs CAP_SETPCAP, which
 	// the capset below removes.
@@ -53,26 +64,46 @@ func dropPrivileges() error {
 	var data [2]unix.CapUserData
 	data[unix.CAP_NET_ADMIN/32].Effective = 1 << (unix.CAP_NET_ADMIN % 32)
 	data[unix.CAP_NET_ADMIN/32].Permitted = 1 << (unix.CAP_NET_ADMIN % 32)
+	var now [2]unix.CapUserData
+	if unix.Capget(&hdr, &now[0]) == nil && now == data {
+		return nil
+	}
+	hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
 		return fmt.Errorf("set capabilities to CAP_NET_ADMIN only: %w", e)
 	}
 	return nil
 }
 
-// NarrowThreadBoundingSet drops every capability but CAP_NET_ADMIN from
-// the bounding set of the calling thread only, which must be locked to
+// ambientSet reports whether the calling thread has any ambient
+// capability (or the kernel cannot say).
+func ambientSet(last int) bool {
+	for c := 0; c <= last; c++ {
+		if in, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, uintptr(c), 0, 0); err != nil || in != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// NarrowForkThread prepares the calling thread, which must be locked to
 // its goroutine and discarded afterwards (nsexec.NS.Do's threads are; the
-// runtime creates no thread from a locked one). The hook calls it on the
-// thread that forks the resolver: the child inherits that bounding set,
-// so its exec (as uid 0, whose permitted set after exec is the bounding
-// set) leaves it with CAP_NET_ADMIN alone from its first instruction, and
-// dropPrivileges finds no bounding-set entry left to drop. Each such drop
-// is one syscall.AllThreadsSyscall, which stops the world and signals
-// every thread: the ~40 of them were about half of the resolver's start-up
-// CPU (docs/shield-resolver.md, Privileges). Best effort: without
-// CAP_SETPCAP nothing is dropped here, and dropPrivileges, which checks
-// and drops whatever is left on every thread, stays the authority.
-func NarrowThreadBoundingSet() {
+// runtime creates no thread from a locked one), to fork the resolver with
+// the privileges dropPrivileges leaves it: every capability but
+// CAP_NET_ADMIN dropped from the bounding set, the ambient and inheritable
+// sets emptied, no_new_privs set. The hook calls it on the thread that
+// forks the resolver: the child inherits all of that, so its exec (as
+// uid 0, whose permitted and effective sets after exec are the bounding
+// set plus the inheritable one) leaves it with CAP_NET_ADMIN alone from
+// its first instruction, and dropPrivileges finds nothing left to do.
+// Each step dropPrivileges does is one syscall.AllThreadsSyscall, which
+// stops the world and signals every thread: the ~40 bounding-set drops
+// were about half of the resolver's start-up CPU, the three others
+// (no_new_privs, ambient, capset) another ~0.6 ms (docs/shield-resolver.md,
+// Privileges). Best effort: without CAP_SETPCAP nothing is dropped from
+// the bounding set here, and dropPrivileges, which checks and drops
+// whatever is left on every thread, stays the authority.
+func NarrowForkThread() {
 	last, err := lastCap()
 	if err != nil {
 		return
@@ -82,6 +113,14 @@ func NarrowThreadBoundingSet() {
 			_ = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
 		}
 	}
+	_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) == nil {
+		data[0].Inheritable, data[1].Inheritable = 0, 0
+		_ = unix.Capset(&hdr, &data[0]) // the raw syscall: this thread only
+	}
+	_ = unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 }
 
 // lastCap is the highest capability number the running kernel knows.
