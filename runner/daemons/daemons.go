@@ -75,8 +75,9 @@ func (o Options) env() config.Env {
 // run, printed as they are. Detect it with errors.As.
 type Message = daemonctl.Message
 
-// ErrNoSystemd is Proxy.Install's error where systemd user services are
-// unavailable; Proxy.Uninstall returns ErrNoSystemdUninstall there.
+// ErrNoSystemd is the error of Gate.Install and Proxy.Install where
+// systemd user services are unavailable; Gate.Uninstall and
+// Proxy.Uninstall return ErrNoSystemdUninstall there.
 var (
 	ErrNoSystemd          = daemonctl.ErrNoSystemd
 	ErrNoSystemdUninstall = daemonctl.ErrNoSystemdUninstall

@@ -67,13 +67,15 @@ func (g *Gate) port(p int) int {
 func (g *Gate) Stop() bool { return g.m.StopDaemon() }
 
 // Install writes the socket and service units for port (0 = gate_port),
-// reloads systemd, enables and restarts the socket.
+// reloads systemd, enables and restarts the socket. Without systemd user
+// services it returns ErrNoSystemd.
 func (g *Gate) Install(ctx context.Context, port int) error {
 	return g.m.Install(ctx, g.port(port))
 }
 
 // Uninstall disables the socket and removes the gate's unit files,
-// those of older versions included.
+// those of older versions included; without systemd user services it
+// returns ErrNoSystemdUninstall.
 func (g *Gate) Uninstall(ctx context.Context) error { return g.m.Uninstall(ctx) }
 
 // UnitsOutdated is the warning `gate status` prints for installed units

@@ -16,7 +16,7 @@ import (
 	"terok.dev/sandbox/common/gatetokens"
 	"terok.dev/sandbox/common/secretstore"
 	"terok.dev/sandbox/common/tokenid"
-	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/daemons"
 	"terok.dev/sandbox/runner/internal/mirror"
 	"terok.dev/sandbox/runner/sandbox"
 )
@@ -34,30 +34,6 @@ func gateCommand(d Deps) *ucli.Command {
 			gateSyncCommand(d), gateCompareCommand(d), gateLastCommitCommand(d),
 			gatePolicyCommand(d), gateReviewCommand(d), gatePromoteCommand(d), gateRejectCommand(d),
 		},
-	}
-}
-
-func gateManager(c *ucli.Context, d Deps) (*daemonctl.GateManager, error) {
-	cfg, err := loadConfig(c, d)
-	if err != nil {
-		return nil, err
-	}
-	return daemonctl.NewGateManager(cfg, d.Env, d.Log), nil
-}
-
-// withGateManager is the action skeleton of the commands without
-// positional arguments: refuse extra arguments, build the manager of the
-// configuration, then fn.
-func withGateManager(d Deps, fn func(c *ucli.Context, m *daemonctl.GateManager) error) ucli.ActionFunc {
-	return func(c *ucli.Context) error {
-		if err := noArgs(c); err != nil {
-			return err
-		}
-		m, err := gateManager(c, d)
-		if err != nil {
-			return err
-		}
-		return fn(c, m)
 	}
 }
 
@@ -89,21 +65,19 @@ func gateStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the gate: systemd socket activation when available, else a daemon",
 		Flags: []ucli.Flag{portFlag(), &ucli.BoolFlag{Name: "daemon", Usage: "start the detached daemon even when systemd is available"}},
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			port, err := portOverride(c, m.Cfg)
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, cfg config.Config, g *daemons.Gate) (string, error) {
+			port, err := portOverride(c, cfg)
 			if err != nil {
-				return err
+				return "", err
 			}
-			mode, err := m.Start(c.Context, port, c.Bool("daemon"))
+			mode, err := g.Start(c.Context, daemons.GateStart{Port: port, Daemon: c.Bool("daemon")})
 			if err != nil {
-				return err
+				return "", err
 			}
-			if mode == daemonctl.ModeSystemd {
-				fmt.Fprintln(d.Stdout, "Gate server started via systemd socket activation.")
-			} else {
-				fmt.Fprintln(d.Stdout, "Gate server daemon started.")
+			if mode == daemons.ModeSystemd {
+				return "Gate server started via systemd socket activation.", nil
 			}
-			return nil
+			return "Gate server daemon started.", nil
 		}),
 	}
 }
@@ -112,20 +86,15 @@ func gateStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the gate (remove the systemd units, or stop the daemon)",
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			switch m.Status(c.Context).Mode {
-			case daemonctl.ModeSystemd:
-				if err := m.Uninstall(c.Context); err != nil {
-					return err
-				}
-				fmt.Fprintln(d.Stdout, "Gate server systemd units removed.")
-			case daemonctl.ModeDaemon:
-				m.StopDaemon()
-				fmt.Fprintln(d.Stdout, "Gate server daemon stopped.")
-			default:
-				fmt.Fprintln(d.Stdout, "Gate server is not running.")
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, _ config.Config, g *daemons.Gate) (string, error) {
+			switch g.Status(c.Context).Mode {
+			case daemons.ModeSystemd:
+				return "Gate server systemd units removed.", g.Uninstall(c.Context)
+			case daemons.ModeDaemon:
+				g.Stop()
+				return "Gate server daemon stopped.", nil
 			}
-			return nil
+			return "Gate server is not running.", nil
 		}),
 	}
 }
@@ -135,25 +104,25 @@ func gateStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show how the gate runs",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			st := m.Status(c.Context)
-			warn := m.CheckUnitsOutdated()
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, cfg config.Config, g *daemons.Gate) (string, error) {
+			st := g.Status(c.Context)
+			warn := g.UnitsOutdated()
 			if c.Bool("json") {
-				out := map[string]any{"mode": st.Mode, "running": st.Running, "port": st.Port, "base_path": m.Cfg.GateBasePath()}
+				out := map[string]any{"mode": st.Mode, "running": st.Running, "port": st.Port, "base_path": cfg.GateBasePath()}
 				if warn != "" {
 					out["warning"] = warn
 				}
-				return writeJSON(d.Stdout, out)
+				return "", writeJSON(d.Stdout, out)
 			}
 			running := "no"
 			if st.Running {
 				running = "yes"
 			}
-			fmt.Fprintf(d.Stdout, "Mode:      %s\nRunning:   %s\nPort:      %d\nBase path: %s\n", st.Mode, running, st.Port, m.Cfg.GateBasePath())
+			fmt.Fprintf(d.Stdout, "Mode:      %s\nRunning:   %s\nPort:      %d\nBase path: %s\n", st.Mode, running, st.Port, cfg.GateBasePath())
 			if warn != "" {
 				fmt.Fprintf(d.Stderr, "\nWarning: %s\nRun 'terok-sandbox gate start' to update.\n", warn)
 			}
-			return nil
+			return "", nil
 		}),
 	}
 }
@@ -163,22 +132,12 @@ func gateInstallCommand(d Deps) *ucli.Command {
 		Name:  "install",
 		Usage: "install and start the systemd socket units (version-stamped, base path baked in)",
 		Flags: []ucli.Flag{portFlag()},
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			port, err := portOverride(c, m.Cfg)
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, cfg config.Config, g *daemons.Gate) (string, error) {
+			port, err := portOverride(c, cfg)
 			if err != nil {
-				return err
+				return "", err
 			}
-			if !m.SystemdUsable(c.Context) {
-				if _, err := daemonctl.UserUnitDir(d.Env); err != nil {
-					return err
-				}
-				return errors.New("systemd user services are not available on this host; use 'terok-sandbox gate start --daemon'")
-			}
-			if err := m.Install(c.Context, port); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Gate server systemd socket installed and started.")
-			return nil
+			return "Gate server systemd socket installed and started.", g.Install(c.Context, port)
 		}),
 	}
 }
@@ -187,15 +146,8 @@ func gateUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			if !m.SystemdUsable(c.Context) {
-				return errors.New("systemd user services are not available. Nothing to uninstall")
-			}
-			if err := m.Uninstall(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Gate server systemd units removed.")
-			return nil
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, _ config.Config, g *daemons.Gate) (string, error) {
+			return "Gate server systemd units removed.", g.Uninstall(c.Context)
 		}),
 	}
 }
@@ -204,12 +156,8 @@ func gateEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the gate is running with current units (what task creation requires)",
-		Action: withGateManager(d, func(c *ucli.Context, m *daemonctl.GateManager) error {
-			if err := m.EnsureReachable(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Gate server is running.")
-			return nil
+		Action: daemonAction(d, daemons.NewGate, func(c *ucli.Context, _ config.Config, g *daemons.Gate) (string, error) {
+			return "Gate server is running.", g.Ensure(c.Context)
 		}),
 	}
 }
@@ -236,11 +184,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 				Name:      "create",
 				Usage:     "create a token opening PROJECT's repository for TASK; prints the token",
 				ArgsUsage: "PROJECT TASK",
-				Flags: []ucli.Flag{
-					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
-					&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
-					jsonFlag(),
-				},
+				Flags:     []ucli.Flag{tokenTTLFlag(), tokenContainerFlag(), jsonFlag()},
 				Action: func(c *ucli.Context) error {
 					// Flags may follow PROJECT TASK (gate token create p t --ttl 8h).
 					fa := parseArgs(c)
@@ -251,13 +195,9 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err := checkProjectTask(project, task); err != nil {
 						return err
 					}
-					var expires time.Time
-					if v := fa.String("ttl"); v != "" {
-						ttl, err := ParseTTL(v)
-						if err != nil {
-							return UsageErrorf("--ttl: %v", err)
-						}
-						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
+					expires, err := tokenExpiry(fa)
+					if err != nil {
+						return err
 					}
 					container, err := containerFlag(fa)
 					if err != nil {
@@ -274,21 +214,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if fa.Bool("json") {
-						out := map[string]string{"token": tok, "project": project, "task": task}
-						if !expires.IsZero() {
-							out["expires"] = expires.Format(time.RFC3339)
-						}
-						if container != "" {
-							out["container"] = container
-						}
-						return writeJSON(d.Stdout, out)
-					}
-					if !expires.IsZero() {
-						fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
-					}
-					fmt.Fprintln(d.Stdout, tok)
-					return nil
+					return printToken(d, fa, tok, expires, container, map[string]any{"project": project, "task": task})
 				},
 			},
 			{
@@ -309,17 +235,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
-						if err := writeJSON(d.Stdout, map[string]any{"revoked": n, "project": project, "task": task}); err != nil {
-							return err
-						}
-					} else if n > 0 {
-						fmt.Fprintf(d.Stdout, "Revoked %d token(s) of %s/%s.\n", n, project, task)
-					}
-					if n == 0 {
-						return fmt.Errorf("no gate tokens of %s/%s", project, task)
-					}
-					return nil
+					return printRevoked(d, c.Bool("json"), int64(n), project, task, "token(s)", "gate tokens")
 				},
 			},
 			{

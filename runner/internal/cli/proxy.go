@@ -12,12 +12,14 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"terok.dev/sandbox/common/config"
 	"terok.dev/sandbox/common/creddb"
 	"terok.dev/sandbox/common/quota"
 	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/taskend"
 	"terok.dev/sandbox/common/tokenid"
-	"terok.dev/sandbox/runner/internal/daemonctl"
+	"terok.dev/sandbox/runner/daemons"
+	"terok.dev/sandbox/systemd"
 )
 
 // proxyCommand is `terok-sandbox proxy ...` (docs/credential-proxy.md,
@@ -48,22 +50,6 @@ func argsExactly(c *ucli.Context, names ...string) (*cmdArgs, []string, error) {
 	return fa, a, nil
 }
 
-// withProxyManager is the action skeleton of the lifecycle commands: no
-// positional arguments, a manager for the loaded configuration, then fn.
-func withProxyManager(d Deps, fn func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error) ucli.ActionFunc {
-	return func(c *ucli.Context) error {
-		fa, _, err := argsExactly(c)
-		if err != nil {
-			return err
-		}
-		m, err := proxyManager(c, d)
-		if err != nil {
-			return err
-		}
-		return fn(c, fa, m)
-	}
-}
-
 // withCredDB is the action skeleton of the database commands: the named
 // positional arguments, the credentials database of the configuration,
 // then fn.
@@ -82,14 +68,6 @@ func withCredDB(d Deps, names []string, fn func(c *ucli.Context, fa *cmdArgs, ar
 	}
 }
 
-func proxyManager(c *ucli.Context, d Deps) (*daemonctl.ProxyManager, error) {
-	cfg, err := loadConfig(c, d)
-	if err != nil {
-		return nil, err
-	}
-	return daemonctl.NewProxyManager(cfg, d.Env, d.Log), nil
-}
-
 // proxyLogLevels are the credential proxy's --log-level names
 // (docs/credential-proxy.md).
 func proxyLogLevels() []string { return []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"} }
@@ -99,30 +77,24 @@ func proxyStartCommand(d Deps) *ucli.Command {
 		Name:  "start",
 		Usage: "start the credential proxy as a detached daemon",
 		Flags: []ucli.Flag{&ucli.StringFlag{Name: "log-level", Value: "INFO", Usage: "daemon log level: " + strings.Join(proxyLogLevels(), ", ")}},
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, _ config.Config, p *daemons.Proxy) (string, error) {
 			// The daemon reads an unknown level as INFO (its compatible
 			// behaviour); the CLI refuses it instead of starting a daemon
 			// that silently logs otherwise than asked.
-			level := strings.ToUpper(fa.String("log-level"))
+			level := strings.ToUpper(c.String("log-level"))
 			if !slices.Contains(proxyLogLevels(), level) {
-				return UsageErrorf("--log-level %q is not one of %s", fa.String("log-level"), strings.Join(proxyLogLevels(), ", "))
+				return "", UsageErrorf("--log-level %q is not one of %s", c.String("log-level"), strings.Join(proxyLogLevels(), ", "))
 			}
-			m.LogLevel = level
-			st := m.Status(c.Context)
+			st := p.Status(c.Context)
 			if st.Running {
-				fmt.Fprintln(d.Stdout, "Credential proxy is already running.")
-				return nil
+				return "Credential proxy is already running.", nil
 			}
-			if st.Mode == daemonctl.ModeSystemd {
-				return fmt.Errorf("the credential proxy's systemd units are installed (it starts on demand through %s); "+
+			if daemons.Mode(st.Mode) == daemons.ModeSystemd {
+				return "", fmt.Errorf("the credential proxy's systemd units are installed (it starts on demand through %s); "+
 					"not starting a second instance on the same ports. Use 'terok-sandbox proxy install' to reinstall and restart the units "+
-					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", daemonctl.Proxy().SocketUnit)
+					"('terok-sandbox proxy ensure' starts the service now), or 'terok-sandbox proxy uninstall' first to use the manual daemon", systemd.ProxySocketName)
 			}
-			if err := m.StartDaemon(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Credential proxy started.")
-			return nil
+			return "Credential proxy started.", p.Start(c.Context, daemons.ProxyStart{LogLevel: level})
 		}),
 	}
 }
@@ -131,14 +103,12 @@ func proxyStopCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "stop",
 		Usage: "stop the credential proxy daemon",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
-			if _, ok := m.DaemonPID(); !ok {
-				fmt.Fprintln(d.Stdout, "Credential proxy is not running.")
-				return nil
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, _ config.Config, p *daemons.Proxy) (string, error) {
+			if _, ok := p.DaemonPID(); !ok {
+				return "Credential proxy is not running.", nil
 			}
-			m.StopDaemon()
-			fmt.Fprintln(d.Stdout, "Credential proxy stopped.")
-			return nil
+			p.Stop()
+			return "Credential proxy stopped.", nil
 		}),
 	}
 }
@@ -148,10 +118,10 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 		Name:  "status",
 		Usage: "show whether the credential proxy runs and what it serves",
 		Flags: []ucli.Flag{jsonFlag()},
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
-			st := m.Status(c.Context)
-			if fa.Bool("json") {
-				return writeJSON(d.Stdout, st)
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, _ config.Config, p *daemons.Proxy) (string, error) {
+			st := p.Status(c.Context)
+			if c.Bool("json") {
+				return "", writeJSON(d.Stdout, st)
 			}
 			state := "stopped"
 			if st.Running {
@@ -167,7 +137,7 @@ func proxyStatusCommand(d Deps) *ucli.Command {
 			if st.Warning != "" {
 				fmt.Fprintf(d.Stderr, "\nWarning: %s\nRun 'terok-sandbox proxy install' to update.\n", st.Warning)
 			}
-			return nil
+			return "", nil
 		}),
 	}
 }
@@ -176,12 +146,8 @@ func proxyInstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "install",
 		Usage: "install and start the systemd socket units (socket activation)",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
-			if err := m.Install(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Credential proxy systemd socket installed and started.")
-			return nil
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, _ config.Config, p *daemons.Proxy) (string, error) {
+			return "Credential proxy systemd socket installed and started.", p.Install(c.Context)
 		}),
 	}
 }
@@ -190,12 +156,8 @@ func proxyUninstallCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "uninstall",
 		Usage: "stop and remove the systemd units",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
-			if err := m.Uninstall(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintln(d.Stdout, "Credential proxy systemd units removed.")
-			return nil
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, _ config.Config, p *daemons.Proxy) (string, error) {
+			return "Credential proxy systemd units removed.", p.Uninstall(c.Context)
 		}),
 	}
 }
@@ -204,12 +166,9 @@ func proxyEnsureCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:  "ensure",
 		Usage: "check that the proxy and its SSH agent port are reachable (starts the systemd service if installed)",
-		Action: withProxyManager(d, func(c *ucli.Context, fa *cmdArgs, m *daemonctl.ProxyManager) error {
-			if err := m.EnsureReachable(c.Context); err != nil {
-				return err
-			}
-			fmt.Fprintf(d.Stdout, "Credential proxy is reachable on 127.0.0.1:%d (SSH agent on 127.0.0.1:%d).\n", m.Cfg.ProxyPort, m.Cfg.SSHAgentPort)
-			return nil
+		Action: daemonAction(d, daemons.NewProxy, func(c *ucli.Context, cfg config.Config, p *daemons.Proxy) (string, error) {
+			return fmt.Sprintf("Credential proxy is reachable on 127.0.0.1:%d (SSH agent on 127.0.0.1:%d).", cfg.ProxyPort, cfg.SSHAgentPort),
+				p.Ensure(c.Context)
 		}),
 	}
 }
@@ -234,10 +193,10 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "provider", Usage: "provider the token stands for (a routes.json key, or 'ssh')"},
 					&ucli.StringFlag{Name: "set", Value: creddb.DefaultSet, Usage: "credential set"},
-					&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
+					tokenTTLFlag(),
 					&ucli.GenericFlag{Name: "allow", Value: &listFlag{}, Usage: "narrow the route's scope: 'METHODS PATH', e.g. 'GET /v1/models' or 'GET,POST /v1/messages/**' (repeatable)"},
 					&ucli.GenericFlag{Name: "deny", Value: &listFlag{}, Usage: "refuse these requests even when allowed: 'METHODS PATH' (repeatable)"},
-					&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
+					tokenContainerFlag(),
 					&ucli.StringFlag{Name: "max-requests", Usage: "quota: the proxy forwards at most N requests with this token, then answers 429 (e.g. --max-requests 1000); default: no limit"},
 					&ucli.StringFlag{Name: "max-response-bytes", Usage: "quota: at most SIZE response body bytes (e.g. 50MB, 512KiB, 1048576); the request that crosses it completes, later ones get 429; default: no limit"},
 					jsonFlag(),
@@ -246,13 +205,9 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if fa.String("provider") == "" {
 						return UsageErrorf("--provider is required (a routes.json key, or 'ssh')")
 					}
-					var expires time.Time
-					if v := fa.String("ttl"); v != "" {
-						ttl, err := ParseTTL(v)
-						if err != nil {
-							return UsageErrorf("--ttl: %v", err)
-						}
-						expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
+					expires, err := tokenExpiry(fa)
+					if err != nil {
+						return err
 					}
 					allow, err := scopeRules(c, "allow")
 					if err != nil {
@@ -281,31 +236,17 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if fa.Bool("json") {
-						out := map[string]any{"token": tok, "project": a[0], "task": a[1],
-							"credential_set": fa.String("set"), "provider": fa.String("provider")}
-						if !expires.IsZero() {
-							out["expires"] = expires.Format(time.RFC3339)
-						}
-						if len(allow) > 0 {
-							out["allow"] = allow
-						}
-						if len(deny) > 0 {
-							out["deny"] = deny
-						}
-						if container != "" {
-							out["container"] = container
-						}
-						if limits.Set() {
-							out["quota"] = limits
-						}
-						return writeJSON(d.Stdout, out)
+					out := map[string]any{"project": a[0], "task": a[1], "credential_set": fa.String("set"), "provider": fa.String("provider")}
+					if len(allow) > 0 {
+						out["allow"] = allow
 					}
-					if !expires.IsZero() {
-						fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
+					if len(deny) > 0 {
+						out["deny"] = deny
 					}
-					fmt.Fprintln(d.Stdout, tok)
-					return nil
+					if limits.Set() {
+						out["quota"] = limits
+					}
+					return printToken(d, fa, tok, expires, container, out)
 				})),
 			},
 			{
@@ -318,17 +259,7 @@ func proxyTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					if fa.Bool("json") {
-						if err := writeJSON(d.Stdout, map[string]any{"revoked": n, "project": a[0], "task": a[1]}); err != nil {
-							return err
-						}
-					} else if n > 0 {
-						fmt.Fprintf(d.Stdout, "Revoked %d phantom token(s) of %s/%s.\n", n, a[0], a[1])
-					}
-					if n == 0 {
-						return fmt.Errorf("no phantom tokens of %s/%s", a[0], a[1])
-					}
-					return nil
+					return printRevoked(d, fa.Bool("json"), n, a[0], a[1], "phantom token(s)", "phantom tokens")
 				}),
 			},
 			proxyTokenShowCommand(d),

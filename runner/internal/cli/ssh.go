@@ -49,6 +49,43 @@ func keyTypeFlag() ucli.Flag {
 	return &ucli.StringFlag{Name: "key-type", Value: sshmanager.TypeEd25519, Usage: "ed25519 or rsa"}
 }
 
+// sshKeyWrite is the action skeleton of the commands that write a project's
+// key (init, import, add-key): PROJECT, the checked --destination values,
+// check's usage checks, the key manager of the configuration with the
+// secret store ready for the write (prepareSecretWrite), then write.
+func sshKeyWrite(d Deps, check func(fa *cmdArgs, dests []string) error,
+	write func(fa *cmdArgs, project string, dests []string, m sshmanager.Manager) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		fa, a, err := argsExactly(c, "project")
+		if err != nil {
+			return err
+		}
+		dests, err := destinations(c)
+		if err != nil {
+			return err
+		}
+		if err := check(fa, dests); err != nil {
+			return err
+		}
+		m, err := sshManager(c, d)
+		if err != nil {
+			return err
+		}
+		if err := prepareSecretWrite(c, d); err != nil {
+			return err
+		}
+		return write(fa, a[0], dests, m)
+	}
+}
+
+// checkKeyType is the --key-type check of init and add-key (exit 2).
+func checkKeyType(fa *cmdArgs) error {
+	if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
+		return UsageErrorf("%v", err)
+	}
+	return nil
+}
+
 func sshInitCommand(d Deps) *ucli.Command {
 	return &ucli.Command{
 		Name:      "init",
@@ -64,30 +101,17 @@ func sshInitCommand(d Deps) *ucli.Command {
 			destinationFlag(),
 			jsonFlag(),
 		},
-		Action: func(c *ucli.Context) error {
-			fa, a, err := argsExactly(c, "project")
-			if err != nil {
-				return err
-			}
-			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
-				return UsageErrorf("%v", err)
-			}
-			dests, err := destinations(c)
-			if err != nil {
+		Action: sshKeyWrite(d, func(fa *cmdArgs, dests []string) error {
+			if err := checkKeyType(fa); err != nil {
 				return err
 			}
 			if len(dests) > 0 && fa.Bool("no-register") {
 				return UsageErrorf("--destination is stored in ssh-keys.json and needs registration; drop --no-register")
 			}
-			m, err := sshManager(c, d)
-			if err != nil {
-				return err
-			}
-			if err := prepareSecretWrite(c, d); err != nil {
-				return err
-			}
+			return nil
+		}, func(fa *cmdArgs, project string, dests []string, m sshmanager.Manager) error {
 			res, err := m.Init(sshmanager.InitOptions{
-				Project: a[0], KeyType: fa.String("key-type"), KeyName: fa.String("key-name"),
+				Project: project, KeyType: fa.String("key-type"), KeyName: fa.String("key-name"),
 				Dir: fa.String("dir"), ConfigTemplate: fa.String("config-template"), Force: fa.Bool("force"),
 				Destinations: dests,
 			})
@@ -95,7 +119,7 @@ func sshInitCommand(d Deps) *ucli.Command {
 				return err
 			}
 			if !fa.Bool("no-register") {
-				if err := m.Register(a[0], res.PrivateKey, res.PublicKey, dests...); err != nil {
+				if err := m.Register(project, res.PrivateKey, res.PublicKey, dests...); err != nil {
 					return fmt.Errorf("key created at %s but not registered: %w", res.PrivateKey, err)
 				}
 			}
@@ -108,7 +132,7 @@ func sshInitCommand(d Deps) *ucli.Command {
 				fmt.Fprintf(d.Stdout, "Public key:\n%s\n", res.PublicText)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -157,26 +181,13 @@ func sshImportCommand(d Deps) *ucli.Command {
 			destinationFlag(),
 			jsonFlag(),
 		},
-		Action: func(c *ucli.Context) error {
-			fa, a, err := argsExactly(c, "project")
-			if err != nil {
-				return err
-			}
+		Action: sshKeyWrite(d, func(fa *cmdArgs, _ []string) error {
 			if fa.String("private-key") == "" {
 				return UsageErrorf("--private-key is required")
 			}
-			dests, err := destinations(c)
-			if err != nil {
-				return err
-			}
-			m, err := sshManager(c, d)
-			if err != nil {
-				return err
-			}
-			if err := prepareSecretWrite(c, d); err != nil {
-				return err
-			}
-			res, err := m.Import(a[0], fa.String("private-key"), fa.String("public-key"), dests...)
+			return nil
+		}, func(fa *cmdArgs, project string, dests []string, m sshmanager.Manager) error {
+			res, err := m.Import(project, fa.String("private-key"), fa.String("public-key"), dests...)
 			if err != nil {
 				return err
 			}
@@ -192,7 +203,7 @@ func sshImportCommand(d Deps) *ucli.Command {
 			}
 			fmt.Fprintf(d.Stdout, "Registered key for project '%s': %s\n", res.Project, res.PrivateKey)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -207,26 +218,8 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 			destinationFlag(),
 			jsonFlag(),
 		},
-		Action: func(c *ucli.Context) error {
-			fa, a, err := argsExactly(c, "project")
-			if err != nil {
-				return err
-			}
-			if err := sshmanager.CheckKeyType(fa.String("key-type")); err != nil {
-				return UsageErrorf("%v", err)
-			}
-			dests, err := destinations(c)
-			if err != nil {
-				return err
-			}
-			m, err := sshManager(c, d)
-			if err != nil {
-				return err
-			}
-			if err := prepareSecretWrite(c, d); err != nil {
-				return err
-			}
-			res, err := m.AddKey(a[0], fa.String("name"), fa.String("key-type"), dests...)
+		Action: sshKeyWrite(d, func(fa *cmdArgs, _ []string) error { return checkKeyType(fa) }, func(fa *cmdArgs, project string, dests []string, m sshmanager.Manager) error {
+			res, err := m.AddKey(project, fa.String("name"), fa.String("key-type"), dests...)
 			if err != nil {
 				return err
 			}
@@ -239,7 +232,7 @@ func sshAddKeyCommand(d Deps) *ucli.Command {
 				fmt.Fprintf(d.Stdout, "Public key (add as deploy key):\n%s\n", res.PublicText)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -312,11 +305,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 			Name:      "create",
 			Usage:     "issue the SSH agent token of a task (printed once; give it to the container as TEROK_SSH_AGENT_TOKEN)",
 			ArgsUsage: "PROJECT TASK",
-			Flags: []ucli.Flag{
-				&ucli.StringFlag{Name: "ttl", Usage: "the token stops working after this long (e.g. 8h, 90m; at most 8784h); default: until revoked"},
-				&ucli.StringFlag{Name: "container", Usage: "bind the token to this container: it stops working when the container is stopped or exits (e.g. --container myproj-42)"},
-				jsonFlag(),
-			},
+			Flags:     []ucli.Flag{tokenTTLFlag(), tokenContainerFlag(), jsonFlag()},
 			Action: func(c *ucli.Context) error {
 				fa, a, err := argsExactly(c, "project", "task")
 				if err != nil {
@@ -325,13 +314,9 @@ func sshTokenCommand(d Deps) *ucli.Command {
 				if err := checkProjectTask(a[0], a[1]); err != nil {
 					return err
 				}
-				var expires time.Time
-				if v := fa.String("ttl"); v != "" {
-					ttl, err := ParseTTL(v)
-					if err != nil {
-						return UsageErrorf("--ttl: %v", err)
-					}
-					expires = time.Now().Add(ttl).Truncate(time.Second).UTC()
+				expires, err := tokenExpiry(fa)
+				if err != nil {
+					return err
 				}
 				container, err := containerFlag(fa)
 				if err != nil {
@@ -356,21 +341,7 @@ func sshTokenCommand(d Deps) *ucli.Command {
 				if km, err := sshkeys.Read(cfg.SSHKeysJSON()); err != nil || len(km[a[0]]) == 0 {
 					fmt.Fprintf(d.Stderr, "Warning: project '%s' has no registered SSH key; the agent will refuse this token until one is added (terok-sandbox ssh init %s).\n", a[0], a[0])
 				}
-				if fa.Bool("json") {
-					out := map[string]string{"token": tok, "project": a[0], "task": a[1], "provider": creddb.SSHProvider}
-					if !expires.IsZero() {
-						out["expires"] = expires.Format(time.RFC3339)
-					}
-					if container != "" {
-						out["container"] = container
-					}
-					return writeJSON(d.Stdout, out)
-				}
-				if !expires.IsZero() {
-					fmt.Fprintf(d.Stderr, "The token expires at %s.\n", expires.Format(time.RFC3339))
-				}
-				fmt.Fprintln(d.Stdout, tok)
-				return nil
+				return printToken(d, fa, tok, expires, container, map[string]any{"project": a[0], "task": a[1], "provider": creddb.SSHProvider})
 			},
 		}},
 	}

@@ -65,27 +65,44 @@ func (m *GateManager) Status(ctx context.Context) GateStatus {
 }
 
 // Install is `gate install` (docs/gate.md, Operating it): render and write
-// both units for port, reload, enable and restart the socket.
+// both units for port, reload, enable and restart the socket. Without
+// systemd user services it returns ErrNoSystemd.
 func (m *GateManager) Install(ctx context.Context, port int) error {
+	if _, err := UserUnitDir(m.Env); err != nil {
+		return err
+	}
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemd
+	}
+	return m.installUnits(ctx, port)
+}
+
+// installUnits is Install once systemd user services are known usable.
+func (m *GateManager) installUnits(ctx context.Context, port int) error {
 	dir, err := UserUnitDir(m.Env)
 	if err != nil {
 		return err
 	}
-	return m.InstallUnits(ctx, dir, port, m.makeBasePath)
+	return m.InstallUnits(ctx, dir, port, m.PrepareFiles)
 }
 
-func (m *GateManager) makeBasePath() error {
+// PrepareFiles creates what the gate needs to start: its base path.
+func (m *GateManager) PrepareFiles() error {
 	if err := os.MkdirAll(m.Cfg.GateBasePath(), 0o700); err != nil {
 		return fmt.Errorf("create gate base path: %w", err)
 	}
 	return nil
 }
 
-// Uninstall is `gate uninstall` (docs/gate.md, Operating it).
+// Uninstall is `gate uninstall` (docs/gate.md, Operating it); without
+// systemd user services it returns ErrNoSystemdUninstall.
 func (m *GateManager) Uninstall(ctx context.Context) error {
 	dir, err := UserUnitDir(m.Env)
 	if err != nil {
 		return err
+	}
+	if !m.Systemd.Available(ctx) {
+		return ErrNoSystemdUninstall
 	}
 	return m.UninstallUnits(ctx, dir)
 }
@@ -119,7 +136,7 @@ func (m *GateManager) StartDaemon(ctx context.Context, port int) error {
 	if err != nil {
 		return err
 	}
-	if err := m.makeBasePath(); err != nil {
+	if err := m.PrepareFiles(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(m.Cfg.GatePIDFile()), 0o700); err != nil {
@@ -161,7 +178,7 @@ func (m *GateManager) StopDaemon() bool { return m.Manager.StopDaemon(gateStopWa
 // Start is `gate start` (docs/gate.md, Operating it). It reports which mode was used.
 func (m *GateManager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {
 	if !forceDaemon && m.SystemdUsable(ctx) {
-		return ModeSystemd, m.Install(ctx, port)
+		return ModeSystemd, m.installUnits(ctx, port)
 	}
 	return ModeDaemon, m.StartDaemon(ctx, port)
 }

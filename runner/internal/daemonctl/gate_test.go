@@ -3,6 +3,7 @@ package daemonctl
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -185,6 +186,24 @@ func TestEnsureNotRunningMessages(t *testing.T) {
 	m.Env.EUID = 0
 	if m.SystemdUsable(ctx) {
 		t.Fatal("systemd usable for root")
+	}
+}
+
+// Without systemd user services the gate's install and uninstall return
+// the proxy's typed errors (one message for both daemons) and touch no
+// unit file.
+func TestGateInstallWithoutSystemd(t *testing.T) {
+	fs := &fakeSystemd{}
+	m := testGateManager(t, fs)
+	ctx := context.Background()
+	if err := m.Install(ctx, 23456); !errors.Is(err, ErrNoSystemd) {
+		t.Errorf("install without systemd: %v", err)
+	}
+	if err := m.Uninstall(ctx); !errors.Is(err, ErrNoSystemdUninstall) {
+		t.Errorf("uninstall without systemd: %v", err)
+	}
+	if len(fs.calls) != 0 || fs.uninstalled || m.SocketInstalled() {
+		t.Errorf("systemd touched: calls %v, uninstalled %v, socket installed %v", fs.calls, fs.uninstalled, m.SocketInstalled())
 	}
 }
 

@@ -146,10 +146,10 @@ func (m *ProxyManager) Status(ctx context.Context) ProxyStatus {
 	return st
 }
 
-// prepareFiles creates what the proxy needs to start: the runtime
+// PrepareFiles creates what the proxy needs to start: the runtime
 // directory, an empty routes file and ssh-keys.json when missing, and the
 // log directory.
-func (m *ProxyManager) prepareFiles() error {
+func (m *ProxyManager) PrepareFiles() error {
 	if err := os.MkdirAll(m.Cfg.RuntimeDir, 0o700); err != nil {
 		return fmt.Errorf("create runtime directory %s: %w", m.Cfg.RuntimeDir, err)
 	}
@@ -211,7 +211,7 @@ func (m *ProxyManager) StartDaemon(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.prepareFiles(); err != nil {
+	if err := m.PrepareFiles(); err != nil {
 		return err
 	}
 	// stderr goes to an unlinked file: read on failure, and a daemon that
@@ -286,7 +286,7 @@ func (m *ProxyManager) Install(ctx context.Context) error {
 	if !m.Systemd.Available(ctx) {
 		return ErrNoSystemd
 	}
-	return m.InstallUnits(ctx, dir, m.Cfg.ProxyPort, m.prepareFiles)
+	return m.InstallUnits(ctx, dir, m.Cfg.ProxyPort, m.PrepareFiles)
 }
 
 // Uninstall disables the socket and removes both units (docs/credential-proxy.md, Operating it).

@@ -40,10 +40,10 @@ func TestAuditFileReachesTheDaemon(t *testing.T) {
 		}
 	}
 	m, _ := newProxyManager(t)
-	if err := m.prepareFiles(); err != nil {
+	if err := m.PrepareFiles(); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(m.Cfg.AuditDir()); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
-		t.Errorf("audit directory after prepareFiles: %v %v", st, err)
+		t.Errorf("audit directory after PrepareFiles: %v %v", st, err)
 	}
 }
