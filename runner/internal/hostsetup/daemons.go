@@ -26,24 +26,31 @@ type Daemon interface {
 	Remove(ctx context.Context) error
 }
 
-// unitDaemon is a daemon run by systemd user units (socket activation):
-// installed when its unit files differ from the rendered ones or its
-// socket is not active.
+// unitDaemon is a daemon run by systemd units (socket activation) in dir,
+// through its lifecycle m, whose Systemd is the manager that runs the units
+// and whose FindBinary finds the binary as a unit's ExecStart must
+// (findForUnit): installed when its unit files differ from the rendered
+// ones or its socket is not active.
 type unitDaemon struct {
-	name    string
-	dir     string
-	socket  string
-	names   []string // every unit file that belongs to it (old ones too)
-	render  func() ([]daemonctl.Unit, error)
-	active  func(ctx context.Context, unit string) bool
-	install func(ctx context.Context) error
-	remove  func(ctx context.Context) error
+	name string
+	m    daemonctl.Manager
+	dir  string
+	// prepare creates what the daemon needs before it can start (nil =
+	// nothing); socketFile is the Unix socket a stopped socket unit leaves
+	// behind, removed with the units ("" = none).
+	prepare    func() error
+	socketFile string
 }
 
 func (u unitDaemon) Name() string { return u.name }
 
+func (u unitDaemon) port() int { return u.m.Daemon.Port(u.m.Cfg) }
+
+// names are every unit file that belongs to it (old ones too).
+func (u unitDaemon) names() []string { return u.m.Daemon.UnitNames() }
+
 func (u unitDaemon) Plan(ctx context.Context) ([]string, error) {
-	units, err := u.render()
+	units, err := u.m.Units(u.port())
 	if err != nil {
 		return nil, err
 	}
@@ -55,32 +62,47 @@ func (u unitDaemon) Plan(ctx context.Context) ([]string, error) {
 			changes = append(changes, "write unit "+p)
 		}
 	}
-	if len(changes) > 0 || !u.active(ctx, u.socket) {
-		changes = append(changes, "enable and start "+u.socket)
+	if socket := u.m.Daemon.SocketUnit; len(changes) > 0 || !u.m.Systemd.IsActive(ctx, socket) {
+		changes = append(changes, "enable and start "+socket)
 	}
 	return changes, nil
 }
 
-func (u unitDaemon) Apply(ctx context.Context) error { return u.install(ctx) }
+func (u unitDaemon) Apply(ctx context.Context) error {
+	return u.m.InstallUnits(ctx, u.dir, u.port(), u.prepare)
+}
 
 // Dirs are the directories Apply writes into.
 func (u unitDaemon) Dirs() []string { return []string{u.dir} }
 
 func (u unitDaemon) RemovePlan(context.Context) ([]string, error) {
 	var changes []string
-	for _, n := range u.names {
+	for _, n := range u.names() {
 		p := filepath.Join(u.dir, n)
 		if _, err := os.Lstat(p); err == nil {
 			changes = append(changes, "remove unit "+p)
 		}
 	}
 	if len(changes) > 0 {
-		changes = append([]string{"disable and stop " + u.socket}, changes...)
+		changes = append([]string{"disable and stop " + u.m.Daemon.SocketUnit}, changes...)
 	}
 	return changes, nil
 }
 
-func (u unitDaemon) Remove(ctx context.Context) error { return u.remove(ctx) }
+// Remove uninstalls the units; without a manager to tell, no socket can be
+// running, so removing the files is the whole job.
+func (u unitDaemon) Remove(ctx context.Context) error {
+	var err error
+	if u.m.Systemd.Available(ctx) {
+		err = u.m.UninstallUnits(ctx, u.dir)
+	} else {
+		err = removeUnitFiles(u.dir, u.names())
+	}
+	if err != nil || u.socketFile == "" {
+		return err
+	}
+	return removeSocketFile(u.socketFile)
+}
 
 // pidDaemon is a detached daemon tracked by its PID file, for hosts where
 // systemd user units cannot be used (root, no user manager): started when
@@ -200,108 +222,44 @@ func (m DaemonManagers) RemovalDaemons(_ context.Context, scope Scope) []Daemon 
 	return append(out, m.pidDaemons()...)
 }
 
+// unitsOf is mg's lifecycle as units in dir run by sd, its binary found
+// as a unit's ExecStart must be (findForUnit).
+func (m DaemonManagers) unitsOf(name string, mg daemonctl.Manager, sd daemonctl.SystemdControl, dir string,
+	prepare func() error, socketFile string) unitDaemon {
+	find := mg.FindBinary
+	mg.Systemd = sd
+	mg.FindBinary = func(name string) (string, error) { return m.findForUnit(find, name) }
+	return unitDaemon{name: name, m: mg, dir: dir, prepare: prepare, socketFile: socketFile}
+}
+
+// unitDaemons are the gate's and the credential proxy's user units in dir,
+// run by the user's systemd.
+func (m DaemonManagers) unitDaemons(dir string) []Daemon {
+	g, p := m.Gate, m.Proxy
+	return []Daemon{
+		m.unitsOf("gate units", g.Manager, g.Systemd, dir, g.PrepareFiles, ""),
+		m.unitsOf("credential proxy units", p.Manager, p.Systemd, dir, p.PrepareFiles, p.Cfg.ProxySocket()),
+	}
+}
+
 // systemUnitDaemons are root's gate and credential proxy socket units,
 // rendered from the same templates as the user units (the proxy serves
 // the SSH agent port itself, so the standalone agent's units are not
 // needed), run by root's systemd.
 func (m DaemonManagers) systemUnitDaemons() []Daemon {
-	sd, dir := m.System, m.SystemUnitDir
-	// forSystem is a daemon's lifecycle run by root's systemd, its binary
-	// found as a unit's ExecStart must be (findForUnit).
-	forSystem := func(mg daemonctl.Manager) daemonctl.Manager {
-		find := mg.FindBinary
-		mg.Systemd = sd
-		mg.FindBinary = func(name string) (string, error) { return m.findForUnit(find, name) }
-		return mg
-	}
-	unit := func(name string, mg daemonctl.Manager, prepare func() error) unitDaemon {
-		port := mg.Daemon.Port(mg.Cfg)
-		names := []string{mg.Daemon.SocketUnit, mg.Daemon.ServiceUnit}
-		return unitDaemon{
-			name: name, dir: dir, socket: mg.Daemon.SocketUnit, names: names,
-			render:  func() ([]daemonctl.Unit, error) { return mg.Units(port) },
-			active:  sd.IsActive,
-			install: func(ctx context.Context) error { return mg.InstallUnits(ctx, dir, port, prepare) },
-			remove: func(ctx context.Context) error {
-				if !sd.Available(ctx) {
-					return removeUnitFiles(dir, names)
-				}
-				return sd.Uninstall(ctx, dir, names, mg.Daemon.SocketUnit)
-			},
-		}
-	}
-	g, p := forSystem(m.Gate.Manager), forSystem(m.Proxy.Manager)
-	gate := unit("gate system units", g, func() error {
-		if err := os.MkdirAll(g.Cfg.GateBasePath(), 0o700); err != nil {
-			return fmt.Errorf("create gate base path: %w", err)
-		}
-		return nil
-	})
-	// The proxy refuses to start without these (as `proxy install` creates
-	// them for the user units).
-	proxy := unit("credential proxy system units", p, func() error {
-		for _, f := range []string{p.Cfg.RoutesFile(), p.Cfg.SSHKeysJSON()} {
-			if err := atomicfile.CreateIfMissing(f, []byte("{}\n"), 0o600); err != nil {
-				return fmt.Errorf("create %s: %w", f, err)
-			}
-		}
-		return nil
-	})
-	removeUnits := proxy.remove
-	proxy.remove = func(ctx context.Context) error {
-		if err := removeUnits(ctx); err != nil {
-			return err
-		}
-		return removeSocketFile(p.Cfg.ProxySocket())
-	}
-	return []Daemon{gate, proxy}
-}
-
-func (m DaemonManagers) unitDaemons(dir string) []Daemon {
 	g, p := m.Gate, m.Proxy
-	gateNames := []string{systemd.GateSocketName, systemd.GateServiceName, systemd.LegacyGateServiceName}
-	proxyNames := []string{systemd.ProxySocketName, systemd.ProxyServiceName}
 	return []Daemon{
-		unitDaemon{
-			name: "gate units", dir: dir, socket: systemd.GateSocketName, names: gateNames,
-			render: func() ([]daemonctl.Unit, error) {
-				bin, err := m.findForUnit(g.FindBinary, daemonctl.GateBinary)
-				if err != nil {
-					return nil, err
+		m.unitsOf("gate system units", g.Manager, m.System, m.SystemUnitDir, g.PrepareFiles, ""),
+		// The proxy refuses to start without these (as `proxy install`
+		// creates them for the user units).
+		m.unitsOf("credential proxy system units", p.Manager, m.System, m.SystemUnitDir, func() error {
+			for _, f := range []string{p.Cfg.RoutesFile(), p.Cfg.SSHKeysJSON()} {
+				if err := atomicfile.CreateIfMissing(f, []byte("{}\n"), 0o600); err != nil {
+					return fmt.Errorf("create %s: %w", f, err)
 				}
-				return g.RenderUnits(bin, g.Cfg.GatePort)
-			},
-			active:  g.Systemd.IsActive,
-			install: func(ctx context.Context) error { return g.Install(ctx, g.Cfg.GatePort) },
-			remove: func(ctx context.Context) error {
-				if !g.Systemd.Available(ctx) {
-					return removeUnitFiles(dir, gateNames)
-				}
-				return g.Uninstall(ctx)
-			},
-		},
-		unitDaemon{
-			name: "credential proxy units", dir: dir, socket: systemd.ProxySocketName, names: proxyNames,
-			render: func() ([]daemonctl.Unit, error) {
-				bin, err := m.findForUnit(p.FindBinary, daemonctl.ProxyBinary)
-				if err != nil {
-					return nil, err
-				}
-				return p.RenderUnits(bin, p.Cfg.ProxyPort)
-			},
-			active:  p.Systemd.IsActive,
-			install: p.Install,
-			remove: func(ctx context.Context) error {
-				if !p.Systemd.Available(ctx) {
-					if err := removeUnitFiles(dir, proxyNames); err != nil {
-						return err
-					}
-				} else if err := p.Uninstall(ctx); err != nil {
-					return err
-				}
-				return removeSocketFile(p.Cfg.ProxySocket())
-			},
-		},
+			}
+			return nil
+		}, p.Cfg.ProxySocket()),
 	}
 }
 

@@ -53,7 +53,7 @@ func (o Options) pendingRemovals(removals []Daemon, purge bool) func() []string 
 		}
 		for _, d := range removals {
 			if u, ok := d.(unitDaemon); ok {
-				for _, n := range u.names {
+				for _, n := range u.names() {
 					out = append(out, filepath.Join(u.dir, n))
 				}
 			}
