@@ -4,15 +4,11 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-
-	"terok.dev/sandbox/common/testkit"
 )
 
 // TestUnattendedStoreFromContainer: encryption at rest on by default
@@ -32,24 +28,9 @@ func TestUnattendedStoreFromContainer(t *testing.T) {
 	}
 	r := H(t).Root(t)
 	ctx := e2eCtx(t)
-	agentBin, err := H(t).Bin("terok-ssh-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
 	r.ExtraEnv = append(r.ExtraEnv, "SYSTEMD_CREDENTIAL_SECRET="+filepath.Join(r.Base, "credential.secret"))
 	mustOK(t, "systemd-creds setup", r.Run(ctx, "systemd-creds", "setup"))
-	up := newPxUpstream(t)
-	proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
-	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Mkdir(r.Dirs.Credentials, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	routes := fmt.Sprintf(`{"e2e": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", up.addr)
-	if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rig := newSecretsRig(t, r)
 
 	secret := "sk-e2e-UNATTENDED-7d21"
 	set := mustOK(t, "credentials set", pxSandboxStdin(ctx, r, secret+"\n", "credentials", "set", "e2e"))
@@ -85,41 +66,8 @@ func TestUnattendedStoreFromContainer(t *testing.T) {
 
 	// No unlock: the proxy (and the agent it supervises) open the key
 	// through systemd-creds.
-	mustOK(t, "proxy start", r.Sandbox(ctx, "proxy", "start"))
-	t.Cleanup(func() { r.Sandbox(e2eCtx(t), "proxy", "stop") })
-	pxTok := strings.TrimSpace(mustOK(t, "proxy token", r.Sandbox(ctx, "proxy", "token", "create", "proj", "task1", "--provider", "e2e")).Stdout)
-	sshTok := strings.TrimSpace(mustOK(t, "ssh token", r.Sandbox(ctx, "ssh", "token", "create", "proj", "task1")).Stdout)
-	logFile := filepath.Join(r.Dirs.State, "proxy", "credential-proxy.log")
-	proxyLog := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-	sshdPort := sshStartSSHD(t, strings.TrimSpace(string(mainPub)))
-
-	call := fmt.Sprintf(`curl -sS -o /tmp/body -w '%%{http_code}' -H "x-api-key: $ANTHROPIC_API_KEY" 'http://host.containers.internal:%d/v1/messages'`, proxyPort)
-	sshc := "ssh -F /dev/null -p " + strconv.Itoa(sshdPort) + " -o BatchMode=yes -o StrictHostKeyChecking=no" +
-		" -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o IdentitiesOnly=no -o ConnectTimeout=30"
-	script := `export HOME=/tmp; echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"
-/opt/terok/terok-ssh-agent bridge -- sh -c 'ssh-add -L | wc -l | sed "s/^/keys=/"; $SSHC root@host.containers.internal echo "UNATTENDED-SSH-$((40+2))"'
-echo '>> init complete'`
-	name := r.Name("unattended")
-	mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image,
-		"-v", agentBin+":/opt/terok/terok-ssh-agent:ro",
-		"-e", "ANTHROPIC_API_KEY="+pxTok, "-e", "TEROK_SSH_AGENT_TOKEN="+sshTok,
-		"-e", "TEROK_SSH_AGENT_PORT="+strconv.Itoa(agentPort), "-e", "SSHC="+sshc,
-		"--", "bash", "-c", script))
-	logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "150"))
-	for _, w := range []string{"status=200", `body={"e2e":"upstream-ok"}`, "keys=1", "UNATTENDED-SSH-42"} {
-		if !strings.Contains(logs.Stdout, w) {
-			t.Fatalf("container output lacks %q:\n%s\n%s\nproxy log:\n%s", w, logs.Stdout, logs.Stderr, proxyLog())
-		}
-	}
-	if strings.Contains(logs.Stdout, secret) || strings.Contains(logs.Stdout, "PRIVATE KEY") {
-		t.Fatal("a real secret reached the container")
-	}
-	up.mu.Lock()
-	if len(up.seen) != 1 || up.seen[0].Get("X-Api-Key") != secret {
-		t.Errorf("upstream saw %d requests", len(up.seen))
-	}
-	up.mu.Unlock()
-	if strings.Contains(proxyLog(), secret) {
+	logFile := rig.taskThroughDaemons(t, r, secret, string(mainPub), "UNATTENDED", 1)
+	if b, err := os.ReadFile(logFile); err == nil && bytes.Contains(b, []byte(secret)) {
 		t.Error("proxy log contains the secret")
 	}
 }

@@ -25,22 +25,7 @@ import (
 func TestEncryptedStoreFromContainer(t *testing.T) {
 	H(t).Each(t, func(t *testing.T, r *testharness.Runner) {
 		ctx := e2eCtx(t)
-		agentBin, err := H(t).Bin("terok-ssh-agent")
-		if err != nil {
-			t.Fatal(err)
-		}
-		up := newPxUpstream(t)
-		proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
-		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Mkdir(r.Dirs.Credentials, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		routes := fmt.Sprintf(`{"e2e": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", up.addr)
-		if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		rig := newSecretsRig(t, r)
 		// A host without a key source that needs no passphrase (the
 		// unattended default is TestUnattendedStoreFromContainer): the
 		// host key is a private path that does not exist.
@@ -85,42 +70,7 @@ func TestEncryptedStoreFromContainer(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		mustOK(t, "proxy start", r.Sandbox(ctx, "proxy", "start"))
-		t.Cleanup(func() { r.Sandbox(e2eCtx(t), "proxy", "stop") })
-		pxTok := strings.TrimSpace(mustOK(t, "proxy token", r.Sandbox(ctx, "proxy", "token", "create", "proj", "task1", "--provider", "e2e")).Stdout)
-		sshTok := strings.TrimSpace(mustOK(t, "ssh token", r.Sandbox(ctx, "ssh", "token", "create", "proj", "task1")).Stdout)
-		// The proxy supervises the agent on ssh_agent_port; both log here.
-		logFile := filepath.Join(r.Dirs.State, "proxy", "credential-proxy.log")
-		agentLog := func() string { b, _ := os.ReadFile(logFile); return string(b) }
-		sshdPort := sshStartSSHD(t, strings.TrimSpace(string(mainPub)))
-
-		call := fmt.Sprintf(`curl -sS -o /tmp/body -w '%%{http_code}' -H "x-api-key: $ANTHROPIC_API_KEY" 'http://host.containers.internal:%d/v1/messages'`, proxyPort)
-		sshc := "ssh -F /dev/null -p " + strconv.Itoa(sshdPort) + " -o BatchMode=yes -o StrictHostKeyChecking=no" +
-			" -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o IdentitiesOnly=no -o ConnectTimeout=30"
-		script := `export HOME=/tmp; echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"
-/opt/terok/terok-ssh-agent bridge -- sh -c 'ssh-add -L | wc -l | sed "s/^/keys=/"; $SSHC root@host.containers.internal echo "SEALED-SSH-$((40+2))"'
-echo '>> init complete'`
-		name := r.Name("sealed")
-		mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image,
-			"-v", agentBin+":/opt/terok/terok-ssh-agent:ro",
-			"-e", "ANTHROPIC_API_KEY="+pxTok, "-e", "TEROK_SSH_AGENT_TOKEN="+sshTok,
-			"-e", "TEROK_SSH_AGENT_PORT="+strconv.Itoa(agentPort), "-e", "SSHC="+sshc,
-			"--", "bash", "-c", script))
-		logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "150"))
-		out := logs.Stdout
-		for _, w := range []string{"status=200", `body={"e2e":"upstream-ok"}`, "keys=2", "SEALED-SSH-42"} {
-			if !strings.Contains(out, w) {
-				t.Fatalf("container output lacks %q:\n%s\n%s\nagent:\n%s", w, out, logs.Stderr, agentLog())
-			}
-		}
-		if strings.Contains(out, secret) || strings.Contains(out, "PRIVATE KEY") {
-			t.Fatal("a real secret reached the container")
-		}
-		up.mu.Lock()
-		if len(up.seen) != 1 || up.seen[0].Get("X-Api-Key") != secret {
-			t.Errorf("upstream saw %d requests, x-api-key %q", len(up.seen), up.seen[0].Get("X-Api-Key"))
-		}
-		up.mu.Unlock()
+		logFile := rig.taskThroughDaemons(t, r, secret, string(mainPub), "SEALED", 2)
 		mustOK(t, "proxy stop", r.Sandbox(ctx, "proxy", "stop"))
 
 		// Locked: the daemons refuse to start and say what to run.
@@ -128,7 +78,7 @@ echo '>> init complete'`
 		if res := r.Sandbox(ctx, "proxy", "start"); res.Code == 0 || !strings.Contains(res.Stdout+res.Stderr, "credentials unlock") {
 			t.Fatalf("proxy start while locked: %s", res)
 		}
-		res := r.Run(ctx, agentBin, "--db-path", filepath.Join(r.Dirs.Credentials, "credentials.db"),
+		res := r.Run(ctx, rig.agentBin, "--db-path", filepath.Join(r.Dirs.Credentials, "credentials.db"),
 			"--ssh-keys-file", filepath.Join(r.Dirs.Credentials, "ssh-keys.json"), "--port", strconv.Itoa(testkit.FreePort(t)))
 		if res.Code == 0 || !strings.Contains(res.Stderr, "credentials unlock") {
 			t.Fatalf("agent start while locked: %s", res)
@@ -137,4 +87,82 @@ echo '>> init complete'`
 			t.Error("proxy log contains the secret")
 		}
 	})
+}
+
+// secretsRig is what the secrets-at-rest tests (TestEncryptedStoreFromContainer,
+// TestUnattendedStoreFromContainer) stand on: an upstream that the proxy's
+// route "e2e" forwards to, the proxy's and the agent's ports in
+// config.toml, and the agent binary a container runs as the bridge.
+type secretsRig struct {
+	up                   *pxUpstream
+	proxyPort, agentPort int
+	agentBin             string
+}
+
+func newSecretsRig(t *testing.T, r *testharness.Runner) secretsRig {
+	t.Helper()
+	agentBin, err := H(t).Bin("terok-ssh-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := secretsRig{up: newPxUpstream(t), proxyPort: testkit.FreePort(t), agentPort: testkit.FreePort(t), agentBin: agentBin}
+	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", s.proxyPort, s.agentPort)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Mkdir(r.Dirs.Credentials, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	routes := fmt.Sprintf(`{"e2e": {"upstream": "http://%s", "auth_header": "dynamic"}}`+"\n", s.up.addr)
+	if err := r.WriteFile(filepath.Join(r.Dirs.Credentials, "routes.json"), []byte(routes), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// taskThroughDaemons starts the proxy (stopped when the test ends), issues
+// a task's proxy and SSH agent tokens for project proj, and runs a
+// container that calls the upstream through the proxy and, through the
+// agent the proxy supervises, lists its keys and logs in to a real sshd
+// that trusts pub. It checks that the container got the upstream's answer,
+// saw wantKeys keys and printed tag-SSH-42 from the sshd, that no secret
+// reached it, and that the upstream saw secret in the one request. It
+// returns the proxy's log file (the agent logs there too).
+func (s secretsRig) taskThroughDaemons(t *testing.T, r *testharness.Runner, secret, pub, tag string, wantKeys int) string {
+	t.Helper()
+	ctx := e2eCtx(t)
+	mustOK(t, "proxy start", r.Sandbox(ctx, "proxy", "start"))
+	t.Cleanup(func() { r.Sandbox(e2eCtx(t), "proxy", "stop") })
+	pxTok := strings.TrimSpace(mustOK(t, "proxy token", r.Sandbox(ctx, "proxy", "token", "create", "proj", "task1", "--provider", "e2e")).Stdout)
+	sshTok := strings.TrimSpace(mustOK(t, "ssh token", r.Sandbox(ctx, "ssh", "token", "create", "proj", "task1")).Stdout)
+	logFile := filepath.Join(r.Dirs.State, "proxy", "credential-proxy.log")
+	proxyLog := func() string { b, _ := os.ReadFile(logFile); return string(b) }
+	sshdPort := sshStartSSHD(t, strings.TrimSpace(pub))
+
+	call := fmt.Sprintf(`curl -sS -o /tmp/body -w '%%{http_code}' -H "x-api-key: $ANTHROPIC_API_KEY" 'http://host.containers.internal:%d/v1/messages'`, s.proxyPort)
+	sshc := "ssh -F /dev/null -p " + strconv.Itoa(sshdPort) + " -o BatchMode=yes -o StrictHostKeyChecking=no" +
+		" -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o IdentitiesOnly=no -o ConnectTimeout=30"
+	script := `export HOME=/tmp; echo "status=$(` + call + `)"; echo "body=$(cat /tmp/body)"
+/opt/terok/terok-ssh-agent bridge -- sh -c 'ssh-add -L | wc -l | sed "s/^/keys=/"; $SSHC root@host.containers.internal echo "` + tag + `-SSH-$((40+2))"'
+echo '>> init complete'`
+	name := r.Name(strings.ToLower(tag))
+	mustOK(t, "run", r.Sandbox(ctx, "run", "--shield-bypass", "--name", name, "--image", H(t).Image,
+		"-v", s.agentBin+":/opt/terok/terok-ssh-agent:ro",
+		"-e", "ANTHROPIC_API_KEY="+pxTok, "-e", "TEROK_SSH_AGENT_TOKEN="+sshTok,
+		"-e", "TEROK_SSH_AGENT_PORT="+strconv.Itoa(s.agentPort), "-e", "SSHC="+sshc,
+		"--", "bash", "-c", script))
+	logs := mustOK(t, "logs", r.Sandbox(ctx, "logs", name, "--until-ready", "--timeout", "150"))
+	for _, w := range []string{"status=200", `body={"e2e":"upstream-ok"}`, "keys=" + strconv.Itoa(wantKeys), tag + "-SSH-42"} {
+		if !strings.Contains(logs.Stdout, w) {
+			t.Fatalf("container output lacks %q:\n%s\n%s\nproxy log:\n%s", w, logs.Stdout, logs.Stderr, proxyLog())
+		}
+	}
+	if strings.Contains(logs.Stdout, secret) || strings.Contains(logs.Stdout, "PRIVATE KEY") {
+		t.Fatal("a real secret reached the container")
+	}
+	s.up.mu.Lock()
+	defer s.up.mu.Unlock()
+	if len(s.up.seen) != 1 || s.up.seen[0].Get("X-Api-Key") != secret {
+		t.Errorf("upstream saw %d requests, or not the secret", len(s.up.seen))
+	}
+	return logFile
 }
