@@ -691,6 +691,7 @@ type escProbeReport struct {
 	Direct386 map[string]string `json:"socket_direct_386"`
 	HighBits  map[string]string `json:"socket_high_bits"`
 	IOURing   string            `json:"io_uring_setup"`
+	Inet      map[string]string `json:"inet"`
 }
 
 func escSocketFamilies(t *testing.T, ctx context.Context, e *escRunner, name string) {
@@ -735,6 +736,25 @@ func escSocketFamilies(t *testing.T, ctx context.Context, e *escRunner, name str
 		}
 		if rep.IOURing == "ok" {
 			t.Errorf("%s: io_uring_setup succeeds in the container", arch)
+		}
+		// IP transports: what a task uses works, the ones whose modules
+		// socket() would load are refused with the filter's errno (a
+		// kernel without them answers the same numbers, but UDP-Lite is
+		// built in here, so its refusal is the filter's).
+		for _, p := range []string{"AF_INET/STREAM/TCP", "AF_INET/STREAM/MPTCP", "AF_INET/DGRAM/UDP", "AF_INET6/STREAM/0", "AF_INET6/DGRAM/UDP"} {
+			if got := rep.Inet[p]; got != "ok" {
+				t.Errorf("%s: %s refused: %q", arch, p, got)
+			}
+		}
+		for p, want := range map[string]string{
+			"AF_INET/DGRAM/UDPLITE": "EPROTONOSUPPORT(93)", "AF_INET6/DGRAM/UDPLITE": "EPROTONOSUPPORT(93)",
+			"AF_INET/STREAM/SCTP": "EPROTONOSUPPORT(93)", "AF_INET6/STREAM/SCTP": "EPROTONOSUPPORT(93)",
+			"AF_INET/SEQPACKET/SCTP": "ESOCKTNOSUPPORT(94)", "AF_INET/DCCP/DCCP": "ESOCKTNOSUPPORT(94)",
+			"AF_INET/DGRAM/L2TP": "EPROTONOSUPPORT(93)", "AF_INET/STREAM/SMC": "EPROTONOSUPPORT(93)",
+		} {
+			if got := rep.Inet[p]; got != want {
+				t.Errorf("%s: %s: %q, want %s", arch, p, got, want)
+			}
 		}
 		if t.Failed() {
 			t.Logf("probe %s:\n%s", arch, res.Stdout)

@@ -255,6 +255,20 @@ func (p Profile) verify(caps bool) []string {
 	check("socket", [6]uint64{afUnix, 1, 0}, true, "socket(AF_UNIX)")
 	check("socket", [6]uint64{afInet, 1, 0}, true, "socket(AF_INET)")
 	check("socket", [6]uint64{afInet6, 2, 0}, true, "socket(AF_INET6)")
+	for _, f := range []uint64{afInet, afInet6} {
+		fam := map[uint64]string{afInet: "AF_INET", afInet6: "AF_INET6"}[f]
+		for t, protos := range inetProtocols[f] {
+			for _, p := range protos {
+				check("socket", [6]uint64{f, t | sockCloexec, p}, true, fmt.Sprintf("socket(%s, type %d, protocol %d)", fam, t, p))
+			}
+		}
+		// The transports whose modules socket() would load (inetRules).
+		check("socket", [6]uint64{f, sockStream, 132}, false, "socket("+fam+", SOCK_STREAM, IPPROTO_SCTP)")
+		check("socket", [6]uint64{f, sockDgram, 136}, false, "socket("+fam+", SOCK_DGRAM, IPPROTO_UDPLITE)")
+		check("socket", [6]uint64{f, sockSeqpacket, 132}, false, "socket("+fam+", SOCK_SEQPACKET, IPPROTO_SCTP)")
+		check("socket", [6]uint64{f, sockDCCP, 0}, false, "socket("+fam+", SOCK_DCCP)")
+		check("socket", [6]uint64{f, sockStream, 1<<32 | 132}, false, "socket("+fam+", SOCK_STREAM, IPPROTO_SCTP with high bits)")
+	}
 	check("socket", [6]uint64{afNetlink, 3, netlinkRoute}, true, "socket(AF_NETLINK, NETLINK_ROUTE)")
 	check("socketpair", [6]uint64{afUnix, 1, 0}, true, "socketpair(AF_UNIX)")
 	return problems

@@ -18,6 +18,7 @@ const (
 	errnoEINVAL          = 22
 	errnoENOSYS          = 38
 	errnoEPROTONOSUPPORT = 93
+	errnoESOCKTNOSUPPORT = 94
 	errnoEAFNOSUPPORT    = 97
 )
 
@@ -323,9 +324,8 @@ func ownRules(a audit) []Rule {
 		"io_uring can create sockets (IORING_OP_SOCKET) past the family filter; ENOSYS makes programs fall back to plain system calls")
 	add([]string{"keyctl", "add_key", "request_key"}, "SCMP_ACT_ERRNO", errno(errnoENOSYS),
 		"the kernel keyrings: a rootful container's root would share the host root's user keyring and the keys cached there")
-	for _, f := range []uint64{afUnix, afInet, afInet6} {
-		add([]string{"socket"}, "SCMP_ACT_ALLOW", nil, fmt.Sprintf("address family %d is allowed", f), eq(0, f))
-	}
+	add([]string{"socket"}, "SCMP_ACT_ALLOW", nil, fmt.Sprintf("address family %d is allowed", afUnix), eq(0, afUnix))
+	rules = append(rules, inetRules()...)
 	add([]string{"socketpair"}, "SCMP_ACT_ALLOW", nil, "socketpair(AF_UNIX) is allowed", eq(0, afUnix))
 	add([]string{"socket"}, "SCMP_ACT_ALLOW", nil, "NETLINK_ROUTE (addresses, routes, interfaces; getaddrinfo needs it)",
 		eq(0, afNetlink), eq(2, netlinkRoute))
@@ -363,6 +363,75 @@ func ownRules(a audit) []Rule {
 	// Also catches a family register with bits above the 32-bit int set
 	// (the kernel reads only the low half; the filter compares all 64 bits).
 	add(both, "SCMP_ACT_ERRNO", errno(errnoEAFNOSUPPORT), "unknown address families are refused", geq(0, afLimit))
+	return rules
+}
+
+// Socket types (include/linux/net.h); the type argument's low four bits
+// (SOCK_TYPE_MASK), the rest are SOCK_CLOEXEC and SOCK_NONBLOCK.
+const (
+	sockStream    = 1
+	sockDgram     = 2
+	sockRaw       = 3
+	sockSeqpacket = 5
+	sockDCCP      = 6
+	sockTypeMask  = 0xf
+	sockCloexec   = 0o2000000
+)
+
+// inetProtocols are the IP protocols a task may open a socket of, per
+// family and type (docs/seccomp.md, Decisions and reasons): 0 (the type's
+// default), TCP and MPTCP for streams, UDP and the ping sockets' ICMP or
+// ICMPv6 for datagrams.
+var inetProtocols = map[uint64]map[uint64][]uint64{
+	afInet:  {sockStream: {0, 6, 262}, sockDgram: {0, 17, 1}},
+	afInet6: {sockStream: {0, 6, 262}, sockDgram: {0, 17, 58}},
+}
+
+// refusedInetProtocols are refused with EPROTONOSUPPORT, as by a kernel
+// without them: the transports a distribution kernel has as modules that
+// socket() loads on demand (DCCP, L2TP, SCTP, UDP-Lite, SMC over AF_INET).
+// Any other protocol number gets the profile's default action.
+var refusedInetProtocols = []uint64{33, 115, 132, 136, 256}
+
+// inetRules narrow AF_INET and AF_INET6 to the socket types and protocols
+// of inetProtocols, SOCK_RAW left to the kernel's CAP_NET_RAW check (the
+// raw type loads no module). The type is compared under SOCK_TYPE_MASK,
+// so the flags pass; the protocol is compared whole, so bits above the
+// int the kernel reads match no allowed value. No two rules overlap.
+func inetRules() []Rule {
+	var rules []Rule
+	add := func(action string, e *uint, comment string, args ...Arg) {
+		rules = append(rules, Rule{Names: []string{"socket"}, Action: action, ErrnoRet: e, Args: args, Comment: CommentPrefix + comment})
+	}
+	typ := func(t uint64) Arg { return Arg{Index: 1, Value: sockTypeMask, ValueTwo: t, Op: "SCMP_CMP_MASKED_EQ"} }
+	for _, f := range []uint64{afInet, afInet6} {
+		for _, t := range []uint64{sockStream, sockDgram} {
+			for _, p := range inetProtocols[f][t] {
+				add("SCMP_ACT_ALLOW", nil, fmt.Sprintf("address family %d, socket type %d, protocol %d is allowed", f, t, p),
+					eq(0, f), typ(t), eq(2, p))
+			}
+			for _, p := range refusedInetProtocols {
+				add("SCMP_ACT_ERRNO", errno(errnoEPROTONOSUPPORT),
+					fmt.Sprintf("address family %d, socket type %d: protocol %d is refused (its module would load on demand)", f, t, p),
+					eq(0, f), typ(t), eq(2, p))
+			}
+		}
+		for _, t := range []uint64{sockStream, sockDgram} {
+			add("SCMP_ACT_ERRNO", errno(errnoEPROTONOSUPPORT),
+				fmt.Sprintf("address family %d, socket type %d: a protocol with bits above the int is refused (the kernel would read only the low half)", f, t),
+				eq(0, f), typ(t), geq(2, 1<<32))
+		}
+		add("SCMP_ACT_ALLOW", nil, fmt.Sprintf("address family %d, SOCK_RAW: the kernel's CAP_NET_RAW check decides", f),
+			eq(0, f), typ(sockRaw))
+		for t := uint64(0); t <= sockTypeMask; t++ {
+			if t == sockStream || t == sockDgram || t == sockRaw {
+				continue
+			}
+			add("SCMP_ACT_ERRNO", errno(errnoESOCKTNOSUPPORT),
+				fmt.Sprintf("address family %d: socket type %d is refused (SCTP's and DCCP's modules would load on demand)", f, t),
+				eq(0, f), typ(t))
+		}
+	}
 	return rules
 }
 

@@ -355,12 +355,26 @@ func TestVerifyRefuses(t *testing.T) {
 		{"inet refused", edit(func(doc map[string]any) {
 			var keep []any
 			for _, r := range doc["syscalls"].([]any) {
-				if r.(map[string]any)["comment"] != CommentPrefix+"address family 2 is allowed" {
+				if r.(map[string]any)["comment"] != CommentPrefix+"address family 2, socket type 1, protocol 0 is allowed" {
 					keep = append(keep, r)
 				}
 			}
 			doc["syscalls"] = keep
 		}), "socket(AF_INET) is refused"},
+		{"profile from before the protocol rules", edit(func(doc map[string]any) {
+			// AF_INET and AF_INET6 allowed whole, as Transform wrote them.
+			var keep []any
+			for _, r := range doc["syscalls"].([]any) {
+				if c := r.(map[string]any)["comment"].(string); !strings.Contains(c, "address family 2,") && !strings.Contains(c, "address family 10,") {
+					keep = append(keep, r)
+				}
+			}
+			for _, f := range []int{2, 10} {
+				keep = append(keep, map[string]any{"names": []string{"socket"}, "action": "SCMP_ACT_ALLOW",
+					"args": []map[string]any{{"index": 0, "value": f, "op": "SCMP_CMP_EQ"}}})
+			}
+			doc["syscalls"] = keep
+		}), "socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) is allowed"},
 		{"profile from before the keyring refusal", beforeKeyrings(t, good), "keyctl is not refused without conditions"},
 		{"keyring rule dropped", edit(func(doc map[string]any) {
 			var keep []any
@@ -447,4 +461,76 @@ func FuzzTransform(f *testing.F) {
 			t.Fatalf("kept %d of podman's rules, want %d", kept, want)
 		}
 	})
+}
+
+// socket(AF_INET/AF_INET6) with a transport the firewall's network path
+// does not carry loads that protocol's kernel module on demand on a
+// distribution kernel (SCTP, DCCP, L2TP, ...), from any container
+// (docs/seccomp.md, Decisions and reasons): only the socket types and
+// protocols a task uses reach the kernel.
+func TestInetProtocols(t *testing.T) {
+	out, err := Transform(readPodmanDefault(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustParse(t, out)
+	def := Outcome{Action: p.DefaultAction}
+	if p.DefaultErrnoRet != nil {
+		def.Errno = *p.DefaultErrnoRet
+	}
+	if def.Allowed() {
+		t.Fatalf("podman's default action allows: %s", def)
+	}
+	const (
+		stream, dgram, raw, seqpacket, dccp, packet = 1, 2, 3, 5, 6, 10
+		flags                                       = 0o2000000 | 0o4000 // SOCK_CLOEXEC | SOCK_NONBLOCK
+	)
+	for _, caps := range []bool{false, true} {
+		for _, c := range []struct {
+			fam, typ, proto uint64
+			want            Outcome // zero: allowed
+		}{
+			{afInet, stream, 0, Outcome{}},
+			{afInet, stream | flags, 0, Outcome{}},
+			{afInet, stream, 6, Outcome{}},   // TCP
+			{afInet, stream, 262, Outcome{}}, // MPTCP
+			{afInet, dgram, 0, Outcome{}},    // UDP
+			{afInet, dgram | flags, 17, Outcome{}},
+			{afInet, dgram, 1, Outcome{}}, // ICMP: ping sockets
+			{afInet6, stream, 0, Outcome{}},
+			{afInet6, stream, 6, Outcome{}},
+			{afInet6, dgram, 17, Outcome{}},
+			{afInet6, dgram, 58, Outcome{}}, // ICMPv6: ping sockets
+			{afInet, raw, 1, Outcome{}},     // the kernel's capability check decides
+			{afInet6, raw, 58, Outcome{}},
+			{afInet, stream, 132, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}}, // SCTP
+			{afInet6, stream, 132, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}},
+			{afInet, seqpacket, 132, Outcome{"SCMP_ACT_ERRNO", errnoESOCKTNOSUPPORT}}, // SCTP
+			{afInet, dccp, 0, Outcome{"SCMP_ACT_ERRNO", errnoESOCKTNOSUPPORT}},        // DCCP
+			{afInet6, dccp | flags, 33, Outcome{"SCMP_ACT_ERRNO", errnoESOCKTNOSUPPORT}},
+			{afInet, packet, 0, Outcome{"SCMP_ACT_ERRNO", errnoESOCKTNOSUPPORT}},
+			{afInet, dgram, 115, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}}, // L2TP
+			{afInet, dgram, 136, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}}, // UDP-Lite
+			{afInet6, dgram, 136, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}},
+			{afInet, stream, 256, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}}, // SMC over AF_INET
+			// Bits above the int the kernel reads (132 to it) match no
+			// allowed value; any other protocol gets the profile's
+			// default (podman: ENOSYS).
+			{afInet, stream, 1<<32 | 132, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}},
+			{afInet6, dgram, 1<<32 | 17, Outcome{"SCMP_ACT_ERRNO", errnoEPROTONOSUPPORT}},
+			{afInet, dgram, 255, def},
+			{afInet6, stream, 99, def},
+		} {
+			got := eval(t, p, "socket", caps, c.fam, c.typ, c.proto)
+			if c.want == (Outcome{}) {
+				if !got.Allowed() {
+					t.Errorf("caps=%v socket(%d, %#x, %d): %s, want allowed", caps, c.fam, c.typ, c.proto, got)
+				}
+				continue
+			}
+			if got != c.want {
+				t.Errorf("caps=%v socket(%d, %#x, %d): %s, want %s", caps, c.fam, c.typ, c.proto, got, c.want)
+			}
+		}
+	}
 }

@@ -108,6 +108,33 @@ type Report struct {
 	Netlink map[string]string `json:"netlink"`
 	// IOURing is io_uring_setup(1, &params).
 	IOURing string `json:"io_uring_setup"`
+	// Inet is socket(AF_INET or AF_INET6, type, protocol) for the
+	// transports of inetProbes.
+	Inet map[string]string `json:"inet"`
+}
+
+// inetProbes are IP transports by family, type and protocol: the ones a
+// task uses, and the ones whose kernel modules socket() loads on demand
+// on a distribution kernel (docs/seccomp.md, Decisions and reasons).
+// UDP-Lite is built into most kernels (this one too), so it shows the
+// filter even where the modules are missing.
+var inetProbes = []struct {
+	name            string
+	fam, typ, proto int
+}{
+	{"AF_INET/STREAM/TCP", syscall.AF_INET, syscall.SOCK_STREAM, syscall.IPPROTO_TCP},
+	{"AF_INET/STREAM/MPTCP", syscall.AF_INET, syscall.SOCK_STREAM, 262},
+	{"AF_INET/DGRAM/UDP", syscall.AF_INET, syscall.SOCK_DGRAM, syscall.IPPROTO_UDP},
+	{"AF_INET6/STREAM/0", syscall.AF_INET6, syscall.SOCK_STREAM, 0},
+	{"AF_INET6/DGRAM/UDP", syscall.AF_INET6, syscall.SOCK_DGRAM, syscall.IPPROTO_UDP},
+	{"AF_INET/DGRAM/UDPLITE", syscall.AF_INET, syscall.SOCK_DGRAM, 136},
+	{"AF_INET6/DGRAM/UDPLITE", syscall.AF_INET6, syscall.SOCK_DGRAM, 136},
+	{"AF_INET/STREAM/SCTP", syscall.AF_INET, syscall.SOCK_STREAM, 132},
+	{"AF_INET/SEQPACKET/SCTP", syscall.AF_INET, syscall.SOCK_SEQPACKET, 132},
+	{"AF_INET6/STREAM/SCTP", syscall.AF_INET6, syscall.SOCK_STREAM, 132},
+	{"AF_INET/DCCP/DCCP", syscall.AF_INET, 6, 33},
+	{"AF_INET/DGRAM/L2TP", syscall.AF_INET, syscall.SOCK_DGRAM, 115},
+	{"AF_INET/STREAM/SMC", syscall.AF_INET, syscall.SOCK_STREAM, 256},
 }
 
 func outcome(fd uintptr, errno syscall.Errno) string {
@@ -199,6 +226,10 @@ func main() {
 			name = fmt.Sprintf("NETLINK_%d", p)
 		}
 		r.Netlink[name] = goSocket(syscall.AF_NETLINK, syscall.SOCK_RAW, p)
+	}
+	r.Inet = map[string]string{}
+	for _, p := range inetProbes {
+		r.Inet[p.name] = goSocket(p.fam, p.typ, p.proto)
 	}
 	r.IOURing = ioURingSetup()
 	extra(&r)
