@@ -31,17 +31,6 @@ func integrationDirs(module string) []string {
 	return dirs
 }
 
-// notYetMoved are the runner's real-binary tests that still live beside
-// the package they came from; they move to runner/integration/ and
-// runner/e2e/ next, and this list goes with them.
-var notYetMoved = map[string]bool{
-	"runner/internal/cli/audit_test.go":                 true,
-	"runner/internal/cli/doctor_daemons_test.go":        true,
-	"runner/internal/cli/proxy_test.go":                 true,
-	"runner/internal/hostsetup/systemd_e2e_test.go":     true,
-	"runner/internal/installfiles/installfiles_test.go": true,
-}
-
 // buildsLocal is `go build` of the package in the test's own folder, as a
 // test next to a main.go does.
 var buildsLocal = regexp.MustCompile(`"build",\s*"-o",\s*[^,()]+,\s*"\."`)
@@ -83,7 +72,7 @@ func misplaced(files map[string][]byte) []string {
 		for _, d := range integrationDirs(module) {
 			allowed = allowed || strings.HasPrefix(name, d)
 		}
-		if !allowed && !notYetMoved[name] {
+		if !allowed {
 			bad = append(bad, fmt.Sprintf("%s: %s, so it belongs in %s", name, why, strings.Join(integrationDirs(module), " or ")))
 		}
 	}

@@ -1,17 +1,13 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -223,85 +219,5 @@ func TestAuditUsageAndUnknown(t *testing.T) {
 		if code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errOut, c.code, c.want)
 		}
-	}
-}
-
-// TestAuditFollowBinary runs the real terok-sandbox audit --follow: it
-// prints the history, then records as they land across a rotation, and
-// ends with status 0 on SIGINT.
-func TestAuditFollowBinary(t *testing.T) {
-	e := newAuditEnv(t)
-	bin := filepath.Join(e.dir, "terok-sandbox")
-	if out, err := exec.Command("go", "build", "-o", bin, "terok.dev/sandbox/runner/cmd/terok-sandbox").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "audit", "t1", "--project", "demo", "--follow", "--json")
-	for k, v := range e.vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func() audit.Record {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("output ended; stderr %s", stderr.String())
-			}
-			r, err := audit.ParseLine([]byte(l))
-			if err != nil {
-				t.Fatalf("line %q: %v", l, err)
-			}
-			return r
-		case <-time.After(60 * time.Second): // hang guard only
-			t.Fatalf("no record; stderr %s", stderr.String())
-		}
-		return audit.Record{}
-	}
-	for range e.t1 {
-		next()
-	}
-	w, err := audit.Open(e.cfg.AuditFile("proxy"), audit.Options{MaxBytes: 300, Keep: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 6; i++ {
-		if err := w.Write(audit.Record{Channel: "proxy", Event: "request", Outcome: "ok", Project: "demo", Task: "t1",
-			Fields: map[string]any{"seq": i, "upstream_host": "api.example.com"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < 6; i++ {
-		r := next()
-		if n, _ := r.Fields["seq"].(float64); int(n) != i {
-			t.Fatalf("live record %d: %+v", i, r)
-		}
-	}
-	if _, err := os.Stat(e.cfg.AuditFile("proxy") + ".1"); err != nil {
-		t.Fatalf("no rotation happened: %v", err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	for range lines {
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("after SIGINT: %v; stderr %s", err, stderr.String())
 	}
 }

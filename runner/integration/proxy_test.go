@@ -1,4 +1,4 @@
-package cli
+package integration
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/testkit"
+	"terok.dev/sandbox/runner/internal/cli"
 )
 
 // proxyCLI runs the real terok-sandbox binary, with the real
@@ -204,7 +205,7 @@ func TestProxyAndCredentialsCommands(t *testing.T) {
 	if out := p.ok("", "proxy", "token", "revoke", "proj", "task1"); out != "Revoked 1 phantom token(s) of proj/task1.\n" {
 		t.Errorf("revoke: %q", out)
 	}
-	if code, out, errOut := p.sandbox("", "proxy", "token", "revoke", "proj", "task1"); code != ExitError || !strings.Contains(errOut, "Error: no phantom tokens of proj/task1") {
+	if code, out, errOut := p.sandbox("", "proxy", "token", "revoke", "proj", "task1"); code != cli.ExitError || !strings.Contains(errOut, "Error: no phantom tokens of proj/task1") {
 		t.Errorf("second revoke: %d %q %q", code, out, errOut)
 	}
 	resp, err = http.DefaultClient.Do(req)

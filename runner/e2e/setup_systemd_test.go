@@ -1,6 +1,6 @@
 //go:build e2e
 
-package hostsetup
+package e2e
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // as PID 1 in a rootful podman container whose root is this host's file
 // system through an overlay (nothing written there reaches the host), as
 // scripts/systemd-test.sh boots it. Needs root, podman and the built
-// binaries: TEROK_BIN_DIR=/work/main/bin go test -tags e2e -run TestSetupUnderSystemd ./internal/hostsetup/
+// binaries: TEROK_BIN_DIR=$PWD/../bin go test -tags e2e -run TestSetupUnderSystemd ./e2e/
 
 // snapScript lists what setup and uninstall may touch, one line a path
 // (mode, owner, size, content hash), then the terok units and the
