@@ -55,7 +55,7 @@ func Example() {
 		return
 	}
 	ctx := context.Background()
-	res, err := g.Sync(ctx, nil, false)
+	res, err := g.Sync(ctx, gitgate.SyncOptions{})
 	fmt.Println("created:", res.Created, "success:", res.Success, "err:", err)
 	fmt.Println("last commit:", g.LastCommit(ctx).Message)
 	fmt.Println("stale:", g.CompareWithUpstream(ctx, "").IsStale)
@@ -71,6 +71,12 @@ func Example() {
 	res = g.SyncBranches(ctx, []string{"main"})
 	fmt.Println("updated:", res.UpdatedBranches, "last commit:", g.LastCommit(ctx).Message)
 	fmt.Println("stale:", g.CompareWithUpstream(ctx, "main").IsStale)
+
+	// Again into the existing mirror, then from scratch.
+	res, err = g.Sync(ctx, gitgate.SyncOptions{Branches: []string{"main"}})
+	fmt.Println("created:", res.Created, "err:", err)
+	res, err = g.Sync(ctx, gitgate.SyncOptions{Branches: []string{"main"}, ForceReinit: true})
+	fmt.Println("created:", res.Created, "err:", err, "last commit:", g.LastCommit(ctx).Message)
 	// Output:
 	// created: true success: true err: <nil>
 	// last commit: first
@@ -78,6 +84,8 @@ func Example() {
 	// stale: true counts known: false
 	// updated: [main] last commit: second
 	// stale: false
+	// created: false err: <nil>
+	// created: true err: <nil> last commit: second
 }
 
 // Sync without an upstream URL is ErrNoUpstream.
@@ -85,7 +93,7 @@ func ExampleGate_Sync_noUpstream() {
 	root, _ := os.MkdirTemp("", "gitgate-example-")
 	defer os.RemoveAll(root)
 	g, _ := gitgate.New(config.Config{StateDir: root}, gitgate.Options{Project: "demo"})
-	_, err := g.Sync(context.Background(), nil, false)
+	_, err := g.Sync(context.Background(), gitgate.SyncOptions{})
 	fmt.Println(err == gitgate.ErrNoUpstream)
 	_, err = gitgate.New(config.Config{StateDir: root}, gitgate.Options{Project: "../etc"})
 	fmt.Println(err != nil)

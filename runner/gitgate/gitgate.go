@@ -113,12 +113,22 @@ func New(cfg config.Config, o Options) (*Gate, error) {
 // repoPath a task's clone URL is built from (sandbox.GateURL).
 func (g *Gate) Path() string { return g.path }
 
-// Sync creates the mirror if missing (or recreates it with forceReinit)
-// and fetches branches (nil: all of them, with pruning). The error is for
-// what stops the sync as a whole (ErrNoUpstream, a failed clone); failed
-// branches are in SyncResult.Errors.
-func (g *Gate) Sync(ctx context.Context, branches []string, forceReinit bool) (SyncResult, error) {
-	return g.m.Sync(ctx, branches, forceReinit)
+// SyncOptions say what Sync fetches and whether it starts over; the zero
+// value fetches every branch into the existing mirror (created if missing).
+type SyncOptions struct {
+	// Branches are the branches to fetch; nil fetches all of them, with
+	// pruning.
+	Branches []string
+	// ForceReinit deletes an existing mirror and clones it again.
+	ForceReinit bool
+}
+
+// Sync creates the mirror if missing (or recreates it with
+// o.ForceReinit) and fetches o.Branches. The error is for what stops the
+// sync as a whole (ErrNoUpstream, a failed clone); failed branches are in
+// SyncResult.Errors.
+func (g *Gate) Sync(ctx context.Context, o SyncOptions) (SyncResult, error) {
+	return g.m.Sync(ctx, o.Branches, o.ForceReinit)
 }
 
 // SyncBranches fetches exactly branches into an existing mirror (refspec
