@@ -33,6 +33,10 @@ type Verdict = idoctor.Verdict
 // Check is one health check.
 type Check = idoctor.Check
 
+// ProbeOutput is a probe's exit code, stdout and stderr, what a Check's
+// Evaluate takes (and its Native returns).
+type ProbeOutput = idoctor.ProbeOutput
+
 // Result is a check's category and label with its verdict and, when the
 // verdict is not OK, the host fix command.
 type Result = idoctor.Result

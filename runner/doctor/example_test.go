@@ -19,8 +19,8 @@ func ExampleSandboxChecks() {
 		fmt.Println(c.Category, c.Label, c.HostSide, c.ProbeCmd)
 	}
 	proxy, shield := checks[0], checks[1]
-	fmt.Println(proxy.Evaluate(0, "", ""))
-	v := shield.Evaluate(0, "down\n", "")
+	fmt.Println(proxy.Evaluate(doctor.ProbeOutput{Exit: 0}))
+	v := shield.Evaluate(doctor.ProbeOutput{Stdout: "down\n"})
 	fmt.Println(v.Severity, v.Fixable, v.Detail)
 	results := []doctor.Result{{Label: "Shield state", Verdict: v, Fix: "terok-sandbox shield up NAME"}}
 	doctor.Format(os.Stdout, results)

@@ -52,14 +52,14 @@ func GateCheck(port int) Check {
 		Category: "git",
 		Label:    "Gate server (HTTP)",
 		ProbeCmd: []string{"wget", "-q", "--spider", "--timeout=3", url},
-		Evaluate: func(exit int, stdout, stderr string) Verdict {
-			switch exit {
+		Evaluate: func(p ProbeOutput) Verdict {
+			switch p.Exit {
 			case 0:
 				return Verdict{Severity: OK, Detail: fmt.Sprintf("gate healthy at port %d", port)}
 			case 8:
-				what := strings.TrimSpace(stderr)
+				what := strings.TrimSpace(p.Stderr)
 				var a struct{ Error string }
-				if json.Unmarshal([]byte(stdout), &a) == nil && a.Error != "" {
+				if json.Unmarshal([]byte(p.Stdout), &a) == nil && a.Error != "" {
 					what = a.Error
 				}
 				return Verdict{Severity: Error, Detail: fmt.Sprintf("gate at port %d answers but is unhealthy (%s) — its log has the cause", port, what)}
@@ -69,7 +69,7 @@ func GateCheck(port int) Check {
 		},
 		FixDescription: "Not fixable from container — host-side gate must be running.",
 		HostFix:        FixGate,
-		Native: func(ctx context.Context) (int, string, string) {
+		Native: func(ctx context.Context) ProbeOutput {
 			return httpProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/-/health", port), 3*time.Second)
 		},
 	}
@@ -83,19 +83,19 @@ func AgentHealthCheck(port int) Check {
 		Category: "network",
 		Label:    "SSH agent health",
 		ProbeCmd: []string{"bash", "-c", fmt.Sprintf(`printf '\0\0\0\014terok-health' | nc -w2 %s %d | grep -qx ok`, ContainerHost, port)},
-		Evaluate: func(exit int, stdout, stderr string) Verdict {
-			switch exit {
+		Evaluate: func(p ProbeOutput) Verdict {
+			switch p.Exit {
 			case 0:
 				return Verdict{Severity: OK, Detail: fmt.Sprintf("SSH agent healthy at port %d", port)}
 			case 8:
-				return Verdict{Severity: Error, Detail: fmt.Sprintf("SSH agent at port %d answers %q — its log (the proxy's) has the cause", port, strings.TrimSpace(stdout))}
+				return Verdict{Severity: Error, Detail: fmt.Sprintf("SSH agent at port %d answers %q — its log (the proxy's) has the cause", port, strings.TrimSpace(p.Stdout))}
 			default:
-				return Verdict{Severity: Error, Detail: fmt.Sprintf("SSH agent at port %d gave no health answer (%s)", port, strings.TrimSpace(stderr))}
+				return Verdict{Severity: Error, Detail: fmt.Sprintf("SSH agent at port %d gave no health answer (%s)", port, strings.TrimSpace(p.Stderr))}
 			}
 		},
 		FixDescription: "Not fixable from container — host-side SSH agent must be running.",
 		HostFix:        FixAgent,
-		Native: func(ctx context.Context) (int, string, string) {
+		Native: func(ctx context.Context) ProbeOutput {
 			return agentHealthProbe(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 3*time.Second)
 		},
 	}
@@ -106,11 +106,11 @@ const agentHealthHello = "terok-health"
 
 // agentHealthProbe: 0 when the agent answers "ok", 8 with the answer as
 // stdout when it answers something else, 1 when it does not answer.
-func agentHealthProbe(ctx context.Context, addr string, timeout time.Duration) (int, string, string) {
+func agentHealthProbe(ctx context.Context, addr string, timeout time.Duration) ProbeOutput {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return 1, "", err.Error()
+		return ProbeOutput{Exit: 1, Stderr: err.Error()}
 	}
 	defer func() { _ = c.Close() }()
 	deadline := time.Now().Add(timeout)
@@ -120,19 +120,19 @@ func agentHealthProbe(ctx context.Context, addr string, timeout time.Duration) (
 	_ = c.SetDeadline(deadline)
 	msg := binary.BigEndian.AppendUint32(nil, uint32(len(agentHealthHello)))
 	if _, err := c.Write(append(msg, agentHealthHello...)); err != nil {
-		return 1, "", err.Error()
+		return ProbeOutput{Exit: 1, Stderr: err.Error()}
 	}
 	line, err := bufio.NewReader(&limitedConn{c, 256}).ReadString('\n')
 	answer := strings.TrimSpace(line)
 	switch {
 	case answer == "ok":
-		return 0, "ok", ""
+		return ProbeOutput{Stdout: "ok"}
 	case answer != "":
-		return 8, answer, ""
+		return ProbeOutput{Exit: 8, Stdout: answer}
 	case err != nil:
-		return 1, "", "no answer: " + err.Error()
+		return ProbeOutput{Exit: 1, Stderr: "no answer: " + err.Error()}
 	default:
-		return 1, "", "no answer"
+		return ProbeOutput{Exit: 1, Stderr: "no answer"}
 	}
 }
 

@@ -34,6 +34,15 @@ type Verdict struct {
 	Fixable  bool     `json:"fixable"`
 }
 
+// ProbeOutput is what a check's probe gave: its exit code and its output.
+// One value rather than an int and two strings, so stdout and stderr cannot
+// be swapped on the way to Evaluate.
+type ProbeOutput struct {
+	Exit   int
+	Stdout string
+	Stderr string
+}
+
 // Check is one health check (docs/runner.md, Doctor).
 type Check struct {
 	Category string
@@ -41,15 +50,15 @@ type Check struct {
 	// ProbeCmd runs inside the container (podman exec); empty for host-side
 	// checks.
 	ProbeCmd []string
-	// Evaluate interprets (exit code, stdout, stderr).
-	Evaluate       func(exit int, stdout, stderr string) Verdict
+	// Evaluate interprets the probe's exit code and output.
+	Evaluate       func(ProbeOutput) Verdict
 	FixCmd         []string
 	FixDescription string
 	HostSide       bool
 	// Native is the host-side equivalent of ProbeCmd used by the standalone
 	// doctor (host.containers.internal → 127.0.0.1); nil for host-side
 	// checks.
-	Native func(ctx context.Context) (exit int, stdout, stderr string)
+	Native func(ctx context.Context) ProbeOutput
 	// HostFix is the host command that fixes a failed check, printed by
 	// the standalone doctor under the check's line; empty when none.
 	HostFix string
@@ -85,14 +94,14 @@ func proxyCheck(port int) Check {
 		// The unauthenticated health endpoint: "/" answers 401 on a healthy
 		// proxy, which wget reports as failure.
 		ProbeCmd: []string{"wget", "-q", "--spider", "--timeout=3", url},
-		Evaluate: func(exit int, _, _ string) Verdict {
-			if exit == 0 {
+		Evaluate: func(p ProbeOutput) Verdict {
+			if p.Exit == 0 {
 				return Verdict{Severity: OK, Detail: fmt.Sprintf("proxy reachable at port %d", port)}
 			}
 			return Verdict{Severity: Error, Detail: fmt.Sprintf("proxy unreachable at %s — check host proxy status", url)}
 		},
 		FixDescription: "Not fixable from container — host-side proxy must be running.",
-		Native: func(ctx context.Context) (int, string, string) {
+		Native: func(ctx context.Context) ProbeOutput {
 			return httpProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/-/health", port), 3*time.Second)
 		},
 	}
@@ -103,14 +112,14 @@ func sshCheck(port int) Check {
 		Category: "network",
 		Label:    "SSH agent (TCP)",
 		ProbeCmd: []string{"bash", "-c", fmt.Sprintf("echo | nc -w2 %s %d", ContainerHost, port)},
-		Evaluate: func(exit int, _, _ string) Verdict {
-			if exit == 0 {
+		Evaluate: func(p ProbeOutput) Verdict {
+			if p.Exit == 0 {
 				return Verdict{Severity: OK, Detail: fmt.Sprintf("SSH agent reachable at port %d", port)}
 			}
 			return Verdict{Severity: Error, Detail: fmt.Sprintf("SSH agent unreachable at port %d — check host proxy", port)}
 		},
 		FixDescription: "Not fixable from container — host-side SSH agent must be running.",
-		Native: func(ctx context.Context) (int, string, string) {
+		Native: func(ctx context.Context) ProbeOutput {
 			return tcpProbe(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 2*time.Second)
 		},
 	}
@@ -121,11 +130,11 @@ func shieldCheck(desired *string) Check {
 		Category: "shield",
 		Label:    "Shield state",
 		HostSide: true,
-		Evaluate: func(_ int, stdout, _ string) Verdict {
+		Evaluate: func(p ProbeOutput) Verdict {
 			if desired == nil || *desired == "" {
 				return Verdict{Severity: OK, Detail: "no desired state configured — shield not managed"}
 			}
-			actual := strings.TrimSpace(stdout)
+			actual := strings.TrimSpace(p.Stdout)
 			if actual == *desired {
 				return Verdict{Severity: OK, Detail: fmt.Sprintf("shield state matches desired (%s)", *desired)}
 			}
@@ -137,45 +146,48 @@ func shieldCheck(desired *string) Check {
 	}
 }
 
-// unavailable is the probe result for a missing program or a timeout.
+// unavailable is the probe's stderr for a missing program or a timeout.
 const unavailable = "probe command unavailable or timed out"
+
+// probeUnavailable is the probe output for a missing program or a timeout.
+var probeUnavailable = ProbeOutput{Exit: 1, Stderr: unavailable}
 
 // httpProbe GETs url like `wget -q --spider`: 0 for a 2xx/3xx answer, 8
 // (wget's "server issued an error response") for others, 4 (network
 // failure) when no answer came. stdout is the body (at most 64 KiB).
-func httpProbe(ctx context.Context, url string, timeout time.Duration) (int, string, string) {
+func httpProbe(ctx context.Context, url string, timeout time.Duration) ProbeOutput {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 1, "", err.Error()
+		return ProbeOutput{Exit: 1, Stderr: err.Error()}
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return 1, "", unavailable
+			return ProbeOutput{Exit: 1, Stderr: unavailable}
 		}
-		return 4, "", err.Error()
+		return ProbeOutput{Exit: 4, Stderr: err.Error()}
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	_ = resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-		return 0, string(body), ""
+		return ProbeOutput{Stdout: string(body)}
 	}
-	return 8, string(body), resp.Status
+	return ProbeOutput{Exit: 8, Stdout: string(body), Stderr: resp.Status}
 }
 
 // tcpProbe connects like `echo | nc -w2`: 0 when the connection opens.
-func tcpProbe(ctx context.Context, addr string, timeout time.Duration) (int, string, string) {
+func tcpProbe(ctx context.Context, addr string, timeout time.Duration) ProbeOutput {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return 1, "", err.Error()
+		return ProbeOutput{Exit: 1, Stderr: err.Error()}
 	}
 	_, _ = c.Write([]byte("\n"))
 	_ = c.Close()
-	return 0, "", ""
+	return ProbeOutput{}
 }
 
 // Result is a check's label with its verdict.
@@ -188,26 +200,26 @@ type Result struct {
 }
 
 // RunStandalone runs checks on the host (docs/runner.md, Doctor): host-side checks
-// get evaluate(0, "", ""); probe checks run their native probe within
-// timeout, a missing probe or a timeout giving evaluate(1, "", "probe
-// command unavailable or timed out").
+// are evaluated with a zero ProbeOutput; probe checks run their native
+// probe within timeout, a missing probe or a timeout giving
+// ProbeOutput{Exit: 1, Stderr: "probe command unavailable or timed out"}.
 func RunStandalone(ctx context.Context, checks []Check, timeout time.Duration) []Result {
 	results := make([]Result, 0, len(checks))
 	for _, c := range checks {
 		var v Verdict
 		switch {
 		case c.HostSide:
-			v = c.Evaluate(0, "", "")
+			v = c.Evaluate(ProbeOutput{})
 		case c.Native == nil:
-			v = c.Evaluate(1, "", unavailable)
+			v = c.Evaluate(probeUnavailable)
 		default:
 			pctx, cancel := context.WithTimeout(ctx, timeout)
-			exit, out, errOut := c.Native(pctx)
+			out := c.Native(pctx)
 			if pctx.Err() != nil {
-				exit, out, errOut = 1, "", unavailable
+				out = probeUnavailable
 			}
 			cancel()
-			v = c.Evaluate(exit, out, errOut)
+			v = c.Evaluate(out)
 		}
 		r := Result{Category: c.Category, Label: c.Label, Verdict: v}
 		if v.Severity != OK {

@@ -63,7 +63,7 @@ func TestEvaluate(t *testing.T) {
 		{SandboxChecks(nil, nil, ptr("down_all"))[0], 0, "", Verdict{Warn, "shield state mismatch: actual='', desired='down_all'", true}},
 	}
 	for i, c := range cases {
-		if got := c.check.Evaluate(c.exit, c.stdout, ""); got != c.want {
+		if got := c.check.Evaluate(ProbeOutput{Exit: c.exit, Stdout: c.stdout}); got != c.want {
 			t.Errorf("%d: got %+v want %+v", i, got, c.want)
 		}
 	}
@@ -130,11 +130,11 @@ func TestStandaloneAgainstRealServices(t *testing.T) {
 }
 
 func TestStandaloneTimeoutAndMissingProbe(t *testing.T) {
-	hang := Check{Label: "hang", Native: func(ctx context.Context) (int, string, string) {
+	hang := Check{Label: "hang", Native: func(ctx context.Context) ProbeOutput {
 		<-ctx.Done()
-		return 0, "", ""
-	}, Evaluate: func(exit int, _, stderr string) Verdict {
-		if exit == 1 && stderr == "probe command unavailable or timed out" {
+		return ProbeOutput{}
+	}, Evaluate: func(p ProbeOutput) Verdict {
+		if p.Exit == 1 && p.Stderr == "probe command unavailable or timed out" {
 			return Verdict{Severity: Error, Detail: "timed out"}
 		}
 		return Verdict{Severity: OK}
@@ -186,7 +186,7 @@ func TestDaemonCheckVerdicts(t *testing.T) {
 		{agent, 8, "error database", "", Error, `SSH agent at port 18732 answers "error database" — its log (the proxy's) has the cause`},
 		{agent, 1, "", "no answer: EOF", Error, "SSH agent at port 18732 gave no health answer (no answer: EOF)"},
 	} {
-		v := c.check.Evaluate(c.exit, c.stdout, c.stderr)
+		v := c.check.Evaluate(ProbeOutput{Exit: c.exit, Stdout: c.stdout, Stderr: c.stderr})
 		if v.Severity != c.sev || v.Detail != c.detail {
 			t.Errorf("%s evaluate(%d, %q, %q) = %+v, want %s %q", c.check.Label, c.exit, c.stdout, c.stderr, v, c.sev, c.detail)
 		}
@@ -204,7 +204,7 @@ func TestFormatFix(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", buf.String(), want)
 	}
 	res := RunStandalone(context.Background(), []Check{{Label: "x", HostSide: true, HostFix: "fix-it",
-		Evaluate: func(int, string, string) Verdict { return Verdict{Severity: OK} }}}, ProbeTimeout)
+		Evaluate: func(ProbeOutput) Verdict { return Verdict{Severity: OK} }}}, ProbeTimeout)
 	if res[0].Fix != "" {
 		t.Fatalf("an ok check carries its fix: %+v", res[0])
 	}

@@ -23,7 +23,7 @@ func SeccompCheck(path string, euid int) Check {
 		Category: "security",
 		Label:    "Seccomp profile",
 		HostSide: true,
-		Evaluate: func(int, string, string) Verdict {
+		Evaluate: func(ProbeOutput) Verdict {
 			err := seccomp.Load(path, euid)
 			switch {
 			case err == nil:
@@ -45,7 +45,7 @@ func StaticMarkerCheck(enabled bool) Check {
 		Category: "security",
 		Label:    "Static phantom marker",
 		HostSide: true,
-		Evaluate: func(int, string, string) Verdict {
+		Evaluate: func(ProbeOutput) Verdict {
 			if !enabled {
 				return Verdict{Severity: OK, Detail: "refused (proxy_static_marker is off)"}
 			}

@@ -34,7 +34,7 @@ func secretsCheck(store secretsctl.Store, seccompProfile string) Check {
 		Category: "secrets",
 		Label:    "Secrets at rest",
 		HostSide: true,
-		Evaluate: func(int, string, string) Verdict {
+		Evaluate: func(ProbeOutput) Verdict {
 			ctx, cancel := context.WithTimeout(context.Background(), ProbeTimeout)
 			defer cancel()
 			st, err := store.Status(ctx)

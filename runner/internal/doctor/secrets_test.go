@@ -54,7 +54,7 @@ func TestSecretsCheckOnAStore(t *testing.T) {
 	if !c.HostSide || c.Category != "secrets" {
 		t.Fatalf("check %+v", c)
 	}
-	v := c.Evaluate(0, "", "")
+	v := c.Evaluate(ProbeOutput{})
 	if v.Severity != OK || !strings.Contains(v.Detail, "plaintext") {
 		t.Fatalf("empty store: %+v", v)
 	}
@@ -107,21 +107,21 @@ func TestSecretsCheckOnByDefault(t *testing.T) {
 	}
 	db.Close()
 
-	v := secretsCheck(store, "").Evaluate(0, "", "")
+	v := secretsCheck(store, "").Evaluate(ProbeOutput{})
 	if v.Severity != Warn || !strings.Contains(v.Detail, "plaintext") || !strings.Contains(v.Detail, hostKey) || !strings.Contains(v.Detail, "credentials unlock") {
 		t.Fatalf("without a source: %+v", v)
 	}
 	if out, err := exec.Command("systemd-creds", "setup").CombinedOutput(); err != nil {
 		t.Fatalf("systemd-creds setup: %v: %s", err, out)
 	}
-	v = secretsCheck(store, "").Evaluate(0, "", "")
+	v = secretsCheck(store, "").Evaluate(ProbeOutput{})
 	if v.Severity != Warn || !strings.Contains(v.Detail, "creates one sealed by systemd-creds (host)") || !strings.Contains(v.Detail, "credentials migrate") {
 		t.Fatalf("with a source, before a write: %+v", v)
 	}
 	if _, err := store.EnsureEncrypted(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	v = secretsCheck(store, "").Evaluate(0, "", "")
+	v = secretsCheck(store, "").Evaluate(ProbeOutput{})
 	if v.Severity != OK || !strings.HasPrefix(v.Detail, "encrypted") || !strings.Contains(v.Detail, "systemd-creds (host) only") || !strings.Contains(v.Detail, "1 sealed/0 plaintext") {
 		t.Fatalf("after the first write: %+v", v)
 	}
