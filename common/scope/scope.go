@@ -149,10 +149,13 @@ func Clean(escaped string) ([]string, error) {
 }
 
 // Allowed reports whether method and escaped path are inside the scope.
+// The method is matched case-insensitively: rules name upper-case methods,
+// and many upstreams take "delete" for DELETE, so a deny rule must too.
 func (s Scope) Allowed(method, escaped string) bool {
 	if s.Empty() {
 		return true
 	}
+	method = strings.ToUpper(method)
 	segs, err := Clean(escaped)
 	if err != nil {
 		return false

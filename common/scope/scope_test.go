@@ -55,6 +55,11 @@ func TestAllowed(t *testing.T) {
 		{"GET", "/../v1/messages", false},
 		{"GET", "/v1/messages%zz", false},
 		{"GET", "v1/messages", false},
+		// Methods case-insensitively: many upstreams act on "delete" as
+		// DELETE, so neither an allow nor a deny rule may miss it.
+		{"post", "/v1/messages", true},
+		{"delete", "/v1/messages", false},
+		{"get", "/repos/acme/secret/pulls", false},
 	}
 	for _, tt := range tests {
 		if got := s.Allowed(tt.method, tt.path); got != tt.want {
@@ -149,7 +154,7 @@ func refAllowed(rule Rule, deny bool, method, escaped string) (allowed, ok bool)
 	}
 	methodOK := false
 	for _, m := range rule.Methods {
-		if m == "*" || m == method {
+		if m == "*" || m == strings.ToUpper(method) {
 			methodOK = true
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/creddb"
+	"terok.dev/sandbox/common/scope"
 	"terok.dev/sandbox/common/tokenid"
 	"terok.dev/sandbox/credproxy/internal/inject"
 	"terok.dev/sandbox/credproxy/internal/metrics"
@@ -435,7 +436,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusMethodNotAllowed, msgMethod)
 		return
 	}
-	if escaped := r.URL.EscapedPath(); !route.Scope.Allowed(r.Method, escaped) || !info.Scope.Allowed(r.Method, escaped) {
+	if !inScope(r, route.Scope, info.Scope) {
 		ev.refuse(ReasonScope)
 		p.log.Warn("Request outside the route's or the token's scope refused",
 			"provider", info.Provider, "project", info.Project, "task", info.Task,
@@ -532,6 +533,55 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = httptrace.WithClientTrace(st, &st.trace)
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// methodOverrides and pathOverrides are request headers that upstreams
+// act on instead of the request line's method (Rack's
+// MethodOverride, Google's front ends, ...) or path (IIS, older Symfony):
+// a scope must hold for them too (docs/credential-proxy.md, Scopes).
+var (
+	methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+	pathOverrides   = [...]string{"X-Original-Url", "X-Rewrite-Url"}
+)
+
+// inScope reports whether every method and path an upstream may read from
+// r — the request line's, and those of the override headers — is inside
+// every one of scopes. A path override that is not an origin-form path
+// ("/...", its query ignored) is never in a non-empty scope.
+func inScope(r *http.Request, scopes ...scope.Scope) bool {
+	methods := []string{r.Method}
+	paths := []string{r.URL.EscapedPath()}
+	for _, h := range methodOverrides {
+		for _, v := range r.Header.Values(h) {
+			methods = append(methods, strings.TrimSpace(v))
+		}
+	}
+	pathOK := true
+	for _, h := range pathOverrides {
+		for _, v := range r.Header.Values(h) {
+			v, _, _ = strings.Cut(strings.TrimSpace(v), "?")
+			if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
+				pathOK = false
+			}
+			paths = append(paths, v)
+		}
+	}
+	for _, s := range scopes {
+		if s.Empty() {
+			continue
+		}
+		if !pathOK {
+			return false
+		}
+		for _, m := range methods {
+			for _, p := range paths {
+				if !s.Allowed(m, p) {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 // neverForwarded reports whether method is one the proxy refuses whatever

@@ -85,3 +85,88 @@ func TestRoutesRejectMalformedScope(t *testing.T) {
 		}
 	}
 }
+
+// overrideUpstream acts like the many servers that take a method case-
+// insensitively (ASP.NET Core, Werkzeug) and honour the method- and
+// path-override headers (Rack::MethodOverride, Google's front ends, IIS
+// and older Symfony for X-Original-URL / X-Rewrite-URL): it reports the
+// request it would act on.
+func overrideUpstream(t *testing.T, acted *atomic.Value) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m, p := strings.ToUpper(r.Method), r.URL.Path
+		for _, h := range []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"} {
+			if v := r.Header.Get(h); v != "" {
+				m = strings.ToUpper(v)
+			}
+		}
+		for _, h := range []string{"X-Original-Url", "X-Rewrite-Url"} {
+			if v := r.Header.Get(h); v != "" {
+				p = v
+			}
+		}
+		acted.Store(m + " " + p)
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// TestScopeOverridesRefused: a deny rule on DELETE or on a path holds
+// against the request forms that upstreams read as that method or path
+// although the proxy's matcher saw another (docs/credential-proxy.md,
+// Scopes): a lower-case method, the method-override headers and the
+// path-override headers. A request whose every reading is in scope still
+// goes through.
+func TestScopeOverridesRefused(t *testing.T) {
+	var acted atomic.Value
+	up := overrideUpstream(t, &acted)
+	tbl, err := routes.Parse([]byte(`{"up": {"upstream": "` + up.URL + `",
+		"deny": [{"methods": ["DELETE"], "path": "/v1/**"}, {"methods": ["*"], "path": "/admin/**"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{Store: memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}, Routes: tbl})
+	srv := httptest.NewServer(p)
+	defer func() { srv.Close(); p.Close() }()
+	for _, c := range []struct {
+		method, path string
+		header       [2]string
+		want         int
+	}{
+		{"GET", "/v1/x", [2]string{}, 200},
+		{"POST", "/v1/x", [2]string{}, 200},
+		{"POST", "/v1/x", [2]string{"X-HTTP-Method-Override", "PUT"}, 200},
+		{"GET", "/v1/x", [2]string{"X-Original-URL", "/v1/y?q=1"}, 200},
+		{"DELETE", "/v1/x", [2]string{}, 403},
+		{"delete", "/v1/x", [2]string{}, 403},
+		{"Delete", "/v1/x", [2]string{}, 403},
+		{"POST", "/v1/x", [2]string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"POST", "/v1/x", [2]string{"x-http-method-override", "delete"}, 403},
+		{"POST", "/v1/x", [2]string{"X-HTTP-Method", "DELETE"}, 403},
+		{"POST", "/v1/x", [2]string{"X-Method-Override", "DELETE"}, 403},
+		{"GET", "/v1/x", [2]string{"X-Original-URL", "/admin/keys"}, 403},
+		{"GET", "/v1/x", [2]string{"X-Rewrite-URL", "/admin/keys"}, 403},
+		{"GET", "/v1/x", [2]string{"X-Original-URL", "/v1/../admin/keys"}, 403},
+		{"GET", "/v1/x", [2]string{"X-Original-URL", "http://up/admin/keys"}, 403},
+	} {
+		acted.Store("")
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		if c.header[0] != "" {
+			req.Header[c.header[0]] = []string{c.header[1]}
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != c.want {
+			t.Errorf("%s %s %v: status %d, want %d (%s); the upstream acted on %q", c.method, c.path, c.header, res.StatusCode, c.want, body, acted.Load())
+			continue
+		}
+		if got := acted.Load().(string); c.want == 403 && got != "" {
+			t.Errorf("%s %s %v: refused, but the upstream acted on %q", c.method, c.path, c.header, got)
+		}
+	}
+}
