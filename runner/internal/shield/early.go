@@ -1,7 +1,9 @@
 package shield
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -40,9 +42,10 @@ import (
 
 // earlyResult is what the watcher proved.
 type earlyResult struct {
-	short string // container.id written by the hook during this launch
-	pid   int
-	start string // the process's start time (/proc/PID/stat field 22)
+	short    string // container.id written by the hook during this launch
+	userdata string // the run directory whose pidfile named pid
+	pid      int
+	start    string // the process's start time (/proc/PID/stat field 22)
 }
 
 // Pending is a post-start verification begun before podman returned. Its
@@ -113,10 +116,15 @@ func (p *Pending) release(w *dirWatcher) {
 }
 
 // watch waits for the hook's container.id, then for the runtime's pidfile,
-// then lists and verifies the table; nil when anything is missing.
+// then lists and verifies the table; nil when anything is missing. It
+// looks at a file again only after an event that names it: the hook
+// writes a dozen files into the state directory meanwhile, and re-reading
+// container.id (or globbing the run root for the pidfile) on each of
+// those wake-ups was most of the watch's CPU time.
 func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *earlyResult {
 	s := p.s
-	if w.add(dir) != nil {
+	wd, err := w.add(dir)
+	if err != nil {
 		return nil
 	}
 	var short string
@@ -125,20 +133,23 @@ func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *
 			short = id
 			break
 		}
-		if !w.wait() {
+		if !w.waitFor(wd, shieldbundle.FileContainerID) {
 			return nil
 		}
 	}
 	userdata, err := s.userdataDir(short)
-	if err != nil || w.add(userdata) != nil {
+	if err != nil {
+		return nil
+	}
+	if wd, err = w.add(userdata); err != nil {
 		return nil
 	}
 	var pid int
 	for {
-		if pid, err = s.runtimePID(short); err == nil {
+		if pid, err = readPIDFile(filepath.Join(userdata, pidFile)); err == nil {
 			break
 		}
-		if !w.wait() {
+		if !w.waitFor(wd, pidFile) {
 			return nil
 		}
 	}
@@ -161,7 +172,7 @@ func (p *Pending) watch(ctx context.Context, w *dirWatcher, dir, stale string) *
 	if procStart(pid) != start {
 		return nil
 	}
-	return &earlyResult{short: short, pid: pid, start: start}
+	return &earlyResult{short: short, userdata: userdata, pid: pid, start: start}
 }
 
 // Stop abandons the watch (podman failed, or the launch ended); it is safe
@@ -226,7 +237,14 @@ func (p *Pending) matches(r *earlyResult, containerID string) bool {
 	if err != nil || readTrim(filepath.Join(dir, shieldbundle.FileContainerID)) != r.short {
 		return false
 	}
-	pid, err := p.s.runtimePID(full)
+	// The run directory the watch found was the only one whose name
+	// starts with the short id; that its name is podman's full id makes
+	// it the run directory of that container (what runtimePID(full)
+	// would glob for), without globbing the run root again.
+	if filepath.Base(filepath.Dir(r.userdata)) != full {
+		return false
+	}
+	pid, err := readPIDFile(filepath.Join(r.userdata, pidFile))
 	if err != nil || pid != r.pid {
 		return false
 	}
@@ -277,24 +295,60 @@ func newDirWatcher(ctx context.Context) (*dirWatcher, error) {
 	return w, nil
 }
 
-func (w *dirWatcher) add(dir string) error {
+// add watches dir and returns the watch descriptor its events carry.
+func (w *dirWatcher) add(dir string) (int, error) {
 	raw, err := w.f.SyscallConn()
 	if err != nil {
-		return err
+		return -1, err
 	}
-	var werr error
+	wd, werr := -1, error(nil)
 	err = raw.Control(func(fd uintptr) {
-		_, werr = unix.InotifyAddWatch(int(fd), dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_ONLYDIR)
+		wd, werr = unix.InotifyAddWatch(int(fd), dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_ONLYDIR)
 	})
-	return errors.Join(err, werr)
+	return wd, errors.Join(err, werr)
 }
 
-// wait blocks until the next batch of events; false when cancelled or
-// broken.
-func (w *dirWatcher) wait() bool {
+// waitFor blocks until an event may concern file name in the directory
+// of watch wd; false when cancelled or broken.
+func (w *dirWatcher) waitFor(wd int, name string) bool {
 	var buf [4096]byte
-	_, err := w.f.Read(buf[:])
-	return err == nil
+	for {
+		n, err := w.f.Read(buf[:])
+		if err != nil {
+			return false
+		}
+		if eventsName(buf[:n], wd, name) {
+			return true
+		}
+	}
+}
+
+// eventsName reports whether a batch of inotify events may concern file
+// name in the directory of watch wd: an event of wd naming it, a queue
+// overflow (events were lost, anything may have happened) or a batch it
+// cannot parse (never expected from the kernel; counted as a hit, so the
+// caller looks at the file again rather than miss it).
+func eventsName(b []byte, wd int, name string) bool {
+	for len(b) > 0 {
+		if len(b) < unix.SizeofInotifyEvent {
+			return true
+		}
+		ewd := int32(binary.NativeEndian.Uint32(b[0:4]))
+		mask := binary.NativeEndian.Uint32(b[4:8])
+		n := int(binary.NativeEndian.Uint32(b[12:16]))
+		if n > len(b)-unix.SizeofInotifyEvent {
+			return true
+		}
+		ename := b[unix.SizeofInotifyEvent : unix.SizeofInotifyEvent+n]
+		if mask&unix.IN_Q_OVERFLOW != 0 {
+			return true
+		}
+		if int(ewd) == wd && string(bytes.TrimRight(ename, "\x00")) == name {
+			return true
+		}
+		b = b[unix.SizeofInotifyEvent+n:]
+	}
+	return false
 }
 
 func (w *dirWatcher) close() {

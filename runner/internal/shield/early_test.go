@@ -1,7 +1,9 @@
 package shield
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"terok.dev/sandbox/common/shieldbundle"
 )
@@ -268,4 +272,42 @@ func TestWaitDoneOrExit(t *testing.T) {
 			t.Fatal("the listing never ended, yet it was reported done")
 		}
 	})
+}
+
+// TestEventsName: the watch looks at a file again only for an event that
+// may concern it; anything it cannot rule out counts as a hit.
+func TestEventsName(t *testing.T) {
+	ev := func(wd int32, mask uint32, name string) []byte {
+		n := 0
+		if name != "" {
+			n = (len(name)/16 + 1) * 16 // the kernel pads names with NULs
+		}
+		b := make([]byte, unix.SizeofInotifyEvent+n)
+		binary.NativeEndian.PutUint32(b[0:4], uint32(wd))
+		binary.NativeEndian.PutUint32(b[4:8], mask)
+		binary.NativeEndian.PutUint32(b[12:16], uint32(n))
+		copy(b[unix.SizeofInotifyEvent:], name)
+		return b
+	}
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tt := range []struct {
+		name  string
+		batch []byte
+		want  bool
+	}{
+		{"the file, renamed into place", ev(1, unix.IN_MOVED_TO, "container.id"), true},
+		{"the file, written", ev(1, unix.IN_CLOSE_WRITE, "container.id"), true},
+		{"other files only", cat(ev(1, unix.IN_CREATE, "ruleset.nft.tmp"), ev(1, unix.IN_MOVED_TO, "gateway")), false},
+		{"the file after others in one batch", cat(ev(1, unix.IN_CREATE, "gateway"), ev(1, unix.IN_MOVED_TO, "container.id")), true},
+		{"the name in another watched directory", ev(2, unix.IN_MOVED_TO, "container.id"), false},
+		{"a longer name with the file as prefix", ev(1, unix.IN_MOVED_TO, "container.id.tmp"), false},
+		{"queue overflow", ev(-1, unix.IN_Q_OVERFLOW, ""), true},
+		{"truncated header", ev(1, unix.IN_CREATE, "gateway")[:8], true},
+		{"name longer than the batch", ev(1, unix.IN_CREATE, "gateway")[:unix.SizeofInotifyEvent+4], true},
+		{"empty batch", nil, false},
+	} {
+		if got := eventsName(tt.batch, 1, "container.id"); got != tt.want {
+			t.Errorf("%s: eventsName = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

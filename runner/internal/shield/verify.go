@@ -177,13 +177,22 @@ func (s *Shield) userdataDir(id string) (string, error) {
 	return matches[0], nil
 }
 
+// pidFile is the name of the OCI runtime's pidfile in a container's run
+// directory.
+const pidFile = "pidfile"
+
 // runtimePID reads the pidfile the OCI runtime wrote for container id.
 func (s *Shield) runtimePID(id string) (int, error) {
 	dir, err := s.userdataDir(id)
 	if err != nil {
 		return 0, err
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "pidfile"))
+	return readPIDFile(filepath.Join(dir, pidFile))
+}
+
+// readPIDFile reads a runtime pidfile: one positive decimal PID.
+func readPIDFile(path string) (int, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
