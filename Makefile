@@ -70,8 +70,11 @@ test:
 
 # End-to-end tests through real podman, rootful and rootless. Needs root
 # and the packages scripts/install-deps.sh installs.
+# Then the library's launch example (runner/sandbox Example_launch) runs
+# for real on a host its TestMain sets up from the same harness.
 e2e: build
 	cd runner && $(AS_ROOT) env TEROK_BIN_DIR=$(BIN) $(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) ./e2e/...
+	cd runner && $(AS_ROOT) env TEROK_BIN_DIR=$(BIN) $(GO) test -count=1 -tags e2e -timeout $(E2E_TIMEOUT) -run '^Example_launch$$' ./sandbox/
 
 bench: build
 	@set -e; for m in $(MODULES); do echo "== go test -bench $$m"; (cd $$m && TEROK_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...); done

@@ -5,6 +5,7 @@ package testkit
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,12 +23,22 @@ import (
 // on it retry on "address in use" where that matters.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
+	port, err := PickPort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return port
+}
+
+// PickPort is FreePort for code without a testing.TB, such as a TestMain
+// that prepares a host before any test runs.
+func PickPort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatalf("pick a free loopback port: %v", err)
+		return 0, fmt.Errorf("pick a free loopback port: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // RootVars are the environment variables that move every root the sandbox

@@ -241,59 +241,13 @@ func shxNewHostService(t *testing.T) *shxHostService {
 
 // shxShieldRunner prepares a runner for shield launches: global hooks
 // installed by `shield setup` into a hooks directory that a test
-// containers.conf (the harness settings plus hooks_dir) names.
+// containers.conf (the harness settings plus hooks_dir) names
+// (testharness.Runner.SetupShield).
 func shxShieldRunner(t testing.TB, ctx context.Context, r *testharness.Runner) (hooksDir string) {
 	t.Helper()
-	if r.User == nil {
-		hooksDir = filepath.Join(r.Base, "hooks")
-	} else {
-		hooksDir = filepath.Join(r.Base, "home", ".local", "share", "containers", "oci", "hooks.d")
-	}
-	base, err := os.ReadFile(r.Env().ContainersConf)
+	hooksDir, err := r.SetupShield(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	conf := strings.Replace(string(base), "\n[engine]\n", "\n[engine]\nhooks_dir = [\""+hooksDir+"\"]\n", 1)
-	if !strings.Contains(conf, hooksDir) {
-		t.Fatalf("test containers.conf has no [engine] section:\n%s", base)
-	}
-	confPath := filepath.Join(r.Base, "containers-shield.conf")
-	if err := r.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r.ExtraEnv = append(r.ExtraEnv, "CONTAINERS_CONF="+confPath)
-
-	var res testharness.Result
-	if r.User == nil {
-		res = r.Sandbox(ctx, "shield", "setup", "--root")
-	} else {
-		// --user writes below $HOME: a home of the test's own, so the real
-		// user's containers.conf is left alone. (podman keeps the real HOME
-		// for its storage; CONTAINERS_CONF names the hooks dir for it.)
-		home := filepath.Join(r.Base, "home")
-		if err := r.Mkdir(home, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		bin, err := r.Env().Bin("terok-sandbox")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := r.Command(ctx, bin, "shield", "setup", "--user")
-		cmd.Env = append(cmd.Env, "HOME="+home)
-		res = testharness.Collect(cmd)
-		if res.Code == 0 {
-			data, err := os.ReadFile(filepath.Join(home, ".config", "containers", "containers.conf"))
-			if err != nil || !strings.Contains(string(data), "hooks_dir = [") || !strings.Contains(string(data), hooksDir) {
-				t.Fatalf("--user did not write the user containers.conf: %q %v", data, err)
-			}
-		}
-	}
-	if res.Code != 0 || !strings.Contains(res.Stdout, "Shield hooks installed in "+hooksDir) {
-		t.Fatalf("shield setup: %s", res)
-	}
-	res = r.Sandbox(ctx, "shield", "check")
-	if res.Code != 0 || !strings.Contains(res.Stdout, "Health:         ok") {
-		t.Fatalf("shield check: %s", res)
 	}
 	return hooksDir
 }

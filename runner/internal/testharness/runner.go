@@ -74,19 +74,27 @@ func (e *Env) Each(t *testing.T, fn func(t *testing.T, r *Runner)) {
 
 func (e *Env) newRunner(t testing.TB, u *User) *Runner {
 	t.Helper()
+	r, err := e.NewRunner(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// NewRunner is a runner as root (u nil) or as u outside a test, e.g. for a
+// TestMain that prepares a host for examples; the caller calls Close when
+// done. Tests use Root, Rootless or Each, which close it for them.
+func (e *Env) NewRunner(u *User) (*Runner, error) {
 	r := &Runner{env: e, Kind: "root", User: u, Prefix: "tke2e-" + randHex(4)}
 	if u != nil {
 		r.Kind = "rootless"
 	}
 	base, err := os.MkdirTemp("", "terok-e2e-"+r.Kind+"-")
 	if err != nil {
-		t.Fatalf("runner base dir: %v", err)
+		return nil, fmt.Errorf("runner base dir: %w", err)
 	}
 	r.Base = base
-	t.Cleanup(func() {
-		r.Cleanup()
-		_ = os.RemoveAll(base)
-	})
 	r.Dirs = Dirs{
 		State:       filepath.Join(base, "state"),
 		Runtime:     filepath.Join(base, "run"),
@@ -96,15 +104,24 @@ func (e *Env) newRunner(t testing.TB, u *User) *Runner {
 		XDGState:    filepath.Join(base, "xdg-state"),
 	}
 	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatalf("runner base dir: %v", err)
+		r.Close()
+		return nil, fmt.Errorf("runner base dir: %w", err)
 	}
 	if err := r.Chown(base); err != nil {
-		t.Fatalf("runner base dir: %v", err)
+		r.Close()
+		return nil, fmt.Errorf("runner base dir: %w", err)
 	}
 	if err := r.installSeccomp(); err != nil {
-		t.Fatalf("runner seccomp profile: %v", err)
+		r.Close()
+		return nil, fmt.Errorf("runner seccomp profile: %w", err)
 	}
-	return r
+	return r, nil
+}
+
+// Close removes the runner's containers (Cleanup) and its directories.
+func (r *Runner) Close() {
+	r.Cleanup()
+	_ = os.RemoveAll(r.Base)
 }
 
 // Env is the harness this runner belongs to.

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package sandbox_test
 
 import (
@@ -5,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -16,9 +19,10 @@ import (
 // The main flow of an orchestrator (docs/library.md, Embedding): a task's
 // container launched behind the shield with a gate token (its clone URL)
 // and a phantom token, its logs streamed until it is ready, its exit
-// awaited, its tokens revoked and the container removed. It needs podman,
-// the shield's global hooks and a running gate, so it is compiled here and
-// not run; ExampleSandbox_CreatePhantomToken runs the token half.
+// awaited, its tokens revoked and the container removed. It runs for real
+// in `make e2e` (build tag e2e, root, real podman) on a host that
+// TestMain sets up as an installation would be: the shield's hooks, the
+// gate running with the project "demo" mirrored, the agent image.
 func Example_launch() {
 	ctx := context.Background()
 	env := config.FromOS()
@@ -27,7 +31,8 @@ func Example_launch() {
 		fmt.Println(err)
 		return
 	}
-	sb := sandbox.New(cfg, sandbox.Options{Env: env, Log: slog.Default()})
+	// The podman command line and the task's logs go to stderr.
+	sb := sandbox.New(cfg, sandbox.Options{Env: env, Log: slog.Default(), Stdout: os.Stderr})
 	if err := sb.EnsureGate(ctx); err != nil { // never starts the gate itself
 		fmt.Println(err)
 		return
@@ -52,20 +57,20 @@ func Example_launch() {
 		return
 	}
 
-	spec := sandbox.RunSpec{
-		ContainerName: name, Image: "terok-l1-cli:ubuntu-24.04",
+	_, err = sb.Run(ctx, sandbox.RunSpec{
+		ContainerName: name, Image: "localhost/terok-example-agent",
 		TaskDir: filepath.Join(cfg.StateDir, "tasks", name),
 		Project: task.Project, Task: task.Task,
 		Env: []sandbox.EnvVar{{Name: "CODE_REPO", Value: cloneURL}, {Name: "ANTHROPIC_API_KEY", Value: phantom}},
-	}
-	_, err = sb.Run(ctx, spec, sandbox.LifecycleHooks{})
+		// The agent's start: clone through the gate, then say it is ready.
+		Command: []string{"sh", "-c", `cd /tmp && HOME=/tmp git clone -q "$CODE_REPO" demo && echo "` + sandbox.ReadyMarker + `"`},
+	}, sandbox.LifecycleHooks{})
 	var setup *shield.SetupNeededError
-	if errors.As(err, &setup) { // the shield's global hooks are missing: install, launch again
-		if _, err = sb.Shield().Setup(ctx, shield.ScopeUser); err == nil {
-			_, err = sb.Run(ctx, spec, sandbox.LifecycleHooks{})
-		}
+	if errors.As(err, &setup) { // never started without the firewall
+		fmt.Println("install the shield's hooks first: terok-sandbox shield setup")
+		return
 	}
-	if err != nil { // never started without the firewall (sandbox.LaunchError, GpuConfigError, …)
+	if err != nil { // sandbox.LaunchError, GpuConfigError, …
 		fmt.Println(err)
 		return
 	}
@@ -73,8 +78,7 @@ func Example_launch() {
 	if sb.StreamLogs(ctx, name, 2*time.Minute, nil) { // until sandbox.ReadyMarker
 		fmt.Println("ready")
 	}
-	code := sb.WaitForExit(ctx, name, 0) // sandbox.ExitTimeout on a timeout
-	fmt.Println("exit", code)
+	fmt.Println("exit", sb.WaitForExit(ctx, name, 2*time.Minute)) // sandbox.ExitTimeout on a timeout
 
 	if _, err := sb.RevokePhantomTokens(ctx, task); err != nil {
 		fmt.Println(err)
@@ -83,4 +87,7 @@ func Example_launch() {
 		fmt.Println(err)
 	}
 	sb.Stop(ctx, []string{name})
+	// Output:
+	// ready
+	// exit 0
 }
