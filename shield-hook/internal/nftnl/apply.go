@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -26,17 +27,26 @@ var ErrTooLarge = errors.New("ruleset batch exceeds the netlink send buffer")
 // wantSndBuf is the send buffer asked for: ~16k allowlist entries.
 const wantSndBuf = 4 << 20
 
+// Conn is a lasting nftables connection and the netlink socket under it,
+// on which Apply sends its batch itself (sendBatch).
+type Conn struct {
+	*nftables.Conn
+	raw syscall.RawConn
+}
+
 // Open creates a netlink connection in the calling thread's network
 // namespace; call it on a thread already switched into the container's
 // namespace (nsexec.NS.Do), or use OpenIn. The returned close function must
 // be called.
-func Open() (*nftables.Conn, int, func(), error) {
+func Open() (*Conn, int, func(), error) {
 	sndbuf := 0
+	var raw syscall.RawConn
 	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nc *netlink.Conn) error {
 		rc, err := nc.SyscallConn()
 		if err != nil {
 			return err
 		}
+		raw = rc
 		var serr error
 		cerr := rc.Control(func(fd uintptr) {
 			// FORCE works for root in the initial user namespace; a
@@ -54,7 +64,11 @@ func Open() (*nftables.Conn, int, func(), error) {
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("nftables netlink socket: %w", err)
 	}
-	return c, sndbuf, func() { _ = c.CloseLasting() }, nil
+	if raw == nil {
+		_ = c.CloseLasting()
+		return nil, 0, nil, errors.New("nftables netlink socket: no socket under the connection")
+	}
+	return &Conn{Conn: c, raw: raw}, sndbuf, func() { _ = c.CloseLasting() }, nil
 }
 
 // OpenIn is Open for the network namespace ns: the socket is created on a
@@ -74,9 +88,9 @@ func Open() (*nftables.Conn, int, func(), error) {
 // dev-standard in a new namespace: apply 4.1 -> 1.6 ms, read-back 1.8 ->
 // 0.65 ms when the work runs on an ordinary goroutine. (socket v0.7 starts
 // no watcher for a context that cannot be cancelled, but needs go 1.26.)
-func OpenIn(ns *nsexec.NS) (*nftables.Conn, int, func(), error) {
+func OpenIn(ns *nsexec.NS) (*Conn, int, func(), error) {
 	var (
-		c       *nftables.Conn
+		c       *Conn
 		sndbuf  int
 		closeFn func()
 	)
@@ -117,7 +131,7 @@ func (p *Plan) estimate() int {
 // that says CONFIG_NFT_QUEUE is not set, the xtables form goes first
 // (QueueFormFromConfig); should the kernel refuse the form tried first,
 // the other one is tried once.
-func (p *Plan) Apply(c *nftables.Conn, sndbuf int) error {
+func (p *Plan) Apply(c *Conn, sndbuf int) error {
 	p.queue = QueueNative
 	if p.queued {
 		cfg := p.kernelConfig
@@ -178,7 +192,7 @@ func QueueFormFromConfig(r io.Reader) QueueForm {
 	return QueueNative
 }
 
-func (p *Plan) apply(c *nftables.Conn, sndbuf int) error {
+func (p *Plan) apply(c *Conn, sndbuf int) error {
 	if sndbuf > 0 && p.estimate() > sndbuf-32 {
 		return ErrTooLarge
 	}
@@ -189,40 +203,48 @@ func (p *Plan) apply(c *nftables.Conn, sndbuf int) error {
 	// matters for speed: a deleted table leaves the kernel's destroy work
 	// pending, and closing the socket then waits for an RCU grace period
 	// (~5 ms measured).
-	if _, err := c.ListTableOfFamily(p.table.Name, p.table.Family); errors.Is(err, unix.ENOENT) {
-		c.CreateTable(p.table)
+	_, lerr := c.ListTableOfFamily(p.table.Name, p.table.Family)
+	// The batch is built on a recorder (google/nftables marshals it) and
+	// sent by sendBatch on c's socket.
+	rec, batch := recorder()
+	if errors.Is(lerr, unix.ENOENT) {
+		rec.CreateTable(p.table)
 	} else {
-		c.AddTable(p.table)
-		c.DelTable(p.table)
-		c.AddTable(p.table)
+		rec.AddTable(p.table)
+		rec.DelTable(p.table)
+		rec.AddTable(p.table)
 	}
 	for _, s := range p.sets {
-		if err := c.AddSet(s.set, nil); err != nil {
+		if err := rec.AddSet(s.set, nil); err != nil {
 			return fmt.Errorf("set %s: %w", s.set.Name, err)
 		}
 	}
-	c.AddChain(p.output.chain)
-	c.AddChain(p.input.chain)
+	rec.AddChain(p.output.chain)
+	rec.AddChain(p.input.chain)
 	for _, ch := range []*chainPlan{&p.output, &p.input} {
 		for i, r := range ch.rules {
 			for _, a := range ch.anon[i] {
 				a.set.ID = 0 // a fresh batch-local ID for every batch
-				if err := c.AddSet(a.set, a.elems); err != nil {
+				if err := rec.AddSet(a.set, a.elems); err != nil {
 					return fmt.Errorf("anonymous set: %w", err)
 				}
 			}
-			c.AddRule(&nftables.Rule{Table: p.table, Chain: ch.chain, Exprs: flatten(r, p.queue)})
+			rec.AddRule(&nftables.Rule{Table: p.table, Chain: ch.chain, Exprs: flatten(r, p.queue)})
 		}
 	}
 	for _, s := range p.sets {
 		for i := 0; i < len(s.elems); i += elemChunk {
 			end := min(i+elemChunk, len(s.elems))
-			if err := c.SetAddElements(s.set, s.elems[i:end]); err != nil {
+			if err := rec.SetAddElements(s.set, s.elems[i:end]); err != nil {
 				return fmt.Errorf("elements of %s: %w", s.set.Name, err)
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
+	msgs, err := batch()
+	if err != nil {
+		return fmt.Errorf("nftables transaction: %w", err)
+	}
+	if err := c.sendBatch(msgs); err != nil {
 		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
 			return fmt.Errorf("%w: %v", ErrTooLarge, err)
 		}
@@ -239,7 +261,7 @@ func (p *Plan) apply(c *nftables.Conn, sndbuf int) error {
 // read back: they were committed by the transaction that succeeded, and
 // listing a large allowlist would double the hook's time. It returns one
 // message per difference.
-func (p *Plan) Verify(c *nftables.Conn) ([]string, error) {
+func (p *Plan) Verify(c *Conn) ([]string, error) {
 	var errs []string
 	chains, err := c.ListChainsOfTableFamily(p.table.Family)
 	if err != nil {

@@ -55,7 +55,7 @@ func benchApplyVerify(b *testing.B, s *scratchNS, opts ruleset.Options, n int) {
 			b.Fatal(err, verrs)
 		}
 		b.StopTimer()
-		s.conn(b, func(c *nftables.Conn) {
+		s.conn(b, func(c *nftnl.Conn) {
 			c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table})
 			if err := c.Flush(); err != nil {
 				b.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/nftables"
-
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/shield-hook/internal/nftnl"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
@@ -101,7 +99,7 @@ func (s *scratchNS) apply(p *nftnl.Plan) ([]string, error) {
 	return p.Verify(c)
 }
 
-func (s *scratchNS) conn(t testing.TB, fn func(c *nftables.Conn)) {
+func (s *scratchNS) conn(t testing.TB, fn func(c *nftnl.Conn)) {
 	t.Helper()
 	c, _, closeFn, err := nftnl.OpenIn(s.ns)
 	if err != nil {
@@ -309,7 +307,7 @@ func TestVerifyDetectsDifferences(t *testing.T) {
 				t.Fatalf("tamper: %v %s", err, out)
 			}
 			var verrs []string
-			s.conn(t, func(c *nftables.Conn) {
+			s.conn(t, func(c *nftnl.Conn) {
 				var err error
 				if verrs, err = plan.Verify(c); err != nil {
 					t.Fatal(err)

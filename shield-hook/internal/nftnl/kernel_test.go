@@ -294,7 +294,7 @@ func rejected(err error) bool {
 // timeout, the way the resolver does.
 func (k *kernelTopo) addLearned(t *testing.T, setName string, addrs ...string) {
 	t.Helper()
-	k.ctr.conn(t, func(c *nftables.Conn) {
+	k.ctr.conn(t, func(c *nftnl.Conn) {
 		tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table}
 		set, err := c.GetSetByName(tbl, setName)
 		if err != nil {

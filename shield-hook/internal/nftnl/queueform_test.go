@@ -82,7 +82,7 @@ func TestVerifyDetectsQueueBypass(t *testing.T) {
 	if verrs, err := s.apply(plan); err != nil || len(verrs) > 0 {
 		t.Fatalf("clean apply: %v %v", err, verrs)
 	}
-	s.conn(t, func(c *nftables.Conn) {
+	s.conn(t, func(c *nftnl.Conn) {
 		tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: ruleset.Table}
 		rules, err := c.GetRules(tbl, &nftables.Chain{Name: "output", Table: tbl})
 		if err != nil {
