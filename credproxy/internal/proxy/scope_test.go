@@ -23,15 +23,9 @@ func TestScopeRefusesOutside(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer up.Close()
-	tbl, err := routes.Parse([]byte(`{"up": {"upstream": "` + up.URL + `",
+	srv := newScopedProxy(t, up.URL, `
 		"allow": [{"methods": ["GET"], "path": "/v1/models/**"}, {"methods": ["POST"], "path": "/v1/messages"}],
-		"deny": [{"methods": ["*"], "path": "/v1/models/secret"}]}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := New(Options{Store: memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}, Routes: tbl})
-	srv := httptest.NewServer(p)
-	defer func() { srv.Close(); p.Close() }()
+		"deny": [{"methods": ["*"], "path": "/v1/models/secret"}]`)
 	for _, c := range []struct {
 		method, path string
 		want         int
@@ -46,16 +40,9 @@ func TestScopeRefusesOutside(t *testing.T) {
 		{"GET", "/admin", 403},
 	} {
 		before := hits.Load()
-		req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
-		req.Header.Set("Authorization", "Bearer tok")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != c.want {
-			t.Errorf("%s %s: status %d, want %d (%s)", c.method, c.path, res.StatusCode, c.want, body)
+		status, body := scopedCall(t, srv, c.method, c.path, "", "")
+		if status != c.want {
+			t.Errorf("%s %s: status %d, want %d (%s)", c.method, c.path, status, c.want, body)
 			continue
 		}
 		if c.want != 403 {
@@ -72,6 +59,38 @@ func TestScopeRefusesOutside(t *testing.T) {
 			t.Errorf("credential in 403 body")
 		}
 	}
+}
+
+// newScopedProxy is a proxy whose one route "up" leads to upstream with
+// the scope members given (JSON, without braces); the token "tok".
+func newScopedProxy(t *testing.T, upstream, scopeJSON string) *httptest.Server {
+	t.Helper()
+	tbl, err := routes.Parse([]byte(`{"up": {"upstream": "` + upstream + `",` + scopeJSON + `}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{Store: memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}, Routes: tbl})
+	srv := httptest.NewServer(p)
+	t.Cleanup(func() { srv.Close(); p.Close() })
+	return srv
+}
+
+// scopedCall sends method path with the token "tok" and, when name is
+// not empty, the header name: value spelled exactly so.
+func scopedCall(t *testing.T, srv *httptest.Server, method, path, name, value string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	if name != "" {
+		req.Header[name] = []string{value}
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res.StatusCode, body
 }
 
 func TestRoutesRejectMalformedScope(t *testing.T) {
@@ -120,14 +139,8 @@ func overrideUpstream(t *testing.T, acted *atomic.Value) *httptest.Server {
 func TestScopeOverridesRefused(t *testing.T) {
 	var acted atomic.Value
 	up := overrideUpstream(t, &acted)
-	tbl, err := routes.Parse([]byte(`{"up": {"upstream": "` + up.URL + `",
-		"deny": [{"methods": ["DELETE"], "path": "/v1/**"}, {"methods": ["*"], "path": "/admin/**"}]}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := New(Options{Store: memStore{cred: creddb.Credential{"type": "api_key", "key": "secret-k"}}, Routes: tbl})
-	srv := httptest.NewServer(p)
-	defer func() { srv.Close(); p.Close() }()
+	srv := newScopedProxy(t, up.URL, `
+		"deny": [{"methods": ["DELETE"], "path": "/v1/**"}, {"methods": ["*"], "path": "/admin/**"}]`)
 	for _, c := range []struct {
 		method, path string
 		header       [2]string
@@ -150,19 +163,9 @@ func TestScopeOverridesRefused(t *testing.T) {
 		{"GET", "/v1/x", [2]string{"X-Original-URL", "http://up/admin/keys"}, 403},
 	} {
 		acted.Store("")
-		req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
-		req.Header.Set("Authorization", "Bearer tok")
-		if c.header[0] != "" {
-			req.Header[c.header[0]] = []string{c.header[1]}
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != c.want {
-			t.Errorf("%s %s %v: status %d, want %d (%s); the upstream acted on %q", c.method, c.path, c.header, res.StatusCode, c.want, body, acted.Load())
+		status, body := scopedCall(t, srv, c.method, c.path, c.header[0], c.header[1])
+		if status != c.want {
+			t.Errorf("%s %s %v: status %d, want %d (%s); the upstream acted on %q", c.method, c.path, c.header, status, c.want, body, acted.Load())
 			continue
 		}
 		if got := acted.Load().(string); c.want == 403 && got != "" {
