@@ -200,9 +200,9 @@ func (s *Store) CreateBound(t names.TaskRef, container string, expires time.Time
 	return tok, nil
 }
 
-// Revoke removes every token of project/task and returns how many went. The
+// Revoke removes every token of task t and returns how many went. The
 // file is not rewritten when nothing matched; a missing file is a no-op.
-func (s *Store) Revoke(project, task string) (int, error) {
+func (s *Store) Revoke(t names.TaskRef) (int, error) {
 	if _, err := os.Stat(s.file); errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -210,7 +210,7 @@ func (s *Store) Revoke(project, task string) (int, error) {
 	err := s.modify(func(entries []Entry) ([]Entry, bool) {
 		kept := entries[:0:0]
 		for _, e := range entries {
-			if e.Project == project && e.Task == task {
+			if e.Project == t.Project && e.Task == t.Task {
 				removed++
 				continue
 			}
@@ -219,7 +219,7 @@ func (s *Store) Revoke(project, task string) (int, error) {
 		return kept, removed > 0
 	})
 	if err != nil {
-		return 0, fmt.Errorf("revoke gate tokens of %s/%s: %w", project, task, err)
+		return 0, fmt.Errorf("revoke gate tokens of %s: %w", t, err)
 	}
 	return removed, nil
 }

@@ -86,7 +86,7 @@ func TestCreateRevoke(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v err %v", fi.Mode(), err)
 	}
-	n, err := s.Revoke("p", "1")
+	n, err := s.Revoke(names.TaskRef{Project: "p", Task: "1"})
 	if err != nil || n != 2 {
 		t.Fatalf("Revoke = %d, %v", n, err)
 	}
@@ -102,7 +102,7 @@ func TestCreateRevoke(t *testing.T) {
 	// Revoking nothing must not rewrite the file.
 	before, _ := os.Stat(s.Path())
 	time.Sleep(10 * time.Millisecond)
-	if n, err := s.Revoke("p", "nope"); n != 0 || err != nil {
+	if n, err := s.Revoke(names.TaskRef{Project: "p", Task: "nope"}); n != 0 || err != nil {
 		t.Fatalf("Revoke = %d, %v", n, err)
 	}
 	after, _ := os.Stat(s.Path())
@@ -113,7 +113,7 @@ func TestCreateRevoke(t *testing.T) {
 
 func TestRevokeMissingFileIsNoop(t *testing.T) {
 	s := newStore(t)
-	if n, err := s.Revoke("p", "1"); n != 0 || err != nil {
+	if n, err := s.Revoke(names.TaskRef{Project: "p", Task: "1"}); n != 0 || err != nil {
 		t.Fatalf("Revoke = %d, %v", n, err)
 	}
 	if _, err := os.Stat(s.Path()); !os.IsNotExist(err) {
@@ -291,7 +291,7 @@ func BenchmarkCreate(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		s.Revoke("p", "bench")
+		s.Revoke(names.TaskRef{Project: "p", Task: "bench"})
 		_ = tok
 		b.StartTimer()
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"terok.dev/sandbox/common/audit"
+	"terok.dev/sandbox/common/names"
 )
 
 // records reads the gate's audit file (the default beside the base path).
@@ -54,7 +55,7 @@ func TestAuditRecords(t *testing.T) {
 	if _, err := f.tryGit("", "ls-remote", g.url("terok-g-00000000000000000000000000000000", "proj.git")); err == nil {
 		t.Fatal("unknown token listed")
 	}
-	if _, err := f.store.Revoke("other", "2"); err != nil {
+	if _, err := f.store.Revoke(names.TaskRef{Project: "other", Task: "2"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.tryGit("", "ls-remote", g.url(f.tokOther, "other.git")); err == nil {

@@ -215,7 +215,7 @@ func TestTokenLifecycleHotReload(t *testing.T) {
 		t.Fatalf("new token: %d", c)
 	}
 	// Revoked: refused on the next request.
-	if _, err := f.store.Revoke("proj", "late"); err != nil {
+	if _, err := f.store.Revoke(names.TaskRef{Project: "proj", Task: "late"}); err != nil {
 		t.Fatal(err)
 	}
 	if c := status(tok); c != 403 {

@@ -628,7 +628,7 @@ func (s *Sandbox) RevokeToken(t TaskRef) (int, error) {
 	if err := checkProjectTask("revoke gate tokens", t.Project, t.Task); err != nil {
 		return 0, err
 	}
-	n, err := gatetokens.NewStore(s.cfg, s.log).Revoke(t.Project, t.Task)
+	n, err := gatetokens.NewStore(s.cfg, s.log).Revoke(t)
 	if err != nil {
 		return 0, err
 	}

@@ -37,7 +37,7 @@ func TestValidateHotReload(t *testing.T) {
 	if p, _, ok := s.Validate(tok2); !ok || p != "other" {
 		t.Fatalf("second token: %q %v", p, ok)
 	}
-	if _, err := w.Revoke("proj", "1"); err != nil {
+	if _, err := w.Revoke(names.TaskRef{Project: "proj", Task: "1"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, ok := s.Validate(tok); ok {
@@ -92,7 +92,7 @@ func TestLookupRevoked(t *testing.T) {
 	if r := s.Lookup(tok); !r.OK || r.Revoked || r.Project != "proj" || r.Task != "7" {
 		t.Fatalf("live token: %+v", r)
 	}
-	if _, err := w.Revoke("proj", "7"); err != nil {
+	if _, err := w.Revoke(names.TaskRef{Project: "proj", Task: "7"}); err != nil {
 		t.Fatal(err)
 	}
 	if r := s.Lookup(tok); r.OK || !r.Revoked || r.Project != "proj" || r.Task != "7" {

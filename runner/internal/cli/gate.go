@@ -231,7 +231,7 @@ func gateTokenCommand(d Deps) *ucli.Command {
 					if err != nil {
 						return err
 					}
-					n, err := s.Revoke(project, task)
+					n, err := s.Revoke(names.TaskRef{Project: project, Task: task})
 					if err != nil {
 						return err
 					}
