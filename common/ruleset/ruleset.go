@@ -74,6 +74,22 @@ func QueueMatches() []string {
 	}
 }
 
+// RefusedRejects are the first two rules of the interactive output chain
+// (docs/shield-hook.md, The ruleset, rule by rule): a packet the resolver
+// refused and handed back with RefusedMark (verdict NF_REPEAT) is
+// rejected before any rule that could accept it, a TCP SYN with a reset
+// (ECONNREFUSED at once, in both families), anything else with ICMP
+// admin-prohibited. Not logged: the packet was logged QUEUED on its way
+// into the queue and its refusal is a decision record. Written the way
+// nft 1.0.x lists them.
+func RefusedRejects() []string {
+	mark := fmt.Sprintf("meta mark 0x%08x", RefusedMark)
+	return []string{
+		mark + " meta l4proto tcp counter reject with tcp reset",
+		mark + " counter " + RejectStmt,
+	}
+}
+
 // BuiltinForwarders returns the DNS forwarders the network modes provide
 // inside every container (slirp4netns's IPv4 and IPv6 forwarder, pasta's).
 // Whichever one is configured, unmarked traffic to all of them is rejected
@@ -210,8 +226,15 @@ func setDecls(b *strings.Builder, deny bool) {
 // the gateways and, in pasta mode, on the host-loopback address. The
 // gateway and host-loopback rules come before the special-range rejects
 // because 10.0.2.2 and 169.254.1.2 lie in special ranges.
-func (c checked) head(b *strings.Builder, policy string) {
+func (c checked) head(b *strings.Builder, policy string, interactive bool) {
 	fmt.Fprintf(b, "    chain output {\n        type filter hook output priority filter; policy %s;\n", policy)
+	if interactive {
+		// Before everything: a packet the resolver refused meets no
+		// other rule, so it can be accepted by none.
+		for _, r := range RefusedRejects() {
+			fmt.Fprintf(b, "        %s\n", r)
+		}
+	}
 	b.WriteString("        oifname \"lo\" accept\n")
 	fmt.Fprintf(b, "        meta mark 0x%08x udp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
 	fmt.Fprintf(b, "        meta mark 0x%08x tcp dport 53 %s daddr %s accept\n", ResolverMark, c.dnsSel, c.dns)
@@ -278,7 +301,7 @@ func Hook(o Options) (string, error) {
 	}
 	var b strings.Builder
 	setDecls(&b, true)
-	c.head(&b, "drop")
+	c.head(&b, "drop", o.Interactive)
 	// Deny before allow: an explicit allow CIDR must not reopen an address
 	// denied inside it.
 	fmt.Fprintf(&b, "        ip daddr @%s %s counter %s\n", SetDenyV4, logStmt(PrefixDenied), RejectStmt)
@@ -320,7 +343,7 @@ func Bypass(o Options, allowAll bool) (string, error) {
 	}
 	var b strings.Builder
 	setDecls(&b, false)
-	c.head(&b, "accept")
+	c.head(&b, "accept", false)
 	fmt.Fprintf(&b, "        ct state new %s counter\n", logStmt(PrefixBypass))
 	if !allowAll {
 		specialRejects(&b)

@@ -79,6 +79,13 @@ func TestHookVariants(t *testing.T) {
 				"        log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter\n" +
 				"        reject with icmpx admin-prohibited\n    }"},
 			[]string{"bypass", "fanout", "QUEUED: \" counter reject"}},
+		{"interactive: the refused-mark rejects first, before loopback", Options{DNS: "10.0.2.3", Interactive: true}, []string{
+			"        type filter hook output priority filter; policy drop;\n" +
+				"        meta mark 0x7e5d0052 meta l4proto tcp counter reject with tcp reset\n" +
+				"        meta mark 0x7e5d0052 counter reject with icmpx admin-prohibited\n" +
+				"        oifname \"lo\" accept\n"},
+			[]string{"0x7e5d0052 log", "0x7e5d0052 accept"}},
+		{"enforce: no refused-mark rejects", Options{DNS: "10.0.2.3"}, nil, []string{"0x7e5d0052"}},
 		{"learn: log-and-accept last, the enforcing chain before it", Options{DNS: "10.0.2.3", Learn: true}, []string{
 			"        ip daddr @deny_v4 log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter reject with icmpx admin-prohibited\n",
 			"        ip daddr 10.0.0.0/8 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n",
@@ -657,6 +664,11 @@ func verifyInteractiveQueue(t *testing.T, inter, enforce string) {
 		"        log group 100 prefix \"TEROK_SHIELD_LEARNED: \" counter accept\n", 1)); !strings.Contains(strings.Join(errs, "|"), "unexpected queue verdict") {
 		t.Errorf("queue rules in a learn table not flagged: %v", errs)
 	}
+	tcpRefused := "        " + RefusedRejects()[0] + "\n"
+	otherRefused := "        " + RefusedRejects()[1] + "\n"
+	if !strings.Contains(inter, tcpRefused+otherRefused) {
+		t.Fatalf("the interactive table lacks the refused-mark rejects:\n%s", inter)
+	}
 	udp := "        meta l4proto udp log group 100 prefix \"TEROK_SHIELD_QUEUED: \" counter queue num 100\n"
 	private := "        ip daddr 10.0.0.0/8 log group 100 prefix \"TEROK_SHIELD_PRIVATE: \" reject with icmpx admin-prohibited\n"
 	bad := map[string]struct{ text, want string }{
@@ -670,6 +682,15 @@ func verifyInteractiveQueue(t *testing.T, inter, enforce string) {
 			"        ip daddr 10.0.0.0/8 log group 100 prefix \"TEROK_SHIELD_QUEUED: \" counter queue num 100\n"+private, 1), "unexpected queue verdict"},
 		"queue before the special rejects":       {strings.Replace(strings.Replace(inter, udp, "", 1), private, udp+private, 1), "unexpected queue verdict"},
 		"enforce table in an interactive bundle": {enforce, "queue rule for"},
+		// A refused packet is handed back to the chain's start marked:
+		// without the rejects first it would run into the queue rules
+		// again, or into an accept.
+		"refused rejects missing":        {strings.Replace(strings.Replace(inter, tcpRefused, "", 1), otherRefused, "", 1), "refused-mark rejects missing"},
+		"refused reject for tcp missing": {strings.Replace(inter, tcpRefused, "", 1), "refused-mark rejects missing"},
+		"refused rejects after loopback": {strings.Replace(strings.Replace(inter, tcpRefused+otherRefused, "", 1),
+			"        oifname \"lo\" accept\n", "        oifname \"lo\" accept\n"+tcpRefused+otherRefused, 1), "refused-mark rejects missing"},
+		"refused rejects logged":          {strings.Replace(inter, otherRefused, strings.Replace(otherRefused, "counter", "log group 100 prefix \"TEROK_SHIELD_DENIED: \" counter", 1), 1), "refused-mark rejects missing"},
+		"refused rejects of another mark": {strings.ReplaceAll(inter, "0x7e5d0052", "0x7e5d0051"), "refused-mark rejects missing"},
 	}
 	for name, c := range bad {
 		errs := VerifyHook(c.text, true)

@@ -77,10 +77,22 @@ func IsSpecial(a netip.Addr) bool {
 
 // ResolverMark is the packet mark (SO_MARK) of the per-container resolver's
 // sockets towards the upstream forwarder. Setting SO_MARK needs
-// CAP_NET_ADMIN over the container's network namespace, which the
-// container's processes never have, so the output chain accepts DNS to the
+// CAP_NET_ADMIN (or, since Linux 5.17, CAP_NET_RAW) over the container's
+// network namespace, which the container's processes never have, so the output chain accepts DNS to the
 // forwarder only from packets carrying this mark.
 const ResolverMark uint32 = 0x7e5d0053
+
+// RefusedMark is the packet mark the resolver gives a held packet it
+// refuses in interactive mode (docs/shield-hook.md, The ruleset, rule by
+// rule): NFQUEUE's verdicts are accept or drop, so the refusal is the
+// verdict NF_REPEAT with this mark, and the first rules of the interactive
+// output chain (RefusedRejects) reject a packet carrying it, a TCP SYN
+// with a reset, anything else with ICMP admin-prohibited, so the connect
+// fails at once instead of running into its timeout. Setting a mark
+// (SO_MARK) needs CAP_NET_ADMIN or CAP_NET_RAW over the netns, which no
+// process of the container has; and a packet carrying the mark anyway
+// meets the rejects before any other rule, so the mark opens nothing.
+const RefusedMark uint32 = 0x7e5d0052
 
 // Sets that hold addresses learned from DNS answers (the per-container
 // resolver, or host-side resolution of a domain in the static tiers and by

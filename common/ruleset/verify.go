@@ -433,6 +433,19 @@ func queueChecks(out *chain, lastSpecial, denyIdx int, errs []string) ([]string,
 	return errs, queued
 }
 
+// refusedChecks requires RefusedRejects as the first rules of the
+// interactive output chain: the resolver refuses a held packet by handing
+// it back marked (NF_REPEAT), and the chain runs again from its start, so
+// only rejects that come before every accept make sure a refused packet
+// is never accepted (docs/shield-hook.md, Verification and states).
+func refusedChecks(out *chain, errs []string) []string {
+	want := RefusedRejects()
+	if len(out.rules) < len(want) || !slices.Equal(out.rules[:len(want)], want) {
+		errs = append(errs, "refused-mark rejects missing at the head of the output chain (a refused packet handed back to the ruleset must meet them first)")
+	}
+	return errs
+}
+
 // VerifyHook checks a listing against the enforcing ruleset. It returns the
 // error strings (docs/shield-hook.md, Verification and states) for the minimum invariants and, beyond them, structural
 // errors: hook/policy of both chains, no accept rule the generator does not
@@ -553,6 +566,7 @@ func verifyEnforcing(listing string, term terminal) []string {
 	var queued map[int]bool
 	if term == termQueued {
 		errs, queued = queueChecks(out, lastSpecial, denyIdx, errs)
+		errs = refusedChecks(out, errs)
 	}
 	errs = checkInput(t, errs)
 	return withAdvice(t, checkJumps(t, errs, queued))

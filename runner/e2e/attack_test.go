@@ -165,7 +165,8 @@ func TestAttackModes(t *testing.T) {
 				// Netfilter from inside: binding the queue that holds
 				// connections for the decider (a task holding it would
 				// accept its own), the NFLOG group of the records,
-				// deleting the shield's table, a raw socket. All need
+				// deleting the shield's table, a raw socket, a packet mark
+				// (SO_MARK: the resolver's or the refused mark). All need
 				// CAP_NET_ADMIN / CAP_NET_RAW over the container's netns,
 				// which its root must not have, whatever the mode.
 				t.Run("netfilter from inside", func(t *testing.T) {
@@ -173,7 +174,7 @@ func TestAttackModes(t *testing.T) {
 					for _, user := range []string{"0:0", "1000:1000"} {
 						res := r.Podman(ctx, "exec", "--user", user, name, "/probe/nfprobe")
 						var got map[string]string
-						if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &got) != nil || len(got) != 4 {
+						if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &got) != nil || len(got) != 5 {
 							t.Fatalf("nfprobe as %s: %s", user, res)
 						}
 						for what, outcome := range got {

@@ -136,14 +136,12 @@ func TestShieldInteractive(t *testing.T) {
 			}
 			ia.checkHeld(t, h2, dst["once"], iaDomain, res, before+1)
 			got, n := d.refuseUntil(t, res, dst["once"], h2)
-			if got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
-				t.Fatalf("second connection after allow once went through: %s", got)
-			}
+			iaRefusedAtOnce(t, "second connection after allow once", got)
 			if conns(dst["once"]) != before+1 {
 				t.Fatalf("test host accepted the refused second connection")
 			}
 			if n != 1 {
-				t.Fatalf("second connection: %d questions; a refused SYN's retransmissions are refused without asking", n)
+				t.Fatalf("second connection: %d questions; a refused connect ends at once, with no retransmission", n)
 			}
 			ia.record(t, "decision once", func(m map[string]any) bool {
 				return m["event"] == "decision" && m["verdict"] == "once" && m["reason"] == "decided" && m["dst"] == dst["once"] && m["name"] == iaDomain && m["outcome"] == "ok"
@@ -200,14 +198,12 @@ func TestShieldInteractive(t *testing.T) {
 			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["refuse"], "", res, 0)
 			got, n := d.refuseUntil(t, res, dst["refuse"], h)
-			if got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
-				t.Fatalf("refused connection went through: %s", got)
-			}
+			iaRefusedAtOnce(t, "refused connection", got)
 			if c := conns(dst["refuse"]); c != 0 {
 				t.Fatalf("test host accepted %d refused connections", c)
 			}
 			if n != 1 {
-				t.Fatalf("refused connection: %d questions; its retransmissions are refused without asking", n)
+				t.Fatalf("refused connection: %d questions; a refused connect ends at once, with no retransmission", n)
 			}
 			ia.record(t, "decision refuse", func(m map[string]any) bool {
 				return m["event"] == "decision" && m["verdict"] == "refuse" && m["reason"] == "decided" && m["dst"] == dst["refuse"] && m["outcome"] == "refused"
@@ -220,8 +216,8 @@ func TestShieldInteractive(t *testing.T) {
 			res := ia.connect(dst["timeout"], 5)
 			h := d.next(t, res)
 			ia.checkHeld(t, h, dst["timeout"], "", res, 0)
-			// No answer: every question (the SYN and its retransmissions)
-			// waits out the 2 s timeout.
+			// No answer: the question waits out the 2 s timeout, then the
+			// connect is refused at once (no retransmission to ask again).
 			n := 1
 			var got testharness.Result
 		wait:
@@ -239,8 +235,9 @@ func TestShieldInteractive(t *testing.T) {
 					n++
 				}
 			}
-			if got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
-				t.Fatalf("unanswered connection went through: %s", got)
+			iaRefusedAtOnce(t, "unanswered connection", got)
+			if n != 1 {
+				t.Fatalf("unanswered connection: %d questions, want 1", n)
 			}
 			ia.record(t, "decision timeout", func(m map[string]any) bool {
 				return m["event"] == "decision" && m["verdict"] == "refuse" && m["reason"] == "timeout" && m["dst"] == dst["timeout"]
@@ -263,12 +260,8 @@ func TestShieldInteractive(t *testing.T) {
 			d.kill(t)
 			// The held packet, its retransmissions and a new connection made
 			// with no decider are all refused: no queue bypass.
-			if got := <-res; got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
-				t.Fatalf("held connection went through after the decider was killed: %s", got)
-			}
-			if got := <-ia.connect(dst["killed"], 3); got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
-				t.Fatalf("new connection went through with no decider: %s", got)
-			}
+			iaRefusedAtOnce(t, "held connection after the decider was killed", <-res)
+			iaRefusedAtOnce(t, "new connection with no decider", <-ia.connect(dst["killed"], 8))
 			if c := conns(dst["killed"]); c != 0 {
 				t.Fatalf("test host accepted %d connections without a decider", c)
 			}
@@ -389,14 +382,28 @@ func (ia *iaEnv) step(what string, fn func(t *testing.T)) {
 	})
 }
 
-// connect starts `nc -w wait target 8080` in the container; the result
+// connect starts `nc -v -w wait target 8080` in the container (-v: busybox
+// nc prints why a connect failed only then); the result
 // arrives on the channel when nc ends (the goroutine ends with it).
 func (ia *iaEnv) connect(target string, wait int) <-chan testharness.Result {
 	ch := make(chan testharness.Result, 1)
 	go func() {
-		ch <- shxInContainer(ia.ctx, ia.r, ia.name, fmt.Sprintf("nc -w %d %s %s </dev/null", wait, target, shxOutsidePort))
+		ch <- shxInContainer(ia.ctx, ia.r, ia.name, fmt.Sprintf("nc -v -w %d %s %s </dev/null", wait, target, shxOutsidePort))
 	}()
 	return ch
+}
+
+// iaRefusedAtOnce: a refused connection failed with the refused-mark
+// reject's TCP reset ("Connection refused"), not by running into nc's
+// own timeout (-w), which prints no such error.
+func iaRefusedAtOnce(t *testing.T, what string, got testharness.Result) {
+	t.Helper()
+	if got.Code == 0 || strings.Contains(got.Stdout, iaReply) {
+		t.Fatalf("%s went through: %s", what, got)
+	}
+	if !strings.Contains(got.Stderr, "Connection refused") {
+		t.Fatalf("%s: want an immediate refusal (Connection refused), got %s", what, got)
+	}
 }
 
 // checkHeld asserts that h is the held connection to addr:8080 (with the

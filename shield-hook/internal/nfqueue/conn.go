@@ -51,6 +51,7 @@ const (
 
 	verdictDrop   = 0 // NF_DROP
 	verdictAccept = 1 // NF_ACCEPT
+	verdictRepeat = 4 // NF_REPEAT: run the packet's hook function (the chain) again
 )
 
 // Settings of the binding (docs/shield-resolver.md, Interactive approval).
@@ -190,12 +191,30 @@ func (q *Conn) Accept(id uint32) error { return q.verdict(id, verdictAccept) }
 // Drop discards packet id.
 func (q *Conn) Drop(id uint32) error { return q.verdict(id, verdictDrop) }
 
-func (q *Conn) verdict(id, v uint32) error {
+// RepeatMarked gives packet id the mark and hands it back to the start of
+// the chain that queued it (NF_REPEAT with NFQA_MARK): NFQUEUE has no
+// reject, so a refusal is this verdict and a rule at the chain's head
+// that rejects packets carrying mark (docs/shield-resolver.md, Interactive
+// approval). The kernel keeps the mark on the packet; should the chain
+// queue it again (a table without that rule), the packet comes back with
+// Mark set, and the caller must drop it rather than repeat it again.
+func (q *Conn) RepeatMarked(id, mark uint32) error {
+	return q.verdictMark(id, verdictRepeat, &mark)
+}
+
+func (q *Conn) verdict(id, v uint32) error { return q.verdictMark(id, v, nil) }
+
+func (q *Conn) verdictMark(id, v uint32, mark *uint32) error {
 	m, err := q.message(msgVerdict, netlink.Request, func(ae *netlink.AttributeEncoder) {
 		b := make([]byte, 8)
 		binary.BigEndian.PutUint32(b, v)
 		binary.BigEndian.PutUint32(b[4:], id)
 		ae.Bytes(attrVerdictHdr, b)
+		if mark != nil {
+			mb := make([]byte, 4)
+			binary.BigEndian.PutUint32(mb, *mark)
+			ae.Bytes(attrMark, mb)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("nfqueue: verdict %d for packet %d: %w", v, id, err)

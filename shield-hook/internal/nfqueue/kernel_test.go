@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,5 +220,85 @@ func TestKernelDropCount(t *testing.T) {
 	n, ok, err := st.Dropped()
 	if err != nil || !ok || n != extra {
 		t.Fatalf("dropped %d (line %v, %v), want %d", n, ok, err, extra)
+	}
+}
+
+// TestKernelRepeatMarked: a held packet handed back with a mark
+// (RepeatMarked, NF_REPEAT) runs through the chain again from its start.
+// Without a rule for the mark the chain queues it again and it comes back
+// carrying the mark, so a holder can tell it from a new packet and drop it
+// (no loop); with a reject of marked packets at the chain's head it is
+// rejected: it never arrives, is not queued again, and the sender learns
+// at once (the ICMP admin-prohibited error, EHOSTUNREACH).
+func TestKernelRepeatMarked(t *testing.T) {
+	const mark = 0x7e5d0052
+	k := newKernelNS(t)
+	q := k.open(t)
+
+	k.send(t, "again")
+	p := held(t, q)
+	if p.Mark != 0 {
+		t.Fatalf("a new packet carries mark %#x", p.Mark)
+	}
+	if err := q.RepeatMarked(p.ID, mark); err != nil {
+		t.Fatal(err)
+	}
+	back := held(t, q)
+	if back.Mark != mark || back.ID == p.ID {
+		t.Fatalf("repeated packet back as %+v, want a new id with mark %#x", back, uint32(mark))
+	}
+	if err := q.Drop(back.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	if out, err := exec.Command("ip", "netns", "exec", k.name, "iptables-nft", "-I", "OUTPUT", "1", "-m", "mark",
+		"--mark", fmt.Sprint(mark), "-j", "REJECT", "--reject-with", "icmp-admin-prohibited").CombinedOutput(); err != nil {
+		t.Fatalf("reject rule: %v: %s", err, out)
+	}
+	k.send(t, "refused")
+	if err := q.RepeatMarked(held(t, q).ID, mark); err != nil {
+		t.Fatal(err)
+	}
+	_ = k.tx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := k.tx.Read(make([]byte, 16)); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("sender after the marked reject: %v, want EHOSTUNREACH", err)
+	}
+	_ = q.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var again []nfqueue.Packet
+	if err := q.Receive(func(p nfqueue.Packet) { again = append(again, p) }); !errors.Is(err, os.ErrDeadlineExceeded) || len(again) > 0 {
+		t.Fatalf("the rejected packet was queued again: %v %+v", err, again)
+	}
+	k.send(t, "after")
+	if err := q.Accept(held(t, q).ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.next(t, 5*time.Second); got != "after" {
+		t.Fatalf("got %q, want after (again and refused never arrive)", got)
+	}
+}
+
+// TestKernelTableSwapDropsHeld: deleting the table whose chain queued a
+// packet (as shield up, down and quarantine replace the shield's table)
+// drops the packets held: a verdict for one afterwards is refused
+// (ENOENT) and the packet never arrives, so a held packet never meets a
+// table it was not queued by.
+func TestKernelTableSwapDropsHeld(t *testing.T) {
+	k := newKernelNS(t)
+	q := k.open(t)
+	k.send(t, "held")
+	p := held(t, q)
+	if out, err := exec.Command("ip", "netns", "exec", k.name, "nft", "delete", "table", "ip", "filter").CombinedOutput(); err != nil {
+		t.Fatalf("delete table: %v: %s", err, out)
+	}
+	if err := q.Accept(p.ID); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ve *nfqueue.VerdictError
+	if err := q.Receive(func(nfqueue.Packet) {}); !errors.As(err, &ve) || !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("verdict after the table went: %v, want the kernel's ENOENT (packet no longer held)", err)
+	}
+	if got := k.next(t, 300*time.Millisecond); got != "" {
+		t.Fatalf("the held packet arrived after its table was deleted: %q", got)
 	}
 }

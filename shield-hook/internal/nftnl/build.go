@@ -199,6 +199,12 @@ func NewPlan(s ruleset.Script, gateways []string) (*Plan, error) {
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &drop}
 
 	o := &p.output
+	if s.Interactive && !s.Bypass {
+		// ruleset.RefusedRejects, first: a held packet the resolver
+		// refused comes back marked (NF_REPEAT) and meets no other rule.
+		o.add(nil, markEq(ruleset.RefusedMark), l4proto(unix.IPPROTO_TCP), &expr.Counter{}, rejectTCPReset())
+		o.add(nil, markEq(ruleset.RefusedMark), &expr.Counter{}, reject())
+	}
 	o.add(nil, meta(expr.MetaKeyOIFNAME, ifname("lo")), verdict(expr.VerdictAccept))
 	// Closed DNS (docs/shield-hook.md, "The ruleset, rule by rule"): only
 	// the resolver's marked packets reach the forwarder, decided before
@@ -501,6 +507,9 @@ func logExpr(prefix string) any {
 func reject() any {
 	return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}
 }
+
+// rejectTCPReset is `reject with tcp reset` (NFT_REJECT_TCP_RST, code 0).
+func rejectTCPReset() any { return &expr.Reject{Type: unix.NFT_REJECT_TCP_RST} }
 
 func verdict(k expr.VerdictKind) any { return &expr.Verdict{Kind: k} }
 

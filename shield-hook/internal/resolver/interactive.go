@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"terok.dev/sandbox/common/ruleset"
@@ -70,6 +71,10 @@ type approver struct {
 	stats    *nfqueue.Stats
 	dropSeen uint64
 	kick     chan struct{}
+	// returned counts refused packets that came back to the queue
+	// (carrying ruleset.RefusedMark): a table without the refused-mark
+	// rejects at its head. Each is dropped, never repeated again.
+	returned atomic.Uint64
 }
 
 // openApprover binds the queue in the calling thread's namespace and makes
@@ -192,6 +197,14 @@ func (a *approver) held(p nfqueue.Packet) {
 	case a.kick <- struct{}{}:
 	default:
 	}
+	if p.Mark == ruleset.RefusedMark {
+		// Refused already (and on record): the chain queued it again
+		// instead of rejecting it. Dropped, so a refusal never loops and
+		// a refused packet is never accepted.
+		a.returned.Add(1)
+		a.drop(p.ID)
+		return
+	}
 	d, err := decodeHeld(p)
 	if err != nil {
 		a.verdict(p.ID, false)
@@ -283,13 +296,25 @@ func (a *approver) rememberRefused(k flowKey) {
 	a.refused[k] = now.Add(refusedFlowTTL)
 }
 
+// verdict accepts packet id or refuses it. NFQUEUE has no reject, so a
+// refusal hands the packet back to the start of the output chain marked
+// ruleset.RefusedMark (NF_REPEAT), where the ruleset's first rules reject
+// it: a TCP connect fails at once with ECONNREFUSED, a datagram's sender
+// gets EHOSTUNREACH (docs/shield-resolver.md, Interactive approval).
 func (a *approver) verdict(id uint32, accept bool) {
 	var err error
 	if accept {
 		err = a.q.Accept(id)
 	} else {
-		err = a.q.Drop(id)
+		err = a.q.RepeatMarked(id, ruleset.RefusedMark)
 	}
+	a.verdictErr(err)
+}
+
+// drop discards packet id without a reject.
+func (a *approver) drop(id uint32) { a.verdictErr(a.q.Drop(id)) }
+
+func (a *approver) verdictErr(err error) {
 	// After stop the queue is closed and the kernel has dropped what it
 	// held: nothing to report.
 	if err != nil && a.ctx.Err() == nil {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +41,10 @@ type approveNS struct {
 	attached chan struct{}
 }
 
-func newApproveNS(t *testing.T, timeout string) *approveNS {
+// With reject, the chain starts with the refused-mark rejects of the
+// interactive ruleset (ruleset.RefusedRejects, in iptables' words);
+// without, a refused packet runs into the queue rule again.
+func newApproveNS(t *testing.T, timeout string, reject bool) *approveNS {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces (CI runs as root)")
@@ -61,6 +65,13 @@ func newApproveNS(t *testing.T, timeout string) *approveNS {
 		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
 	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--syn", "-d", "127.0.0.1",
 		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
+	if reject {
+		mark := []string{"-m", "mark", "--mark", fmt.Sprint(ruleset.RefusedMark)}
+		run(append(append([]string{"ip", "netns", "exec", name, "iptables-nft", "-I", "OUTPUT", "1"}, mark...),
+			"-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")...)
+		run(append(append([]string{"ip", "netns", "exec", name, "iptables-nft", "-I", "OUTPUT", "2"}, mark...),
+			"-j", "REJECT", "--reject-with", "icmp-admin-prohibited")...)
+	}
 	ns, err := nsexec.FromPath("/run/netns/" + name)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +153,18 @@ func (k *approveNS) record(t *testing.T, verdict, reason string) audit.Record {
 	return audit.Record{}
 }
 
+// refusedAtOnce: the sender of the last datagram learns of its refusal
+// from the ICMP error the refused-mark reject sent (EHOSTUNREACH on the
+// connected socket), not from silence. The deadline only bounds a broken
+// test: a datagram that was dropped instead leaves the read to time out.
+func (k *approveNS) refusedAtOnce(t *testing.T) {
+	t.Helper()
+	_ = k.tx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := k.tx.Read(make([]byte, 16)); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("sender of a refused datagram: %v, want EHOSTUNREACH at once", err)
+	}
+}
+
 type deciderClient struct {
 	c net.Conn
 	r *bufio.Reader
@@ -190,11 +213,12 @@ func (d *deciderClient) answer(t *testing.T, id uint64, verdict string) {
 // with the destination and the name that resolved to it; with no decider,
 // no answer in time, or the decider gone, the packet is refused.
 func TestApproverKernel(t *testing.T) {
-	k := newApproveNS(t, "2s")
+	k := newApproveNS(t, "2s", true)
 	k.f.remember("app.example.test", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
 
 	k.send(t, "no-decider")
 	k.record(t, shieldbundle.VerdictRefuse, "no-decider")
+	k.refusedAtOnce(t)
 
 	d := k.attach(t)
 	// The first question also proves the decider is attached.
@@ -216,10 +240,12 @@ func TestApproverKernel(t *testing.T) {
 	k.send(t, "refused")
 	d.answer(t, d.question(t).ID, shieldbundle.VerdictRefuse)
 	k.record(t, shieldbundle.VerdictRefuse, "decided")
+	k.refusedAtOnce(t)
 
 	k.send(t, "timed-out")
 	d.question(t)
 	k.record(t, shieldbundle.VerdictRefuse, "timeout")
+	k.refusedAtOnce(t)
 
 	k.send(t, "always")
 	d.answer(t, d.question(t).ID, shieldbundle.VerdictAlways)
@@ -234,6 +260,7 @@ func TestApproverKernel(t *testing.T) {
 	d.question(t)
 	_ = d.c.Close()
 	k.record(t, shieldbundle.VerdictRefuse, "decider-gone")
+	k.refusedAtOnce(t)
 	k.send(t, "after")
 	// Same destination, verdict and reason as the first refusal within
 	// the record interval: counted for the next record, not a new one.
@@ -254,6 +281,10 @@ func TestApproverKernel(t *testing.T) {
 	if got := k.next(t, 300*time.Millisecond); got != "" {
 		t.Fatalf("received %q after the decider went away", got)
 	}
+	k.refusedAtOnce(t)
+	if n := k.ap.returned.Load(); n != 0 {
+		t.Fatalf("%d refused packets came back to the queue past the refused-mark rejects", n)
+	}
 	select {
 	case err := <-k.errs:
 		t.Fatalf("approver error: %v", err)
@@ -261,14 +292,18 @@ func TestApproverKernel(t *testing.T) {
 	}
 }
 
-// TestApproverSYNRetransmissions: one TCP connection attempt is one
+// TestApproverSYNRetransmissions, in a chain without the refused-mark
+// rejects (a table the verifier would refuse, here to test the resolver's
+// own guard): a refused SYN handed back marked is queued again, comes
+// back carrying the mark and is dropped, not asked about and not repeated
+// (no loop); the client retransmits. One TCP connection attempt is one
 // question. While the SYN is held no second question comes (the kernel
 // does not retransmit a SYN the queue still holds); after a refusal its
 // retransmissions are refused at once without asking (without the memory
 // they were each a new question), every one on record. A new connection
 // (another source port) is asked about again.
 func TestApproverSYNRetransmissions(t *testing.T) {
-	k := newApproveNS(t, "10s")
+	k := newApproveNS(t, "10s", false)
 	var ln net.Listener
 	if err := k.ns.Do(func() error {
 		var err error
@@ -335,6 +370,9 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("%d decision attempts on record, want the SYN and its 2 retransmissions", n)
 	}
+	if r := k.ap.returned.Load(); r < 3 {
+		t.Fatalf("%d refused SYNs came back marked and were dropped, want one per refusal (3 or more)", r)
+	}
 	// A new connection: a new question, allowed once.
 	res = dial(6 * time.Second)
 	q2 := d.question(t)
@@ -357,7 +395,7 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 // (no fail-open) are counted as dropped attempts, so the flood is on
 // record though no question was asked about them.
 func TestApproverCountsQueueDrops(t *testing.T) {
-	k := newApproveNS(t, "10s")
+	k := newApproveNS(t, "10s", false)
 	if k.ap.stats == nil {
 		t.Fatal("the approver could not open the queue's stats table")
 	}

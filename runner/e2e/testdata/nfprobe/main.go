@@ -4,7 +4,10 @@
 // queue that holds connections for the decider (and so accept its own),
 // bind the NFLOG group the refused-traffic records are read from, delete
 // the shield's nftables table — and opens a raw IPv4 socket. It prints
-// the outcome of each as one JSON object: "ok", or the errno's name.
+// the outcome of each as one JSON object: "ok", or the errno's name. It
+// also sets a packet mark on a socket (SO_MARK), which would let a task
+// forge the resolver's mark (DNS to the forwarder) or interactive mode's
+// refused mark.
 //
 // Every request goes to the kernel of the container's own network
 // namespace; nothing is sent on a network.
@@ -33,6 +36,7 @@ func main() {
 		"nflog_bind":       request(nfMsg(subsysULog<<8|1, 0, logGroup, attr(1, []byte{1}))),
 		"nft_delete_table": request(batch(nfMsg(subsysNFTables<<8|2, 1, 0, attr(1, append([]byte("terok_shield"), 0))))),
 		"raw_socket":       rawSocket(),
+		"so_mark":          soMark(0x7e5d0052), // ruleset.RefusedMark
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		os.Exit(1)
@@ -120,6 +124,20 @@ func rawSocket() string {
 		return errName(err)
 	}
 	syscall.Close(fd)
+	return "ok"
+}
+
+// soMark sets mark on a new UDP socket: the kernel allows it only with
+// CAP_NET_ADMIN or CAP_NET_RAW over the netns.
+func soMark(mark int) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+	if err != nil {
+		return "socket: " + errName(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, mark); err != nil {
+		return errName(err)
+	}
 	return "ok"
 }
 
