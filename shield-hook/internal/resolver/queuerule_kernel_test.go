@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -183,7 +184,7 @@ func (k *queueRuleNS) dialMarked(addr string, mark uint32, wait time.Duration) e
 			}
 			return serr
 		}}
-		c, err := d.Dial("tcp4", fmt.Sprintf("%s:%d", addr, qrPort))
+		c, err := d.Dial("tcp4", net.JoinHostPort(addr, strconv.Itoa(qrPort)))
 		if err == nil {
 			_ = c.Close()
 		}
