@@ -205,9 +205,27 @@ func TestRotationUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	// Each rotation, and the stop, waits for a few more requests to have
+	// been answered (a fixed 150 ms let a loaded run answer fewer than the
+	// ten the end asks for); the deadline is a liveness bound only.
+	more := func() {
+		t.Helper()
+		want := n.Load() + 4
+		for deadline := time.Now().Add(30 * time.Second); n.Load() < want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) || len(errs) > 0 {
+				close(stop)
+				wg.Wait()
+				close(errs)
+				for msg := range errs {
+					t.Errorf("request during rotation: %s", msg)
+				}
+				t.Fatalf("only %d requests answered\n%s", n.Load(), e.log())
+			}
+		}
+	}
 	dir := filepath.Dir(e.dbPath)
 	for i := 0; i < 3; i++ {
-		time.Sleep(150 * time.Millisecond)
+		more()
 		b, err := secretstore.OpenVault(dir).Exclusive()
 		if err != nil {
 			t.Fatal(err)
@@ -225,7 +243,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		}
 		b.Close()
 	}
-	time.Sleep(150 * time.Millisecond)
+	more()
 	close(stop)
 	wg.Wait()
 	close(errs)
