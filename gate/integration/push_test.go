@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -266,4 +267,73 @@ func TestSecretScan(t *testing.T) {
 	f.git(dst, "add", ".")
 	f.git(dst, "commit", "-q", "-m", "new secret")
 	f.git(dst, "push", "-q", off.url(f.tokProj, "proj.git"), "HEAD:refs/heads/task-v")
+}
+
+// TestPushFsck: a task's push must not put objects into the mirror that
+// attack whoever clones it later (the operator reviewing the push, or
+// upstream's users after a promote): git checks every pushed object
+// (receive.fsckObjects, docs/gate.md, Request handling), so a
+// .gitmodules whose URL is a command-line option (CVE-2018-17456), a
+// submodule name that climbs out of .git/modules (CVE-2018-11235) and a
+// tree entry named .git are refused with nothing landed; an ordinary
+// push still lands.
+func TestPushFsck(t *testing.T) {
+	f := newFixture(t)
+	g := f.startGate(nil)
+	dst := f.pushClone(t, g, f.tokProj)
+	f.git(dst, "push", "-q", "origin", "HEAD:refs/heads/task-ok")
+	if f.mirrorRef("refs/heads/task-ok") != f.git(dst, "rev-parse", "HEAD") {
+		t.Fatal("control: an ordinary push did not land")
+	}
+	base := f.git(dst, "rev-parse", "HEAD")
+	empty := f.git(dst, "hash-object", "-w", "--stdin")
+	for i, c := range []struct {
+		name    string
+		commit  func() string
+		message string
+	}{
+		{"submodule url is an option", func() string {
+			f.git(dst, "config", "-f", ".gitmodules", "submodule.x.path", "x")
+			f.git(dst, "config", "-f", ".gitmodules", "submodule.x.url", "--upload-pack=touch /tmp/terok-gate-fsck-pwned")
+			f.git(dst, "add", ".gitmodules")
+			f.git(dst, "commit", "-q", "-m", "submodule")
+			return f.git(dst, "rev-parse", "HEAD")
+		}, "gitmodulesUrl"},
+		{"submodule name climbs", func() string {
+			f.git(dst, "config", "-f", ".gitmodules", "submodule.../../../hooks.path", "y")
+			f.git(dst, "config", "-f", ".gitmodules", "submodule.../../../hooks.url", "https://example.invalid/y")
+			f.git(dst, "add", ".gitmodules")
+			f.git(dst, "commit", "-q", "-m", "submodule name")
+			return f.git(dst, "rev-parse", "HEAD")
+		}, "gitmodulesName"},
+		{"tree entry .git", func() string {
+			cmd := exec.Command("git", "mktree")
+			cmd.Dir, cmd.Env = dst, f.gitEnv()
+			cmd.Stdin = strings.NewReader("100644 blob " + empty + "\t.git\n")
+			tree, err := cmd.Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.git(dst, "commit-tree", strings.TrimSpace(string(tree)), "-p", base, "-m", "dotgit")
+		}, "hasDotgit"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f.git(dst, "reset", "-q", "--hard", base)
+			id := c.commit()
+			ref := "refs/heads/task-evil-" + strconv.Itoa(i)
+			out, err := f.tryGit(dst, "push", "origin", id+":"+ref)
+			if err == nil {
+				t.Fatalf("push accepted:\n%s", out)
+			}
+			if !strings.Contains(out, c.message) {
+				t.Errorf("git's answer does not name %s:\n%s", c.message, out)
+			}
+			if f.mirrorRef(ref) != "" {
+				t.Fatal("the refused push created the branch")
+			}
+			if _, err := f.tryGit(filepath.Join(f.base, "proj.git"), "cat-file", "-e", id); err == nil {
+				t.Fatal("the refused commit is in the mirror")
+			}
+		})
+	}
 }

@@ -175,9 +175,14 @@ func New(opt Options) (*Handler, error) {
 
 // HookConfig is the git configuration forced on every backend process:
 // hooks never run for gate traffic (a task must not get code execution on
-// the host through a hook in a mirror), and partial clones work.
+// the host through a hook in a mirror), every pushed object is checked by
+// git's fsck (a task must not plant objects that attack whoever clones
+// the mirror: a .gitmodules URL that is an option, a submodule name that
+// climbs, a tree entry .git; docs/gate.md, Request handling), and
+// partial clones work.
 var hookConfig = [][2]string{
 	{"core.hooksPath", "/dev/null"},
+	{"receive.fsckObjects", "true"},
 	{"uploadpack.allowFilter", "true"},
 	{"uploadpack.allowReachableSHA1InWant", "true"},
 }
