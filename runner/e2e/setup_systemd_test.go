@@ -71,10 +71,12 @@ func bootSystemd(t *testing.T) *systemdBox {
 	args := []string{"run", "-d", "--name", name, "--systemd=always", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
 		"--tmpfs", "/tmp:rw,notmpcopyup", "--tmpfs", "/run:rw,notmpcopyup", "--tmpfs", "/run/lock:rw,notmpcopyup",
 		"--tmpfs", "/var/log/journal:rw,notmpcopyup", "--rootfs", "/:O", "/lib/systemd/systemd"}
+	// Removed also when run fails: podman has created the container by
+	// then (it stayed behind, "Created", after a refused start).
+	t.Cleanup(func() { _, _ = podman("rm", "-f", "-t", "0", name) })
 	if out, err := podman(args...); err != nil {
 		t.Skipf("podman cannot run a systemd container here: %v: %s", err, out)
 	}
-	t.Cleanup(func() { _, _ = podman("rm", "-f", "-t", "0", name) })
 	b := &systemdBox{t: t, name: name, bin: bin}
 	state := ""
 	for i := 0; i < 120; i++ {
