@@ -210,6 +210,25 @@ func ReadIPFile(path string) ([]string, error) { return ReadIPFileWarn(path, nil
 
 // ReadIPFileWarn is ReadIPFile reporting each invalid line to warn.
 func ReadIPFileWarn(path string, warn func(string)) ([]string, error) {
+	return readCanonical(path, warn, ruleset.CanonicalIP)
+}
+
+// ReadDomainFile reads a domain line file: each line validated and
+// lowercased, invalid lines skipped with a warning, duplicates collapsed.
+func ReadDomainFile(path string, warn func(string)) ([]string, error) {
+	return readCanonical(path, warn, func(l string) (string, error) {
+		d, ok := ruleset.ValidDomain(l)
+		if !ok {
+			return "", fmt.Errorf("invalid domain '%s'", l)
+		}
+		return d, nil
+	})
+}
+
+// readCanonical reads a line file as canonical turns each line into its
+// canonical form: lines it refuses skipped and reported to warn ("PATH:
+// skipping ERROR"; warn may be nil), duplicates collapsed, the order kept.
+func readCanonical(path string, warn func(string), canonical func(string) (string, error)) ([]string, error) {
 	lines, err := ReadLines(path)
 	if err != nil {
 		return nil, err
@@ -217,7 +236,7 @@ func ReadIPFileWarn(path string, warn func(string)) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, l := range lines {
-		c, err := ruleset.CanonicalIP(l)
+		c, err := canonical(l)
 		if err != nil {
 			if warn != nil {
 				warn(fmt.Sprintf("%s: skipping %v", path, err))
@@ -227,31 +246,6 @@ func ReadIPFileWarn(path string, warn func(string)) ([]string, error) {
 		if !seen[c] {
 			seen[c] = true
 			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
-// ReadDomainFile reads a domain line file: each line validated and
-// lowercased, invalid lines skipped with a warning, duplicates collapsed.
-func ReadDomainFile(path string, warn func(string)) ([]string, error) {
-	lines, err := ReadLines(path)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, l := range lines {
-		d, ok := ruleset.ValidDomain(l)
-		if !ok {
-			if warn != nil {
-				warn(fmt.Sprintf("%s: skipping invalid domain '%s'", path, l))
-			}
-			continue
-		}
-		if !seen[d] {
-			seen[d] = true
-			out = append(out, d)
 		}
 	}
 	return out, nil

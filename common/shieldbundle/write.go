@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -103,34 +104,46 @@ func normalise(path, value string) (string, error) {
 // at the end of the line file unless an equal line is present. It reports
 // whether the file changed.
 func AppendUniqueLine(path, value string) (bool, error) {
-	v, err := normalise(path, value)
-	if err != nil {
-		return false, fmt.Errorf("append to %s: %w", path, err)
-	}
-	l, err := lockFor(path)
-	if err != nil {
-		return false, err
-	}
-	defer l.Close()
-	lines, err := readNormalised(path)
-	if err != nil {
-		return false, err
-	}
-	for _, x := range lines {
-		if x == v {
+	return editLines(path, value, "append to", func(v string, lines []string) (bool, error) {
+		if slices.Contains(lines, v) {
 			return false, nil
 		}
-	}
-	return true, atomicfile.WriteFile(path, render(append(lines, v)), 0o600)
+		return true, atomicfile.WriteFile(path, render(append(lines, v)), 0o600)
+	})
 }
 
 // RemoveLine deletes value from the line file, keeping the order of the
 // others, or sorting them when sorted is set (deny.list). It reports whether
 // the value was present.
 func RemoveLine(path, value string, sorted bool) (bool, error) {
+	return editLines(path, value, "remove from", func(v string, lines []string) (bool, error) {
+		out := lines[:0:0]
+		found := false
+		for _, x := range lines {
+			if x == v {
+				found = true
+			} else {
+				out = append(out, x)
+			}
+		}
+		if !found {
+			return false, nil
+		}
+		if sorted {
+			sort.Strings(out)
+		}
+		return true, atomicfile.WriteFile(path, render(out), 0o600)
+	})
+}
+
+// editLines is the skeleton of a line file edit: value validated and
+// normalised for the file kind (what names the edit in the error), the
+// file's lock held, its normalised lines read, then edit, whose report it
+// returns.
+func editLines(path, value, what string, edit func(v string, lines []string) (bool, error)) (bool, error) {
 	v, err := normalise(path, value)
 	if err != nil {
-		return false, fmt.Errorf("remove from %s: %w", path, err)
+		return false, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	l, err := lockFor(path)
 	if err != nil {
@@ -141,22 +154,7 @@ func RemoveLine(path, value string, sorted bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	out := lines[:0:0]
-	found := false
-	for _, x := range lines {
-		if x == v {
-			found = true
-		} else {
-			out = append(out, x)
-		}
-	}
-	if !found {
-		return false, nil
-	}
-	if sorted {
-		sort.Strings(out)
-	}
-	return true, atomicfile.WriteFile(path, render(out), 0o600)
+	return edit(v, lines)
 }
 
 // ContainsLine reports whether the line file holds value (compared in
@@ -170,12 +168,7 @@ func ContainsLine(path, value string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, x := range lines {
-		if x == v {
-			return true, nil
-		}
-	}
-	return false, nil
+	return slices.Contains(lines, v), nil
 }
 
 func readNormalised(path string) ([]string, error) {
