@@ -143,33 +143,44 @@ func (h *host) snapshot(t *testing.T) map[string]string {
 	t.Helper()
 	snap := map[string]string{}
 	for _, top := range []string{h.home, filepath.Join(h.root, "run"), filepath.Join(h.root, "usr-hooks.d"), filepath.Join(h.root, "systemd-state")} {
-		err := filepath.WalkDir(top, func(p string, e fs.DirEntry, err error) error {
-			if os.IsNotExist(err) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			info, err := e.Info()
-			if err != nil {
-				return err
-			}
-			v := info.Mode().String()
-			if info.Mode().IsRegular() {
-				data, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				v += fmt.Sprintf(" %x", sha256.Sum256(data))
-			}
-			snap[p] = v
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		snapshotInto(t, snap, top, nil)
 	}
 	return snap
+}
+
+// snapshotInto adds every path below top (none when top is missing) but
+// those skip names to snap, with its mode and, for a regular file, its
+// content hash.
+func snapshotInto(t *testing.T, snap map[string]string, top string, skip func(path string) bool) {
+	t.Helper()
+	err := filepath.WalkDir(top, func(p string, e fs.DirEntry, err error) error {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if skip != nil && skip(p) {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		v := info.Mode().String()
+		if info.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += fmt.Sprintf(" %x", sha256.Sum256(data))
+		}
+		snap[p] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func diff(a, b map[string]string) []string {
@@ -608,31 +619,9 @@ func TestSystemScopeUsesRootsSystemd(t *testing.T) {
 func (h *host) snapshotAll(t *testing.T) map[string]string {
 	t.Helper()
 	snap := map[string]string{}
-	err := filepath.WalkDir(h.root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == h.calls || strings.HasPrefix(p, filepath.Join(h.root, "bin")) {
-			return nil
-		}
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		v := info.Mode().String()
-		if info.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += fmt.Sprintf(" %x", sha256.Sum256(data))
-		}
-		snap[p] = v
-		return nil
+	snapshotInto(t, snap, h.root, func(p string) bool {
+		return p == h.calls || strings.HasPrefix(p, filepath.Join(h.root, "bin"))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return snap
 }
 
