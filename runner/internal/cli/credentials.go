@@ -315,27 +315,27 @@ const maxPassphrase = 4096
 // (docs/secrets-at-rest.md).
 func secretsCommands(d Deps) []*ucli.Command {
 	passFlag := &ucli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from this file (first line) instead of the terminal"}
-	store := func(c *ucli.Context) (secretsctl.Store, error) {
-		cfg, err := loadConfig(c, d)
-		if err != nil {
-			return secretsctl.Store{}, err
+	// withStore is their action skeleton: no positional arguments, the
+	// store of the loaded configuration, then fn.
+	withStore := func(fn func(c *ucli.Context, fa *cmdArgs, s secretsctl.Store) error) ucli.ActionFunc {
+		return func(c *ucli.Context) error {
+			fa, _, err := argsExactly(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig(c, d)
+			if err != nil {
+				return err
+			}
+			return fn(c, fa, secretsctl.FromConfig(cfg))
 		}
-		return secretsctl.FromConfig(cfg), nil
 	}
 	return []*ucli.Command{
 		{
 			Name:  "status",
 			Usage: "show whether secrets are encrypted at rest, why, the key sources and what is still plaintext",
 			Flags: []ucli.Flag{jsonFlag()},
-			Action: func(c *ucli.Context) error {
-				fa, _, err := argsExactly(c)
-				if err != nil {
-					return err
-				}
-				s, err := store(c)
-				if err != nil {
-					return err
-				}
+			Action: withStore(func(c *ucli.Context, fa *cmdArgs, s secretsctl.Store) error {
 				st, err := s.Status(c.Context)
 				if err != nil {
 					return err
@@ -365,7 +365,7 @@ func secretsCommands(d Deps) []*ucli.Command {
 					}
 				}
 				return nil
-			},
+			}),
 		},
 		{
 			Name:  "unlock",
@@ -373,20 +373,13 @@ func secretsCommands(d Deps) []*ucli.Command {
 			Flags: []ucli.Flag{passFlag,
 				&ucli.StringFlag{Name: "timeout", Usage: "lock again after this long (e.g. 8h); default: until lock or reboot"},
 				&ucli.StringFlag{Name: "systemd-creds", Usage: "also seal the key with systemd-creds (host, tpm2, host+tpm2 or auto) so later unlocks and the daemons need no passphrase; off removes that"}},
-			Action: func(c *ucli.Context) error {
-				fa, _, err := argsExactly(c)
-				if err != nil {
-					return err
-				}
+			Action: withStore(func(c *ucli.Context, fa *cmdArgs, s secretsctl.Store) error {
 				var timeout time.Duration
 				if t := fa.String("timeout"); t != "" {
+					var err error
 					if timeout, err = time.ParseDuration(t); err != nil || timeout <= 0 {
 						return UsageErrorf("--timeout %q is not a positive duration (e.g. 30m, 8h)", t)
 					}
-				}
-				s, err := store(c)
-				if err != nil {
-					return err
 				}
 				_, statErr := os.Stat(filepath.Join(s.Dir, secretstore.FileName))
 				creating := errors.Is(statErr, os.ErrNotExist)
@@ -426,19 +419,12 @@ func secretsCommands(d Deps) []*ucli.Command {
 					fmt.Fprintf(d.Stdout, "%d values are still plaintext: run 'terok-sandbox credentials migrate'.\n", st.Credentials.Plaintext+st.KeyFiles.Plaintext)
 				}
 				return nil
-			},
+			}),
 		},
 		{
 			Name:  "lock",
 			Usage: "drop the cached key; running daemons keep theirs in memory until they stop",
-			Action: func(c *ucli.Context) error {
-				if _, _, err := argsExactly(c); err != nil {
-					return err
-				}
-				s, err := store(c)
-				if err != nil {
-					return err
-				}
+			Action: withStore(func(c *ucli.Context, _ *cmdArgs, s secretsctl.Store) error {
 				dropped, err := s.Lock()
 				if err != nil {
 					return err
@@ -454,27 +440,19 @@ func secretsCommands(d Deps) []*ucli.Command {
 				}
 				fmt.Fprintln(d.Stdout, "Locked. The proxy and SSH agent keep working until they stop; stop them to lock completely.")
 				return nil
-			},
+			}),
 		},
 		{
 			Name:  "migrate",
 			Usage: "bring every stored credential and SSH private key to the mode in force (encrypt plaintext ones; with credentials_encryption = false, decrypt them and remove the keystore)",
 			Flags: []ucli.Flag{jsonFlag()},
-			Action: func(c *ucli.Context) error {
-				fa, _, err := argsExactly(c)
-				if err != nil {
-					return err
-				}
-				s, err := store(c)
-				if err != nil {
-					return err
-				}
+			Action: withStore(func(c *ucli.Context, fa *cmdArgs, s secretsctl.Store) error {
 				res, err := s.Migrate(c.Context)
 				if err != nil {
 					return err
 				}
 				return reportRewrite(d, fa.Bool("json"), res, map[bool]string{true: "Encrypted", false: "Decrypted"}[s.Encrypt])
-			},
+			}),
 		},
 		{
 			Name:  "rotate-key",
@@ -482,17 +460,10 @@ func secretsCommands(d Deps) []*ucli.Command {
 			Flags: []ucli.Flag{jsonFlag(),
 				&ucli.BoolFlag{Name: "new-passphrase", Usage: "also change the passphrase (asked on the terminal, twice)"},
 				&ucli.StringFlag{Name: "new-passphrase-file", Usage: "also change the passphrase to the first line of this file"}},
-			Action: func(c *ucli.Context) error {
-				fa, _, err := argsExactly(c)
-				if err != nil {
-					return err
-				}
-				s, err := store(c)
-				if err != nil {
-					return err
-				}
+			Action: withStore(func(c *ucli.Context, fa *cmdArgs, s secretsctl.Store) error {
 				var pass []byte
 				if file := fa.String("new-passphrase-file"); file != "" || fa.Bool("new-passphrase") {
+					var err error
 					if pass, err = readPassphrase(d, file, true); err != nil {
 						return err
 					}
@@ -506,7 +477,7 @@ func secretsCommands(d Deps) []*ucli.Command {
 					defer fmt.Fprintln(d.Stdout, "Changed the passphrase; the new key is cached until 'terok-sandbox credentials lock' or reboot.")
 				}
 				return reportRewrite(d, fa.Bool("json"), res, "Re-encrypted")
-			},
+			}),
 		},
 	}
 }
