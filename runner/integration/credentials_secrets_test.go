@@ -211,19 +211,7 @@ func TestCredentialsSystemdCreds(t *testing.T) {
 		t.Fatalf("status:\n%s", st)
 	}
 	// Locked, but the proxy opens the key through systemd-creds.
-	p.ok("", "proxy", "start")
-	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
-	req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
-	req.Header.Set("X-Api-Key", tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("proxy with a systemd-creds store: %d", resp.StatusCode)
-	}
-	p.ok("", "proxy", "stop")
+	p.proxyServes(t, "proxy with a systemd-creds store")
 	if out := p.ok("", "credentials", "unlock"); !strings.HasPrefix(out, "Unlocked with systemd-creds (host)") {
 		t.Fatalf("unlock without a passphrase: %q", out)
 	}
@@ -337,19 +325,7 @@ func TestCredentialsOnByDefault(t *testing.T) {
 	}
 
 	// The proxy opens the store unattended; no unlock was ever run.
-	p.ok("", "proxy", "start")
-	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
-	req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
-	req.Header.Set("X-Api-Key", tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("proxy on the unattended store: %d", resp.StatusCode)
-	}
-	p.ok("", "proxy", "stop")
+	p.proxyServes(t, "proxy on the unattended store")
 
 	// There is no passphrase to unlock with; rotate-key adds a recovery one.
 	passFile := filepath.Join(t.TempDir(), "pass")
@@ -366,4 +342,24 @@ func TestCredentialsOnByDefault(t *testing.T) {
 	if st := getStatus(); st.Mode != "encrypted" || strings.Contains(st.Why, "only") {
 		t.Fatalf("status with a recovery passphrase: %+v", st)
 	}
+}
+
+// proxyServes starts the proxy, checks that a new phantom token of
+// proj/task1 for claude gets the upstream's 200 through it (what names the
+// case in the failure), and stops it again.
+func (p *proxyCLI) proxyServes(t *testing.T, what string) {
+	t.Helper()
+	p.ok("", "proxy", "start")
+	tok := strings.TrimSpace(p.ok("", "proxy", "token", "create", "proj", "task1", "--provider", "claude"))
+	req, _ := http.NewRequest("GET", proxyURLFromConfig(t, p)+"/v1/messages", nil)
+	req.Header.Set("X-Api-Key", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d", what, resp.StatusCode)
+	}
+	p.ok("", "proxy", "stop")
 }
