@@ -277,6 +277,17 @@ func sshStartLogged(t *testing.T, cmd *exec.Cmd, ready string) func() string {
 // trusting one public key for root, and returns its port.
 func sshStartSSHD(t *testing.T, trusted string) int {
 	t.Helper()
+	port := testkit.FreePort(t)
+	sshdAt(t, nil, "127.0.0.1", port, trusted, "e2e host key")
+	return port
+}
+
+// sshdAt runs sshd on addr:port, under the command prefix (ip netns exec
+// NS; nil = none), with its own config and a host key of its own (comment
+// names it), trusting one public key for root, until the test ends; it
+// returns once sshd listens, with the host key's SHA256 fingerprint.
+func sshdAt(t *testing.T, prefix []string, addr string, port int, trusted, comment string) string {
+	t.Helper()
 	bin := "/usr/sbin/sshd"
 	if _, err := os.Stat(bin); err != nil {
 		t.Skip("sshd not installed (openssh-server)")
@@ -286,26 +297,33 @@ func sshStartSSHD(t *testing.T, trusted string) int {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	_, hk, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(hk, "e2e host key")
+	hpub, hk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(hk, comment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spub, err := ssh.NewPublicKey(hpub)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hostKey, ak, conf := filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd_config")
-	port := testkit.FreePort(t)
 	for path, data := range map[string]string{
 		hostKey: string(pem.EncodeToMemory(block)),
 		ak:      trusted + "\n",
-		conf: fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nPidFile none\n"+
+		conf: fmt.Sprintf("Port %d\nListenAddress %s\nHostKey %s\nPidFile none\n"+
 			"AuthorizedKeysFile %s\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"+
-			"PermitRootLogin prohibit-password\nAllowUsers root\nLogLevel VERBOSE\n", port, hostKey, ak),
+			"PermitRootLogin prohibit-password\nAllowUsers root\nLogLevel VERBOSE\n", port, addr, hostKey, ak),
 	} {
 		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(bin, "-D", "-e", "-f", conf)
+	argv := append(append([]string(nil), prefix...), bin, "-D", "-e", "-f", conf)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.WaitDelay = 5 * time.Second
 	sshStartLogged(t, cmd, "Server listening")
-	return port
+	return ssh.FingerprintSHA256(spub)
 }

@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -24,7 +23,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -350,41 +348,7 @@ func tlCheckTimeline(t *testing.T, out string, toks map[string]string, refusedHo
 // session-bind).
 func tlStartSSHD(t *testing.T, o *shxOutsideHost, addr, trusted string) string {
 	t.Helper()
-	bin := "/usr/sbin/sshd"
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("sshd not installed (openssh-server)")
-	}
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	hpub, hk, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(hk, "timeline host key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, err := ssh.NewPublicKey(hpub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostKey, ak, conf := filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd_config")
-	for path, data := range map[string]string{
-		hostKey: string(pem.EncodeToMemory(block)),
-		ak:      trusted + "\n",
-		conf: fmt.Sprintf("Port 22\nListenAddress %s\nHostKey %s\nPidFile none\n"+
-			"AuthorizedKeysFile %s\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"+
-			"PermitRootLogin prohibit-password\nAllowUsers root\nLogLevel VERBOSE\n", addr, hostKey, ak),
-	} {
-		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ip", "netns", "exec", o.ns, bin, "-D", "-e", "-f", conf)
-	cmd.WaitDelay = 5 * time.Second
-	sshStartLogged(t, cmd, "Server listening")
+	fp := sshdAt(t, []string{"ip", "netns", "exec", o.ns}, addr, 22, trusted, "timeline host key")
 	shxWaitFor(t, 10*time.Second, "sshd on the outside host", func() bool {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), time.Second)
 		if err == nil {
@@ -392,7 +356,7 @@ func tlStartSSHD(t *testing.T, o *shxOutsideHost, addr, trusted string) string {
 		}
 		return err == nil
 	})
-	return ssh.FingerprintSHA256(spub)
+	return fp
 }
 
 // tlKeySecrets is what of the private key must appear nowhere: the PEM
