@@ -166,11 +166,7 @@ func flagWords(flags []ucli.Flag, top bool) []string {
 			continue
 		}
 		for _, n := range f.Names() {
-			if len(n) == 1 {
-				out = append(out, "-"+n)
-			} else {
-				out = append(out, "--"+n)
-			}
+			out = append(out, spelling(n))
 		}
 	}
 	out = append(out, "--help")
@@ -185,15 +181,11 @@ func flagWords(flags []ucli.Flag, top bool) []string {
 func valueFlags(flags []ucli.Flag) []string {
 	var out []string
 	for _, f := range flags {
-		if tv, ok := f.(interface{ TakesValue() bool }); !ok || !tv.TakesValue() {
+		if !takesValue(f) {
 			continue
 		}
 		for _, n := range f.Names() {
-			if len(n) == 1 {
-				out = append(out, "-"+n)
-			} else {
-				out = append(out, "--"+n)
-			}
+			out = append(out, spelling(n))
 		}
 	}
 	sort.Strings(out)
@@ -204,7 +196,7 @@ func valueFlags(flags []ucli.Flag) []string {
 func flagKinds(flags []ucli.Flag) []string {
 	var out []string
 	for _, f := range flags {
-		if tv, ok := f.(interface{ TakesValue() bool }); !ok || !tv.TakesValue() {
+		if !takesValue(f) {
 			continue
 		}
 		for _, n := range f.Names() {
@@ -217,6 +209,13 @@ func flagKinds(flags []ucli.Flag) []string {
 	return out
 }
 
+// takesValue reports whether f takes a value (--name VALUE).
+func takesValue(f ucli.Flag) bool {
+	tv, ok := f.(interface{ TakesValue() bool })
+	return ok && tv.TakesValue()
+}
+
+// spelling is how flag name n is typed: -n for one letter, else --name.
 func spelling(n string) string {
 	if len(n) == 1 {
 		return "-" + n
