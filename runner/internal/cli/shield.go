@@ -503,54 +503,54 @@ func shieldAllowDeny(c *ucli.Context, d Deps, allow bool) error {
 	return nil
 }
 
-func shieldState(c *ucli.Context, d Deps) error {
+// shieldProbed is how state and rules start: the one CONTAINER, the
+// configuration's probe shield and the container's state. They work for
+// any container, shielded or not: one without the annotation simply has no
+// table (inactive), which the query shows; but inactive is also the answer
+// for a name podman does not know, which is an error (missingOr).
+func shieldProbed(c *ucli.Context, d Deps) (string, *shield.Shield, string, error) {
 	a, err := shieldArgs(c, "CONTAINER")
 	if err != nil {
-		return err
+		return "", nil, "", err
 	}
 	ad, err := shieldAdapter(c, d)
 	if err != nil {
-		return err
+		return "", nil, "", err
 	}
-	// State works for any container, shielded or not: one without the
-	// annotation simply has no table (inactive), which the query shows.
-	st := ad.Probe().State(c.Context, a[0])
+	sh := ad.Probe()
+	st := sh.State(c.Context, a[0])
 	if st == shield.StateInactive {
-		// Inactive is also the answer for a name podman does not know.
 		if err := missingOr(c.Context, d, a[0], nil); err != nil {
-			return err
+			return "", nil, "", err
 		}
 	}
+	return a[0], sh, st, nil
+}
+
+func shieldState(c *ucli.Context, d Deps) error {
+	name, _, st, err := shieldProbed(c, d)
+	if err != nil {
+		return err
+	}
 	if c.Bool("json") {
-		return writeJSON(d.Stdout, map[string]string{"container": a[0], "state": st})
+		return writeJSON(d.Stdout, map[string]string{"container": name, "state": st})
 	}
 	fmt.Fprintln(d.Stdout, st)
 	return nil
 }
 
 func shieldRules(c *ucli.Context, d Deps) error {
-	a, err := shieldArgs(c, "CONTAINER")
+	name, sh, st, err := shieldProbed(c, d)
 	if err != nil {
 		return err
 	}
-	ad, err := shieldAdapter(c, d)
-	if err != nil {
-		return err
-	}
-	sh := ad.Probe()
-	st := sh.State(c.Context, a[0])
-	if st == shield.StateInactive {
-		if err := missingOr(c.Context, d, a[0], nil); err != nil {
-			return err
-		}
-	}
-	rules := sh.Rules(c.Context, a[0])
+	rules := sh.Rules(c.Context, name)
 	if c.Bool("json") {
-		return writeJSON(d.Stdout, map[string]string{"container": a[0], "state": st, "rules": rules})
+		return writeJSON(d.Stdout, map[string]string{"container": name, "state": st, "rules": rules})
 	}
 	fmt.Fprintf(d.Stdout, "State: %s\n", st)
 	if strings.TrimSpace(rules) == "" {
-		fmt.Fprintf(d.Stdout, "No rules found for %s\n", a[0])
+		fmt.Fprintf(d.Stdout, "No rules found for %s\n", name)
 		return nil
 	}
 	fmt.Fprint(d.Stdout, rules)
