@@ -46,8 +46,10 @@ func (p *Proxy) Start(ctx context.Context, opts ProxyStart) error {
 	return m.StartDaemon(ctx)
 }
 
-// Stop stops our detached daemon (identity-checked) and reports whether
-// one was signalled.
+// Stop stops our detached daemon (identity-checked through /proc, never a
+// stranger's PID) and waits up to 10 s for it to go; it reports whether
+// one was signalled. Installed units are left alone: Uninstall removes
+// them.
 func (p *Proxy) Stop() bool { return p.m.StopDaemon() }
 
 // Install writes the socket and service units and enables the socket; the

@@ -25,7 +25,6 @@ const (
 	EnvGateAdminToken = "TEROK_GATE_ADMIN_TOKEN"
 	EnvGateBind       = "TEROK_GATE_BIND"
 	gateStartTimeout  = 10 * time.Second
-	gateStopWait      = 10 * time.Second
 )
 
 // GateStatus is what `gate status` reports (docs/gate.md, Operating it);
@@ -170,10 +169,6 @@ func (m *GateManager) daemonEnv() []string {
 	}
 	return env
 }
-
-// StopDaemon sends SIGTERM to our daemon (identity-checked), removes the
-// PID file and waits a little for the process to go.
-func (m *GateManager) StopDaemon() bool { return m.Manager.StopDaemon(gateStopWait) }
 
 // Start is `gate start` (docs/gate.md, Operating it). It reports which mode was used.
 func (m *GateManager) Start(ctx context.Context, port int, forceDaemon bool) (string, error) {

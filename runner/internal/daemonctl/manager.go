@@ -134,14 +134,19 @@ func (m *Manager) UninstallUnits(ctx context.Context, dir string) error {
 	return m.Systemd.Uninstall(ctx, dir, m.Daemon.UnitNames(), m.Daemon.SocketUnit)
 }
 
+// StopWait bounds how long StopDaemon waits for a daemon to exit after
+// SIGTERM: the gate and the proxy each give running exchanges up to 10 s.
+const StopWait = 10 * time.Second
+
 // StopDaemon sends SIGTERM to our daemon (identity-checked), removes the
-// PID file and waits up to wait for the process to go; it reports whether
-// one was signalled.
-func (m *Manager) StopDaemon(wait time.Duration) bool {
+// PID file and waits up to StopWait for the process to go, so a start
+// right after it does not find the old process still answering on the
+// port; it reports whether one was signalled.
+func (m *Manager) StopDaemon() bool {
 	pid, ok := m.DaemonPID()
 	stopped := m.Instance().StopDaemon()
 	if ok && stopped {
-		deadline := time.Now().Add(wait)
+		deadline := time.Now().Add(StopWait)
 		for time.Now().Before(deadline) && Alive(pid) {
 			time.Sleep(25 * time.Millisecond)
 		}

@@ -262,10 +262,6 @@ func (m *ProxyManager) StartDaemon(ctx context.Context) error {
 	return nil
 }
 
-// StopDaemon stops our daemon (docs/credential-proxy.md, Operating it) and
-// reports whether one was signalled; it does not wait for the process.
-func (m *ProxyManager) StopDaemon() bool { return m.Manager.StopDaemon(0) }
-
 // userUnitDir is the user unit directory, refused for root with the
 // proxy's alternative named.
 func (m *ProxyManager) userUnitDir() (string, error) {
