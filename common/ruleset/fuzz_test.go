@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -164,6 +165,74 @@ func FuzzCollapseSpace(f *testing.F) {
 		want := re.ReplaceAllString(strings.Trim(s, " \t\n\f\r"), " ")
 		if got := collapseSpace(s); got != want {
 			t.Fatalf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
+	})
+}
+
+// FuzzVerifyMatchers: the string checks that replaced VerifyHook's
+// regular expressions (tableHeader, chainName, squeezeSpace, hasDport53,
+// isServicePortAccept, the exact hookAccept rules) accept exactly what
+// those expressions matched, on the generator's own rules and on anything
+// else.
+func FuzzVerifyMatchers(f *testing.F) {
+	for _, o := range []Options{
+		{DNS: SlirpDNS, LoopbackPorts: []int{9418, 18731}},
+		{DNS: "10.0.2.3", LoopbackPorts: []int{1}, HostLoopback: PastaHostLoopback},
+		{DNS: "fd00::3", Interactive: true},
+	} {
+		text, _, err := Script{Options: o, Gateways: SlirpGateways()}.Render()
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, l := range strings.Split(text, "\n") {
+			f.Add(strings.TrimSpace(l))
+		}
+	}
+	for _, s := range []string{"chain  {", "chain {", "chain a b {", "chain a.b-c_1 {", "chain a {x", "tcp dport 123456 ip daddr @gateway_v4 accept",
+		"tcp dport  ip daddr @gateway_v4 accept", "tcp dport 0 ip daddr 169.254.1.2 accept", "udp dport 53", "udp dport 530 accept", "dport 53 accept",
+		"type filter\thook output  priority 0;", "\v a \u00a0 b\r\n", "table inet terok_shield {", "table inet terok_shield { "} {
+		f.Add(s)
+	}
+	markPat := `meta mark 0x` + fmt.Sprintf("%08x", ResolverMark)
+	marked := regexp.MustCompile(`^` + markPat + ` (udp|tcp) dport 53 (ip|ip6) daddr (` + addrPat + `) accept$`)
+	oldAccept := []*regexp.Regexp{
+		regexp.MustCompile(`^oifname "lo" accept$`),
+		marked,
+		regexp.MustCompile(`^ct state established,related accept$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
+		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
+		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + `) accept$`),
+		regexp.MustCompile(`^ip daddr @` + SetAllowV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip6 daddr @` + SetAllowV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip daddr @` + SetDNSV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+		regexp.MustCompile(`^ip6 daddr @` + SetDNSV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+	}
+	table := regexp.MustCompile(`^table inet terok_shield \{$`)
+	chainRe := regexp.MustCompile(`^chain ([A-Za-z0-9_.-]+) \{$`)
+	space := regexp.MustCompile(`\s+`)
+	dport53 := regexp.MustCompile(`dport 53( |$)`)
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := s == tableHeader, table.MatchString(s); got != want {
+			t.Fatalf("table header %q: %v, want %v", s, got, want)
+		}
+		name, ok := chainName(s)
+		if m := chainRe.FindStringSubmatch(s); (m != nil) != ok || (ok && m[1] != name) {
+			t.Fatalf("chainName(%q) = %q %v, want %v", s, name, ok, m)
+		}
+		if got, want := squeezeSpace(s), space.ReplaceAllString(s, " "); got != want {
+			t.Fatalf("squeezeSpace(%q) = %q, want %q", s, got, want)
+		}
+		if got, want := hasDport53(s), dport53.MatchString(s); got != want {
+			t.Fatalf("hasDport53(%q) = %v, want %v", s, got, want)
+		}
+		rules := verifyRes().hookAccept
+		if len(rules) != len(oldAccept) {
+			t.Fatalf("%d accept rules, want %d", len(rules), len(oldAccept))
+		}
+		for i, a := range rules {
+			if got, want := a.accepts(s), oldAccept[i].MatchString(s); got != want {
+				t.Fatalf("accept rule %d on %q: %v, want %v", i, s, got, want)
+			}
 		}
 	})
 }

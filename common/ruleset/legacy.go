@@ -59,7 +59,7 @@ var legacyRes = sync.OnceValue(func() (r struct {
 func NormalizeLegacy(script string) (out string, changes []string) {
 	lines := strings.Split(script, "\n")
 	kept := make([]string, 0, len(lines))
-	chainName := ""
+	inChain := ""
 	depth := 0
 	var denyLines []string
 	firstAllow := -1
@@ -69,18 +69,18 @@ func NormalizeLegacy(script string) (out string, changes []string) {
 		before := depth
 		depth += strings.Count(l, "{") - strings.Count(l, "}")
 		if before == 1 {
-			if m := verifyRes().chain.FindStringSubmatch(l); m != nil {
-				chainName = m[1]
+			if name, ok := chainName(l); ok {
+				inChain = name
 			}
 		}
 		if before == 2 && depth == 2 {
 			switch {
-			case chainName == "input" && legacyRes().sport53.MatchString(l):
+			case inChain == "input" && legacyRes().sport53.MatchString(l):
 				changes = append(changes, fmt.Sprintf("removed the input rule %q: it accepts any packet sent from source port 53", l))
 				continue
-			case chainName == "output" && legacyRes().allowRule.MatchString(l) && firstAllow < 0:
+			case inChain == "output" && legacyRes().allowRule.MatchString(l) && firstAllow < 0:
 				firstAllow = len(kept)
-			case chainName == "output" && legacyRes().denyRule.MatchString(l) && firstAllow >= 0:
+			case inChain == "output" && legacyRes().denyRule.MatchString(l) && firstAllow >= 0:
 				denyLines = append(denyLines, raw)
 				moved = true
 				continue
@@ -128,7 +128,7 @@ func VerifyLegacy(listing string) []string {
 	dnsTo := ""
 	lastDeny, firstAllow := -1, -1
 	for i, r := range out.rules {
-		if strings.Contains(r, "accept") && !acceptsBy(r, legacyRes().accepts) {
+		if strings.Contains(r, "accept") && !matchesAny(r, legacyRes().accepts) {
 			errs = append(errs, fmt.Sprintf("unexpected accept rule: %s", r))
 		}
 		if m := legacyRes().dnsAccept.FindStringSubmatch(r); m != nil {
@@ -166,4 +166,13 @@ func VerifyLegacy(listing string) []string {
 		errs = append(errs, "terminal reject is not the last output rule")
 	}
 	return checkJumps(t, errs, nil)
+}
+
+func matchesAny(r string, res []*regexp.Regexp) bool {
+	for _, re := range res {
+		if re.MatchString(r) {
+			return true
+		}
+	}
+	return false
 }

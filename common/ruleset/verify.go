@@ -55,20 +55,119 @@ type table struct {
 	order  []string
 }
 
-// verifyRegexps are the listing parser's and VerifyHook's expressions,
-// compiled on first use (see validRes).
+// verifyRegexps are VerifyHook's regular expressions, compiled on first
+// use (see validRes). Every other check of a listing is a string
+// comparison (tableHeader, chainName, squeezeSpace, hasDport53, the exact
+// hookAccept rules): compiling the ~20 expressions those were cost ~0.5 ms
+// in each process that verifies (the hook, terok-sandbox), more than
+// running them (docs/shield.md, Performance).
 type verifyRegexps struct {
-	counter, handle, logOrder, space, chain, table, terminalLog *regexp.Regexp
+	terminalLog *regexp.Regexp
+	// marked is the resolver's DNS accept rule; reject is a logged
+	// special-range (or forwarder) reject with its address or prefix in
+	// group 2.
+	marked, reject *regexp.Regexp
 	// hookAccept are the output-chain rules allowed to carry an accept
 	// verdict in hook mode; the first headAccept of them are the ones of
 	// the head (docs/shield-hook.md, "The ruleset, rule by rule"), the only
 	// accepts of the bypass table; the first preHead of them are the only
 	// ones allowed before the forwarder reject.
-	hookAccept []*regexp.Regexp
-	// marked is the resolver's DNS accept rule; dport53 finds any rule
-	// about port 53; reject is a logged special-range (or forwarder)
-	// reject with its address or prefix in group 2.
-	marked, dport53, reject *regexp.Regexp
+	hookAccept []acceptRule
+}
+
+// acceptRule is one accepting rule the generator writes: exactly the text
+// exact, or, when match is set, what it accepts.
+type acceptRule struct {
+	exact string
+	match func(string) bool
+}
+
+func (a acceptRule) accepts(r string) bool {
+	if a.match != nil {
+		return a.match(r)
+	}
+	return r == a.exact
+}
+
+// listRes are the rewrites of nft's listing form (normRule), compiled
+// only when a listing (not a generated text) needs them.
+var listRes = sync.OnceValue(func() (r struct{ counter, handle, logOrder *regexp.Regexp }) {
+	r.counter = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
+	r.handle = regexp.MustCompile(`\s*# handle [0-9]+$`)
+	r.logOrder = regexp.MustCompile(`log prefix ("[^"]*") group ([0-9]+)`)
+	return r
+})
+
+// tableHeader is the first line of the table (the expression
+// ^table inet terok_shield \{$ it replaces).
+const tableHeader = "table inet terok_shield {"
+
+// chainName is the name of a chain header line "chain NAME {" whose name
+// is of [A-Za-z0-9_.-] (the expression ^chain ([A-Za-z0-9_.-]+) \{$).
+func chainName(l string) (string, bool) {
+	name, ok := strings.CutPrefix(l, "chain ")
+	if !ok {
+		return "", false
+	}
+	if name, ok = strings.CutSuffix(name, " {"); !ok || name == "" {
+		return "", false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return "", false
+		}
+	}
+	return name, true
+}
+
+// squeezeSpace turns every run of ASCII white space (the regexp class \s)
+// into one blank, trimming nothing (the expression \s+ replaced by " ").
+func squeezeSpace(r string) string {
+	var b strings.Builder
+	b.Grow(len(r))
+	space := false
+	for i := 0; i < len(r); i++ {
+		switch c := r[i]; c {
+		case ' ', '\t', '\n', '\f', '\r':
+			if !space {
+				b.WriteByte(' ')
+			}
+			space = true
+		default:
+			space = false
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// hasDport53 reports a rule about port 53 (the expression dport 53( |$)).
+func hasDport53(r string) bool {
+	return strings.Contains(r, "dport 53 ") || strings.HasSuffix(r, "dport 53")
+}
+
+// isServicePortAccept is a host-service port's accept rule (the
+// expression ^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr
+// @gateway_v6|ip daddr 169.254.1.2) accept$).
+func isServicePortAccept(r string) bool {
+	rest, ok := strings.CutPrefix(r, "tcp dport ")
+	if !ok {
+		return false
+	}
+	n := 0
+	for n < len(rest) && n < 6 && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n < 1 || n > 5 {
+		return false
+	}
+	switch rest[n:] {
+	case " ip daddr @" + SetGatewayV4 + " accept", " ip6 daddr @" + SetGatewayV6 + " accept", " ip daddr " + PastaHostLoopback + " accept":
+		return true
+	}
+	return false
 }
 
 const (
@@ -77,30 +176,23 @@ const (
 )
 
 var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
-	r.counter = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
-	r.handle = regexp.MustCompile(`\s*# handle [0-9]+$`)
-	r.logOrder = regexp.MustCompile(`log prefix ("[^"]*") group ([0-9]+)`)
-	r.space = regexp.MustCompile(`\s+`)
-	r.chain = regexp.MustCompile(`^chain ([A-Za-z0-9_.-]+) \{$`)
-	r.table = regexp.MustCompile(`^table inet terok_shield \{$`)
 	r.terminalLog = regexp.MustCompile(`(?m)^\s*log\s+.*prefix\s+"TEROK_SHIELD_DENIED`)
 	markPat := `meta mark 0x` + fmt.Sprintf("%08x", ResolverMark)
 	r.marked = regexp.MustCompile(`^` + markPat + ` (udp|tcp) dport 53 (ip|ip6) daddr (` + addrPat + `) accept$`)
-	r.dport53 = regexp.MustCompile(`dport 53( |$)`)
 	r.reject = regexp.MustCompile(`^(ip|ip6) daddr ([0-9A-Fa-f:./]+) ` + logPat(PrefixPrivate) + ` ` + RejectStmt + `$`)
 	// Anything else that accepts is an error: the table must not contain
 	// a hole the generator never writes.
-	r.hookAccept = []*regexp.Regexp{
-		regexp.MustCompile(`^oifname "lo" accept$`),
-		r.marked,
-		regexp.MustCompile(`^ct state established,related accept$`),
-		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[0])) + `$`),
-		regexp.MustCompile(`^` + regexp.QuoteMeta(strings.TrimSpace(strings.Split(ndOutput, "\n")[1])) + `$`),
-		regexp.MustCompile(`^tcp dport [0-9]{1,5} (ip daddr @gateway_v4|ip6 daddr @gateway_v6|ip daddr ` + regexp.QuoteMeta(PastaHostLoopback) + `) accept$`),
-		regexp.MustCompile(`^ip daddr @` + SetAllowV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
-		regexp.MustCompile(`^ip6 daddr @` + SetAllowV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
-		regexp.MustCompile(`^ip daddr @` + SetDNSV4 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
-		regexp.MustCompile(`^ip6 daddr @` + SetDNSV6 + ` ` + logPat(PrefixAllowed) + ` counter accept$`),
+	r.hookAccept = []acceptRule{
+		{exact: `oifname "lo" accept`},
+		{match: r.marked.MatchString},
+		{exact: `ct state established,related accept`},
+		{exact: strings.TrimSpace(strings.Split(ndOutput, "\n")[0])},
+		{exact: strings.TrimSpace(strings.Split(ndOutput, "\n")[1])},
+		{match: isServicePortAccept},
+		{exact: `ip daddr @` + SetAllowV4 + ` ` + logPat(PrefixAllowed) + ` counter accept`},
+		{exact: `ip6 daddr @` + SetAllowV6 + ` ` + logPat(PrefixAllowed) + ` counter accept`},
+		{exact: `ip daddr @` + SetDNSV4 + ` ` + logPat(PrefixAllowed) + ` counter accept`},
+		{exact: `ip6 daddr @` + SetDNSV6 + ` ` + logPat(PrefixAllowed) + ` counter accept`},
 	}
 	return r
 })
@@ -110,16 +202,16 @@ var verifyRes = sync.OnceValue(func() (r verifyRegexps) {
 // rewrite runs only on rules that can need it: the regular expressions
 // were most of VerifyHook's time.
 func normRule(r string) string {
-	res := verifyRes()
 	if strings.Contains(r, "# handle") {
+		res := listRes()
 		r = res.handle.ReplaceAllString(r, "")
 	}
 	r = collapseSpace(r)
 	if strings.Contains(r, "counter packets") {
-		r = res.counter.ReplaceAllString(r, "counter")
+		r = listRes().counter.ReplaceAllString(r, "counter")
 	}
 	if strings.Contains(r, "log prefix") {
-		r = res.logOrder.ReplaceAllString(r, "log group $2 prefix $1")
+		r = listRes().logOrder.ReplaceAllString(r, "log group $2 prefix $1")
 	}
 	return r
 }
@@ -155,7 +247,7 @@ func parse(listing string) table {
 	for i, raw := range lines {
 		l := strings.TrimSpace(raw)
 		if start < 0 {
-			if verifyRes().table.MatchString(l) {
+			if l == tableHeader {
 				start, depth = i, 1
 			}
 			continue
@@ -181,12 +273,12 @@ func parse(listing string) table {
 		before := depth
 		depth += strings.Count(l, "{") - strings.Count(l, "}")
 		if before == 0 {
-			if m := verifyRes().chain.FindStringSubmatch(l); m != nil {
+			if name, ok := chainName(l); ok {
 				cur = &chain{}
-				if _, dup := t.chains[m[1]]; !dup {
-					t.order = append(t.order, m[1])
+				if _, dup := t.chains[name]; !dup {
+					t.order = append(t.order, name)
 				}
-				t.chains[m[1]] = cur
+				t.chains[name] = cur
 			}
 			continue
 		}
@@ -197,7 +289,7 @@ func parse(listing string) table {
 			continue
 		}
 		if strings.HasPrefix(l, "type ") || strings.HasPrefix(l, "policy ") {
-			cur.header = append(cur.header, verifyRes().space.ReplaceAllString(l, " "))
+			cur.header = append(cur.header, squeezeSpace(l))
 			continue
 		}
 		cur.rules = append(cur.rules, normRule(l))
@@ -240,9 +332,9 @@ func withAdvice(t table, errs []string) []string {
 	return errs
 }
 
-func acceptsBy(r string, res []*regexp.Regexp) bool {
-	for _, re := range res {
-		if re.MatchString(r) {
+func acceptsBy(r string, rules []acceptRule) bool {
+	for _, a := range rules {
+		if a.accepts(r) {
 			return true
 		}
 	}
@@ -267,7 +359,7 @@ func dnsChecks(out *chain, errs []string) []string {
 			fwd[m[1]] = m[2] + " daddr " + m[3]
 			continue
 		}
-		if res.dport53.MatchString(r) && strings.Contains(r, "accept") {
+		if hasDport53(r) && strings.Contains(r, "accept") {
 			errs = append(errs, fmt.Sprintf("DNS accept rule without the resolver mark: %s", r))
 		}
 	}
