@@ -287,25 +287,23 @@ func TestPushFsck(t *testing.T) {
 	}
 	base := f.git(dst, "rev-parse", "HEAD")
 	empty := f.git(dst, "hash-object", "-w", "--stdin")
+	// submodule commits a .gitmodules naming one submodule.
+	submodule := func(name, url string) string {
+		f.git(dst, "config", "-f", ".gitmodules", "submodule."+name+".path", "sub")
+		f.git(dst, "config", "-f", ".gitmodules", "submodule."+name+".url", url)
+		f.git(dst, "add", ".gitmodules")
+		f.git(dst, "commit", "-q", "-m", "submodule "+name)
+		return f.git(dst, "rev-parse", "HEAD")
+	}
 	for i, c := range []struct {
 		name    string
 		commit  func() string
 		message string
 	}{
 		{"submodule url is an option", func() string {
-			f.git(dst, "config", "-f", ".gitmodules", "submodule.x.path", "x")
-			f.git(dst, "config", "-f", ".gitmodules", "submodule.x.url", "--upload-pack=touch /tmp/terok-gate-fsck-pwned")
-			f.git(dst, "add", ".gitmodules")
-			f.git(dst, "commit", "-q", "-m", "submodule")
-			return f.git(dst, "rev-parse", "HEAD")
+			return submodule("x", "--upload-pack=touch /tmp/terok-gate-fsck-pwned")
 		}, "gitmodulesUrl"},
-		{"submodule name climbs", func() string {
-			f.git(dst, "config", "-f", ".gitmodules", "submodule.../../../hooks.path", "y")
-			f.git(dst, "config", "-f", ".gitmodules", "submodule.../../../hooks.url", "https://example.invalid/y")
-			f.git(dst, "add", ".gitmodules")
-			f.git(dst, "commit", "-q", "-m", "submodule name")
-			return f.git(dst, "rev-parse", "HEAD")
-		}, "gitmodulesName"},
+		{"submodule name climbs", func() string { return submodule("../../../hooks", "https://example.invalid/y") }, "gitmodulesName"},
 		{"tree entry .git", func() string {
 			cmd := exec.Command("git", "mktree")
 			cmd.Dir, cmd.Env = dst, f.gitEnv()
