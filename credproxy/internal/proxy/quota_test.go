@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,9 +164,9 @@ func TestQuotaMalformedRow(t *testing.T) {
 // limit. The stream that crosses the limit completes; every other one is
 // cut at its next read, so what the token receives stays near one body
 // past the limit instead of one body per stream (20 MiB here before the
-// cut). The others are cut mid-body, or refused with 429 when the
-// limit was reached before their response began; each is recorded with
-// reason quota.
+// cut). The others are cut mid-body (at the first read: the connection
+// closes before the status line), or refused with 429 when the limit was
+// reached before their response began; each is recorded with reason quota.
 func TestQuotaBytesParallelStreams(t *testing.T) {
 	const (
 		streams = 20
@@ -223,6 +225,14 @@ func TestQuotaBytesParallelStreams(t *testing.T) {
 			req, _ := http.NewRequest("GET", srv.URL+"/stream", nil)
 			req.Header.Set("Authorization", "Bearer "+benchToken)
 			resp, err := c.Do(req)
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				// Cut at its first read, before its status line had
+				// left the proxy's buffer: the connection closes with
+				// nothing (whether this or a truncated body happens is
+				// scheduling; the quota record below is checked alike).
+				cut.Add(1)
+				return
+			}
 			if err != nil {
 				t.Error(err)
 				return
