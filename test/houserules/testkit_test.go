@@ -18,11 +18,16 @@ import (
 // _test.go files, so no product binary links them.
 const testkitPath = prefix + "common/testkit"
 
-// testkitImporters returns "file:line" of every import of testkitPath (or
-// a package below it) in src that is not allowed: in a non-test file
-// outside common/testkit.
+// testOnly are the test-helper packages only _test.go files (and the
+// packages themselves) may import: common/testkit and the decider client
+// of the interactive tests.
+var testOnly = []string{testkitPath, prefix + "shield-hook/internal/decidertest"}
+
+// testkitImporters returns "file:line" of every import of a testOnly
+// package (or a package below it) in src that is not allowed: in a
+// non-test file outside that package.
 func testkitImporters(name string, src []byte) ([]string, error) {
-	if strings.HasSuffix(name, "_test.go") || strings.HasPrefix(name, "common/testkit/") {
+	if strings.HasSuffix(name, "_test.go") {
 		return nil, nil
 	}
 	fs := token.NewFileSet()
@@ -32,14 +37,18 @@ func testkitImporters(name string, src []byte) ([]string, error) {
 	}
 	var bad []string
 	for _, imp := range f.Imports {
-		if p, _ := strconv.Unquote(imp.Path.Value); p == testkitPath || strings.HasPrefix(p, testkitPath+"/") {
-			bad = append(bad, fs.Position(imp.Pos()).String())
+		p, _ := strconv.Unquote(imp.Path.Value)
+		for _, only := range testOnly {
+			if (p == only || strings.HasPrefix(p, only+"/")) && !strings.HasPrefix(name, strings.TrimPrefix(only, prefix)+"/") {
+				bad = append(bad, fs.Position(imp.Pos()).String())
+			}
 		}
 	}
 	return bad, nil
 }
 
-// TestTestkitOnlyInTests: no non-test file imports common/testkit.
+// TestTestkitOnlyInTests: no non-test file imports common/testkit or
+// another testOnly package.
 func TestTestkitOnlyInTests(t *testing.T) {
 	root := repoRoot(t)
 	for _, f := range trackedFiles(t, root, ".go") {
@@ -55,7 +64,7 @@ func TestTestkitOnlyInTests(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 		for _, b := range bad {
-			t.Errorf("%s: imports %s (or a package below it), which only _test.go files may import", b, testkitPath)
+			t.Errorf("%s: imports a test-helper package (%s), which only _test.go files may import", b, strings.Join(testOnly, ", "))
 		}
 	}
 }
@@ -84,6 +93,12 @@ func TestTestkitRule(t *testing.T) {
 	}
 	if bad, err := testkitImporters("runner/x.go", near); err != nil || len(bad) != 0 {
 		t.Errorf("a package merely named like testkit: got %q (%v)", bad, err)
+	}
+	dt := []byte("package x\n\nimport \"" + prefix + "shield-hook/internal/decidertest\"\n")
+	for name, want := range map[string]int{"shield-hook/internal/resolver/approve.go": 1, "shield-hook/internal/resolver/x_test.go": 0} {
+		if bad, err := testkitImporters(name, dt); err != nil || len(bad) != want {
+			t.Errorf("decidertest from %s: got %q (%v), want %d", name, bad, err, want)
+		}
 	}
 }
 

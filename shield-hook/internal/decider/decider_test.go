@@ -1,10 +1,8 @@
 package decider
 
 import (
-	"bufio"
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"terok.dev/sandbox/common/shieldbundle"
+	"terok.dev/sandbox/shield-hook/internal/decidertest"
 )
 
 func newServer(t *testing.T, timeout time.Duration, uid int) (*Server, string) {
@@ -26,20 +25,11 @@ func newServer(t *testing.T, timeout time.Duration, uid int) (*Server, string) {
 	return s, path
 }
 
-// client is a decider attached to the socket.
-type client struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func attach(t *testing.T, s *Server, path string) *client {
+// attach connects a decider (decidertest.Client) and waits until the
+// server holds its session (attaching is asynchronous).
+func attach(t *testing.T, s *Server, path string) *decidertest.Client {
 	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	// Attaching is asynchronous: wait until the server holds the session.
+	c := decidertest.Dial(t, path)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
@@ -53,29 +43,7 @@ func attach(t *testing.T, s *Server, path string) *client {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return &client{c: c, r: bufio.NewReader(c)}
-}
-
-func (c *client) question(t *testing.T) shieldbundle.Held {
-	t.Helper()
-	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := c.r.ReadBytes('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := shieldbundle.ParseHeld(line)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func (c *client) answer(t *testing.T, id uint64, verdict string) {
-	t.Helper()
-	line, _ := shieldbundle.MarshalLine(shieldbundle.Decision{ID: id, Verdict: verdict})
-	if _, err := c.c.Write(line); err != nil {
-		t.Fatal(err)
-	}
+	return c
 }
 
 var held = shieldbundle.Held{Proto: "tcp", Dst: "198.51.100.20", Port: 443, Name: "example.test"}
@@ -93,11 +61,11 @@ func TestAnswers(t *testing.T) {
 			s, path := newServer(t, 5*time.Second, os.Geteuid())
 			c := attach(t, s, path)
 			got := ask(s)
-			q := c.question(t)
+			q := c.Question(t)
 			if q.Dst != held.Dst || q.Port != held.Port || q.Name != held.Name || q.Proto != "tcp" || q.TimeoutMS != 5000 || q.ID == 0 {
 				t.Fatalf("question %+v", q)
 			}
-			c.answer(t, q.ID, v)
+			c.Answer(t, q.ID, v)
 			if a := <-got; a != (Answer{v, ReasonDecided}) {
 				t.Fatalf("answer %+v, want %s decided", a, v)
 			}
@@ -127,15 +95,15 @@ func TestRefusals(t *testing.T) {
 		s, path := newServer(t, 200*time.Millisecond, os.Geteuid())
 		c := attach(t, s, path)
 		got := ask(s)
-		q := c.question(t)
+		q := c.Question(t)
 		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonTimeout}) {
 			t.Fatalf("%+v", a)
 		}
 		// A late answer is for a question no longer open: ignored, and the
 		// decider stays attached for the next one.
-		c.answer(t, q.ID, shieldbundle.VerdictOnce)
+		c.Answer(t, q.ID, shieldbundle.VerdictOnce)
 		got = ask(s)
-		c.answer(t, c.question(t).ID, shieldbundle.VerdictOnce)
+		c.Answer(t, c.Question(t).ID, shieldbundle.VerdictOnce)
 		if a := <-got; a.Reason != ReasonDecided {
 			t.Fatalf("after a late answer: %+v", a)
 		}
@@ -144,8 +112,8 @@ func TestRefusals(t *testing.T) {
 		s, path := newServer(t, time.Minute, os.Geteuid())
 		c := attach(t, s, path)
 		got := ask(s)
-		c.question(t)
-		_ = c.c.Close()
+		c.Question(t)
+		_ = c.Conn.Close()
 		select {
 		case a := <-got:
 			if a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
@@ -159,8 +127,8 @@ func TestRefusals(t *testing.T) {
 		s, path := newServer(t, time.Minute, os.Geteuid())
 		c := attach(t, s, path)
 		got := ask(s)
-		c.question(t)
-		if _, err := c.c.Write([]byte(`{"id":1,"verdict":"maybe"}` + "\n")); err != nil {
+		c.Question(t)
+		if _, err := c.Conn.Write([]byte(`{"id":1,"verdict":"maybe"}` + "\n")); err != nil {
 			t.Fatal(err)
 		}
 		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
@@ -171,8 +139,8 @@ func TestRefusals(t *testing.T) {
 		s, path := newServer(t, time.Minute, os.Geteuid())
 		c := attach(t, s, path)
 		got := ask(s)
-		c.question(t)
-		if _, err := c.c.Write([]byte(strings.Repeat("x", 2*shieldbundle.MaxDeciderLine))); err != nil {
+		c.Question(t)
+		if _, err := c.Conn.Write([]byte(strings.Repeat("x", 2*shieldbundle.MaxDeciderLine))); err != nil {
 			t.Fatal(err)
 		}
 		if a := <-got; a != (Answer{shieldbundle.VerdictRefuse, ReasonGone}) {
@@ -181,13 +149,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("wrong owner", func(t *testing.T) {
 		s, path := newServer(t, time.Second, os.Geteuid()+1)
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(c).ReadBytes('\n')
+		line, _ := decidertest.Dial(t, path).Line(5 * time.Second)
 		if _, err := shieldbundle.ParseHeld(line); err == nil || !strings.Contains(err.Error(), "owner") {
 			t.Fatalf("wrong owner told %q (%v)", line, err)
 		}
@@ -198,13 +160,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("second decider", func(t *testing.T) {
 		s, path := newServer(t, time.Second, os.Geteuid())
 		attach(t, s, path)
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(c).ReadBytes('\n')
+		line, _ := decidertest.Dial(t, path).Line(5 * time.Second)
 		if _, err := shieldbundle.ParseHeld(line); err == nil || !strings.Contains(err.Error(), "another decider") {
 			t.Fatalf("second decider told %q (%v)", line, err)
 		}
@@ -226,7 +182,7 @@ func TestMaxPending(t *testing.T) {
 	}
 	ids := make([]uint64, 0, MaxPending)
 	for i := 0; i < MaxPending; i++ {
-		ids = append(ids, c.question(t).ID)
+		ids = append(ids, c.Question(t).ID)
 	}
 	for i := 0; i < 10; i++ {
 		h := held
@@ -236,7 +192,7 @@ func TestMaxPending(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		c.answer(t, id, shieldbundle.VerdictOnce)
+		c.Answer(t, id, shieldbundle.VerdictOnce)
 	}
 	wg.Wait()
 	close(answers)
@@ -251,7 +207,7 @@ func TestClose(t *testing.T) {
 	s, path := newServer(t, time.Minute, os.Geteuid())
 	c := attach(t, s, path)
 	got := ask(s)
-	c.question(t)
+	c.Question(t)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +228,7 @@ func TestRepeatsJoinTheOpenQuestion(t *testing.T) {
 	s, path := newServer(t, time.Minute, os.Geteuid())
 	c := attach(t, s, path)
 	first := ask(s)
-	q := c.question(t)
+	q := c.Question(t)
 	const repeats = 50
 	joined := make(chan Answer, repeats)
 	for i := 0; i < repeats; i++ {
@@ -284,10 +240,10 @@ func TestRepeatsJoinTheOpenQuestion(t *testing.T) {
 	go func() { otherAns <- s.Ask(context.Background(), other) }()
 	// The next line the decider gets is the other destination's: none of
 	// the repeats was shown.
-	if q2 := c.question(t); q2.Port != 8443 {
+	if q2 := c.Question(t); q2.Port != 8443 {
 		t.Fatalf("a repeat of an open question was shown: %+v", q2)
 	} else {
-		c.answer(t, q2.ID, shieldbundle.VerdictRefuse)
+		c.Answer(t, q2.ID, shieldbundle.VerdictRefuse)
 	}
 	// Every repeat waits on the open question before it is answered.
 	deadline := time.Now().Add(5 * time.Second)
@@ -306,7 +262,7 @@ func TestRepeatsJoinTheOpenQuestion(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c.answer(t, q.ID, shieldbundle.VerdictOnce)
+	c.Answer(t, q.ID, shieldbundle.VerdictOnce)
 	if a := <-first; a != (Answer{shieldbundle.VerdictOnce, ReasonDecided}) {
 		t.Fatalf("first: %+v", a)
 	}
@@ -320,11 +276,11 @@ func TestRepeatsJoinTheOpenQuestion(t *testing.T) {
 	}
 	// Answered: the destination is a new question again.
 	again := ask(s)
-	q3 := c.question(t)
+	q3 := c.Question(t)
 	if q3.Port != held.Port || q3.ID == q.ID {
 		t.Fatalf("after the answer: %+v", q3)
 	}
-	c.answer(t, q3.ID, shieldbundle.VerdictRefuse)
+	c.Answer(t, q3.ID, shieldbundle.VerdictRefuse)
 	if a := <-again; a.Verdict != shieldbundle.VerdictRefuse {
 		t.Fatalf("again: %+v", a)
 	}

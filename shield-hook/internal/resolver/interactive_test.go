@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/common/shieldbundle"
 	"terok.dev/sandbox/shield-hook/internal/decider"
+	"terok.dev/sandbox/shield-hook/internal/decidertest"
 	"terok.dev/sandbox/shield-hook/internal/nfqueue"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
 )
@@ -165,46 +165,15 @@ func (k *approveNS) refusedAtOnce(t *testing.T) {
 	}
 }
 
-type deciderClient struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func (k *approveNS) attach(t *testing.T) *deciderClient {
+func (k *approveNS) attach(t *testing.T) *decidertest.Client {
 	t.Helper()
-	c, err := net.Dial("unix", filepath.Join(k.dir, shieldbundle.FileDeciderSocket))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := decidertest.Dial(t, filepath.Join(k.dir, shieldbundle.FileDeciderSocket))
 	select {
 	case <-k.attached:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the decider server did not take the decider on within 10 s")
 	}
-	return &deciderClient{c: c, r: bufio.NewReader(c)}
-}
-
-func (d *deciderClient) question(t *testing.T) shieldbundle.Held {
-	t.Helper()
-	_ = d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := d.r.ReadBytes('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := shieldbundle.ParseHeld(line)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func (d *deciderClient) answer(t *testing.T, id uint64, verdict string) {
-	t.Helper()
-	line, _ := shieldbundle.MarshalLine(shieldbundle.Decision{ID: id, Verdict: verdict})
-	if _, err := d.c.Write(line); err != nil {
-		t.Fatal(err)
-	}
+	return c
 }
 
 // TestApproverKernel: held packets in a real kernel queue, a real decider
@@ -223,11 +192,11 @@ func TestApproverKernel(t *testing.T) {
 	d := k.attach(t)
 	// The first question also proves the decider is attached.
 	k.send(t, "once")
-	q := d.question(t)
+	q := d.Question(t)
 	if q.Proto != "udp" || q.Dst != "127.0.0.1" || q.Port != approvePort || q.Name != "app.example.test" || q.TimeoutMS != 2000 {
 		t.Fatalf("question %+v", q)
 	}
-	d.answer(t, q.ID, shieldbundle.VerdictOnce)
+	d.Answer(t, q.ID, shieldbundle.VerdictOnce)
 	if got := k.next(t, 5*time.Second); got != "once" {
 		t.Fatalf("allowed once: received %q (no-decider must have been dropped)", got)
 	}
@@ -238,17 +207,17 @@ func TestApproverKernel(t *testing.T) {
 	}
 
 	k.send(t, "refused")
-	d.answer(t, d.question(t).ID, shieldbundle.VerdictRefuse)
+	d.Answer(t, d.Question(t).ID, shieldbundle.VerdictRefuse)
 	k.record(t, shieldbundle.VerdictRefuse, "decided")
 	k.refusedAtOnce(t)
 
 	k.send(t, "timed-out")
-	d.question(t)
+	d.Question(t)
 	k.record(t, shieldbundle.VerdictRefuse, "timeout")
 	k.refusedAtOnce(t)
 
 	k.send(t, "always")
-	d.answer(t, d.question(t).ID, shieldbundle.VerdictAlways)
+	d.Answer(t, d.Question(t).ID, shieldbundle.VerdictAlways)
 	if got := k.next(t, 5*time.Second); got != "always" {
 		t.Fatalf("allowed always: received %q (refused and timed-out must have been dropped)", got)
 	}
@@ -257,8 +226,8 @@ func TestApproverKernel(t *testing.T) {
 	// The decider killed with a question open: refused at once, and so is
 	// the next connection.
 	k.send(t, "gone")
-	d.question(t)
-	_ = d.c.Close()
+	d.Question(t)
+	_ = d.Conn.Close()
 	k.record(t, shieldbundle.VerdictRefuse, "decider-gone")
 	k.refusedAtOnce(t)
 	k.send(t, "after")
@@ -328,7 +297,7 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 	}
 	d := k.attach(t)
 	res := dial(6 * time.Second)
-	q := d.question(t)
+	q := d.Question(t)
 	if q.Proto != "tcp" || q.Port != approvePort {
 		t.Fatalf("question %+v", q)
 	}
@@ -341,18 +310,12 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 		}
 		return n
 	}
-	_ = d.c.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
-	if line, err := d.r.ReadBytes('\n'); err == nil {
-		t.Fatalf("a retransmitted SYN was asked about again: %s", line)
-	}
-	d.answer(t, q.ID, shieldbundle.VerdictRefuse)
+	d.NoQuestion(t, 2500*time.Millisecond, "a retransmitted SYN was asked about again")
+	d.Answer(t, q.ID, shieldbundle.VerdictRefuse)
 	if err := <-res; err == nil {
 		t.Fatal("refused connection connected")
 	}
-	_ = d.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if line, err := d.r.ReadBytes('\n'); err == nil {
-		t.Fatalf("a refused SYN's retransmission was asked about: %s", line)
-	}
+	d.NoQuestion(t, 300*time.Millisecond, "a refused SYN's retransmission was asked about")
 	// The first SYN and at least two retransmissions, refused at once;
 	// records are rate-limited, so attempts are counted.
 	key := refusedKey{event: "decision", proto: "tcp", dst: netip.MustParseAddr("127.0.0.1"), dport: approvePort,
@@ -375,11 +338,11 @@ func TestApproverSYNRetransmissions(t *testing.T) {
 	}
 	// A new connection: a new question, allowed once.
 	res = dial(6 * time.Second)
-	q2 := d.question(t)
+	q2 := d.Question(t)
 	if q2.ID <= q.ID {
 		t.Fatalf("second question %+v", q2)
 	}
-	d.answer(t, q2.ID, shieldbundle.VerdictOnce)
+	d.Answer(t, q2.ID, shieldbundle.VerdictOnce)
 	if err := <-res; err != nil {
 		t.Fatalf("allowed once: %v", err)
 	}
@@ -404,7 +367,7 @@ func TestApproverCountsQueueDrops(t *testing.T) {
 	for i := 0; i < nfqueue.MaxHeld+extra; i++ {
 		k.send(t, "flood")
 	}
-	d.question(t) // held and asked: the decider never answers
+	d.Question(t) // held and asked: the decider never answers
 	deadline := time.Now().Add(10 * time.Second)
 	for k.f.dropped.Load() < extra {
 		if time.Now().After(deadline) {
