@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -11,27 +12,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errRecorded ends a recorder's Flush once it has the batch.
-var errRecorded = errors.New("batch recorded")
-
 // recorder is an nftables connection that only records: its batch
 // returns what google/nftables would have sent at Flush (the messages
-// between and including the batch begin and end), sending nothing.
+// between and including the batch begin and end), sending nothing. The
+// recording answers nothing (io.EOF: no reply), which google/nftables'
+// Flush takes as one empty answer per message, without an error.
 func recorder() (*nftables.Conn, func() ([]netlink.Message, error)) {
 	var got []netlink.Message
 	rec, _ := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if got == nil {
+		if got == nil && req != nil {
 			got = append([]netlink.Message(nil), req...)
 		}
-		return nil, errRecorded
+		return nil, io.EOF
 	}))
 	return rec, func() ([]netlink.Message, error) {
-		err := rec.Flush()
-		if got == nil {
-			if err == nil {
-				err = errors.New("no batch recorded")
-			}
+		if err := rec.Flush(); err != nil {
 			return nil, err
+		}
+		if got == nil {
+			return nil, errors.New("no batch recorded")
 		}
 		return got, nil
 	}
