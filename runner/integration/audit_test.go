@@ -25,7 +25,7 @@ func TestAuditFollowBinary(t *testing.T) {
 	vars := testkit.RootVars(dir)
 	vars["PATH"], vars["HOME"] = os.Getenv("PATH"), dir
 	cfg := config.Defaults(testkit.Env(vars, os.Geteuid(), dir))
-	history := 0
+	history, files := 0, map[string]string{}
 	for _, l := range testkit.DocExamples(t, filepath.Join("..", "..", "docs", "audit.md"), 1) {
 		r, err := audit.ParseLine([]byte(l))
 		if err != nil {
@@ -34,11 +34,19 @@ func TestAuditFollowBinary(t *testing.T) {
 		if r.Channel == "shield" || r.Project != "demo" || r.Task != "t1" {
 			continue // a shield record counts only with its container's task dir
 		}
-		appendLine(t, cfg.AuditFile(r.Channel), l)
+		files[cfg.AuditFile(r.Channel)] += l + "\n"
 		history++
 	}
 	if history < 3 {
 		t.Fatalf("docs/audit.md has only %d daemon examples of demo/t1", history)
+	}
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	bin := filepath.Join(dir, "terok-sandbox")
@@ -111,21 +119,5 @@ func TestAuditFollowBinary(t *testing.T) {
 	_, _ = io.Copy(io.Discard, stdout)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("after SIGINT: %v; stderr %s", err, stderr.String())
-	}
-}
-
-// appendLine appends one line to the file at p, making its directory.
-func appendLine(t *testing.T, p, l string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString(l + "\n"); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -10,15 +10,17 @@ import (
 	"testing"
 )
 
-// ownBinaries maps each module that ships a binary to that binary's name.
-// A test that builds or starts its own module's binary is the binary's
-// integration test (docs/testing.md, Where tests live).
-var ownBinaries = map[string]string{
-	"gate":        "terok-gate",
-	"credproxy":   "terok-credential-proxy",
-	"sshagent":    "terok-ssh-agent",
-	"shield-hook": "terok-shield-hook",
-	"runner":      "terok-sandbox",
+// ownBinary is the name of the binary module ships (from binaries, the
+// product binaries), or "" for a module without one. A test that builds or
+// starts its own module's binary is the binary's integration test
+// (docs/testing.md, Where tests live).
+func ownBinary(module string) string {
+	for _, b := range binaries {
+		if b.module == module {
+			return path.Base(b.main)
+		}
+	}
+	return ""
 }
 
 // integrationDirs are where a module's real-binary tests may live: its
@@ -41,8 +43,8 @@ var buildsLocal = regexp.MustCompile(`"build",\s*"-o",\s*[^,()]+,\s*"\."`)
 // binary taken from TEROK_BIN_DIR by name.
 func runsOwnBinary(name string, src []byte) string {
 	module, _, _ := strings.Cut(name, "/")
-	bin, ok := ownBinaries[module]
-	if !ok || !strings.HasSuffix(name, "_test.go") {
+	bin := ownBinary(module)
+	if bin == "" || !strings.HasSuffix(name, "_test.go") {
 		return ""
 	}
 	main := prefix + module + "/cmd/" + bin
