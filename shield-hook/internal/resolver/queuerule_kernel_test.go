@@ -31,6 +31,9 @@ const (
 	qrGwAddr  = "203.0.113.1"
 	qrHost    = "198.51.100.77" // unlisted, public (documentation range)
 	qrAllowed = "198.51.100.78" // on the allowlist
+	qrCtrV6   = "2001:db8:7::2"
+	qrGwV6    = "2001:db8:7::1"
+	qrHostV6  = "2001:db8:77::77" // unlisted, public (documentation range)
 	qrPort    = 8080
 )
 
@@ -67,13 +70,17 @@ func newQueueRuleNS(t *testing.T) *queueRuleNS {
 	run(append(c, "ip", "addr", "add", qrCtrAddr+"/24", "dev", vc)...)
 	run(append(c, "ip", "link", "set", vc, "up")...)
 	run(append(c, "ip", "route", "add", "default", "via", qrGwAddr)...)
+	run(append(c, "ip", "addr", "add", qrCtrV6+"/64", "dev", vc, "nodad")...)
+	run(append(c, "ip", "-6", "route", "add", "default", "via", qrGwV6)...)
 	run(append(o, "ip", "link", "set", "lo", "up")...)
 	run(append(o, "ip", "addr", "add", qrGwAddr+"/24", "dev", vo)...)
 	run(append(o, "ip", "addr", "add", qrHost+"/32", "dev", "lo")...)
 	run(append(o, "ip", "addr", "add", qrAllowed+"/32", "dev", "lo")...)
+	run(append(o, "ip", "addr", "add", qrGwV6+"/64", "dev", vo, "nodad")...)
+	run(append(o, "ip", "addr", "add", qrHostV6+"/128", "dev", "lo")...)
 	run(append(o, "ip", "link", "set", vo, "up")...)
 	// The test host is reached through our veth, nothing else.
-	for _, a := range []string{qrHost, qrAllowed} {
+	for _, a := range []string{qrHost, qrAllowed, qrHostV6} {
 		if r := run(append(c, "ip", "route", "get", a)...); !strings.Contains(r, "dev "+vc+" ") {
 			t.Fatalf("route to %s does not use the test veth %s: %s", a, vc, r)
 		}
@@ -91,7 +98,7 @@ func newQueueRuleNS(t *testing.T) *queueRuleNS {
 	var ln net.Listener
 	if err := outNS.Do(func() error {
 		var err error
-		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", qrPort))
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", qrPort)) // both families
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -151,7 +158,7 @@ func newQueueRuleNS(t *testing.T) *queueRuleNS {
 // reads the host's line: nil means the connection went through.
 func (k *queueRuleNS) dial(addr string, wait time.Duration) error {
 	return k.ns.Do(func() error {
-		c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", addr, qrPort), wait)
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(qrPort)), wait)
 		if err != nil {
 			return err
 		}
@@ -184,7 +191,7 @@ func (k *queueRuleNS) dialMarked(addr string, mark uint32, wait time.Duration) e
 			}
 			return serr
 		}}
-		c, err := d.Dial("tcp4", net.JoinHostPort(addr, strconv.Itoa(qrPort)))
+		c, err := d.Dial("tcp", net.JoinHostPort(addr, strconv.Itoa(qrPort)))
 		if err == nil {
 			_ = c.Close()
 		}
@@ -254,6 +261,9 @@ func TestQueueRuleKernel(t *testing.T) {
 	began := time.Now()
 	refusedAtOnce(t, "connect without a decider", k.dial(qrHost, 10*time.Second))
 	t.Logf("no-decider refusal: the connect failed after %v", time.Since(began))
+	// IPv6 too: the reset ends the connect at once (an ICMPv6 error would
+	// only be a soft error for the first SYN, docs/shield-hook.md).
+	refusedAtOnce(t, "IPv6 connect without a decider", k.dial(qrHostV6, 10*time.Second))
 	qk.record(t, shieldbundle.VerdictRefuse, "no-decider")
 
 	d := qk.attach(t)
@@ -280,6 +290,12 @@ func TestQueueRuleKernel(t *testing.T) {
 	d.Answer(t, q.ID, shieldbundle.VerdictRefuse)
 	refusedAtOnce(t, "refused connect", <-res)
 	t.Logf("decider refusal: the connect failed %v after the answer", time.Since(began))
+	go func() { res <- k.dial(qrHostV6, 10*time.Second) }()
+	if q = d.Question(t); q.Dst != qrHostV6 || q.Proto != "tcp" {
+		t.Fatalf("IPv6 question %+v", q)
+	}
+	d.Answer(t, q.ID, shieldbundle.VerdictRefuse)
+	refusedAtOnce(t, "refused IPv6 connect", <-res)
 	qk.record(t, shieldbundle.VerdictRefuse, "decided")
 
 	// No answer within the timeout (2 s): refused, the connect fails then.
