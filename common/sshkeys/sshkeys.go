@@ -213,21 +213,38 @@ func Read(path string) (Map, error) {
 	return m, nil
 }
 
-// Update registers a key pair for project (docs/formats.md, SSH key map): an entry with the same
+// Update registers the key pair p for p.Project (docs/formats.md, SSH key map): an entry with the same
 // private key path is replaced in place, otherwise the pair is appended; the
 // project's value is written back as a list and other projects are untouched.
 // An invalid file is left as it is and reported.
 //
 // The other members of a replaced entry (destinations, and members this
 // version does not know) are kept.
-func Update(path, project, privateKey, publicKey string) error {
-	return Register(path, project, privateKey, publicKey, nil)
+func Update(path string, p Pair) error {
+	return Register(path, p, nil)
+}
+
+// Pair is a project's key pair as Update and Register take it: one value,
+// not the project and the two key paths as three strings side by side, so
+// the private and the public key cannot be swapped unnoticed.
+type Pair struct {
+	Project    string
+	PrivateKey string // absolute path of the private key
+	PublicKey  string // absolute path of the public key
+}
+
+// KeyRef names a registered key as SetDestinations takes it: its project
+// and its private key's path.
+type KeyRef struct {
+	Project    string
+	PrivateKey string
 }
 
 // Register is Update that also sets the entry's destinations: nil keeps
 // what the entry has (none for a new one), a non-nil list must be valid
 // and replaces them (docs/ssh-agent.md, Destination-bound keys).
-func Register(path, project, privateKey, publicKey string, destinations []string) error {
+func Register(path string, p Pair, destinations []string) error {
+	project, privateKey, publicKey := p.Project, p.PrivateKey, p.PublicKey
 	if destinations != nil {
 		if err := ValidateDestinations(destinations); err != nil {
 			return fmt.Errorf("update %s: %w", path, err)
@@ -317,8 +334,9 @@ func mergeEntry(v map[string]json.RawMessage, e Entry, destinations []string) (j
 var ErrNoEntry = errors.New("no such key registered for the project")
 
 // SetDestinations sets (non-empty, validated) or removes (empty or nil) the
-// destinations of project's entry whose private key path is privateKey.
-func SetDestinations(path, project, privateKey string, destinations []string) error {
+// destinations of k.Project's entry whose private key path is k.PrivateKey.
+func SetDestinations(path string, k KeyRef, destinations []string) error {
+	project, privateKey := k.Project, k.PrivateKey
 	if len(destinations) > 0 {
 		if err := ValidateDestinations(destinations); err != nil {
 			return fmt.Errorf("update %s: %w", path, err)

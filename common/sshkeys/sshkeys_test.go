@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 			w := os.Getenv("WORKER_INDEX")
 			for i := 0; i < 100; i++ {
 				proj := fmt.Sprintf("p%d", i%4)
-				if err := Update(path, proj, fmt.Sprintf("/k/w%s-%d", w, i), fmt.Sprintf("/k/w%s-%d.pub", w, i)); err != nil {
+				if err := Update(path, Pair{Project: proj, PrivateKey: fmt.Sprintf("/k/w%s-%d", w, i), PublicKey: fmt.Sprintf("/k/w%s-%d.pub", w, i)}); err != nil {
 					return err
 				}
 			}
@@ -81,15 +81,15 @@ func TestUpdateRules(t *testing.T) {
 	os.WriteFile(path, []byte(specExample), 0o600)
 
 	// A single-object entry is converted to a list and kept.
-	if err := Update(path, "legacy-proj", "/keys/new", "/keys/new.pub"); err != nil {
+	if err := Update(path, Pair{Project: "legacy-proj", PrivateKey: "/keys/new", PublicKey: "/keys/new.pub"}); err != nil {
 		t.Fatal(err)
 	}
 	// Same private key: replaced in place (public key path may change).
-	if err := Update(path, "proj-a", "/keys/a1", "/keys/a1-renamed.pub"); err != nil {
+	if err := Update(path, Pair{Project: "proj-a", PrivateKey: "/keys/a1", PublicKey: "/keys/a1-renamed.pub"}); err != nil {
 		t.Fatal(err)
 	}
 	// New project appended.
-	if err := Update(path, "fresh", "/keys/f", "/keys/f.pub"); err != nil {
+	if err := Update(path, Pair{Project: "fresh", PrivateKey: "/keys/f", PublicKey: "/keys/f.pub"}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := Read(path)
@@ -119,7 +119,7 @@ func TestUpdateRules(t *testing.T) {
 func TestUpdateKeepsOtherProjectsUntouched(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ssh-keys.json")
 	os.WriteFile(path, []byte(`{"other": {"private_key": "/o", "public_key": "/o.pub", "comment": "x"}, "weird": 42}`), 0o600)
-	if err := Update(path, "mine", "/m", "/m.pub"); err != nil {
+	if err := Update(path, Pair{Project: "mine", PrivateKey: "/m", PublicKey: "/m.pub"}); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
@@ -137,14 +137,14 @@ func TestUpdateRefusesInvalidFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ssh-keys.json")
 	bad := []byte(`{"a": [`)
 	os.WriteFile(path, bad, 0o600)
-	err := Update(path, "p", "/k", "/k.pub")
+	err := Update(path, Pair{Project: "p", PrivateKey: "/k", PublicKey: "/k.pub"})
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Update = %v", err)
 	}
 	if data, _ := os.ReadFile(path); string(data) != string(bad) {
 		t.Errorf("invalid file modified: %q", data)
 	}
-	if err := Update(path, "p", "relative", "/k.pub"); err == nil {
+	if err := Update(path, Pair{Project: "p", PrivateKey: "relative", PublicKey: "/k.pub"}); err == nil {
 		t.Error("relative key path accepted")
 	}
 }
@@ -152,7 +152,7 @@ func TestUpdateRefusesInvalidFile(t *testing.T) {
 func TestUpdateRefusesInvalidProject(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ssh-keys.json")
 	for _, p := range []string{"", "../x", "a/b", "-p", ".", "p q"} {
-		if err := Update(path, p, "/k", "/k.pub"); err == nil || !strings.Contains(err.Error(), "invalid project id") {
+		if err := Update(path, Pair{Project: p, PrivateKey: "/k", PublicKey: "/k.pub"}); err == nil || !strings.Contains(err.Error(), "invalid project id") {
 			t.Errorf("Update(%q) = %v", p, err)
 		}
 	}
@@ -168,7 +168,7 @@ func TestReadMissingAndEmpty(t *testing.T) {
 	}
 	p := filepath.Join(dir, "empty.json")
 	os.WriteFile(p, nil, 0o600)
-	if err := Update(p, "p", "/k", "/k.pub"); err != nil {
+	if err := Update(p, Pair{Project: "p", PrivateKey: "/k", PublicKey: "/k.pub"}); err != nil {
 		t.Fatalf("empty file must count as {}: %v", err)
 	}
 }
@@ -310,7 +310,7 @@ func TestRegisterAndSetDestinations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Re-registering keeps destinations and unknown members.
-	if err := Update(path, "p", "/a", "/a2.pub"); err != nil {
+	if err := Update(path, Pair{Project: "p", PrivateKey: "/a", PublicKey: "/a2.pub"}); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
@@ -319,19 +319,19 @@ func TestRegisterAndSetDestinations(t *testing.T) {
 		fmt.Sprint(raw["p"][0]["destinations"]) != "[github.com]" {
 		t.Fatalf("Update dropped members: %s", data)
 	}
-	if err := Register(path, "p", "/b", "/b.pub", []string{"*.example.org"}); err != nil {
+	if err := Register(path, Pair{Project: "p", PrivateKey: "/b", PublicKey: "/b.pub"}, []string{"*.example.org"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Register(path, "p", "/c", "/c.pub", []string{"bad host"}); err == nil {
+	if err := Register(path, Pair{Project: "p", PrivateKey: "/c", PublicKey: "/c.pub"}, []string{"bad host"}); err == nil {
 		t.Fatal("invalid destination registered")
 	}
-	if err := SetDestinations(path, "p", "/a", nil); err != nil {
+	if err := SetDestinations(path, KeyRef{Project: "p", PrivateKey: "/a"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetDestinations(path, "p", "/b", []string{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}); err != nil {
+	if err := SetDestinations(path, KeyRef{Project: "p", PrivateKey: "/b"}, []string{"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := SetDestinations(path, "p", "/zzz", []string{"github.com"}); !errors.Is(err, ErrNoEntry) {
+	if err := SetDestinations(path, KeyRef{Project: "p", PrivateKey: "/zzz"}, []string{"github.com"}); !errors.Is(err, ErrNoEntry) {
 		t.Fatalf("unknown key: %v", err)
 	}
 	m, err := Read(path)

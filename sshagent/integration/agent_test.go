@@ -182,7 +182,7 @@ func newFixture(t *testing.T) *fixture {
 		p string
 		k testkeys.Pair
 	}{{"a", f.sideA}, {"a", f.mainA}, {"b", f.mainB}, {"r", f.rsaR}} {
-		if err := sshkeys.Update(f.keysFile, r.p, r.k.Private, r.k.Public); err != nil {
+		if err := sshkeys.Update(f.keysFile, sshkeys.Pair{Project: r.p, PrivateKey: r.k.Private, PublicKey: r.k.Public}); err != nil {
 			t.Fatal(err)
 		}
 	}

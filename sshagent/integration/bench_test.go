@@ -239,8 +239,7 @@ func BenchmarkSignDestination(b *testing.B) {
 	}
 	free := newFixtureKeys(b, "ed25519")
 	bound := newFixtureKeys(b, "ed25519")
-	if err := sshkeys.Register(bound.keysFile, "bench", bound.pair.Private, bound.pair.Public,
-		[]string{ssh.FingerprintSHA256(host.PublicKey())}); err != nil {
+	if err := sshkeys.Register(bound.keysFile, sshkeys.Pair{Project: "bench", PrivateKey: bound.pair.Private, PublicKey: bound.pair.Public}, []string{ssh.FingerprintSHA256(host.PublicKey())}); err != nil {
 		b.Fatal(err)
 	}
 	_, portFree := free.startAgentB(b, "--audit-file=off")

@@ -31,7 +31,7 @@ func TestDestinationBoundWithOpenSSH(t *testing.T) {
 	two.trustHostKey(t)
 	hk1, hk2 := readHostKey(t, one), readHostKey(t, two)
 	fp1, fp2 := ssh.FingerprintSHA256(hk1), ssh.FingerprintSHA256(hk2)
-	if err := sshkeys.Register(f.keysFile, "d", kd.Private, kd.Public, []string{fp1}); err != nil {
+	if err := sshkeys.Register(f.keysFile, sshkeys.Pair{Project: "d", PrivateKey: kd.Private, PublicKey: kd.Public}, []string{fp1}); err != nil {
 		t.Fatal(err)
 	}
 	tokD := f.token(t, "d")
@@ -79,7 +79,7 @@ func TestDestinationBoundWithOpenSSH(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(filepath.Dir(f.keysFile), "ssh_known_hosts"), []byte(kh), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := sshkeys.SetDestinations(f.keysFile, "d", kd.Private, []string{"*.one.test"}); err != nil {
+	if err := sshkeys.SetDestinations(f.keysFile, sshkeys.KeyRef{Project: "d", PrivateKey: kd.Private}, []string{"*.one.test"}); err != nil {
 		t.Fatal(err)
 	}
 	check("host pattern")

@@ -267,9 +267,9 @@ func (m Manager) absolute(p string) (string, error) {
 // destinations it had.
 func (m Manager) Register(project, priv, pub string, destinations ...string) error {
 	if len(destinations) == 0 {
-		return sshkeys.Update(m.KeysJSON, project, priv, pub)
+		return sshkeys.Update(m.KeysJSON, sshkeys.Pair{Project: project, PrivateKey: priv, PublicKey: pub})
 	}
-	return sshkeys.Register(m.KeysJSON, project, priv, pub, destinations)
+	return sshkeys.Register(m.KeysJSON, sshkeys.Pair{Project: project, PrivateKey: priv, PublicKey: pub}, destinations)
 }
 
 // CheckDestinations validates destinations given on the command line
@@ -309,7 +309,7 @@ func (m Manager) Restrict(project, key string, destinations []string) (Row, erro
 	default:
 		return Row{}, fmt.Errorf("%d keys of project '%s' match %q; name the private key's path", len(match), project, key)
 	}
-	if err := sshkeys.SetDestinations(m.KeysJSON, project, match[0].Path, destinations); err != nil {
+	if err := sshkeys.SetDestinations(m.KeysJSON, sshkeys.KeyRef{Project: project, PrivateKey: match[0].Path}, destinations); err != nil {
 		return Row{}, err
 	}
 	r := match[0]

@@ -173,7 +173,7 @@ func TestStoreOrderSingleObjectAndReload(t *testing.T) {
 
 	// Keys registered later through the update rule are seen.
 	added := testkeys.New(t, dir, "added", "ed25519", "tk-side:p:added", testkeys.OpenSSH)
-	if err := sshkeys.Update(mapPath, "legacy", added.Private, added.Public); err != nil {
+	if err := sshkeys.Update(mapPath, sshkeys.Pair{Project: "legacy", PrivateKey: added.Private, PublicKey: added.Public}); err != nil {
 		t.Fatal(err)
 	}
 	if got := comments(s.Project("legacy")); strings.Join(got, ",") != "other,tk-side:p:added" {
@@ -197,7 +197,7 @@ func TestStoreCachesUnchanged(t *testing.T) {
 	dir := t.TempDir()
 	k := testkeys.New(t, dir, "k", "ed25519", "c", testkeys.OpenSSH)
 	mapPath := filepath.Join(dir, "ssh-keys.json")
-	if err := sshkeys.Update(mapPath, "p", k.Private, k.Public); err != nil {
+	if err := sshkeys.Update(mapPath, sshkeys.Pair{Project: "p", PrivateKey: k.Private, PublicKey: k.Public}); err != nil {
 		t.Fatal(err)
 	}
 	s := NewStore(mapPath, nil)

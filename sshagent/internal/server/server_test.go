@@ -57,7 +57,7 @@ func start(t *testing.T, o Options) *env {
 		p    string
 		pair testkeys.Pair
 	}{{"a", e.a1}, {"a", e.a2}, {"b", e.b1}} {
-		if err := sshkeys.Update(e.keysFile, r.p, r.pair.Private, r.pair.Public); err != nil {
+		if err := sshkeys.Update(e.keysFile, sshkeys.Pair{Project: r.p, PrivateKey: r.pair.Private, PublicKey: r.pair.Public}); err != nil {
 			t.Fatal(err)
 		}
 	}
