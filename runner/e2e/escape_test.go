@@ -633,6 +633,53 @@ func TestEscape(t *testing.T) {
 			}
 		})
 
+		// Second adversarial pass: an IPv4 loose source route (IP_OPTIONS)
+		// puts the first hop into the header, so the ruleset's destination
+		// match would see the listed address while the datagram's last
+		// destination is an unlisted one. Held: the kernel refuses the
+		// option without CAP_NET_RAW (EPERM, as uid 1000, rootful and
+		// rootless), the plain sends are rejected, and slirp4netns would
+		// carry only the payload to the header's address anyway. The
+		// control shows the sink sees what reaches it.
+		t.Run("source routing", func(t *testing.T) {
+			escBuildProbe(t, ctx, "srrprobe", filepath.Join(e.probeDir, "srrprobe"))
+			if res := shxInContainer(ctx, r, name, "nslookup "+escListed); !strings.Contains(res.Stdout, e.out.listedIP) {
+				t.Fatalf("the listed name does not resolve: %s", res)
+			}
+			sink := filepath.Join(t.TempDir(), "srr.bin")
+			e.out.daemon(t, "socat", "-u", "UDP4-RECV:9998,bind="+e.out.otherIP, "OPEN:"+sink+",creat,append")
+			shxWaitFor(t, 10*time.Second, "the sink's socket", func() bool {
+				out, _ := exec.Command("ip", "netns", "exec", e.out.ns, "ss", "-Hunl", "sport = :9998").Output()
+				return strings.Contains(string(out), e.out.otherIP+":9998")
+			})
+			id := shxRandID(t)
+			res := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/srrprobe",
+				"-hop", e.out.listedIP, "-dst", e.out.otherIP, "-port", "9998", "-payload", "srr-"+id+"\n")
+			t.Logf("source-routed: %s", strings.TrimSpace(res.Stdout))
+			if res.Code != 0 {
+				t.Fatalf("srrprobe: %s", res)
+			}
+			// Control: a rule accepting the sink's address for a moment,
+			// then a plain datagram, which must arrive (and comes after
+			// the source-routed ones on the same path).
+			e.nft(t, ctx, name, "insert", "rule", "inet", "terok_shield", "output", "ip", "daddr", e.out.otherIP, "udp", "dport", "9998", "accept", "comment", "\"e2e-srr-control\"")
+			chain := e.nft(t, ctx, name, "-a", "list", "chain", "inet", "terok_shield", "output")
+			m := regexp.MustCompile(`comment "e2e-srr-control" # handle (\d+)`).FindStringSubmatch(chain)
+			if m == nil {
+				t.Fatalf("control rule not found:\n%s", chain)
+			}
+			ctl := r.Podman(ctx, "exec", "--user", "1000:1000", name, "/probe/srrprobe", "-plain",
+				"-hop", e.out.listedIP, "-dst", e.out.otherIP, "-port", "9998", "-payload", "ctl-"+id+"\n")
+			e.nft(t, ctx, name, "delete", "rule", "inet", "terok_shield", "output", "handle", m[1])
+			shxWaitFor(t, 10*time.Second, "the control datagram at the sink", func() bool {
+				b, _ := os.ReadFile(sink)
+				return strings.Contains(string(b), "ctl-"+id)
+			})
+			if b, _ := os.ReadFile(sink); strings.Contains(string(b), "srr-"+id) {
+				t.Errorf("a source-routed datagram reached the unlisted address (control %s): %q", strings.TrimSpace(ctl.Stdout), b)
+			}
+		})
+
 		// Issue 11 part 3: under slirp4netns 169.254.1.2 is not the host, so
 		// no rule may name it (no traffic is sent there).
 		t.Run("link-local rules", func(t *testing.T) {
