@@ -153,15 +153,23 @@ func TestLegacyPlaintextKeepsWorkingAndMigrates(t *testing.T) {
 	}
 }
 
-func TestSealedValueErrors(t *testing.T) {
-	ctx := context.Background()
+// openSealed is a database in a temporary directory with an unlocked
+// vault beside it, closed when the test ends.
+func openSealed(t *testing.T) *DB {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := Open(filepath.Join(dir, "credentials.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	db.SetVault(unlockedVault(t, dir))
+	return db
+}
+
+func TestSealedValueErrors(t *testing.T) {
+	ctx := context.Background()
+	db := openSealed(t)
 	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "claude"}, Credential{"type": "api_key", "key": legacySecret}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,13 +283,7 @@ func TestLockedStore(t *testing.T) {
 
 func TestUpdateCredentialSealed(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := Open(filepath.Join(dir, "credentials.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetVault(unlockedVault(t, dir))
+	db := openSealed(t)
 	old := Credential{"type": "oauth", "access_token": "at-1", "refresh_token": "rt-1"}
 	if err := db.StoreCredential(ctx, CredentialKey{Set: "default", Provider: "gh"}, old); err != nil {
 		t.Fatal(err)
