@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,4 +429,25 @@ func rotatedNames(path string, keep int) []string {
 		out = append(out, path+"."+strconv.Itoa(i))
 	}
 	return out
+}
+
+// BenchmarkWriteRotating: Write through a file that rotates every 4 KiB
+// (about 30 records), plain rotation against KeepFirst, whose rotation
+// costs one more stat once the first file is kept.
+func BenchmarkWriteRotating(b *testing.B) {
+	for _, keepFirst := range []bool{false, true} {
+		b.Run(fmt.Sprintf("keep-first=%v", keepFirst), func(b *testing.B) {
+			w, err := Open(filepath.Join(b.TempDir(), "refused.jsonl"), Options{MaxBytes: 4 << 10, Keep: 2, KeepFirst: keepFirst})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec := Record{Channel: "shield", Event: "refused", Outcome: "refused", Fields: map[string]any{"proto": "udp", "dst": "198.51.100.20", "dport": 443, "count": 1}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := w.Write(rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
