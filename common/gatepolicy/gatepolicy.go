@@ -238,11 +238,23 @@ type Refusal struct {
 	Msg    string
 }
 
-// Decide applies p to a task's ref updates: head is the ref the mirror's
-// HEAD points to ("" when it points nowhere), task the pushing task.
+// Push is what a task's ref updates are decided against. One value rather
+// than two strings side by side: swapped, the task's namespace would be
+// checked against the mirror's HEAD and the protected branch against the
+// task id.
+type Push struct {
+	// Head is the ref the mirror's HEAD points to ("" when it points
+	// nowhere).
+	Head string
+	// Task is the pushing task.
+	Task string
+}
+
+// Decide applies p to a task's ref updates in push.
 // Non-fast-forward updates are not decided here: the gate has git refuse
 // them (receive.denyNonFastForwards) unless AllowNonFastForward.
-func (p Policy) Decide(updates []RefUpdate, head, task string) []Refusal {
+func (p Policy) Decide(updates []RefUpdate, push Push) []Refusal {
+	head, task := push.Head, push.Task
 	var out []Refusal
 	for _, u := range updates {
 		switch {

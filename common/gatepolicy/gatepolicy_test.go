@@ -82,7 +82,7 @@ func TestDecide(t *testing.T) {
 		{"outside namespace", ns, RefUpdate{Ref: "refs/heads/feature"}, "refs/heads/main", "namespace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := tc.p.Decide([]RefUpdate{tc.u}, tc.head, "t1")
+			got := tc.p.Decide([]RefUpdate{tc.u}, Push{Head: tc.head, Task: "t1"})
 			reason := ""
 			if len(got) == 1 {
 				reason = got[0].Reason
@@ -96,7 +96,7 @@ func TestDecide(t *testing.T) {
 		})
 	}
 	// A task without a name never matches a namespace.
-	if got := ns.Decide([]RefUpdate{{Ref: "refs/heads/terok//x"}}, "", ""); len(got) != 1 {
+	if got := ns.Decide([]RefUpdate{{Ref: "refs/heads/terok//x"}}, Push{}); len(got) != 1 {
 		t.Fatalf("empty task: %+v", got)
 	}
 }

@@ -54,7 +54,7 @@ func (h *Handler) applyPolicy(w http.ResponseWriter, body io.Reader, o *op, repo
 	for i, c := range push.Commands {
 		updates[i] = gatepolicy.RefUpdate{Ref: c.Ref, Delete: c.Delete()}
 	}
-	if refusals := pol.Decide(updates, headTarget(repoDir), o.look.Task); len(refusals) > 0 {
+	if refusals := pol.Decide(updates, gatepolicy.Push{Head: headTarget(repoDir), Task: o.look.Task}); len(refusals) > 0 {
 		refs := map[string]string{}
 		var msg strings.Builder
 		msg.WriteString("terok gate: push refused by the project's policy; nothing was updated:\n")
