@@ -26,19 +26,8 @@ func TestGateCloneAndPushFromContainer(t *testing.T) {
 		if err := r.WriteConfig("gate_port = " + strconv.Itoa(port) + "\n"); err != nil {
 			t.Fatal(err)
 		}
-		r.ExtraEnv = append(r.ExtraEnv, "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.invalid",
-			"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.invalid", "GIT_CONFIG_NOSYSTEM=1")
-
 		// Upstream repositories, mirrored into the gate base path.
-		src := filepath.Join(r.Base, "upstream")
-		mustOK(t, "git init", r.Run(ctx, "git", "init", "-q", "-b", "main", src))
-		mustOK(t, "git commit", r.Run(ctx, "git", "-C", src, "commit", "-q", "--allow-empty", "-m", "upstream commit"))
-		for _, p := range []string{"proj", "other"} {
-			mustOK(t, "gate sync "+p, r.Sandbox(ctx, "gate", "sync", "--upstream", src, p))
-		}
-
-		mustOK(t, "gate start", r.Sandbox(ctx, "gate", "start", "--daemon"))
-		t.Cleanup(func() { r.Sandbox(e2eCtx(t), "gate", "stop") })
+		gateMirrored(t, ctx, r, "proj", "other")
 		st := mustOK(t, "gate status", r.Sandbox(ctx, "gate", "status"))
 		if !strings.Contains(st.Stdout, "Mode:      daemon") || !strings.Contains(st.Stdout, "Running:   yes") {
 			t.Fatalf("gate status: %s", st)
@@ -163,4 +152,22 @@ func checkGateAudit(t *testing.T, ctx context.Context, r *testharness.Runner, to
 	if !strings.Contains(sum.Stdout, "gate revoked") || !strings.Contains(sum.Stdout, "gate proj.git") {
 		t.Fatalf("summary:\n%s", sum.Stdout)
 	}
+}
+
+// gateMirrored gives r's commands a git identity, makes an upstream
+// repository with one commit ("upstream commit") under r.Base, mirrors it
+// into the gate as each of projects, and starts the gate daemon (stopped
+// when the test ends).
+func gateMirrored(t *testing.T, ctx context.Context, r *testharness.Runner, projects ...string) {
+	t.Helper()
+	r.ExtraEnv = append(r.ExtraEnv, "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.invalid",
+		"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.invalid", "GIT_CONFIG_NOSYSTEM=1")
+	src := filepath.Join(r.Base, "upstream")
+	mustOK(t, "git init", r.Run(ctx, "git", "init", "-q", "-b", "main", src))
+	mustOK(t, "git commit", r.Run(ctx, "git", "-C", src, "commit", "-q", "--allow-empty", "-m", "upstream commit"))
+	for _, p := range projects {
+		mustOK(t, "gate sync "+p, r.Sandbox(ctx, "gate", "sync", "--upstream", src, p))
+	}
+	mustOK(t, "gate start", r.Sandbox(ctx, "gate", "start", "--daemon"))
+	t.Cleanup(func() { r.Sandbox(e2eCtx(t), "gate", "stop") })
 }

@@ -38,14 +38,7 @@ func tokensDieWithTask(t *testing.T, r *testharness.Runner) {
 	if err := r.WriteConfig("gate_port = " + strconv.Itoa(port) + "\n"); err != nil {
 		t.Fatal(err)
 	}
-	r.ExtraEnv = append(r.ExtraEnv, "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.invalid",
-		"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.invalid", "GIT_CONFIG_NOSYSTEM=1")
-	src := filepath.Join(r.Base, "upstream")
-	mustOK(t, "git init", r.Run(ctx, "git", "init", "-q", "-b", "main", src))
-	mustOK(t, "git commit", r.Run(ctx, "git", "-C", src, "commit", "-q", "--allow-empty", "-m", "upstream commit"))
-	mustOK(t, "gate sync", r.Sandbox(ctx, "gate", "sync", "--upstream", src, "proj"))
-	mustOK(t, "gate start", r.Sandbox(ctx, "gate", "start", "--daemon"))
-	t.Cleanup(func() { r.Sandbox(e2eCtx(t), "gate", "stop") })
+	gateMirrored(t, ctx, r, "proj")
 
 	toks := map[string]string{}
 	for _, task := range []string{"stopped", "killed", "running"} {

@@ -69,16 +69,9 @@ func tlRun(t *testing.T, r *testharness.Runner, out *shxOutsideHost, sshHost, re
 		gatePort, proxyPort, agentPort)); err != nil {
 		t.Fatal(err)
 	}
-	r.ExtraEnv = append(r.ExtraEnv, "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.invalid",
-		"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.invalid", "GIT_CONFIG_NOSYSTEM=1")
 
 	// Gate: the project's mirror and a task token.
-	src := filepath.Join(r.Base, "upstream")
-	mustOK(t, "git init", r.Run(ctx, "git", "init", "-q", "-b", "main", src))
-	mustOK(t, "git commit", r.Run(ctx, "git", "-C", src, "commit", "-q", "--allow-empty", "-m", "upstream commit"))
-	mustOK(t, "gate sync", r.Sandbox(ctx, "gate", "sync", "--upstream", src, "proj"))
-	mustOK(t, "gate start", r.Sandbox(ctx, "gate", "start", "--daemon"))
-	t.Cleanup(func() { r.Sandbox(e2eCtx(t), "gate", "stop") })
+	gateMirrored(t, ctx, r, "proj")
 	mustOK(t, "gate ensure", r.Sandbox(ctx, "gate", "ensure"))
 	gateTok := strings.TrimSpace(mustOK(t, "gate token", r.Sandbox(ctx, "gate", "token", "create", "proj", "task-1")).Stdout)
 	gateURL := strings.TrimSpace(mustOK(t, "gate url", r.Sandbox(ctx, "gate", "url", "--token", gateTok, "proj")).Stdout)
