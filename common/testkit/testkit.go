@@ -41,6 +41,25 @@ func PickPort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a
+// moment ago. Two FreePort calls may return the same port (the first
+// listener is closed before the second picks, and the kernel's pick is
+// random), which a test starting two daemons, one on each, cannot take;
+// here all n listeners are open together, so the ports differ.
+func FreePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports := make([]int, 0, n)
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("pick a free loopback port: %v", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
 // RootVars are the environment variables that move every root the sandbox
 // resolves (docs/config.md, Base directories) under dir: state, run, cfg,
 // cred and umbrella. Nothing is created; the code under test creates what

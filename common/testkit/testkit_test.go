@@ -23,6 +23,22 @@ func TestFreePortIsBindable(t *testing.T) {
 	}
 }
 
+func TestFreePortsDistinct(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		ps := FreePorts(t, 3)
+		if len(ps) != 3 || ps[0] == ps[1] || ps[0] == ps[2] || ps[1] == ps[2] {
+			t.Fatalf("FreePorts(3) = %v, want three distinct ports", ps)
+		}
+		for _, p := range ps {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				t.Fatalf("FreePorts gave %d, which cannot be bound: %v", p, err)
+			}
+			ln.Close()
+		}
+	}
+}
+
 func TestRootVarsAndEnv(t *testing.T) {
 	dir := t.TempDir()
 	vars := RootVars(dir)

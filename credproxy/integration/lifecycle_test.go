@@ -328,7 +328,9 @@ func TestSSHAgentChild(t *testing.T) {
 	e := newEnv(t, "{}\n")
 	keys := filepath.Join(e.dir, "cred", "ssh-keys.json")
 	os.WriteFile(keys, []byte("{}\n"), 0o600)
-	sshPort := testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 2) // the proxy's and the agent's port, distinct
+	e.port = ports[0]
+	sshPort := ports[1]
 	e.start(fmt.Sprintf("--ssh-agent-port=%d", sshPort), "--ssh-keys-file="+keys, "--log-level=bogus")
 	proxyPID := e.cmd.Process.Pid
 	waitDial(t, sshPort)

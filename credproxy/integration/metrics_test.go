@@ -19,7 +19,9 @@ func TestMetrics(t *testing.T) {
 	e := newEnv(t, routesJSON("api", fmt.Sprintf(`{"upstream": %q}`, up.origin())))
 	e.cred("default", "api", `{"type": "api_key", "key": "`+e.secret("REAL-metrics-key")+`"}`)
 	tk := e.token(tok(720), "default", "api")
-	mport := testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 2) // the proxy's and the metrics port, distinct
+	e.port = ports[0]
+	mport := ports[1]
 	e.start(fmt.Sprintf("--metrics-listen=127.0.0.1:%d", mport))
 	for i := 0; i < 3; i++ {
 		if code, _, _ := e.get("/v1/x", "Authorization", "Bearer "+tk); code != 200 {

@@ -72,7 +72,9 @@ func TestQuotaWithCurl(t *testing.T) {
 	free := e.token(tok(902), "default", "api")
 	e.exec(`INSERT INTO token_quota (token, max_requests, max_response_bytes, updated_at) VALUES (?, 3, NULL, 0)`, reqTok)
 	e.exec(`INSERT INTO token_quota (token, max_requests, max_response_bytes, updated_at) VALUES (?, NULL, 1000, 0)`, byteTok)
-	mport := testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 2) // the proxy's and the metrics port, distinct
+	e.port = ports[0]
+	mport := ports[1]
 	e.start(fmt.Sprintf("--metrics-listen=127.0.0.1:%d", mport))
 
 	expect := func(tk, want string) (string, string) {

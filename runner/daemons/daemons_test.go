@@ -115,7 +115,8 @@ func TestGateDaemonLifecycle(t *testing.T) {
 func TestProxyDaemonLifecycle(t *testing.T) {
 	env := testEnv(t)
 	cfg := config.Defaults(env)
-	cfg.ProxyPort, cfg.SSHAgentPort = testkit.FreePort(t), testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 2)
+	cfg.ProxyPort, cfg.SSHAgentPort = ports[0], ports[1]
 	p := NewProxy(cfg, Options{Env: env, BinDir: binDir(t)})
 	ctx := context.Background()
 	if err := p.Ensure(ctx); err == nil {

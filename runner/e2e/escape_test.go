@@ -167,8 +167,9 @@ type escRunner struct {
 func escSetup(t *testing.T, ctx context.Context, r *testharness.Runner, out *escOutside) *escRunner {
 	t.Helper()
 	shxShieldRunner(t, ctx, r)
+	ports := testkit.FreePorts(t, 2)
 	e := &escRunner{r: r, out: out, gate: shxNewHostService(t), other: shxNewHostService(t),
-		proxyPort: testkit.FreePort(t), agentPort: testkit.FreePort(t), probeDir: filepath.Join(r.Base, "probe")}
+		proxyPort: ports[0], agentPort: ports[1], probeDir: filepath.Join(r.Base, "probe")}
 	profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
 	if err := r.Mkdir(profiles, 0o755); err != nil {
 		t.Fatal(err)

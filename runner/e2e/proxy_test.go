@@ -84,7 +84,8 @@ func pxFromContainer(t *testing.T, r *testharness.Runner, shielded bool) {
 			runFlags = nil
 		}
 		up := newPxUpstream(t)
-		proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t)
+		ports := testkit.FreePorts(t, 2)
+		proxyPort, agentPort := ports[0], ports[1]
 		if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", proxyPort, agentPort)); err != nil {
 			t.Fatal(err)
 		}

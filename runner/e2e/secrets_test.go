@@ -105,7 +105,8 @@ func newSecretsRig(t *testing.T, r *testharness.Runner) secretsRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := secretsRig{up: newPxUpstream(t), proxyPort: testkit.FreePort(t), agentPort: testkit.FreePort(t), agentBin: agentBin}
+	ports := testkit.FreePorts(t, 2)
+	s := secretsRig{up: newPxUpstream(t), proxyPort: ports[0], agentPort: ports[1], agentBin: agentBin}
 	if err := r.WriteConfig(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", s.proxyPort, s.agentPort)); err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,8 @@ func tlRun(t *testing.T, r *testharness.Runner, out *shxOutsideHost, sshHost, re
 		t.Fatal(err)
 	}
 
-	gatePort, proxyPort, agentPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 3)
+	gatePort, proxyPort, agentPort := ports[0], ports[1], ports[2]
 	profiles := filepath.Join(r.Dirs.Umbrella, "shield", "profiles")
 	if err := r.Mkdir(profiles, 0o755); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,8 @@ func TestDoctorDaemonHealthRealBinaries(t *testing.T) {
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pp, ap, gp := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 3)
+	pp, ap, gp := ports[0], ports[1], ports[2]
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"),
 		[]byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\ngate_port = %d\n", pp, ap, gp)), 0o600); err != nil {
 		t.Fatal(err)

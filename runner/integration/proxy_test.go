@@ -45,7 +45,8 @@ func newProxyCLI(t *testing.T) *proxyCLI {
 	p := &proxyCLI{t: t, bin: filepath.Join(bin, "terok-sandbox"), cred: filepath.Join(base, "cred"), run: filepath.Join(base, "run")}
 	cfgDir := filepath.Join(base, "config")
 	os.MkdirAll(cfgDir, 0o700)
-	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", testkit.FreePort(t), testkit.FreePort(t))), 0o600)
+	ports := testkit.FreePorts(t, 2)
+	os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(fmt.Sprintf("proxy_port = %d\nssh_agent_port = %d\n", ports[0], ports[1])), 0o600)
 	p.env = append(os.Environ(),
 		"TEROK_SANDBOX_STATE_DIR="+filepath.Join(base, "state"),
 		"TEROK_SANDBOX_RUNTIME_DIR="+p.run,

@@ -19,8 +19,8 @@ func newProxyManager(t *testing.T) (*ProxyManager, *fakeSystemd) {
 	t.Helper()
 	fs := &fakeSystemd{active: map[string]bool{}}
 	m := &ProxyManager{Manager: testManager(t, fs, Proxy())}
-	m.Cfg.ProxyPort = testkit.FreePort(t)
-	m.Cfg.SSHAgentPort = testkit.FreePort(t)
+	ports := testkit.FreePorts(t, 2)
+	m.Cfg.ProxyPort, m.Cfg.SSHAgentPort = ports[0], ports[1]
 	t.Cleanup(func() { m.StopDaemon(); waitGone(t, m) })
 	return m, fs
 }
