@@ -6,6 +6,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -146,27 +147,67 @@ func waitPort(t *testing.T, port int, done <-chan error) {
 }
 
 // startGate runs terok-gate --foreground with extra args and environment.
+// Its port is free a moment before the gate binds it; another process (or
+// a port the test passes in extra) may take it first, so a gate that exits
+// with "address already in use" is started again on another port.
 func (f *fixture) startGate(extra []string, env ...string) *gate {
 	f.t.Helper()
-	g := &gate{port: testkit.FreePort(f.t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	args := append([]string{"--base-path=" + f.base, "--token-file=" + f.tokfile, "--foreground",
-		"--port=" + strconv.Itoa(g.port)}, extra...)
-	g.cmd = exec.Command(gateBin, args...)
-	g.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home}, env...)
-	g.cmd.Stderr = g.stderr
-	if err := g.cmd.Start(); err != nil {
-		f.t.Fatal(err)
-	}
-	go func() { g.done <- g.cmd.Wait() }()
-	f.t.Cleanup(func() {
-		g.cmd.Process.Signal(syscall.SIGKILL)
-		<-g.done
-		if f.t.Failed() {
-			f.t.Logf("gate stderr:\n%s", g.stderr.String())
+	for attempt := 0; ; attempt++ {
+		g := &gate{port: testkit.FreePort(f.t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+		args := append([]string{"--base-path=" + f.base, "--token-file=" + f.tokfile, "--foreground",
+			"--port=" + strconv.Itoa(g.port)}, extra...)
+		g.cmd = exec.Command(gateBin, args...)
+		g.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + f.home}, env...)
+		g.cmd.Stderr = g.stderr
+		if err := g.cmd.Start(); err != nil {
+			f.t.Fatal(err)
 		}
-	})
-	waitPort(f.t, g.port, g.done)
-	return g
+		go func() { g.done <- g.cmd.Wait() }()
+		listening, exitErr := waitListening(g.port, g.done)
+		if listening {
+			f.t.Cleanup(func() {
+				g.cmd.Process.Signal(syscall.SIGKILL)
+				<-g.done
+				if f.t.Failed() {
+					f.t.Logf("gate stderr:\n%s", g.stderr.String())
+				}
+			})
+			return g
+		}
+		if exitErr == nil { // still running, not listening: the deadline passed
+			g.cmd.Process.Signal(syscall.SIGKILL)
+			<-g.done
+			f.t.Fatalf("nothing listens on port %d\n%s", g.port, g.stderr.String())
+		}
+		if attempt < 3 && strings.Contains(g.stderr.String(), "address already in use") {
+			f.t.Logf("port %d was taken before the gate bound it; another port", g.port)
+			continue
+		}
+		f.t.Fatalf("gate exited before listening: %v\n%s", exitErr, g.stderr.String())
+	}
+}
+
+// waitListening waits until something accepts on 127.0.0.1:port (true),
+// or the process behind done exits first (false and its exit error, never
+// nil), or 20 s pass (false, nil; a liveness bound).
+func waitListening(port int, done <-chan error) (bool, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+		if err == nil {
+			c.Close()
+			return true, nil
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				err = errors.New("exit status 0")
+			}
+			return false, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false, nil
 }
 
 func (g *gate) url(tok, repo string) string {
