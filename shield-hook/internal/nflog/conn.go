@@ -23,12 +23,16 @@ const (
 
 	attrPayload = 9  // NFULA_PAYLOAD
 	attrPrefix  = 10 // NFULA_PREFIX
+	attrSeq     = 12 // NFULA_SEQ (be32, per group)
 
 	cfgCmd     = 1 // NFULA_CFG_CMD
 	cfgMode    = 2 // NFULA_CFG_MODE
 	cfgNlBufSz = 3 // NFULA_CFG_NLBUFSIZ
 	cfgTimeout = 4 // NFULA_CFG_TIMEOUT (1/100 s)
 	cfgQThresh = 5 // NFULA_CFG_QTHRESH
+	cfgFlags   = 6 // NFULA_CFG_FLAGS (be16)
+
+	flagSeq = 0x0001 // NFULNL_CFG_F_SEQ
 
 	cmdBind    = 1 // NFULNL_CFG_CMD_BIND
 	copyPacket = 2 // NFULNL_COPY_PACKET
@@ -58,6 +62,11 @@ const (
 type Entry struct {
 	Prefix  string
 	Payload []byte
+	// Seq is the group's sequence number of this message (HasSeq): the
+	// kernel numbers every message it builds, also those it then drops
+	// on a full receive buffer, so a gap is the exact count lost.
+	Seq    uint32
+	HasSeq bool
 }
 
 // ErrOverrun is returned by Receive when the kernel dropped log messages
@@ -169,6 +178,7 @@ func configure(c *netlink.Conn, group uint16) error {
 		ae.Uint32(cfgNlBufSz, nlBufSize)
 		ae.Uint32(cfgTimeout, flushCentis)
 		ae.Uint32(cfgQThresh, queueThreshold)
+		ae.Uint16(cfgFlags, flagSeq)
 	})
 }
 
@@ -239,6 +249,10 @@ func ParseMessage(typ uint16, data []byte) (Entry, bool) {
 			e.Prefix = strings.TrimSuffix(strings.TrimRight(ad.String(), "\x00"), ": ")
 		case attrPayload:
 			e.Payload = ad.Bytes()
+		case attrSeq:
+			if b := ad.Bytes(); len(b) == 4 {
+				e.Seq, e.HasSeq = binary.BigEndian.Uint32(b), true
+			}
 		}
 	}
 	if ad.Err() != nil || e.Payload == nil {

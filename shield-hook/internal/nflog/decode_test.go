@@ -127,4 +127,24 @@ func TestParseMessage(t *testing.T) {
 	if _, ok := ParseMessage(typ, []byte{2, 0}); ok {
 		t.Error("a message shorter than its nfgenmsg was accepted")
 	}
+	if e.HasSeq {
+		t.Error("a message without NFULA_SEQ has a sequence number")
+	}
+	for _, tt := range []struct {
+		attr []byte
+		seq  uint32
+		has  bool
+	}{{[]byte{0, 0, 1, 2}, 258, true}, {[]byte{0xff, 0xff, 0xff, 0xff}, 0xffffffff, true}, {[]byte{1, 2}, 0, false}} {
+		msg := nflogMsg(t, "TEROK_SHIELD_DENIED: ", pkt)
+		ae := netlink.NewAttributeEncoder()
+		ae.Bytes(attrSeq, tt.attr)
+		b, err := ae.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, ok := ParseMessage(typ, append(msg, b...))
+		if !ok || e.HasSeq != tt.has || e.Seq != tt.seq {
+			t.Errorf("NFULA_SEQ %x: %+v %v, want seq %d (%v)", tt.attr, e, ok, tt.seq, tt.has)
+		}
+	}
 }

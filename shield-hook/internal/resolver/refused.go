@@ -234,8 +234,9 @@ func (f *refusals) dnsRefused(name, qtype string) {
 	f.observe(refusedKey{event: "dns-refused", name: strings.ToLower(name), qtype: qtype})
 }
 
-// overrun counts attempts the kernel dropped before the reader saw them
-// (one per ENOBUFS report: the kernel does not say how many).
+// overrun counts one attempt the kernel dropped before the reader saw it
+// (one per ENOBUFS report, which does not say how many; the sequence gap
+// of the next message counts the rest, seqGaps).
 func (f *refusals) overrun() { f.drop(1) }
 
 // drop counts n attempts in no record and wakes the writer goroutine,
@@ -559,12 +560,49 @@ type packetReader struct {
 	done chan struct{}
 }
 
+// seqGaps turns the NFLOG sequence numbers into the count of messages the
+// kernel dropped on a full receive buffer (docs/shield-resolver.md,
+// Refused traffic): each overrun counts one at once, a lower bound, and
+// the next message's gap brings the count to the exact number lost.
+// Owned by the reader goroutine.
+type seqGaps struct {
+	last     uint32
+	have     bool
+	overruns uint64 // counted since the last message, part of its gap
+}
+
+// see returns how many more messages were lost before seq.
+func (g *seqGaps) see(seq uint32) uint64 {
+	var lost uint64
+	if g.have {
+		// uint32 arithmetic: the group's counter wraps.
+		if gap := seq - g.last - 1; gap < 1<<31 {
+			lost = uint64(gap)
+		}
+	}
+	g.last, g.have = seq, true
+	if lost > g.overruns {
+		lost -= g.overruns
+	} else {
+		lost = 0
+	}
+	g.overruns = 0
+	return lost
+}
+
 // startReader reads logged packets until stop: the refusals (DENIED,
 // PRIVATE) go to f, other prefixes are skipped before decoding, a packet
-// that does not decode and every kernel overrun count as dropped.
+// that does not decode and every message the kernel dropped count as
+// dropped.
 func startReader(c *nflog.Conn, f *refusals) *packetReader {
 	pr := &packetReader{c: c, done: make(chan struct{})}
+	var gaps seqGaps
 	handle := func(e nflog.Entry) {
+		if e.HasSeq {
+			if lost := gaps.see(e.Seq); lost > 0 {
+				f.drop(lost)
+			}
+		}
 		if e.Prefix != ruleset.PrefixDenied && e.Prefix != ruleset.PrefixPrivate && e.Prefix != ruleset.PrefixLearned {
 			return
 		}
@@ -589,6 +627,7 @@ func startReader(c *nflog.Conn, f *refusals) *packetReader {
 		for {
 			err := c.Receive(handle)
 			if errors.Is(err, nflog.ErrOverrun) {
+				gaps.overruns++
 				f.overrun()
 				continue
 			}

@@ -349,3 +349,37 @@ func TestRefusedFloodKeepsFirst(t *testing.T) {
 		t.Fatalf("the newest record is from %s, the flood ended %s", last, *now)
 	}
 }
+
+// TestSeqGaps: the messages lost between two sequence numbers, less the
+// overruns already counted one each; the counter wraps; a number that
+// goes back (a new group instance) counts nothing.
+func TestSeqGaps(t *testing.T) {
+	type step struct {
+		overruns int
+		seq      uint32
+		lost     uint64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"in order", []step{{0, 0, 0}, {0, 1, 0}, {0, 2, 0}}},
+		{"first message counts nothing", []step{{0, 500, 0}, {0, 501, 0}}},
+		{"gap", []step{{0, 10, 0}, {0, 15, 4}}},
+		{"gap with overruns counted", []step{{0, 10, 0}, {2, 15, 2}}},
+		{"more overruns than lost", []step{{0, 10, 0}, {3, 12, 0}, {0, 13, 0}}},
+		{"wrap", []step{{0, 0xfffffffe, 0}, {0, 1, 2}}},
+		{"backwards", []step{{0, 100, 0}, {0, 5, 0}, {0, 7, 1}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var g seqGaps
+			for i, s := range tt.steps {
+				g.overruns += uint64(s.overruns)
+				if got := g.see(s.seq); got != s.lost {
+					t.Fatalf("step %d (seq %d): lost %d, want %d", i, s.seq, got, s.lost)
+				}
+			}
+		})
+	}
+}
