@@ -21,7 +21,7 @@ const testkitPath = prefix + "common/testkit"
 // testOnly are the test-helper packages only _test.go files (and the
 // packages themselves) may import: common/testkit and the decider client
 // of the interactive tests.
-var testOnly = []string{testkitPath, prefix + "shield-hook/internal/decidertest"}
+var testOnly = []string{testkitPath, prefix + "shield-hook/internal/decidertest", prefix + "shield-hook/internal/nstest"}
 
 // testkitImporters returns "file:line" of every import of a testOnly
 // package (or a package below it) in src that is not allowed: in a

@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
-	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/nstest"
 )
 
 // TestKernelSequence: the real kernel numbers each logged packet of the
@@ -16,30 +15,13 @@ import (
 // resolver counts lost messages by (docs/shield-resolver.md, Refused
 // traffic).
 func TestKernelSequence(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	name := fmt.Sprintf("nflogseq-%d", os.Getpid())
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-	}
-	run("ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+	scratch := nstest.New(t, fmt.Sprintf("nflogseq-%d", os.Getpid()))
 	const group, port = 100, 47391
-	run("ip", "netns", "exec", name, "nft", fmt.Sprintf(
+	scratch.Exec(t, "nft", fmt.Sprintf(
 		"add table inet t; add chain inet t o { type filter hook output priority 0; }; add rule inet t o udp dport %d log prefix \"TEST: \" group %d", port, group))
-	ns, err := nsexec.FromPath("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
 	var c *Conn
 	const n = 5
-	if err := ns.Do(func() error {
+	if err := scratch.Do(func() error {
 		var err error
 		if c, err = Listen(group); err != nil {
 			return err

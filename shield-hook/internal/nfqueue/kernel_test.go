@@ -14,6 +14,7 @@ import (
 	"terok.dev/sandbox/shield-hook/internal/nflog"
 	"terok.dev/sandbox/shield-hook/internal/nfqueue"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/nstest"
 )
 
 const (
@@ -32,30 +33,13 @@ type kernelNS struct {
 
 func newKernelNS(t *testing.T) *kernelNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	k := &kernelNS{name: fmt.Sprintf("hknq-%d", os.Getpid())}
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-	}
-	run("ip", "netns", "add", k.name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", k.name).Run() })
-	run("ip", "netns", "exec", k.name, "ip", "link", "set", "lo", "up")
+	n := nstest.New(t, fmt.Sprintf("hknq-%d", os.Getpid()))
+	k := &kernelNS{name: n.Name, ns: n.NS}
 	// The NFQUEUE target without --queue-bypass, through nft's xtables
 	// compatibility (this kernel may lack the native queue expression).
-	run("ip", "netns", "exec", k.name, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
+	n.Exec(t, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
 		"--dport", fmt.Sprint(kPort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(kQueue))
-	ns, err := nsexec.FromPath("/run/netns/" + k.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	k.ns = ns
-	err = ns.Do(func() error {
+	err := n.Do(func() error {
 		var err error
 		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: kPort}); err != nil {
 			return err

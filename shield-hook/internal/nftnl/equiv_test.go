@@ -11,6 +11,7 @@ import (
 	"terok.dev/sandbox/common/ruleset"
 	"terok.dev/sandbox/shield-hook/internal/nftnl"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/nstest"
 	"terok.dev/sandbox/shield-hook/internal/testaddrs"
 )
 
@@ -23,20 +24,8 @@ type scratchNS struct {
 
 func newScratch(t testing.TB, tag string) *scratchNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	name := fmt.Sprintf("hknl-%d-%s", os.Getpid(), tag)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	ns, err := nsexec.FromPath("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	return &scratchNS{name: name, ns: ns}
+	n := nstest.New(t, fmt.Sprintf("hknl-%d-%s", os.Getpid(), tag))
+	return &scratchNS{name: n.Name, ns: n.NS}
 }
 
 func (s *scratchNS) nft(t testing.TB, stdin string, args ...string) string {

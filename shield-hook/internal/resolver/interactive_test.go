@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 	"terok.dev/sandbox/shield-hook/internal/decidertest"
 	"terok.dev/sandbox/shield-hook/internal/nfqueue"
 	"terok.dev/sandbox/shield-hook/internal/nsexec"
+	"terok.dev/sandbox/shield-hook/internal/nstest"
 )
 
 const approvePort = 9999
@@ -46,43 +46,27 @@ type approveNS struct {
 // without, a refused packet runs into the queue rule again.
 func newApproveNS(t *testing.T, timeout string, reject bool) *approveNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	name := fmt.Sprintf("hkap-%d", os.Getpid())
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-	}
-	run("ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+	n := nstest.New(t, fmt.Sprintf("hkap-%d", os.Getpid()))
 	// The NFQUEUE target without --queue-bypass, through nft's xtables
 	// compatibility (this kernel may lack the native queue expression).
-	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
+	n.Exec(t, "iptables-nft", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1",
 		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
-	run("ip", "netns", "exec", name, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--syn", "-d", "127.0.0.1",
+	n.Exec(t, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--syn", "-d", "127.0.0.1",
 		"--dport", fmt.Sprint(approvePort), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(ruleset.NFQueueNum))
 	if reject {
 		mark := []string{"-m", "mark", "--mark", fmt.Sprint(ruleset.RefusedMark)}
-		run(append(append([]string{"ip", "netns", "exec", name, "iptables-nft", "-I", "OUTPUT", "1"}, mark...),
+		n.Exec(t, append(append([]string{"iptables-nft", "-I", "OUTPUT", "1"}, mark...),
 			"-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")...)
-		run(append(append([]string{"ip", "netns", "exec", name, "iptables-nft", "-I", "OUTPUT", "2"}, mark...),
+		n.Exec(t, append(append([]string{"iptables-nft", "-I", "OUTPUT", "2"}, mark...),
 			"-j", "REJECT", "--reject-with", "icmp-admin-prohibited")...)
 	}
-	ns, err := nsexec.FromPath("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
+	ns := n.NS
 	f, _ := testRefusals(t)
 	if err := os.WriteFile(filepath.Join(f.dir, shieldbundle.FileDecideTimeout), []byte(timeout+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	k := &approveNS{ns: ns, dir: f.dir, f: f, errs: make(chan error, 16), attached: make(chan struct{}, 4)}
-	err = ns.Do(func() error {
+	err := ns.Do(func() error {
 		var err error
 		if k.rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: approvePort}); err != nil {
 			return err
