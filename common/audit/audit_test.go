@@ -45,6 +45,21 @@ func TestParseLineRejects(t *testing.T) {
 	}
 }
 
+// A line with several bad members names the same one every time (the first
+// by name): Follow's warnings must not depend on map iteration order.
+func TestParseLineErrorIsStable(t *testing.T) {
+	line := []byte(`{"v":"9A","time":"","channel":7,"event":"e","outcome":"ok"}`)
+	_, first := ParseLine(line)
+	if first == nil || !strings.Contains(first.Error(), `member "channel"`) {
+		t.Fatalf("error %v, want the first bad member by name (channel)", first)
+	}
+	for i := 0; i < 200; i++ {
+		if _, err := ParseLine(line); err == nil || err.Error() != first.Error() {
+			t.Fatalf("try %d: error %v, the first try gave %v", i, err, first)
+		}
+	}
+}
+
 func TestNilAndDisabled(t *testing.T) {
 	var w *Writer
 	if err := w.Write(Record{}); err != nil {

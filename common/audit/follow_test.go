@@ -352,6 +352,8 @@ func TestMergeOrdersAcrossFilesAndRotations(t *testing.T) {
 func FuzzFollowFeed(f *testing.F) {
 	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:30:00Z","channel":"gate","event":"push","outcome":"ok"}`+"\n{x\n\n"), 7)
 	f.Add([]byte("\n\n\n"), 1)
+	// Two bad members: the error named must not depend on map order.
+	f.Add([]byte(`{"v":"9A","time":""}`+"\n"), 7)
 	f.Fuzz(func(t *testing.T, b []byte, cut int) {
 		run := func(parts ...[]byte) (recs []string, warns []string) {
 			fl := &follower{opt: FollowOptions{Warn: func(m string) { warns = append(warns, m) }},

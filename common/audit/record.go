@@ -76,6 +76,10 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	var out Record
+	// Map order is random: when several members are bad, the one reported is
+	// the first by name, so the same line always gives the same error.
+	var firstErr error
+	firstKey := ""
 	for k, v := range raw {
 		var err error
 		switch k {
@@ -109,9 +113,12 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 				out.Fields[k] = fv
 			}
 		}
-		if err != nil {
-			return fmt.Errorf("member %q: %w", k, err)
+		if err != nil && (firstErr == nil || k < firstKey) {
+			firstErr, firstKey = err, k
 		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("member %q: %w", firstKey, firstErr)
 	}
 	*r = out
 	return nil
