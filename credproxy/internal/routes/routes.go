@@ -97,7 +97,15 @@ func Parse(data []byte) (Table, error) {
 		return nil, errors.New("not a JSON object of routes (got null)")
 	}
 	t := make(Table, len(raw))
-	for name, msg := range raw {
+	// In name order, so a file with several bad routes always names the same
+	// one first (map order is random).
+	names := make([]string, 0, len(raw))
+	for name := range raw {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		msg := raw[name]
 		r, err := parseRoute(name, msg)
 		if err != nil {
 			return nil, err

@@ -106,3 +106,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Several bad routes: the error names the first by provider name every time.
+func TestParseErrorIsStable(t *testing.T) {
+	doc := []byte(`{"zeta":{"upstream":"ftp://x"},"alpha":{"upstream":"ftp://y"},"mid":{}}`)
+	_, first := Parse(doc)
+	if first == nil || !strings.Contains(first.Error(), "alpha") {
+		t.Fatalf("error %v, want the first bad route by name (alpha)", first)
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := Parse(doc); err == nil || err.Error() != first.Error() {
+			t.Fatalf("try %d: %v, first try gave %v", i, err, first)
+		}
+	}
+}
