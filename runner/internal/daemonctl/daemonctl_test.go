@@ -28,6 +28,24 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// TestRenderIsStable: the same template and values give the same answer
+// every time, though Render's values come in a map (random order).
+func TestRenderIsStable(t *testing.T) {
+	bad := map[string]string{"A": "/a b", "B": "/b\nx", "C": `/c"`, "D": "/d"}
+	nested := map[string]string{"A": "{{B}}", "B": "/b", "C": "{{A}}"}
+	for i := 0; i < 50; i++ {
+		if _, err := Render("{{A}}{{B}}{{C}}{{D}}", bad); err == nil || !strings.Contains(err.Error(), "value for A ") {
+			t.Fatalf("run %d: several bad values: %v, want the error for A", i, err)
+		}
+		if out, err := Render("X={{C}}", nested); err == nil || !strings.Contains(err.Error(), "{{A}}") {
+			t.Fatalf("run %d: a value naming another placeholder: %q, %v; want it refused as unfilled", i, out, err)
+		}
+	}
+	if out, err := Render("X={{B}}", map[string]string{}); err == nil {
+		t.Fatalf("no values: %q accepted", out)
+	}
+}
+
 func TestInstalledVersion(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,17 +121,30 @@ func UserUnitDir(env config.Env) (string, error) {
 // or NUL is refused (it could inject unit directives); a value with
 // whitespace, quotes or backslashes is refused too, since unit paths here
 // never need them and quoting differs between directives.
+//
+// Values are checked in name order, so several bad values always name the
+// same one, and replaced in one pass, so a value that itself reads {{OTHER}}
+// is never expanded and is refused below as an unfilled placeholder whatever
+// the map order (a loop of ReplaceAll over the map expanded it or not at
+// random).
 func Render(tmpl string, vals map[string]string) (string, error) {
-	out := tmpl
-	for k, v := range vals {
+	names := make([]string, 0, len(vals))
+	for k := range vals {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	pairs := make([]string, 0, 2*len(names))
+	for _, k := range names {
+		v := vals[k]
 		if strings.ContainsAny(v, "\r\n\x00") {
 			return "", fmt.Errorf("unit value for %s contains a line break or NUL; refusing to render", k)
 		}
 		if strings.ContainsAny(v, " \t\"'\\") {
 			return "", fmt.Errorf("unit value for %s (%q) contains whitespace, a quote or a backslash; use a path without them", k, v)
 		}
-		out = strings.ReplaceAll(out, "{{"+k+"}}", v)
+		pairs = append(pairs, "{{"+k+"}}", v)
 	}
+	out := strings.NewReplacer(pairs...).Replace(tmpl)
 	if i := strings.Index(out, "{{"); i >= 0 {
 		if j := strings.Index(out[i:], "}}"); j > 0 {
 			return "", fmt.Errorf("unit template placeholder %s has no value", out[i:i+j+2])
