@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -101,10 +102,18 @@ func ValidateDestinations(ds []string) error {
 
 // Check returns an error naming every entry of m whose destinations
 // member is unusable (the agent refuses to start on one).
+//
+// Projects come in name order (map order is random), so the agent's refusal
+// reads the same every time.
 func Check(m Map) error {
+	projects := make([]string, 0, len(m))
+	for p := range m {
+		projects = append(projects, p)
+	}
+	slices.Sort(projects)
 	var errs []error
-	for p, es := range m {
-		for _, e := range es {
+	for _, p := range projects {
+		for _, e := range m[p] {
 			if e.Problem != "" {
 				errs = append(errs, fmt.Errorf("project %s key %s: %s", p, e.PrivateKey, e.Problem))
 			}

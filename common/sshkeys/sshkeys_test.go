@@ -344,3 +344,18 @@ func TestRegisterAndSetDestinations(t *testing.T) {
 		t.Fatalf("entries %+v", es)
 	}
 }
+
+// TestCheckIsStable: several projects with unusable destinations are named
+// in project order every time (the map's order is random).
+func TestCheckIsStable(t *testing.T) {
+	bad := func(p string) []Entry {
+		return []Entry{{PrivateKey: "/" + p, Destinations: nil, Problem: "bad"}}
+	}
+	m := Map{"c": bad("c"), "a": bad("a"), "d": bad("d"), "b": bad("b"), "e": bad("e")}
+	want := "project a key /a: bad\nproject b key /b: bad\nproject c key /c: bad\nproject d key /d: bad\nproject e key /e: bad"
+	for i := 0; i < 50; i++ {
+		if err := Check(m); err == nil || err.Error() != want {
+			t.Fatalf("run %d: Check = %v, want\n%s", i, err, want)
+		}
+	}
+}
