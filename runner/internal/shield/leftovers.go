@@ -141,17 +141,30 @@ func (s *Shield) containerStates(ctx context.Context) (map[string]string, error)
 }
 
 // stateOf is the state of the container whose id starts with short, "" when
-// podman has no such container.
+// podman has no such container. When several ids start with short (a short
+// id is 12 hex digits), the first live one by id wins, else the first by id:
+// the answer does not depend on map order, and a helper is never stopped
+// while any container it may belong to still runs.
 func stateOf(states map[string]string, short string) string {
 	if short == "" {
 		return ""
 	}
-	for id, st := range states {
+	var ids []string
+	for id := range states {
 		if strings.HasPrefix(id, short) {
-			return st
+			ids = append(ids, id)
 		}
 	}
-	return ""
+	if len(ids) == 0 {
+		return ""
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if !leaked(states[id], launchGrace) {
+			return states[id]
+		}
+	}
+	return states[ids[0]]
 }
 
 // processStarted is when pid started: boot time (btime of /proc/stat)

@@ -360,6 +360,30 @@ func TestLeaked(t *testing.T) {
 	}
 }
 
+// TestStateOf: a short id that starts several ids gives the same state every
+// time (map order is random), a live one over a gone one.
+func TestStateOf(t *testing.T) {
+	short := "0123456789ab"
+	states := map[string]string{short + "ff": "exited", short + "00": "created", short + "77": "running", short + "11": "exited", "fedcba987654": "running"}
+	for i := 0; i < 50; i++ {
+		if got := stateOf(states, short); got != "running" {
+			t.Fatalf("run %d: stateOf = %q, want running", i, got)
+		}
+	}
+	delete(states, short+"77")
+	for i := 0; i < 50; i++ {
+		if got := stateOf(states, short); got != "created" {
+			t.Fatalf("run %d: stateOf = %q, want created (the first id)", i, got)
+		}
+	}
+	if got := stateOf(states, "aaaaaaaaaaaa"); got != "" {
+		t.Fatalf("no such container: %q", got)
+	}
+	if got := stateOf(states, ""); got != "" {
+		t.Fatalf("empty id: %q", got)
+	}
+}
+
 func TestProcessStarted(t *testing.T) {
 	started, ok := processStarted(os.Getpid())
 	if age := time.Since(started); !ok || age < -time.Second || age > 24*time.Hour {
