@@ -38,15 +38,21 @@ func FromValue(v string) string {
 }
 
 // first returns the first value of name, matching the name
-// case-insensitively even in a header map that was not canonicalised.
+// case-insensitively even in a header map that was not canonicalised. Of
+// several other spellings the first by name wins, as in inject's lookup,
+// not the first in map order (which would pick a different token at random).
 func first(h http.Header, name string) string {
 	if vs := h[name]; len(vs) > 0 {
 		return vs[0]
 	}
+	best, found := "", false
 	for k, vs := range h {
-		if len(vs) > 0 && strings.EqualFold(k, name) {
-			return vs[0]
+		if len(vs) > 0 && strings.EqualFold(k, name) && (!found || k < best) {
+			best, found = k, true
 		}
 	}
-	return ""
+	if !found {
+		return ""
+	}
+	return h[best][0]
 }

@@ -72,3 +72,15 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestExtractIsStable: a header map that was not canonicalised and holds
+// several spellings of Authorization gives the same token every time (map
+// order is random): the first spelling by name.
+func TestExtractIsStable(t *testing.T) {
+	h := http.Header{"authorization": {"Bearer d"}, "AUTHORIZATION": {"Bearer a"}, "AuThOrIzAtIoN": {"Bearer b"}, "aUTHORIZATION": {"Bearer c"}}
+	for i := 0; i < 50; i++ {
+		if tok, ok := Extract(h); !ok || tok != "a" {
+			t.Fatalf("run %d: Extract = %q %v, want the AUTHORIZATION token a", i, tok, ok)
+		}
+	}
+}
