@@ -125,11 +125,16 @@ type refusals struct {
 
 	dropped atomic.Uint64 // attempts in no record since the last written one
 	wrote   time.Time     // when the last record was written (loop only)
-	queue   chan audit.Record
-	kick    chan struct{} // drop's wake-up of an idle writer goroutine
-	done    chan struct{}
-	stopped chan struct{}
-	onError func(error)
+	// seq and total are the last written record's seq and total (loop
+	// only; docs/shield-resolver.md, Refused traffic): a reader finds the
+	// records a rotation dropped as a jump of seq, and how many attempts
+	// they stood for from total.
+	seq, total uint64
+	queue      chan audit.Record
+	kick       chan struct{} // drop's wake-up of an idle writer goroutine
+	done       chan struct{}
+	stopped    chan struct{}
+	onError    func(error)
 }
 
 // newRefusals opens <dir>/refused.jsonl and starts the writer goroutine;
@@ -159,6 +164,7 @@ func newRefusals(dir string, id RecordID, onError func(error)) (*refusals, error
 		done: make(chan struct{}), stopped: make(chan struct{}),
 		onError: onError,
 	}
+	f.seq, f.total = lastNumbers(filepath.Join(dir, refusedFile))
 	go f.loop()
 	return f, nil
 }
@@ -483,13 +489,78 @@ func (f *refusals) loop() {
 }
 
 func (f *refusals) write(rec audit.Record) {
-	if n := f.dropped.Swap(0); n > 0 {
+	n := f.dropped.Swap(0)
+	if n > 0 {
 		rec.Fields["dropped"] = n
 	}
+	count, _ := rec.Fields["count"].(int)
+	rec.Fields["seq"] = f.seq + 1
+	rec.Fields["total"] = f.total + uint64(count) + n
 	f.wrote = f.now()
-	if err := f.w.Write(rec); err != nil && f.onError != nil {
-		f.onError(err)
+	if err := f.w.Write(rec); err != nil {
+		// Not on disk: its attempts ride on the next record as dropped,
+		// and seq does not advance, so total stays the sum of what the
+		// written records stand for.
+		f.dropped.Add(uint64(count) + n)
+		if f.onError != nil {
+			f.onError(err)
+		}
+		return
 	}
+	f.seq++
+	f.total += uint64(count) + n
+}
+
+// lastNumbers returns seq and total of the newest record of path's
+// rotation set that has them (the newest non-empty file's last 64 KiB are
+// looked at), so that a restarted container's resolver goes on numbering
+// where the previous one stopped; (0, 0) when there is none (no file yet,
+// or records of a resolver that wrote no seq).
+func lastNumbers(path string) (seq, total uint64) {
+	for _, name := range []string{path, path + ".1"} {
+		b, ok := fileTail(name, 64<<10)
+		if !ok {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			r, err := audit.ParseLine([]byte(lines[i]))
+			if err != nil {
+				continue
+			}
+			s, ok1 := r.Fields["seq"].(float64)
+			t, ok2 := r.Fields["total"].(float64)
+			if ok1 && ok2 && s >= 1 && t >= 0 {
+				return uint64(s), uint64(t)
+			}
+			return 0, 0 // the newest record has no numbers: start anew
+		}
+		return 0, 0
+	}
+	return 0, 0
+}
+
+// fileTail reads at most max octets from the end of name; ok is false for
+// a missing or empty file.
+func fileTail(name string, max int64) ([]byte, bool) {
+	fh, err := os.Open(name)
+	if err != nil {
+		return nil, false
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil || st.Size() == 0 {
+		return nil, false
+	}
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, st.Size()-off)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		return nil, false
+	}
+	return b, true
 }
 
 // stop writes what is pending and ends the writer goroutine.

@@ -310,7 +310,53 @@ func TestRefusedFloodKeepsFirst(t *testing.T) {
 			f.write(r)
 		}
 	}
+	f.flushAll() // as stop does: pending counts, then what is left as dropped
+	for _, r := range drain(f) {
+		f.write(r)
+	}
+	if f.dropped.Load() > 0 {
+		f.write(f.base("refused", "refused", f.now()))
+	}
 	path := filepath.Join(f.dir, refusedFile)
+	// seq numbers the written records without a hole inside a file; the
+	// first file starts at 1; the jump between .2 and .1 is the records
+	// the rotations dropped; the last total is every attempt sent.
+	var lastSeq, lastTotal float64
+	missing := 0.0
+	for _, n := range []string{path + ".2", path + ".1", path} {
+		recs, err := audit.ReadFile(n, nil)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("%s: %v", n, err)
+		}
+		for i, r := range recs {
+			seq, total := r.Fields["seq"].(float64), r.Fields["total"].(float64)
+			want := lastSeq + 1
+			if i == 0 && n == path+".1" {
+				missing = seq - want
+				want = seq
+			}
+			if seq != want {
+				t.Fatalf("%s record %d: seq %v, want %v", n, i, seq, want)
+			}
+			if i > 0 || n != path+".1" {
+				dropped, _ := r.Fields["dropped"].(float64)
+				if total != lastTotal+r.Fields["count"].(float64)+dropped {
+					t.Fatalf("%s record %d: total %v after %v", n, i, total, lastTotal)
+				}
+			}
+			lastSeq, lastTotal = seq, total
+		}
+	}
+	if lastTotal != float64(sent) || missing <= 0 {
+		t.Fatalf("last total %v, want the %d attempts sent; %v records missing between .2 and .1, want some", lastTotal, sent, missing)
+	}
+	if s, tot := lastNumbers(path); s != uint64(lastSeq) || tot != uint64(lastTotal) {
+		t.Fatalf("lastNumbers = %d %d, want %v %v (a restarted resolver goes on from there)", s, tot, lastSeq, lastTotal)
+	}
+	r2, _ := audit.ReadFile(path+".2", nil)
+	r1, _ := audit.ReadFile(path+".1", nil)
+	t.Logf("seq %v, total %v, %v records rotated away between .2 (ends %s) and .1 (starts %s)", lastSeq, lastTotal, missing,
+		r2[len(r2)-1].Time.Format(time.TimeOnly), r1[0].Time.Format(time.TimeOnly))
 	var total int64
 	for _, n := range []string{path, path + ".1", path + ".2"} {
 		st, err := os.Stat(n)
@@ -381,5 +427,64 @@ func TestSeqGaps(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRefusedNumbers: seq and total (docs/shield-resolver.md, Refused
+// traffic): a record whose write fails does not take a number and its
+// attempts ride on the next record as dropped; a restarted resolver goes
+// on from the file's last numbers.
+func TestRefusedNumbers(t *testing.T) {
+	f, _ := testRefusals(t)
+	path := filepath.Join(f.dir, refusedFile)
+	dst := netip.MustParseAddr("198.51.100.20")
+	rec := func(port uint16, count int) audit.Record {
+		r := f.record(refusedKey{event: "refused", proto: "udp", dst: dst, dport: port, prefix: ruleset.PrefixDenied}, count, f.now())
+		return r
+	}
+	f.write(rec(1, 2))
+	// A directory where the file was: the write fails (EISDIR, also as root).
+	if err := os.Rename(path, path+".keep"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var errs int
+	f.onError = func(error) { errs++ }
+	f.write(rec(2, 5))
+	if errs != 1 {
+		t.Fatalf("%d write errors, want 1", errs)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".keep", path); err != nil {
+		t.Fatal(err)
+	}
+	f.write(rec(3, 1))
+	recs, err := audit.ReadFile(path, nil)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("%d records (%v), want 2", len(recs), err)
+	}
+	for i, want := range []map[string]any{
+		{"seq": 1.0, "total": 2.0, "dropped": nil},
+		{"seq": 2.0, "total": 8.0, "dropped": 5.0},
+	} {
+		for k, v := range want {
+			if recs[i].Fields[k] != v {
+				t.Errorf("record %d: %s = %v, want %v", i, k, recs[i].Fields[k], v)
+			}
+		}
+	}
+	g, err := newRefusals(f.dir, RecordID{Container: "c1"}, func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.dnsRefused("next.example.test", "A")
+	g.stop()
+	recs, err = audit.ReadFile(path, nil)
+	if err != nil || len(recs) != 3 || recs[2].Fields["seq"] != 3.0 || recs[2].Fields["total"] != 9.0 {
+		t.Fatalf("after a restart: %+v (%v), want a third record with seq 3, total 9", recs, err)
 	}
 }
