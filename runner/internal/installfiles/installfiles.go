@@ -108,13 +108,18 @@ func Render(o Options) (map[string][]byte, error) {
 			files[name] = data
 		}
 	}
-	for dir, cfg := range map[string]config.Config{UserUnitDir: UserScope(), SystemUnitDir: SystemScope()} {
-		units, err := Units(cfg, o.BinDir)
+	// User scope first, then system: a slice, not a map, so a bin directory
+	// both scopes refuse is reported under the same one every time.
+	for _, sc := range []struct {
+		dir string
+		cfg config.Config
+	}{{UserUnitDir, UserScope()}, {SystemUnitDir, SystemScope()}} {
+		units, err := Units(sc.cfg, o.BinDir)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, fmt.Errorf("%s: %w", sc.dir, err)
 		}
 		for _, u := range units {
-			files[filepath.Join(dir, u.Name)] = []byte(u.Content)
+			files[filepath.Join(sc.dir, u.Name)] = []byte(u.Content)
 		}
 	}
 	return files, nil

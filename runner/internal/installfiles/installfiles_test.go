@@ -294,3 +294,14 @@ func TestDaemonManPages(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderErrorIsStable: a bin directory the units refuse is reported
+// under the user scope every time (the scopes were a map: random order).
+func TestRenderErrorIsStable(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		_, err := Render(Options{BinDir: `/usr/q"bin`})
+		if err == nil || !strings.HasPrefix(err.Error(), UserUnitDir+": ") {
+			t.Fatalf("run %d: Render = %v, want the %s error", i, err, UserUnitDir)
+		}
+	}
+}
