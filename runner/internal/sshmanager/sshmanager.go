@@ -213,9 +213,14 @@ func (m Manager) Init(o InitOptions) (InitResult, error) {
 			return InitResult{}, specErrorf("Failed to write SSH config at %s: %v", res.ConfigPath, err)
 		}
 	}
-	for p, mode := range map[string]os.FileMode{dir: 0o700, res.PrivateKey: 0o600, res.PublicKey: 0o644, res.ConfigPath: 0o644} {
-		if err := os.Chmod(p, mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return InitResult{}, specErrorf("Failed to set SSH directory permissions on %s: %v", dir, err)
+	// In a fixed order (a map gave a random one), and the error names the
+	// path that failed, not always the directory.
+	for _, pm := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, 0o700}, {res.PrivateKey, 0o600}, {res.PublicKey, 0o644}, {res.ConfigPath, 0o644}} {
+		if err := os.Chmod(pm.path, pm.mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return InitResult{}, specErrorf("Failed to set SSH permissions on %s: %v", pm.path, err)
 		}
 	}
 	if b, err := os.ReadFile(res.PublicKey); err == nil {
