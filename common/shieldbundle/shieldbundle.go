@@ -8,6 +8,8 @@ package shieldbundle
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,6 +69,12 @@ const (
 	// instead of ruleset.nft, so a restart of the container stays
 	// quarantined; `shield up`/`down` remove it, a new launch too.
 	FileQuarantine = "quarantine"
+	// FileRulesetDigest holds RulesetDigest of a ruleset.nft that a live
+	// allow/deny rewrote after the launch (fsynced, like that ruleset.nft):
+	// the hook accepts a ruleset.nft whose digest is the launch's
+	// annotation or this one (docs/shield-hook.md, Ruleset digest). A new
+	// launch removes it.
+	FileRulesetDigest = "ruleset.nft.sha256"
 
 	HookBinary        = "terok-shield-hook"
 	HooksSubdir       = "hooks"
@@ -97,7 +105,33 @@ const (
 	// container's end (common/taskend; docs/security-model.md, Tokens that
 	// die with their task). Optional: absent, poststop records nothing.
 	AnnTaskEnds = "terok.shield.task_ends"
+	// AnnRulesetDigest is RulesetDigest of the ruleset.nft pre-start
+	// wrote for the launch; podman keeps it in the container's
+	// configuration, so every later start carries it (docs/shield-hook.md,
+	// Ruleset digest). Optional: absent (older runners, terok-shield 0.6.5),
+	// the hook checks no digest.
+	AnnRulesetDigest = "terok.shield.ruleset_digest"
 )
+
+// rulesetDigestPrefix starts every RulesetDigest.
+const rulesetDigestPrefix = "sha256:"
+
+// RulesetDigest is the digest of the exact bytes of a ruleset.nft:
+// "sha256:" and 64 lower-case hex digits.
+func RulesetDigest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return rulesetDigestPrefix + hex.EncodeToString(sum[:])
+}
+
+// ParseRulesetDigest checks that s is a RulesetDigest ("sha256:" and 64
+// lower-case hex digits) and returns it.
+func ParseRulesetDigest(s string) (string, error) {
+	h, ok := strings.CutPrefix(s, rulesetDigestPrefix)
+	if !ok || len(h) != 2*sha256.Size || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("ruleset digest %q is not sha256: and 64 lower-case hex digits", truncateForMsg(s))
+	}
+	return s, nil
+}
 
 // DNS tiers (docs/shield.md, DNS: the per-container resolver).
 const (

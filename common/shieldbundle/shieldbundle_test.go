@@ -288,3 +288,21 @@ func TestIsOurDnsmasq(t *testing.T) {
 		t.Fatal("wrong process accepted")
 	}
 }
+
+func TestRulesetDigest(t *testing.T) {
+	d := RulesetDigest([]byte("table inet terok_shield {}\n"))
+	if !strings.HasPrefix(d, "sha256:") || len(d) != len("sha256:")+64 {
+		t.Fatalf("RulesetDigest = %q", d)
+	}
+	if d == RulesetDigest([]byte("table inet terok_shield {}")) {
+		t.Fatal("a truncated ruleset has the same digest")
+	}
+	if got, err := ParseRulesetDigest(d); err != nil || got != d {
+		t.Fatalf("ParseRulesetDigest(%q) = %q, %v", d, got, err)
+	}
+	for _, bad := range []string{"", "sha256:", d[:len(d)-1], d + "0", strings.ToUpper(d), "md5:" + d[7:], strings.Replace(d, d[7:8], "g", 1), d[:7] + strings.Repeat("x", 200)} {
+		if _, err := ParseRulesetDigest(bad); err == nil || !strings.Contains(err.Error(), "64 lower-case hex digits") {
+			t.Errorf("ParseRulesetDigest(%q) = %v, want an error", bad, err)
+		}
+	}
+}

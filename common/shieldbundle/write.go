@@ -195,3 +195,12 @@ func RemoveIfExists(path string) error {
 	}
 	return nil
 }
+
+// LockBundle takes the bundle lock of stateDir, the one every line-file
+// writer here takes, for a caller's own read-modify-write of several
+// files (a live change's ruleset.nft and ruleset.nft.sha256). While
+// holding it the caller must not call those writers: the lock is not
+// reentrant.
+func LockBundle(stateDir string) (*filelock.Lock, error) {
+	return filelock.Exclusive(filepath.Join(stateDir, lockFile))
+}

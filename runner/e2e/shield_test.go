@@ -432,24 +432,38 @@ func TestShield(t *testing.T) {
 			}
 		})
 
-		t.Run("corrupt ruleset keeps the container from starting", func(t *testing.T) {
+		t.Run("truncated ruleset keeps the container from starting", func(t *testing.T) {
 			if res := r.Podman(ctx, "stop", "-t", "1", name); res.Code != 0 {
 				t.Fatalf("podman stop: %s", res)
 			}
-			if err := os.WriteFile(filepath.Join(stateDir, "ruleset.nft"), []byte("table inet terok_shield {\n  this is not nft\n"), 0o600); err != nil {
+			// Cut where a crash could: before the deny elements, so the
+			// rest still parses and would apply without them
+			// (docs/shield-hook.md, Ruleset digest).
+			path := filepath.Join(stateDir, "ruleset.nft")
+			data, err := os.ReadFile(path)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if res := r.Podman(ctx, "start", name); res.Code == 0 {
-				t.Fatalf("container started with a corrupt ruleset: %s", res)
+			cut := strings.Index(string(data), "add element inet terok_shield deny_v4")
+			if cut < 0 {
+				t.Fatalf("no deny elements in ruleset.nft:\n%s", data)
 			}
-			res := r.Podman(ctx, "inspect", "--format", "{{.State.Running}}", name)
-			if strings.TrimSpace(res.Stdout) == "true" {
+			if err := os.WriteFile(path, data[:cut], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			res := r.Podman(ctx, "start", name)
+			if res.Code == 0 {
+				t.Fatalf("container started with a truncated ruleset: %s", res)
+			}
+			if st := r.Podman(ctx, "inspect", "--format", "{{.State.Running}}", name); strings.TrimSpace(st.Stdout) == "true" {
 				t.Fatal("container is running")
 			}
-			// Refused for the corrupt ruleset, not for anything else.
-			data, err := os.ReadFile(filepath.Join(stateDir, "hook-error.log"))
-			if err != nil || !strings.Contains(string(data), "syntax error") {
-				t.Fatalf("hook-error.log does not show the nft syntax error: %q %v", data, err)
+			// Refused for the digest, with what to do, not for anything
+			// else.
+			const want = "is not the one terok-sandbox wrote (truncated by a crash, edited or replaced)"
+			log, err := os.ReadFile(filepath.Join(stateDir, "hook-error.log"))
+			if err != nil || !strings.Contains(string(log), want) || !strings.Contains(string(log), "terok-sandbox run") {
+				t.Fatalf("hook-error.log does not show the digest refusal: %q %v", log, err)
 			}
 		})
 

@@ -109,7 +109,8 @@ func (s *Shield) requireResolverTier(dir, container, verb string) error {
 
 // refreshBundleRuleset rewrites ruleset.nft from the current lists, so a
 // container restarted by podman (the global hook applies ruleset.nft again)
-// keeps its live allows and, above all, its denies.
+// keeps its live allows and, above all, its denies; ruleset.nft.sha256
+// tells the hook that this file, not only the launch's, is the runner's.
 func (s *Shield) refreshBundleRuleset(dir string) error {
 	dns := readTrim(s.path(dir, shieldbundle.FileUpstreamDNS))
 	if dns == "" {
@@ -120,6 +121,14 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 	if err != nil {
 		return err
 	}
+	// Under the bundle lock from the lists to ruleset.nft.sha256: of two
+	// concurrent live changes, the last to write rendered the lists with
+	// both, and the digest file names the ruleset.nft beside it.
+	l, err := shieldbundle.LockBundle(dir)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
 	sc := ruleset.Script{Options: s.rulesetOptions(dns, mode, smode)}
 	if mode != podmaninfo.Pasta {
 		sc.Gateways = ruleset.SlirpGateways()
@@ -135,7 +144,15 @@ func (s *Shield) refreshBundleRuleset(dir string) error {
 	if err != nil {
 		return fmt.Errorf("render ruleset: %w", err)
 	}
-	return writeFile(dir, shieldbundle.FileRuleset, text)
+	// Both fsynced, ruleset.nft first: the launch's digest annotation no
+	// longer matches, and the hook accepts the new file only by
+	// ruleset.nft.sha256 (docs/shield-hook.md, Ruleset digest). A crash
+	// between the two leaves a file neither digest names: that container
+	// then refuses to start, never starts with a torn table.
+	if err := writeFile(dir, shieldbundle.FileRuleset, text); err != nil {
+		return err
+	}
+	return writeFile(dir, shieldbundle.FileRulesetDigest, shieldbundle.RulesetDigest([]byte(text))+"\n")
 }
 
 func (s *Shield) allowIP(ctx context.Context, dir string, pid int, ip string) error {

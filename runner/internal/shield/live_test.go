@@ -380,6 +380,12 @@ func TestLiveOperations(t *testing.T) {
 	if errs := ruleset.VerifyHook(rs, false); len(errs) > 0 {
 		t.Fatalf("refreshed ruleset.nft: %v", errs)
 	}
+	// ... and ruleset.nft.sha256 names it, so the hook accepts it on a
+	// restart although the launch's digest annotation does not
+	// (docs/shield-hook.md, Ruleset digest).
+	if got, want := readState(t, dir, shieldbundle.FileRulesetDigest), shieldbundle.RulesetDigest([]byte(rs))+"\n"; got != want {
+		t.Fatalf("ruleset.nft.sha256 = %q, want %q", got, want)
+	}
 	if strings.Contains(rs, ruleset.PastaHostLoopback) {
 		t.Fatalf("slirp4netns ruleset has pasta host-loopback rules:\n%s", rs)
 	}

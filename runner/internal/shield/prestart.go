@@ -60,8 +60,12 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
-	rules := startDurableWrite(stateDir, shieldbundle.FileRuleset, script)
-	defer func() { _ = rules.wait() }() // error paths: only join
+	// Atomic (temp + rename), not fsynced: the digest annotation makes the
+	// hook refuse a crash-truncated file instead (docs/shield-hook.md,
+	// Ruleset digest).
+	if err := writeBundleFile(filepath.Join(stateDir, shieldbundle.FileRuleset), []byte(script), 0o600, false); err != nil {
+		return nil, err
+	}
 	if err := s.writeModeFiles(stateDir); err != nil {
 		return nil, err
 	}
@@ -75,11 +79,9 @@ func (s *Shield) PreStart(ctx context.Context, container string, profiles []stri
 	if err != nil {
 		return nil, err
 	}
-	args := s.podmanArgs(launchArgs{container: container, profiles: profiles, stateDir: stateDir, resolvConf: resolvConf, net: net, hooks: hooks})
-	if err := rules.wait(); err != nil {
-		return nil, err
-	}
-	launch.Mark(ctx, "shield: args, hooks check, ruleset.nft durable")
+	args := s.podmanArgs(launchArgs{container: container, profiles: profiles, stateDir: stateDir, resolvConf: resolvConf, net: net, hooks: hooks,
+		rulesetDigest: shieldbundle.RulesetDigest([]byte(script))})
+	launch.Mark(ctx, "shield: args, hooks check")
 	s.auditLaunch(container, profiles)
 	return args, nil
 }
@@ -242,34 +244,6 @@ func (s *Shield) bundleRuleset(stateDir, mode, dns string) (string, error) {
 	return text, nil
 }
 
-// durableWrite is one fsynced bundle file written in the background.
-// ruleset.nft is the one fsynced file; the fsync waits ~1 ms for the
-// journal, so it runs while pre-start writes the rest. Whoever starts it
-// owns the goroutine and must wait before returning: podman (and so the
-// hook) never starts before ruleset.nft is durably in place.
-type durableWrite struct {
-	done   chan error
-	waited bool
-	err    error
-}
-
-// startDurableWrite starts writing dir/name (0600, fsynced).
-func startDurableWrite(dir, name, content string) *durableWrite {
-	w := &durableWrite{done: make(chan error, 1)}
-	go func() { w.done <- writeFile(dir, name, content) }()
-	return w
-}
-
-// wait joins the write and returns its result; a second call returns the
-// same result without blocking.
-func (w *durableWrite) wait() error {
-	if !w.waited {
-		w.waited = true
-		w.err = <-w.done
-	}
-	return w.err
-}
-
 // writeModeFiles writes the interactive marker and decide.timeout, or
 // removes them for another mode. decide.timeout exists only when
 // interactive and configured: the resolver reads it at start
@@ -295,12 +269,14 @@ func (s *Shield) writeModeFiles(stateDir string) error {
 // dnsmasq for a dnsmasq.conf), a resolver.open of a `shield down` (a new
 // launch starts with closed DNS, like its enforcing ruleset) and the
 // marker of a `shield quarantine` of the previous container (a new launch
-// is the operator's explicit choice; docs/shield.md, Quarantine).
+// is the operator's explicit choice; docs/shield.md, Quarantine) and the
+// ruleset.nft.sha256 of a live change of the previous container (the new
+// one carries its own digest annotation).
 // dnsmasq.pid stays: if it names a live dnsmasq of this directory, that
 // one leaked from an old launch, and only the file lets Cleanup and
 // `shield check` find and stop it (pre-start runs before podman refuses a
 // name in use, so it must not stop anything itself).
-var staleLaunchFiles = [...]string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen, shieldbundle.FileQuarantine}
+var staleLaunchFiles = [...]string{shieldbundle.FileDnsmasqConf, shieldbundle.FileDnsmasqLog, shieldbundle.FileResolverOpen, shieldbundle.FileQuarantine, shieldbundle.FileRulesetDigest}
 
 // writeResolverFiles writes resolv.conf and removes the staleLaunchFiles;
 // it returns the path of resolv.conf. World-readable: it is bind-mounted
@@ -341,6 +317,9 @@ type launchArgs struct {
 	resolvConf string
 	net        launchNet
 	hooks      []string // from hooksArgs
+	// rulesetDigest is shieldbundle.RulesetDigest of the ruleset.nft
+	// written for this launch.
+	rulesetDigest string
 }
 
 // capDrops are the capabilities a shielded container must not have: with
@@ -364,6 +343,7 @@ func (s *Shield) podmanArgs(l launchArgs) []string {
 		{shieldbundle.AnnDNSTier, l.net.tier},
 		{shieldbundle.AnnInteractive, strconv.FormatBool(s.cfg.interactive())},
 		{shieldbundle.AnnMode, s.cfg.mode()},
+		{shieldbundle.AnnRulesetDigest, l.rulesetDigest},
 	} {
 		args = append(args, "--annotation", kv[0]+"="+kv[1])
 	}

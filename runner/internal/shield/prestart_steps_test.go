@@ -127,25 +127,41 @@ func TestWriteSettingFiles(t *testing.T) {
 	}
 }
 
-func TestDurableWrite(t *testing.T) {
+// ruleset.nft is written atomically without fsync (the digest annotation
+// stands for durability); an unchanged file is not rewritten, and a new
+// launch drops the ruleset.nft.sha256 of the previous container's live
+// changes.
+func TestPreStartRulesetNotFsynced(t *testing.T) {
 	dir := t.TempDir()
-	w := startDurableWrite(dir, "ruleset.nft", "table\n")
-	if err := w.wait(); err != nil {
+	path := filepath.Join(dir, "ruleset.nft")
+	if err := writeBundleFile(path, []byte("table\n"), 0o600, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.wait(); err != nil {
-		t.Fatalf("second wait: %v", err)
+	st1, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := readState(t, dir, "ruleset.nft"); got != "table\n" {
-		t.Fatalf("ruleset.nft = %q", got)
+	if err := writeBundleFile(path, []byte("table\n"), 0o600, false); err != nil {
+		t.Fatal(err)
 	}
-	bad := startDurableWrite(filepath.Join(dir, "missing"), "ruleset.nft", "table\n")
-	first := bad.wait()
-	if first == nil {
+	st2, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(st1, st2) {
+		t.Error("an unchanged ruleset.nft was replaced")
+	}
+	if err := writeBundleFile(filepath.Join(dir, "missing", "ruleset.nft"), []byte("table\n"), 0o600, false); err == nil {
 		t.Fatal("write into a missing directory succeeded")
 	}
-	if again := bad.wait(); again != first {
-		t.Fatalf("second wait = %v, want the first result %v", again, first)
+	if err := os.WriteFile(filepath.Join(dir, shieldbundle.FileRulesetDigest), []byte(shieldbundle.RulesetDigest(nil)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeResolverFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, shieldbundle.FileRulesetDigest)); !os.IsNotExist(err) {
+		t.Fatalf("ruleset.nft.sha256 survived a new launch: %v", err)
 	}
 }
 
@@ -231,7 +247,7 @@ func TestPodmanArgs(t *testing.T) {
 	got := s.podmanArgs(launchArgs{
 		container: "c1", profiles: []string{"a", "b"}, stateDir: "/s", resolvConf: "/s/resolv.conf",
 		net:   launchNet{mode: podmaninfo.Slirp4netns, dns: "10.0.2.3", tier: TierResolver},
-		hooks: []string{"--hooks-dir", "/s/hooks"},
+		hooks: []string{"--hooks-dir", "/s/hooks"}, rulesetDigest: "sha256:" + strings.Repeat("ab", 32),
 	})
 	want := append(NetworkArgs(podmaninfo.Slirp4netns),
 		"--volume", "/s/resolv.conf:/etc/resolv.conf:ro,Z",
@@ -245,6 +261,7 @@ func TestPodmanArgs(t *testing.T) {
 		"--annotation", "terok.shield.dns_tier=resolver",
 		"--annotation", "terok.shield.interactive=false",
 		"--annotation", "terok.shield.mode=learn",
+		"--annotation", "terok.shield.ruleset_digest=sha256:"+strings.Repeat("ab", 32),
 		"--annotation", "terok.shield.project=proj",
 		"--annotation", "terok.shield.task_ends=/s/task-ends",
 		"--hooks-dir", "/s/hooks",

@@ -96,6 +96,13 @@ func TestPreStartArgs(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir, _ := filepath.EvalSymlinks(e.stateDir)
+			// The digest annotation names the exact bytes of the
+			// ruleset.nft the hook will read (docs/shield-hook.md,
+			// Ruleset digest).
+			rules, err := os.ReadFile(filepath.Join(dir, "ruleset.nft"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			want := append([]string{}, tt.wantNet...)
 			want = append(want, "--volume", dir+"/resolv.conf:/etc/resolv.conf:ro,Z",
 				"--annotation", "terok.shield.profiles=test:dev-node",
@@ -108,6 +115,7 @@ func TestPreStartArgs(t *testing.T) {
 				"--annotation", "terok.shield.dns_tier=resolver",
 				"--annotation", "terok.shield.interactive=false",
 				"--annotation", "terok.shield.mode=enforce",
+				"--annotation", "terok.shield.ruleset_digest="+shieldbundle.RulesetDigest(rules),
 				"--cap-drop", "NET_ADMIN", "--cap-drop", "NET_RAW")
 			if !reflect.DeepEqual(args, want) {
 				t.Fatalf("args:\n got %q\nwant %q", args, want)

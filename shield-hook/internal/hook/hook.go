@@ -257,6 +257,9 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, legacy boo
 	if err != nil {
 		return fmt.Errorf("read ruleset: %w", err)
 	}
+	if err := checkRulesetDigest(dir, r.ann, script); err != nil {
+		return err
+	}
 	interactive, err := exists(filepath.Join(dir, shieldbundle.FileInteractive))
 	if err != nil {
 		return err
@@ -382,6 +385,47 @@ func (r *run) createRuntime(ctx context.Context, dir string, pid int, legacy boo
 		t.record(dnsName+" start (parallel)", dnsTook)
 	}
 	return nil
+}
+
+// checkRulesetDigest refuses a ruleset.nft whose bytes are not the ones
+// the runner wrote (docs/shield-hook.md, Ruleset digest): with the
+// terok.shield.ruleset_digest annotation present, the file's digest must
+// be the annotation's or, after a live allow/deny rewrote the file, the
+// one in ruleset.nft.sha256. A crash-truncated file could have lost its
+// deny elements and still parse, so no digest match means no start.
+// Without the annotation (older runners, terok-shield 0.6.5) nothing is
+// checked.
+func checkRulesetDigest(dir string, ann map[string]string, script []byte) error {
+	v, present := ann[shieldbundle.AnnRulesetDigest]
+	if !present {
+		return nil
+	}
+	want, err := shieldbundle.ParseRulesetDigest(v)
+	if err != nil {
+		return fmt.Errorf("bad annotation %s: %w", shieldbundle.AnnRulesetDigest, err)
+	}
+	got := shieldbundle.RulesetDigest(script)
+	if got == want {
+		return nil
+	}
+	live := "none"
+	data, err := ocistate.ReadPrivateFile(filepath.Join(dir, shieldbundle.FileRulesetDigest), 256)
+	switch {
+	case err == nil:
+		l := strings.TrimSpace(string(data))
+		if _, perr := shieldbundle.ParseRulesetDigest(l); perr != nil {
+			live = "unreadable: " + perr.Error()
+		} else if l == got {
+			return nil
+		} else {
+			live = l
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		live = "unreadable: " + err.Error()
+	}
+	return fmt.Errorf("ruleset.nft in %s is not the one terok-sandbox wrote (truncated by a crash, edited or replaced): its digest %s matches neither the launch's (%s annotation %s) nor the last live change's (%s: %s); refusing to start the container. Run the task again with terok-sandbox run, which rewrites the state directory, or remove the container",
+		dir, got, shieldbundle.AnnRulesetDigest, want, shieldbundle.FileRulesetDigest, live)
 }
 
 // dnsService picks the container's DNS service from the bundle: the
