@@ -67,5 +67,5 @@ func applyHere(ctx context.Context, stdin io.Reader, mode string) error {
 		return ruleset.VerifyHook(listing, mode == shieldbundle.ModeInteractive)
 	}
 	r := &run{stage: shieldbundle.ApplySubcommand}
-	return r.apply(ctx, ns, nftPath, script, nil, verify, false, false, nil)
+	return r.apply(ctx, ns, nftPath, script, nil, prepare(script, verify, false), verify, false, false, nil)
 }
