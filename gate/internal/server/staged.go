@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -131,7 +132,15 @@ func (h *Handler) layoutStage(stage, repoDir string, push *pushcmd.Request) erro
 			files[c.Ref] = []byte(c.Old + "\n")
 		}
 	}
-	for name, data := range files {
+	// In name order, not map order: refs that collide as file and directory
+	// (refs/heads/a and refs/heads/a/b) fail the same way every time.
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		data := files[name]
 		p := filepath.Join(stage, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return fmt.Errorf("staging repository: %w", err)
