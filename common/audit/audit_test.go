@@ -466,3 +466,19 @@ func BenchmarkWriteRotating(b *testing.B) {
 		})
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"refs/heads/main", "refs/heads/main"},
+		{"a\x1b[2Jb", "a?[2Jb"},
+		{"del\x7f", "del?"},
+		{"csi\u009b31m", "csi?31m"},
+		{"tab\tnl\n", "tab?nl?"},
+		{"naïve ✓", "naïve ✓"},
+		{"bad\xffutf8", "bad\uFFFDutf8"},
+	} {
+		if got := Printable(tt.in); got != tt.want {
+			t.Errorf("Printable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -215,4 +216,17 @@ func TokenPrefix(tok string) string {
 		r = r[:12]
 	}
 	return string(r)
+}
+
+// Printable is s safe to show on a terminal: C0 and C1 control characters
+// and DEL become '?'. Records carry values a hostile task chose (names,
+// refs, paths), and a reader must not let them move the cursor or rewrite
+// the screen.
+func Printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
 }

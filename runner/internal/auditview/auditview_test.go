@@ -184,6 +184,10 @@ func TestWhatAndRow(t *testing.T) {
 			t.Errorf("What(%+v) = %q, want %q", c.r, got, c.want)
 		}
 	}
+	hostile := RowOf(audit.Record{Channel: "ga\u009bte", Event: "push \x1b[2J", Outcome: "ok\x7f", Reason: "r\a"})
+	if want := (Row{Time: hostile.Time, Channel: "ga?te", What: "push ?[2J", Outcome: "ok? (r?)"}); hostile != want {
+		t.Errorf("hostile record row %+v, want %+v", hostile, want)
+	}
 }
 
 func TestSummarize(t *testing.T) {
@@ -296,6 +300,9 @@ func TestFollowHistoryThenLive(t *testing.T) {
 func FuzzTimeline(f *testing.F) {
 	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:30:00Z","channel":"gate","event":"push","outcome":"ok","task":"t1","ref":"\u001b[2J"}`))
 	f.Add([]byte("{torn"))
+	// Found by this fuzz test: the event, channel, outcome and reason reached
+	// the row unfiltered.
+	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:10:00Z","channel":"ga\u009bte","event":"push \u001b[2J","outcome":"ok\u007f","reason":"r\u0007","task":"t1"}`))
 	f.Add([]byte(`{"v":1,"time":"2026-12-02T11:30:00Z","channel":"proxy","event":"request","outcome":"ok","task":"t1","status":1e300,"bytes":-1}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		if bytes.ContainsAny(line, "\n\r") {
@@ -322,7 +329,7 @@ func FuzzTimeline(f *testing.F) {
 		}
 		for _, r := range recs {
 			row := FormatRow(r)
-			if strings.ContainsFunc(row, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+			if strings.ContainsFunc(row, func(c rune) bool { return c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) }) {
 				t.Fatalf("control character in row %q", row)
 			}
 		}

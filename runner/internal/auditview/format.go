@@ -43,13 +43,20 @@ type Row struct {
 	Time, Channel, What, Outcome string
 }
 
-// RowOf renders r for the table.
+// RowOf renders r for the table. Every column is made printable: the
+// event, channel, outcome and reason come from files a daemon wrote about
+// a hostile task's requests, and none of them may move a terminal's cursor.
 func RowOf(r audit.Record) Row {
 	out := r.Outcome
 	if r.Reason != "" {
 		out += " (" + r.Reason + ")"
 	}
-	return Row{Time: r.Time.UTC().Format(TimeLayout), Channel: r.Channel, What: What(r), Outcome: out}
+	return Row{
+		Time:    r.Time.UTC().Format(TimeLayout),
+		Channel: audit.Printable(r.Channel),
+		What:    audit.Printable(What(r)),
+		Outcome: audit.Printable(out),
+	}
 }
 
 // What is the "what" column: the event and the channel's telling members.
@@ -106,12 +113,7 @@ func scalar(v any) string {
 		}
 		s = string(b)
 	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return '?'
-		}
-		return r
-	}, s)
+	return audit.Printable(s)
 }
 
 // shieldWhat shows a shield record (docs/audit.md, Channel shield):

@@ -323,7 +323,7 @@ func Row(r audit.Record) string {
 	if reason == "" {
 		reason = r.Outcome
 	}
-	return row(r.Time.UTC().Format("2006-01-02T15:04:05.000Z"), r.Event, clean(strings.Join(nonEmpty(what), " ")), reason, count)
+	return row(r.Time.UTC().Format("2006-01-02T15:04:05.000Z"), clean(r.Event), clean(strings.Join(nonEmpty(what), " ")), clean(reason), clean(count))
 }
 
 func row(t, ev, what, reason, count string) string {
@@ -343,12 +343,7 @@ func nonEmpty(ss []string) []string {
 // clean keeps a container-chosen value (a refused name) from moving the
 // terminal: control characters become '?', the column is cut at 120.
 func clean(s string) string {
-	b := []rune(s)
-	for i, c := range b {
-		if c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) {
-			b[i] = '?'
-		}
-	}
+	b := []rune(audit.Printable(s))
 	if len(b) > 120 {
 		b = append(b[:119], '…')
 	}

@@ -241,6 +241,10 @@ func TestRow(t *testing.T) {
 			}
 		}
 	}
+	hostile := Row(audit.Record{Time: t0, Channel: "shield", Event: "x\x1b[2J", Reason: "r\x7f\u009b", Fields: map[string]any{"count": "1\a"}})
+	if strings.ContainsFunc(hostile, func(c rune) bool { return c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) }) {
+		t.Errorf("control character in row %q", hostile)
+	}
 	if !strings.HasPrefix(Header(), "TIME") {
 		t.Errorf("header %q", Header())
 	}
